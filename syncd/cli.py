@@ -1,0 +1,285 @@
+"""The `syncd` command: run, run --once, check, status, explain, retry, simulate, demo.
+
+Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
+75 another syncd holds the state store (cron: try later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from syncd import logs, registry
+from syncd.config import Settings, load_settings
+from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
+from syncd.lock import EXIT_LOCKED, StoreLock
+
+EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        _print_config_problems(exc)
+        return EXIT_CONFIG
+    except StoreLockedError as exc:
+        print(f"syncd: {exc}; exiting (code {EXIT_LOCKED})", file=sys.stderr)
+        return EXIT_LOCKED
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_PENDING
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="syncd", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", help="TOML config file (default: $SYNCD_CONFIG)")
+
+    run = sub.add_parser("run", help="run the daemon, or one pass with --once")
+    with_config(run)
+    run.add_argument(
+        "--once", action="store_true", help="pull, push until idle, print a summary, exit"
+    )
+    run.add_argument("--full", action="store_true", help="re-read every source from the start")
+    run.add_argument("--deadline", type=float, help="seconds before --once stops pushing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="one pass that shows what would be created, updated, removed and rejected per "
+        "sink; calls no dialer, moves no file, writes no state",
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate the configuration")
+    with_config(check)
+    check.set_defaults(func=cmd_check)
+
+    status = sub.add_parser("status", help="counts per sink and state, last run, recent rejects")
+    with_config(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    explain = sub.add_parser("explain", help="one lead's history")
+    with_config(explain)
+    explain.add_argument("key")
+    explain.set_defaults(func=cmd_explain)
+
+    retry = sub.add_parser("retry", help="put failed or refused leads back in the outbox")
+    with_config(retry)
+    retry.add_argument("--sink", required=True)
+    retry.add_argument("--reason", help="only leads whose last error contains this text")
+    retry.add_argument("--key", help="only this lead")
+    retry.set_defaults(func=cmd_retry)
+
+    sim = sub.add_parser("simulate", help="serve a dialer simulator over HTTP")
+    sim.add_argument("kind", choices=sorted(registry.SIMULATORS))
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9443)
+    sim.add_argument("--faults", help='fault switches as JSON, e.g. {"error_rate":0.2,"seed":1}')
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="simulator + sample CRM export + one sync, end to end")
+    demo.add_argument("--dir", default="demo-run", help="working folder (recreated)")
+    demo.add_argument("--leads", type=int, default=300)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def _print_config_problems(exc: ConfigError) -> None:
+    print("syncd: configuration is invalid:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    logs.configure_from(settings.log)
+    return settings
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    print(
+        f"configuration ok: {len(settings.sources)} source(s), {len(settings.sinks)} sink(s), "
+        f"{len(settings.routes)} route(s), {len(settings.writebacks)} writeback(s); "
+        f"state store {settings.state.path}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.dry_run:
+        return _dry_run(settings, full=args.full)
+    if not args.once:
+        from syncd.daemon import run_daemon
+
+        code: int = run_daemon(settings, config_path=args.config)
+        return code
+    from syncd.once import run_once
+
+    with StoreLock(settings.state.path):
+        summary = asyncio.run(run_once(settings, full=args.full, deadline_s=args.deadline))
+    from syncd.report import print_summary
+
+    print_summary(summary)
+    return summary.exit_code()
+
+
+def _dry_run(settings: Settings, *, full: bool) -> int:
+    # No store lock: a dry run reads a copy and may run beside a working syncd.
+    from syncd.dryrun import dry_run, print_dry_run
+    from syncd.report import print_summary
+
+    result = asyncio.run(dry_run(settings, full=full))
+    print_summary(result.summary)
+    print_dry_run(result)
+    return result.summary.exit_code()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    status = asyncio.run(_collect_status(settings))
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        from syncd.report import print_status
+
+        print_status(status)
+    return EXIT_OK
+
+
+async def _collect_status(settings: Settings) -> dict[str, Any]:
+    from syncd.state import open_store
+
+    if not await asyncio.to_thread(Path(settings.state.path).exists):
+        raise StoreError(
+            f"no state store at {settings.state.path} yet: run `syncd run --once` first"
+        )
+    store = await open_store(str(settings.state.path))
+    try:
+        return {
+            "counts": await store.counts(),
+            "oldest": await store.oldest_pending(),
+            "last_run": await store.last_run(),
+            "failures": await store.failure_reasons(),
+            "rejects": await store.recent_rejects(10),
+            "agents": await store.agent_dump(),
+            "writebacks": await _writeback_status(settings, store),
+        }
+    finally:
+        await store.close()
+
+
+def _require_store(settings: Settings) -> None:
+    """Raise StoreError when there is no state store yet (looking must not create one)."""
+    if not Path(settings.state.path).exists():
+        raise StoreError(
+            f"no state store at {settings.state.path} yet: run `syncd run --once` first"
+        )
+
+
+async def _writeback_status(settings: Settings, store: Any) -> dict[str, Any]:
+    from syncd.writeback.runner import STATUS_SCOPE
+
+    result: dict[str, Any] = {}
+    for cfg in settings.writebacks:
+        last = await store.kv_get(STATUS_SCOPE, cfg.name)
+        result[cfg.name] = json.loads(last) if last else {}
+    return result
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _require_store(settings)
+
+    async def go() -> dict[str, Any]:
+        from syncd.state import open_store
+
+        store = await open_store(str(settings.state.path))
+        try:
+            return await store.lead_history(args.key)
+        finally:
+            await store.close()
+
+    from syncd.report import print_history
+
+    print_history(args.key, asyncio.run(go()))
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.sink not in {s.name for s in settings.sinks}:
+        raise ConfigError(f"--sink: no sink named {args.sink!r}")
+    _require_store(settings)
+
+    async def go() -> int:
+        from syncd.state import open_store
+
+        store = await open_store(str(settings.state.path))
+        try:
+            return await store.retry_failed(args.sink, reason=args.reason, key=args.key)
+        finally:
+            await store.close()
+
+    n = asyncio.run(go())
+    print(f"{n} lead(s) of {args.sink} back in the outbox")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from syncd.simulators.faults import Faults
+    from syncd.simulators.server import serve
+
+    logs.configure("info", "auto")
+    kwargs: dict[str, Any] = {}
+    if args.faults:
+        try:
+            kwargs["faults"] = Faults.from_dict(json.loads(args.faults))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"--faults: {exc}") from None
+    app = registry.load_simulator(args.kind)(**kwargs)
+    print(f"{args.kind} simulator on http://{args.host}:{args.port}", file=sys.stderr)
+    serve(app, args.host, args.port)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from syncd.demo import run_demo
+    from syncd.report import make_console
+
+    return run_demo(Path(args.dir), leads=args.leads, console=make_console())
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT: stop claiming work and finish in-flight batches; second: exit now."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)

@@ -1,0 +1,23 @@
+"""Spreadsheet-safe CSV cells: a cell a spreadsheet would run as a formula is defused."""
+
+from __future__ import annotations
+
+import re
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: object) -> str:
+    """Return ``value`` as text that Excel/LibreOffice will not evaluate (OWASP rule)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+_NUMERIC = re.compile(r"^[+-]?[0-9][0-9 ().-]*$")
+
+
+def _is_number(text: str) -> bool:
+    # Signed numbers and phone numbers ("+91 98200 12345") cannot run anything.
+    return bool(_NUMERIC.match(text))

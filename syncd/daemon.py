@@ -1,0 +1,331 @@
+"""`syncd run`: the long-running daemon.
+
+It holds the state store's lock (a `run --once` from cron meanwhile exits 75),
+runs every pull, push, poll, keep-alive and writeback on its schedule
+(:mod:`syncd.runtime`), serves /healthz, /readyz and /metrics
+(:mod:`syncd.health`), and speaks systemd's notify protocol (:mod:`syncd.sdnotify`).
+
+Signals: SIGTERM or SIGINT stops it (in-flight batches finish within
+``run.shutdown_grace_s``, leased leads return to the outbox, sessions log out,
+exit 0); a second one exits at once. SIGHUP re-reads the configuration; an
+invalid one is refused and the running one carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from datetime import date, datetime
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncd import logs
+from syncd.config import Settings, load_settings
+from syncd.engine import new_run_id
+from syncd.errors import ConfigError
+from syncd.health import HealthServer, create_app
+from syncd.lock import StoreLock
+from syncd.metrics import Metrics
+from syncd.runtime import Runtime
+from syncd.sdnotify import Notifier
+from syncd.state import StateStore, open_store
+
+log = structlog.get_logger("syncd.daemon")
+
+STATUS_S = 10.0  # how often systemd's STATUS= line is refreshed
+STORE_PROBE_S = 5.0
+
+
+def run_daemon(settings: Settings, *, config_path: str | None = None) -> int:
+    """Return the daemon's exit code: 0 after a clean stop (SIGTERM, SIGINT)."""
+    configure_logging(settings)
+    with StoreLock(settings.state.path):
+        return asyncio.run(Daemon(settings, config_path).run())
+
+
+def configure_logging(settings: Settings) -> None:
+    logs.configure_from(settings.log)
+    # "skipped: maximum number of running instances" is the point of max_instances=1;
+    # our own job.* events report what matters.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+class DeliveredToday:
+    """Counts leads delivered since local midnight: read from the store once a day, then live."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._day: date | None = None
+        self._at_midnight = 0
+        self._total_then = 0
+
+    async def value(self, store: StateStore) -> int:
+        today = date.today()
+        if self._day != today:
+            midnight = datetime.combine(today, dtime.min).timestamp()
+            self._at_midnight = await store.delivered_since(midnight)
+            self._total_then = self.metrics.delivered_total
+            self._day = today
+        return self._at_midnight + self.metrics.delivered_total - self._total_then
+
+
+class Daemon:
+    """Owns the store, the scheduler, the health server and the running configuration."""
+
+    def __init__(
+        self, settings: Settings, config_path: str | None = None, notifier: Notifier | None = None
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.delivered_today = DeliveredToday(self.metrics)
+        self.run_id = new_run_id()
+        self.phase = "starting"
+        self.stop = asyncio.Event()
+        self._attention = asyncio.Event()
+        self._reload_wanted = False
+        self.store: StateStore | None = None
+        self.scheduler: Any = None
+        self.runtime: Runtime | None = None
+        self.health: HealthServer | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._run_started = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Return 0 once stopped by a signal; raise SyncdError if it cannot start."""
+        self._install_signal_handlers()
+        if self.notifier.watchdog_s:
+            self._background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        try:
+            if not await self._start_unless_stopped():
+                return 0
+            while True:
+                await self._attention.wait()
+                self._attention.clear()
+                if self.stop.is_set():
+                    break
+                if self._reload_wanted:
+                    self._reload_wanted = False
+                    await self._reload()
+        finally:
+            await self._shutdown()
+        return 0
+
+    async def _start_unless_stopped(self) -> bool:
+        """Return True once started; False if a stop signal came first (logins can be slow)."""
+        starting = asyncio.create_task(self._start(), name="start")
+        stopped = asyncio.create_task(self.stop.wait(), name="stop-wait")
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return False
+        starting.result()  # a failed start raises here
+        return True
+
+    async def _start(self) -> None:
+        log.info("daemon.starting", pid=os.getpid(), state=str(self.settings.state.path))
+        self.store = await open_store(str(self.settings.state.path))
+        released = await self.store.release_inflight()  # we hold the lock: leases are orphans
+        if released:
+            log.info("outbox.leases.released", leads=released)
+        if self.settings.health.enabled:
+            app = create_app(self.readiness, self.render_metrics)
+            self.health = HealthServer(app, self.settings.health.listen)
+            await self.health.start()
+        self.scheduler = AsyncIOScheduler(
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        )
+        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self.scheduler.start()
+        await self._start_runtime(self.settings)
+        await self.store.start_run(self.run_id, "daemon")
+        self._run_started = True
+        self.phase = "running"
+        status = await self.status_line()
+        self.notifier.ready(status)
+        if self.notifier.enabled:
+            self._background.append(asyncio.create_task(self._status_loop(), name="status"))
+        log.info("daemon.ready", run_id=self.run_id, status=status)
+
+    async def _start_runtime(self, settings: Settings) -> None:
+        assert self.store is not None
+        runtime = Runtime(settings, self.store, self.scheduler, self.metrics)
+        self.metrics.declare(
+            [s.name for s in settings.sources],
+            [(r.source, r.sink) for r in settings.routes],
+            [s.name for s in settings.sinks],
+            [w.name for w in settings.writebacks],
+        )
+        self.runtime = runtime  # set first: a stop during the logins still closes what opened
+        await runtime.open()
+        runtime.schedule()
+
+    async def _shutdown(self) -> None:
+        self.phase = "stopping"
+        grace = self.settings.run.shutdown_grace_s
+        self.notifier.stopping("stopping: finishing in-flight batches")
+        log.info("daemon.stopping", grace_s=grace)
+        if self.runtime is not None:
+            try:
+                await self.runtime.drain(grace)
+            except Exception as exc:  # still close the store and the server below
+                log.error("daemon.drain.failed", reason=str(exc), exc_info=True)
+            self.runtime = None
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.health is not None:
+            await self.health.stop()
+        if self.store is not None:
+            if self._run_started:
+                await self.store.finish_run(
+                    self.run_id, {"mode": "daemon", "delivered": self.metrics.delivered_total}
+                )
+            await self.store.close()
+        log.info("daemon.stopped", delivered=self.metrics.delivered_total)
+        self.notifier.close()
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            log.warning(
+                "daemon.stop.forced",
+                signal=name,
+                action="leads in flight return to the outbox at the next start",
+            )
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        log.info("daemon.stop.requested", signal=name)
+        self.stop.set()
+        self._attention.set()
+
+    def _on_reload_signal(self) -> None:
+        log.info("config.reload.requested", signal="SIGHUP")
+        self._reload_wanted = True
+        self._attention.set()
+
+    # -- reload --------------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        try:
+            new = await asyncio.to_thread(load_settings, self.config_path)
+        except ConfigError as exc:
+            log.error(
+                "config.reload.refused",
+                problems=exc.problems,
+                action="fix the configuration and send SIGHUP again; the old one keeps running",
+            )
+            return
+        if Path(new.state.path) != Path(self.settings.state.path):
+            log.error(
+                "config.reload.refused",
+                problems=["state.path: cannot change while syncd runs"],
+                action="restart syncd to move the state store",
+            )
+            return
+        if new.health != self.settings.health:
+            log.warning("config.reload.partial", setting="health", action="restart to apply it")
+        self.notifier.reloading()
+        self.phase = "reloading"
+        assert self.runtime is not None
+        await self.runtime.drain(self.settings.run.shutdown_grace_s)
+        self.runtime = None
+        if new.log != self.settings.log:
+            configure_logging(new)
+        self.settings = new
+        await self._start_runtime(new)
+        self.phase = "running"
+        status = await self.status_line()
+        self.notifier.ready(status)
+        log.info(
+            "config.reloaded",
+            sources=len(new.sources),
+            sinks=len(new.sinks),
+            writebacks=len(new.writebacks),
+        )
+
+    # -- health, metrics, status ----------------------------------------------------------
+
+    async def readiness(self) -> list[str]:
+        """Return why syncd is not ready to work (empty when it is)."""
+        if self.phase != "running" or self.store is None or self.runtime is None:
+            return [f"syncd is {self.phase}"]
+        reasons: list[str] = []
+        try:
+            await asyncio.wait_for(self.store.pending_count(), STORE_PROBE_S)
+        except TimeoutError:
+            reasons.append(f"state store did not answer within {STORE_PROBE_S:.0f}s")
+        except Exception as exc:  # any failure of the store is a reason, not a crash
+            reasons.append(f"state store unreachable: {exc}")
+        reasons.extend(self.runtime.problems())
+        return reasons
+
+    async def render_metrics(self) -> bytes:
+        runtime, store = self.runtime, self.store
+        if runtime is not None and store is not None:
+            sinks = {name: slot.sink for name, slot in runtime.slots.items()}
+            stopped = {n: s.stopped for n, s in runtime.slots.items() if s.stopped is not None}
+            try:
+                await self.metrics.refresh(store, sinks, stopped)
+            except Exception as exc:  # counters are still worth serving
+                log.warning("metrics.refresh.failed", reason=str(exc))
+        return self.metrics.exposition()
+
+    async def status_line(self) -> str:
+        """Return the one-line summary shown by `systemctl status`."""
+        if self.store is None:
+            return self.phase
+        pending = await self.store.pending_count()
+        delivered = await self.delivered_today.value(self.store)
+        line = f"{pending} pending, {delivered} delivered today"
+        failing = self.runtime.failing() if self.runtime is not None else []
+        if failing:
+            line += ", failing: " + ", ".join(failing)
+        if self.phase != "running":
+            line = f"{self.phase}; {line}"
+        return line
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_S)
+            try:
+                self.notifier.status(await self.status_line())
+            except Exception as exc:  # the status line is cosmetic; never let it kill the loop
+                log.debug("status.failed", reason=str(exc))
+
+    async def _watchdog(self) -> None:
+        # Pings come from the event loop itself: if the loop hangs, they stop.
+        period = self.notifier.watchdog_s or 1.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(period)
+
+    def _on_job_event(self, event: JobEvent) -> None:
+        what = "job.overlap.skipped" if event.code == EVENT_JOB_MAX_INSTANCES else "job.missed"
+        log.debug(what, job=event.job_id)

@@ -1,0 +1,234 @@
+"""`syncd run --once --dry-run`: a whole pass except the vendor calls and the writes.
+
+The pass runs for real, on throwaway copies: the state store is copied into a
+private temporary folder, and a source that claims files from an inbox reads
+them through a shadow inbox of symbolic links (its renames move the links, never
+the files). The pull, mapping and reconcile are exactly those of a real run; what
+the copy's outbox then holds is what a real run would send. No sink is opened, no
+outcome polled, no writeback run; the real inbox and store are left untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from syncd.config import Settings, SourceConfig, StateConfig
+from syncd.engine import build_sink, new_run_id
+from syncd.errors import StoreError
+from syncd.pipeline import Puller
+from syncd.report import make_console
+from syncd.state import open_store
+from syncd.state.sqlite import SqliteStore
+from syncd.summary import RunSummary
+
+log = structlog.get_logger("syncd.dryrun")
+
+SAMPLES = 5  # keys shown per category
+REJECT_LINES = 10  # rejected rows shown
+
+
+@dataclass
+class SinkPreview:
+    """What one sink would be sent: leads per kind of change, and rows refused before it."""
+
+    create: int = 0  # the dialer never had the lead
+    update: int = 0  # the dialer holds an older version
+    remove: int = 0
+    refuse: int = 0  # removals this sink cannot carry out (refused with a reason)
+    rejected_rows: int = 0  # source rows refused on the way to this sink
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "create": self.create,
+            "update": self.update,
+            "remove": self.remove,
+            "refuse": self.refuse,
+            "rejected_rows": self.rejected_rows,
+            "samples": self.samples,
+        }
+
+
+@dataclass
+class DryRun:
+    summary: RunSummary
+    sinks: dict[str, SinkPreview]
+    rejects: list[dict[str, Any]]  # the first rejected rows: origin, line, key, reason, sink
+
+
+async def dry_run(settings: Settings, *, full: bool = False) -> DryRun:
+    """Return what a pass would do, having changed nothing outside a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as tmp:
+        work = Path(tmp)
+        copy = work / "state.db"
+        await anyio.to_thread.run_sync(copy_store, Path(settings.state.path), copy)
+        sources = [await anyio.to_thread.run_sync(_shadowed, cfg, work) for cfg in settings.sources]
+        shadow = settings.model_copy(update={"state": StateConfig(path=copy), "sources": sources})
+        store = await open_store(str(copy))
+        try:
+            return await _preview(settings, shadow, store, full=full)
+        finally:
+            await store.close()
+
+
+async def _preview(
+    settings: Settings, shadow: Settings, store: SqliteStore, *, full: bool
+) -> DryRun:
+    summary = RunSummary(new_run_id(), dry_run=True)
+    await store.release_inflight()  # a real run would take these over too
+    for cfg in settings.sinks:
+        summary.sink(cfg.name).carried = await store.pending_count(cfg.name)
+    for route in settings.routes:
+        summary.route(route.name)
+    puller = Puller(shadow, store, summary)
+    try:
+        await puller.pull_all(full=full)
+    finally:
+        puller.close()
+    sinks = {cfg.name: SinkPreview() for cfg in settings.sinks}
+    for name, preview in sinks.items():
+        can_remove = await _can_remove(settings, name, store)
+        await _fill(store, name, preview, can_remove)
+        preview.rejected_rows = sum(
+            c.rejected for route, c in summary.routes.items() if route.endswith(f"->{name}")
+        )
+    rejects = await _rejects(store, summary.run_id)
+    log.info(
+        "run.dry_run.finished",
+        sinks={
+            n: {k: v for k, v in p.to_dict().items() if k != "samples"} for n, p in sinks.items()
+        },
+    )
+    return DryRun(summary, sinks, rejects)
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy the state store at ``source`` to ``target`` without writing to it.
+
+    A store with no write-ahead log is whole in its one file (closed cleanly, nobody
+    writing): a plain file copy. Otherwise SQLite's online backup, read-only, gives
+    a consistent snapshot while another syncd keeps writing.
+    """
+    if not source.exists():
+        return  # first run: the dry run starts from an empty store
+    wal = source.with_name(source.name + "-wal")
+    if not wal.exists():
+        shutil.copyfile(source, target)
+        if _intact(target):
+            return
+        target.unlink()
+    try:
+        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read state store {source} for a dry run: {exc}") from exc
+
+
+def _intact(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(path)
+    except sqlite3.Error:
+        return False
+    try:
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        return bool(row and row[0] == "ok")
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def _shadowed(cfg: SourceConfig, work: Path) -> SourceConfig:
+    """Return ``cfg`` reading its inbox, if it has one, through a shadow folder of links."""
+    inbox = getattr(cfg, "inbox", None)
+    if not isinstance(inbox, Path):
+        return cfg
+    shadow = work / f"inbox-{cfg.name}"
+    shadow.mkdir()
+    for folder, target in ((inbox, shadow), (inbox / "processing", shadow / "processing")):
+        target.mkdir(exist_ok=True)
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.is_file():
+                (target / entry.name).symlink_to(entry.resolve())
+    return cfg.model_copy(update={"inbox": shadow})
+
+
+async def _can_remove(settings: Settings, sink: str, store: SqliteStore) -> bool:
+    # Built (for its settings) but never opened: no login, no request, nothing to log out of.
+    built = build_sink(settings.sink(sink), settings, store, dry_run=True)
+    try:
+        return bool(built.can_remove)
+    finally:
+        await built.close()
+
+
+async def _fill(store: SqliteStore, sink: str, preview: SinkPreview, can_remove: bool) -> None:
+    async with store.db.execute(
+        "SELECT key, action, delivered_hash IS NOT NULL FROM leads"
+        " WHERE sink = ? AND state IN ('pending', 'inflight') ORDER BY key",
+        (sink,),
+    ) as cur:
+        async for key, action, delivered in cur:
+            if action == "delete":
+                kind = "remove" if can_remove else "refuse"
+            else:
+                kind = "update" if delivered else "create"
+            setattr(preview, kind, getattr(preview, kind) + 1)
+            shown = preview.samples.setdefault(kind, [])
+            if len(shown) < SAMPLES:
+                shown.append(key)
+
+
+async def _rejects(store: SqliteStore, run_id: str) -> list[dict[str, Any]]:
+    async with store.db.execute(
+        "SELECT origin, line, key, reason, sink FROM rejects WHERE run_id = ? ORDER BY id LIMIT ?",
+        (run_id, REJECT_LINES),
+    ) as cur:
+        cols = ("origin", "line", "key", "reason", "sink")
+        return [dict(zip(cols, row, strict=True)) async for row in cur]
+
+
+def print_dry_run(result: DryRun, console: Console | None = None) -> None:
+    """Print, per sink, what would be created, updated, removed and refused."""
+    out = console or make_console()
+    table = Table(
+        title="dry run: what a real pass would send (nothing was sent or written)",
+        title_justify="left",
+    )
+    cols = ("create", "update", "remove", "refuse", "rejected_rows")
+    table.add_column("sink")
+    for c in cols:
+        table.add_column(c.replace("_", " "), justify="right")
+    for name, preview in result.sinks.items():
+        table.add_row(name, *(str(getattr(preview, c)) for c in cols))
+    out.print(table)
+    for name, preview in result.sinks.items():
+        for kind in ("create", "update", "remove", "refuse"):
+            keys = preview.samples.get(kind)
+            if keys:
+                more = getattr(preview, kind) - len(keys)
+                tail = f" and {more} more" if more > 0 else ""
+                out.print(f"{name} would {kind}: {', '.join(keys)}{tail}", highlight=False)
+    for r in result.rejects:
+        where = f"{r['origin'] or '?'} line {r['line']}" if r["line"] else (r["origin"] or "?")
+        key = f" [{r['key']}]" if r["key"] else ""
+        out.print(f"rejected: {where}{key}: {r['reason']}", highlight=False, markup=False)

@@ -1,0 +1,85 @@
+"""The error hierarchy: every error carries what the user needs to act on it.
+
+Grouped under one root so callers can catch ``SyncdError`` at the edge (the CLI)
+and print a clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SyncdError(Exception):
+    """Root of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError):
+    """The configuration is invalid; ``problems`` lists each one with its field path."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class SourceError(SyncdError):
+    """A source cannot be read (the file is not CSV, the database is unreachable)."""
+
+
+class StoreError(SyncdError):
+    """The state store cannot be opened or is locked by another process."""
+
+
+class StoreLockedError(StoreError):
+    """Another syncd process holds the state store's lock."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path = path
+        self.holder = holder
+        super().__init__(f"state store {path} is in use by another syncd (pid {holder})")
+
+
+class VendorError(SyncdError):
+    """A dialer answered with an error or could not be reached.
+
+    ``vendor`` names the dialer, ``code`` is the vendor's own status code when it
+    gave one, ``reason`` is its text. Never carries credentials.
+    """
+
+    def __init__(self, reason: str, *, vendor: str = "", code: str | None = None) -> None:
+        self.vendor = vendor
+        self.code = code
+        self.reason = reason
+        prefix = f"{vendor}: " if vendor else ""
+        suffix = f" (code {code})" if code is not None else ""
+        super().__init__(f"{prefix}{reason}{suffix}")
+
+
+class RetryableError(VendorError):
+    """Transient: a timeout, a reset connection, a 5xx, a 429. Try again later.
+
+    ``retry_after`` is the delay the server asked for, in seconds, when it asked.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        vendor: str = "",
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, vendor=vendor, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentError(VendorError):
+    """The vendor refused the records of this request; repeating it will not help."""
+
+
+class SinkConfigError(PermanentError):
+    """The vendor refused the sink itself (bad key, unknown process, bad credentials).
+
+    The sink stops; its leads stay queued until the configuration is fixed.
+    """
+
+
+class SessionExpiredError(VendorError):
+    """The vendor says the session or token is no longer valid; log in again."""

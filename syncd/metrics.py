@@ -1,0 +1,283 @@
+"""Prometheus metrics of the daemon, in a registry of its own (not the process-global one).
+
+Counters grow from what the engine reports (rows read, leads pushed, outcomes
+received); gauges (outbox depth, oldest pending lead, sink up, writeback lag) are
+read from the store and the sinks when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from syncd.http import guard_for
+from syncd.model import ResultKind
+from syncd.state.base import Completion, StateStore
+from syncd.summary import RunSummary
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """Every metric syncd exports; also the push observer (``push_latency``, ``push_results``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rows_read = Counter(
+            "syncd_source_rows_read", "Rows read from a source", ["source"], registry=r
+        )
+        self.rows_rejected = Counter(
+            "syncd_source_rows_rejected",
+            "Rows refused on their way to a sink (unmappable, bad phone, duplicate key)",
+            ["source", "sink"],
+            registry=r,
+        )
+        self.rows_enqueued = Counter(
+            "syncd_source_rows_enqueued",
+            "New, changed or deleted leads put in a sink's outbox",
+            ["source", "sink"],
+            registry=r,
+        )
+        self.files_failed = Counter(
+            "syncd_source_files_failed",
+            "Source files (origins) that could not be read at all",
+            ["source"],
+            registry=r,
+        )
+        self.pushed = Counter(
+            "syncd_sink_leads_pushed", "Leads sent to a dialer (each attempt)", ["sink"], registry=r
+        )
+        self.delivered = Counter(
+            "syncd_sink_leads_delivered", "Leads the dialer accepted", ["sink"], registry=r
+        )
+        self.rejected = Counter(
+            "syncd_sink_leads_rejected",
+            "Leads the dialer refused, with a reason (permanent)",
+            ["sink"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "syncd_sink_leads_failed",
+            "Leads given up on after their last attempt (dead letter)",
+            ["sink"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "syncd_sink_push_retries", "Leads scheduled for another attempt", ["sink"], registry=r
+        )
+        self.latency = Histogram(
+            "syncd_sink_push_latency_seconds",
+            "Time one push call (one batch) took",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.logins = Counter(
+            "syncd_sink_session_logins", "Vendor session logins", ["sink"], registry=r
+        )
+        self.outcomes = Counter(
+            "syncd_sink_outcomes_received",
+            "New or changed call outcomes read from a dialer",
+            ["sink"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "syncd_outbox_pending", "Leads waiting in a sink's outbox", ["sink"], registry=r
+        )
+        self.oldest_age = Gauge(
+            "syncd_outbox_oldest_pending_age_seconds",
+            "Age of the oldest lead waiting in a sink's outbox (0 when empty)",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_up = Gauge(
+            "syncd_sink_up",
+            "1 when the sink works, 0 when stopped (configuration error, cannot log in)",
+            ["sink"],
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "syncd_sink_breaker_state",
+            "The sink's circuit breaker: 0 closed, 1 half-open (probing), 2 open (paused)",
+            ["sink"],
+            registry=r,
+        )
+        self.written = Counter(
+            "syncd_writeback_outcomes_written",
+            "Outcomes written back to the CRM",
+            ["writeback"],
+            registry=r,
+        )
+        self.writeback_lag = Gauge(
+            "syncd_writeback_lag_seconds",
+            "Seconds since the writeback last completed a pass: no outcome waits longer",
+            ["writeback"],
+            registry=r,
+        )
+        self.job_failures = Counter(
+            "syncd_job_failures", "Scheduled jobs that ended with an error", ["job"], registry=r
+        )
+        self._sinks: set[str] = set()
+        self.delivered_total = 0  # all sinks, for the daemon's "delivered today"
+        self._writeback_ok: dict[str, float] = {}
+        self._logins_seen: dict[str, tuple[int, int]] = {}  # sink -> (id(sink object), value)
+
+    # -- configuration ---------------------------------------------------------
+
+    def declare(
+        self,
+        sources: Iterable[str],
+        routes: Iterable[tuple[str, str]],
+        sinks: Iterable[str],
+        writebacks: Iterable[str],
+    ) -> None:
+        """Create every labelled series at zero so dashboards see them before any traffic."""
+        now = time.time()
+        sinks = set(sinks)
+        for gone in self._sinks - sinks:  # a reload removed it: its gauges must not linger
+            for gauge in (self.pending, self.oldest_age, self.sink_up, self.breaker):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
+        self._sinks = sinks
+        for source in sources:
+            self.rows_read.labels(source)
+            self.files_failed.labels(source)
+        for source, sink in routes:
+            self.rows_rejected.labels(source, sink)
+            self.rows_enqueued.labels(source, sink)
+        for sink in sinks:
+            for metric in (self.pushed, self.delivered, self.rejected, self.failed):
+                metric.labels(sink)
+            for metric in (self.retries, self.logins, self.outcomes):
+                metric.labels(sink)
+            self.latency.labels(sink)
+        names = set(writebacks)
+        for gone in set(self._writeback_ok) - names:
+            del self._writeback_ok[gone]
+            with contextlib.suppress(KeyError):
+                self.writeback_lag.remove(gone)
+        for name in names:
+            self.written.labels(name)
+            self._writeback_ok.setdefault(name, now)
+
+    # -- push observer (syncd.push.Pusher calls these) --------------------------
+
+    def push_latency(self, sink: str, seconds: float) -> None:
+        self.latency.labels(sink).observe(seconds)
+
+    def push_results(self, sink: str, completions: Sequence[Completion]) -> None:
+        self.pushed.labels(sink).inc(len(completions))
+        for c in completions:
+            if c.kind is ResultKind.DELIVERED:
+                self.delivered.labels(sink).inc()
+                self.delivered_total += 1
+            elif c.kind is ResultKind.REJECTED:
+                self.rejected.labels(sink).inc()
+            elif c.final:
+                self.failed.labels(sink).inc()
+            else:
+                self.retries.labels(sink).inc()
+
+    # -- other stages -------------------------------------------------------------
+
+    def pull_meter(self, source: str, summary: RunSummary) -> PullMeter:
+        """Return a meter that turns a pull's growing summary into counter increments."""
+        return PullMeter(self, source, summary)
+
+    def outcomes_received(self, sink: str, count: int) -> None:
+        if count > 0:
+            self.outcomes.labels(sink).inc(count)
+
+    def writeback_pass(self, name: str, written: int, *, complete: bool) -> None:
+        """Count a writeback pass; ``complete``: nothing was left pending by an error."""
+        if written > 0:
+            self.written.labels(name).inc(written)
+        if complete:
+            self._writeback_ok[name] = time.time()
+
+    def job_failed(self, job: str) -> None:
+        self.job_failures.labels(job).inc()
+
+    # -- scrape time --------------------------------------------------------------
+
+    async def refresh(
+        self, store: StateStore, sinks: Mapping[str, Any], stopped: Mapping[str, str]
+    ) -> None:
+        """Read the gauges' current values from the store and the sinks."""
+        now = time.time()
+        oldest = await store.oldest_pending()
+        for name, sink in sinks.items():
+            self.pending.labels(name).set(await store.pending_count(name))
+            since = oldest.get(name)
+            self.oldest_age.labels(name).set(max(now - since, 0.0) if since else 0.0)
+            self.sink_up.labels(name).set(0 if name in stopped else 1)
+            self.breaker.labels(name).set(guard_for(sink).breaker.state_value)
+            self.observe_logins(name, sink)
+        for name, at in self._writeback_ok.items():
+            self.writeback_lag.labels(name).set(max(now - at, 0.0))
+
+    def observe_logins(self, name: str, sink: Any) -> None:
+        """Count the logins ``sink.logins`` gained since last seen (a new sink starts at 0)."""
+        value = getattr(sink, "logins", None)
+        if value is None:  # most sinks report it among their health details
+            try:
+                value = sink.health().details.get("logins")
+            except Exception:  # a sink's broken health() must not break the scrape
+                value = None
+        if not isinstance(value, int) or isinstance(value, bool):
+            return
+        previous_id, previous = self._logins_seen.get(name, (id(sink), 0))
+        if previous_id != id(sink):
+            previous = 0
+        if value > previous:
+            self.logins.labels(name).inc(value - previous)
+        self._logins_seen[name] = (id(sink), value)
+
+    def exposition(self) -> bytes:
+        """Return the registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class PullMeter:
+    """Adds what a pull's summary gained since the last update to the source counters."""
+
+    def __init__(self, metrics: Metrics, source: str, summary: RunSummary) -> None:
+        self.metrics = metrics
+        self.source = source
+        self.summary = summary
+        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._read = 0
+        self._files_failed = 0
+
+    def update(self) -> set[str]:
+        """Return the sinks whose outbox grew since the last update."""
+        m = self.metrics
+        read = 0
+        grew: set[str] = set()
+        for route, counts in self.summary.routes.items():
+            source, _, sink = route.partition("->")
+            if source != self.source:
+                continue
+            # Every route of a source sees every row: the source read the largest count.
+            read = max(read, counts.read)
+            before = self._seen.get(route, (0, 0, 0))
+            now = (counts.read, counts.rejected, counts.enqueued)
+            if now[1] > before[1]:
+                m.rows_rejected.labels(source, sink).inc(now[1] - before[1])
+            if now[2] > before[2]:
+                m.rows_enqueued.labels(source, sink).inc(now[2] - before[2])
+                grew.add(sink)
+            self._seen[route] = now
+        if read > self._read:
+            m.rows_read.labels(self.source).inc(read - self._read)
+            self._read = read
+        failed = len(self.summary.files_failed)
+        if failed > self._files_failed:
+            m.files_failed.labels(self.source).inc(failed - self._files_failed)
+            self._files_failed = failed
+        return grew

@@ -1,0 +1,175 @@
+"""Vendor-neutral records that move between the stages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class Lead:
+    """One person to call, in canonical form."""
+
+    key: str
+    phone: str  # E.164
+    alt_phones: tuple[str, ...] = ()
+    first_name: str = ""
+    last_name: str = ""
+    email: str = ""
+    call_at: datetime | None = None  # UTC
+    agent: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    deleted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict; the inverse of :meth:`from_json`."""
+        return {
+            "key": self.key,
+            "phone": self.phone,
+            "alt_phones": list(self.alt_phones),
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "email": self.email,
+            "call_at": self.call_at.isoformat() if self.call_at else None,
+            "agent": self.agent,
+            "fields": self.fields,
+            "deleted": self.deleted,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Lead:
+        """Return the Lead that :meth:`to_json` produced."""
+        call_at = data.get("call_at")
+        return cls(
+            key=data["key"],
+            phone=data.get("phone", ""),
+            alt_phones=tuple(data.get("alt_phones") or ()),
+            first_name=data.get("first_name", ""),
+            last_name=data.get("last_name", ""),
+            email=data.get("email", ""),
+            call_at=datetime.fromisoformat(call_at) if call_at else None,
+            agent=data.get("agent", ""),
+            fields=dict(data.get("fields") or {}),
+            deleted=bool(data.get("deleted", False)),
+        )
+
+
+class Action(enum.StrEnum):
+    """What the sink must do with a queued lead."""
+
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class LeadState(enum.StrEnum):
+    """Where a lead stands for one sink."""
+
+    PENDING = "pending"  # in the outbox, waiting to be pushed
+    INFLIGHT = "inflight"  # claimed by a push worker (leased)
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # refused by the dialer for this record, with a reason
+    FAILED = "failed"  # attempts exhausted: a dead letter, see `syncd retry`
+    REMOVED = "removed"  # deleted from the dialer
+
+
+@dataclass(slots=True)
+class QueuedLead:
+    """A lead claimed from the outbox for one push."""
+
+    sink: str
+    key: str
+    hash: str
+    action: Action
+    lead: Lead
+    attempts: int
+    vendor_ref: str | None = None  # the dialer's own id once known (Ameyo customerId)
+    delivered_hash: str | None = None  # what the dialer held before this push, if anything
+
+
+class ResultKind(enum.StrEnum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # permanent for this record
+    RETRY = "retry"  # transient; back to the outbox with backoff
+
+
+@dataclass(slots=True)
+class PushResult:
+    """The outcome of pushing one queued lead."""
+
+    key: str
+    kind: ResultKind
+    reason: str = ""
+    vendor_ref: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def delivered(cls, key: str, vendor_ref: str | None = None) -> PushResult:
+        return cls(key, ResultKind.DELIVERED, vendor_ref=vendor_ref)
+
+    @classmethod
+    def rejected(cls, key: str, reason: str) -> PushResult:
+        return cls(key, ResultKind.REJECTED, reason=reason)
+
+    @classmethod
+    def retry(cls, key: str, reason: str, retry_after: float | None = None) -> PushResult:
+        return cls(key, ResultKind.RETRY, reason=reason, retry_after=retry_after)
+
+
+class CallStatus(enum.StrEnum):
+    """The vendor-neutral call status every sink maps its vocabulary onto."""
+
+    PENDING = "pending"  # queued at the dialer, not dialled yet
+    CONNECTED = "connected"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"  # network / invalid number / SIT tones
+    DROPPED = "dropped"
+    SCHEDULED = "scheduled"  # a callback is pending
+    CLOSED = "closed"  # the dialer will not call again
+    UNKNOWN = "unknown"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a dialer reports for a lead."""
+
+    sink: str
+    key: str
+    observed_at: datetime  # UTC, when syncd saw it
+    status: str = CallStatus.UNKNOWN.value
+    raw_status: str = ""
+    disposition: str = ""
+    attempts: int | None = None
+    last_dialed_at: datetime | None = None
+    agent: str = ""
+    call_id: str = ""
+    recording_url: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AgentStatus:
+    """An agent's current status at a dialer."""
+
+    sink: str
+    login: str
+    status: str
+    description: str = ""
+    duration_s: int | None = None
+    changed_at: datetime | None = None
+    observed_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Reject:
+    """A source row that could not become a lead, with the reason."""
+
+    source: str
+    reason: str
+    line: int | None = None  # 1-based physical line of the row's start, for files
+    origin: str = ""  # the file name or table the row came from
+    row: dict[str, str] | list[str] = field(default_factory=dict)
+    key: str = ""

@@ -1,0 +1,270 @@
+"""Phone numbers and field mapping: source rows in, canonical leads or reasons out.
+
+Everything here is pure and picklable so a large initial load can fan out to a
+process pool (``phonenumbers`` costs ~20 µs a number and dominates the pull).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+
+from syncd.config import RouteConfig
+from syncd.model import Lead
+
+_SPLIT = re.compile(r"[,;/|\n]+")
+MAX_KEY_LEN = 128
+
+
+class PhoneError(ValueError):
+    """The text is not a valid phone number for the region."""
+
+
+# ---------------------------------------------------------------------------
+# phones
+
+
+def to_e164(text: str, region: str) -> str:
+    """Return ``text`` as an E.164 number, or raise PhoneError saying why not."""
+    raw = text.strip()
+    if not raw:
+        raise PhoneError("empty phone")
+    if raw.startswith("00") and not raw.startswith("000"):
+        raw = "+" + raw[2:]
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise PhoneError(f"invalid phone {text.strip()!r}: {exc._msg}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise PhoneError(f"invalid phone {text.strip()!r} for region {region}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass(frozen=True, slots=True)
+class DialFormat:
+    style: str  # e164 | 00 | national | prefix
+    prefix: str = ""
+
+
+def parse_dial_format(value: str) -> DialFormat:
+    """Return the parsed ``dial_format`` setting or raise ValueError naming the choices."""
+    if value in ("e164", "00", "national"):
+        return DialFormat(value)
+    if value.startswith("prefix:") and re.fullmatch(r"[0-9*#]{0,8}", value[7:]):
+        return DialFormat("prefix", value[7:])
+    raise ValueError(
+        "must be one of e164, 00, national, prefix:<digits> (e.g. prefix:011), got " + repr(value)
+    )
+
+
+def format_dial(e164: str, fmt: DialFormat, region: str) -> str:
+    """Return the dial string a trunk expects for an E.164 number.
+
+    Jodo's document: GSM gateways take ``+``, telco trunks need ``00`` or a
+    domestic prefix instead.
+    """
+    if fmt.style == "e164":
+        return e164
+    if fmt.style == "00":
+        return "00" + e164[1:]
+    if fmt.style == "prefix":
+        return fmt.prefix + e164[1:]
+    number = phonenumbers.parse(e164, None)
+    # Domestic numbers in national form (with the trunk prefix); foreign ones with
+    # the region's international access code.
+    dial = phonenumbers.format_out_of_country_calling_number(number, region)
+    return re.sub(r"[^0-9+*#]", "", dial)
+
+
+# ---------------------------------------------------------------------------
+# mapping
+
+
+class RowRejected(ValueError):
+    """A row cannot become a lead; the message is the reason kept with it."""
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def parse_datetime(text: str, fmt: str | None, zone: str) -> datetime | None:
+    """Return ``text`` as an aware UTC datetime, None when empty; RowRejected when bad."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.startswith("0000-00-00"):
+        raise RowRejected(f"invalid date {value!r} (zero date)")
+    try:
+        parsed = datetime.strptime(value, fmt) if fmt else datetime.fromisoformat(value)
+    except ValueError:
+        expected = fmt or "ISO 8601, e.g. 2026-11-22 14:30:00"
+        raise RowRejected(f"invalid date {value!r} (expected {expected})") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_zone(zone))
+    return parsed.astimezone(UTC)
+
+
+class Mapper:
+    """Turns one route's rows into leads; built once per route and header."""
+
+    def __init__(self, route: RouteConfig, header: tuple[str, ...]) -> None:
+        self.route = route
+        self.index = {name: i for i, name in enumerate(header)}
+        missing = [c for c in required_columns(route) if c not in self.index]
+        if missing:
+            raise RowRejected(
+                "missing column(s) "
+                + ", ".join(repr(c) for c in missing)
+                + f" required by route {route.name}; header has: "
+                + ", ".join(header)
+            )
+        self.fingerprint = route_fingerprint(route)
+
+    def cell(self, values: list[str], column: str | None) -> str:
+        if column is None:
+            return ""
+        return values[self.index[column]].strip()
+
+    def key_of(self, values: list[str]) -> str:
+        return self.cell(values, self.route.map.key)
+
+    def raw_hash(self, values: list[str]) -> str:
+        """Return a hash of the raw row, so unchanged rows skip normalization."""
+        h = hashlib.blake2b(self.fingerprint, digest_size=16)
+        h.update("\x1f".join(values).encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
+
+    def to_lead(self, values: list[str]) -> Lead:
+        """Return the lead for a row, or raise RowRejected with the reason."""
+        m = self.route.map
+        key = self.key_of(values)
+        if not key:
+            raise RowRejected(f"missing key (column {m.key!r} is empty)")
+        if len(key) > MAX_KEY_LEN:
+            raise RowRejected(f"key longer than {MAX_KEY_LEN} characters")
+        for column, text in ((c, values[i]) for c, i in self.index.items()):
+            if "\udc80" <= max(text, default="\x00") and _has_surrogate(text):
+                raise RowRejected(
+                    f"column {column!r} is not valid text in the file's encoding "
+                    "(is the file latin1/cp1252? set the source's encoding)"
+                )
+        deleted = self._is_deleted(values)
+        phones = _split_phones(self.cell(values, m.phone))
+        region = self.route.default_region
+        if not phones:
+            if deleted:
+                return Lead(key=key, phone="", deleted=True)
+            raise RowRejected(f"missing phone (column {m.phone!r} is empty)")
+        try:
+            phone = to_e164(phones[0], region)
+        except PhoneError as exc:
+            raise RowRejected(f"{exc} in column {m.phone!r}") from None
+        alternates: list[str] = []
+        for text in phones[1:] + [
+            p for c in m.alt_phones for p in _split_phones(self.cell(values, c))
+        ]:
+            try:
+                number = to_e164(text, region)
+            except PhoneError:
+                continue  # an unusable alternate does not cost the lead its main number
+            if number != phone and number not in alternates:
+                alternates.append(number)
+        call_at = parse_datetime(
+            self.cell(values, m.call_at), self.route.call_at_format, self.route.timezone
+        )
+        return Lead(
+            key=key,
+            phone=phone,
+            alt_phones=tuple(alternates),
+            first_name=self.cell(values, m.first_name),
+            last_name=self.cell(values, m.last_name),
+            email=self.cell(values, m.email),
+            call_at=call_at,
+            agent=self.cell(values, m.agent),
+            fields={name: self.cell(values, col) for name, col in m.fields.items()},
+            deleted=deleted,
+        )
+
+    def _is_deleted(self, values: list[str]) -> bool:
+        route = self.route
+        if route.map.deleted and self.cell(values, route.map.deleted).lower() in {
+            v.lower() for v in route.deleted_values
+        }:
+            return True
+        # A row that leaves the route's filter is, for this sink, a deleted lead.
+        return any(self.cell(values, col) not in accepted for col, accepted in route.filter.items())
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _split_phones(text: str) -> list[str]:
+    return [p.strip() for p in _SPLIT.split(text) if p.strip()]
+
+
+def required_columns(route: RouteConfig) -> list[str]:
+    m = route.map
+    cols = [m.key, m.phone, *m.alt_phones]
+    cols += [c for c in (m.first_name, m.last_name, m.email, m.call_at, m.agent, m.deleted) if c]
+    cols += list(m.fields.values()) + list(route.filter)
+    return list(dict.fromkeys(cols))
+
+
+def route_fingerprint(route: RouteConfig) -> bytes:
+    """Return bytes that change whenever the route's mapping changes."""
+    return hashlib.blake2b(route.model_dump_json().encode(), digest_size=16).digest()
+
+
+def lead_hash(lead_json: str) -> str:
+    """Return the content hash the reconcile step compares."""
+    return hashlib.blake2b(lead_json.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def lead_to_json(lead: Lead) -> str:
+    """Return the canonical JSON text of a lead (stable key order: equal leads, equal text)."""
+    if lead.deleted:
+        # What a deleted lead held no longer matters: one stable text per key.
+        return json.dumps({"key": lead.key, "deleted": True}, sort_keys=True)
+    return json.dumps(lead.to_json(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------
+# batch entry point (runs in worker processes for large loads)
+
+NormalizedRow = tuple[int, str, str | None, str | None, str | None, bool]
+"""(line, key, lead_hash, lead_json, reject_reason, deleted): one of json/reason is set."""
+
+
+_MAPPERS: dict[tuple[str, tuple[str, ...]], Mapper] = {}
+
+
+def normalize_rows(
+    route_json: str, header: tuple[str, ...], rows: list[tuple[int, list[str]]]
+) -> list[NormalizedRow]:
+    """Return, for each (line, values) row, its lead JSON and hash or its reject reason."""
+    cache_key = (route_json, header)
+    mapper = _MAPPERS.get(cache_key)
+    if mapper is None:
+        mapper = Mapper(RouteConfig.model_validate_json(route_json), header)
+        _MAPPERS[cache_key] = mapper
+    out: list[NormalizedRow] = []
+    for line, values in rows:
+        key = mapper.key_of(values)
+        try:
+            lead = mapper.to_lead(values)
+        except RowRejected as exc:
+            out.append((line, key, None, None, str(exc), False))
+            continue
+        text = lead_to_json(lead)
+        out.append((line, key, lead_hash(text), text, None, lead.deleted))
+    return out

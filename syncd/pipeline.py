@@ -1,0 +1,316 @@
+"""The pull side: source chunks → mapping → reconcile → one transaction per chunk.
+
+The outbox rows, the rejects and the source's new cursor commit together, so a
+crash never loses or skips a row: a restart resumes at the committed cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import structlog
+
+from syncd import registry
+from syncd.config import RouteConfig, Settings, SourceConfig
+from syncd.model import Action, Reject
+from syncd.normalize import Mapper, NormalizedRow, normalize_rows, required_columns
+from syncd.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.sources.base import Chunk, Source
+from syncd.state.base import ChunkWrite, LeadWrite, StateStore, StoredLead
+from syncd.summary import RunSummary
+
+log = structlog.get_logger("syncd.pull")
+
+POOL_THRESHOLD = 2000  # rows needing normalization before a chunk fans out to processes
+Speculative = dict[str, "asyncio.Future[list[NormalizedRow]]"]  # route name -> mapping under way
+
+
+def build_source(cfg: SourceConfig, routes: list[RouteConfig], store: StateStore) -> Source:
+    """Return the source object for a config, via the registry."""
+    factory = registry.sources()[cfg.kind].load_factory()
+    required = {c for r in routes for c in required_columns(r)}
+
+    async def load_rejects(origin: str) -> list[tuple[int | None, str, str, str]]:
+        return await store.rejects_for_origin(cfg.name, origin)
+
+    source: Source = factory(cfg, required_columns=required, load_rejects=load_rejects)
+    return source
+
+
+class Puller:
+    """Pulls every source once and reconciles what it reads into the outbox."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        summary: RunSummary,
+        *,
+        progress: Callable[[Source, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.summary = summary
+        self.progress = progress
+        self._pool: ProcessPoolExecutor | None = None
+        self._speculate = True
+        self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
+
+    async def pull_all(self, *, full: bool = False) -> None:
+        for cfg in self.settings.sources:
+            await self.pull(cfg, full=full)
+
+    async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
+        routes = [r for r in self.settings.routes if r.source == cfg.name]
+        if not routes:
+            log.warning("source.unrouted", source=cfg.name)
+            return
+        source = build_source(cfg, routes, self.store)
+        cursor = None if full else await self.store.get_cursor(cfg.name)
+        bound = log.bind(source=cfg.name)
+        chunks = source.chunks(cursor, full=full).__aiter__()
+        upcoming = asyncio.ensure_future(self._fetch(chunks, routes))
+        try:
+            while (item := await upcoming) is not None:
+                chunk, speculative = item
+                # Read (and maybe map) the next chunk while this one is reconciled and
+                # committed: reading is a thread, mapping a process pool.
+                upcoming = asyncio.ensure_future(self._fetch(chunks, routes))
+                await self._chunk(source, chunk, routes, bound, speculative)
+        finally:
+            if not upcoming.done():
+                upcoming.cancel()
+            await asyncio.gather(upcoming, return_exceptions=True)
+            await source.close()
+
+    async def _fetch(
+        self, chunks: AsyncIterator[Chunk], routes: list[RouteConfig]
+    ) -> tuple[Chunk, Speculative] | None:
+        """Return the next chunk, with its rows already being mapped during initial loads."""
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        speculative: Speculative = {}
+        if self._speculate and chunk.rows and not chunk.failed:
+            # Lookups must wait for the previous chunk's commit, but mapping is pure:
+            # when most rows are new anyway, start it now and drop what turns out unneeded.
+            for route in routes:
+                if route.map.key in chunk.header and route.map.phone in chunk.header:
+                    speculative[route.name] = asyncio.ensure_future(
+                        self._normalize(route, chunk, chunk.rows)
+                    )
+        return chunk, speculative
+
+    async def _chunk(
+        self,
+        source: Source,
+        chunk: Chunk,
+        routes: list[RouteConfig],
+        bound: Any,
+        speculative: Speculative | None = None,
+    ) -> None:
+        if chunk.failed:
+            bound.error("source.origin.failed", origin=chunk.origin, reason=chunk.failed)
+            self.summary.files_failed.append(f"{source.name}/{chunk.origin}: {chunk.failed}")
+            write = ChunkWrite(self.summary.run_id, source.name, chunk.origin)
+            write.rejects.append(("", Reject(source.name, chunk.failed, None, chunk.origin)))
+            await self.store.apply_chunk(write)
+            if chunk.after_commit:
+                await chunk.after_commit()
+            return
+        write = ChunkWrite(self.summary.run_id, source.name, chunk.origin, cursor=chunk.cursor)
+        for reject in chunk.rejects:
+            write.rejects.append(("", reject))
+        for route in routes:
+            await self._route(route, chunk, write, (speculative or {}).get(route.name))
+        await self.store.apply_chunk(write)
+        if chunk.after_commit:
+            await chunk.after_commit()
+        if self.progress:
+            self.progress(source, chunk.rows_read)
+        if chunk.rows or chunk.rejects:
+            bound.debug("source.chunk.committed", origin=chunk.origin, rows=chunk.rows_read)
+
+    async def _route(
+        self,
+        route: RouteConfig,
+        chunk: Chunk,
+        write: ChunkWrite,
+        speculative: asyncio.Future[list[NormalizedRow]] | None = None,
+    ) -> None:
+        counts = self.summary.route(route.name)
+        counts.read += chunk.rows_read
+        counts.rejected += len(chunk.rejects)
+        if not chunk.rows:
+            return
+        sink = route.sink
+        key_col = chunk.header.index(route.map.key)
+        # Last row wins for a key repeated inside the chunk; earlier ones are set aside.
+        latest: dict[str, int] = {}
+        for i, (_, values) in enumerate(chunk.rows):
+            latest[values[key_col].strip()] = i
+        stored = await self.store.lookup(sink, [k for k in latest if k])
+        needs_mapping: list[tuple[int, list[str]]] = []
+        writes: list[LeadWrite] = []
+        raw_hashes: dict[int, str] = {}
+        mapper = Mapper(route, chunk.header)
+        for i, (line, values) in enumerate(chunk.rows):
+            key = values[key_col].strip()
+            if key and latest[key] != i:
+                later = chunk.rows[latest[key]][0]
+                self._reject(
+                    write,
+                    sink,
+                    chunk,
+                    line,
+                    key,
+                    values,
+                    f"duplicate key {key!r}: superseded by line {later} (last wins)",
+                )
+                counts.rejected += 1
+                continue
+            raw_hash = mapper.raw_hash(values)
+            raw_hashes[line] = raw_hash
+            previous = stored.get(key)
+            if previous is not None and superseded_by(previous, chunk.origin, write.run_id, line):
+                needs_mapping.append((line, values))  # a repeat across chunks: always re-map
+            elif raw_unchanged(previous, raw_hash):
+                counts.unchanged += 1
+            else:
+                needs_mapping.append((line, values))
+        by_line = dict(needs_mapping)
+        if speculative is not None:
+            normalized = [row for row in await speculative if row[0] in by_line]
+        else:
+            normalized = await self._normalize(route, chunk, needs_mapping)
+        # Speculate on the next chunk only while most rows need mapping (initial loads).
+        self._speculate = len(needs_mapping) * 2 > len(chunk.rows)
+        for line, key, content_hash, lead_json, reason, deleted in normalized:
+            if reason is not None or content_hash is None or lead_json is None:
+                self._reject(write, sink, chunk, line, key, by_line[line], reason or "unmappable")
+                counts.rejected += 1
+                continue
+            decision = self._decide(
+                write, route, chunk, stored.get(key), key, line, content_hash, deleted
+            )
+            counts.add(decision.value)
+            if decision is Decision.UNCHANGED:
+                writes.append(
+                    LeadWrite(
+                        key,
+                        content_hash,
+                        raw_hashes[line],
+                        lead_json,
+                        Action.UPSERT,
+                        decision.value,
+                        line,
+                        enqueue=False,
+                    )
+                )
+                continue
+            if decision is Decision.SKIPPED:
+                if key in stored:  # known but never delivered: record that it is gone
+                    writes.append(
+                        LeadWrite(
+                            key,
+                            content_hash,
+                            raw_hashes[line],
+                            lead_json,
+                            Action.DELETE,
+                            decision.value,
+                            line,
+                            state="removed",
+                        )
+                    )
+                continue
+            action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
+            writes.append(
+                LeadWrite(
+                    key, content_hash, raw_hashes[line], lead_json, action, decision.value, line
+                )
+            )
+            prev = stored.get(key)
+            if (
+                prev is not None
+                and prev.state in ("pending", "inflight")
+                and prev.run_id != write.run_id
+            ):
+                self.summary.sink(sink).carried -= 1  # counted as carried over; now re-enqueued
+        write.leads.setdefault(sink, []).extend(writes)
+
+    def _decide(
+        self,
+        write: ChunkWrite,
+        route: RouteConfig,
+        chunk: Chunk,
+        previous: StoredLead | None,
+        key: str,
+        line: int,
+        content_hash: str,
+        deleted: bool,
+    ) -> Decision:
+        repeat = superseded_by(previous, chunk.origin, write.run_id, line)
+        if repeat is None or previous is None:
+            return decide(previous, content_hash, deleted)
+        # The key already appeared earlier in this file (in an earlier chunk): that row
+        # is superseded and moves from its bucket to the rejects.
+        if repeat.counted_as:
+            counts = self.summary.route(route.name)
+            counts.add(repeat.counted_as, -1)
+            counts.rejected += 1
+            self._reject(
+                write,
+                route.sink,
+                chunk,
+                repeat.line,
+                key,
+                [],
+                f"duplicate key {key!r}: superseded by line {line} (last wins)",
+            )
+        return decide_repeat(repeat.counted_as, previous, content_hash, deleted)
+
+    def _reject(
+        self,
+        write: ChunkWrite,
+        sink: str,
+        chunk: Chunk,
+        line: int | None,
+        key: str,
+        values: list[str],
+        reason: str,
+    ) -> None:
+        write.rejects.append((sink, Reject(write.source, reason, line, chunk.origin, values, key)))
+
+    async def _normalize(
+        self, route: RouteConfig, chunk: Chunk, rows: list[tuple[int, list[str]]]
+    ) -> list[NormalizedRow]:
+        route_json = self._route_json[route.name]
+        workers = self._workers()
+        if len(rows) < POOL_THRESHOLD or workers <= 1:
+            return normalize_rows(route_json, chunk.header, rows)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=workers)
+        loop = asyncio.get_running_loop()
+        size = -(-len(rows) // workers)
+        parts = [rows[i : i + size] for i in range(0, len(rows), size)]
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, normalize_rows, route_json, chunk.header, part)
+                for part in parts
+            )
+        )
+        return [row for part in results for row in part]
+
+    def _workers(self) -> int:
+        configured = self.settings.run.normalize_processes
+        return configured if configured else (os.cpu_count() or 1)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,259 @@
+"""The push side: claim a batch from the outbox → the sink → per-lead results.
+
+Delivered, refused (permanent for the record, reason kept), retried with backoff,
+or failed once attempts run out. A batch the dialer refuses as a whole is split
+in halves until the bad lead stands alone, so the good ones still go through.
+
+Every push passes the sink's guard (``syncd.http.guard_for``): the circuit breaker
+stops pushing to a dialer that keeps failing (leads wait without spending their
+attempts), and a Retry-After holds back every worker of the sink, not just one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from syncd.breaker import BreakerState
+from syncd.config import SinkConfig
+from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.http import guard_for
+from syncd.model import PushResult, QueuedLead, ResultKind
+from syncd.sinks.base import BatchRejected, Sink
+from syncd.state.base import Completion, StateStore
+from syncd.summary import SinkCounts
+
+LEASE_S = 300.0
+
+
+def backoff(
+    attempts: int,
+    cfg: SinkConfig,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Return seconds until the next try: full jitter, capped; Retry-After when asked."""
+    if retry_after is not None:
+        return max(retry_after, 1.0)
+    ceiling = min(cfg.retry_max_s, cfg.retry_base_s * 2 ** max(attempts - 1, 0))
+    return max((rng or random).uniform(0, ceiling), 0.5)
+
+
+class Pusher:
+    """Drives one sink's outbox until it is empty, stopped or out of time."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        store: StateStore,
+        counts: SinkCounts,
+        *,
+        stop: asyncio.Event | None = None,
+        observer: Any = None,
+    ) -> None:
+        self.sink = sink
+        self.cfg = sink.config
+        self.store = store
+        self.counts = counts
+        self.stop = stop or asyncio.Event()
+        self.observer = observer  # metrics hooks (daemon), optional
+        self.log = structlog.get_logger("syncd.push").bind(sink=sink.name)
+        self.stopped_reason: str | None = None
+        self.guard = guard_for(sink)
+
+    async def run_until_idle(self, deadline: float) -> None:
+        """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
+        workers = [
+            asyncio.create_task(self._worker(deadline)) for _ in range(self.cfg.push_concurrency)
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+
+    async def _worker(self, deadline: float) -> None:
+        breaker = self.guard.breaker
+        while not self.stop.is_set() and self.stopped_reason is None:
+            if not await self._gate(deadline):
+                return
+            probing = breaker.state is BreakerState.HALF_OPEN
+            batch = await self.store.claim(self.sink.name, self.cfg.batch_size, LEASE_S)
+            if batch:
+                await self.push_batch(batch)
+                continue
+            if probing:
+                breaker.cancel()  # nothing to probe with: let another try later
+            due = await self.store.next_due(self.sink.name)
+            if due is None or due >= deadline:
+                return
+            await self._sleep(min(due - time.time(), deadline - time.time(), 5.0))
+
+    async def _gate(self, deadline: float) -> bool:
+        """Return True once the breaker and any Retry-After hold let a push go.
+
+        False when that moment falls after ``deadline`` or stop is set: claimed
+        nothing, spent no attempt.
+        """
+        breaker, limits = self.guard.breaker, self.guard.limits
+        while not self.stop.is_set():
+            wait = max(breaker.wait_s(), limits.limiter.held_for())
+            if wait <= 0:
+                if breaker.allow():
+                    return True
+                wait = 0.05  # another worker's probe is out
+            if time.time() + wait >= deadline:
+                return False
+            await self._sleep(min(wait, 5.0))
+        return False
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), timeout=max(0.05, seconds))
+        except TimeoutError:
+            pass
+
+    async def push_batch(self, batch: Sequence[QueuedLead]) -> None:
+        started = time.monotonic()
+        try:
+            results = await self._push(batch)
+        except SinkConfigError as exc:
+            self.guard.breaker.cancel()
+            await self._stop_sink(batch, exc)
+            return
+        except BatchRejected as exc:
+            self._answered()
+            if len(batch) == 1:
+                await self._complete(batch, [PushResult.rejected(batch[0].key, exc.reason)])
+                return
+            self.log.info("sink.push.bisect", size=len(batch), reason=exc.reason)
+            middle = len(batch) // 2
+            await self.push_batch(batch[:middle])
+            await self.push_batch(batch[middle:])
+            return
+        except PermanentError as exc:
+            self._answered()
+            results = [PushResult.rejected(q.key, exc.reason) for q in batch]
+        except RetryableError as exc:
+            self.log.warning("sink.push.retry", size=len(batch), reason=str(exc))
+            self._unanswered(exc)
+            results = [PushResult.retry(q.key, str(exc), exc.retry_after) for q in batch]
+        except VendorError as exc:
+            self.log.error("sink.push.failed", size=len(batch), reason=str(exc))
+            self._unanswered(exc)
+            results = [PushResult.retry(q.key, str(exc)) for q in batch]
+        except Exception as exc:
+            # A sink bug must not end the run or lose the batch: the leads go back with
+            # backoff and, if it persists, become dead letters with this reason.
+            reason = f"internal error in the {self.cfg.kind} sink: {type(exc).__name__}: {exc}"
+            self.log.error("sink.push.crashed", size=len(batch), reason=reason, exc_info=True)
+            self._unanswered(exc)
+            results = [PushResult.retry(q.key, reason) for q in batch]
+        else:
+            if results and all(r.kind is ResultKind.RETRY for r in results):
+                # A sink that turns a failed call into a retry per lead: for the breaker
+                # and the hold that is the dialer failing, not answering.
+                waits = [r.retry_after for r in results if r.retry_after is not None]
+                if waits:
+                    self.guard.limits.hold(max(waits))
+                self.guard.breaker.record_failure(results[0].reason)
+                self._publish()
+            else:
+                self._answered()
+        if self.observer is not None:
+            self.observer.push_latency(self.sink.name, time.monotonic() - started)
+        await self._complete(batch, results)
+
+    async def _push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
+        limits = self.guard.limits
+        if limits.per_request:  # the sink's HTTP client applies the limits to each request
+            return await self.sink.push(batch)
+        async with limits.slot():
+            return await self.sink.push(batch)
+
+    def _answered(self) -> None:
+        """The dialer answered (whatever it said): the breaker closes."""
+        self.guard.breaker.record_success()
+        self._publish()
+
+    def _unanswered(self, exc: Exception) -> None:
+        """The dialer failed or could not be reached: count it; honour its Retry-After."""
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            self.guard.limits.hold(retry_after)
+        if getattr(exc, "code", None) == "429":
+            self.guard.breaker.cancel()  # told to slow down, not failing: the hold covers it
+        else:
+            self.guard.breaker.record_failure(str(exc))
+        self._publish()
+
+    def _publish(self) -> None:
+        # Status pages and /readyz read SinkHealth.details; metrics read guard.breaker.state.
+        try:
+            self.sink.health().details.update(self.guard.details())
+        except Exception as exc:  # a sink's health() must not break pushing
+            self.log.debug("sink.health.unavailable", reason=str(exc))
+
+    async def _complete(self, batch: Sequence[QueuedLead], results: list[PushResult]) -> None:
+        by_key = {q.key: q for q in batch}
+        completions: list[Completion] = []
+        for result in results:
+            queued = by_key.get(result.key)
+            if queued is None:
+                continue
+            completion = Completion(
+                result.key, queued.hash, result.kind, result.reason, result.vendor_ref
+            )
+            if result.kind is ResultKind.RETRY:
+                if queued.attempts >= self.cfg.max_attempts:
+                    completion.final = True
+                    completion.reason = (
+                        f"{result.reason} (gave up after {queued.attempts} attempts)"
+                    )
+                else:
+                    completion.next_at = time.time() + backoff(
+                        queued.attempts, self.cfg, result.retry_after
+                    )
+            completions.append(completion)
+        missing = set(by_key) - {r.key for r in results}
+        for key in missing:  # a sink that forgot a lead must not lose it
+            completions.append(
+                Completion(
+                    key,
+                    by_key[key].hash,
+                    ResultKind.RETRY,
+                    "no result from the sink",
+                    next_at=time.time() + 5,
+                )
+            )
+        await self.store.complete(self.sink.name, completions)
+        self._count(completions)
+
+    def _count(self, completions: list[Completion]) -> None:
+        for c in completions:
+            if c.kind is ResultKind.DELIVERED:
+                self.counts.delivered += 1
+            elif c.kind is ResultKind.REJECTED:
+                self.counts.refused += 1
+                self.log.info("sink.push.refused", key=c.key, reason=c.reason)
+            elif c.final:
+                self.counts.failed += 1
+                self.log.error("sink.push.gave_up", key=c.key, reason=c.reason)
+        if self.observer is not None:
+            self.observer.push_results(self.sink.name, completions)
+
+    async def _stop_sink(self, batch: Sequence[QueuedLead], exc: SinkConfigError) -> None:
+        if self.stopped_reason is None:
+            self.log.error(
+                "sink.stopped",
+                reason=str(exc),
+                action="fix the sink's configuration; its leads stay queued",
+            )
+        self.stopped_reason = str(exc)
+        self.counts.stopped = str(exc)
+        await self.store.requeue(self.sink.name, [q.key for q in batch], time.time(), str(exc))

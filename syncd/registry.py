@@ -1,0 +1,89 @@
+"""Plug-ins by config ``kind``: sources, sinks and writebacks.
+
+Each entry names ``module:Class`` for the plug-in's config model and for the
+implementation, so a driver is imported only when a config uses it. A new dialer
+adds one line here (or a ``syncd.sinks`` entry point) and touches no core code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Plugin:
+    config: str  # "module:ConfigClass"
+    factory: str  # "module:ImplementationClass"
+
+    def load_config_class(self) -> Any:
+        return _load(self.config)
+
+    def load_factory(self) -> Any:
+        return _load(self.factory)
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+SOURCES: dict[str, Plugin] = {
+    "csv_drop": Plugin(
+        "syncd.sources.csv_drop:CsvDropConfig", "syncd.sources.csv_drop:CsvDropSource"
+    ),
+    "sql": Plugin("syncd.sources.sql:SqlSourceConfig", "syncd.sources.sql:SqlSource"),
+}
+
+SINKS: dict[str, Plugin] = {
+    "jodo": Plugin("syncd.sinks.jodo.config:JodoSinkConfig", "syncd.sinks.jodo.sink:JodoSink"),
+    "ameyo": Plugin("syncd.sinks.ameyo.config:AmeyoSinkConfig", "syncd.sinks.ameyo.sink:AmeyoSink"),
+    "ucontact": Plugin(
+        "syncd.sinks.ucontact.config:UContactSinkConfig", "syncd.sinks.ucontact.sink:UContactSink"
+    ),
+}
+
+WRITEBACKS: dict[str, Plugin] = {
+    "sql": Plugin("syncd.writeback.sql:SqlWritebackConfig", "syncd.writeback.sql:SqlWriteback"),
+    "csv": Plugin(
+        "syncd.writeback.csv_file:CsvWritebackConfig", "syncd.writeback.csv_file:CsvWriteback"
+    ),
+    "webhook": Plugin(
+        "syncd.writeback.webhook:WebhookWritebackConfig", "syncd.writeback.webhook:WebhookWriteback"
+    ),
+}
+
+SIMULATORS: dict[str, str] = {
+    "jodo": "syncd.simulators.jodo:create_app",
+    "ameyo": "syncd.simulators.ameyo:create_app",
+    "ucontact": "syncd.simulators.ucontact:create_app",
+}
+
+
+def _with_entry_points(group: str, table: dict[str, Plugin]) -> dict[str, Plugin]:
+    # Third-party plug-ins register "kind = module:Config|module:Factory".
+    merged = dict(table)
+    for ep in entry_points(group=group):
+        config, _, factory = ep.value.partition("|")
+        merged.setdefault(ep.name, Plugin(config, factory))
+    return merged
+
+
+def sources() -> dict[str, Plugin]:
+    return _with_entry_points("syncd.sources", SOURCES)
+
+
+def sinks() -> dict[str, Plugin]:
+    return _with_entry_points("syncd.sinks", SINKS)
+
+
+def writebacks() -> dict[str, Plugin]:
+    return _with_entry_points("syncd.writebacks", WRITEBACKS)
+
+
+def load_simulator(kind: str) -> Any:
+    if kind not in SIMULATORS:
+        raise KeyError(kind)
+    return _load(SIMULATORS[kind])

@@ -1,0 +1,177 @@
+"""Human-facing output: the run summary, `status`, `explain` (rich tables, plain when piped)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from syncd.summary import RunSummary
+
+
+def make_console() -> Console:
+    """Return a console for stdout; piped output gets wide lines instead of truncated cells."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=200, no_color=True)
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+def print_summary(summary: RunSummary, console: Console | None = None) -> None:
+    """Print what a run read, decided and delivered, and whether the numbers add up."""
+    out = console or make_console()
+    title = f"syncd run {summary.run_id}" + (" (dry run)" if summary.dry_run else "")
+    routes = Table(title=title, title_justify="left")
+    cols = ["read", "rejected", "skipped", "unchanged", "new", "changed", "deleted"]
+    routes.add_column("route")
+    for c in cols:
+        routes.add_column(c, justify="right")
+    for name, rc in summary.routes.items():
+        routes.add_row(name, *(str(getattr(rc, c)) for c in cols))
+    out.print(routes)
+    if not summary.dry_run:
+        sinks = Table(title_justify="left")
+        scols = ["carried", "delivered", "refused", "failed", "pending"]
+        sinks.add_column("sink")
+        for c in scols:
+            sinks.add_column(c, justify="right")
+        sinks.add_column("note")
+        for name, sc in summary.sinks.items():
+            note = f"stopped: {sc.stopped}" if sc.stopped else ""
+            sinks.add_row(name, *(str(getattr(sc, c)) for c in scols), note)
+        out.print(sinks)
+    mark = "ok" if all(r.balanced for r in summary.routes.values()) else "MISMATCH"
+    out.print(
+        f"accounting: read = rejected + skipped + unchanged + new + changed + deleted: {mark}"
+    )
+    if not summary.dry_run:
+        mark = "ok" if all(summary.sink_balanced(s) for s in summary.sinks) else "MISMATCH"
+        out.print(
+            "accounting: new + changed + deleted + carried = "
+            f"delivered + refused + failed + pending: {mark}"
+        )
+    for sink, n in summary.outcomes.items():
+        out.print(f"outcomes from {sink}: {n} new or changed")
+    for name, n in summary.written.items():
+        out.print(f"written back through {name}: {n}")
+    for failed in summary.files_failed:
+        out.print(f"[red]set aside, unreadable[/red]: {failed}", markup=True, highlight=False)
+
+
+def print_status(status: dict[str, Any], console: Console | None = None) -> None:
+    out = console or make_console()
+    table = Table(title="leads per sink and state", title_justify="left")
+    states = ["pending", "inflight", "delivered", "rejected", "failed", "removed"]
+    table.add_column("sink")
+    for s in states:
+        table.add_column(s, justify="right")
+    table.add_column("oldest pending")
+    for sink, counts in sorted(status["counts"].items()):
+        oldest = status["oldest"].get(sink)
+        table.add_row(
+            sink,
+            *(str(counts.get(s, 0)) for s in states),
+            f"{time.time() - oldest:.0f}s ago" if oldest else "-",
+        )
+    out.print(table)
+    run = status.get("last_run")
+    if run:
+        line = f"last run: {run['run_id']} ({run['mode']}) started {_when(run['started_at'])}"
+        line += (
+            f", finished {_when(run['finished_at'])}" if run["finished_at"] else ", not finished"
+        )
+        out.print(line)
+    else:
+        out.print("last run: none yet")
+    if status["failures"]:
+        table = Table(title="refused and failed leads by reason", title_justify="left")
+        for c in ("sink", "count", "reason"):
+            table.add_column(c)
+        for sink, reason, n in status["failures"]:
+            table.add_row(sink, str(n), reason)
+        out.print(table)
+    if status["rejects"]:
+        table = Table(title="recent rejected rows", title_justify="left")
+        for c in ("at", "source", "origin", "line", "key", "reason"):
+            table.add_column(c)
+        for r in status["rejects"]:
+            table.add_row(
+                _when(r["at"]),
+                r["source"],
+                r["origin"] or "",
+                str(r["line"] or ""),
+                r["key"] or "",
+                r["reason"],
+            )
+        out.print(table)
+    if status.get("agents"):
+        table = Table(title="agents at the dialers", title_justify="left")
+        for c in ("sink", "login", "status", "description", "since", "duration", "seen"):
+            table.add_column(c)
+        for a in status["agents"]:
+            duration = a.get("duration_s")
+            table.add_row(
+                a["sink"],
+                a["login"],
+                str(a.get("status") or ""),
+                a.get("description") or "",
+                _when(a.get("changed_at")),
+                f"{duration}s" if duration is not None else "-",
+                _when(a.get("observed_at")),
+            )
+        out.print(table)
+    if status.get("writebacks"):
+        table = Table(title="writebacks (last pass)", title_justify="left")
+        for c in ("writeback", "written", "refused", "error"):
+            table.add_column(c)
+        for name, last in sorted(status["writebacks"].items()):
+            table.add_row(
+                name,
+                str(last.get("written", "-")),
+                str(last.get("refused", "-")),
+                str(last.get("error") or ""),
+            )
+        out.print(table)
+    for section in status.get("extra", []):
+        out.print(section)
+
+
+def print_history(key: str, history: dict[str, Any], console: Console | None = None) -> None:
+    out = console or make_console()
+    if not any(history.values()):
+        out.print(f"no record of lead {key!r}")
+        return
+    for lead in history["leads"]:
+        out.print(
+            f"[bold]{lead['sink']}[/bold]: {lead['state']} (attempts {lead['attempts']}, "
+            f"hash {lead['hash'][:12]}, from {lead['origin']} line {lead['line']}, "
+            f"dialer ref {lead['vendor_ref'] or '-'})"
+        )
+        if lead["last_error"]:
+            out.print(f"  last error: {lead['last_error']}")
+        out.print(f"  lead: {lead['lead_json']}")
+    table = Table(title="history", title_justify="left")
+    for c in ("at", "sink", "event", "detail"):
+        table.add_column(c)
+    rows = [
+        (r["at"], r["source"], "read.rejected", f"{r['origin']} line {r['line']}: {r['reason']}")
+        for r in history["rejects"]
+    ]
+    rows += [(e["at"], e["sink"], e["kind"], e["detail"] or "") for e in history["events"]]
+    for at, sink, kind, detail in sorted(rows, key=lambda r: r[0]):
+        table.add_row(_when(at), sink, kind, detail)
+    out.print(table)
+    for o in history["outcomes"]:
+        out.print(
+            f"outcome at {o['sink']} (v{o['version']}, seen {_when(o['observed_at'])}): "
+            f"{o['status']} {o['disposition'] or ''} attempts={o['attempts']} "
+            f"agent={o['agent'] or '-'} recording={o['recording_url'] or '-'}"
+        )

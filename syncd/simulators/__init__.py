@@ -1,0 +1,1 @@
+"""Faithful fake dialers (ASGI apps) for tests and the demo."""

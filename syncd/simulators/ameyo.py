@@ -1,0 +1,690 @@
+"""An Ameyo Customer Manager API simulator (Starlette).
+
+``POST /ameyowebaccess/command?command=<id>`` with ``data=<JSON>``; replies are JSON
+sent as ``text/plain``, errors with HTTP 200 in the document's shapes. Commands:
+login, ping-session, logout, getLeadsForCampaign, uploadContacts,
+uploadContactAndAddCallback, addCallback, getContacts. Sessions expire after
+``session_timeout_s`` without activity; cloud requests may authenticate with the
+``hash-key`` / ``policy-name`` / ``requesting-host`` headers instead.
+
+Customers are upserted on (campaign, phone1) honouring ``update.customer`` and
+``migrate.customer``; the dialing engine in ``ameyo_dialer`` works through them
+and their callbacks over time, so getContacts has real outcomes to report.
+
+Admin endpoints: ``GET /_sim/state``, ``POST /_sim/faults``, ``POST /_sim/expire``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from syncd.simulators.ameyo_dialer import Callback, ContactFloor, Customer, LeadInfo
+from syncd.simulators.faults import FaultInjector, Faults, faults_route
+
+ALIAS = "__campaign_customer_table_alias__."
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+PHONE_COLUMN = re.compile(r"^phone\d+$")
+PHONE_TEXT = re.compile(r"^\+?\d+$")
+SESSION_SHAPES = ("status", "processing", "failed", "login_page")
+NATURAL_SHAPE = {
+    "ping-session": "status",
+    "logout": "processing",
+    "getContacts": "failed",
+    "uploadContacts": "failed",
+    "uploadContactAndAddCallback": "processing",
+    "addCallback": "failed",
+    "getLeadsForCampaign": "status",
+}
+LOGIN_PAGE = (
+    "<!DOCTYPE html><html><head><title>Ameyo Login</title></head><body>"
+    '<form action="/ameyowebaccess/login" method="post"><input name="userId">'
+    '<input type="password" name="password"><button>Login</button></form></body></html>'
+)
+
+
+def failed(*comment: Any) -> dict[str, Any]:
+    return {"result": "Failed.", "comment": list(comment)}
+
+
+@dataclass
+class SimSession:
+    id: str
+    user: str
+    last_active: float
+
+
+class AmeyoSimulator:
+    """The state behind the app; tests read it directly or through /_sim/state."""
+
+    def __init__(
+        self,
+        *,
+        users: dict[str, str] | None = None,
+        campaigns: dict[int, dict[int, bool]] | None = None,
+        hash_keys: dict[str, str] | None = None,
+        session_timeout_s: float = 180.0,
+        ping_interval_ms: int = 20_000,
+        single_session: bool = False,
+        min_phone_length: int = 6,
+        max_phone_length: int = 20,
+        max_attempt: int = 10,
+        dialing: bool = True,
+        dial_every_s: float = 1.0,
+        dials_per_tick: int = 5,
+        redial_after_s: float = 60.0,
+        dial_outcomes: Sequence[str] | None = None,
+        agents: Sequence[str] = ("agent1", "agent2"),
+        timezone: str = "UTC",
+        seed: int = 0,
+        faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.users = users if users is not None else {"syncd": "secret"}
+        layout = campaigns if campaigns is not None else {1: {1: True, 21: True, 35: False}}
+        self.campaigns = {
+            c: {lid: LeadInfo(lid, enabled, max_attempt) for lid, enabled in leads.items()}
+            for c, leads in layout.items()
+        }
+        self.hash_keys = hash_keys if hash_keys is not None else {"test-hash-key": "syncd"}
+        self.session_timeout_s = session_timeout_s
+        self.ping_interval_ms = ping_interval_ms
+        self.single_session = single_session
+        self.min_phone_length = min_phone_length
+        self.max_phone_length = max_phone_length
+        self.zone = ZoneInfo(timezone)
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.floor = ContactFloor(
+            self.campaigns,
+            self.rng,
+            agents=tuple(agents),
+            dialing=dialing,
+            dial_every_s=dial_every_s,
+            dials_per_tick=dials_per_tick,
+            redial_after_s=redial_after_s,
+        )
+        self.floor.set_outcomes(dial_outcomes)
+        self.faults = FaultInjector(faults)
+        self.session_error_shape: str | None = None  # force one invalid-session shape
+        self.sessions: dict[str, SimSession] = {}
+        self.forced: dict[str, list[str | None]] = {}  # phone1 -> result types to answer
+        self.counts = {"logins": 0, "pings": 0, "logouts": 0, "expired": 0, "invalidated": 0}
+        self.requests: dict[str, int] = {}
+
+    # -- test hooks --------------------------------------------------------------
+
+    def force_result(self, phone1: str, result: str, times: int | None = 1) -> None:
+        """Answer ``result`` for uploads of ``phone1`` (``times`` times; None: always)."""
+        with self.lock:
+            self.forced[phone1] = [result] * times if times is not None else [None, result]
+
+    def set_dialer(
+        self,
+        outcomes: Sequence[str] | None = None,
+        *,
+        dial_every_s: float | None = None,
+        redial_after_s: float | None = None,
+        dialing: bool = True,
+    ) -> None:
+        """Switch the dialer on or off; ``outcomes`` cycles instead of a weighted draw."""
+        with self.lock:
+            self.floor.dialing = dialing
+            if outcomes is not None:
+                self.floor.set_outcomes(outcomes)
+            if dial_every_s is not None:
+                self.floor.dial_every_s = dial_every_s
+            if redial_after_s is not None:
+                self.floor.redial_after_s = redial_after_s
+
+    def expire_sessions(self) -> int:
+        """Expire every session now, as a lapsed timeout would; return how many."""
+        with self.lock:
+            n = len(self.sessions)
+            self.counts["expired"] += n
+            self.sessions.clear()
+            return n
+
+    # -- dispatch ----------------------------------------------------------------
+
+    def handle(self, command: str, data: Any, headers: dict[str, str]) -> Response:
+        with self.lock:
+            self.requests[command] = self.requests.get(command, 0) + 1
+            self.floor.advance(self.clock())
+            if not isinstance(data, dict):
+                return _reply({"status": "error", "reason": "Invalid JSON in data"})
+            if command == "login":
+                return _reply(self.login(data))
+            handler = self._handlers().get(command)
+            if handler is None:
+                return _reply({"status": "error", "reason": f"Unknown command: {command}"})
+            auth = self._authorise(command, data, headers)
+            if isinstance(auth, Response):
+                return auth
+            return _reply(handler(data))
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {
+            "ping-session": self.ping,
+            "logout": self.logout,
+            "getLeadsForCampaign": self.get_leads,
+            "uploadContacts": self.upload_contacts,
+            "uploadContactAndAddCallback": self.upload_with_callbacks,
+            "addCallback": self.add_callback,
+            "getContacts": self.get_contacts,
+        }
+
+    def _authorise(self, command: str, data: dict[str, Any], headers: dict[str, str]) -> Any:
+        hash_key = headers.get("hash-key")
+        if hash_key is not None:
+            policy = headers.get("policy-name")
+            if self.hash_keys.get(hash_key) != policy or not headers.get("requesting-host"):
+                return JSONResponse(
+                    {"status": "error", "reason": "Unauthorized: invalid hash-key or policy"},
+                    status_code=401,
+                )
+            return "cloud"
+        sid = str(data.get("sessionId", ""))
+        session = self.sessions.get(sid)
+        now = self.clock()
+        if session is not None and now - session.last_active > self.session_timeout_s:
+            del self.sessions[sid]
+            self.counts["expired"] += 1
+            session = None
+        if session is None:
+            return self._session_error(command, sid, self.session_error_shape)
+        if command != "logout" and self.faults.session_fault():
+            del self.sessions[sid]
+            self.counts["invalidated"] += 1
+            return self._session_error(command, sid, self.rng.choice(SESSION_SHAPES))
+        session.last_active = now
+        return session.user
+
+    def _session_error(self, command: str, sid: str, shape: str | None) -> Response:
+        shape = shape or NATURAL_SHAPE.get(command, "processing")
+        text = f"Invalid session Id: {sid}"
+        if shape == "login_page":
+            return HTMLResponse(LOGIN_PAGE)
+        if shape == "status":
+            return _reply({"status": "error", "reason": text, "details": text})
+        if shape == "failed":
+            return _reply(failed("LogoutRemoterProcessorHelper.invalid.sessionid", sid))
+        return _reply({"message": text, "type": "ProcessingException", "isPopulated": True})
+
+    # -- session commands ----------------------------------------------------------
+
+    def login(self, data: dict[str, Any]) -> dict[str, Any]:
+        user = str(data.get("userId", ""))
+        if not user or self.users.get(user) != data.get("password"):
+            text = f"Authentication failed for user: {user}"
+            return {"status": "error", "reason": text, "details": text}
+        if self.single_session:
+            for sid in [s.id for s in self.sessions.values() if s.user == user]:
+                del self.sessions[sid]
+        self.counts["logins"] += 1
+        sid = f"d431-{uuid.uuid4().hex[:8]}-ses-{user}-{self.counts['logins']}"
+        self.sessions[sid] = SimSession(sid, user, self.clock())
+        return {
+            "sessionId": sid,
+            "userId": user,
+            "userType": "CustomerManager",
+            "terminalInfo": str(data.get("terminal", "")),
+            "campaignInfos": [
+                {
+                    "campaignName": f"Campaign{c}",
+                    "campaignId": c,
+                    "campaignType": "Outbound Voice Campaign",
+                }
+                for c in self.campaigns
+            ],
+            "pingInterval": self.ping_interval_ms,
+            "pingNotificationTimeout": 60000,
+            "sessionTimeout": int(self.session_timeout_s * 1000),
+            "commandTimeout": 20000,
+            "maxPhoneLengthAllowed": self.max_phone_length,
+        }
+
+    def ping(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.counts["pings"] += 1
+        return {"alive": True, "serverTime": int(self.clock() * 1000)}
+
+    def logout(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.sessions.pop(str(data.get("sessionId", "")), None)
+        self.counts["logouts"] += 1
+        return {}
+
+    # -- campaign commands -----------------------------------------------------------
+
+    def _campaign(self, data: dict[str, Any]) -> tuple[int, dict[int, LeadInfo]] | dict[str, Any]:
+        try:
+            campaign_id = int(str(data.get("campaignId")))
+        except ValueError:
+            return failed("CustomerManager.campaign.id.cannot.be.null")
+        leads = self.campaigns.get(campaign_id)
+        if leads is None:
+            return failed("CustomerManager.campaign.not.found", campaign_id)
+        return campaign_id, leads
+
+    def get_leads(self, data: dict[str, Any]) -> Any:
+        found = self._campaign(data)
+        if isinstance(found, dict):
+            return found
+        campaign_id, leads = found
+        return [
+            {
+                "id": lead.lead_id,
+                "campaignId": campaign_id,
+                "leadId": lead.lead_id,
+                "priority": 1,
+                "weightage": 1,
+                "enabled": lead.enabled,
+                "maxAttempt": lead.max_attempt,
+                "churnCount": 0,
+                "fetchOrderDetails": [{"ascending": False}],
+            }
+            for lead in leads.values()
+        ]
+
+    def _upload_target(
+        self, data: dict[str, Any]
+    ) -> tuple[int, int, dict[str, Any]] | dict[str, Any]:
+        found = self._campaign(data)
+        if isinstance(found, dict):
+            return found
+        campaign_id, leads = found
+        try:
+            lead_id = int(str(data.get("leadId")))
+        except ValueError:
+            return failed("CustomerManager.lead.id.cannot.be.null")
+        if lead_id not in leads:
+            return failed(f"CustomerManager.lead.not.in.camp.{lead_id}", campaign_id, lead_id)
+        props = data.get("properties")
+        if not isinstance(props, dict):
+            return failed("CustomerManager.properties.cannot.be.null")
+        return campaign_id, lead_id, props
+
+    def upload_contacts(self, data: dict[str, Any]) -> dict[str, Any]:
+        target = self._upload_target(data)
+        if isinstance(target, dict):
+            return target
+        records = data.get("customerRecords")
+        if not isinstance(records, list):
+            return failed("CustomerManager.customerRecords.cannot.be.null")
+        results = []
+        for record in records:
+            outcome, _ = self._upsert(*target, record)
+            results.append(outcome)
+        return {"beanResponse": results}
+
+    def upload_with_callbacks(self, data: dict[str, Any]) -> Any:
+        target = self._upload_target(data)
+        if isinstance(target, dict):
+            return target
+        campaign_id = target[0]
+        records = data.get("customerAndCallbackRecords")
+        if not isinstance(records, list):
+            return failed("CustomerManager.customerAndCallbackRecords.cannot.be.null")
+        answers = []
+        for item in records:
+            item = item if isinstance(item, dict) else {}
+            callback = item.get("callbackRecord")
+            answer: dict[str, Any] = {
+                "callbackProperties": None,
+                "callbackTime": None,
+                "campaignId": campaign_id,
+                "id": None,
+                "isSelfCallback": False,
+                "userId": None,
+            }
+            when = (
+                _parse_time(callback.get("callBackTime"), self.zone)
+                if isinstance(callback, dict)
+                else None
+            )
+            if callback is not None and when is None:
+                shown = callback.get("callBackTime") if isinstance(callback, dict) else callback
+                answer.update(
+                    _failure(
+                        "INVALID_RECORD_FAILED", "CustomerManager.callback.time.invalid", shown
+                    )
+                )
+                answers.append(answer)
+                continue
+            outcome, customer = self._upsert(*target, item.get("customerRecord"))
+            answer.update(
+                {
+                    "crmIntegrated": True,
+                    "crmTypeString": outcome["resultTypeString"],
+                    "crmSuccess": outcome.get("inserted", False),
+                    "customerId": outcome.get("customerId"),
+                    "isInserted": outcome.get("inserted", outcome.get("Inserted", False)),
+                    "resultTypeString": outcome["resultTypeString"],
+                    "message": None,
+                }
+            )
+            if "exception" in outcome:
+                answer["exception"] = outcome["exception"]
+                answer["message"] = str(outcome["exception"][0])
+            if customer is not None and isinstance(callback, dict) and when is not None:
+                cb = self._schedule(customer, when, callback)
+                answer.update(
+                    {
+                        "id": cb.id,
+                        "callbackProperties": {
+                            "phone": cb.phone,
+                            "customerId": str(customer.customer_id),
+                        },
+                        "callbackTime": _display_time(when, self.zone),
+                        "isSelfCallback": cb.self_callback,
+                        "userId": cb.user_id,
+                    }
+                )
+            answers.append(answer)
+        return answers
+
+    def add_callback(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = self._campaign(data)
+        if isinstance(found, dict):
+            return found
+        when = _parse_time(data.get("callBackTime"), self.zone)
+        if when is None:
+            return failed("CustomerManager.callback.time.invalid", data.get("callBackTime"))
+        props = data.get("callBackProperties")
+        props = props if isinstance(props, dict) else {}
+        customer = self.floor.customer(found[0], props.get("customerId"))
+        if customer is None:
+            return failed("CustomerManager.customer.not.found", props.get("customerId"))
+        cb = self._schedule(customer, when, {**data, "callBackPhone": props.get("phone")})
+        phone = cb.phone
+        return {
+            "beanResponse": [
+                {
+                    "id": cb.id,
+                    "campaignId": cb.campaign_id,
+                    "callBackTime": _display_time(when, self.zone),
+                    "selfCallback": cb.self_callback,
+                    "callBackProperties": [
+                        {"phone": phone, "customerId": str(customer.customer_id)}
+                    ],
+                    "userId": cb.user_id,
+                    "phone": phone,
+                    "customerId": customer.customer_id,
+                }
+            ]
+        }
+
+    def get_contacts(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = self._campaign(data)
+        if isinstance(found, dict):
+            return found
+        campaign_id, leads = found
+        lead_ids = data.get("leadIds")
+        wanted_leads: set[int] | None = None
+        if isinstance(lead_ids, list) and lead_ids:
+            wanted_leads = set()
+            for raw in lead_ids:
+                lead_id = int(str(raw)) if str(raw).isdigit() else -1
+                if lead_id not in leads:
+                    return failed(
+                        f"CustomerManager.lead.not.in.camp.{lead_id}", lead_id, campaign_id
+                    )
+                wanted_leads.add(lead_id)
+        ids = data.get("customerIds")
+        if isinstance(ids, list) and ids:
+            pool = [c for c in (self.floor.customer(campaign_id, i) for i in ids) if c]
+        else:
+            pool = list(self.floor.customers.values())
+        enabled_only = str(data.get("chooseEnabledLeads", "false")).lower() == "true"
+        columns = _other_columns(data.get("otherColumns"))
+        rows = []
+        for c in pool:
+            if c.campaign_id != campaign_id or (
+                wanted_leads is not None and c.lead_id not in wanted_leads
+            ):
+                continue
+            if enabled_only and not leads[c.lead_id].enabled:
+                continue
+            rows.append(self._contact(c, columns))
+        return {"beanResponse": rows, "result": "Success.", "comment": "Execution successful"}
+
+    # -- customers -------------------------------------------------------------------
+
+    def _phone_problem(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        for column, value in record.items():
+            text = str(value or "").strip()
+            if not PHONE_COLUMN.match(column) or not text:
+                continue
+            if not PHONE_TEXT.match(text):
+                return _failure(
+                    "INVALID_RECORD_FAILED", "CustomerManager.Phone.number.invalid", text
+                )
+            if not self.min_phone_length <= len(text) <= self.max_phone_length:
+                return _failure(
+                    "PREPROCESSING_INVALID_LENGTH",
+                    "CustomerManager.Phone.number.does.not.have.valid.length",
+                    len(text),
+                )
+        return None
+
+    def _upsert(
+        self, campaign_id: int, lead_id: int, props: dict[str, Any], record: Any
+    ) -> tuple[dict[str, Any], Customer | None]:
+        if not isinstance(record, dict):
+            return _failure("INVALID_RECORD_FAILED", "CustomerManager.record.invalid"), None
+        phone1 = str(record.get("phone1") or "").strip()
+        if not phone1:
+            # The document spells this one "Inserted"; clients must not care.
+            answer = _failure(
+                "PREPROCESSOR_NOT_NULLABLE_COLUMN_GIVEN_NULL",
+                "CustomerManager.Column.name.cannot.be.missing.empty",
+                "phone1",
+            )
+            answer["Inserted"] = answer.pop("inserted")
+            return answer, None
+        problem = self._phone_problem(record)
+        if problem is not None:
+            return problem, None
+        queue = self.forced.get(phone1)
+        if queue:
+            result = queue[-1] if queue[0] is None else queue.pop(0)
+            assert result is not None
+            return _failure(result, f"CustomerManager.simulated.{result.lower()}"), None
+        result, customer = self.floor.upsert(
+            campaign_id,
+            lead_id,
+            record,
+            update=_flag(props.get("update.customer")),
+            migrate=_flag(props.get("migrate.customer")),
+            now=self.clock(),
+        )
+        return _success(result, customer), customer
+
+    def _schedule(self, customer: Customer, when: float, spec: dict[str, Any]) -> Callback:
+        user = spec.get("userId")
+        return self.floor.schedule(
+            customer,
+            when,
+            str(spec.get("callBackPhone") or ""),
+            str(user) if user else None,
+            _flag(spec.get("isSelfCallBack")),
+        )
+
+    def _contact(self, c: Customer, columns: dict[str, str]) -> dict[str, Any]:
+        values = {
+            "status": c.status,
+            "attempts": c.attempts,
+            "disposition": c.disposition,
+            "last_user_id": c.last_user_id,
+            "last_dialed": _db_time(c.last_dialed, self.zone),
+            "last_dialed_time": _db_time(c.last_dialed, self.zone),
+            "last_connected_time": _db_time(c.last_connected, self.zone),
+            "num_outbound_attempted": c.num_outbound_attempted,
+            "num_outbound_connected": c.num_outbound_connected,
+            "num_inbound_attempted": 0,
+            "num_inbound_connected": 0,
+            "churn_count": 0,
+        }
+        extra = {
+            alias: values[name] for name, alias in columns.items() if values.get(name) is not None
+        }
+        return {
+            "customerId": c.customer_id,
+            "processId": c.campaign_id,
+            "leadId": c.lead_id,
+            "numInboundAttempted": 0,
+            "numInboundConnected": 0,
+            "numOutboundAttempted": c.num_outbound_attempted,
+            "numOutboundConnected": c.num_outbound_connected,
+            "customerData": dict(c.data),
+            "extraData": extra,
+        }
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            self.floor.advance(self.clock())
+            return {
+                **self.counts,
+                "active_sessions": len(self.sessions),
+                "customers": [asdict(c) for c in self.floor.customers.values()],
+                "callbacks": [asdict(cb) for cb in self.floor.callbacks],
+                "requests": dict(self.requests),
+                "dials": self.floor.dials,
+                "faults_injected": dict(self.faults.injected),
+            }
+
+    def customer_list(self) -> list[Customer]:
+        """Return copies of the customers after letting the dialer catch up."""
+        with self.lock:
+            self.floor.advance(self.clock())
+            return [Customer(**asdict(c)) for c in self.floor.customers.values()]
+
+    def uploads(self) -> dict[str, int]:
+        """Return phone1 -> how many times it was uploaded."""
+        with self.lock:
+            return {str(c.data.get("phone1")): c.uploads for c in self.floor.customers.values()}
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        return self.floor.callbacks
+
+    @property
+    def logins(self) -> int:
+        return self.counts["logins"]
+
+    @property
+    def pings(self) -> int:
+        return self.counts["pings"]
+
+
+def _reply(body: Any) -> Response:
+    # Ameyo sends its JSON as text/plain; clients must parse the body whatever the type.
+    return Response(json.dumps(body), media_type="text/plain")
+
+
+def _success(result: str, c: Customer) -> dict[str, Any]:
+    return {
+        "inserted": result != "DUPLICATE_NOT_ADDED",
+        "customerId": c.customer_id,
+        "resultTypeString": result,
+        "crmIntegrated": True,
+        "crmSuccess": True,
+        "crmResultTypeString": result,
+    }
+
+
+def _failure(result: str, *exception: Any) -> dict[str, Any]:
+    return {
+        "inserted": False,
+        "exception": list(exception),
+        "resultTypeString": result,
+        "crmIntegrated": False,
+        "crmSuccess": False,
+    }
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() == "true"
+
+
+def _parse_time(value: Any, zone: ZoneInfo) -> float | None:
+    try:
+        return datetime.strptime(str(value).strip(), TIME_FORMAT).replace(tzinfo=zone).timestamp()
+    except ValueError:
+        return None
+
+
+def _display_time(epoch: float, zone: ZoneInfo) -> str:
+    when = datetime.fromtimestamp(epoch, zone)
+    return f"{when:%b} {when.day}, {when:%Y} {when.hour % 12 or 12}:{when:%M:%S %p}"
+
+
+def _db_time(epoch: float | None, zone: ZoneInfo) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, zone).strftime(TIME_FORMAT) + ".0"
+
+
+def _other_columns(value: Any) -> dict[str, str]:
+    """Return column -> result alias from otherColumns (a map of aliases, or a list)."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, list):
+        pairs = [(str(v), str(v).removeprefix(ALIAS).upper()) for v in value]
+    return {name.removeprefix(ALIAS).lower(): alias for name, alias in pairs}
+
+
+def create_app(sim: AmeyoSimulator | None = None, **kwargs: Any) -> Starlette:
+    """Return the ASGI app; ``app.state.sim`` is the simulator behind it."""
+    sim = sim or AmeyoSimulator(**kwargs)
+
+    async def command(request: Request) -> Response:
+        faulty = await sim.faults.before()
+        if faulty is not None:
+            return faulty
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = parse_qs(raw, keep_blank_values=True)
+        name = request.query_params.get("command") or (form.get("command") or [""])[0]
+        text = (form.get("data") or [request.query_params.get("data", "")])[0]
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return sim.handle(name, data, headers)
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(sim.snapshot())
+
+    async def expire(request: Request) -> Response:
+        return JSONResponse({"expired": sim.expire_sessions()})
+
+    app = Starlette(
+        routes=[
+            Route("/ameyowebaccess/command", command, methods=["POST", "GET"]),
+            Route("/ameyowebaccess/command/", command, methods=["POST", "GET"]),
+            Route("/_sim/state", state, methods=["GET"]),
+            faults_route(sim.faults),
+            Route("/_sim/expire", expire, methods=["POST"]),
+        ]
+    )
+    app.state.sim = sim
+    return app

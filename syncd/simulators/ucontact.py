@@ -1,0 +1,814 @@
+"""A uContact Integra API simulator (Starlette): sessions, dialer lists, call records.
+
+Serves ``/Integra/resources/...`` the way the document describes: form-encoded
+POSTs, ``Authorization: Basic <key>`` after ``auth/getUserToken`` (or
+``auth/UserLogin`` when ``legacy_auth`` makes getUserToken answer 404 like an old
+server), bare ``1``/``0`` answers. ``Dialers/uploadbase`` parses the documented file
+(``campaign;phone;var=val:var=val;alt1:alt2;priority;agentphone``) and ignores
+malformed lines as a real server would. A dialing engine turns queued and
+scheduled contacts into call records (guid, disposition, recording files) after
+``dial_delay_s``; each record becomes visible ``cdr_delay_s`` after the call, so
+records arrive late. Recordings are served under ``/records/`` (the telephony
+host) and ``/backup/records/`` (the backup host), some only as ``.gsm`` until
+``Supervisor/convert`` makes an mp3.
+
+Per campaign the dial list is exposed with, for each number, how often it is
+present now, how often it was added, its peak presence and how often it was
+dialled, so tests can prove nobody is in it (or called) twice.
+
+A call is read in full before anything else happens, as a real server does: a
+``slow`` fault makes the server carry it out late, also when the client has
+stopped waiting. ``answers`` scripts what the next calls of a resource get, in
+order: ``"ok"`` (as usual), ``"late"`` (carried out ``late_s`` after it arrived),
+``"500"``/``"502"``/``"503"``/``"429"`` (refused, not carried out), ``"garbled"``
+(carried out, then an HTML page instead of the answer) or ``"reset"`` (carried
+out, then the connection drops mid-answer).
+
+Admin endpoints: ``GET /_sim/state``, ``POST /_sim/faults``, ``POST /_sim/settings``,
+``POST /_sim/dial`` (dial everything queued now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from syncd.simulators.faults import FaultInjector, Faults, faults_route
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+PHONE = re.compile(r"^\+?[0-9]{3,20}$")
+TASK_KEYS = (
+    "calldate",
+    "campaign",
+    "destination",
+    "alternatives",
+    "agent",
+    "data",
+    "source",
+    "bulk",
+    "automatic",
+)
+REFUSALS = ("500", "502", "503", "429")  # scripted answers: not carried out
+SCRIPTED = ("ok", "late", *REFUSALS, "garbled", "reset")
+DEFAULT_OUTCOMES = {"ANSWERED": 0.55, "NO ANSWER": 0.25, "BUSY": 0.12, "FAILED": 0.08}
+AGENT_DISPOSITIONS = (
+    ("Venta", "Contado", ""),
+    ("No interesado", "", ""),
+    ("Volver a llamar", "Tarde", ""),
+)
+# Where an answered call's recording ends up: (host prefix, with day folder, extension).
+RECORDING_PLACES = {
+    "telephony_day": ("records", True, "mp3"),
+    "telephony": ("records", False, "mp3"),
+    "backup_day": ("backup/records", True, "mp3"),
+    "backup": ("backup/records", False, "mp3"),
+    "gsm": ("records", True, "gsm"),
+}
+
+
+@dataclass
+class Entry:
+    """One contact waiting in a campaign: queued (dial list) or scheduled."""
+
+    phone: str
+    alternatives: list[str] = field(default_factory=list)
+    data: str = ""
+    priority: int | None = None
+    agentphone: str = ""
+    source: str = ""  # upload file name, "task" or "schedule"
+    ready_at: float = 0.0
+    calldate: str | None = None
+    added_at: float = 0.0
+
+
+@dataclass
+class Campaign:
+    name: str
+    queued: list[Entry] = field(default_factory=list)
+    scheduled: list[Entry] = field(default_factory=list)
+    added: Counter[str] = field(default_factory=Counter)
+    peak: Counter[str] = field(default_factory=Counter)
+    dialed: Counter[str] = field(default_factory=Counter)
+    blacklisted_skips: Counter[str] = field(default_factory=Counter)
+    live: Counter[str] = field(default_factory=Counter)  # present now, kept incrementally
+
+    def present(self) -> Counter[str]:
+        return +self.live
+
+    def add(self, entry: Entry, *, scheduled: bool = False) -> None:
+        entry.added_at = time.time()
+        (self.scheduled if scheduled else self.queued).append(entry)
+        self.added[entry.phone] += 1
+        self.live[entry.phone] += 1
+        self.peak[entry.phone] = max(self.peak[entry.phone], self.live[entry.phone])
+
+    def take(self, drop: Callable[[Entry], bool], *, scheduled: bool = False) -> list[Entry]:
+        """Remove and return the entries ``drop`` selects."""
+        entries = self.scheduled if scheduled else self.queued
+        taken = [e for e in entries if drop(e)]
+        if taken:
+            kept = [e for e in entries if not drop(e)]
+            if scheduled:
+                self.scheduled = kept
+            else:
+                self.queued = kept
+            for e in taken:
+                self.live[e.phone] -= 1
+        return taken
+
+
+class UContactSimulator:
+    """The state behind the app; tests read it directly or through /_sim/state."""
+
+    def __init__(
+        self,
+        *,
+        users: dict[str, str] | None = None,
+        campaigns: tuple[str, ...] = ("Ventas->",),
+        faults: Faults | None = None,
+        token_ttl_s: float = 3600.0,
+        legacy_auth: bool = False,
+        token_reply: str = "list",  # "list" (key last) or "string"
+        unauthorized_reply: str = "401",  # "401" or "0" (a 200 with body 0)
+        dial_delay_s: float = 2.0,
+        cdr_delay_s: float = 1.0,
+        upload_answer_delay_s: float = 0.0,
+        answers: dict[str, list[str]] | None = None,
+        late_s: float = 1.0,
+        max_page: int = 500,
+        empty_as_204: bool = False,
+        timezone: str = "UTC",
+        outcomes: dict[str, float] | None = None,
+        recording_places: tuple[str, ...] = tuple(RECORDING_PLACES),
+        seed: int = 0,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.users = dict(users or {"api": "secret"})
+        self.campaigns = {name: Campaign(name) for name in campaigns}
+        self.faults = FaultInjector(faults)
+        self.token_ttl_s = token_ttl_s
+        self.legacy_auth = legacy_auth
+        self.token_reply = token_reply
+        self.unauthorized_reply = unauthorized_reply
+        self.dial_delay_s = dial_delay_s
+        self.cdr_delay_s = cdr_delay_s
+        self.upload_answer_delay_s = upload_answer_delay_s
+        self.answers = {k: list(v) for k, v in (answers or {}).items()}  # resource -> script
+        self.late_s = late_s  # how long after its arrival a "late" call is carried out
+        self.max_page = max_page
+        self.empty_as_204 = empty_as_204
+        self.zone = ZoneInfo(timezone)
+        self.outcomes = dict(outcomes or DEFAULT_OUTCOMES)
+        self.recording_places = recording_places
+        self.rng = random.Random(seed)
+        self.tokens: dict[str, tuple[str, float]] = {}
+        self.logins = 0
+        self.sessions_ended = 0
+        self.requests: Counter[str] = Counter()  # calls received (past any fault)
+        self.carried_out: Counter[str] = Counter()  # authorised calls the server acted on
+        self.unauthorized: Counter[str] = Counter()
+        self.uploads: list[dict[str, Any]] = []
+        self.last_body: dict[str, str] = {}
+        self.cdrs: list[dict[str, Any]] = []  # each with a private "_visible_at"
+        self.blacklist: set[tuple[str, str]] = set()  # (campaign or "*", phone)
+        self.files: set[str] = set()  # "records/20240101/<guid>.mp3", "backup/records/…"
+        self.converted: list[str] = []
+
+    # -- time ------------------------------------------------------------------
+
+    def local(self, epoch: float) -> str:
+        return datetime.fromtimestamp(epoch, self.zone).strftime(TIME_FORMAT)
+
+    def epoch(self, text: str) -> float | None:
+        try:
+            naive = datetime.strptime(text.strip()[:19], TIME_FORMAT)
+        except ValueError:
+            return None
+        return naive.replace(tzinfo=self.zone).timestamp()
+
+    # -- sessions --------------------------------------------------------------
+
+    def login(self, form: dict[str, str], legacy: bool) -> Response:
+        user, password = form.get("user", ""), form.get("password", "")
+        if not legacy and self.legacy_auth:
+            return PlainTextResponse("Not Found", status_code=404)
+        if self.users.get(user) != password or not user:
+            return PlainTextResponse("0")
+        key = base64.b64encode(f"{user}:{uuid.UUID(int=self.rng.getrandbits(128))}".encode())
+        token = key.decode()
+        self.tokens[token] = (user, time.time() + self.token_ttl_s)
+        self.logins += 1
+        if legacy:
+            return JSONResponse([user, "Supervisor", token, "1001"])
+        if self.token_reply == "string":
+            return JSONResponse(token)
+        return JSONResponse([user, "Supervisor", "", token])
+
+    def authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        entry = self.tokens.get(header[6:].strip())
+        if entry is None:
+            return False
+        if entry[1] < time.time():
+            del self.tokens[header[6:].strip()]
+            return False
+        return not self.faults.session_fault()
+
+    def end_session(self, form: dict[str, str]) -> Response:
+        if self.tokens.pop(form.get("token", ""), None) is not None:
+            self.sessions_ended += 1
+        return PlainTextResponse("1")
+
+    def expire_tokens(self, *, forget: bool = True) -> None:
+        """End every session: forgotten (a restarted server) or just expired."""
+        with self.lock:
+            if forget:
+                self.tokens.clear()
+            else:
+                self.tokens = {t: (user, 0.0) for t, (user, _) in self.tokens.items()}
+
+    # -- dialer: adding and removing contacts -------------------------------------
+
+    def _campaign(self, name: str) -> Campaign | None:
+        return self.campaigns.get(name)
+
+    def upload(self, form: dict[str, str], with_timezone: bool) -> Response:
+        campaign = self._campaign(form.get("campaign", ""))
+        record: dict[str, Any] = {
+            "filename": form.get("filename", ""),
+            "campaign": form.get("campaign", ""),
+            "cant": form.get("cant", ""),
+            "username": form.get("username", ""),
+            "timezone": form.get("timezone") if with_timezone else None,
+            "accepted": 0,
+            "ignored": [],
+            "text": "",
+        }
+        self.uploads.append(record)
+        if campaign is None or (with_timezone and not form.get("timezone")):
+            return PlainTextResponse("0")
+        try:
+            text = base64.b64decode(form.get("fileb64", ""), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return PlainTextResponse("0")
+        record["text"] = text
+        ready = time.time() + self.dial_delay_s
+        for number, line in enumerate(text.split("\n"), start=1):
+            line = line.rstrip("\r")
+            if not line.strip():
+                continue
+            entry = parse_line(line, campaign.name)
+            if isinstance(entry, str):
+                record["ignored"].append({"line": number, "reason": entry})
+                continue
+            entry.source = record["filename"]
+            entry.ready_at = ready
+            campaign.add(entry)
+            record["accepted"] += 1
+        return PlainTextResponse("1")  # asynchronous on a real server: it says no more
+
+    def schedule(self, form: dict[str, str]) -> Response:
+        body = _json_object(form.get("callschedule", ""))
+        if body is None:
+            return PlainTextResponse("0")
+        campaign = self._campaign(str(body.get("campaign", "")))
+        calldate = str(body.get("calldate") or "")
+        when = self.epoch(calldate)
+        destination = str(body.get("destination", ""))
+        alternatives = _phones(str(body.get("alternatives") or ""))
+        data = str(body.get("data") or "")
+        if (
+            campaign is None
+            or when is None
+            or not PHONE.match(destination)
+            or alternatives is None
+            or not _valid_data(data)
+        ):
+            return PlainTextResponse("0")
+        entry = Entry(
+            destination,
+            alternatives,
+            data,
+            1,
+            str(body.get("agentphone") or ""),
+            "schedule",
+            when,
+            calldate,
+        )
+        campaign.add(entry, scheduled=True)
+        return PlainTextResponse("1")
+
+    def task(self, form: dict[str, str]) -> Response:
+        body = _json_object(form.get("call", ""))
+        if body is None or any(k not in body for k in TASK_KEYS):
+            return PlainTextResponse("0")
+        campaign = self._campaign(str(body.get("campaign", "")))
+        destination = str(body.get("destination", ""))
+        alternatives = _phones(str(body.get("alternatives") or ""))
+        data = str(body.get("data") or "")
+        calldate = body.get("calldate")
+        when = time.time() + self.dial_delay_s if calldate is None else self.epoch(str(calldate))
+        if (
+            campaign is None
+            or when is None
+            or not PHONE.match(destination)
+            or alternatives is None
+            or not _valid_data(data)
+        ):
+            return PlainTextResponse("0")
+        entry = Entry(destination, alternatives, data, None, str(body.get("agent") or ""), "task")
+        entry.ready_at = when
+        if calldate is not None:
+            entry.calldate = str(calldate)
+        campaign.add(entry, scheduled=calldate is not None)
+        return PlainTextResponse("1")
+
+    def remove_contact(self, form: dict[str, str]) -> Response:
+        campaign = self._campaign(form.get("campaign", ""))
+        if campaign is None:
+            return PlainTextResponse("0")
+        number = form.get("number", "")
+        campaign.take(lambda e: e.phone == number)
+        return PlainTextResponse("1")
+
+    def remove_schedule(self, form: dict[str, str]) -> Response:
+        campaign = self._campaign(form.get("campaign", ""))
+        start, end = self.epoch(form.get("from", "")), self.epoch(form.get("to", ""))
+        if campaign is None or start is None or end is None:
+            return PlainTextResponse("0")
+        number = form.get("destination", "")
+        campaign.take(
+            lambda e: e.phone == number and start <= (self.epoch(e.calldate or "") or 0) <= end,
+            scheduled=True,
+        )
+        return PlainTextResponse("1")
+
+    def add_black(self, form: dict[str, str]) -> Response:
+        body = _json_object(form.get("black", ""))
+        if body is None:
+            return PlainTextResponse("0")
+        phone, where = str(body.get("phone", "")), str(body.get("campaign", ""))
+        if not PHONE.match(phone) or (where != "*" and where not in self.campaigns):
+            return PlainTextResponse("0")
+        if (where, phone) in self.blacklist:
+            return PlainTextResponse("already exists")
+        self.blacklist.add((where, phone))
+        return PlainTextResponse("1")
+
+    # -- dialing engine -----------------------------------------------------------
+
+    def tick(self, now: float | None = None, *, force: bool = False) -> int:
+        """Dial every contact that is due (all of them with ``force``); return how many."""
+        now = time.time() if now is None else now
+        dialled = 0
+
+        def due(entry: Entry) -> bool:
+            return force or entry.ready_at <= now
+
+        for campaign in self.campaigns.values():
+            for scheduled in (False, True):
+                for entry in campaign.take(due, scheduled=scheduled):
+                    dialled += self._dial(campaign, entry, now)
+        return dialled
+
+    def _dial(self, campaign: Campaign, entry: Entry, now: float) -> int:
+        if (campaign.name, entry.phone) in self.blacklist or ("*", entry.phone) in self.blacklist:
+            campaign.blacklisted_skips[entry.phone] += 1
+            return 0
+        campaign.dialed[entry.phone] += 1
+        now = max(entry.added_at, min(now, entry.ready_at))  # when it fell due
+        status = self.rng.choices(list(self.outcomes), weights=list(self.outcomes.values()))[0]
+        guid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        calldate = self.local(now)
+        answered = status == "ANSWERED"
+        billsec = self.rng.randint(20, 300) if answered else 0
+        levels = self.rng.choice(AGENT_DISPOSITIONS) if answered else ("", "", "")
+        record = {
+            "guid": guid,
+            "calldate": calldate,
+            "campaign": campaign.name,
+            "source": "dialer",
+            "destination": entry.phone,
+            "agent": "agent1" if answered else "",
+            "duration": billsec + self.rng.randint(5, 30),
+            "billsec": billsec,
+            "disposition": status,
+            "l1": levels[0],
+            "l2": levels[1],
+            "l3": levels[2],
+            "data": entry.data,
+            "type": "record",
+            "_visible_at": now + self.cdr_delay_s,
+        }
+        self.cdrs.append(record)
+        if answered and self.recording_places:
+            place = self.rng.choice(self.recording_places)
+            self.files.add(recording_path(place, guid, calldate))
+        return 1
+
+    def add_record(
+        self,
+        destination: str,
+        *,
+        calldate: str,
+        campaign: str = "Ventas->",
+        status: str = "NO ANSWER",
+        guid: str | None = None,
+        visible: bool = True,
+        recording: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Add a call record directly (tests): hidden ones appear with :meth:`reveal`."""
+        with self.lock:
+            record = {
+                "guid": guid or str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                "calldate": calldate,
+                "campaign": campaign,
+                "source": "dialer",
+                "destination": destination,
+                "agent": extra.pop("agent", ""),
+                "duration": extra.pop("duration", 0),
+                "billsec": extra.pop("billsec", 0),
+                "disposition": status,
+                "l1": extra.pop("l1", ""),
+                "l2": extra.pop("l2", ""),
+                "l3": extra.pop("l3", ""),
+                "data": "",
+                "type": "record",
+                **extra,
+                "_visible_at": time.time() if visible else float("inf"),
+            }
+            self.cdrs.append(record)
+            if recording:
+                self.files.add(recording_path(recording, record["guid"], calldate))
+            return {k: v for k, v in record.items() if not k.startswith("_")}
+
+    def reveal(self) -> None:
+        """Make every hidden record visible (records written late)."""
+        with self.lock:
+            for record in self.cdrs:
+                if record["_visible_at"] == float("inf"):
+                    record["_visible_at"] = time.time()
+
+    def dial_now(self) -> int:
+        """Dial everything queued or scheduled, now; records visible at once (tests)."""
+        with self.lock:
+            n = self.tick(force=True)
+            for record in self.cdrs:
+                if record["_visible_at"] != float("inf"):
+                    record["_visible_at"] = min(record["_visible_at"], time.time())
+            return n
+
+    # -- records, campaigns, recordings ---------------------------------------------
+
+    def get_records(self, form: dict[str, str]) -> Response:
+        flt = _json_object(form.get("filter", "")) or {}
+        try:
+            lastrow = max(0, int(form.get("lastrow", "0") or 0))
+            limit = int(form.get("searchLimit", "50") or 50)
+        except ValueError:
+            return PlainTextResponse("0")
+        limit = max(1, min(limit, self.max_page))
+        start = str(flt.get("calldatei") or "0000")
+        end = str(flt.get("calldatef") or "9999")
+        wanted_campaign = str(flt.get("campaign") or "")
+        wanted_destination = str(flt.get("destination") or "")
+        now = time.time()
+        rows = [
+            r
+            for r in self.cdrs
+            if r["_visible_at"] <= now
+            and start <= r["calldate"] <= end
+            and (not wanted_campaign or r["campaign"] == wanted_campaign)
+            and (not wanted_destination or wanted_destination in r["destination"])
+        ]
+        rows.sort(key=lambda r: (r["calldate"], r["guid"]))
+        page = rows[lastrow : lastrow + limit]
+        if not page and self.empty_as_204:
+            return Response(status_code=204)  # a Java server's null result
+        return JSONResponse([{k: v for k, v in r.items() if not k.startswith("_")} for r in page])
+
+    def campaign_status(self, form: dict[str, str]) -> Response:
+        campaign = self._campaign(form.get("queue", ""))
+        if campaign is None:
+            return JSONResponse({})
+        return JSONResponse(
+            {
+                campaign.name: {
+                    "campaign": campaign.name,
+                    "availables": 1,
+                    "notavailables": 0,
+                    "paused": 0,
+                    "busy": 0,
+                    "busypaused": 0,
+                    "totalagents": 1,
+                    "logged": 1,
+                    "onwrapup": 0,
+                    "completed": sum(campaign.dialed.values()),
+                    "abandoned": 0,
+                    "talked": "00:00:00-0",
+                    "hold": "00:00:00-0",
+                    "abandonedlevel": "0",
+                    "totalcalls": sum(campaign.dialed.values()),
+                    "acd": 0,
+                    "servicelevel": "0.0",
+                    "servicelevel2": "0.0",
+                    "strategy": "leastrecent",
+                    "slevelthreshold": "3",
+                    "wrapup": 0,
+                }
+            }
+        )
+
+    def convert(self, form: dict[str, str]) -> Response:
+        guid, folder = form.get("guid", ""), form.get("folder", "")
+        for prefix in ("records", "backup/records"):
+            for path in (f"{prefix}/{folder}/{guid}.gsm", f"{prefix}/{guid}.gsm"):
+                if path in self.files:
+                    self.files.add(path[:-4] + ".mp3")
+                    self.converted.append(guid)
+                    return PlainTextResponse("1")
+        return PlainTextResponse("0")
+
+    def has_file(self, path: str) -> bool:
+        with self.lock:
+            return path in self.files
+
+    # -- inspection ---------------------------------------------------------------
+
+    def dial_list(self, campaign: str = "Ventas->") -> dict[str, dict[str, int]]:
+        """Return, per number: present now, added in total, peak presence, dialled."""
+        with self.lock:
+            return self._dial_list(campaign)
+
+    def _dial_list(self, campaign: str) -> dict[str, dict[str, int]]:
+        c = self.campaigns[campaign]
+        present = c.present()
+        phones = set(present) | set(c.added) | set(c.dialed)
+        return {
+            p: {
+                "present": present[p],
+                "added": c.added[p],
+                "peak": c.peak[p],
+                "dialed": c.dialed[p],
+            }
+            for p in sorted(phones)
+        }
+
+    def scheduled(self, campaign: str = "Ventas->") -> list[dict[str, Any]]:
+        with self.lock:
+            return [asdict(e) for e in self.campaigns[campaign].scheduled]
+
+    def records(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.cdrs]
+
+    def uploads_made(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(u) for u in self.uploads]
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "campaigns": {
+                    name: {
+                        "dial_list": self._dial_list(name),
+                        "scheduled": [asdict(e) for e in c.scheduled],
+                        "blacklist": sorted(p for w, p in self.blacklist if w in (name, "*")),
+                    }
+                    for name, c in self.campaigns.items()
+                },
+                "uploads": [dict(u) for u in self.uploads],
+                "records": len(self.cdrs),
+                "files": sorted(self.files),
+                "requests": dict(self.requests),
+                "carried_out": dict(self.carried_out),
+                "unauthorized": dict(self.unauthorized),
+                "logins": self.logins,
+                "sessions_active": len(self.tokens),
+                "sessions_ended": self.sessions_ended,
+                "faults_injected": dict(self.faults.injected),
+            }
+
+    SETTINGS = (
+        "legacy_auth",
+        "token_ttl_s",
+        "token_reply",
+        "unauthorized_reply",
+        "dial_delay_s",
+        "cdr_delay_s",
+        "upload_answer_delay_s",
+        "answers",
+        "late_s",
+        "max_page",
+        "empty_as_204",
+    )
+
+    def next_answer(self, resource: str) -> str | None:
+        """Return (and use up) the scripted answer for the next call of ``resource``."""
+        with self.lock:
+            script = self.answers.get(resource)
+            return script.pop(0) if script else None
+
+    def apply_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(values) - set(self.SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for script in dict(values.get("answers") or {}).values():
+            wrong = set(script) - set(SCRIPTED)
+            if wrong:
+                raise ValueError(f"unknown scripted answer(s): {', '.join(sorted(wrong))}")
+        with self.lock:
+            for name, value in values.items():
+                setattr(self, name, value)
+            return {name: getattr(self, name) for name in self.SETTINGS}
+
+
+# ---------------------------------------------------------------------------
+# parsing helpers
+
+
+def parse_line(line: str, campaign: str) -> Entry | str:
+    """Return the contact of one upload line, or why a real server would skip it."""
+    cols = line.split(";")
+    if not 2 <= len(cols) <= 6:
+        return f"expected 2 to 6 columns, found {len(cols)}"
+    if cols[0] != campaign:
+        return f"campaign {cols[0]!r} is not the upload's"
+    phone = cols[1].strip()
+    if not PHONE.match(phone):
+        return f"invalid number {phone!r}"
+    data = cols[2] if len(cols) > 2 else ""
+    if not _valid_data(data):
+        return "parameters are not var=val:var=val"
+    alternatives = _phones(cols[3] if len(cols) > 3 else "")
+    if alternatives is None:
+        return "invalid alternative number"
+    priority_text = cols[4].strip() if len(cols) > 4 else ""
+    if priority_text and not priority_text.isdigit():
+        return "priority is not a number"
+    agentphone = cols[5].strip() if len(cols) > 5 else ""
+    return Entry(
+        phone, alternatives, data, int(priority_text) if priority_text else None, agentphone
+    )
+
+
+def _valid_data(text: str) -> bool:
+    if not text:
+        return True
+    for pair in text.split(":"):
+        name, eq, _value = pair.partition("=")
+        if not eq or not name.strip() or "=" in _value:
+            return False
+    return True
+
+
+def _phones(text: str) -> list[str] | None:
+    if not text.strip():
+        return []
+    phones = [p.strip() for p in text.split(":")]
+    return phones if all(PHONE.match(p) for p in phones) else None
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def recording_path(place: str, guid: str, calldate: str) -> str:
+    prefix, dated, ext = RECORDING_PLACES[place]
+    folder = calldate[:10].replace("-", "")
+    return f"{prefix}/{folder}/{guid}.{ext}" if dated else f"{prefix}/{guid}.{ext}"
+
+
+async def _dropped() -> AsyncIterator[bytes]:
+    yield b""
+    # Raising after the headers went out makes the server drop the connection.
+    raise ConnectionResetError("simulated connection reset after the call was carried out")
+
+
+def _form(raw: bytes) -> dict[str, str]:
+    parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+# ---------------------------------------------------------------------------
+# the app
+
+
+def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette:
+    """Return the ASGI app; ``app.state.sim`` is the simulator behind it."""
+    sim = sim or UContactSimulator(**kwargs)
+    authed = {
+        "Dialers/uploadbase": lambda f: sim.upload(f, False),
+        "Dialers/uploadbasewithtimezone": lambda f: sim.upload(f, True),
+        "Dialers/ScheduleDialerCall": sim.schedule,
+        "Dialers/DialerTask": sim.task,
+        "Dialers/RemoveContact": sim.remove_contact,
+        "Dialers/RemoveScheduleDialerCall": sim.remove_schedule,
+        "admin/addblack": sim.add_black,
+        "Cdr/getrecords": sim.get_records,
+        "Supervisor/campaignstatus": sim.campaign_status,
+        "Supervisor/convert": sim.convert,
+    }
+
+    async def resource(request: Request) -> Response:
+        name = request.path_params["name"]
+        # The server has the whole request before it is slow or fails, and carries it
+        # out even if the client stops waiting meanwhile.
+        raw = await request.body()
+        faulty = await sim.faults.before()
+        if faulty is not None:
+            return faulty
+        scripted = sim.next_answer(name)
+        if scripted in REFUSALS:
+            headers = {"Retry-After": "0"} if scripted == "429" else None
+            return PlainTextResponse("Refused", status_code=int(scripted or 0), headers=headers)
+        form = _form(raw)
+        with sim.lock:
+            sim.requests[name] += 1
+            sim.last_body[name] = raw.decode("utf-8", "replace")
+            if name in ("auth/getUserToken", "auth/UserLogin"):
+                return sim.login(form, legacy=name == "auth/UserLogin")
+            if name == "auth/EndSession":
+                return sim.end_session(form)
+            handler = authed.get(name)
+            if handler is None:
+                return PlainTextResponse("Not Found", status_code=404)
+            if not sim.authorised(request):  # on arrival, as a server's filter does
+                sim.unauthorized[name] += 1
+                if sim.unauthorized_reply == "0":
+                    return PlainTextResponse("0")
+                return PlainTextResponse("Unauthorized", status_code=401)
+        if scripted == "late":
+            await asyncio.sleep(sim.late_s)
+        with sim.lock:
+            sim.tick()
+            response = handler(form)
+            sim.carried_out[name] += 1
+            delay = sim.upload_answer_delay_s if name.startswith("Dialers/uploadbase") else 0.0
+        if delay:
+            await asyncio.sleep(delay)  # accepted already: the answer is what is late
+        if scripted == "garbled":
+            return Response("<html><body>Bad Gateway</body></html>", media_type="text/html")
+        if scripted == "reset":
+            return StreamingResponse(_dropped(), media_type="text/plain")
+        return response
+
+    async def recording(request: Request) -> Response:
+        path = request.url.path.lstrip("/")
+        if sim.has_file(path):
+            return Response(b"ID3" + b"\x00" * 64, media_type="audio/mpeg")
+        return PlainTextResponse("Not Found", status_code=404)
+
+    async def state(request: Request) -> Response:
+        with sim.lock:
+            sim.tick()
+        return JSONResponse(sim.snapshot())
+
+    async def set_settings(request: Request) -> Response:
+        try:
+            return JSONResponse(sim.apply_settings(await request.json()))
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def dial(request: Request) -> Response:
+        return JSONResponse({"dialled": sim.dial_now()})
+
+    app = Starlette(
+        routes=[
+            Route("/Integra/resources/{name:path}", resource, methods=["POST"]),
+            Route("/records/{path:path}", recording, methods=["GET", "HEAD"]),
+            Route("/backup/records/{path:path}", recording, methods=["GET", "HEAD"]),
+            Route("/_sim/state", state, methods=["GET"]),
+            faults_route(sim.faults),
+            Route("/_sim/settings", set_settings, methods=["POST"]),
+            Route("/_sim/dial", dial, methods=["POST"]),
+        ]
+    )
+    app.state.sim = sim
+    return app

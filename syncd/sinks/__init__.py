@@ -1,0 +1,1 @@
+"""Sinks: one configured dialer target each (Jodo, Ameyo, uContact)."""

@@ -1,0 +1,1 @@
+"""Ameyo Customer Manager API: upload contacts, schedule callbacks, poll outcomes."""

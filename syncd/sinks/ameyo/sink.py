@@ -1,0 +1,389 @@
+"""The Ameyo sink: uploadContactAndAddCallback (or uploadContacts), addCallback, getContacts.
+
+Ameyo upserts on ``phone1`` (``update.customer``) but a callback is not idempotent,
+so the sink remembers, per lead, the customer record and callback time it last
+delivered (in the store's kv table): a re-push whose record is unchanged sends
+nothing, and a changed ``call_at`` alone becomes one ``addCallback`` for the
+stored ``customerId``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError, VendorError
+from syncd.http import RetryPolicy, make_client
+from syncd.model import Action, Lead, PushResult, QueuedLead
+from syncd.sinks.ameyo import outcomes
+from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
+from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig
+from syncd.sinks.ameyo.replies import (
+    RESULT_TYPES,
+    Verdict,
+    ameyo_time,
+    lower_keys,
+    result_list,
+    result_reason,
+)
+from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
+
+CALLBACK_HANDLER = "voice.campaign.callback.handler"
+# Whole-request refusals that mean the sink's settings are wrong, not the records.
+CONFIG_MARKERS = ("not.in.camp", "campaign.not.found", "invalid.campaign", "lead.not.found")
+
+
+@dataclass
+class Plan:
+    """What one lead needs at Ameyo this time."""
+
+    queued: QueuedLead
+    record: dict[str, str]
+    digest: str
+    call_at: str | None  # ISO, UTC
+    callback: dict[str, Any] | None  # the callbackRecord to send, if a new callback is due
+    customer_id: str | None  # known from an earlier delivery
+    action: str  # upload | callback | nothing
+
+
+def _is_config_problem(detail: str) -> bool:
+    flat = detail.lower()
+    return any(marker in flat for marker in CONFIG_MARKERS)
+
+
+class AmeyoSink(BaseSink):
+    """Pushes leads into one Ameyo campaign lead and polls their call outcomes."""
+
+    can_remove = False  # the Customer Manager API has no delete
+
+    def __init__(self, config: AmeyoSinkConfig, ctx: SinkContext) -> None:
+        super().__init__(config, ctx)
+        self.cfg = config
+        self.http = make_client(
+            timeout_s=config.timeout_s,
+            verify_tls=config.verify_tls,
+            max_connections=max(8, config.push_concurrency * 2),
+        )
+        self.client = AmeyoClient(
+            self.http,
+            config,
+            log=self.log,
+            policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+        )
+        # The daemon schedules keepalive() at this interval; open() sets the server's
+        # pingInterval. None: cloud header auth has no session to keep.
+        self.keepalive_interval_s: float | None = None
+        if self.client.session is not None:
+            self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
+        self.pings = 0
+        self._pinger: asyncio.Task[None] | None = None
+        self._scope = f"ameyo.delivered:{config.name}"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:
+        session = self.client.session
+        try:
+            if session is not None:
+                await session.current()
+            await self._check_lead()
+        except SinkConfigError as exc:
+            self._health = SinkHealth(
+                ok=False, session=self._session_state(), stopped_reason=str(exc)
+            )
+            raise
+        if session is not None:
+            self.keepalive_interval_s = self.cfg.ping_interval_s or session.ping_interval_s
+            self._pinger = asyncio.create_task(self._ping_loop(), name=f"ameyo-ping-{self.name}")
+
+    async def _check_lead(self) -> None:
+        cfg = self.cfg
+        try:
+            body = await self.client.call("getLeadsForCampaign", {"campaignId": cfg.campaign_id})
+        except AmeyoRefused as exc:
+            raise SinkConfigError(
+                f"campaign {cfg.campaign_id}: {exc.detail}; check campaign_id", vendor="ameyo"
+            ) from exc
+        leads = [lower_keys(item) for item in result_list(body) or []]
+        ours = [
+            item for item in leads if str(item.get("leadid", item.get("id"))) == str(cfg.lead_id)
+        ]
+        if not ours:
+            known = ", ".join(sorted({str(i.get("leadid", i.get("id"))) for i in leads})) or "none"
+            raise SinkConfigError(
+                f"lead {cfg.lead_id} is not in campaign {cfg.campaign_id} (its leads: {known}); "
+                "check lead_id",
+                vendor="ameyo",
+            )
+        if str(ours[0].get("enabled", "true")).lower() == "false":
+            raise SinkConfigError(
+                f"lead {cfg.lead_id} of campaign {cfg.campaign_id} is disabled in Ameyo; enable it "
+                "(supervisor, contact management) or point lead_id at an enabled lead",
+                vendor="ameyo",
+            )
+        self.log.info(
+            "sink.open.checked",
+            campaign_id=cfg.campaign_id,
+            lead_id=cfg.lead_id,
+            max_attempt=ours[0].get("maxattempt"),
+        )
+
+    async def close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            await asyncio.wait([self._pinger])
+            self._pinger = None
+        session = self.client.session
+        if session is not None and session.id is not None:
+            held = session.forget()
+            try:
+                await self.client.send("logout", {"sessionId": held})
+                self.log.info("sink.session.logout")
+            except VendorError as exc:
+                self.log.warning("sink.session.logout.failed", reason=str(exc))
+        await self.http.aclose()
+
+    # -- session ---------------------------------------------------------------
+
+    async def keepalive(self) -> None:
+        """Ping the session unless another request proved it alive in the last half interval."""
+        session = self.client.session
+        if session is None:
+            return
+        interval = self.keepalive_interval_s or session.ping_interval_s
+        if session.id is not None and time.monotonic() - session.last_ok < interval / 2:
+            return
+        body = await self.client.call(
+            "ping-session", {"sessionPushSeqNo": "0", "sessionpushseqno": "0"}, retry=False
+        )
+        if isinstance(body, dict) and body.get("alive") is False:
+            await session.renew(session.id, "ping-session: alive=false")
+        self.pings += 1
+        self.log.debug("sink.session.ping")
+
+    async def _ping_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.keepalive_interval_s or DEFAULT_PING_S)
+            try:
+                await self.keepalive()
+            except VendorError as exc:
+                if not failing:  # once per failure streak, not every interval
+                    self.log.warning("sink.session.ping.failed", reason=str(exc))
+                failing = True
+            else:
+                if failing:
+                    self.log.info("sink.session.ping.recovered")
+                failing = False
+
+    def _session_state(self) -> str:
+        session = self.client.session
+        if session is None:
+            return "not needed"
+        return session.state if session.state != "none" else "not started"
+
+    def health(self) -> SinkHealth:
+        session = self.client.session
+        self._health.session = self._session_state()
+        self._health.details = {
+            "logins": session.logins if session else 0,
+            "pings": self.pings,
+            "keepalive_interval_s": self.keepalive_interval_s,
+        }
+        return self._health
+
+    # -- records ---------------------------------------------------------------
+
+    def record(self, lead: Lead) -> dict[str, str]:
+        """Return the customerRecord for a lead: phone1, phone2…, name, email, extra columns."""
+        cfg = self.cfg
+        phone, alternates = self.dial_all(lead)
+        record = {"phone1": phone}
+        for number, alt in enumerate(alternates[: cfg.max_phones - 1], start=2):
+            record[f"phone{number}"] = alt
+        if cfg.name_column:
+            record[cfg.name_column] = " ".join(p for p in (lead.first_name, lead.last_name) if p)
+        if cfg.email_column:
+            record[cfg.email_column] = lead.email
+        if cfg.key_column:
+            record[cfg.key_column] = lead.key
+        for column, source in cfg.columns.items():
+            record[column] = _lead_value(lead, source)
+        return record
+
+    def callback_record(self, lead: Lead, phone: str) -> dict[str, Any]:
+        """Return the callbackRecord scheduling ``lead.call_at`` (which must be set)."""
+        assert lead.call_at is not None
+        callback: dict[str, Any] = {
+            "callBackTime": ameyo_time(lead.call_at, self.cfg.timezone),
+            "isSelfCallBack": self.cfg.self_callback,
+            "callBackPhone": phone,
+        }
+        if lead.agent:
+            callback["userId"] = lead.agent
+        return callback
+
+    async def _plan(self, queued: QueuedLead) -> Plan:
+        lead = queued.lead
+        record = self.record(lead)
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+        call_at = lead.call_at.isoformat() if lead.call_at else None
+        held: dict[str, Any] = {}
+        if queued.delivered_hash is not None:
+            text = await self.ctx.store.kv_get(self._scope, queued.key)
+            held = json.loads(text) if text else {}
+        customer_id = held.get("customer") or queued.vendor_ref
+        # A new phone1 is a new Ameyo customer: the callback must follow it there.
+        new_callback = (
+            self.cfg.callbacks
+            and call_at is not None
+            and (
+                not held or held.get("call_at") != call_at or held.get("phone1") != record["phone1"]
+            )
+        )
+        callback = self.callback_record(lead, record["phone1"]) if new_callback else None
+        if held and customer_id and held.get("record") == digest:
+            action = "callback" if callback else "nothing"
+        else:
+            action = "upload"
+        return Plan(queued, record, digest, call_at, callback, customer_id, action)
+
+    # -- push ------------------------------------------------------------------
+
+    async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
+        results: dict[str, PushResult] = {}
+        plans: list[Plan] = []
+        for queued in batch:
+            if queued.action is Action.DELETE:
+                results[queued.key] = PushResult.rejected(
+                    queued.key, "Ameyo's Customer Manager API cannot remove a customer"
+                )
+            else:
+                plans.append(await self._plan(queued))
+        uploads = [p for p in plans if p.action == "upload"]
+        for plan in plans:
+            if plan.action == "nothing":
+                results[plan.queued.key] = await self._delivered(plan, plan.customer_id)
+            elif plan.action == "callback":
+                result = await self._add_callback(plan)
+                if result is None:  # Ameyo no longer has the customer: upload it again
+                    plan.action = "upload"
+                    uploads.append(plan)
+                else:
+                    results[plan.queued.key] = result
+        if uploads:
+            for plan, result in zip(uploads, await self._upload(uploads), strict=True):
+                results[plan.queued.key] = result
+        return [results[q.key] for q in batch]
+
+    async def _delivered(self, plan: Plan, customer_id: str | None) -> PushResult:
+        held = {
+            "customer": customer_id,
+            "record": plan.digest,
+            "call_at": plan.call_at,
+            "phone1": plan.record["phone1"],
+        }
+        await self.ctx.store.kv_set(self._scope, plan.queued.key, json.dumps(held))
+        return PushResult.delivered(plan.queued.key, customer_id)
+
+    async def _add_callback(self, plan: Plan) -> PushResult | None:
+        assert plan.callback is not None and plan.customer_id is not None
+        key = plan.queued.key
+        data = {
+            "campaignId": self.cfg.campaign_id,
+            "callBackTime": plan.callback["callBackTime"],
+            "isSelfCallBack": str(self.cfg.self_callback).lower(),
+            "callBackHandlerType": CALLBACK_HANDLER,
+            "callBackProperties": {"customerId": plan.customer_id, "phone": plan.record["phone1"]},
+        }
+        if "userId" in plan.callback:
+            data["userId"] = plan.callback["userId"]
+        try:
+            body = await self.client.call("addCallback", data)
+        except AmeyoRefused as exc:
+            if "customer" in exc.detail.lower() and "not" in exc.detail.lower():
+                return None
+            if _is_config_problem(exc.detail):
+                raise SinkConfigError(str(exc), vendor="ameyo") from exc
+            return PushResult.rejected(key, str(exc))
+        except (RetryableError, SessionExpiredError) as exc:
+            return PushResult.retry(key, str(exc), getattr(exc, "retry_after", None))
+        if not result_list(body):
+            return PushResult.retry(key, "addCallback answered without a callback")
+        self.log.debug("sink.push.callback", key=key, customer_id=plan.customer_id)
+        return await self._delivered(plan, plan.customer_id)
+
+    async def _upload(self, plans: list[Plan]) -> list[PushResult]:
+        cfg = self.cfg
+        payload: dict[str, Any] = {
+            "campaignId": cfg.campaign_id,
+            "leadId": cfg.lead_id,
+            "properties": {
+                "update.customer": cfg.update_customer,
+                "migrate.customer": cfg.migrate_customer,
+            },
+        }
+        if cfg.callbacks:
+            command = "uploadContactAndAddCallback"
+            payload["customerAndCallbackRecords"] = [
+                {
+                    "customerRecord": p.record,
+                    **({"callbackRecord": p.callback} if p.callback else {}),
+                }
+                for p in plans
+            ]
+        else:
+            command = "uploadContacts"
+            payload["customerRecords"] = [p.record for p in plans]
+        try:
+            body = await self.client.call(command, payload)
+        except AmeyoRefused as exc:
+            if _is_config_problem(exc.detail):
+                raise SinkConfigError(
+                    f"{exc}; check campaign_id and lead_id", vendor="ameyo"
+                ) from exc
+            raise BatchRejected(str(exc), vendor="ameyo") from exc
+        except SessionExpiredError as exc:
+            raise RetryableError(str(exc), vendor="ameyo") from exc
+        items = result_list(body)
+        if items is None or len(items) != len(plans):
+            got = "no result list" if items is None else f"{len(items)} results"
+            raise RetryableError(
+                f"{command} answered {got} for {len(plans)} records", vendor="ameyo"
+            )
+        return [await self._result(plan, item) for plan, item in zip(plans, items, strict=True)]
+
+    async def _result(self, plan: Plan, item: dict[str, Any]) -> PushResult:
+        low = lower_keys(item)
+        result = str(low.get("resulttypestring") or "").strip().upper()
+        verdict = RESULT_TYPES.get(result)
+        key = plan.queued.key
+        if verdict is Verdict.DELIVERED:
+            customer = low.get("customerid")
+            customer_id = str(customer) if customer not in (None, "") else plan.customer_id
+            return await self._delivered(plan, customer_id)
+        if verdict is Verdict.REJECTED:
+            return PushResult.rejected(key, result_reason(item))
+        if verdict is Verdict.RETRY:
+            return PushResult.retry(key, result_reason(item))
+        return PushResult.retry(key, f"unknown result {result or '(none)'}: {result_reason(item)}")
+
+    # -- outcomes --------------------------------------------------------------
+
+    async def poll_outcomes(self) -> int:
+        changed = await outcomes.poll(self.client, self.ctx.store, self.cfg)
+        if changed:
+            self.log.info("sink.poll.outcomes", changed=changed)
+        return changed
+
+
+def _lead_value(lead: Lead, source: str) -> str:
+    name = source.removeprefix("fields.")
+    if source == name and name in LEAD_ATTRIBUTES:
+        return str(getattr(lead, name))
+    return lead.fields.get(name, "")

@@ -1,0 +1,109 @@
+"""The sink interface every dialer implements, and what the engine hands a sink."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from syncd.config import SinkConfig
+from syncd.errors import PermanentError
+from syncd.model import Lead, PushResult, QueuedLead
+from syncd.normalize import format_dial, parse_dial_format
+from syncd.state.base import StateStore
+
+
+class BatchRejected(PermanentError):
+    """The dialer refused a whole batch without naming the record at fault.
+
+    The engine splits the batch in halves until the bad lead stands alone.
+    """
+
+
+@dataclass
+class SinkContext:
+    """What the engine gives a sink: the store, a bound logger, the default region."""
+
+    store: StateStore
+    log: Any = field(default_factory=lambda: structlog.get_logger("syncd.sink"))
+    region: str = "US"  # the first route's default_region, for `national` dial strings
+    dry_run: bool = False
+
+
+@dataclass
+class SinkHealth:
+    """What `status`, /readyz and metrics show about a sink."""
+
+    ok: bool = True
+    session: str = "not needed"  # valid | expired | not needed | failed
+    stopped_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """A dialer target. Vendor I/O lives in the vendor's own client module."""
+
+    name: str
+    config: SinkConfig
+    can_remove: bool
+
+    async def open(self) -> None:
+        """Log in and run start-up checks; raise SinkConfigError when the sink cannot work."""
+        ...
+
+    async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
+        """Return one result per lead; raise RetryableError or BatchRejected for the batch."""
+        ...
+
+    async def poll_outcomes(self) -> int:
+        """Record new or changed outcomes in the store; return how many."""
+        ...
+
+    async def keepalive(self) -> None:
+        """Keep a vendor session alive (no-op for session-less vendors)."""
+        ...
+
+    def health(self) -> SinkHealth: ...
+
+    async def close(self) -> None:
+        """Log out and release connections."""
+        ...
+
+
+class BaseSink:
+    """Defaults for the optional parts of the Sink protocol."""
+
+    can_remove = False
+
+    def __init__(self, config: SinkConfig, ctx: SinkContext) -> None:
+        self.name = config.name
+        self.config = config
+        self.ctx = ctx
+        self.log = ctx.log.bind(sink=config.name)
+        self._dial = parse_dial_format(config.dial_format)
+        self._region = config.dial_region or ctx.region
+        self._health = SinkHealth()
+
+    def dial(self, e164: str) -> str:
+        """Return the number as this sink's trunks want it dialled."""
+        return format_dial(e164, self._dial, self._region)
+
+    def dial_all(self, lead: Lead) -> tuple[str, list[str]]:
+        return self.dial(lead.phone), [self.dial(p) for p in lead.alt_phones]
+
+    async def open(self) -> None:
+        return None
+
+    async def poll_outcomes(self) -> int:
+        return 0
+
+    async def keepalive(self) -> None:
+        return None
+
+    def health(self) -> SinkHealth:
+        return self._health
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Avhan Jodo over the Customer Web Service: push, outcomes, recordings, agents, dispositions."""

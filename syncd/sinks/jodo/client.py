@@ -1,0 +1,202 @@
+"""A thin client for Jodo's Customer Web Service: one POST, ``data=<JSON>``, typed errors.
+
+Jodo answers success as ``{"statuscode":"001"}`` (a string) and failure as
+``{"status":5,"statusdesc":"fail"}`` (a number); other methods use ``status: 3`` for
+success. Both are read here and nowhere else. Methods that answer per item
+(``userStatus``, ``customer_multiple_recordings``) carry a ``statusdata`` list whose
+items each have their own ``status``; read them with :func:`items_of`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import SecretStr
+
+from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.http import (
+    FORM_CONTENT_TYPE,
+    RetryPolicy,
+    encode_form,
+    lenient_json,
+    looks_like_html,
+    status_error,
+    transport_error,
+)
+from syncd.http import with_retries as _with_retries
+
+VENDOR = "jodo"
+
+# Status codes that mean our configuration is wrong, not the records.
+CONFIG_CODES = {
+    17: "invalid media",
+    18: "media not found",
+    19: "media found blank",
+    24: "update parameter not found",
+    25: "update parameter blank",
+    26: "invalid update parameter",
+    1107: "api key not found",
+    1108: "service key not found",
+    1243: "api key and service key do not match",
+}
+NOT_FOUND = 14  # customer data not found: an empty result, not an error
+REQUEST_BUGS = {15: "date range not proper", 16: "invalid to-date format"}
+SUCCESS = {1, 3}
+RECORDING_NOT_READY = 67  # "Data not found": the recording does not exist yet
+_MISSING_COMMA = re.compile(r"}\s*{")
+
+
+def jodo_time(when: datetime, zone: str) -> str:
+    """Return ``when`` in Jodo's ``YYYY-MM-DD hh:mm:ss`` in the server's time zone."""
+    return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def from_jodo_time(text: object, zone: str, formats: Iterable[str]) -> datetime | None:
+    """Return a Jodo server-local time as an aware UTC datetime, None when absent or unreadable."""
+    value = str(text or "").strip()
+    if not value:
+        return None
+    for fmt in (*formats, "%Y-%m-%d %H:%M:%S", "%d-%b-%y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        return parsed.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    return None
+
+
+def items_of(body: dict[str, Any], name: str = "statusdata") -> list[dict[str, Any]]:
+    """Return the per-item list of a reply (``statusdata``), skipping anything not an object."""
+    items = body.get(name)
+    if not isinstance(items, list):
+        return []
+    return [i for i in items if isinstance(i, dict)]
+
+
+def status_of(body: dict[str, Any]) -> tuple[int | None, str]:
+    """Return (numeric status, description) from either reply shape."""
+    raw = body.get("statuscode", body.get("status"))
+    desc = str(body.get("statusdesc", ""))
+    try:
+        return (int(str(raw).strip()) if raw is not None else None), desc
+    except ValueError:
+        return None, desc
+
+
+class JodoClient:
+    """Calls one Jodo process (apikey + servicekey)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        apikey: SecretStr,
+        servicekey: str,
+        *,
+        timezone: str = "UTC",
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.http = http
+        self.url = url
+        self._apikey = apikey
+        self.servicekey = servicekey
+        self.timezone = timezone
+        self.policy = policy or RetryPolicy()
+        self.requests = 0
+
+    async def call(
+        self, method: str, payload: dict[str, Any], *, retry: bool = True
+    ) -> dict[str, Any]:
+        """Return the reply of a successful call; raise a VendorError subclass otherwise."""
+
+        async def once() -> dict[str, Any]:
+            return await self._call_once(method, payload)
+
+        if not retry:
+            return await once()
+        return await _with_retries(once, self.policy, vendor=VENDOR, what=method)
+
+    async def _call_once(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "method": method,
+            "apikey": self._apikey.get_secret_value(),
+            "servicekey": self.servicekey,
+            "reqdatetime": jodo_time(datetime.now(UTC), self.timezone),
+            **payload,
+        }
+        self.requests += 1
+        try:
+            response = await self.http.post(
+                self.url,
+                content=encode_form({"data": json.dumps(body)}),
+                headers={"content-type": FORM_CONTENT_TYPE},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, VENDOR) from exc
+        retryable = status_error(response, VENDOR)
+        if retryable is not None:
+            raise retryable
+        if response.status_code in (401, 403, 404):
+            raise SinkConfigError(
+                f"HTTP {response.status_code} from {response.url.path}: check the sink's url",
+                vendor=VENDOR,
+                code=str(response.status_code),
+            )
+        if response.status_code >= 400:
+            raise PermanentError(
+                f"HTTP {response.status_code}", vendor=VENDOR, code=str(response.status_code)
+            )
+        return self._parse(method, response.text)
+
+    def _parse(self, method: str, text: str) -> dict[str, Any]:
+        if not text.strip() or text.strip() == "null" or looks_like_html(text):
+            shown = (
+                "an empty body"
+                if not text.strip()
+                else ("null" if text.strip() == "null" else "an HTML page")
+            )
+            raise RetryableError(f"{method} answered with {shown}, not JSON", vendor=VENDOR)
+        try:
+            body = lenient_json(text)
+        except ValueError:
+            try:
+                # The document's userStatus sample lists items without commas between them.
+                body = lenient_json(_MISSING_COMMA.sub("},{", text))
+            except ValueError:
+                raise RetryableError(
+                    f"{method} answered with a body that is not JSON", vendor=VENDOR
+                ) from None
+        if not isinstance(body, dict):
+            raise RetryableError(
+                f"{method} answered with JSON that is not an object", vendor=VENDOR
+            )
+        return body
+
+
+def raise_for_status(method: str, body: dict[str, Any]) -> int:
+    """Return the status code of a successful reply; raise the typed error of a failed one."""
+    code, desc = status_of(body)
+    if code in SUCCESS:
+        return code
+    if code == NOT_FOUND:
+        return code
+    if code in CONFIG_CODES:
+        raise SinkConfigError(
+            f"{method}: {desc or CONFIG_CODES[code]}", vendor=VENDOR, code=str(code)
+        )
+    if code in REQUEST_BUGS:
+        raise VendorError(
+            f"{method}: {desc or REQUEST_BUGS[code]} (a bug in syncd's request)",
+            vendor=VENDOR,
+            code=str(code),
+        )
+    reason = desc or "fail"
+    raise PermanentError(
+        f"{method} refused: {reason}", vendor=VENDOR, code=str(code) if code is not None else None
+    )

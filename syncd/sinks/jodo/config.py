@@ -1,0 +1,191 @@
+"""Settings of a Jodo sink: push, outcomes, recordings, agents, reallocation, dispositions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from syncd.config import SinkConfig, Strict, TimeZoneName
+from syncd.model import CallStatus
+from syncd.secrets import Secret
+
+# The Media table of the Jodo document: id -> name.
+MEDIA = {
+    1: "Email In",
+    2: "Email Out",
+    3: "SMS In",
+    4: "SMS Out",
+    8: "Chat",
+    11: "Voice In",
+    12: "Voice Out",
+    21: "Social-Twitter",
+    22: "Social-Facebook",
+    31: "Video",
+}
+CALL_TYPES = {
+    5: "Hot Lead",
+    21: "Callback Call",
+    31: "Preview Callback Call",
+    41: "General call back",
+    71: "Preview Call",
+    1001: "Fresh Call",
+}
+
+
+class OutcomeFields(Strict):
+    """Which getProcessData row fields carry the call outcome (the process's form template)."""
+
+    status: str = "callstatus"
+    disposition: str = "disposition"
+    attempts: str = "attempts"
+    last_call: str = "lastcalldatetime"
+    agent: str = "agentlogin"
+    call_id: str = "systemcallid"
+
+
+class OutcomeSettings(Strict):
+    """Outcome polling with getProcessData over a moving ``storedatetime`` window."""
+
+    enabled: bool = True
+    fields: OutcomeFields = OutcomeFields()
+    # raw status (case-insensitive) -> CallStatus; added on top of the built-in table
+    status_map: dict[str, CallStatus] = Field(default_factory=dict)
+    last_call_format: str = "%Y-%m-%d %H:%M:%S"
+    overlap_s: float = Field(600.0, ge=0)  # each window re-reads this much of the previous one
+    max_window_s: float = Field(86400.0, gt=0)  # a longer gap is read in slices this long
+    lookback_s: float = Field(86400.0, gt=0)  # how far back the very first poll reads
+    match_field: str | None = None  # row field holding the lead key; default: the update key
+    recheck_per_poll: int = Field(0, ge=0, le=10_000)  # delivered leads re-read by key per poll
+
+
+class RecordingSettings(Strict):
+    """Recording links for outcomes with a systemcallid."""
+
+    enabled: bool = True
+    batch_size: int = Field(50, ge=1, le=1000)  # systemcallids per customer_multiple_recordings
+    max_age_s: float = Field(86400.0, gt=0)  # stop asking for a recording after this long
+    max_pending: int = Field(10_000, ge=1)  # recordings awaited at once; the oldest give way
+
+
+class AgentSettings(Strict):
+    """Agent status polling with userStatus."""
+
+    enabled: bool = True
+    # empty: every agent that delivered leads are assigned to (and the fallback agents)
+    logins: list[str] = Field(default_factory=list)
+    batch_size: int = Field(50, ge=1, le=1000)  # loginids per userStatus request
+    change_time_format: str = "%d-%b-%y %I:%M:%S %p"  # statuschangetime, "07-Mar-19 11:59:59 PM"
+
+
+DEFAULT_ABSENT = [
+    "logged out",
+    "logout",
+    "log out",
+    "logged off",
+    "offline",
+    "absent",
+    "not logged in",
+    "missing",  # syncd's name for a login the dialer does not know (the agent has left)
+]
+
+
+class ReallocationSettings(Strict):
+    """Move leads of an agent absent too long to a fallback agent with reallocatedata."""
+
+    fallback: list[str] = Field(default_factory=list)  # empty: reallocation is off
+    after_s: float = Field(1800.0, ge=0)  # absent at least this long before leads move
+    # status codes or descriptions (any case) that mean the agent is not there
+    absent_statuses: list[str] = Field(default_factory=lambda: list(DEFAULT_ABSENT))
+    max_per_poll: int = Field(200, ge=1, le=100_000)
+    max_attempts: int = Field(3, ge=1, le=100)  # per lead, before it is left where it is
+
+
+class DispositionRule(Strict):
+    """A CRM closing value: leads whose ``field`` holds one of ``values`` are disposed."""
+
+    field: str = Field(min_length=1)  # a Lead.fields name (routes.map.fields)
+    values: list[str] = Field(min_length=1)  # compared case-insensitively
+    dispomasterid: int = Field(ge=0)
+    disporeasonid: int = Field(ge=0)
+    remarks: str = "Closed in the CRM"
+
+
+class DeleteDisposition(Strict):
+    """The disposition sent for a lead removed from the CRM (Jodo cannot delete)."""
+
+    dispomasterid: int = Field(ge=0)
+    disporeasonid: int = Field(ge=0)
+    remarks: str = "Removed from the CRM"
+
+
+class DispositionSettings(Strict):
+    """saveDisposition at push time, so the dialer stops working leads the CRM closed."""
+
+    login: str | None = None  # who disposes; default: the lead's (possibly reallocated) agent
+    media: str | None = None  # the text media ("Voice Out"); default: the sink's media name
+    rules: list[DispositionRule] = Field(default_factory=list)
+    on_delete: DeleteDisposition | None = None  # without it removals are refused with a reason
+
+
+class JodoSinkConfig(SinkConfig):
+    kind: Literal["jodo"] = "jodo"
+    url: str = Field(pattern=r"^https?://")
+    apikey: Secret
+    servicekey: str = Field(min_length=1)
+    media: int = 12
+    updateparam: Literal["mobilenumber", "customercode", "crmuniquefield"] = "crmuniquefield"
+    key_field: str = "leadnumber"  # the record field that carries the CRM key
+    crm_unique_field: str = "leadnumber"  # the process's unique CRM field (crmuniquefield)
+    calltype: int | None = None  # for leads without call_at; None sends none
+    callback_calltype: int = 41  # for leads with call_at (General call back)
+    timezone: TimeZoneName = "UTC"  # the Jodo server's clock, for callDateTime / reqdatetime
+    alt_phone_fields: tuple[str, ...] = ()  # form-template fields for alternate numbers
+    outcomes: OutcomeSettings = OutcomeSettings()
+    recordings: RecordingSettings = RecordingSettings()
+    agents: AgentSettings = AgentSettings()
+    reallocation: ReallocationSettings = ReallocationSettings()
+    dispositions: DispositionSettings = DispositionSettings()
+
+    @field_validator("media", mode="before")
+    @classmethod
+    def _media(cls, value: object) -> int:
+        if isinstance(value, str) and not value.strip().isdigit():
+            by_name = {v.lower(): k for k, v in MEDIA.items()}
+            if value.strip().lower() in by_name:
+                return by_name[value.strip().lower()]
+        try:
+            number = int(str(value))
+        except ValueError:
+            number = -1
+        if number not in MEDIA:
+            choices = ", ".join(f"{k} ({v})" for k, v in MEDIA.items())
+            raise ValueError(f"must be one of {choices}")
+        return number
+
+    @field_validator("calltype", "callback_calltype")
+    @classmethod
+    def _calltype(cls, value: int | None) -> int | None:
+        if value is not None and value not in CALL_TYPES:
+            raise ValueError(
+                "must be one of " + ", ".join(f"{k} ({v})" for k, v in CALL_TYPES.items())
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _dependent_settings(self) -> JodoSinkConfig:
+        if self.dispositions.on_delete is not None and not self.dispositions.login:
+            raise ValueError(
+                "dispositions.on_delete needs dispositions.login (a removed lead has no agent)"
+            )
+        if self.reallocation.fallback and not self.agents.enabled:
+            raise ValueError(
+                "reallocation.fallback needs agents.enabled = true"
+                " (an agent's absence is read with userStatus)"
+            )
+        return self
+
+    @property
+    def media_name(self) -> str:
+        """Return the text media saveDisposition expects ("Voice Out")."""
+        return self.dispositions.media or MEDIA[self.media]

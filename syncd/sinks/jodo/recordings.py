@@ -1,0 +1,178 @@
+"""Recording links for outcomes: customer_multiple_recordings / customer_recording.
+
+A recording often does not exist yet when the call's outcome first shows up
+(per-call status 67, "Data not found"). Such outcomes wait in a ledger (one kv
+entry, one entry per lead: a newer call replaces an older one) and are asked for
+again on later polls until ``recordings.max_age_s``. The link found last for each
+lead is kept in kv so an unchanged row seen again keeps its link.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from syncd.errors import SinkConfigError, VendorError
+from syncd.model import Outcome
+from syncd.sinks.jodo.client import (
+    RECORDING_NOT_READY,
+    SUCCESS,
+    JodoClient,
+    items_of,
+    raise_for_status,
+    status_of,
+)
+from syncd.sinks.jodo.config import RecordingSettings
+from syncd.sinks.jodo.outcomes import outcome_from_json, outcome_to_json
+from syncd.state.base import StateStore
+
+
+def _path(item: dict[str, Any]) -> str:
+    return str(item.get("recordingfilepath") or "").strip()
+
+
+class RecordingClient:
+    """Asks Jodo for recording links of calls by systemcallid."""
+
+    def __init__(self, client: JodoClient, batch_size: int) -> None:
+        self.client = client
+        self.batch_size = batch_size
+
+    async def links(self, call_ids: Sequence[str]) -> dict[str, str]:
+        """Return call_id -> link for the calls whose recording exists; the rest are absent."""
+        found: dict[str, str] = {}
+        for start in range(0, len(call_ids), self.batch_size):
+            part = list(call_ids[start : start + self.batch_size])
+            if len(part) == 1:
+                found.update(await self._one(part[0]))
+            else:
+                found.update(await self._many(part))
+        return found
+
+    async def _one(self, call_id: str) -> dict[str, str]:
+        body = await self.client.call("customer_recording", {"systemcallid": call_id})
+        code, _ = status_of(body)
+        if code in SUCCESS:
+            return {call_id: _path(body)} if _path(body) else {}
+        if code != RECORDING_NOT_READY:
+            try:
+                raise_for_status("customer_recording", body)
+            except SinkConfigError:
+                raise
+            except VendorError:
+                pass  # a refusal for this one call: asked again later, up to max_age_s
+        return {}
+
+    async def _many(self, call_ids: list[str]) -> dict[str, str]:
+        body = await self.client.call("customer_multiple_recordings", {"systemcallids": call_ids})
+        if "statusdata" not in body:
+            raise_for_status("customer_multiple_recordings", body)  # a failure of the request
+            return {}
+        found: dict[str, str] = {}
+        for item in items_of(body):
+            code, _ = status_of(item)
+            call_id = str(item.get("systemcallid", "")).strip()
+            if call_id in call_ids and code in SUCCESS and _path(item):
+                found[call_id] = _path(item)
+        return found
+
+
+class Recordings:
+    """Attaches recording links to outcomes, keeping the ones still awaited across polls."""
+
+    def __init__(
+        self,
+        client: JodoClient,
+        store: StateStore,
+        sink: str,
+        settings: RecordingSettings,
+        log: Any,
+    ) -> None:
+        self.api = RecordingClient(client, settings.batch_size)
+        self.store = store
+        self.sink = sink
+        self.settings = settings
+        self.log = log
+        self.scope = f"jodo:{sink}"
+        self.links_scope = f"jodo:{sink}:recording"
+
+    async def attach(self, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
+        """Return ``outcomes`` with known links set, plus older outcomes whose link came now."""
+        pending = await self._load()
+        fresh: dict[str, Outcome] = {}
+        for o in outcomes:
+            if not o.call_id:
+                pending.pop(o.key, None)  # a link belongs to the lead's latest call only
+                continue
+            known = await self._known(o.key)
+            if known and known.get("call_id") == o.call_id:
+                o.recording_url = str(known.get("url", ""))
+                pending.pop(o.key, None)
+                continue
+            fresh[o.key] = o
+            previous = pending.get(o.key)
+            since = (
+                previous["since"]
+                if previous and previous.get("call_id") == o.call_id
+                else now.timestamp()
+            )
+            pending[o.key] = {"call_id": o.call_id, "since": since, "outcome": outcome_to_json(o)}
+        self._expire(pending, now)
+        result = list(outcomes)
+        if pending:
+            try:
+                links = await self.api.links(sorted({p["call_id"] for p in pending.values()}))
+            except SinkConfigError:
+                raise
+            except VendorError as exc:
+                self.log.warning("sink.recordings.failed", reason=str(exc), waiting=len(pending))
+                links = {}
+            for key, entry in list(pending.items()):
+                url = links.get(entry["call_id"])
+                if not url:
+                    continue
+                outcome = fresh.get(key)
+                if outcome is None:  # seen on an earlier poll; report it again with its link
+                    outcome = outcome_from_json(self.sink, entry["outcome"], now)
+                    result.append(outcome)
+                outcome.recording_url = url
+                await self.store.kv_set(
+                    self.links_scope, key, json.dumps({"call_id": entry["call_id"], "url": url})
+                )
+                del pending[key]
+            if links:
+                self.log.info("sink.recordings.found", found=len(links), waiting=len(pending))
+        await self._save(pending)
+        return result
+
+    async def _known(self, key: str) -> dict[str, Any] | None:
+        text = await self.store.kv_get(self.links_scope, key)
+        return dict(json.loads(text)) if text else None
+
+    def _expire(self, pending: dict[str, dict[str, Any]], now: datetime) -> None:
+        oldest_allowed = now.timestamp() - self.settings.max_age_s
+        for key, entry in list(pending.items()):
+            if entry["since"] < oldest_allowed:
+                del pending[key]
+                self.log.info("sink.recording.gave_up", key=key, call_id=entry["call_id"])
+        overflow = len(pending) - self.settings.max_pending
+        if overflow > 0:
+            for key, entry in sorted(pending.items(), key=lambda kv: kv[1]["since"])[:overflow]:
+                del pending[key]
+                self.log.warning(
+                    "sink.recording.dropped",
+                    key=key,
+                    call_id=entry["call_id"],
+                    reason="more recordings awaited than recordings.max_pending",
+                )
+
+    async def _load(self) -> dict[str, dict[str, Any]]:
+        text = await self.store.kv_get(self.scope, "recordings.pending")
+        return dict(json.loads(text)) if text else {}
+
+    async def _save(self, pending: dict[str, dict[str, Any]]) -> None:
+        await self.store.kv_set(
+            self.scope, "recordings.pending", json.dumps(pending, default=str) if pending else None
+        )

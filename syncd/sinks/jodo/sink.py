@@ -1,0 +1,190 @@
+"""The Jodo sink: ImportProcessData batches, upserted by the configured ``updateparam``.
+
+Also: outcomes (getProcessData + recordings), agent status (userStatus),
+reallocation of an absent agent's leads (reallocatedata) and CRM-side closing
+(saveDisposition); each lives in its own module of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd.errors import PermanentError, SinkConfigError, VendorError
+from syncd.http import RetryPolicy, make_client
+from syncd.model import Action, PushResult, QueuedLead
+from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
+from syncd.sinks.jodo.agents import AgentPoller
+from syncd.sinks.jodo.client import JodoClient, jodo_time, raise_for_status
+from syncd.sinks.jodo.config import JodoSinkConfig
+from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
+from syncd.sinks.jodo.leads import delivered_leads
+from syncd.sinks.jodo.poller import OutcomePoller
+from syncd.sinks.jodo.reallocation import Reallocator
+
+REMOVE_REFUSED = "Jodo cannot remove a lead; it stays in the dialer"
+
+
+class JodoSink(BaseSink):
+    """Pushes leads to one Jodo process."""
+
+    can_remove = False  # Jodo has no delete; with dispositions.on_delete a removal is disposed
+
+    def __init__(self, config: JodoSinkConfig, ctx: SinkContext) -> None:
+        super().__init__(config, ctx)
+        self.cfg = config
+        self.http = make_client(
+            timeout_s=config.timeout_s,
+            verify_tls=config.verify_tls,
+            max_connections=config.push_concurrency * 2,
+        )
+        self.client = JodoClient(
+            self.http,
+            config.url,
+            config.apikey,
+            config.servicekey,
+            timezone=config.timezone,
+            policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+        )
+        self.can_remove = config.dispositions.on_delete is not None
+        self.outcomes = OutcomePoller(self.client, ctx.store, config, self.log, self.dial)
+        self.agents = AgentPoller(
+            self.client, ctx.store, config.name, config.agents, config.timezone, self.log
+        )
+        self.reallocator = Reallocator(self.client, ctx.store, config, self.log, self.dial)
+        self.disposer = Disposer(self.client, ctx.store, config, self.log, self.dial)
+
+    def record(self, lead_q: QueuedLead) -> dict[str, Any]:
+        """Return the ImportProcessData record for a lead (the wire dict)."""
+        lead = lead_q.lead
+        cfg = self.cfg
+        phone, alternates = self.dial_all(lead)
+        record: dict[str, Any] = {
+            cfg.key_field: lead.key,
+            "mobilenumber": phone,
+            "name": " ".join(p for p in (lead.first_name, lead.last_name) if p),
+            "fname": lead.first_name,
+            "lname": lead.last_name,
+            "emailid": lead.email,
+        }
+        if cfg.updateparam == "customercode":
+            record["customercode"] = lead.key
+        elif cfg.updateparam == "crmuniquefield":
+            record[cfg.crm_unique_field] = lead.key
+        for field_name, number in zip(cfg.alt_phone_fields, alternates, strict=False):
+            record[field_name] = number
+        if lead.call_at is not None:
+            record["callDateTime"] = jodo_time(lead.call_at, cfg.timezone)
+            record["calltype"] = str(cfg.callback_calltype)
+        elif cfg.calltype is not None:
+            record["calltype"] = str(cfg.calltype)
+        if lead.agent:
+            record["userlogin"] = lead.agent
+        for name, value in lead.fields.items():
+            record.setdefault(name, value)
+        return record
+
+    def _sort(
+        self, batch: Sequence[QueuedLead]
+    ) -> tuple[list[PushResult], list[QueuedLead], list[tuple[QueuedLead, Disposal]]]:
+        """Return (refused, leads to import, leads to dispose) for a batch."""
+        refused: list[PushResult] = []
+        imports: list[QueuedLead] = []
+        disposals: list[tuple[QueuedLead, Disposal]] = []
+        settings = self.cfg.dispositions
+        for q in batch:
+            if q.action is Action.DELETE:
+                if settings.on_delete is None:
+                    refused.append(PushResult.rejected(q.key, REMOVE_REFUSED))
+                    continue
+                d = settings.on_delete
+                disposals.append(
+                    (q, Disposal(d.dispomasterid, d.disporeasonid, d.remarks, "removed in the CRM"))
+                )
+                continue
+            closing = closing_rule(q.lead, settings.rules)
+            if closing is None:
+                imports.append(q)
+            elif q.delivered_hash is None:
+                # Importing it only to dispose of it would let the dialer ring it in between.
+                refused.append(
+                    PushResult.rejected(
+                        q.key,
+                        f"closed in the CRM ({closing.why}) before the dialer had it; not sent",
+                    )
+                )
+            else:
+                disposals.append((q, closing))
+        return refused, imports, disposals
+
+    async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
+        results, upserts, disposals = self._sort(batch)
+        moved = await self.reallocator.moved_agents([*upserts, *(q for q, _ in disposals)])
+        if upserts:
+            records = [self.record(q) for q in upserts]
+            for q, record in zip(upserts, records, strict=True):
+                if q.key in moved:  # keep the reallocation syncd made while the agent was away
+                    record["userlogin"] = moved[q.key]
+            payload = {
+                "media": str(self.cfg.media),
+                "updateparam": self.cfg.updateparam,
+                "data": records,
+            }
+            body = await self.client.call("ImportProcessData", payload)
+            try:
+                raise_for_status("ImportProcessData", body)
+            except SinkConfigError:
+                raise
+            except PermanentError as exc:
+                # Jodo answers for the whole batch; the engine isolates the bad record.
+                raise BatchRejected(exc.reason, vendor="jodo", code=exc.code) from exc
+            # The number is how saveDisposition and reallocatedata name the record later,
+            # even once the CRM has removed the lead (and with it the number we know).
+            results += [
+                PushResult.delivered(q.key, vendor_ref=str(record["mobilenumber"]))
+                for q, record in zip(upserts, records, strict=True)
+            ]
+        if disposals:
+            results += await self.disposer.dispose(disposals, moved)
+        return results
+
+    async def poll_outcomes(self) -> int:
+        """Store new outcomes, then agent statuses and reallocations; return outcomes changed.
+
+        A failure of the agent part is logged and does not hide the outcomes; a
+        failure of the outcome part is raised after the agent part has run.
+        """
+        changed = 0
+        failure: VendorError | None = None
+        if self.cfg.outcomes.enabled:
+            try:
+                changed = await self.outcomes.poll()
+            except VendorError as exc:
+                failure = exc
+        if self.cfg.agents.enabled:
+            try:
+                await self.poll_agents()
+            except VendorError as exc:
+                self.log.warning("sink.agents.failed", reason=str(exc))
+        if failure is not None:
+            raise failure
+        return changed
+
+    async def poll_agents(self) -> int:
+        """Poll agent statuses and reallocate the leads of long-absent agents; return moves."""
+        now = datetime.now(UTC)
+        logins = list(self.cfg.agents.logins)
+        if not logins:
+            logins = sorted(
+                {lead.agent async for _k, _n, lead in delivered_leads(self.ctx.store, self.name)}
+                - {""}
+            )
+        logins += [f for f in self.cfg.reallocation.fallback if f not in logins]
+        if not logins:
+            return 0
+        agents = await self.agents.poll(logins, now)
+        return await self.reallocator.run(agents, now)
+
+    async def close(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,1 @@
+"""uContact (Integra) dialer sink: token auth, uploadbase, schedules, removals, CDR outcomes."""

@@ -1,0 +1,366 @@
+"""A thin client for uContact's Integra API: form POSTs, the session token, strict replies.
+
+Log in with ``auth/getUserToken`` (older servers answer 404 there and use
+``auth/UserLogin``); every later call sends ``Authorization: Basic <key>``. A 401,
+or a ``0`` body, means the key may have expired: log in again once and replay.
+Many answers are bare ``1``/``0`` or ``OK``/``ERROR``; anything else is treated
+as a broken answer, never as success.
+
+A failed call that changes the dialer is one of two kinds. *Answered*: an HTTP
+error status, a 401 even with a new key, a refusal, a connection that could not
+be opened or written: the server did not act on it, so it is simply tried again.
+*Unanswered* (:class:`NoAnswer`): the request went out and no readable answer came
+back (a read timeout, a connection dropped before or during the answer, an empty,
+``null`` or HTML body): the server may have acted on it, and may still do so
+later. The sink decides what that means for the leads in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from syncd.errors import (
+    PermanentError,
+    RetryableError,
+    SessionExpiredError,
+    SinkConfigError,
+    VendorError,
+)
+from syncd.http import RetryPolicy, lenient_json, looks_like_html, status_error, transport_error
+from syncd.http import with_retries as _with_retries
+
+VENDOR = "ucontact"
+ROOT = "/Integra/resources/"
+_TRUE = {"1", "OK"}
+_FALSE = {"0", "ERROR"}
+_BARE_TOKEN = re.compile(r"^[A-Za-z0-9+/=._-]{8,}$")
+T = TypeVar("T")
+
+
+class NoAnswer(RetryableError):
+    """The request went out but no readable answer came back: the server may have acted on it.
+
+    It may also still act on it (a request the server carries out after the client
+    gave up waiting), so what it changes must be given time to land.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The ``1``/``0`` answer of a call that changes the dialer."""
+
+    ok: bool
+    unanswered_at: float | None = None  # wall clock of the last earlier try left unanswered
+
+
+class _Unanswered(Exception):
+    """Carries a NoAnswer through the retry loop, which must not repeat it."""
+
+    def __init__(self, error: NoAnswer) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def describe(text: str) -> str:
+    """Return a short, safe description of an unexpected body for an error message."""
+    stripped = text.strip()
+    if not stripped:
+        return "an empty body"
+    if looks_like_html(stripped):
+        return "an HTML page"
+    return repr(stripped[:60])
+
+
+def read_flag(text: str, what: str) -> bool:
+    """Return True for ``1``/``OK``, False for ``0``/``ERROR``; NoAnswer for anything else.
+
+    A 200 with a body that is not a flag (empty, ``null``, an HTML page) may come
+    from a server that did the work and failed to say so: it is no answer.
+    """
+    value = text.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].strip()  # a JSON string around the flag
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise NoAnswer(f"{what} answered {describe(text)}, expected 1 or 0", vendor=VENDOR)
+
+
+def read_json(text: str, what: str) -> Any:
+    """Return the parsed JSON body; RetryableError for an empty, null, HTML or non-JSON body."""
+    if not text.strip() or text.strip() == "null" or looks_like_html(text):
+        raise RetryableError(f"{what} answered {describe(text)}, not JSON", vendor=VENDOR)
+    try:
+        return lenient_json(text)
+    except ValueError:
+        raise RetryableError(f"{what} answered {describe(text)}, not JSON", vendor=VENDOR) from None
+
+
+def token_from(text: str, *, legacy: bool) -> str | None:
+    """Return the key in a login answer, None when the server said ``0`` (refused).
+
+    getUserToken answers a JSON string, or a list whose last element is the key;
+    UserLogin answers a list with the key third.
+    """
+    stripped = text.strip()
+    if stripped in ("0", '"0"'):
+        return None
+    try:
+        body = lenient_json(stripped)
+    except ValueError:
+        if _BARE_TOKEN.match(stripped) and not looks_like_html(stripped):
+            return stripped  # some servers send the key unquoted
+        raise RetryableError(f"login answered {describe(text)}, not a key", vendor=VENDOR) from None
+    if body == 0:
+        return None
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    if isinstance(body, list) and body:
+        item = body[2] if legacy and len(body) > 2 else body[-1]
+        if isinstance(item, str) and item.strip() and item.strip() != "0":
+            return item.strip()
+        if item in (0, "0"):
+            return None
+    raise RetryableError(f"login answered {describe(text)}, not a key", vendor=VENDOR)
+
+
+class UContactClient:
+    """Calls one uContact server as one API user; owns the session key."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        user: str,
+        password: SecretStr,
+        *,
+        policy: RetryPolicy | None = None,
+        log: Any = None,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self._password = password
+        self._token: SecretStr | None = None
+        self._generation = 0  # bumped at each login, so concurrent 401s log in once
+        self._login_lock = asyncio.Lock()
+        self.legacy_auth = False  # learnt when getUserToken answers 404
+        self.policy = policy or RetryPolicy()
+        self.log = log
+        self.logins = 0
+        self.requests = 0
+
+    @property
+    def has_session(self) -> bool:
+        return self._token is not None
+
+    def url(self, resource: str) -> str:
+        return self.base_url + ROOT + resource
+
+    # -- session ------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Fetch a new key; SinkConfigError when the server refuses the user."""
+        await _with_retries(self._login_once, self.policy, vendor=VENDOR, what="login")
+
+    async def _login_once(self) -> None:
+        form = {"user": self.user, "password": self._password.get_secret_value()}
+        try:
+            response = await self._login_post(form)
+        except NoAnswer as exc:
+            # Logging in changes nothing in the dialer: an unanswered login is just transient.
+            raise RetryableError(exc.reason, vendor=VENDOR) from exc
+        resource = "auth/UserLogin" if self.legacy_auth else "auth/getUserToken"
+        self._raise_for_status(response, resource)
+        key = token_from(response.text, legacy=self.legacy_auth)
+        if key is None:
+            raise SinkConfigError(
+                f"{resource}: the server refused user {self.user!r} (check user and password)",
+                vendor=VENDOR,
+            )
+        self._token = SecretStr(key)
+        self._generation += 1
+        self.logins += 1
+        if self.log is not None:
+            self.log.info("sink.session.login", endpoint=resource, logins=self.logins)
+
+    async def _login_post(self, form: dict[str, str]) -> httpx.Response:
+        if not self.legacy_auth:
+            response = await self._post("auth/getUserToken", form, token=None)
+            if response.status_code == 404:
+                self.legacy_auth = True
+                if self.log is not None:
+                    self.log.info("sink.session.legacy_auth", endpoint="auth/UserLogin")
+        if self.legacy_auth:
+            response = await self._post("auth/UserLogin", form, token=None)
+        return response
+
+    async def _relogin(self, seen_generation: int) -> None:
+        async with self._login_lock:
+            if self._generation == seen_generation:  # nobody renewed it meanwhile
+                await self._login_once()
+
+    async def end_session(self) -> None:
+        """Tell the server the key is no longer needed; errors are logged, not raised."""
+        if self._token is None:
+            return
+        token, self._token = self._token, None
+        form = {"user": self.user, "token": token.get_secret_value()}
+        try:
+            response = await self._post("auth/EndSession", form, token=token)
+        except RetryableError as exc:
+            if self.log is not None:
+                self.log.warning("sink.session.logout_failed", reason=str(exc))
+            return
+        if self.log is not None:
+            self.log.info("sink.session.logout", status=response.status_code)
+
+    # -- calls --------------------------------------------------------------
+
+    async def text(self, resource: str, form: dict[str, str]) -> str:
+        """Return the body of an idempotent call, after one re-login if the key was stale.
+
+        Every transient failure is retried in place: repeating the call is harmless.
+        Calls that add to the dialer go through :meth:`command` instead.
+        """
+
+        async def once() -> str:
+            return await self._authed(resource, form)
+
+        return await self._retrying(once, resource)
+
+    async def flag(self, resource: str, form: dict[str, str]) -> bool:
+        """Return an idempotent call's ``1``/``0`` (or ``OK``/``ERROR``) answer as a bool."""
+        return read_flag(await self.text(resource, form), resource)
+
+    async def command(
+        self, resource: str, form: dict[str, str], *, repeat_unanswered: bool
+    ) -> Reply:
+        """Return the ``1``/``0`` answer of a call that changes the dialer.
+
+        Answered failures are tried again inside the call: the server did not act on
+        them. An unanswered try (NoAnswer) is repeated only with ``repeat_unanswered``
+        (a removal: repeating it cannot add anything); otherwise it ends the call at
+        once. If any try went unanswered and none succeeded, NoAnswer is raised; if
+        one succeeded after it, ``Reply.unanswered_at`` says when the doubt began.
+        """
+        unanswered_at: float | None = None
+
+        async def once() -> bool:
+            nonlocal unanswered_at
+            try:
+                return read_flag(await self._authed(resource, form), resource)
+            except NoAnswer as exc:
+                unanswered_at = time.time()
+                if repeat_unanswered:
+                    raise
+                raise _Unanswered(exc) from exc
+
+        try:
+            ok = await self._retrying(once, resource)
+        except _Unanswered as stop:
+            raise stop.error from stop.error.__cause__
+        except VendorError as exc:
+            if unanswered_at is not None and not isinstance(exc, NoAnswer):
+                raise NoAnswer(
+                    f"{resource}: an earlier try got no answer, then {exc.reason}", vendor=VENDOR
+                ) from exc
+            raise
+        return Reply(ok, unanswered_at)
+
+    async def json(self, resource: str, form: dict[str, str], *, empty: Any = None) -> Any:
+        """Return the parsed JSON answer of an idempotent call; VendorError on ``0``.
+
+        ``empty`` is returned for an empty body (Java servers answer a null result with
+        204 No Content); None makes an empty body a transient error.
+        """
+
+        async def once() -> Any:
+            body = await self._authed(resource, form)
+            if empty is not None and not body.strip():
+                return empty
+            if body.strip() == "0":
+                raise VendorError(f"{resource} answered 0 (refused)", vendor=VENDOR, code="0")
+            return read_json(body, resource)
+
+        return await self._retrying(once, resource)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        return await _with_retries(call, self.policy, vendor=VENDOR, what=what)
+
+    async def _authed(self, resource: str, form: dict[str, str]) -> str:
+        if self._token is None:
+            async with self._login_lock:
+                if self._token is None:
+                    await self._login_once()
+        generation, token = self._generation, self._token
+        response = await self._post(resource, form, token=token)
+        if _unauthorised(response):
+            # The key expired or the server restarted: one new key, one replay.
+            if self.log is not None:
+                self.log.info("sink.session.renew", resource=resource, status=response.status_code)
+            await self._relogin(generation)
+            response = await self._post(resource, form, token=self._token)
+            if response.status_code == 401:
+                raise SessionExpiredError(
+                    f"{resource}: HTTP 401 even with a new key", vendor=VENDOR, code="401"
+                )
+        self._raise_for_status(response, resource)
+        return response.text
+
+    async def _post(
+        self, resource: str, form: dict[str, str], *, token: SecretStr | None
+    ) -> httpx.Response:
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = "Basic " + token.get_secret_value()
+        self.requests += 1
+        try:
+            return await self.http.post(self.url(resource), data=form, headers=headers)
+        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            # Sent in full, then nothing readable: the server may have acted, or may yet.
+            raise NoAnswer(
+                f"{resource}: {type(exc).__name__} waiting for the answer", vendor=VENDOR
+            ) from exc
+        except httpx.HTTPError as exc:
+            # Not connected, or not sent in full: the server cannot have acted on it.
+            raise transport_error(exc, VENDOR) from exc
+
+    def _raise_for_status(self, response: httpx.Response, resource: str) -> None:
+        retryable = status_error(response, VENDOR)
+        if retryable is not None:
+            raise retryable
+        code = response.status_code
+        if code == 401:
+            raise SinkConfigError(
+                f"{resource}: HTTP 401 (check user and password)", vendor=VENDOR, code="401"
+            )
+        if code == 403:
+            raise SinkConfigError(
+                f"{resource}: HTTP 403, user {self.user!r} may not use this API",
+                vendor=VENDOR,
+                code="403",
+            )
+        if code == 404:
+            raise SinkConfigError(
+                f"{resource}: HTTP 404 (check the sink's url; does this server have the call?)",
+                vendor=VENDOR,
+                code="404",
+            )
+        if code >= 400:
+            raise PermanentError(f"{resource}: HTTP {code}", vendor=VENDOR, code=str(code))
+
+
+def _unauthorised(response: httpx.Response) -> bool:
+    return response.status_code == 401 or (
+        response.status_code == 200 and response.text.strip() == "0"
+    )

@@ -1,0 +1,452 @@
+"""Putting leads into a uContact campaign and taking them out, without dialling anyone twice.
+
+uploadbase gives a contact no id and the API cannot list the dial list; the only
+way out is ``RemoveContact`` one number at a time. So the sink keeps a record per
+lead (the ledger) and follows three rules:
+
+1. A failed call the server *answered* (an error status, a refusal) did nothing:
+   it is sent again (inside the call, then from the outbox) and nothing is removed.
+2. A call that got *no answer* (``NoAnswer``: a timeout, a dropped connection, a
+   body that is no answer) may have taken effect, or may still. Its leads go back
+   to the outbox until ``settle_s`` has passed; then whatever the dialer may hold
+   of them is removed before they are added again.
+3. A removal counts once it is answered. A removal that got no answer, even if a
+   repeat of it was answered, holds the lead back for ``settle_s`` too, so that
+   it cannot land after the lead's new upload and take it out.
+
+Every add and removal is written to the ledger before its call and its outcome
+after it, so a crash mid-call is a call without an answer (rule 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.model import PushResult, QueuedLead
+from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
+from syncd.sinks.ucontact.config import UContactSinkConfig
+from syncd.sinks.ucontact.ledger import (
+    ADD,
+    BASE,
+    DNC,
+    MAYBE,
+    NO,
+    REMOVE,
+    SCHEDULE,
+    YES,
+    Ledger,
+    Placed,
+)
+from syncd.sinks.ucontact.settle import plan_add, plan_delete
+from syncd.sinks.ucontact.wire import Call, black_json, schedule_json, task_json, upload_file
+from syncd.state.base import StateStore
+
+CALL_CONCURRENCY = 4  # single calls (removals, schedules, blacklist) in flight per batch
+WIDE_FROM, WIDE_TO = "2000-01-01 00:00:00", "2099-12-31 23:59:59"  # schedule of unknown date
+
+
+class Placer:
+    """Adds, removes and blacklists the leads of one uContact sink, keeping its ledger."""
+
+    def __init__(
+        self,
+        cfg: UContactSinkConfig,
+        client: UContactClient,
+        ledger: Ledger,
+        store: StateStore,
+        log: Any,
+        dial: Callable[[str], str],
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.client = client
+        self.ledger = ledger
+        self.store = store
+        self.log = log
+        self.dial = dial
+        self.settle_s = cfg.settle_delay_s
+        self._slots = asyncio.Semaphore(CALL_CONCURRENCY)
+
+    # -- what the dialer may hold ---------------------------------------------
+
+    async def _own(self, q: QueuedLead) -> Placed | None:
+        """Return the ledger's record of the lead, or a guess when the dialer held a version.
+
+        No record and no delivered version means nothing was ever sent for the lead:
+        every add is recorded before its call.
+        """
+        placed = await self.ledger.placed(q.key)
+        if placed is not None or q.delivered_hash is None:
+            return placed
+        destination = q.vendor_ref or (self.dial(q.lead.phone) if q.lead.phone else "")
+        if not destination:
+            return None
+        # Unknown mode and date: remove both a queued contact and any schedule.
+        return Placed(destination=destination, mode=SCHEDULE, calldate=None, held=MAYBE)
+
+    async def _owns(self, key: str, number: str) -> bool:
+        return await self.ledger.owner(number) in (None, key)
+
+    def _plan_args(self) -> dict[str, float]:
+        return {"timeout_s": self.cfg.timeout_s, "settle_s": self.settle_s}
+
+    def _defer(self, q: QueuedLead, until: float) -> PushResult:
+        wait = max(until - time.time(), 0.05)
+        self.log.debug("sink.push.settling", key=q.key, wait_s=round(wait, 3))
+        return PushResult.retry(
+            q.key,
+            f"waiting {wait:.1f}s: an earlier call for this lead got no answer and may "
+            "still take effect (settle_s)",
+            wait,
+        )
+
+    async def prepare(self, q: QueuedLead, destination: str | None) -> PushResult | None:
+        """Return None once the lead may be added; else why it waits or must be retried.
+
+        Removes (answered) what the dialer may hold of the lead, and ``destination``
+        when another lead's record holds it: in a campaign a number is one contact,
+        and the lead sent last owns it.
+        """
+        now = time.time()
+        own = await self._own(q)
+        targets: list[Placed] = []
+        own_is_target = False
+        if own is not None:
+            plan = plan_add(own, now, **self._plan_args())
+            if plan.record is not None:
+                own = plan.record
+                await self.ledger.mark(q.key, own)
+            if plan.wait_until is not None:
+                return self._defer(q, plan.wait_until)
+            if plan.remove:
+                if await self._owns(q.key, own.destination):
+                    targets.append(own)
+                    own_is_target = True
+                else:
+                    self.log.info("sink.remove.shared_number", key=q.key)
+        taken_from: str | None = None
+        if destination is not None and all(t.destination != destination for t in targets):
+            owner = await self.ledger.owner(destination)
+            other = await self.ledger.placed(owner) if owner not in (None, q.key) else None
+            if other is not None and owner is not None:
+                plan = plan_add(other, now, **self._plan_args())
+                if plan.wait_until is not None:
+                    return self._defer(q, plan.wait_until)
+                if plan.remove:
+                    targets.append(Placed(destination, mode=other.mode, calldate=other.calldate))
+                    taken_from = owner
+        if not targets:
+            return None
+        blocked = await self._remove_first(q, own, targets, own_is_target)
+        if blocked is None and taken_from is not None:
+            detail = f"number now belongs to lead {q.key}"
+            await self.store.add_event(self.name, taken_from, "ucontact.number_taken", detail)
+        return blocked
+
+    async def _remove_first(
+        self, q: QueuedLead, own: Placed | None, targets: list[Placed], own_is_target: bool
+    ) -> PushResult | None:
+        """Return None once every target is removed (answered), else the lead's wait or retry."""
+        first = targets[0]
+        base = own or Placed(first.destination, mode=first.mode, calldate=first.calldate, held=NO)
+        sent = time.time()
+        await self.ledger.mark(q.key, replace(base, late=REMOVE, at=sent, until=None))
+        doubt: float | None = None
+        try:
+            for target in targets:
+                unanswered_at = await self._remove(target)
+                if unanswered_at is not None:
+                    doubt = max(doubt or 0.0, unanswered_at)
+        except NoAnswer as exc:
+            until = time.time() + self.settle_s
+            held = MAYBE if own_is_target else base.held
+            await self.ledger.mark(
+                q.key, replace(base, held=held, late=REMOVE, at=sent, until=until)
+            )
+            self.log.warning("sink.remove.unanswered", key=q.key, settle_s=self.settle_s)
+            return PushResult.retry(
+                q.key, f"{exc}; removed again after {self.settle_s:g}s", self.settle_s
+            )
+        except VendorError:
+            # Answered (or never sent): nothing was removed; the record stands as it was.
+            # Anything else (a cancel) leaves the marker: the next try treats it as a crash.
+            await self.ledger.mark(q.key, replace(base, late=None, at=None, until=None))
+            raise
+        held = NO if own_is_target else base.held
+        if doubt is None:
+            await self.ledger.mark(q.key, replace(base, held=held, late=None, at=None, until=None))
+            return None
+        # Removed, but an unanswered try of it may still land: not before it has.
+        until = doubt + self.settle_s
+        await self.ledger.mark(q.key, replace(base, held=held, late=REMOVE, at=doubt, until=until))
+        return self._defer(q, until)
+
+    async def _remove(self, placed: Placed) -> float | None:
+        """Remove a number (and its schedule); return when a try went unanswered, if one did."""
+        campaign = self.cfg.campaign
+        async with self._slots:
+            reply = await self.client.command(
+                "Dialers/RemoveContact",
+                {"campaign": campaign, "number": placed.destination},
+                repeat_unanswered=True,
+            )
+            doubt, found = reply.unanswered_at, reply.ok
+            if placed.mode == SCHEDULE:
+                reply = await self.client.command(
+                    "Dialers/RemoveScheduleDialerCall",
+                    {
+                        "campaign": campaign,
+                        "destination": placed.destination,
+                        "from": placed.calldate or WIDE_FROM,
+                        "to": placed.calldate or WIDE_TO,
+                    },
+                    repeat_unanswered=True,
+                )
+                doubt = max(doubt or 0.0, reply.unanswered_at or 0.0) or None
+                found = found or reply.ok
+        self.log.debug("sink.remove.done", mode=placed.mode, found=found)
+        return doubt
+
+    # -- the ways a lead goes out ---------------------------------------------------
+
+    async def delete(self, q: QueuedLead) -> PushResult:
+        """Return the result of taking a deleted lead out of the campaign."""
+        own = await self._own(q)
+        numbers = [q.vendor_ref] if q.vendor_ref else []
+        if own is None:
+            # Nothing says which number the dialer holds: there is nothing to remove.
+            self.log.warning("sink.remove.unknown", key=q.key)
+            await self.ledger.forget(q.key, None, numbers)
+            return PushResult.delivered(q.key)
+        plan = plan_delete(own, time.time(), **self._plan_args())
+        if plan.record is not None:
+            own = plan.record
+            await self.ledger.mark(q.key, own)
+        if plan.wait_until is not None:
+            return self._defer(q, plan.wait_until)
+        doubt: float | None = None
+        if plan.remove and await self._owns(q.key, own.destination):
+            sent = time.time()
+            await self.ledger.mark(q.key, replace(own, late=REMOVE, at=sent, until=None))
+            try:
+                doubt = await self._remove(own)
+            except NoAnswer:
+                until = time.time() + self.settle_s
+                await self.ledger.mark(
+                    q.key, replace(own, held=MAYBE, late=REMOVE, at=sent, until=until)
+                )
+                raise
+            except VendorError:
+                await self.ledger.mark(q.key, replace(own, late=None, at=None, until=None))
+                raise
+        await self.ledger.forget(q.key, own, numbers)
+        if doubt is not None:
+            # A removal may still land: a re-added lead must wait for it.
+            await self.ledger.mark(
+                q.key, replace(own, held=NO, late=REMOVE, at=doubt, until=doubt + self.settle_s)
+            )
+        return PushResult.delivered(q.key)
+
+    async def blacklist(self, q: QueuedLead, call: Call) -> PushResult:
+        """Return the result of putting a do-not-call lead's numbers on the blacklist."""
+        blocked = await self.prepare(q, None)
+        if blocked is not None:
+            return blocked
+        campaign = self.cfg.dnc_campaign
+        name = " ".join(p for p in (q.lead.first_name, q.lead.last_name) if p)
+        numbers = [call.destination, *call.alternatives]
+        for number in numbers:
+            async with self._slots:
+                text = await self.client.text(
+                    "admin/addblack",
+                    {"black": black_json(number, campaign, self.cfg.user, name)},
+                )
+            answer = text.strip().strip('"').strip()
+            if answer in ("1", "OK") or "exist" in answer.lower():
+                continue
+            if answer in ("0", "ERROR"):
+                raise PermanentError(
+                    f"admin/addblack refused {number} for campaign {campaign}", vendor=VENDOR
+                )
+            raise RetryableError(f"admin/addblack answered {describe(text)}", vendor=VENDOR)
+        await self.ledger.place(
+            q.key, Placed(call.destination, list(call.alternatives), DNC, held=NO), []
+        )
+        await self.store.add_event(
+            self.name,
+            q.key,
+            "ucontact.dnc",
+            f"{len(numbers)} number(s) on the do-not-call list of {campaign}; not uploaded",
+        )
+        return PushResult.delivered(q.key, call.destination)
+
+    async def single(self, q: QueuedLead, call: Call, mode: str) -> PushResult:
+        """Return the result of placing one lead as a scheduled call or a dialer task."""
+        blocked = await self.prepare(q, call.destination)
+        if blocked is not None:
+            return blocked
+        campaign = self.cfg.campaign
+        if mode == SCHEDULE:
+            resource, form = (
+                "Dialers/ScheduleDialerCall",
+                {"callschedule": schedule_json(campaign, call)},
+            )
+        else:
+            resource, form = (
+                "Dialers/DialerTask",
+                {"call": task_json(campaign, call, self.cfg.task_source)},
+            )
+        sending = _sending(call, mode)
+        await self.ledger.place(q.key, sending, _numbers(q, call))
+
+        async def send() -> bool:
+            async with self._slots:
+                reply = await self.client.command(resource, form, repeat_unanswered=False)
+            return reply.ok
+
+        outcome = await self._added([(q, sending)], send())
+        if isinstance(outcome, list):
+            return outcome[0]
+        if not outcome:
+            when = f" for {call.calldate}" if call.calldate else ""
+            return PushResult.rejected(
+                q.key, f"{resource} refused the call{when} (answered 0; is the dialer enabled?)"
+            )
+        return PushResult.delivered(q.key, call.destination)
+
+    async def upload(self, uploads: list[tuple[QueuedLead, Call]]) -> list[PushResult]:
+        """Return the results of sending leads in one uploadbase file."""
+        prepared = await asyncio.gather(
+            *(guard(q, self.prepare(q, call.destination)) for q, call in uploads),
+            return_exceptions=True,
+        )
+        results: list[PushResult] = []
+        ready: list[tuple[QueuedLead, Call]] = []
+        for (q, call), outcome in zip(uploads, prepared, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome is None:
+                ready.append((q, call))
+            else:
+                results.append(outcome)
+        if not ready:
+            return results
+        # A number appears once in a file: the last lead with it owns it.
+        by_number: dict[str, tuple[QueuedLead, Call]] = {}
+        for q, call in ready:
+            earlier = by_number.get(call.destination)
+            if earlier is not None:
+                await self.store.add_event(
+                    self.name,
+                    earlier[0].key,
+                    "ucontact.number_taken",
+                    f"same number as lead {q.key} in one upload; uContact holds it once",
+                )
+            by_number[call.destination] = (q, call)
+        sent: list[tuple[QueuedLead, Placed]] = []
+        for q, call in ready:  # in order, so the number index ends with each number's owner
+            placed = _sending(call, BASE)
+            await self.ledger.place(q.key, placed, _numbers(q, call))
+            sent.append((q, placed))
+        answer = await self._added(sent, self._upload([call for _, call in by_number.values()]))
+        if isinstance(answer, list):
+            return results + answer
+        if not answer:
+            raise SinkConfigError(
+                f"Dialers/uploadbase refused the file for campaign {self.cfg.campaign!r} "
+                "(answered 0, also with a fresh key): check the campaign and the user's rights",
+                vendor=VENDOR,
+            )
+        return results + [PushResult.delivered(q.key, call.destination) for q, call in ready]
+
+    async def _added(
+        self, sent: list[tuple[QueuedLead, Placed]], call: Awaitable[bool]
+    ) -> bool | list[PushResult]:
+        """Return an add call's answer, recording it; or the leads' results if it failed."""
+        try:
+            ok = await call
+        except NoAnswer as exc:
+            until = time.time() + self.settle_s
+            for q, placed in sent:
+                await self.ledger.mark(q.key, replace(placed, until=until))
+            self.log.warning(
+                "sink.push.unanswered", leads=len(sent), reason=str(exc), settle_s=self.settle_s
+            )
+            reason = f"{exc}; removed and sent again after {self.settle_s:g}s"
+            return [PushResult.retry(q.key, reason, self.settle_s) for q, _ in sent]
+        except VendorError as exc:
+            # Answered (an error status, a refusal) or never sent: nothing was added.
+            # Anything else (a cancel) leaves the marker: the next try treats it as a crash.
+            for q, placed in sent:
+                await self.ledger.mark(q.key, _settled(placed, NO))
+            if isinstance(exc, SinkConfigError):
+                raise
+            if isinstance(exc, PermanentError):
+                return [PushResult.rejected(q.key, str(exc)) for q, _ in sent]
+            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+            return [PushResult.retry(q.key, str(exc), retry_after) for q, _ in sent]
+        for q, placed in sent:
+            await self.ledger.mark(q.key, _settled(placed, YES if ok else NO))
+        return ok
+
+    async def _upload(self, calls: list[Call]) -> bool:
+        fileb64, count = upload_file(self.cfg.campaign, calls)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        filename = f"syncd-{self.name}-{stamp}-{uuid.uuid4().hex[:8]}.txt"
+        form = {
+            "filename": filename,
+            "fileb64": fileb64,
+            "campaign": self.cfg.campaign,
+            "cant": str(count),
+            "username": self.cfg.uploader,
+        }
+        resource = "Dialers/uploadbase"
+        if self.cfg.timezone:
+            resource = "Dialers/uploadbasewithtimezone"
+            form["timezone"] = self.cfg.timezone
+        reply = await self.client.command(resource, form, repeat_unanswered=False)
+        self.log.info("sink.push.uploaded", filename=filename, rows=count, accepted=reply.ok)
+        return reply.ok
+
+
+async def guard(q: QueuedLead, step: Awaitable[PushResult | None]) -> PushResult | None:
+    """Return the step's result, or the lead's retry/refusal when the step failed."""
+    try:
+        return await step
+    except SinkConfigError:
+        raise
+    except PermanentError as exc:
+        return PushResult.rejected(q.key, str(exc))
+    except RetryableError as exc:
+        return PushResult.retry(q.key, str(exc), exc.retry_after)
+    except VendorError as exc:
+        return PushResult.retry(q.key, str(exc))
+
+
+def _sending(call: Call, mode: str) -> Placed:
+    """Return the record written before an add call: maybe held, the add may land late."""
+    return Placed(
+        call.destination,
+        list(call.alternatives),
+        mode,
+        call.calldate,
+        held=MAYBE,
+        late=ADD,
+        at=time.time(),
+        until=None,
+    )
+
+
+def _settled(placed: Placed, held: str) -> Placed:
+    return replace(placed, held=held, late=None, at=None, until=None)
+
+
+def _numbers(q: QueuedLead, call: Call) -> list[str]:
+    return [call.destination, *call.alternatives, q.lead.phone, *q.lead.alt_phones]

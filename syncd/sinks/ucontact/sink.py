@@ -1,0 +1,215 @@
+"""The uContact sink: uploadbase files, scheduled calls, removals, DNC, CDR outcomes.
+
+A lead goes to the campaign one of three ways: in a batch file (``Dialers/uploadbase``),
+as a scheduled call (``Dialers/ScheduleDialerCall``, lead has ``call_at``), or as a
+single task (``Dialers/DialerTask``, when ``immediate = "dialertask"``). How that is
+done without dialling anyone twice, also when calls fail or answer late, is in
+``placing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd.errors import SinkConfigError, VendorError
+from syncd.http import RetryPolicy, make_client
+from syncd.model import Action, Lead, PushResult, QueuedLead
+from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
+from syncd.sinks.ucontact.client import VENDOR, UContactClient
+from syncd.sinks.ucontact.config import UContactSinkConfig
+from syncd.sinks.ucontact.ledger import SCHEDULE, TASK, Ledger
+from syncd.sinks.ucontact.outcomes import CdrPoller
+from syncd.sinks.ucontact.placing import CALL_CONCURRENCY, Placer, guard
+from syncd.sinks.ucontact.wire import Call, UnsafeValue, clean, data_string, server_time
+
+HEALTH_KEYS = (
+    "logged",
+    "availables",
+    "busy",
+    "paused",
+    "totalagents",
+    "totalcalls",
+    "completed",
+    "abandoned",
+    "servicelevel",
+)
+
+
+def find_campaign(body: Any, name: str) -> dict[str, Any] | None:
+    """Return the campaignstatus entry for ``name`` from any of the answer's shapes."""
+    if isinstance(body, dict):
+        entry = body.get(name)
+        if isinstance(entry, dict):
+            return entry
+        if body.get("campaign") == name or body.get("queue") == name:
+            return body
+        return None
+    if isinstance(body, list):
+        for item in body:
+            if isinstance(item, dict) and name in (item.get("campaign"), item.get("queue")):
+                return item
+    return None
+
+
+class UContactSink(BaseSink):
+    """Pushes leads to one uContact dialer campaign and reads its call records."""
+
+    can_remove = True
+
+    def __init__(self, config: UContactSinkConfig, ctx: SinkContext) -> None:
+        super().__init__(config, ctx)
+        self.cfg = config
+        self.http = make_client(
+            timeout_s=config.timeout_s,
+            verify_tls=config.verify_tls,
+            max_connections=max(8, config.push_concurrency * CALL_CONCURRENCY),
+        )
+        policy = RetryPolicy(
+            wait_initial_s=min(0.5, config.retry_base_s),
+            wait_max_s=min(15.0, config.retry_max_s),
+        )
+        self.client = UContactClient(
+            self.http, config.url, config.user, config.password, policy=policy, log=self.log
+        )
+        self.ledger = Ledger(ctx.store, config.name)
+        self.poller = CdrPoller(config, self.client, self.http, self.ledger, ctx.store, self.log)
+        self.placer = Placer(config, self.client, self.ledger, ctx.store, self.log, self.dial)
+        self._health = SinkHealth(session="not started")
+        self._dnc_values = {v.strip().lower() for v in config.dnc.values} if config.dnc else set()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await self.client.login()
+        except SinkConfigError as exc:
+            self._health = SinkHealth(ok=False, session="failed", stopped_reason=str(exc))
+            raise
+        self._health.session = "valid"
+        await self.check_campaign(required=True)
+
+    async def check_campaign(self, *, required: bool) -> dict[str, Any] | None:
+        """Return the campaign's status; SinkConfigError when it must exist and does not."""
+        campaign = self.cfg.campaign
+        body = await self.client.json("Supervisor/campaignstatus", {"queue": campaign})
+        entry = find_campaign(body, campaign)
+        checked = datetime.now(UTC).isoformat(timespec="seconds")
+        if entry is None:
+            reason = (
+                f"campaign {campaign!r} does not exist on {self.cfg.url} "
+                "(Supervisor/campaignstatus does not list it; check the name and its '->')"
+            )
+            self._health.ok = False
+            self._health.details = {"campaign": campaign, "exists": False, "checked_at": checked}
+            if required:
+                self._health.stopped_reason = reason
+                raise SinkConfigError(reason, vendor=VENDOR)
+            return None
+        details: dict[str, Any] = {"campaign": campaign, "exists": True, "checked_at": checked}
+        details.update({k: entry[k] for k in HEALTH_KEYS if k in entry})
+        self._health.ok = True
+        self._health.details = details
+        await self.ledger.set_state("health", details)
+        return entry
+
+    async def keepalive(self) -> None:
+        """Refresh the campaign status (which also renews an expired key)."""
+        try:
+            await self.check_campaign(required=False)
+        except VendorError as exc:
+            self._health.ok = False
+            self._health.details = {**self._health.details, "error": str(exc)}
+            self.log.warning("sink.keepalive.failed", reason=str(exc))
+
+    def health(self) -> SinkHealth:
+        if self._health.session != "failed":
+            self._health.session = "valid" if self.client.has_session else "expired"
+        self._health.details["logins"] = self.client.logins
+        self._health.details["legacy_auth"] = self.client.legacy_auth
+        return self._health
+
+    async def close(self) -> None:
+        try:
+            await self.client.end_session()
+        finally:
+            await self.http.aclose()
+
+    async def poll_outcomes(self) -> int:
+        return await self.poller.poll()
+
+    # -- building calls -----------------------------------------------------
+
+    def call_for(self, lead: Lead) -> Call:
+        """Return the call for a lead; UnsafeValue when a value cannot be carried."""
+        replace = self.cfg.clean == "replace"
+        pairs = {
+            self.cfg.key_var: lead.key,
+            "first_name": lead.first_name,
+            "last_name": lead.last_name,
+            "email": lead.email,
+        }
+        dnc_field = self.cfg.dnc.field if self.cfg.dnc else None
+        for name, value in lead.fields.items():
+            if name != dnc_field:
+                pairs.setdefault(name, value)
+        destination, alternatives = self.dial_all(lead)
+        calldate = server_time(lead.call_at, self.cfg.server_timezone) if lead.call_at else None
+        return Call(
+            destination=destination,
+            alternatives=tuple(a for a in alternatives if a != destination),
+            data=data_string(pairs, replace=replace),
+            agentphone=clean(lead.agent, replace=replace, what="agent"),
+            priority=self.cfg.priority,
+            calldate=calldate,
+        )
+
+    def is_dnc(self, lead: Lead) -> bool:
+        if self.cfg.dnc is None:
+            return False
+        return lead.fields.get(self.cfg.dnc.field, "").strip().lower() in self._dnc_values
+
+    # -- push ---------------------------------------------------------------
+
+    async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
+        results: dict[str, PushResult] = {}
+        work: list[Awaitable[PushResult | list[PushResult] | None]] = []
+        uploads: list[tuple[QueuedLead, Call]] = []
+        for q in batch:
+            if q.action is Action.DELETE:
+                work.append(guard(q, self.placer.delete(q)))
+                continue
+            if not q.lead.phone:
+                results[q.key] = PushResult.rejected(q.key, "no phone number to dial")
+                continue
+            try:
+                call = self.call_for(q.lead)
+            except UnsafeValue as exc:
+                results[q.key] = PushResult.rejected(q.key, str(exc))
+                continue
+            if self.is_dnc(q.lead):
+                work.append(guard(q, self.placer.blacklist(q, call)))
+            elif call.calldate is not None:
+                work.append(guard(q, self.placer.single(q, call, SCHEDULE)))
+            elif self.cfg.immediate == "dialertask":
+                work.append(guard(q, self.placer.single(q, call, TASK)))
+            else:
+                uploads.append((q, call))
+        if uploads:
+            work.append(self.placer.upload(uploads))
+        outcomes = await asyncio.gather(*work, return_exceptions=True)
+        config_error: BaseException | None = None
+        for outcome in outcomes:
+            if isinstance(outcome, SinkConfigError):
+                config_error = config_error or outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif isinstance(outcome, list):
+                results.update((r.key, r) for r in outcome)
+            elif outcome is not None:
+                results[outcome.key] = outcome
+        if config_error is not None:
+            raise config_error
+        return [results[q.key] for q in batch if q.key in results]

@@ -1,0 +1,1 @@
+"""Sources: where leads come from (CSV drops, SQL databases)."""

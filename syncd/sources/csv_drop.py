@@ -1,0 +1,415 @@
+"""CSV drop folder: files appear in an inbox, are claimed, streamed, and filed away.
+
+Writers drop ``name.csv.part`` and rename it to ``name.csv`` when complete (the
+documented convention), so a file matching the pattern is always whole. A file is
+claimed by an atomic rename into ``processing/``, read in chunks, then moved to
+``done/`` (with ``<name>.rejects.csv`` beside it when rows were refused) or to
+``failed/`` with ``<name>.error.txt`` when it cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Literal
+
+import anyio
+from pydantic import Field, field_validator
+
+from syncd.config import SourceConfig
+from syncd.csvsafe import neutralise
+from syncd.model import Reject
+from syncd.sources.base import Chunk
+
+SNIFF_BYTES = 64 * 1024
+RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]]
+
+
+class CsvDropConfig(SourceConfig):
+    kind: Literal["csv_drop"] = "csv_drop"
+    inbox: Path
+    pattern: str = "*.csv"
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    quotechar: str = '"'
+    chunk_rows: int = Field(5000, ge=1, le=1_000_000)
+    max_field_bytes: int = Field(1_000_000, ge=1024)
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str) -> str:
+        value = {"tab": "\t", "\\t": "\t"}.get(value, value)
+        if len(value) != 1:
+            raise ValueError("must be a single character (or 'tab')")
+        return value
+
+
+class FileUnreadable(Exception):
+    """The whole file cannot be read as CSV; the message says why."""
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts bytes read, so progress can be shown without seeking a text stream."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = self.raw.readinto(buffer)
+        self.count += n or 0
+        return n or 0
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+@dataclass
+class _OpenFile:
+    path: Path
+    origin: str
+    header: tuple[str, ...]
+    reader: csv.Reader = field(repr=False)  # type: ignore[name-defined]
+    text: io.TextIOWrapper = field(repr=False)
+    counter: _CountingReader = field(repr=False)
+    last_line: int = 1  # the header's physical line
+    skip_until: int = 0  # resume: rows ending at or before this line are committed
+
+
+class CsvDropSource:
+    """Streams the files of a drop folder; see the module docstring for the lifecycle."""
+
+    def __init__(
+        self,
+        config: CsvDropConfig,
+        *,
+        required_columns: set[str] | None = None,
+        load_rejects: RejectLoader | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.inbox = Path(config.inbox)
+        self.processing = self.inbox / "processing"
+        self.done = self.inbox / "done"
+        self.failed = self.inbox / "failed"
+        self.required_columns = required_columns or set()
+        self.load_rejects = load_rejects
+        self.bytes_read = 0
+        self._current: _CountingReader | None = None
+
+    # -- discovery -----------------------------------------------------------
+
+    def _ensure_dirs(self) -> None:
+        for d in (self.inbox, self.processing, self.done, self.failed):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def waiting_files(self) -> list[Path]:
+        """Return the inbox files that are complete and match the pattern, oldest first."""
+        if not self.inbox.is_dir():
+            return []
+        files = [
+            p
+            for p in self.inbox.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and not p.name.endswith(".part")
+            and fnmatch(p.name, self.config.pattern)
+        ]
+        return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+    def progress_total(self) -> int | None:
+        files = list(self.processing.glob("*")) if self.processing.is_dir() else []
+        files = [f for f in files if f.is_file()] + self.waiting_files()
+        return sum(f.stat().st_size for f in files)
+
+    def progress_done(self) -> int:
+        return self.bytes_read + (self._current.count if self._current else 0)
+
+    def _claim(self, path: Path) -> Path | None:
+        target = self.processing / _unique_name(path.name, self.processing, self.done)
+        try:
+            os.rename(path, target)  # atomic on one filesystem: only one claimer wins
+        except FileNotFoundError:
+            return None
+        return target
+
+    # -- reading -------------------------------------------------------------
+
+    async def chunks(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Chunk]:
+        """Yield every chunk of every claimed or waiting file, resuming at ``cursor``."""
+        await anyio.to_thread.run_sync(self._ensure_dirs)
+        state = json.loads(cursor) if cursor else {}
+        # Files left in processing/ by a crash come first, in claim order.
+        leftovers = sorted(
+            (p for p in self.processing.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime
+        )
+        for path in leftovers:
+            skip = int(state.get("line", 0)) if state.get("file") == path.name else 0
+            if skip and state.get("done"):
+                yield Chunk(path.name, (), [], cursor=None, after_commit=self._finisher(path))
+                continue
+            async for chunk in self._file_chunks(path, skip):
+                yield chunk
+        while True:
+            waiting = self.waiting_files()
+            if not waiting:
+                return
+            claimed = self._claim(waiting[0])
+            if claimed is None:
+                continue
+            async for chunk in self._file_chunks(claimed, 0):
+                yield chunk
+
+    async def _file_chunks(self, path: Path, skip_until: int) -> AsyncIterator[Chunk]:
+        try:
+            opened = await anyio.to_thread.run_sync(self._open, path, skip_until)
+        except FileUnreadable as exc:
+            yield Chunk(
+                path.name, (), [], failed=str(exc), after_commit=self._failer(path, str(exc))
+            )
+            return
+        if opened is None:  # empty file: nothing to do but file it away
+            yield Chunk(
+                path.name,
+                (),
+                [],
+                cursor=self._cursor(path.name, 0, True),
+                after_commit=self._finisher(path),
+            )
+            return
+        self._current = opened.counter
+        try:
+            while True:
+                rows, rejects, eof = await anyio.to_thread.run_sync(self._read_chunk, opened)
+                cursor = self._cursor(path.name, opened.last_line, eof)
+                yield Chunk(
+                    opened.origin,
+                    opened.header,
+                    rows,
+                    rejects=rejects,
+                    cursor=cursor,
+                    after_commit=self._finisher(path) if eof else None,
+                )
+                if eof:
+                    return
+        finally:
+            self.bytes_read += opened.counter.count
+            self._current = None
+            opened.text.close()
+
+    def _cursor(self, name: str, line: int, done: bool) -> str:
+        return json.dumps({"file": name, "line": line, "done": done})
+
+    def _open(self, path: Path, skip_until: int) -> _OpenFile | None:
+        with path.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+        _check_head(head, self.config.encoding, path.name)
+        if not head.strip(b"\xef\xbb\xbf \r\n\t"):
+            return None
+        encoding = self.config.encoding
+        if codecs.lookup(encoding).name == "utf-8":
+            encoding = "utf-8-sig"  # a leading BOM is not part of the first column's name
+        counter = _CountingReader(path.open("rb"))
+        text = io.TextIOWrapper(
+            io.BufferedReader(counter), encoding=encoding, errors="surrogateescape", newline=""
+        )
+        csv.field_size_limit(max(self.config.max_field_bytes, 131072))
+        reader = csv.reader(text, delimiter=self.config.delimiter, quotechar=self.config.quotechar)
+        try:
+            header_row = next(reader, None)
+        except csv.Error as exc:
+            text.close()
+            raise FileUnreadable(f"{path.name}: cannot read the header: {exc}") from None
+        header = tuple(h.strip() for h in (header_row or []))
+        problem = _header_problem(header, self.required_columns)
+        if problem:
+            text.close()
+            raise FileUnreadable(f"{path.name}: {problem}")
+        return _OpenFile(
+            path,
+            path.name,
+            header,
+            reader,
+            text,
+            counter,
+            last_line=reader.line_num,
+            skip_until=skip_until,
+        )
+
+    def _read_chunk(self, f: _OpenFile) -> tuple[list[tuple[int, list[str]]], list[Reject], bool]:
+        rows: list[tuple[int, list[str]]] = []
+        rejects: list[Reject] = []
+        width = len(f.header)
+        limit = self.config.chunk_rows
+        while len(rows) + len(rejects) < limit:
+            start = f.last_line + 1
+            try:
+                values = next(f.reader)
+            except StopIteration:
+                return rows, rejects, True
+            except csv.Error as exc:
+                f.last_line = f.reader.line_num
+                if start > f.skip_until:
+                    rejects.append(Reject(self.name, f"unreadable CSV row: {exc}", start, f.origin))
+                continue
+            f.last_line = f.reader.line_num
+            if start <= f.skip_until or not values:
+                continue  # committed before a restart, or a blank line
+            if len(values) != width:
+                if len(values) > width and not any(v.strip() for v in values[width:]):
+                    values = values[:width]  # trailing empty cells from a spreadsheet export
+                else:
+                    rejects.append(
+                        Reject(
+                            self.name,
+                            f"row has {len(values)} fields, the header has {width}",
+                            start,
+                            f.origin,
+                            row=values,
+                        )
+                    )
+                    continue
+            rows.append((start, values))
+        return rows, rejects, False
+
+    # -- filing away -----------------------------------------------------------
+
+    def _finisher(self, path: Path) -> Callable[[], Awaitable[None]]:
+        async def finish() -> None:
+            rejects = await self.load_rejects(path.name) if self.load_rejects else []
+            await anyio.to_thread.run_sync(self._file_done, path, rejects)
+
+        return finish
+
+    def _file_done(self, path: Path, rejects: list[tuple[int | None, str, str, str]]) -> None:
+        header: list[str] = []
+        if rejects:
+            header = _read_header(path, self.config)
+            _write_rejects(self.done / f"{path.name}.rejects.csv", header, rejects)
+        if path.exists():
+            os.replace(path, self.done / path.name)
+
+    def _failer(self, path: Path, reason: str) -> Callable[[], Awaitable[None]]:
+        async def fail() -> None:
+            await self.fail_origin(path.name, reason)
+
+        return fail
+
+    async def fail_origin(self, origin: str, reason: str) -> None:
+        def move() -> None:
+            source = self.processing / origin
+            (self.failed / f"{origin}.error.txt").write_text(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n{reason}\n",
+                encoding="utf-8",
+            )
+            if source.exists():
+                os.replace(source, self.failed / origin)
+
+        await anyio.to_thread.run_sync(move)
+
+    async def close(self) -> None:
+        return None
+
+
+def _unique_name(name: str, *dirs: Path) -> str:
+    # A daily export keeps its name; a second drop of the same name must not overwrite.
+    if not any((d / name).exists() for d in dirs):
+        return name
+    stem, dot, ext = name.rpartition(".")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    base = f"{stem}-{stamp}" if dot else f"{name}-{stamp}"
+    candidate, n = (f"{base}.{ext}" if dot else base), 1
+    while any((d / candidate).exists() for d in dirs):
+        n += 1
+        candidate = f"{base}-{n}.{ext}" if dot else f"{base}-{n}"
+    return candidate
+
+
+def _check_head(head: bytes, encoding: str, name: str) -> None:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and "16" not in encoding:
+        raise FileUnreadable(f"{name}: the file is UTF-16; set the source's encoding to 'utf-16'")
+    if b"\x00" in head[:8192] and "16" not in encoding and "32" not in encoding:
+        raise FileUnreadable(f"{name}: binary content (NUL bytes), not a CSV text file")
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    try:
+        decoder.decode(head, final=len(head) < SNIFF_BYTES)
+    except UnicodeDecodeError as exc:
+        raise FileUnreadable(
+            f"{name}: not valid {encoding} at byte {exc.start}; "
+            "set the source's encoding (e.g. 'cp1252' or 'latin-1')"
+        ) from None
+
+
+def _header_problem(header: tuple[str, ...], required: set[str]) -> str | None:
+    if not header or not any(header):
+        return "no header row"
+    if any(not h for h in header):
+        return f"the header has an empty column name (columns: {', '.join(header)})"
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            return f"the header names column {h!r} twice"
+        seen.add(h)
+    missing = sorted(required - seen)
+    if missing:
+        return (
+            "missing column(s) "
+            + ", ".join(repr(m) for m in missing)
+            + " that the route mapping needs; the header has: "
+            + ", ".join(header)
+        )
+    return None
+
+
+def _read_header(path: Path, config: CsvDropConfig) -> list[str]:
+    encoding = "utf-8-sig" if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
+    with path.open(encoding=encoding, errors="replace", newline="") as fh:
+        return [h.strip() for h in next(csv.reader(fh, delimiter=config.delimiter), [])]
+
+
+def _write_rejects(
+    target: Path, header: list[str], rejects: list[tuple[int | None, str, str, str]]
+) -> None:
+    part = target.with_name(target.name + ".part")
+    with part.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["line", "reason", *header])
+        for line, sink, reason, row_json in rejects:
+            row = json.loads(row_json) if row_json else []
+            values = row if isinstance(row, list) else [row.get(h, "") for h in header]
+            text = f"[{sink}] {reason}" if sink else reason
+            cells = [
+                v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                if isinstance(v, str)
+                else str(v)
+                for v in values
+            ]
+            writer.writerow(
+                [
+                    line if line is not None else "",
+                    neutralise(text),
+                    *(neutralise(c) for c in cells),
+                ]
+            )
+    os.replace(part, target)

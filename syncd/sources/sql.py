@@ -1,0 +1,669 @@
+"""SQL source: the user's SELECT, read in keyset pages on (cursor column, key column).
+
+syncd wraps the configured query as a derived table and adds only identifiers from
+the configuration and bound parameters::
+
+    SELECT * FROM (<query>) AS syncd_src
+    WHERE (syncd_src.modified_at, syncd_src.id) > (:c, :k)
+    ORDER BY syncd_src.modified_at, syncd_src.id LIMIT :n
+
+(MariaDB/MySQL get the expanded ``c > :c OR (c = :c AND k > :k)``, which their
+range optimiser seeks on), so rows sharing one timestamp are neither skipped nor
+repeated, and memory stays one page whatever the table size. PostgreSQL flattens
+the derived table and MariaDB/MySQL merge it, so an index on ``(modified_at, id)``
+serves every page.
+
+A pull reads, in phases: rows whose cursor column is NULL (first and full pulls
+only, by key), then every row from the committed position minus ``overlap_s`` (late
+commits and clock skew), then rows without a key (refused with a reason).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+from pydantic import Field, SecretStr, field_validator, model_validator
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from syncd.config import SourceConfig
+from syncd.model import Reject
+from syncd.secrets import Secret
+from syncd.sources.base import Chunk
+
+log = structlog.get_logger("syncd.source.sql")
+
+RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]]
+ParamValue = str | int | float | bool
+RESERVED_PREFIX = "syncd_"
+ALIAS = "syncd_src"
+
+# Plain scheme names map to the async driver syncd ships with.
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mysql+asyncmy": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+    "mariadb+asyncmy": "mariadb+asyncmy",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+# ---------------------------------------------------------------------------
+# database URLs and engines (shared with the SQL writeback)
+
+
+def async_url(raw: str) -> URL:
+    """Return the URL with its async driver, or raise ValueError (never quoting the URL)."""
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "is not a database URL (expected e.g. postgresql://user@host/db, "
+            "mysql://user@host/db or sqlite:///path/crm.db)"
+        ) from None
+    driver = _DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"database driver {url.drivername!r} is not supported; "
+            "use postgresql, mysql, mariadb or sqlite"
+        )
+    url = url.set(drivername=driver)
+    if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
+        # Text arrives as Unicode whatever the column's charset (latin1 included).
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def check_url(value: SecretStr) -> SecretStr:
+    """Return ``value`` when it is a usable database URL; ValueError otherwise."""
+    async_url(value.get_secret_value())
+    return value
+
+
+def make_engine(url: SecretStr, *, autocommit: bool, timeout_s: float) -> AsyncEngine:
+    """Return an async engine for a secret URL; nothing connects until first use."""
+    parsed = async_url(url.get_secret_value())
+    backend = parsed.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        connect_args["timeout"] = timeout_s
+    elif backend in ("mysql", "mariadb"):
+        connect_args["connect_timeout"] = max(1, math.ceil(timeout_s))
+    else:
+        connect_args["timeout"] = timeout_s
+    options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
+    if autocommit:
+        # Each page in its own short transaction: no snapshot held open for the whole
+        # pull (InnoDB purge, PostgreSQL's idle-in-transaction timeout).
+        options["isolation_level"] = "AUTOCOMMIT"
+    return create_async_engine(parsed, **options)
+
+
+def describe_db_error(exc: BaseException, url: SecretStr | None = None) -> str:
+    """Return a one-line, credential-free description of a database error."""
+    orig = getattr(exc, "orig", None)
+    source = orig if orig is not None else exc
+    args: tuple[Any, ...] = tuple(getattr(source, "args", ()))
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        message = f"{args[1]} (error {args[0]})"  # MySQL: (code, message)
+    else:
+        message = str(source) or type(source).__name__
+    message = message.strip().splitlines()[0] if message.strip() else type(source).__name__
+    if url is not None:
+        secret = url.get_secret_value()
+        message = message.replace(secret, "<url>")
+        try:
+            password = make_url(secret).password
+        except (ArgumentError, ValueError):
+            password = None
+        if password:
+            message = message.replace(str(password), "***")
+    return message[:500]
+
+
+def bind_names(sql: str) -> set[str]:
+    """Return the named parameters (``:name``) a statement uses."""
+    return set(text(sql).compile().params)
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+class SqlSourceConfig(SourceConfig):
+    kind: Literal["sql"] = "sql"
+    url: Secret  # e.g. "env:CRM_DB_URL"; postgresql://, mysql://, mariadb://, sqlite:///
+    query: str = Field(min_length=1)
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict
+    )  # values for the query's own :named parameters
+    key_column: str = Field(min_length=1)
+    cursor_column: str | None = None  # None: every pull reads the whole result, by key
+    overlap_s: float = Field(60.0, ge=0)  # re-read window (column units for number cursors)
+    page_size: int = Field(5000, ge=1, le=100_000)
+    bytes_encoding: str = "utf-8"  # for BLOB/VARBINARY/bytea columns
+    timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        return check_url(value)
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        stripped = value.strip().rstrip(";").strip()
+        if not stripped:
+            raise ValueError("is empty")
+        return stripped
+
+    @field_validator("bytes_encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _parameters(self) -> SqlSourceConfig:
+        used = bind_names(self.query)
+        reserved = sorted(n for n in used | set(self.params) if n.startswith(RESERVED_PREFIX))
+        if reserved:
+            raise ValueError(
+                f"parameter name(s) {', '.join(reserved)} are reserved for syncd (prefix "
+                f"{RESERVED_PREFIX!r})"
+            )
+        missing = sorted(used - set(self.params))
+        if missing:
+            raise ValueError(
+                "the query uses :"
+                + ", :".join(missing)
+                + " but params gives no value for "
+                + ("it" if len(missing) == 1 else "them")
+                + " (write a literal colon in the query as \\:)"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------
+# values
+
+
+class Undecodable(ValueError):
+    """A bytes value is not text in the configured encoding."""
+
+
+def to_text(value: object, encoding: str = "utf-8") -> str:
+    """Return a database value as the text a CSV export would hold."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # A phone stored as DOUBLE must not become "919820012345.0".
+        if value.is_integer() and abs(value) < 1e17:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.isoformat()
+    if isinstance(value, date | dtime):
+        return value.isoformat()
+    if isinstance(value, timedelta):  # MySQL TIME
+        seconds = int(value.total_seconds())
+        sign = "-" if seconds < 0 else ""
+        seconds = abs(seconds)
+        return f"{sign}{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        if raw in (b"\x00", b"\x01"):
+            return str(raw[0])  # MySQL BIT(1), a common soft-delete flag
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise Undecodable(
+                f"not valid {encoding} text at byte {exc.start} (latin1 data in a binary "
+                "column? set the source's bytes_encoding, or CONVERT it in the query)"
+            ) from None
+    if isinstance(value, list | tuple):
+        # A PostgreSQL array of phones reads like a cell holding several numbers.
+        return ", ".join(to_text(v, encoding) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return str(value)
+
+
+def encode_value(value: object) -> list[Any]:
+    """Return a JSON-ready [type, text] pair that :func:`decode_value` restores exactly."""
+    if isinstance(value, datetime):
+        return ["datetime", value.isoformat()]
+    if isinstance(value, date):
+        return ["date", value.isoformat()]
+    if isinstance(value, bool):
+        return ["bool", value]
+    if isinstance(value, int):
+        return ["int", str(value)]
+    if isinstance(value, Decimal):
+        return ["decimal", str(value)]
+    if isinstance(value, float):
+        return ["float", value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return ["bytes", bytes(value).hex()]
+    return ["str", str(value)]
+
+
+def decode_value(pair: list[Any]) -> Any:
+    """Return the database value an :func:`encode_value` pair stands for."""
+    kind, raw = pair
+    decoders: dict[str, Callable[[Any], Any]] = {
+        "datetime": datetime.fromisoformat,
+        "date": date.fromisoformat,
+        "bool": bool,
+        "int": int,
+        "decimal": Decimal,
+        "float": float,
+        "bytes": bytes.fromhex,
+        "str": str,
+    }
+    return decoders[kind](raw)
+
+
+def minus_overlap(value: Any, overlap_s: float) -> Any:
+    """Return the cursor value ``overlap_s`` earlier (column units for numbers)."""
+    if not overlap_s:
+        return value
+    if isinstance(value, datetime):
+        return value - timedelta(seconds=overlap_s)
+    if isinstance(value, date):
+        return value - timedelta(days=math.ceil(overlap_s / 86400))
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value - math.ceil(overlap_s)
+    if isinstance(value, Decimal):
+        return value - Decimal(str(overlap_s))
+    if isinstance(value, float):
+        return value - overlap_s
+    if isinstance(value, str):
+        # SQLite keeps timestamps as text: step back and write it the same way.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        sep = "T" if "T" in value else " "
+        spec = "seconds" if "." not in value else "microseconds"
+        return (parsed - timedelta(seconds=overlap_s)).isoformat(sep=sep, timespec=spec)
+    return value
+
+
+# ---------------------------------------------------------------------------
+# the position (the cursor the pipeline commits with each chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """How far a pull has read: a phase and the last (cursor, key) of that phase."""
+
+    phase: Literal["nulls", "main", "done"]
+    cursor: Any = None
+    key: Any = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"v": 1, "phase": self.phase}
+        if self.cursor is not None:
+            data["c"] = encode_value(self.cursor)
+        if self.key is not None:
+            data["k"] = encode_value(self.key)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Position | None:
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            phase = data["phase"]
+            if phase not in ("nulls", "main", "done"):
+                raise ValueError(phase)
+            return cls(
+                phase,
+                decode_value(data["c"]) if "c" in data else None,
+                decode_value(data["k"]) if "k" in data else None,
+            )
+        except (ValueError, KeyError, TypeError):
+            log.warning("source.cursor.unreadable", action="reading everything again")
+            return None
+
+
+# ---------------------------------------------------------------------------
+# the source
+
+
+@dataclass
+class _Page:
+    header: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+class HeaderProblem(Exception):
+    """The query's columns do not fit the configuration."""
+
+
+class SqlSource:
+    """Pulls one query in keyset pages; see the module docstring."""
+
+    def __init__(
+        self,
+        config: SqlSourceConfig,
+        *,
+        required_columns: set[str] | None = None,
+        load_rejects: RejectLoader | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.required_columns = set(required_columns or ())
+        self.rows_read = 0
+        self._engine: AsyncEngine | None = None
+        self._header_checked = False
+        self._line = 0
+        self._origin = ""
+
+    # -- Source protocol ---------------------------------------------------------
+
+    def progress_total(self) -> int | None:
+        return None
+
+    def progress_done(self) -> int:
+        return self.rows_read
+
+    async def fail_origin(self, origin: str, reason: str) -> None:
+        # Nothing to set aside: the reason is in the rejects and the log.
+        return None
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def chunks(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Chunk]:
+        """Yield one chunk per page from the committed ``cursor`` (or from the start)."""
+        start = None if full else Position.from_json(cursor)
+        # One origin per pull: line numbers rise within it, and a key read again by a
+        # later pull is judged by its stored hash, not as a repeat within one file.
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self._origin = f"{self.name}@{stamp}-{uuid.uuid4().hex[:4]}"
+        self._line = 0
+        self._header_checked = False
+        bound = log.bind(source=self.name, origin=self._origin)
+        bound.debug("source.pull.started", full=full, resume=start.phase if start else None)
+        # The pipeline logs a failed pull (source.origin.failed) with this reason.
+        try:
+            async for chunk in self._phases(start):
+                yield chunk
+        except HeaderProblem as exc:
+            yield Chunk(self._origin, (), [], failed=str(exc))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            reason = f"cannot read the database: {describe_db_error(exc, self.config.url)}"
+            yield Chunk(self._origin, (), [], failed=reason)
+        else:
+            if self._line:
+                bound.info("source.pull.finished", rows=self._line)
+
+    # -- phases ------------------------------------------------------------------
+
+    async def _phases(self, start: Position | None) -> AsyncIterator[Chunk]:
+        cfg = self.config
+        if start is not None and start.phase == "done" and cfg.cursor_column is not None:
+            start = None  # the source gained a cursor column: read everything once
+        if cfg.cursor_column is None:
+            # No change column: every pull reads everything by key, resuming a crashed pull.
+            after = start.key if start and start.phase == "main" else None
+            async for chunk in self._keyed(after, phase="main"):
+                yield chunk
+            yield Chunk(self._origin, (), [], cursor=Position("done").to_json())
+            async for chunk in self._keyless(None):
+                yield chunk
+            return
+        since = None
+        if start is None or start.phase == "nulls":
+            after = start.key if start else None
+            async for chunk in self._keyed(after, phase="nulls"):
+                yield chunk
+        elif start.phase == "main":
+            since = minus_overlap(start.cursor, cfg.overlap_s)
+        async for chunk in self._ordered(since):
+            yield chunk
+        async for chunk in self._keyless(since if start is not None else None):
+            yield chunk
+
+    async def _keyed(self, after: Any, *, phase: Literal["nulls", "main"]) -> AsyncIterator[Chunk]:
+        """Yield rows in key order: those with a NULL cursor, or all when there is no cursor."""
+        k = self._col(self.config.key_column)
+        conditions = [f"{k} IS NOT NULL"]
+        if phase == "nulls":
+            conditions.append(f"{self._col(self.config.cursor_column or '')} IS NULL")
+        while True:
+            params: dict[str, Any] = {}
+            where = list(conditions)
+            if after is not None:
+                where.append(f"{k} > :syncd_k")
+                params["syncd_k"] = after
+            page = await self._fetch(" AND ".join(where), k, params)
+            if not page.rows:
+                return
+            key_at = page.header.index(self.config.key_column)
+            after = page.rows[-1][key_at]
+            yield self._chunk(page, Position(phase, key=after))
+            if len(page.rows) < self.config.page_size:
+                return
+
+    async def _ordered(self, since: Any) -> AsyncIterator[Chunk]:
+        """Yield rows in (cursor, key) order from ``since`` on."""
+        cfg = self.config
+        c, k = self._col(cfg.cursor_column or ""), self._col(cfg.key_column)
+        order = f"{c}, {k}"
+        last: tuple[Any, Any] | None = None
+        while True:
+            if last is not None:
+                where = self._after(c, k)
+                params: dict[str, Any] = {"syncd_c": last[0], "syncd_k": last[1]}
+            elif since is not None:
+                where = f"{c} >= :syncd_c AND {k} IS NOT NULL"
+                params = {"syncd_c": since}
+            else:
+                where = f"{c} IS NOT NULL AND {k} IS NOT NULL"
+                params = {}
+            page = await self._fetch(where, order, params)
+            if not page.rows:
+                return
+            c_at = page.header.index(cfg.cursor_column or "")
+            k_at = page.header.index(cfg.key_column)
+            last = (page.rows[-1][c_at], page.rows[-1][k_at])
+            yield self._chunk(page, Position("main", cursor=last[0], key=last[1]))
+            if len(page.rows) < cfg.page_size:
+                return
+
+    async def _keyless(self, since: Any) -> AsyncIterator[Chunk]:
+        """Yield rows without a key (they are refused downstream), up to one page."""
+        cfg = self.config
+        where = f"{self._col(cfg.key_column)} IS NULL"
+        params: dict[str, Any] = {}
+        if since is not None and cfg.cursor_column is not None:
+            where += f" AND {self._col(cfg.cursor_column)} >= :syncd_c"
+            params["syncd_c"] = since
+        order = self._col(cfg.cursor_column) if cfg.cursor_column else "1"
+        page = await self._fetch(where, order, params, limit=cfg.page_size + 1)
+        if not page.rows:
+            return
+        extra: list[Reject] = []
+        if len(page.rows) > cfg.page_size:
+            page.rows = page.rows[: cfg.page_size]
+            extra.append(
+                Reject(
+                    self.name,
+                    f"more than {cfg.page_size} rows have no value in key column "
+                    f"{cfg.key_column!r}; only the first {cfg.page_size} are listed",
+                    None,
+                    self._origin,
+                )
+            )
+        chunk = self._chunk(page, None)
+        chunk.rejects.extend(extra)
+        yield chunk
+
+    # -- queries -------------------------------------------------------------------
+
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = make_engine(
+                self.config.url, autocommit=True, timeout_s=self.config.timeout_s
+            )
+        return self._engine
+
+    def _dialect(self) -> Dialect:
+        return self.engine().dialect
+
+    def _col(self, name: str) -> str:
+        return f"{ALIAS}.{self._dialect().identifier_preparer.quote(name)}"
+
+    def _after(self, c: str, k: str) -> str:
+        """Return the predicate "after (:syncd_c, :syncd_k)" that this database seeks on.
+
+        Inside one long run of equal cursor values, only a seek on both index columns
+        keeps each page's cost flat: PostgreSQL and SQLite do that for a row value,
+        MariaDB/MySQL for the expanded OR (their row values scan the table).
+        """
+        if self._dialect().name in ("postgresql", "sqlite"):
+            return f"({c}, {k}) > (:syncd_c, :syncd_k)"
+        return f"({c} > :syncd_c OR ({c} = :syncd_c AND {k} > :syncd_k))"
+
+    def page_sql(self, where: str, order: str, *, limit_param: str = "syncd_n") -> str:
+        """Return the statement for one page: the user's query wrapped, never user data."""
+        return (
+            f"SELECT * FROM ({self.config.query}) AS {ALIAS} WHERE {where} "
+            f"ORDER BY {order} LIMIT :{limit_param}"
+        )
+
+    async def _fetch(
+        self, where: str, order: str, params: dict[str, Any], *, limit: int | None = None
+    ) -> _Page:
+        statement = text(self.page_sql(where, order))
+        values = {**self.config.params, **params, "syncd_n": limit or self.config.page_size}
+        for attempt in (1, 2):
+            try:
+                async with self.engine().connect() as conn:
+                    result = await conn.execute(statement, values)
+                    header = tuple(str(k) for k in result.keys())
+                    rows = [tuple(r) for r in result.fetchall()]
+                break
+            except DBAPIError as exc:
+                # A connection the server dropped between pages: one fresh try.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        self._check_header(header)
+        return _Page(header, rows)
+
+    def _check_header(self, header: tuple[str, ...]) -> None:
+        if self._header_checked:
+            return
+        problem = header_problem(
+            header,
+            self.required_columns,
+            self.config.key_column,
+            self.config.cursor_column,
+        )
+        if problem:
+            raise HeaderProblem(problem)
+        self._header_checked = True
+
+    # -- rows ------------------------------------------------------------------------
+
+    def _chunk(self, page: _Page, position: Position | None) -> Chunk:
+        rows: list[tuple[int, list[str]]] = []
+        rejects: list[Reject] = []
+        key_at = page.header.index(self.config.key_column)
+        for raw in page.rows:
+            self._line += 1
+            values, problem = self._texts(page.header, raw)
+            if problem:
+                rejects.append(
+                    Reject(self.name, problem, self._line, self._origin, values, values[key_at])
+                )
+            else:
+                rows.append((self._line, values))
+        self.rows_read += len(page.rows)
+        return Chunk(
+            self._origin,
+            page.header,
+            rows,
+            rejects=rejects,
+            cursor=position.to_json() if position else None,
+        )
+
+    def _texts(self, header: tuple[str, ...], raw: tuple[Any, ...]) -> tuple[list[str], str]:
+        """Return the row as text, and a reason when a mapped column cannot be text."""
+        values: list[str] = []
+        problem = ""
+        for column, value in zip(header, raw, strict=True):
+            try:
+                values.append(to_text(value, self.config.bytes_encoding))
+            except Undecodable as exc:
+                values.append(bytes(value).decode(self.config.bytes_encoding, "replace"))
+                if column in self.required_columns and not problem:
+                    problem = f"column {column!r} is {exc}"
+        return values, problem
+
+
+def header_problem(
+    header: tuple[str, ...], required: set[str], key_column: str, cursor_column: str | None
+) -> str | None:
+    """Return why the query's columns cannot serve the routes, or None."""
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            return f"the query returns column {name!r} twice; give one of them an alias (AS …)"
+        seen.add(name)
+    own = {"key_column": key_column}
+    if cursor_column:
+        own["cursor_column"] = cursor_column
+    for setting, column in own.items():
+        if column not in seen:
+            return f"{setting} {column!r} is not a column of the query; it returns: " + ", ".join(
+                header
+            )
+    missing = sorted(required - seen)
+    if missing:
+        return (
+            "the query does not return column(s) "
+            + ", ".join(repr(m) for m in missing)
+            + " that the route mapping needs; it returns: "
+            + ", ".join(header)
+        )
+    return None

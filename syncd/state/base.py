@@ -1,0 +1,134 @@
+"""The state store's interface and the records it exchanges.
+
+Everything that crosses a stage boundary goes through here, durably: a crash
+anywhere resumes from what the store says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from syncd.model import Action, AgentStatus, Outcome, QueuedLead, Reject, ResultKind
+
+
+@dataclass(slots=True)
+class StoredLead:
+    """What the store knows of one (sink, key) when reconciling."""
+
+    hash: str
+    raw_hash: str | None
+    state: str
+    origin: str | None
+    line: int | None
+    run_id: str | None
+    klass: str | None
+    delivered: bool = False  # the dialer has held some version of this lead
+
+
+@dataclass(slots=True)
+class LeadWrite:
+    """One lead entering (or refreshing) the outbox."""
+
+    key: str
+    hash: str
+    raw_hash: str | None
+    lead_json: str
+    action: Action
+    klass: str  # new | changed | deleted | unchanged (raw text changed, content did not)
+    line: int | None
+    enqueue: bool = True  # False: refresh raw_hash/origin only
+    state: str = "pending"  # "removed" for a delete of a lead the dialer never had
+
+
+@dataclass(slots=True)
+class ChunkWrite:
+    """Everything one source chunk produced, committed in one transaction."""
+
+    run_id: str
+    source: str
+    origin: str
+    leads: dict[str, list[LeadWrite]] = field(default_factory=dict)  # per sink
+    rejects: list[tuple[str, Reject]] = field(default_factory=list)  # (sink or "", reject)
+    cursor: str | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """The store-side effect of one push result."""
+
+    key: str
+    pushed_hash: str
+    kind: ResultKind
+    reason: str = ""
+    vendor_ref: str | None = None
+    next_at: float | None = None  # for RETRY: when to try again
+    final: bool = False  # for RETRY: attempts exhausted, becomes FAILED
+
+
+class StateStore(Protocol):
+    """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
+
+    path: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # sources and reconcile
+    async def get_cursor(self, source: str) -> str | None: ...
+    async def set_cursor(self, source: str, value: str | None) -> None: ...
+    async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]: ...
+    async def apply_chunk(self, chunk: ChunkWrite) -> None: ...
+    async def rejects_for_origin(
+        self, source: str, origin: str
+    ) -> list[tuple[int | None, str, str, str]]: ...
+
+    # push
+    async def release_inflight(self, sink: str | None = None) -> int: ...
+    async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]: ...
+    async def complete(self, sink: str, completions: Sequence[Completion]) -> None: ...
+    async def next_due(self, sink: str) -> float | None: ...
+    async def pending_count(self, sink: str | None = None) -> int: ...
+    async def requeue(
+        self, sink: str, keys: Sequence[str], next_at: float, reason: str
+    ) -> None: ...
+    async def retry_failed(
+        self, sink: str, *, reason: str | None = None, key: str | None = None
+    ) -> int: ...
+
+    # outcomes and agents
+    async def record_outcomes(self, outcomes: Iterable[Outcome]) -> int: ...
+    async def delivered(
+        self, sink: str, *, after_key: str = "", limit: int = 500
+    ) -> list[tuple[str, str | None, str]]: ...
+    async def record_agents(self, agents: Iterable[AgentStatus]) -> int: ...
+    async def kv_get(self, scope: str, name: str) -> str | None: ...
+    async def kv_set(self, scope: str, name: str, value: str | None) -> None: ...
+    async def add_event(self, sink: str, key: str, kind: str, detail: str) -> None: ...
+
+    # reporting
+    async def counts(self) -> dict[str, dict[str, int]]: ...
+    async def start_run(self, run_id: str, mode: str) -> None: ...
+    async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
+    async def last_run(self) -> dict[str, Any] | None: ...
+    async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]: ...
+    async def failure_reasons(self, limit: int = 10) -> list[tuple[str, str, int]]: ...
+
+    # daemon (health, metrics, systemd status)
+    async def oldest_pending(self) -> dict[str, float]: ...
+    async def delivered_since(self, since: float) -> int: ...
+
+    # writeback: outcome / agent versions not yet written to the CRM
+    async def pending_writeback(
+        self,
+        writeback: str,
+        what: str = "outcomes",
+        *,
+        sinks: Sequence[str] = (),
+        after: tuple[str, str] = ("", ""),
+        limit: int = 500,
+    ) -> list[dict[str, Any]]: ...
+    async def mark_written(
+        self, writeback: str, marks: Sequence[tuple[str, str, int]], *, state: str | None = None
+    ) -> None: ...

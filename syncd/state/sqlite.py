@@ -1,0 +1,836 @@
+"""The SQLite state store (default, embedded): WAL, versioned migrations, mode 0600."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from syncd.errors import StoreError
+from syncd.model import Action, AgentStatus, Lead, LeadState, Outcome, QueuedLead, ResultKind
+from syncd.state.base import ChunkWrite, Completion, StoredLead
+
+# Each entry moves the schema one version up. Append only; never edit a shipped step.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE cursors (
+        source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+    CREATE TABLE leads (
+        sink TEXT NOT NULL, key TEXT NOT NULL,
+        hash TEXT NOT NULL, raw_hash TEXT, lead_json TEXT NOT NULL,
+        action TEXT NOT NULL DEFAULT 'upsert', state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
+        lease_until REAL, last_error TEXT, vendor_ref TEXT, delivered_hash TEXT,
+        origin TEXT, line INTEGER, run_id TEXT, klass TEXT,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, delivered_at REAL,
+        PRIMARY KEY (sink, key)) WITHOUT ROWID;
+    CREATE INDEX leads_outbox ON leads (sink, state, next_at);
+    CREATE TABLE rejects (
+        id INTEGER PRIMARY KEY, run_id TEXT, source TEXT NOT NULL, sink TEXT NOT NULL,
+        origin TEXT, line INTEGER, key TEXT, reason TEXT NOT NULL, row_json TEXT,
+        created_at REAL NOT NULL);
+    CREATE INDEX rejects_origin ON rejects (source, origin, line);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, at REAL NOT NULL, sink TEXT NOT NULL, key TEXT NOT NULL,
+        kind TEXT NOT NULL, detail TEXT);
+    CREATE INDEX events_key ON events (key, sink);
+    CREATE TABLE outcomes (
+        sink TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+        observed_at REAL NOT NULL, status TEXT, raw_status TEXT, disposition TEXT,
+        attempts INTEGER, last_dialed_at REAL, agent TEXT, call_id TEXT,
+        recording_url TEXT, raw_json TEXT, content_hash TEXT NOT NULL,
+        PRIMARY KEY (sink, key));
+    CREATE TABLE writeback_marks (
+        writeback TEXT NOT NULL, sink TEXT NOT NULL, key TEXT NOT NULL,
+        version INTEGER NOT NULL, written_at REAL NOT NULL,
+        PRIMARY KEY (writeback, sink, key));
+    CREATE TABLE agents (
+        sink TEXT NOT NULL, login TEXT NOT NULL, status TEXT, description TEXT,
+        duration_s INTEGER, changed_at REAL, observed_at REAL NOT NULL, raw_json TEXT,
+        version INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (sink, login));
+    CREATE TABLE kv (scope TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (scope, name));
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, mode TEXT, started_at REAL NOT NULL, finished_at REAL,
+        summary_json TEXT);
+    """,
+]
+
+_CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
+
+# What a writeback can read: table, key column, columns beyond sink/key/version/observed_at.
+_WRITEBACK_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "outcomes": (
+        "outcomes",
+        "key",
+        (
+            "status",
+            "raw_status",
+            "disposition",
+            "attempts",
+            "last_dialed_at",
+            "agent",
+            "call_id",
+            "recording_url",
+        ),
+    ),
+    "agents": ("agents", "login", ("status", "description", "duration_s", "changed_at")),
+}
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value else None
+
+
+class SqliteStore:
+    """The embedded store. One connection; an asyncio lock makes each transaction atomic.
+
+    aiosqlite runs statements on one thread in order, but two coroutines awaiting
+    between statements would interleave inside one transaction: the lock prevents that.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        path = Path(self.path)
+        try:
+            await asyncio.to_thread(_create_private, path)
+            self._db = await aiosqlite.connect(path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA busy_timeout=10000")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._migrate()
+        except (OSError, aiosqlite.Error) as exc:
+            await self.close()
+            raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
+        except BaseException:
+            # aiosqlite's worker thread is not a daemon: an unclosed connection would
+            # keep the process from exiting.
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("state store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            else:
+                await db.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        db = self.db
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"state store {self.path} has schema {version}, newer than this syncd "
+                f"({len(MIGRATIONS)}); upgrade syncd"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    async def integrity_ok(self) -> bool:
+        async with self.db.execute("PRAGMA integrity_check") as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0] == "ok")
+
+    # -- cursors -----------------------------------------------------------
+
+    async def get_cursor(self, source: str) -> str | None:
+        async with (
+            self._lock,
+            self.db.execute("SELECT value FROM cursors WHERE source = ?", (source,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def set_cursor(self, source: str, value: str | None) -> None:
+        async with self._tx() as db:
+            await _write_cursor(db, source, value)
+
+    # -- reconcile ---------------------------------------------------------
+
+    async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]:
+        found: dict[str, StoredLead] = {}
+        async with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                part = list(keys[start : start + _CHUNK])
+                marks = ",".join("?" * len(part))
+                async with self.db.execute(
+                    "SELECT key, hash, raw_hash, state, origin, line, run_id, klass,"
+                    " delivered_hash IS NOT NULL FROM leads "
+                    f"WHERE sink = ? AND key IN ({marks})",
+                    (sink, *part),
+                ) as cur:
+                    async for row in cur:
+                        found[row[0]] = StoredLead(*row[1:])
+        return found
+
+    async def apply_chunk(self, chunk: ChunkWrite) -> None:
+        now = time.time()
+        async with self._tx() as db:
+            for sink, writes in chunk.leads.items():
+                enqueue = [w for w in writes if w.enqueue]
+                refresh = [w for w in writes if not w.enqueue]
+                await db.executemany(
+                    """
+                    INSERT INTO leads (sink, key, hash, raw_hash, lead_json, action, state,
+                        attempts, next_at, origin, line, run_id, klass, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (sink, key) DO UPDATE SET
+                        hash = excluded.hash, raw_hash = excluded.raw_hash,
+                        lead_json = excluded.lead_json, action = excluded.action,
+                        -- a claimed lead stays with its worker; completion re-queues it
+                        state = CASE WHEN leads.state = 'inflight' THEN 'inflight'
+                                     ELSE excluded.state END,
+                        attempts = 0, next_at = 0, last_error = NULL,
+                        origin = excluded.origin, line = excluded.line,
+                        run_id = excluded.run_id, klass = excluded.klass,
+                        updated_at = excluded.updated_at
+                    """,
+                    [
+                        (
+                            sink,
+                            w.key,
+                            w.hash,
+                            w.raw_hash,
+                            w.lead_json,
+                            w.action.value,
+                            w.state,
+                            chunk.origin,
+                            w.line,
+                            chunk.run_id,
+                            w.klass,
+                            now,
+                            now,
+                        )
+                        for w in enqueue
+                    ],
+                )
+                await db.executemany(
+                    "UPDATE leads SET raw_hash = ?, origin = ?, line = ?, run_id = ?, klass = ?"
+                    " WHERE sink = ? AND key = ?",
+                    [
+                        (w.raw_hash, chunk.origin, w.line, chunk.run_id, w.klass, sink, w.key)
+                        for w in refresh
+                    ],
+                )
+            await db.executemany(
+                "INSERT INTO rejects (run_id, source, sink, origin, line, key, reason, row_json,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        chunk.run_id,
+                        chunk.source,
+                        sink,
+                        _storable(r.origin or chunk.origin),
+                        r.line,
+                        _storable(r.key),
+                        _storable(r.reason),
+                        _storable(json.dumps(r.row, ensure_ascii=False)),
+                        now,
+                    )
+                    for sink, r in chunk.rejects
+                ],
+            )
+            if chunk.cursor is not None:
+                await _write_cursor(db, chunk.source, chunk.cursor)
+
+    async def rejects_for_origin(
+        self, source: str, origin: str
+    ) -> list[tuple[int | None, str, str, str]]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT line, sink, reason, row_json FROM rejects WHERE source = ? AND origin = ?"
+                " ORDER BY line, id",
+                (source, origin),
+            ) as cur,
+        ):
+            return [(r[0], r[1], r[2], r[3]) async for r in cur]
+
+    # -- push --------------------------------------------------------------
+
+    async def release_inflight(self, sink: str | None = None) -> int:
+        """Return claimed leads to the outbox (after a crash, or on shutdown)."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE leads SET state = 'pending', lease_until = NULL,"
+                " attempts = MAX(attempts - 1, 0)"
+                " WHERE state = 'inflight' AND (? IS NULL OR sink = ?)",
+                (sink, sink),
+            )
+            return cur.rowcount
+
+    async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
+        now = time.time()
+        async with self._tx() as db:
+            cur = await db.execute(
+                """
+                UPDATE leads SET state = 'inflight', lease_until = ?, attempts = attempts + 1
+                WHERE sink = ? AND key IN (
+                    SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
+                    ORDER BY next_at, key LIMIT ?)
+                RETURNING key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
+                """,
+                (now + lease_s, sink, sink, now, limit),
+            )
+            rows = await cur.fetchall()
+        batch = [
+            QueuedLead(
+                sink=sink,
+                key=r[0],
+                hash=r[1],
+                action=Action(r[2]),
+                lead=Lead.from_json(json.loads(r[3])),
+                attempts=r[4],
+                vendor_ref=r[5],
+                delivered_hash=r[6],
+            )
+            for r in rows
+        ]
+        batch.sort(key=lambda q: q.key)
+        return batch
+
+    async def complete(self, sink: str, completions: Sequence[Completion]) -> None:
+        now = time.time()
+        delivered, rejected, retry, failed = [], [], [], []
+        for c in completions:
+            if c.kind is ResultKind.DELIVERED:
+                delivered.append((c.pushed_hash, c.vendor_ref, now, c.pushed_hash, sink, c.key))
+            elif c.kind is ResultKind.REJECTED:
+                rejected.append((c.pushed_hash, c.reason, sink, c.key))
+            elif c.final:
+                failed.append((c.pushed_hash, c.reason, sink, c.key))
+            else:
+                retry.append((c.next_at or now, c.reason, sink, c.key))
+        async with self._tx() as db:
+            # When the CRM changed the lead while it was in flight, the newer content
+            # goes back to the outbox instead of being marked done.
+            await db.executemany(
+                """
+                UPDATE leads SET
+                    state = CASE WHEN hash != ? THEN 'pending'
+                                 WHEN action = 'delete' THEN 'removed' ELSE 'delivered' END,
+                    attempts = CASE WHEN state = 'pending' THEN 0 ELSE attempts END,
+                    vendor_ref = COALESCE(?, vendor_ref), delivered_at = ?, delivered_hash = ?,
+                    last_error = NULL, lease_until = NULL, next_at = 0
+                WHERE sink = ? AND key = ?
+                """,
+                delivered,
+            )
+            for status, rows in (("rejected", rejected), ("failed", failed)):
+                await db.executemany(
+                    f"""
+                    UPDATE leads SET
+                        state = CASE WHEN hash != ? THEN 'pending' ELSE '{status}' END,
+                        last_error = ?, lease_until = NULL, next_at = 0
+                    WHERE sink = ? AND key = ?
+                    """,
+                    rows,
+                )
+            await db.executemany(
+                "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
+                " lease_until = NULL WHERE sink = ? AND key = ?",
+                retry,
+            )
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        now,
+                        sink,
+                        c.key,
+                        "push." + ("failed" if c.final else c.kind.value),
+                        c.reason or (f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""),
+                    )
+                    for c in completions
+                ],
+            )
+
+    async def next_due(self, sink: str) -> float | None:
+        """Return when the earliest pending lead of ``sink`` may be pushed, None if none."""
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT MIN(next_at) FROM leads WHERE sink = ? AND state = 'pending'", (sink,)
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def pending_count(self, sink: str | None = None) -> int:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT COUNT(*) FROM leads WHERE state IN ('pending', 'inflight')"
+                " AND (? IS NULL OR sink = ?)",
+                (sink, sink),
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def requeue(self, sink: str, keys: Sequence[str], next_at: float, reason: str) -> None:
+        """Return claimed leads untouched: the sink, not the lead, was at fault."""
+        async with self._tx() as db:
+            await db.executemany(
+                "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
+                " attempts = MAX(attempts - 1, 0), lease_until = NULL"
+                " WHERE sink = ? AND key = ? AND state = 'inflight'",
+                [(next_at, reason, sink, k) for k in keys],
+            )
+
+    async def retry_failed(
+        self, sink: str, *, reason: str | None = None, key: str | None = None
+    ) -> int:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE leads SET state = 'pending', attempts = 0, next_at = 0"
+                " WHERE sink = ? AND state IN ('failed', 'rejected')"
+                " AND (? IS NULL OR instr(last_error, ?) > 0) AND (? IS NULL OR key = ?)",
+                (sink, reason, reason, key, key),
+            )
+            return cur.rowcount
+
+    # -- outcomes, agents, kv ------------------------------------------------
+
+    async def record_outcomes(self, outcomes: Iterable[Outcome]) -> int:
+        """Store outcomes that are new or changed; return how many were."""
+        changed = 0
+        async with self._tx() as db:
+            for o in outcomes:
+                content = {
+                    "status": o.status,
+                    "raw_status": o.raw_status,
+                    "disposition": o.disposition,
+                    "attempts": o.attempts,
+                    "last_dialed_at": _epoch(o.last_dialed_at),
+                    "agent": o.agent,
+                    "call_id": o.call_id,
+                    "recording_url": o.recording_url,
+                }
+                digest = json.dumps(content, sort_keys=True)
+                async with db.execute(
+                    "SELECT version, observed_at, content_hash FROM outcomes"
+                    " WHERE sink = ? AND key = ?",
+                    (o.sink, o.key),
+                ) as cur:
+                    row = await cur.fetchone()
+                observed = o.observed_at.timestamp()
+                if row is not None and (row[2] == digest or row[1] > observed):
+                    continue  # unchanged, or an older observation than the one we hold
+                version = (row[0] + 1) if row else 1
+                await db.execute(
+                    """
+                    INSERT INTO outcomes (sink, key, version, observed_at, status, raw_status,
+                        disposition, attempts, last_dialed_at, agent, call_id, recording_url,
+                        raw_json, content_hash)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (sink, key) DO UPDATE SET version = excluded.version,
+                        observed_at = excluded.observed_at, status = excluded.status,
+                        raw_status = excluded.raw_status, disposition = excluded.disposition,
+                        attempts = excluded.attempts, last_dialed_at = excluded.last_dialed_at,
+                        agent = excluded.agent, call_id = excluded.call_id,
+                        recording_url = excluded.recording_url, raw_json = excluded.raw_json,
+                        content_hash = excluded.content_hash
+                    """,
+                    (
+                        o.sink,
+                        o.key,
+                        version,
+                        observed,
+                        o.status,
+                        o.raw_status,
+                        o.disposition,
+                        o.attempts,
+                        _epoch(o.last_dialed_at),
+                        o.agent,
+                        o.call_id,
+                        o.recording_url,
+                        json.dumps(o.raw, default=str),
+                        digest,
+                    ),
+                )
+                await db.execute(
+                    "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        time.time(),
+                        o.sink,
+                        o.key,
+                        "outcome",
+                        f"v{version} {o.status} {o.disposition}",
+                    ),
+                )
+                changed += 1
+        return changed
+
+    async def delivered(
+        self, sink: str, *, after_key: str = "", limit: int = 500
+    ) -> list[tuple[str, str | None, str]]:
+        """Return (key, vendor_ref, lead_json) of delivered leads in key order, for polling."""
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT key, vendor_ref, lead_json FROM leads WHERE sink = ? AND key > ?"
+                " AND state = 'delivered' ORDER BY key LIMIT ?",
+                (sink, after_key, limit),
+            ) as cur,
+        ):
+            return [(r[0], r[1], r[2]) async for r in cur]
+
+    async def record_agents(self, agents: Iterable[AgentStatus]) -> int:
+        changed = 0
+        async with self._tx() as db:
+            for a in agents:
+                cur = await db.execute(
+                    """
+                    INSERT INTO agents (sink, login, status, description, duration_s, changed_at,
+                        observed_at, raw_json, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    ON CONFLICT (sink, login) DO UPDATE SET status = excluded.status,
+                        description = excluded.description, duration_s = excluded.duration_s,
+                        changed_at = excluded.changed_at, observed_at = excluded.observed_at,
+                        raw_json = excluded.raw_json, version = agents.version + 1
+                    WHERE agents.status IS NOT excluded.status
+                       OR agents.changed_at IS NOT excluded.changed_at
+                    """,
+                    (
+                        a.sink,
+                        a.login,
+                        a.status,
+                        a.description,
+                        a.duration_s,
+                        _epoch(a.changed_at),
+                        _epoch(a.observed_at) or time.time(),
+                        json.dumps(a.raw, default=str),
+                    ),
+                )
+                changed += cur.rowcount
+        return changed
+
+    async def kv_get(self, scope: str, name: str) -> str | None:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT value FROM kv WHERE scope = ? AND name = ?", (scope, name)
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def kv_set(self, scope: str, name: str, value: str | None) -> None:
+        async with self._tx() as db:
+            if value is None:
+                await db.execute("DELETE FROM kv WHERE scope = ? AND name = ?", (scope, name))
+            else:
+                await db.execute(
+                    "INSERT INTO kv (scope, name, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
+                    (scope, name, value),
+                )
+
+    async def add_event(self, sink: str, key: str, kind: str, detail: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), sink, key, kind, detail),
+            )
+
+    # -- reporting -----------------------------------------------------------
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        async with (
+            self._lock,
+            self.db.execute("SELECT sink, state, COUNT(*) FROM leads GROUP BY sink, state") as cur,
+        ):
+            async for sink, state, n in cur:
+                result.setdefault(sink, {s.value: 0 for s in LeadState})[state] = n
+        return result
+
+    async def oldest_pending(self) -> dict[str, float]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT sink, MIN(updated_at) FROM leads WHERE state IN ('pending', 'inflight')"
+                " GROUP BY sink"
+            ) as cur,
+        ):
+            return {r[0]: float(r[1]) async for r in cur}
+
+    async def start_run(self, run_id: str, mode: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO runs (run_id, mode, started_at) VALUES (?, ?, ?)",
+                (run_id, mode, time.time()),
+            )
+
+    async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE runs SET finished_at = ?, summary_json = ? WHERE run_id = ?",
+                (time.time(), json.dumps(summary), run_id),
+            )
+
+    async def last_run(self) -> dict[str, Any] | None:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT run_id, mode, started_at, finished_at, summary_json FROM runs"
+                " ORDER BY started_at DESC LIMIT 1"
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return {
+            "run_id": row[0],
+            "mode": row[1],
+            "started_at": row[2],
+            "finished_at": row[3],
+            "summary": json.loads(row[4]) if row[4] else None,
+        }
+
+    async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT created_at, source, sink, origin, line, key, reason FROM rejects"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ) as cur,
+        ):
+            cols = ["at", "source", "sink", "origin", "line", "key", "reason"]
+            return [dict(zip(cols, r, strict=True)) async for r in cur]
+
+    async def failure_reasons(self, limit: int = 10) -> list[tuple[str, str, int]]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT sink, COALESCE(last_error, ''), COUNT(*) FROM leads"
+                " WHERE state IN ('failed', 'rejected') GROUP BY sink, last_error"
+                " ORDER BY COUNT(*) DESC LIMIT ?",
+                (limit,),
+            ) as cur,
+        ):
+            return [(r[0], r[1], r[2]) async for r in cur]
+
+    async def lead_history(self, key: str) -> dict[str, Any]:
+        """Return what the store knows of one lead key, across sinks."""
+        async with self._lock:
+            async with self.db.execute(
+                "SELECT sink, state, hash, attempts, last_error, vendor_ref, origin, line,"
+                " lead_json, updated_at, delivered_at FROM leads WHERE key = ?",
+                (key,),
+            ) as cur:
+                cols = [
+                    "sink",
+                    "state",
+                    "hash",
+                    "attempts",
+                    "last_error",
+                    "vendor_ref",
+                    "origin",
+                    "line",
+                    "lead_json",
+                    "updated_at",
+                    "delivered_at",
+                ]
+                leads = [dict(zip(cols, r, strict=True)) async for r in cur]
+            async with self.db.execute(
+                "SELECT at, sink, kind, detail FROM events WHERE key = ? ORDER BY id", (key,)
+            ) as cur:
+                events = [
+                    dict(zip(["at", "sink", "kind", "detail"], r, strict=True)) async for r in cur
+                ]
+            async with self.db.execute(
+                "SELECT sink, version, observed_at, status, disposition, attempts, agent,"
+                " recording_url FROM outcomes WHERE key = ?",
+                (key,),
+            ) as cur:
+                ocols = [
+                    "sink",
+                    "version",
+                    "observed_at",
+                    "status",
+                    "disposition",
+                    "attempts",
+                    "agent",
+                    "recording_url",
+                ]
+                outcomes = [dict(zip(ocols, r, strict=True)) async for r in cur]
+            async with self.db.execute(
+                "SELECT created_at, source, sink, origin, line, reason FROM rejects"
+                " WHERE key = ? ORDER BY id",
+                (key,),
+            ) as cur:
+                rcols = ["at", "source", "sink", "origin", "line", "reason"]
+                rejects = [dict(zip(rcols, r, strict=True)) async for r in cur]
+        return {"leads": leads, "events": events, "outcomes": outcomes, "rejects": rejects}
+
+    async def agent_dump(self) -> list[dict[str, Any]]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT sink, login, status, description, duration_s, changed_at, observed_at"
+                " FROM agents ORDER BY sink, login"
+            ) as cur,
+        ):
+            cols = [
+                "sink",
+                "login",
+                "status",
+                "description",
+                "duration_s",
+                "changed_at",
+                "observed_at",
+            ]
+            return [dict(zip(cols, r, strict=True)) async for r in cur]
+
+    async def outcome_dump(self) -> list[dict[str, Any]]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT sink, key, version, status, disposition, attempts, agent, call_id,"
+                " recording_url FROM outcomes ORDER BY sink, key"
+            ) as cur,
+        ):
+            cols = [
+                "sink",
+                "key",
+                "version",
+                "status",
+                "disposition",
+                "attempts",
+                "agent",
+                "call_id",
+                "recording_url",
+            ]
+            return [dict(zip(cols, r, strict=True)) async for r in cur]
+
+    async def delivered_since(self, since: float) -> int:
+        """Return how many leads were last delivered at or after ``since`` (epoch seconds)."""
+        async with (
+            self._lock,
+            self.db.execute("SELECT COUNT(*) FROM leads WHERE delivered_at >= ?", (since,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writeback: outcome and agent versions not yet written to the CRM ---------
+
+    async def pending_writeback(
+        self,
+        writeback: str,
+        what: str = "outcomes",
+        *,
+        sinks: Sequence[str] = (),
+        after: tuple[str, str] = ("", ""),
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """Return versions ``writeback`` has not written yet, in (sink, key) order after ``after``.
+
+        ``what`` is "outcomes" (key = lead key) or "agents" (key = agent login).
+        """
+        table, key, cols = _WRITEBACK_SOURCES[what]
+        only = f" AND t.sink IN ({','.join('?' * len(sinks))})" if sinks else ""
+        names = ["sink", "key", "version", "observed_at", *cols, "raw_json"]
+        select = ", ".join(["t.sink", f"t.{key}", "t.version", "t.observed_at"])
+        select += "".join(f", t.{c}" for c in cols) + ", t.raw_json"
+        async with (
+            self._lock,
+            self.db.execute(
+                f"SELECT {select} FROM {table} t LEFT JOIN writeback_marks m"
+                f" ON m.writeback = ? AND m.sink = t.sink AND m.key = t.{key}"
+                f" WHERE (t.sink > ? OR (t.sink = ? AND t.{key} > ?))"
+                f" AND (m.version IS NULL OR m.version < t.version){only}"
+                f" ORDER BY t.sink, t.{key} LIMIT ?",
+                (writeback, after[0], after[0], after[1], *sinks, limit),
+            ) as cur,
+        ):
+            return [dict(zip(names, r, strict=True)) async for r in cur]
+
+    async def mark_written(
+        self,
+        writeback: str,
+        marks: Sequence[tuple[str, str, int]],
+        *,
+        state: str | None = None,
+    ) -> None:
+        """Record (sink, key, version)s as written, and the writeback's state, in one go."""
+        now = time.time()
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO writeback_marks (writeback, sink, key, version, written_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (writeback, sink, key) DO UPDATE SET"
+                " version = MAX(writeback_marks.version, excluded.version),"
+                " written_at = excluded.written_at",
+                [(writeback, sink, key, version, now) for sink, key, version in marks],
+            )
+            if state is not None:
+                await db.execute(
+                    "INSERT INTO kv (scope, name, value) VALUES ('writeback.state', ?, ?)"
+                    " ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
+                    (writeback, state),
+                )
+
+
+def _create_private(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Created 0600 before SQLite touches it; its -wal/-shm files inherit the mode.
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+async def _write_cursor(db: aiosqlite.Connection, source: str, value: str | None) -> None:
+    if value is None:
+        await db.execute("DELETE FROM cursors WHERE source = ?", (source,))
+        return
+    await db.execute(
+        "INSERT INTO cursors (source, value, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (source) DO UPDATE SET value = excluded.value,"
+        " updated_at = excluded.updated_at",
+        (source, value, time.time()),
+    )
+
+
+def _storable(text: str | None) -> str | None:
+    """Return ``text`` with undecodable bytes (lone surrogates) as U+FFFD.
+
+    A refused row may hold bytes its file's encoding could not decode; SQLite
+    stores UTF-8 only, and the row must be kept (with its reason), not crash the pull.
+    """
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")

@@ -1,0 +1,107 @@
+"""Run accounting: what a `--once` run read, decided and delivered, and whether it adds up."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RouteCounts:
+    """Per route (source → sink): every row read lands in exactly one bucket."""
+
+    read: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+
+    def add(self, bucket: str, n: int = 1) -> None:
+        setattr(self, bucket, getattr(self, bucket) + n)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == (
+            self.rejected + self.skipped + self.unchanged + self.new + self.changed + self.deleted
+        )
+
+    @property
+    def enqueued(self) -> int:
+        return self.new + self.changed + self.deleted
+
+
+@dataclass
+class SinkCounts:
+    """Per sink: every lead that entered the outbox ends in exactly one bucket."""
+
+    carried: int = 0  # pending from an earlier run and not touched by this one's pull
+    delivered: int = 0
+    refused: int = 0  # the dialer refused the record, with a reason
+    failed: int = 0  # attempts exhausted (dead letter)
+    pending: int = 0  # still queued at the end (sink stopped, deadline, backoff)
+    stopped: str | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    routes: dict[str, RouteCounts] = field(default_factory=dict)
+    sinks: dict[str, SinkCounts] = field(default_factory=dict)
+    files_failed: list[str] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)  # per sink: new or changed outcomes
+    written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
+    dry_run: bool = False
+
+    def route(self, name: str) -> RouteCounts:
+        return self.routes.setdefault(name, RouteCounts())
+
+    def sink(self, name: str) -> SinkCounts:
+        return self.sinks.setdefault(name, SinkCounts())
+
+    def enqueued_for(self, sink: str) -> int:
+        return sum(c.enqueued for name, c in self.routes.items() if name.endswith(f"->{sink}"))
+
+    def sink_balanced(self, sink: str) -> bool:
+        c = self.sinks[sink]
+        return self.enqueued_for(sink) + c.carried == c.delivered + c.refused + c.failed + c.pending
+
+    @property
+    def balanced(self) -> bool:
+        if self.dry_run:
+            return all(r.balanced for r in self.routes.values())
+        return all(r.balanced for r in self.routes.values()) and all(
+            self.sink_balanced(s) for s in self.sinks
+        )
+
+    def exit_code(self) -> int:
+        """0: all delivered or refused with a reason; 1: leads remain failed or pending."""
+        if self.files_failed:
+            return 1
+        if any(c.failed or c.pending for c in self.sinks.values()):
+            return 1
+        return 0
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.routes.values():
+            for k, v in asdict(c).items():
+                out[k] = out.get(k, 0) + v
+        for s in self.sinks.values():
+            for k, v in asdict(s).items():
+                if isinstance(v, int):
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "routes": {k: asdict(v) for k, v in self.routes.items()},
+            "sinks": {k: asdict(v) for k, v in self.sinks.items()},
+            "files_failed": self.files_failed,
+            "outcomes": self.outcomes,
+            "written": self.written,
+            "balanced": self.balanced,
+            "dry_run": self.dry_run,
+        }

@@ -1,0 +1,198 @@
+"""Runs the configured writebacks: pending versions → write → mark written, batch by batch.
+
+A batch is marked written (in the state store) only after the writeback returned,
+so a crash re-writes at most the batch in flight. A batch the CRM refuses is
+halved until the record at fault stands alone; that record is marked with its
+reason (an event, the log, ``writeback.status`` in the store) and not retried
+until its outcome changes again. A transient failure or a stopped writeback ends
+that writeback's pass; its records stay pending for the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+from syncd import registry
+from syncd.config import Settings, WritebackConfig
+from syncd.errors import RetryableError
+from syncd.state.base import StateStore
+from syncd.writeback.base import Item, ItemsRefused, Writeback, WritebackStopped, item_from_row
+
+log = structlog.get_logger("syncd.writeback")
+
+STATE_SCOPE = "writeback.state"  # a writeback's own recovery state (committed with marks)
+STATUS_SCOPE = "writeback.status"  # the last pass: counts and the error that ended it
+
+
+def build_writeback(cfg: WritebackConfig) -> Writeback:
+    """Return the writeback object for a config, via the registry."""
+    factory = registry.writebacks()[cfg.kind].load_factory()
+    writeback: Writeback = factory(cfg)
+    return writeback
+
+
+@dataclass
+class PassResult:
+    """What one pass of one writeback did."""
+
+    written: int = 0
+    refused: int = 0
+    error: str | None = None  # why the pass ended with records still pending
+    at: float = 0.0
+
+
+class WritebackRunner:
+    """Keeps one opened instance per writeback across passes (the daemon holds one runner)."""
+
+    def __init__(
+        self, settings: Settings, store: StateStore, *, stop: asyncio.Event | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.stop = stop or asyncio.Event()
+        self._open: dict[str, Writeback] = {}
+        self._failing: dict[str, str | None] = {}
+
+    async def run_pass(self) -> dict[str, int]:
+        """Return, per writeback, how many versions it wrote in this pass."""
+        written: dict[str, int] = {}
+        for cfg in self.settings.writebacks:
+            if self.stop.is_set():
+                break
+            result = await self.drain(cfg)
+            written[cfg.name] = result.written
+        return written
+
+    async def drain(self, cfg: WritebackConfig) -> PassResult:
+        """Write everything pending for one writeback; return what happened."""
+        result = PassResult()
+        bound = log.bind(writeback=cfg.name)
+        try:
+            writeback = await self._writeback(cfg)
+            try:
+                await self._batches(writeback, cfg, result)
+            finally:
+                await writeback.end_pass()
+                state = writeback.state()
+                if state is not None:
+                    await self.store.kv_set(STATE_SCOPE, cfg.name, state)
+        except RetryableError as exc:
+            result.error = str(exc)
+        except WritebackStopped as exc:
+            result.error = str(exc)
+            await self._drop(cfg.name)  # reopened (and re-checked) on the next pass
+        await self._report(cfg.name, result, bound)
+        return result
+
+    async def close(self) -> None:
+        for name in list(self._open):
+            await self._drop(name)
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _writeback(self, cfg: WritebackConfig) -> Writeback:
+        writeback = self._open.get(cfg.name)
+        if writeback is None:
+            writeback = build_writeback(cfg)
+            await writeback.open(await self.store.kv_get(STATE_SCOPE, cfg.name))
+            self._open[cfg.name] = writeback
+        return writeback
+
+    async def _drop(self, name: str) -> None:
+        writeback = self._open.pop(name, None)
+        if writeback is None:
+            return
+        try:
+            await writeback.close()
+        except Exception as exc:  # closing one must not keep the others open
+            log.warning("writeback.close.failed", writeback=name, reason=str(exc))
+
+    async def _batches(
+        self, writeback: Writeback, cfg: WritebackConfig, result: PassResult
+    ) -> None:
+        what = str(getattr(cfg, "what", "outcomes"))
+        sinks: Sequence[str] = getattr(cfg, "sinks", ())
+        size = int(getattr(cfg, "batch_size", 500))
+        after = ("", "")
+        while not self.stop.is_set():
+            rows = await self.store.pending_writeback(
+                cfg.name, what, sinks=sinks, after=after, limit=size
+            )
+            if not rows:
+                return
+            items = [item_from_row(row, what, cfg.name) for row in rows]
+            await self._write(writeback, cfg.name, items, result)
+            after = (items[-1].sink, items[-1].key)
+
+    async def _write(
+        self, writeback: Writeback, name: str, items: Sequence[Item], result: PassResult
+    ) -> None:
+        try:
+            await writeback.write(items)
+        except ItemsRefused as exc:
+            if len(items) == 1:
+                await self._refuse(writeback, name, items[0], exc.reason, result)
+                return
+            middle = len(items) // 2
+            await self._write(writeback, name, items[:middle], result)
+            await self._write(writeback, name, items[middle:], result)
+            return
+        await self.store.mark_written(name, [i.mark for i in items], state=writeback.state())
+        await writeback.committed()
+        result.written += len(items)
+
+    async def _refuse(
+        self, writeback: Writeback, name: str, item: Item, reason: str, result: PassResult
+    ) -> None:
+        # Marked like a written version: the same version would be refused forever.
+        await self.store.mark_written(name, [item.mark], state=writeback.state())
+        await self.store.add_event(
+            item.sink, item.key, "writeback.refused", f"{name} v{item.version}: {reason}"
+        )
+        log.warning(
+            "writeback.refused",
+            writeback=name,
+            sink=item.sink,
+            key=item.key,
+            version=item.version,
+            reason=reason,
+        )
+        result.refused += 1
+
+    async def _report(self, name: str, result: PassResult, bound: Any) -> None:
+        result.at = time.time()
+        if name not in self._failing:
+            previous = await self.store.kv_get(STATUS_SCOPE, name)
+            self._failing[name] = json.loads(previous).get("error") if previous else None
+        was_failing = self._failing[name]
+        # Log a failure when it starts (or changes) and once on recovery, not every pass.
+        if result.error and result.error != was_failing:
+            bound.error(
+                "writeback.failing",
+                reason=result.error,
+                action="records stay pending and are written on a later pass",
+            )
+        elif was_failing and not result.error:
+            bound.info("writeback.recovered")
+        if result.written or result.refused:
+            bound.info("writeback.pass", written=result.written, refused=result.refused)
+        self._failing[name] = result.error
+        await self.store.kv_set(STATUS_SCOPE, name, json.dumps(asdict(result)))
+
+
+async def run_writebacks(
+    settings: Settings, store: StateStore, *, stop: asyncio.Event | None = None
+) -> dict[str, int]:
+    """Return, per configured writeback, how many outcome versions it wrote in one pass."""
+    runner = WritebackRunner(settings, store, stop=stop)
+    try:
+        return await runner.run_pass()
+    finally:
+        await runner.close()

@@ -1,0 +1,221 @@
+"""The Ameyo session: one login shared by every worker, renewed once per expiry, kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from syncd.errors import RetryableError, SinkConfigError
+from syncd.model import Action, Lead, QueuedLead, ResultKind
+from syncd.simulators.ameyo import AmeyoSimulator, create_app
+from syncd.simulators.faults import Faults
+from syncd.simulators.server import running
+from syncd.sinks.ameyo.config import AmeyoSinkConfig
+from syncd.sinks.ameyo.sink import AmeyoSink
+from syncd.sinks.base import SinkContext
+from syncd.state.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "state.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def serve(sim: AmeyoSimulator) -> Iterator[str]:
+    with running(create_app(sim)) as url:
+        yield url
+
+
+def make_sink(url: str, store: SqliteStore, **overrides: Any) -> AmeyoSink:
+    values: dict[str, Any] = {
+        "name": "ameyo",
+        "url": url,
+        "auth": {"mode": "session", "user_id": "syncd", "password": "secret"},
+        "campaign_id": 1,
+        "lead_id": 1,
+        **overrides,
+    }
+    ctx = SinkContext(store=store, region="IN", log=structlog.get_logger("syncd.sink"))
+    return AmeyoSink(AmeyoSinkConfig(**values), ctx)
+
+
+def queued(n: int) -> QueuedLead:
+    key = f"L{n:03d}"
+    lead = Lead(key, f"+9198200{n:05d}", first_name="Lead", last_name=str(n))
+    return QueuedLead("ameyo", key, f"h{n}", Action.UPSERT, lead, attempts=1)
+
+
+def logins_after_expiry(logs: list[dict[str, Any]]) -> int:
+    return sum(
+        1 for e in logs if e["event"] == "sink.session.login" and e.get("reason") == "expired"
+    )
+
+
+async def test_twenty_concurrent_pushes_on_an_expired_session_cause_one_login(
+    store: SqliteStore,
+) -> None:
+    sim = AmeyoSimulator(dialing=False)
+    for url in serve(sim):
+        with capture_logs() as logs:
+            sink = make_sink(url, store, push_concurrency=20)
+            await sink.open()
+            sim.expire_sessions()
+            results = await asyncio.gather(*(sink.push([queued(n)]) for n in range(20)))
+            await sink.close()
+    assert all(r.kind is ResultKind.DELIVERED for [r] in results)
+    assert sim.logins == 2
+    assert logins_after_expiry(logs) == 1
+    assert len(sim.customer_list()) == 20
+
+
+async def test_each_expiry_during_a_run_costs_exactly_one_login(store: SqliteStore) -> None:
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=0.3, ping_interval_ms=60_000)
+    for url in serve(sim):
+        with capture_logs() as logs:
+            sink = make_sink(url, store)
+            await sink.open()
+            first = await sink.push([queued(1), queued(2)])
+            await asyncio.sleep(0.5)  # idle past the timeout: the server drops the session
+            second = await sink.push([queued(3)])
+            await asyncio.sleep(0.5)
+            third = await sink.push([queued(4)])
+            await sink.close()
+    assert [r.kind for r in [*first, *second, *third]] == [ResultKind.DELIVERED] * 4
+    assert sim.counts["expired"] == 2
+    assert sim.logins == 3
+    assert logins_after_expiry(logs) == sim.counts["expired"]
+
+
+async def test_keepalive_pings_hold_a_session_across_an_idle_period_longer_than_the_timeout(
+    store: SqliteStore,
+) -> None:
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=300)
+    for url in serve(sim):
+        sink = make_sink(url, store)
+        await sink.open()
+        assert sink.keepalive_interval_s == pytest.approx(0.3)
+        await asyncio.sleep(2.0)
+        [result] = await sink.push([queued(1)])
+        assert sink.health().session == "valid"
+        await sink.close()
+    assert result.kind is ResultKind.DELIVERED
+    assert sim.pings >= 3
+    assert sim.counts["expired"] == 0
+    assert sim.logins == 1
+
+
+async def test_the_configured_ping_interval_overrides_the_servers(store: SqliteStore) -> None:
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=60_000)
+    for url in serve(sim):
+        sink = make_sink(url, store, ping_interval_s=0.25)
+        await sink.open()
+        await asyncio.sleep(1.5)
+        await sink.keepalive()  # what the daemon's scheduler calls
+        await sink.close()
+    assert sim.counts["expired"] == 0
+    assert sim.logins == 1
+    assert sim.pings >= 2
+
+
+async def test_close_logs_out_and_stops_pinging(store: SqliteStore) -> None:
+    sim = AmeyoSimulator(dialing=False, ping_interval_ms=100)
+    for url in serve(sim):
+        sink = make_sink(url, store)
+        await sink.open()
+        await asyncio.sleep(0.35)
+        await sink.close()
+        pings = sim.pings
+        await asyncio.sleep(0.3)
+    assert sim.counts["logouts"] == 1
+    assert not sim.sessions
+    assert sim.pings == pings
+
+
+async def test_a_failing_ping_is_logged_once_and_the_session_recovers(store: SqliteStore) -> None:
+    sim = AmeyoSimulator(dialing=False, ping_interval_ms=100)
+    for url in serve(sim):
+        with capture_logs() as logs:
+            sink = make_sink(url, store)
+            await sink.open()
+            sim.faults.set(Faults(error_rate=1.0))
+            await asyncio.sleep(0.55)
+            sim.faults.set(Faults())
+            await asyncio.sleep(0.3)
+            await sink.close()
+    events = [e["event"] for e in logs]
+    assert events.count("sink.session.ping.failed") == 1
+    assert events.count("sink.session.ping.recovered") == 1
+
+
+async def test_random_invalid_session_answers_are_survived_with_one_login_each(
+    store: SqliteStore,
+) -> None:
+    sim = AmeyoSimulator(dialing=False, faults=Faults(invalid_session_rate=0.3, seed=7))
+    for url in serve(sim):
+        sink = make_sink(url, store)
+        await sink.open()
+        delivered, retried = 0, 0
+        for n in range(12):
+            try:
+                [result] = await sink.push([queued(n)])
+            except RetryableError as exc:  # refused again right after a new login
+                assert "session" in str(exc).lower() or "login page" in str(exc)
+                retried += 1
+            else:
+                assert result.kind is ResultKind.DELIVERED
+                delivered += 1
+        await sink.close()
+    invalidated = sim.counts["invalidated"]
+    assert invalidated > 0
+    assert sim.logins == 1 + invalidated
+    assert delivered + retried == 12
+    assert delivered > retried
+
+
+async def test_a_lead_that_is_not_in_the_campaign_stops_the_sink_at_open(
+    store: SqliteStore,
+) -> None:
+    sim = AmeyoSimulator(dialing=False)
+    for url in serve(sim):
+        sink = make_sink(url, store, lead_id=7)
+        with pytest.raises(SinkConfigError, match="lead 7 is not in campaign 1"):
+            await sink.open()
+        await sink.close()
+        disabled = make_sink(url, store, lead_id=35)
+        with pytest.raises(SinkConfigError, match="lead 35 of campaign 1 is disabled"):
+            await disabled.open()
+        assert disabled.health().stopped_reason is not None
+        await disabled.close()
+        unknown = make_sink(url, store, campaign_id=9)
+        with pytest.raises(SinkConfigError, match="campaign 9"):
+            await unknown.open()
+        await unknown.close()
+
+
+async def test_cloud_header_auth_opens_without_a_session(store: SqliteStore) -> None:
+    sim = AmeyoSimulator(dialing=False)
+    auth = {
+        "mode": "headers",
+        "hash_key": "test-hash-key",
+        "policy_name": "syncd",
+        "requesting_host": "crm.example.com",
+    }
+    for url in serve(sim):
+        sink = make_sink(url, store, auth=auth)
+        await sink.open()
+        [result] = await sink.push([queued(1)])
+        assert sink.keepalive_interval_s is None
+        assert sink.health().session == "not needed"
+        await sink.keepalive()
+        await sink.close()
+    assert result.kind is ResultKind.DELIVERED
+    assert (sim.logins, sim.pings, sim.counts["logouts"]) == (0, 0, 0)

@@ -1,0 +1,177 @@
+"""/healthz, /readyz and /metrics of the running daemon, and the container's health probe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncd.errors import ConfigError
+from syncd.health import parse_listen
+from syncd.healthcheck import probe_url
+from tests.conftest import ROOT, Simulated, cli_env, daemon_config, drop_csv
+from tests.test_daemon import leads_csv, wait_until
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Return every sample of a Prometheus exposition by (name, sorted labels)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def set_apikeys(jodo: Simulated, *keys: str) -> None:
+    with jodo.sim.lock:
+        jodo.sim.apikeys = set(keys)
+
+
+def test_readyz_is_503_while_the_dialer_refuses_the_api_key_and_200_once_fixed(
+    tmp_path: Path, jodo: Simulated, start_daemon
+) -> None:
+    daemon = start_daemon(daemon_config(tmp_path, jodo.url))
+    daemon.wait_for("daemon.ready")
+    url = daemon.base_url
+    assert httpx.get(f"{url}/readyz").status_code == 200
+
+    set_apikeys(jodo, "someone_else")  # Jodo answers 1107: API key not found
+    drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 5))
+    daemon.wait_for("sink.stopped", sink="jodo")
+    refused = httpx.get(f"{url}/readyz")
+    assert refused.status_code == 503
+    assert any("jodo" in r and "api key" in r.lower() for r in refused.json()["reasons"])
+    assert httpx.get(f"{url}/healthz").status_code == 200  # alive, just not ready
+
+    set_apikeys(jodo, "test_org")
+    # sink_recheck_s = 1 in daemon_config: the sink is opened again and its leads go out.
+    wait_until(lambda: len(jodo.sim.received()) == 5, message=lambda: daemon.events[-10:])
+    wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+    assert daemon.stop() == 0
+
+
+def test_metrics_parse_and_count_what_the_dialer_received(
+    tmp_path: Path, jodo: Simulated, start_daemon
+) -> None:
+    daemon = start_daemon(daemon_config(tmp_path, jodo.url, batch_size=10))
+    daemon.wait_for("daemon.ready")
+    bad_row = "X1,not-a-phone,Bad,Row,x@example.com,\n"
+    drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 42) + bad_row)
+    wait_until(lambda: len(jodo.sim.received()) == 42)
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return samples(httpx.get(f"{daemon.base_url}/metrics").text)
+
+    sink, source = (("sink", "jodo"),), (("source", "crm"),)
+    wait_until(lambda: scraped()[("syncd_sink_leads_delivered_total", sink)] == 42)
+    m = scraped()
+    received = sum(jodo.sim.received().values())
+    assert m[("syncd_sink_leads_delivered_total", sink)] == received == 42
+    assert m[("syncd_sink_leads_pushed_total", sink)] == 42
+    assert m[("syncd_sink_leads_failed_total", sink)] == 0
+    assert m[("syncd_source_rows_read_total", source)] == 43
+    assert m[("syncd_source_rows_rejected_total", (("sink", "jodo"), ("source", "crm")))] == 1
+    assert m[("syncd_sink_push_latency_seconds_count", sink)] == 5  # 42 leads in batches of 10
+    assert m[("syncd_outbox_pending", sink)] == 0
+    assert m[("syncd_outbox_oldest_pending_age_seconds", sink)] == 0
+    assert m[("syncd_sink_up", sink)] == 1
+    assert daemon.stop() == 0
+
+
+def test_outbox_gauges_show_leads_waiting_for_a_stopped_sink(
+    tmp_path: Path, jodo: Simulated, start_daemon
+) -> None:
+    set_apikeys(jodo, "someone_else")
+    daemon = start_daemon(daemon_config(tmp_path, jodo.url, run={"sink_recheck_s": 600}))
+    daemon.wait_for("daemon.ready")
+    daemon.wait_for("sink.stopped", sink="jodo")
+    drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 8))
+    daemon.wait_for("source.pulled")
+
+    m = samples(httpx.get(f"{daemon.base_url}/metrics").text)
+
+    assert m[("syncd_outbox_pending", (("sink", "jodo"),))] == 8
+    assert m[("syncd_outbox_oldest_pending_age_seconds", (("sink", "jodo"),))] > 0
+    assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
+    assert daemon.stop() == 0
+
+
+def test_the_container_health_probe_exits_0_against_a_live_daemon_and_1_without_one(
+    tmp_path: Path, jodo: Simulated, start_daemon
+) -> None:
+    daemon = start_daemon(daemon_config(tmp_path, jodo.url))
+    daemon.wait_for("daemon.ready")
+    port = daemon.wait_for("health.listening")["port"]
+
+    def probe(listen: str) -> int:
+        env = {**cli_env(), "SYNCD_HEALTH__LISTEN": listen}
+        cmd = [sys.executable, "-m", "syncd.healthcheck"]
+        return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, timeout=30).returncode
+
+    assert probe(f"0.0.0.0:{port}") == 0
+    assert daemon.stop() == 0
+    assert probe(f"0.0.0.0:{port}") == 1
+
+
+def test_health_probe_reads_the_listen_address_from_the_config_file(tmp_path: Path) -> None:
+    from syncd.healthcheck import listen_address
+
+    config = tmp_path / "syncd.toml"
+    config.write_text('[health]\nlisten = "0.0.0.0:9999"\n', encoding="utf-8")
+
+    assert listen_address({"SYNCD_CONFIG": str(config)}) == "0.0.0.0:9999"
+    assert (
+        listen_address({"SYNCD_HEALTH__LISTEN": "[::]:1", "SYNCD_CONFIG": str(config)}) == "[::]:1"
+    )
+    assert listen_address({}) == "127.0.0.1:9310"
+    assert probe_url("0.0.0.0:9999") == "http://127.0.0.1:9999/healthz"
+    assert probe_url("[::]:9310", "/readyz") == "http://[::1]:9310/readyz"
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:9310", ("127.0.0.1", 9310)),
+        (":9310", ("0.0.0.0", 9310)),
+        ("[::1]:9310", ("::1", 9310)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
+def test_health_listen_address_forms(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(listen) == expected
+
+
+@pytest.mark.parametrize("listen", ["9310", "host:port", "::1:9310", "127.0.0.1:70000"])
+def test_a_bad_health_listen_address_is_a_config_error(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"health\.listen"):
+        parse_listen(listen)
+
+
+def test_a_busy_health_port_fails_the_start_with_a_clear_message(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = daemon_config(tmp_path, jodo.url)
+        env = {**cli_env(), "SYNCD_HEALTH__LISTEN": f"127.0.0.1:{port}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"health.listen 127.0.0.1:{port}: cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.path.exists(tmp_path / "state" / "state.db")

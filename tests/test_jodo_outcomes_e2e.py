@@ -1,0 +1,70 @@
+"""End to end: `syncd run --once` pushes leads, the simulator dials them, outcomes come back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syncd.simulators.jodo import DialPlan, DialResult, JodoSimulator
+from syncd.state.sqlite import SqliteStore
+from tests.conftest import drop_csv, jodo_full_config, run_cli
+from tests.test_jodo_outcomes_support import outcomes, records_by_phone, serve
+
+CSV = """id,phone,first,last
+L1,98200 00001,Asha,Rao
+L2,+91 98200 00002,Ravi,Iyer
+L3,0091-9820000003,Meera,Das
+"""
+
+
+async def test_pushed_leads_are_dialled_and_their_outcomes_and_recordings_land_in_the_store(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator(
+        dial=DialPlan(interval_s=0, retry_s=3600, recording_delay_s=None),
+        agents={"alice": 1, "bob": 1},
+    )
+    sim.script("00919820000001", DialResult("Connected", "Interested", final=True))
+    sim.script("00919820000002", DialResult("No Answer"))
+    sim.script("00919820000003", DialResult("Connected", "Not Interested", final=True))
+    with serve(sim) as jodo:
+        config = jodo_full_config(tmp_path, jodo.url)
+        drop_csv(tmp_path / "inbox", "leads.csv", CSV)
+        first = run_cli("run", "--once", "-c", str(config))
+        assert first.returncode == 0, first.stderr
+        assert "outcomes from jodo: 3 new or changed" in first.stdout
+
+        store = SqliteStore(tmp_path / "state" / "state.db")
+        await store.open()
+        try:
+            got = await outcomes(store)
+        finally:
+            await store.close()
+        held = records_by_phone(sim)
+        expected = {
+            "L1": ("connected", "Interested", "00919820000001"),
+            "L2": ("no_answer", "", "00919820000002"),
+            "L3": ("connected", "Not Interested", "00919820000003"),
+        }
+        for key, (status, disposition, number) in expected.items():
+            assert got[key]["status"] == status
+            assert got[key]["disposition"] == disposition
+            assert got[key]["call_id"] == held[number]["systemcallid"]
+            assert got[key]["agent"] == held[number]["agentlogin"] in ("alice", "bob")
+            assert got[key]["recording_url"] == ""  # the dialer has no recording yet
+
+        sim.publish_recordings()
+        second = run_cli("run", "--once", "-c", str(config))
+        assert second.returncode == 0, second.stderr
+        assert "outcomes from jodo: 3 new or changed" in second.stdout
+        explained = run_cli("explain", "L1", "-c", str(config))
+
+    store = SqliteStore(tmp_path / "state" / "state.db")
+    await store.open()
+    try:
+        got = await outcomes(store)
+    finally:
+        await store.close()
+    for o in got.values():
+        assert o["recording_url"] == sim.recording_path(o["call_id"]) != ""
+    assert sim.received() == {"L1": 1, "L2": 1, "L3": 1}  # nobody pushed twice
+    assert got["L1"]["recording_url"] in explained.stdout

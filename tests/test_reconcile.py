@@ -1,0 +1,62 @@
+"""Reconcile decisions, without I/O."""
+
+from __future__ import annotations
+
+from syncd.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.state.base import StoredLead
+
+
+def stored(
+    hash_: str = "h1",
+    *,
+    delivered: bool = True,
+    raw: str = "r1",
+    origin: str = "a.csv",
+    line: int = 5,
+    run: str = "run1",
+    klass: str = "new",
+    state: str = "delivered",
+) -> StoredLead:
+    return StoredLead(hash_, raw, state, origin, line, run, klass, delivered)
+
+
+def test_unknown_key_is_new() -> None:
+    assert decide(None, "h1", deleted=False) is Decision.NEW
+
+
+def test_same_content_is_unchanged_and_different_content_changed() -> None:
+    assert decide(stored("h1"), "h1", deleted=False) is Decision.UNCHANGED
+    assert decide(stored("h1"), "h2", deleted=False) is Decision.CHANGED
+
+
+def test_delete_of_a_lead_the_dialer_holds_is_deleted() -> None:
+    assert decide(stored("h1"), "hdel", deleted=True) is Decision.DELETED
+
+
+def test_delete_of_an_unknown_or_never_delivered_lead_is_skipped() -> None:
+    assert decide(None, "hdel", deleted=True) is Decision.SKIPPED
+    assert decide(stored("h1", delivered=False), "hdel", deleted=True) is Decision.SKIPPED
+
+
+def test_repeated_delete_is_unchanged() -> None:
+    assert decide(stored("hdel"), "hdel", deleted=True) is Decision.UNCHANGED
+
+
+def test_identical_raw_row_skips_normalization() -> None:
+    assert raw_unchanged(stored(raw="r1"), "r1")
+    assert not raw_unchanged(stored(raw="r1"), "r2")
+    assert not raw_unchanged(None, "r1")
+
+
+def test_a_key_repeated_later_in_the_same_file_supersedes_the_earlier_row() -> None:
+    earlier = stored(origin="a.csv", line=5, run="run1", klass="new")
+    repeat = superseded_by(earlier, "a.csv", "run1", 900)
+    assert repeat is not None and repeat.line == 5 and repeat.counted_as == "new"
+    assert superseded_by(earlier, "b.csv", "run1", 900) is None
+    assert superseded_by(earlier, "a.csv", "run2", 900).counted_as is None  # type: ignore[union-attr]
+
+
+def test_a_repeat_of_a_new_key_stays_new() -> None:
+    assert decide_repeat("new", stored("h1"), "h2", deleted=False) is Decision.NEW
+    assert decide_repeat("changed", stored("h2"), "h2", deleted=False) is Decision.CHANGED
+    assert decide_repeat(None, stored("h1"), "h1", deleted=False) is Decision.UNCHANGED

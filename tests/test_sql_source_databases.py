@@ -1,0 +1,153 @@
+"""The SQL source's paging on the real PostgreSQL and MariaDB: long ties, time types, quirks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from syncd.sources.sql import Position, SqlSource, SqlSourceConfig
+from tests.conftest import database_url
+from tests.test_sql_source import pull
+
+
+@dataclass
+class Db:
+    kind: str
+    url: str
+    engine: AsyncEngine
+    table: str
+
+    async def run(self, sql: str, params: Any = None) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text(sql.format(t=self.table)), params or {})
+
+    def source(self, **overrides: Any) -> SqlSource:
+        settings: dict[str, Any] = {
+            "name": "crm",
+            "url": self.url,
+            "query": f"SELECT * FROM {self.table}",
+            "key_column": "ref",
+            "cursor_column": "changed",
+            "page_size": 997,
+            **overrides,
+        }
+        return SqlSource(SqlSourceConfig(**settings), required_columns={"ref", "phone"})
+
+
+@pytest.fixture(params=["pg", "mysql"])
+async def db(request: pytest.FixtureRequest) -> AsyncIterator[Db]:
+    kind = str(request.param)
+    url = database_url("SYNCD_TEST_PG_URL" if kind == "pg" else "SYNCD_TEST_MYSQL_URL")
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    found = Db(kind, url, engine, f"crm_src_{uuid.uuid4().hex[:8]}")
+    try:
+        yield found
+    finally:
+        await found.run("DROP TABLE IF EXISTS {t}")
+        await engine.dispose()
+
+
+async def test_twenty_thousand_rows_with_one_change_time_arrive_once_in_key_order(
+    db: Db,
+) -> None:
+    changed = "timestamptz" if db.kind == "pg" else "DATETIME(6)"
+    # PostgreSQL keeps an instant (read back in UTC), MariaDB a wall-clock time.
+    at = datetime(2026, 11, 22, 10, 0, 0, 123456)
+    if db.kind == "pg":
+        at = at.replace(tzinfo=ZoneInfo("Asia/Kolkata"))
+    await db.run(
+        f"CREATE TABLE {{t}} (ref VARCHAR(12) PRIMARY KEY, phone VARCHAR(20), changed {changed})"
+    )
+    await db.run("CREATE INDEX {t}_sync ON {t} (changed, ref)")
+    await db.run(
+        "INSERT INTO {t} VALUES (:ref, :phone, :at)",
+        [{"ref": f"K{i:06d}", "phone": "9820012345", "at": at} for i in range(20_000)],
+    )
+
+    got = await pull(db.source(), None)
+
+    assert got.failed is None
+    assert [r["ref"] for r in got.rows] == [f"K{i:06d}" for i in range(20_000)]
+    assert len(got.cursors) == 21  # 20 full pages of 997 and the rest
+    last = Position.from_json(got.cursor)
+    assert last is not None and last.key == "K019999"
+    if db.kind == "pg":
+        assert got.rows[0]["changed"] == "2026-11-22T04:30:00.123456+00:00"  # in UTC
+    else:
+        assert got.rows[0]["changed"] == "2026-11-22T10:00:00.123456"
+
+    again = await pull(db.source(overlap_s=0), got.cursor)
+    assert [r["ref"] for r in again.rows] == [r["ref"] for r in got.rows]  # same instant: re-read
+
+
+async def test_a_crashed_pull_resumes_inside_a_run_of_equal_times(db: Db) -> None:
+    await db.run("CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE)")
+    await db.run(
+        "INSERT INTO {t} VALUES (:ref, :phone, :day)",
+        [{"ref": i, "phone": "9820012345", "day": _day(i // 1500)} for i in range(1, 5001)],
+    )
+    source = db.source(overlap_s=0, page_size=400)
+    complete = await pull(source, None)
+    committed = complete.cursors[5]  # died after six pages: inside the second day
+
+    resumed = await pull(db.source(overlap_s=0, page_size=400), committed)
+
+    seen = {int(r["ref"]) for r in complete.rows[: 6 * 400]}
+    assert seen | {int(r["ref"]) for r in resumed.rows} == set(range(1, 5001))
+    assert min(int(r["ref"]) for r in resumed.rows) == 1500  # from the start of that day
+
+
+async def test_messy_values_become_text_rows(db: Db) -> None:
+    if db.kind == "pg":
+        ddl = (
+            "CREATE TABLE {t} (ref BIGINT PRIMARY KEY, phone NUMERIC(14), flag BOOLEAN,"
+            " phones TEXT[], extra JSONB, changed TIMESTAMP)"
+        )
+        row = {"phones": ["022 2345 6789", "98200 12345"], "flag": True, "extra": '{"a": 1}'}
+        insert = (
+            "INSERT INTO {t} VALUES (1, 919820012345, :flag, :phones, CAST(:extra AS jsonb), now())"
+        )
+    else:
+        ddl = (
+            "CREATE TABLE {t} (ref BIGINT PRIMARY KEY, phone DOUBLE, flag BIT(1),"
+            " phones VARCHAR(80), extra JSON, changed DATETIME)"
+        )
+        row = {"phones": "022 2345 6789; 98200 12345", "flag": 1, "extra": '{"a": 1}'}
+        insert = "INSERT INTO {t} VALUES (1, 919820012345, :flag, :phones, :extra, NOW())"
+    await db.run(ddl)
+    await db.run(insert, row)
+
+    (got,) = (await pull(db.source(), None)).rows
+
+    assert got["ref"] == "1" and got["phone"] == "919820012345"
+    assert got["flag"] in ("true", "1")
+    assert "022 2345 6789" in got["phones"] and "98200 12345" in got["phones"]
+    assert got["extra"].replace(" ", "") == '{"a":1}'
+
+
+async def test_a_query_returning_a_column_twice_fails_the_pull_naming_it(db: Db) -> None:
+    await db.run("CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE)")
+    query = (
+        f"SELECT a.ref, a.phone, a.changed, b.phone FROM {db.table} a"
+        f" JOIN {db.table} b ON b.ref = a.ref"
+    )
+
+    got = await pull(db.source(query=query), None)
+
+    assert got.failed is not None and "phone" in got.failed
+    if db.kind == "pg":
+        assert "twice" in got.failed and "alias" in got.failed
+    else:  # MariaDB refuses the derived table itself
+        assert got.failed.startswith("cannot read the database: Duplicate column name")
+
+
+def _day(n: int) -> date:
+    return date(2026, 11, 1) + timedelta(days=n)

@@ -1,0 +1,88 @@
+"""The SQLite store's outbox semantics: claim, complete, retry, and changes while in flight."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from syncd.model import Action, ResultKind
+from syncd.state.base import ChunkWrite, Completion, LeadWrite
+from syncd.state.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "state.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def enqueue(store: SqliteStore, key: str, hash_: str, cursor: str | None = None) -> None:
+    write = ChunkWrite("run1", "crm", "a.csv", cursor=cursor)
+    write.leads["jodo"] = [
+        LeadWrite(key, hash_, "raw", f'{{"key":"{key}","phone":"+1"}}', Action.UPSERT, "new", 2)
+    ]
+    await store.apply_chunk(write)
+
+
+async def test_leads_and_cursor_commit_together(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1", cursor='{"line": 2}')
+    assert await store.get_cursor("crm") == '{"line": 2}'
+    assert (await store.counts())["jodo"]["pending"] == 1
+
+
+async def test_a_claimed_lead_is_not_claimed_twice(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1")
+    first = await store.claim("jodo", 10, 60)
+    second = await store.claim("jodo", 10, 60)
+    assert [q.key for q in first] == ["L1"] and second == []
+    assert first[0].attempts == 1
+
+
+async def test_a_change_while_in_flight_goes_back_to_the_outbox(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1")
+    [claimed] = await store.claim("jodo", 10, 60)
+    await enqueue(store, "L1", "h2")  # the CRM changed it meanwhile
+    assert await store.claim("jodo", 10, 60) == []  # still with its worker
+    await store.complete("jodo", [Completion("L1", claimed.hash, ResultKind.DELIVERED)])
+    [again] = await store.claim("jodo", 10, 60)
+    assert again.hash == "h2" and again.delivered_hash == "h1"
+
+
+async def test_retry_waits_for_its_time_and_failed_is_a_dead_letter(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1")
+    await store.claim("jodo", 10, 60)
+    await store.complete(
+        "jodo", [Completion("L1", "h1", ResultKind.RETRY, "HTTP 503", next_at=time.time() + 60)]
+    )
+    assert await store.claim("jodo", 10, 60) == []
+    assert (await store.next_due("jodo") or 0) > time.time() + 50
+    await store.complete("jodo", [Completion("L1", "h1", ResultKind.RETRY, "HTTP 503", final=True)])
+    assert (await store.counts())["jodo"]["failed"] == 1
+    assert await store.failure_reasons() == [("jodo", "HTTP 503", 1)]
+    assert await store.retry_failed("jodo", reason="503") == 1
+    assert [q.key for q in await store.claim("jodo", 10, 60)] == ["L1"]
+
+
+async def test_orphaned_leases_return_to_the_outbox(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1")
+    await store.claim("jodo", 10, 60)
+    assert await store.release_inflight() == 1
+    [again] = await store.claim("jodo", 10, 60)
+    assert again.attempts == 1  # a crash is not the lead's fault
+
+
+async def test_newer_schema_than_this_syncd_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from syncd.errors import StoreError
+
+    db = tmp_path / "future.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version=999")
+    with pytest.raises(StoreError, match="newer than this syncd"):
+        await SqliteStore(db).open()

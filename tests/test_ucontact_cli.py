@@ -1,0 +1,238 @@
+"""uContact end to end through the CLI: run --once, dial, run again; kill -9 mid-upload."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT, cli_env, drop_csv, run_cli
+from tests.test_ucontact_support import CAMPAIGN, dialled, served, uy
+
+CONFIG = """\
+[state]
+path = "{state}"
+
+[log]
+level = "info"
+format = "json"
+
+[[sources]]
+name = "crm"
+kind = "csv_drop"
+inbox = "{inbox}"
+
+[[sinks]]
+name = "uc"
+kind = "ucontact"
+url = "{url}"
+user = "api"
+password = "env:TEST_UCONTACT_PASSWORD"
+campaign = "Ventas->"
+dial_format = "00"
+timeout_s = {timeout_s}
+settle_s = {settle_s}
+retry_base_s = 0.1
+retry_max_s = 0.5
+backup_records_url = "{url}/backup"
+[sinks.dnc]
+field = "dnc"
+
+[[routes]]
+source = "crm"
+sink = "uc"
+default_region = "UY"
+[routes.map]
+key = "id"
+phone = "phone"
+first_name = "first"
+call_at = "callback"
+deleted = "gone"
+[routes.map.fields]
+note = "note"
+dnc = "dnc"
+"""
+
+HEADER = "id,first,phone,note,dnc,callback,gone\n"
+
+
+def write_config(tmp_path: Path, url: str, timeout_s: float = 5.0, settle_s: float = 1.0) -> Path:
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    path = tmp_path / "syncd.toml"
+    path.write_text(
+        CONFIG.format(
+            state=tmp_path / "state" / "state.db",
+            inbox=tmp_path / "inbox",
+            url=url,
+            timeout_s=timeout_s,
+            settle_s=settle_s,
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def env() -> dict[str, str]:
+    return cli_env(TEST_UCONTACT_PASSWORD="secret")
+
+
+def once(config: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("run", "--once", "-c", str(config), env=env())
+
+
+def stored(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_run_once_uploads_then_a_second_run_turns_calls_into_outcomes(tmp_path: Path) -> None:
+    with served(outcomes={"ANSWERED": 1.0}, recording_places=("backup_day",)) as (sim, url):
+        config = write_config(tmp_path, url)
+        drop_csv(
+            tmp_path / "inbox",
+            "leads.csv",
+            HEADER
+            + f'A1,Ana,{uy(1)},"call at 10:30; floor=2",,,\n'
+            + f"A2,Bruno,{uy(2)},,,2031-05-04 12:00:00,\n"
+            + f"A3,Carla,{uy(3)},,yes,,\n",
+        )
+        first = once(config)
+        assert first.returncode == 0, first.stderr
+        [upload] = sim.uploads_made()
+        assert upload["text"] == (
+            f"{CAMPAIGN};{dialled(1)};crmkey=A1:first_name=Ana:note=call at 10.30, floor-2;\n"
+        )
+        assert [s["phone"] for s in sim.scheduled()] == [dialled(2)]
+        assert sim.snapshot()["campaigns"][CAMPAIGN]["blacklist"] == [dialled(3)]
+
+        assert sim.dial_now() == 2
+        second = once(config)
+        assert second.returncode == 0, second.stderr
+        assert "outcomes from uc: 2 new or changed" in second.stdout
+        rows = stored(
+            tmp_path, "SELECT key, status, attempts, call_id, recording_url FROM outcomes"
+        )
+        calls = {r["destination"]: r for r in sim.records()}
+        by_key = {r[0]: r for r in rows}
+        assert set(by_key) == {"A1", "A2"}
+        guid = calls[dialled(1)]["guid"]
+        day = calls[dialled(1)]["calldate"][:10].replace("-", "")
+        assert by_key["A1"][1:] == (
+            "connected",
+            1,
+            guid,
+            f"{url}/backup/records/{day}/{guid}.mp3",
+        )
+        assert sim.snapshot()["sessions_active"] == 0  # each run ended its session
+
+
+def test_a_lead_deleted_in_the_crm_is_removed_from_the_campaign(tmp_path: Path) -> None:
+    with served() as (sim, url):
+        config = write_config(tmp_path, url)
+        drop_csv(tmp_path / "inbox", "a.csv", HEADER + f"A1,Ana,{uy(1)},,,,\nA2,Bo,{uy(2)},,,,\n")
+        assert once(config).returncode == 0
+        drop_csv(tmp_path / "inbox", "b.csv", HEADER + f"A1,Ana,{uy(1)},,,,1\n")
+        result = once(config)
+        assert result.returncode == 0, result.stderr
+        listed = sim.dial_list()
+        assert listed[dialled(1)]["present"] == 0
+        assert listed[dialled(2)]["present"] == 1
+        assert stored(tmp_path, "SELECT state FROM leads WHERE key = 'A1'") == [("removed",)]
+
+
+def test_kill_9_between_upload_and_answer_then_rerun_leaves_each_lead_once(
+    tmp_path: Path,
+) -> None:
+    n = 20
+    with served(upload_answer_delay_s=2.0) as (sim, url):
+        # A file sent just before the kill may still land: the rerun waits settle_s first.
+        config = write_config(tmp_path, url, timeout_s=30.0, settle_s=0.5)
+        rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env(),
+            cwd=ROOT,
+        )
+        # The dialer has taken the file; syncd is waiting for its answer.
+        wait_for(lambda: any(u["accepted"] for u in sim.uploads_made()))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(0,)]
+
+        sim.apply_settings({"upload_answer_delay_s": 0.0})
+        result = once(config)
+        assert result.returncode == 0, result.stderr
+        assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(n,)]
+        sim.dial_now()
+        listed = sim.dial_list()
+        assert set(listed) == {dialled(i) for i in range(1, n + 1)}
+        for number, seen in listed.items():
+            assert seen["added"] == 2, number  # the killed run's file did reach the dialer
+            assert seen["peak"] == 1, number  # but never twice in the list
+            assert seen["dialed"] == 1, number  # and nobody was called twice
+        assert sim.snapshot()["requests"]["Dialers/RemoveContact"] == n
+
+
+def test_the_example_config_passes_check() -> None:
+    result = run_cli(
+        "check",
+        "-c",
+        str(ROOT / "config" / "ucontact.example.toml"),
+        env=cli_env(UCONTACT_PASSWORD="x"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok: 1 source(s), 1 sink(s)" in result.stdout
+
+
+def test_syncd_simulate_ucontact_serves_the_api(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "simulate", "ucontact", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+        cwd=ROOT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(base + "/_sim/state", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(up, timeout=30)
+        request = urllib.request.Request(
+            base + "/Integra/resources/auth/getUserToken",
+            data=b"user=api&password=secret",
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert isinstance(json.loads(r.read())[-1], str)
+    finally:
+        proc.terminate()
+        proc.wait(10)
