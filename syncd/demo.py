@@ -82,6 +82,7 @@ server_timezone = "Asia/Kolkata"
 dial_format = "e164"
 batch_size = 100
 cdr_lookback_s = 3600
+cdr_delay_s = 1  # the demo simulator writes call records at once
 
 [[routes]]
 source = "crm-export"

@@ -38,16 +38,6 @@ def test_after_kill_9_and_a_restart_nothing_is_lost_or_doubled(
         point, tmp_path, dialer=dialer, leads=LEADS, chunk_rows=CHUNK_ROWS, batch_size=BATCH
     )
 
-    twice = ("dialer holds leads twice", "the dialer's view")
-    if (
-        dialer == "ucontact"
-        and result.problems
-        and all(p.startswith(twice) for p in result.problems)
-    ):
-        # Known and reported: a kill after uContact took an upload but before syncd
-        # recorded it makes the restart upload those leads again; the dialer has already
-        # dialled them, so removing them first finds nothing and they are called twice.
-        pytest.xfail(f"uContact re-upload after a crash calls leads twice: {result.problems}")
     assert result.ok, "\n".join(result.problems)
     if point.stage in ("pull", "push", "poll"):
         assert result.killed, "the kill point was never reached"

@@ -40,6 +40,7 @@ campaign = "Ventas->"
 dial_format = "00"
 timeout_s = {timeout_s}
 settle_s = {settle_s}
+cdr_delay_s = 0.2
 retry_base_s = 0.1
 retry_max_s = 0.5
 backup_records_url = "{url}/backup"
@@ -191,6 +192,41 @@ def test_kill_9_between_upload_and_answer_then_rerun_leaves_each_lead_once(
             assert seen["peak"] == 1, number  # but never twice in the list
             assert seen["dialed"] == 1, number  # and nobody was called twice
         assert sim.snapshot()["requests"]["Dialers/RemoveContact"] == n
+
+
+def test_kill_9_after_the_upload_landed_and_was_dialled_then_rerun_calls_nobody_twice(
+    tmp_path: Path,
+) -> None:
+    n = 10
+    with served(upload_answer_delay_s=2.0) as (sim, url):
+        config = write_config(tmp_path, url, timeout_s=30.0, settle_s=0.5)
+        rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env(),
+            cwd=ROOT,
+        )
+        wait_for(lambda: any(u["accepted"] for u in sim.uploads_made()))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        # While syncd is down the dialer calls everyone: their numbers leave the list,
+        # so removing them first would find nothing.
+        sim.dial_now()
+
+        sim.apply_settings({"upload_answer_delay_s": 0.0})
+        result = once(config)
+        assert result.returncode == 0, result.stderr
+        assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(n,)]
+        sim.dial_now()
+        listed = sim.dial_list()
+        for number, seen in listed.items():
+            assert seen == {"present": 0, "added": 1, "peak": 1, "dialed": 1}, number
+        assert len(sim.uploads_made()) == 1
+        explained = run_cli("explain", "L1", "-c", str(config), env=env())
+        assert "reached the dialer and was dialled" in explained.stdout, explained.stdout
 
 
 def test_the_example_config_passes_check() -> None:

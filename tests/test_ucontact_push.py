@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from syncd.model import Action
-from tests.test_ucontact_support import CAMPAIGN, dialled, queued, served, sink_on, uy
+from tests.test_ucontact_support import (
+    CAMPAIGN,
+    dialled,
+    push_until_done,
+    queued,
+    served,
+    sink_on,
+    uy,
+)
 
 
 def kinds(results: list) -> dict[str, str]:  # type: ignore[type-arg]
@@ -162,14 +170,67 @@ async def test_a_deleted_scheduled_lead_has_its_schedule_removed(tmp_path: Path)
         assert sim.snapshot()["requests"]["Dialers/RemoveScheduleDialerCall"] == 1
 
 
-async def test_a_retried_lead_is_removed_before_it_is_sent_again(tmp_path: Path) -> None:
+async def test_a_retried_lead_not_yet_dialled_is_removed_before_it_is_sent_again(
+    tmp_path: Path,
+) -> None:
     with served() as (sim, url):
         async with sink_on(url, tmp_path) as sink:
             await sink.push([queued("K1", uy(1))])
-            # The first answer was lost: the outbox hands the lead over again.
-            results = await sink.push([queued("K1", uy(1), attempts=2)])
-        assert kinds(results) == {"K1": "delivered"}
+            # The first answer was lost: the outbox hands the same version over again.
+            rounds = await push_until_done(sink, [queued("K1", uy(1), attempts=2)])
+        # Removed, then re-sent once no call record showed it had been dialled.
+        assert [kinds(r) for r in rounds] == [{"K1": "retry"}, {"K1": "delivered"}]
+        assert "cdr_delay_s" in rounds[0][0].reason
         assert sim.dial_list()[dialled(1)] == {"present": 1, "added": 2, "peak": 1, "dialed": 0}
+
+
+async def test_a_retried_lead_already_dialled_is_delivered_without_a_second_upload(
+    tmp_path: Path,
+) -> None:
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path) as sink:
+            await sink.push([queued("K1", uy(1))])
+            sim.dial_now()  # the dialer called it: the number has left the dial list
+            # The first answer was lost: the outbox hands the same version over again.
+            results = await sink.push([queued("K1", uy(1), attempts=2)])
+            history = await sink.ctx.store.lead_history("K1")  # type: ignore[attr-defined]
+        assert kinds(results) == {"K1": "delivered"}
+        assert sim.dial_list()[dialled(1)] == {"present": 0, "added": 1, "peak": 1, "dialed": 1}
+        requests = sim.snapshot()["requests"]
+        assert requests["Dialers/uploadbase"] == 1
+        assert "Dialers/RemoveContact" not in requests  # the dialer's own retries are left alone
+        (event,) = [e for e in history["events"] if e["kind"] == "ucontact.already_dialled"]
+        assert "was dialled" in event["detail"] and "not sent again" in event["detail"]
+
+
+async def test_a_call_record_from_before_the_upload_does_not_count_as_its_call(
+    tmp_path: Path,
+) -> None:
+    with served() as (sim, url):
+        earlier = datetime.now(UTC) - timedelta(minutes=10)
+        sim.add_record(dialled(1), calldate=earlier.strftime("%Y-%m-%d %H:%M:%S"))
+        async with sink_on(url, tmp_path) as sink:
+            await sink.push([queued("K1", uy(1))])
+            rounds = await push_until_done(sink, [queued("K1", uy(1), attempts=2)])
+        assert kinds(rounds[-1]) == {"K1": "delivered"}
+        assert sim.dial_list()[dialled(1)] == {"present": 1, "added": 2, "peak": 1, "dialed": 0}
+
+
+async def test_a_call_made_just_before_the_removal_is_found_once_its_record_appears(
+    tmp_path: Path,
+) -> None:
+    # Records are written when a call ends: the re-send waits cdr_delay_s after the removal.
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path, cdr_delay_s=0.5) as sink:
+            await sink.push([queued("K1", uy(1))])
+            first = await sink.push([queued("K1", uy(1), attempts=2)])
+            assert kinds(first) == {"K1": "retry"}  # removed; no record yet
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            sim.add_record(dialled(1), calldate=now, status="ANSWERED")  # a call, written late
+            await asyncio.sleep(first[0].retry_after or 0)
+            second = await sink.push([queued("K1", uy(1), attempts=3)])
+        assert kinds(second) == {"K1": "delivered"}
+        assert sim.snapshot()["requests"]["Dialers/uploadbase"] == 1
 
 
 async def test_a_changed_number_replaces_the_old_one_in_the_dial_list(tmp_path: Path) -> None:
@@ -192,11 +253,13 @@ async def test_a_read_timeout_after_the_server_took_the_upload_does_not_dial_twi
             assert sim.dial_list()[dialled(1)]["present"] == 1  # the server has them anyway
             sim.apply_settings({"upload_answer_delay_s": 0.0})
             await asyncio.sleep(first[0].retry_after or 0)
-            second = await sink.push(
-                [queued("K1", uy(1), attempts=2), queued("K2", uy(2), attempts=2)]
+            rounds = await push_until_done(
+                sink, [queued("K1", uy(1), attempts=2), queued("K2", uy(2), attempts=2)]
             )
-        assert kinds(second) == {"K1": "delivered", "K2": "delivered"}
+        assert kinds(rounds[-1]) == {"K1": "delivered", "K2": "delivered"}
         assert sim.snapshot()["requests"]["Dialers/RemoveContact"] == 2
+        # One read of the call records serves the whole batch, per check.
+        assert sim.snapshot()["requests"]["Cdr/getrecords"] == 2
         sim.dial_now()
         for n in (1, 2):
             assert sim.dial_list()[dialled(n)] == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
@@ -51,6 +52,7 @@ def sink_config(url: str, **overrides: Any) -> UContactSinkConfig:
         "retry_base_s": 0.05,
         "retry_max_s": 0.2,
         "timeout_s": 5.0,
+        "cdr_delay_s": 0.0,  # the served simulator writes call records at once
         "backup_records_url": f"{url}/backup",
         **overrides,
     }
@@ -93,7 +95,8 @@ def queued(
     return QueuedLead(
         sink="uc",
         key=key,
-        hash="h-" + key,
+        # A version's hash follows its content, as the reconciler's does.
+        hash=f"h-{key}-" + hashlib.sha256(repr(body).encode()).hexdigest()[:12],
         action=action,
         lead=body,
         attempts=attempts,

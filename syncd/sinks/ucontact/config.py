@@ -52,6 +52,10 @@ class UContactSinkConfig(SinkConfig):
     cdr_page_size: int = Field(50, ge=1, le=1000)
     cdr_lookback_s: float = Field(86_400.0, gt=0)  # first poll: how far back to read
     cdr_overlap_s: float = Field(900.0, ge=0)  # re-read window for records written late
+    # how long after a call starts its record can still appear (the call's length plus
+    # the server's delay): an upload syncd could not confirm is re-sent only when no
+    # record showed up this long after its number was removed
+    cdr_delay_s: float = Field(300.0, ge=0)
     # extra CDR status -> call status, e.g. { CANCEL = "dropped" }
     status_map: dict[str, CallStatus] = Field(default_factory=dict)
     # recordings

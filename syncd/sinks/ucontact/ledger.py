@@ -3,12 +3,15 @@
 uContact gives a dialled contact no id of its own: a contact is a number in a
 campaign. So the sink remembers, per lead key, the number (and schedule) it last
 placed, and whether the dialer holds it: yes (a ``1`` answered the add), no (never
-added, refused, or removed with a ``1``), or maybe. Each add or removal is written
-*before* its call (``late`` = what the call may still do, ``at`` = when it went
-out) and its outcome after, so a crash mid-call leaves a record that says so. A
-retry can then remove exactly what the dialer may hold before sending again, and
-a removal knows which number to take out even though a deleted lead carries no
-phone. A number -> key index lets call records find their lead.
+added, refused, or removed with a ``1``), or maybe; also which version of the lead
+that add carried and when it went out, so that a re-send of the same version can
+first look for the call the add may already have caused (see ``dialled``). Each
+add or removal is written *before* its call (``late`` = what the call may still
+do, ``at`` = when it went out) and its outcome after, so a crash mid-call leaves a
+record that says so. A retry can then remove exactly what the dialer may hold
+before sending again, and a removal knows which number to take out even though a
+deleted lead carries no phone. A number -> key index lets call records find their
+lead.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class Placed:
     late: str | None = None  # add | remove: a call that may still take effect
     at: float | None = None  # when that call went out (epoch seconds)
     until: float | None = None  # when its effect is taken to have landed; None: unknown
+    hash: str | None = None  # the lead version the last add carried
+    added_at: float | None = None  # when that add went out; kept once it is answered
+    check_at: float | None = None  # removed to re-send: look for its call records from then
 
     def to_text(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -58,6 +64,9 @@ class Placed:
                 late=str(late) if late in (ADD, REMOVE) else None,
                 at=_number(data.get("at")),
                 until=_number(data.get("until")),
+                hash=str(data["hash"]) if data.get("hash") else None,
+                added_at=_number(data.get("added_at")),
+                check_at=_number(data.get("check_at")),
             )
         except (ValueError, KeyError, TypeError):
             return None

@@ -84,6 +84,50 @@ def disposition_of(record: dict[str, Any]) -> str:
     return first(record, "typification", "dispositionname", "tipificacion")
 
 
+async def call_records(
+    client: UContactClient,
+    cfg: UContactSinkConfig,
+    start: datetime,
+    end: datetime,
+    log: Any,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Yield the campaign's call records between two times, page by page."""
+    flt = {
+        "calldatei": server_time(start, cfg.server_timezone),
+        "calldatef": server_time(end, cfg.server_timezone),
+        "agent": "",
+        "campaign": cfg.campaign,
+        "source": "",
+        "destination": "",
+        "data": "",
+        "range": "",
+        "rating": "",
+        "mindur": "",
+        "exclude": "",
+        "type": "record",
+        "cont": "",
+    }
+    lastrow, previous = 0, None
+    while True:
+        form = {
+            "lastrow": str(lastrow),
+            "searchLimit": str(cfg.cdr_page_size),
+            "filter": json.dumps(flt),
+            "Random": "1",
+        }
+        page = rows_of(await client.json("Cdr/getrecords", form, empty=[]))
+        ids = [first(r, "guid", "uniqueid") for r in page]
+        if page and ids == previous:
+            # A server that ignores lastrow would page forever.
+            log.warning("sink.poll.paging_ignored", lastrow=lastrow)
+            return
+        yield page
+        if len(page) < cfg.cdr_page_size:
+            return
+        lastrow += cfg.cdr_page_size
+        previous = ids
+
+
 @dataclass
 class _Hit:
     """The newest record of one lead in this poll and the new call ids seen for it."""
@@ -127,7 +171,7 @@ class CdrPoller:
         hits: dict[str, _Hit] = {}
         newest = cursor
         pages = records = 0
-        async for page in self._pages(start, now + CLOCK_SKEW):
+        async for page in call_records(self.client, cfg, start, now + CLOCK_SKEW, self.log):
             pages += 1
             for record in page:
                 records += 1
@@ -152,43 +196,6 @@ class CdrPoller:
             "sink.poll.done", pages=pages, records=records, leads=len(hits), changed=changed
         )
         return changed
-
-    async def _pages(self, start: datetime, end: datetime) -> AsyncIterator[list[dict[str, Any]]]:
-        cfg = self.cfg
-        flt = {
-            "calldatei": server_time(start, cfg.server_timezone),
-            "calldatef": server_time(end, cfg.server_timezone),
-            "agent": "",
-            "campaign": cfg.campaign,
-            "source": "",
-            "destination": "",
-            "data": "",
-            "range": "",
-            "rating": "",
-            "mindur": "",
-            "exclude": "",
-            "type": "record",
-            "cont": "",
-        }
-        lastrow, previous = 0, None
-        while True:
-            form = {
-                "lastrow": str(lastrow),
-                "searchLimit": str(cfg.cdr_page_size),
-                "filter": json.dumps(flt),
-                "Random": "1",
-            }
-            page = rows_of(await self.client.json("Cdr/getrecords", form, empty=[]))
-            ids = [first(r, "guid", "uniqueid") for r in page]
-            if page and ids == previous:
-                # A server that ignores lastrow would page forever.
-                self.log.warning("sink.poll.paging_ignored", lastrow=lastrow)
-                return
-            yield page
-            if len(page) < cfg.cdr_page_size:
-                return
-            lastrow += cfg.cdr_page_size
-            previous = ids
 
     async def _take(
         self,

@@ -13,6 +13,12 @@ lead (the ledger) and follows three rules:
 3. A removal counts once it is answered. A removal that got no answer, even if a
    repeat of it was answered, holds the lead back for ``settle_s`` too, so that
    it cannot land after the lead's new upload and take it out.
+4. The same version sent again after an add nobody confirmed (rule 2, or a crash
+   after the add was answered but before the push was recorded) may already have
+   been dialled, and a dialled number is no longer in the list to remove. So the
+   call records decide: a call since the add means it was delivered, and it is not
+   sent again; otherwise the number is removed and, once ``cdr_delay_s`` has shown
+   no call made before that removal, the lead is added again.
 
 Every add and removal is written to the ledger before its call and its outcome
 after it, so a crash mid-call is a call without an answer (rule 2).
@@ -32,6 +38,7 @@ from syncd.errors import PermanentError, RetryableError, SinkConfigError, Vendor
 from syncd.model import PushResult, QueuedLead
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
+from syncd.sinks.ucontact.dialled import DialledCheck
 from syncd.sinks.ucontact.ledger import (
     ADD,
     BASE,
@@ -44,11 +51,13 @@ from syncd.sinks.ucontact.ledger import (
     Ledger,
     Placed,
 )
+from syncd.sinks.ucontact.outcomes import first
 from syncd.sinks.ucontact.settle import plan_add, plan_delete
 from syncd.sinks.ucontact.wire import Call, black_json, schedule_json, task_json, upload_file
 from syncd.state.base import StateStore
 
 CALL_CONCURRENCY = 4  # single calls (removals, schedules, blacklist) in flight per batch
+SETTLING = "an earlier call for this lead got no answer and may still take effect (settle_s)"
 WIDE_FROM, WIDE_TO = "2000-01-01 00:00:00", "2099-12-31 23:59:59"  # schedule of unknown date
 
 
@@ -97,25 +106,30 @@ class Placer:
     def _plan_args(self) -> dict[str, float]:
         return {"timeout_s": self.cfg.timeout_s, "settle_s": self.settle_s}
 
-    def _defer(self, q: QueuedLead, until: float) -> PushResult:
+    def _defer(self, q: QueuedLead, until: float, why: str = "") -> PushResult:
+        """Return a retry for when ``until`` has passed, saying why (default: settle_s)."""
         wait = max(until - time.time(), 0.05)
         self.log.debug("sink.push.settling", key=q.key, wait_s=round(wait, 3))
-        return PushResult.retry(
-            q.key,
-            f"waiting {wait:.1f}s: an earlier call for this lead got no answer and may "
-            "still take effect (settle_s)",
-            wait,
-        )
+        why = why or SETTLING
+        return PushResult.retry(q.key, f"waiting {wait:.1f}s: {why}", wait)
 
-    async def prepare(self, q: QueuedLead, destination: str | None) -> PushResult | None:
-        """Return None once the lead may be added; else why it waits or must be retried.
+    async def prepare(
+        self, q: QueuedLead, destination: str | None, dialled: DialledCheck | None = None
+    ) -> PushResult | None:
+        """Return None once the lead may be added; else why it waits, is retried or is done.
 
         Removes (answered) what the dialer may hold of the lead, and ``destination``
         when another lead's record holds it: in a campaign a number is one contact,
-        and the lead sent last owns it.
+        and the lead sent last owns it. ``dialled`` shares one read of the call
+        records among a batch's leads (rule 4).
         """
         now = time.time()
         own = await self._own(q)
+        if own is not None and _unconfirmed(own, q):
+            verdict = await self._confirm(q, own, now, dialled or self.dialled_check())
+            if verdict is not None:
+                return verdict
+            own = await self.ledger.placed(q.key)
         targets: list[Placed] = []
         own_is_target = False
         if own is not None:
@@ -149,6 +163,61 @@ class Placer:
             detail = f"number now belongs to lead {q.key}"
             await self.store.add_event(self.name, taken_from, "ucontact.number_taken", detail)
         return blocked
+
+    def dialled_check(self) -> DialledCheck:
+        """Return a fresh call-record check, to be shared by the leads of one batch."""
+        return DialledCheck(self.cfg, self.client, self.log)
+
+    async def _confirm(
+        self, q: QueuedLead, own: Placed, now: float, dialled: DialledCheck
+    ) -> PushResult | None:
+        """Return None when the lead is to be added again; else its wait, retry or delivery.
+
+        Rule 4: the lead's last add carried this very version and nobody confirmed
+        it reached the dialer and was not yet dialled.
+        """
+        plan = plan_add(own, now, **self._plan_args())
+        if plan.record is not None:
+            own = plan.record
+            await self.ledger.mark(q.key, own)
+        if plan.wait_until is not None:
+            return self._defer(q, plan.wait_until)
+        if own.check_at is not None and now < own.check_at:
+            return self._defer(q, own.check_at, "its call records may still appear (cdr_delay_s)")
+        call = await dialled.call_after_upload(own)
+        if call is not None:
+            return await self._already_dialled(q, own, call)
+        if own.check_at is not None:
+            # Removed, and no call was made before the removal: nothing holds it.
+            await self.ledger.mark(q.key, replace(own, held=NO, check_at=None))
+            return None
+        if await self._owns(q.key, own.destination):
+            blocked = await self._remove_first(q, own, [own], own_is_target=True)
+            if blocked is not None:
+                return blocked
+        own = await self.ledger.placed(q.key) or own
+        check_at = time.time() + self.cfg.cdr_delay_s
+        await self.ledger.mark(q.key, replace(own, held=NO, check_at=check_at))
+        return self._defer(q, check_at, "its call records may still appear (cdr_delay_s)")
+
+    async def _already_dialled(
+        self, q: QueuedLead, own: Placed, call: dict[str, Any]
+    ) -> PushResult:
+        """Return the lead as delivered: the unconfirmed add landed and was dialled."""
+        # Not removed yet: the dialer may still hold it for its own retries.
+        held = MAYBE if own.check_at is None else NO
+        await self.ledger.mark(
+            q.key, replace(own, held=held, late=None, at=None, until=None, check_at=None)
+        )
+        sent = datetime.fromtimestamp(own.added_at or 0, UTC).isoformat(timespec="seconds")
+        detail = (
+            f"the upload of {sent} reached the dialer and was dialled "
+            f"(call {first(call, 'guid', 'uniqueid')} at {first(call, 'calldate')}, "
+            f"{first(call, 'disposition', 'status') or 'no status'}); not sent again"
+        )
+        await self.store.add_event(self.name, q.key, "ucontact.already_dialled", detail)
+        self.log.info("sink.push.already_dialled", key=q.key)
+        return PushResult.delivered(q.key, own.destination)
 
     async def _remove_first(
         self, q: QueuedLead, own: Placed | None, targets: list[Placed], own_is_target: bool
@@ -303,7 +372,7 @@ class Placer:
                 "Dialers/DialerTask",
                 {"call": task_json(campaign, call, self.cfg.task_source)},
             )
-        sending = _sending(call, mode)
+        sending = _sending(q, call, mode)
         await self.ledger.place(q.key, sending, _numbers(q, call))
 
         async def send() -> bool:
@@ -323,8 +392,9 @@ class Placer:
 
     async def upload(self, uploads: list[tuple[QueuedLead, Call]]) -> list[PushResult]:
         """Return the results of sending leads in one uploadbase file."""
+        dialled = self.dialled_check()
         prepared = await asyncio.gather(
-            *(guard(q, self.prepare(q, call.destination)) for q, call in uploads),
+            *(guard(q, self.prepare(q, call.destination, dialled)) for q, call in uploads),
             return_exceptions=True,
         )
         results: list[PushResult] = []
@@ -352,7 +422,7 @@ class Placer:
             by_number[call.destination] = (q, call)
         sent: list[tuple[QueuedLead, Placed]] = []
         for q, call in ready:  # in order, so the number index ends with each number's owner
-            placed = _sending(call, BASE)
+            placed = _sending(q, call, BASE)
             await self.ledger.place(q.key, placed, _numbers(q, call))
             sent.append((q, placed))
         answer = await self._added(sent, self._upload([call for _, call in by_number.values()]))
@@ -430,8 +500,9 @@ async def guard(q: QueuedLead, step: Awaitable[PushResult | None]) -> PushResult
         return PushResult.retry(q.key, str(exc))
 
 
-def _sending(call: Call, mode: str) -> Placed:
+def _sending(q: QueuedLead, call: Call, mode: str) -> Placed:
     """Return the record written before an add call: maybe held, the add may land late."""
+    now = time.time()
     return Placed(
         call.destination,
         list(call.alternatives),
@@ -439,8 +510,21 @@ def _sending(call: Call, mode: str) -> Placed:
         call.calldate,
         held=MAYBE,
         late=ADD,
-        at=time.time(),
+        at=now,
         until=None,
+        hash=q.hash,
+        added_at=now,
+    )
+
+
+def _unconfirmed(own: Placed, q: QueuedLead) -> bool:
+    """Return True when ``own`` is an add of this very version that may have been dialled."""
+    return (
+        own.hash is not None
+        and own.hash == q.hash
+        and own.added_at is not None
+        and own.mode != DNC
+        and (own.held != NO or own.check_at is not None)
     )
 
 
