@@ -79,7 +79,6 @@ def jodo_sink(url: str, name: str = "jodo", **extra: Any) -> dict[str, Any]:
         "retry_max_s": 0.2,
         "max_attempts": 8,
         "timeout_s": 5.0,
-        "cdr_delay_s": 0.2,  # the simulators write call records at once
         **extra,
     }
 
