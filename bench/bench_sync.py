@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--profile", type=Path, help="write cProfile stats of each run into this folder"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     (work / "inbox").mkdir()
@@ -142,14 +145,21 @@ def main() -> None:
             f"generated {n:,} leads (+ a re-export) in {time.perf_counter() - t:.1f}s; "
             f"{(work / 'day2.csv').stat().st_size / 1e6:.0f} MB per file"
         )
-        run = [*syncd, "run", "--once", "-c", str(config)]
-        wall, rss, rc = measured(run, env)
+        def run(name: str) -> list[str]:
+            if args.profile is None:
+                return [*syncd, "run", "--once", "-c", str(config)]
+            args.profile.mkdir(parents=True, exist_ok=True)
+            stats = str(args.profile / f"{name}.prof")
+            profiled = [sys.executable, "-m", "cProfile", "-o", stats, "-m", "syncd"]
+            return [*profiled, "run", "--once", "-c", str(config)]
+
+        wall, rss, rc = measured(run("initial"), env)
         print(
             f"initial sync : {n:>9,} leads  {wall:7.1f}s  {n / wall:9,.0f} leads/s  "
             f"peak RSS {rss:6.0f} MB  exit {rc}"
         )
         shutil.move(str(work / "day2.csv"), work / "inbox" / "day2.csv")
-        wall, rss, rc = measured(run, env)
+        wall, rss, rc = measured(run("resync"), env)
         print(
             f"re-sync      : {n:>9,} rows   {wall:7.1f}s  {n / wall:9,.0f} rows/s   "
             f"peak RSS {rss:6.0f} MB  exit {rc}  (1% changed, 0.5% new)"
