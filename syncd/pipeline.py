@@ -26,6 +26,7 @@ from syncd.summary import RunSummary
 log = structlog.get_logger("syncd.pull")
 
 POOL_THRESHOLD = 2000  # rows needing normalization before a chunk fans out to processes
+PROBE_KEYS = 64  # keys looked up to guess whether a chunk is mostly new
 Speculative = dict[str, "asyncio.Future[list[NormalizedRow]]"]  # route name -> mapping under way
 
 
@@ -57,7 +58,6 @@ class Puller:
         self.summary = summary
         self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
-        self._speculate = True
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
 
     async def pull_all(self, *, full: bool = False) -> None:
@@ -96,15 +96,31 @@ class Puller:
         except StopAsyncIteration:
             return None
         speculative: Speculative = {}
-        if self._speculate and chunk.rows and not chunk.failed:
+        if chunk.rows and not chunk.failed:
             # Lookups must wait for the previous chunk's commit, but mapping is pure:
             # when most rows are new anyway, start it now and drop what turns out unneeded.
             for route in routes:
                 if route.map.key in chunk.header and route.map.phone in chunk.header:
-                    speculative[route.name] = asyncio.ensure_future(
-                        self._normalize(route, chunk, chunk.rows)
-                    )
+                    if await self._mostly_new(route, chunk):
+                        speculative[route.name] = asyncio.ensure_future(
+                            self._normalize(route, chunk, chunk.rows)
+                        )
         return chunk, speculative
+
+    async def _mostly_new(self, route: RouteConfig, chunk: Chunk) -> bool:
+        """Return True when a sample of the chunk's keys is mostly unknown to the store.
+
+        An initial load maps every row anyway; a re-sync maps only the few that
+        changed, and mapping all of them ahead would waste both cores.
+        """
+        key_col = chunk.header.index(route.map.key)
+        step = max(len(chunk.rows) // PROBE_KEYS, 1)
+        sample = {chunk.rows[i][1][key_col].strip() for i in range(0, len(chunk.rows), step)}
+        sample.discard("")
+        if not sample:
+            return False
+        known = await self.store.lookup(route.sink, list(sample))
+        return len(known) * 2 < len(sample)
 
     async def _chunk(
         self,
@@ -154,13 +170,20 @@ class Puller:
         latest: dict[str, int] = {}
         for i, (_, values) in enumerate(chunk.rows):
             latest[values[key_col].strip()] = i
-        stored = await self.store.lookup(sink, [k for k in latest if k])
+        mapper = Mapper(route, chunk.header)
+        raw_hashes = {line: mapper.raw_hash(values) for line, values in chunk.rows}
+        stored = await self.store.lookup_changed(
+            sink,
+            [(k, raw_hashes[chunk.rows[i][0]]) for k, i in latest.items() if k],
+            chunk.origin,
+        )
         needs_mapping: list[tuple[int, list[str]]] = []
         writes: list[LeadWrite] = []
-        raw_hashes: dict[int, str] = {}
-        mapper = Mapper(route, chunk.header)
         for i, (line, values) in enumerate(chunk.rows):
             key = values[key_col].strip()
+            if key and latest[key] == i and key not in stored:
+                counts.unchanged += 1  # the stored lead came from this very row content
+                continue
             if key and latest[key] != i:
                 later = chunk.rows[latest[key]][0]
                 self._reject(
@@ -174,8 +197,7 @@ class Puller:
                 )
                 counts.rejected += 1
                 continue
-            raw_hash = mapper.raw_hash(values)
-            raw_hashes[line] = raw_hash
+            raw_hash = raw_hashes[line]
             previous = stored.get(key)
             if previous is not None and superseded_by(previous, chunk.origin, write.run_id, line):
                 needs_mapping.append((line, values))  # a repeat across chunks: always re-map
@@ -188,8 +210,6 @@ class Puller:
             normalized = [row for row in await speculative if row[0] in by_line]
         else:
             normalized = await self._normalize(route, chunk, needs_mapping)
-        # Speculate on the next chunk only while most rows need mapping (initial loads).
-        self._speculate = len(needs_mapping) * 2 > len(chunk.rows)
         for line, key, content_hash, lead_json, reason, deleted in normalized:
             if reason is not None or content_hash is None or lead_json is None:
                 self._reject(write, sink, chunk, line, key, by_line[line], reason or "unmappable")
@@ -214,7 +234,7 @@ class Puller:
                 )
                 continue
             if decision is Decision.SKIPPED:
-                if key in stored:  # known but never delivered: record that it is gone
+                if stored.get(key) is not None:  # known, never delivered: record it is gone
                     writes.append(
                         LeadWrite(
                             key,

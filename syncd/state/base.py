@@ -79,6 +79,16 @@ class StateStore(Protocol):
     async def get_cursor(self, source: str) -> str | None: ...
     async def set_cursor(self, source: str, value: str | None) -> None: ...
     async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]: ...
+    async def lookup_changed(
+        self, sink: str, rows: Sequence[tuple[str, str]], origin: str
+    ) -> dict[str, StoredLead | None]:
+        """Return the keys of ``(key, raw_hash)`` rows that need reconciling.
+
+        A key is left out when its stored lead came from a byte-identical row of
+        another file: it is unchanged. Unknown keys map to None.
+        """
+        ...
+
     async def apply_chunk(self, chunk: ChunkWrite) -> None: ...
     async def rejects_for_origin(
         self, source: str, origin: str

@@ -188,14 +188,38 @@ class SqliteStore:
             for start in range(0, len(keys), _CHUNK):
                 part = list(keys[start : start + _CHUNK])
                 marks = ",".join("?" * len(part))
-                async with self.db.execute(
+                # One hop to the database thread per part, not one per few rows.
+                rows = await self.db.execute_fetchall(
                     "SELECT key, hash, raw_hash, state, origin, line, run_id, klass,"
                     " delivered_hash IS NOT NULL FROM leads "
                     f"WHERE sink = ? AND key IN ({marks})",
                     (sink, *part),
-                ) as cur:
-                    async for row in cur:
-                        found[row[0]] = StoredLead(*row[1:])
+                )
+                for row in rows:
+                    found[row[0]] = StoredLead(*row[1:])
+        return found
+
+    async def lookup_changed(
+        self, sink: str, rows: Sequence[tuple[str, str]], origin: str
+    ) -> dict[str, StoredLead | None]:
+        found: dict[str, StoredLead | None] = {}
+        async with self._lock:
+            for start in range(0, len(rows), _CHUNK):
+                part = rows[start : start + _CHUNK]
+                values = ",".join("(?, ?)" for _ in part)
+                params = [v for pair in part for v in pair]
+                # The comparison runs inside SQLite: a re-sync of a million mostly
+                # unchanged rows brings back only the few that differ.
+                result = await self.db.execute_fetchall(
+                    f"WITH c(key, raw) AS (VALUES {values}) "
+                    "SELECT c.key, l.key IS NULL, l.hash, l.raw_hash, l.state, l.origin,"
+                    " l.line, l.run_id, l.klass, l.delivered_hash IS NOT NULL"
+                    " FROM c LEFT JOIN leads l ON l.sink = ? AND l.key = c.key"
+                    " WHERE l.key IS NULL OR l.raw_hash IS NOT c.raw OR l.origin = ?",
+                    (*params, sink, origin),
+                )
+                for row in result:
+                    found[row[0]] = None if row[1] else StoredLead(*row[2:])
         return found
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None:
