@@ -145,6 +145,7 @@ def main() -> None:
             f"generated {n:,} leads (+ a re-export) in {time.perf_counter() - t:.1f}s; "
             f"{(work / 'day2.csv').stat().st_size / 1e6:.0f} MB per file"
         )
+
         def run(name: str) -> list[str]:
             if args.profile is None:
                 return [*syncd, "run", "--once", "-c", str(config)]
