@@ -86,3 +86,29 @@ async def test_newer_schema_than_this_syncd_is_refused(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version=999")
     with pytest.raises(StoreError, match="newer than this syncd"):
         await SqliteStore(db).open()
+
+
+async def test_a_resync_lookup_returns_only_new_changed_and_same_file_keys(
+    store: SqliteStore,
+) -> None:
+    write = ChunkWrite("run1", "crm", "day1.csv")
+    write.leads["jodo"] = [
+        LeadWrite(k, "h", f"raw-{k}", '{"key":"x","phone":"+1"}', Action.UPSERT, "new", i)
+        for i, k in enumerate(("SAME", "EDITED", "LATER"), start=2)
+    ]
+    await store.apply_chunk(write)
+
+    in_day2 = await store.lookup_changed(
+        "jodo",
+        [("SAME", "raw-SAME"), ("EDITED", "raw-EDITED-v2"), ("NEW", "raw-NEW")],
+        "day2.csv",
+    )
+    # A key repeated later in the file that stored it must come back, even unchanged.
+    in_day1 = await store.lookup_changed("jodo", [("LATER", "raw-LATER")], "day1.csv")
+
+    assert set(in_day2) == {"EDITED", "NEW"}
+    assert in_day2["NEW"] is None
+    edited = in_day2["EDITED"]
+    assert edited is not None and edited.raw_hash == "raw-EDITED" and edited.hash == "h"
+    assert set(in_day1) == {"LATER"} and in_day1["LATER"] is not None
+    assert in_day1["LATER"].line == 4

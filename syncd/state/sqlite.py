@@ -66,6 +66,7 @@ MIGRATIONS: list[str] = [
 ]
 
 _CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
+_PAIRS = 400  # (key, raw hash) pairs per query: 802 parameters, under old SQLite's 999
 
 # What a writeback can read: table, key column, columns beyond sink/key/version/observed_at.
 _WRITEBACK_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -204,8 +205,8 @@ class SqliteStore:
     ) -> dict[str, StoredLead | None]:
         found: dict[str, StoredLead | None] = {}
         async with self._lock:
-            for start in range(0, len(rows), _CHUNK):
-                part = rows[start : start + _CHUNK]
+            for start in range(0, len(rows), _PAIRS):
+                part = rows[start : start + _PAIRS]
                 values = ",".join("(?, ?)" for _ in part)
                 params = [v for pair in part for v in pair]
                 # The comparison runs inside SQLite: a re-sync of a million mostly
