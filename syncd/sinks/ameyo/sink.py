@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError, VendorError
-from syncd.http import RetryPolicy, make_client
+from syncd.http import RetryPolicy, guard_for, make_client
 from syncd.model import Action, Lead, PushResult, QueuedLead
 from syncd.sinks.ameyo import outcomes
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
@@ -64,10 +64,13 @@ class AmeyoSink(BaseSink):
     def __init__(self, config: AmeyoSinkConfig, ctx: SinkContext) -> None:
         super().__init__(config, ctx)
         self.cfg = config
+        # Every request of the sink (pushes, polls, keep-alives, logins) shares its
+        # rate limit, concurrency cap and Retry-After hold.
         self.http = make_client(
             timeout_s=config.timeout_s,
             verify_tls=config.verify_tls,
             max_connections=max(8, config.push_concurrency * 2),
+            guard=guard_for(self).limits,
         )
         self.client = AmeyoClient(
             self.http,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.errors import PermanentError, SinkConfigError, VendorError
-from syncd.http import RetryPolicy, make_client
+from syncd.http import RetryPolicy, guard_for, make_client
 from syncd.model import Action, PushResult, QueuedLead
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
 from syncd.sinks.jodo.agents import AgentPoller
@@ -34,10 +34,13 @@ class JodoSink(BaseSink):
     def __init__(self, config: JodoSinkConfig, ctx: SinkContext) -> None:
         super().__init__(config, ctx)
         self.cfg = config
+        # Every request of the sink (pushes, polls, keep-alives, logins) shares its
+        # rate limit, concurrency cap and Retry-After hold.
         self.http = make_client(
             timeout_s=config.timeout_s,
             verify_tls=config.verify_tls,
             max_connections=config.push_concurrency * 2,
+            guard=guard_for(self).limits,
         )
         self.client = JodoClient(
             self.http,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.errors import SinkConfigError, VendorError
-from syncd.http import RetryPolicy, make_client
+from syncd.http import RetryPolicy, guard_for, make_client
 from syncd.model import Action, Lead, PushResult, QueuedLead
 from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
@@ -62,10 +62,13 @@ class UContactSink(BaseSink):
     def __init__(self, config: UContactSinkConfig, ctx: SinkContext) -> None:
         super().__init__(config, ctx)
         self.cfg = config
+        # Every request of the sink (pushes, polls, keep-alives, logins) shares its
+        # rate limit, concurrency cap and Retry-After hold.
         self.http = make_client(
             timeout_s=config.timeout_s,
             verify_tls=config.verify_tls,
             max_connections=max(8, config.push_concurrency * CALL_CONCURRENCY),
+            guard=guard_for(self).limits,
         )
         policy = RetryPolicy(
             wait_initial_s=min(0.5, config.retry_base_s),
