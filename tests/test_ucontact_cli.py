@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from syncd.simulators.ucontact import UContactSimulator
 from tests.conftest import ROOT, cli_env, drop_csv, run_cli
 from tests.test_ucontact_support import CAMPAIGN, dialled, served, uy
 
@@ -158,26 +159,36 @@ def test_a_lead_deleted_in_the_crm_is_removed_from_the_campaign(tmp_path: Path) 
         assert stored(tmp_path, "SELECT state FROM leads WHERE key = 'A1'") == [("removed",)]
 
 
+def kill_once_the_dialer_took_the_upload(
+    tmp_path: Path, sim: UContactSimulator, url: str, n: int
+) -> Path:
+    """Return the config of a `run --once` killed after the dialer took its file of n leads.
+
+    The simulator answers uploads late, so syncd is still waiting for the answer.
+    """
+    # A file sent just before the kill may still land: the rerun waits settle_s first.
+    config = write_config(tmp_path, url, timeout_s=30.0, settle_s=0.5)
+    rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
+    drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env(),
+        cwd=ROOT,
+    )
+    wait_for(lambda: any(u["accepted"] for u in sim.uploads_made()))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    return config
+
+
 def test_kill_9_between_upload_and_answer_then_rerun_leaves_each_lead_once(
     tmp_path: Path,
 ) -> None:
     n = 20
     with served(upload_answer_delay_s=2.0) as (sim, url):
-        # A file sent just before the kill may still land: the rerun waits settle_s first.
-        config = write_config(tmp_path, url, timeout_s=30.0, settle_s=0.5)
-        rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
-        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env(),
-            cwd=ROOT,
-        )
-        # The dialer has taken the file; syncd is waiting for its answer.
-        wait_for(lambda: any(u["accepted"] for u in sim.uploads_made()))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        config = kill_once_the_dialer_took_the_upload(tmp_path, sim, url, n)
         assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(0,)]
 
         sim.apply_settings({"upload_answer_delay_s": 0.0})
@@ -199,19 +210,7 @@ def test_kill_9_after_the_upload_landed_and_was_dialled_then_rerun_calls_nobody_
 ) -> None:
     n = 10
     with served(upload_answer_delay_s=2.0) as (sim, url):
-        config = write_config(tmp_path, url, timeout_s=30.0, settle_s=0.5)
-        rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
-        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env(),
-            cwd=ROOT,
-        )
-        wait_for(lambda: any(u["accepted"] for u in sim.uploads_made()))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        config = kill_once_the_dialer_took_the_upload(tmp_path, sim, url, n)
         # While syncd is down the dialer calls everyone: their numbers leave the list,
         # so removing them first would find nothing.
         sim.dial_now()

@@ -52,7 +52,7 @@ from syncd.sinks.ucontact.ledger import (
     Placed,
 )
 from syncd.sinks.ucontact.outcomes import first
-from syncd.sinks.ucontact.settle import plan_add, plan_delete
+from syncd.sinks.ucontact.settle import Plan, plan_add, plan_delete
 from syncd.sinks.ucontact.wire import Call, black_json, schedule_json, task_json, upload_file
 from syncd.state.base import StateStore
 
@@ -133,10 +133,7 @@ class Placer:
         targets: list[Placed] = []
         own_is_target = False
         if own is not None:
-            plan = plan_add(own, now, **self._plan_args())
-            if plan.record is not None:
-                own = plan.record
-                await self.ledger.mark(q.key, own)
+            plan, own = await self._plan_add(q, own, now)
             if plan.wait_until is not None:
                 return self._defer(q, plan.wait_until)
             if plan.remove:
@@ -164,6 +161,14 @@ class Placer:
             await self.store.add_event(self.name, taken_from, "ucontact.number_taken", detail)
         return blocked
 
+    async def _plan_add(self, q: QueuedLead, own: Placed, now: float) -> tuple[Plan, Placed]:
+        """Return the plan for re-adding the lead and its record, storing a rewritten one."""
+        plan = plan_add(own, now, **self._plan_args())
+        if plan.record is not None:
+            own = plan.record
+            await self.ledger.mark(q.key, own)
+        return plan, own
+
     def dialled_check(self) -> DialledCheck:
         """Return a fresh call-record check, to be shared by the leads of one batch."""
         return DialledCheck(self.cfg, self.client, self.log)
@@ -176,10 +181,7 @@ class Placer:
         Rule 4: the lead's last add carried this very version and nobody confirmed
         it reached the dialer and was not yet dialled.
         """
-        plan = plan_add(own, now, **self._plan_args())
-        if plan.record is not None:
-            own = plan.record
-            await self.ledger.mark(q.key, own)
+        plan, own = await self._plan_add(q, own, now)
         if plan.wait_until is not None:
             return self._defer(q, plan.wait_until)
         if own.check_at is not None and now < own.check_at:
