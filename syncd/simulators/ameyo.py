@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
@@ -36,6 +35,7 @@ from starlette.routing import Route
 
 from syncd.simulators.ameyo_dialer import Callback, ContactFloor, Customer, LeadInfo
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
+from syncd.simulators.form import parse_form
 
 ALIAS = "__campaign_customer_table_alias__."
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -661,7 +661,7 @@ def create_app(sim: AmeyoSimulator | None = None, **kwargs: Any) -> Starlette:
         if faulty is not None:
             return faulty
         raw = (await request.body()).decode("utf-8", "replace")
-        form = parse_qs(raw, keep_blank_values=True)
+        form = parse_form(raw)
         name = request.query_params.get("command") or (form.get("command") or [""])[0]
         text = (form.get("data") or [request.query_params.get("data", "")])[0]
         try:

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
+from syncd.simulators.form import parse_form
 from syncd.simulators.jodo_dialer import (
     AGENT_STATUSES,
     READY,
@@ -484,7 +484,7 @@ def create_app(sim: JodoSimulator | None = None, **kwargs: Any) -> Starlette:
         if faulty is not None:
             return faulty
         raw = (await request.body()).decode("utf-8", "replace")
-        form = parse_qs(raw, keep_blank_values=True)
+        form = parse_form(raw)
         text = (form.get("data") or [request.query_params.get("data", "")])[0]
         try:
             body = json.loads(text)

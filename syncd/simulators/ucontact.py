@@ -44,7 +44,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
@@ -53,6 +52,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
+from syncd.simulators.form import parse_form
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 PHONE = re.compile(r"^\+?[0-9]{3,20}$")
@@ -712,7 +712,7 @@ async def _dropped() -> AsyncIterator[bytes]:
 
 
 def _form(raw: bytes) -> dict[str, str]:
-    parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    parsed = parse_form(raw.decode("utf-8", "replace"))
     return {k: v[0] for k, v in parsed.items()}
 
 
