@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -331,3 +332,21 @@ async def test_an_uploaded_lead_flagged_dnc_later_is_taken_out_of_the_dial_list(
 
 def _form_value(body: str, name: str) -> str:
     return parse_qs(body)[name][0]
+
+
+async def test_one_read_of_the_call_records_serves_every_unconfirmed_lead_of_a_push(
+    tmp_path: Path,
+) -> None:
+    when = datetime(2031, 5, 4, 15, 0, tzinfo=UTC)
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path) as sink:
+            batch = [
+                queued("K1", uy(1), call_at=when),
+                queued("K2", uy(2), call_at=when),
+                queued("K3", uy(3)),
+            ]
+            await sink.push(batch)
+            # Every answer was lost: the same versions come back, scheduled and uploaded.
+            again = await sink.push([replace(q, attempts=2) for q in batch])
+        assert kinds(again) == {"K1": "retry", "K2": "retry", "K3": "retry"}
+        assert sim.snapshot()["requests"]["Cdr/getrecords"] == 1

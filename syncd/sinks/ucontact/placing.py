@@ -358,9 +358,11 @@ class Placer:
         )
         return PushResult.delivered(q.key, call.destination)
 
-    async def single(self, q: QueuedLead, call: Call, mode: str) -> PushResult:
+    async def single(
+        self, q: QueuedLead, call: Call, mode: str, dialled: DialledCheck | None = None
+    ) -> PushResult:
         """Return the result of placing one lead as a scheduled call or a dialer task."""
-        blocked = await self.prepare(q, call.destination)
+        blocked = await self.prepare(q, call.destination, dialled)
         if blocked is not None:
             return blocked
         campaign = self.cfg.campaign
@@ -392,9 +394,11 @@ class Placer:
             )
         return PushResult.delivered(q.key, call.destination)
 
-    async def upload(self, uploads: list[tuple[QueuedLead, Call]]) -> list[PushResult]:
+    async def upload(
+        self, uploads: list[tuple[QueuedLead, Call]], dialled: DialledCheck | None = None
+    ) -> list[PushResult]:
         """Return the results of sending leads in one uploadbase file."""
-        dialled = self.dialled_check()
+        dialled = dialled or self.dialled_check()
         prepared = await asyncio.gather(
             *(guard(q, self.prepare(q, call.destination, dialled)) for q, call in uploads),
             return_exceptions=True,

@@ -180,6 +180,7 @@ class UContactSink(BaseSink):
         results: dict[str, PushResult] = {}
         work: list[Awaitable[PushResult | list[PushResult] | None]] = []
         uploads: list[tuple[QueuedLead, Call]] = []
+        dialled = self.placer.dialled_check()  # one read of the call records per push
         for q in batch:
             if q.action is Action.DELETE:
                 work.append(guard(q, self.placer.delete(q)))
@@ -195,13 +196,13 @@ class UContactSink(BaseSink):
             if self.is_dnc(q.lead):
                 work.append(guard(q, self.placer.blacklist(q, call)))
             elif call.calldate is not None:
-                work.append(guard(q, self.placer.single(q, call, SCHEDULE)))
+                work.append(guard(q, self.placer.single(q, call, SCHEDULE, dialled)))
             elif self.cfg.immediate == "dialertask":
-                work.append(guard(q, self.placer.single(q, call, TASK)))
+                work.append(guard(q, self.placer.single(q, call, TASK, dialled)))
             else:
                 uploads.append((q, call))
         if uploads:
-            work.append(self.placer.upload(uploads))
+            work.append(self.placer.upload(uploads, dialled))
         outcomes = await asyncio.gather(*work, return_exceptions=True)
         config_error: BaseException | None = None
         for outcome in outcomes:
