@@ -58,6 +58,7 @@ from syncd.state.base import StateStore
 
 CALL_CONCURRENCY = 4  # single calls (removals, schedules, blacklist) in flight per batch
 SETTLING = "an earlier call for this lead got no answer and may still take effect (settle_s)"
+RECORDS_PENDING = "its call records may still appear (cdr_delay_s)"
 WIDE_FROM, WIDE_TO = "2000-01-01 00:00:00", "2099-12-31 23:59:59"  # schedule of unknown date
 
 
@@ -185,7 +186,7 @@ class Placer:
         if plan.wait_until is not None:
             return self._defer(q, plan.wait_until)
         if own.check_at is not None and now < own.check_at:
-            return self._defer(q, own.check_at, "its call records may still appear (cdr_delay_s)")
+            return self._defer(q, own.check_at, RECORDS_PENDING)
         call = await dialled.call_after_upload(own)
         if call is not None:
             return await self._already_dialled(q, own, call)
@@ -200,7 +201,7 @@ class Placer:
         own = await self.ledger.placed(q.key) or own
         check_at = time.time() + self.cfg.cdr_delay_s
         await self.ledger.mark(q.key, replace(own, held=NO, check_at=check_at))
-        return self._defer(q, check_at, "its call records may still appear (cdr_delay_s)")
+        return self._defer(q, check_at, RECORDS_PENDING)
 
     async def _already_dialled(
         self, q: QueuedLead, own: Placed, call: dict[str, Any]
