@@ -159,6 +159,17 @@ def test_a_lead_deleted_in_the_crm_is_removed_from_the_campaign(tmp_path: Path) 
         assert stored(tmp_path, "SELECT state FROM leads WHERE key = 'A1'") == [("removed",)]
 
 
+def start_syncd(*args: str, environ: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Return `syncd ARGS` started in the background, its output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncd", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environ,
+        cwd=ROOT,
+    )
+
+
 def kill_once_the_dialer_took_the_upload(
     tmp_path: Path, sim: UContactSimulator, url: str, n: int
 ) -> Path:
@@ -170,13 +181,7 @@ def kill_once_the_dialer_took_the_upload(
     config = write_config(tmp_path, url, timeout_s=30.0, settle_s=0.5)
     rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
     drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env(),
-        cwd=ROOT,
-    )
+    proc = start_syncd("run", "--once", "-c", str(config), environ=env())
     wait_for(lambda: any(u["accepted"] for u in sim.uploads_made()))
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -243,13 +248,7 @@ def test_syncd_simulate_ucontact_serves_the_api(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "simulate", "ucontact", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=cli_env(),
-        cwd=ROOT,
-    )
+    proc = start_syncd("simulate", "ucontact", "--port", str(port), environ=cli_env())
     try:
         base = f"http://127.0.0.1:{port}"
 
