@@ -188,6 +188,18 @@ def kill_once_the_dialer_took_the_upload(
     return config
 
 
+def rerun_until_all_delivered(
+    tmp_path: Path, sim: UContactSimulator, config: Path, n: int
+) -> dict[str, dict[str, int]]:
+    """Return the dial list after a prompt rerun delivered all n leads and the dialer dialled."""
+    sim.apply_settings({"upload_answer_delay_s": 0.0})
+    result = once(config)
+    assert result.returncode == 0, result.stderr
+    assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(n,)]
+    sim.dial_now()
+    return sim.dial_list()
+
+
 def test_kill_9_between_upload_and_answer_then_rerun_leaves_each_lead_once(
     tmp_path: Path,
 ) -> None:
@@ -196,12 +208,7 @@ def test_kill_9_between_upload_and_answer_then_rerun_leaves_each_lead_once(
         config = kill_once_the_dialer_took_the_upload(tmp_path, sim, url, n)
         assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(0,)]
 
-        sim.apply_settings({"upload_answer_delay_s": 0.0})
-        result = once(config)
-        assert result.returncode == 0, result.stderr
-        assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(n,)]
-        sim.dial_now()
-        listed = sim.dial_list()
+        listed = rerun_until_all_delivered(tmp_path, sim, config, n)
         assert set(listed) == {dialled(i) for i in range(1, n + 1)}
         for number, seen in listed.items():
             assert seen["added"] == 2, number  # the killed run's file did reach the dialer
@@ -220,12 +227,7 @@ def test_kill_9_after_the_upload_landed_and_was_dialled_then_rerun_calls_nobody_
         # so removing them first would find nothing.
         sim.dial_now()
 
-        sim.apply_settings({"upload_answer_delay_s": 0.0})
-        result = once(config)
-        assert result.returncode == 0, result.stderr
-        assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE state = 'delivered'") == [(n,)]
-        sim.dial_now()
-        listed = sim.dial_list()
+        listed = rerun_until_all_delivered(tmp_path, sim, config, n)
         for number, seen in listed.items():
             assert seen == {"present": 0, "added": 1, "peak": 1, "dialed": 1}, number
         assert len(sim.uploads_made()) == 1
