@@ -48,7 +48,7 @@ WORKDIR /var/lib/syncd
 
 # Liveness: the daemon's event loop answers /healthz (reads SYNCD_HEALTH__LISTEN).
 HEALTHCHECK --interval=30s --timeout=6s --start-period=60s --retries=3 \
-  CMD ["python", "-m", "syncd.healthcheck", "/healthz"]
+  CMD ["python", "-m", "syncd.daemon.healthcheck", "/healthz"]
 
 # SIGTERM: in-flight batches finish within run.shutdown_grace_s (20 s), so give the
 # container more than that to stop: `docker run --stop-timeout 30`, compose `stop_grace_period`.

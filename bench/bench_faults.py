@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from syncd.simulators.faults import Faults  # noqa: E402
 from syncd.simulators.server import running  # noqa: E402
 from tests.conftest import drop_csv, run_cli  # noqa: E402
-from tests.reliability_support import (  # noqa: E402
+from tests.support.reliability import (  # noqa: E402
     FAULT_MIX,
     VENDORS,
     RequestCounter,

@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from syncd.simulators.server import running  # noqa: E402
-from tests.reliability_support import (  # noqa: E402
+from tests.support.reliability import (  # noqa: E402
     AMEYO_PASSWORD,
     UCONTACT_PASSWORD,
     RequestCounter,
@@ -81,8 +81,8 @@ class Dialer:
 
 
 def _jodo() -> Dialer:
-    from syncd.simulators.jodo import JodoSimulator, create_app
-    from syncd.simulators.jodo_dialer import DialPlan
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
+    from syncd.simulators.jodo.dialing import DialPlan
 
     return Dialer(
         "jodo",
@@ -96,7 +96,7 @@ def _jodo() -> Dialer:
 
 
 def _ameyo() -> Dialer:
-    from syncd.simulators.ameyo import AmeyoSimulator, create_app
+    from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 
     return Dialer(
         "ameyo",
@@ -124,7 +124,7 @@ def _ucontact_held(sim: Any) -> Counter[str]:
 
 
 def _ucontact() -> Dialer:
-    from syncd.simulators.ucontact import UContactSimulator, create_app
+    from syncd.simulators.ucontact.api import UContactSimulator, create_app
 
     return Dialer(
         "ucontact",

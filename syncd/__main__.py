@@ -1,3 +1,3 @@
-from syncd.cli import main
+from syncd.cli.commands import main
 
 raise SystemExit(main())

@@ -110,7 +110,7 @@ class SinkConfig(Strict):
     @field_validator("dial_format")
     @classmethod
     def _dial_format(cls, value: str) -> str:
-        from syncd.normalize import parse_dial_format
+        from syncd.core.mapping import parse_dial_format
 
         parse_dial_format(value)
         return value

@@ -22,15 +22,17 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import logs
+from syncd.cli.report import print_summary
 from syncd.config import load_settings
-from syncd.lock import StoreLock
-from syncd.once import run_once
-from syncd.report import print_summary
-from syncd.simulators import ameyo, jodo, ucontact
-from syncd.simulators.jodo_dialer import DialPlan
+from syncd.core.summary import RunSummary
+from syncd.run.lock import StoreLock
+from syncd.run.once import run_once
+from syncd.simulators.ameyo import api as ameyo
+from syncd.simulators.jodo import api as jodo
+from syncd.simulators.jodo.dialing import DialPlan
 from syncd.simulators.server import running
+from syncd.simulators.ucontact import api as ucontact
 from syncd.state import open_store
-from syncd.summary import RunSummary
 
 FIRST = ["Asha", "Ravi", "Meera", "Arjun", "Priya", "Vikram", "Neha", "Kiran", "Sunil", "Divya"]
 LAST = ["Sharma", "Patel", "Iyer", "Khan", "Reddy", "Das", "Nair", "Gupta", "Mehta", "Rao"]

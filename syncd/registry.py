@@ -56,9 +56,9 @@ WRITEBACKS: dict[str, Plugin] = {
 }
 
 SIMULATORS: dict[str, str] = {
-    "jodo": "syncd.simulators.jodo:create_app",
-    "ameyo": "syncd.simulators.ameyo:create_app",
-    "ucontact": "syncd.simulators.ucontact:create_app",
+    "jodo": "syncd.simulators.jodo.api:create_app",
+    "ameyo": "syncd.simulators.ameyo.api:create_app",
+    "ucontact": "syncd.simulators.ucontact.api:create_app",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from syncd.simulators.jodo import JodoSimulator, create_app
+from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncd.simulators.ameyo import AmeyoSimulator, create_app
+from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import ROOT, cli_env, drop_csv, run_cli

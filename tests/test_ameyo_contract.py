@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from syncd.errors import RetryableError, SinkConfigError
-from syncd.http import RetryPolicy, make_client
-from syncd.simulators.ameyo import AmeyoSimulator, create_app
+from syncd.net.http import RetryPolicy, make_client
+from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.sinks.ameyo.client import AmeyoClient, AmeyoRefused, InvalidSession, parse_body

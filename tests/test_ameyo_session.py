@@ -11,9 +11,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from syncd.core.model import Action, Lead, QueuedLead, ResultKind
 from syncd.errors import RetryableError, SinkConfigError
-from syncd.model import Action, Lead, QueuedLead, ResultKind
-from syncd.simulators.ameyo import AmeyoSimulator, create_app
+from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.sinks.ameyo.config import AmeyoSinkConfig

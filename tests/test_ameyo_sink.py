@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from syncd.model import Action, Lead, Outcome
-from syncd.normalize import lead_hash, lead_to_json
-from syncd.push import Pusher
-from syncd.simulators.ameyo import AmeyoSimulator, create_app
-from syncd.simulators.ameyo_dialer import DISPOSITIONS
+from syncd.core.mapping import lead_hash, lead_to_json
+from syncd.core.model import Action, Lead, Outcome
+from syncd.core.summary import SinkCounts
+from syncd.run.push import Pusher
+from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
+from syncd.simulators.ameyo.dialing import DISPOSITIONS
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
@@ -24,7 +25,6 @@ from syncd.sinks.ameyo.sink import AmeyoSink
 from syncd.sinks.base import SinkContext
 from syncd.state.base import ChunkWrite, LeadWrite
 from syncd.state.sqlite import SqliteStore
-from syncd.summary import SinkCounts
 
 CALL_AT = datetime(2030, 1, 2, 4, 30, tzinfo=UTC)  # 10:00 in Asia/Kolkata
 

@@ -22,13 +22,13 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.config import apply_env_overlay, load_settings, validate_settings
-from syncd.csvsafe import neutralise
+from syncd.core.csvsafe import neutralise
+from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError, VendorError
-from syncd.http import lenient_json, parse_retry_after
-from syncd.pipeline import Puller
+from syncd.net.http import lenient_json, parse_retry_after
+from syncd.run.pull import Puller
 from syncd.state import open_store
-from syncd.summary import RunSummary
-from tests.reliability_support import jodo_sink, settings_for, write_config
+from tests.support.reliability import jodo_sink, settings_for, write_config
 
 FAST = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from syncd.simulators.jodo import JodoSimulator, create_app
+from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from tests.conftest import Simulated, drop_csv, run_cli
-from tests.reliability_support import jodo_sink, route, run_engine, settings_for, write_config
+from tests.support.reliability import jodo_sink, route, run_engine, settings_for, write_config
 
 HEADER = "id,first,last,phone,email,callback,slot\n"
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from syncd.simulators.faults import Faults
-from syncd.simulators.jodo import DialPlan, JodoSimulator, create_app
+from syncd.simulators.jodo.api import DialPlan, JodoSimulator, create_app
 from syncd.simulators.server import running
 from tests.conftest import Simulated, daemon_config, drop_csv, run_cli
 

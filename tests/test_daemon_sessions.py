@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from syncd.simulators.ameyo import AmeyoSimulator, create_app
+from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.server import running
 from tests.conftest import cli_env, drop_csv
 from tests.test_daemon import wait_until

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from syncd.simulators.faults import Faults
 from tests.conftest import Simulated, drop_csv, run_cli
-from tests.reliability_support import export, jodo_sink, write_config
+from tests.support.reliability import export, jodo_sink, write_config
 
 
 def lead_rows(state_db: Path) -> dict[str, tuple[str, int, str | None]]:

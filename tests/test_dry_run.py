@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tests.conftest import Simulated, drop_csv, run_cli
-from tests.reliability_support import jodo_sink, route, write_config
+from tests.support.reliability import jodo_sink, route, write_config
 
 HEADER = "id,first,last,phone,email,callback,gone\n"
 

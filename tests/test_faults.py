@@ -21,7 +21,7 @@ import pytest
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from tests.conftest import drop_csv, run_cli
-from tests.reliability_support import (
+from tests.support.reliability import (
     FAULT_MIX,
     VENDORS,
     RequestCounter,

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncd.daemon.healthcheck import probe_url
+from syncd.daemon.probes import parse_listen
 from syncd.errors import ConfigError
-from syncd.health import parse_listen
-from syncd.healthcheck import probe_url
 from tests.conftest import ROOT, Simulated, cli_env, daemon_config, drop_csv
 from tests.test_daemon import leads_csv, wait_until
 
@@ -110,7 +110,7 @@ def test_the_container_health_probe_exits_0_against_a_live_daemon_and_1_without_
 
     def probe(listen: str) -> int:
         env = {**cli_env(), "SYNCD_HEALTH__LISTEN": listen}
-        cmd = [sys.executable, "-m", "syncd.healthcheck"]
+        cmd = [sys.executable, "-m", "syncd.daemon.healthcheck"]
         return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, timeout=30).returncode
 
     assert probe(f"0.0.0.0:{port}") == 0
@@ -119,7 +119,7 @@ def test_the_container_health_probe_exits_0_against_a_live_daemon_and_1_without_
 
 
 def test_health_probe_reads_the_listen_address_from_the_config_file(tmp_path: Path) -> None:
-    from syncd.healthcheck import listen_address
+    from syncd.daemon.healthcheck import listen_address
 
     config = tmp_path / "syncd.toml"
     config.write_text('[health]\nlisten = "0.0.0.0:9999"\n', encoding="utf-8")

@@ -9,11 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.config import load_settings
+from syncd.core.model import ResultKind
+from syncd.core.summary import RunSummary
+from syncd.daemon.metrics import Metrics
 from syncd.errors import ConfigError
-from syncd.metrics import Metrics
-from syncd.model import ResultKind
 from syncd.state.base import Completion
-from syncd.summary import RunSummary
 from tests.conftest import jodo_config
 
 

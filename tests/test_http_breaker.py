@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from syncd.breaker import BreakerState, CircuitBreaker
-from syncd.engine import Engine
-from syncd.http import all_guards, guard_for
+from syncd.net.breaker import BreakerState, CircuitBreaker
+from syncd.net.http import all_guards, guard_for
+from syncd.run.engine import Engine
 from syncd.simulators.faults import Faults
-from syncd.simulators.jodo import JodoSimulator, create_app
+from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from tests.conftest import drop_csv
-from tests.reliability_support import (
+from tests.support.reliability import (
     RequestCounter,
     export,
     jodo_sink,
@@ -234,9 +234,9 @@ async def test_a_sink_that_answers_retry_for_every_lead_also_opens_the_breaker(
     tmp_path: Path,
 ) -> None:
     # The uContact sink turns a failed upload into a retry per lead instead of raising.
-    from syncd.simulators.ucontact import UContactSimulator
-    from syncd.simulators.ucontact import create_app as ucontact_app
-    from tests.reliability_support import ucontact_sink
+    from syncd.simulators.ucontact.api import UContactSimulator
+    from syncd.simulators.ucontact.api import create_app as ucontact_app
+    from tests.support.reliability import ucontact_sink
 
     sim = UContactSimulator(users={"api": "ucontact-test-password"}, dial_delay_s=3600)
 

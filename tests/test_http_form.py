@@ -7,7 +7,7 @@ import urllib.parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.http import encode_form
+from syncd.net.http import encode_form
 
 
 @settings(max_examples=300, deadline=None)

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from syncd.errors import PermanentError, RetryableError
-from syncd.http import (
+from syncd.net.http import (
     MAX_RETRY_AFTER_S,
     MIN_WAIT_S,
     RetryPolicy,
@@ -25,7 +25,7 @@ from syncd.http import (
     status_error,
     with_retries,
 )
-from syncd.ratelimit import RateLimiter, RequestLimits
+from syncd.net.ratelimit import RateLimiter, RequestLimits
 from syncd.simulators.server import running
 
 

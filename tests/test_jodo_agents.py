@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from syncd.simulators.jodo import DialPlan, DialResult, JodoSimulator
+from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.state.sqlite import SqliteStore
-from tests.test_jodo_outcomes_support import (
+from tests.support.jodo_outcomes import (
     canned,
     dialled,
     lead,

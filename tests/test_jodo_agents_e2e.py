@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from syncd.simulators.jodo import DialPlan, DialResult, JodoSimulator
+from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from tests.conftest import drop_csv, jodo_full_config, run_cli
-from tests.test_jodo_outcomes_support import records_by_phone, serve
+from tests.support.jodo_outcomes import records_by_phone, serve
 
 CSV = """id,phone,first,last,agent
 L1,9820000001,Asha,Rao,alice

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from syncd.model import Action, Lead
-from syncd.simulators.jodo import DialPlan, DialResult, JodoSimulator
+from syncd.core.model import Action, Lead
+from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import ROOT, cli_env, run_cli
-from tests.test_jodo_outcomes_support import (
+from tests.support.jodo_outcomes import (
     canned,
     dialled,
     lead,
@@ -229,7 +229,7 @@ DOC_FAIL = """{
 async def test_the_documents_save_disposition_replies_are_read(
     store: SqliteStore, reply: str, kind: str
 ) -> None:
-    from syncd.model import QueuedLead
+    from syncd.core.model import QueuedLead
     from syncd.sinks.jodo.dispositions import closing_rule
 
     with canned({"saveDisposition": reply}) as url:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from syncd.core.model import CallStatus
 from syncd.errors import RetryableError, VendorError
-from syncd.model import CallStatus
-from syncd.simulators.jodo import DialPlan, DialResult, JodoSimulator
+from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.sinks.jodo.client import jodo_time
 from syncd.sinks.jodo.config import OutcomeSettings
 from syncd.sinks.jodo.outcomes import StatusMapper, build_outcome
 from syncd.state.sqlite import SqliteStore
-from tests.test_jodo_outcomes_support import (
+from tests.support.jodo_outcomes import (
     canned,
     dialled,
     lead,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncd.simulators.jodo import DialPlan, DialResult, JodoSimulator
+from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import drop_csv, jodo_full_config, run_cli
-from tests.test_jodo_outcomes_support import outcomes, records_by_phone, serve
+from tests.support.jodo_outcomes import outcomes, records_by_phone, serve
 
 CSV = """id,phone,first,last
 L1,98200 00001,Asha,Rao

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from syncd.core.model import Action, Lead, QueuedLead, ResultKind
 from syncd.errors import RetryableError, SinkConfigError
-from syncd.http import RetryPolicy
-from syncd.model import Action, Lead, QueuedLead, ResultKind
+from syncd.net.http import RetryPolicy
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.sinks.base import BatchRejected, SinkContext
@@ -119,7 +119,7 @@ async def test_unknown_keys_stop_the_sink(
 
 
 async def test_api_key_of_another_organisation_is_a_key_mismatch(store: SqliteStore) -> None:
-    from syncd.simulators.jodo import JodoSimulator, create_app
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
 
     sim = JodoSimulator(servicekeys=("VoiceProcess",))
     sim.add_process("other_org", "OtherProcess")
@@ -196,7 +196,7 @@ async def test_5xx_and_429_are_retried_honouring_retry_after(
 
 
 def test_retry_after_in_seconds_and_http_date_form() -> None:
-    from syncd.http import parse_retry_after
+    from syncd.net.http import parse_retry_after
 
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import StoreLockedError
-from syncd.lock import StoreLock
+from syncd.run.lock import StoreLock
 from syncd.simulators.faults import Faults
 from tests.conftest import ROOT, Simulated, cli_env, drop_csv, jodo_config
 
@@ -52,7 +52,7 @@ def test_the_lock_names_its_holder_and_is_free_again_after_release(tmp_path: Pat
 def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     store = tmp_path / "state" / "state.db"
     holder = (
-        "import sys, time; from syncd.lock import StoreLock\n"
+        "import sys, time; from syncd.run.lock import StoreLock\n"
         f"StoreLock({str(store)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen(
@@ -75,7 +75,7 @@ def test_a_loser_arriving_before_the_holder_wrote_its_pid_still_names_it(tmp_pat
 
     store = tmp_path / "state" / "state.db"
     store.parent.mkdir()
-    lock_file = store.parent / "syncd.lock"
+    lock_file = store.parent / "syncd.run.lock"
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # won, PID not written yet
     late_write = threading.Timer(0.1, lambda: os.pwrite(fd, b"4242\n", 0))

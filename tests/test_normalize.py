@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from syncd.config import RouteConfig
-from syncd.normalize import (
+from syncd.core.mapping import (
     Mapper,
     PhoneError,
     RowRejected,

@@ -13,7 +13,7 @@ import pytest
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from tests.conftest import drop_csv
-from tests.reliability_support import (
+from tests.support.reliability import (
     VENDORS,
     RequestCounter,
     Vendor,

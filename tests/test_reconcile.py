@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncd.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.core.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
 from syncd.state.base import StoredLead
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.sdnotify import Notifier, socket_address, watchdog_period
+from syncd.daemon.sdnotify import Notifier, socket_address, watchdog_period
 from tests.conftest import Simulated, cli_env, daemon_config
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from syncd.simulators.ameyo import AmeyoSimulator
-from syncd.simulators.ameyo import create_app as ameyo_app
-from syncd.simulators.jodo import JodoSimulator
-from syncd.simulators.jodo import create_app as jodo_app
+from syncd.simulators.ameyo.api import AmeyoSimulator
+from syncd.simulators.ameyo.api import create_app as ameyo_app
+from syncd.simulators.jodo.api import JodoSimulator
+from syncd.simulators.jodo.api import create_app as jodo_app
 from syncd.simulators.server import running
-from syncd.simulators.ucontact import UContactSimulator
-from syncd.simulators.ucontact import create_app as ucontact_app
+from syncd.simulators.ucontact.api import UContactSimulator
+from syncd.simulators.ucontact.api import create_app as ucontact_app
 from tests.conftest import drop_csv, run_cli
-from tests.reliability_support import (
+from tests.support.reliability import (
     ameyo_sink,
     export,
     jodo_sink,

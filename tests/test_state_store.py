@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.model import Action, ResultKind
+from syncd.core.model import Action, ResultKind
 from syncd.state.base import ChunkWrite, Completion, LeadWrite
 from syncd.state.sqlite import SqliteStore
 

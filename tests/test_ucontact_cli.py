@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from syncd.simulators.ucontact import UContactSimulator
+from syncd.simulators.ucontact.api import UContactSimulator
 from tests.conftest import ROOT, cli_env, drop_csv, run_cli
-from tests.test_ucontact_support import CAMPAIGN, dialled, served, uy
+from tests.support.ucontact import CAMPAIGN, dialled, served, uy
 
 CONFIG = """\
 [state]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from syncd.core.model import ResultKind
 from syncd.errors import SinkConfigError
-from syncd.model import ResultKind
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
-from syncd.simulators.ucontact import UContactSimulator, create_app
-from tests.test_ucontact_support import CAMPAIGN, dialled, queued, served, sink_on, uy
+from syncd.simulators.ucontact.api import UContactSimulator, create_app
+from tests.support.ucontact import CAMPAIGN, dialled, queued, served, sink_on, uy
 
 
 async def test_open_logs_in_with_getusertoken_and_checks_the_campaign(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.model import Action, ResultKind
-from syncd.simulators.ucontact import UContactSimulator
-from tests.test_ucontact_support import dialled, push_until_done, queued, served, sink_on, uy
+from syncd.core.model import Action, ResultKind
+from syncd.simulators.ucontact.api import UContactSimulator
+from tests.support.ucontact import dialled, push_until_done, queued, served, sink_on, uy
 
 # The client gives up (timeout_s) before a "late" call lands (LATE_S); settle_s covers it.
 FAST: dict[str, Any] = {"timeout_s": 0.25, "settle_s": 0.6}

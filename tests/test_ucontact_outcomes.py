@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from syncd.model import CallStatus
+from syncd.core.model import CallStatus
 from syncd.sinks.ucontact.sink import UContactSink
-from tests.test_ucontact_support import CAMPAIGN, dialled, queued, served, sink_on, uy
+from tests.support.ucontact import CAMPAIGN, dialled, queued, served, sink_on, uy
 
 
 def minutes_ago(n: float) -> str:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from syncd.model import Action
-from tests.test_ucontact_support import (
+from syncd.core.model import Action
+from tests.support.ucontact import (
     CAMPAIGN,
     dialled,
     push_until_done,

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from syncd.simulators.ucontact import UContactSimulator
-from tests.test_ucontact_support import CAMPAIGN, served
+from syncd.simulators.ucontact.api import UContactSimulator
+from tests.support.ucontact import CAMPAIGN, served
 
 API = "/Integra/resources/"
 Api = tuple[UContactSimulator, httpx.Client]

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from syncd.core.model import CallStatus
 from syncd.errors import RetryableError
-from syncd.model import CallStatus
 from syncd.sinks.ucontact.client import read_flag, token_from
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.ledger import match_forms

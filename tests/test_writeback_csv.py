@@ -14,7 +14,7 @@ from typing import Any
 from syncd.writeback.base import DEFAULT_COLUMNS
 from syncd.writeback.runner import run_writebacks
 from tests.conftest import ROOT, cli_env, run_cli
-from tests.test_writeback_support import (
+from tests.support.writeback import (
     change,
     cli_config,
     keys,

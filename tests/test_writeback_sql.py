@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from syncd.core.model import AgentStatus
 from syncd.errors import ConfigError
-from syncd.model import AgentStatus
 from syncd.writeback.runner import run_writebacks
 from tests.conftest import ROOT, cli_env, database_url, run_cli
-from tests.test_writeback_support import (
+from tests.support.writeback import (
     cli_config,
     keys,
     outcome,

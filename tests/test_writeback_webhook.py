@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from syncd.model import AgentStatus
+from syncd.core.model import AgentStatus
 from syncd.simulators.faults import FaultInjector, Faults
 from syncd.writeback.runner import run_writebacks
 from syncd.writeback.webhook import verify
 from tests.conftest import running
-from tests.test_writeback_support import change, keys, outcome, settings, status, store_with
+from tests.support.writeback import change, keys, outcome, settings, status, store_with
 
 SECRET = "whsec-test-0123456789"
 

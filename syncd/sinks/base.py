@@ -9,9 +9,9 @@ from typing import Any, Protocol
 import structlog
 
 from syncd.config import SinkConfig
+from syncd.core.mapping import format_dial, parse_dial_format
+from syncd.core.model import Lead, PushResult, QueuedLead
 from syncd.errors import PermanentError
-from syncd.model import Lead, PushResult, QueuedLead
-from syncd.normalize import format_dial, parse_dial_format
 from syncd.state.base import StateStore
 
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from syncd.model import Reject
+from syncd.core.model import Reject
 
 
 @dataclass(slots=True)

@@ -25,8 +25,8 @@ import anyio
 from pydantic import Field, field_validator
 
 from syncd.config import SourceConfig
-from syncd.csvsafe import neutralise
-from syncd.model import Reject
+from syncd.core.csvsafe import neutralise
+from syncd.core.model import Reject
 from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024

@@ -39,7 +39,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from syncd.config import SourceConfig
-from syncd.model import Reject
+from syncd.core.model import Reject
 from syncd.secrets import Secret
 from syncd.sources.base import Chunk
 

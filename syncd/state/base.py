@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from syncd.model import Action, AgentStatus, Outcome, QueuedLead, Reject, ResultKind
+from syncd.core.model import Action, AgentStatus, Outcome, QueuedLead, Reject, ResultKind
 
 
 @dataclass(slots=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosqlite
 
+from syncd.core.model import Action, AgentStatus, Lead, LeadState, Outcome, QueuedLead, ResultKind
 from syncd.errors import StoreError
-from syncd.model import Action, AgentStatus, Lead, LeadState, Outcome, QueuedLead, ResultKind
 from syncd.state.base import ChunkWrite, Completion, StoredLead
 
 # Each entry moves the schema one version up. Append only; never edit a shipped step.

@@ -27,7 +27,7 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from syncd.config import TimeZoneName
-from syncd.csvsafe import neutralise
+from syncd.core.csvsafe import neutralise
 from syncd.writeback.base import (
     DEFAULT_COLUMNS,
     BaseWritebackConfig,

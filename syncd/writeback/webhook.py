@@ -26,7 +26,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from syncd.errors import RetryableError
-from syncd.http import RetryPolicy, make_client, status_error, with_retries
+from syncd.net.http import RetryPolicy, make_client, status_error, with_retries
 from syncd.secrets import Secret
 from syncd.writeback.base import BaseWritebackConfig, Item, ItemsRefused, WritebackStopped
 

@@ -25,8 +25,8 @@ from syncd.errors import (
     SinkConfigError,
     VendorError,
 )
-from syncd.http import RetryPolicy, lenient_json, looks_like_html, status_error, transport_error
-from syncd.http import with_retries as _with_retries
+from syncd.net.http import RetryPolicy, lenient_json, looks_like_html, status_error, transport_error
+from syncd.net.http import with_retries as _with_retries
 from syncd.sinks.ameyo.config import AmeyoSinkConfig, HeaderAuth, SessionAuth
 from syncd.sinks.ameyo.replies import error_text, is_session_error, looks_like_login_page
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from syncd.config import SinkConfig, Strict, TimeZoneName
-from syncd.model import CallStatus
+from syncd.core.model import CallStatus
 from syncd.secrets import Secret
 
 COMMAND_PATH = "/ameyowebaccess/command"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from syncd.model import CallStatus, Outcome
+from syncd.core.model import CallStatus, Outcome
 from syncd.sinks.ameyo.client import AmeyoClient
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
 from syncd.sinks.ameyo.replies import call_status, lower_keys, parse_time, result_list

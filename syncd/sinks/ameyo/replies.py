@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.model import CallStatus
+from syncd.core.model import CallStatus
 
 SESSION_MARKERS = ("invalid session", "invalid.sessionid", "session expired", "session.expired")
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError, VendorError
-from syncd.http import RetryPolicy, guard_for, make_client
-from syncd.model import Action, Lead, PushResult, QueuedLead
+from syncd.net.http import RetryPolicy, guard_for, make_client
 from syncd.sinks.ameyo import outcomes
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
 from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from syncd.model import AgentStatus
+from syncd.core.model import AgentStatus
 from syncd.sinks.jodo.client import SUCCESS, JodoClient, from_jodo_time, items_of, raise_for_status
 from syncd.sinks.jodo.client import status_of as _status_of
 from syncd.sinks.jodo.config import AgentSettings

@@ -20,7 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
-from syncd.http import (
+from syncd.net.http import (
     FORM_CONTENT_TYPE,
     RetryPolicy,
     encode_form,
@@ -29,7 +29,7 @@ from syncd.http import (
     status_error,
     transport_error,
 )
-from syncd.http import with_retries as _with_retries
+from syncd.net.http import with_retries as _with_retries
 
 VENDOR = "jodo"
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from syncd.config import SinkConfig, Strict, TimeZoneName
-from syncd.model import CallStatus
+from syncd.core.model import CallStatus
 from syncd.secrets import Secret
 
 # The Media table of the Jodo document: id -> name.

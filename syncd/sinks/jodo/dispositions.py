@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.core.model import Lead, PushResult, QueuedLead
 from syncd.errors import PermanentError, RetryableError, SinkConfigError
-from syncd.model import Lead, PushResult, QueuedLead
 from syncd.sinks.jodo.client import NOT_FOUND, jodo_time, raise_for_status
 from syncd.sinks.jodo.config import DispositionRule
 from syncd.sinks.jodo.part import JodoPart

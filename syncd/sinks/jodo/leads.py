@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from syncd.model import Lead
+from syncd.core.model import Lead
 from syncd.state.base import StateStore
 
 PAGE = 500

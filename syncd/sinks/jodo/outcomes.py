@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from syncd.model import CallStatus, Outcome
+from syncd.core.model import CallStatus, Outcome
 from syncd.sinks.jodo.client import from_jodo_time
 from syncd.sinks.jodo.config import OutcomeSettings
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from syncd.core.model import Lead, Outcome
 from syncd.errors import VendorError
-from syncd.model import Lead, Outcome
 from syncd.sinks.jodo.client import (
     NOT_FOUND,
     REQUEST_BUGS,

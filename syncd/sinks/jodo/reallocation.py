@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from syncd.core.model import AgentStatus, Lead, QueuedLead
 from syncd.errors import PermanentError, RetryableError, SinkConfigError
-from syncd.model import AgentStatus, Lead, QueuedLead
 from syncd.sinks.jodo.agents import absent_for
 from syncd.sinks.jodo.client import NOT_FOUND, jodo_time, raise_for_status
 from syncd.sinks.jodo.dispositions import closing_rule

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from syncd.core.model import Outcome
 from syncd.errors import SinkConfigError, VendorError
-from syncd.model import Outcome
 from syncd.sinks.jodo.client import (
     RECORDING_NOT_READY,
     SUCCESS,

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.core.model import Action, PushResult, QueuedLead
 from syncd.errors import PermanentError, SinkConfigError, VendorError
-from syncd.http import RetryPolicy, guard_for, make_client
-from syncd.model import Action, PushResult, QueuedLead
+from syncd.net.http import RetryPolicy, guard_for, make_client
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
 from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.client import JodoClient, jodo_time, raise_for_status

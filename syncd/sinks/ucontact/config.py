@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from syncd.config import SinkConfig, Strict
-from syncd.model import CallStatus
+from syncd.core.model import CallStatus
 from syncd.secrets import Secret
 
 FORBIDDEN = (";", ":", "=", "\n", "\r")  # characters the uploadbase file uses as separators

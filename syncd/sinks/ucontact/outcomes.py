@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from syncd.core.model import CallStatus, Outcome
 from syncd.errors import VendorError
-from syncd.model import CallStatus, Outcome
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.ledger import Ledger

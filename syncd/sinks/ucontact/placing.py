@@ -34,8 +34,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.core.model import PushResult, QueuedLead
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
-from syncd.model import PushResult, QueuedLead
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.dialled import DialledCheck

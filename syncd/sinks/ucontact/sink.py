@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.errors import SinkConfigError, VendorError
-from syncd.http import RetryPolicy, guard_for, make_client
-from syncd.model import Action, Lead, PushResult, QueuedLead
+from syncd.net.http import RetryPolicy, guard_for, make_client
 from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import Settings, validate_settings
-from syncd.model import Outcome
+from syncd.core.model import Outcome
 from syncd.state.sqlite import SqliteStore
 
 DIALED = datetime(2026, 11, 22, 9, 30, 0, tzinfo=UTC)

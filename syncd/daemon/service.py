@@ -2,8 +2,8 @@
 
 It holds the state store's lock (a `run --once` from cron meanwhile exits 75),
 runs every pull, push, poll, keep-alive and writeback on its schedule
-(:mod:`syncd.runtime`), serves /healthz, /readyz and /metrics
-(:mod:`syncd.health`), and speaks systemd's notify protocol (:mod:`syncd.sdnotify`).
+(:mod:`syncd.daemon.scheduler`), serves /healthz, /readyz and /metrics
+(:mod:`syncd.daemon.probes`), and speaks systemd's notify protocol (:mod:`syncd.daemon.sdnotify`).
 
 Signals: SIGTERM or SIGINT stops it (in-flight batches finish within
 ``run.shutdown_grace_s``, leased leads return to the outbox, sessions log out,
@@ -30,13 +30,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import logs
 from syncd.config import Settings, load_settings
-from syncd.engine import new_run_id
+from syncd.daemon.metrics import Metrics
+from syncd.daemon.probes import HealthServer, create_app
+from syncd.daemon.scheduler import Runtime
+from syncd.daemon.sdnotify import Notifier
 from syncd.errors import ConfigError
-from syncd.health import HealthServer, create_app
-from syncd.lock import StoreLock
-from syncd.metrics import Metrics
-from syncd.runtime import Runtime
-from syncd.sdnotify import Notifier
+from syncd.run.engine import new_run_id
+from syncd.run.lock import StoreLock
 from syncd.state import StateStore, open_store
 
 log = structlog.get_logger("syncd.daemon")

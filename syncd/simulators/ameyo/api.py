@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from syncd.simulators.ameyo_dialer import Callback, ContactFloor, Customer, LeadInfo
+from syncd.simulators.ameyo.dialing import Callback, ContactFloor, Customer, LeadInfo
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
 from syncd.simulators.form import parse_form
 

@@ -4,7 +4,7 @@ Delivered, refused (permanent for the record, reason kept), retried with backoff
 or failed once attempts run out. A batch the dialer refuses as a whole is split
 in halves until the bad lead stands alone, so the good ones still go through.
 
-Every push passes the sink's guard (``syncd.http.guard_for``): the circuit breaker
+Every push passes the sink's guard (``syncd.net.http.guard_for``): the circuit breaker
 stops pushing to a dialer that keeps failing (leads wait without spending their
 attempts), and a Retry-After holds back every worker of the sink, not just one.
 """
@@ -19,14 +19,14 @@ from typing import Any
 
 import structlog
 
-from syncd.breaker import BreakerState
 from syncd.config import SinkConfig
+from syncd.core.model import PushResult, QueuedLead, ResultKind
+from syncd.core.summary import SinkCounts
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
-from syncd.http import guard_for
-from syncd.model import PushResult, QueuedLead, ResultKind
+from syncd.net.breaker import BreakerState
+from syncd.net.http import guard_for
 from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
-from syncd.summary import SinkCounts
 
 LEASE_S = 300.0
 

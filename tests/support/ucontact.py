@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from syncd.model import Action, Lead, PushResult, QueuedLead, ResultKind
+from syncd.core.model import Action, Lead, PushResult, QueuedLead, ResultKind
 from syncd.simulators.server import running
-from syncd.simulators.ucontact import UContactSimulator, create_app
+from syncd.simulators.ucontact.api import UContactSimulator, create_app
 from syncd.sinks.base import SinkContext
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.sink import UContactSink

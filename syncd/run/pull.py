@@ -16,12 +16,12 @@ import structlog
 
 from syncd import registry
 from syncd.config import RouteConfig, Settings, SourceConfig
-from syncd.model import Action, Reject
-from syncd.normalize import Mapper, NormalizedRow, normalize_rows, required_columns
-from syncd.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.core.mapping import Mapper, NormalizedRow, normalize_rows, required_columns
+from syncd.core.model import Action, Reject
+from syncd.core.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.core.summary import RunSummary
 from syncd.sources.base import Chunk, Source
 from syncd.state.base import ChunkWrite, LeadWrite, StateStore, StoredLead
-from syncd.summary import RunSummary
 
 log = structlog.get_logger("syncd.pull")
 

@@ -18,7 +18,7 @@ from typing import Any
 from syncd import logs, registry
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
-from syncd.lock import EXIT_LOCKED, StoreLock
+from syncd.run.lock import EXIT_LOCKED, StoreLock
 
 EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
 
@@ -132,15 +132,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(settings, full=args.full)
     if not args.once:
-        from syncd.daemon import run_daemon
+        from syncd.daemon.service import run_daemon
 
         code: int = run_daemon(settings, config_path=args.config)
         return code
-    from syncd.once import run_once
+    from syncd.run.once import run_once
 
     with StoreLock(settings.state.path):
         summary = asyncio.run(run_once(settings, full=args.full, deadline_s=args.deadline))
-    from syncd.report import print_summary
+    from syncd.cli.report import print_summary
 
     print_summary(summary)
     return summary.exit_code()
@@ -148,8 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dry_run(settings: Settings, *, full: bool) -> int:
     # No store lock: a dry run reads a copy and may run beside a working syncd.
-    from syncd.dryrun import dry_run, print_dry_run
-    from syncd.report import print_summary
+    from syncd.cli.report import print_summary
+    from syncd.run.dryrun import dry_run, print_dry_run
 
     result = asyncio.run(dry_run(settings, full=full))
     print_summary(result.summary)
@@ -163,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
-        from syncd.report import print_status
+        from syncd.cli.report import print_status
 
         print_status(status)
     return EXIT_OK
@@ -222,7 +222,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    from syncd.report import print_history
+    from syncd.cli.report import print_history
 
     print_history(args.key, asyncio.run(go()))
     return EXIT_OK
@@ -266,8 +266,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from syncd.cli.report import make_console
     from syncd.demo import run_demo
-    from syncd.report import make_console
 
     return run_demo(Path(args.dir), leads=args.leads, console=make_console())
 

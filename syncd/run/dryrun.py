@@ -22,14 +22,14 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
+from syncd.cli.report import make_console
 from syncd.config import Settings, SourceConfig, StateConfig
-from syncd.engine import build_sink, new_run_id
+from syncd.core.summary import RunSummary
 from syncd.errors import StoreError
-from syncd.pipeline import Puller
-from syncd.report import make_console
+from syncd.run.engine import build_sink, new_run_id
+from syncd.run.pull import Puller
 from syncd.state import open_store
 from syncd.state.sqlite import SqliteStore
-from syncd.summary import RunSummary
 
 log = structlog.get_logger("syncd.dryrun")
 

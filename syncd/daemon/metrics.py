@@ -14,10 +14,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from syncd.http import guard_for
-from syncd.model import ResultKind
+from syncd.core.model import ResultKind
+from syncd.core.summary import RunSummary
+from syncd.net.http import guard_for
 from syncd.state.base import Completion, StateStore
-from syncd.summary import RunSummary
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -165,7 +165,7 @@ class Metrics:
             self.written.labels(name)
             self._writeback_ok.setdefault(name, now)
 
-    # -- push observer (syncd.push.Pusher calls these) --------------------------
+    # -- push observer (syncd.run.push.Pusher calls these) --------------------------
 
     def push_latency(self, sink: str, seconds: float) -> None:
         self.latency.labels(sink).observe(seconds)

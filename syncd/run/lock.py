@@ -34,7 +34,7 @@ def _read_holder(fd: int) -> str:
 
 class StoreLock:
     def __init__(self, store_path: str | os.PathLike[str]) -> None:
-        self.path = Path(store_path).parent / "syncd.lock"
+        self.path = Path(store_path).parent / "syncd.run.lock"
         self._fd: int | None = None
 
     def acquire(self) -> None:

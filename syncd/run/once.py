@@ -19,10 +19,10 @@ from rich.progress import (
 
 from syncd import logs
 from syncd.config import Settings
-from syncd.engine import Engine, new_run_id
+from syncd.core.summary import RunSummary
+from syncd.run.engine import Engine, new_run_id
 from syncd.sources.base import Source
 from syncd.state import open_store
-from syncd.summary import RunSummary
 
 
 async def run_once(
@@ -36,7 +36,7 @@ async def run_once(
     logs.bind(run_id=run_id)
     store = await open_store(str(settings.state.path))
     stop = asyncio.Event()
-    from syncd.cli import install_stop_handlers
+    from syncd.cli.commands import install_stop_handlers
 
     install_stop_handlers(stop)
     try:

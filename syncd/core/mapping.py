@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 
 from syncd.config import RouteConfig
-from syncd.model import Lead
+from syncd.core.model import Lead
 
 _SPLIT = re.compile(r"[,;/|\n]+")
 MAX_KEY_LEN = 128

@@ -1,4 +1,4 @@
-"""`python -m syncd.healthcheck [PATH]`: exit 0 when the local daemon answers PATH (/healthz).
+"""`python -m syncd.daemon.healthcheck [PATH]`: exit 0 when the daemon answers PATH (/healthz).
 
 For container HEALTHCHECKs and scripts. It finds the address the way the daemon
 does, without validating the whole configuration: ``$SYNCD_HEALTH__LISTEN``,

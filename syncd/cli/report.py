@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from syncd.summary import RunSummary
+from syncd.core.summary import RunSummary
 
 
 def make_console() -> Console:

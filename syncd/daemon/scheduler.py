@@ -24,16 +24,16 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import Schedule, Settings, SinkConfig, SourceConfig, WritebackConfig
-from syncd.engine import build_sink, new_run_id
+from syncd.core.summary import RunSummary, SinkCounts
+from syncd.daemon.metrics import Metrics
 from syncd.errors import ConfigError, SinkConfigError, SyncdError, VendorError
-from syncd.http import guard_for
-from syncd.metrics import Metrics
-from syncd.pipeline import Puller
-from syncd.push import Pusher
+from syncd.net.http import guard_for
+from syncd.run.engine import build_sink, new_run_id
+from syncd.run.pull import Puller
+from syncd.run.push import Pusher
 from syncd.sinks.base import Sink
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
-from syncd.summary import RunSummary, SinkCounts
 
 if TYPE_CHECKING:
     from syncd.writeback.runner import WritebackRunner

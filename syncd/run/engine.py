@@ -16,14 +16,14 @@ import structlog
 
 from syncd import registry
 from syncd.config import Settings, SinkConfig
+from syncd.core.summary import RunSummary
 from syncd.errors import SinkConfigError, VendorError
-from syncd.http import RetryPolicy, with_retries
-from syncd.pipeline import Puller
-from syncd.push import Pusher
+from syncd.net.http import RetryPolicy, with_retries
+from syncd.run.pull import Puller
+from syncd.run.push import Pusher
 from syncd.sinks.base import Sink, SinkContext
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
-from syncd.summary import RunSummary
 
 log = structlog.get_logger("syncd.engine")
 

@@ -29,10 +29,10 @@ import httpx
 import stamina
 import structlog
 
-from syncd.breaker import CircuitBreaker
 from syncd.config import SinkConfig
 from syncd.errors import RetryableError
-from syncd.ratelimit import RequestLimits
+from syncd.net.breaker import CircuitBreaker
+from syncd.net.ratelimit import RequestLimits
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.http")

@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
 from syncd.simulators.form import parse_form
-from syncd.simulators.jodo_dialer import (
+from syncd.simulators.jodo.dialing import (
     AGENT_STATUSES,
     READY,
     DialPlan,

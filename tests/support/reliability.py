@@ -14,10 +14,10 @@ from typing import Any
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from syncd.config import Settings, load_settings
-from syncd.engine import Engine
+from syncd.core.summary import RunSummary
+from syncd.run.engine import Engine
 from syncd.simulators.faults import FaultInjector, Faults, _broken_body
 from syncd.state import open_store
-from syncd.summary import RunSummary
 from tests.conftest import cli_env
 
 HEADER = "id,first,last,phone,email,callback\n"
@@ -384,7 +384,7 @@ def _jodo_held(sim: Any) -> list[str]:
 
 
 def _jodo() -> Vendor:
-    from syncd.simulators.jodo import JodoSimulator, create_app
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
 
     return Vendor(
         name="jodo",
@@ -420,7 +420,7 @@ def _ameyo_held(sim: Any) -> list[str]:
 
 
 def _ameyo() -> Vendor:
-    from syncd.simulators.ameyo import AmeyoSimulator, create_app
+    from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 
     return Vendor(
         name="ameyo",
@@ -471,7 +471,7 @@ def _ucontact_diagnose(sim: Any, lead_keys: list[str]) -> str:
 
 
 def _ucontact() -> Vendor:
-    from syncd.simulators.ucontact import UContactSimulator, create_app
+    from syncd.simulators.ucontact.api import UContactSimulator, create_app
 
     return Vendor(
         name="ucontact",

@@ -16,18 +16,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from syncd.http import RetryPolicy
-from syncd.model import Action, Lead
-from syncd.normalize import lead_hash, lead_to_json
-from syncd.push import Pusher
-from syncd.simulators.jodo import JodoSimulator, create_app
+from syncd.core.mapping import lead_hash, lead_to_json
+from syncd.core.model import Action, Lead
+from syncd.core.summary import SinkCounts
+from syncd.net.http import RetryPolicy
+from syncd.run.push import Pusher
+from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.sinks.base import SinkContext
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.sink import JodoSink
 from syncd.state.base import ChunkWrite, LeadWrite
 from syncd.state.sqlite import SqliteStore
-from syncd.summary import SinkCounts
 from tests.conftest import Simulated
 
 WS = "/CustomerWebServices/handleCustomerWS"

@@ -1,0 +1,5 @@
+"""The `syncd` command line."""
+
+from syncd.cli.commands import main
+
+__all__ = ["main"]

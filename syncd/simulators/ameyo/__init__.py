@@ -1,0 +1,1 @@
+"""The Ameyo simulator: the API (`api`) and its dialing engine (`dialing`)."""

@@ -1,0 +1,1 @@
+"""The Avhan Jodo simulator: the API (`api`) and its dialing engine (`dialing`)."""

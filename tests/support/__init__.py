@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: simulators, configs, clocks (not collected as tests)."""
