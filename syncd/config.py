@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from syncd import registry
+from syncd.core.phones import parse_dial_format
 from syncd.errors import ConfigError
 
 ENV_PREFIX = "SYNCD_"
@@ -84,9 +85,6 @@ class SourceConfig(Strict):
     schedule: Schedule = Schedule()
 
 
-DialFormat = str  # validated by normalize.parse_dial_format
-
-
 class SinkConfig(Strict):
     """Settings every sink has; a kind's own model extends it."""
 
@@ -103,15 +101,13 @@ class SinkConfig(Strict):
     max_in_flight: int | None = Field(None, ge=1, le=256)  # concurrent requests to the dialer
     breaker_failures: int = Field(5, ge=1, le=1000)  # failed pushes in a row that open it
     breaker_reset_s: float = Field(30.0, gt=0)  # first pause before a probe; doubles
-    dial_format: DialFormat = "e164"
+    dial_format: str = "e164"  # validated by core.phones.parse_dial_format
     dial_region: str | None = None  # for `national`; defaults to the route's default_region
     poll: Schedule = Schedule(interval_s=60.0)
 
     @field_validator("dial_format")
     @classmethod
     def _dial_format(cls, value: str) -> str:
-        from syncd.core.mapping import parse_dial_format
-
         parse_dial_format(value)
         return value
 

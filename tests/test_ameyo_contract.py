@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from syncd.errors import RetryableError, SinkConfigError
-from syncd.net.http import RetryPolicy, make_client
+from syncd.net.http import make_client
+from syncd.net.retry import RetryPolicy
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running

@@ -25,7 +25,8 @@ from syncd.config import apply_env_overlay, load_settings, validate_settings
 from syncd.core.csvsafe import neutralise
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError, VendorError
-from syncd.net.http import lenient_json, parse_retry_after
+from syncd.net.http import lenient_json
+from syncd.net.retry import parse_retry_after
 from syncd.run.pull import Puller
 from syncd.state import open_store
 from tests.support.reliability import jodo_sink, settings_for, write_config

@@ -15,18 +15,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from syncd.errors import PermanentError, RetryableError
-from syncd.net.http import (
+from syncd.net.http import lenient_json, make_client, status_error
+from syncd.net.ratelimit import RateLimiter, RequestLimits
+from syncd.net.retry import (
     MAX_RETRY_AFTER_S,
     MIN_WAIT_S,
     RetryPolicy,
-    lenient_json,
-    make_client,
     parse_retry_after,
-    status_error,
     with_retries,
 )
-from syncd.net.ratelimit import RateLimiter, RequestLimits
 from syncd.simulators.server import running
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -177,14 +176,6 @@ def test_lenient_json_turns_pathological_nesting_into_a_value_error() -> None:
 
 
 # -- rate, concurrency and hold --------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_rate_limiter_spaces_requests_at_the_configured_rate() -> None:

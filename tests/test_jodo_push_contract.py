@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from syncd.core.model import Action, Lead, QueuedLead, ResultKind
 from syncd.errors import RetryableError, SinkConfigError
-from syncd.net.http import RetryPolicy
+from syncd.net.retry import RetryPolicy
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.sinks.base import BatchRejected, SinkContext
@@ -196,7 +196,7 @@ async def test_5xx_and_429_are_retried_honouring_retry_after(
 
 
 def test_retry_after_in_seconds_and_http_date_form() -> None:
-    from syncd.net.http import parse_retry_after
+    from syncd.net.retry import parse_retry_after
 
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0

@@ -8,15 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from syncd.config import RouteConfig
-from syncd.core.mapping import (
-    Mapper,
-    PhoneError,
-    RowRejected,
-    format_dial,
-    normalize_rows,
-    parse_dial_format,
-    to_e164,
-)
+from syncd.core.mapping import Mapper, RowRejected, normalize_rows
+from syncd.core.phones import PhoneError, format_dial, parse_dial_format, to_e164
 
 HEADER = (
     "id",

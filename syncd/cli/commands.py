@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -270,16 +269,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from syncd.demo import run_demo
 
     return run_demo(Path(args.dir), leads=args.leads, console=make_console())
-
-
-def install_stop_handlers(stop: asyncio.Event) -> None:
-    """First SIGTERM/SIGINT: stop claiming work and finish in-flight batches; second: exit now."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            raise SystemExit(128 + signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)

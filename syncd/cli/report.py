@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
@@ -60,6 +61,12 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         )
     for sink, n in summary.outcomes.items():
         out.print(f"outcomes from {sink}: {n} new or changed")
+    for sink, reason in summary.poll_failed.items():
+        out.print(
+            f"[red]outcome poll of {sink} failed[/red]: {escape(reason)}",
+            markup=True,
+            highlight=False,
+        )
     for name, n in summary.written.items():
         out.print(f"written back through {name}: {n}")
     for failed in summary.files_failed:

@@ -52,6 +52,7 @@ class RunSummary:
     files_failed: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)  # per sink: new or changed outcomes
     written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
+    poll_failed: dict[str, str] = field(default_factory=dict)  # per sink: why its poll failed
     dry_run: bool = False
 
     def route(self, name: str) -> RouteCounts:
@@ -76,8 +77,9 @@ class RunSummary:
         )
 
     def exit_code(self) -> int:
-        """0: all delivered or refused with a reason; 1: leads remain failed or pending."""
-        if self.files_failed:
+        """Return 0 when all was delivered or refused with a reason; 1 when leads remain failed or
+        pending, a file was set aside, or an outcome poll failed."""
+        if self.files_failed or self.poll_failed:
             return 1
         if any(c.failed or c.pending for c in self.sinks.values()):
             return 1
@@ -102,6 +104,7 @@ class RunSummary:
             "files_failed": self.files_failed,
             "outcomes": self.outcomes,
             "written": self.written,
+            "poll_failed": self.poll_failed,
             "balanced": self.balanced,
             "dry_run": self.dry_run,
         }

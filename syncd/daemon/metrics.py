@@ -13,10 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
-from syncd.net.http import guard_for
+from syncd.net.retry import RETRIES
 from syncd.state.base import Completion, StateStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -122,6 +124,13 @@ class Metrics:
         self.job_failures = Counter(
             "syncd_job_failures", "Scheduled jobs that ended with an error", ["job"], registry=r
         )
+        self.poll_failures = Counter(
+            "syncd_sink_poll_failures",
+            "Outcome polls that failed (outcomes wait at the dialer until a poll succeeds)",
+            ["sink"],
+            registry=r,
+        )
+        r.register(_HttpRetries())
         self._sinks: set[str] = set()
         self.delivered_total = 0  # all sinks, for the daemon's "delivered today"
         self._writeback_ok: dict[str, float] = {}
@@ -200,6 +209,9 @@ class Metrics:
         if complete:
             self._writeback_ok[name] = time.time()
 
+    def poll_failed(self, sink: str) -> None:
+        self.poll_failures.labels(sink).inc()
+
     def job_failed(self, job: str) -> None:
         self.job_failures.labels(job).inc()
 
@@ -216,7 +228,7 @@ class Metrics:
             since = oldest.get(name)
             self.oldest_age.labels(name).set(max(now - since, 0.0) if since else 0.0)
             self.sink_up.labels(name).set(0 if name in stopped else 1)
-            self.breaker.labels(name).set(guard_for(sink).breaker.state_value)
+            self.breaker.labels(name).set(sink.guard.breaker.state_value)
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
@@ -281,3 +293,17 @@ class PullMeter:
             m.files_failed.labels(self.source).inc(failed - self._files_failed)
             self._files_failed = failed
         return grew
+
+
+class _HttpRetries(Collector):
+    """``syncd_http_retries_total``: retries inside one call, by vendor and request."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "syncd_http_retries",
+            "Requests retried inside one call (reset, timeout, 5xx, 429), by vendor and request",
+            labels=["vendor", "what"],
+        )
+        for (vendor, what), n in sorted(RETRIES.items()):
+            family.add_metric([vendor, what], n)
+        yield family

@@ -1,11 +1,13 @@
-"""One configuration at work in the daemon: its sinks and the scheduled jobs that drive them.
+"""When the daemon runs each stage of the engine: one configuration's scheduled jobs.
 
-Jobs: each source's pull, each sink's push (woken as soon as the outbox gains
-rows), outcome poll and session keep-alive, each writeback, and a re-check of
-stopped sinks. A job never overlaps itself; one that fails is logged once (and
-once again when it recovers) and simply runs again at its next time, so one
-vendor's outage never stops the others. A reload drains the running Runtime and
-starts a new one; the scheduler, store, metrics and health server outlive it.
+The engine (:mod:`syncd.run.engine`) owns the sinks and decides what every error
+means; this module only decides *when*: each source's pull, each sink's push
+(woken as soon as the outbox gains rows), outcome poll and session keep-alive,
+each writeback, and a re-check of stopped sinks. A job never overlaps itself; one
+that fails is logged once (and once again when it recovers) and simply runs again
+at its next time, so one vendor's outage never stops the others. A reload drains
+the running Runtime and starts a new one; the scheduler, store, metrics and
+health server outlive it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,29 +24,22 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from syncd.config import Schedule, Settings, SinkConfig, SourceConfig, WritebackConfig
+from syncd.config import Schedule, Settings, SourceConfig, WritebackConfig
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.daemon.metrics import Metrics
-from syncd.errors import ConfigError, SinkConfigError, SyncdError, VendorError
-from syncd.net.http import guard_for
-from syncd.run.engine import build_sink, new_run_id
-from syncd.run.pull import Puller
-from syncd.run.push import Pusher
-from syncd.sinks.base import Sink
+from syncd.errors import ConfigError, SyncdError
+from syncd.run.engine import Engine, new_run_id
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
 
 if TYPE_CHECKING:
-    from syncd.writeback.runner import WritebackRunner
+    pass
 
 log = structlog.get_logger("syncd.daemon")
 
 PUSH_TICK_S = 10.0  # push jobs also run this often: `syncd retry` may queue rows from outside
-KEEPALIVE_DEFAULT_S = 60.0
-TRANSIENT_RECHECK_S = 30.0  # a sink that could not connect is tried again sooner than a bad config
 RECHECK_TICK_S = 5.0
 HELD_BACK_S = 1.0
-SESSION_BAD = ("expired", "failed")  # SinkHealth.session values that mean "cannot work now"
 
 Job = Callable[[], Awaitable[None]]
 
@@ -62,22 +56,8 @@ def trigger_for(schedule: Schedule, what: str) -> CronTrigger | IntervalTrigger:
     return IntervalTrigger(seconds=schedule.interval_s)
 
 
-@dataclass
-class SinkSlot:
-    """A configured sink, its live object, and why it is stopped (None while it works)."""
-
-    cfg: SinkConfig
-    sink: Sink
-    stopped: str | None = None
-    config_error: bool = False
-    since: float = 0.0
-
-    def stop(self, reason: str, *, config_error: bool) -> None:
-        self.stopped, self.config_error, self.since = reason, config_error, time.time()
-
-
 class Runtime:
-    """Owns one configuration's sinks and jobs until it is drained."""
+    """Schedules one configuration's engine stages until it is drained."""
 
     def __init__(
         self, settings: Settings, store: StateStore, scheduler: Any, metrics: Metrics
@@ -86,88 +66,34 @@ class Runtime:
         self.store = store
         self.scheduler = scheduler
         self.metrics = metrics
-        self.draining = asyncio.Event()  # the pushers' stop: no new batch is claimed once set
-        self.slots: dict[str, SinkSlot] = {}
+        self.draining = asyncio.Event()  # the engine's stop: no new batch is claimed once set
+        self.engine = Engine(settings, store, stop=self.draining, observer=metrics)
         self.job_ids: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
         self._rewake: set[str] = set()
-        self._failing: dict[str, str] = {}
-        self._writebacks: WritebackRunner | None = None
 
     # -- sinks -----------------------------------------------------------------
 
     async def open(self) -> None:
-        """Build and open every sink; one that cannot open is stopped, not fatal."""
-        for cfg in self.settings.sinks:
-            self.slots[cfg.name] = await self._open_sink(cfg)
-
-    async def _open_sink(self, cfg: SinkConfig, previous: SinkSlot | None = None) -> SinkSlot:
-        slot = SinkSlot(cfg, build_sink(cfg, self.settings, self.store))
-        try:
-            await slot.sink.open()
-        except SinkConfigError as exc:
-            slot.stop(str(exc), config_error=True)
-        except VendorError as exc:
-            slot.stop(str(exc), config_error=False)
-        except Exception as exc:  # a sink bug: keep the daemon and the other sinks going
-            log.error("sink.open.crashed", sink=cfg.name, exc_info=True)
-            slot.stop(f"internal error in the {cfg.kind} sink: {exc!r}", config_error=False)
-        if slot.stopped is not None and (previous is None or previous.stopped != slot.stopped):
-            log.error(
-                "sink.stopped" if slot.config_error else "sink.open.failed",
-                sink=cfg.name,
-                reason=slot.stopped,
-                action=(
-                    "fix the sink's configuration and reload; its leads stay queued"
-                    if slot.config_error
-                    else "syncd tries again shortly; its leads stay queued"
-                ),
-            )
-        return slot
+        """Open every sink; one that cannot open is stopped, not fatal."""
+        await self.engine.open()
 
     async def recheck(self) -> None:
         """Open again every stopped sink whose wait is over; wake its push when it works."""
-        now = time.time()
-        every = self.settings.run.sink_recheck_s
-        for name, slot in list(self.slots.items()):
-            if slot.stopped is None or self.draining.is_set():
-                continue
-            wait = every if slot.config_error else min(TRANSIENT_RECHECK_S, every)
-            if now - slot.since < wait:
-                continue
-            await _close_sink(name, slot.sink)
-            fresh = await self._open_sink(slot.cfg, previous=slot)
-            self.slots[name] = fresh
-            if fresh.stopped is None:
-                log.info("sink.reopened", sink=name, was=slot.stopped)
-                self.wake(name)
+        for name in await self.engine.recheck():
+            self.wake(name)
 
     def problems(self) -> list[str]:
         """Return why sinks cannot work now (stopped, session not valid), for /readyz."""
-        reasons = []
-        for name, slot in self.slots.items():
-            if slot.stopped is not None:
-                what = "stopped by a configuration error" if slot.config_error else "unavailable"
-                reasons.append(f"sink {name} {what}: {slot.stopped}")
-                continue
-            try:
-                health = slot.sink.health()
-            except Exception as exc:  # a broken health() must not break the probe
-                reasons.append(f"sink {name}: health check failed: {exc}")
-                continue
-            if health.stopped_reason:
-                reasons.append(f"sink {name} stopped: {health.stopped_reason}")
-            elif not health.ok or health.session in SESSION_BAD:
-                reasons.append(f"sink {name}: session {health.session}")
-        return reasons
+        return self.engine.sinks.problems()
 
     def failing(self) -> list[str]:
         """Return the sinks that are stopped or whose circuit breaker is not closed."""
         return [
-            name
-            for name, slot in self.slots.items()
-            if slot.stopped is not None or guard_for(slot.sink).breaker.state_value != 0
+            slot.name
+            for slot in self.engine.sinks
+            if not slot.working or slot.sink.guard.breaker.state_value != 0
         ]
 
     # -- scheduling ------------------------------------------------------------------
@@ -191,11 +117,11 @@ class Runtime:
                 _bind(self._poll, name),
                 now=not cfg.poll.cron,
             )
-            every = getattr(self.slots[name].sink, "keepalive_interval_s", KEEPALIVE_DEFAULT_S)
-            if isinstance(every, int | float) and every > 0:
+            every = self.engine.keepalive_interval(name)
+            if every is not None:
                 self._add(
                     f"keepalive:{name}",
-                    IntervalTrigger(seconds=float(every)),
+                    IntervalTrigger(seconds=every),
                     _bind(self._keepalive, name),
                     now=False,
                 )
@@ -240,29 +166,30 @@ class Runtime:
             self._running.discard(job_id)
 
     async def _guarded(self, job_id: str, job: Job) -> None:
+        health = self.engine.health
         try:
             await job()
         except SyncdError as exc:
-            self._failed(job_id, str(exc))
+            self.metrics.job_failed(job_id)
+            health.failed(
+                f"job:{job_id}",
+                str(exc),
+                event="job.failed",
+                job=job_id,
+                action="it runs again at its next scheduled time",
+            )
         except Exception as exc:  # a bug: keep the daemon up, show the traceback once
-            self._failed(job_id, f"{type(exc).__name__}: {exc}", exc_info=True)
+            self.metrics.job_failed(job_id)
+            health.failed(
+                f"job:{job_id}",
+                f"{type(exc).__name__}: {exc}",
+                event="job.failed",
+                exc_info=True,
+                job=job_id,
+                action="it runs again at its next scheduled time",
+            )
         else:
-            if self._failing.pop(job_id, None) is not None:
-                log.info("job.recovered", job=job_id)
-
-    def _failed(self, job_id: str, reason: str, *, exc_info: bool = False) -> None:
-        self.metrics.job_failed(job_id)
-        if self._failing.get(job_id) == reason:
-            log.debug("job.failed", job=job_id, reason=reason, repeated=True)
-            return
-        self._failing[job_id] = reason
-        log.error(
-            "job.failed",
-            job=job_id,
-            reason=reason,
-            exc_info=exc_info,
-            action="it runs again at its next scheduled time",
-        )
+            health.recovered(f"job:{job_id}", event="job.recovered", job=job_id)
 
     def wake(self, sink: str) -> None:
         """Run the sink's push job now (or once more, if it is running)."""
@@ -285,13 +212,11 @@ class Runtime:
             for sink in meter.update():
                 self.wake(sink)
 
-        puller = Puller(self.settings, self.store, summary, progress=committed)
         try:
-            await puller.pull(cfg)
+            await self.engine.pull(cfg, summary, progress=committed)
         finally:
             for sink in meter.update():
                 self.wake(sink)
-            await asyncio.to_thread(puller.close)
         totals = summary.totals()
         if totals.get("read") or summary.files_failed:
             log.info(
@@ -304,15 +229,12 @@ class Runtime:
             )
 
     async def _push(self, name: str) -> None:
-        slot = self.slots[name]
-        while slot.stopped is None and not self.draining.is_set():
+        slot = self.engine.sinks[name]
+        while not self.draining.is_set():
             self._rewake.discard(name)
-            pusher = Pusher(
-                slot.sink, self.store, SinkCounts(), stop=self.draining, observer=self.metrics
-            )
-            await pusher.run_until_idle(time.time())
-            if pusher.stopped_reason is not None:  # the pusher logged sink.stopped
-                slot.stop(pusher.stopped_reason, config_error=True)
+            await self.engine.push(name, SinkCounts(), deadline=time.time())
+            slot = self.engine.sinks[name]
+            if not slot.working:
                 return
             due = await self.store.next_due(name)
             # No await between this check and the return: a wake cannot slip through.
@@ -333,42 +255,15 @@ class Runtime:
             job.modify(next_run_time=when)
 
     async def _poll(self, name: str) -> None:
-        slot = self.slots[name]
-        if slot.stopped is not None:
-            return
-        try:
-            count = await slot.sink.poll_outcomes()
-        except SinkConfigError as exc:
-            self._stop(slot, exc)
-            return
-        self.metrics.outcomes_received(name, count)
+        result = await self.engine.poll(name)
+        if result.error is not None:
+            self.metrics.poll_failed(name)
 
     async def _keepalive(self, name: str) -> None:
-        slot = self.slots[name]
-        if slot.stopped is not None:
-            return
-        try:
-            await slot.sink.keepalive()
-        except SinkConfigError as exc:
-            self._stop(slot, exc)
-
-    def _stop(self, slot: SinkSlot, exc: SinkConfigError) -> None:
-        slot.stop(str(exc), config_error=True)
-        log.error(
-            "sink.stopped",
-            sink=slot.cfg.name,
-            reason=str(exc),
-            action="fix the sink's configuration and reload; its leads stay queued",
-        )
+        await self.engine.keepalive(name)
 
     async def _writeback(self, cfg: WritebackConfig) -> None:
-        if self._writebacks is None:
-            from syncd.writeback.runner import WritebackRunner
-
-            # One runner for the Runtime's life: each writeback stays open across passes.
-            self._writebacks = WritebackRunner(self.settings, self.store, stop=self.draining)
-        result = await self._writebacks.drain(cfg)
-        self.metrics.writeback_pass(cfg.name, result.written, complete=result.error is None)
+        await self.engine.writeback(cfg)
 
     # -- shutdown --------------------------------------------------------------------
 
@@ -400,10 +295,7 @@ class Runtime:
         else:
             if released:
                 log.info("outbox.leases.released", leads=released)
-        for name, slot in self.slots.items():
-            await _close_sink(name, slot.sink)
-        if self._writebacks is not None:
-            await self._writebacks.close()
+        await self.engine.close()
 
 
 def _bind(fn: Callable[[Any], Awaitable[None]], arg: Any) -> Job:
@@ -411,10 +303,3 @@ def _bind(fn: Callable[[Any], Awaitable[None]], arg: Any) -> Job:
         await fn(arg)
 
     return job
-
-
-async def _close_sink(name: str, sink: Sink) -> None:
-    try:
-        await sink.close()
-    except Exception as exc:  # a failing logout must not block the others
-        log.warning("sink.close.failed", sink=name, reason=str(exc))

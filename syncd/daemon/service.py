@@ -289,8 +289,8 @@ class Daemon:
     async def render_metrics(self) -> bytes:
         runtime, store = self.runtime, self.store
         if runtime is not None and store is not None:
-            sinks = {name: slot.sink for name, slot in runtime.slots.items()}
-            stopped = {n: s.stopped for n, s in runtime.slots.items() if s.stopped is not None}
+            sinks = {slot.name: slot.sink for slot in runtime.engine.sinks}
+            stopped = runtime.engine.sinks.stopped()
             try:
                 await self.metrics.refresh(store, sinks, stopped)
             except Exception as exc:  # counters are still worth serving

@@ -1,62 +1,32 @@
-"""One HTTP policy for every vendor: timeouts, retries with backoff, Retry-After, limits, parsing.
+"""One HTTP policy for every vendor: timeouts, the status-to-error mapping, parsing.
 
 Vendor clients build on this and translate answers into the typed errors of
 ``syncd.errors``; the retry loop here only ever retries ``RetryableError``.
 
-Per sink, one ``SinkGuard`` (``guard_for(sink)``) holds the circuit breaker and
-the request limits (rate, concurrency, Retry-After hold). The push loop uses it
-around every push; a vendor client that builds its HTTP client with
-``make_client(..., guard=guard_for(self).limits)`` gets the limits applied to
-every single request (polls and keepalives included) instead.
+The retries live in :mod:`syncd.net.retry`, the per-sink breaker and limits in
+:mod:`syncd.net.guard`; ``status_error`` and ``transport_error`` here are the one
+mapping from HTTP answers to syncd's errors that every vendor client shares.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import random
 import re
 import socket
-import time
 import urllib.parse
-import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
-import stamina
 import structlog
 
-from syncd.config import SinkConfig
 from syncd.errors import RetryableError
-from syncd.net.breaker import CircuitBreaker
 from syncd.net.ratelimit import RequestLimits
+from syncd.net.retry import MIN_WAIT_S, parse_retry_after
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.http")
 
-MIN_WAIT_S = 0.05  # floor for a Retry-After of 0: a retry is never a busy loop
-MAX_RETRY_AFTER_S = 86_400.0  # a Retry-After further out than a day is a broken header
 HOLD_STATUSES = (429, 503)  # answers whose Retry-After holds back the whole sink
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """In-call retries; the outbox's own backoff takes over when these run out.
-
-    Waits grow exponentially from ``wait_initial_s`` with full jitter (a uniform
-    draw between 0 and the ceiling), capped at ``wait_max_s``; the whole call,
-    waits included, stays within ``timeout_s``. A Retry-After longer than
-    ``wait_max_s`` ends the call at once: the lead waits in the outbox instead of
-    holding a connection and a worker.
-    """
-
-    attempts: int = 4
-    timeout_s: float = 60.0
-    wait_initial_s: float = 0.5
-    wait_max_s: float = 15.0
 
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -136,127 +106,6 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-# -- per-sink guard ---------------------------------------------------------------
-
-
-class _SinkLike(Protocol):
-    name: str
-    config: SinkConfig
-
-
-@dataclass
-class SinkGuard:
-    """The circuit breaker and request limits of one sink, shared by all its callers."""
-
-    breaker: CircuitBreaker
-    limits: RequestLimits
-
-    def details(self) -> dict[str, Any]:
-        """Return what status pages show about the breaker and the throttle."""
-        return {
-            "breaker": self.breaker.snapshot(),
-            "throttle": {
-                "rate_limit_per_s": self.limits.limiter.rate_per_s,
-                "max_in_flight": self.limits.max_in_flight,
-                "in_flight": self.limits.in_flight,
-                "held_for_s": round(self.limits.limiter.held_for(), 3),
-            },
-        }
-
-
-_GUARDS: weakref.WeakKeyDictionary[Any, SinkGuard] = weakref.WeakKeyDictionary()
-
-
-def guard_for(sink: _SinkLike) -> SinkGuard:
-    """Return the one SinkGuard of ``sink``, created from its config on first use."""
-    guard = _GUARDS.get(sink)
-    if guard is None:
-        cfg = sink.config
-        guard = SinkGuard(
-            breaker=CircuitBreaker(
-                sink.name,
-                failure_threshold=cfg.breaker_failures,
-                reset_s=cfg.breaker_reset_s,
-                max_reset_s=max(cfg.breaker_reset_s, cfg.retry_max_s),
-            ),
-            limits=RequestLimits(
-                sink.name, rate_per_s=cfg.rate_limit_per_s, max_in_flight=cfg.max_in_flight
-            ),
-        )
-        _GUARDS[sink] = guard
-    return guard
-
-
-def all_guards() -> list[tuple[str, SinkGuard]]:
-    """Return (sink name, guard) of every live sink, for metrics."""
-    return [(getattr(sink, "name", "?"), guard) for sink, guard in list(_GUARDS.items())]
-
-
-# -- retries --------------------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for (delta or HTTP-date form)."""
-    if not value:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
-        seconds = min(float(value), MAX_RETRY_AFTER_S)  # 400 nines are inf, not NaN
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-            seconds = when.timestamp() - (time.time() if now is None else now)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if not math.isfinite(seconds):
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
-
-
-def _backoff_hook(policy: RetryPolicy) -> Callable[[Exception], bool | float]:
-    """Return a stamina backoff hook: full-jitter exponential waits within the budget."""
-    started = time.monotonic()
-    retries = 0
-
-    def hook(exc: Exception) -> bool | float:
-        nonlocal retries
-        if not isinstance(exc, RetryableError):
-            return False
-        if exc.retry_after is not None:
-            if exc.retry_after > policy.wait_max_s:
-                return False  # a long wait belongs to the outbox, not to an open call
-            wait = max(exc.retry_after, MIN_WAIT_S)
-        else:
-            retries += 1
-            ceiling = min(policy.wait_max_s, policy.wait_initial_s * 2 ** (retries - 1))
-            wait = max(MIN_WAIT_S, random.uniform(0, ceiling))
-        if time.monotonic() - started + wait > policy.timeout_s:
-            return False  # sleeping would overrun the call's time budget
-        return wait
-
-    return hook
-
-
-async def with_retries(
-    call: Callable[[], Awaitable[T]], policy: RetryPolicy, *, vendor: str, what: str
-) -> T:
-    """Return ``call()``'s result, retrying RetryableError with jittered exponential backoff."""
-    attempt_no = 0
-    async for attempt in stamina.retry_context(
-        on=_backoff_hook(policy),
-        attempts=policy.attempts,
-        timeout=policy.timeout_s,
-        wait_initial=policy.wait_initial_s,
-        wait_max=policy.wait_max_s,
-    ):
-        with attempt:
-            attempt_no += 1
-            if attempt_no > 1:
-                log.info("http.retry", vendor=vendor, what=what, attempt=attempt_no)
-            return await call()
-    raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
 
 def transport_error(exc: httpx.HTTPError, vendor: str) -> RetryableError:

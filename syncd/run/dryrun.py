@@ -26,8 +26,9 @@ from syncd.cli.report import make_console
 from syncd.config import Settings, SourceConfig, StateConfig
 from syncd.core.summary import RunSummary
 from syncd.errors import StoreError
-from syncd.run.engine import build_sink, new_run_id
+from syncd.run.engine import new_run_id
 from syncd.run.pull import Puller
+from syncd.run.sinks import build_sink
 from syncd.state import open_store
 from syncd.state.sqlite import SqliteStore
 

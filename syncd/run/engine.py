@@ -1,31 +1,47 @@
-"""The engine: builds sinks, pulls every source, pushes until idle.
+"""The engine: one configuration's sinks and the stages that move leads and outcomes.
 
-`--once` and the daemon share it: `--once` is the same engine run until idle.
+Both drivers use it. ``--once`` (:mod:`syncd.run.once`) calls :meth:`Engine.run_once`,
+which runs every stage until idle; the daemon (:mod:`syncd.daemon.scheduler`)
+only decides *when* each stage runs. What happens on an error is decided here,
+once, so it is the same under both:
+
+- a stage that meets a configuration error (``SinkConfigError``) stops the sink
+  (:class:`syncd.run.sinks.SinkSet`); its leads stay queued;
+- a poll or keep-alive that fails is recorded by the health tracker (logged once,
+  once again on recovery), counted, and tried at its next time;
+- opening a sink retries a few times, then leaves it unavailable until a re-check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from syncd import registry
-from syncd.config import Settings, SinkConfig
-from syncd.core.summary import RunSummary
+from syncd.config import Settings, SourceConfig, WritebackConfig
+from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.health import HealthTracker
+from syncd.core.summary import RunSummary, SinkCounts
 from syncd.errors import SinkConfigError, VendorError
-from syncd.net.http import RetryPolicy, with_retries
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
-from syncd.sinks.base import Sink, SinkContext
+from syncd.run.sinks import SinkSet
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
 
+if TYPE_CHECKING:
+    from syncd.writeback.runner import PassResult, WritebackRunner
+
 log = structlog.get_logger("syncd.engine")
+
+Progress = Callable[[Source, int], None]
 
 
 @contextmanager
@@ -38,45 +54,22 @@ def phase(name: str) -> Iterator[None]:
         log.info("run.phase", phase=name, seconds=round(time.monotonic() - started, 3))
 
 
-def open_policy(cfg: SinkConfig) -> RetryPolicy:
-    """Return the retries for opening a sink: a few quick tries, then it is stopped.
-
-    Unlike a push there is no outbox to wait in, so a Retry-After of up to 30 s
-    is waited out here.
-    """
-    return RetryPolicy(
-        attempts=4,
-        timeout_s=max(60.0, 4 * cfg.timeout_s),
-        wait_initial_s=min(0.5, cfg.retry_base_s),
-        wait_max_s=30.0,
-    )
-
-
 def new_run_id() -> str:
+    """Return a run id that sorts by start time: ``20261201T102309Z-1a2b3c``."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def build_sink(
-    cfg: SinkConfig, settings: Settings, store: StateStore, *, dry_run: bool = False
-) -> Sink:
-    """Return the sink object for a config, via the registry."""
-    if not cfg.verify_tls:
-        log.warning(
-            "sink.tls.unverified",
-            sink=cfg.name,
-            action="verify_tls = false: the dialer's certificate is not checked",
-        )
-    region = next((r.default_region for r in settings.routes if r.sink == cfg.name), "US")
-    ctx = SinkContext(
-        store=store, region=region, dry_run=dry_run, log=structlog.get_logger("syncd.sink")
-    )
-    factory = registry.sinks()[cfg.kind].load_factory()
-    sink: Sink = factory(cfg, ctx)
-    return sink
+@dataclass(frozen=True)
+class PollResult:
+    """What one outcome poll of one sink gave: new or changed outcomes, or why it failed."""
+
+    count: int = 0
+    error: str | None = None
+    skipped: bool = False  # the sink is stopped or unavailable: nothing was asked
 
 
 class Engine:
-    """Owns one run's sinks and counters."""
+    """Owns one configuration's sinks, their health and the writeback runner."""
 
     def __init__(
         self,
@@ -86,99 +79,200 @@ class Engine:
         run_id: str | None = None,
         stop: asyncio.Event | None = None,
         observer: Any = None,
-        progress: Callable[[Source, int], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.store = store
         self.run_id = run_id or new_run_id()
-        self.stop = stop or asyncio.Event()
-        self.observer = observer
-        self.progress = progress
-        self.sinks: dict[str, Sink] = {}
-        self.stopped: dict[str, str] = {}  # sink -> why it cannot work now
+        self.stop = stop or asyncio.Event()  # set: no new batch is claimed, waits end
+        self.observer = observer  # metrics hooks (the daemon's), optional
+        self.clock = clock
+        self.health = HealthTracker(structlog.get_logger("syncd.engine"), clock)
+        self.sinks = SinkSet(settings, store, self.health, clock=clock)
+        self._writebacks: WritebackRunner | None = None
 
-    async def open_sinks(self) -> None:
-        """Build and open every sink; one that cannot open is stopped, not fatal."""
-        for cfg in self.settings.sinks:
-            sink = build_sink(cfg, self.settings, self.store)
-            self.sinks[cfg.name] = sink
-            try:
-                # A reset or a 503 during login must not cost the sink the whole run.
-                await with_retries(sink.open, open_policy(cfg), vendor=cfg.kind, what="open")
-            except SinkConfigError as exc:
-                self.stopped[cfg.name] = str(exc)
-                log.error(
-                    "sink.stopped",
-                    sink=cfg.name,
-                    reason=str(exc),
-                    action="fix the sink's configuration; its leads stay queued",
-                )
-            except VendorError as exc:
-                self.stopped[cfg.name] = str(exc)
-                log.error("sink.open.failed", sink=cfg.name, reason=str(exc))
+    # -- life ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open every sink; one that cannot open is stopped or unavailable, never fatal."""
+        await self.sinks.open_all()
 
     async def close(self) -> None:
-        for name, sink in self.sinks.items():
-            try:
-                await sink.close()
-            except Exception as exc:  # a failing logout must not block the others
-                log.warning("sink.close.failed", sink=name, reason=str(exc))
-        self.sinks.clear()
+        """Log out of every sink and close every writeback."""
+        await self.sinks.close_all()
+        if self._writebacks is not None:
+            await self._writebacks.close()
+            self._writebacks = None
 
-    async def run_once(self, *, full: bool = False, deadline_s: float | None = None) -> RunSummary:
-        """Pull everything, push until the outbox is empty or the deadline passes."""
+    # -- stages ----------------------------------------------------------------------
+
+    async def pull(
+        self,
+        cfg: SourceConfig,
+        summary: RunSummary,
+        *,
+        full: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        """Read one source and reconcile it into the outbox, chunk by chunk."""
+        puller = Puller(self.settings, self.store, summary, progress=progress)
+        try:
+            await puller.pull(cfg, full=full)
+        finally:
+            await asyncio.to_thread(puller.close)
+
+    async def push(self, name: str, counts: SinkCounts, *, deadline: float) -> None:
+        """Push one sink's outbox until nothing is due before ``deadline`` or it stops."""
+        slot = self.sinks[name]
+        if not slot.working:
+            return
+        pusher = Pusher(slot.sink, self.store, counts, stop=self.stop, observer=self.observer)
+        await pusher.run_until_idle(deadline)
+        if pusher.stopped_reason is not None:
+            self.sinks.stop(name, pusher.stopped_reason)
+
+    async def poll(self, name: str) -> PollResult:
+        """Ask one sink for new outcomes and store them."""
+        slot = self.sinks[name]
+        if not slot.working:
+            return PollResult(skipped=True)
+        try:
+            count = await slot.sink.poll_outcomes()
+        except SinkConfigError as exc:
+            self.sinks.stop(name, exc)
+            return PollResult(error=str(exc))
+        except VendorError as exc:
+            self.health.failed(
+                f"poll:{name}",
+                str(exc),
+                event="sink.poll.failed",
+                sink=name,
+                action="outcomes wait at the dialer; the poll runs again at its next time",
+            )
+            return PollResult(error=str(exc))
+        self.health.recovered(f"poll:{name}", event="sink.poll.recovered", sink=name)
+        if self.observer is not None:
+            self.observer.outcomes_received(name, count)
+        return PollResult(count=count)
+
+    async def keepalive(self, name: str) -> None:
+        """Keep one sink's vendor session alive (a no-op for session-less vendors)."""
+        slot = self.sinks[name]
+        if not slot.working:
+            return
+        try:
+            await slot.sink.keepalive()
+        except SinkConfigError as exc:
+            self.sinks.stop(name, exc)
+        except VendorError as exc:
+            self.health.failed(
+                f"keepalive:{name}",
+                str(exc),
+                event="sink.session.ping.failed",
+                level="warning",
+                sink=name,
+                action="the next request logs in again if the session is gone",
+            )
+        else:
+            self.health.recovered(
+                f"keepalive:{name}", event="sink.session.ping.recovered", sink=name
+            )
+
+    def keepalive_interval(self, name: str) -> float | None:
+        """Return how often the engine keeps this sink's session alive (None: never)."""
+        every = self.sinks[name].sink.keepalive_interval_s
+        return float(every) if isinstance(every, int | float) and every > 0 else None
+
+    async def writeback(self, cfg: WritebackConfig) -> PassResult:
+        """Write everything pending for one writeback back to the CRM."""
+        if self._writebacks is None:
+            from syncd.writeback.runner import WritebackRunner
+
+            # One runner for the engine's life: each writeback stays open across passes.
+            self._writebacks = WritebackRunner(
+                self.settings, self.store, stop=self.stop, health=self.health
+            )
+        result = await self._writebacks.drain(cfg)
+        if self.observer is not None:
+            self.observer.writeback_pass(cfg.name, result.written, complete=result.error is None)
+        return result
+
+    async def recheck(self) -> list[str]:
+        """Open again every stopped or unavailable sink whose wait is over; return those back."""
+        if self.stop.is_set():
+            return []
+        return await self.sinks.recheck(every_s=self.settings.run.sink_recheck_s)
+
+    # -- the `--once` driver ---------------------------------------------------------
+
+    async def run_once(
+        self,
+        *,
+        full: bool = False,
+        deadline_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> RunSummary:
+        """Return the summary of one pass: pull, push until idle, poll, write back."""
         summary = RunSummary(self.run_id)
-        deadline = time.time() + (deadline_s or self.settings.run.deadline_s)
+        deadline = self.clock.time() + (deadline_s or self.settings.run.deadline_s)
         await self.store.release_inflight()  # we hold the store lock: any lease is orphaned
         await self.store.start_run(self.run_id, "once-full" if full else "once")
         for cfg in self.settings.sinks:
             summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name)
         for route in self.settings.routes:
             summary.route(route.name)
-        puller = Puller(self.settings, self.store, summary, progress=self.progress)
         with phase("pull"):
-            try:
-                await puller.pull_all(full=full)
-            finally:
-                puller.close()
-        await self.open_sinks()
-        with phase("push"):
-            await self.push_all(summary, deadline)
-        with phase("poll"):
-            await self.poll_all(summary)
-        with phase("writeback"):
-            await self.writeback_all(summary)
+            for source in self.settings.sources:
+                await self.pull(source, summary, full=full, progress=progress)
+        await self.open()
+        async with self._keepalives():
+            with phase("push"):
+                await asyncio.gather(
+                    *(
+                        self.push(slot.name, summary.sink(slot.name), deadline=deadline)
+                        for slot in self.sinks.working()
+                    )
+                )
+            with phase("poll"):
+                for slot in self.sinks.working():
+                    result = await self.poll(slot.name)
+                    if result.error is not None:
+                        summary.poll_failed[slot.name] = result.error
+                    elif not result.skipped:
+                        summary.outcomes[slot.name] = result.count
+            with phase("writeback"):
+                for wb in self.settings.writebacks:
+                    if self.stop.is_set():
+                        break
+                    summary.written[wb.name] = (await self.writeback(wb)).written
+        stopped = self.sinks.stopped()
         for name, counts in summary.sinks.items():
             counts.pending = await self.store.pending_count(name)
-            counts.stopped = counts.stopped or self.stopped.get(name)
+            counts.stopped = counts.stopped or stopped.get(name)
         await self.store.finish_run(self.run_id, summary.to_dict())
         return summary
 
-    async def poll_all(self, summary: RunSummary) -> None:
-        """Ask every working sink for new outcomes; one vendor's failure does not stop the rest."""
-        for name, sink in self.sinks.items():
-            if name in self.stopped:
-                continue
-            try:
-                summary.outcomes[name] = await sink.poll_outcomes()
-            except VendorError as exc:
-                log.warning("sink.poll.failed", sink=name, reason=str(exc))
-
-    async def writeback_all(self, summary: RunSummary) -> None:
-        """Write stored outcomes back to the CRM through every configured writeback."""
-        if not self.settings.writebacks:
-            return
-        from syncd.writeback.runner import run_writebacks
-
-        summary.written.update(await run_writebacks(self.settings, self.store))
-
-    async def push_all(self, summary: RunSummary, deadline: float) -> None:
-        pushers = [
-            Pusher(sink, self.store, summary.sink(name), stop=self.stop, observer=self.observer)
-            for name, sink in self.sinks.items()
-            if name not in self.stopped
+    @contextlib.asynccontextmanager
+    async def _keepalives(self) -> Any:
+        """Keep every session alive while the pass works (the daemon schedules these instead)."""
+        tasks = [
+            asyncio.create_task(
+                self._keepalive_loop(slot.name, every), name=f"keepalive:{slot.name}"
+            )
+            for slot in self.sinks.working()
+            if (every := self.keepalive_interval(slot.name)) is not None
         ]
-        await asyncio.gather(*(p.run_until_idle(deadline) for p in pushers))
-        for p in pushers:
-            if p.stopped_reason:
-                self.stopped[p.sink.name] = p.stopped_reason
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _keepalive_loop(self, name: str, every: float) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=every)
+                return
+            await self.keepalive(name)
+            every = self.keepalive_interval(name) or every

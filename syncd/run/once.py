@@ -21,6 +21,7 @@ from syncd import logs
 from syncd.config import Settings
 from syncd.core.summary import RunSummary
 from syncd.run.engine import Engine, new_run_id
+from syncd.run.signals import install_stop_handlers
 from syncd.sources.base import Source
 from syncd.state import open_store
 
@@ -36,14 +37,12 @@ async def run_once(
     logs.bind(run_id=run_id)
     store = await open_store(str(settings.state.path))
     stop = asyncio.Event()
-    from syncd.cli.commands import install_stop_handlers
-
     install_stop_handlers(stop)
     try:
         with _progress() as progress:
-            engine = Engine(settings, store, run_id=run_id, stop=stop, progress=progress)
+            engine = Engine(settings, store, run_id=run_id, stop=stop)
             try:
-                summary = await engine.run_once(full=full, deadline_s=deadline_s)
+                summary = await engine.run_once(full=full, deadline_s=deadline_s, progress=progress)
             finally:
                 await engine.close()
     finally:

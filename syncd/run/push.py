@@ -4,7 +4,7 @@ Delivered, refused (permanent for the record, reason kept), retried with backoff
 or failed once attempts run out. A batch the dialer refuses as a whole is split
 in halves until the bad lead stands alone, so the good ones still go through.
 
-Every push passes the sink's guard (``syncd.net.http.guard_for``): the circuit breaker
+Every push passes the sink's guard (``sink.guard``, see ``syncd.net.guard``): the circuit breaker
 stops pushing to a dialer that keeps failing (leads wait without spending their
 attempts), and a Retry-After holds back every worker of the sink, not just one.
 """
@@ -24,7 +24,6 @@ from syncd.core.model import PushResult, QueuedLead, ResultKind
 from syncd.core.summary import SinkCounts
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
 from syncd.net.breaker import BreakerState
-from syncd.net.http import guard_for
 from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
 
@@ -64,7 +63,7 @@ class Pusher:
         self.observer = observer  # metrics hooks (daemon), optional
         self.log = structlog.get_logger("syncd.push").bind(sink=sink.name)
         self.stopped_reason: str | None = None
-        self.guard = guard_for(sink)
+        self.guard = sink.guard
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -248,12 +247,7 @@ class Pusher:
             self.observer.push_results(self.sink.name, completions)
 
     async def _stop_sink(self, batch: Sequence[QueuedLead], exc: SinkConfigError) -> None:
-        if self.stopped_reason is None:
-            self.log.error(
-                "sink.stopped",
-                reason=str(exc),
-                action="fix the sink's configuration; its leads stay queued",
-            )
+        # The engine stops the sink (and logs `sink.stopped` once) when the pusher returns.
         self.stopped_reason = str(exc)
         self.counts.stopped = str(exc)
         await self.store.requeue(self.sink.name, [q.key for q in batch], time.time(), str(exc))

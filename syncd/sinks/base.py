@@ -9,9 +9,11 @@ from typing import Any, Protocol
 import structlog
 
 from syncd.config import SinkConfig
-from syncd.core.mapping import format_dial, parse_dial_format
+from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.model import Lead, PushResult, QueuedLead
+from syncd.core.phones import format_dial, parse_dial_format
 from syncd.errors import PermanentError
+from syncd.net.guard import SinkGuard, guard_from_config
 from syncd.state.base import StateStore
 
 
@@ -30,6 +32,8 @@ class SinkContext:
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.sink"))
     region: str = "US"  # the first route's default_region, for `national` dial strings
     dry_run: bool = False
+    clock: Clock = SYSTEM_CLOCK
+    guard: SinkGuard | None = None  # built from the sink's config when not given
 
 
 @dataclass
@@ -48,6 +52,8 @@ class Sink(Protocol):
     name: str
     config: SinkConfig
     can_remove: bool
+    guard: SinkGuard  # breaker and request limits, shared by every caller of this sink
+    keepalive_interval_s: float | None  # how often the engine calls keepalive(); None: never
 
     async def open(self) -> None:
         """Log in and run start-up checks; raise SinkConfigError when the sink cannot work."""
@@ -76,11 +82,14 @@ class BaseSink:
     """Defaults for the optional parts of the Sink protocol."""
 
     can_remove = False
+    keepalive_interval_s: float | None = None
 
     def __init__(self, config: SinkConfig, ctx: SinkContext) -> None:
         self.name = config.name
         self.config = config
         self.ctx = ctx
+        self.clock = ctx.clock
+        self.guard = ctx.guard or guard_from_config(config, ctx.clock)
         self.log = ctx.log.bind(sink=config.name)
         self._dial = parse_dial_format(config.dial_format)
         self._region = config.dial_region or ctx.region

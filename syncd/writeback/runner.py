@@ -21,6 +21,7 @@ import structlog
 
 from syncd import registry
 from syncd.config import Settings, WritebackConfig
+from syncd.core.health import HealthTracker
 from syncd.errors import RetryableError
 from syncd.state.base import StateStore
 from syncd.writeback.base import Item, ItemsRefused, Writeback, WritebackStopped, item_from_row
@@ -52,13 +53,19 @@ class WritebackRunner:
     """Keeps one opened instance per writeback across passes (the daemon holds one runner)."""
 
     def __init__(
-        self, settings: Settings, store: StateStore, *, stop: asyncio.Event | None = None
+        self,
+        settings: Settings,
+        store: StateStore,
+        *,
+        stop: asyncio.Event | None = None,
+        health: HealthTracker | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.stop = stop or asyncio.Event()
+        self.health = health or HealthTracker(log)
         self._open: dict[str, Writeback] = {}
-        self._failing: dict[str, str | None] = {}
+        self._seeded: set[str] = set()
 
     async def run_pass(self) -> dict[str, int]:
         """Return, per writeback, how many versions it wrote in this pass."""
@@ -168,22 +175,24 @@ class WritebackRunner:
 
     async def _report(self, name: str, result: PassResult, bound: Any) -> None:
         result.at = time.time()
-        if name not in self._failing:
+        subject = f"writeback:{name}"
+        if name not in self._seeded:
+            # A failure the last process already reported is not news after a restart.
+            self._seeded.add(name)
             previous = await self.store.kv_get(STATUS_SCOPE, name)
-            self._failing[name] = json.loads(previous).get("error") if previous else None
-        was_failing = self._failing[name]
-        # Log a failure when it starts (or changes) and once on recovery, not every pass.
-        if result.error and result.error != was_failing:
-            bound.error(
-                "writeback.failing",
-                reason=result.error,
+            self.health.remember(subject, json.loads(previous).get("error") if previous else None)
+        if result.error:
+            self.health.failed(
+                subject,
+                result.error,
+                event="writeback.failing",
+                writeback=name,
                 action="records stay pending and are written on a later pass",
             )
-        elif was_failing and not result.error:
-            bound.info("writeback.recovered")
+        else:
+            self.health.recovered(subject, event="writeback.recovered", writeback=name)
         if result.written or result.refused:
             bound.info("writeback.pass", written=result.written, refused=result.refused)
-        self._failing[name] = result.error
         await self.store.kv_set(STATUS_SCOPE, name, json.dumps(asdict(result)))
 
 

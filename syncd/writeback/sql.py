@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import TimeZoneName
 from syncd.errors import RetryableError
-from syncd.net.http import RetryPolicy, with_retries
+from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
 from syncd.sources.sql import bind_names, check_url, describe_db_error, make_engine
 from syncd.writeback.base import (

@@ -26,7 +26,8 @@ import httpx
 from pydantic import Field, field_validator
 
 from syncd.errors import RetryableError
-from syncd.net.http import RetryPolicy, make_client, status_error, with_retries
+from syncd.net.http import make_client, status_error
+from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
 from syncd.writeback.base import BaseWritebackConfig, Item, ItemsRefused, WritebackStopped
 

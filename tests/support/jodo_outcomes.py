@@ -19,7 +19,7 @@ from starlette.routing import Route
 from syncd.core.mapping import lead_hash, lead_to_json
 from syncd.core.model import Action, Lead
 from syncd.core.summary import SinkCounts
-from syncd.net.http import RetryPolicy
+from syncd.net.retry import RetryPolicy
 from syncd.run.push import Pusher
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running

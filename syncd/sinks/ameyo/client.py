@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,8 +26,9 @@ from syncd.errors import (
     SinkConfigError,
     VendorError,
 )
-from syncd.net.http import RetryPolicy, lenient_json, looks_like_html, status_error, transport_error
-from syncd.net.http import with_retries as _with_retries
+from syncd.net.http import lenient_json, looks_like_html, status_error, transport_error
+from syncd.net.retry import RetryPolicy
+from syncd.net.retry import with_retries as _with_retries
 from syncd.sinks.ameyo.config import AmeyoSinkConfig, HeaderAuth, SessionAuth
 from syncd.sinks.ameyo.replies import error_text, is_session_error, looks_like_login_page
 
@@ -116,7 +118,7 @@ class Session:
         self.id = str(session_id)
         self.logins += 1
         self.state = "valid"
-        self.last_ok = time.monotonic()
+        self.last_ok = self._client.clock()
         interval = body.get("pingInterval")
         if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
             self.ping_interval_s = float(interval) / 1000
@@ -144,8 +146,10 @@ class AmeyoClient:
         *,
         log: Any = None,
         policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
+        self.clock = clock  # monotonic: when the session was last proved alive
         self.url = config.command_url
         self.policy = policy or RetryPolicy()
         self.log = log or structlog.get_logger("syncd.sink").bind(sink=config.name)
@@ -189,7 +193,7 @@ class AmeyoClient:
                 raise InvalidSession(
                     f"{command}: session refused again right after a new login ({again.reason})"
                 ) from again
-        session.last_ok = time.monotonic()
+        session.last_ok = self.clock()
         return body
 
     async def send(self, command: str, data: dict[str, Any]) -> Any:

@@ -9,17 +9,16 @@ stored ``customerId``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError, VendorError
-from syncd.net.http import RetryPolicy, guard_for, make_client
+from syncd.net.http import make_client
+from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
 from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig
@@ -70,21 +69,21 @@ class AmeyoSink(BaseSink):
             timeout_s=config.timeout_s,
             verify_tls=config.verify_tls,
             max_connections=max(8, config.push_concurrency * 2),
-            guard=guard_for(self).limits,
+            guard=self.guard.limits,
         )
         self.client = AmeyoClient(
             self.http,
             config,
             log=self.log,
             policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+            clock=self.clock.monotonic,
         )
-        # The daemon schedules keepalive() at this interval; open() sets the server's
-        # pingInterval. None: cloud header auth has no session to keep.
+        # The engine calls keepalive() at this interval (in `--once` and the daemon);
+        # open() sets the server's pingInterval. None: cloud header auth has no session.
         self.keepalive_interval_s: float | None = None
         if self.client.session is not None:
             self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
         self.pings = 0
-        self._pinger: asyncio.Task[None] | None = None
         self._scope = f"ameyo.delivered:{config.name}"
 
     # -- lifecycle -------------------------------------------------------------
@@ -102,7 +101,6 @@ class AmeyoSink(BaseSink):
             raise
         if session is not None:
             self.keepalive_interval_s = self.cfg.ping_interval_s or session.ping_interval_s
-            self._pinger = asyncio.create_task(self._ping_loop(), name=f"ameyo-ping-{self.name}")
 
     async def _check_lead(self) -> None:
         cfg = self.cfg
@@ -137,10 +135,6 @@ class AmeyoSink(BaseSink):
         )
 
     async def close(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            await asyncio.wait([self._pinger])
-            self._pinger = None
         session = self.client.session
         if session is not None and session.id is not None:
             held = session.forget()
@@ -159,7 +153,7 @@ class AmeyoSink(BaseSink):
         if session is None:
             return
         interval = self.keepalive_interval_s or session.ping_interval_s
-        if session.id is not None and time.monotonic() - session.last_ok < interval / 2:
+        if session.id is not None and self.clock.monotonic() - session.last_ok < interval / 2:
             return
         body = await self.client.call(
             "ping-session", {"sessionPushSeqNo": "0", "sessionpushseqno": "0"}, retry=False
@@ -168,21 +162,6 @@ class AmeyoSink(BaseSink):
             await session.renew(session.id, "ping-session: alive=false")
         self.pings += 1
         self.log.debug("sink.session.ping")
-
-    async def _ping_loop(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self.keepalive_interval_s or DEFAULT_PING_S)
-            try:
-                await self.keepalive()
-            except VendorError as exc:
-                if not failing:  # once per failure streak, not every interval
-                    self.log.warning("sink.session.ping.failed", reason=str(exc))
-                failing = True
-            else:
-                if failing:
-                    self.log.info("sink.session.ping.recovered")
-                failing = False
 
     def _session_state(self) -> str:
         session = self.client.session

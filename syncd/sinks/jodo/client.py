@@ -22,14 +22,14 @@ from pydantic import SecretStr
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
 from syncd.net.http import (
     FORM_CONTENT_TYPE,
-    RetryPolicy,
     encode_form,
     lenient_json,
     looks_like_html,
     status_error,
     transport_error,
 )
-from syncd.net.http import with_retries as _with_retries
+from syncd.net.retry import RetryPolicy
+from syncd.net.retry import with_retries as _with_retries
 
 VENDOR = "jodo"
 

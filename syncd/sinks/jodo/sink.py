@@ -13,7 +13,8 @@ from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
 from syncd.errors import PermanentError, SinkConfigError, VendorError
-from syncd.net.http import RetryPolicy, guard_for, make_client
+from syncd.net.http import make_client
+from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
 from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.client import JodoClient, jodo_time, raise_for_status
@@ -40,7 +41,7 @@ class JodoSink(BaseSink):
             timeout_s=config.timeout_s,
             verify_tls=config.verify_tls,
             max_connections=config.push_concurrency * 2,
-            guard=guard_for(self).limits,
+            guard=self.guard.limits,
         )
         self.client = JodoClient(
             self.http,

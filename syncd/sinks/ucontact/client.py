@@ -34,8 +34,9 @@ from syncd.errors import (
     SinkConfigError,
     VendorError,
 )
-from syncd.net.http import RetryPolicy, lenient_json, looks_like_html, status_error, transport_error
-from syncd.net.http import with_retries as _with_retries
+from syncd.net.http import lenient_json, looks_like_html, status_error, transport_error
+from syncd.net.retry import RetryPolicy
+from syncd.net.retry import with_retries as _with_retries
 
 VENDOR = "ucontact"
 ROOT = "/Integra/resources/"

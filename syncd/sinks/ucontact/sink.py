@@ -16,7 +16,8 @@ from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.errors import SinkConfigError, VendorError
-from syncd.net.http import RetryPolicy, guard_for, make_client
+from syncd.net.http import make_client
+from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
@@ -68,7 +69,7 @@ class UContactSink(BaseSink):
             timeout_s=config.timeout_s,
             verify_tls=config.verify_tls,
             max_connections=max(8, config.push_concurrency * CALL_CONCURRENCY),
-            guard=guard_for(self).limits,
+            guard=self.guard.limits,
         )
         policy = RetryPolicy(
             wait_initial_s=min(0.5, config.retry_base_s),

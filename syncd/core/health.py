@@ -1,0 +1,77 @@
+"""Health bookkeeping in Home Assistant's coordinator style: log once on failure, once on recovery.
+
+One tracker serves every repeated job (a sink's open, poll and keep-alive, a
+scheduled job, a writeback): a failure is logged when it starts or its reason
+changes, repeats only at debug level, and recovery is logged once. What is
+failing, since when and how often is what `status`, /readyz and metrics show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from syncd.core.clock import SYSTEM_CLOCK, Clock
+
+
+@dataclass
+class Failure:
+    """What keeps failing: the reason, since when (wall time), how many times in a row."""
+
+    reason: str
+    since: float
+    times: int = 1
+
+
+class HealthTracker:
+    """Remembers what is failing; logs each change of state exactly once."""
+
+    def __init__(self, logger: Any = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.log = logger or structlog.get_logger("syncd.health")
+        self.clock = clock
+        self._failing: dict[str, Failure] = {}
+
+    def failed(
+        self,
+        subject: str,
+        reason: str,
+        *,
+        event: str,
+        level: str = "error",
+        exc_info: bool = False,
+        **context: Any,
+    ) -> bool:
+        """Record a failure of ``subject``; return True when it was logged (new or changed)."""
+        current = self._failing.get(subject)
+        if current is not None and current.reason == reason:
+            current.times += 1
+            self.log.debug(event, reason=reason, repeated=current.times, **context)
+            return False
+        since = current.since if current is not None else self.clock.time()
+        times = current.times + 1 if current is not None else 1
+        self._failing[subject] = Failure(reason, since, times)
+        getattr(self.log, level)(event, reason=reason, exc_info=exc_info, **context)
+        return True
+
+    def recovered(self, subject: str, *, event: str, **context: Any) -> bool:
+        """Record that ``subject`` works; return True when it had been failing (logged once)."""
+        was = self._failing.pop(subject, None)
+        if was is None:
+            return False
+        self.log.info(event, was=was.reason, failed_times=was.times, **context)
+        return True
+
+    def remember(self, subject: str, reason: str | None, since: float | None = None) -> None:
+        """Seed what an earlier process saw failing, so a restart does not log it as new."""
+        if reason and subject not in self._failing:
+            self._failing[subject] = Failure(reason, since or self.clock.time())
+
+    def failure(self, subject: str) -> Failure | None:
+        """Return the current failure of ``subject``, or None while it works."""
+        return self._failing.get(subject)
+
+    def failing(self, prefix: str = "") -> dict[str, Failure]:
+        """Return every current failure whose subject starts with ``prefix``."""
+        return {k: v for k, v in self._failing.items() if k.startswith(prefix)}

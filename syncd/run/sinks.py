@@ -1,0 +1,224 @@
+"""The engine's sinks: how one is opened, why one is stopped, when it is tried again.
+
+Both drivers (`--once` and the daemon) go through here, so a sink behaves the
+same under each: opening retries a reset or a 503 a few times; a configuration
+error (wrong key, unknown campaign) stops the sink until it is fixed; a dialer
+that cannot be reached leaves the sink *unavailable* and it is tried again
+sooner. A stopped sink's leads stay queued. Any of its jobs (push, poll,
+keep-alive) that raises ``SinkConfigError`` stops it the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import structlog
+
+from syncd import registry
+from syncd.config import Settings, SinkConfig
+from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.health import HealthTracker
+from syncd.errors import SinkConfigError, VendorError
+from syncd.net.retry import RetryPolicy, with_retries
+from syncd.sinks.base import Sink, SinkContext
+from syncd.state.base import StateStore
+
+log = structlog.get_logger("syncd.sinks")
+
+TRANSIENT_RECHECK_S = 30.0  # a sink that could not connect is tried again sooner than a bad config
+SESSION_BAD = ("expired", "failed")  # SinkHealth.session values that mean "cannot work now"
+ACTION_CONFIG = "fix the sink's configuration and reload; its leads stay queued"
+ACTION_TRANSIENT = "syncd tries again shortly; its leads stay queued"
+
+
+class SinkState(enum.StrEnum):
+    WORKING = "working"
+    STOPPED = "stopped"  # a configuration error: waits for a fix (or a slow re-check)
+    UNAVAILABLE = "unavailable"  # could not be reached or opened: tried again soon
+
+
+def open_policy(cfg: SinkConfig) -> RetryPolicy:
+    """Return the retries for opening a sink: a few quick tries, then it is unavailable.
+
+    Unlike a push there is no outbox to wait in, so a Retry-After of up to 30 s
+    is waited out here.
+    """
+    return RetryPolicy(
+        attempts=4,
+        timeout_s=max(60.0, 4 * cfg.timeout_s),
+        wait_initial_s=min(0.5, cfg.retry_base_s),
+        wait_max_s=30.0,
+    )
+
+
+def build_sink(
+    cfg: SinkConfig,
+    settings: Settings,
+    store: StateStore,
+    *,
+    dry_run: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Sink:
+    """Return the sink object for a config, via the registry (not opened)."""
+    if not cfg.verify_tls and not dry_run:
+        log.warning(
+            "sink.tls.unverified",
+            sink=cfg.name,
+            action="verify_tls = false: the dialer's certificate is not checked",
+        )
+    region = next((r.default_region for r in settings.routes if r.sink == cfg.name), "US")
+    ctx = SinkContext(
+        store=store,
+        region=region,
+        dry_run=dry_run,
+        log=structlog.get_logger("syncd.sink"),
+        clock=clock,
+    )
+    factory = registry.sinks()[cfg.kind].load_factory()
+    sink: Sink = factory(cfg, ctx)
+    return sink
+
+
+@dataclass
+class SinkSlot:
+    """A configured sink, its live object, and whether (and why) it cannot work now."""
+
+    cfg: SinkConfig
+    sink: Sink
+    state: SinkState = SinkState.WORKING
+    reason: str | None = None
+    since: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def working(self) -> bool:
+        return self.state is SinkState.WORKING
+
+
+class SinkSet:
+    """Every sink of one configuration, opened, stopped and re-checked in one place."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        health: HealthTracker,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.health = health
+        self.clock = clock
+        self.slots: dict[str, SinkSlot] = {}
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.slots.values())
+
+    def __getitem__(self, name: str) -> SinkSlot:
+        return self.slots[name]
+
+    def working(self) -> list[SinkSlot]:
+        return [slot for slot in self.slots.values() if slot.working]
+
+    def stopped(self) -> dict[str, str]:
+        """Return why each sink that cannot work now is out (name -> reason)."""
+        return {n: s.reason or s.state.value for n, s in self.slots.items() if not s.working}
+
+    async def open_all(self) -> None:
+        """Build and open every sink; one that cannot open is stopped, not fatal."""
+        for cfg in self.settings.sinks:
+            self.slots[cfg.name] = await self._open(cfg)
+
+    async def _open(self, cfg: SinkConfig) -> SinkSlot:
+        slot = SinkSlot(cfg, build_sink(cfg, self.settings, self.store, clock=self.clock))
+        try:
+            # A reset or a 503 during login must not cost the sink its whole run.
+            await with_retries(slot.sink.open, open_policy(cfg), vendor=cfg.kind, what="open")
+        except SinkConfigError as exc:
+            self._out(slot, SinkState.STOPPED, str(exc), event="sink.stopped")
+        except VendorError as exc:
+            self._out(slot, SinkState.UNAVAILABLE, str(exc), event="sink.open.failed")
+        except Exception as exc:  # a sink bug: keep the other sinks (and the daemon) going
+            reason = f"internal error in the {cfg.kind} sink: {type(exc).__name__}: {exc}"
+            self._out(slot, SinkState.UNAVAILABLE, reason, event="sink.open.crashed", trace=True)
+        else:
+            self.health.recovered(f"sink:{cfg.name}", event="sink.reopened", sink=cfg.name)
+        return slot
+
+    def stop(self, name: str, exc: SinkConfigError | str) -> None:
+        """Stop a sink for a configuration error seen by any of its jobs; its leads stay queued."""
+        slot = self.slots[name]
+        self._out(slot, SinkState.STOPPED, str(exc), event="sink.stopped")
+
+    def _out(
+        self, slot: SinkSlot, state: SinkState, reason: str, *, event: str, trace: bool = False
+    ) -> None:
+        previous = self.health.failure(f"sink:{slot.name}")
+        slot.state, slot.reason = state, reason
+        slot.since = previous.since if previous is not None else self.clock.time()
+        self.health.failed(
+            f"sink:{slot.name}",
+            reason,
+            event=event,
+            exc_info=trace,
+            sink=slot.name,
+            action=ACTION_CONFIG if state is SinkState.STOPPED else ACTION_TRANSIENT,
+        )
+
+    async def recheck(self, *, every_s: float) -> list[str]:
+        """Open again every sink whose wait is over; return the names that work again."""
+        now = self.clock.time()
+        reopened = []
+        for name, slot in list(self.slots.items()):
+            if slot.working:
+                continue
+            wait = every_s if slot.state is SinkState.STOPPED else min(TRANSIENT_RECHECK_S, every_s)
+            if now - slot.since < wait:
+                continue
+            await close_sink(name, slot.sink)
+            fresh = await self._open(slot.cfg)
+            self.slots[name] = fresh
+            if fresh.working:
+                reopened.append(name)
+        return reopened
+
+    def problems(self) -> list[str]:
+        """Return why sinks cannot work now (stopped, unavailable, session not valid)."""
+        reasons = []
+        for name, slot in self.slots.items():
+            if not slot.working:
+                what = (
+                    "stopped by a configuration error"
+                    if slot.state is SinkState.STOPPED
+                    else "unavailable"
+                )
+                reasons.append(f"sink {name} {what}: {slot.reason}")
+                continue
+            try:
+                health = slot.sink.health()
+            except Exception as exc:  # a broken health() must not break the probe
+                reasons.append(f"sink {name}: health check failed: {exc}")
+                continue
+            if health.stopped_reason:
+                reasons.append(f"sink {name} stopped: {health.stopped_reason}")
+            elif not health.ok or health.session in SESSION_BAD:
+                reasons.append(f"sink {name}: session {health.session}")
+        return reasons
+
+    async def close_all(self) -> None:
+        for name, slot in self.slots.items():
+            await close_sink(name, slot.sink)
+        self.slots.clear()
+
+
+async def close_sink(name: str, sink: Sink) -> None:
+    """Log out of one sink; a failing logout is logged and never blocks the others."""
+    try:
+        await sink.close()
+    except Exception as exc:
+        log.warning("sink.close.failed", sink=name, reason=str(exc))
