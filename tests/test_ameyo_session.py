@@ -11,15 +11,20 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from syncd.core.clock import SYSTEM_CLOCK
 from syncd.core.model import Action, Lead, QueuedLead, ResultKind
 from syncd.errors import RetryableError, SinkConfigError
+from syncd.run.engine import Engine
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
 from syncd.sinks.ameyo.sink import AmeyoSink
 from syncd.sinks.base import SinkContext
+from syncd.state import open_store
 from syncd.state.sqlite import SqliteStore
+from tests.support.clock import FakeClock
+from tests.support.reliability import AMEYO_PASSWORD, ameyo_sink, settings_for, write_config
 
 
 @pytest.fixture
@@ -35,7 +40,9 @@ def serve(sim: AmeyoSimulator) -> Iterator[str]:
         yield url
 
 
-def make_sink(url: str, store: SqliteStore, **overrides: Any) -> AmeyoSink:
+def make_sink(
+    url: str, store: SqliteStore, clock: FakeClock | None = None, **overrides: Any
+) -> AmeyoSink:
     values: dict[str, Any] = {
         "name": "ameyo",
         "url": url,
@@ -44,7 +51,12 @@ def make_sink(url: str, store: SqliteStore, **overrides: Any) -> AmeyoSink:
         "lead_id": 1,
         **overrides,
     }
-    ctx = SinkContext(store=store, region="IN", log=structlog.get_logger("syncd.sink"))
+    ctx = SinkContext(
+        store=store,
+        region="IN",
+        log=structlog.get_logger("syncd.sink"),
+        clock=clock or SYSTEM_CLOCK,
+    )
     return AmeyoSink(AmeyoSinkConfig(**values), ctx)
 
 
@@ -78,15 +90,16 @@ async def test_twenty_concurrent_pushes_on_an_expired_session_cause_one_login(
 
 
 async def test_each_expiry_during_a_run_costs_exactly_one_login(store: SqliteStore) -> None:
-    sim = AmeyoSimulator(dialing=False, session_timeout_s=0.3, ping_interval_ms=60_000)
+    clock = FakeClock()
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=0.3, ping_interval_ms=60_000, clock=clock)
     for url in serve(sim):
         with capture_logs() as logs:
-            sink = make_sink(url, store)
+            sink = make_sink(url, store, clock)
             await sink.open()
             first = await sink.push([queued(1), queued(2)])
-            await asyncio.sleep(0.5)  # idle past the timeout: the server drops the session
+            clock.advance(0.5)  # idle past the timeout: the server drops the session
             second = await sink.push([queued(3)])
-            await asyncio.sleep(0.5)
+            clock.advance(0.5)
             third = await sink.push([queued(4)])
             await sink.close()
     assert [r.kind for r in [*first, *second, *third]] == [ResultKind.DELIVERED] * 4
@@ -98,12 +111,15 @@ async def test_each_expiry_during_a_run_costs_exactly_one_login(store: SqliteSto
 async def test_keepalive_pings_hold_a_session_across_an_idle_period_longer_than_the_timeout(
     store: SqliteStore,
 ) -> None:
-    sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=300)
+    clock = FakeClock()
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=300, clock=clock)
     for url in serve(sim):
-        sink = make_sink(url, store)
+        sink = make_sink(url, store, clock)
         await sink.open()
         assert sink.keepalive_interval_s == pytest.approx(0.3)
-        await asyncio.sleep(2.0)
+        for _ in range(7):  # 2.1 s idle, a keep-alive at every interval (the engine's job)
+            clock.advance(0.3)
+            await sink.keepalive()
         [result] = await sink.push([queued(1)])
         assert sink.health().session == "valid"
         await sink.close()
@@ -113,47 +129,78 @@ async def test_keepalive_pings_hold_a_session_across_an_idle_period_longer_than_
     assert sim.logins == 1
 
 
-async def test_the_configured_ping_interval_overrides_the_servers(store: SqliteStore) -> None:
-    sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=60_000)
+async def test_a_keepalive_right_after_a_request_sends_no_ping(store: SqliteStore) -> None:
+    clock = FakeClock()
+    sim = AmeyoSimulator(dialing=False, ping_interval_ms=300, clock=clock)
     for url in serve(sim):
-        sink = make_sink(url, store, ping_interval_s=0.25)
+        sink = make_sink(url, store, clock)
         await sink.open()
-        await asyncio.sleep(1.5)
-        await sink.keepalive()  # what the daemon's scheduler calls
+        await sink.push([queued(1)])
+        clock.advance(0.1)  # less than half an interval: the push proved the session alive
+        await sink.keepalive()
+        assert sim.pings == 0
+        clock.advance(0.3)
+        await sink.keepalive()
+        await sink.close()
+    assert sim.pings == 1
+
+
+async def test_the_configured_ping_interval_overrides_the_servers(store: SqliteStore) -> None:
+    clock = FakeClock()
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=60_000, clock=clock)
+    for url in serve(sim):
+        sink = make_sink(url, store, clock, ping_interval_s=0.25)
+        await sink.open()
+        assert sink.keepalive_interval_s == pytest.approx(0.25)
+        for _ in range(6):
+            clock.advance(0.25)
+            await sink.keepalive()
         await sink.close()
     assert sim.counts["expired"] == 0
     assert sim.logins == 1
     assert sim.pings >= 2
 
 
-async def test_close_logs_out_and_stops_pinging(store: SqliteStore) -> None:
+async def test_close_logs_out(store: SqliteStore) -> None:
     sim = AmeyoSimulator(dialing=False, ping_interval_ms=100)
     for url in serve(sim):
         sink = make_sink(url, store)
         await sink.open()
-        await asyncio.sleep(0.35)
         await sink.close()
-        pings = sim.pings
-        await asyncio.sleep(0.3)
     assert sim.counts["logouts"] == 1
     assert not sim.sessions
-    assert sim.pings == pings
 
 
-async def test_a_failing_ping_is_logged_once_and_the_session_recovers(store: SqliteStore) -> None:
-    sim = AmeyoSimulator(dialing=False, ping_interval_ms=100)
+async def test_a_failing_keepalive_is_logged_once_by_the_engine_and_the_session_recovers(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    sim = AmeyoSimulator(
+        users={"syncd": AMEYO_PASSWORD}, dialing=False, ping_interval_ms=100, clock=clock
+    )
     for url in serve(sim):
-        with capture_logs() as logs:
-            sink = make_sink(url, store)
-            await sink.open()
-            sim.faults.set(Faults(error_rate=1.0))
-            await asyncio.sleep(0.55)
-            sim.faults.set(Faults())
-            await asyncio.sleep(0.3)
-            await sink.close()
-    events = [e["event"] for e in logs]
+        config = write_config(tmp_path, [ameyo_sink(url, retry_max_s=0.2)])
+        settings = settings_for(config)
+        store = await open_store(str(settings.state.path))
+        engine = Engine(settings, store, clock=clock)
+        try:
+            with capture_logs() as logs:
+                await engine.open()
+                sim.faults.set(Faults(error_rate=1.0))
+                for _ in range(4):
+                    clock.advance(0.1)
+                    await engine.keepalive("ameyo")
+                sim.faults.set(Faults())
+                for _ in range(2):
+                    clock.advance(0.1)
+                    await engine.keepalive("ameyo")
+        finally:
+            await engine.close()
+            await store.close()
+    events = [e["event"] for e in logs if e["log_level"] != "debug"]  # repeats are debug
     assert events.count("sink.session.ping.failed") == 1
     assert events.count("sink.session.ping.recovered") == 1
+    assert engine.health.failure("keepalive:ameyo") is None
 
 
 async def test_random_invalid_session_answers_are_survived_with_one_login_each(

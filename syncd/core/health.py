@@ -2,18 +2,32 @@
 
 One tracker serves every repeated job (a sink's open, poll and keep-alive, a
 scheduled job, a writeback): a failure is logged when it starts or its reason
-changes, repeats only at debug level, and recovery is logged once. What is
+changes (numbers and ids aside: a 502 then a 503 is one outage), repeats only at
+debug level, and recovery is logged once. What is
 failing, since when and how often is what `status`, /readyz and metrics show.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+
+
+_VOLATILE = re.compile(r"\b[0-9a-fA-F-]{8,}\b|\d+")
+
+
+def stable_reason(reason: str) -> str:
+    """Return ``reason`` without its volatile parts (numbers, ids), to group like failures.
+
+    ``HTTP 502`` and ``HTTP 503`` are one outage; ``session 3f9a1c0e… expired`` and
+    the next session's expiry are one problem.
+    """
+    return _VOLATILE.sub("#", reason)
 
 
 @dataclass
@@ -45,8 +59,9 @@ class HealthTracker:
     ) -> bool:
         """Record a failure of ``subject``; return True when it was logged (new or changed)."""
         current = self._failing.get(subject)
-        if current is not None and current.reason == reason:
+        if current is not None and stable_reason(current.reason) == stable_reason(reason):
             current.times += 1
+            current.reason = reason
             self.log.debug(event, reason=reason, repeated=current.times, **context)
             return False
         since = current.since if current is not None else self.clock.time()
