@@ -151,6 +151,7 @@ class RouteConfig(Strict):
 
 
 class StateConfig(Strict):
+    kind: Literal["sqlite"] = "sqlite"  # the store implementation (syncd.registry)
     path: Path = Path("syncd-state/state.db")
 
 

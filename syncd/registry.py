@@ -1,4 +1,4 @@
-"""Plug-ins by config ``kind``: sources, sinks and writebacks.
+"""Plug-ins by config ``kind``: sources, sinks, writebacks and state stores.
 
 Each entry names ``module:Class`` for the plug-in's config model and for the
 implementation, so a driver is imported only when a config uses it. A new dialer
@@ -55,6 +55,10 @@ WRITEBACKS: dict[str, Plugin] = {
     ),
 }
 
+STATE_STORES: dict[str, Plugin] = {
+    "sqlite": Plugin("syncd.config:StateConfig", "syncd.state.sqlite:SqliteStore"),
+}
+
 SIMULATORS: dict[str, str] = {
     "jodo": "syncd.simulators.jodo.api:create_app",
     "ameyo": "syncd.simulators.ameyo.api:create_app",
@@ -81,6 +85,10 @@ def sinks() -> dict[str, Plugin]:
 
 def writebacks() -> dict[str, Plugin]:
     return _with_entry_points("syncd.writebacks", WRITEBACKS)
+
+
+def state_stores() -> dict[str, Plugin]:
+    return _with_entry_points("syncd.state_stores", STATE_STORES)
 
 
 def load_simulator(kind: str) -> Any:

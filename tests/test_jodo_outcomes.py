@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from syncd.sinks.jodo.client import jodo_time
 from syncd.sinks.jodo.config import OutcomeSettings
 from syncd.sinks.jodo.outcomes import StatusMapper, build_outcome
 from syncd.state.sqlite import SqliteStore
+from tests.support.clock import FakeClock
 from tests.support.jodo_outcomes import (
     canned,
     dialled,
@@ -40,10 +40,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
-def dialling(recording_delay_s: float | None = None) -> JodoSimulator:
+def dialling(
+    recording_delay_s: float | None = None, clock: FakeClock | None = None
+) -> JodoSimulator:
     """Return a simulator that dials every due record on the next request, agent alice."""
     plan = DialPlan(interval_s=0, retry_s=3600, recording_delay_s=recording_delay_s)
-    return JodoSimulator(dial=plan, agents={"alice": 1})
+    return JodoSimulator(dial=plan, agents={"alice": 1}, clock=clock or time.time)
 
 
 # -- rows to outcomes (no I/O) ---------------------------------------------------------
@@ -175,19 +177,26 @@ async def test_an_update_stamped_late_is_read_again_within_the_overlap(
 ) -> None:
     # The dialer's clock is two minutes behind ours: its second call is stamped before
     # the end of the window we already read.
+    ours = FakeClock(time.time())
+    theirs = FakeClock(ours.now - 120)
     sim = JodoSimulator(
         dial=DialPlan(interval_s=0, retry_s=0, recording_delay_s=None, max_attempts=5),
-        clock=lambda: time.time() - 120,
+        clock=theirs,
     )
     sim.script(dialled(1), BUSY, BUSY)
     with serve(sim) as jodo:
         sink = make_sink(
-            jodo.url, store, outcomes={"overlap_s": overlap_s}, recordings={"enabled": False}
+            jodo.url,
+            store,
+            ours,
+            outcomes={"overlap_s": overlap_s},
+            recordings={"enabled": False},
         )
         await push(sink, store, [lead(1)])
         await sink.poll_outcomes()
         assert (await outcomes(store))["L1"]["attempts"] == 1
-        await asyncio.sleep(1.1)  # stamps have whole seconds: the next one is a later second
+        for clock in (ours, theirs):
+            clock.advance(1.1)  # stamps have whole seconds: the next one is a later second
         await sink.poll_outcomes()
         await sink.close()
     assert records_by_phone(sim)[dialled(1)]["attempts"] == "2"
@@ -342,14 +351,15 @@ async def test_a_single_awaited_recording_is_asked_with_customer_recording(
 async def test_a_recording_that_never_appears_is_given_up_after_max_age(
     store: SqliteStore,
 ) -> None:
-    sim = dialling()
+    clock = FakeClock(time.time())
+    sim = dialling(clock=clock)
     with serve(sim) as jodo:
-        sink = make_sink(jodo.url, store, recordings={"max_age_s": 0.3})
+        sink = make_sink(jodo.url, store, clock, recordings={"max_age_s": 0.3})
         await push(sink, store, [lead(1)])
         await sink.poll_outcomes()
         assert await store.kv_get("jodo:jodo", "recordings.pending") is not None
         asked = sim.requests["customer_recording"]
-        await asyncio.sleep(0.4)
+        clock.advance(0.4)
         await sink.poll_outcomes()
         await sink.close()
     assert await store.kv_get("jodo:jodo", "recordings.pending") is None

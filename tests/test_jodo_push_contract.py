@@ -144,8 +144,6 @@ async def test_api_key_of_another_organisation_is_a_key_mismatch(store: SqliteSt
 async def test_configuration_status_codes_are_sink_config_errors(
     jodo: Simulated, store: SqliteStore, payload: dict[str, str], code: int
 ) -> None:
-    from syncd.sinks.jodo.client import raise_for_status
-
     sink = sink_for(jodo.url, store)
     body = {
         "media": "12",
@@ -153,20 +151,21 @@ async def test_configuration_status_codes_are_sink_config_errors(
         "data": [sink.record(queued("L1"))],
         **payload,
     }
-    reply = await sink.client.call("ImportProcessData", body)
+    # The client raises the reply's failure itself: no caller checks the status.
+    with pytest.raises(SinkConfigError) as raised:
+        await sink.client.call("ImportProcessData", body)
     await sink.close()
-    assert reply["status"] == code
-    with pytest.raises(SinkConfigError):
-        raise_for_status("ImportProcessData", reply)
+    assert raised.value.code == str(code)
 
 
 async def test_missing_update_parameter_is_status_24(jodo: Simulated, store: SqliteStore) -> None:
     sink = sink_for(jodo.url, store)
-    reply = await sink.client.call(
-        "ImportProcessData", {"media": "12", "data": [{"mobilenumber": "1"}]}
-    )
+    with pytest.raises(SinkConfigError) as raised:
+        await sink.client.call(
+            "ImportProcessData", {"media": "12", "data": [{"mobilenumber": "1"}]}
+        )
     await sink.close()
-    assert reply["status"] == 24
+    assert raised.value.code == "24"
 
 
 async def test_a_batch_with_one_bad_record_is_refused_as_a_whole(
@@ -273,4 +272,4 @@ async def test_request_carries_the_documented_fields(jodo: Simulated) -> None:
                 "data": [{"mobilenumber": "00918452892308", "fname": "suvarna"}],
             },
         )
-    assert reply["statuscode"] == "001"
+    assert reply.body["statuscode"] == "001"

@@ -6,13 +6,17 @@ uploads; the vendor's limit counts them all, so syncd does too.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from syncd.net.ratelimit import RateLimiter, RequestLimits
+from syncd.run.engine import Engine
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from tests.conftest import drop_csv
+from tests.support.clock import FakeClock
 from tests.support.reliability import (
     VENDORS,
     RequestCounter,
@@ -26,23 +30,63 @@ RATE = 20.0  # requests a second: one every 50 ms
 
 
 @pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
-async def test_every_request_of_a_sink_keeps_to_its_rate_limit(
+async def test_every_request_of_a_sink_goes_through_its_rate_limiter(
     vendor: Vendor, tmp_path: Path
 ) -> None:
     sim = vendor.simulator(Faults())
     counter = RequestCounter(vendor.app(sim))
+    limiters: list[RateLimiter] = []
+
+    def limiter_of(engine: Engine) -> None:
+        limiters.append(engine.sinks[vendor.name].sink.guard.limits.limiter)
+
     with running(counter) as url:
         config = vendor.config(
             tmp_path, url, batch_size=2, push_concurrency=4, rate_limit_per_s=RATE
         )
         drop_csv(tmp_path / "inbox", "a.csv", export(8))
-        summary = await run_engine(settings_for(config), deadline_s=60)
+        summary = await run_engine(settings_for(config), deadline_s=60, inspect=limiter_of)
 
     assert summary.sinks[vendor.name].delivered == 8
     assert counter.count > 8 // 2  # more than the four pushes: logins, checks, polls
-    gaps = [b - a for a, b in zip(counter.times, counter.times[1:], strict=False)]
-    # No burst (max_in_flight unset): every request waits its turn, polls included.
-    assert min(gaps) >= 0.9 / RATE, sorted(gaps)[:5]
+    # Each request the dialer saw (logout included) waited its turn in the sink's
+    # limiter, polls too; the spacing itself is the limiter's, tested on a fake clock below.
+    [limiter] = limiters
+    assert (limiter.rate_per_s, limiter.granted) == (RATE, counter.count)
+
+
+async def test_the_limiter_spaces_requests_at_its_rate_on_a_fake_clock() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RATE, clock=clock, sleep=clock.sleep)
+    started = clock.now
+    sent_at = []
+    for _ in range(10):
+        await limiter.acquire()
+        sent_at.append(clock.now - started)
+    assert sent_at == pytest.approx([n / RATE for n in range(10)])
+    limiter.hold(2.0)  # a Retry-After: the next request waits it out, then the rate resumes
+    await limiter.acquire()
+    assert clock.now - started == pytest.approx(9 / RATE + 2.0)
+    assert limiter.granted == 11
+
+
+async def test_requests_of_one_sink_share_its_limits_across_callers() -> None:
+    clock = FakeClock()
+    limits = RequestLimits("jodo", rate_per_s=RATE, max_in_flight=2, clock=clock)
+    limits.limiter = RateLimiter(RATE, burst=2, clock=clock, sleep=clock.sleep)
+    peak = 0
+
+    async def request() -> None:
+        nonlocal peak
+        async with limits.slot():
+            peak = max(peak, limits.in_flight)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(request() for _ in range(8)))
+    assert limits.limiter.granted == 8
+    assert peak <= 2
+    # A burst of two, then one every 1/RATE: eight requests span six intervals.
+    assert clock.now - 1_000_000.0 == pytest.approx(6 / RATE)
 
 
 async def test_max_in_flight_caps_the_requests_inside_one_push(tmp_path: Path) -> None:

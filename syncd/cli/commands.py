@@ -175,7 +175,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
         raise StoreError(
             f"no state store at {settings.state.path} yet: run `syncd run --once` first"
         )
-    store = await open_store(str(settings.state.path))
+    store = await open_store(settings.state)
     try:
         return {
             "counts": await store.counts(),
@@ -215,7 +215,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
         from syncd.state import open_store
 
-        store = await open_store(str(settings.state.path))
+        store = await open_store(settings.state)
         try:
             return await store.lead_history(args.key)
         finally:
@@ -236,7 +236,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     async def go() -> int:
         from syncd.state import open_store
 
-        store = await open_store(str(settings.state.path))
+        store = await open_store(settings.state)
         try:
             return await store.retry_failed(args.sink, reason=args.reason, key=args.key)
         finally:

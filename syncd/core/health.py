@@ -17,7 +17,6 @@ import structlog
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 
-
 _VOLATILE = re.compile(r"\b[0-9a-fA-F-]{8,}\b|\d+")
 
 

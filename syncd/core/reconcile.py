@@ -1,4 +1,4 @@
-"""Reconcile: a pure decision per candidate lead against what the store holds.
+"""Reconcile: pure decisions, per lead and per chunk, against what the store holds.
 
 No I/O here (hishel's rule): the engine feeds in stored state and applies the
 decisions; tests check every case without fixtures.
@@ -7,9 +7,11 @@ decisions; tests check every case without fixtures.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from syncd.state.base import StoredLead
+from syncd.core.model import Action
+from syncd.state.base import LeadWrite, StoredLead
 
 
 class Decision(enum.StrEnum):
@@ -78,3 +80,173 @@ def decide_repeat(
     ):
         return Decision(previous)
     return decision
+
+
+# -- a whole chunk ---------------------------------------------------------------------
+#
+# The pull reconciles a chunk in two pure steps around its two costly ones:
+#   lookup (I/O)  -> triage()  -> phone mapping (CPU, a process pool) -> plan_chunk()
+# triage decides which rows need mapping at all; plan_chunk turns the mapped rows
+# and the stored leads into writes, rejects and count changes. The pull applies the
+# plan in one transaction.
+
+Row = tuple[int, list[str]]  # (line, values)
+MappedRow = tuple[int, str, str | None, str | None, str | None, bool]
+"""(line, key, lead_hash, lead_json, reject_reason, deleted), as mapping returns them."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowReject:
+    """A source row refused on its way to the sink, with the reason kept."""
+
+    line: int | None
+    key: str
+    values: list[str]
+    reason: str
+
+
+@dataclass
+class Triage:
+    """Which rows of a chunk need mapping, and what was settled without it."""
+
+    to_map: list[Row] = field(default_factory=list)
+    unchanged: int = 0  # byte-identical to the row that produced the stored lead
+    rejects: list[RowReject] = field(default_factory=list)  # superseded inside the chunk
+
+
+@dataclass
+class ChunkPlan:
+    """What one chunk does to one sink's outbox, and to the route's counts."""
+
+    writes: list[LeadWrite] = field(default_factory=list)
+    rejects: list[RowReject] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # bucket -> change (may be < 0)
+    carried_requeued: int = 0  # leads left queued by an earlier run, queued anew here
+
+    def count(self, bucket: str, n: int = 1) -> None:
+        self.counts[bucket] = self.counts.get(bucket, 0) + n
+
+
+def superseded_reason(key: str, later_line: int) -> str:
+    return f"duplicate key {key!r}: superseded by line {later_line} (last wins)"
+
+
+def latest_rows(rows: list[Row], key_col: int) -> dict[str, int]:
+    """Return, per key, the index of its last row in the chunk (last row wins)."""
+    latest: dict[str, int] = {}
+    for i, (_, values) in enumerate(rows):
+        latest[values[key_col].strip()] = i
+    return latest
+
+
+def triage(
+    rows: list[Row],
+    key_col: int,
+    raw_hashes: dict[int, str],
+    changed: Mapping[str, StoredLead | None],
+    *,
+    origin: str,
+    run_id: str,
+) -> Triage:
+    """Return which rows need mapping, given ``changed``: the stored leads of the keys whose
+    raw row is new, differs, or repeats within the origin (keys absent from it are unchanged).
+    """
+    result = Triage()
+    latest = latest_rows(rows, key_col)
+    for i, (line, values) in enumerate(rows):
+        key = values[key_col].strip()
+        if key and latest[key] == i and key not in changed:
+            result.unchanged += 1  # the stored lead came from this very row content
+            continue
+        if key and latest[key] != i:
+            later = rows[latest[key]][0]
+            result.rejects.append(RowReject(line, key, values, superseded_reason(key, later)))
+            continue
+        previous = changed.get(key)
+        if previous is not None and superseded_by(previous, origin, run_id, line):
+            result.to_map.append((line, values))  # a repeat across chunks: always re-map
+        elif raw_unchanged(previous, raw_hashes[line]):
+            result.unchanged += 1
+        else:
+            result.to_map.append((line, values))
+    return result
+
+
+def plan_chunk(
+    mapped: list[MappedRow],
+    rows_by_line: dict[int, list[str]],
+    raw_hashes: dict[int, str],
+    stored: Mapping[str, StoredLead | None],
+    *,
+    origin: str,
+    run_id: str,
+) -> ChunkPlan:
+    """Return the writes, rejects and count changes of the mapped rows of one chunk."""
+    plan = ChunkPlan()
+    for line, key, content_hash, lead_json, reason, deleted in mapped:
+        if reason is not None or content_hash is None or lead_json is None:
+            plan.rejects.append(RowReject(line, key, rows_by_line[line], reason or "unmappable"))
+            plan.count("rejected")
+            continue
+        previous = stored.get(key)
+        decision = _decide_row(plan, previous, key, line, content_hash, deleted, origin, run_id)
+        plan.count(decision.value)
+        raw = raw_hashes[line]
+        if decision is Decision.UNCHANGED:
+            plan.writes.append(
+                LeadWrite(
+                    key,
+                    content_hash,
+                    raw,
+                    lead_json,
+                    Action.UPSERT,
+                    decision.value,
+                    line,
+                    enqueue=False,
+                )
+            )
+            continue
+        if decision is Decision.SKIPPED:
+            if previous is not None:  # known, never delivered: record that it is gone
+                plan.writes.append(
+                    LeadWrite(
+                        key,
+                        content_hash,
+                        raw,
+                        lead_json,
+                        Action.DELETE,
+                        decision.value,
+                        line,
+                        state="removed",
+                    )
+                )
+            continue
+        action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
+        plan.writes.append(
+            LeadWrite(key, content_hash, raw, lead_json, action, decision.value, line)
+        )
+        if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
+            plan.carried_requeued += 1  # counted as carried over; now queued anew
+    return plan
+
+
+def _decide_row(
+    plan: ChunkPlan,
+    previous: StoredLead | None,
+    key: str,
+    line: int,
+    content_hash: str,
+    deleted: bool,
+    origin: str,
+    run_id: str,
+) -> Decision:
+    repeat = superseded_by(previous, origin, run_id, line)
+    if repeat is None or previous is None:
+        return decide(previous, content_hash, deleted)
+    # The key already appeared earlier in this origin (an earlier chunk): that row is
+    # superseded and moves from its bucket to the rejects.
+    if repeat.counted_as:
+        plan.count(repeat.counted_as, -1)
+        plan.count("rejected")
+        plan.rejects.append(RowReject(repeat.line, key, [], superseded_reason(key, line)))
+    return decide_repeat(repeat.counted_as, previous, content_hash, deleted)

@@ -139,7 +139,7 @@ class Daemon:
 
     async def _start(self) -> None:
         log.info("daemon.starting", pid=os.getpid(), state=str(self.settings.state.path))
-        self.store = await open_store(str(self.settings.state.path))
+        self.store = await open_store(self.settings.state)
         released = await self.store.release_inflight()  # we hold the lock: leases are orphans
         if released:
             log.info("outbox.leases.released", leads=released)

@@ -14,12 +14,13 @@ import json
 import re
 import socket
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import httpx
 import structlog
 
-from syncd.errors import RetryableError
+from syncd.errors import PermanentError, RetryableError, SinkConfigError
 from syncd.net.ratelimit import RequestLimits
 from syncd.net.retry import MIN_WAIT_S, parse_retry_after
 
@@ -112,6 +113,28 @@ def transport_error(exc: httpx.HTTPError, vendor: str) -> RetryableError:
     """Return the RetryableError for a timeout, reset or refused connection."""
     kind = type(exc).__name__
     return RetryableError(f"{kind} talking to the dialer", vendor=vendor)
+
+
+def raise_for_http(
+    response: httpx.Response, vendor: str, what: str, hints: Mapping[int, str] | None = None
+) -> None:
+    """Raise the typed error of an HTTP answer that failed; return for any other.
+
+    The one mapping every dialer client shares: 408, 429 and 5xx are transient
+    (``RetryableError``, with Retry-After); 401, 403 and 404 mean the sink is set up
+    wrong (``SinkConfigError``: it stops until fixed); any other 4xx refuses the
+    request (``PermanentError``). ``hints`` adds what to check, per status.
+    """
+    retryable = status_error(response, vendor)
+    if retryable is not None:
+        raise retryable
+    code = response.status_code
+    hint = (hints or {}).get(code)
+    message = f"{what}: HTTP {code}" + (f" ({hint})" if hint else "")
+    if code in (401, 403, 404):
+        raise SinkConfigError(message, vendor=vendor, code=str(code))
+    if code >= 400:
+        raise PermanentError(message, vendor=vendor, code=str(code))
 
 
 def status_error(response: httpx.Response, vendor: str) -> RetryableError | None:

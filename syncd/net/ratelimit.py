@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -32,12 +32,15 @@ class RateLimiter:
         *,
         burst: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         self.rate_per_s = rate_per_s
         self.burst = max(1, burst)
         self._clock = clock
+        self._sleep = sleep
+        self.granted = 0  # requests let through so far
         self._tat = 0.0  # theoretical arrival time of the next request
         self._hold_until = 0.0
 
@@ -65,11 +68,12 @@ class RateLimiter:
         """Wait until a request may go."""
         wait = self.reserve()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
         # A hold set while we slept applies to us too (checked once: holds are rare).
         left = self.held_for()
         if left > 0:
-            await asyncio.sleep(left)
+            await self._sleep(left)
+        self.granted += 1
 
 
 class RequestLimits:

@@ -10,8 +10,6 @@ outcome polled, no writeback run; the real inbox and store are left untouched.
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +22,14 @@ from rich.table import Table
 
 from syncd.cli.report import make_console
 from syncd.config import Settings, SourceConfig, StateConfig
+from syncd.core.model import Action
 from syncd.core.summary import RunSummary
-from syncd.errors import StoreError
 from syncd.run.engine import new_run_id
 from syncd.run.pull import Puller
 from syncd.run.sinks import build_sink
 from syncd.state import open_store
-from syncd.state.sqlite import SqliteStore
+from syncd.state.base import StateStore
+from syncd.state.sqlite import snapshot
 
 log = structlog.get_logger("syncd.dryrun")
 
@@ -72,7 +71,7 @@ async def dry_run(settings: Settings, *, full: bool = False) -> DryRun:
     with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as tmp:
         work = Path(tmp)
         copy = work / "state.db"
-        await anyio.to_thread.run_sync(copy_store, Path(settings.state.path), copy)
+        await anyio.to_thread.run_sync(snapshot, Path(settings.state.path), copy)
         sources = [await anyio.to_thread.run_sync(_shadowed, cfg, work) for cfg in settings.sources]
         shadow = settings.model_copy(update={"state": StateConfig(path=copy), "sources": sources})
         store = await open_store(str(copy))
@@ -83,7 +82,7 @@ async def dry_run(settings: Settings, *, full: bool = False) -> DryRun:
 
 
 async def _preview(
-    settings: Settings, shadow: Settings, store: SqliteStore, *, full: bool
+    settings: Settings, shadow: Settings, store: StateStore, *, full: bool
 ) -> DryRun:
     summary = RunSummary(new_run_id(), dry_run=True)
     await store.release_inflight()  # a real run would take these over too
@@ -103,7 +102,7 @@ async def _preview(
         preview.rejected_rows = sum(
             c.rejected for route, c in summary.routes.items() if route.endswith(f"->{name}")
         )
-    rejects = await _rejects(store, summary.run_id)
+    rejects = await store.run_rejects(summary.run_id, REJECT_LINES)
     log.info(
         "run.dry_run.finished",
         sinks={
@@ -111,49 +110,6 @@ async def _preview(
         },
     )
     return DryRun(summary, sinks, rejects)
-
-
-def copy_store(source: Path, target: Path) -> None:
-    """Copy the state store at ``source`` to ``target`` without writing to it.
-
-    A store with no write-ahead log is whole in its one file (closed cleanly, nobody
-    writing): a plain file copy. Otherwise SQLite's online backup, read-only, gives
-    a consistent snapshot while another syncd keeps writing.
-    """
-    if not source.exists():
-        return  # first run: the dry run starts from an empty store
-    wal = source.with_name(source.name + "-wal")
-    if not wal.exists():
-        shutil.copyfile(source, target)
-        if _intact(target):
-            return
-        target.unlink()
-    try:
-        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            dst = sqlite3.connect(target)
-            try:
-                src.backup(dst)
-            finally:
-                dst.close()
-        finally:
-            src.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read state store {source} for a dry run: {exc}") from exc
-
-
-def _intact(path: Path) -> bool:
-    try:
-        conn = sqlite3.connect(path)
-    except sqlite3.Error:
-        return False
-    try:
-        row = conn.execute("PRAGMA quick_check").fetchone()
-        return bool(row and row[0] == "ok")
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
 
 
 def _shadowed(cfg: SourceConfig, work: Path) -> SourceConfig:
@@ -173,7 +129,7 @@ def _shadowed(cfg: SourceConfig, work: Path) -> SourceConfig:
     return cfg.model_copy(update={"inbox": shadow})
 
 
-async def _can_remove(settings: Settings, sink: str, store: SqliteStore) -> bool:
+async def _can_remove(settings: Settings, sink: str, store: StateStore) -> bool:
     # Built (for its settings) but never opened: no login, no request, nothing to log out of.
     built = build_sink(settings.sink(sink), settings, store, dry_run=True)
     try:
@@ -182,30 +138,16 @@ async def _can_remove(settings: Settings, sink: str, store: SqliteStore) -> bool
         await built.close()
 
 
-async def _fill(store: SqliteStore, sink: str, preview: SinkPreview, can_remove: bool) -> None:
-    async with store.db.execute(
-        "SELECT key, action, delivered_hash IS NOT NULL FROM leads"
-        " WHERE sink = ? AND state IN ('pending', 'inflight') ORDER BY key",
-        (sink,),
-    ) as cur:
-        async for key, action, delivered in cur:
-            if action == "delete":
-                kind = "remove" if can_remove else "refuse"
-            else:
-                kind = "update" if delivered else "create"
-            setattr(preview, kind, getattr(preview, kind) + 1)
-            shown = preview.samples.setdefault(kind, [])
-            if len(shown) < SAMPLES:
-                shown.append(key)
-
-
-async def _rejects(store: SqliteStore, run_id: str) -> list[dict[str, Any]]:
-    async with store.db.execute(
-        "SELECT origin, line, key, reason, sink FROM rejects WHERE run_id = ? ORDER BY id LIMIT ?",
-        (run_id, REJECT_LINES),
-    ) as cur:
-        cols = ("origin", "line", "key", "reason", "sink")
-        return [dict(zip(cols, row, strict=True)) async for row in cur]
+async def _fill(store: StateStore, sink: str, preview: SinkPreview, can_remove: bool) -> None:
+    async for lead in store.queued(sink):
+        if lead.action is Action.DELETE:
+            kind = "remove" if can_remove else "refuse"
+        else:
+            kind = "update" if lead.delivered else "create"
+        setattr(preview, kind, getattr(preview, kind) + 1)
+        shown = preview.samples.setdefault(kind, [])
+        if len(shown) < SAMPLES:
+            shown.append(lead.key)
 
 
 def print_dry_run(result: DryRun, console: Console | None = None) -> None:

@@ -35,7 +35,7 @@ async def run_once(
     """Return the summary of one pass: pull every source, push until idle."""
     run_id = new_run_id()
     logs.bind(run_id=run_id)
-    store = await open_store(str(settings.state.path))
+    store = await open_store(settings.state)
     stop = asyncio.Event()
     install_stop_handlers(stop)
     try:

@@ -17,11 +17,11 @@ import structlog
 from syncd import registry
 from syncd.config import RouteConfig, Settings, SourceConfig
 from syncd.core.mapping import Mapper, NormalizedRow, normalize_rows, required_columns
-from syncd.core.model import Action, Reject
-from syncd.core.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.core.model import Reject
+from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.sources.base import Chunk, Source
-from syncd.state.base import ChunkWrite, LeadWrite, StateStore, StoredLead
+from syncd.state.base import ChunkWrite, StateStore
 
 log = structlog.get_logger("syncd.pull")
 
@@ -166,145 +166,34 @@ class Puller:
             return
         sink = route.sink
         key_col = chunk.header.index(route.map.key)
-        # Last row wins for a key repeated inside the chunk; earlier ones are set aside.
-        latest: dict[str, int] = {}
-        for i, (_, values) in enumerate(chunk.rows):
-            latest[values[key_col].strip()] = i
         mapper = Mapper(route, chunk.header)
         raw_hashes = {line: mapper.raw_hash(values) for line, values in chunk.rows}
+        latest = latest_rows(chunk.rows, key_col)
         stored = await self.store.lookup_changed(
             sink,
             [(k, raw_hashes[chunk.rows[i][0]]) for k, i in latest.items() if k],
             chunk.origin,
         )
-        needs_mapping: list[tuple[int, list[str]]] = []
-        writes: list[LeadWrite] = []
-        for i, (line, values) in enumerate(chunk.rows):
-            key = values[key_col].strip()
-            if key and latest[key] == i and key not in stored:
-                counts.unchanged += 1  # the stored lead came from this very row content
-                continue
-            if key and latest[key] != i:
-                later = chunk.rows[latest[key]][0]
-                self._reject(
-                    write,
-                    sink,
-                    chunk,
-                    line,
-                    key,
-                    values,
-                    f"duplicate key {key!r}: superseded by line {later} (last wins)",
-                )
-                counts.rejected += 1
-                continue
-            raw_hash = raw_hashes[line]
-            previous = stored.get(key)
-            if previous is not None and superseded_by(previous, chunk.origin, write.run_id, line):
-                needs_mapping.append((line, values))  # a repeat across chunks: always re-map
-            elif raw_unchanged(previous, raw_hash):
-                counts.unchanged += 1
-            else:
-                needs_mapping.append((line, values))
-        by_line = dict(needs_mapping)
+        first = triage(
+            chunk.rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
+        )
+        by_line = dict(first.to_map)
         if speculative is not None:
-            normalized = [row for row in await speculative if row[0] in by_line]
+            mapped = [row for row in await speculative if row[0] in by_line]
         else:
-            normalized = await self._normalize(route, chunk, needs_mapping)
-        for line, key, content_hash, lead_json, reason, deleted in normalized:
-            if reason is not None or content_hash is None or lead_json is None:
-                self._reject(write, sink, chunk, line, key, by_line[line], reason or "unmappable")
-                counts.rejected += 1
-                continue
-            decision = self._decide(
-                write, route, chunk, stored.get(key), key, line, content_hash, deleted
-            )
-            counts.add(decision.value)
-            if decision is Decision.UNCHANGED:
-                writes.append(
-                    LeadWrite(
-                        key,
-                        content_hash,
-                        raw_hashes[line],
-                        lead_json,
-                        Action.UPSERT,
-                        decision.value,
-                        line,
-                        enqueue=False,
-                    )
-                )
-                continue
-            if decision is Decision.SKIPPED:
-                if stored.get(key) is not None:  # known, never delivered: record it is gone
-                    writes.append(
-                        LeadWrite(
-                            key,
-                            content_hash,
-                            raw_hashes[line],
-                            lead_json,
-                            Action.DELETE,
-                            decision.value,
-                            line,
-                            state="removed",
-                        )
-                    )
-                continue
-            action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
-            writes.append(
-                LeadWrite(
-                    key, content_hash, raw_hashes[line], lead_json, action, decision.value, line
-                )
-            )
-            prev = stored.get(key)
-            if (
-                prev is not None
-                and prev.state in ("pending", "inflight")
-                and prev.run_id != write.run_id
-            ):
-                self.summary.sink(sink).carried -= 1  # counted as carried over; now re-enqueued
-        write.leads.setdefault(sink, []).extend(writes)
-
-    def _decide(
-        self,
-        write: ChunkWrite,
-        route: RouteConfig,
-        chunk: Chunk,
-        previous: StoredLead | None,
-        key: str,
-        line: int,
-        content_hash: str,
-        deleted: bool,
-    ) -> Decision:
-        repeat = superseded_by(previous, chunk.origin, write.run_id, line)
-        if repeat is None or previous is None:
-            return decide(previous, content_hash, deleted)
-        # The key already appeared earlier in this file (in an earlier chunk): that row
-        # is superseded and moves from its bucket to the rejects.
-        if repeat.counted_as:
-            counts = self.summary.route(route.name)
-            counts.add(repeat.counted_as, -1)
-            counts.rejected += 1
-            self._reject(
-                write,
-                route.sink,
-                chunk,
-                repeat.line,
-                key,
-                [],
-                f"duplicate key {key!r}: superseded by line {line} (last wins)",
-            )
-        return decide_repeat(repeat.counted_as, previous, content_hash, deleted)
-
-    def _reject(
-        self,
-        write: ChunkWrite,
-        sink: str,
-        chunk: Chunk,
-        line: int | None,
-        key: str,
-        values: list[str],
-        reason: str,
-    ) -> None:
-        write.rejects.append((sink, Reject(write.source, reason, line, chunk.origin, values, key)))
+            mapped = await self._normalize(route, chunk, first.to_map)
+        plan = plan_chunk(
+            mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
+        )
+        counts.unchanged += first.unchanged
+        counts.rejected += len(first.rejects)
+        for bucket, n in plan.counts.items():
+            counts.add(bucket, n)
+        self.summary.sink(sink).carried -= plan.carried_requeued
+        for r in [*first.rejects, *plan.rejects]:
+            reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key)
+            write.rejects.append((sink, reject))
+        write.leads.setdefault(sink, []).extend(plan.writes)
 
     async def _normalize(
         self, route: RouteConfig, chunk: Chunk, rows: list[tuple[int, list[str]]]

@@ -34,12 +34,13 @@ from typing import Any, Literal
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy import text
-from sqlalchemy.engine import URL, Dialect, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import SourceConfig
 from syncd.core.model import Reject
+from syncd.crm_db import bind_names, check_url, describe_db_error, make_engine
 from syncd.secrets import Secret
 from syncd.sources.base import Chunk
 
@@ -49,98 +50,6 @@ RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]
 ParamValue = str | int | float | bool
 RESERVED_PREFIX = "syncd_"
 ALIAS = "syncd_src"
-
-# Plain scheme names map to the async driver syncd ships with.
-_DRIVERS = {
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "mysql": "mysql+asyncmy",
-    "mysql+asyncmy": "mysql+asyncmy",
-    "mariadb": "mariadb+asyncmy",
-    "mariadb+asyncmy": "mariadb+asyncmy",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-}
-
-
-# ---------------------------------------------------------------------------
-# database URLs and engines (shared with the SQL writeback)
-
-
-def async_url(raw: str) -> URL:
-    """Return the URL with its async driver, or raise ValueError (never quoting the URL)."""
-    try:
-        url = make_url(raw.strip())
-    except (ArgumentError, ValueError):
-        raise ValueError(
-            "is not a database URL (expected e.g. postgresql://user@host/db, "
-            "mysql://user@host/db or sqlite:///path/crm.db)"
-        ) from None
-    driver = _DRIVERS.get(url.drivername)
-    if driver is None:
-        raise ValueError(
-            f"database driver {url.drivername!r} is not supported; "
-            "use postgresql, mysql, mariadb or sqlite"
-        )
-    url = url.set(drivername=driver)
-    if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
-        # Text arrives as Unicode whatever the column's charset (latin1 included).
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    return url
-
-
-def check_url(value: SecretStr) -> SecretStr:
-    """Return ``value`` when it is a usable database URL; ValueError otherwise."""
-    async_url(value.get_secret_value())
-    return value
-
-
-def make_engine(url: SecretStr, *, autocommit: bool, timeout_s: float) -> AsyncEngine:
-    """Return an async engine for a secret URL; nothing connects until first use."""
-    parsed = async_url(url.get_secret_value())
-    backend = parsed.get_backend_name()
-    connect_args: dict[str, Any] = {}
-    if backend == "postgresql":
-        connect_args["timeout"] = timeout_s
-    elif backend in ("mysql", "mariadb"):
-        connect_args["connect_timeout"] = max(1, math.ceil(timeout_s))
-    else:
-        connect_args["timeout"] = timeout_s
-    options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
-    if autocommit:
-        # Each page in its own short transaction: no snapshot held open for the whole
-        # pull (InnoDB purge, PostgreSQL's idle-in-transaction timeout).
-        options["isolation_level"] = "AUTOCOMMIT"
-    return create_async_engine(parsed, **options)
-
-
-def describe_db_error(exc: BaseException, url: SecretStr | None = None) -> str:
-    """Return a one-line, credential-free description of a database error."""
-    orig = getattr(exc, "orig", None)
-    source = orig if orig is not None else exc
-    args: tuple[Any, ...] = tuple(getattr(source, "args", ()))
-    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
-        message = f"{args[1]} (error {args[0]})"  # MySQL: (code, message)
-    else:
-        message = str(source) or type(source).__name__
-    message = message.strip().splitlines()[0] if message.strip() else type(source).__name__
-    if url is not None:
-        secret = url.get_secret_value()
-        message = message.replace(secret, "<url>")
-        try:
-            password = make_url(secret).password
-        except (ArgumentError, ValueError):
-            password = None
-        if password:
-            message = message.replace(str(password), "***")
-    return message[:500]
-
-
-def bind_names(sql: str) -> set[str]:
-    """Return the named parameters (``:name``) a statement uses."""
-    return set(text(sql).compile().params)
-
 
 # ---------------------------------------------------------------------------
 # configuration

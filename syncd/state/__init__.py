@@ -1,13 +1,27 @@
-"""The state store: leads per sink, the outbox, cursors, outcomes, rejects."""
+"""The state store: leads per sink, the outbox, cursors, outcomes, rejects.
 
+The protocol is :class:`syncd.state.base.StateStore`; ``[state] kind`` picks the
+implementation through :func:`syncd.registry.state_stores`, so callers never name one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from syncd import registry
+from syncd.config import StateConfig
 from syncd.state.base import StateStore
-from syncd.state.sqlite import SqliteStore
 
-__all__ = ["SqliteStore", "StateStore", "open_store"]
+__all__ = ["StateStore", "open_store"]
 
 
-async def open_store(path: str) -> SqliteStore:
-    """Return an opened SQLite store at ``path`` (created, 0600, migrated)."""
-    store = SqliteStore(path)
+async def open_store(where: StateConfig | str | os.PathLike[str]) -> StateStore:
+    """Return an opened state store (created, private, migrated) for ``[state]`` or a path.
+
+    A bare path means the embedded default, SQLite.
+    """
+    cfg = where if isinstance(where, StateConfig) else StateConfig(path=os.fspath(where))
+    factory = registry.state_stores()[cfg.kind].load_factory()
+    store: StateStore = factory(cfg.path)
     await store.open()
     return store

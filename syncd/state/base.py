@@ -6,7 +6,7 @@ anywhere resumes from what the store says.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +67,15 @@ class Completion:
     final: bool = False  # for RETRY: attempts exhausted, becomes FAILED
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedSummary:
+    """One lead waiting in a sink's outbox, as a dry run reports it."""
+
+    key: str
+    action: Action
+    delivered: bool  # the dialer holds an older version (an update, not a create)
+
+
 class StateStore(Protocol):
     """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
 
@@ -123,7 +132,13 @@ class StateStore(Protocol):
     async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
     async def last_run(self) -> dict[str, Any] | None: ...
     async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]: ...
+    async def run_rejects(self, run_id: str, limit: int = 10) -> list[dict[str, Any]]: ...
     async def failure_reasons(self, limit: int = 10) -> list[tuple[str, str, int]]: ...
+    def queued(self, sink: str) -> AsyncIterator[QueuedSummary]: ...
+    async def lead_history(self, key: str) -> dict[str, Any]: ...
+    async def agent_dump(self) -> list[dict[str, Any]]: ...
+    async def outcome_dump(self) -> list[dict[str, Any]]: ...
+    async def integrity_ok(self) -> bool: ...
 
     # daemon (health, metrics, systemd status)
     async def oldest_pending(self) -> dict[str, float]: ...

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -16,7 +18,7 @@ import aiosqlite
 
 from syncd.core.model import Action, AgentStatus, Lead, LeadState, Outcome, QueuedLead, ResultKind
 from syncd.errors import StoreError
-from syncd.state.base import ChunkWrite, Completion, StoredLead
+from syncd.state.base import ChunkWrite, Completion, QueuedSummary, StoredLead
 
 # Each entry moves the schema one version up. Append only; never edit a shipped step.
 MIGRATIONS: list[str] = [
@@ -660,6 +662,32 @@ class SqliteStore:
             cols = ["at", "source", "sink", "origin", "line", "key", "reason"]
             return [dict(zip(cols, r, strict=True)) async for r in cur]
 
+    async def run_rejects(self, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Return the first rows refused in one run: origin, line, key, reason, sink."""
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT origin, line, key, reason, sink FROM rejects WHERE run_id = ?"
+                " ORDER BY id LIMIT ?",
+                (run_id, limit),
+            ) as cur,
+        ):
+            cols = ("origin", "line", "key", "reason", "sink")
+            return [dict(zip(cols, row, strict=True)) async for row in cur]
+
+    async def queued(self, sink: str) -> AsyncIterator[QueuedSummary]:
+        """Yield every lead waiting in ``sink``'s outbox, by key (held under the lock)."""
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT key, action, delivered_hash IS NOT NULL FROM leads"
+                " WHERE sink = ? AND state IN ('pending', 'inflight') ORDER BY key",
+                (sink,),
+            ) as cur,
+        ):
+            async for key, action, delivered in cur:
+                yield QueuedSummary(key, Action(action), bool(delivered))
+
     async def failure_reasons(self, limit: int = 10) -> list[tuple[str, str, int]]:
         async with (
             self._lock,
@@ -859,3 +887,46 @@ def _storable(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def snapshot(source: Path, target: Path) -> None:
+    """Copy the SQLite state store at ``source`` to ``target`` without writing to it.
+
+    A store with no write-ahead log is whole in its one file (closed cleanly, nobody
+    writing): a plain file copy. Otherwise SQLite's online backup, read-only, gives
+    a consistent snapshot while another syncd keeps writing.
+    """
+    if not source.exists():
+        return  # first run: the dry run starts from an empty store
+    wal = source.with_name(source.name + "-wal")
+    if not wal.exists():
+        shutil.copyfile(source, target)
+        if _intact(target):
+            return
+        target.unlink()
+    try:
+        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read state store {source} for a copy: {exc}") from exc
+
+
+def _intact(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(path)
+    except sqlite3.Error:
+        return False
+    try:
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        return bool(row and row[0] == "ok")
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()

@@ -21,10 +21,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import TimeZoneName
+from syncd.crm_db import bind_names, check_url, describe_db_error, make_engine
 from syncd.errors import RetryableError
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
-from syncd.sources.sql import bind_names, check_url, describe_db_error, make_engine
 from syncd.writeback.base import (
     BaseWritebackConfig,
     Item,

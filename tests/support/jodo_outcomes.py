@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.mapping import lead_hash, lead_to_json
 from syncd.core.model import Action, Lead
 from syncd.core.summary import SinkCounts
@@ -40,7 +41,9 @@ def serve(sim: JodoSimulator) -> Iterator[Simulated]:
         yield Simulated(sim, url)
 
 
-def make_sink(url: str, store: SqliteStore, **settings: Any) -> JodoSink:
+def make_sink(
+    url: str, store: SqliteStore, clock: Clock = SYSTEM_CLOCK, **settings: Any
+) -> JodoSink:
     """Return a Jodo sink for the simulator at ``url`` with quick in-call retries."""
     config = JodoSinkConfig.model_validate(
         {
@@ -55,7 +58,7 @@ def make_sink(url: str, store: SqliteStore, **settings: Any) -> JodoSink:
             **settings,
         }
     )
-    sink = JodoSink(config, SinkContext(store=store, region="IN"))
+    sink = JodoSink(config, SinkContext(store=store, region="IN", clock=clock))
     sink.client.policy = RetryPolicy(attempts=3, timeout_s=10, wait_initial_s=0.01, wait_max_s=0.05)
     return sink
 

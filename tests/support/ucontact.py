@@ -16,7 +16,8 @@ from syncd.simulators.ucontact.api import UContactSimulator, create_app
 from syncd.sinks.base import SinkContext
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.sink import UContactSink
-from syncd.state import SqliteStore, open_store
+from syncd.state import open_store
+from syncd.state.sqlite import SqliteStore
 
 CAMPAIGN = "Ventas->"
 

@@ -26,13 +26,14 @@ from syncd.errors import (
     SinkConfigError,
     VendorError,
 )
-from syncd.net.http import lenient_json, looks_like_html, status_error, transport_error
+from syncd.net.http import lenient_json, looks_like_html, raise_for_http, transport_error
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
 from syncd.sinks.ameyo.config import AmeyoSinkConfig, HeaderAuth, SessionAuth
 from syncd.sinks.ameyo.replies import error_text, is_session_error, looks_like_login_page
 
 VENDOR = "ameyo"
+HTTP_HINTS = dict.fromkeys((401, 403, 404), "check the sink's url and auth")
 DEFAULT_PING_S = 20.0  # the document's pingInterval
 SESSIONLESS = frozenset({"login"})
 
@@ -208,22 +209,7 @@ class AmeyoClient:
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc
-        retryable = status_error(response, VENDOR)
-        if retryable is not None:
-            raise retryable
-        if response.status_code in (401, 403, 404):
-            raise SinkConfigError(
-                f"{command}: HTTP {response.status_code} from {response.url.path}; check the "
-                "sink's url and auth",
-                vendor=VENDOR,
-                code=str(response.status_code),
-            )
-        if response.status_code >= 400:
-            raise PermanentError(
-                f"{command}: HTTP {response.status_code}",
-                vendor=VENDOR,
-                code=str(response.status_code),
-            )
+        raise_for_http(response, VENDOR, command, HTTP_HINTS)
         return parse_body(command, response.text, session=command not in SESSIONLESS)
 
 

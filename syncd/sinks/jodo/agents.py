@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.core.model import AgentStatus
-from syncd.sinks.jodo.client import SUCCESS, JodoClient, from_jodo_time, items_of, raise_for_status
+from syncd.sinks.jodo.client import SUCCESS, JodoClient, from_jodo_time, items_of
 from syncd.sinks.jodo.client import status_of as _status_of
 from syncd.sinks.jodo.config import AgentSettings
 from syncd.state.base import StateStore
@@ -97,10 +97,12 @@ class AgentPoller:
         asked = {login.lower(): login for login in wanted}
         size = self.settings.batch_size
         for start in range(0, len(wanted), size):
-            body = await self.client.call("userStatus", {"loginids": wanted[start : start + size]})
-            if "statusdata" not in body:
-                raise_for_status("userStatus", body)  # a failure of the whole request
-                continue
+            reply = await self.client.call(
+                "userStatus", {"loginids": wanted[start : start + size]}, per_item=True
+            )
+            body = reply.body
+            if reply.code is not None:
+                continue  # a success without items: nobody to report
             for item in items_of(body):
                 agent = parse_agent(
                     item,

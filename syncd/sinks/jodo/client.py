@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,13 +26,18 @@ from syncd.net.http import (
     encode_form,
     lenient_json,
     looks_like_html,
-    status_error,
+    raise_for_http,
     transport_error,
 )
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
 
 VENDOR = "jodo"
+HTTP_HINTS = {
+    401: "check the sink's url and apikey",
+    403: "check the sink's url and apikey",
+    404: "check the sink's url",
+}
 
 # Status codes that mean our configuration is wrong, not the records.
 CONFIG_CODES = {
@@ -111,16 +117,35 @@ class JodoClient:
         self.requests = 0
 
     async def call(
-        self, method: str, payload: dict[str, Any], *, retry: bool = True
-    ) -> dict[str, Any]:
-        """Return the reply of a successful call; raise a VendorError subclass otherwise."""
+        self,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        retry: bool = True,
+        accept: Collection[int] = (),
+        per_item: bool = False,
+    ) -> Reply:
+        """Return the reply of a successful call; raise a VendorError subclass otherwise.
+
+        A failure reply (``status`` 5, a configuration code…) raises here, so no caller
+        checks; a status in ``accept`` (e.g. "not ready yet") is returned instead. With
+        ``per_item``, a reply carrying ``statusdata`` is returned as is: each item has a
+        status of its own.
+        """
 
         async def once() -> dict[str, Any]:
             return await self._call_once(method, payload)
 
-        if not retry:
-            return await once()
-        return await _with_retries(once, self.policy, vendor=VENDOR, what=method)
+        if retry:
+            body = await _with_retries(once, self.policy, vendor=VENDOR, what=method)
+        else:
+            body = await once()
+        if per_item and "statusdata" in body:
+            return Reply(body, None)
+        code, _ = status_of(body)
+        if code is not None and code in accept:
+            return Reply(body, code)
+        return Reply(body, raise_for_status(method, body))
 
     async def _call_once(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = {
@@ -139,19 +164,7 @@ class JodoClient:
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc
-        retryable = status_error(response, VENDOR)
-        if retryable is not None:
-            raise retryable
-        if response.status_code in (401, 403, 404):
-            raise SinkConfigError(
-                f"HTTP {response.status_code} from {response.url.path}: check the sink's url",
-                vendor=VENDOR,
-                code=str(response.status_code),
-            )
-        if response.status_code >= 400:
-            raise PermanentError(
-                f"HTTP {response.status_code}", vendor=VENDOR, code=str(response.status_code)
-            )
+        raise_for_http(response, VENDOR, method, HTTP_HINTS)
         return self._parse(method, response.text)
 
     def _parse(self, method: str, text: str) -> dict[str, Any]:
@@ -179,6 +192,14 @@ class JodoClient:
         return body
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A successful Jodo reply: its body, and its status (None: a per-item reply)."""
+
+    body: dict[str, Any]
+    code: int | None
+
+
 def raise_for_status(method: str, body: dict[str, Any]) -> int:
     """Return the status code of a successful reply; raise the typed error of a failed one."""
     code, desc = status_of(body)
@@ -197,6 +218,9 @@ def raise_for_status(method: str, body: dict[str, Any]) -> int:
             code=str(code),
         )
     reason = desc or "fail"
+    reasonid = body.get("reasonid")
+    if isinstance(reasonid, int | str) and not isinstance(reasonid, bool) and str(reasonid).strip():
+        reason += f" (reasonid {reasonid})"
     raise PermanentError(
         f"{method} refused: {reason}", vendor=VENDOR, code=str(code) if code is not None else None
     )

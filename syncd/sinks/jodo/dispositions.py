@@ -13,11 +13,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from syncd.core.model import Lead, PushResult, QueuedLead
 from syncd.errors import PermanentError, RetryableError, SinkConfigError
-from syncd.sinks.jodo.client import NOT_FOUND, jodo_time, raise_for_status
+from syncd.sinks.jodo.client import NOT_FOUND, jodo_time
 from syncd.sinks.jodo.config import DispositionRule
 from syncd.sinks.jodo.part import JodoPart
 
@@ -84,20 +83,16 @@ class Disposer(JodoPart):
             "contactvalue": number,
             "media": self.cfg.media_name,
         }
-        body: dict[str, Any] = {}
         try:
-            body = await self.client.call("saveDisposition", payload)
-            if raise_for_status("saveDisposition", body) == NOT_FOUND:
-                return PushResult.rejected(queued.key, "saveDisposition: customer data not found")
+            reply = await self.client.call("saveDisposition", payload)
         except SinkConfigError:
             raise
         except RetryableError as exc:
             return PushResult.retry(queued.key, str(exc), exc.retry_after)
         except PermanentError as exc:
-            reason = exc.reason
-            if isinstance(body.get("reasonid"), int | str) and str(body["reasonid"]).strip():
-                reason += f" (reasonid {body['reasonid']})"
-            return PushResult.rejected(queued.key, reason)
+            return PushResult.rejected(queued.key, exc.reason)
+        if reply.code == NOT_FOUND:
+            return PushResult.rejected(queued.key, "saveDisposition: customer data not found")
         await self.store.add_event(
             self.cfg.name,
             queued.key,

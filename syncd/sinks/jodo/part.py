@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.sinks.jodo.client import JodoClient
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.state.base import StateStore
@@ -20,8 +21,10 @@ class JodoPart:
         config: JodoSinkConfig,
         log: Any,
         dial: Callable[[str], str],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.client = client
+        self.clock = clock
         self.store = store
         self.cfg = config
         self.log = log

@@ -21,7 +21,6 @@ from syncd.sinks.jodo.client import (
     NOT_FOUND,
     REQUEST_BUGS,
     jodo_time,
-    raise_for_status,
 )
 from syncd.sinks.jodo.leads import delivered_leads
 from syncd.sinks.jodo.outcomes import StatusMapper, build_outcome
@@ -49,7 +48,7 @@ class OutcomePoller(JodoPart):
 
     async def poll(self) -> int:
         """Store new or changed outcomes; return how many there were."""
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.clock.time(), UTC)
         changed = 0
         ingested = False
         start = await self._window_start(now)
@@ -93,9 +92,8 @@ class OutcomePoller(JodoPart):
 
     async def search(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Return the rows getProcessData finds (none for status 14, customer data not found)."""
-        body = await self.client.call("getProcessData", payload)
         try:
-            code = raise_for_status("getProcessData", body)
+            reply = await self.client.call("getProcessData", payload)
         except VendorError as exc:
             if exc.code is not None and exc.code.isdigit() and int(exc.code) in REQUEST_BUGS:
                 self.log.error(
@@ -107,9 +105,9 @@ class OutcomePoller(JodoPart):
                     todate=payload.get("todate"),
                 )
             raise
-        if code == NOT_FOUND:
+        if reply.code == NOT_FOUND:
             return []
-        data = body.get("data")
+        data = reply.body.get("data")
         return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
     # -- rows to outcomes -----------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from syncd.core.model import AgentStatus, Lead, QueuedLead
 from syncd.errors import PermanentError, RetryableError, SinkConfigError
 from syncd.sinks.jodo.agents import absent_for
-from syncd.sinks.jodo.client import NOT_FOUND, jodo_time, raise_for_status
+from syncd.sinks.jodo.client import NOT_FOUND, jodo_time
 from syncd.sinks.jodo.dispositions import closing_rule
 from syncd.sinks.jodo.leads import delivered_leads
 from syncd.sinks.jodo.part import JodoPart
@@ -144,8 +144,8 @@ class Reallocator(JodoPart):
             "customercode": lead.key if self.cfg.updateparam == "customercode" else 0,
         }
         try:
-            body = await self.client.call("reallocatedata", payload)
-            if raise_for_status("reallocatedata", body) == NOT_FOUND:
+            reply = await self.client.call("reallocatedata", payload)
+            if reply.code == NOT_FOUND:
                 raise PermanentError("reallocatedata: customer data not found", vendor="jodo")
         except SinkConfigError:
             raise

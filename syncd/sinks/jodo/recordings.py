@@ -15,13 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from syncd.core.model import Outcome
-from syncd.errors import SinkConfigError, VendorError
+from syncd.errors import RetryableError, SinkConfigError, VendorError
 from syncd.sinks.jodo.client import (
     RECORDING_NOT_READY,
     SUCCESS,
     JodoClient,
     items_of,
-    raise_for_status,
     status_of,
 )
 from syncd.sinks.jodo.config import RecordingSettings
@@ -52,24 +51,25 @@ class RecordingClient:
         return found
 
     async def _one(self, call_id: str) -> dict[str, str]:
-        body = await self.client.call("customer_recording", {"systemcallid": call_id})
-        code, _ = status_of(body)
-        if code in SUCCESS:
-            return {call_id: _path(body)} if _path(body) else {}
-        if code != RECORDING_NOT_READY:
-            try:
-                raise_for_status("customer_recording", body)
-            except SinkConfigError:
-                raise
-            except VendorError:
-                pass  # a refusal for this one call: asked again later, up to max_age_s
+        try:
+            reply = await self.client.call(
+                "customer_recording", {"systemcallid": call_id}, accept=(RECORDING_NOT_READY,)
+            )
+        except (SinkConfigError, RetryableError):
+            raise
+        except VendorError:
+            return {}  # a refusal for this one call: asked again later, up to max_age_s
+        if reply.code in SUCCESS and _path(reply.body):
+            return {call_id: _path(reply.body)}
         return {}
 
     async def _many(self, call_ids: list[str]) -> dict[str, str]:
-        body = await self.client.call("customer_multiple_recordings", {"systemcallids": call_ids})
-        if "statusdata" not in body:
-            raise_for_status("customer_multiple_recordings", body)  # a failure of the request
-            return {}
+        reply = await self.client.call(
+            "customer_multiple_recordings", {"systemcallids": call_ids}, per_item=True
+        )
+        if reply.code is not None:
+            return {}  # a success without items
+        body = reply.body
         found: dict[str, str] = {}
         for item in items_of(body):
             code, _ = status_of(item)

@@ -17,7 +17,7 @@ from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
 from syncd.sinks.jodo.agents import AgentPoller
-from syncd.sinks.jodo.client import JodoClient, jodo_time, raise_for_status
+from syncd.sinks.jodo.client import JodoClient, jodo_time
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
 from syncd.sinks.jodo.leads import delivered_leads
@@ -52,7 +52,9 @@ class JodoSink(BaseSink):
             policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
         )
         self.can_remove = config.dispositions.on_delete is not None
-        self.outcomes = OutcomePoller(self.client, ctx.store, config, self.log, self.dial)
+        self.outcomes = OutcomePoller(
+            self.client, ctx.store, config, self.log, self.dial, self.clock
+        )
         self.agents = AgentPoller(
             self.client, ctx.store, config.name, config.agents, config.timezone, self.log
         )
@@ -135,9 +137,8 @@ class JodoSink(BaseSink):
                 "updateparam": self.cfg.updateparam,
                 "data": records,
             }
-            body = await self.client.call("ImportProcessData", payload)
             try:
-                raise_for_status("ImportProcessData", body)
+                await self.client.call("ImportProcessData", payload)
             except SinkConfigError:
                 raise
             except PermanentError as exc:

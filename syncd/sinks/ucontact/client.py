@@ -28,13 +28,12 @@ import httpx
 from pydantic import SecretStr
 
 from syncd.errors import (
-    PermanentError,
     RetryableError,
     SessionExpiredError,
     SinkConfigError,
     VendorError,
 )
-from syncd.net.http import lenient_json, looks_like_html, status_error, transport_error
+from syncd.net.http import lenient_json, looks_like_html, raise_for_http, transport_error
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
 
@@ -337,28 +336,12 @@ class UContactClient:
             raise transport_error(exc, VENDOR) from exc
 
     def _raise_for_status(self, response: httpx.Response, resource: str) -> None:
-        retryable = status_error(response, VENDOR)
-        if retryable is not None:
-            raise retryable
-        code = response.status_code
-        if code == 401:
-            raise SinkConfigError(
-                f"{resource}: HTTP 401 (check user and password)", vendor=VENDOR, code="401"
-            )
-        if code == 403:
-            raise SinkConfigError(
-                f"{resource}: HTTP 403, user {self.user!r} may not use this API",
-                vendor=VENDOR,
-                code="403",
-            )
-        if code == 404:
-            raise SinkConfigError(
-                f"{resource}: HTTP 404 (check the sink's url; does this server have the call?)",
-                vendor=VENDOR,
-                code="404",
-            )
-        if code >= 400:
-            raise PermanentError(f"{resource}: HTTP {code}", vendor=VENDOR, code=str(code))
+        hints = {
+            401: "check user and password",
+            403: f"user {self.user!r} may not use this API",
+            404: "check the sink's url; does this server have the call?",
+        }
+        raise_for_http(response, VENDOR, resource, hints)
 
 
 def _unauthorised(response: httpx.Response) -> bool:

@@ -1,0 +1,218 @@
+"""Reconcile of a whole chunk: rows and stored leads in, a plan out. No store, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.core.model import Action
+from syncd.core.reconcile import MappedRow, Row, plan_chunk, triage
+from syncd.state.base import StoredLead
+
+RUN, ORIGIN = "run2", "b.csv"
+
+
+def row(line: int, key: str, phone: str = "98200 10001") -> Row:
+    return (line, [key, phone])
+
+
+def known(
+    *,
+    raw: str = "raw",
+    hash_: str = "h",
+    state: str = "delivered",
+    origin: str = "a.csv",
+    line: int = 2,
+    run: str = "run1",
+    klass: str = "new",
+    delivered: bool = True,
+) -> StoredLead:
+    return StoredLead(hash_, raw, state, origin, line, run, klass, delivered)
+
+
+# -- triage: which rows need their phones mapped -----------------------------------------
+
+TRIAGE_CASES = [
+    # (name, rows, raw hashes, what lookup_changed returned, to map, unchanged, rejected lines)
+    ("a key the lookup left out is unchanged", [row(2, "A")], {2: "r"}, {}, [], 1, []),
+    ("a new key is mapped", [row(2, "A")], {2: "r"}, {"A": None}, [2], 0, []),
+    (
+        "a changed raw row is mapped",
+        [row(2, "A")],
+        {2: "new"},
+        {"A": known(raw="old")},
+        [2],
+        0,
+        [],
+    ),
+    (
+        "an identical raw row is unchanged",
+        [row(2, "A")],
+        {2: "same"},
+        {"A": known(raw="same")},
+        [],
+        1,
+        [],
+    ),
+    (
+        "a key twice in the chunk: the earlier row is refused, the later mapped",
+        [row(2, "A"), row(3, "B"), row(4, "A")],
+        {2: "r1", 3: "r2", 4: "r3"},
+        {"A": None, "B": None},
+        [3, 4],
+        0,
+        [2],
+    ),
+    (
+        "a repeat of a row of an earlier chunk of the same file is always mapped",
+        [row(9, "A")],
+        {9: "raw"},
+        {"A": known(raw="raw", origin=ORIGIN, line=3, run=RUN)},
+        [9],
+        0,
+        [],
+    ),
+    ("a row without a key is mapped (and refused there)", [row(2, "")], {2: "r"}, {}, [2], 0, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("rows", "raw", "changed", "to_map", "unchanged", "rejected"),
+    [c[1:] for c in TRIAGE_CASES],
+    ids=[c[0] for c in TRIAGE_CASES],
+)
+def test_triage(
+    rows: list[Row],
+    raw: dict[int, str],
+    changed: dict[str, StoredLead | None],
+    to_map: list[int],
+    unchanged: int,
+    rejected: list[int],
+) -> None:
+    result = triage(rows, 0, raw, changed, origin=ORIGIN, run_id=RUN)
+    assert [line for line, _ in result.to_map] == to_map
+    assert result.unchanged == unchanged
+    assert [r.line for r in result.rejects] == rejected
+
+
+def test_triage_names_the_row_that_wins() -> None:
+    [reject] = triage(
+        [row(2, "A"), row(7, "A")], 0, {2: "a", 7: "b"}, {"A": None}, origin=ORIGIN, run_id=RUN
+    ).rejects
+    assert reject.reason == "duplicate key 'A': superseded by line 7 (last wins)"
+    assert reject.values == ["A", "98200 10001"]
+
+
+# -- plan_chunk: mapped rows and stored leads to writes, rejects and counts ---------------
+
+
+def mapped(line: int, key: str, hash_: str = "h2", *, deleted: bool = False) -> MappedRow:
+    return (line, key, hash_, f'{{"key":"{key}"}}', None, deleted)
+
+
+def refused(line: int, key: str, reason: str) -> MappedRow:
+    return (line, key, None, None, reason, False)
+
+
+PLAN_CASES = [
+    # (name, mapped row, stored lead, counts, written (action, klass, enqueue, state))
+    ("new lead", mapped(2, "A"), None, {"new": 1}, [("upsert", "new", True, "pending")]),
+    (
+        "changed content",
+        mapped(2, "A", "h2"),
+        known(hash_="h1"),
+        {"changed": 1},
+        [("upsert", "changed", True, "pending")],
+    ),
+    (
+        "raw text changed, content did not: the raw hash is refreshed, nothing is queued",
+        mapped(2, "A", "h1"),
+        known(hash_="h1"),
+        {"unchanged": 1},
+        [("upsert", "unchanged", False, "pending")],
+    ),
+    (
+        "deleted in the CRM, the dialer holds it: a removal",
+        mapped(2, "A", "hdel", deleted=True),
+        known(hash_="h1"),
+        {"deleted": 1},
+        [("delete", "deleted", True, "pending")],
+    ),
+    (
+        "deleted, never delivered: recorded as removed, nothing sent",
+        mapped(2, "A", "hdel", deleted=True),
+        known(hash_="h1", delivered=False, state="pending"),
+        {"skipped": 1},
+        [("delete", "skipped", True, "removed")],
+    ),
+    (
+        "deleted and never seen: nothing at all",
+        mapped(2, "A", deleted=True),
+        None,
+        {"skipped": 1},
+        [],
+    ),
+    ("a bad phone is refused", refused(2, "A", "invalid phone 'x'"), None, {"rejected": 1}, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("row_", "previous", "counts", "written"),
+    [c[1:] for c in PLAN_CASES],
+    ids=[c[0] for c in PLAN_CASES],
+)
+def test_plan_chunk(
+    row_: MappedRow,
+    previous: StoredLead | None,
+    counts: dict[str, int],
+    written: list[tuple[str, str, bool, str]],
+) -> None:
+    line, key = row_[0], row_[1]
+    plan = plan_chunk(
+        [row_], {line: [key, "x"]}, {line: "raw"}, {key: previous}, origin=ORIGIN, run_id=RUN
+    )
+    assert plan.counts == counts
+    assert [(w.action.value, w.klass, w.enqueue, w.state) for w in plan.writes] == written
+    assert all(w.raw_hash == "raw" and w.line == line for w in plan.writes)
+
+
+def test_a_refused_row_keeps_its_reason_and_its_cells() -> None:
+    plan = plan_chunk(
+        [refused(4, "A", "invalid phone 'N/A'")],
+        {4: ["A", "N/A"]},
+        {4: "raw"},
+        {},
+        origin=ORIGIN,
+        run_id=RUN,
+    )
+    [reject] = plan.rejects
+    assert (reject.line, reject.key, reject.values, reject.reason) == (
+        4,
+        "A",
+        ["A", "N/A"],
+        "invalid phone 'N/A'",
+    )
+
+
+def test_a_repeat_from_an_earlier_chunk_moves_the_earlier_row_to_the_rejects() -> None:
+    # Line 3 of this file was counted NEW in this run; line 9 repeats the key.
+    earlier = known(origin=ORIGIN, line=3, run=RUN, klass="new", state="pending", delivered=False)
+    plan = plan_chunk(
+        [mapped(9, "A", "h9")], {9: ["A", "x"]}, {9: "r"}, {"A": earlier}, origin=ORIGIN, run_id=RUN
+    )
+    assert plan.counts == {"new": 0, "rejected": 1}  # -1 then +1 new: still one lead
+    [reject] = plan.rejects
+    assert (reject.line, reject.reason) == (
+        3,
+        "duplicate key 'A': superseded by line 9 (last wins)",
+    )
+    [write] = plan.writes
+    assert (write.action, write.klass, write.line) == (Action.UPSERT, "new", 9)
+
+
+def test_a_lead_left_queued_by_an_earlier_run_and_queued_again_is_not_carried() -> None:
+    queued = known(hash_="h1", state="pending", run="run1", delivered=False)
+    plan = plan_chunk(
+        [mapped(2, "A", "h2")], {2: ["A", "x"]}, {2: "r"}, {"A": queued}, origin=ORIGIN, run_id=RUN
+    )
+    assert plan.carried_requeued == 1
+    assert plan.counts == {"changed": 1}
