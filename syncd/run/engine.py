@@ -43,6 +43,9 @@ log = structlog.get_logger("syncd.engine")
 
 Progress = Callable[[Source, int], None]
 
+ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
+ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
+
 
 @contextmanager
 def phase(name: str) -> Iterator[None]:
@@ -66,6 +69,8 @@ class PollResult:
     count: int = 0
     error: str | None = None
     skipped: bool = False  # the sink is stopped or unavailable: nothing was asked
+    final: bool = False  # a configuration error: asking again cannot help
+    retry_after: float | None = None
 
 
 class Engine:
@@ -140,7 +145,7 @@ class Engine:
             count = await slot.sink.poll_outcomes()
         except SinkConfigError as exc:
             self.sinks.stop(name, exc)
-            return PollResult(error=str(exc))
+            return PollResult(error=str(exc), final=True)
         except VendorError as exc:
             self.health.failed(
                 f"poll:{name}",
@@ -149,7 +154,7 @@ class Engine:
                 sink=name,
                 action="outcomes wait at the dialer; the poll runs again at its next time",
             )
-            return PollResult(error=str(exc))
+            return PollResult(error=str(exc), retry_after=getattr(exc, "retry_after", None))
         self.health.recovered(f"poll:{name}", event="sink.poll.recovered", sink=name)
         if self.observer is not None:
             self.observer.outcomes_received(name, count)
@@ -235,7 +240,7 @@ class Engine:
                 )
             with phase("poll"):
                 for slot in self.sinks.working():
-                    result = await self.poll(slot.name)
+                    result = await self._poll_until_done(slot.name, deadline)
                     if result.error is not None:
                         summary.poll_failed[slot.name] = result.error
                     elif not result.skipped:
@@ -251,6 +256,25 @@ class Engine:
             counts.stopped = counts.stopped or stopped.get(name)
         await self.store.finish_run(self.run_id, summary.to_dict())
         return summary
+
+    async def _poll_until_done(self, name: str, deadline: float) -> PollResult:
+        """Poll one sink, asking again after a failure while the run's deadline allows.
+
+        A pass that pushed every lead but could not read outcomes has not done its
+        job: like a push, a poll gets a few more tries before the run reports it.
+        """
+        result = await self.poll(name)
+        for attempt in range(1, ONCE_POLL_TRIES):
+            if result.error is None or result.final or self.stop.is_set():
+                break
+            wait = max(result.retry_after or 0.0, ONCE_POLL_WAIT_S * attempt)
+            if self.clock.time() + wait >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=wait)
+                break
+            result = await self.poll(name)
+        return result
 
     @contextlib.asynccontextmanager
     async def _keepalives(self) -> Any:

@@ -197,3 +197,16 @@ class Writeback(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class StatelessWriteback:
+    """Defaults for a writeback that keeps no recovery state and commits as it writes."""
+
+    def state(self) -> str | None:
+        return None
+
+    async def committed(self) -> None:
+        return None
+
+    async def end_pass(self) -> None:
+        return None

@@ -29,6 +29,7 @@ from syncd.writeback.base import (
     BaseWritebackConfig,
     Item,
     ItemsRefused,
+    StatelessWriteback,
     WritebackStopped,
     local_time,
 )
@@ -100,7 +101,7 @@ def classify(exc: BaseException, url: SecretStr) -> Exception:
     return WritebackStopped(f"the CRM database refused the statement: {reason}")
 
 
-class SqlWriteback:
+class SqlWriteback(StatelessWriteback):
     """Runs the configured statements for each batch of records."""
 
     def __init__(self, config: SqlWritebackConfig) -> None:
@@ -145,15 +146,6 @@ class SqlWriteback:
                 raise classify(exc, self.config.url) from exc
 
         await with_retries(attempt, self._policy, vendor="crm database", what=self.name)
-
-    def state(self) -> str | None:
-        return None
-
-    async def committed(self) -> None:
-        return None
-
-    async def end_pass(self) -> None:
-        return None
 
     async def close(self) -> None:
         if self._engine is not None:

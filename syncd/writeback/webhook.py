@@ -29,7 +29,13 @@ from syncd.errors import RetryableError
 from syncd.net.http import make_client, status_error
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
-from syncd.writeback.base import BaseWritebackConfig, Item, ItemsRefused, WritebackStopped
+from syncd.writeback.base import (
+    BaseWritebackConfig,
+    Item,
+    ItemsRefused,
+    StatelessWriteback,
+    WritebackStopped,
+)
 
 VENDOR = "crm webhook"
 _STOP_CODES = {401, 403, 404, 405, 410}
@@ -69,7 +75,7 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-class WebhookWriteback:
+class WebhookWriteback(StatelessWriteback):
     """POSTs each batch as one signed JSON document."""
 
     def __init__(self, config: WebhookWritebackConfig) -> None:
@@ -155,15 +161,6 @@ class WebhookWriteback:
         if 400 <= code < 500:
             raise ItemsRefused(reason, vendor=VENDOR, code=str(code))
         raise RetryableError(reason, vendor=VENDOR, code=str(code))
-
-    def state(self) -> str | None:
-        return None
-
-    async def committed(self) -> None:
-        return None
-
-    async def end_pass(self) -> None:
-        return None
 
     async def close(self) -> None:
         if self._http is not None:

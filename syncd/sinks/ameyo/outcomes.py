@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.core.model import CallStatus, Outcome
+from syncd.errors import RetryableError, SessionExpiredError
 from syncd.sinks.ameyo.client import AmeyoClient
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
 from syncd.sinks.ameyo.replies import call_status, lower_keys, parse_time, result_list
@@ -64,24 +65,47 @@ def outcome_of(
     )
 
 
-async def poll(client: AmeyoClient, store: StateStore, cfg: AmeyoSinkConfig) -> int:
-    """Record what Ameyo reports for every delivered lead; return how many outcomes changed."""
+async def poll(
+    client: AmeyoClient, store: StateStore, cfg: AmeyoSinkConfig, unread: set[str]
+) -> int:
+    """Record what Ameyo reports for every delivered lead; return how many outcomes changed.
+
+    ``unread`` holds where the pages a failed request left unread start: the next
+    poll reads those first and alone, so a long poll under a flaky dialer catches up
+    instead of starting over. Raises RetryableError naming how many pages are unread.
+    """
     changed = 0
-    after = ""
-    while True:
-        page = await store.delivered(cfg.name, after_key=after, limit=cfg.poll_chunk)
-        if not page:
-            return changed
-        after = page[-1][0]
-        by_customer: dict[str, list[str]] = {}
-        for key, customer_id, _ in page:
-            if customer_id:
-                # Two CRM leads with one phone1 are one Ameyo customer: both get its outcome.
-                by_customer.setdefault(customer_id, []).append(key)
-        if by_customer:
-            changed += await _poll_chunk(client, store, cfg, by_customer)
-        if len(page) < cfg.poll_chunk:
-            return changed
+    failures: list[str] = []
+    walk = not unread  # a full pass, or a catch-up of the pages left unread
+    starts = sorted(unread) if unread else [""]
+    unread.clear()
+    for start in starts:
+        after = start
+        while True:
+            page = await store.delivered(cfg.name, after_key=after, limit=cfg.poll_chunk)
+            if not page:
+                break
+            by_customer: dict[str, list[str]] = {}
+            for key, customer_id, _ in page:
+                if customer_id:
+                    # Two CRM leads with one phone1 are one Ameyo customer: both get its outcome.
+                    by_customer.setdefault(customer_id, []).append(key)
+            if by_customer:
+                try:
+                    changed += await _poll_chunk(client, store, cfg, by_customer)
+                except (RetryableError, SessionExpiredError) as exc:
+                    unread.add(after)
+                    failures.append(str(exc))
+            after = page[-1][0]
+            if not walk or len(page) < cfg.poll_chunk:
+                break
+    if failures:
+        raise RetryableError(
+            f"getContacts: {len(failures)} page(s) of outcomes unread, read first at the next "
+            f"poll ({failures[-1]})",
+            vendor="ameyo",
+        )
+    return changed
 
 
 async def _poll_chunk(

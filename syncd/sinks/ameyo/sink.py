@@ -84,6 +84,7 @@ class AmeyoSink(BaseSink):
         if self.client.session is not None:
             self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
         self.pings = 0
+        self._unread: set[str] = set()  # outcome pages a failed poll left unread
         self._scope = f"ameyo.delivered:{config.name}"
 
     # -- lifecycle -------------------------------------------------------------
@@ -358,7 +359,7 @@ class AmeyoSink(BaseSink):
     # -- outcomes --------------------------------------------------------------
 
     async def poll_outcomes(self) -> int:
-        changed = await outcomes.poll(self.client, self.ctx.store, self.cfg)
+        changed = await outcomes.poll(self.client, self.ctx.store, self.cfg, self._unread)
         if changed:
             self.log.info("sink.poll.outcomes", changed=changed)
         return changed

@@ -1,0 +1,111 @@
+"""One engine for `--once` and the daemon: an error means the same thing under both drivers.
+
+The daemon's jobs and `--once` call the same engine stages (`Engine.push`, `.poll`,
+`.keepalive`); these tests pin what a stage does on each kind of error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from syncd.run.engine import Engine
+from syncd.run.sinks import SinkState
+from syncd.simulators.faults import Faults
+from syncd.simulators.jodo.api import JodoSimulator, create_app
+from syncd.simulators.server import running
+from syncd.state import open_store
+from tests.conftest import drop_csv, run_cli
+from tests.support.reliability import (
+    RequestCounter,
+    export,
+    jodo_sink,
+    settings_for,
+    vendor_env,
+    write_config,
+)
+
+PUSH = b"ImportProcessData"
+
+
+def revoke_key_after_the_push(sim: JodoSimulator) -> RequestCounter:
+    """Serve ``sim``; once the first push is answered, the dialer no longer knows the key."""
+
+    def revoke(n: int, when: str) -> None:
+        if n == 1 and when == "after":
+            sim.apikeys.clear()
+
+    return RequestCounter(create_app(sim), hook=revoke, only=PUSH)
+
+
+def events(stderr: str, name: str) -> list[dict[str, object]]:
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == name:
+                found.append(entry)
+    return found
+
+
+def test_once_a_configuration_error_in_the_outcome_poll_stops_the_sink_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    # Before one engine, `--once` only logged this and exited 0; the daemon stopped the sink.
+    sim = JodoSimulator()
+    with running(revoke_key_after_the_push(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url, batch_size=50)])
+        drop_csv(tmp_path / "inbox", "a.csv", export(5))
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+
+    assert len(sim.records("VoiceProcess")) == 5  # delivered before the key went
+    assert result.returncode == 1, result.stdout
+    assert "outcome poll of jodo failed" in result.stdout
+    [stopped] = events(result.stderr, "sink.stopped")
+    assert stopped["sink"] == "jodo" and "getProcessData" in str(stopped["reason"])
+
+
+def test_a_dialer_that_fails_the_poll_makes_the_once_exit_code_1_and_says_why(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator()
+
+    def break_after_push(n: int, when: str) -> None:
+        if n == 1 and when == "after":
+            sim.faults.set(Faults(error_rate=1.0))
+
+    with running(RequestCounter(create_app(sim), hook=break_after_push, only=PUSH)) as url:
+        config = write_config(tmp_path, [jodo_sink(url, batch_size=50)])
+        drop_csv(tmp_path / "inbox", "a.csv", export(5))
+        result = run_cli("run", "--once", "--deadline", "5", "-c", str(config), env=vendor_env())
+
+    assert len(sim.records("VoiceProcess")) == 5
+    assert result.returncode == 1, result.stdout
+    assert "outcome poll of jodo failed" in result.stdout
+    assert len(events(result.stderr, "sink.poll.failed")) == 1  # logged once, not per try
+
+
+async def test_the_poll_stage_the_daemon_schedules_stops_the_sink_the_same_way(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url, batch_size=50)])
+        settings = settings_for(config)
+        store = await open_store(settings.state)
+        engine = Engine(settings, store)
+        try:
+            await engine.open()
+            assert engine.sinks["jodo"].state is SinkState.WORKING
+            sim.apikeys.clear()
+            result = await engine.poll("jodo")
+            assert result.final and result.error is not None
+            slot = engine.sinks["jodo"]
+            assert slot.state is SinkState.STOPPED
+            assert engine.sinks.problems() == [
+                f"sink jodo stopped by a configuration error: {slot.reason}"
+            ]
+            assert (await engine.poll("jodo")).skipped  # a stopped sink is not asked again
+        finally:
+            await engine.close()
+            await store.close()
