@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from syncd.core.mapping import lead_hash, lead_to_json
-from syncd.core.model import Action, Lead, Outcome
+from syncd.core.model import Action, Lead, LeadWrite, Outcome
 from syncd.core.summary import SinkCounts
 from syncd.run.push import Pusher
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
@@ -23,7 +23,7 @@ from syncd.simulators.server import running
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
 from syncd.sinks.ameyo.sink import AmeyoSink
 from syncd.sinks.base import SinkContext
-from syncd.state.base import ChunkWrite, LeadWrite
+from syncd.state.base import ChunkWrite
 from syncd.state.sqlite import SqliteStore
 
 CALL_AT = datetime(2030, 1, 2, 4, 30, tzinfo=UTC)  # 10:00 in Asia/Kolkata

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import pytest
 
 from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.state.sqlite import SqliteStore
+from tests.support.clock import FakeClock
 from tests.support.jodo_outcomes import (
     canned,
     dialled,
@@ -35,11 +35,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
-def floor(zone: str = "UTC", **agents: int) -> JodoSimulator:
+def floor(zone: str = "UTC", clock: FakeClock | None = None, **agents: int) -> JodoSimulator:
     """Return a dialling simulator with these agents (login=status), none reached on a call."""
     busy = (DialResult("Busy"),)
     plan = DialPlan(interval_s=0, retry_s=HOUR, recording_delay_s=None, results=busy)
-    return JodoSimulator(dial=plan, agents=agents, timezone=zone)
+    return JodoSimulator(dial=plan, agents=agents, timezone=zone, clock=clock or time.time)
 
 
 async def agents_of(store: SqliteStore) -> dict[str, dict[str, Any]]:
@@ -91,13 +91,14 @@ async def test_agents_that_leads_are_assigned_to_are_polled_when_none_are_config
 
 
 async def test_an_agents_status_change_over_time_is_recorded(store: SqliteStore) -> None:
-    sim = floor(alice=READY)
+    clock = FakeClock(time.time())
+    sim = floor(clock=clock, alice=READY)
     sim.schedule_agent("alice", 0.3, LOGGED_OUT)
     with serve(sim) as jodo:
-        sink = make_sink(jodo.url, store, agents={"logins": ["alice"]})
+        sink = make_sink(jodo.url, store, clock, agents={"logins": ["alice"]})
         await sink.poll_outcomes()
         assert (await agents_of(store))["alice"]["description"] == "Ready"
-        await asyncio.sleep(0.4)
+        clock.advance(0.4)
         await sink.poll_outcomes()
         await sink.close()
     assert (await agents_of(store))["alice"]["description"] == "Logged Out"

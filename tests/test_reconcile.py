@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from syncd.core.model import StoredLead
 from syncd.core.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
-from syncd.state.base import StoredLead
 
 
 def stored(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.core.model import Action
+from syncd.core.model import Action, StoredLead
 from syncd.core.reconcile import MappedRow, Row, plan_chunk, triage
-from syncd.state.base import StoredLead
 
 RUN, ORIGIN = "run2", "b.csv"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.core.model import Action, ResultKind
-from syncd.state.base import ChunkWrite, Completion, LeadWrite
+from syncd.core.model import Action, LeadWrite, ResultKind
+from syncd.state.base import ChunkWrite, Completion
 from syncd.state.sqlite import SqliteStore
 
 

@@ -147,8 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dry_run(settings: Settings, *, full: bool) -> int:
     # No store lock: a dry run reads a copy and may run beside a working syncd.
-    from syncd.cli.report import print_summary
-    from syncd.run.dryrun import dry_run, print_dry_run
+    from syncd.cli.report import print_dry_run, print_summary
+    from syncd.run.dryrun import dry_run
 
     result = asyncio.run(dry_run(settings, full=full))
     print_summary(result.summary)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
+
+if TYPE_CHECKING:
+    from syncd.run.dryrun import DryRun
 
 
 def make_console() -> Console:
@@ -182,3 +185,30 @@ def print_history(key: str, history: dict[str, Any], console: Console | None = N
             f"{o['status']} {o['disposition'] or ''} attempts={o['attempts']} "
             f"agent={o['agent'] or '-'} recording={o['recording_url'] or '-'}"
         )
+
+
+def print_dry_run(result: DryRun, console: Console | None = None) -> None:
+    """Print, per sink, what would be created, updated, removed and refused."""
+    out = console or make_console()
+    table = Table(
+        title="dry run: what a real pass would send (nothing was sent or written)",
+        title_justify="left",
+    )
+    cols = ("create", "update", "remove", "refuse", "rejected_rows")
+    table.add_column("sink")
+    for c in cols:
+        table.add_column(c.replace("_", " "), justify="right")
+    for name, preview in result.sinks.items():
+        table.add_row(name, *(str(getattr(preview, c)) for c in cols))
+    out.print(table)
+    for name, preview in result.sinks.items():
+        for kind in ("create", "update", "remove", "refuse"):
+            keys = preview.samples.get(kind)
+            if keys:
+                more = getattr(preview, kind) - len(keys)
+                tail = f" and {more} more" if more > 0 else ""
+                out.print(f"{name} would {kind}: {', '.join(keys)}{tail}", highlight=False)
+    for r in result.rejects:
+        where = f"{r['origin'] or '?'} line {r['line']}" if r["line"] else (r["origin"] or "?")
+        key = f" [{r['key']}]" if r["key"] else ""
+        out.print(f"rejected: {where}{key}: {r['reason']}", highlight=False, markup=False)

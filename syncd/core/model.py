@@ -173,3 +173,32 @@ class Reject:
     origin: str = ""  # the file name or table the row came from
     row: dict[str, str] | list[str] = field(default_factory=dict)
     key: str = ""
+
+
+@dataclass(slots=True)
+class StoredLead:
+    """What the store knows of one (sink, key) when reconciling."""
+
+    hash: str
+    raw_hash: str | None
+    state: str
+    origin: str | None
+    line: int | None
+    run_id: str | None
+    klass: str | None
+    delivered: bool = False  # the dialer has held some version of this lead
+
+
+@dataclass(slots=True)
+class LeadWrite:
+    """One lead entering (or refreshing) the outbox."""
+
+    key: str
+    hash: str
+    raw_hash: str | None
+    lead_json: str
+    action: Action
+    klass: str  # new | changed | deleted | unchanged (raw text changed, content did not)
+    line: int | None
+    enqueue: bool = True  # False: refresh raw_hash/origin only
+    state: str = "pending"  # "removed" for a delete of a lead the dialer never had

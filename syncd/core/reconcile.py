@@ -10,8 +10,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from syncd.core.model import Action
-from syncd.state.base import LeadWrite, StoredLead
+from syncd.core.model import Action, LeadWrite, StoredLead
 
 
 class Decision(enum.StrEnum):

@@ -17,10 +17,7 @@ from typing import Any
 
 import anyio
 import structlog
-from rich.console import Console
-from rich.table import Table
 
-from syncd.cli.report import make_console
 from syncd.config import Settings, SourceConfig, StateConfig
 from syncd.core.model import Action
 from syncd.core.summary import RunSummary
@@ -148,30 +145,3 @@ async def _fill(store: StateStore, sink: str, preview: SinkPreview, can_remove: 
         shown = preview.samples.setdefault(kind, [])
         if len(shown) < SAMPLES:
             shown.append(lead.key)
-
-
-def print_dry_run(result: DryRun, console: Console | None = None) -> None:
-    """Print, per sink, what would be created, updated, removed and refused."""
-    out = console or make_console()
-    table = Table(
-        title="dry run: what a real pass would send (nothing was sent or written)",
-        title_justify="left",
-    )
-    cols = ("create", "update", "remove", "refuse", "rejected_rows")
-    table.add_column("sink")
-    for c in cols:
-        table.add_column(c.replace("_", " "), justify="right")
-    for name, preview in result.sinks.items():
-        table.add_row(name, *(str(getattr(preview, c)) for c in cols))
-    out.print(table)
-    for name, preview in result.sinks.items():
-        for kind in ("create", "update", "remove", "refuse"):
-            keys = preview.samples.get(kind)
-            if keys:
-                more = getattr(preview, kind) - len(keys)
-                tail = f" and {more} more" if more > 0 else ""
-                out.print(f"{name} would {kind}: {', '.join(keys)}{tail}", highlight=False)
-    for r in result.rejects:
-        where = f"{r['origin'] or '?'} line {r['line']}" if r["line"] else (r["origin"] or "?")
-        key = f" [{r['key']}]" if r["key"] else ""
-        out.print(f"rejected: {where}{key}: {r['reason']}", highlight=False, markup=False)

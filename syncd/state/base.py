@@ -10,36 +10,16 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from syncd.core.model import Action, AgentStatus, Outcome, QueuedLead, Reject, ResultKind
-
-
-@dataclass(slots=True)
-class StoredLead:
-    """What the store knows of one (sink, key) when reconciling."""
-
-    hash: str
-    raw_hash: str | None
-    state: str
-    origin: str | None
-    line: int | None
-    run_id: str | None
-    klass: str | None
-    delivered: bool = False  # the dialer has held some version of this lead
-
-
-@dataclass(slots=True)
-class LeadWrite:
-    """One lead entering (or refreshing) the outbox."""
-
-    key: str
-    hash: str
-    raw_hash: str | None
-    lead_json: str
-    action: Action
-    klass: str  # new | changed | deleted | unchanged (raw text changed, content did not)
-    line: int | None
-    enqueue: bool = True  # False: refresh raw_hash/origin only
-    state: str = "pending"  # "removed" for a delete of a lead the dialer never had
+from syncd.core.model import (
+    Action,
+    AgentStatus,
+    LeadWrite,
+    Outcome,
+    QueuedLead,
+    Reject,
+    ResultKind,
+    StoredLead,
+)
 
 
 @dataclass(slots=True)

@@ -16,9 +16,18 @@ from typing import Any
 
 import aiosqlite
 
-from syncd.core.model import Action, AgentStatus, Lead, LeadState, Outcome, QueuedLead, ResultKind
+from syncd.core.model import (
+    Action,
+    AgentStatus,
+    Lead,
+    LeadState,
+    Outcome,
+    QueuedLead,
+    ResultKind,
+    StoredLead,
+)
 from syncd.errors import StoreError
-from syncd.state.base import ChunkWrite, Completion, QueuedSummary, StoredLead
+from syncd.state.base import ChunkWrite, Completion, QueuedSummary
 
 # Each entry moves the schema one version up. Append only; never edit a shipped step.
 MIGRATIONS: list[str] = [

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.mapping import lead_hash, lead_to_json
-from syncd.core.model import Action, Lead
+from syncd.core.model import Action, Lead, LeadWrite
 from syncd.core.summary import SinkCounts
 from syncd.net.retry import RetryPolicy
 from syncd.run.push import Pusher
@@ -27,7 +27,7 @@ from syncd.simulators.server import running
 from syncd.sinks.base import SinkContext
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.sink import JodoSink
-from syncd.state.base import ChunkWrite, LeadWrite
+from syncd.state.base import ChunkWrite
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import Simulated
 

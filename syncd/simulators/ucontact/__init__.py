@@ -1,1 +1,1 @@
-"""The uContact simulator."""
+"""The uContact simulator: the API (`api`), its dial lists (`dialing`) and wire parsing (`wire`)."""

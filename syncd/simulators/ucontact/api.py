@@ -33,15 +33,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import random
-import re
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,10 +50,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
-from syncd.simulators.form import parse_form
+from syncd.simulators.ucontact.dialing import Campaign, Entry
+from syncd.simulators.ucontact.wire import (
+    PHONE,
+    RECORDING_PLACES,
+    form_fields,
+    json_object,
+    parse_line,
+    parse_phones,
+    recording_path,
+    valid_data,
+)
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-PHONE = re.compile(r"^\+?[0-9]{3,20}$")
 TASK_KEYS = (
     "calldate",
     "campaign",
@@ -75,65 +82,6 @@ AGENT_DISPOSITIONS = (
     ("No interesado", "", ""),
     ("Volver a llamar", "Tarde", ""),
 )
-# Where an answered call's recording ends up: (host prefix, with day folder, extension).
-RECORDING_PLACES = {
-    "telephony_day": ("records", True, "mp3"),
-    "telephony": ("records", False, "mp3"),
-    "backup_day": ("backup/records", True, "mp3"),
-    "backup": ("backup/records", False, "mp3"),
-    "gsm": ("records", True, "gsm"),
-}
-
-
-@dataclass
-class Entry:
-    """One contact waiting in a campaign: queued (dial list) or scheduled."""
-
-    phone: str
-    alternatives: list[str] = field(default_factory=list)
-    data: str = ""
-    priority: int | None = None
-    agentphone: str = ""
-    source: str = ""  # upload file name, "task" or "schedule"
-    ready_at: float = 0.0
-    calldate: str | None = None
-    added_at: float = 0.0
-
-
-@dataclass
-class Campaign:
-    name: str
-    queued: list[Entry] = field(default_factory=list)
-    scheduled: list[Entry] = field(default_factory=list)
-    added: Counter[str] = field(default_factory=Counter)
-    peak: Counter[str] = field(default_factory=Counter)
-    dialed: Counter[str] = field(default_factory=Counter)
-    blacklisted_skips: Counter[str] = field(default_factory=Counter)
-    live: Counter[str] = field(default_factory=Counter)  # present now, kept incrementally
-
-    def present(self) -> Counter[str]:
-        return +self.live
-
-    def add(self, entry: Entry, *, scheduled: bool = False) -> None:
-        entry.added_at = time.time()
-        (self.scheduled if scheduled else self.queued).append(entry)
-        self.added[entry.phone] += 1
-        self.live[entry.phone] += 1
-        self.peak[entry.phone] = max(self.peak[entry.phone], self.live[entry.phone])
-
-    def take(self, drop: Callable[[Entry], bool], *, scheduled: bool = False) -> list[Entry]:
-        """Remove and return the entries ``drop`` selects."""
-        entries = self.scheduled if scheduled else self.queued
-        taken = [e for e in entries if drop(e)]
-        if taken:
-            kept = [e for e in entries if not drop(e)]
-            if scheduled:
-                self.scheduled = kept
-            else:
-                self.queued = kept
-            for e in taken:
-                self.live[e.phone] -= 1
-        return taken
 
 
 class UContactSimulator:
@@ -289,21 +237,21 @@ class UContactSimulator:
         return PlainTextResponse("1")  # asynchronous on a real server: it says no more
 
     def schedule(self, form: dict[str, str]) -> Response:
-        body = _json_object(form.get("callschedule", ""))
+        body = json_object(form.get("callschedule", ""))
         if body is None:
             return PlainTextResponse("0")
         campaign = self._campaign(str(body.get("campaign", "")))
         calldate = str(body.get("calldate") or "")
         when = self.epoch(calldate)
         destination = str(body.get("destination", ""))
-        alternatives = _phones(str(body.get("alternatives") or ""))
+        alternatives = parse_phones(str(body.get("alternatives") or ""))
         data = str(body.get("data") or "")
         if (
             campaign is None
             or when is None
             or not PHONE.match(destination)
             or alternatives is None
-            or not _valid_data(data)
+            or not valid_data(data)
         ):
             return PlainTextResponse("0")
         entry = Entry(
@@ -320,12 +268,12 @@ class UContactSimulator:
         return PlainTextResponse("1")
 
     def task(self, form: dict[str, str]) -> Response:
-        body = _json_object(form.get("call", ""))
+        body = json_object(form.get("call", ""))
         if body is None or any(k not in body for k in TASK_KEYS):
             return PlainTextResponse("0")
         campaign = self._campaign(str(body.get("campaign", "")))
         destination = str(body.get("destination", ""))
-        alternatives = _phones(str(body.get("alternatives") or ""))
+        alternatives = parse_phones(str(body.get("alternatives") or ""))
         data = str(body.get("data") or "")
         calldate = body.get("calldate")
         when = time.time() + self.dial_delay_s if calldate is None else self.epoch(str(calldate))
@@ -334,7 +282,7 @@ class UContactSimulator:
             or when is None
             or not PHONE.match(destination)
             or alternatives is None
-            or not _valid_data(data)
+            or not valid_data(data)
         ):
             return PlainTextResponse("0")
         entry = Entry(destination, alternatives, data, None, str(body.get("agent") or ""), "task")
@@ -365,7 +313,7 @@ class UContactSimulator:
         return PlainTextResponse("1")
 
     def add_black(self, form: dict[str, str]) -> Response:
-        body = _json_object(form.get("black", ""))
+        body = json_object(form.get("black", ""))
         if body is None:
             return PlainTextResponse("0")
         phone, where = str(body.get("phone", "")), str(body.get("campaign", ""))
@@ -483,7 +431,7 @@ class UContactSimulator:
     # -- records, campaigns, recordings ---------------------------------------------
 
     def get_records(self, form: dict[str, str]) -> Response:
-        flt = _json_object(form.get("filter", "")) or {}
+        flt = json_object(form.get("filter", "")) or {}
         try:
             lastrow = max(0, int(form.get("lastrow", "0") or 0))
             limit = int(form.get("searchLimit", "50") or 50)
@@ -645,75 +593,10 @@ class UContactSimulator:
             return {name: getattr(self, name) for name in self.SETTINGS}
 
 
-# ---------------------------------------------------------------------------
-# parsing helpers
-
-
-def parse_line(line: str, campaign: str) -> Entry | str:
-    """Return the contact of one upload line, or why a real server would skip it."""
-    cols = line.split(";")
-    if not 2 <= len(cols) <= 6:
-        return f"expected 2 to 6 columns, found {len(cols)}"
-    if cols[0] != campaign:
-        return f"campaign {cols[0]!r} is not the upload's"
-    phone = cols[1].strip()
-    if not PHONE.match(phone):
-        return f"invalid number {phone!r}"
-    data = cols[2] if len(cols) > 2 else ""
-    if not _valid_data(data):
-        return "parameters are not var=val:var=val"
-    alternatives = _phones(cols[3] if len(cols) > 3 else "")
-    if alternatives is None:
-        return "invalid alternative number"
-    priority_text = cols[4].strip() if len(cols) > 4 else ""
-    if priority_text and not priority_text.isdigit():
-        return "priority is not a number"
-    agentphone = cols[5].strip() if len(cols) > 5 else ""
-    return Entry(
-        phone, alternatives, data, int(priority_text) if priority_text else None, agentphone
-    )
-
-
-def _valid_data(text: str) -> bool:
-    if not text:
-        return True
-    for pair in text.split(":"):
-        name, eq, _value = pair.partition("=")
-        if not eq or not name.strip() or "=" in _value:
-            return False
-    return True
-
-
-def _phones(text: str) -> list[str] | None:
-    if not text.strip():
-        return []
-    phones = [p.strip() for p in text.split(":")]
-    return phones if all(PHONE.match(p) for p in phones) else None
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def recording_path(place: str, guid: str, calldate: str) -> str:
-    prefix, dated, ext = RECORDING_PLACES[place]
-    folder = calldate[:10].replace("-", "")
-    return f"{prefix}/{folder}/{guid}.{ext}" if dated else f"{prefix}/{guid}.{ext}"
-
-
 async def _dropped() -> AsyncIterator[bytes]:
     yield b""
     # Raising after the headers went out makes the server drop the connection.
     raise ConnectionResetError("simulated connection reset after the call was carried out")
-
-
-def _form(raw: bytes) -> dict[str, str]:
-    parsed = parse_form(raw.decode("utf-8", "replace"))
-    return {k: v[0] for k, v in parsed.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -748,7 +631,7 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
         if scripted in REFUSALS:
             headers = {"Retry-After": "0"} if scripted == "429" else None
             return PlainTextResponse("Refused", status_code=int(scripted or 0), headers=headers)
-        form = _form(raw)
+        form = form_fields(raw)
         with sim.lock:
             sim.requests[name] += 1
             sim.last_body[name] = raw.decode("utf-8", "replace")
