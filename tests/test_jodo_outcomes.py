@@ -14,7 +14,7 @@ from syncd.errors import RetryableError, VendorError
 from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.sinks.jodo.client import jodo_time
 from syncd.sinks.jodo.config import OutcomeSettings
-from syncd.sinks.jodo.outcomes import StatusMapper, build_outcome
+from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome
 from syncd.state.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 from tests.support.jodo_outcomes import (

@@ -1,147 +1,220 @@
-"""Call outcomes from getProcessData rows: which fields mean what, and what a status means.
+"""Outcome polling: getProcessData over a moving ``storedatetime`` window, and by lead.
 
-Pure functions, no I/O: the poller (``poller.py``) feeds rows in and stores what
-comes out. The rows follow the process's form template, so the field names come
-from the sink's ``outcomes.fields`` setting.
+Each poll reads ``[last window end - overlap, now]`` (in slices of at most
+``max_window_s``) so rows the dialer updated late, or stamped with a clock a
+little behind ours, are read again rather than missed; unchanged rows are
+dropped by the store's content hash. The window end is kept in the store's kv
+table and moves only after the outcomes of a slice are stored.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncd.core.model import CallStatus, Outcome
-from syncd.sinks.jodo.client import from_jodo_time
-from syncd.sinks.jodo.config import OutcomeSettings
+from syncd.core.model import Lead, Outcome
+from syncd.errors import VendorError
+from syncd.sinks.jodo.client import (
+    NOT_FOUND,
+    REQUEST_BUGS,
+    jodo_time,
+)
+from syncd.sinks.jodo.leads import delivered_leads
+from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome
+from syncd.sinks.jodo.part import JodoPart
+from syncd.sinks.jodo.recordings import Recordings
 
-# Raw statuses seen on Jodo processes (compared lower-case, trimmed). A sink's
-# ``outcomes.status_map`` adds to and overrides these.
-DEFAULT_STATUS_MAP: dict[str, CallStatus] = {
-    "new": CallStatus.PENDING,
-    "fresh": CallStatus.PENDING,
-    "fresh call": CallStatus.PENDING,
-    "pending": CallStatus.PENDING,
-    "queued": CallStatus.PENDING,
-    "1001": CallStatus.PENDING,  # the document's "Fresh Call"
-    "connected": CallStatus.CONNECTED,
-    "answered": CallStatus.CONNECTED,
-    "success": CallStatus.CONNECTED,
-    "no answer": CallStatus.NO_ANSWER,
-    "noanswer": CallStatus.NO_ANSWER,
-    "not answered": CallStatus.NO_ANSWER,
-    "na": CallStatus.NO_ANSWER,
-    "system sent na": CallStatus.NO_ANSWER,
-    "busy": CallStatus.BUSY,
-    "failed": CallStatus.FAILED,
-    "invalid number": CallStatus.FAILED,
-    "congestion": CallStatus.FAILED,
-    "network error": CallStatus.FAILED,
-    "dropped": CallStatus.DROPPED,
-    "abandoned": CallStatus.DROPPED,
-    "callback": CallStatus.SCHEDULED,
-    "call back": CallStatus.SCHEDULED,
-    "scheduled": CallStatus.SCHEDULED,
-    "closed": CallStatus.CLOSED,
-    "completed": CallStatus.CLOSED,
-    "disposed": CallStatus.CLOSED,
-    "dnc": CallStatus.CLOSED,
-}
+MOBILE_BATCH = 100  # numbers per getProcessData by mobilenumber
+CONCURRENCY = 4  # by-lead searches in flight at once
 
 
-class StatusMapper:
-    """Maps a raw Jodo status onto CallStatus: the sink's table over the built-in one."""
+class OutcomePoller(JodoPart):
+    """Reads call outcomes of one Jodo process into the store."""
 
-    def __init__(self, extra: dict[str, CallStatus]) -> None:
-        self.table = dict(DEFAULT_STATUS_MAP)
-        self.table.update({_norm(k): v for k, v in extra.items()})
+    def setup(self) -> None:
+        self.settings = self.cfg.outcomes
+        self.mapper = StatusMapper(self.cfg.outcomes.status_map)
+        self.scope = f"jodo:{self.cfg.name}"
+        self.recordings = (
+            Recordings(self.client, self.store, self.cfg.name, self.cfg.recordings, self.log)
+            if self.cfg.recordings.enabled
+            else None
+        )
 
-    def __call__(self, raw: str) -> CallStatus:
-        """Return the CallStatus for ``raw``; UNKNOWN when nobody said what it means."""
-        return self.table.get(_norm(raw), CallStatus.UNKNOWN)
+    # -- the poll -----------------------------------------------------------------
+
+    async def poll(self) -> int:
+        """Store new or changed outcomes; return how many there were."""
+        now = datetime.fromtimestamp(self.clock.time(), UTC)
+        changed = 0
+        ingested = False
+        start = await self._window_start(now)
+        for begin, end in _slices(start, now, timedelta(seconds=self.settings.max_window_s)):
+            rows = await self.search(
+                {
+                    "searchparam": "daterange",
+                    "fromdate": jodo_time(begin, self.cfg.timezone),
+                    "todate": jodo_time(end, self.cfg.timezone),
+                }
+            )
+            changed += await self.ingest(rows, now)
+            ingested = True
+            await self.store.kv_set(self.scope, "outcomes.window_end", end.isoformat())
+            self.log.debug(
+                "sink.outcomes.window",
+                fromdate=begin.isoformat(),
+                todate=end.isoformat(),
+                rows=len(rows),
+            )
+        if self.settings.recheck_per_poll:
+            changed += await self.ingest(await self._recheck(), now)
+            ingested = True
+        if not ingested:  # recordings awaited from earlier polls are still asked for
+            changed += await self.ingest([], now)
+        if changed:
+            self.log.info("sink.outcomes.polled", changed=changed)
+        return changed
+
+    async def _window_start(self, now: datetime) -> datetime:
+        overlap = timedelta(seconds=self.settings.overlap_s)
+        text = await self.store.kv_get(self.scope, "outcomes.window_end")
+        if not text:
+            return now - timedelta(seconds=self.settings.lookback_s)
+        end = datetime.fromisoformat(text)
+        if end > now:
+            # Our clock went back: waiting for it to catch up would stop polling meanwhile.
+            self.log.warning("sink.outcomes.cursor_ahead", window_end=text, now=now.isoformat())
+            end = now
+        return end - overlap
+
+    async def search(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Return the rows getProcessData finds (none for status 14, customer data not found)."""
+        try:
+            reply = await self.client.call("getProcessData", payload)
+        except VendorError as exc:
+            if exc.code is not None and exc.code.isdigit() and int(exc.code) in REQUEST_BUGS:
+                self.log.error(
+                    "sink.outcomes.request_bug",
+                    code=exc.code,
+                    reason=exc.reason,
+                    searchparam=payload.get("searchparam"),
+                    fromdate=payload.get("fromdate"),
+                    todate=payload.get("todate"),
+                )
+            raise
+        if reply.code == NOT_FOUND:
+            return []
+        data = reply.body.get("data")
+        return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+    # -- rows to outcomes -----------------------------------------------------------
+
+    async def ingest(self, rows: list[dict[str, Any]], now: datetime) -> int:
+        """Store the outcomes ``rows`` report (with recording links); return how many changed."""
+        outcomes: dict[str, Outcome] = {}
+        for key, row in await self.match(rows):
+            outcome = build_outcome(
+                row,
+                sink=self.cfg.name,
+                key=key,
+                settings=self.settings,
+                mapper=self.mapper,
+                zone=self.cfg.timezone,
+                observed_at=now,
+            )
+            if outcome is not None:
+                outcomes[key] = outcome  # a key listed twice: the later row wins
+        found = list(outcomes.values())
+        if self.recordings is not None:
+            found = await self.recordings.attach(found, now)
+        if not found:
+            return 0
+        return await self.store.record_outcomes(found)
+
+    def _match_fields(self) -> list[str]:
+        if self.settings.match_field:
+            return [self.settings.match_field]
+        by_param = {
+            "customercode": "customercode",
+            "crmuniquefield": self.cfg.crm_unique_field,
+            "mobilenumber": self.cfg.key_field,
+        }
+        fields = [by_param[self.cfg.updateparam], self.cfg.key_field]
+        return list(dict.fromkeys(fields))
+
+    async def match(self, rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """Return (lead key, row) for rows of leads this sink delivered; others are ignored."""
+        fields = self._match_fields()
+        candidates = [[str(row.get(f) or "").strip() for f in fields] for row in rows]
+        wanted = sorted({v for values in candidates for v in values if v})
+        known: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            known.update(await self.store.lookup(self.cfg.name, wanted[start : start + 500]))
+        matched: list[tuple[str, dict[str, Any]]] = []
+        unmatched: list[dict[str, Any]] = []
+        for row, values in zip(rows, candidates, strict=True):
+            key = next((v for v in values if v in known), None)
+            if key is not None:
+                matched.append((key, row))
+            else:
+                unmatched.append(row)
+        if unmatched and self.cfg.updateparam == "mobilenumber" and not self.settings.match_field:
+            # The process's update key is the number itself: match by what we dialled.
+            by_phone = await self._phone_index()
+            for row in unmatched:
+                key = by_phone.get(str(row.get("mobilenumber") or "").strip())
+                if key is not None:
+                    matched.append((key, row))
+        return matched
+
+    async def _phone_index(self) -> dict[str, str]:
+        index: dict[str, str] = {}
+        async for key, number, lead in delivered_leads(self.store, self.cfg.name):
+            index[number or self.dial(lead.phone)] = key
+        return index
+
+    # -- by lead --------------------------------------------------------------------
+
+    async def _recheck(self) -> list[dict[str, Any]]:
+        """Return rows of the next few delivered leads, searched by the sink's update key."""
+        after = await self.store.kv_get(self.scope, "outcomes.recheck_after") or ""
+        page = await self.store.delivered(
+            self.cfg.name, after_key=after, limit=self.settings.recheck_per_poll
+        )
+        next_after = page[-1][0] if len(page) == self.settings.recheck_per_poll else None
+        await self.store.kv_set(self.scope, "outcomes.recheck_after", next_after)
+        leads = [(key, Lead.from_json(json.loads(text))) for key, _ref, text in page]
+        return await self.rows_for(leads)
+
+    async def rows_for(self, leads: list[tuple[str, Lead]]) -> list[dict[str, Any]]:
+        """Return the rows of the given leads, searched by the sink's update key."""
+        param = self.cfg.updateparam
+        if param == "mobilenumber":
+            numbers = sorted({self.dial(lead.phone) for _key, lead in leads})
+            rows: list[dict[str, Any]] = []
+            for start in range(0, len(numbers), MOBILE_BATCH):
+                part = numbers[start : start + MOBILE_BATCH]
+                rows += await self.search({"searchparam": "mobilenumber", "mobilenumber": part})
+            return rows
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(key: str) -> list[dict[str, Any]]:
+            async with gate:
+                return await self.search({"searchparam": param, param: key})
+
+        found = await asyncio.gather(*(one(key) for key, _lead in leads))
+        return [row for rows in found for row in rows]
 
 
-def _norm(text: str) -> str:
-    return " ".join(str(text).lower().split())
-
-
-def _text(row: dict[str, Any], name: str) -> str:
-    value = row.get(name)
-    return "" if value is None else str(value).strip()
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(float(text)) if text else None
-    except ValueError:
-        return None
-
-
-def build_outcome(
-    row: dict[str, Any],
-    *,
-    sink: str,
-    key: str,
-    settings: OutcomeSettings,
-    mapper: StatusMapper,
-    zone: str,
-    observed_at: datetime,
-) -> Outcome | None:
-    """Return the Outcome a row reports, or None when the dialer has not worked it yet."""
-    f = settings.fields
-    raw_status = _text(row, f.status)
-    disposition = _text(row, f.disposition)
-    attempts = _int(_text(row, f.attempts))
-    call_id = _text(row, f.call_id)
-    last = from_jodo_time(row.get(f.last_call), zone, [settings.last_call_format])
-    if not (raw_status or disposition or attempts or call_id or last):
-        return None  # stored but never dialled: nothing to report
-    if raw_status:
-        status = mapper(raw_status)
-    else:
-        status = CallStatus.UNKNOWN
-    return Outcome(
-        sink=sink,
-        key=key,
-        observed_at=observed_at,
-        status=status.value,
-        raw_status=raw_status,
-        disposition=disposition,
-        attempts=attempts,
-        last_dialed_at=last,
-        agent=_text(row, f.agent),
-        call_id=call_id,
-        raw=dict(row),
-    )
-
-
-def outcome_to_json(o: Outcome) -> dict[str, Any]:
-    """Return an Outcome as JSON-ready data (kept while its recording is awaited)."""
-    return {
-        "key": o.key,
-        "status": o.status,
-        "raw_status": o.raw_status,
-        "disposition": o.disposition,
-        "attempts": o.attempts,
-        "last_dialed_at": o.last_dialed_at.isoformat() if o.last_dialed_at else None,
-        "agent": o.agent,
-        "call_id": o.call_id,
-        "raw": o.raw,
-    }
-
-
-def outcome_from_json(sink: str, data: dict[str, Any], observed_at: datetime) -> Outcome:
-    """Return the Outcome :func:`outcome_to_json` produced, observed again now."""
-    last = data.get("last_dialed_at")
-    return Outcome(
-        sink=sink,
-        key=str(data["key"]),
-        observed_at=observed_at,
-        status=str(data.get("status", CallStatus.UNKNOWN.value)),
-        raw_status=str(data.get("raw_status", "")),
-        disposition=str(data.get("disposition", "")),
-        attempts=data.get("attempts"),
-        last_dialed_at=datetime.fromisoformat(last) if last else None,
-        agent=str(data.get("agent", "")),
-        call_id=str(data.get("call_id", "")),
-        raw=dict(data.get("raw") or {}),
-    )
+def _slices(
+    start: datetime, end: datetime, width: timedelta
+) -> Iterator[tuple[datetime, datetime]]:
+    """Yield [begin, end] windows covering ``start``..``end``, none wider than ``width``."""
+    begin = start
+    while begin < end:
+        stop = min(begin + width, end)
+        yield begin, stop
+        begin = stop

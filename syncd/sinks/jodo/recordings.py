@@ -24,7 +24,7 @@ from syncd.sinks.jodo.client import (
     status_of,
 )
 from syncd.sinks.jodo.config import RecordingSettings
-from syncd.sinks.jodo.outcomes import outcome_from_json, outcome_to_json
+from syncd.sinks.jodo.outcome_rows import outcome_from_json, outcome_to_json
 from syncd.state.base import StateStore
 
 

@@ -21,7 +21,7 @@ from syncd.sinks.jodo.client import JodoClient, jodo_time
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
 from syncd.sinks.jodo.leads import delivered_leads
-from syncd.sinks.jodo.poller import OutcomePoller
+from syncd.sinks.jodo.outcomes import OutcomePoller
 from syncd.sinks.jodo.reallocation import Reallocator
 
 REMOVE_REFUSED = "Jodo cannot remove a lead; it stays in the dialer"
