@@ -102,9 +102,8 @@ async def test_the_poll_stage_the_daemon_schedules_stops_the_sink_the_same_way(
             assert result.final and result.error is not None
             slot = engine.sinks["jodo"]
             assert slot.state is SinkState.STOPPED
-            assert engine.sinks.problems() == [
-                f"sink jodo stopped by a configuration error: {slot.reason}"
-            ]
+            [problem] = engine.sinks.problems()
+            assert problem.startswith("jodo: stopped since ") and str(slot.reason) in problem
             assert (await engine.poll("jodo")).skipped  # a stopped sink is not asked again
         finally:
             await engine.close()

@@ -175,3 +175,48 @@ def test_a_busy_health_port_fails_the_start_with_a_clear_message(
     assert f"health.listen 127.0.0.1:{port}: cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
     assert os.path.exists(tmp_path / "state" / "state.db")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_dialer_down_from_the_start_reads_unreachable_and_recovers_when_it_comes_back(
+    tmp_path: Path, start_daemon
+) -> None:
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
+    from syncd.simulators.server import running
+
+    port = free_port()  # nothing listens there yet: every push is a ConnectError
+    config = daemon_config(tmp_path, f"http://127.0.0.1:{port}", max_attempts=50)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("max_attempts = 50\n", "max_attempts = 50\nbreaker_failures = 1\n"
+                     "breaker_reset_s = 0.5\n"),
+        encoding="utf-8",
+    )  # fmt: skip
+    daemon = start_daemon(config)
+    daemon.wait_for("daemon.ready")
+    url = daemon.base_url
+    drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 1))
+    daemon.wait_for("sink.breaker.opened", sink="jodo")
+
+    down = httpx.get(f"{url}/readyz")
+    assert down.status_code == 503
+    [reason] = down.json()["reasons"]
+    assert reason.startswith("jodo: dialer unreachable since ")
+    assert "ConnectError" in reason and reason.endswith("1 lead waiting"), reason
+    m = samples(httpx.get(f"{url}/metrics").text)
+    assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
+
+    sim = JodoSimulator()
+    with running(create_app(sim), port=port):  # the dialer is back
+        wait_until(lambda: len(sim.received()) == 1, message=lambda: daemon.events[-10:])
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+        m = samples(httpx.get(f"{url}/metrics").text)
+        assert m[("syncd_sink_up", (("sink", "jodo"),))] == 1
+        assert daemon.stop() == 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,17 +84,20 @@ class Runtime:
         for name in await self.engine.recheck():
             self.wake(name)
 
-    def problems(self) -> list[str]:
-        """Return why sinks cannot work now (stopped, session not valid), for /readyz."""
-        return self.engine.sinks.problems()
+    def problems(self, waiting: Mapping[str, int] | None = None) -> list[str]:
+        """Return why sinks cannot work now (stopped, unreachable, session), for /readyz."""
+        return self.engine.sinks.problems(waiting)
 
-    def failing(self) -> list[str]:
-        """Return the sinks that are stopped or whose circuit breaker is not closed."""
-        return [
-            slot.name
-            for slot in self.engine.sinks
-            if not slot.working or slot.sink.guard.breaker.state_value != 0
-        ]
+    def failing(self, waiting: Mapping[str, int] | None = None) -> list[str]:
+        """Return one line per sink that is stopped, unavailable or unreachable."""
+        sinks = self.engine.sinks
+        lines = (sinks.describe(slot.name, (waiting or {}).get(slot.name)) for slot in sinks)
+        return [line for line in lines if line is not None]
+
+    def down(self) -> set[str]:
+        """Return the sinks that deliver nothing now: stopped, unavailable or unreachable."""
+        sinks = self.engine.sinks
+        return set(sinks.stopped()) | set(sinks.unreachable())
 
     # -- scheduling ------------------------------------------------------------------
 

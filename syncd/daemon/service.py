@@ -277,20 +277,26 @@ class Daemon:
         if self.phase != "running" or self.store is None or self.runtime is None:
             return [f"syncd is {self.phase}"]
         reasons: list[str] = []
+        waiting: dict[str, int] = {}
         try:
-            await asyncio.wait_for(self.store.pending_count(), STORE_PROBE_S)
+            waiting = await asyncio.wait_for(self._waiting(), STORE_PROBE_S)
         except TimeoutError:
             reasons.append(f"state store did not answer within {STORE_PROBE_S:.0f}s")
         except Exception as exc:  # any failure of the store is a reason, not a crash
             reasons.append(f"state store unreachable: {exc}")
-        reasons.extend(self.runtime.problems())
+        reasons.extend(self.runtime.problems(waiting))
         return reasons
+
+    async def _waiting(self) -> dict[str, int]:
+        """Return the leads waiting in each sink's outbox."""
+        assert self.store is not None
+        return {cfg.name: await self.store.pending_count(cfg.name) for cfg in self.settings.sinks}
 
     async def render_metrics(self) -> bytes:
         runtime, store = self.runtime, self.store
         if runtime is not None and store is not None:
             sinks = {slot.name: slot.sink for slot in runtime.engine.sinks}
-            stopped = runtime.engine.sinks.stopped()
+            stopped = {name: "down" for name in runtime.down()}
             try:
                 await self.metrics.refresh(store, sinks, stopped)
             except Exception as exc:  # counters are still worth serving
@@ -304,9 +310,10 @@ class Daemon:
         pending = await self.store.pending_count()
         delivered = await self.delivered_today.value(self.store)
         line = f"{pending} pending, {delivered} delivered today"
-        failing = self.runtime.failing() if self.runtime is not None else []
-        if failing:
-            line += ", failing: " + ", ".join(failing)
+        if self.runtime is not None:
+            failing = self.runtime.failing(await self._waiting())
+            if failing:
+                line += "; " + "; ".join(failing)
         if self.phase != "running":
             line = f"{self.phase}; {line}"
         return line

@@ -53,6 +53,7 @@ class CircuitBreaker:
         self.opened = 0  # times opened since the last close
         self.last_reason = ""
         self._probe_at = 0.0  # when OPEN: the earliest time a probe may go
+        self.failing_since: float | None = None  # clock time of the first failure in a row
         self._probing = False
 
     @property
@@ -90,6 +91,7 @@ class CircuitBreaker:
         self._probing = False
         self.failures = 0
         self.opened = 0
+        self.failing_since = None
         if self.state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
@@ -98,6 +100,8 @@ class CircuitBreaker:
         self._probing = False
         self.failures += 1
         self.last_reason = reason
+        if self.failing_since is None:
+            self.failing_since = self._clock()
         if self.state is BreakerState.HALF_OPEN or (
             self.state is BreakerState.CLOSED and self.failures >= self.failure_threshold
         ):

@@ -11,7 +11,9 @@ keep-alive) that raises ``SinkConfigError`` stops it the same way.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
@@ -78,6 +80,23 @@ def build_sink(
     factory = registry.sinks()[cfg.kind].load_factory()
     sink: Sink = factory(cfg, ctx)
     return sink
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """A working sink whose dialer keeps failing: since when (wall time), why, next try."""
+
+    since: float
+    reason: str
+    next_try: float | None
+
+
+def clock_text(when: float) -> str:
+    """Return a wall time as ``09:08:12 UTC`` (today) or ``2026-11-30 09:08 UTC``."""
+    moment = datetime.fromtimestamp(when, UTC)
+    if moment.date() == datetime.now(UTC).date():
+        return moment.strftime("%H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass
@@ -187,17 +206,48 @@ class SinkSet:
                 reopened.append(name)
         return reopened
 
-    def problems(self) -> list[str]:
-        """Return why sinks cannot work now (stopped, unavailable, session not valid)."""
-        reasons = []
+    def unreachable(self) -> dict[str, Unreachable]:
+        """Return the working sinks whose dialer keeps failing (the breaker is not closed)."""
+        out = {}
         for name, slot in self.slots.items():
-            if not slot.working:
-                what = (
-                    "stopped by a configuration error"
-                    if slot.state is SinkState.STOPPED
-                    else "unavailable"
-                )
-                reasons.append(f"sink {name} {what}: {slot.reason}")
+            breaker = slot.sink.guard.breaker
+            if not slot.working or breaker.state_value == 0:
+                continue
+            started = breaker.failing_since
+            ago = self.clock.monotonic() - started if started is not None else 0.0
+            probe = breaker.wait_s()
+            out[name] = Unreachable(
+                since=self.clock.time() - ago,
+                reason=breaker.last_reason or "the dialer keeps failing",
+                next_try=self.clock.time() + probe if probe > 0 else None,
+            )
+        return out
+
+    def describe(self, name: str, waiting: int | None = None) -> str | None:
+        """Return one line on why a sink is not delivering (None while it works).
+
+        ``jodo: dialer unreachable since 09:08:12 UTC (ConnectError talking to the dialer),
+        1 lead waiting``: what readiness, the systemd status and `syncd status` say.
+        """
+        slot = self.slots[name]
+        if not slot.working:
+            what = "stopped" if slot.state is SinkState.STOPPED else "unavailable"
+            text = f"{name}: {what} since {clock_text(slot.since)} ({slot.reason})"
+        elif (down := self.unreachable().get(name)) is not None:
+            text = f"{name}: dialer unreachable since {clock_text(down.since)} ({down.reason})"
+        else:
+            return None
+        if waiting is not None:
+            text += f", {waiting} lead{'s' if waiting != 1 else ''} waiting"
+        return text
+
+    def problems(self, waiting: Mapping[str, int] | None = None) -> list[str]:
+        """Return why sinks cannot work now (stopped, unavailable, unreachable, session)."""
+        reasons = []
+        unreachable = self.unreachable()
+        for name, slot in self.slots.items():
+            if not slot.working or name in unreachable:
+                reasons.append(str(self.describe(name, (waiting or {}).get(name))))
                 continue
             try:
                 health = slot.sink.health()
