@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -213,9 +214,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(
-    path: str | Path | None = None, environ: dict[str, str] | None = None
+    path: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    *,
+    without_secrets: Collection[str] = (),
 ) -> Settings:
-    """Return validated settings from the TOML file at ``path`` plus the environment."""
+    """Return validated settings from the TOML file at ``path`` plus the environment.
+
+    ``without_secrets`` names sections (``sinks``, ``sources``, ``writebacks``) whose
+    secrets the calling command never uses: an unset one does not make it fail.
+    """
     env = dict(os.environ if environ is None else environ)
     raw: dict[str, Any] = {}
     if path is None and env.get(DEFAULT_CONFIG_ENV):
@@ -226,7 +234,7 @@ def load_settings(
     if path is not None:
         raw["config_path"] = str(Path(path).resolve())
         _resolve_relative_paths(raw, Path(path).resolve().parent)
-    return validate_settings(raw, environ=env)
+    return validate_settings(raw, environ=env, without_secrets=without_secrets)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -319,9 +327,15 @@ def _list_index(items: list[Any], head: str) -> int:
     return len(items) - 1
 
 
-def validate_settings(raw: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+def validate_settings(
+    raw: dict[str, Any],
+    environ: dict[str, str] | None = None,
+    *,
+    without_secrets: Collection[str] = (),
+) -> Settings:
     """Return typed settings, or raise ConfigError listing every problem found."""
-    context = {"environ": dict(os.environ if environ is None else environ)}
+    context: dict[str, Any] = {"environ": dict(os.environ if environ is None else environ)}
+    lenient = {**context, "lenient_secrets": True}
     problems: list[str] = []
     plugin_sections = ("sources", "sinks", "writebacks")
     core = {k: v for k, v in raw.items() if k not in plugin_sections}
@@ -329,9 +343,18 @@ def validate_settings(raw: dict[str, Any], environ: dict[str, str] | None = None
         if section in raw and not isinstance(raw[section], list):
             problems.append(f"{section}: must be a list of tables ([[{section}]])")
     typed = {
-        "sources": _typed_items(raw, "sources", registry.sources(), problems, context),
-        "sinks": _typed_items(raw, "sinks", registry.sinks(), problems, context),
-        "writebacks": _typed_items(raw, "writebacks", registry.writebacks(), problems, context),
+        section: _typed_items(
+            raw,
+            section,
+            plugins,
+            problems,
+            lenient if section in without_secrets else context,
+        )
+        for section, plugins in (
+            ("sources", registry.sources()),
+            ("sinks", registry.sinks()),
+            ("writebacks", registry.writebacks()),
+        )
     }
     problems.extend(_cross_checks(raw))
     try:

@@ -13,6 +13,10 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, SecretStr, ValidationInfo
 
+# What a secret reads as in commands that never talk to the service it is for
+# (`status`, `explain`, `retry`, the dry run's sinks): they must work without it.
+UNSET = "<not needed by this command>"
+
 
 def resolve_secret(value: object, info: ValidationInfo) -> object:
     """Return the secret text that ``env:`` / ``file:`` points at, or the value itself.
@@ -24,9 +28,12 @@ def resolve_secret(value: object, info: ValidationInfo) -> object:
         return value
     context = info.context if isinstance(info.context, dict) else {}
     environ: Mapping[str, str] = context.get("environ", os.environ)
+    lenient = bool(context.get("lenient_secrets"))
     if value.startswith("env:"):
         name = value[4:]
         if name not in environ:
+            if lenient:
+                return UNSET
             raise ValueError(f"environment variable {name} is not set")
         return environ[name]
     if value.startswith("file:"):
@@ -36,6 +43,8 @@ def resolve_secret(value: object, info: ValidationInfo) -> object:
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
+            if lenient:
+                return UNSET
             raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
     return value
 

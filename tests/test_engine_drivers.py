@@ -108,3 +108,30 @@ async def test_the_poll_stage_the_daemon_schedules_stops_the_sink_the_same_way(
         finally:
             await engine.close()
             await store.close()
+
+
+def test_status_says_why_leads_wait_for_a_stopped_sink_without_the_dialers_secret(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator(apikey="someone_else")  # our key is refused: Jodo code 1107
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url, batch_size=50)])
+        drop_csv(tmp_path / "inbox", "a.csv", export(5))
+        ran = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert ran.returncode == 1
+
+    env = {k: v for k, v in vendor_env().items() if k != "TEST_JODO_APIKEY"}
+    status = run_cli("status", "-c", str(config), env=env)
+
+    assert status.returncode == 0, status.stderr
+    [line] = [ln for ln in status.stdout.splitlines() if ln.startswith("jodo: ")]
+    assert line.startswith("jodo: stopped since ")
+    assert "API key" in line and "fix the sink's configuration" in line
+    assert "5 leads pending" in line
+
+    # explain and the dry run read the store and the sources, never the dialer.
+    explain = run_cli("explain", "L0", "-c", str(config), env=env)
+    assert explain.returncode == 0, explain.stderr
+    dry = run_cli("run", "--once", "--dry-run", "-c", str(config), env=env)
+    assert dry.returncode in (0, 1) and "is not set" not in dry.stderr, dry.stderr
+    assert "jodo would create" in dry.stdout

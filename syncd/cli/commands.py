@@ -107,8 +107,11 @@ def _print_config_problems(exc: ConfigError) -> None:
         print(f"  - {problem}", file=sys.stderr)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
+ALL_SECTIONS = ("sources", "sinks", "writebacks")
+
+
+def _settings(args: argparse.Namespace, *, without_secrets: tuple[str, ...] = ()) -> Settings:
+    settings = load_settings(args.config, without_secrets=without_secrets)
     logs.configure_from(settings.log)
     return settings
 
@@ -127,9 +130,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:  # reads the sources for real, but calls no dialer and no CRM writeback
+        return _dry_run(_settings(args, without_secrets=("sinks", "writebacks")), full=args.full)
     settings = _settings(args)
-    if args.dry_run:
-        return _dry_run(settings, full=args.full)
     if not args.once:
         from syncd.daemon.service import run_daemon
 
@@ -157,7 +160,7 @@ def _dry_run(settings: Settings, *, full: bool) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
     status = asyncio.run(_collect_status(settings))
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -185,6 +188,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
             "rejects": await store.recent_rejects(10),
             "agents": await store.agent_dump(),
             "writebacks": await _writeback_status(settings, store),
+            "sinks": await _sink_status(settings, store),
         }
     finally:
         await store.close()
@@ -198,6 +202,20 @@ def _require_store(settings: Settings) -> None:
         )
 
 
+async def _sink_status(settings: Settings, store: Any) -> dict[str, Any]:
+    """Return per sink what the last run or the daemon saw, and when its next lead is due."""
+    from syncd.run.engine import HEALTH_SCOPE
+
+    result: dict[str, Any] = {}
+    for cfg in settings.sinks:
+        seen = await store.kv_get(HEALTH_SCOPE, cfg.name)
+        entry: dict[str, Any] = json.loads(seen) if seen else {"state": "not run yet"}
+        entry["pending"] = await store.pending_count(cfg.name)
+        entry["next_due"] = await store.next_due(cfg.name)
+        result[cfg.name] = entry
+    return result
+
+
 async def _writeback_status(settings: Settings, store: Any) -> dict[str, Any]:
     from syncd.writeback.runner import STATUS_SCOPE
 
@@ -209,7 +227,7 @@ async def _writeback_status(settings: Settings, store: Any) -> dict[str, Any]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
     _require_store(settings)
 
     async def go() -> dict[str, Any]:
@@ -228,7 +246,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
     if args.sink not in {s.name for s in settings.sinks}:
         raise ConfigError(f"--sink: no sink named {args.sink!r}")
     _require_store(settings)

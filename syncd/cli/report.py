@@ -76,6 +76,37 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         out.print(f"[red]set aside, unreadable[/red]: {failed}", markup=True, highlight=False)
 
 
+def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
+    """Return what a sink is doing, for `syncd status`: working, stopped, unreachable…"""
+    now = time.time() if now is None else now
+    state = str(seen.get("state", "unknown"))
+    pending = int(seen.get("pending") or 0)
+    if state in ("stopped", "unavailable", "unreachable"):
+        what = "dialer unreachable" if state == "unreachable" else state
+        line = f"{what} since {_when(seen.get('since'))} ({seen.get('reason')})"
+        action = {
+            "stopped": "fix the sink's configuration; its leads stay queued",
+            "unavailable": "syncd opens it again shortly",
+            "unreachable": "syncd keeps trying; nothing is lost",
+        }[state]
+        line += f"; {action}"
+    elif state == "working":
+        due = seen.get("next_due")
+        if pending and isinstance(due, int | float) and due > now:
+            line = f"working, backing off until {_when(due)}"
+        else:
+            line = "working"
+    else:
+        line = state
+    if pending:
+        line += f"; {pending} lead{'s' if pending != 1 else ''} pending"
+    if seen.get("poll_failed"):
+        line += f"; last outcome poll failed ({seen['poll_failed']})"
+    if seen.get("updated_at"):
+        line += f" (as of {_when(seen['updated_at'])})"
+    return line
+
+
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
     out = console or make_console()
     table = Table(title="leads per sink and state", title_justify="left")
@@ -92,6 +123,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
             f"{time.time() - oldest:.0f}s ago" if oldest else "-",
         )
     out.print(table)
+    for sink, seen in sorted((status.get("sinks") or {}).items()):
+        out.print(f"{sink}: {sink_state_line(seen)}", highlight=False, markup=False)
     run = status.get("last_run")
     if run:
         line = f"last run: {run['run_id']} ({run['mode']}) started {_when(run['started_at'])}"

@@ -83,6 +83,7 @@ class Runtime:
         """Open again every stopped sink whose wait is over; wake its push when it works."""
         for name in await self.engine.recheck():
             self.wake(name)
+        await self.engine.publish_health()
 
     def problems(self, waiting: Mapping[str, int] | None = None) -> list[str]:
         """Return why sinks cannot work now (stopped, unreachable, session), for /readyz."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("syncd.engine")
 
 Progress = Callable[[Source, int], None]
+HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `syncd status`
 
 ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
 ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
@@ -208,6 +210,21 @@ class Engine:
             return []
         return await self.sinks.recheck(every_s=self.settings.run.sink_recheck_s)
 
+    async def publish_health(self) -> None:
+        """Write each sink's state where `syncd status` reads it (another process may ask)."""
+        for slot in self.sinks:
+            down = self.sinks.unreachable().get(slot.name)
+            snapshot = {
+                "state": "unreachable" if down is not None else slot.state.value,
+                "reason": down.reason if down is not None else slot.reason,
+                "since": down.since if down is not None else (slot.since or None),
+                "next_try": down.next_try if down is not None else None,
+                "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
+                "updated_at": self.clock.time(),
+                "run_id": self.run_id,
+            }
+            await self.store.kv_set(HEALTH_SCOPE, slot.name, json.dumps(snapshot))
+
     # -- the `--once` driver ---------------------------------------------------------
 
     async def run_once(
@@ -250,6 +267,7 @@ class Engine:
                     if self.stop.is_set():
                         break
                     summary.written[wb.name] = (await self.writeback(wb)).written
+        await self.publish_health()
         stopped = self.sinks.stopped()
         for name, counts in summary.sinks.items():
             counts.pending = await self.store.pending_count(name)
