@@ -24,8 +24,10 @@ _LEVELS = {
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog for the process (idempotent)."""
+    global _JSON
     out = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    _JSON = as_json
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -52,6 +54,20 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         format="%(levelname)s %(name)s %(message)s",
         force=True,
     )
+
+
+_JSON = False  # whether configure() chose JSON lines
+
+
+def fatal(message: str, exit_code: int) -> None:
+    """Report why the command ends: a JSON log line in JSON mode, plain text otherwise.
+
+    A log shipper reads only JSON lines; a person at a terminal reads text.
+    """
+    if _JSON:
+        structlog.get_logger("syncd").error("syncd.fatal", reason=message, exit_code=exit_code)
+    else:
+        print(f"syncd: {message}", file=sys.stderr)
 
 
 def configure_from(log: LogConfig) -> None:

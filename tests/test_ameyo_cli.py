@@ -241,3 +241,22 @@ def test_syncd_simulate_ameyo_serves_the_api(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_login_answered_with_null_is_a_wrong_password_that_stops_the_sink_once(
+    tmp_path: Path,
+) -> None:
+    # Some Ameyo servers answer a wrong user or password with HTTP 200 and `null`.
+    sim = AmeyoSimulator(users={"syncd": "secret"}, dialing=False, refused_login="null")
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, url)
+        drop_csv(tmp_path / "inbox", "leads.csv", CSV)
+        result = run_cli("run", "--once", "-c", str(config), env=cli_env(TEST_AMEYO_PASSWORD="x"))
+
+    assert result.returncode == 1
+    [stopped] = events(result.stderr, "sink.stopped")
+    assert "login as 'syncd' refused" in stopped["reason"]
+    assert "check auth.user_id, auth.password" in stopped["reason"]
+    assert events(result.stderr, "sink.open.failed") == []
+    assert sim.requests["login"] == 1  # a refusal is not retried as if temporary
+    assert sim.customer_list() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -174,6 +175,10 @@ def test_a_busy_health_port_fails_the_start_with_a_clear_message(
     assert result.returncode == 1
     assert f"health.listen 127.0.0.1:{port}: cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
+    # The config logs JSON: the reason it ends is a JSON line a log shipper keeps.
+    last = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (last["event"], last["exit_code"]) == ("syncd.fatal", 1)
+    assert "cannot listen" in last["reason"]
     assert os.path.exists(tmp_path / "state" / "state.db")
 
 

@@ -14,6 +14,7 @@ import pytest
 from syncd.config import validate_settings
 from syncd.errors import ConfigError
 from syncd.sources.sql import Position, SqlSource, SqlSourceConfig, minus_overlap, to_text
+from tests.conftest import run_cli
 
 QUERY = "SELECT id, phone, name, modified_at FROM leads"
 
@@ -354,3 +355,70 @@ def test_a_position_survives_its_json_text() -> None:
     ):
         assert Position.from_json(pos.to_json()) == pos
     assert Position.from_json("not json") is None
+
+
+# -- a query that would read less than every row -----------------------------------------
+
+SQL_CONFIG = """\
+[state]
+path = "{state}"
+
+[[sources]]
+name = "crm"
+kind = "sql"
+url = "sqlite:///{db}"
+query = "{query}"
+key_column = "id"
+cursor_column = "modified_at"
+
+[[sinks]]
+name = "jodo"
+kind = "jodo"
+url = "http://127.0.0.1:9/CustomerWebServices/handleCustomerWS"
+apikey = "env:TEST_JODO_APIKEY"
+servicekey = "VoiceProcess"
+updateparam = "crmuniquefield"
+
+[[routes]]
+source = "crm"
+sink = "jodo"
+default_region = "IN"
+[routes.map]
+key = "id"
+phone = "phone"
+"""
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("SELECT id, phone, modified_at FROM leads LIMIT 1000", "LIMIT"),
+        ("SELECT id, phone, modified_at FROM leads ORDER BY id", "ORDER BY"),
+        ("SELECT * FROM leads OFFSET 10 ROWS FETCH NEXT 1000 ROWS ONLY", "OFFSET"),
+        ("SELECT * FROM leads WHERE owner = %(owner)s", "%(owner)s"),
+    ],
+)
+def test_check_refuses_a_query_that_would_silently_drop_leads(
+    tmp_path: Path, query: str, named: str
+) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        SQL_CONFIG.format(state=tmp_path / "state.db", db=tmp_path / "crm.db", query=query),
+        encoding="utf-8",
+    )
+    checked = run_cli("check", "-c", str(config))
+    assert checked.returncode == 2
+    assert "sources[0].query" in checked.stderr and named in checked.stderr, checked.stderr
+    ran = run_cli("run", "--once", "-c", str(config))
+    assert ran.returncode == 2  # refused before any pull
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_a_limit_inside_a_subquery_is_the_users_business(tmp_path: Path) -> None:
+    query = "SELECT * FROM (SELECT * FROM leads ORDER BY modified_at DESC LIMIT 10) AS recent"
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        SQL_CONFIG.format(state=tmp_path / "state.db", db=tmp_path / "crm.db", query=query),
+        encoding="utf-8",
+    )
+    assert run_cli("check", "-c", str(config)).returncode == 0

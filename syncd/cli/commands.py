@@ -35,10 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_config_problems(exc)
         return EXIT_CONFIG
     except StoreLockedError as exc:
-        print(f"syncd: {exc}; exiting (code {EXIT_LOCKED})", file=sys.stderr)
+        logs.fatal(f"{exc}; exiting (code {EXIT_LOCKED})", EXIT_LOCKED)
         return EXIT_LOCKED
     except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        logs.fatal(str(exc), EXIT_PENDING)
         return EXIT_PENDING
     except KeyboardInterrupt:
         return 130

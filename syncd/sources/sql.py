@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,6 +56,56 @@ ALIAS = "syncd_src"
 # configuration
 
 
+_SQL_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'"""  # a string literal
+    r'|"(?:[^"]|"")*"'  # a quoted identifier
+    r"|`[^`]*`"  # a MySQL quoted identifier
+    r"|--[^\n]*|/\*.*?\*/"  # comments
+    r"|%\([A-Za-z_][A-Za-z0-9_]*\)s|%s"  # DB-API placeholders
+    r"|[()]|[A-Za-z_][A-Za-z0-9_]*",
+    re.S,
+)
+_PAGING = {"limit": "LIMIT", "offset": "OFFSET", "fetch": "FETCH"}
+# What follows a paging keyword (a column named "offset" is followed by none of these).
+_PAGING_ARG = re.compile(r"\s+(?:[0-9:(]|all\b|first\b|next\b|[A-Za-z_]\w*\s*(?:rows?\b|$))", re.I)
+
+
+def query_problems(query: str) -> list[str]:
+    """Return what in a source query would make syncd read less than every row.
+
+    syncd pages the query itself (keyset on cursor and key): a LIMIT, OFFSET or FETCH
+    of its own silently drops rows, and an ORDER BY is replaced. Only the top level
+    counts: a subquery may limit what it likes.
+    """
+    problems: list[str] = []
+    depth = 0
+    previous = ""
+    for match in _SQL_TOKENS.finditer(query):
+        token = match.group(0)
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth = max(depth - 1, 0)
+        elif token.startswith("%"):
+            problems.append(
+                f"placeholder {token} is not supported; write :name and give its value in params"
+            )
+        elif depth == 0 and token[0].isalpha():
+            word = token.lower()
+            paging = word in _PAGING and _PAGING_ARG.match(query, match.end())
+            if paging and not (word == "fetch" and previous == "for"):
+                problems.append(
+                    f"remove the top-level {_PAGING[word]}: syncd reads the query in pages of "
+                    "its own, and a limit of yours silently drops leads"
+                )
+            elif word == "by" and previous == "order":
+                problems.append(
+                    "remove the top-level ORDER BY: syncd orders by the cursor and key columns"
+                )
+            previous = word
+    return list(dict.fromkeys(problems))
+
+
 class SqlSourceConfig(SourceConfig):
     kind: Literal["sql"] = "sql"
     url: Secret  # e.g. "env:CRM_DB_URL"; postgresql://, mysql://, mariadb://, sqlite:///
@@ -80,6 +131,9 @@ class SqlSourceConfig(SourceConfig):
         stripped = value.strip().rstrip(";").strip()
         if not stripped:
             raise ValueError("is empty")
+        problems = query_problems(stripped)
+        if problems:
+            raise ValueError("; ".join(problems))
         return stripped
 
     @field_validator("bytes_encoding")

@@ -81,6 +81,7 @@ class AmeyoSimulator:
         session_timeout_s: float = 180.0,
         ping_interval_ms: int = 20_000,
         single_session: bool = False,
+        refused_login: str = "error",  # "null": answer a wrong password with `null`
         min_phone_length: int = 6,
         max_phone_length: int = 20,
         max_attempt: int = 10,
@@ -106,6 +107,7 @@ class AmeyoSimulator:
         self.session_timeout_s = session_timeout_s
         self.ping_interval_ms = ping_interval_ms
         self.single_session = single_session
+        self.refused_login = refused_login
         self.min_phone_length = min_phone_length
         self.max_phone_length = max_phone_length
         self.zone = ZoneInfo(timezone)
@@ -229,9 +231,11 @@ class AmeyoSimulator:
 
     # -- session commands ----------------------------------------------------------
 
-    def login(self, data: dict[str, Any]) -> dict[str, Any]:
+    def login(self, data: dict[str, Any]) -> dict[str, Any] | None:
         user = str(data.get("userId", ""))
         if not user or self.users.get(user) != data.get("password"):
+            if self.refused_login == "null":
+                return None  # what some Ameyo servers answer, with HTTP 200
             text = f"Authentication failed for user: {user}"
             return {"status": "error", "reason": text, "details": text}
         if self.single_session:

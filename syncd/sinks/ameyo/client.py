@@ -38,6 +38,10 @@ DEFAULT_PING_S = 20.0  # the document's pingInterval
 SESSIONLESS = frozenset({"login"})
 
 
+class EmptyAnswer(RetryableError):
+    """The reply was empty or ``null``: a glitch for most commands, a refusal for a login."""
+
+
 class InvalidSession(SessionExpiredError):
     """Ameyo says the session id is not (or no longer) valid."""
 
@@ -104,6 +108,9 @@ class Session:
             body = await self._client.send("login", data)
         except AmeyoRefused as exc:
             body = {"status": "error", "reason": exc.detail}
+        except EmptyAnswer:
+            # Ameyo answers a wrong user or password with HTTP 200 and `null`.
+            body = {"status": "error", "reason": "the server answered null (a refused login)"}
         except VendorError:
             self.state = "failed"
             raise
@@ -222,7 +229,7 @@ def parse_body(command: str, text: str, *, session: bool = True) -> Any:
         raise RetryableError(f"{command} answered with an HTML page, not JSON", vendor=VENDOR)
     if not stripped or stripped == "null":
         shown = "an empty body" if not stripped else "null"
-        raise RetryableError(f"{command} answered with {shown}, not JSON", vendor=VENDOR)
+        raise EmptyAnswer(f"{command} answered with {shown}, not JSON", vendor=VENDOR)
     try:
         body = lenient_json(stripped)
     except ValueError:
@@ -230,7 +237,7 @@ def parse_body(command: str, text: str, *, session: bool = True) -> Any:
             f"{command} answered with a body that is not JSON", vendor=VENDOR
         ) from None
     if body is None:
-        raise RetryableError(f"{command} answered with null, not JSON", vendor=VENDOR)
+        raise EmptyAnswer(f"{command} answered with null, not JSON", vendor=VENDOR)
     problem = error_text(body)
     if problem is None:
         return body
