@@ -285,3 +285,61 @@ def test_a_statement_naming_a_value_outcomes_lack_is_a_config_error(tmp_path: Pa
     (problem,) = info.value.problems
     assert problem.startswith("writebacks[0]") and "'login'" in problem
     assert "available: key, sink, version, status" in problem
+
+
+async def test_refused_outcomes_are_written_again_after_syncd_retry_writeback(
+    tmp_path: Path, crm: Crm
+) -> None:
+    await add_leads(crm, keys(10))
+    outcomes = [outcome(k) for k in keys(10)]
+    for i in (2, 5):  # longer than the column's 12 characters: refused
+        outcomes[i] = outcome(f"L{i + 1:05d}", disposition="Interested in the premium plan")
+    wb = sql_writeback(crm)
+    config = cli_config(tmp_path, wb)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    store = await store_with(tmp_path / "state" / "state.db", outcomes)
+    try:
+        first = await run_writebacks(settings(tmp_path, wb), store)
+    finally:
+        await store.close()
+    assert first == {"crm-db": 8}
+
+    env = cli_env(CRM_DB_URL=crm.url)
+    shown = await asyncio.to_thread(run_cli, "status", "-c", str(config), env=env)
+    assert "crm-db: 2 outcome(s) refused by the CRM" in shown.stdout, shown.stdout
+    assert "syncd retry --writeback crm-db" in shown.stdout
+
+    # The CRM's administrator widens the column; the two refused versions go out again.
+    widen = {
+        "pg": f"ALTER TABLE {crm.leads} ALTER COLUMN disposition TYPE varchar(40)",
+        "mysql": f"ALTER TABLE {crm.leads} MODIFY disposition VARCHAR(40)",
+    }[crm.kind]
+    calls = {
+        "pg": f"ALTER TABLE {crm.calls} ALTER COLUMN disposition TYPE varchar(40)",
+        "mysql": f"ALTER TABLE {crm.calls} MODIFY disposition VARCHAR(40)",
+    }[crm.kind]
+    async with crm.engine.connect() as conn:
+        await conn.execute(text(widen))
+        await conn.execute(text(calls))
+    retried = await asyncio.to_thread(
+        run_cli,
+        "retry",
+        "--writeback",
+        "crm-db",
+        "--reason",
+        "too long",
+        "-c",
+        str(config),
+        env=env,
+    )
+    assert retried.returncode == 0, retried.stderr
+    assert "2 refused outcome(s) of crm-db" in retried.stdout
+
+    store = await store_with(tmp_path / "state" / "state.db", [])
+    try:
+        second = await run_writebacks(settings(tmp_path, wb), store)
+        again = await run_writebacks(settings(tmp_path, wb), store)
+    finally:
+        await store.close()
+    assert second == {"crm-db": 2} and again == {"crm-db": 0}
+    assert await crm.scalar(f"SELECT COUNT(*) FROM {crm.calls}") == 10

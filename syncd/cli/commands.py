@@ -80,11 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("key")
     explain.set_defaults(func=cmd_explain)
 
-    retry = sub.add_parser("retry", help="put failed or refused leads back in the outbox")
+    retry = sub.add_parser(
+        "retry",
+        help="put failed or refused leads back in the outbox, or refused outcomes back in a "
+        "writeback's queue",
+    )
     with_config(retry)
-    retry.add_argument("--sink", required=True)
-    retry.add_argument("--reason", help="only leads whose last error contains this text")
-    retry.add_argument("--key", help="only this lead")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sink", help="leads of this sink")
+    which.add_argument("--writeback", help="outcomes this writeback's CRM refused")
+    retry.add_argument("--reason", help="only those whose last error contains this text")
+    retry.add_argument("--key", help="only this lead (with --sink)")
     retry.set_defaults(func=cmd_retry)
 
     sim = sub.add_parser("simulate", help="serve a dialer simulator over HTTP")
@@ -223,6 +229,7 @@ async def _writeback_status(settings: Settings, store: Any) -> dict[str, Any]:
     for cfg in settings.writebacks:
         last = await store.kv_get(STATUS_SCOPE, cfg.name)
         result[cfg.name] = json.loads(last) if last else {}
+        result[cfg.name]["refused_by_reason"] = await store.refused_writebacks(cfg.name)
     return result
 
 
@@ -247,7 +254,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     settings = _settings(args, without_secrets=ALL_SECTIONS)
-    if args.sink not in {s.name for s in settings.sinks}:
+    if args.writeback is not None:
+        if args.writeback not in {w.name for w in settings.writebacks}:
+            raise ConfigError(f"--writeback: no writeback named {args.writeback!r}")
+        if args.key:
+            raise ConfigError("--key goes with --sink")
+    elif args.sink not in {s.name for s in settings.sinks}:
         raise ConfigError(f"--sink: no sink named {args.sink!r}")
     _require_store(settings)
 
@@ -256,12 +268,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
         store = await open_store(settings.state)
         try:
+            if args.writeback is not None:
+                return await store.retry_writeback(args.writeback, reason=args.reason)
             return await store.retry_failed(args.sink, reason=args.reason, key=args.key)
         finally:
             await store.close()
 
     n = asyncio.run(go())
-    print(f"{n} lead(s) of {args.sink} back in the outbox")
+    if args.writeback is not None:
+        print(f"{n} refused outcome(s) of {args.writeback} will be written again at its next pass")
+    else:
+        print(f"{n} lead(s) of {args.sink} back in the outbox")
     return EXIT_OK
 
 

@@ -183,6 +183,14 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
                 str(last.get("error") or ""),
             )
         out.print(table)
+        for name, last in sorted(status["writebacks"].items()):
+            for reason, n in last.get("refused_by_reason") or []:
+                out.print(
+                    f"{name}: {n} outcome(s) refused by the CRM, not written: {reason} — once "
+                    f"fixed, `syncd retry --writeback {name}` writes them again",
+                    highlight=False,
+                    markup=False,
+                )
     for section in status.get("extra", []):
         out.print(section)
 

@@ -135,5 +135,12 @@ class StateStore(Protocol):
         limit: int = 500,
     ) -> list[dict[str, Any]]: ...
     async def mark_written(
-        self, writeback: str, marks: Sequence[tuple[str, str, int]], *, state: str | None = None
+        self,
+        writeback: str,
+        marks: Sequence[tuple[str, str, int]],
+        *,
+        state: str | None = None,
+        refused: str | None = None,
     ) -> None: ...
+    async def refused_writebacks(self, writeback: str) -> list[tuple[str, int]]: ...
+    async def retry_writeback(self, writeback: str, *, reason: str | None = None) -> int: ...

@@ -74,6 +74,10 @@ MIGRATIONS: list[str] = [
         run_id TEXT PRIMARY KEY, mode TEXT, started_at REAL NOT NULL, finished_at REAL,
         summary_json TEXT);
     """,
+    # 2: a refused version keeps its reason, so `syncd retry --writeback` can send it again.
+    """
+    ALTER TABLE writeback_marks ADD COLUMN refused TEXT;
+    """,
 ]
 
 _CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
@@ -850,16 +854,18 @@ class SqliteStore:
         marks: Sequence[tuple[str, str, int]],
         *,
         state: str | None = None,
+        refused: str | None = None,
     ) -> None:
-        """Record (sink, key, version)s as written, and the writeback's state, in one go."""
+        """Record (sink, key, version)s as written (or ``refused`` with that reason), and the
+        writeback's state, in one go."""
         now = time.time()
         async with self._tx() as db:
             await db.executemany(
-                "INSERT INTO writeback_marks (writeback, sink, key, version, written_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (writeback, sink, key) DO UPDATE SET"
+                "INSERT INTO writeback_marks (writeback, sink, key, version, written_at, refused)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (writeback, sink, key) DO UPDATE SET"
                 " version = MAX(writeback_marks.version, excluded.version),"
-                " written_at = excluded.written_at",
-                [(writeback, sink, key, version, now) for sink, key, version in marks],
+                " written_at = excluded.written_at, refused = excluded.refused",
+                [(writeback, sink, key, version, now, refused) for sink, key, version in marks],
             )
             if state is not None:
                 await db.execute(
@@ -867,6 +873,30 @@ class SqliteStore:
                     " ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
                     (writeback, state),
                 )
+
+    async def refused_writebacks(self, writeback: str) -> list[tuple[str, int]]:
+        """Return the reasons ``writeback``'s refused versions carry, with how many each."""
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT refused, COUNT(*) FROM writeback_marks WHERE writeback = ?"
+                " AND refused IS NOT NULL GROUP BY refused ORDER BY COUNT(*) DESC",
+                (writeback,),
+            ) as cur,
+        ):
+            return [(str(r[0]), int(r[1])) async for r in cur]
+
+    async def retry_writeback(self, writeback: str, *, reason: str | None = None) -> int:
+        """Make the refused versions of ``writeback`` (those whose reason contains ``reason``)
+        pending again; return how many."""
+        like = f"%{reason}%" if reason else "%"
+        async with self._tx() as db:
+            cur = await db.execute(
+                "DELETE FROM writeback_marks WHERE writeback = ? AND refused IS NOT NULL"
+                " AND refused LIKE ?",
+                (writeback, like),
+            )
+            return int(cur.rowcount)
 
 
 def _create_private(path: Path) -> None:

@@ -158,8 +158,11 @@ class WritebackRunner:
     async def _refuse(
         self, writeback: Writeback, name: str, item: Item, reason: str, result: PassResult
     ) -> None:
-        # Marked like a written version: the same version would be refused forever.
-        await self.store.mark_written(name, [item.mark], state=writeback.state())
+        # Marked with its reason, not sent again by itself (the same version would be refused
+        # forever): `syncd retry --writeback` makes it pending once the cause is fixed.
+        await self.store.mark_written(
+            name, [item.mark], state=writeback.state(), refused=reason[:500]
+        )
         await self.store.add_event(
             item.sink, item.key, "writeback.refused", f"{name} v{item.version}: {reason}"
         )
