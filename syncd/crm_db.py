@@ -8,13 +8,16 @@ to one line that never quotes the URL or its password.
 from __future__ import annotations
 
 import math
+import uuid
+from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # Plain scheme names map to the async driver syncd ships with.
 _DRIVERS = {
@@ -102,3 +105,53 @@ def describe_db_error(exc: BaseException, url: SecretStr | None = None) -> str:
 def bind_names(sql: str) -> set[str]:
     """Return the named parameters (``:name``) a statement uses."""
     return set(text(sql).compile().params)
+
+
+# PostgreSQL (asyncpg) binds parameters with the types the server infers for the
+# statement and refuses a Python value of another type ('10' for an integer key).
+# So the statement is prepared once to learn those types, and values are converted.
+_PG_INTEGER = {"int2", "int4", "int8"}
+_PG_TEXT = {"text", "varchar", "bpchar", "name", "citext"}
+
+
+async def postgres_parameter_types(conn: AsyncConnection, statement: TextClause) -> dict[str, str]:
+    """Return, per named parameter of ``statement``, the type PostgreSQL infers for it.
+
+    Empty when the statement cannot be prepared: running it then fails with the
+    database's own error, which says what to fix.
+    """
+    compiled = statement.compile(dialect=conn.dialect)
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    try:
+        prepared = await driver.prepare(compiled.string)
+    except asyncpg.PostgresError:
+        return {}
+    names = list(compiled.positiontup or [])
+    return {
+        name: str(pg_type.name)
+        for name, pg_type in zip(names, prepared.get_parameters(), strict=False)
+    }
+
+
+def to_postgres(value: Any, pg_type: str) -> Any:
+    """Return ``value`` as the Python type asyncpg binds for ``pg_type``; ValueError if it
+    cannot be one (the message names the value and the type)."""
+    if value is None:
+        return None
+    try:
+        if pg_type in _PG_INTEGER:
+            return value if isinstance(value, int) else int(str(value).strip())
+        if pg_type == "numeric":
+            return Decimal(str(value).strip())
+        if pg_type in ("float4", "float8"):
+            return float(value)
+        if pg_type == "uuid":
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value).strip())
+        if pg_type == "bool" and not isinstance(value, bool):
+            return str(value).strip().lower() in ("1", "true", "t", "yes", "y")
+    except (ValueError, ArithmeticError):
+        raise ValueError(f"{str(value)[:40]!r} is not a valid {pg_type}") from None
+    if pg_type in _PG_TEXT and not isinstance(value, str):
+        return str(value)
+    return value

@@ -18,10 +18,17 @@ import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncd.config import TimeZoneName
-from syncd.crm_db import bind_names, check_url, describe_db_error, make_engine
+from syncd.crm_db import (
+    bind_names,
+    check_url,
+    describe_db_error,
+    make_engine,
+    postgres_parameter_types,
+    to_postgres,
+)
 from syncd.errors import RetryableError
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
@@ -109,6 +116,7 @@ class SqlWriteback(StatelessWriteback):
         self.config = config
         self._engine: AsyncEngine | None = None
         self._statements: list[TextClause] = [text(s) for s in config.statements]
+        self._types: dict[int, dict[str, str]] = {}  # statement -> parameter types (PostgreSQL)
         self._policy = RetryPolicy(
             attempts=config.attempts,
             timeout_s=max(config.timeout_s * config.attempts, 30.0),
@@ -140,12 +148,37 @@ class SqlWriteback(StatelessWriteback):
         async def attempt() -> None:
             try:
                 async with engine.begin() as conn:
-                    for statement in self._statements:
-                        await conn.execute(statement, params)
+                    for n, statement in enumerate(self._statements):
+                        bound = await self._typed(conn, n, statement, items, params)
+                        await conn.execute(statement, bound)
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise classify(exc, self.config.url) from exc
 
         await with_retries(attempt, self._policy, vendor="crm database", what=self.name)
+
+    async def _typed(
+        self,
+        conn: AsyncConnection,
+        n: int,
+        statement: TextClause,
+        items: Sequence[Item],
+        params: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Return ``params`` converted to the types statement ``n`` binds (PostgreSQL only)."""
+        if conn.dialect.name != "postgresql":
+            return params  # MariaDB/MySQL and SQLite convert text on the server
+        types = self._types.get(n)
+        if types is None:
+            types = self._types[n] = await postgres_parameter_types(conn, statement)
+        converted = []
+        for item, values in zip(items, params, strict=True):
+            try:
+                converted.append({k: to_postgres(v, types.get(k, "")) for k, v in values.items()})
+            except ValueError as exc:
+                raise ItemsRefused(
+                    f"{item.sink}/{item.key}: {exc}, as the statement needs", vendor="crm database"
+                ) from None
+        return converted
 
     async def close(self) -> None:
         if self._engine is not None:
