@@ -135,3 +135,5 @@ def test_status_says_why_leads_wait_for_a_stopped_sink_without_the_dialers_secre
     dry = run_cli("run", "--once", "--dry-run", "-c", str(config), env=env)
     assert dry.returncode in (0, 1) and "is not set" not in dry.stderr, dry.stderr
     assert "jodo would create" in dry.stdout
+    unknown = run_cli("explain", "NO-SUCH-LEAD", "-c", str(config), env=env)
+    assert unknown.returncode == 1 and "no record of lead 'NO-SUCH-LEAD'" in unknown.stdout

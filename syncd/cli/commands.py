@@ -248,8 +248,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from syncd.cli.report import print_history
 
-    print_history(args.key, asyncio.run(go()))
-    return EXIT_OK
+    history = asyncio.run(go())
+    print_history(args.key, history)
+    return EXIT_OK if any(history.values()) else EXIT_PENDING  # 1: no such lead
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

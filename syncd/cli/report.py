@@ -209,17 +209,21 @@ def print_history(key: str, history: dict[str, Any], console: Console | None = N
         if lead["last_error"]:
             out.print(f"  last error: {lead['last_error']}")
         out.print(f"  lead: {lead['lead_json']}")
-    table = Table(title="history", title_justify="left")
-    for c in ("at", "sink", "event", "detail"):
-        table.add_column(c)
     rows = [
         (r["at"], r["source"], "read.rejected", f"{r['origin']} line {r['line']}: {r['reason']}")
         for r in history["rejects"]
     ]
     rows += [(e["at"], e["sink"], e["kind"], e["detail"] or "") for e in history["events"]]
+    # One line per event, never folded: a phone number or an id split over two lines
+    # cannot be searched for or copied.
+    out.print("history:", highlight=False)
     for at, sink, kind, detail in sorted(rows, key=lambda r: r[0]):
-        table.add_row(_when(at), sink, kind, detail)
-    out.print(table)
+        out.print(
+            f"  {_when(at)}  {sink}  {kind}  {detail}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     for o in history["outcomes"]:
         out.print(
             f"outcome at {o['sink']} (v{o['version']}, seen {_when(o['observed_at'])}): "
