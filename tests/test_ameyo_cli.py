@@ -46,7 +46,7 @@ key_column = "crm_key"
 retry_base_s = 0.1
 retry_max_s = 0.5
 batch_size = {batch_size}
-
+{sink_extra}
 [[routes]]
 source = "crm"
 sink = "ameyo"
@@ -77,6 +77,7 @@ def write_config(tmp_path: Path, url: str, **overrides: Any) -> Path:
         "url": url,
         "lead_id": 1,
         "batch_size": 50,
+        "sink_extra": "",
         **overrides,
     }
     (tmp_path / "inbox").mkdir(exist_ok=True)
@@ -150,12 +151,12 @@ def test_run_once_uploads_and_a_second_run_polls_the_dialled_outcomes(
 
 
 def test_a_session_expiring_mid_run_costs_one_login_per_expiry(tmp_path: Path) -> None:
-    # No pings (a 60 s interval) and a 0.3 s timeout: the retry of a lead after its
-    # ADD_FAILED waits 0.5 s, so the session lapses in between.
+    # No pings (a ping_interval_s of 60 set by hand wins over keeping a 0.3 s session
+    # alive): the retry of a lead after its ADD_FAILED waits 0.5 s, so the session lapses.
     sim = AmeyoSimulator(dialing=False, session_timeout_s=0.3, ping_interval_ms=60_000)
     sim.force_result("09820010002", "ADD_FAILED", times=1)
     with running(create_app(sim)) as url:
-        config = write_config(tmp_path, url, batch_size=1)
+        config = write_config(tmp_path, url, batch_size=1, sink_extra="ping_interval_s = 60")
         drop_csv(tmp_path / "inbox", "leads.csv", CSV)
         result = run_cli("run", "--once", "-c", str(config), env=env())
     assert result.returncode == 0, result.stderr
@@ -258,5 +259,5 @@ def test_a_login_answered_with_null_is_a_wrong_password_that_stops_the_sink_once
     assert "login as 'syncd' refused" in stopped["reason"]
     assert "check auth.user_id, auth.password" in stopped["reason"]
     assert events(result.stderr, "sink.open.failed") == []
-    assert sim.requests["login"] == 1  # a refusal is not retried as if temporary
+    assert sim.requests["login"] == 2  # confirmed once, not retried as if temporary
     assert sim.customer_list() == []

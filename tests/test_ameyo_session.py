@@ -145,6 +145,23 @@ async def test_a_keepalive_right_after_a_request_sends_no_ping(store: SqliteStor
     assert sim.pings == 1
 
 
+async def test_a_short_session_timeout_is_kept_alive_at_a_third_of_it(store: SqliteStore) -> None:
+    # The server announces a 20 s pingInterval but drops sessions after 0.9 s idle.
+    clock = FakeClock()
+    sim = AmeyoSimulator(dialing=False, session_timeout_s=0.9, ping_interval_ms=20_000, clock=clock)
+    for url in serve(sim):
+        sink = make_sink(url, store, clock)
+        await sink.open()
+        assert sink.keepalive_interval_s == pytest.approx(0.3)
+        for _ in range(10):
+            clock.advance(sink.keepalive_interval_s or 0)
+            await sink.keepalive()
+        [result] = await sink.push([queued(1)])
+        await sink.close()
+    assert result.kind is ResultKind.DELIVERED
+    assert (sim.counts["expired"], sim.logins) == (0, 1)
+
+
 async def test_the_configured_ping_interval_overrides_the_servers(store: SqliteStore) -> None:
     clock = FakeClock()
     sim = AmeyoSimulator(dialing=False, session_timeout_s=1.0, ping_interval_ms=60_000, clock=clock)

@@ -73,8 +73,16 @@ class Session:
         self.id: str | None = None
         self.logins = 0
         self.ping_interval_s = DEFAULT_PING_S
+        self.timeout_s: float | None = None  # sessionTimeout from the login answer
         self.last_ok = 0.0  # monotonic time of the last answer that proved the session alive
         self.state = "none"  # none | valid | expired | failed
+
+    def keepalive_s(self) -> float:
+        """Return how often to ping: the server's pingInterval, but at least three times per
+        sessionTimeout, so a ping delayed by the rate limit still lands in time."""
+        if self.timeout_s is None:
+            return self.ping_interval_s
+        return min(self.ping_interval_s, self.timeout_s / 3)
 
     async def current(self) -> str:
         """Return the session id, logging in first if there is none."""
@@ -98,6 +106,20 @@ class Session:
             assert self.id is not None
             return self.id
 
+    async def _login_answer(self, data: dict[str, Any]) -> Any:
+        """Return the login answer; a refusal stated as `null` reads as one.
+
+        Ameyo answers a wrong user or password with HTTP 200 and `null`. A `null` can
+        also be a glitch, so it counts as a refusal only when a second try says it again.
+        """
+        for tries_left in (1, 0):
+            try:
+                return await self._client.send("login", data)
+            except EmptyAnswer:
+                if not tries_left:
+                    return {"status": "error", "reason": "the server answered null twice"}
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _login(self, reason: str) -> None:
         data = {
             "userId": self._auth.user_id,
@@ -105,12 +127,9 @@ class Session:
             "terminal": self._auth.terminal,
         }
         try:
-            body = await self._client.send("login", data)
+            body = await self._login_answer(data)
         except AmeyoRefused as exc:
             body = {"status": "error", "reason": exc.detail}
-        except EmptyAnswer:
-            # Ameyo answers a wrong user or password with HTTP 200 and `null`.
-            body = {"status": "error", "reason": "the server answered null (a refused login)"}
         except VendorError:
             self.state = "failed"
             raise
@@ -130,6 +149,9 @@ class Session:
         interval = body.get("pingInterval")
         if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
             self.ping_interval_s = float(interval) / 1000
+        timeout = body.get("sessionTimeout")
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+            self.timeout_s = float(timeout) / 1000
         self._log.info(
             "sink.session.login",
             reason=reason,

@@ -101,7 +101,7 @@ class AmeyoSink(BaseSink):
             )
             raise
         if session is not None:
-            self.keepalive_interval_s = self.cfg.ping_interval_s or session.ping_interval_s
+            self.keepalive_interval_s = self.cfg.ping_interval_s or session.keepalive_s()
 
     async def _check_lead(self) -> None:
         cfg = self.cfg
