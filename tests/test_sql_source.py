@@ -158,20 +158,27 @@ async def test_a_crashed_pull_resumes_at_the_last_committed_page(tmp_path: Path)
     assert again and all(r["modified_at"] == at.cursor for r in again)
 
 
-async def test_rows_with_no_change_time_are_read_by_first_and_full_pulls(tmp_path: Path) -> None:
+async def test_rows_with_no_change_time_are_read_by_every_pull_once(tmp_path: Path) -> None:
+    # A row without a change time cannot say it changed: every pull reads it (once), and
+    # reconcile's content hash decides. Before, incremental pulls never saw a new one.
     db = tmp_path / "crm.db"
     rows = [(i, f"98200{i:05d}", b"x", stamp(100)) for i in range(1, 21)]
     rows += [(i, f"98200{i:05d}", b"x", None) for i in range(21, 41)]
     make_db(db, rows)
 
     first = await pull(source(db))
+    with sqlite3.connect(db) as conn:  # a lead added later, still without a change time
+        conn.execute("INSERT INTO leads (id, phone, name) VALUES (41, '9820000041', 'x')")
     incremental = await pull(source(db), first.cursor)
     full = await pull(source(db), first.cursor, full=True)
 
+    undated = [str(i) for i in range(21, 42)]
     assert sorted(first.keys, key=int) == [str(i) for i in range(1, 41)]
-    assert incremental.keys == [str(i) for i in range(1, 21)][-len(incremental.keys) :]
-    assert not set(incremental.keys) & {str(i) for i in range(21, 41)}
-    assert sorted(full.keys, key=int) == [str(i) for i in range(1, 41)]
+    assert incremental.keys[: len(undated)] == undated  # each once, the new one included
+    dated = incremental.keys[len(undated) :]
+    assert dated == [str(i) for i in range(1, 21)][-len(dated) :]  # the overlap window
+    assert sorted(full.keys, key=int) == [str(i) for i in range(1, 42)]
+    assert len(full.keys) == len(set(full.keys))
 
 
 async def test_a_pull_that_stopped_among_the_null_rows_reads_every_dated_row_next(

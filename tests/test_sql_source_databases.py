@@ -151,3 +151,40 @@ async def test_a_query_returning_a_column_twice_fails_the_pull_naming_it(db: Db)
 
 def _day(n: int) -> date:
     return date(2026, 11, 1) + timedelta(days=n)
+
+
+async def test_zero_dates_in_a_mariadb_crm_are_read_by_every_pull_exactly_once() -> None:
+    url = database_url("SYNCD_TEST_MYSQL_URL")
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    db = Db("mysql", url, engine, f"crm_src_{uuid.uuid4().hex[:8]}")
+    try:
+        # Old CRMs run without NO_ZERO_DATE and stamp rows 0000-00-00 00:00:00.
+        async with engine.connect() as conn:
+            await conn.execute(text("SET SESSION sql_mode = ''"))
+            await conn.execute(
+                text(
+                    f"CREATE TABLE {db.table} (ref VARCHAR(12) PRIMARY KEY, phone VARCHAR(20),"
+                    " changed DATETIME NULL)"
+                )
+            )
+            await conn.execute(
+                text(
+                    f"INSERT INTO {db.table} VALUES ('D1', '9820012345', '2026-11-20 10:00:00'),"
+                    " ('Z1', '9820012346', '0000-00-00 00:00:00'), ('N1', '9820012347', NULL)"
+                )
+            )
+        first = await pull(db.source(), None)
+        async with engine.connect() as conn:
+            await conn.execute(text("SET SESSION sql_mode = ''"))
+            await conn.execute(
+                text(f"INSERT INTO {db.table} VALUES ('Z2', '9820012348', '0000-00-00 00:00:00')")
+            )
+        incremental = await pull(db.source(), first.cursor)
+        full = await pull(db.source(), first.cursor, full=True)
+    finally:
+        await db.run("DROP TABLE IF EXISTS {t}")
+        await engine.dispose()
+
+    assert first.failed is None and sorted(r["ref"] for r in first.rows) == ["D1", "N1", "Z1"]
+    assert sorted(r["ref"] for r in incremental.rows) == ["D1", "N1", "Z1", "Z2"]
+    assert sorted(r["ref"] for r in full.rows) == ["D1", "N1", "Z1", "Z2"]  # none twice

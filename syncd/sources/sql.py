@@ -416,22 +416,37 @@ class SqlSource:
             return
         since = None
         if start is None or start.phase == "nulls":
+            # A first or full pull (no cursor yet), or an incremental one that stopped
+            # among the undated rows (it carries the main cursor it started from).
             after = start.key if start else None
-            async for chunk in self._keyed(after, phase="nulls"):
+            resume = start.cursor if start else None
+            async for chunk in self._keyed(after, phase="nulls", cursor=resume):
                 yield chunk
+            if resume is not None:
+                since = minus_overlap(resume, cfg.overlap_s)
         elif start.phase == "main":
+            # Undated rows (a NULL or zero-date cursor) show no change time, so every pull
+            # reads them again; their content decides whether anything changed.
+            async for chunk in self._keyed(None, phase="nulls", cursor=start.cursor):
+                yield chunk
             since = minus_overlap(start.cursor, cfg.overlap_s)
         async for chunk in self._ordered(since):
             yield chunk
         async for chunk in self._keyless(since if start is not None else None):
             yield chunk
 
-    async def _keyed(self, after: Any, *, phase: Literal["nulls", "main"]) -> AsyncIterator[Chunk]:
-        """Yield rows in key order: those with a NULL cursor, or all when there is no cursor."""
+    async def _keyed(
+        self, after: Any, *, phase: Literal["nulls", "main"], cursor: Any = None
+    ) -> AsyncIterator[Chunk]:
+        """Yield rows in key order: the undated ones, or all when there is no cursor column.
+
+        ``cursor`` is the main phase's position to keep in each chunk's Position, so an
+        incremental pull that stops here resumes here, then goes on from that cursor.
+        """
         k = self._col(self.config.key_column)
         conditions = [f"{k} IS NOT NULL"]
         if phase == "nulls":
-            conditions.append(f"{self._col(self.config.cursor_column or '')} IS NULL")
+            conditions.append(self._undated(self._col(self.config.cursor_column or "")))
         while True:
             params: dict[str, Any] = {}
             where = list(conditions)
@@ -443,7 +458,7 @@ class SqlSource:
                 return
             key_at = page.header.index(self.config.key_column)
             after = page.rows[-1][key_at]
-            yield self._chunk(page, Position(phase, key=after))
+            yield self._chunk(page, Position(phase, cursor=cursor, key=after))
             if len(page.rows) < self.config.page_size:
                 return
 
@@ -461,7 +476,7 @@ class SqlSource:
                 where = f"{c} >= :syncd_c AND {k} IS NOT NULL"
                 params = {"syncd_c": since}
             else:
-                where = f"{c} IS NOT NULL AND {k} IS NOT NULL"
+                where = f"NOT {self._undated(c)} AND {k} IS NOT NULL"
                 params = {}
             page = await self._fetch(where, order, params)
             if not page.rows:
@@ -512,6 +527,13 @@ class SqlSource:
 
     def _dialect(self) -> Dialect:
         return self.engine().dialect
+
+    def _undated(self, c: str) -> str:
+        """Return the condition of a row with no usable change time: NULL, or MySQL's and
+        MariaDB's zero date (``0000-00-00``), which sorts before every real time."""
+        if self._dialect().name in ("mysql", "mariadb"):
+            return f"({c} IS NULL OR {c} = '0000-00-00 00:00:00' OR {c} = '0000-00-00')"
+        return f"{c} IS NULL"
 
     def _col(self, name: str) -> str:
         return f"{ALIAS}.{self._dialect().identifier_preparer.quote(name)}"
