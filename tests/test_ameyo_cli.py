@@ -19,6 +19,7 @@ from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import ROOT, cli_env, drop_csv, run_cli
+from tests.support.logs import events
 
 CONFIG = """\
 [state]
@@ -88,16 +89,6 @@ def write_config(tmp_path: Path, url: str, **overrides: Any) -> Path:
 
 def env() -> dict[str, str]:
     return cli_env(TEST_AMEYO_PASSWORD="secret")
-
-
-def events(stderr: str, name: str) -> list[dict[str, Any]]:
-    found = []
-    for line in stderr.splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("event") == name:
-                found.append(entry)
-    return found
 
 
 async def stored_outcomes(path: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ The daemon's jobs and `--once` call the same engine stages (`Engine.push`, `.pol
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from syncd.run.engine import Engine
@@ -16,6 +15,7 @@ from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state import open_store
 from tests.conftest import drop_csv, run_cli
+from tests.support.logs import events
 from tests.support.reliability import (
     RequestCounter,
     export,
@@ -36,16 +36,6 @@ def revoke_key_after_the_push(sim: JodoSimulator) -> RequestCounter:
             sim.apikeys.clear()
 
     return RequestCounter(create_app(sim), hook=revoke, only=PUSH)
-
-
-def events(stderr: str, name: str) -> list[dict[str, object]]:
-    found = []
-    for line in stderr.splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("event") == name:
-                found.append(entry)
-    return found
 
 
 def test_once_a_configuration_error_in_the_outcome_poll_stops_the_sink_and_exits_1(

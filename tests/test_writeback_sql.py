@@ -353,13 +353,11 @@ KEY_TYPES = [
 ]
 
 
-@pytest.mark.parametrize(("key_type", "crm_keys"), KEY_TYPES, ids=[k for k, _ in KEY_TYPES])
-@pytest.mark.parametrize("kind", ["pg", "mysql"])
-async def test_a_key_column_of_any_type_takes_the_write(
-    tmp_path: Path, kind: str, key_type: str, crm_keys: list[str]
-) -> None:
-    if kind == "mysql" and key_type in ("uuid", "text"):
-        key_type = "varchar(40)"  # MySQL has no UUID type, and a TEXT key needs a length
+async def write_to_typed_table(
+    tmp_path: Path, kind: str, key_type: str, crm_keys: list[str], outcome_keys: list[str]
+) -> tuple[dict[str, int], list[str | None], list[tuple[str, int]]]:
+    """Write outcomes through ``UPDATE … WHERE id = :key`` into a table keyed by ``key_type``;
+    return what was written, the table's statuses and the refusals by reason."""
     url = database_url(ENV[kind])
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     table = f"crm_typed_{uuid.uuid4().hex[:8]}"
@@ -367,56 +365,49 @@ async def test_a_key_column_of_any_type_takes_the_write(
         await conn.execute(text(f"CREATE TABLE {table} (id {key_type} PRIMARY KEY, status text)"))
         for key in crm_keys:
             await conn.execute(text(f"INSERT INTO {table} (id) VALUES ('{key}')"))
+    wb = {
+        "name": "crm-db",
+        "kind": "sql",
+        "url": url,
+        "statement": f"UPDATE {table} SET status = :status WHERE id = :key",
+        "attempts": 1,
+    }
     try:
-        wb = {
-            "name": "crm-db",
-            "kind": "sql",
-            "url": url,
-            "statement": f"UPDATE {table} SET status = :status WHERE id = :key",
-            "attempts": 1,
-        }
-        outcomes = [outcome(k) for k in crm_keys]
-        store = await store_with(tmp_path / "state.db", outcomes)
+        store = await store_with(tmp_path / "state.db", [outcome(k) for k in outcome_keys])
         try:
             written = await run_writebacks(settings(tmp_path, wb), store)
+            refused = await store.refused_writebacks("crm-db")
         finally:
             await store.close()
         async with engine.connect() as conn:
-            rows = (await conn.execute(text(f"SELECT status FROM {table}"))).fetchall()
+            rows = (await conn.execute(text(f"SELECT status FROM {table} ORDER BY id"))).fetchall()
     finally:
         async with engine.connect() as conn:
             await conn.execute(text(f"DROP TABLE {table}"))
         await engine.dispose()
-    assert written == {"crm-db": 2}
-    assert [r[0] for r in rows] == ["connected", "connected"]
+    return written, [r[0] for r in rows], refused
+
+
+@pytest.mark.parametrize(("key_type", "crm_keys"), KEY_TYPES, ids=[k for k, _ in KEY_TYPES])
+@pytest.mark.parametrize("kind", ["pg", "mysql"])
+async def test_a_key_column_of_any_type_takes_the_write(
+    tmp_path: Path, kind: str, key_type: str, crm_keys: list[str]
+) -> None:
+    if kind == "mysql" and key_type in ("uuid", "text"):
+        key_type = "varchar(40)"  # MySQL has no UUID type, and a TEXT key needs a length
+    written, statuses, refused = await write_to_typed_table(
+        tmp_path, kind, key_type, crm_keys, crm_keys
+    )
+    assert written == {"crm-db": 2} and refused == []
+    assert statuses == ["connected", "connected"]
 
 
 async def test_a_key_that_cannot_be_the_columns_type_is_refused_with_a_reason(
     tmp_path: Path,
 ) -> None:
-    url = database_url(ENV["pg"])
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    table = f"crm_typed_{uuid.uuid4().hex[:8]}"
-    async with engine.connect() as conn:
-        await conn.execute(text(f"CREATE TABLE {table} (id integer PRIMARY KEY, status text)"))
-        await conn.execute(text(f"INSERT INTO {table} (id) VALUES (10)"))
-    try:
-        wb = {
-            "name": "crm-db",
-            "kind": "sql",
-            "url": url,
-            "statement": f"UPDATE {table} SET status = :status WHERE id = :key",
-            "attempts": 1,
-        }
-        store = await store_with(tmp_path / "state.db", [outcome("10"), outcome("L-7")])
-        try:
-            written = await run_writebacks(settings(tmp_path, wb), store)
-            [refused] = await store.refused_writebacks("crm-db")
-        finally:
-            await store.close()
-    finally:
-        async with engine.connect() as conn:
-            await conn.execute(text(f"DROP TABLE {table}"))
-        await engine.dispose()
-    assert written == {"crm-db": 1}
-    assert "'L-7' is not a valid int4" in refused[0] and refused[1] == 1
+    written, statuses, refused = await write_to_typed_table(
+        tmp_path, "pg", "integer", ["10"], ["10", "L-7"]
+    )
+    assert written == {"crm-db": 1} and statuses == ["connected"]
+    [(reason, count)] = refused
+    assert "'L-7' is not a valid int4" in reason and count == 1

@@ -190,40 +190,17 @@ def plan_chunk(
         previous = stored.get(key)
         decision = _decide_row(plan, previous, key, line, content_hash, deleted, origin, run_id)
         plan.count(decision.value)
-        raw = raw_hashes[line]
-        if decision is Decision.UNCHANGED:
-            plan.writes.append(
-                LeadWrite(
-                    key,
-                    content_hash,
-                    raw,
-                    lead_json,
-                    Action.UPSERT,
-                    decision.value,
-                    line,
-                    enqueue=False,
-                )
-            )
+        lead = (key, content_hash, raw_hashes[line], lead_json)
+        if decision is Decision.UNCHANGED:  # raw text changed, content did not: refresh only
+            plan.writes.append(LeadWrite(*lead, Action.UPSERT, decision.value, line, False))
             continue
         if decision is Decision.SKIPPED:
             if previous is not None:  # known, never delivered: record that it is gone
-                plan.writes.append(
-                    LeadWrite(
-                        key,
-                        content_hash,
-                        raw,
-                        lead_json,
-                        Action.DELETE,
-                        decision.value,
-                        line,
-                        state="removed",
-                    )
-                )
+                write = LeadWrite(*lead, Action.DELETE, decision.value, line, state="removed")
+                plan.writes.append(write)
             continue
         action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
-        plan.writes.append(
-            LeadWrite(key, content_hash, raw, lead_json, action, decision.value, line)
-        )
+        plan.writes.append(LeadWrite(*lead, action, decision.value, line))
         if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
             plan.carried_requeued += 1  # counted as carried over; now queued anew
     return plan
