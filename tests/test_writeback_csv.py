@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from syncd.writeback.base import DEFAULT_COLUMNS
 from syncd.writeback.runner import run_writebacks
 from tests.conftest import ROOT, cli_env, run_cli
@@ -237,3 +239,20 @@ def test_kill_9_mid_write_never_exposes_a_partial_file_and_writes_each_outcome_o
     rows = read_published(outbox)
     assert sorted(r["key"] for r in rows) == keys(total)  # each outcome exactly once
     assert not list(outbox.glob("*.part"))
+
+
+@pytest.mark.parametrize(("setting", "mode"), [({}, 0o600), ({"file_mode": "0640"}, 0o640)])
+async def test_outbox_files_hold_phone_numbers_and_are_private_unless_configured(
+    tmp_path: Path, setting: dict[str, str], mode: int
+) -> None:
+    import stat
+
+    store = await store_with(tmp_path / "state.db", [outcome(k) for k in keys(5)])
+    cfg = outbox_csv(outbox=str(tmp_path / "outbox"), rotate_s=0, **setting)
+    try:
+        assert await run_writebacks(settings(tmp_path, cfg), store) == {"crm-files": 5}
+    finally:
+        await store.close()
+    [published] = (tmp_path / "outbox").glob("*.csv")
+    assert stat.S_IMODE(published.stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "outbox").stat().st_mode) == 0o700

@@ -121,8 +121,14 @@ def _shadowed(cfg: SourceConfig, work: Path) -> SourceConfig:
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
-            if entry.is_file():
+            if entry.is_file() and not entry.is_symlink():  # a link is refused, not followed
                 (target / entry.name).symlink_to(entry.resolve())
+            elif entry.is_symlink():
+                (target / entry.name).symlink_to(entry.absolute())  # shown as refused
+    shadowing = getattr(cfg, "shadowing", None)  # a source that reads links into its inbox
+    if callable(shadowing):
+        shadowed: SourceConfig = shadowing(shadow, inbox)
+        return shadowed
     return cfg.model_copy(update={"inbox": shadow})
 
 

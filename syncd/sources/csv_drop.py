@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from syncd.config import SourceConfig
 from syncd.core.csvsafe import neutralise
 from syncd.core.model import Reject
+from syncd.core.private import open_private, private_dir, write_private_text
 from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024
@@ -42,6 +44,15 @@ class CsvDropConfig(SourceConfig):
     quotechar: str = '"'
     chunk_rows: int = Field(5000, ge=1, le=1_000_000)
     max_field_bytes: int = Field(1_000_000, ge=1024)
+    # Set by the dry run only, whose shadow inbox links to the real one: links that
+    # resolve to a regular file inside this folder are read as that file.
+    _links_into: Path | None = PrivateAttr(None)
+
+    def shadowing(self, inbox: Path, real: Path) -> CsvDropConfig:
+        """Return a copy reading ``inbox``, a folder of links into the ``real`` inbox."""
+        copy = self.model_copy(update={"inbox": inbox})
+        copy._links_into = real.resolve()
+        return copy
 
     @field_validator("encoding")
     @classmethod
@@ -121,22 +132,62 @@ class CsvDropSource:
     # -- discovery -----------------------------------------------------------
 
     def _ensure_dirs(self) -> None:
-        for d in (self.inbox, self.processing, self.done, self.failed):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.processing, self.done, self.failed):
+            private_dir(d)
 
-    def waiting_files(self) -> list[Path]:
-        """Return the inbox files that are complete and match the pattern, oldest first."""
+    def _candidates(self) -> list[Path]:
+        """Return the inbox entries that look like drops (any kind of entry), by name."""
         if not self.inbox.is_dir():
             return []
-        files = [
+        return [
             p
             for p in self.inbox.iterdir()
-            if p.is_file()
-            and not p.name.startswith(".")
+            if not p.name.startswith(".")
             and not p.name.endswith(".part")
             and fnmatch(p.name, self.config.pattern)
+            and not (p.is_dir() and not p.is_symlink())
         ]
+
+    def waiting_files(self) -> list[Path]:
+        """Return the inbox files that are complete and match the pattern, oldest first.
+
+        Only regular files count: a link (to a file outside the inbox, say a secret),
+        a FIFO or a device is refused by :meth:`refuse_strangers`, never read.
+        """
+        files = [p for p in self._candidates() if self._acceptable(p)]
         return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+    def _acceptable(self, path: Path) -> bool:
+        """Return True for a regular file (a link only in a dry run's shadow inbox)."""
+        if _regular(path):
+            return True
+        root = self.config._links_into
+        if root is None or not path.is_symlink():
+            return False
+        target = path.resolve()
+        return target.is_relative_to(root) and _regular(target)
+
+    def refuse_strangers(self) -> list[tuple[str, str]]:
+        """Move every inbox entry that is not a regular file to failed/; return (name, why)."""
+        refused = []
+        for entry in self._candidates():
+            if self._acceptable(entry):
+                continue
+            why = (
+                f"{_printable(entry.name)}: not a regular file ({_kind(entry)}): refused unread; "
+                "drop the export itself in the inbox, not a link to it"
+            )
+            target = self.failed / _unique_name(_printable(entry.name), self.failed)
+            try:
+                os.rename(entry, target)  # moves the link itself, never what it points at
+            except OSError:
+                continue
+            write_private_text(
+                self.failed / f"{target.name}.error.txt",
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n{why}\n",
+            )
+            refused.append((target.name, why))
+        return refused
 
     def progress_total(self) -> int | None:
         files = list(self.processing.glob("*")) if self.processing.is_dir() else []
@@ -147,7 +198,10 @@ class CsvDropSource:
         return self.bytes_read + (self._current.count if self._current else 0)
 
     def _claim(self, path: Path) -> Path | None:
-        target = self.processing / _unique_name(path.name, self.processing, self.done)
+        # A name that is not UTF-8 (Exportación.csv from a Latin-1 share) is claimed under
+        # its readable spelling: it is the origin every reject and event is stored under.
+        name = _printable(path.name)
+        target = self.processing / _unique_name(name, self.processing, self.done)
         try:
             os.rename(path, target)  # atomic on one filesystem: only one claimer wins
         except FileNotFoundError:
@@ -158,11 +212,23 @@ class CsvDropSource:
 
     async def chunks(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Chunk]:
         """Yield every chunk of every claimed or waiting file, resuming at ``cursor``."""
+        if not await anyio.to_thread.run_sync(self.inbox.is_dir):
+            yield Chunk(
+                "(inbox)",
+                (),
+                [],
+                failed=f"inbox {self.inbox} does not exist or is not a folder: create it "
+                "(syncd does not, so a mistyped path cannot hide every drop)",
+            )
+            return
         await anyio.to_thread.run_sync(self._ensure_dirs)
+        for origin, why in await anyio.to_thread.run_sync(self.refuse_strangers):
+            yield Chunk(origin, (), [], failed=why)
         state = json.loads(cursor) if cursor else {}
         # Files left in processing/ by a crash come first, in claim order.
         leftovers = sorted(
-            (p for p in self.processing.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime
+            (_renamed_printable(p) for p in self.processing.iterdir() if self._acceptable(p)),
+            key=lambda p: p.stat().st_mtime,
         )
         for path in leftovers:
             skip = int(state.get("line", 0)) if state.get("file") == path.name else 0
@@ -319,9 +385,9 @@ class CsvDropSource:
     async def fail_origin(self, origin: str, reason: str) -> None:
         def move() -> None:
             source = self.processing / origin
-            (self.failed / f"{origin}.error.txt").write_text(
+            write_private_text(
+                self.failed / f"{origin}.error.txt",
                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n{reason}\n",
-                encoding="utf-8",
             )
             if source.exists():
                 os.replace(source, self.failed / origin)
@@ -330,6 +396,51 @@ class CsvDropSource:
 
     async def close(self) -> None:
         return None
+
+
+def _regular(path: Path) -> bool:
+    """Return True for a regular file that is not a link (``lstat``: links are not followed)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str:
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
+def _printable(name: str) -> str:
+    """Return a file name as UTF-8 text: undecodable bytes read as Windows-1252 (what a
+    Windows share writes), else shown as ``\\xNN``; a UTF-8 name is returned unchanged."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _renamed_printable(path: Path) -> Path:
+    """Return ``path`` renamed in place to its printable name when it is not UTF-8."""
+    name = _printable(path.name)
+    if name == path.name:
+        return path
+    target = path.with_name(_unique_name(name, path.parent))
+    os.rename(path, target)
+    return target
 
 
 def _unique_name(name: str, *dirs: Path) -> str:
@@ -392,7 +503,7 @@ def _write_rejects(
     target: Path, header: list[str], rejects: list[tuple[int | None, str, str, str]]
 ) -> None:
     part = target.with_name(target.name + ".part")
-    with part.open("w", encoding="utf-8", newline="") as fh:
+    with open_private(part, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["line", "reason", *header])
         for line, sink, reason, row_json in rejects:

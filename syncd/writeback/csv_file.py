@@ -28,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from syncd.config import TimeZoneName
 from syncd.core.csvsafe import neutralise
+from syncd.core.private import private_dir
 from syncd.writeback.base import (
     DEFAULT_COLUMNS,
     BaseWritebackConfig,
@@ -49,6 +50,8 @@ class CsvWritebackConfig(BaseWritebackConfig):
     timezone: TimeZoneName = "UTC"
     delimiter: str = ","
     bom: bool = False  # a UTF-8 byte order mark, for Excel
+    # The files hold phone numbers: private by default; "0640" lets the importer's group read.
+    file_mode: str = Field("0600", pattern=r"^0?[0-7]{3}$")
 
     @field_validator("delimiter")
     @classmethod
@@ -88,7 +91,7 @@ class CsvWriteback:
 
     def _recover(self, state: str | None) -> None:
         try:
-            self.outbox.mkdir(parents=True, exist_ok=True)
+            private_dir(self.outbox)
             data: dict[str, Any] = json.loads(state) if state else {}
             part = self.outbox / str(data["part"]) if data.get("part") else None
             if part is not None and part.exists():
@@ -164,7 +167,8 @@ class CsvWriteback:
         while True:
             part = self.outbox / f"{self.prefix}-{stamp}-{n}.csv.part"
             if not part.exists() and not part.with_suffix("").exists():
-                part.touch()
+                part.touch(mode=0o600)
+                os.chmod(part, int(self.config.file_mode, 8))  # whatever the umask
                 _fsync_dir(self.outbox)  # the state will name this file: it must survive
                 return part
             n += 1

@@ -1,0 +1,88 @@
+"""Hostile files in the inbox: odd names, links, pipes; what syncd writes stays private."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from tests.conftest import Simulated, drop_csv, jodo_config, run_cli
+from tests.support.reliability import export
+
+
+def delivered(jodo: Simulated) -> set[str]:
+    return set(jodo.sim.received())
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_blocks_nothing(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    inbox = tmp_path / "inbox"
+    latin1 = os.fsencode(inbox) + b"/Exportaci\xf3n.csv"  # written by a Windows share
+    with open(latin1, "wb") as fh:
+        fh.write(export(3).encode())
+    drop_csv(inbox, "later.csv", export(2, start=3))
+
+    first = run_cli("run", "--once", "-c", str(config))
+    second = run_cli("run", "--once", "-c", str(config))  # every later run works too
+
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Traceback" not in first.stderr + second.stderr
+    assert len(delivered(jodo)) == 5  # both files' leads, once each
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["Exportación.csv", "later.csv"]
+
+
+def test_a_link_in_the_inbox_is_refused_unread_and_its_target_never_shown(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    inbox = tmp_path / "inbox"
+    secret = tmp_path / "ameyo-password"
+    secret.write_text("id,phone\nhunter2-secret,1\n")
+    (inbox / "leads.csv").symlink_to(secret)
+    os.mkfifo(inbox / "pipe.csv")  # a writer's named pipe: opening it would hang
+    drop_csv(inbox, "real.csv", export(2))
+
+    result = run_cli("run", "--once", "-c", str(config))
+    status = run_cli("status", "-c", str(config))
+
+    assert result.returncode == 1  # two drops refused: said in the exit code
+    assert len(delivered(jodo)) == 2  # the real drop went through
+    failed = inbox / "failed"
+    assert (failed / "leads.csv").is_symlink() and secret.exists()  # the link moved, not its file
+    note = (failed / "leads.csv.error.txt").read_text()
+    assert "not a regular file (a symbolic link)" in note
+    assert "named pipe" in (failed / "pipe.csv.error.txt").read_text()
+    state = (tmp_path / "state" / "state.db").read_bytes()
+    for text in (result.stdout, result.stderr, status.stdout, note):
+        assert "hunter2" not in text
+    assert b"hunter2" not in state
+
+
+def test_rejects_and_error_notes_are_private_to_syncd(tmp_path: Path, jodo: Simulated) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    inbox = tmp_path / "inbox"
+    drop_csv(inbox, "mixed.csv", export(2, extra_rows=["B1,not-a-phone,Bad,Row,b@example.com,"]))
+    drop_csv(inbox, "binary.csv", "id,phone\n" + "\x00" * 100)
+
+    run_cli("run", "--once", "-c", str(config))
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert mode(inbox / "done" / "mixed.csv.rejects.csv") == 0o600
+    assert mode(inbox / "failed" / "binary.csv.error.txt") == 0o600
+    assert mode(inbox / "done") == mode(inbox / "failed") == mode(inbox / "processing") == 0o700
+
+
+def test_a_missing_inbox_is_an_error_not_an_empty_success(tmp_path: Path, jodo: Simulated) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    (tmp_path / "inbox").rmdir()
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    assert result.returncode == 1
+    assert "does not exist" in result.stdout + result.stderr
+    assert not (tmp_path / "inbox").exists()  # not created behind the user's back
