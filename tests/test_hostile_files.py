@@ -86,3 +86,21 @@ def test_a_missing_inbox_is_an_error_not_an_empty_success(tmp_path: Path, jodo: 
     assert result.returncode == 1
     assert "does not exist" in result.stdout + result.stderr
     assert not (tmp_path / "inbox").exists()  # not created behind the user's back
+
+
+def test_control_characters_never_reach_the_dialer(tmp_path: Path, jodo: Simulated) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    padding = "".join(f"P{i},98{i:08d},Pad,Row,p{i}@example.in,\n" for i in range(300))  # > 8 KB
+    rows = "N1,9812345678,Fir\x00st,La\x1bst,n1@example.in,\nK\x00EY,9812345679,A,B,k@x.in,\n"
+    drop_csv(tmp_path / "inbox", "nul.csv", "id,phone,first,last,email,callback\n" + padding + rows)
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = jodo.sim.records("VoiceProcess")
+    [n1] = [r for r in records if "N1" in r.values()]
+    assert "\x00" not in str(n1) and "\x1b" not in str(n1)
+    assert "First" in str(n1) and "Last" in str(n1)
+    assert len(records) == 301  # the padding and N1; the key with a NUL was refused
+    rejects = (tmp_path / "inbox" / "done" / "nul.csv.rejects.csv").read_text()
+    assert "holds control characters (U+0000)" in rejects

@@ -18,6 +18,11 @@ from syncd.core.model import Lead
 from syncd.core.phones import PhoneError, to_e164
 
 _SPLIT = re.compile(r"[,;/|\n]+")
+# C0 controls (but tab and line breaks, which separate numbers in a phone cell), DEL and C1
+# controls: removed from every cell.
+_CONTROLS: dict[int, None] = {
+    c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A, 0x0D)
+}
 MAX_KEY_LEN = 128
 
 
@@ -64,9 +69,14 @@ class Mapper:
         self.fingerprint = route_fingerprint(route)
 
     def cell(self, values: list[str], column: str | None) -> str:
+        """Return a cell stripped, with control characters (a NUL, an escape…) removed:
+        nothing a CRM export smuggles into a cell reaches the dialer."""
         if column is None:
             return ""
-        return values[self.index[column]].strip()
+        text = values[self.index[column]]
+        if not text.isprintable():  # C fast path: most cells are plain text
+            text = text.translate(_CONTROLS)
+        return text.strip()
 
     def key_of(self, values: list[str]) -> str:
         return self.cell(values, self.route.map.key)
@@ -80,6 +90,10 @@ class Mapper:
     def to_lead(self, values: list[str]) -> Lead:
         """Return the lead for a row, or raise RowRejected with the reason."""
         m = self.route.map
+        raw_key = values[self.index[m.key]]
+        if not raw_key.isprintable() and (bad := {c for c in raw_key if ord(c) in _CONTROLS}):
+            shown = ", ".join(sorted(f"U+{ord(c):04X}" for c in bad))
+            raise RowRejected(f"key in column {m.key!r} holds control characters ({shown})")
         key = self.key_of(values)
         if not key:
             raise RowRejected(f"missing key (column {m.key!r} is empty)")
