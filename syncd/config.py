@@ -56,7 +56,8 @@ TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
 class Strict(BaseModel):
     """Base for every config section: unknown settings are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are no settings: `timeout_s = inf` would wait forever.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Schedule(Strict):
@@ -314,10 +315,18 @@ def _set_path(node: Any, parts: list[str], value: Any) -> None:
     _set_path(child, rest, value)
 
 
+MAX_ENV_LIST_ITEMS = 1000  # SYNCD_SINKS__99999999__… must not build a list of millions
+
+
 def _list_index(items: list[Any], head: str) -> int:
     if head.isdigit():
         index = int(head)
-        while len(items) <= index:
+        if index > len(items) or index >= MAX_ENV_LIST_ITEMS:
+            raise ConfigError(
+                f"environment override index {index}: the list has {len(items)} item(s); "
+                f"use 0 to {len(items)} (the last adds one), or the item's name"
+            )
+        if index == len(items):
             items.append({})
         return index
     for i, item in enumerate(items):

@@ -151,3 +151,22 @@ def test_missing_secret_file_is_named_but_never_its_content(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, text), environ={})
     assert "sinks[0].apikey: cannot read secret file /nonexistent/key" in err.value.problems[0]
+
+
+def test_an_environment_list_index_past_the_end_is_refused_at_once(tmp_path: Path) -> None:
+    # Before, SYNCD_SINKS__99999999__… built a list of 100 million items (GBs of memory).
+    path = write(tmp_path, VALID.format(updateparam="customercode"))
+    env = {"T_JODO_KEY": "k", "SYNCD_SINKS__99999999__BATCH_SIZE": "5"}
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ=env)
+    assert "index 99999999: the list has 1 item(s)" in str(err.value.problems)
+    added = load_settings(path, environ={"T_JODO_KEY": "k", "SYNCD_SINKS__0__BATCH_SIZE": "5"})
+    assert added.sink("jodo-main").batch_size == 5
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_an_infinite_timeout_is_refused(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, VALID.format(updateparam="customercode"))
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={"T_JODO_KEY": "k", "SYNCD_SINKS__0__TIMEOUT_S": value})
+    assert any("sinks[0].timeout_s" in problem for problem in err.value.problems)
