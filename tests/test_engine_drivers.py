@@ -6,6 +6,7 @@ The daemon's jobs and `--once` call the same engine stages (`Engine.push`, `.pol
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from syncd.run.engine import Engine
@@ -127,3 +128,21 @@ def test_status_says_why_leads_wait_for_a_stopped_sink_without_the_dialers_secre
     assert "jodo would create" in dry.stdout
     unknown = run_cli("explain", "NO-SUCH-LEAD", "-c", str(config), env=env)
     assert unknown.returncode == 1 and "no record of lead 'NO-SUCH-LEAD'" in unknown.stdout
+
+
+def test_a_retry_after_of_a_day_ends_the_once_at_its_deadline_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    # Before, the outcome poll slept out the whole day inside its request (deaf to SIGTERM).
+    sim = JodoSimulator(faults=Faults(rate_429=1.0, retry_after="86400"))
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url, batch_size=50, rate_limit_per_s=50)])
+        drop_csv(tmp_path / "inbox", "a.csv", export(3))
+        result = run_cli(
+            "run", "--once", "--deadline", "10", "-c", str(config), env=vendor_env(), timeout=120
+        )
+
+    assert result.returncode == 1
+    assert "the dialer asked to wait 24 h" in result.stdout, result.stdout
+    status = run_cli("status", "--json", "-c", str(config), env=vendor_env())
+    assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3  # nothing lost

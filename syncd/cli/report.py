@@ -49,7 +49,7 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             sinks.add_column(c, justify="right")
         sinks.add_column("note")
         for name, sc in summary.sinks.items():
-            note = f"stopped: {sc.stopped}" if sc.stopped else ""
+            note = f"stopped: {sc.stopped}" if sc.stopped else (sc.waiting or "")
             sinks.add_row(name, *(str(getattr(sc, c)) for c in scols), note)
         out.print(sinks)
     mark = "ok" if all(r.balanced for r in summary.routes.values()) else "MISMATCH"

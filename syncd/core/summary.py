@@ -42,6 +42,7 @@ class SinkCounts:
     failed: int = 0  # attempts exhausted (dead letter)
     pending: int = 0  # still queued at the end (sink stopped, deadline, backoff)
     stopped: str | None = None
+    waiting: str | None = None  # why pushing ended before the outbox was empty (a hold)
 
 
 @dataclass

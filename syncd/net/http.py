@@ -28,6 +28,7 @@ T = TypeVar("T")
 log = structlog.get_logger("syncd.http")
 
 HOLD_STATUSES = (429, 503)  # answers whose Retry-After holds back the whole sink
+MAX_INLINE_HOLD_S = 15.0  # a longer Retry-After hold fails the request instead of sleeping
 
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -89,6 +90,15 @@ def make_client(
     return httpx.AsyncClient(timeout=timeout, transport=transport)
 
 
+def human_seconds(seconds: float) -> str:
+    """Return ``90`` as ``1.5 min``, ``86400`` as ``24 h``: what a person reads in a reason."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that applies one sink's RequestLimits to every request."""
 
@@ -97,6 +107,14 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self.limits = limits
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        held = self.limits.limiter.held_for()
+        if held > MAX_INLINE_HOLD_S:
+            # Sleeping out a long Retry-After inside a call would outlast `--once`'s
+            # deadline and ignore SIGTERM; the lead waits in the outbox instead.
+            raise RetryableError(
+                f"the dialer asked to wait {human_seconds(held)} (Retry-After)",
+                retry_after=held,
+            )
         async with self.limits.slot():
             response = await self.inner.handle_async_request(request)
         if response.status_code in HOLD_STATUSES:

@@ -107,9 +107,19 @@ class Pusher:
                     return True
                 wait = 0.05  # another worker's probe is out
             if time.time() + wait >= deadline:
+                self.counts.waiting = self._why_waiting(wait)
                 return False
             await self._sleep(min(wait, 5.0))
         return False
+
+    def _why_waiting(self, wait: float) -> str:
+        """Return why no push may go before the deadline: a Retry-After hold or the breaker."""
+        from syncd.net.http import human_seconds
+
+        if self.guard.limits.limiter.held_for() >= wait:
+            return f"the dialer asked to wait {human_seconds(wait)} (Retry-After); leads wait"
+        reason = self.guard.breaker.last_reason or "it keeps failing"
+        return f"dialer unreachable ({reason}); next try in {human_seconds(wait)}"
 
     async def _sleep(self, seconds: float) -> None:
         try:
