@@ -104,3 +104,28 @@ def test_control_characters_never_reach_the_dialer(tmp_path: Path, jodo: Simulat
     assert len(records) == 301  # the padding and N1; the key with a NUL was refused
     rejects = (tmp_path / "inbox" / "done" / "nul.csv.rejects.csv").read_text()
     assert "holds control characters (U+0000)" in rejects
+
+
+def test_a_huge_quoted_cell_ends_the_file_there_and_no_phantom_lead_is_called(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    # 2 MB in one quoted cell (over the source's 1 MB field limit), holding lines that
+    # look like rows: a reader that resumes inside the cell would call them.
+    inside = "".join(f"X{i},98{i:08d},Not,A Lead,x@example.in,\n" for i in range(40_000))
+    text = (
+        "id,phone,first,last,email,callback\n"
+        "L1,9812345671,Real,One,a@example.in,\n"
+        f'L2,9812345672,"{inside}",Two,b@example.in,\n'
+        "L3,9812345673,Real,Three,c@example.in,\n"
+    )
+    drop_csv(tmp_path / "inbox", "huge.csv", text)
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    called = {r["leadnumber"] for r in jodo.sim.records("VoiceProcess")}
+    assert not any(k.startswith("X") for k in called)  # nobody who is not a lead
+    assert called == {"L1"}  # the row before the broken one was kept
+    assert result.returncode == 1
+    note = (tmp_path / "inbox" / "failed" / "huge.csv.error.txt").read_text()
+    assert "huge.csv line 3: unreadable CSV row" in note and "reading stopped there" in note

@@ -106,6 +106,7 @@ class _OpenFile:
     counter: _CountingReader = field(repr=False)
     last_line: int = 1  # the header's physical line
     skip_until: int = 0  # resume: rows ending at or before this line are committed
+    broken: str | None = None  # why reading stopped before the end (a row not parsed whole)
 
 
 class CsvDropSource:
@@ -268,15 +269,26 @@ class CsvDropSource:
         try:
             while True:
                 rows, rejects, eof = await anyio.to_thread.run_sync(self._read_chunk, opened)
-                cursor = self._cursor(path.name, opened.last_line, eof)
+                broken = opened.broken
+                cursor = self._cursor(path.name, opened.last_line, eof and broken is None)
                 yield Chunk(
                     opened.origin,
                     opened.header,
                     rows,
                     rejects=rejects,
                     cursor=cursor,
-                    after_commit=self._finisher(path) if eof else None,
+                    after_commit=self._finisher(path) if eof and broken is None else None,
                 )
+                if broken is not None:
+                    # The rows before are kept (committed above); nothing after is read.
+                    yield Chunk(
+                        opened.origin,
+                        (),
+                        [],
+                        failed=broken,
+                        after_commit=self._failer(path, broken),
+                    )
+                    return
                 if eof:
                     return
         finally:
@@ -335,10 +347,14 @@ class CsvDropSource:
             except StopIteration:
                 return rows, rejects, True
             except csv.Error as exc:
-                f.last_line = f.reader.line_num
-                if start > f.skip_until:
-                    rejects.append(Reject(self.name, f"unreadable CSV row: {exc}", start, f.origin))
-                continue
+                # Never read on after a row that could not be parsed whole: the reader
+                # would resume inside a quoted cell and take its lines for leads.
+                f.broken = (
+                    f"{f.origin} line {start}: unreadable CSV row ({exc}); reading stopped there "
+                    "and the rows before it were kept. Fix the file (or raise the source's "
+                    "max_field_bytes) and drop the rest again"
+                )
+                return rows, rejects, True
             f.last_line = f.reader.line_num
             if start <= f.skip_until or not values:
                 continue  # committed before a restart, or a blank line
