@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -33,7 +35,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from syncd import registry
 from syncd.core.phones import parse_dial_format
+from syncd.core.scrub import register_secrets
 from syncd.errors import ConfigError
+from syncd.secrets import UNSET
 
 ENV_PREFIX = "SYNCD_"
 DEFAULT_CONFIG_ENV = "SYNCD_CONFIG"
@@ -375,7 +379,30 @@ def validate_settings(
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
+    register_secrets(*secret_values(settings))
     return settings
+
+
+def secret_values(model: Any) -> list[str]:
+    """Return every secret a settings tree holds (and the password inside a secret URL)."""
+    found: list[str] = []
+    if isinstance(model, SecretStr):
+        value = model.get_secret_value()
+        found.append(value)
+        if "://" in value:
+            password = urllib.parse.urlsplit(value).password
+            if password:
+                found += [password, urllib.parse.unquote(password)]
+    elif isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            found += secret_values(getattr(model, name))
+    elif isinstance(model, list | tuple):
+        for item in model:
+            found += secret_values(item)
+    elif isinstance(model, dict):
+        for item in model.values():
+            found += secret_values(item)
+    return [s for s in found if s and s != UNSET]
 
 
 def _typed_items(

@@ -6,9 +6,18 @@ and print a clear line instead of a traceback.
 
 from __future__ import annotations
 
+from syncd.core.scrub import scrub
+
 
 class SyncdError(Exception):
-    """Root of every error syncd raises on purpose."""
+    """Root of every error syncd raises on purpose.
+
+    Its message is scrubbed of every configured secret (``syncd.core.scrub``): it may
+    hold a vendor's text, and is logged, stored and shown.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(SyncdError):
@@ -46,8 +55,9 @@ class VendorError(SyncdError):
     def __init__(self, reason: str, *, vendor: str = "", code: str | None = None) -> None:
         self.vendor = vendor
         self.code = code
-        self.reason = reason
-        prefix = f"{vendor}: " if vendor else ""
+        self.reason = reason = scrub(reason)
+        # A reason built from another error of the same vendor already names it.
+        prefix = f"{vendor}: " if vendor and not reason.startswith(f"{vendor}: ") else ""
         suffix = f" (code {code})" if code is not None else ""
         super().__init__(f"{prefix}{reason}{suffix}")
 

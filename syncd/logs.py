@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import structlog
 
 from syncd.config import LogConfig
+from syncd.core.scrub import scrub
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -79,10 +80,13 @@ _SECRET_KEYS = ("password", "apikey", "api_key", "token", "secret", "hash_key", 
 
 
 def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    # Belt and braces: code never logs secrets, and a key that looks like one is masked.
+    # Code never logs secrets; a key that looks like one is masked, and every text is
+    # scrubbed of the configured secrets (a vendor's answer may echo them).
     for key in list(event):
         if any(s in key.lower() for s in _SECRET_KEYS):
             event[key] = "**********"
+        elif isinstance(event[key], str):
+            event[key] = scrub(event[key], limit=20_000)
     return event
 
 

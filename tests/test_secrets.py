@@ -165,3 +165,38 @@ def test_tls_verification_stays_on_by_default(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert "sink.tls.unverified" not in result.stderr
+
+
+def test_secrets_a_dialer_echoes_in_its_error_text_are_never_kept_or_shown(
+    tmp_path: Path,
+) -> None:
+    # The dialers quote the whole request in their error answers, credentials included.
+    jodo = JodoSimulator(apikey="someone-else", echo_errors=True)
+    ameyo = AmeyoSimulator(users={"syncd": "another-pw"}, dialing=False, echo_errors=True)
+    ucontact = UContactSimulator(users={"api": UCONTACT_PASSWORD}, dial_delay_s=0, cdr_delay_s=0)
+    with (
+        running(jodo_app(jodo)) as j,
+        running(ameyo_app(ameyo)) as a,
+        running(ucontact_app(ucontact)) as u,
+    ):
+        config = config_for(tmp_path, [j, a, u])
+        drop_csv(tmp_path / "inbox", "a.csv", export(5))
+        env = vendor_env(
+            TEST_JODO_APIKEY=JODO_KEY,
+            TEST_AMEYO_PASSWORD=AMEYO_PASSWORD,
+            TEST_UCONTACT_PASSWORD=UCONTACT_PASSWORD,
+        )
+        outputs = [run_cli("run", "--once", "-c", str(config), env=env)]
+        outputs += [
+            run_cli(*args, "-c", str(config), env=env)
+            for args in (("status",), ("status", "--json"), ("explain", "L1"))
+        ]
+
+    assert outputs[0].returncode == 1  # two sinks refused us
+    said = outputs[0].stdout + outputs[0].stderr
+    assert "request was:" in said  # the vendor text itself is kept (scrubbed), not dropped
+    for result in outputs:
+        assert not leaks(result.stdout), (result.args, "stdout")
+        assert not leaks(result.stderr), (result.args, "stderr")
+    for path, data in everything_written(tmp_path):
+        assert not leaks(data), path

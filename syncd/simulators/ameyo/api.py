@@ -82,6 +82,7 @@ class AmeyoSimulator:
         ping_interval_ms: int = 20_000,
         single_session: bool = False,
         refused_login: str = "error",  # "null": answer a wrong password with `null`
+        echo_errors: bool = False,  # error replies quote the request, password included
         min_phone_length: int = 6,
         max_phone_length: int = 20,
         max_attempt: int = 10,
@@ -108,6 +109,7 @@ class AmeyoSimulator:
         self.ping_interval_ms = ping_interval_ms
         self.single_session = single_session
         self.refused_login = refused_login
+        self.echo_errors = echo_errors
         self.min_phone_length = min_phone_length
         self.max_phone_length = max_phone_length
         self.zone = ZoneInfo(timezone)
@@ -172,7 +174,10 @@ class AmeyoSimulator:
             if not isinstance(data, dict):
                 return _reply({"status": "error", "reason": "Invalid JSON in data"})
             if command == "login":
-                return _reply(self.login(data))
+                answer = self.login(data)
+                if self.echo_errors and isinstance(answer, dict) and "reason" in answer:
+                    answer["reason"] += f" (request was: {json.dumps(data)})"
+                return _reply(answer)
             handler = self._handlers().get(command)
             if handler is None:
                 return _reply({"status": "error", "reason": f"Unknown command: {command}"})

@@ -142,8 +142,12 @@ class JodoSimulator:
         agents: dict[str, int] | None = None,
         timezone: str = "UTC",
         clock: Callable[[], float] = time.time,
+        echo_errors: bool = False,
     ) -> None:
         self.lock = threading.Lock()
+        # Like some servers (and proxies) in the field: a failure reply quotes the
+        # whole request, API key included.
+        self.echo_errors = echo_errors
         self.processes = {
             sk: Process(apikey, sk, crm_unique_field=crm_unique_field) for sk in servicekeys
         }
@@ -492,7 +496,10 @@ def create_app(sim: JodoSimulator | None = None, **kwargs: Any) -> Starlette:
             return JSONResponse(fail("unknown", 5, "Invalid JSON request"))
         if not isinstance(body, dict):
             return JSONResponse(fail("unknown", 5, "Invalid JSON request"))
-        return JSONResponse(sim.handle(body))
+        reply = sim.handle(body)
+        if sim.echo_errors and reply.get("status", reply.get("statuscode")) not in (1, 3):
+            reply["statusdesc"] = f"{reply.get('statusdesc', '')} (request was: {raw})"
+        return JSONResponse(reply)
 
     async def state(request: Request) -> Response:
         return JSONResponse(sim.snapshot())
