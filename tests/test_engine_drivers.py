@@ -146,3 +146,42 @@ def test_a_retry_after_of_a_day_ends_the_once_at_its_deadline_with_the_reason(
     assert "the dialer asked to wait 24 h" in result.stdout, result.stdout
     status = run_cli("status", "--json", "-c", str(config), env=vendor_env())
     assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3  # nothing lost
+
+
+def test_a_dialer_that_accepts_and_never_answers_cannot_hold_the_once_past_its_deadline(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    held: list[socket.socket] = []
+
+    def accept_and_say_nothing() -> None:
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        config = write_config(tmp_path, [jodo_sink(url, timeout_s=600)])  # a patient client
+        drop_csv(tmp_path / "inbox", "a.csv", export(3))
+        # Before, the run waited on the silent dialer long past its deadline.
+        result = run_cli(
+            "run", "--once", "--deadline", "3", "-c", str(config), env=vendor_env(), timeout=90
+        )
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()
+
+    assert result.returncode == 1
+    assert "deadline" in result.stdout and "requests in flight were cut off" in result.stdout
+    status = run_cli("status", "--json", "-c", str(config), env=vendor_env())
+    assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3  # nothing lost

@@ -54,6 +54,7 @@ class RunSummary:
     outcomes: dict[str, int] = field(default_factory=dict)  # per sink: new or changed outcomes
     written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
     poll_failed: dict[str, str] = field(default_factory=dict)  # per sink: why its poll failed
+    deadline: str | None = None  # what the deadline cut off
     dry_run: bool = False
 
     def route(self, name: str) -> RouteCounts:
@@ -80,7 +81,7 @@ class RunSummary:
     def exit_code(self) -> int:
         """Return 0 when all was delivered or refused with a reason; 1 when leads remain failed or
         pending, a file was set aside, or an outcome poll failed."""
-        if self.files_failed or self.poll_failed:
+        if self.files_failed or self.poll_failed or self.deadline:
             return 1
         if any(c.failed or c.pending for c in self.sinks.values()):
             return 1
@@ -106,6 +107,7 @@ class RunSummary:
             "outcomes": self.outcomes,
             "written": self.written,
             "poll_failed": self.poll_failed,
+            "deadline": self.deadline,
             "balanced": self.balanced,
             "dry_run": self.dry_run,
         }

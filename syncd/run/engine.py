@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ log = structlog.get_logger("syncd.engine")
 Progress = Callable[[Source, int], None]
 HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `syncd status`
 
+DEADLINE_GRACE_S = 2.0  # past `--deadline`, what in-flight work gets before it is cut off
 ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
 ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
 
@@ -246,27 +247,25 @@ class Engine:
         with phase("pull"):
             for source in self.settings.sources:
                 await self.pull(source, summary, full=full, progress=progress)
-        await self.open()
+        await self._bounded("opening the sinks", self.open(), deadline, summary)
         async with self._keepalives():
             with phase("push"):
-                await asyncio.gather(
+                pushes = asyncio.gather(
                     *(
                         self.push(slot.name, summary.sink(slot.name), deadline=deadline)
                         for slot in self.sinks.working()
                     )
                 )
+                if not await self._bounded("the push", pushes, deadline, summary):
+                    await self.store.release_inflight()  # cut off mid-request: back to pending
             with phase("poll"):
-                for slot in self.sinks.working():
-                    result = await self._poll_until_done(slot.name, deadline)
-                    if result.error is not None:
-                        summary.poll_failed[slot.name] = result.error
-                    elif not result.skipped:
-                        summary.outcomes[slot.name] = result.count
+                await self._bounded(
+                    "the outcome poll", self._poll_all(summary, deadline), deadline, summary
+                )
             with phase("writeback"):
-                for wb in self.settings.writebacks:
-                    if self.stop.is_set():
-                        break
-                    summary.written[wb.name] = (await self.writeback(wb)).written
+                await self._bounded(
+                    "the writeback", self._writeback_all(summary), deadline, summary
+                )
         await self.publish_health()
         stopped = self.sinks.stopped()
         for name, counts in summary.sinks.items():
@@ -274,6 +273,39 @@ class Engine:
             counts.stopped = counts.stopped or stopped.get(name)
         await self.store.finish_run(self.run_id, summary.to_dict())
         return summary
+
+    async def _bounded(
+        self, what: str, work: Awaitable[Any], deadline: float, summary: RunSummary
+    ) -> bool:
+        """Run ``work`` until the run's deadline (plus a short grace); return False when cut off.
+
+        The deadline bounds the whole pass, requests in flight included: a dialer that
+        accepts a connection and never answers must not hold cron's next run off.
+        """
+        left = deadline - self.clock.time() + DEADLINE_GRACE_S
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                await work
+        except TimeoutError:
+            reason = f"the deadline passed during {what}: requests in flight were cut off"
+            summary.deadline = summary.deadline or reason
+            log.error("run.deadline", during=what, action="leads stay queued for the next run")
+            return False
+        return True
+
+    async def _poll_all(self, summary: RunSummary, deadline: float) -> None:
+        for slot in self.sinks.working():
+            result = await self._poll_until_done(slot.name, deadline)
+            if result.error is not None:
+                summary.poll_failed[slot.name] = result.error
+            elif not result.skipped:
+                summary.outcomes[slot.name] = result.count
+
+    async def _writeback_all(self, summary: RunSummary) -> None:
+        for wb in self.settings.writebacks:
+            if self.stop.is_set():
+                break
+            summary.written[wb.name] = (await self.writeback(wb)).written
 
     async def _poll_until_done(self, name: str, deadline: float) -> PollResult:
         """Poll one sink, asking again after a failure while the run's deadline allows.

@@ -151,10 +151,12 @@ class SinkSet:
     async def open_all(self) -> None:
         """Build and open every sink; one that cannot open is stopped, not fatal."""
         for cfg in self.settings.sinks:
-            self.slots[cfg.name] = await self._open(cfg)
+            await self._open(cfg)
 
     async def _open(self, cfg: SinkConfig) -> SinkSlot:
         slot = SinkSlot(cfg, build_sink(cfg, self.settings, self.store, clock=self.clock))
+        # Held before it opens: a cancelled open (the deadline, a stop) is still closed.
+        self.slots[cfg.name] = slot
         try:
             # A reset or a 503 during login must not cost the sink its whole run.
             await with_retries(slot.sink.open, open_policy(cfg), vendor=cfg.kind, what="open")
@@ -201,7 +203,6 @@ class SinkSet:
                 continue
             await close_sink(name, slot.sink)
             fresh = await self._open(slot.cfg)
-            self.slots[name] = fresh
             if fresh.working:
                 reopened.append(name)
         return reopened
