@@ -67,3 +67,17 @@ def test_volatile_parts_do_not_split_a_reason() -> None:
         "session 9b2d44aa-12 expired after 181 s"
     )
     assert stable_reason("check apikey") == "check apikey"
+
+
+def test_status_groups_failure_reasons_that_differ_only_in_ids() -> None:
+    from syncd.cli.report import group_reasons
+
+    rows = [
+        ("ameyo", "session d431-a8f86302-ses-syncd-3 refused again", 4),
+        ("ameyo", "session d431-f9b727ce-ses-syncd-4 refused again", 3),
+        ("jodo", "Invalid mobile number", 2),
+    ]
+    assert group_reasons(rows) == [
+        ("ameyo", "session d431-a8f86302-ses-syncd-3 refused again", 7),
+        ("jodo", "Invalid mobile number", 2),
+    ]

@@ -129,3 +129,21 @@ def test_a_huge_quoted_cell_ends_the_file_there_and_no_phantom_lead_is_called(
     assert result.returncode == 1
     note = (tmp_path / "inbox" / "failed" / "huge.csv.error.txt").read_text()
     assert "huge.csv line 3: unreadable CSV row" in note and "reading stopped there" in note
+
+
+def test_every_refused_row_can_be_listed_not_only_the_last_ten(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    bad = [f"B{i},not-a-phone,Bad,Row,b{i}@example.in," for i in range(15)]
+    drop_csv(tmp_path / "inbox", "dirty.csv", export(2, extra_rows=bad))
+    run_cli("run", "--once", "-c", str(config))
+
+    listed = run_cli("rejects", "--source", "crm", "-c", str(config))
+    status = run_cli("status", "-c", str(config))
+
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.strip().splitlines()
+    assert rows[0].startswith("at,source,sink,origin,line,key,reason")
+    assert len(rows) == 1 + 15 and "15 refused row(s)" in listed.stderr
+    assert "syncd rejects [--source NAME]" in status.stdout

@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
+    rejects = sub.add_parser(
+        "rejects", help="every refused row (CSV on stdout): line, key, reason and its cells"
+    )
+    with_config(rejects)
+    rejects.add_argument("--source", help="only rows of this source")
+    rejects.set_defaults(func=cmd_rejects)
+
     explain = sub.add_parser("explain", help="one lead's history")
     with_config(explain)
     explain.add_argument("key")
@@ -178,6 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def _collect_status(settings: Settings) -> dict[str, Any]:
+    from syncd.cli.report import group_reasons
     from syncd.state import open_store
 
     if not await asyncio.to_thread(Path(settings.state.path).exists):
@@ -190,7 +198,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
             "counts": await store.counts(),
             "oldest": await store.oldest_pending(),
             "last_run": await store.last_run(),
-            "failures": await store.failure_reasons(),
+            "failures": group_reasons(await store.failure_reasons(500))[:10],
             "rejects": await store.recent_rejects(10),
             "agents": await store.agent_dump(),
             "writebacks": await _writeback_status(settings, store),
@@ -251,6 +259,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
     history = asyncio.run(go())
     print_history(args.key, history)
     return EXIT_OK if any(history.values()) else EXIT_PENDING  # 1: no such lead
+
+
+def cmd_rejects(args: argparse.Namespace) -> int:
+    """Write every refused row of the store as CSV, streamed (a SQL source's too)."""
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
+    if args.source is not None and args.source not in {s.name for s in settings.sources}:
+        raise ConfigError(f"--source: no source named {args.source!r}")
+    _require_store(settings)
+
+    async def go() -> int:
+        import csv
+
+        from syncd.core.csvsafe import neutralise
+        from syncd.state import open_store
+
+        store = await open_store(settings.state)
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["at", "source", "sink", "origin", "line", "key", "reason", "row"])
+        n = 0
+        try:
+            async for r in store.all_rejects(args.source):
+                cells = [r["at"], r["source"], r["sink"], r["origin"], r["line"], r["key"]]
+                writer.writerow(
+                    [*("" if c is None else c for c in cells), neutralise(r["reason"]),
+                     neutralise(r["row"] or "")]
+                )  # fmt: skip
+                n += 1
+        finally:
+            await store.close()
+        return n
+
+    n = asyncio.run(go())
+    print(f"{n} refused row(s)", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

@@ -109,6 +109,20 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
     return line
 
 
+def group_reasons(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Return (sink, reason, count) with reasons that differ only in ids or numbers merged
+    (``session 3f9a… expired`` once, not once per session), largest first."""
+    from syncd.core.health import stable_reason
+
+    merged: dict[tuple[str, str], tuple[str, int]] = {}
+    for sink, reason, n in rows:
+        shown, total = merged.get((sink, stable_reason(reason)), (reason, 0))
+        merged[(sink, stable_reason(reason))] = (shown, total + n)
+    return sorted(
+        ((sink, shown, n) for (sink, _), (shown, n) in merged.items()), key=lambda r: -r[2]
+    )
+
+
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
     out = console or make_console()
     table = Table(title="leads per sink and state", title_justify="left")
@@ -144,7 +158,10 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
             table.add_row(sink, str(n), reason)
         out.print(table)
     if status["rejects"]:
-        table = Table(title="recent rejected rows", title_justify="left")
+        table = Table(
+            title="recent rejected rows (all of them: syncd rejects [--source NAME])",
+            title_justify="left",
+        )
         for c in ("at", "source", "origin", "line", "key", "reason"):
             table.add_column(c)
         for r in status["rejects"]:

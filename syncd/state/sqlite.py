@@ -675,6 +675,21 @@ class SqliteStore:
             cols = ["at", "source", "sink", "origin", "line", "key", "reason"]
             return [dict(zip(cols, r, strict=True)) async for r in cur]
 
+    async def all_rejects(self, source: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield every refused row (of ``source``, or of all), oldest first, with its cells."""
+        where, params = ("WHERE source = ?", (source,)) if source else ("", ())
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT created_at, source, sink, origin, line, key, reason, row_json FROM rejects "
+                f"{where} ORDER BY id",
+                params,
+            ) as cur,
+        ):
+            cols = ["at", "source", "sink", "origin", "line", "key", "reason", "row"]
+            async for r in cur:
+                yield dict(zip(cols, r, strict=True))
+
     async def run_rejects(self, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
         """Return the first rows refused in one run: origin, line, key, reason, sink."""
         async with (
