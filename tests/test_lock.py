@@ -12,7 +12,7 @@ import pytest
 from syncd.errors import StoreLockedError
 from syncd.run.lock import StoreLock
 from syncd.simulators.faults import Faults
-from tests.conftest import ROOT, Simulated, cli_env, drop_csv, jodo_config
+from tests.conftest import ROOT, Simulated, cli_env, drop_csv, jodo_config, run_cli
 
 
 def test_two_run_once_at_the_same_time_one_runs_and_the_other_exits_75(
@@ -75,7 +75,7 @@ def test_a_loser_arriving_before_the_holder_wrote_its_pid_still_names_it(tmp_pat
 
     store = tmp_path / "state" / "state.db"
     store.parent.mkdir()
-    lock_file = store.parent / "syncd.run.lock"
+    lock_file = store.parent / "syncd.lock"
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # won, PID not written yet
     late_write = threading.Timer(0.1, lambda: os.pwrite(fd, b"4242\n", 0))
@@ -87,3 +87,18 @@ def test_a_loser_arriving_before_the_holder_wrote_its_pid_still_names_it(tmp_pat
     finally:
         late_write.join()
         os.close(fd)
+
+
+def test_a_state_path_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    # A folder nobody can create (its parent is a regular file) stands in for a read-only
+    # file system: it fails the same way for root, which writes anywhere else.
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "syncd.toml"
+    config.write_text(f'[state]\npath = "{tmp_path}/a-file/state/state.db"\n', encoding="utf-8")
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    assert result.returncode == 1
+    assert "cannot create the lock file" in result.stderr, result.stderr
+    assert "state.path must point into a folder syncd can write" in result.stderr
+    assert "Traceback" not in result.stderr

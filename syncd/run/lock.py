@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from syncd.errors import StoreLockedError
+from syncd.errors import StoreError, StoreLockedError
 
 EXIT_LOCKED = 75
 
@@ -34,12 +34,18 @@ def _read_holder(fd: int) -> str:
 
 class StoreLock:
     def __init__(self, store_path: str | os.PathLike[str]) -> None:
-        self.path = Path(store_path).parent / "syncd.run.lock"
+        self.path = Path(store_path).parent / "syncd.lock"
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the lock file {self.path}: {exc.strerror or exc}; "
+                "state.path must point into a folder syncd can write"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
