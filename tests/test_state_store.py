@@ -112,3 +112,28 @@ async def test_a_resync_lookup_returns_only_new_changed_and_same_file_keys(
     assert edited is not None and edited.raw_hash == "raw-EDITED" and edited.hash == "h"
     assert set(in_day1) == {"LATER"} and in_day1["LATER"] is not None
     assert in_day1["LATER"].line == 4
+
+
+async def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(store: SqliteStore) -> None:
+    from syncd.errors import StoreError
+
+    await enqueue(store, "K0", "h0", cursor="c0")
+    async with store.db.execute("PRAGMA page_count") as cur:
+        row = await cur.fetchone()
+    # SQLite's page cap answers exactly as a full disk does (SQLITE_FULL).
+    await store.db.execute(f"PRAGMA max_page_count = {row[0] if row else 1}")
+    big = ChunkWrite("run1", "crm", "b.csv", cursor="c1")
+    big.leads["jodo"] = [
+        LeadWrite(f"K{i}", "h", "r" * 500, '{"key":"x","phone":"+1"}', Action.UPSERT, "new", i)
+        for i in range(1, 2000)
+    ]
+    with pytest.raises(StoreError, match="is full") as err:
+        await store.apply_chunk(big)
+    assert "nothing is lost" in str(err.value) and "Traceback" not in str(err.value)
+    assert await store.get_cursor("crm") == "c0"  # the chunk left no trace
+    assert await store.pending_count("jodo") == 1
+
+    await store.db.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    await store.apply_chunk(big)
+    assert await store.get_cursor("crm") == "c1"
+    assert await store.pending_count("jodo") == 2000

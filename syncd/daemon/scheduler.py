@@ -27,7 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd.config import Schedule, Settings, SourceConfig, WritebackConfig
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.daemon.metrics import Metrics
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError, StoreError, SyncdError
 from syncd.run.engine import Engine, new_run_id
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
@@ -86,8 +86,11 @@ class Runtime:
         await self.engine.publish_health()
 
     def problems(self, waiting: Mapping[str, int] | None = None) -> list[str]:
-        """Return why sinks cannot work now (stopped, unreachable, session), for /readyz."""
-        return self.engine.sinks.problems(waiting)
+        """Return why leads cannot flow now (the store, stopped or unreachable sinks), for
+        /readyz."""
+        store = self.engine.health.failure("store")
+        found = [f"state store: {store.reason}"] if store is not None else []
+        return found + self.engine.sinks.problems(waiting)
 
     def failing(self, waiting: Mapping[str, int] | None = None) -> list[str]:
         """Return one line per sink that is stopped, unavailable or unreachable."""
@@ -173,6 +176,9 @@ class Runtime:
         health = self.engine.health
         try:
             await job()
+        except StoreError as exc:  # a full disk, say: every job fails alike; readiness says it
+            self.metrics.job_failed(job_id)
+            health.failed("store", str(exc), event="store.failing", job=job_id)
         except SyncdError as exc:
             self.metrics.job_failed(job_id)
             health.failed(
@@ -194,6 +200,8 @@ class Runtime:
             )
         else:
             health.recovered(f"job:{job_id}", event="job.recovered", job=job_id)
+            if job_id.startswith(("pull:", "push:")):
+                health.recovered("store", event="store.recovered", job=job_id)
 
     def wake(self, sink: str) -> None:
         """Run the sink's push job now (or once more, if it is running)."""

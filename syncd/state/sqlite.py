@@ -155,14 +155,30 @@ class SqliteStore:
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             db = self.db
-            await db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            else:
-                await db.execute("COMMIT")
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:  # SQLite already rolled back after SQLITE_FULL
+                        await db.execute("ROLLBACK")
+                    raise
+                else:
+                    await db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise self._explain(exc) from exc
+
+    def _explain(self, exc: sqlite3.OperationalError) -> StoreError:
+        """Return the StoreError saying what went wrong with the store, and what to do."""
+        text = str(exc)
+        if "full" in text:
+            return StoreError(
+                f"the disk holding the state store {self.path} is full ({text}); free space "
+                "there: nothing was written, nothing is lost, syncd carries on once it can write"
+            )
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"the state store {self.path} is read-only ({text})")
+        return StoreError(f"the state store {self.path} failed: {text}")
 
     async def _migrate(self) -> None:
         db = self.db
