@@ -185,3 +185,37 @@ def test_a_dialer_that_accepts_and_never_answers_cannot_hold_the_once_past_its_d
     assert "deadline" in result.stdout and "requests in flight were cut off" in result.stdout
     status = run_cli("status", "--json", "-c", str(config), env=vendor_env())
     assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3  # nothing lost
+
+
+def test_explain_shows_what_each_dialer_answered_for_the_lead(tmp_path: Path) -> None:
+    from syncd.simulators.ameyo.api import AmeyoSimulator
+    from syncd.simulators.ameyo.api import create_app as ameyo_app
+    from syncd.simulators.ucontact.api import UContactSimulator
+    from syncd.simulators.ucontact.api import create_app as ucontact_app
+    from tests.support.reliability import (
+        AMEYO_PASSWORD,
+        UCONTACT_PASSWORD,
+        ameyo_sink,
+        ucontact_sink,
+    )
+
+    jodo = JodoSimulator()
+    ameyo = AmeyoSimulator(users={"syncd": AMEYO_PASSWORD}, dialing=False)
+    ucontact = UContactSimulator(users={"api": UCONTACT_PASSWORD}, dial_delay_s=3600)
+    with (
+        running(create_app(jodo)) as j,
+        running(ameyo_app(ameyo)) as a,
+        running(ucontact_app(ucontact)) as u,
+    ):
+        sinks = [jodo_sink(j), ameyo_sink(a), ucontact_sink(u)]
+        config = write_config(tmp_path, sinks)
+        drop_csv(tmp_path / "inbox", "a.csv", export(2))
+        ran = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        explained = run_cli("explain", "L1", "-c", str(config), env=vendor_env())
+
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    history = explained.stdout
+    [customer] = [c for c in ameyo.customer_list() if c.data.get("crm_key") == "L1"]
+    assert f"Ameyo: ADDED, customerId {customer.customer_id}" in history
+    assert "Jodo: status" in history
+    assert "uContact: Dialers/uploadbase answered 1" in history

@@ -103,10 +103,11 @@ class PushResult:
     reason: str = ""
     vendor_ref: str | None = None
     retry_after: float | None = None
+    reply: str = ""  # what the dialer answered for this lead (ADDED, statuscode 001…)
 
     @classmethod
-    def delivered(cls, key: str, vendor_ref: str | None = None) -> PushResult:
-        return cls(key, ResultKind.DELIVERED, vendor_ref=vendor_ref)
+    def delivered(cls, key: str, vendor_ref: str | None = None, reply: str = "") -> PushResult:
+        return cls(key, ResultKind.DELIVERED, vendor_ref=vendor_ref, reply=reply)
 
     @classmethod
     def rejected(cls, key: str, reason: str) -> PushResult:

@@ -216,7 +216,12 @@ class Pusher:
             if queued is None:
                 continue
             completion = Completion(
-                result.key, queued.hash, result.kind, result.reason, result.vendor_ref
+                result.key,
+                queued.hash,
+                result.kind,
+                result.reason,
+                result.vendor_ref,
+                reply=result.reply,
             )
             if result.kind is ResultKind.RETRY:
                 if queued.attempts >= self.cfg.max_attempts:

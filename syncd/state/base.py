@@ -45,6 +45,7 @@ class Completion:
     vendor_ref: str | None = None
     next_at: float | None = None  # for RETRY: when to try again
     final: bool = False  # for RETRY: attempts exhausted, becomes FAILED
+    reply: str = ""  # the dialer's answer for this lead, kept in its history
 
 
 @dataclass(frozen=True, slots=True)

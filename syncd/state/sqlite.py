@@ -430,7 +430,7 @@ class SqliteStore:
                         sink,
                         c.key,
                         "push." + ("failed" if c.final else c.kind.value),
-                        c.reason or (f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""),
+                        _push_detail(c),
                     )
                     for c in completions
                 ],
@@ -928,6 +928,12 @@ class SqliteStore:
                 (writeback, like),
             )
             return int(cur.rowcount)
+
+
+def _push_detail(c: Completion) -> str:
+    """Return what a lead's history says of one push: the reason, the dialer's answer, its id."""
+    parts = [c.reason, c.reply, f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""]
+    return "; ".join(dict.fromkeys(p for p in parts if p))
 
 
 def _create_private(path: Path) -> None:

@@ -251,7 +251,9 @@ class AmeyoSink(BaseSink):
         uploads = [p for p in plans if p.action == "upload"]
         for plan in plans:
             if plan.action == "nothing":
-                results[plan.queued.key] = await self._delivered(plan, plan.customer_id)
+                results[plan.queued.key] = await self._delivered(
+                    plan, plan.customer_id, "already held by Ameyo as sent: nothing to send"
+                )
             elif plan.action == "callback":
                 result = await self._add_callback(plan)
                 if result is None:  # Ameyo no longer has the customer: upload it again
@@ -264,7 +266,7 @@ class AmeyoSink(BaseSink):
                 results[plan.queued.key] = result
         return [results[q.key] for q in batch]
 
-    async def _delivered(self, plan: Plan, customer_id: str | None) -> PushResult:
+    async def _delivered(self, plan: Plan, customer_id: str | None, reply: str = "") -> PushResult:
         held = {
             "customer": customer_id,
             "record": plan.digest,
@@ -272,7 +274,7 @@ class AmeyoSink(BaseSink):
             "phone1": plan.record["phone1"],
         }
         await self.ctx.store.kv_set(self._scope, plan.queued.key, json.dumps(held))
-        return PushResult.delivered(plan.queued.key, customer_id)
+        return PushResult.delivered(plan.queued.key, customer_id, reply=reply)
 
     async def _add_callback(self, plan: Plan) -> PushResult | None:
         assert plan.callback is not None and plan.customer_id is not None
@@ -349,7 +351,9 @@ class AmeyoSink(BaseSink):
         if verdict is Verdict.DELIVERED:
             customer = low.get("customerid")
             customer_id = str(customer) if customer not in (None, "") else plan.customer_id
-            return await self._delivered(plan, customer_id)
+            return await self._delivered(
+                plan, customer_id, f"Ameyo: {result}, customerId {customer_id}"
+            )
         if verdict is Verdict.REJECTED:
             return PushResult.rejected(key, result_reason(item))
         if verdict is Verdict.RETRY:

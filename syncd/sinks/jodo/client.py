@@ -200,6 +200,13 @@ class Reply:
     code: int | None
 
 
+def reply_text(body: dict[str, Any]) -> str:
+    """Return a reply's status as a lead's history shows it: ``Jodo: status 3 (Success)``."""
+    code, desc = status_of(body)
+    raw = body.get("statuscode", body.get("status"))
+    return f"Jodo: status {raw if raw is not None else code}" + (f" ({desc})" if desc else "")
+
+
 def raise_for_status(method: str, body: dict[str, Any]) -> int:
     """Return the status code of a successful reply; raise the typed error of a failed one."""
     code, desc = status_of(body)

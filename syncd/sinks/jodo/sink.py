@@ -18,6 +18,7 @@ from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
 from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.client import JodoClient, jodo_time
+from syncd.sinks.jodo.client import reply_text as jodo_reply_text
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
 from syncd.sinks.jodo.leads import delivered_leads
@@ -138,7 +139,7 @@ class JodoSink(BaseSink):
                 "data": records,
             }
             try:
-                await self.client.call("ImportProcessData", payload)
+                reply = await self.client.call("ImportProcessData", payload)
             except SinkConfigError:
                 raise
             except PermanentError as exc:
@@ -146,8 +147,9 @@ class JodoSink(BaseSink):
                 raise BatchRejected(exc.reason, vendor="jodo", code=exc.code) from exc
             # The number is how saveDisposition and reallocatedata name the record later,
             # even once the CRM has removed the lead (and with it the number we know).
+            said = jodo_reply_text(reply.body)
             results += [
-                PushResult.delivered(q.key, vendor_ref=str(record["mobilenumber"]))
+                PushResult.delivered(q.key, vendor_ref=str(record["mobilenumber"]), reply=said)
                 for q, record in zip(upserts, records, strict=True)
             ]
         if disposals:

@@ -296,7 +296,7 @@ class Placer:
             # Nothing says which number the dialer holds: there is nothing to remove.
             self.log.warning("sink.remove.unknown", key=q.key)
             await self.ledger.forget(q.key, None, numbers)
-            return PushResult.delivered(q.key)
+            return PushResult.delivered(q.key, reply="nothing held at the dialer to remove")
         plan = plan_delete(own, time.time(), **self._plan_args())
         if plan.record is not None:
             own = plan.record
@@ -324,7 +324,7 @@ class Placer:
             await self.ledger.mark(
                 q.key, replace(own, held=NO, late=REMOVE, at=doubt, until=doubt + self.settle_s)
             )
-        return PushResult.delivered(q.key)
+        return PushResult.delivered(q.key, reply="uContact: removed from the campaign")
 
     async def blacklist(self, q: QueuedLead, call: Call) -> PushResult:
         """Return the result of putting a do-not-call lead's numbers on the blacklist."""
@@ -393,7 +393,9 @@ class Placer:
             return PushResult.rejected(
                 q.key, f"{resource} refused the call{when} (answered 0; is the dialer enabled?)"
             )
-        return PushResult.delivered(q.key, call.destination)
+        return PushResult.delivered(
+            q.key, call.destination, reply=f"uContact: {resource} answered 1"
+        )
 
     async def upload(
         self, uploads: list[tuple[QueuedLead, Call]], dialled: DialledCheck | None = None
@@ -441,7 +443,10 @@ class Placer:
                 "(answered 0, also with a fresh key): check the campaign and the user's rights",
                 vendor=VENDOR,
             )
-        return results + [PushResult.delivered(q.key, call.destination) for q, call in ready]
+        said = "uContact: Dialers/uploadbase answered 1"
+        return results + [
+            PushResult.delivered(q.key, call.destination, reply=said) for q, call in ready
+        ]
 
     async def _added(
         self, sent: list[tuple[QueuedLead, Placed]], call: Awaitable[bool]
