@@ -1,4 +1,4 @@
-"""The `syncd` command: run, run --once, check, status, explain, retry, simulate, demo.
+"""The `syncd` command: run, run --once, check, status, rejects, explain, retry, simulate, demo.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 75 another syncd holds the state store (cron: try later).

@@ -1,4 +1,4 @@
-"""Phone numbers and field mapping: source rows in, canonical leads or reasons out.
+"""Field mapping: source rows in, canonical leads (phones via ``core.phones``) or reasons out.
 
 Everything here is pure and picklable so a large initial load can fan out to a
 process pool (``phonenumbers`` costs ~20 µs a number and dominates the pull).
