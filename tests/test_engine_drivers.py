@@ -148,29 +148,40 @@ def test_a_retry_after_of_a_day_ends_the_once_at_its_deadline_with_the_reason(
     assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3  # nothing lost
 
 
+class SilentDialer:
+    """A TCP server that accepts every connection and never answers a byte."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.held: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
 def test_a_dialer_that_accepts_and_never_answers_cannot_hold_the_once_past_its_deadline(
     tmp_path: Path,
 ) -> None:
-    import socket
-    import threading
-
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen()
-    held: list[socket.socket] = []
-
-    def accept_and_say_nothing() -> None:
-        while True:
-            try:
-                conn, _ = silent.accept()
-            except OSError:
-                return
-            held.append(conn)
-
-    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
-    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    silent = SilentDialer()
     try:
-        config = write_config(tmp_path, [jodo_sink(url, timeout_s=600)])  # a patient client
+        config = write_config(tmp_path, [jodo_sink(silent.url, timeout_s=600)])  # patient
         drop_csv(tmp_path / "inbox", "a.csv", export(3))
         # Before, the run waited on the silent dialer long past its deadline.
         result = run_cli(
@@ -178,13 +189,45 @@ def test_a_dialer_that_accepts_and_never_answers_cannot_hold_the_once_past_its_d
         )
     finally:
         silent.close()
-        for conn in held:
-            conn.close()
 
     assert result.returncode == 1
-    assert "deadline" in result.stdout and "requests in flight were cut off" in result.stdout
+    assert "the deadline came during the push" in result.stdout
+    assert "requests in flight were cut off" in result.stdout
     status = run_cli("status", "--json", "-c", str(config), env=vendor_env())
     assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3  # nothing lost
+
+
+def test_sigterm_ends_a_once_stuck_on_a_silent_dialer_after_the_grace(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_daemon import wait_until
+
+    silent = SilentDialer()
+    try:
+        config = write_config(tmp_path, [jodo_sink(silent.url, timeout_s=600)])
+        drop_csv(tmp_path / "inbox", "a.csv", export(3))
+        env = {**vendor_env(), "SYNCD_RUN__SHUTDOWN_GRACE_S": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: len(silent.held) >= 1, timeout=60)  # the push is out, unanswered
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)  # not an hour: the deadline's default
+    finally:
+        silent.close()
+
+    assert proc.returncode == 1
+    assert "a stop signal came during the push" in stdout
+    status = run_cli("status", "--json", "-c", str(config), env=vendor_env())
+    assert json.loads(status.stdout)["counts"]["jodo"]["pending"] == 3
 
 
 def test_explain_shows_what_each_dialer_answered_for_the_lead(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     for sink, n in summary.outcomes.items():
         out.print(f"outcomes from {sink}: {n} new or changed")
     if summary.deadline:
-        out.print(f"[red]deadline[/red]: {escape(summary.deadline)}", markup=True, highlight=False)
+        out.print(f"[red]cut off[/red]: {escape(summary.deadline)}", markup=True, highlight=False)
     for sink, reason in summary.poll_failed.items():
         out.print(
             f"[red]outcome poll of {sink} failed[/red]: {escape(reason)}",

@@ -283,15 +283,30 @@ class Engine:
         accepts a connection and never answers must not hold cron's next run off.
         """
         left = deadline - self.clock.time() + DEADLINE_GRACE_S
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self.stop.wait())
         try:
-            async with asyncio.timeout(max(left, 0.0)):
-                await work
-        except TimeoutError:
-            reason = f"the deadline passed during {what}: requests in flight were cut off"
-            summary.deadline = summary.deadline or reason
-            log.error("run.deadline", during=what, action="leads stay queued for the next run")
-            return False
-        return True
+            await asyncio.wait(
+                {task, stopping}, timeout=max(left, 0.0), return_when="FIRST_COMPLETED"
+            )
+            if not task.done() and stopping.done():
+                # SIGTERM: in-flight work gets the shutdown grace, then it is cut off too.
+                grace = min(self.settings.run.shutdown_grace_s, max(left, 0.0))
+                await asyncio.wait({task}, timeout=grace)
+                cause = "a stop signal"
+            else:
+                cause = "the deadline"
+        finally:
+            stopping.cancel()
+        if task.done():
+            task.result()  # an error of the stage itself propagates as before
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        reason = f"{cause} came during {what}: requests in flight were cut off"
+        summary.deadline = summary.deadline or reason
+        log.error("run.cut_off", during=what, by=cause, action="leads stay queued for the next run")
+        return False
 
     async def _poll_all(self, summary: RunSummary, deadline: float) -> None:
         for slot in self.sinks.working():
