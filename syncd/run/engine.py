@@ -213,8 +213,9 @@ class Engine:
 
     async def publish_health(self) -> None:
         """Write each sink's state where `syncd status` reads it (another process may ask)."""
+        unreachable = self.sinks.unreachable()
         for slot in self.sinks:
-            down = self.sinks.unreachable().get(slot.name)
+            down = unreachable.get(slot.name)
             snapshot = {
                 "state": "unreachable" if down is not None else slot.state.value,
                 "reason": down.reason if down is not None else slot.reason,

@@ -24,6 +24,7 @@ from syncd.core.model import PushResult, QueuedLead, ResultKind
 from syncd.core.summary import SinkCounts
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
 from syncd.net.breaker import BreakerState
+from syncd.net.http import human_seconds
 from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
 
@@ -114,8 +115,6 @@ class Pusher:
 
     def _why_waiting(self, wait: float) -> str:
         """Return why no push may go before the deadline: a Retry-After hold or the breaker."""
-        from syncd.net.http import human_seconds
-
         if self.guard.limits.limiter.held_for() >= wait:
             return f"the dialer asked to wait {human_seconds(wait)} (Retry-After); leads wait"
         reason = self.guard.breaker.last_reason or "it keeps failing"
