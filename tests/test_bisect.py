@@ -11,10 +11,25 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
+from syncd.simulators.faults import Faults
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from tests.conftest import Simulated, drop_csv, run_cli
-from tests.support.reliability import jodo_sink, route, run_engine, settings_for, write_config
+from tests.support.reliability import (
+    VENDORS,
+    RequestCounter,
+    Vendor,
+    jodo_sink,
+    keys,
+    route,
+    run_engine,
+    settings_for,
+    vendor_env,
+    write_config,
+)
+from tests.support.reliability import export as reliability_export
 
 HEADER = "id,first,last,phone,email,callback,slot\n"
 
@@ -80,3 +95,29 @@ async def test_a_batch_of_only_bad_records_costs_at_most_twice_its_size_in_reque
     assert summary.sinks["jodo"].refused == 16
     assert sim.records() == []
     assert sim.requests["ImportProcessData"] <= 2 * 16 - 1
+
+
+@pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
+def test_a_transient_failure_retries_the_batch_whole_and_never_splits_it(
+    vendor: Vendor, tmp_path: Path
+) -> None:
+    # 5xx, resets and malformed answers say nothing about the records: splitting the
+    # batch on them only multiplies the requests (198 leads once cost 469 retries).
+    faults = Faults(seed=7, error_rate=0.3, reset_rate=0.05, malformed_rate=0.05)
+    sim = vendor.simulator(faults)
+    counter = RequestCounter(vendor.app(sim), only=vendor.push_markers)
+    with running(counter) as url:
+        path = vendor.config(tmp_path, url, batch_size=50, push_concurrency=1)
+        drop_csv(tmp_path / "inbox", "a.csv", reliability_export(198))
+        result = run_cli("run", "--once", "-c", str(path), env=vendor_env())
+        held = vendor.held(sim)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(held) == sorted(keys(198))  # each exactly once
+    assert "sink.push.bisect" not in result.stderr
+    injected = sum(sim.faults.injected.values())
+    assert injected > 0
+    # Four batches of at most 50, and each fault costs one more request (and, for a
+    # dialer with sessions, perhaps a new login): never the halves of a split.
+    logins = 1 + injected if vendor.has_sessions else 0
+    assert counter.count <= 4 + injected + logins
