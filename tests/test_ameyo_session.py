@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import structlog
@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from syncd.core.clock import SYSTEM_CLOCK
 from syncd.core.model import Action, Lead, QueuedLead, ResultKind
 from syncd.errors import RetryableError, SinkConfigError
+from syncd.net.ratelimit import RateLimiter
 from syncd.run.engine import Engine
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.faults import Faults
@@ -23,8 +24,10 @@ from syncd.sinks.ameyo.sink import AmeyoSink
 from syncd.sinks.base import SinkContext
 from syncd.state import open_store
 from syncd.state.sqlite import SqliteStore
-from tests.support.clock import FakeClock
+from tests.support.clock import FakeClock, Sleepers
 from tests.support.reliability import AMEYO_PASSWORD, ameyo_sink, settings_for, write_config
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -283,3 +286,55 @@ async def test_cloud_header_auth_opens_without_a_session(store: SqliteStore) -> 
         await sink.close()
     assert result.kind is ResultKind.DELIVERED
     assert (sim.logins, sim.pings, sim.counts["logouts"]) == (0, 0, 0)
+
+
+class Recording(AmeyoSimulator):
+    """The Ameyo simulator, noting each command and the (fake) time it arrived."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[tuple[str, float]] = []
+
+    def handle(self, command: str, data: Any, headers: dict[str, str]) -> Any:
+        self.seen.append((command, self.clock()))
+        return super().handle(command, data, headers)
+
+
+async def on_virtual_time(work: Awaitable[T], sleepers: Sleepers, sink: AmeyoSink) -> T:
+    """Return ``work``'s result, moving the fake clock only while no request is in flight."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.sleep(0.002)  # real time, for the loopback requests to finish
+        if sink.guard.limits.in_flight == 0:
+            sleepers.wake_next()
+    return task.result()
+
+
+async def test_a_new_login_and_its_replay_go_ahead_of_requests_waiting_for_the_rate(
+    store: SqliteStore,
+) -> None:
+    # Eight uploads queue for a rate of one request every 0.5 s on a session that has
+    # expired. The new login and the replay of the upload that found the session dead
+    # go next, not behind the seven waiting uploads (3.5 s, longer than the session).
+    clock = FakeClock()
+    sleepers = Sleepers(clock)
+    sim = Recording(dialing=False, session_timeout_s=1.2, ping_interval_ms=60_000, clock=clock)
+    for url in serve(sim):
+        sink = make_sink(url, store, clock, rate_limit_per_s=2.0, push_concurrency=8)
+        sink.guard.limits.limiter = RateLimiter(2.0, clock=clock, sleep=sleepers)
+        await on_virtual_time(sink.open(), sleepers, sink)
+        clock.advance(2.0)  # idle past the timeout: the server drops the session
+        expired_at = clock.now
+        pushes = asyncio.gather(*(sink.push([queued(n)]) for n in range(8)))
+        results = await on_virtual_time(pushes, sleepers, sink)
+        await on_virtual_time(sink.close(), sleepers, sink)
+
+    assert all(r.kind is ResultKind.DELIVERED for [r] in results)
+    assert len(sim.customer_list()) == 8
+    assert sim.logins == 2 and sim.counts["expired"] >= 1
+    after = [(c, t) for c, t in sim.seen if t >= expired_at and c != "logout"]
+    [relogin] = [t for c, t in after if c == "login"]
+    uploads = [t for c, t in after if c != "login"]
+    assert relogin - uploads[0] <= 0.5  # the login went out right after the first refusal
+    replay = min(t for t in uploads if t > relogin)
+    assert replay - relogin <= 0.5  # and its replay right after the login

@@ -16,7 +16,7 @@ from syncd.run.engine import Engine
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from tests.conftest import drop_csv
-from tests.support.clock import FakeClock
+from tests.support.clock import FakeClock, Sleepers
 from tests.support.reliability import (
     VENDORS,
     RequestCounter,
@@ -107,3 +107,30 @@ async def test_max_in_flight_caps_the_requests_inside_one_push(tmp_path: Path) -
     assert second.sinks["ucontact"].delivered == 8
     assert counter.by_path["/Integra/resources/Dialers/RemoveContact"] == 8
     assert counter.max_active == 1
+
+
+async def test_an_urgent_request_goes_ahead_of_those_queued_for_the_rate() -> None:
+    # A new login and its replay must not wait behind every request already queued:
+    # a short session would expire before the replay went out.
+    clock = FakeClock()
+    sleepers = Sleepers(clock)
+    limiter = RateLimiter(10.0, clock=clock, sleep=sleepers)  # one every 0.1 s
+    started = clock.now
+    granted: list[tuple[str, float]] = []
+
+    async def request(name: str, urgent: bool = False) -> None:
+        await limiter.acquire(urgent=urgent)
+        granted.append((name, round(clock.now - started, 6)))
+
+    queued = [asyncio.create_task(request(name)) for name in "ABCD"]
+    await asyncio.sleep(0)  # A goes at once; B, C and D wait their turns
+    urgent = asyncio.create_task(request("login", urgent=True))
+    await asyncio.sleep(0)
+    while sleepers.pending:
+        sleepers.wake_next()
+        for _ in range(3):
+            await asyncio.sleep(0)
+    await asyncio.gather(*queued, urgent)
+
+    assert granted == [("A", 0.0), ("login", 0.1), ("B", 0.2), ("C", 0.3), ("D", 0.4)]
+    assert limiter.waiting == 0

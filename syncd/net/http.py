@@ -99,6 +99,11 @@ def human_seconds(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
+# A request extension: this request goes ahead of those queued for the sink's rate
+# (a new login and the replay of the request that found the session expired).
+URGENT = "syncd.urgent"
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that applies one sink's RequestLimits to every request."""
 
@@ -115,7 +120,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 f"the dialer asked to wait {human_seconds(held)} (Retry-After)",
                 retry_after=held,
             )
-        async with self.limits.slot():
+        async with self.limits.slot(urgent=bool(request.extensions.get(URGENT))):
             response = await self.inner.handle_async_request(request)
         if response.status_code in HOLD_STATUSES:
             wait = parse_retry_after(response.headers.get("retry-after"))

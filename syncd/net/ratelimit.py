@@ -9,6 +9,7 @@ back every caller of the sink, not only the one that was told.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,11 +20,13 @@ log = structlog.get_logger("syncd.ratelimit")
 
 
 class RateLimiter:
-    """At most ``rate_per_s`` acquisitions a second on average, bursts up to ``burst``.
+    """At most ``rate_per_s`` grants a second on average, bursts up to ``burst``, in turn.
 
-    GCRA (the virtual-scheduling form of a token bucket): each acquisition
-    advances a theoretical arrival time by one interval; a caller waits until that
-    time, less the burst allowance, has come.
+    GCRA (the virtual-scheduling form of a token bucket) decides *when* the next
+    request may go: each grant advances a theoretical arrival time by one interval.
+    Waiters queue for that moment in order, except that an ``urgent`` one (a new
+    login and the request it replays) goes ahead of those already queued: behind
+    them, a short session would expire before its own replay went out.
     """
 
     def __init__(
@@ -43,18 +46,25 @@ class RateLimiter:
         self.granted = 0  # requests let through so far
         self._tat = 0.0  # theoretical arrival time of the next request
         self._hold_until = 0.0
+        self._queue: list[tuple[int, int]] = []  # (0 urgent | 1 normal, arrival) of waiters
+        self._arrivals = itertools.count()
 
     def reserve(self) -> float:
-        """Return how long the caller must wait before its request may go (0: now)."""
+        """Return how long a request arriving now waits for its turn, and take that turn."""
         now = self._clock()
+        wait = self._earliest(now) - now
+        self._take(now + wait)
+        return wait
+
+    def _earliest(self, now: float) -> float:
         start = max(now, self._hold_until)
         if self.rate_per_s is None:
-            return start - now
-        interval = 1.0 / self.rate_per_s
-        tat = max(self._tat, start)
-        allowed_at = tat - (self.burst - 1) * interval
-        self._tat = tat + interval
-        return max(0.0, allowed_at - now, start - now)
+            return start
+        return max(start, self._tat - (self.burst - 1) / self.rate_per_s)
+
+    def _take(self, at: float) -> None:
+        if self.rate_per_s is not None:
+            self._tat = max(self._tat, at) + 1.0 / self.rate_per_s
 
     def hold(self, seconds: float) -> None:
         """Let no request go for ``seconds`` from now (a vendor's Retry-After)."""
@@ -64,15 +74,29 @@ class RateLimiter:
         """Return the seconds left of the current hold (0 when none)."""
         return max(0.0, self._hold_until - self._clock())
 
-    async def acquire(self) -> None:
-        """Wait until a request may go."""
-        wait = self.reserve()
-        if wait > 0:
-            await self._sleep(wait)
-        # A hold set while we slept applies to us too (checked once: holds are rare).
-        left = self.held_for()
-        if left > 0:
-            await self._sleep(left)
+    @property
+    def waiting(self) -> int:
+        """Return how many callers are queued for their turn."""
+        return len(self._queue)
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait until it is this caller's turn and the rate and any hold let it go."""
+        ticket = (0 if urgent else 1, next(self._arrivals))
+        self._queue.append(ticket)
+        interval = 1.0 / self.rate_per_s if self.rate_per_s else 0.0
+        try:
+            while True:
+                now = self._clock()
+                ahead = sum(1 for other in self._queue if other < ticket)
+                wait = self._earliest(now) + ahead * interval - now
+                if ahead == 0 and wait <= 0:
+                    break
+                # Sleep until the turn we expect; an urgent arrival or a new hold may
+                # push it back, so look again on waking.
+                await self._sleep(wait if wait > 0 else max(interval, 0.001) / 4)
+        finally:
+            self._queue.remove(ticket)
+        self._take(self._clock())
         self.granted += 1
 
 
@@ -97,12 +121,16 @@ class RequestLimits:
         self.per_request = False
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one request slot: waits for the rate, a free slot and any hold."""
+    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold one request slot: waits for its turn at the rate, any hold and a free slot.
+
+        The turn comes first: a caller waiting for the rate holds no slot, so an
+        ``urgent`` request is not stuck behind callers that are only waiting their turn.
+        """
+        await self.limiter.acquire(urgent=urgent)
         if self._slots is not None:
             await self._slots.acquire()
         try:
-            await self.limiter.acquire()
             self.in_flight += 1
             try:
                 yield

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
+
 
 class FakeClock:
     """A clock that stands still until ``advance``; usable where syncd takes a clock.
@@ -29,3 +33,36 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         """Stand-in for ``asyncio.sleep`` that moves this clock instead of waiting."""
         self.now += max(0.0, seconds)
+
+
+class Sleepers:
+    """Sleeps on a FakeClock that end only when the test moves the clock to them.
+
+    Pass an instance where syncd takes a ``sleep``; ``wake_next()`` moves the clock
+    to the earliest pending wake-up and ends every sleep due by then, the way the
+    event loop would, in order, without waiting for real time.
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self._due: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def __call__(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._due, (self.clock.now + max(0.0, seconds), next(self._order), future))
+        await future
+
+    @property
+    def pending(self) -> int:
+        return len(self._due)
+
+    def wake_next(self) -> None:
+        """Move the clock to the earliest wake-up and end the sleeps due by then."""
+        if not self._due:
+            return
+        self.clock.now = max(self.clock.now, self._due[0][0])
+        while self._due and self._due[0][0] <= self.clock.now:
+            _, _, future = heapq.heappop(self._due)
+            if not future.done():
+                future.set_result(None)

@@ -26,7 +26,13 @@ from syncd.errors import (
     SinkConfigError,
     VendorError,
 )
-from syncd.net.http import lenient_json, looks_like_html, raise_for_http, transport_error
+from syncd.net.http import (
+    URGENT,
+    lenient_json,
+    looks_like_html,
+    raise_for_http,
+    transport_error,
+)
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
 from syncd.sinks.ameyo.config import AmeyoSinkConfig, HeaderAuth, SessionAuth
@@ -114,7 +120,8 @@ class Session:
         """
         for tries_left in (1, 0):
             try:
-                return await self._client.send("login", data)
+                # Every other request waits on the session: the login goes first.
+                return await self._client.send("login", data, urgent=True)
             except EmptyAnswer:
                 if not tries_left:
                     return {"status": "error", "reason": "the server answered null twice"}
@@ -218,7 +225,8 @@ class AmeyoClient:
         except InvalidSession as exc:
             fresh = await session.renew(used, f"{command}: {exc.reason}")
             try:
-                body = await self.send(command, {**data, "sessionId": fresh})
+                # Ahead of the queue: behind it, a short session expires before its replay.
+                body = await self.send(command, {**data, "sessionId": fresh}, urgent=True)
             except InvalidSession as again:
                 raise InvalidSession(
                     f"{command}: session refused again right after a new login ({again.reason})"
@@ -226,8 +234,11 @@ class AmeyoClient:
         session.last_ok = self.clock()
         return body
 
-    async def send(self, command: str, data: dict[str, Any]) -> Any:
-        """Return the parsed JSON reply of one request; raise the typed error of a bad one."""
+    async def send(self, command: str, data: dict[str, Any], *, urgent: bool = False) -> Any:
+        """Return the parsed JSON reply of one request; raise the typed error of a bad one.
+
+        An ``urgent`` request goes ahead of those waiting for the sink's rate limit.
+        """
         self.requests += 1
         try:
             response = await self.http.post(
@@ -235,6 +246,7 @@ class AmeyoClient:
                 params={"command": command},
                 data={"command": command, "data": json.dumps(data, ensure_ascii=False)},
                 headers=self._headers,
+                extensions={URGENT: True} if urgent else None,
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc

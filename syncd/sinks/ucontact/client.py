@@ -33,7 +33,13 @@ from syncd.errors import (
     SinkConfigError,
     VendorError,
 )
-from syncd.net.http import lenient_json, looks_like_html, raise_for_http, transport_error
+from syncd.net.http import (
+    URGENT,
+    lenient_json,
+    looks_like_html,
+    raise_for_http,
+    transport_error,
+)
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
 
@@ -195,13 +201,13 @@ class UContactClient:
 
     async def _login_post(self, form: dict[str, str]) -> httpx.Response:
         if not self.legacy_auth:
-            response = await self._post("auth/getUserToken", form, token=None)
+            response = await self._post("auth/getUserToken", form, token=None, urgent=True)
             if response.status_code == 404:
                 self.legacy_auth = True
                 if self.log is not None:
                     self.log.info("sink.session.legacy_auth", endpoint="auth/UserLogin")
         if self.legacy_auth:
-            response = await self._post("auth/UserLogin", form, token=None)
+            response = await self._post("auth/UserLogin", form, token=None, urgent=True)
         return response
 
     async def _relogin(self, seen_generation: int) -> None:
@@ -309,7 +315,8 @@ class UContactClient:
             if self.log is not None:
                 self.log.info("sink.session.renew", resource=resource, status=response.status_code)
             await self._relogin(generation)
-            response = await self._post(resource, form, token=self._token)
+            # Ahead of the queue, like the login: behind it, a short key expires first.
+            response = await self._post(resource, form, token=self._token, urgent=True)
             if response.status_code == 401:
                 raise SessionExpiredError(
                     f"{resource}: HTTP 401 even with a new key", vendor=VENDOR, code="401"
@@ -318,14 +325,19 @@ class UContactClient:
         return response.text
 
     async def _post(
-        self, resource: str, form: dict[str, str], *, token: SecretStr | None
+        self, resource: str, form: dict[str, str], *, token: SecretStr | None, urgent: bool = False
     ) -> httpx.Response:
         headers = {}
         if token is not None:
             headers["Authorization"] = "Basic " + token.get_secret_value()
         self.requests += 1
         try:
-            return await self.http.post(self.url(resource), data=form, headers=headers)
+            return await self.http.post(
+                self.url(resource),
+                data=form,
+                headers=headers,
+                extensions={URGENT: True} if urgent else None,
+            )
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
             # Sent in full, then nothing readable: the server may have acted, or may yet.
             raise NoAnswer(
