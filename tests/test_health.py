@@ -225,3 +225,27 @@ def test_a_dialer_down_from_the_start_reads_unreachable_and_recovers_when_it_com
         m = samples(httpx.get(f"{url}/metrics").text)
         assert m[("syncd_sink_up", (("sink", "jodo"),))] == 1
         assert daemon.stop() == 0
+
+
+def test_a_dialer_clock_that_runs_late_is_a_warning_on_readyz_and_in_the_metrics(
+    tmp_path: Path, start_daemon
+) -> None:
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
+    from syncd.simulators.server import running
+
+    sim = JodoSimulator(clock_offset_s=-1800)  # the server's clock is half an hour late
+    with running(create_app(sim)) as jodo_url:
+        daemon = start_daemon(daemon_config(tmp_path, jodo_url))
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 1))
+        daemon.wait_for("sink.clock.skew", sink="jodo")
+        ready = httpx.get(f"{daemon.base_url}/readyz")
+        m = samples(httpx.get(f"{daemon.base_url}/metrics").text)
+        assert daemon.stop() == 0
+
+    assert ready.status_code == 200  # leads still flow: polls follow the dialer's clock
+    [warning] = ready.json()["warnings"]
+    assert warning.startswith("jodo: the dialer's clock is 30 min behind ours"), warning
+    assert "NTP" in warning
+    assert m[("syncd_sink_warnings", (("sink", "jodo"),))] == 1
+    assert -1802 <= m[("syncd_sink_clock_skew_seconds", (("sink", "jodo"),))] <= -1798

@@ -154,7 +154,7 @@ async def test_no_customer_data_status_14_is_an_empty_result(store: SqliteStore)
 async def test_each_window_starts_the_overlap_before_the_previous_one_ended(
     store: SqliteStore,
 ) -> None:
-    sim = JodoSimulator()
+    sim = JodoSimulator(timezone="Asia/Kolkata")
     with serve(sim) as jodo:
         sink = make_sink(jodo.url, store, timezone="Asia/Kolkata", outcomes={"overlap_s": 300})
         before = datetime.now(UTC)
@@ -175,10 +175,10 @@ async def test_each_window_starts_the_overlap_before_the_previous_one_ended(
 async def test_an_update_stamped_late_is_read_again_within_the_overlap(
     store: SqliteStore, overlap_s: float, read: bool
 ) -> None:
-    # The dialer's clock is two minutes behind ours: its second call is stamped before
-    # the end of the window we already read.
+    # The dialer's clock is 90 s behind ours (within the sink's clock tolerance): its
+    # second call is stamped before the end of the window we already read.
     ours = FakeClock(time.time())
-    theirs = FakeClock(ours.now - 120)
+    theirs = FakeClock(ours.now - 90)
     sim = JodoSimulator(
         dial=DialPlan(interval_s=0, retry_s=0, recording_delay_s=None, max_attempts=5),
         clock=theirs,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import drop_csv, jodo_full_config, run_cli
 from tests.support.jodo_outcomes import outcomes, records_by_phone, serve
+from tests.support.logs import events
 
 CSV = """id,phone,first,last
 L1,98200 00001,Asha,Rao
@@ -68,3 +71,45 @@ async def test_pushed_leads_are_dialled_and_their_outcomes_and_recordings_land_i
         assert o["recording_url"] == sim.recording_path(o["call_id"]) != ""
     assert sim.received() == {"L1": 1, "L2": 1, "L3": 1}  # nobody pushed twice
     assert got["L1"]["recording_url"] in explained.stdout
+
+
+@pytest.mark.parametrize(
+    ("sink_extra", "offset_s", "said"),
+    [
+        # The sink says the server runs on Asia/Kolkata (as the example does); the
+        # server's clock is on UTC.
+        ('timezone = "Asia/Kolkata"', 0.0, "the dialer's clock is 5.5 h behind ours"),
+        # Right zone, but the server's clock runs half an hour late.
+        ("", -1800.0, "the dialer's clock is 30 min behind ours"),
+    ],
+    ids=["zone", "clock"],
+)
+async def test_a_dialer_clock_that_disagrees_with_ours_loses_no_outcome_and_is_named(
+    tmp_path: Path, sink_extra: str, offset_s: float, said: str
+) -> None:
+    # Polling on our clock asked for the wrong hours: after the first poll's day of
+    # lookback, every outcome was missed without a word.
+    sim = JodoSimulator(
+        dial=DialPlan(interval_s=0, retry_s=3600, recording_delay_s=None), clock_offset_s=offset_s
+    )
+    for n in (1, 2, 3, 4):
+        sim.script(f"0091982000000{n}", DialResult("Connected", "Interested", final=True))
+    with serve(sim) as jodo:
+        config = jodo_full_config(tmp_path, jodo.url, sink_extra=sink_extra)
+        drop_csv(tmp_path / "inbox", "leads.csv", CSV)
+        first = run_cli("run", "--once", "-c", str(config))
+        drop_csv(tmp_path / "inbox", "more.csv", "id,phone,first,last\nL4,9820000004,Anil,Nair\n")
+        second = run_cli("run", "--once", "-c", str(config))
+        status = run_cli("status", "-c", str(config))
+
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "outcomes from jodo: 3 new or changed" in first.stdout
+    assert "outcomes from jodo: 1 new or changed" in second.stdout  # L4, dialled since
+    for result in (first, second):
+        assert f"warning, jodo: {said}" in " ".join(result.stdout.split())  # however wrapped
+        [skew] = events(result.stderr, "sink.clock.skew")  # logged once a run, as an error
+        assert skew["level"] == "error"
+    assert said in " ".join(status.stdout.split())
+    if sink_extra:
+        hint = "set the sink's timezone to the zone of the Jodo server's clock"
+        assert hint in " ".join(second.stdout.split())

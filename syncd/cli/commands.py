@@ -105,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9443)
     sim.add_argument("--faults", help='fault switches as JSON, e.g. {"error_rate":0.2,"seed":1}')
+    sim.add_argument(
+        "--timezone", help="jodo: the zone of the server's clock (default UTC), e.g. Asia/Kolkata"
+    )
+    sim.add_argument(
+        "--clock-offset",
+        type=float,
+        metavar="SECONDS",
+        help="jodo: run the server's clock this far ahead (negative: behind)",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="simulator + sample CRM export + one sync, end to end")
@@ -336,6 +345,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             kwargs["faults"] = Faults.from_dict(json.loads(args.faults))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"--faults: {exc}") from None
+    for option, name, value in (
+        ("--timezone", "timezone", args.timezone),
+        ("--clock-offset", "clock_offset_s", args.clock_offset),
+    ):
+        if value is None:
+            continue
+        if args.kind != "jodo":
+            raise ConfigError(f"{option} is a switch of the jodo simulator only")
+        kwargs[name] = value
+    if args.timezone is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(args.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"--timezone: unknown time zone {args.timezone!r}") from None
     app = registry.load_simulator(args.kind)(**kwargs)
     print(f"{args.kind} simulator on http://{args.host}:{args.port}", file=sys.stderr)
     serve(app, args.host, args.port)

@@ -72,6 +72,13 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             markup=True,
             highlight=False,
         )
+    for sink, said in summary.warnings.items():
+        for warning in said:
+            out.print(
+                f"[yellow]warning, {sink}[/yellow]: {escape(warning)}",
+                markup=True,
+                highlight=False,
+            )
     for name, n in summary.written.items():
         out.print(f"written back through {name}: {n}")
     for failed in summary.files_failed:
@@ -104,6 +111,8 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
         line += f"; {pending} lead{'s' if pending != 1 else ''} pending"
     if seen.get("poll_failed"):
         line += f"; last outcome poll failed ({seen['poll_failed']})"
+    for warning in seen.get("warnings") or ():
+        line += f"; warning: {warning}"
     if seen.get("updated_at"):
         line += f" (as of {_when(seen['updated_at'])})"
     return line

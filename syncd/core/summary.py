@@ -54,6 +54,7 @@ class RunSummary:
     outcomes: dict[str, int] = field(default_factory=dict)  # per sink: new or changed outcomes
     written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
     poll_failed: dict[str, str] = field(default_factory=dict)  # per sink: why its poll failed
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # per sink: to fix, not failing
     deadline: str | None = None  # what the deadline cut off
     dry_run: bool = False
 
@@ -107,6 +108,7 @@ class RunSummary:
             "outcomes": self.outcomes,
             "written": self.written,
             "poll_failed": self.poll_failed,
+            "warnings": self.warnings,
             "deadline": self.deadline,
             "balanced": self.balanced,
             "dry_run": self.dry_run,

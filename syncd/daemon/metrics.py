@@ -109,6 +109,18 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.sink_warnings = Gauge(
+            "syncd_sink_warnings",
+            "Things to fix although leads flow (e.g. the dialer's clock is off); see /readyz",
+            ["sink"],
+            registry=r,
+        )
+        self.clock_skew = Gauge(
+            "syncd_sink_clock_skew_seconds",
+            "The dialer's clock minus ours, from the times its answers carry (0 until known)",
+            ["sink"],
+            registry=r,
+        )
         self.written = Counter(
             "syncd_writeback_outcomes_written",
             "Outcomes written back to the CRM",
@@ -149,7 +161,14 @@ class Metrics:
         now = time.time()
         sinks = set(sinks)
         for gone in self._sinks - sinks:  # a reload removed it: its gauges must not linger
-            for gauge in (self.pending, self.oldest_age, self.sink_up, self.breaker):
+            for gauge in (
+                self.pending,
+                self.oldest_age,
+                self.sink_up,
+                self.breaker,
+                self.sink_warnings,
+                self.clock_skew,
+            ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
         self._sinks = sinks
@@ -229,9 +248,20 @@ class Metrics:
             self.oldest_age.labels(name).set(max(now - since, 0.0) if since else 0.0)
             self.sink_up.labels(name).set(0 if name in stopped else 1)
             self.breaker.labels(name).set(sink.guard.breaker.state_value)
+            self.observe_health(name, sink)
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
+
+    def observe_health(self, name: str, sink: Any) -> None:
+        """Set the warning count and the clock skew a sink's health reports."""
+        try:
+            health = sink.health()
+        except Exception:  # shown by /readyz; a scrape must not fail on it
+            return
+        self.sink_warnings.labels(name).set(len(health.warnings))
+        skew = health.details.get("clock_skew_s")
+        self.clock_skew.labels(name).set(float(skew) if isinstance(skew, int | float) else 0.0)
 
     def observe_logins(self, name: str, sink: Any) -> None:
         """Count the logins ``sink.logins`` gained since last seen (a new sink starts at 0)."""

@@ -29,17 +29,28 @@ ReadinessCheck = Callable[[], Awaitable[list[str]]]  # returns the reasons it is
 MetricsRender = Callable[[], Awaitable[bytes]]
 
 
-def create_app(readiness: ReadinessCheck, metrics: MetricsRender) -> Starlette:
-    """Return the ASGI app answering /healthz, /readyz and /metrics."""
+def create_app(
+    readiness: ReadinessCheck,
+    metrics: MetricsRender,
+    warnings: Callable[[], list[str]] = list,
+) -> Starlette:
+    """Return the ASGI app answering /healthz, /readyz and /metrics.
+
+    ``warnings`` lists what needs fixing although leads flow: shown by /readyz, which
+    stays 200 for them.
+    """
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
         reasons = await readiness()
+        said = warnings()
         if reasons:
-            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
-        return JSONResponse({"status": "ready", "reasons": []})
+            return JSONResponse(
+                {"status": "not ready", "reasons": reasons, "warnings": said}, status_code=503
+            )
+        return JSONResponse({"status": "ready", "reasons": [], "warnings": said})
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(await metrics(), media_type=CONTENT_TYPE_LATEST)

@@ -92,6 +92,10 @@ class Runtime:
         found = [f"state store: {store.reason}"] if store is not None else []
         return found + self.engine.sinks.problems(waiting)
 
+    def warnings(self) -> list[str]:
+        """Return what needs fixing although leads flow, one line per sink and warning."""
+        return [f"{name}: {w}" for name, said in self.engine.sinks.warnings().items() for w in said]
+
     def failing(self, waiting: Mapping[str, int] | None = None) -> list[str]:
         """Return one line per sink that is stopped, unavailable or unreachable."""
         sinks = self.engine.sinks

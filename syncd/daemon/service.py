@@ -144,7 +144,7 @@ class Daemon:
         if released:
             log.info("outbox.leases.released", leads=released)
         if self.settings.health.enabled:
-            app = create_app(self.readiness, self.render_metrics)
+            app = create_app(self.readiness, self.render_metrics, self.warnings)
             self.health = HealthServer(app, self.settings.health.listen)
             await self.health.start()
         self.scheduler = AsyncIOScheduler(
@@ -286,6 +286,10 @@ class Daemon:
             reasons.append(f"state store unreachable: {exc}")
         reasons.extend(self.runtime.problems(waiting))
         return reasons
+
+    def warnings(self) -> list[str]:
+        """Return what needs fixing although leads flow (for /readyz)."""
+        return self.runtime.warnings() if self.runtime is not None else []
 
     async def _waiting(self) -> dict[str, int]:
         """Return the leads waiting in each sink's outbox."""

@@ -214,6 +214,7 @@ class Engine:
     async def publish_health(self) -> None:
         """Write each sink's state where `syncd status` reads it (another process may ask)."""
         unreachable = self.sinks.unreachable()
+        warnings = self.sinks.warnings()
         for slot in self.sinks:
             down = unreachable.get(slot.name)
             snapshot = {
@@ -222,6 +223,7 @@ class Engine:
                 "since": down.since if down is not None else (slot.since or None),
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
+                "warnings": warnings.get(slot.name, []),
                 "updated_at": self.clock.time(),
                 "run_id": self.run_id,
             }
@@ -316,6 +318,7 @@ class Engine:
                 summary.poll_failed[slot.name] = result.error
             elif not result.skipped:
                 summary.outcomes[slot.name] = result.count
+        summary.warnings = self.sinks.warnings()
 
     async def _writeback_all(self, summary: RunSummary) -> None:
         for wb in self.settings.writebacks:

@@ -261,6 +261,20 @@ class SinkSet:
                 reasons.append(f"sink {name}: session {health.session}")
         return reasons
 
+    def warnings(self) -> dict[str, list[str]]:
+        """Return, per working sink, what needs fixing although its leads still flow."""
+        found: dict[str, list[str]] = {}
+        for name, slot in self.slots.items():
+            if not slot.working:
+                continue
+            try:
+                said = slot.sink.health().warnings
+            except Exception:  # a broken health() shows up in problems()
+                continue
+            if said:
+                found[name] = list(said)
+        return found
+
     async def close_all(self) -> None:
         for name, slot in self.slots.items():
             await close_sink(name, slot.sink)

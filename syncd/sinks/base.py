@@ -44,6 +44,8 @@ class SinkHealth:
     session: str = "not needed"  # valid | expired | not needed | failed
     stopped_reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # What the operator must fix although leads still flow (a dialer clock that is off)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Sink(Protocol):

@@ -67,7 +67,12 @@ MAX_RECORDS_PER_REQUEST = 10_000
 
 
 def _now() -> str:
+    # Replaced by the simulator's own clock and zone before a reply goes out.
     return datetime.now().strftime(TIME_FORMAT)
+
+
+def _offset(clock: Callable[[], float], seconds: float) -> Callable[[], float]:
+    return lambda: clock() + seconds
 
 
 def ok(method: str, **extra: Any) -> dict[str, Any]:
@@ -142,6 +147,7 @@ class JodoSimulator:
         agents: dict[str, int] | None = None,
         timezone: str = "UTC",
         clock: Callable[[], float] = time.time,
+        clock_offset_s: float = 0.0,
         echo_errors: bool = False,
     ) -> None:
         self.lock = threading.Lock()
@@ -155,7 +161,12 @@ class JodoSimulator:
         self.faults = FaultInjector(faults)
         self.requests: dict[str, int] = {}
         self.last_body: dict[str, dict[str, Any]] = {}  # method -> its latest request body
-        self.floor = Floor(dial or DialPlan(), timezone, clock)
+        # A server whose clock is wrong stamps its rows and replies wrong by as much.
+        self.floor = Floor(
+            dial or DialPlan(),
+            timezone,
+            _offset(clock, clock_offset_s) if clock_offset_s else clock,
+        )
         for login, status in (agents or {}).items():
             self.floor.set_agent(login, status)
         self.dispositions: list[dict[str, Any]] = []  # every saveDisposition accepted
@@ -183,12 +194,18 @@ class JodoSimulator:
                 "saveDisposition": self.save_disposition,
             }.get(method)
             if handler is None:
-                return fail(method or "unknown", 5, "Invalid method")
+                return self._stamped(fail(method or "unknown", 5, "Invalid method"))
             self.floor.advance(self.processes.values())
             auth = self._authorise(method, body)
             if isinstance(auth, dict):
-                return auth
-            return handler(auth, body)
+                return self._stamped(auth)
+            return self._stamped(handler(auth, body))
+
+    def _stamped(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """Return ``reply`` with its resdatetime on this server's clock and in its zone."""
+        if "resdatetime" in reply:
+            reply["resdatetime"] = self.floor.text(self.floor.clock())
+        return reply
 
     def _authorise(self, method: str, body: dict[str, Any]) -> Process | dict[str, Any]:
         apikey = str(body.get("apikey", ""))

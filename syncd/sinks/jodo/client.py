@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import SecretStr
 
+from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.clockskew import ClockSkew
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
 from syncd.net.http import (
     FORM_CONTENT_TYPE,
@@ -107,8 +109,13 @@ class JodoClient:
         *,
         timezone: str = "UTC",
         policy: RetryPolicy | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        clock_tolerance_s: float = 120.0,
     ) -> None:
         self.http = http
+        self.clock = clock
+        # Every reply carries the server's resdatetime: how far its clock is from ours.
+        self.skew = ClockSkew(clock_tolerance_s)
         self.url = url
         self._apikey = apikey
         self.servicekey = servicekey
@@ -152,7 +159,7 @@ class JodoClient:
             "method": method,
             "apikey": self._apikey.get_secret_value(),
             "servicekey": self.servicekey,
-            "reqdatetime": jodo_time(datetime.now(UTC), self.timezone),
+            "reqdatetime": jodo_time(datetime.fromtimestamp(self.clock.time(), UTC), self.timezone),
             **payload,
         }
         self.requests += 1
@@ -165,7 +172,11 @@ class JodoClient:
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc
         raise_for_http(response, VENDOR, method, HTTP_HINTS)
-        return self._parse(method, response.text)
+        body = self._parse(method, response.text)
+        theirs = from_jodo_time(body.get("resdatetime"), self.timezone, ())
+        if theirs is not None:
+            self.skew.observe(theirs.timestamp(), self.clock.time())
+        return body
 
     def _parse(self, method: str, text: str) -> dict[str, Any]:
         if not text.strip() or text.strip() == "null" or looks_like_html(text):

@@ -140,6 +140,8 @@ class JodoSinkConfig(SinkConfig):
     calltype: int | None = None  # for leads without call_at; None sends none
     callback_calltype: int = 41  # for leads with call_at (General call back)
     timezone: TimeZoneName = "UTC"  # the Jodo server's clock, for callDateTime / reqdatetime
+    # The server's resdatetime further than this from our clock: polls follow its clock
+    clock_tolerance_s: float = Field(120.0, gt=0)
     alt_phone_fields: tuple[str, ...] = ()  # form-template fields for alternate numbers
     outcomes: OutcomeSettings = OutcomeSettings()
     recordings: RecordingSettings = RecordingSettings()

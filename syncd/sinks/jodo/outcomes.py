@@ -38,6 +38,7 @@ class OutcomePoller(JodoPart):
         self.settings = self.cfg.outcomes
         self.mapper = StatusMapper(self.cfg.outcomes.status_map)
         self.scope = f"jodo:{self.cfg.name}"
+        self._offset_s = 0.0  # the dialer's clock minus ours, once beyond the tolerance
         self.recordings = (
             Recordings(self.client, self.store, self.cfg.name, self.cfg.recordings, self.log)
             if self.cfg.recordings.enabled
@@ -48,10 +49,23 @@ class OutcomePoller(JodoPart):
 
     async def poll(self) -> int:
         """Store new or changed outcomes; return how many there were."""
-        now = datetime.fromtimestamp(self.clock.time(), UTC)
+        widen = self._follow_dialer_clock()
+        changed = await self._poll_window(widen)
+        if self._follow_dialer_clock():  # those answers put the dialer's clock elsewhere
+            changed += await self._poll_window(widen=True)
+        if self.settings.recheck_per_poll:
+            ours = datetime.fromtimestamp(self.clock.time(), UTC)
+            changed += await self.ingest(await self._recheck(), ours)
+        if changed:
+            self.log.info("sink.outcomes.polled", changed=changed)
+        return changed
+
+    async def _poll_window(self, widen: bool) -> int:
+        ours = datetime.fromtimestamp(self.clock.time(), UTC)
+        now = self._dialer_now()  # the window is on the dialer's clock, as its rows are
         changed = 0
         ingested = False
-        start = await self._window_start(now)
+        start = await self._window_start(now, widen)
         for begin, end in _slices(start, now, timedelta(seconds=self.settings.max_window_s)):
             rows = await self.search(
                 {
@@ -60,7 +74,7 @@ class OutcomePoller(JodoPart):
                     "todate": jodo_time(end, self.cfg.timezone),
                 }
             )
-            changed += await self.ingest(rows, now)
+            changed += await self.ingest(rows, ours)
             ingested = True
             await self.store.kv_set(self.scope, "outcomes.window_end", end.isoformat())
             self.log.debug(
@@ -69,26 +83,62 @@ class OutcomePoller(JodoPart):
                 todate=end.isoformat(),
                 rows=len(rows),
             )
-        if self.settings.recheck_per_poll:
-            changed += await self.ingest(await self._recheck(), now)
-            ingested = True
-        if not ingested:  # recordings awaited from earlier polls are still asked for
-            changed += await self.ingest([], now)
-        if changed:
-            self.log.info("sink.outcomes.polled", changed=changed)
+        if not ingested and not self.settings.recheck_per_poll:
+            # recordings awaited from earlier polls are still asked for
+            changed += await self.ingest([], ours)
         return changed
 
-    async def _window_start(self, now: datetime) -> datetime:
+    # -- the dialer's clock -------------------------------------------------------
+
+    def _dialer_now(self) -> datetime:
+        """Return the time on the dialer's clock: ours, moved by a skew beyond tolerance."""
+        return datetime.fromtimestamp(self.clock.time() + self._offset_s, UTC)
+
+    def _follow_dialer_clock(self) -> bool:
+        """Return True when the dialer's clock moved from where the window followed it.
+
+        Its rows are stamped on its clock: a window on ours would ask for the wrong
+        hours and find nothing. Following it, the next window reaches back the whole
+        lookback, so rows stamped while the clocks disagreed are read too.
+        """
+        offset = self.client.skew.offset_s()
+        if abs(offset - self._offset_s) <= self.cfg.clock_tolerance_s:
+            return False
+        self._offset_s = offset
+        warning = self.clock_warning()
+        if warning is None:
+            self.log.info("sink.clock.agrees", tolerance_s=self.cfg.clock_tolerance_s)
+        else:
+            self.log.error("sink.clock.skew", reason=warning, skew_s=offset)
+        return True
+
+    def clock_warning(self) -> str | None:
+        """Return what the operator should know about the dialer's clock, None when it agrees."""
+        skew = self.client.skew
+        said = skew.describe()
+        if said is None:
+            return None
+        theirs = jodo_time(self._dialer_now(), self.cfg.timezone)[:16]
+        text = f"{said} (its replies say {theirs} in timezone {self.cfg.timezone!r})"
+        if skew.looks_like_zone():
+            text += "; a whole time-zone step: set the sink's timezone to the zone of the "
+            text += "Jodo server's clock, or correct that clock (NTP)"
+        else:
+            text += "; correct the Jodo server's clock (NTP)"
+        return text + "; outcome polls follow the dialer's clock meanwhile"
+
+    async def _window_start(self, now: datetime, widen: bool = False) -> datetime:
         overlap = timedelta(seconds=self.settings.overlap_s)
+        lookback = now - timedelta(seconds=self.settings.lookback_s)
         text = await self.store.kv_get(self.scope, "outcomes.window_end")
         if not text:
-            return now - timedelta(seconds=self.settings.lookback_s)
+            return lookback
         end = datetime.fromisoformat(text)
         if end > now:
             # Our clock went back: waiting for it to catch up would stop polling meanwhile.
             self.log.warning("sink.outcomes.cursor_ahead", window_end=text, now=now.isoformat())
             end = now
-        return end - overlap
+        return min(end - overlap, lookback) if widen else end - overlap
 
     async def search(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Return the rows getProcessData finds (none for status 14, customer data not found)."""

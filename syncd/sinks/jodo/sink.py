@@ -15,7 +15,7 @@ from syncd.core.model import Action, PushResult, QueuedLead
 from syncd.errors import PermanentError, SinkConfigError, VendorError
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
-from syncd.sinks.base import BaseSink, BatchRejected, SinkContext
+from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
 from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.client import JodoClient, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
@@ -51,6 +51,8 @@ class JodoSink(BaseSink):
             config.servicekey,
             timezone=config.timezone,
             policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+            clock=self.clock,
+            clock_tolerance_s=config.clock_tolerance_s,
         )
         self.can_remove = config.dispositions.on_delete is not None
         self.outcomes = OutcomePoller(
@@ -192,6 +194,14 @@ class JodoSink(BaseSink):
             return 0
         agents = await self.agents.poll(logins, now)
         return await self.reallocator.run(agents, now)
+
+    def health(self) -> SinkHealth:
+        health = super().health()
+        warning = self.outcomes.clock_warning() if self.cfg.outcomes.enabled else None
+        health.warnings = [warning] if warning else []
+        skew = self.client.skew.skew_s
+        health.details["clock_skew_s"] = round(skew) if skew is not None else None
+        return health
 
     async def close(self) -> None:
         await self.http.aclose()
