@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from syncd.simulators.server import running  # noqa: E402
+from tests.support.files import settled  # noqa: E402
 from tests.support.reliability import (  # noqa: E402
     AMEYO_PASSWORD,
     UCONTACT_PASSWORD,
@@ -296,6 +297,7 @@ def kill_point(
         inbox = work / "inbox"
         (inbox / "leads.csv.part").write_text(export(leads, extra_rows=BAD_ROWS))
         (inbox / "leads.csv.part").rename(inbox / "leads.csv")
+        settled(inbox / "leads.csv")  # finished a while ago: claimed at once
 
         run_once(config, target, point)
         killed = target.killed.is_set()

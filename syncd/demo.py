@@ -49,6 +49,7 @@ level = "warning"
 name = "crm-export"
 kind = "csv_drop"
 inbox = "inbox"
+settle_s = 0  # the demo writes its export as name.part and renames it: always whole
 
 [[sinks]]
 name = "jodo"

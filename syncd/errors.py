@@ -52,6 +52,9 @@ class VendorError(SyncdError):
     gave one, ``reason`` is its text. Never carries credentials.
     """
 
+    # What an unauthenticated probe may show: text syncd wrote, never the dialer's words.
+    public: str | None = None
+
     def __init__(self, reason: str, *, vendor: str = "", code: str | None = None) -> None:
         self.vendor = vendor
         self.code = code
@@ -93,3 +96,30 @@ class SinkConfigError(PermanentError):
 
 class SessionExpiredError(VendorError):
     """The vendor says the session or token is no longer valid; log in again."""
+
+
+_PUBLIC_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (SinkConfigError, "the dialer refused the sink's settings or credentials"),
+    (SessionExpiredError, "the dialer ended the session"),
+    (RetryableError, "the dialer failed or could not be reached"),
+    (PermanentError, "the dialer refused a request"),
+    (VendorError, "the dialer answered with an error"),
+)
+
+
+def public_reason(exc: BaseException | str) -> str:
+    """Return what /readyz may say about a failure: its kind and code, not the dialer's text.
+
+    A dialer's error text can quote anything (a request it echoes, a proxy's page);
+    the unauthenticated probe names the kind of failure and points at `syncd status`,
+    which reads the full reason from the store.
+    """
+    if isinstance(exc, VendorError) and exc.public:
+        return exc.public
+    for kind, text in _PUBLIC_KINDS:
+        if isinstance(exc, kind):
+            code = getattr(exc, "code", None)
+            return f"{text}, code {code}" if code else text
+    if isinstance(exc, str):
+        return "see syncd status"
+    return f"internal error ({type(exc).__name__})"

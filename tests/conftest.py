@@ -14,6 +14,7 @@ import pytest
 
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
+from tests.support.files import settled
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,13 +95,13 @@ def jodo_config(tmp_path: Path, url: str, **overrides: Any) -> Path:
 
 
 def drop_csv(inbox: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
-    """Drop a CSV the documented way: write name.part, then rename."""
+    """Drop a CSV the documented way (write name.part, then rename), finished a while ago."""
     inbox.mkdir(parents=True, exist_ok=True)
     part = inbox / f"{name}.part"
     part.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
     final = inbox / name
     part.rename(final)
-    return final
+    return settled(final)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -259,8 +259,8 @@ async def test_a_lead_removed_from_the_campaign_mid_run_stops_the_sink_and_leads
         del rig.sim.campaigns[1][1]
     await rig.enqueue(lead(1), lead(2))
     _, pusher = await rig.push(sink)
-    assert pusher.stopped_reason is not None
-    assert "lead.not.in.camp" in pusher.stopped_reason
+    assert pusher.stopped_by is not None
+    assert "lead.not.in.camp" in str(pusher.stopped_by)
     assert await rig.store.pending_count("ameyo") == 2
 
 

@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import json
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from syncd.config import apply_env_overlay, load_settings, validate_settings
+from syncd.config import Settings, apply_env_overlay, load_settings, validate_settings
 from syncd.core.csvsafe import neutralise
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError, VendorError
@@ -29,6 +30,7 @@ from syncd.net.http import lenient_json
 from syncd.net.retry import parse_retry_after
 from syncd.run.pull import Puller
 from syncd.state import open_store
+from tests.conftest import drop_csv, settled
 from tests.support.reliability import jodo_sink, settings_for, write_config
 
 FAST = settings(
@@ -96,8 +98,14 @@ def exports(draw: st.DrawFn) -> tuple[bytes, int, bool]:
 
 def pull(raw: bytes, work: Path) -> tuple[RunSummary, Path]:
     config = write_config(work, [jodo_sink("http://127.0.0.1:9")], chunk_rows=7)
-    (work / "inbox" / "export.csv").write_bytes(raw)
-    settings = settings_for(config)
+    export = work / "inbox" / "export.csv"
+    export.write_bytes(raw)
+    settled(export)
+    return pull_settings(settings_for(config)), work / "state" / "state.db"
+
+
+def pull_settings(settings: Settings) -> RunSummary:
+    """Return the summary of pulling every source of ``settings`` once (no push)."""
 
     async def go() -> RunSummary:
         store = await open_store(str(settings.state.path))
@@ -110,7 +118,7 @@ def pull(raw: bytes, work: Path) -> tuple[RunSummary, Path]:
             await store.close()
         return summary
 
-    return asyncio.run(go()), work / "state" / "state.db"
+    return asyncio.run(go())
 
 
 @FAST
@@ -158,6 +166,93 @@ def test_any_export_is_read_into_leads_and_refusals_or_set_aside_with_a_reason(
             for row in table:
                 for cell in row:
                     assert neutralise(cell) == cell, f"formula reached the rejects file: {cell!r}"
+
+
+# -- hostile drops: names, links, cells, NULs, files still being written ----------------
+
+TWISTS = ["latin1 name", "phantom rows in a cell", "NUL deep in a name", "link", "still written"]
+PHANTOM = "PHANTOM"
+
+
+@st.composite
+def hostile_drops(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Return (file bytes, twist): a plain UTF-8 export given one hostile twist of issue 13."""
+    twist = draw(st.sampled_from(TWISTS))
+    lines = [",".join(HEADER)]
+    n = draw(st.integers(1, 12))
+    lines += [f"K{i},First{i},Last{i},98200{i:05d},," for i in range(n)]
+    if twist == "phantom rows in a cell":
+        # A quoted cell past the CSV field limit, holding lines that look like leads.
+        fake = "".join(f"\n{PHANTOM}{j},F,L,98211{j:05d},," for j in range(draw(st.integers(1, 5))))
+        filler = "x" * draw(st.integers(140_000, 300_000))
+        at = draw(st.integers(1, len(lines)))
+        lines.insert(at, f'K-big,"{filler}{fake}",Last,9820099999,,')
+    if twist == "NUL deep in a name":
+        pad = [f"P{i},{'p' * 200},Last,98300{i:05d},," for i in range(50)]  # past 8 KB
+        lines += [*pad, "K-nul,Fir\x00st,Last,9820088888,,"]
+    return ("\n".join(lines) + "\n").encode(), twist
+
+
+def drop_hostile(raw: bytes, twist: str, work: Path) -> Path:
+    """Put the drop in the inbox the way the twist says; return where its bytes are."""
+    inbox = work / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    if twist == "link":
+        target = work / "outside.csv"
+        target.write_bytes(raw)
+        (inbox / "export.csv").symlink_to(target)
+        return target
+    name = b"Exportaci\xf3n.csv" if twist == "latin1 name" else b"export.csv"
+    path = os.fsencode(inbox) + b"/" + name
+    with open(path, "wb") as fh:
+        fh.write(raw)
+    if twist != "still written":  # else: modified just now, as by a writer still at it
+        settled(path)
+    return Path(os.fsdecode(path))
+
+
+@FAST
+@given(hostile_drops())
+def test_a_hostile_drop_never_becomes_a_phantom_lead_and_never_blocks_the_inbox(
+    drop: tuple[bytes, str],
+) -> None:
+    raw, twist = drop
+    event(twist)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # max_field_bytes at its floor: the CSV field limit is then 128 KiB
+        config = write_config(
+            work, [jodo_sink("http://127.0.0.1:9")], chunk_rows=7, source={"max_field_bytes": 1024}
+        )
+        drop_hostile(raw, twist, work)
+        drop_csv(
+            work / "inbox",
+            "plain.csv",
+            "id,first,last,phone,email,callback\nZ1,Zed,Zee,9829999999,,\n",
+        )
+        summary = pull_settings(settings_for(config))
+        inbox = work / "inbox"
+        with sqlite3.connect(work / "state" / "state.db") as conn:
+            stored = dict(conn.execute("SELECT key, lead_json FROM leads").fetchall())
+
+        assert "Z1" in stored, "a hostile drop blocked the plain file beside it"
+        assert not [k for k in stored if k.startswith(PHANTOM)], (
+            "a line inside a cell became a lead"
+        )
+        assert not [k for k, v in stored.items() if "\\u0000" in v or "\x00" in v]
+        assert not list((inbox / "processing").iterdir())
+        if twist == "link":
+            assert (inbox / "failed" / "export.csv").is_symlink()
+            assert set(stored) == {"Z1"}  # nothing read through the link
+        elif twist == "still written":
+            assert (inbox / "export.csv").exists() and set(stored) == {"Z1"}
+            assert any("still being written" in w for w in summary.files_waiting)
+        elif twist == "phantom rows in a cell":
+            assert (inbox / "failed" / "export.csv").exists()  # reading stopped at that row
+        else:
+            name = "Exportación.csv" if twist == "latin1 name" else "export.csv"
+            assert (inbox / "done" / name).exists()
+            assert any(k.startswith("K") for k in stored)
 
 
 @FAST

@@ -6,7 +6,9 @@ import os
 import stat
 from pathlib import Path
 
-from tests.conftest import Simulated, drop_csv, jodo_config, run_cli
+from syncd.sources.base import Chunk
+from syncd.sources.csv_drop import CsvDropConfig, CsvDropSource
+from tests.conftest import Simulated, drop_csv, jodo_config, run_cli, settled
 from tests.support.reliability import export
 
 
@@ -22,6 +24,7 @@ def test_a_file_name_that_is_not_utf8_is_read_and_blocks_nothing(
     latin1 = os.fsencode(inbox) + b"/Exportaci\xf3n.csv"  # written by a Windows share
     with open(latin1, "wb") as fh:
         fh.write(export(3).encode())
+    settled(latin1)
     drop_csv(inbox, "later.csv", export(2, start=3))
 
     first = run_cli("run", "--once", "-c", str(config))
@@ -147,3 +150,54 @@ def test_every_refused_row_can_be_listed_not_only_the_last_ten(
     assert rows[0].startswith("at,source,sink,origin,line,key,reason")
     assert len(rows) == 1 + 15 and "15 refused row(s)" in listed.stderr
     assert "syncd rejects [--source NAME]" in status.stdout
+
+
+def test_a_file_written_in_place_is_read_only_once_it_stops_changing(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    # A writer that ignores the .part convention: its first run saw half the file and
+    # filed it in done/, and the second half was never read (500 of 1,000 leads).
+    config = jodo_config(tmp_path, jodo.url)
+    export_path = tmp_path / "inbox" / "w.csv"
+    whole = export(1000)
+    half = whole[: whole.index("\nL500,") + 1]
+    export_path.write_text(half)  # the writer is still at it: modified just now
+
+    early = run_cli("run", "--once", "-c", str(config))
+    sent_early, left_in_inbox = len(jodo.sim.received()), export_path.exists()
+    with export_path.open("a") as fh:
+        fh.write(whole[len(half) :])
+    settled(export_path)  # the writer finished a while ago
+    later = run_cli("run", "--once", "-c", str(config))
+
+    assert early.returncode == 0, early.stderr[-2000:]
+    assert "not read yet" in early.stdout and "still being written?" in early.stdout
+    assert sent_early == 0 and left_in_inbox
+    assert later.returncode == 0, later.stderr[-2000:]
+    assert len(jodo.sim.received()) == 1000
+    assert (tmp_path / "inbox" / "done" / "w.csv").read_text() == whole
+
+
+async def test_a_file_that_changes_while_it_is_read_stops_there_and_says_so(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    drop_csv(inbox, "w.csv", export(6))
+    config = CsvDropConfig.model_validate({"name": "crm", "inbox": inbox, "chunk_rows": 2})
+    source = CsvDropSource(config, required_columns={"id", "phone"})
+    chunks: list[Chunk] = []
+    async for chunk in source.chunks(None):
+        chunks.append(chunk)
+        if len(chunks) == 1:  # a writer appends after syncd claimed the file
+            with (inbox / "processing" / "w.csv").open("a") as fh:
+                fh.write("L6,First6,Last6,98000000")  # half a row: its number cut short
+        if chunk.after_commit:
+            await chunk.after_commit()
+
+    keys = [values[0] for c in chunks for _, values in c.rows]
+    assert keys == ["L0", "L1"]  # read while the file was as claimed; nothing after
+    failed = [c.failed for c in chunks if c.failed]
+    assert len(failed) == 1 and "the file changed while syncd read it" in failed[0]
+    assert (inbox / "failed" / "w.csv").exists()
+    note = (inbox / "failed" / "w.csv.error.txt").read_text()
+    assert "Drop the whole file again once it is complete" in note

@@ -83,6 +83,8 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         out.print(f"written back through {name}: {n}")
     for failed in summary.files_failed:
         out.print(f"[red]set aside, unreadable[/red]: {failed}", markup=True, highlight=False)
+    for waiting in summary.files_waiting:
+        out.print(f"[yellow]not read yet[/yellow]: {escape(waiting)}", markup=True, highlight=False)
 
 
 def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:

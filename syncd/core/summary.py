@@ -51,6 +51,7 @@ class RunSummary:
     routes: dict[str, RouteCounts] = field(default_factory=dict)
     sinks: dict[str, SinkCounts] = field(default_factory=dict)
     files_failed: list[str] = field(default_factory=list)
+    files_waiting: list[str] = field(default_factory=list)  # not settled yet: read next time
     outcomes: dict[str, int] = field(default_factory=dict)  # per sink: new or changed outcomes
     written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
     poll_failed: dict[str, str] = field(default_factory=dict)  # per sink: why its poll failed
@@ -107,6 +108,7 @@ class RunSummary:
             "files_failed": self.files_failed,
             "outcomes": self.outcomes,
             "written": self.written,
+            "files_waiting": self.files_waiting,
             "poll_failed": self.poll_failed,
             "warnings": self.warnings,
             "deadline": self.deadline,

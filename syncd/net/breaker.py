@@ -52,6 +52,7 @@ class CircuitBreaker:
         self.failures = 0  # consecutive
         self.opened = 0  # times opened since the last close
         self.last_reason = ""
+        self.last_public = ""
         self._probe_at = 0.0  # when OPEN: the earliest time a probe may go
         self.failing_since: float | None = None  # clock time of the first failure in a row
         self._probing = False
@@ -95,11 +96,15 @@ class CircuitBreaker:
         if self.state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
-    def record_failure(self, reason: str = "") -> None:
-        """The dialer could not be reached or failed; open after too many in a row."""
+    def record_failure(self, reason: str = "", public: str = "") -> None:
+        """The dialer could not be reached or failed; open after too many in a row.
+
+        ``public`` is the same failure without the dialer's own words, for /readyz.
+        """
         self._probing = False
         self.failures += 1
         self.last_reason = reason
+        self.last_public = public
         if self.failing_since is None:
             self.failing_since = self._clock()
         if self.state is BreakerState.HALF_OPEN or (

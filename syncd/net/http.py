@@ -135,7 +135,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 def transport_error(exc: httpx.HTTPError, vendor: str) -> RetryableError:
     """Return the RetryableError for a timeout, reset or refused connection."""
     kind = type(exc).__name__
-    return RetryableError(f"{kind} talking to the dialer", vendor=vendor)
+    error = RetryableError(f"{kind} talking to the dialer", vendor=vendor)
+    error.public = kind
+    return error
 
 
 def raise_for_http(
@@ -163,12 +165,14 @@ def raise_for_http(
 def status_error(response: httpx.Response, vendor: str) -> RetryableError | None:
     """Return a RetryableError for 429/5xx/408 answers, None for anything else."""
     if response.status_code in (408, 429) or response.status_code >= 500:
-        return RetryableError(
+        error = RetryableError(
             f"HTTP {response.status_code}",
             vendor=vendor,
             code=str(response.status_code),
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
+        error.public = f"HTTP {response.status_code}"
+        return error
     return None
 
 

@@ -136,8 +136,8 @@ class Engine:
             return
         pusher = Pusher(slot.sink, self.store, counts, stop=self.stop, observer=self.observer)
         await pusher.run_until_idle(deadline)
-        if pusher.stopped_reason is not None:
-            self.sinks.stop(name, pusher.stopped_reason)
+        if pusher.stopped_by is not None:
+            self.sinks.stop(name, pusher.stopped_by)
 
     async def poll(self, name: str) -> PollResult:
         """Ask one sink for new outcomes and store them."""

@@ -130,6 +130,10 @@ class Puller:
         bound: Any,
         speculative: Speculative | None = None,
     ) -> None:
+        if chunk.waiting:
+            bound.info("source.origin.waiting", origin=chunk.origin, reason=chunk.waiting)
+            self.summary.files_waiting.append(f"{source.name}/{chunk.waiting}")
+            return
         if chunk.failed:
             bound.error("source.origin.failed", origin=chunk.origin, reason=chunk.failed)
             self.summary.files_failed.append(f"{source.name}/{chunk.origin}: {chunk.failed}")

@@ -22,7 +22,13 @@ import structlog
 from syncd.config import SinkConfig
 from syncd.core.model import PushResult, QueuedLead, ResultKind
 from syncd.core.summary import SinkCounts
-from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.errors import (
+    PermanentError,
+    RetryableError,
+    SinkConfigError,
+    VendorError,
+    public_reason,
+)
 from syncd.net.breaker import BreakerState
 from syncd.net.http import human_seconds
 from syncd.sinks.base import BatchRejected, Sink
@@ -63,7 +69,7 @@ class Pusher:
         self.stop = stop or asyncio.Event()
         self.observer = observer  # metrics hooks (daemon), optional
         self.log = structlog.get_logger("syncd.push").bind(sink=sink.name)
-        self.stopped_reason: str | None = None
+        self.stopped_by: SinkConfigError | None = None  # the refusal that stopped the sink
         self.guard = sink.guard
 
     async def run_until_idle(self, deadline: float) -> None:
@@ -79,7 +85,7 @@ class Pusher:
 
     async def _worker(self, deadline: float) -> None:
         breaker = self.guard.breaker
-        while not self.stop.is_set() and self.stopped_reason is None:
+        while not self.stop.is_set() and self.stopped_by is None:
             if not await self._gate(deadline):
                 return
             probing = breaker.state is BreakerState.HALF_OPEN
@@ -169,7 +175,9 @@ class Pusher:
                 waits = [r.retry_after for r in results if r.retry_after is not None]
                 if waits:
                     self.guard.limits.hold(max(waits))
-                self.guard.breaker.record_failure(results[0].reason)
+                self.guard.breaker.record_failure(
+                    results[0].reason, public="the dialer failed or could not be reached"
+                )
                 self._publish()
             else:
                 self._answered()
@@ -197,7 +205,7 @@ class Pusher:
         if getattr(exc, "code", None) == "429":
             self.guard.breaker.cancel()  # told to slow down, not failing: the hold covers it
         else:
-            self.guard.breaker.record_failure(str(exc))
+            self.guard.breaker.record_failure(str(exc), public=public_reason(exc))
         self._publish()
 
     def _publish(self) -> None:
@@ -262,6 +270,6 @@ class Pusher:
 
     async def _stop_sink(self, batch: Sequence[QueuedLead], exc: SinkConfigError) -> None:
         # The engine stops the sink (and logs `sink.stopped` once) when the pusher returns.
-        self.stopped_reason = str(exc)
+        self.stopped_by = exc
         self.counts.stopped = str(exc)
         await self.store.requeue(self.sink.name, [q.key for q in batch], time.time(), str(exc))

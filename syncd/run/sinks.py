@@ -21,7 +21,7 @@ from syncd import registry
 from syncd.config import Settings, SinkConfig
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.health import HealthTracker
-from syncd.errors import SinkConfigError, VendorError
+from syncd.errors import SinkConfigError, VendorError, public_reason
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.sinks.base import Sink, SinkContext
 from syncd.state.base import StateStore
@@ -89,6 +89,7 @@ class Unreachable:
     since: float
     reason: str
     next_try: float | None
+    public: str = ""  # the reason without the dialer's words, for /readyz
 
 
 def clock_text(when: float) -> str:
@@ -107,6 +108,7 @@ class SinkSlot:
     sink: Sink
     state: SinkState = SinkState.WORKING
     reason: str | None = None
+    public: str | None = None  # the reason without the dialer's words, for /readyz
     since: float = 0.0
 
     @property
@@ -161,12 +163,19 @@ class SinkSet:
             # A reset or a 503 during login must not cost the sink its whole run.
             await with_retries(slot.sink.open, open_policy(cfg), vendor=cfg.kind, what="open")
         except SinkConfigError as exc:
-            self._out(slot, SinkState.STOPPED, str(exc), event="sink.stopped")
+            self._out(slot, SinkState.STOPPED, exc, event="sink.stopped")
         except VendorError as exc:
-            self._out(slot, SinkState.UNAVAILABLE, str(exc), event="sink.open.failed")
+            self._out(slot, SinkState.UNAVAILABLE, exc, event="sink.open.failed")
         except Exception as exc:  # a sink bug: keep the other sinks (and the daemon) going
             reason = f"internal error in the {cfg.kind} sink: {type(exc).__name__}: {exc}"
-            self._out(slot, SinkState.UNAVAILABLE, reason, event="sink.open.crashed", trace=True)
+            self._out(
+                slot,
+                SinkState.UNAVAILABLE,
+                reason,
+                public=public_reason(exc),
+                event="sink.open.crashed",
+                trace=True,
+            )
         else:
             self.health.recovered(f"sink:{cfg.name}", event="sink.reopened", sink=cfg.name)
         return slot
@@ -174,13 +183,22 @@ class SinkSet:
     def stop(self, name: str, exc: SinkConfigError | str) -> None:
         """Stop a sink for a configuration error seen by any of its jobs; its leads stay queued."""
         slot = self.slots[name]
-        self._out(slot, SinkState.STOPPED, str(exc), event="sink.stopped")
+        self._out(slot, SinkState.STOPPED, exc, event="sink.stopped")
 
     def _out(
-        self, slot: SinkSlot, state: SinkState, reason: str, *, event: str, trace: bool = False
+        self,
+        slot: SinkSlot,
+        state: SinkState,
+        error: BaseException | str,
+        *,
+        event: str,
+        public: str | None = None,
+        trace: bool = False,
     ) -> None:
+        reason = str(error)
         previous = self.health.failure(f"sink:{slot.name}")
         slot.state, slot.reason = state, reason
+        slot.public = public or public_reason(error)
         slot.since = previous.since if previous is not None else self.clock.time()
         self.health.failed(
             f"sink:{slot.name}",
@@ -221,21 +239,28 @@ class SinkSet:
                 since=self.clock.time() - ago,
                 reason=breaker.last_reason or "the dialer keeps failing",
                 next_try=self.clock.time() + probe if probe > 0 else None,
+                public=breaker.last_public or "the dialer keeps failing",
             )
         return out
 
-    def describe(self, name: str, waiting: int | None = None) -> str | None:
+    def describe(
+        self, name: str, waiting: int | None = None, *, public: bool = False
+    ) -> str | None:
         """Return one line on why a sink is not delivering (None while it works).
 
         ``jodo: dialer unreachable since 09:08:12 UTC (ConnectError talking to the dialer),
-        1 lead waiting``: what readiness, the systemd status and `syncd status` say.
+        1 lead waiting``: what the systemd status and `syncd status` say. ``public``
+        leaves out the dialer's own words (``(ConnectError)``, ``(…credentials, code
+        1107)``): what the unauthenticated /readyz says.
         """
         slot = self.slots[name]
         if not slot.working:
             what = "stopped" if slot.state is SinkState.STOPPED else "unavailable"
-            text = f"{name}: {what} since {clock_text(slot.since)} ({slot.reason})"
+            why = slot.public if public else slot.reason
+            text = f"{name}: {what} since {clock_text(slot.since)} ({why})"
         elif (down := self.unreachable().get(name)) is not None:
-            text = f"{name}: dialer unreachable since {clock_text(down.since)} ({down.reason})"
+            why = down.public if public else down.reason
+            text = f"{name}: dialer unreachable since {clock_text(down.since)} ({why})"
         else:
             return None
         if waiting is not None:
@@ -243,20 +268,21 @@ class SinkSet:
         return text
 
     def problems(self, waiting: Mapping[str, int] | None = None) -> list[str]:
-        """Return why sinks cannot work now (stopped, unavailable, unreachable, session)."""
+        """Return why sinks cannot work now (stopped, unavailable, unreachable, session),
+        without the dialers' own words: /readyz answers anyone who asks."""
         reasons = []
         unreachable = self.unreachable()
         for name, slot in self.slots.items():
             if not slot.working or name in unreachable:
-                reasons.append(str(self.describe(name, (waiting or {}).get(name))))
+                reasons.append(str(self.describe(name, (waiting or {}).get(name), public=True)))
                 continue
             try:
                 health = slot.sink.health()
             except Exception as exc:  # a broken health() must not break the probe
-                reasons.append(f"sink {name}: health check failed: {exc}")
+                reasons.append(f"sink {name}: health check failed ({type(exc).__name__})")
                 continue
             if health.stopped_reason:
-                reasons.append(f"sink {name} stopped: {health.stopped_reason}")
+                reasons.append(f"sink {name} stopped; syncd status has the reason")
             elif not health.ok or health.session in SESSION_BAD:
                 reasons.append(f"sink {name}: session {health.session}")
         return reasons

@@ -24,6 +24,7 @@ class Chunk:
     cursor: str | None = None
     after_commit: Callable[[], Awaitable[None]] | None = None
     failed: str | None = None  # the whole origin is unreadable; the reason why
+    waiting: str | None = None  # the origin is not ready (still being written); read later
 
     @property
     def rows_read(self) -> int:

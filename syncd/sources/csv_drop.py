@@ -1,7 +1,10 @@
 """CSV drop folder: files appear in an inbox, are claimed, streamed, and filed away.
 
 Writers drop ``name.csv.part`` and rename it to ``name.csv`` when complete (the
-documented convention), so a file matching the pattern is always whole. A file is
+documented convention). A writer that ignores it and writes ``name.csv`` in place is
+caught two ways: a file is claimed only once it has not changed for ``settle_s``,
+and a file that changes while it is read stops being read (the rows read before the
+change are kept; the file goes to ``failed/`` saying so). A file is
 claimed by an atomic rename into ``processing/``, read in chunks, then moved to
 ``done/`` (with ``<name>.rejects.csv`` beside it when rows were refused) or to
 ``failed/`` with ``<name>.error.txt`` when it cannot be read at all.
@@ -43,6 +46,8 @@ class CsvDropConfig(SourceConfig):
     delimiter: str = ","
     quotechar: str = '"'
     chunk_rows: int = Field(5000, ge=1, le=1_000_000)
+    # A file is claimed once unchanged (its modification time) for this long
+    settle_s: float = Field(3.0, ge=0, le=86400)
     max_field_bytes: int = Field(1_000_000, ge=1024)
     # Set by the dry run only, whose shadow inbox links to the real one: links that
     # resolve to a regular file inside this folder are read as that file.
@@ -107,6 +112,7 @@ class _OpenFile:
     last_line: int = 1  # the header's physical line
     skip_until: int = 0  # resume: rows ending at or before this line are committed
     broken: str | None = None  # why reading stopped before the end (a row not parsed whole)
+    opened_as: tuple[int, int] = (0, 0)  # (size, mtime_ns) when opened: a change is a writer
 
 
 class CsvDropSource:
@@ -148,6 +154,21 @@ class CsvDropSource:
             and fnmatch(p.name, self.config.pattern)
             and not (p.is_dir() and not p.is_symlink())
         ]
+
+    def settling(self, path: Path) -> str | None:
+        """Return why ``path`` is not claimed yet (changed too recently), None when settled."""
+        settle = self.config.settle_s
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return None  # gone: the claim finds out
+        if settle <= 0 or age >= settle:
+            return None
+        when = f"changed {age:.0f} s ago" if age >= 0 else "its time is ahead of our clock"
+        return (
+            f"{_printable(path.name)}: still being written? ({when}); read once unchanged "
+            f"for {settle:g} s (settle_s). Writers should drop name.part and rename it"
+        )
 
     def waiting_files(self) -> list[Path]:
         """Return the inbox files that are complete and match the pattern, oldest first.
@@ -238,11 +259,19 @@ class CsvDropSource:
                 continue
             async for chunk in self._file_chunks(path, skip):
                 yield chunk
+        told: set[str] = set()
         while True:
-            waiting = self.waiting_files()
-            if not waiting:
+            ready: list[Path] = []
+            for path in self.waiting_files():
+                unsettled = self.settling(path)
+                if unsettled is None:
+                    ready.append(path)
+                elif path.name not in told:
+                    told.add(path.name)
+                    yield Chunk(_printable(path.name), (), [], waiting=unsettled)
+            if not ready:
                 return
-            claimed = self._claim(waiting[0])
+            claimed = self._claim(ready[0])
             if claimed is None:
                 continue
             async for chunk in self._file_chunks(claimed, 0):
@@ -309,6 +338,7 @@ class CsvDropSource:
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # a leading BOM is not part of the first column's name
         counter = _CountingReader(path.open("rb"))
+        opened = os.fstat(counter.raw.fileno())
         text = io.TextIOWrapper(
             io.BufferedReader(counter), encoding=encoding, errors="surrogateescape", newline=""
         )
@@ -333,9 +363,26 @@ class CsvDropSource:
             counter,
             last_line=reader.line_num,
             skip_until=skip_until,
+            opened_as=(opened.st_size, opened.st_mtime_ns),
         )
 
     def _read_chunk(self, f: _OpenFile) -> tuple[list[tuple[int, list[str]]], list[Reject], bool]:
+        rows, rejects, eof = self._parse_chunk(f)
+        now = os.fstat(f.counter.raw.fileno())
+        if (now.st_size, now.st_mtime_ns) != f.opened_as:
+            # Written to while we read: this chunk may hold half a row of the new data.
+            # The chunks before it were read while the file was as claimed; keep those.
+            f.broken = (
+                f"{f.origin}: the file changed while syncd read it ({f.opened_as[0]} bytes "
+                f"when claimed, {now.st_size} now); reading stopped at line {f.last_line} "
+                "and the rows before the last chunk were kept. Drop the whole file again "
+                "once it is complete (write name.part, then rename it; rows already "
+                "delivered are not sent twice)"
+            )
+            return [], [], True
+        return rows, rejects, eof
+
+    def _parse_chunk(self, f: _OpenFile) -> tuple[list[tuple[int, list[str]]], list[Reject], bool]:
         rows: list[tuple[int, list[str]]] = []
         rejects: list[Reject] = []
         width = len(f.header)

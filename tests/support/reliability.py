@@ -110,8 +110,12 @@ def write_config(
     chunk_rows: int = 1000,
     log_level: str = "info",
     run: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a CSV-drop config feeding every sink and return its path."""
+    """Write a CSV-drop config feeding every sink and return its path.
+
+    ``source`` adds settings to the CSV source (``max_field_bytes``, ``settle_s``…).
+    """
     inbox = tmp_path / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     parts = [
@@ -120,7 +124,13 @@ def write_config(
         _table("[run]", {"normalize_processes": 1, **(run or {})}),
         _table(
             "[[sources]]",
-            {"name": "crm", "kind": "csv_drop", "inbox": str(inbox), "chunk_rows": chunk_rows},
+            {
+                "name": "crm",
+                "kind": "csv_drop",
+                "inbox": str(inbox),
+                "chunk_rows": chunk_rows,
+                **(source or {}),
+            },
         ),
     ]
     parts += [_table("[[sinks]]", s) for s in sinks]
