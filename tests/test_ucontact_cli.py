@@ -12,6 +12,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 from syncd.simulators.ucontact.api import UContactSimulator
@@ -157,6 +159,25 @@ def test_a_lead_deleted_in_the_crm_is_removed_from_the_campaign(tmp_path: Path) 
         assert listed[dialled(1)]["present"] == 0
         assert listed[dialled(2)]["present"] == 1
         assert stored(tmp_path, "SELECT state FROM leads WHERE key = 'A1'") == [("removed",)]
+
+
+@pytest.mark.parametrize("phone_cell", ["N/A", "-", "unknown", "0"])
+def test_a_deleted_lead_whose_phone_cell_is_junk_is_still_removed(
+    tmp_path: Path, phone_cell: str
+) -> None:
+    # A CRM that deletes a lead often blanks or junks its number on the way: the
+    # removal needs the key and what was delivered, not a valid phone. It was refused
+    # as "invalid phone" and the person stayed on the dial list for good.
+    with served() as (sim, url):
+        config = write_config(tmp_path, url)
+        drop_csv(tmp_path / "inbox", "a.csv", HEADER + f"A1,Ana,{uy(1)},,,,\n")
+        assert once(config).returncode == 0
+        drop_csv(tmp_path / "inbox", "b.csv", HEADER + f"A1,Ana,{phone_cell},,,,1\n")
+        result = once(config)
+        assert result.returncode == 0, result.stderr
+        assert sim.dial_list()[dialled(1)]["present"] == 0
+        assert stored(tmp_path, "SELECT state FROM leads WHERE key = 'A1'") == [("removed",)]
+        assert stored(tmp_path, "SELECT COUNT(*) FROM rejects") == [(0,)]
 
 
 def start_syncd(*args: str, environ: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -105,12 +105,13 @@ class Mapper:
                     f"column {column!r} is not valid text in the file's encoding "
                     "(is the file latin1/cp1252? set the source's encoding)"
                 )
-        deleted = self._is_deleted(values)
+        if self._is_deleted(values):
+            # A removal needs the key and what was delivered, not what the CRM left in
+            # the row: a deleted lead's phone cell is often blanked or junk ("N/A").
+            return Lead(key=key, phone="", deleted=True)
         phones = _split_phones(self.cell(values, m.phone))
         region = self.route.default_region
         if not phones:
-            if deleted:
-                return Lead(key=key, phone="", deleted=True)
             raise RowRejected(f"missing phone (column {m.phone!r} is empty)")
         try:
             phone = to_e164(phones[0], region)
@@ -139,7 +140,6 @@ class Mapper:
             call_at=call_at,
             agent=self.cell(values, m.agent),
             fields={name: self.cell(values, col) for name, col in m.fields.items()},
-            deleted=deleted,
         )
 
     def _is_deleted(self, values: list[str]) -> bool:
