@@ -93,8 +93,10 @@ async def test_the_poll_stage_the_daemon_schedules_stops_the_sink_the_same_way(
             assert result.final and result.error is not None
             slot = engine.sinks["jodo"]
             assert slot.state is SinkState.STOPPED
-            [problem] = engine.sinks.problems()
-            assert problem.startswith("jodo: stopped since ") and str(slot.reason) in problem
+            [problem] = engine.sinks.problems()  # what /readyz says: not the dialer's words
+            assert problem.startswith("jodo: stopped since ") and "code 1107" in problem
+            assert "API key not found" in str(slot.reason) and "API key" not in problem
+            assert str(slot.reason) in str(engine.sinks.describe("jodo"))  # status says it all
             assert (await engine.poll("jodo")).skipped  # a stopped sink is not asked again
         finally:
             await engine.close()
