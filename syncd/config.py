@@ -18,6 +18,7 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Collection
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -139,6 +141,49 @@ class FieldMap(Strict):
     fields: dict[str, str] = {}  # extra Lead.fields name -> source column
 
 
+class PolicyConfig(Strict):
+    """The safety gate (``syncd.core.gate``): when, and whether, a lead may be called.
+
+    ``[policy]`` holds the defaults; a route's ``[routes.policy]`` overrides the
+    settings it names. Every setting off by default: nothing changes until configured.
+    """
+
+    # weekday or range ("mon-fri", "sat", "all") -> "09:00-20:00" or "09:00-13:00,14:00-20:00"
+    windows: dict[str, str] = {}
+    holidays: list[date] = []  # no calls on these days (the lead's local date)
+    timezone_column: str | None = None  # an IANA zone per lead; else the number's zones
+    dnc_column: str | None = None  # a do-not-call flag column in the CRM
+    dnc_values: list[str] = ["1", "true", "yes", "y", "dnc"]
+    consent_column: str | None = None  # a consent flag or the date consent was given
+    require_consent: bool = False  # no (or unreadable) consent blocks the lead
+    consent_max_age_days: float | None = Field(None, gt=0)
+    placeholder_numbers: list[str] = []  # E.164 numbers refused on top of 9999999999-like ones
+    block_number_types: list[str] = []  # e.g. ["premium_rate", "toll_free", "fixed_line"]
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: dict[str, str]) -> dict[str, str]:
+        from syncd.core.gate import CallingWindow
+
+        CallingWindow.parse(value)  # ValueError names the bad entry
+        return value
+
+    @field_validator("block_number_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        import phonenumbers
+
+        known = {n.lower() for n in vars(phonenumbers.PhoneNumberType) if n.isupper()}
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise ValueError(f"unknown number type(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    def columns(self) -> list[str]:
+        """Return the CRM columns the gate reads."""
+        return [c for c in (self.timezone_column, self.dnc_column, self.consent_column) if c]
+
+
 class RouteConfig(Strict):
     """Which source feeds which sink, how rows map to leads, and which rows qualify."""
 
@@ -150,6 +195,7 @@ class RouteConfig(Strict):
     timezone: TimeZoneName = "UTC"  # for call_at values without an offset
     deleted_values: list[str] = ["1", "true", "yes", "y", "deleted"]
     filter: dict[str, list[str]] = {}  # column -> accepted values (all must match)
+    policy: PolicyConfig | None = None  # over [policy]; the merged result once loaded
 
     @property
     def name(self) -> str:
@@ -192,7 +238,20 @@ class Settings(BaseSettings):
     sinks: list[SinkConfig] = []
     routes: list[RouteConfig] = []
     writebacks: list[WritebackConfig] = []
+    policy: PolicyConfig = PolicyConfig()
     config_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _route_policies(self) -> Settings:
+        # Each route carries its whole policy (defaults + its own settings): the mapping
+        # runs in worker processes from the route alone.
+        routes = []
+        for route in self.routes:
+            own = route.policy.model_dump(exclude_unset=True) if route.policy else {}
+            merged = PolicyConfig.model_validate({**self.policy.model_dump(), **own})
+            routes.append(route.model_copy(update={"policy": merged}))
+        object.__setattr__(self, "routes", routes)
+        return self
 
     @classmethod
     def settings_customise_sources(

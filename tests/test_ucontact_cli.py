@@ -12,9 +12,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typing import Any
 
 from syncd.simulators.ucontact.api import UContactSimulator
 from tests.conftest import ROOT, cli_env, drop_csv, run_cli

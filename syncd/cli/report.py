@@ -43,13 +43,15 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     out.print(routes)
     if not summary.dry_run:
         sinks = Table(title_justify="left")
-        scols = ["carried", "delivered", "refused", "failed", "pending"]
+        scols = ["carried", "delivered", "refused", "failed", "pending", "held"]
         sinks.add_column("sink")
         for c in scols:
             sinks.add_column(c, justify="right")
         sinks.add_column("note")
         for name, sc in summary.sinks.items():
             note = f"stopped: {sc.stopped}" if sc.stopped else (sc.waiting or "")
+            if sc.held and not note:
+                note = f"held for the calling window; first released {_when(sc.released_at)}"
             sinks.add_row(name, *(str(getattr(sc, c)) for c in scols), note)
         out.print(sinks)
     mark = "ok" if all(r.balanced for r in summary.routes.values()) else "MISMATCH"
@@ -60,8 +62,12 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         mark = "ok" if all(summary.sink_balanced(s) for s in summary.sinks) else "MISMATCH"
         out.print(
             "accounting: new + changed + deleted + carried = "
-            f"delivered + refused + failed + pending: {mark}"
+            f"delivered + refused + failed + pending + held: {mark}"
         )
+    for name, rc in summary.routes.items():
+        if rc.blocked:
+            codes = ", ".join(f"{code} {n}" for code, n in sorted(rc.blocked.items()))
+            out.print(f"blocked by the safety gate on {name}: {codes} (see syncd rejects)")
     for sink, n in summary.outcomes.items():
         out.print(f"outcomes from {sink}: {n} new or changed")
     if summary.deadline:
@@ -137,7 +143,7 @@ def group_reasons(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
     out = console or make_console()
     table = Table(title="leads per sink and state", title_justify="left")
-    states = ["pending", "inflight", "delivered", "rejected", "failed", "removed"]
+    states = ["pending", "inflight", "held", "delivered", "rejected", "failed", "removed"]
     table.add_column("sink")
     for s in states:
         table.add_column(s, justify="right")

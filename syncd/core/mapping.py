@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from syncd.config import RouteConfig
+from syncd.core.gate import GateDecision, Screening, Verdict, screen
 from syncd.core.model import Lead
 from syncd.core.phones import PhoneError, to_e164
 
@@ -28,6 +29,15 @@ MAX_KEY_LEN = 128
 
 class RowRejected(ValueError):
     """A row cannot become a lead; the message is the reason kept with it."""
+
+
+class LeadBlocked(RowRejected):
+    """The safety gate blocks this lead: refused, and withdrawn where the dialer has it."""
+
+    def __init__(self, key: str, decision: GateDecision) -> None:
+        super().__init__(decision.text)
+        self.key = key
+        self.decision = decision
 
 
 @lru_cache(maxsize=64)
@@ -67,6 +77,8 @@ class Mapper:
                 + ", ".join(header)
             )
         self.fingerprint = route_fingerprint(route)
+        self.policy = route.policy
+        self.screening = screening_of(route)
 
     def cell(self, values: list[str], column: str | None) -> str:
         """Return a cell stripped, with control characters (a NUL, an escape…) removed:
@@ -130,6 +142,10 @@ class Mapper:
         call_at = parse_datetime(
             self.cell(values, m.call_at), self.route.call_at_format, self.route.timezone
         )
+        zone = ""
+        if self.policy is not None:
+            self._screen(key, phone, values)
+            zone = self.cell(values, self.policy.timezone_column)
         return Lead(
             key=key,
             phone=phone,
@@ -140,7 +156,21 @@ class Mapper:
             call_at=call_at,
             agent=self.cell(values, m.agent),
             fields={name: self.cell(values, col) for name, col in m.fields.items()},
+            zone=zone,
         )
+
+    def _screen(self, key: str, phone: str, values: list[str]) -> None:
+        policy = self.policy
+        assert policy is not None
+        decision = screen(
+            phone,
+            self.screening,
+            dnc=self.cell(values, policy.dnc_column) if policy.dnc_column else None,
+            consent=self.cell(values, policy.consent_column) if policy.consent_column else None,
+            now=datetime.now(UTC),
+        )
+        if decision.verdict is Verdict.BLOCK:
+            raise LeadBlocked(key, decision)
 
     def _is_deleted(self, values: list[str]) -> bool:
         route = self.route
@@ -160,11 +190,28 @@ def _split_phones(text: str) -> list[str]:
     return [p.strip() for p in _SPLIT.split(text) if p.strip()]
 
 
+def screening_of(route: RouteConfig) -> Screening:
+    """Return the gate's content rules of a route's policy."""
+    policy = route.policy
+    if policy is None:
+        return Screening()
+    age = policy.consent_max_age_days
+    return Screening(
+        dnc_values=frozenset(v.strip().lower() for v in policy.dnc_values),
+        require_consent=policy.require_consent,
+        consent_max_age=timedelta(days=age) if age is not None else None,
+        placeholders=frozenset(policy.placeholder_numbers),
+        block_types=frozenset(policy.block_number_types),
+    )
+
+
 def required_columns(route: RouteConfig) -> list[str]:
     m = route.map
     cols = [m.key, m.phone, *m.alt_phones]
     cols += [c for c in (m.first_name, m.last_name, m.email, m.call_at, m.agent, m.deleted) if c]
     cols += list(m.fields.values()) + list(route.filter)
+    if route.policy is not None:
+        cols += route.policy.columns()
     return list(dict.fromkeys(cols))
 
 
@@ -190,7 +237,8 @@ def lead_to_json(lead: Lead) -> str:
 # batch entry point (runs in worker processes for large loads)
 
 NormalizedRow = tuple[int, str, str | None, str | None, str | None, bool]
-"""(line, key, lead_hash, lead_json, reject_reason, deleted): one of json/reason is set."""
+"""(line, key, lead_hash, lead_json, reject_reason, deleted): json or reason is set; a lead
+the safety gate blocks has both: its reason, and the removal of what a dialer may hold."""
 
 
 _MAPPERS: dict[tuple[str, tuple[str, ...]], Mapper] = {}
@@ -210,6 +258,11 @@ def normalize_rows(
         key = mapper.key_of(values)
         try:
             lead = mapper.to_lead(values)
+        except LeadBlocked as exc:
+            # Refused with its reason, and a removal for a dialer that already has it.
+            gone = lead_to_json(Lead(key=exc.key, phone="", deleted=True))
+            out.append((line, key, lead_hash(gone), gone, str(exc), True))
+            continue
         except RowRejected as exc:
             out.append((line, key, None, None, str(exc), False))
             continue

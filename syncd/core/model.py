@@ -22,9 +22,12 @@ class Lead:
     agent: str = ""
     fields: dict[str, str] = field(default_factory=dict)
     deleted: bool = False
+    zone: str = ""  # the lead's time zone from the CRM (the gate's calling window); never sent
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict; the inverse of :meth:`from_json`."""
+        # `zone` only when set: a lead without one keeps the text (and hash) it always had.
+        extra = {"zone": self.zone} if self.zone else {}
         return {
             "key": self.key,
             "phone": self.phone,
@@ -36,6 +39,7 @@ class Lead:
             "agent": self.agent,
             "fields": self.fields,
             "deleted": self.deleted,
+            **extra,
         }
 
     @classmethod
@@ -53,6 +57,7 @@ class Lead:
             agent=data.get("agent", ""),
             fields=dict(data.get("fields") or {}),
             deleted=bool(data.get("deleted", False)),
+            zone=str(data.get("zone") or ""),
         )
 
 
@@ -68,6 +73,7 @@ class LeadState(enum.StrEnum):
 
     PENDING = "pending"  # in the outbox, waiting to be pushed
     INFLIGHT = "inflight"  # claimed by a push worker (leased)
+    HELD = "held"  # the safety gate holds it (outside its calling window) until next_at
     DELIVERED = "delivered"
     REJECTED = "rejected"  # refused by the dialer for this record, with a reason
     FAILED = "failed"  # attempts exhausted: a dead letter, see `syncd retry`

@@ -5,6 +5,7 @@ Pure functions over `phonenumbers`; the one place where a lead's phone is valida
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -19,9 +20,35 @@ class PhoneError(ValueError):
 # phones
 
 
+_SCIENTIFIC = re.compile(r"^\+?(\d)(?:[.,](\d+))?[eE]\+?(\d{1,2})$")
+_POINT_ZERO = re.compile(r"^(\+?\d{6,})[.,]0+$")
+
+
+def unmangle(text: str) -> str:
+    """Return a number a spreadsheet rewrote as it was, or raise PhoneError if digits were lost.
+
+    ``8.123456789E+09`` → ``8123456789``; ``8123456789.0`` → ``8123456789``;
+    ``9.18123E+11`` lost its last six digits: refused, never guessed.
+    """
+    if (m := _POINT_ZERO.match(text)) is not None:
+        return m.group(1)
+    m = _SCIENTIFIC.match(text)
+    if m is None:
+        return text
+    first, fraction, exponent = m.group(1), m.group(2) or "", int(m.group(3))
+    if len(fraction) < exponent:
+        raise PhoneError(
+            f"phone {text!r} was turned into a rounded number by a spreadsheet (digits lost): "
+            "export the column as text"
+        )
+    if len(fraction) > exponent:
+        raise PhoneError(f"phone {text!r} is not a whole number")
+    return first + fraction
+
+
 def to_e164(text: str, region: str) -> str:
     """Return ``text`` as an E.164 number, or raise PhoneError saying why not."""
-    raw = text.strip()
+    raw = unmangle(text.strip())
     if not raw:
         raise PhoneError("empty phone")
     if raw.startswith("00") and not raw.startswith("000"):
@@ -73,3 +100,37 @@ def format_dial(e164: str, fmt: DialFormat, region: str) -> str:
 
 # ---------------------------------------------------------------------------
 # mapping
+
+
+# ---------------------------------------------------------------------------
+# what kind of number it is
+
+
+def number_kind(e164: str) -> str:
+    """Return the number's type as ``phonenumbers`` names it: ``mobile``, ``toll_free``…"""
+    kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
+    for name, value in vars(phonenumbers.PhoneNumberType).items():
+        if value == kind and not name.startswith("_") and name.isupper():
+            return name.lower()
+    return "unknown"
+
+
+def is_placeholder(e164: str) -> bool:
+    """Return True for a number nobody owns that CRMs fill in: one digit repeated, or a run.
+
+    ``+919999999999``, ``+911234567890``, ``+19876543210``: the national number is one
+    digit repeated, or counts up or down by one.
+    """
+    national = str(phonenumbers.parse(e164, None).national_number)
+    if len(set(national)) == 1:
+        return True
+    steps = {(int(b) - int(a)) % 10 for a, b in itertools.pairwise(national)}
+    return len(national) >= 6 and (steps == {1} or steps == {9})
+
+
+def time_zones(e164: str) -> tuple[str, ...]:
+    """Return the zones ``phonenumbers`` places the number in (several near zone borders)."""
+    from phonenumbers import timezone as number_zones
+
+    zones = number_zones.time_zones_for_number(phonenumbers.parse(e164, None))
+    return tuple(z for z in zones if z != "Etc/Unknown")

@@ -7,6 +7,7 @@ decisions; tests check every case without fixtures.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ class Decision(enum.StrEnum):
     SKIPPED = "skipped"  # deleted, but the dialer never had it: nothing to remove
 
 
-ACTIVE_STATES = {"pending", "inflight"}
+ACTIVE_STATES = {"pending", "inflight", "held"}
 
 
 def decide(stored: StoredLead | None, content_hash: str, deleted: bool) -> Decision:
@@ -121,9 +122,19 @@ class ChunkPlan:
     rejects: list[RowReject] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # bucket -> change (may be < 0)
     carried_requeued: int = 0  # leads left queued by an earlier run, queued anew here
+    blocked: dict[str, int] = field(default_factory=dict)  # safety-gate code -> leads blocked
 
     def count(self, bucket: str, n: int = 1) -> None:
         self.counts[bucket] = self.counts.get(bucket, 0) + n
+
+
+_BLOCK_CODE = re.compile(r"^blocked \(([^)]+)\)")
+
+
+def block_code(reason: str) -> str:
+    """Return the gate's reason code of a ``blocked (code): …`` reason ("gate" if unnamed)."""
+    m = _BLOCK_CODE.match(reason)
+    return m.group(1) if m else "gate"
 
 
 def superseded_reason(key: str, later_line: int) -> str:
@@ -183,6 +194,10 @@ def plan_chunk(
     """Return the writes, rejects and count changes of the mapped rows of one chunk."""
     plan = ChunkPlan()
     for line, key, content_hash, lead_json, reason, deleted in mapped:
+        if reason is not None and content_hash is not None and lead_json is not None:
+            _plan_blocked(plan, stored.get(key), (key, content_hash, raw_hashes[line], lead_json),
+                          line, rows_by_line[line], reason)  # fmt: skip
+            continue
         if reason is not None or content_hash is None or lead_json is None:
             plan.rejects.append(RowReject(line, key, rows_by_line[line], reason or "unmappable"))
             plan.count("rejected")
@@ -204,6 +219,33 @@ def plan_chunk(
         if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
             plan.carried_requeued += 1  # counted as carried over; now queued anew
     return plan
+
+
+def _plan_blocked(
+    plan: ChunkPlan,
+    previous: StoredLead | None,
+    lead: tuple[str, str, str, str],
+    line: int,
+    row: list[str],
+    reason: str,
+) -> None:
+    """Refuse a lead the safety gate blocks, and take it back from where it went.
+
+    Delivered: the dialer gets a removal (counted as deleted). Still queued: it is
+    taken off the outbox before anyone calls it. Either way the reason is kept.
+    """
+    key = lead[0]
+    code = block_code(reason)
+    plan.blocked[code] = plan.blocked.get(code, 0) + 1
+    if previous is not None and previous.delivered and previous.hash != lead[1]:
+        plan.writes.append(LeadWrite(*lead, Action.DELETE, Decision.DELETED.value, line))
+        plan.count(Decision.DELETED.value)
+        plan.rejects.append(RowReject(line, key, row, f"{reason}; withdrawn from the dialer"))
+        return
+    if previous is not None and previous.state in ACTIVE_STATES:
+        plan.writes.append(LeadWrite(*lead, Action.DELETE, "rejected", line, state="removed"))
+    plan.count("rejected")
+    plan.rejects.append(RowReject(line, key, row, reason))
 
 
 def _decide_row(

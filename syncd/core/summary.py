@@ -17,6 +17,8 @@ class RouteCounts:
     new: int = 0
     changed: int = 0
     deleted: int = 0
+    # of the rejected and deleted: what the safety gate blocked, by reason code
+    blocked: dict[str, int] = field(default_factory=dict)
 
     def add(self, bucket: str, n: int = 1) -> None:
         setattr(self, bucket, getattr(self, bucket) + n)
@@ -41,6 +43,8 @@ class SinkCounts:
     refused: int = 0  # the dialer refused the record, with a reason
     failed: int = 0  # attempts exhausted (dead letter)
     pending: int = 0  # still queued at the end (sink stopped, deadline, backoff)
+    held: int = 0  # held by the safety gate (outside the calling window) at the end
+    released_at: float | None = None  # when the first held lead's window opens
     stopped: str | None = None
     waiting: str | None = None  # why pushing ended before the outbox was empty (a hold)
 
@@ -70,7 +74,8 @@ class RunSummary:
 
     def sink_balanced(self, sink: str) -> bool:
         c = self.sinks[sink]
-        return self.enqueued_for(sink) + c.carried == c.delivered + c.refused + c.failed + c.pending
+        done = c.delivered + c.refused + c.failed + c.pending + c.held
+        return self.enqueued_for(sink) + c.carried == done
 
     @property
     def balanced(self) -> bool:
@@ -93,7 +98,8 @@ class RunSummary:
         out: dict[str, int] = {}
         for c in self.routes.values():
             for k, v in asdict(c).items():
-                out[k] = out.get(k, 0) + v
+                if isinstance(v, int):
+                    out[k] = out.get(k, 0) + v
         for s in self.sinks.values():
             for k, v in asdict(s).items():
                 if isinstance(v, int):

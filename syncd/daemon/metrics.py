@@ -121,6 +121,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.gate = Counter(
+            "syncd_gate_decisions",
+            "Leads the safety gate held (outside the calling window) or blocked, by reason code",
+            ["sink", "decision", "code"],
+            registry=r,
+        )
         self.written = Counter(
             "syncd_writeback_outcomes_written",
             "Outcomes written back to the CRM",
@@ -227,6 +233,16 @@ class Metrics:
             self.written.labels(name).inc(written)
         if complete:
             self._writeback_ok[name] = time.time()
+
+    def gate_decisions(self, sink: str, reasons: Iterable[str]) -> None:
+        """Count the push-time decisions of the gate (``held (code): …``/``blocked (…)``)."""
+        for reason in reasons:
+            decision, _, rest = reason.partition(" (")
+            self.gate.labels(sink, decision, rest.partition(")")[0] or "gate").inc()
+
+    def gate_blocked(self, sink: str, code: str, n: int) -> None:
+        """Count leads blocked when they were read (do-not-call, consent, junk numbers)."""
+        self.gate.labels(sink, "blocked", code).inc(n)
 
     def poll_failed(self, sink: str) -> None:
         self.poll_failures.labels(sink).inc()

@@ -233,6 +233,9 @@ class Runtime:
         finally:
             for sink in meter.update():
                 self.wake(sink)
+        for route, counts in summary.routes.items():
+            for code, n in counts.blocked.items():
+                self.metrics.gate_blocked(route.rpartition("->")[2], code, n)
         totals = summary.totals()
         if totals.get("read") or summary.files_failed:
             log.info(
@@ -253,6 +256,9 @@ class Runtime:
             if not slot.working:
                 return
             due = await self.store.next_due(name)
+            _, released_at = await self.store.held(name)
+            if released_at is not None:  # a held lead's window opens: push then
+                due = released_at if due is None else min(due, released_at)
             # No await between this check and the return: a wake cannot slip through.
             if name not in self._rewake:
                 self._push_again_at(name, due)

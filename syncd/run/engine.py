@@ -28,6 +28,7 @@ import structlog
 
 from syncd.config import Settings, SourceConfig, WritebackConfig
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.gate import CallingWindow, RouteWindow
 from syncd.core.health import HealthTracker
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.errors import SinkConfigError, VendorError
@@ -134,10 +135,31 @@ class Engine:
         slot = self.sinks[name]
         if not slot.working:
             return
-        pusher = Pusher(slot.sink, self.store, counts, stop=self.stop, observer=self.observer)
+        released = await self.store.release_held(name, self.clock.time())
+        if released:
+            log.info("gate.released", sink=name, count=released)
+        pusher = Pusher(
+            slot.sink,
+            self.store,
+            counts,
+            stop=self.stop,
+            observer=self.observer,
+            windows=self.windows(name),
+            clock=self.clock,
+        )
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)
+
+    def windows(self, sink: str) -> list[RouteWindow]:
+        """Return the calling windows of the routes feeding ``sink`` (none: any time)."""
+        found = []
+        for route in self.settings.routes:
+            policy = route.policy
+            if route.sink == sink and policy is not None and policy.windows:
+                window = CallingWindow.parse(policy.windows, policy.holidays)
+                found.append(RouteWindow(window, route.timezone))
+        return found
 
     async def poll(self, name: str) -> PollResult:
         """Ask one sink for new outcomes and store them."""
@@ -244,7 +266,8 @@ class Engine:
         await self.store.release_inflight()  # we hold the store lock: any lease is orphaned
         await self.store.start_run(self.run_id, "once-full" if full else "once")
         for cfg in self.settings.sinks:
-            summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name)
+            held, _ = await self.store.held(cfg.name)
+            summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name) + held
         for route in self.settings.routes:
             summary.route(route.name)
         with phase("pull"):
@@ -273,6 +296,7 @@ class Engine:
         stopped = self.sinks.stopped()
         for name, counts in summary.sinks.items():
             counts.pending = await self.store.pending_count(name)
+            counts.held, counts.released_at = await self.store.held(name)
             counts.stopped = counts.stopped or stopped.get(name)
         await self.store.finish_run(self.run_id, summary.to_dict())
         return summary

@@ -193,6 +193,8 @@ class Puller:
         counts.rejected += len(first.rejects)
         for bucket, n in plan.counts.items():
             counts.add(bucket, n)
+        for code, n in plan.blocked.items():
+            counts.blocked[code] = counts.blocked.get(code, 0) + n
         self.summary.sink(sink).carried -= plan.carried_requeued
         for r in [*first.rejects, *plan.rejects]:
             reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key)

@@ -4,6 +4,10 @@ Delivered, refused (permanent for the record, reason kept), retried with backoff
 or failed once attempts run out. A batch the dialer refuses as a whole is split
 in halves until the bad lead stands alone, so the good ones still go through.
 
+Before a push, the safety gate's calling window (``syncd.core.gate``): a lead
+outside it is held (state ``held``) until it opens, not pushed and not counted as
+an attempt.
+
 Every push passes the sink's guard (``sink.guard``, see ``syncd.net.guard``): the circuit breaker
 stops pushing to a dialer that keeps failing (leads wait without spending their
 attempts), and a Retry-After holds back every worker of the sink, not just one.
@@ -15,12 +19,15 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from syncd.config import SinkConfig
-from syncd.core.model import PushResult, QueuedLead, ResultKind
+from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.gate import RouteWindow, Verdict, calling_decision
+from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
     PermanentError,
@@ -61,8 +68,12 @@ class Pusher:
         *,
         stop: asyncio.Event | None = None,
         observer: Any = None,
+        windows: Sequence[RouteWindow] = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.sink = sink
+        self.windows = tuple(windows)  # the calling windows of the routes feeding the sink
+        self.clock = clock
         self.cfg = sink.config
         self.store = store
         self.counts = counts
@@ -91,7 +102,9 @@ class Pusher:
             probing = breaker.state is BreakerState.HALF_OPEN
             batch = await self.store.claim(self.sink.name, self.cfg.batch_size, LEASE_S)
             if batch:
-                await self.push_batch(batch)
+                batch = await self._within_window(batch)
+                if batch:
+                    await self.push_batch(batch)
                 continue
             if probing:
                 breaker.cancel()  # nothing to probe with: let another try later
@@ -99,6 +112,46 @@ class Pusher:
             if due is None or due >= deadline:
                 return
             await self._sleep(min(due - time.time(), deadline - time.time(), 5.0))
+
+    async def _within_window(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
+        """Return the leads whose calling window is open now; hold the rest until it opens.
+
+        Checked right before the push, not when the lead was read: a lead queued at
+        19:59 and retried at 20:01 must wait for tomorrow. Removals go at any time.
+        """
+        if not self.windows:
+            return list(batch)
+        now = datetime.fromtimestamp(self.clock.time(), UTC)
+        allowed: list[QueuedLead] = []
+        holds: list[tuple[str, float, str]] = []
+        refused: list[PushResult] = []
+        for q in batch:
+            if q.action is Action.DELETE:
+                allowed.append(q)
+                continue
+            decision = calling_decision(q.lead.phone, q.lead.zone, self.windows, now)
+            if decision.verdict is Verdict.ALLOW:
+                allowed.append(q)
+            elif decision.verdict is Verdict.HOLD and decision.until is not None:
+                holds.append((q.key, decision.until.timestamp(), decision.text))
+            else:
+                refused.append(PushResult.rejected(q.key, decision.text))
+        if holds:
+            await self.store.hold(self.sink.name, holds)
+            first = min(until for _, until, _ in holds)
+            self.log.info(
+                "gate.held",
+                count=len(holds),
+                first_release=datetime.fromtimestamp(first, UTC).isoformat(),
+                reason=holds[0][2],
+            )
+        if refused:
+            await self._complete([q for q in batch if q.key in {r.key for r in refused}], refused)
+        if self.observer is not None and (holds or refused):
+            self.observer.gate_decisions(
+                self.sink.name, [r[2] for r in holds] + [r.reason for r in refused]
+            )
+        return allowed
 
     async def _gate(self, deadline: float) -> bool:
         """Return True once the breaker and any Retry-After hold let a push go.

@@ -93,6 +93,18 @@ class StateStore(Protocol):
     async def requeue(
         self, sink: str, keys: Sequence[str], next_at: float, reason: str
     ) -> None: ...
+    async def hold(self, sink: str, holds: Sequence[tuple[str, float, str]]) -> None:
+        """Hold claimed leads (key, until, reason): not pushed, not an attempt, until then."""
+        ...
+
+    async def release_held(self, sink: str, now: float) -> int:
+        """Return held leads whose time has come to the outbox; return how many."""
+        ...
+
+    async def held(self, sink: str) -> tuple[int, float | None]:
+        """Return how many leads of ``sink`` are held and when the first is released."""
+        ...
+
     async def retry_failed(
         self, sink: str, *, reason: str | None = None, key: str | None = None
     ) -> int: ...

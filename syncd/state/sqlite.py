@@ -469,6 +469,37 @@ class SqliteStore:
                 [(next_at, reason, sink, k) for k in keys],
             )
 
+    async def hold(self, sink: str, holds: Sequence[tuple[str, float, str]]) -> None:
+        async with self._tx() as db:
+            await db.executemany(
+                "UPDATE leads SET state = 'held', next_at = ?, last_error = ?,"
+                " attempts = MAX(attempts - 1, 0), lease_until = NULL"
+                " WHERE sink = ? AND key = ? AND state = 'inflight'",
+                [(until, reason, sink, key) for key, until, reason in holds],
+            )
+
+    async def release_held(self, sink: str, now: float) -> int:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE leads SET state = 'pending', next_at = 0"
+                " WHERE sink = ? AND state = 'held' AND next_at <= ?",
+                (sink, now),
+            )
+            return cur.rowcount or 0
+
+    async def held(self, sink: str) -> tuple[int, float | None]:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT COUNT(*), MIN(next_at) FROM leads WHERE sink = ? AND state = 'held'",
+                (sink,),
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0, None
+        return int(row[0]), float(row[1])
+
     async def retry_failed(
         self, sink: str, *, reason: str | None = None, key: str | None = None
     ) -> int:

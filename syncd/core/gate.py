@@ -1,0 +1,291 @@
+"""The safety gate: whether, and when, a lead may be called. Pure decisions, no I/O.
+
+Two checks, at the two moments they can be made:
+
+- ``screen`` when a row becomes a lead: a do-not-call flag, consent, placeholder
+  numbers and excluded number types. A block is final for that content: the row
+  is refused with a reason code and, if the dialer already has the lead, withdrawn.
+- ``window_decision`` right before a push: the calling window in the lead's local
+  time. Outside it the lead is held until the window opens, never refused.
+
+Reason codes (``GateDecision.code``): ``window_closed``, ``window_never_open``,
+``dnc_crm``, ``no_consent``, ``consent_expired``, ``placeholder_number``,
+``number_type:<type>``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from syncd.core.phones import is_placeholder, number_kind, time_zones
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+HORIZON_DAYS = 15  # a window that opens in none of the number's zones within this: never
+_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+TRUTHY = frozenset({"1", "true", "yes", "y", "x", "on"})
+FALSY = frozenset({"", "0", "false", "no", "n", "off"})
+
+
+class Verdict(enum.StrEnum):
+    ALLOW = "allow"
+    HOLD = "hold"  # not now: ``until`` says when
+    BLOCK = "block"  # not for this content of the lead
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """What the gate decided for one lead, and why (``code`` for counting, ``reason`` to read)."""
+
+    verdict: Verdict
+    code: str = ""
+    reason: str = ""
+    until: datetime | None = None  # HOLD: when the window opens (UTC)
+    zones: tuple[str, ...] = ()  # the zones the decision was made in
+
+    @property
+    def text(self) -> str:
+        """Return ``blocked (dnc_crm): …`` / ``held (window_closed): …``: what a person reads."""
+        word = {Verdict.BLOCK: "blocked", Verdict.HOLD: "held"}.get(self.verdict, "allowed")
+        return f"{word} ({self.code}): {self.reason}" if self.code else word
+
+
+ALLOWED = GateDecision(Verdict.ALLOW)
+
+
+# -- calling windows -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallingWindow:
+    """Calling hours per weekday (local time, end exclusive) and holidays with no calls."""
+
+    hours: tuple[tuple[tuple[int, int], ...], ...]  # 7 weekdays of (start, end) seconds
+    holidays: frozenset[date] = field(default_factory=frozenset)
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, str], holidays: Iterable[date] = ()) -> CallingWindow:
+        """Return the window of ``{"mon-fri": "09:00-20:00", "sat": "10:00-14:00"}``.
+
+        Raise ValueError naming the bad entry. A day not named has no calling hours.
+        """
+        days: list[list[tuple[int, int]]] = [[] for _ in WEEKDAYS]
+        for names, ranges in spec.items():
+            for day in _days(names):
+                for text in str(ranges).split(","):
+                    days[day].append(_seconds_range(text.strip(), names))
+        return cls(tuple(tuple(sorted(d)) for d in days), frozenset(holidays))
+
+    def open_at(self, zone: ZoneInfo, at: datetime) -> bool:
+        """Return True when ``at`` falls inside the window on the local clock of ``zone``."""
+        local = at.astimezone(zone)
+        if local.date() in self.holidays:
+            return False
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        return any(start <= second < end for start, end in self.hours[local.weekday()])
+
+    def openings(self, zone: ZoneInfo, after: datetime, days: int) -> Iterator[datetime]:
+        """Yield (UTC) the moments the window opens in ``zone``, from the day of ``after`` on."""
+        first = after.astimezone(zone).date() - timedelta(days=1)
+        for n in range(days + 2):
+            day = first + timedelta(days=n)
+            if day in self.holidays:
+                continue
+            for start, _ in self.hours[day.weekday()]:
+                h, rest = divmod(start, 3600)
+                local = datetime(day.year, day.month, day.day, h, rest // 60, tzinfo=zone)
+                yield local.astimezone(UTC)
+
+
+def _days(names: str) -> list[int]:
+    text = names.strip().lower()
+    if text in ("all", "every day", "daily"):
+        return list(range(7))
+    first, dash, last = text.partition("-")
+    if first not in WEEKDAYS or (dash and last not in WEEKDAYS):
+        raise ValueError(f"windows: {names!r} is not a weekday or range like mon-fri")
+    a = WEEKDAYS.index(first)
+    b = WEEKDAYS.index(last) if dash else a
+    return [(a + i) % 7 for i in range((b - a) % 7 + 1)]
+
+
+def _seconds_range(text: str, names: str) -> tuple[int, int]:
+    m = _RANGE.match(text)
+    if m is None:
+        raise ValueError(f"windows.{names}: {text!r} is not a range like 09:00-20:00")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    start, end = h1 * 3600 + m1 * 60, h2 * 3600 + m2 * 60
+    if m1 > 59 or m2 > 59 or not 0 <= start < end <= 24 * 3600:
+        raise ValueError(f"windows.{names}: {text!r} must start before it ends, within a day")
+    return start, end
+
+
+@lru_cache(maxsize=256)
+def zone_info(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def lead_zones(phone: str, hint: str, fallback: str) -> tuple[str, ...]:
+    """Return the zones to respect for a lead: its mapped zone, its number's, or ``fallback``.
+
+    A prefix that spans several zones (a US area code on a boundary, an Australian or
+    Russian mobile) gives them all: the window must be open in every one.
+    """
+    if hint:
+        try:
+            zone_info(hint)
+            return (hint,)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass  # an unknown name in the CRM column: the number still tells
+    if phone:
+        try:
+            zones = time_zones(phone)
+        except Exception:  # an unparsable stored number: the route's zone, not a crash
+            zones = ()
+        if zones:
+            return zones
+    return (fallback,)
+
+
+def next_opening(window: CallingWindow, zones: tuple[str, ...], now: datetime) -> datetime | None:
+    """Return the first moment from ``now`` on that is inside the window in every zone."""
+    infos = [zone_info(z) for z in zones]
+    if all(window.open_at(z, now) for z in infos):
+        return now
+    # Where the windows of several zones overlap, the overlap opens when one of them does.
+    candidates = sorted(
+        {t for z in infos for t in window.openings(z, now, HORIZON_DAYS) if t > now}
+    )
+    return next((t for t in candidates if all(window.open_at(z, t) for z in infos)), None)
+
+
+def window_decision(
+    window: CallingWindow | None, zones: tuple[str, ...], now: datetime
+) -> GateDecision:
+    """Return ALLOW inside the window, HOLD until it opens, BLOCK if it never opens."""
+    if window is None:
+        return ALLOWED
+    opening = next_opening(window, zones, now)
+    where = ", ".join(zones)
+    if opening == now:
+        return GateDecision(Verdict.ALLOW, zones=zones)
+    if opening is None:
+        return GateDecision(
+            Verdict.BLOCK,
+            "window_never_open",
+            f"no time in the next {HORIZON_DAYS} days is inside the calling window in all of "
+            f"{where}; map a time-zone column for such numbers",
+            zones=zones,
+        )
+    local = opening.astimezone(zone_info(zones[0])).strftime("%Y-%m-%d %H:%M %Z")
+    return GateDecision(
+        Verdict.HOLD,
+        "window_closed",
+        f"outside the calling window in {where}; held until {local}",
+        until=opening,
+        zones=zones,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteWindow:
+    """One route's calling window and the zone for numbers that name none."""
+
+    window: CallingWindow
+    fallback_zone: str
+
+
+def calling_decision(
+    phone: str, zone_hint: str, windows: Iterable[RouteWindow], now: datetime
+) -> GateDecision:
+    """Return the decision of every window a sink's routes set: open only where all are.
+
+    BLOCK if any never opens; else HOLD until the latest opening; else ALLOW.
+    """
+    decisions = [
+        window_decision(w.window, lead_zones(phone, zone_hint, w.fallback_zone), now)
+        for w in windows
+    ]
+    blocked = [d for d in decisions if d.verdict is Verdict.BLOCK]
+    if blocked:
+        return blocked[0]
+    held = [d for d in decisions if d.verdict is Verdict.HOLD]
+    if held:
+        return max(held, key=lambda d: d.until or now)  # rechecked then: the others may differ
+    return decisions[0] if decisions else ALLOWED
+
+
+# -- screening a lead's content ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """What the screen checks, from the route's policy (see ``PolicyConfig``)."""
+
+    dnc_values: frozenset[str] = frozenset()
+    require_consent: bool = False
+    consent_max_age: timedelta | None = None
+    placeholders: frozenset[str] = frozenset()  # E.164 numbers refused besides the patterns
+    block_types: frozenset[str] = frozenset()
+
+
+def screen(
+    phone: str,
+    rules: Screening,
+    *,
+    dnc: str | None,
+    consent: str | None,
+    now: datetime,
+) -> GateDecision:
+    """Return BLOCK with the first rule the lead breaks, else ALLOW.
+
+    ``dnc`` / ``consent`` are the cells of the mapped columns (None: no such column).
+    """
+    if dnc is not None and dnc.strip().lower() in rules.dnc_values:
+        return GateDecision(Verdict.BLOCK, "dnc_crm", f"the CRM marks it do-not-call ({dnc!r})")
+    if phone in rules.placeholders or is_placeholder(phone):
+        return GateDecision(
+            Verdict.BLOCK, "placeholder_number", f"{phone} is a placeholder, not a person's number"
+        )
+    if rules.block_types:
+        kind = number_kind(phone)
+        if kind in rules.block_types:
+            return GateDecision(Verdict.BLOCK, f"number_type:{kind}", f"{phone} is a {kind} number")
+    if consent is not None:
+        decided = _consent(consent, rules, now)
+        if decided is not None:
+            return decided
+    return ALLOWED
+
+
+def _consent(value: str, rules: Screening, now: datetime) -> GateDecision | None:
+    text = value.strip()
+    if text.lower() in TRUTHY:
+        return None
+    if text.lower() in FALSY:
+        if rules.require_consent:
+            return GateDecision(Verdict.BLOCK, "no_consent", "no consent recorded")
+        return None
+    try:
+        given = datetime.fromisoformat(text)
+    except ValueError:
+        if rules.require_consent:
+            return GateDecision(
+                Verdict.BLOCK, "no_consent", f"consent {text!r} is neither yes/no nor a date"
+            )
+        return None
+    if given.tzinfo is None:
+        given = given.replace(tzinfo=UTC)
+    if rules.consent_max_age is not None and now - given > rules.consent_max_age:
+        days = rules.consent_max_age.days
+        return GateDecision(
+            Verdict.BLOCK,
+            "consent_expired",
+            f"consent given {given.date().isoformat()} is older than {days} days",
+        )
+    return None

@@ -1,0 +1,177 @@
+"""The safety gate's decisions, case by case, at fixed times (no I/O, no real clock)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from syncd.core.gate import (
+    CallingWindow,
+    RouteWindow,
+    Screening,
+    Verdict,
+    calling_decision,
+    lead_zones,
+    screen,
+    window_decision,
+)
+from syncd.core.phones import PhoneError, to_e164, unmangle
+
+WEEKDAYS_9_TO_8 = CallingWindow.parse({"mon-sat": "09:00-20:00"})
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# -- calling windows in the lead's local time ----------------------------------------------
+
+# Monday 2026-11-30. India is UTC+5:30; New York UTC-5, Los Angeles UTC-8 (no DST in
+# winter); London UTC+0; Sydney UTC+11 (summer time).
+CASES = [
+    # phone, now (UTC), verdict, release (UTC) when held
+    ("+919820012345", "2026-11-30 04:00", Verdict.ALLOW, None),  # 09:30 in Mumbai
+    ("+919820012345", "2026-11-30 03:00", Verdict.HOLD, "2026-11-30 03:30"),  # 08:30
+    ("+919820012345", "2026-11-30 15:00", Verdict.HOLD, "2026-12-01 03:30"),  # 20:30
+    ("+12125550100", "2026-11-30 14:00", Verdict.ALLOW, None),  # 09:00 in New York
+    ("+12125550100", "2026-11-30 13:59", Verdict.HOLD, "2026-11-30 14:00"),  # 08:59
+    ("+13105550100", "2026-11-30 14:00", Verdict.HOLD, "2026-11-30 17:00"),  # 06:00 in LA
+    ("+442071234567", "2026-11-30 19:59", Verdict.ALLOW, None),  # 19:59 in London
+    ("+442071234567", "2026-11-30 20:00", Verdict.HOLD, "2026-12-01 09:00"),  # closes at 20:00
+    ("+61212345678", "2026-11-30 21:00", Verdict.HOLD, "2026-11-30 22:00"),  # 08:00 in Sydney
+    # Saturday 20:00 in London: Sunday has no window, Monday 09:00 is next.
+    ("+442071234567", "2026-12-05 20:00", Verdict.HOLD, "2026-12-07 09:00"),
+    # An Australian mobile can be in Perth (UTC+8) or Sydney (UTC+11): open in both only
+    # from 01:00 UTC (09:00 Perth) to 09:00 UTC (20:00 Sydney), on Perth's Monday too.
+    ("+61412345678", "2026-11-30 23:00", Verdict.HOLD, "2026-12-01 02:30"),
+]
+
+
+@pytest.mark.parametrize(("phone", "now", "verdict", "release"), CASES)
+def test_the_calling_window_is_kept_in_the_lead_s_local_time(
+    phone: str, now: str, verdict: Verdict, release: str | None
+) -> None:
+    zones = lead_zones(phone, "", "UTC")
+    decision = window_decision(WEEKDAYS_9_TO_8, zones, utc(now))
+    assert decision.verdict is verdict, decision
+    if release is not None:
+        assert decision.until == utc(release)
+        assert decision.code == "window_closed" and "held until" in decision.reason
+
+
+def test_a_multi_zone_prefix_needs_the_window_open_in_every_zone() -> None:
+    zones = lead_zones("+61412345678", "", "UTC")
+    assert {"Australia/Perth", "Australia/Sydney"} <= set(zones)
+    # 09:30 in Sydney, but 06:30 in Perth: held.
+    assert window_decision(WEEKDAYS_9_TO_8, zones, utc("2026-11-30 22:30")).verdict is Verdict.HOLD
+
+
+def test_a_mapped_zone_wins_over_the_number_and_an_unknown_one_is_ignored() -> None:
+    assert lead_zones("+12125550100", "America/Los_Angeles", "UTC") == ("America/Los_Angeles",)
+    assert lead_zones("+12125550100", "Mars/Base", "UTC") == ("America/New_York",)
+    assert lead_zones("", "", "Asia/Kolkata") == ("Asia/Kolkata",)
+
+
+def test_dst_is_the_zone_database_s_business() -> None:
+    # New York leaves summer time on Sunday 2026-11-01: 09:00 is 13:00 UTC the Saturday
+    # before and 14:00 UTC the Monday after.
+    window = CallingWindow.parse({"all": "09:00-20:00"})
+    zones = ("America/New_York",)
+    assert window_decision(window, zones, utc("2026-10-31 13:00")).verdict is Verdict.ALLOW
+    after = window_decision(window, zones, utc("2026-11-02 13:00"))
+    assert after.verdict is Verdict.HOLD and after.until == utc("2026-11-02 14:00")
+    # On the change day itself, 09:00 local is 14:00 UTC (the clocks went back at 02:00).
+    day = window_decision(window, zones, utc("2026-11-01 12:00"))
+    assert day.until == utc("2026-11-01 14:00")
+
+
+def test_holidays_have_no_calling_hours() -> None:
+    window = CallingWindow.parse({"mon-fri": "09:00-20:00"}, [date(2026, 12, 25)])
+    decision = window_decision(window, ("Europe/London",), utc("2026-12-25 10:00"))
+    assert decision.until == utc("2026-12-28 09:00")  # Friday holiday, weekend, Monday
+
+
+def test_a_window_open_in_none_of_the_zones_blocks_with_a_reason() -> None:
+    short = CallingWindow.parse({"all": "09:00-10:00"})
+    decision = window_decision(short, ("Pacific/Honolulu", "Asia/Tokyo"), utc("2026-11-30 00:00"))
+    assert decision.verdict is Verdict.BLOCK and decision.code == "window_never_open"
+
+
+def test_several_routes_feeding_one_sink_must_all_be_open() -> None:
+    evenings = CallingWindow.parse({"all": "17:00-21:00"})
+    windows = [RouteWindow(WEEKDAYS_9_TO_8, "UTC"), RouteWindow(evenings, "UTC")]
+    decision = calling_decision("+442071234567", "", windows, utc("2026-11-30 12:00"))
+    assert decision.verdict is Verdict.HOLD and decision.until == utc("2026-11-30 17:00")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"someday": "09:00-20:00"}, {"mon": "9-20"}, {"mon": "20:00-09:00"}, {"mon": "09:00-25:00"}],
+)
+def test_a_bad_window_setting_is_refused_naming_it(spec: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="windows"):
+        CallingWindow.parse(spec)
+
+
+# -- screening what the CRM sent ---------------------------------------------------------
+
+NOW = utc("2026-11-30 10:00")
+RULES = Screening(
+    dnc_values=frozenset({"1", "yes", "dnc"}),
+    require_consent=True,
+    consent_max_age=timedelta(days=365),
+    placeholders=frozenset({"+919820000000"}),
+    block_types=frozenset({"premium_rate", "toll_free"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("phone", "dnc", "consent", "code"),
+    [
+        ("+919820012345", "", "yes", ""),
+        ("+919820012345", "DNC", "yes", "dnc_crm"),
+        ("+919999999999", "", "yes", "placeholder_number"),  # one digit repeated
+        ("+911234567890", "", "yes", "placeholder_number"),  # a run
+        ("+919820000000", "", "yes", "placeholder_number"),  # the configured list
+        ("+18005550123", "", "yes", "number_type:toll_free"),
+        ("+919820012345", "", "", "no_consent"),
+        ("+919820012345", "", "no", "no_consent"),
+        ("+919820012345", "", "whenever", "no_consent"),
+        ("+919820012345", "", "2026-01-15", ""),
+        ("+919820012345", "", "2025-06-01", "consent_expired"),
+    ],
+)
+def test_a_lead_is_blocked_for_the_first_rule_it_breaks(
+    phone: str, dnc: str, consent: str, code: str
+) -> None:
+    decision = screen(phone, RULES, dnc=dnc, consent=consent, now=NOW)
+    assert decision.code == code, decision
+    assert decision.verdict is (Verdict.BLOCK if code else Verdict.ALLOW)
+    if code:
+        assert decision.text.startswith(f"blocked ({code}): ")
+
+
+def test_without_a_consent_column_consent_is_not_asked() -> None:
+    assert screen("+919820012345", RULES, dnc=None, consent=None, now=NOW).code == ""
+
+
+# -- numbers a spreadsheet rewrote -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [
+        ("8.123456789E+09", "8123456789"),
+        ("8123456789.0", "8123456789"),
+        ("9820012345", "9820012345"),
+    ],
+)
+def test_a_spreadsheet_number_is_recovered_when_no_digit_was_lost(text: str, digits: str) -> None:
+    assert unmangle(text) == digits
+
+
+def test_a_spreadsheet_number_that_lost_digits_is_refused_not_guessed() -> None:
+    with pytest.raises(PhoneError, match="digits lost"):
+        to_e164("9.18123E+11", "IN")
+    assert to_e164("9.820012345E+09", "IN") == "+919820012345"

@@ -1,0 +1,147 @@
+"""The safety gate through real runs: leads held outside their calling window and released
+when it opens (a fake clock, a real Jodo simulator), blocked leads refused and withdrawn."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from syncd.run.engine import Engine
+from syncd.simulators.jodo.api import JodoSimulator, create_app
+from syncd.simulators.server import running
+from syncd.state import open_store
+from tests.conftest import drop_csv, run_cli
+from tests.support.clock import FakeClock
+from tests.support.reliability import jodo_sink, route, settings_for, write_config
+
+HEADER = "id,first,last,phone,email,callback\n"
+LEADS = {
+    "IN": "+919820012345",  # Mumbai, UTC+5:30
+    "NY": "+12125550100",  # New York, UTC-5
+    "LA": "+13105550100",  # Los Angeles, UTC-8
+    "GB": "+442071234567",  # London, UTC+0
+    "AU": "+61212345678",  # Sydney, UTC+11 in summer
+}
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def config(tmp_path: Path, url: str, **policy: Any) -> Path:
+    rules = {"windows": {"mon-sat": "09:00-20:00"}, **policy}
+    return write_config(tmp_path, [jodo_sink(url)], routes=[route("jodo", policy=rules)])
+
+
+async def run_at(path: Path, clock: FakeClock) -> Any:
+    settings = settings_for(path)
+    store = await open_store(settings.state)
+    engine = Engine(settings, store, clock=clock)
+    try:
+        return await engine.run_once(deadline_s=60)
+    finally:
+        await engine.close()
+        await store.close()
+
+
+def held_by(sim: JodoSimulator) -> set[str]:
+    return {str(r["leadnumber"]) for r in sim.records()}
+
+
+async def test_leads_wait_for_their_own_calling_hours_and_go_when_they_open(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator()
+    clock = FakeClock(at("2026-11-30 15:00"))  # a Monday: 20:30 in Mumbai, 07:00 in LA
+    with running(create_app(sim)) as url:
+        path = config(tmp_path, url)
+        rows = "".join(f"{k},F,L,{phone},,\n" for k, phone in LEADS.items())
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
+
+        first = await run_at(path, clock)
+        after_first = held_by(sim)
+        status = run_cli("status", "-c", str(path))
+        explained = run_cli("explain", "IN", "-c", str(path))
+        clock.now = at("2026-11-30 17:00")  # 09:00 in Los Angeles
+        second = await run_at(path, clock)
+        after_second = held_by(sim)
+        clock.now = at("2026-12-01 04:00")  # 09:30 in Mumbai, 15:00 in Sydney
+        third = await run_at(path, clock)
+
+    assert after_first == {"NY", "GB"}
+    counts = first.sinks["jodo"]
+    assert (counts.delivered, counts.held, counts.pending) == (2, 3, 0)
+    assert counts.released_at == at("2026-11-30 17:00")  # LA opens first
+    assert first.balanced and second.balanced and third.balanced
+    assert "held" in status.stdout
+    assert "held (window_closed): outside the calling window in Asia/Calcutta" in explained.stdout
+    assert after_second == {"NY", "GB", "LA"}
+    assert held_by(sim) == set(LEADS)
+    assert all(n == 1 for n in sim.received().values())  # nobody pushed twice
+    assert third.sinks["jodo"].held == 0
+
+
+async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_withdrawn(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator(agents={"supervisor": 1})
+    clock = FakeClock(at("2026-11-30 06:00"))  # 11:30 in Mumbai
+    with running(create_app(sim)) as url:
+        path = write_config(
+            tmp_path,
+            [
+                jodo_sink(
+                    url,
+                    dispositions={
+                        "login": "supervisor",
+                        "on_delete": {"dispomasterid": 7, "disporeasonid": 3},
+                    },
+                )
+            ],
+            routes=[
+                route(
+                    "jodo",
+                    map={"fields": {"dnc": "dnc", "consent": "consent"}},
+                    policy={
+                        "dnc_column": "dnc",
+                        "consent_column": "consent",
+                        "require_consent": True,
+                        "block_number_types": ["toll_free"],
+                    },
+                )
+            ],
+        )
+        header = "id,first,last,phone,email,callback,dnc,consent\n"
+        drop_csv(
+            tmp_path / "inbox",
+            "a.csv",
+            header
+            + "OK1,F,L,9820012345,,,,yes\n"
+            + "DNC1,F,L,9820012346,,,yes,yes\n"
+            + "NOC1,F,L,9820012347,,,,\n"
+            + "JUNK1,F,L,9999999999,,,,yes\n"
+            + "SHEET1,F,L,9.820012348E+09,,,,yes\n"
+            + "LOST1,F,L,9.82001E+09,,,,yes\n",
+        )
+        first = await run_at(path, clock)
+        # Later the person asks to be left alone: the CRM flags OK1 as do-not-call.
+        drop_csv(tmp_path / "inbox", "b.csv", header + "OK1,F,L,9820012345,,,yes,yes\n")
+        second = await run_at(path, clock)
+        rejects = run_cli("rejects", "-c", str(path))
+
+    assert held_by(sim) >= {"OK1", "SHEET1"}
+    assert "DNC1" not in held_by(sim) and "NOC1" not in held_by(sim)
+    assert first.routes["crm->jodo"].blocked == {
+        "dnc_crm": 1,
+        "no_consent": 1,
+        "placeholder_number": 1,
+    }
+    assert second.routes["crm->jodo"].deleted == 1  # OK1 withdrawn
+    assert second.routes["crm->jodo"].blocked == {"dnc_crm": 1}
+    [disposed] = [d for d in sim.dispositions if d.get("contactvalue", "").endswith("9820012345")]
+    assert disposed  # Jodo got the do-not-call disposition for the delivered lead
+    assert "blocked (dnc_crm): the CRM marks it do-not-call" in rejects.stdout
+    assert "withdrawn from the dialer" in rejects.stdout
+    assert "blocked (placeholder_number)" in rejects.stdout
+    assert "digits lost" in rejects.stdout
