@@ -66,6 +66,15 @@ city = "city"
 product = "product"
 """
 
+# --gate: the safety gate on, every check that reads the lead (nothing is held or
+# blocked: the window is open all day and no row has the do-not-call value).
+GATE = """\
+[routes.policy]
+windows = { all = "00:00-24:00" }
+dnc_column = "product"
+dnc_values = ["never-a-product"]
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -111,6 +120,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--gate", action="store_true", help="with the safety gate's checks on")
     parser.add_argument(
         "--profile", type=Path, help="write cProfile stats of each run into this folder"
     )
@@ -135,7 +145,8 @@ def main() -> None:
                 batch_size=args.batch_size,
                 concurrency=args.concurrency,
                 chunk_rows=args.chunk_rows,
-            ),
+            )
+            + (GATE if args.gate else ""),
             encoding="utf-8",
         )
         n = args.leads

@@ -151,13 +151,17 @@ class PolicyConfig(Strict):
     # weekday or range ("mon-fri", "sat", "all") -> "09:00-20:00" or "09:00-13:00,14:00-20:00"
     windows: dict[str, str] = {}
     holidays: list[date] = []  # no calls on these days (the lead's local date)
+    min_minutes_left: float = Field(0.0, ge=0, le=240)  # hold a lead whose window closes sooner
+    # a CRM call_at outside the window: moved to the next opening, or the lead refused
+    call_at_outside_window: Literal["move", "refuse"] = "move"
     timezone_column: str | None = None  # an IANA zone per lead; else the number's zones
     dnc_column: str | None = None  # a do-not-call flag column in the CRM
     dnc_values: list[str] = ["1", "true", "yes", "y", "dnc"]
     consent_column: str | None = None  # a consent flag or the date consent was given
     require_consent: bool = False  # no (or unreadable) consent blocks the lead
     consent_max_age_days: float | None = Field(None, gt=0)
-    placeholder_numbers: list[str] = []  # E.164 numbers refused on top of 9999999999-like ones
+    block_placeholders: bool = True  # refuse 9999999999, 1234567890 and the like
+    placeholder_numbers: list[str] = []  # E.164 numbers refused on top of those
     block_number_types: list[str] = []  # e.g. ["premium_rate", "toll_free", "fixed_line"]
 
     @field_validator("windows")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
+from syncd.config import RouteConfig
 from syncd.core.gate import (
     CallingWindow,
     RouteWindow,
@@ -16,6 +18,7 @@ from syncd.core.gate import (
     screen,
     window_decision,
 )
+from syncd.core.mapping import LeadBlocked, Mapper
 from syncd.core.phones import PhoneError, to_e164, unmangle
 
 WEEKDAYS_9_TO_8 = CallingWindow.parse({"mon-sat": "09:00-20:00"})
@@ -175,3 +178,52 @@ def test_a_spreadsheet_number_that_lost_digits_is_refused_not_guessed() -> None:
     with pytest.raises(PhoneError, match="digits lost"):
         to_e164("9.18123E+11", "IN")
     assert to_e164("9.820012345E+09", "IN") == "+919820012345"
+
+
+def test_a_window_closing_sooner_than_the_margin_counts_as_closed() -> None:
+    # 19:55 in London with ten minutes needed to place the call: tomorrow 09:00.
+    late = window_decision(
+        WEEKDAYS_9_TO_8, ("Europe/London",), utc("2026-11-30 19:55"), timedelta(minutes=10)
+    )
+    assert late.verdict is Verdict.HOLD and late.until == utc("2026-12-01 09:00")
+    early = window_decision(
+        WEEKDAYS_9_TO_8, ("Europe/London",), utc("2026-11-30 19:49"), timedelta(minutes=10)
+    )
+    assert early.verdict is Verdict.ALLOW
+
+
+# -- a CRM callback time outside the window ------------------------------------------------
+
+
+def mapper(**policy: object) -> Mapper:
+    route = RouteConfig.model_validate(
+        {
+            "source": "crm",
+            "sink": "jodo",
+            "default_region": "GB",
+            "map": {"key": "id", "phone": "phone", "call_at": "callback"},
+            "policy": {"windows": {"mon-sat": "09:00-20:00"}, **policy},
+        }
+    )
+    return Mapper(route, ("id", "phone", "callback"))
+
+
+def test_a_callback_outside_the_window_moves_to_its_next_opening() -> None:
+    lead = mapper().to_lead(["L1", "02071234567", "2026-11-30T21:30:00+00:00"])
+    assert lead.call_at == utc("2026-12-01 09:00")
+    inside = mapper().to_lead(["L2", "02071234567", "2026-11-30T15:00:00+00:00"])
+    assert inside.call_at == utc("2026-11-30 15:00")
+
+
+def test_a_callback_outside_the_window_can_refuse_the_lead_instead() -> None:
+    with pytest.raises(LeadBlocked, match=r"blocked \(call_at_outside_window\)"):
+        mapper(call_at_outside_window="refuse").to_lead(
+            ["L1", "02071234567", "2026-11-30T21:30:00+00:00"]
+        )
+
+
+def test_a_bad_policy_is_a_configuration_error_naming_the_setting() -> None:
+    with pytest.raises(ValidationError, match="windows"):
+        mapper(windows={"mon": "9 to 5"})
+    with pytest.raises(ValidationError, match="unknown number type"):
+        mapper(block_number_types=["robocall"])

@@ -8,12 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from syncd.run.engine import Engine
+from syncd.simulators.ameyo.api import AmeyoSimulator
+from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state import open_store
 from tests.conftest import drop_csv, run_cli
 from tests.support.clock import FakeClock
-from tests.support.reliability import jodo_sink, route, settings_for, write_config
+from tests.support.reliability import (
+    AMEYO_PASSWORD,
+    ameyo_sink,
+    jodo_sink,
+    route,
+    settings_for,
+    vendor_env,
+    write_config,
+)
 
 HEADER = "id,first,last,phone,email,callback\n"
 LEADS = {
@@ -145,3 +155,28 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     assert "withdrawn from the dialer" in rejects.stdout
     assert "blocked (placeholder_number)" in rejects.stdout
     assert "digits lost" in rejects.stdout
+
+
+async def test_a_dialer_that_cannot_take_a_lead_back_says_so_and_refuses_the_withdrawal(
+    tmp_path: Path,
+) -> None:
+    sim = AmeyoSimulator(users={"syncd": AMEYO_PASSWORD}, dialing=False)
+    with running(ameyo_app(sim)) as url:
+        path = write_config(
+            tmp_path,
+            [ameyo_sink(url)],
+            routes=[route("ameyo", map={"fields": {"dnc": "dnc"}}, policy={"dnc_column": "dnc"})],
+        )
+        header = "id,first,last,phone,email,callback,dnc\n"
+        drop_csv(tmp_path / "inbox", "a.csv", header + "A1,F,L,9820012345,,,\n")
+        first = await run_at(path, FakeClock(at("2026-11-30 06:00")))
+        drop_csv(tmp_path / "inbox", "b.csv", header + "A1,F,L,9820012345,,,yes\n")
+        second = await run_at(path, FakeClock(at("2026-11-30 06:00")))
+        explained = run_cli("explain", "A1", "-c", str(path), env=vendor_env())
+
+    assert first.sinks["ameyo"].delivered == 1
+    [warning] = second.warnings["ameyo"]
+    assert warning.startswith("this dialer cannot take a lead back")
+    assert second.sinks["ameyo"].refused == 1  # the withdrawal, refused with its reason
+    assert "cannot remove a customer" in explained.stdout
+    assert "blocked (dnc_crm)" in explained.stdout

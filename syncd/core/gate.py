@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -152,25 +152,40 @@ def lead_zones(phone: str, hint: str, fallback: str) -> tuple[str, ...]:
     return (fallback,)
 
 
-def next_opening(window: CallingWindow, zones: tuple[str, ...], now: datetime) -> datetime | None:
-    """Return the first moment from ``now`` on that is inside the window in every zone."""
+def next_opening(
+    window: CallingWindow,
+    zones: tuple[str, ...],
+    now: datetime,
+    margin: timedelta = timedelta(0),
+) -> datetime | None:
+    """Return the first moment from ``now`` on that is inside the window in every zone,
+    and still is ``margin`` later (time for the dialer to place the call)."""
     infos = [zone_info(z) for z in zones]
-    if all(window.open_at(z, now) for z in infos):
+
+    def inside(t: datetime) -> bool:
+        return all(window.open_at(z, t) and window.open_at(z, t + margin) for z in infos)
+
+    if inside(now):
         return now
     # Where the windows of several zones overlap, the overlap opens when one of them does.
-    candidates = sorted(
-        {t for z in infos for t in window.openings(z, now, HORIZON_DAYS) if t > now}
-    )
-    return next((t for t in candidates if all(window.open_at(z, t) for z in infos)), None)
+    openings = {t for z in infos for t in window.openings(z, now, HORIZON_DAYS) if t > now}
+    return next((t for t in sorted(openings) if inside(t)), None)
 
 
 def window_decision(
-    window: CallingWindow | None, zones: tuple[str, ...], now: datetime
+    window: CallingWindow | None,
+    zones: tuple[str, ...],
+    now: datetime,
+    margin: timedelta = timedelta(0),
 ) -> GateDecision:
-    """Return ALLOW inside the window, HOLD until it opens, BLOCK if it never opens."""
+    """Return ALLOW inside the window, HOLD until it opens, BLOCK if it never opens.
+
+    With ``margin``, a window that closes sooner than that counts as closed: a lead
+    pushed at 19:58 would be dialled after 20:00.
+    """
     if window is None:
         return ALLOWED
-    opening = next_opening(window, zones, now)
+    opening = next_opening(window, zones, now, margin)
     where = ", ".join(zones)
     if opening == now:
         return GateDecision(Verdict.ALLOW, zones=zones)
@@ -198,19 +213,35 @@ class RouteWindow:
 
     window: CallingWindow
     fallback_zone: str
+    margin: timedelta = timedelta(0)  # how long the window must stay open after the push
 
 
 def calling_decision(
-    phone: str, zone_hint: str, windows: Iterable[RouteWindow], now: datetime
+    phone: str,
+    zone_hint: str,
+    windows: Sequence[RouteWindow],
+    now: datetime,
+    memo: dict[tuple[tuple[str, ...], ...], GateDecision] | None = None,
 ) -> GateDecision:
     """Return the decision of every window a sink's routes set: open only where all are.
 
-    BLOCK if any never opens; else HOLD until the latest opening; else ALLOW.
+    BLOCK if any never opens; else HOLD until the latest opening; else ALLOW. ``memo``
+    keeps the decisions of one moment by zones: a batch mostly shares a few.
     """
+    zone_sets = tuple(lead_zones(phone, zone_hint, w.fallback_zone) for w in windows)
+    if memo is not None and (known := memo.get(zone_sets)) is not None:
+        return known
     decisions = [
-        window_decision(w.window, lead_zones(phone, zone_hint, w.fallback_zone), now)
-        for w in windows
+        window_decision(w.window, zones, now, w.margin)
+        for w, zones in zip(windows, zone_sets, strict=True)
     ]
+    decision = _combined(decisions, now)
+    if memo is not None:
+        memo[zone_sets] = decision
+    return decision
+
+
+def _combined(decisions: list[GateDecision], now: datetime) -> GateDecision:
     blocked = [d for d in decisions if d.verdict is Verdict.BLOCK]
     if blocked:
         return blocked[0]
@@ -230,6 +261,7 @@ class Screening:
     dnc_values: frozenset[str] = frozenset()
     require_consent: bool = False
     consent_max_age: timedelta | None = None
+    block_placeholders: bool = True  # one digit repeated, or a run
     placeholders: frozenset[str] = frozenset()  # E.164 numbers refused besides the patterns
     block_types: frozenset[str] = frozenset()
 
@@ -248,7 +280,7 @@ def screen(
     """
     if dnc is not None and dnc.strip().lower() in rules.dnc_values:
         return GateDecision(Verdict.BLOCK, "dnc_crm", f"the CRM marks it do-not-call ({dnc!r})")
-    if phone in rules.placeholders or is_placeholder(phone):
+    if phone in rules.placeholders or (rules.block_placeholders and is_placeholder(phone)):
         return GateDecision(
             Verdict.BLOCK, "placeholder_number", f"{phone} is a placeholder, not a person's number"
         )

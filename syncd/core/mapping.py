@@ -14,7 +14,15 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from syncd.config import RouteConfig
-from syncd.core.gate import GateDecision, Screening, Verdict, screen
+from syncd.core.gate import (
+    CallingWindow,
+    GateDecision,
+    Screening,
+    Verdict,
+    lead_zones,
+    screen,
+    window_decision,
+)
 from syncd.core.model import Lead
 from syncd.core.phones import PhoneError, to_e164
 
@@ -25,6 +33,7 @@ _CONTROLS: dict[int, None] = {
     c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A, 0x0D)
 }
 MAX_KEY_LEN = 128
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RowRejected(ValueError):
@@ -79,6 +88,11 @@ class Mapper:
         self.fingerprint = route_fingerprint(route)
         self.policy = route.policy
         self.screening = screening_of(route)
+        self.window = (
+            CallingWindow.parse(route.policy.windows, route.policy.holidays)
+            if route.policy is not None and route.policy.windows
+            else None
+        )
 
     def cell(self, values: list[str], column: str | None) -> str:
         """Return a cell stripped, with control characters (a NUL, an escape…) removed:
@@ -146,6 +160,8 @@ class Mapper:
         if self.policy is not None:
             self._screen(key, phone, values)
             zone = self.cell(values, self.policy.timezone_column)
+            if call_at is not None and self.window is not None:
+                call_at = self._call_at_in_window(key, phone, zone, call_at)
         return Lead(
             key=key,
             phone=phone,
@@ -159,6 +175,24 @@ class Mapper:
             zone=zone,
         )
 
+    def _call_at_in_window(self, key: str, phone: str, zone: str, call_at: datetime) -> datetime:
+        """Return the CRM's callback time, moved into the calling window (or refuse the lead)."""
+        assert self.window is not None and self.policy is not None
+        zones = lead_zones(phone, zone, self.route.timezone)
+        decision = window_decision(self.window, zones, call_at)
+        if decision.verdict is Verdict.ALLOW:
+            return call_at
+        if decision.verdict is Verdict.HOLD and decision.until is not None:
+            if self.policy.call_at_outside_window == "move":
+                return decision.until
+            decision = GateDecision(
+                Verdict.BLOCK,
+                "call_at_outside_window",
+                f"call_at {call_at.isoformat()} is outside the calling window in "
+                f'{", ".join(zones)} (call_at_outside_window = "refuse")',
+            )
+        raise LeadBlocked(key, decision)
+
     def _screen(self, key: str, phone: str, values: list[str]) -> None:
         policy = self.policy
         assert policy is not None
@@ -167,7 +201,7 @@ class Mapper:
             self.screening,
             dnc=self.cell(values, policy.dnc_column) if policy.dnc_column else None,
             consent=self.cell(values, policy.consent_column) if policy.consent_column else None,
-            now=datetime.now(UTC),
+            now=datetime.now(UTC) if policy.consent_column else _EPOCH,  # only consent ages
         )
         if decision.verdict is Verdict.BLOCK:
             raise LeadBlocked(key, decision)
@@ -199,6 +233,7 @@ def screening_of(route: RouteConfig) -> Screening:
     return Screening(
         dnc_values=frozenset(v.strip().lower() for v in policy.dnc_values),
         require_consent=policy.require_consent,
+        block_placeholders=policy.block_placeholders,
         consent_max_age=timedelta(days=age) if age is not None else None,
         placeholders=frozenset(policy.placeholder_numbers),
         block_types=frozenset(policy.block_number_types),

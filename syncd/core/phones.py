@@ -5,7 +5,7 @@ Pure functions over `phonenumbers`; the one place where a lead's phone is valida
 
 from __future__ import annotations
 
-import itertools
+import functools
 import re
 from dataclasses import dataclass
 
@@ -115,22 +115,69 @@ def number_kind(e164: str) -> str:
     return "unknown"
 
 
+_COUNTRY_CODES = frozenset(str(c) for c in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+_UP = "0123456789" * 3  # a run counts up (or down) by one, wrapping 9 → 0
+_DOWN = _UP[::-1]
+
+
+def national_digits(e164: str) -> str:
+    """Return the digits after the country code of an E.164 number (no parsing: hot path)."""
+    digits = e164.lstrip("+")
+    for size in (1, 2, 3):
+        if digits[:size] in _COUNTRY_CODES:
+            return digits[size:]
+    return digits
+
+
 def is_placeholder(e164: str) -> bool:
     """Return True for a number nobody owns that CRMs fill in: one digit repeated, or a run.
 
     ``+919999999999``, ``+911234567890``, ``+19876543210``: the national number is one
     digit repeated, or counts up or down by one.
     """
-    national = str(phonenumbers.parse(e164, None).national_number)
-    if len(set(national)) == 1:
+    national = national_digits(e164)
+    if not national or national.count(national[0]) == len(national):
         return True
-    steps = {(int(b) - int(a)) % 10 for a, b in itertools.pairwise(national)}
-    return len(national) >= 6 and (steps == {1} or steps == {9})
+    return len(national) >= 6 and (national in _UP or national in _DOWN)
 
 
 def time_zones(e164: str) -> tuple[str, ...]:
-    """Return the zones ``phonenumbers`` places the number in (several near zone borders)."""
+    """Return the zones ``phonenumbers`` places the number in (several near zone borders).
+
+    On the push path for every lead, so without parsing where the answer is known: a
+    country whose time-zone data has one answer gives it; elsewhere the first number
+    seen under a prefix as long as the country's longest time-zone prefix answers for
+    all numbers under it.
+    """
+    digits = e164.lstrip("+")
+    country = next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), "")
+    width, single = _zone_plan(country)
+    if single is not None:
+        return single
+    prefix = digits[:width]
+    found = _ZONES_BY_PREFIX.get(prefix)
+    if found is None:
+        found = _ZONES_BY_PREFIX[prefix] = _zones_of(e164)
+    return found
+
+
+_ZONES_BY_PREFIX: dict[str, tuple[str, ...]] = {}
+
+
+def _zones_of(e164: str) -> tuple[str, ...]:
     from phonenumbers import timezone as number_zones
 
     zones = number_zones.time_zones_for_number(phonenumbers.parse(e164, None))
     return tuple(z for z in zones if z != "Etc/Unknown")
+
+
+@functools.lru_cache(maxsize=512)
+def _zone_plan(country: str) -> tuple[int, tuple[str, ...] | None]:
+    """Return (longest time-zone prefix, the zones when the whole country has one answer)."""
+    from phonenumbers.tzdata import TIMEZONE_DATA
+
+    keys = [k for k in TIMEZONE_DATA if k.startswith(country)] if country else []
+    answers = {TIMEZONE_DATA[k] for k in keys}
+    if len(answers) == 1:
+        return len(country), tuple(z for z in answers.pop() if z != "Etc/Unknown")
+    return (max((len(k) for k in keys), default=len(country)) or 15), None

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -158,7 +159,8 @@ class Engine:
             policy = route.policy
             if route.sink == sink and policy is not None and policy.windows:
                 window = CallingWindow.parse(policy.windows, policy.holidays)
-                found.append(RouteWindow(window, route.timezone))
+                margin = timedelta(minutes=policy.min_minutes_left)
+                found.append(RouteWindow(window, route.timezone, margin))
         return found
 
     async def poll(self, name: str) -> PollResult:

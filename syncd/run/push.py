@@ -125,11 +125,12 @@ class Pusher:
         allowed: list[QueuedLead] = []
         holds: list[tuple[str, float, str]] = []
         refused: list[PushResult] = []
+        memo: dict[Any, Any] = {}
         for q in batch:
             if q.action is Action.DELETE:
                 allowed.append(q)
                 continue
-            decision = calling_decision(q.lead.phone, q.lead.zone, self.windows, now)
+            decision = calling_decision(q.lead.phone, q.lead.zone, self.windows, now, memo)
             if decision.verdict is Verdict.ALLOW:
                 allowed.append(q)
             elif decision.verdict is Verdict.HOLD and decision.until is not None:

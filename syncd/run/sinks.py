@@ -100,6 +100,13 @@ def clock_text(when: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+CANNOT_WITHDRAW = (
+    "this dialer cannot take a lead back: one the safety gate blocks after delivery "
+    "(do-not-call, consent) is refused here with that reason and must be removed in the "
+    "dialer by hand; `syncd rejects` lists them"
+)
+
+
 @dataclass
 class SinkSlot:
     """A configured sink, its live object, and whether (and why) it cannot work now."""
@@ -178,6 +185,8 @@ class SinkSet:
             )
         else:
             self.health.recovered(f"sink:{cfg.name}", event="sink.reopened", sink=cfg.name)
+            if self.cannot_withdraw(cfg.name):
+                log.warning("sink.cannot_withdraw", sink=cfg.name, reason=CANNOT_WITHDRAW)
         return slot
 
     def stop(self, name: str, exc: SinkConfigError | str) -> None:
@@ -297,9 +306,24 @@ class SinkSet:
                 said = slot.sink.health().warnings
             except Exception:  # a broken health() shows up in problems()
                 continue
+            said = list(said)
+            if self.cannot_withdraw(name):
+                said.append(CANNOT_WITHDRAW)
             if said:
-                found[name] = list(said)
+                found[name] = said
         return found
+
+    def cannot_withdraw(self, name: str) -> bool:
+        """Return True when the gate may block delivered leads the sink cannot take back."""
+        slot = self.slots[name]
+        if slot.sink.can_remove:
+            return False
+        return any(
+            r.sink == name
+            and r.policy is not None
+            and (r.policy.dnc_column or r.policy.consent_column)
+            for r in self.settings.routes
+        )
 
     async def close_all(self) -> None:
         for name, slot in self.slots.items():
