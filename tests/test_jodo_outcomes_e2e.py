@@ -113,3 +113,25 @@ async def test_a_dialer_clock_that_disagrees_with_ours_loses_no_outcome_and_is_n
     if sink_extra:
         hint = "set the sink's timezone to the zone of the Jodo server's clock"
         assert hint in " ".join(second.stdout.split())
+
+
+async def test_explain_says_whether_an_outcome_belongs_to_the_record_the_dialer_holds_now(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator(dial=DialPlan(interval_s=0, retry_s=3600, recording_delay_s=None))
+    sim.script("00919820000001", DialResult("Connected", "Interested", final=True))
+    with serve(sim) as jodo:
+        config = jodo_full_config(tmp_path, jodo.url)
+        drop_csv(tmp_path / "inbox", "leads.csv", CSV)
+        assert run_cli("run", "--once", "-c", str(config)).returncode == 0
+        before = run_cli("explain", "L1", "-c", str(config))
+        # The CRM changes the lead after its call: the dialer gets a new record.
+        drop_csv(
+            tmp_path / "inbox", "again.csv", "id,phone,first,last\nL1,98200 00001,Asha,Menon\n"
+        )
+        assert run_cli("run", "--once", "-c", str(config)).returncode == 0
+        after = run_cli("explain", "L1", "-c", str(config))
+
+    assert "for the current record" in before.stdout
+    assert "connected" in after.stdout
+    assert "for an earlier record: the lead was sent again at" in after.stdout

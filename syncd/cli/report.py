@@ -260,12 +260,21 @@ def print_history(key: str, history: dict[str, Any], console: Console | None = N
             markup=False,
             soft_wrap=True,
         )
+    delivered = {lead["sink"]: lead["delivered_at"] for lead in history["leads"]}
     for o in history["outcomes"]:
         out.print(
-            f"outcome at {o['sink']} (v{o['version']}, seen {_when(o['observed_at'])}): "
+            f"outcome at {o['sink']} (v{o['version']}, seen {_when(o['observed_at'])}, "
+            f"{_record_of(o['observed_at'], delivered.get(o['sink']))}): "
             f"{o['status']} {o['disposition'] or ''} attempts={o['attempts']} "
             f"agent={o['agent'] or '-'} recording={o['recording_url'] or '-'}"
         )
+
+
+def _record_of(observed_at: float | None, delivered_at: float | None) -> str:
+    """Return whether an outcome was seen for the record the dialer holds now."""
+    if observed_at and delivered_at and observed_at < delivered_at:
+        return f"for an earlier record: the lead was sent again at {_when(delivered_at)}"
+    return "for the current record"
 
 
 def print_dry_run(result: DryRun, console: Console | None = None) -> None:
