@@ -84,7 +84,7 @@ async def test_leads_wait_for_their_own_calling_hours_and_go_when_they_open(
     assert (counts.delivered, counts.held, counts.pending) == (2, 3, 0)
     assert counts.released_at == at("2026-11-30 17:00")  # LA opens first
     assert first.balanced and second.balanced and third.balanced
-    assert "held" in status.stdout
+    assert "jodo: safety gate: held window_closed 3" in status.stdout
     assert "held (window_closed): outside the calling window in Asia/Calcutta" in explained.stdout
     assert after_second == {"NY", "GB", "LA"}
     assert held_by(sim) == set(LEADS)
@@ -139,6 +139,7 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
         drop_csv(tmp_path / "inbox", "b.csv", header + "OK1,F,L,9820012345,,,yes,yes\n")
         second = await run_at(path, clock)
         rejects = run_cli("rejects", "-c", str(path))
+        status = run_cli("status", "-c", str(path))
 
     assert held_by(sim) >= {"OK1", "SHEET1"}
     assert "DNC1" not in held_by(sim) and "NOC1" not in held_by(sim)
@@ -155,6 +156,7 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     assert "withdrawn from the dialer" in rejects.stdout
     assert "blocked (placeholder_number)" in rejects.stdout
     assert "digits lost" in rejects.stdout
+    assert "jodo: safety gate: blocked dnc_crm 2, blocked no_consent 1" in status.stdout
 
 
 async def test_a_dialer_that_cannot_take_a_lead_back_says_so_and_refuses_the_withdrawal(

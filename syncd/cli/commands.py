@@ -209,6 +209,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
             "last_run": await store.last_run(),
             "failures": group_reasons(await store.failure_reasons(500))[:10],
             "rejects": await store.recent_rejects(10),
+            "gate": await store.gate_counts(),
             "agents": await store.agent_dump(),
             "writebacks": await _writeback_status(settings, store),
             "sinks": await _sink_status(settings, store),

@@ -158,6 +158,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     out.print(table)
     for sink, seen in sorted((status.get("sinks") or {}).items()):
         out.print(f"{sink}: {sink_state_line(seen)}", highlight=False, markup=False)
+    for sink, decisions in sorted((status.get("gate") or {}).items()):
+        said = ", ".join(f"{what} {n}" for what, n in sorted(decisions.items()))
+        out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)
     run = status.get("last_run")
     if run:
         line = f"last run: {run['run_id']} ({run['mode']}) started {_when(run['started_at'])}"

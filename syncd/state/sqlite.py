@@ -710,6 +710,22 @@ class SqliteStore:
             "summary": json.loads(row[4]) if row[4] else None,
         }
 
+    async def gate_counts(self) -> dict[str, dict[str, int]]:
+        # Blocked rows are refusals whose reason starts "blocked (<code>)"; held leads
+        # wait in the outbox with "held (<code>)…" as their last error.
+        query = """
+            SELECT sink, 'blocked', substr(reason, 10, instr(reason, ')') - 10), COUNT(*)
+            FROM rejects WHERE reason LIKE 'blocked (%' GROUP BY 1, 3
+            UNION ALL
+            SELECT sink, 'held', substr(last_error, 7, instr(last_error, ')') - 7), COUNT(*)
+            FROM leads WHERE state = 'held' GROUP BY 1, 3
+        """
+        out: dict[str, dict[str, int]] = {}
+        async with self._lock, self.db.execute(query) as cur:
+            async for sink, decision, code, n in cur:
+                out.setdefault(sink, {})[f"{decision} {code}"] = int(n)
+        return out
+
     async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]:
         async with (
             self._lock,
