@@ -156,6 +156,7 @@ class PolicyConfig(Strict):
     call_at_outside_window: Literal["move", "refuse"] = "move"
     timezone_column: str | None = None  # an IANA zone per lead; else the number's zones
     dnc_column: str | None = None  # a do-not-call flag column in the CRM
+    dnc_lists: list[str] = []  # names of [[dnc_lists]] whose numbers are never called
     dnc_values: list[str] = ["1", "true", "yes", "y", "dnc"]
     consent_column: str | None = None  # a consent flag or the date consent was given
     require_consent: bool = False  # no (or unreadable) consent blocks the lead
@@ -186,6 +187,15 @@ class PolicyConfig(Strict):
     def columns(self) -> list[str]:
         """Return the CRM columns the gate reads."""
         return [c for c in (self.timezone_column, self.dnc_column, self.consent_column) if c]
+
+
+class DncListConfig(Strict):
+    """A do-not-call list: the numbers a source's rows hold, never called by a route using it."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str  # a [[sources]] entry read for numbers, feeding no route
+    column: str = "phone"
+    default_region: str = Field("US", pattern=r"^[A-Z]{2}$")  # numbers without a country code
 
 
 class RouteConfig(Strict):
@@ -243,6 +253,7 @@ class Settings(BaseSettings):
     routes: list[RouteConfig] = []
     writebacks: list[WritebackConfig] = []
     policy: PolicyConfig = PolicyConfig()
+    dnc_lists: list[DncListConfig] = []
     config_path: Path | None = None
 
     @model_validator(mode="after")
@@ -255,7 +266,26 @@ class Settings(BaseSettings):
             merged = PolicyConfig.model_validate({**self.policy.model_dump(), **own})
             routes.append(route.model_copy(update={"policy": merged}))
         object.__setattr__(self, "routes", routes)
+        lists = {d.name for d in self.dnc_lists}
+        sources = {s.name for s in self.sources}
+        for i, route in enumerate(routes):
+            assert route.policy is not None
+            unknown = [n for n in route.policy.dnc_lists if n not in lists]
+            if unknown:
+                raise ValueError(f"routes[{i}].policy.dnc_lists: no [[dnc_lists]] named {unknown}")
+        for i, dnc in enumerate(self.dnc_lists):
+            if dnc.source not in sources:
+                raise ValueError(f"dnc_lists[{i}].source: no [[sources]] named {dnc.source!r}")
+            if any(r.source == dnc.source for r in routes):
+                raise ValueError(
+                    f"dnc_lists[{i}].source: {dnc.source!r} also feeds a route; a list of "
+                    "numbers not to call needs a source of its own"
+                )
         return self
+
+    def dnc_list_of(self, source: str) -> DncListConfig | None:
+        """Return the do-not-call list a source feeds, if it feeds one."""
+        return next((d for d in self.dnc_lists if d.source == source), None)
 
     @classmethod
     def settings_customise_sources(

@@ -12,15 +12,19 @@ from syncd.simulators.ameyo.api import AmeyoSimulator
 from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
+from syncd.simulators.ucontact.api import UContactSimulator
+from syncd.simulators.ucontact.api import create_app as ucontact_app
 from syncd.state import open_store
 from tests.conftest import drop_csv, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
     AMEYO_PASSWORD,
+    UCONTACT_PASSWORD,
     ameyo_sink,
     jodo_sink,
     route,
     settings_for,
+    ucontact_sink,
     vendor_env,
     write_config,
 )
@@ -182,3 +186,73 @@ async def test_a_dialer_that_cannot_take_a_lead_back_says_so_and_refuses_the_wit
     assert second.sinks["ameyo"].refused == 1  # the withdrawal, refused with its reason
     assert "cannot remove a customer" in explained.stdout
     assert "blocked (dnc_crm)" in explained.stdout
+
+
+DNC_LIST = """
+[[sources]]
+name = "ndnc"
+kind = "csv_drop"
+inbox = "{inbox}"
+
+[[dnc_lists]]
+name = "ndnc"
+source = "ndnc"
+column = "number"
+default_region = "IN"
+"""
+
+
+async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_everywhere(
+    tmp_path: Path,
+) -> None:
+    jodo = JodoSimulator(agents={"supervisor": 1})
+    uc = UContactSimulator(users={"api": UCONTACT_PASSWORD}, dial_delay_s=3600.0)
+    lists = tmp_path / "dnc-inbox"
+    lists.mkdir()
+    with running(create_app(jodo)) as jodo_url, running(ucontact_app(uc)) as uc_url:
+        path = write_config(
+            tmp_path,
+            [
+                jodo_sink(
+                    jodo_url,
+                    dispositions={
+                        "login": "supervisor",
+                        "on_delete": {"dispomasterid": 7, "disporeasonid": 3},
+                    },
+                ),
+                ucontact_sink(uc_url),
+            ],
+            routes=[
+                route(sink, map={"alt_phones": ["alt"]}, policy={"dnc_lists": ["ndnc"]})
+                for sink in ("jodo", "ucontact")
+            ],
+            extra_toml=DNC_LIST.format(inbox=lists),
+        )
+        header = "id,first,last,phone,email,callback,alt\n"
+        crm = tmp_path / "inbox"
+        rows = "L1,F,L,9820012341,,,\nL2,F,L,9820012342,,,9820012352\nL3,F,L,9820012343,,,\n"
+        drop_csv(crm, "day1.csv", header + rows)
+        first = await run_at(path, FakeClock(at("2026-11-30 06:00")))
+        # The regulator's list arrives: L1's number, and L2's alternate number.
+        drop_csv(lists, "ndnc.csv", "number\n+919820012341\n09820012352\nnot-a-number\n")
+        second = await run_at(path, FakeClock(at("2026-11-30 06:00")))
+        # The CRM still sends L1 (changed): it must not reach any dialer again.
+        drop_csv(crm, "day2.csv", header + "L1,Renamed,L,9820012341,,,\n")
+        third = await run_at(path, FakeClock(at("2026-11-30 06:00")))
+        explained = run_cli("explain", "L2", "-c", str(path), env=vendor_env())
+
+    assert first.sinks["jodo"].delivered == first.sinks["ucontact"].delivered == 3
+    assert second.dnc["ndnc"]["withdrawn"] == 4  # L1 and L2, at both dialers
+    assert second.balanced and third.balanced
+    listed = uc.dial_list()
+    assert listed["00919820012341"]["present"] == 0 and listed["00919820012342"]["present"] == 0
+    assert listed["00919820012343"]["present"] == 1
+    blacklisted = set(uc.snapshot()["campaigns"]["Ventas->"]["blacklist"])
+    assert {"00919820012341", "00919820012342", "00919820012352"} <= blacklisted
+    withdrawn = {d["contactvalue"] for d in jodo.dispositions}
+    assert {"00919820012341", "00919820012342"} <= withdrawn
+    assert third.routes["crm->jodo"].blocked == {"dnc_list:ndnc": 1}
+    assert jodo.received()["L1"] == 1  # never sent again
+    assert "blocked (dnc_list:ndnc): +919820012352 is on the do-not-call list" in explained.stdout
+    refused = (lists / "done" / "ndnc.csv.rejects.csv").read_text()
+    assert "not-a-number" in refused

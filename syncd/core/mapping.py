@@ -260,11 +260,24 @@ def lead_hash(lead_json: str) -> str:
     return hashlib.blake2b(lead_json.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def withdrawal(key: str, code: str = "") -> tuple[str, str]:
+    """Return the (hash, JSON) of the removal of lead ``key``; ``code`` when the gate asks.
+
+    A dialer that keeps a do-not-call list of its own (uContact) adds the numbers of a
+    lead withdrawn for ``dnc_*`` to it.
+    """
+    text = lead_to_json(Lead(key=key, phone="", deleted=True, withdrawn=code))
+    return lead_hash(text), text
+
+
 def lead_to_json(lead: Lead) -> str:
     """Return the canonical JSON text of a lead (stable key order: equal leads, equal text)."""
     if lead.deleted:
         # What a deleted lead held no longer matters: one stable text per key.
-        return json.dumps({"key": lead.key, "deleted": True}, sort_keys=True)
+        gone: dict[str, object] = {"key": lead.key, "deleted": True}
+        if lead.withdrawn:
+            gone["withdrawn"] = lead.withdrawn
+        return json.dumps(gone, sort_keys=True)
     return json.dumps(lead.to_json(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -295,8 +308,7 @@ def normalize_rows(
             lead = mapper.to_lead(values)
         except LeadBlocked as exc:
             # Refused with its reason, and a removal for a dialer that already has it.
-            gone = lead_to_json(Lead(key=exc.key, phone="", deleted=True))
-            out.append((line, key, lead_hash(gone), gone, str(exc), True))
+            out.append((line, key, *withdrawal(exc.key, exc.decision.code), str(exc), True))
             continue
         except RowRejected as exc:
             out.append((line, key, None, None, str(exc), False))

@@ -23,11 +23,14 @@ class Lead:
     fields: dict[str, str] = field(default_factory=dict)
     deleted: bool = False
     zone: str = ""  # the lead's time zone from the CRM (the gate's calling window); never sent
+    withdrawn: str = ""  # a removal the safety gate asked for: its reason code ("dnc_crm")
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict; the inverse of :meth:`from_json`."""
         # `zone` only when set: a lead without one keeps the text (and hash) it always had.
-        extra = {"zone": self.zone} if self.zone else {}
+        extra: dict[str, str] = {"zone": self.zone} if self.zone else {}
+        if self.withdrawn:
+            extra["withdrawn"] = self.withdrawn
         return {
             "key": self.key,
             "phone": self.phone,
@@ -58,6 +61,7 @@ class Lead:
             fields=dict(data.get("fields") or {}),
             deleted=bool(data.get("deleted", False)),
             zone=str(data.get("zone") or ""),
+            withdrawn=str(data.get("withdrawn") or ""),
         )
 
 

@@ -196,7 +196,7 @@ def plan_chunk(
     for line, key, content_hash, lead_json, reason, deleted in mapped:
         if reason is not None and content_hash is not None and lead_json is not None:
             _plan_blocked(plan, stored.get(key), (key, content_hash, raw_hashes[line], lead_json),
-                          line, rows_by_line[line], reason)  # fmt: skip
+                          line, rows_by_line[line], reason, run_id)  # fmt: skip
             continue
         if reason is not None or content_hash is None or lead_json is None:
             plan.rejects.append(RowReject(line, key, rows_by_line[line], reason or "unmappable"))
@@ -228,6 +228,7 @@ def _plan_blocked(
     line: int,
     row: list[str],
     reason: str,
+    run_id: str,
 ) -> None:
     """Refuse a lead the safety gate blocks, and take it back from where it went.
 
@@ -237,6 +238,8 @@ def _plan_blocked(
     key = lead[0]
     code = block_code(reason)
     plan.blocked[code] = plan.blocked.get(code, 0) + 1
+    if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
+        plan.carried_requeued += 1  # counted as carried over; accounted for here instead
     if previous is not None and previous.delivered and previous.hash != lead[1]:
         plan.writes.append(LeadWrite(*lead, Action.DELETE, Decision.DELETED.value, line))
         plan.count(Decision.DELETED.value)

@@ -60,6 +60,7 @@ class RunSummary:
     written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
     poll_failed: dict[str, str] = field(default_factory=dict)  # per sink: why its poll failed
     warnings: dict[str, list[str]] = field(default_factory=dict)  # per sink: to fix, not failing
+    dnc: dict[str, dict[str, int]] = field(default_factory=dict)  # per do-not-call list: counts
     deadline: str | None = None  # what the deadline cut off
     dry_run: bool = False
 

@@ -7,6 +7,7 @@ crash never loses or skips a row: a restart resumes at the committed cursor.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -15,9 +16,17 @@ from typing import Any
 import structlog
 
 from syncd import registry
-from syncd.config import RouteConfig, Settings, SourceConfig
-from syncd.core.mapping import Mapper, NormalizedRow, normalize_rows, required_columns
-from syncd.core.model import Reject
+from syncd.config import DncListConfig, RouteConfig, Settings, SourceConfig
+from syncd.core.gate import GateDecision, Verdict
+from syncd.core.mapping import (
+    Mapper,
+    NormalizedRow,
+    normalize_rows,
+    required_columns,
+    withdrawal,
+)
+from syncd.core.model import Action, LeadWrite, Reject
+from syncd.core.phones import PhoneError, to_e164
 from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.sources.base import Chunk, Source
@@ -30,10 +39,15 @@ PROBE_KEYS = 64  # keys looked up to guess whether a chunk is mostly new
 Speculative = dict[str, "asyncio.Future[list[NormalizedRow]]"]  # route name -> mapping under way
 
 
-def build_source(cfg: SourceConfig, routes: list[RouteConfig], store: StateStore) -> Source:
+def build_source(
+    cfg: SourceConfig,
+    routes: list[RouteConfig],
+    store: StateStore,
+    required: set[str] | None = None,
+) -> Source:
     """Return the source object for a config, via the registry."""
     factory = registry.sources()[cfg.kind].load_factory()
-    required = {c for r in routes for c in required_columns(r)}
+    required = required or {c for r in routes for c in required_columns(r)}
 
     async def load_rejects(origin: str) -> list[tuple[int | None, str, str, str]]:
         return await store.rejects_for_origin(cfg.name, origin)
@@ -66,6 +80,10 @@ class Puller:
 
     async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
         routes = [r for r in self.settings.routes if r.source == cfg.name]
+        listing = self.settings.dnc_list_of(cfg.name)
+        if listing is not None:
+            await DncPuller(self, listing).pull(cfg, full=full)
+            return
         if not routes:
             log.warning("source.unrouted", source=cfg.name)
             return
@@ -186,6 +204,8 @@ class Puller:
             mapped = [row for row in await speculative if row[0] in by_line]
         else:
             mapped = await self._normalize(route, chunk, first.to_map)
+        if route.policy is not None and route.policy.dnc_lists:
+            mapped = await self._against_lists(route.policy.dnc_lists, mapped)
         plan = plan_chunk(
             mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
         )
@@ -200,6 +220,32 @@ class Puller:
             reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key)
             write.rejects.append((sink, reject))
         write.leads.setdefault(sink, []).extend(plan.writes)
+
+    async def _against_lists(
+        self, lists: list[str], mapped: list[NormalizedRow]
+    ) -> list[NormalizedRow]:
+        """Return the mapped rows with those holding a listed number (any of them) blocked."""
+        numbers: dict[int, list[str]] = {}
+        for line, _key, _hash, text, reason, deleted in mapped:
+            if text is not None and reason is None and not deleted:
+                lead = json.loads(text)
+                numbers[line] = [lead["phone"], *lead.get("alt_phones", ())]
+        listed = await self.store.dnc_matches(lists, [n for ns in numbers.values() for n in ns])
+        if not listed:
+            return mapped
+        out: list[NormalizedRow] = []
+        for row in mapped:
+            hit = next((n for n in numbers.get(row[0], ()) if n in listed), None)
+            if hit is None:
+                out.append(row)
+                continue
+            decision = GateDecision(
+                Verdict.BLOCK,
+                f"dnc_list:{listed[hit]}",
+                f"{hit} is on the do-not-call list {listed[hit]}",
+            )
+            out.append((row[0], row[1], *withdrawal(row[1], decision.code), decision.text, True))
+        return out
 
     async def _normalize(
         self, route: RouteConfig, chunk: Chunk, rows: list[tuple[int, list[str]]]
@@ -229,3 +275,103 @@ class Puller:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class DncPuller:
+    """Reads a do-not-call list's source into the store, then withdraws the leads it names.
+
+    Numbers and the source's cursor commit together, chunk by chunk. A number new to
+    the list is matched against every lead (main and alternate numbers) once the
+    source is read: each lead found is taken back from its dialer, and the numbers
+    are marked matched in the same transaction, so a crash in between matches again.
+    """
+
+    def __init__(self, puller: Puller, listing: DncListConfig) -> None:
+        self.puller = puller
+        self.store = puller.store
+        self.summary = puller.summary
+        self.listing = listing
+
+    async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
+        source = build_source(cfg, [], self.store, required={self.listing.column})
+        cursor = None if full else await self.store.get_cursor(cfg.name)
+        bound = log.bind(source=cfg.name, dnc_list=self.listing.name)
+        try:
+            async for chunk in source.chunks(cursor, full=full):
+                if chunk.failed or chunk.waiting:
+                    await self.puller._chunk(source, chunk, [], bound)
+                    continue
+                await self._chunk(chunk)
+        finally:
+            await source.close()
+        await self.withdraw()
+
+    async def _chunk(self, chunk: Chunk) -> None:
+        listing = self.listing
+        write = ChunkWrite(self.summary.run_id, listing.source, chunk.origin, cursor=chunk.cursor)
+        write.rejects.extend(("", r) for r in chunk.rejects)
+        counts = self.summary.dnc.setdefault(listing.name, {"read": 0, "listed": 0, "refused": 0})
+        counts["read"] += chunk.rows_read
+        counts["refused"] += len(chunk.rejects)
+        if chunk.rows:
+            col = chunk.header.index(listing.column)
+            for line, values in chunk.rows:
+                try:
+                    number = to_e164(values[col], listing.default_region)
+                except PhoneError as exc:
+                    counts["refused"] += 1
+                    reason = f"{exc} in column {listing.column!r}"
+                    write.rejects.append(
+                        ("", Reject(listing.source, reason, line, chunk.origin, values))
+                    )
+                    continue
+                write.dnc.append((listing.name, number))
+            counts["listed"] += len(write.dnc)
+        await self.store.apply_chunk(write)
+        if chunk.after_commit:
+            await chunk.after_commit()
+
+    async def withdraw(self) -> int:
+        """Take back every lead holding a number new to the list; return how many."""
+        listing = self.listing
+        users = {
+            r.sink
+            for r in self.puller.settings.routes
+            if r.policy is not None and listing.name in r.policy.dnc_lists
+        }
+        found = [lead for lead in await self.store.listed_leads(listing.name) if lead.sink in users]
+        write = ChunkWrite(self.summary.run_id, listing.source, listing.name)
+        write.dnc_checked = listing.name
+        done: set[tuple[str, str]] = set()
+        for lead in found:
+            if (lead.sink, lead.key) in done or lead.state == "removed":
+                continue
+            done.add((lead.sink, lead.key))
+            why = f"blocked (dnc_list:{listing.name}): {lead.number} is on the do-not-call list"
+            counts = self.summary.sink(lead.sink)
+            if lead.delivered:
+                why += "; withdrawn from the dialer"
+                kind, state = "deleted", "pending"
+                if lead.state not in ("pending", "inflight", "held"):
+                    counts.carried += 1  # a removal queued outside this run's routes
+            elif lead.state in ("pending", "inflight", "held"):
+                why += "; taken off the outbox before anyone called it"
+                kind, state = "rejected", "removed"
+                counts.refused += 1  # it leaves the outbox refused, by the gate
+            else:
+                continue
+            gone_hash, gone_json = withdrawal(lead.key, f"dnc_list:{listing.name}")
+            action = LeadWrite(
+                lead.key, gone_hash, lead.raw_hash, gone_json, Action.DELETE, kind, None,
+                state=state,
+            )  # fmt: skip
+            write.leads.setdefault(lead.sink, []).append(action)
+            write.rejects.append(
+                (lead.sink, Reject(listing.source, why, None, listing.name, [], lead.key))
+            )
+            write.events.append((lead.sink, lead.key, "gate.withdrawn", why))
+        await self.store.apply_chunk(write)
+        if done:
+            log.warning("gate.withdrawn", dnc_list=listing.name, leads=len(done))
+            self.summary.dnc.setdefault(listing.name, {})["withdrawn"] = len(done)
+        return len(done)

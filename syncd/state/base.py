@@ -32,6 +32,21 @@ class ChunkWrite:
     leads: dict[str, list[LeadWrite]] = field(default_factory=dict)  # per sink
     rejects: list[tuple[str, Reject]] = field(default_factory=list)  # (sink or "", reject)
     cursor: str | None = None
+    dnc: list[tuple[str, str]] = field(default_factory=list)  # (list, E.164) added
+    dnc_checked: str | None = None  # this list's new numbers were matched against the leads
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)  # sink, key, kind, detail
+
+
+@dataclass(frozen=True, slots=True)
+class ListedLead:
+    """A lead holding a number just added to a do-not-call list."""
+
+    sink: str
+    key: str
+    state: str
+    delivered: bool  # the dialer has held some version of it
+    raw_hash: str | None
+    number: str
 
 
 @dataclass(slots=True)
@@ -125,6 +140,14 @@ class StateStore(Protocol):
     async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
     async def last_run(self) -> dict[str, Any] | None: ...
     async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]: ...
+    async def dnc_matches(self, lists: Sequence[str], numbers: Sequence[str]) -> dict[str, str]:
+        """Return, of ``numbers``, those on one of ``lists``: number -> the list."""
+        ...
+
+    async def listed_leads(self, list_name: str) -> list[ListedLead]:
+        """Return the leads holding a number newly added to the list (main or alternate)."""
+        ...
+
     async def gate_counts(self) -> dict[str, dict[str, int]]:
         """Return, per sink, the gate's decisions counted by "blocked <code>" or "held <code>"."""
         ...

@@ -27,7 +27,7 @@ from syncd.core.model import (
     StoredLead,
 )
 from syncd.errors import StoreError
-from syncd.state.base import ChunkWrite, Completion, QueuedSummary
+from syncd.state.base import ChunkWrite, Completion, ListedLead, QueuedSummary
 
 # Each entry moves the schema one version up. Append only; never edit a shipped step.
 MIGRATIONS: list[str] = [
@@ -77,6 +77,15 @@ MIGRATIONS: list[str] = [
     # 2: a refused version keeps its reason, so `syncd retry --writeback` can send it again.
     """
     ALTER TABLE writeback_marks ADD COLUMN refused TEXT;
+    """,
+    # 3: do-not-call lists, and the index that finds the leads holding a listed number
+    """
+    CREATE TABLE dnc_numbers (
+        list TEXT NOT NULL, number TEXT NOT NULL, origin TEXT, added_at REAL NOT NULL,
+        checked INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (list, number)) WITHOUT ROWID;
+    CREATE INDEX dnc_unchecked ON dnc_numbers (list, checked);
+    CREATE INDEX leads_phone ON leads (json_extract(lead_json, '$.phone'));
     """,
 ]
 
@@ -321,6 +330,23 @@ class SqliteStore:
                     for sink, r in chunk.rejects
                 ],
             )
+            if chunk.dnc:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO dnc_numbers (list, number, origin, added_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(name, number, _storable(chunk.origin), now) for name, number in chunk.dnc],
+                )
+            if chunk.dnc_checked is not None:
+                # The withdrawals of these numbers commit with this mark, or neither does.
+                await db.execute(
+                    "UPDATE dnc_numbers SET checked = 1 WHERE list = ? AND checked = 0",
+                    (chunk.dnc_checked,),
+                )
+            for sink, key, kind, detail in chunk.events:
+                await db.execute(
+                    "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                    (now, sink, key, kind, _storable(detail)),
+                )
             if chunk.cursor is not None:
                 await _write_cursor(db, chunk.source, chunk.cursor)
 
@@ -709,6 +735,47 @@ class SqliteStore:
             "finished_at": row[3],
             "summary": json.loads(row[4]) if row[4] else None,
         }
+
+    async def dnc_matches(self, lists: Sequence[str], numbers: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(numbers))
+        names = list(lists)
+        async with self._lock:
+            for i in range(0, len(unique), _CHUNK):
+                part = unique[i : i + _CHUNK]
+                marks = ",".join("?" * len(part))
+                lists_marks = ",".join("?" * len(names))
+                async with self.db.execute(
+                    f"SELECT number, list FROM dnc_numbers WHERE number IN ({marks})"
+                    f" AND list IN ({lists_marks})",
+                    [*part, *names],
+                ) as cur:
+                    async for number, name in cur:
+                        found.setdefault(number, name)
+        return found
+
+    async def listed_leads(self, list_name: str) -> list[ListedLead]:
+        query = """
+            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, d.number
+            FROM dnc_numbers d JOIN leads l ON json_extract(l.lead_json, '$.phone') = d.number
+            WHERE d.list = ? AND d.checked = 0
+            UNION
+            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value
+            FROM leads l, json_each(l.lead_json, '$.alt_phones') j
+            JOIN dnc_numbers d ON d.number = j.value AND d.list = ? AND d.checked = 0
+            WHERE json_array_length(l.lead_json, '$.alt_phones') > 0
+        """
+        async with self._lock:
+            async with self.db.execute(
+                "SELECT 1 FROM dnc_numbers WHERE list = ? AND checked = 0 LIMIT 1", (list_name,)
+            ) as cur:
+                if await cur.fetchone() is None:
+                    return []
+            async with self.db.execute(query, (list_name, list_name)) as cur:
+                return [
+                    ListedLead(sink, key, state, bool(delivered), raw_hash, number)
+                    async for sink, key, state, delivered, raw_hash, number in cur
+                ]
 
     async def gate_counts(self) -> dict[str, dict[str, int]]:
         # Blocked rows are refusals whose reason starts "blocked (<code>)"; held leads

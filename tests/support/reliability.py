@@ -111,10 +111,12 @@ def write_config(
     log_level: str = "info",
     run: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
+    extra_toml: str = "",
 ) -> Path:
     """Write a CSV-drop config feeding every sink and return its path.
 
-    ``source`` adds settings to the CSV source (``max_field_bytes``, ``settle_s``…).
+    ``source`` adds settings to the CSV source (``max_field_bytes``, ``settle_s``…);
+    ``extra_toml`` is appended as written (more ``[[sources]]``, ``[[dnc_lists]]``…).
     """
     inbox = tmp_path / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,8 @@ def write_config(
     parts += [_table("[[sinks]]", s) for s in sinks]
     parts += [_table("[[routes]]", r) for r in (routes or [route(s["name"]) for s in sinks])]
     parts += [_table("[[writebacks]]", w) for w in writebacks or []]
+    if extra_toml:
+        parts.append(extra_toml)
     path = tmp_path / "syncd.toml"
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return path

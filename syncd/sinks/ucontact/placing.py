@@ -34,7 +34,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from syncd.core.model import PushResult, QueuedLead
+from syncd.core.model import PushResult, QueuedLead, ResultKind
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
@@ -334,6 +334,21 @@ class Placer:
         campaign = self.cfg.dnc_campaign
         name = " ".join(p for p in (q.lead.first_name, q.lead.last_name) if p)
         numbers = [call.destination, *call.alternatives]
+        await self._add_black(numbers, name)
+        await self.ledger.place(
+            q.key, Placed(call.destination, list(call.alternatives), DNC, held=NO), []
+        )
+        await self.store.add_event(
+            self.name,
+            q.key,
+            "ucontact.dnc",
+            f"{len(numbers)} number(s) on the do-not-call list of {campaign}; not uploaded",
+        )
+        return PushResult.delivered(q.key, call.destination)
+
+    async def _add_black(self, numbers: list[str], name: str) -> None:
+        """Put numbers on the campaign's blacklist (one already there is fine)."""
+        campaign = self.cfg.dnc_campaign
         for number in numbers:
             async with self._slots:
                 text = await self.client.text(
@@ -348,16 +363,29 @@ class Placer:
                     f"admin/addblack refused {number} for campaign {campaign}", vendor=VENDOR
                 )
             raise RetryableError(f"admin/addblack answered {describe(text)}", vendor=VENDOR)
-        await self.ledger.place(
-            q.key, Placed(call.destination, list(call.alternatives), DNC, held=NO), []
-        )
+
+    async def withdraw_dnc(self, q: QueuedLead) -> PushResult:
+        """Return the result of taking a lead the gate blocks as do-not-call out, for good.
+
+        Removed from the dial list like a deleted lead, then every number the dialer
+        had for it goes on the blacklist, so no other list or campaign dials it either.
+        """
+        own = await self._own(q)
+        result = await self.delete(q)
+        if result.kind is not ResultKind.DELIVERED or own is None:
+            return result
+        numbers = [own.destination, *own.alternatives]
+        await self._add_black(numbers, "")
         await self.store.add_event(
             self.name,
             q.key,
             "ucontact.dnc",
-            f"{len(numbers)} number(s) on the do-not-call list of {campaign}; not uploaded",
+            f"{len(numbers)} number(s) removed and put on the do-not-call list of "
+            f"{self.cfg.dnc_campaign} ({q.lead.withdrawn})",
         )
-        return PushResult.delivered(q.key, call.destination)
+        return PushResult.delivered(
+            q.key, reply="uContact: removed from the campaign and blacklisted"
+        )
 
     async def single(
         self, q: QueuedLead, call: Call, mode: str, dialled: DialledCheck | None = None

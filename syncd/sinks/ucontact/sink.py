@@ -184,7 +184,10 @@ class UContactSink(BaseSink):
         dialled = self.placer.dialled_check()  # one read of the call records per push
         for q in batch:
             if q.action is Action.DELETE:
-                work.append(guard(q, self.placer.delete(q)))
+                if q.lead.withdrawn.startswith("dnc"):
+                    work.append(guard(q, self.placer.withdraw_dnc(q)))
+                else:
+                    work.append(guard(q, self.placer.delete(q)))
                 continue
             if not q.lead.phone:
                 results[q.key] = PushResult.rejected(q.key, "no phone number to dial")
