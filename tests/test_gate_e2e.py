@@ -3,6 +3,8 @@ when it opens (a fake clock, a real Jodo simulator), blocked leads refused and w
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,7 @@ async def test_leads_wait_for_their_own_calling_hours_and_go_when_they_open(
         after_second = held_by(sim)
         clock.now = at("2026-12-01 04:00")  # 09:30 in Mumbai, 15:00 in Sydney
         third = await run_at(path, clock)
+        audit = run_cli("audit", "--since", "2026-11-01", "-c", str(path))
 
     assert after_first == {"NY", "GB"}
     counts = first.sinks["jodo"]
@@ -94,6 +97,17 @@ async def test_leads_wait_for_their_own_calling_hours_and_go_when_they_open(
     assert held_by(sim) == set(LEADS)
     assert all(n == 1 for n in sim.received().values())  # nobody pushed twice
     assert third.sinks["jodo"].held == 0
+    # The compliance view: every hold and push, with the zone the lead lives in.
+    assert audit.returncode == 0, audit.stderr
+    lines = list(csv.DictReader(io.StringIO(audit.stdout)))
+    events = {(r["key"], r["event"], r["zone"]) for r in lines}
+    assert ("LA", "gate.held", "America/Los_Angeles") in events
+    assert ("LA", "push.delivered", "America/Los_Angeles") in events
+    assert ("IN", "gate.held", "Asia/Calcutta") in events
+    assert ("NY", "push.delivered", "America/New_York") in events
+    assert not [r for r in lines if r["key"] == "NY" and r["event"] == "gate.held"]
+    held_la = next(r for r in lines if r["key"] == "LA" and r["event"] == "gate.held")
+    assert held_la["at_local"].endswith(("PST", "PDT")) and held_la["at_utc"].endswith("UTC")
 
 
 async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_withdrawn(
@@ -144,6 +158,7 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
         second = await run_at(path, clock)
         rejects = run_cli("rejects", "-c", str(path))
         status = run_cli("status", "-c", str(path))
+        audit = run_cli("audit", "-c", str(path))  # today's
 
     assert held_by(sim) >= {"OK1", "SHEET1"}
     assert "DNC1" not in held_by(sim) and "NOC1" not in held_by(sim)
@@ -161,6 +176,9 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     assert "blocked (placeholder_number)" in rejects.stdout
     assert "digits lost" in rejects.stdout
     assert "jodo: safety gate: blocked dnc_crm 2, blocked no_consent 1" in status.stdout
+    blocked = [r for r in csv.DictReader(io.StringIO(audit.stdout)) if r["key"] == "DNC1"]
+    assert [r["event"] for r in blocked] == ["gate.blocked"]
+    assert blocked[0]["zone"] == "UTC"  # a blocked lead never queued: its number is not kept
 
 
 async def test_a_dialer_that_cannot_take_a_lead_back_says_so_and_refuses_the_withdrawal(

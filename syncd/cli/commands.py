@@ -1,4 +1,5 @@
-"""The `syncd` command: run, run --once, check, status, rejects, explain, retry, simulate, demo.
+"""The `syncd` command: run, run --once, check, status, rejects, audit, explain, retry,
+simulate, demo.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 75 another syncd holds the state store (cron: try later).
@@ -81,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     with_config(rejects)
     rejects.add_argument("--source", help="only rows of this source")
     rejects.set_defaults(func=cmd_rejects)
+
+    audit = sub.add_parser(
+        "audit",
+        help="every safety-gate decision and push (CSV on stdout), in UTC and the lead's time",
+    )
+    with_config(audit)
+    audit.add_argument(
+        "--since", help="from this date or time (UTC unless it says; default: today)"
+    )
+    audit.add_argument("--until", help="up to this date or time (default: now)")
+    audit.set_defaults(func=cmd_audit)
 
     explain = sub.add_parser("explain", help="one lead's history")
     with_config(explain)
@@ -302,6 +314,29 @@ def cmd_rejects(args: argparse.Namespace) -> int:
 
     n = asyncio.run(go())
     print(f"{n} refused row(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Write the audit trail as CSV: holds, blocks, withdrawals and pushes, oldest first."""
+    from syncd.cli.audit import default_since, parse_day, write_audit
+
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
+    since = parse_day(args.since, "--since") if args.since else default_since()
+    until = parse_day(args.until, "--until") if args.until else None
+    _require_store(settings)
+
+    async def go() -> int:
+        from syncd.state import open_store
+
+        store = await open_store(settings.state)
+        try:
+            return await write_audit(store, settings, since, until, sys.stdout)
+        finally:
+            await store.close()
+
+    n = asyncio.run(go())
+    print(f"{n} event(s) from {since.isoformat()}", file=sys.stderr)
     return EXIT_OK
 
 

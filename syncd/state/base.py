@@ -148,6 +148,11 @@ class StateStore(Protocol):
         """Return the leads holding a number newly added to the list (main or alternate)."""
         ...
 
+    def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
+        """Yield, oldest first, every gate decision and push (at, sink, key, kind, detail,
+        lead_json) from ``since`` to ``until`` (epoch seconds)."""
+        ...
+
     async def gate_counts(self) -> dict[str, dict[str, int]]:
         """Return, per sink, the gate's decisions counted by "blocked <code>" or "held <code>"."""
         ...

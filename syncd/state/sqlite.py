@@ -503,6 +503,11 @@ class SqliteStore:
                 " WHERE sink = ? AND key = ? AND state = 'inflight'",
                 [(until, reason, sink, key) for key, until, reason in holds],
             )
+            now = time.time()
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, sink, key, "gate.held", _storable(reason)) for key, _, reason in holds],
+            )
 
     async def release_held(self, sink: str, now: float) -> int:
         async with self._tx() as db:
@@ -776,6 +781,22 @@ class SqliteStore:
                     ListedLead(sink, key, state, bool(delivered), raw_hash, number)
                     async for sink, key, state, delivered, raw_hash, number in cur
                 ]
+
+    async def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
+        query = """
+            SELECT e.at, e.sink, e.key, e.kind, e.detail, l.lead_json
+            FROM events e LEFT JOIN leads l ON l.sink = e.sink AND l.key = e.key
+            WHERE e.at >= ? AND e.at < ? AND (e.kind LIKE 'gate.%' OR e.kind LIKE 'push.%')
+            UNION ALL
+            SELECT r.created_at, r.sink, r.key, 'gate.blocked', r.reason, l.lead_json
+            FROM rejects r LEFT JOIN leads l ON l.sink = r.sink AND l.key = r.key
+            WHERE r.created_at >= ? AND r.created_at < ? AND r.reason LIKE 'blocked (%'
+            ORDER BY 1
+        """
+        cols = ["at", "sink", "key", "kind", "detail", "lead_json"]
+        async with self._lock, self.db.execute(query, (since, until, since, until)) as cur:
+            async for row in cur:
+                yield dict(zip(cols, row, strict=True))
 
     async def gate_counts(self) -> dict[str, dict[str, int]]:
         # Blocked rows are refusals whose reason starts "blocked (<code>)"; held leads
