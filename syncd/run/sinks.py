@@ -321,7 +321,7 @@ class SinkSet:
         return any(
             r.sink == name
             and r.policy is not None
-            and (r.policy.dnc_column or r.policy.consent_column)
+            and bool(r.policy.dnc_column or r.policy.consent_column or r.policy.dnc_lists)
             for r in self.settings.routes
         )
 
