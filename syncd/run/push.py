@@ -105,6 +105,8 @@ class Pusher:
                 batch = await self._within_window(batch)
                 if batch:
                     await self.push_batch(batch)
+                elif probing:
+                    breaker.cancel()  # every lead was held: nothing probed the dialer
                 continue
             if probing:
                 breaker.cancel()  # nothing to probe with: let another try later
