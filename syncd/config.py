@@ -151,7 +151,8 @@ class PolicyConfig(Strict):
     # weekday or range ("mon-fri", "sat", "all") -> "09:00-20:00" or "09:00-13:00,14:00-20:00"
     windows: dict[str, str] = {}
     holidays: list[date] = []  # no calls on these days (the lead's local date)
-    min_minutes_left: float = Field(0.0, ge=0, le=240)  # hold a lead whose window closes sooner
+    # hold a lead whose window closes sooner: the dialer needs time to place the call
+    min_minutes_left: float = Field(15.0, ge=0, le=240)
     # a CRM call_at outside the window: moved to the next opening, or the lead refused
     call_at_outside_window: Literal["move", "refuse"] = "move"
     timezone_column: str | None = None  # an IANA zone per lead; else the number's zones

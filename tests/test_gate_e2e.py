@@ -274,3 +274,19 @@ async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_
     assert "blocked (dnc_list:ndnc): +919820012352 is on the do-not-call list" in explained.stdout
     refused = (lists / "done" / "ndnc.csv.rejects.csv").read_text()
     assert "not-a-number" in refused
+
+
+async def test_a_lead_whose_window_closes_within_the_margin_waits_for_the_next_opening(
+    tmp_path: Path,
+) -> None:
+    # 19:50 in London, 10 minutes before the window closes: a dialer given the lead now
+    # could place the call after 20:00 (min_minutes_left is 15 by default).
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        path = config(tmp_path, url)
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + f"GB,F,L,{LEADS['GB']},,\n")
+        summary = await run_at(path, FakeClock(at("2026-11-30 19:50")))
+
+    assert held_by(sim) == set()
+    assert summary.sinks["jodo"].held == 1
+    assert summary.sinks["jodo"].released_at == at("2026-12-01 09:00")
