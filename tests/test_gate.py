@@ -45,6 +45,9 @@ CASES = [
     ("+61212345678", "2026-11-30 21:00", Verdict.HOLD, "2026-11-30 22:00"),  # 08:00 in Sydney
     # Saturday 20:00 in London: Sunday has no window, Monday 09:00 is next.
     ("+442071234567", "2026-12-05 20:00", Verdict.HOLD, "2026-12-07 09:00"),
+    # Idaho's 208 spans Boise (UTC-7) and the Pacific panhandle (UTC-8): 09:00 in Boise
+    # is 08:00 there, so the call waits for 09:00 Pacific.
+    ("+12085550123", "2026-11-30 16:00", Verdict.HOLD, "2026-11-30 17:00"),
     # An Australian mobile can be in Perth (UTC+8) or Sydney (UTC+11): open in both only
     # from 01:00 UTC (09:00 Perth) to 09:00 UTC (20:00 Sydney), on Perth's Monday too.
     ("+61412345678", "2026-11-30 23:00", Verdict.HOLD, "2026-12-01 02:30"),
