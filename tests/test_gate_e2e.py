@@ -61,6 +61,12 @@ async def run_at(path: Path, clock: FakeClock) -> Any:
         await store.close()
 
 
+def withdrawing_jodo(url: str) -> dict[str, Any]:
+    """Return a Jodo sink that disposes a withdrawn lead (Jodo cannot delete one)."""
+    on_delete = {"dispomasterid": 7, "disporeasonid": 3}
+    return jodo_sink(url, dispositions={"login": "supervisor", "on_delete": on_delete})
+
+
 def held_by(sim: JodoSimulator) -> set[str]:
     return {str(r["leadnumber"]) for r in sim.records()}
 
@@ -118,15 +124,7 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     with running(create_app(sim)) as url:
         path = write_config(
             tmp_path,
-            [
-                jodo_sink(
-                    url,
-                    dispositions={
-                        "login": "supervisor",
-                        "on_delete": {"dispomasterid": 7, "disporeasonid": 3},
-                    },
-                )
-            ],
+            [withdrawing_jodo(url)],
             routes=[
                 route(
                     "jodo",
@@ -231,13 +229,7 @@ async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_
         path = write_config(
             tmp_path,
             [
-                jodo_sink(
-                    jodo_url,
-                    dispositions={
-                        "login": "supervisor",
-                        "on_delete": {"dispomasterid": 7, "disporeasonid": 3},
-                    },
-                ),
+                withdrawing_jodo(jodo_url),
                 ucontact_sink(uc_url),
             ],
             routes=[

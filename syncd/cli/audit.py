@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from syncd.config import Settings
@@ -83,5 +83,5 @@ async def write_audit(
 
 def default_since() -> datetime:
     """Return the start of today (UTC): `syncd audit` without --since."""
-    today = date.today()
+    today = datetime.now(UTC).date()
     return datetime(today.year, today.month, today.day, tzinfo=UTC)

@@ -242,6 +242,7 @@ def calling_decision(
 
 
 def _combined(decisions: list[GateDecision], now: datetime) -> GateDecision:
+    """Return the one decision several windows make together (see ``calling_decision``)."""
     blocked = [d for d in decisions if d.verdict is Verdict.BLOCK]
     if blocked:
         return blocked[0]

@@ -120,13 +120,15 @@ _UP = "0123456789" * 3  # a run counts up (or down) by one, wrapping 9 → 0
 _DOWN = _UP[::-1]
 
 
+def _country_code(digits: str) -> str:
+    """Return the country code an E.164 number's digits start with ("" if none)."""
+    return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), "")
+
+
 def national_digits(e164: str) -> str:
     """Return the digits after the country code of an E.164 number (no parsing: hot path)."""
     digits = e164.lstrip("+")
-    for size in (1, 2, 3):
-        if digits[:size] in _COUNTRY_CODES:
-            return digits[size:]
-    return digits
+    return digits[len(_country_code(digits)) :]
 
 
 def is_placeholder(e164: str) -> bool:
@@ -150,7 +152,7 @@ def time_zones(e164: str) -> tuple[str, ...]:
     all numbers under it.
     """
     digits = e164.lstrip("+")
-    country = next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), "")
+    country = _country_code(digits)
     width, single = _zone_plan(country)
     if single is not None:
         return single
