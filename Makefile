@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck bench clean
+.PHONY: venv demo demo-serve test lint typecheck bench lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/syncd demo
 
+# The demo, then its daemon and simulators stay up with the status page until Ctrl-C.
+demo-serve: $(STAMP)
+	$(BIN)/syncd demo --serve
+
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests bench
 	$(BIN)/ruff format --check syncd tests bench
@@ -26,6 +30,12 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -q -rs
+
+# The container's and the systemd install's dependencies, by version and hash.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --extra fast --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sync.py --leads $(or $(LEADS),100000)

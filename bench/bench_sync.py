@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -115,24 +116,63 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Return (wall seconds, peak RSS MB, exit code) of a command run in a fresh child."""
+@dataclass
+class Measured:
+    wall: float  # seconds
+    rss_mb: float  # peak resident set of syncd (its biggest process)
+    rc: int
+    cpu: float  # syncd's user + sys seconds, its phone-validation processes included
+    sim_cpu: float  # the simulator's user + sys seconds over the same run
+    stages: str
+
+    def line(self, label: str, n: int, unit: str) -> str:
+        return (
+            f"{label:<13}: {n:>9,} {unit}  {self.wall:7.1f}s  {n / self.wall:9,.0f} {unit}/s  "
+            f"cpu {self.cpu:6.1f}s (simulator {self.sim_cpu:5.1f}s)  "
+            f"peak RSS {self.rss_mb:6.0f} MB  exit {self.rc}\n    stages: {self.stages}"
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return user + sys CPU seconds a live process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(cmd: list[str], env: dict[str, str], sim_pid: int) -> Measured:
+    """Return what a command run in a fresh child cost, and what the simulator spent meanwhile."""
     probe = (
         "import resource, subprocess, sys, time;"
         "t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]);"
-        "w = time.perf_counter() - t;"
-        "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)"
+        "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(w, u.ru_maxrss, rc, u.ru_utime + u.ru_stime)"
     )
+    sim_before = cpu_seconds(sim_pid)
     result = subprocess.run(
         [sys.executable, "-c", probe, *cmd], env=env, check=True, capture_output=True, text=True
     )
+    sim_cpu = cpu_seconds(sim_pid) - sim_before
     for line in result.stdout.splitlines()[:-1]:
         if line.startswith("accounting") or "crm->" in line or "jodo " in line:
             print("   ", line.rstrip())
     phases = [json.loads(line) for line in result.stderr.splitlines() if '"run.phase"' in line]
-    print("    stages:", ", ".join(f"{p['phase']} {p['seconds']:.1f}s" for p in phases))
-    out = result.stdout.splitlines()[-1].split()
-    return float(out[0]), int(out[1]) / 1024, int(out[2])
+    stages = ", ".join(f"{p['phase']} {p['seconds']:.1f}s" for p in phases)
+    wall, rss, rc, cpu = result.stdout.splitlines()[-1].split()
+    return Measured(float(wall), int(rss) / 1024, int(rc), float(cpu), sim_cpu, stages)
+
+
+def latency_bound(run: Measured, n: int, args: argparse.Namespace) -> str:
+    """Return the push stage beside its floor: requests × latency ÷ concurrency."""
+    requests = -(-n // args.batch_size)
+    floor = requests * args.latency_ms / 1000 / args.concurrency
+    push = next(
+        (float(p.split()[1][:-1]) for p in run.stages.split(", ") if p.startswith("push")), 0.0
+    )
+    return (
+        f"    push stage {push:.1f}s against the bound {floor:.1f}s "
+        f"({requests:,} requests × {args.latency_ms:.0f} ms ÷ {args.concurrency}): "
+        f"{push / floor:.2f}× the bound"
+    )
 
 
 def main() -> None:
@@ -142,6 +182,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="the simulator answers each request this much later (a dialer far away)",
+    )
     parser.add_argument("--gate", action="store_true", help="with the safety gate's checks on")
     parser.add_argument(
         "--profile", type=Path, help="write cProfile stats of each run into this folder"
@@ -152,8 +198,9 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "BENCH_JODO_APIKEY": "test_org"}
     syncd = [sys.executable, "-m", "syncd"]
+    faults = ["--faults", json.dumps({"latency_ms": args.latency_ms})] if args.latency_ms else []
     sim = subprocess.Popen(
-        [*syncd, "simulate", "jodo", "--port", str(port)],
+        [*syncd, "simulate", "jodo", "--port", str(port), *faults],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -191,23 +238,18 @@ def main() -> None:
         if args.gate:  # the list is in the store before the leads arrive
             (work / "dnc").mkdir()
             write_dnc_list(n, work / "dnc" / "register.csv")
-            wall, rss, rc = measured(run("dnc"), env)
-            print(f"do-not-call list: {n:>9,} numbers {wall:7.1f}s  peak RSS {rss:6.0f} MB")
+            print(measured(run("dnc"), env, sim.pid).line("do-not-call", n, "numbers"))
         shutil.move(str(work / "day1.csv"), work / "inbox" / "day1.csv")
-        wall, rss, rc = measured(run("initial"), env)
-        print(
-            f"initial sync : {n:>9,} leads  {wall:7.1f}s  {n / wall:9,.0f} leads/s  "
-            f"peak RSS {rss:6.0f} MB  exit {rc}"
-        )
+        initial = measured(run("initial"), env, sim.pid)
+        print(initial.line("initial sync", n, "leads"))
+        if args.latency_ms:
+            print(latency_bound(initial, n, args))
         shutil.move(str(work / "day2.csv"), work / "inbox" / "day2.csv")
-        wall, rss, rc = measured(run("resync"), env)
         print(
-            f"re-sync      : {n:>9,} rows   {wall:7.1f}s  {n / wall:9,.0f} rows/s   "
-            f"peak RSS {rss:6.0f} MB  exit {rc}  (1% changed, 0.5% new)"
+            measured(run("resync"), env, sim.pid).line("re-sync", n, "rows")
+            + "  (1% changed, 0.5% new)"
         )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/state") as resp:
-            import json
-
             state = json.load(resp)["processes"]["VoiceProcess"]
         received = state["received"]
         print(

@@ -39,7 +39,7 @@ from syncd import registry
 from syncd.core.phones import parse_dial_format
 from syncd.core.scrub import register_secrets
 from syncd.errors import ConfigError
-from syncd.secrets import UNSET
+from syncd.secrets import UNSET, Secret
 
 ENV_PREFIX = "SYNCD_"
 DEFAULT_CONFIG_ENV = "SYNCD_CONFIG"
@@ -100,6 +100,7 @@ class SinkConfig(Strict):
     kind: str
     batch_size: int = Field(500, ge=1, le=10_000)
     push_concurrency: int = Field(2, ge=1, le=64)
+    progress_every_s: float = Field(5.0, ge=0)  # a push pass logs `push.progress`; 0: each batch
     max_attempts: int = Field(8, ge=1, le=1000)
     retry_base_s: float = Field(2.0, gt=0)
     retry_max_s: float = Field(600.0, gt=0)
@@ -231,13 +232,32 @@ class LogConfig(Strict):
 class RunConfig(Strict):
     deadline_s: float = Field(3600.0, gt=0)  # `--once` gives up pushing after this long
     normalize_processes: int = Field(0, ge=0, le=64)  # 0: one per core for large loads
+    # Which library validates phone numbers: auto takes rphonenumbers (syncd[fast]) when
+    # it is installed and agrees with phonenumbers on the routes' regions.
+    phone_backend: Literal["auto", "phonenumbers", "rphonenumbers"] = "auto"
     shutdown_grace_s: float = Field(20.0, ge=0)
     sink_recheck_s: float = Field(300.0, gt=0)  # daemon: re-open a sink stopped by its config
+
+
+class RetentionConfig(Strict):
+    """How long history is kept. Leads, outcomes and cursors are state: never pruned."""
+
+    events_days: float | None = Field(30.0, gt=0)  # each lead's pushes, holds, replies
+    rejects_days: float | None = Field(30.0, gt=0)  # refused rows and their reasons
+    runs_days: float | None = Field(90.0, gt=0)  # finished runs' summaries (the last stays)
+    every_s: float = Field(3600.0, gt=0)  # the daemon prunes this often; --once at each run
+
+    def cutoffs(self, now: float) -> dict[str, float]:
+        """Return, per kind kept for a limited time, the time before which it goes."""
+        days = {"events": self.events_days, "rejects": self.rejects_days, "runs": self.runs_days}
+        return {kind: now - d * 86400 for kind, d in days.items() if d is not None}
 
 
 class HealthConfig(Strict):
     listen: str = "127.0.0.1:9310"
     enabled: bool = True
+    # /status beyond loopback answers only `Authorization: Bearer <this>` (env:/file:)
+    status_token: Secret | None = None
 
 
 class Settings(BaseSettings):
@@ -249,6 +269,7 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     run: RunConfig = RunConfig()
     health: HealthConfig = HealthConfig()
+    retention: RetentionConfig = RetentionConfig()
     sources: list[SourceConfig] = []
     sinks: list[SinkConfig] = []
     routes: list[RouteConfig] = []

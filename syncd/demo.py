@@ -13,6 +13,8 @@ import csv
 import os
 import random
 import shutil
+import socket
+import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -185,8 +187,14 @@ def write_sample_export(path: Path, leads: int, seed: int = 7) -> None:
     part.rename(path)  # writers drop *.part and rename: the inbox only ever sees whole files
 
 
-def run_demo(folder: Path, *, leads: int = 300, console: Console | None = None) -> int:
-    """Return the exit code of the demo's second pass, after printing what happened."""
+def run_demo(
+    folder: Path, *, leads: int = 300, console: Console | None = None, serve: bool = False
+) -> int:
+    """Return the exit code of the demo's second pass, after printing what happened.
+
+    With ``serve``, the simulators stay up afterwards and the daemon runs on the demo's
+    config, its status page's address printed, until Ctrl-C.
+    """
     out = console or Console()
     if folder.exists():
         shutil.rmtree(folder)
@@ -257,7 +265,30 @@ def run_demo(folder: Path, *, leads: int = 300, console: Console | None = None) 
             out.print(f"  outcomes from {sink}: {n} new or changed")
         _show_outcomes(settings.state.path, out)
         out.print(f"\nTry: syncd status -c {config}    syncd explain L00002 -c {config}")
+        if serve:
+            return _serve(config, out)
     return summary.exit_code()
+
+
+def _serve(config: Path, out: Console) -> int:
+    """Run the daemon on the demo's config until Ctrl-C; return its exit code."""
+    from syncd.daemon.service import run_daemon
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config.write_text(
+        f'[health]\nlisten = "127.0.0.1:{port}"\n\n' + config.read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    out.print(
+        f"\n[bold]serving[/bold]: the daemon runs on {config}; the simulators stay up.\n"
+        f"status page: http://127.0.0.1:{port}/status   "
+        f"metrics: http://127.0.0.1:{port}/metrics   (Ctrl-C to stop)",
+        highlight=False,
+    )
+    sys.stdout.flush()
+    return run_daemon(load_settings(config), config_path=str(config))
 
 
 def _once(settings: object) -> RunSummary:

@@ -305,7 +305,7 @@ async def on_virtual_time(work: Awaitable[T], sleepers: Sleepers, sink: AmeyoSin
     task = asyncio.ensure_future(work)
     while not task.done():
         await asyncio.sleep(0.002)  # real time, for the loopback requests to finish
-        if sink.guard.limits.in_flight == 0:
+        if sink.guard.limits.in_flight == 0 and sleepers.quiescent():
             sleepers.wake_next()
     return task.result()
 

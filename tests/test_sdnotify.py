@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import __version__
 from syncd.daemon.sdnotify import Notifier, socket_address, watchdog_period
 from tests.conftest import Simulated, cli_env, daemon_config
 
@@ -52,7 +53,8 @@ def test_the_daemon_notifies_ready_pings_the_watchdog_and_says_it_is_stopping(
 
     until_ready = receive(sock, "READY=1")
     ready = until_ready[-1].splitlines()
-    assert any(line.startswith("STATUS=") and "pending" in line for line in ready)
+    status = next(line for line in ready if line.startswith("STATUS="))
+    assert "pending" in status and status.endswith(f"(syncd {__version__})")
     after_ready = receive(sock, "WATCHDOG=1")
     after_ready += receive(sock, "WATCHDOG=1")  # periodic, not a single ping
     daemon.proc.send_signal(signal.SIGTERM)

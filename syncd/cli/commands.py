@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from syncd import logs, registry
+from syncd import __version__, logs, registry
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
 from syncd.run.lock import EXIT_LOCKED, StoreLock
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="syncd", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = p.add_subparsers(dest="command")
 
     def with_config(sp: argparse.ArgumentParser) -> None:
@@ -112,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--key", help="only this lead (with --sink)")
     retry.set_defaults(func=cmd_retry)
 
+    backup = sub.add_parser(
+        "backup", help="copy the state store consistently, also while syncd runs"
+    )
+    with_config(backup)
+    backup.add_argument("dest", help="the file to write (never overwritten)")
+    backup.set_defaults(func=cmd_backup)
+
     sim = sub.add_parser("simulate", help="serve a dialer simulator over HTTP")
     sim.add_argument("kind", choices=sorted(registry.SIMULATORS))
     sim.add_argument("--host", default="127.0.0.1")
@@ -126,11 +134,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="jodo: run the server's clock this far ahead (negative: behind)",
     )
+    sim.add_argument("--apikey", help="jodo: the apikey it accepts (default test_org)")
+    sim.add_argument("--user", help="ameyo, ucontact: the login it accepts")
+    sim.add_argument("--password", help="ameyo, ucontact: that login's password")
+    sim.add_argument(
+        "--campaign",
+        action="append",
+        help="the campaign it holds (jodo: a servicekey; ameyo: a number); repeatable",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="simulator + sample CRM export + one sync, end to end")
     demo.add_argument("--dir", default="demo-run", help="working folder (recreated)")
     demo.add_argument("--leads", type=int, default=300)
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="then keep the simulators up and run the daemon, with its status page, until Ctrl-C",
+    )
     demo.set_defaults(func=cmd_demo)
     return p
 
@@ -160,7 +181,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(settings.routes)} route(s), {len(settings.writebacks)} writeback(s); "
         f"state store {settings.state.path}"
     )
+    from syncd.run.pull import choose_phone_backend
+
+    phones = choose_phone_backend(settings)
+    print(f"phone numbers validated by {phones.name} ({phones.why})")
+    if settings.health.enabled:
+        print(_status_page_line(settings))
     return EXIT_OK
+
+
+def _status_page_line(settings: Settings) -> str:
+    """Return where the status page is and who may read it."""
+    from syncd.daemon.probes import parse_listen, status_access
+
+    host, port = parse_listen(settings.health.listen)
+    access = status_access(settings.health)
+    if access.loopback:
+        return f"status page: http://{host}:{port}/status (loopback only: no token needed)"
+    if access.token is not None:
+        return (
+            f"status page: /status on {host}:{port} needs Authorization: Bearer "
+            "<health.status_token>"
+        )
+    return (
+        f"status page: refused on {host}:{port}: set health.status_token (env:/file:) "
+        "to open it beyond loopback"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -193,6 +239,20 @@ def _dry_run(settings: Settings, *, full: bool) -> int:
     return result.summary.exit_code()
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from syncd.state.sqlite import backup
+
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
+    copy = backup(Path(settings.state.path), Path(args.dest))
+    print(
+        f"backed up {settings.state.path} to {copy.path}: schema {copy.schema}, "
+        f"{copy.leads} lead row(s), {copy.size / 1e6:.1f} MB. "
+        "To restore: stop syncd, put the file in place of the store "
+        "(and delete its -wal and -shm files), start syncd."
+    )
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args, without_secrets=ALL_SECTIONS)
     status = asyncio.run(_collect_status(settings))
@@ -206,7 +266,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def _collect_status(settings: Settings) -> dict[str, Any]:
-    from syncd.cli.report import group_reasons
+    from syncd.run.status import collect
     from syncd.state import open_store
 
     if not await asyncio.to_thread(Path(settings.state.path).exists):
@@ -215,17 +275,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
         )
     store = await open_store(settings.state)
     try:
-        return {
-            "counts": await store.counts(),
-            "oldest": await store.oldest_pending(),
-            "last_run": await store.last_run(),
-            "failures": group_reasons(await store.failure_reasons(500))[:10],
-            "rejects": await store.recent_rejects(10),
-            "gate": await store.gate_counts(),
-            "agents": await store.agent_dump(),
-            "writebacks": await _writeback_status(settings, store),
-            "sinks": await _sink_status(settings, store),
-        }
+        return await collect(settings, store)
     finally:
         await store.close()
 
@@ -236,31 +286,6 @@ def _require_store(settings: Settings) -> None:
         raise StoreError(
             f"no state store at {settings.state.path} yet: run `syncd run --once` first"
         )
-
-
-async def _sink_status(settings: Settings, store: Any) -> dict[str, Any]:
-    """Return per sink what the last run or the daemon saw, and when its next lead is due."""
-    from syncd.run.engine import HEALTH_SCOPE
-
-    result: dict[str, Any] = {}
-    for cfg in settings.sinks:
-        seen = await store.kv_get(HEALTH_SCOPE, cfg.name)
-        entry: dict[str, Any] = json.loads(seen) if seen else {"state": "not run yet"}
-        entry["pending"] = await store.pending_count(cfg.name)
-        entry["next_due"] = await store.next_due(cfg.name)
-        result[cfg.name] = entry
-    return result
-
-
-async def _writeback_status(settings: Settings, store: Any) -> dict[str, Any]:
-    from syncd.writeback.runner import STATUS_SCOPE
-
-    result: dict[str, Any] = {}
-    for cfg in settings.writebacks:
-        last = await store.kv_get(STATUS_SCOPE, cfg.name)
-        result[cfg.name] = json.loads(last) if last else {}
-        result[cfg.name]["refused_by_reason"] = await store.refused_writebacks(cfg.name)
-    return result
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -370,6 +395,32 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _simulator_logins(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the simulator settings for --apikey, --user/--password and --campaign."""
+    kind, out = args.kind, {}
+    if args.apikey is not None:
+        if kind != "jodo":
+            raise ConfigError("--apikey is a switch of the jodo simulator only")
+        out["apikey"] = args.apikey
+    if (args.user is None) != (args.password is None):
+        raise ConfigError("--user and --password go together")
+    if args.user is not None:
+        if kind == "jodo":
+            raise ConfigError("jodo has no login: use --apikey")
+        out["users"] = {args.user: args.password}
+    if args.campaign:
+        if kind == "jodo":
+            out["servicekeys"] = tuple(args.campaign)
+        elif kind == "ameyo":
+            try:
+                out["campaigns"] = {int(c): {1: True} for c in args.campaign}
+            except ValueError:
+                raise ConfigError("--campaign: ameyo names campaigns by number") from None
+        else:
+            out["campaigns"] = tuple(args.campaign)
+    return out
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from syncd.simulators.faults import Faults
     from syncd.simulators.server import serve
@@ -397,8 +448,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             ZoneInfo(args.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"--timezone: unknown time zone {args.timezone!r}") from None
+    kwargs.update(_simulator_logins(args))
     app = registry.load_simulator(args.kind)(**kwargs)
-    print(f"{args.kind} simulator on http://{args.host}:{args.port}", file=sys.stderr)
+    url = f"http://{args.host}:{args.port}"
+    print(f"{args.kind} simulator on {url}; it accepts:", file=sys.stderr)
+    print(app.state.sim.describe(url), file=sys.stderr, flush=True)
     serve(app, args.host, args.port)
     return EXIT_OK
 
@@ -407,4 +461,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from syncd.cli.report import make_console
     from syncd.demo import run_demo
 
-    return run_demo(Path(args.dir), leads=args.leads, console=make_console())
+    return run_demo(Path(args.dir), leads=args.leads, console=make_console(), serve=args.serve)

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
+from syncd.run.status import sink_state_line, when
 
 if TYPE_CHECKING:
     from syncd.run.dryrun import DryRun
@@ -21,12 +22,6 @@ def make_console() -> Console:
     if sys.stdout.isatty():
         return Console()
     return Console(width=200, no_color=True)
-
-
-def _when(epoch: float | None) -> str:
-    if not epoch:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
@@ -51,7 +46,7 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         for name, sc in summary.sinks.items():
             note = f"stopped: {sc.stopped}" if sc.stopped else (sc.waiting or "")
             if sc.held and not note:
-                note = f"held for the calling window; first released {_when(sc.released_at)}"
+                note = f"held for the calling window; first released {when(sc.released_at)}"
             sinks.add_row(name, *(str(getattr(sc, c)) for c in scols), note)
         out.print(sinks)
     mark = "ok" if all(r.balanced for r in summary.routes.values()) else "MISMATCH"
@@ -93,53 +88,6 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         out.print(f"[yellow]not read yet[/yellow]: {escape(waiting)}", markup=True, highlight=False)
 
 
-def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
-    """Return what a sink is doing, for `syncd status`: working, stopped, unreachable…"""
-    now = time.time() if now is None else now
-    state = str(seen.get("state", "unknown"))
-    pending = int(seen.get("pending") or 0)
-    if state in ("stopped", "unavailable", "unreachable"):
-        what = "dialer unreachable" if state == "unreachable" else state
-        line = f"{what} since {_when(seen.get('since'))} ({seen.get('reason')})"
-        action = {
-            "stopped": "fix the sink's configuration; its leads stay queued",
-            "unavailable": "syncd opens it again shortly",
-            "unreachable": "syncd keeps trying; nothing is lost",
-        }[state]
-        line += f"; {action}"
-    elif state == "working":
-        due = seen.get("next_due")
-        if pending and isinstance(due, int | float) and due > now:
-            line = f"working, backing off until {_when(due)}"
-        else:
-            line = "working"
-    else:
-        line = state
-    if pending:
-        line += f"; {pending} lead{'s' if pending != 1 else ''} pending"
-    if seen.get("poll_failed"):
-        line += f"; last outcome poll failed ({seen['poll_failed']})"
-    for warning in seen.get("warnings") or ():
-        line += f"; warning: {warning}"
-    if seen.get("updated_at"):
-        line += f" (as of {_when(seen['updated_at'])})"
-    return line
-
-
-def group_reasons(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-    """Return (sink, reason, count) with reasons that differ only in ids or numbers merged
-    (``session 3f9a… expired`` once, not once per session), largest first."""
-    from syncd.core.health import stable_reason
-
-    merged: dict[tuple[str, str], tuple[str, int]] = {}
-    for sink, reason, n in rows:
-        shown, total = merged.get((sink, stable_reason(reason)), (reason, 0))
-        merged[(sink, stable_reason(reason))] = (shown, total + n)
-    return sorted(
-        ((sink, shown, n) for (sink, _), (shown, n) in merged.items()), key=lambda r: -r[2]
-    )
-
-
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
     out = console or make_console()
     table = Table(title="leads per sink and state", title_justify="left")
@@ -163,10 +111,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)
     run = status.get("last_run")
     if run:
-        line = f"last run: {run['run_id']} ({run['mode']}) started {_when(run['started_at'])}"
-        line += (
-            f", finished {_when(run['finished_at'])}" if run["finished_at"] else ", not finished"
-        )
+        line = f"last run: {run['run_id']} ({run['mode']}) started {when(run['started_at'])}"
+        line += f", finished {when(run['finished_at'])}" if run["finished_at"] else ", not finished"
         out.print(line)
     else:
         out.print("last run: none yet")
@@ -186,7 +132,7 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
             table.add_column(c)
         for r in status["rejects"]:
             table.add_row(
-                _when(r["at"]),
+                when(r["at"]),
                 r["source"],
                 r["origin"] or "",
                 str(r["line"] or ""),
@@ -205,9 +151,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
                 a["login"],
                 str(a.get("status") or ""),
                 a.get("description") or "",
-                _when(a.get("changed_at")),
+                when(a.get("changed_at")),
                 f"{duration}s" if duration is not None else "-",
-                _when(a.get("observed_at")),
+                when(a.get("observed_at")),
             )
         out.print(table)
     if status.get("writebacks"):
@@ -258,7 +204,7 @@ def print_history(key: str, history: dict[str, Any], console: Console | None = N
     out.print("history:", highlight=False)
     for at, sink, kind, detail in sorted(rows, key=lambda r: r[0]):
         out.print(
-            f"  {_when(at)}  {sink}  {kind}  {detail}",
+            f"  {when(at)}  {sink}  {kind}  {detail}",
             highlight=False,
             markup=False,
             soft_wrap=True,
@@ -266,7 +212,7 @@ def print_history(key: str, history: dict[str, Any], console: Console | None = N
     delivered = {lead["sink"]: lead["delivered_at"] for lead in history["leads"]}
     for o in history["outcomes"]:
         out.print(
-            f"outcome at {o['sink']} (v{o['version']}, seen {_when(o['observed_at'])}, "
+            f"outcome at {o['sink']} (v{o['version']}, seen {when(o['observed_at'])}, "
             f"{_record_of(o['observed_at'], delivered.get(o['sink']))}): "
             f"{o['status']} {o['disposition'] or ''} attempts={o['attempts']} "
             f"agent={o['agent'] or '-'} recording={o['recording_url'] or '-'}"
@@ -276,7 +222,7 @@ def print_history(key: str, history: dict[str, Any], console: Console | None = N
 def _record_of(observed_at: float | None, delivered_at: float | None) -> str:
     """Return whether an outcome was seen for the record the dialer holds now."""
     if observed_at and delivered_at and observed_at < delivered_at:
-        return f"for an earlier record: the lead was sent again at {_when(delivered_at)}"
+        return f"for an earlier record: the lead was sent again at {when(delivered_at)}"
     return "for the current record"
 
 

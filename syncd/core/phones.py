@@ -1,13 +1,20 @@
 """Phone numbers: parse any written form to E.164, and format E.164 for a trunk.
 
 Pure functions over `phonenumbers`; the one place where a lead's phone is validated.
+Validation (`to_e164`) may run on `rphonenumbers`, the same API over the Rust port of
+libphonenumber, ~10× faster: `use_backend` picks it only after it agreed with
+`phonenumbers` on a sample of the routes' regions (see docs/performance.md).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import phonenumbers
 
@@ -48,18 +55,118 @@ def unmangle(text: str) -> str:
 
 def to_e164(text: str, region: str) -> str:
     """Return ``text`` as an E.164 number, or raise PhoneError saying why not."""
+    return _to_e164(_lib, text, region)
+
+
+def _to_e164(lib: Any, text: str, region: str) -> str:
     raw = unmangle(text.strip())
     if not raw:
         raise PhoneError("empty phone")
     if raw.startswith("00") and not raw.startswith("000"):
         raw = "+" + raw[2:]
     try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException as exc:
+        number = lib.parse(raw, region)
+    except lib.NumberParseException as exc:
         raise PhoneError(f"invalid phone {text.strip()!r}: {exc._msg}") from None
-    if not phonenumbers.is_valid_number(number):
+    if not lib.is_valid_number(number):
         raise PhoneError(f"invalid phone {text.strip()!r} for region {region}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return str(lib.format_number(number, lib.PhoneNumberFormat.E164))
+
+
+# ---------------------------------------------------------------------------
+# the validating library
+
+BACKENDS = ("auto", "phonenumbers", "rphonenumbers")
+FAST = "rphonenumbers"
+_lib: ModuleType = phonenumbers  # what to_e164 parses with; worker processes inherit it
+
+
+class BackendError(ValueError):
+    """The configured phone backend cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendChoice:
+    name: str  # the library to_e164 now uses
+    why: str  # for the log: why this one
+
+
+def use_backend(name: str, regions: Iterable[str] = ("IN",)) -> BackendChoice:
+    """Return which library validates numbers from now on, after switching to it.
+
+    ``auto`` takes rphonenumbers when it is installed and gives the same answer as
+    phonenumbers on every sample number of ``regions``; ``rphonenumbers`` insists
+    (and is checked the same way); ``phonenumbers`` never looks further.
+    """
+    global _lib
+    if name not in BACKENDS:
+        raise BackendError(f"phone_backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "phonenumbers":
+        _lib = phonenumbers
+        return BackendChoice("phonenumbers", "configured")
+    try:
+        fast = importlib.import_module(FAST)
+    except ImportError:
+        if name == FAST:
+            raise BackendError(
+                "phone_backend = rphonenumbers, but it is not installed: "
+                "pip install 'syncd[fast]' (or set phone_backend = auto)"
+            ) from None
+        _lib = phonenumbers
+        return BackendChoice("phonenumbers", "rphonenumbers is not installed")
+    differs = disagreement(fast, tuple(sorted(set(regions))))
+    if differs is not None:
+        if name == FAST:
+            raise BackendError(f"rphonenumbers disagrees with phonenumbers: {differs}")
+        _lib = phonenumbers
+        return BackendChoice("phonenumbers", f"rphonenumbers disagrees: {differs}")
+    _lib = fast
+    return BackendChoice(FAST, "it agrees with phonenumbers on the sample")
+
+
+def backend() -> str:
+    """Return the name of the library to_e164 uses now."""
+    return _lib.__name__
+
+
+# Written forms a CRM export holds, beyond each region's own example numbers.
+_SAMPLE_FORMS = (
+    "", "abc", "+", "12", "+99912345", "1" * 30, "1-800-FLOWERS", "(555) 123-4567",
+    "+1 415 555 2671", "tel:+1-415-555-2671", "+44 20 7946 0958", "0044 20 7946 0958",
+    "+91 98765 43210 ext. 12", "098765 43210", "９８７６５４３２１０", "٠٩٨٧٦٥٤٣٢١٠",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def disagreement(fast: Any, regions: tuple[str, ...]) -> str | None:
+    """Return the first sample where ``fast`` and phonenumbers answer differently, or None.
+
+    The sample: each region's example number of every type, written in E.164, national
+    and international form, and the odd forms above, read in each region.
+    """
+    for region in regions:
+        for text in (*_SAMPLE_FORMS, *_examples(region)):
+            if _answer(phonenumbers, text, region) != _answer(fast, text, region):
+                return f"{text!r} in region {region}"
+    return None
+
+
+def _examples(region: str) -> list[str]:
+    out = []
+    for kind in vars(phonenumbers.PhoneNumberType).values():
+        if isinstance(kind, int):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                for fmt in (0, 1, 2):  # E164, INTERNATIONAL, NATIONAL
+                    out.append(phonenumbers.format_number(number, fmt))
+    return out
+
+
+def _answer(lib: Any, text: str, region: str) -> str:
+    try:
+        return _to_e164(lib, text, region)
+    except PhoneError as exc:
+        return f"refused: {exc}"
 
 
 @dataclass(frozen=True, slots=True)

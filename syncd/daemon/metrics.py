@@ -8,6 +8,7 @@ read from the store and the sinks when ``/metrics`` is scraped.
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from syncd import __version__
 from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
@@ -148,10 +150,28 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.poll_lag = Gauge(
+            "syncd_sink_outcome_poll_lag_seconds",
+            "Seconds since the sink's outcome poll last succeeded: no outcome is older at the "
+            "dialer unread",
+            ["sink"],
+            registry=r,
+        )
+        self.store_bytes = Gauge(
+            "syncd_state_store_bytes", "Disk space the state store takes", registry=r
+        )
+        self.build = Gauge(
+            "syncd_build_info",
+            "Always 1; the labels say which syncd and Python are running",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build.labels(__version__, platform.python_version()).set(1)
         r.register(_HttpRetries())
         self._sinks: set[str] = set()
         self.delivered_total = 0  # all sinks, for the daemon's "delivered today"
         self._writeback_ok: dict[str, float] = {}
+        self._polled_ok: dict[str, float] = {}
         self._logins_seen: dict[str, tuple[int, int]] = {}  # sink -> (id(sink object), value)
 
     # -- configuration ---------------------------------------------------------
@@ -174,6 +194,7 @@ class Metrics:
                 self.breaker,
                 self.sink_warnings,
                 self.clock_skew,
+                self.poll_lag,
             ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
@@ -190,6 +211,9 @@ class Metrics:
             for metric in (self.retries, self.logins, self.outcomes):
                 metric.labels(sink)
             self.latency.labels(sink)
+            self._polled_ok.setdefault(sink, now)
+        for gone in set(self._polled_ok) - sinks:
+            del self._polled_ok[gone]
         names = set(writebacks)
         for gone in set(self._writeback_ok) - names:
             del self._writeback_ok[gone]
@@ -224,6 +248,8 @@ class Metrics:
         return PullMeter(self, source, summary)
 
     def outcomes_received(self, sink: str, count: int) -> None:
+        """Count a successful outcome poll's outcomes (it succeeded even with none)."""
+        self._polled_ok[sink] = time.time()
         if count > 0:
             self.outcomes.labels(sink).inc(count)
 
@@ -243,6 +269,14 @@ class Metrics:
     def gate_blocked(self, sink: str, code: str, n: int) -> None:
         """Count leads blocked when they were read (do-not-call, consent, junk numbers)."""
         self.gate.labels(sink, "blocked", code).inc(n)
+
+    def polled_at(self) -> dict[str, float]:
+        """Return when each sink's outcome poll last succeeded (or the daemon started)."""
+        return dict(self._polled_ok)
+
+    def written_at(self) -> dict[str, float]:
+        """Return when each writeback last completed a pass (or the daemon started)."""
+        return dict(self._writeback_ok)
 
     def poll_failed(self, sink: str) -> None:
         self.poll_failures.labels(sink).inc()
@@ -268,6 +302,9 @@ class Metrics:
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
+        for name, at in self._polled_ok.items():
+            self.poll_lag.labels(name).set(max(now - at, 0.0))
+        self.store_bytes.set(await store.size_bytes())
 
     def observe_health(self, name: str, sink: Any) -> None:
         """Set the warning count and the clock skew a sink's health reports."""

@@ -3,14 +3,18 @@
 ``/healthz``: the process and its event loop answer (liveness).
 ``/readyz``: 200 when syncd can do its work, 503 with the reasons otherwise.
 ``/metrics``: Prometheus text format.
+``/status``: the status page for a person (:mod:`syncd.daemon.status_page`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -18,23 +22,56 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from syncd.config import HealthConfig
 from syncd.errors import ConfigError, SyncdError
 
 log = structlog.get_logger("syncd.health")
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]  # returns the reasons it is not ready
 MetricsRender = Callable[[], Awaitable[bytes]]
+PageRender = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class StatusAccess:
+    """Who may read /status: anyone on loopback; elsewhere only with the bearer token."""
+
+    loopback: bool
+    token: str | None
+
+    def refusal(self, authorization: str) -> str | None:
+        """Return why a request with this Authorization header is refused, None if allowed."""
+        if self.loopback:
+            return None
+        if self.token is None:
+            return "the health server is not on loopback: set health.status_token to see /status"
+        given = authorization.removeprefix("Bearer ").strip()
+        if not authorization.startswith("Bearer ") or not hmac.compare_digest(given, self.token):
+            return "send Authorization: Bearer <health.status_token>"
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Return True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def create_app(
     readiness: ReadinessCheck,
     metrics: MetricsRender,
     warnings: Callable[[], list[str]] = list,
+    page: PageRender | None = None,
+    access: StatusAccess = StatusAccess(loopback=True, token=None),
 ) -> Starlette:
-    """Return the ASGI app answering /healthz, /readyz and /metrics.
+    """Return the ASGI app answering /healthz, /readyz, /metrics and /status.
 
     ``warnings`` lists what needs fixing although leads flow: shown by /readyz, which
     stays 200 for them.
@@ -55,13 +92,31 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(await metrics(), media_type=CONTENT_TYPE_LATEST)
 
+    async def status_page(request: Request) -> Response:
+        refused = access.refusal(request.headers.get("authorization", ""))
+        if refused is not None:
+            return PlainTextResponse(
+                refused, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        if page is None:
+            return PlainTextResponse("no status page here", status_code=404)
+        return HTMLResponse(await page(), headers={"Cache-Control": "no-store"})
+
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/status", status_page, methods=["GET"]),
         ]
     )
+
+
+def status_access(health: HealthConfig) -> StatusAccess:
+    """Return who may read /status, from where the health server listens and its token."""
+    host, _ = parse_listen(health.listen)
+    token = health.status_token.get_secret_value() if health.status_token else None
+    return StatusAccess(loopback=is_loopback(host), token=token)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

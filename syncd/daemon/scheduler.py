@@ -145,6 +145,10 @@ class Runtime:
             )
         tick = min(RECHECK_TICK_S, s.run.sink_recheck_s)
         self._add("recheck", IntervalTrigger(seconds=tick), self.recheck, now=False)
+        self._add("retention", IntervalTrigger(seconds=s.retention.every_s), self._prune)
+
+    async def _prune(self) -> None:
+        await self.engine.prune()
 
     def _add(self, job_id: str, trigger: Any, job: Job, *, now: bool = True) -> None:
         extra: dict[str, Any] = {"next_run_time": datetime.now(UTC)} if now else {}

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from datetime import date, datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -28,10 +29,10 @@ import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import logs
+from syncd import __version__, logs
 from syncd.config import Settings, load_settings
 from syncd.daemon.metrics import Metrics
-from syncd.daemon.probes import HealthServer, create_app
+from syncd.daemon.probes import HealthServer, create_app, status_access
 from syncd.daemon.scheduler import Runtime
 from syncd.daemon.sdnotify import Notifier
 from syncd.errors import ConfigError
@@ -144,7 +145,13 @@ class Daemon:
         if released:
             log.info("outbox.leases.released", leads=released)
         if self.settings.health.enabled:
-            app = create_app(self.readiness, self.render_metrics, self.warnings)
+            app = create_app(
+                self.readiness,
+                self.render_metrics,
+                self.warnings,
+                page=self.status_page,
+                access=status_access(self.settings.health),
+            )
             self.health = HealthServer(app, self.settings.health.listen)
             await self.health.start()
         self.scheduler = AsyncIOScheduler(
@@ -307,6 +314,26 @@ class Daemon:
                 log.warning("metrics.refresh.failed", reason=str(exc))
         return self.metrics.exposition()
 
+    async def status_page(self) -> str:
+        """Return the HTML of /status: the store's snapshot and what the daemon knows live."""
+        from syncd.daemon.status_page import PageData, render
+        from syncd.run.status import collect
+
+        if self.store is None:
+            return render(PageData({}, __version__, 0, problems=[f"syncd is {self.phase}"]))
+        now = time.time()
+        data = PageData(
+            await collect(self.settings, self.store),
+            __version__,
+            await self.delivered_today.value(self.store),
+            poll_lag_s={s: now - at for s, at in self.metrics.polled_at().items()},
+            writeback_lag_s={w: now - at for w, at in self.metrics.written_at().items()},
+            problems=await self.readiness(),
+            warnings=self.warnings(),
+            now=now,
+        )
+        return render(data)
+
     async def status_line(self) -> str:
         """Return the one-line summary shown by `systemctl status`."""
         if self.store is None:
@@ -320,7 +347,7 @@ class Daemon:
                 line += "; " + "; ".join(failing)
         if self.phase != "running":
             line = f"{self.phase}; {line}"
-        return line
+        return f"{line} (syncd {__version__})"
 
     async def _status_loop(self) -> None:
         while True:

@@ -229,6 +229,14 @@ class Engine:
             self.observer.writeback_pass(cfg.name, result.written, complete=result.error is None)
         return result
 
+    async def prune(self) -> dict[str, int]:
+        """Return how many old events, rejects and runs were deleted (`[retention]`)."""
+        cutoffs = self.settings.retention.cutoffs(self.clock.time())
+        pruned = await self.store.prune(cutoffs)
+        if any(pruned.values()):
+            log.info("state.pruned", **pruned)
+        return pruned
+
     async def recheck(self) -> list[str]:
         """Open again every stopped or unavailable sink whose wait is over; return those back."""
         if self.stop.is_set():
@@ -301,6 +309,7 @@ class Engine:
             counts.held, counts.released_at = await self.store.held(name)
             counts.stopped = counts.stopped or stopped.get(name)
         await self.store.finish_run(self.run_id, summary.to_dict())
+        await self.prune()
         return summary
 
     async def _bounded(

@@ -17,6 +17,7 @@ import structlog
 
 from syncd import registry
 from syncd.config import DncListConfig, RouteConfig, Settings, SourceConfig
+from syncd.core import phones
 from syncd.core.gate import GateDecision, Verdict
 from syncd.core.mapping import (
     Mapper,
@@ -29,6 +30,7 @@ from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
+from syncd.errors import ConfigError
 from syncd.sources.base import Chunk, Source
 from syncd.state.base import ChunkWrite, StateStore
 
@@ -56,6 +58,29 @@ def build_source(
     return source
 
 
+_CHOSEN: dict[tuple[str, tuple[str, ...]], phones.BackendChoice] = {}
+
+
+def choose_phone_backend(settings: Settings) -> phones.BackendChoice:
+    """Return the phone library mapping uses, chosen (and logged) once per process.
+
+    Chosen before the worker processes start: they inherit the choice.
+    """
+    regions = {r.default_region for r in settings.routes}
+    regions.update(d.default_region for d in settings.dnc_lists)
+    wanted = (settings.run.phone_backend, tuple(sorted(regions)))
+    choice = _CHOSEN.get(wanted)
+    if choice is None:
+        try:
+            choice = _CHOSEN[wanted] = phones.use_backend(*wanted)
+        except phones.BackendError as exc:
+            raise ConfigError(f"[run] phone_backend: {exc}") from None
+        log.info("phones.backend", backend=choice.name, why=choice.why)
+    else:
+        phones.use_backend(*wanted)  # cached: another setting may have switched it since
+    return choice
+
+
 class Puller:
     """Pulls every source once and reconciles what it reads into the outbox."""
 
@@ -73,6 +98,7 @@ class Puller:
         self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
+        choose_phone_backend(settings)
 
     async def pull_all(self, *, full: bool = False) -> None:
         for cfg in self.settings.sources:

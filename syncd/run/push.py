@@ -38,6 +38,7 @@ from syncd.errors import (
 )
 from syncd.net.breaker import BreakerState
 from syncd.net.http import human_seconds
+from syncd.run.progress import PushProgress
 from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
 
@@ -82,6 +83,7 @@ class Pusher:
         self.log = structlog.get_logger("syncd.push").bind(sink=sink.name)
         self.stopped_by: SinkConfigError | None = None  # the refusal that stopped the sink
         self.guard = sink.guard
+        self.progress = PushProgress(clock, self.cfg.progress_every_s)
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -310,6 +312,10 @@ class Pusher:
             )
         await self.store.complete(self.sink.name, completions)
         self._count(completions)
+        delivered = sum(c.kind is ResultKind.DELIVERED for c in completions)
+        if self.progress.add(delivered):
+            line = self.progress.report(await self.store.pending_count(self.sink.name))
+            self.log.info("push.progress", **line)
 
     def _count(self, completions: list[Completion]) -> None:
         for c in completions:

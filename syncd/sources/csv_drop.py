@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
+import structlog
 from pydantic import Field, PrivateAttr, field_validator
 
 from syncd.config import SourceConfig
@@ -36,6 +37,9 @@ from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024
 RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]]
+
+
+log = structlog.get_logger("syncd.source")
 
 
 class CsvDropConfig(SourceConfig):
@@ -49,6 +53,8 @@ class CsvDropConfig(SourceConfig):
     # A file is claimed once unchanged (its modification time) for this long
     settle_s: float = Field(3.0, ge=0, le=86400)
     max_field_bytes: int = Field(1_000_000, ge=1024)
+    # Files in done/ (and their .rejects.csv) older than this are deleted; None keeps them
+    keep_done_days: float | None = Field(14.0, gt=0)
     # Set by the dry run only, whose shadow inbox links to the real one: links that
     # resolve to a regular file inside this folder are read as that file.
     _links_into: Path | None = PrivateAttr(None)
@@ -155,6 +161,23 @@ class CsvDropSource:
             and not (p.is_dir() and not p.is_symlink())
         ]
 
+    def prune_done(self, now: float) -> int:
+        """Return how many files of done/ older than ``keep_done_days`` were deleted."""
+        days = self.config.keep_done_days
+        if days is None:
+            return 0
+        cutoff, gone = now - days * 86400, 0
+        for path in self.done.iterdir():
+            try:
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    path.unlink()
+                    gone += 1
+            except OSError as exc:  # one file we cannot remove must not stop the pull
+                log.warning("source.done.prune_failed", source=self.name, file=path.name,
+                            reason=exc.strerror or str(exc))  # fmt: skip
+        return gone
+
     def settling(self, path: Path) -> str | None:
         """Return why ``path`` is not claimed yet (changed too recently), None when settled."""
         settle = self.config.settle_s
@@ -244,6 +267,10 @@ class CsvDropSource:
             )
             return
         await anyio.to_thread.run_sync(self._ensure_dirs)
+        if self.config._links_into is None:  # never from a dry run's shadow inbox
+            pruned = await anyio.to_thread.run_sync(self.prune_done, time.time())
+            if pruned:
+                log.info("source.done.pruned", source=self.name, files=pruned)
         for origin, why in await anyio.to_thread.run_sync(self.refuse_strangers):
             yield Chunk(origin, (), [], failed=why)
         state = json.loads(cursor) if cursor else {}
@@ -438,6 +465,7 @@ class CsvDropSource:
             _write_rejects(self.done / f"{path.name}.rejects.csv", header, rejects)
         if path.exists():
             os.replace(path, self.done / path.name)
+            os.utime(self.done / path.name)  # its time in done/ counts from now (keep_done_days)
 
     def _failer(self, path: Path, reason: str) -> Callable[[], Awaitable[None]]:
         async def fail() -> None:

@@ -6,7 +6,7 @@ anywhere resumes from what the store says.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -165,6 +165,14 @@ class StateStore(Protocol):
     async def agent_dump(self) -> list[dict[str, Any]]: ...
     async def outcome_dump(self) -> list[dict[str, Any]]: ...
     async def integrity_ok(self) -> bool: ...
+    async def size_bytes(self) -> int:
+        """Return the disk space the store takes (for the store-size metric and alert)."""
+        ...
+
+    async def prune(self, before: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
+        """Return how many rows of each kind (events, rejects, runs) older than their
+        cutoff were deleted, in transactions of ``batch`` rows; space goes back to disk."""
+        ...
 
     # daemon (health, metrics, systemd status)
     async def oldest_pending(self) -> dict[str, float]: ...

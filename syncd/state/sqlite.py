@@ -8,14 +8,18 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
+import structlog
 
+from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.model import (
     Action,
     AgentStatus,
@@ -89,6 +93,15 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+log = structlog.get_logger("syncd.state")
+
+# What retention may delete: kind -> (table, time column, key column).
+_PRUNABLE: dict[str, tuple[str, str, str]] = {
+    "events": ("events", "at", "id"),
+    "rejects": ("rejects", "created_at", "id"),
+    "runs": ("runs", "started_at", "run_id"),
+}
+
 _CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
 _PAIRS = 400  # (key, raw hash) pairs per query: 802 parameters, under old SQLite's 999
 
@@ -123,8 +136,9 @@ class SqliteStore:
     between statements would interleave inside one transaction: the lock prevents that.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = str(path)
+        self.clock = clock  # what stored times are taken from (retention prunes by them)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -135,6 +149,7 @@ class SqliteStore:
         try:
             await asyncio.to_thread(_create_private, path)
             self._db = await aiosqlite.connect(path, isolation_level=None)
+            await self._incremental_vacuum()  # before WAL: a new file takes it only first
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=10000")
@@ -189,6 +204,27 @@ class SqliteStore:
             return StoreError(f"the state store {self.path} is read-only ({text})")
         return StoreError(f"the state store {self.path} failed: {text}")
 
+    async def _incremental_vacuum(self) -> None:
+        """Let pruning give space back: auto_vacuum=INCREMENTAL, set once per store.
+
+        A new store takes it before its first table; an older one is rebuilt once
+        (VACUUM), which takes a while on a big store and is logged.
+        """
+        db = self.db
+        async with db.execute("PRAGMA auto_vacuum") as cur:
+            row = await cur.fetchone()
+        if row is not None and int(row[0]) == 2:
+            return
+        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        async with db.execute("SELECT COUNT(*) FROM sqlite_master") as cur:
+            row = await cur.fetchone()
+        if row is not None and int(row[0]):
+            log.info("state.vacuum", path=self.path, why="once, so that pruning frees space")
+            try:
+                await db.execute("VACUUM")
+            except sqlite3.OperationalError as exc:  # another syncd is writing: next open
+                log.info("state.vacuum.later", path=self.path, reason=str(exc))
+
     async def _migrate(self) -> None:
         db = self.db
         async with db.execute("PRAGMA user_version") as cur:
@@ -201,6 +237,43 @@ class SqliteStore:
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    async def prune(self, before: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
+        """Return the rows deleted per kind; each batch its own short transaction.
+
+        ``before`` maps ``events``, ``rejects`` and ``runs`` to a cutoff (epoch
+        seconds); a kind left out is kept. The last run is always kept (`status`).
+        """
+        done: dict[str, int] = {}
+        for kind, cutoff in before.items():
+            table, column, key = _PRUNABLE[kind]
+            total = 0
+            while True:
+                async with self._tx() as db:
+                    cur = await db.execute(
+                        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+                        f" WHERE {column} < ? AND {key} != (SELECT {key} FROM {table}"
+                        f" ORDER BY {column} DESC LIMIT 1) ORDER BY {key} LIMIT ?)",
+                        (cutoff, batch),
+                    )
+                    deleted = cur.rowcount
+                total += deleted
+                if deleted < batch:
+                    break
+                await asyncio.sleep(0)  # let pushes and pulls in between batches
+            done[kind] = total
+        if any(done.values()):
+            async with self._lock:
+                # Freed pages go back to the file system a few at a time.
+                await self.db.execute("PRAGMA incremental_vacuum")
+        return done
+
+    async def size_bytes(self) -> int:
+        def total() -> int:
+            paths = [Path(self.path + suffix) for suffix in ("", "-wal", "-shm")]
+            return sum(p.stat().st_size for p in paths if p.exists())
+
+        return await asyncio.to_thread(total)
 
     async def integrity_ok(self) -> bool:
         async with self.db.execute("PRAGMA integrity_check") as cur:
@@ -264,7 +337,7 @@ class SqliteStore:
         return found
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None:
-        now = time.time()
+        now = self.clock.time()
         async with self._tx() as db:
             for sink, writes in chunk.leads.items():
                 enqueue = [w for w in writes if w.enqueue]
@@ -377,7 +450,7 @@ class SqliteStore:
             return cur.rowcount
 
     async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
-        now = time.time()
+        now = self.clock.time()
         async with self._tx() as db:
             cur = await db.execute(
                 """
@@ -396,7 +469,7 @@ class SqliteStore:
                 key=r[0],
                 hash=r[1],
                 action=Action(r[2]),
-                lead=Lead.from_json(json.loads(r[3])),
+                lead=Lead.from_json(orjson.loads(r[3])),
                 attempts=r[4],
                 vendor_ref=r[5],
                 delivered_hash=r[6],
@@ -407,7 +480,7 @@ class SqliteStore:
         return batch
 
     async def complete(self, sink: str, completions: Sequence[Completion]) -> None:
-        now = time.time()
+        now = self.clock.time()
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
             if c.kind is ResultKind.DELIVERED:
@@ -503,7 +576,7 @@ class SqliteStore:
                 " WHERE sink = ? AND key = ? AND state = 'inflight'",
                 [(until, reason, sink, key) for key, until, reason in holds],
             )
-            now = time.time()
+            now = self.clock.time()
             await db.executemany(
                 "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
                 [(now, sink, key, "gate.held", _storable(reason)) for key, _, reason in holds],
@@ -605,7 +678,7 @@ class SqliteStore:
                 await db.execute(
                     "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
                     (
-                        time.time(),
+                        self.clock.time(),
                         o.sink,
                         o.key,
                         "outcome",
@@ -651,7 +724,7 @@ class SqliteStore:
                         a.description,
                         a.duration_s,
                         _epoch(a.changed_at),
-                        _epoch(a.observed_at) or time.time(),
+                        _epoch(a.observed_at) or self.clock.time(),
                         json.dumps(a.raw, default=str),
                     ),
                 )
@@ -683,7 +756,7 @@ class SqliteStore:
         async with self._tx() as db:
             await db.execute(
                 "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), sink, key, kind, detail),
+                (self.clock.time(), sink, key, kind, detail),
             )
 
     # -- reporting -----------------------------------------------------------
@@ -712,14 +785,14 @@ class SqliteStore:
         async with self._tx() as db:
             await db.execute(
                 "INSERT INTO runs (run_id, mode, started_at) VALUES (?, ?, ?)",
-                (run_id, mode, time.time()),
+                (run_id, mode, self.clock.time()),
             )
 
     async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         async with self._tx() as db:
             await db.execute(
                 "UPDATE runs SET finished_at = ?, summary_json = ? WHERE run_id = ?",
-                (time.time(), json.dumps(summary), run_id),
+                (self.clock.time(), json.dumps(summary), run_id),
             )
 
     async def last_run(self) -> dict[str, Any] | None:
@@ -1024,7 +1097,7 @@ class SqliteStore:
     ) -> None:
         """Record (sink, key, version)s as written (or ``refused`` with that reason), and the
         writeback's state, in one go."""
-        now = time.time()
+        now = self.clock.time()
         async with self._tx() as db:
             await db.executemany(
                 "INSERT INTO writeback_marks (writeback, sink, key, version, written_at, refused)"
@@ -1115,18 +1188,64 @@ def snapshot(source: Path, target: Path) -> None:
         if _intact(target):
             return
         target.unlink()
+    _online_copy(source, target)
+
+
+def _online_copy(source: Path, target: Path) -> None:
+    """Copy a live store with SQLite's online backup: one consistent snapshot, read-only."""
     try:
         src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
         try:
             dst = sqlite3.connect(target)
             try:
-                src.backup(dst)
+                src.backup(dst)  # all pages in one step: a writer cannot make it restart
             finally:
                 dst.close()
         finally:
             src.close()
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read state store {source} for a copy: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    path: Path
+    schema: int
+    leads: int
+    size: int  # bytes
+
+
+def backup(source: Path, target: Path) -> Backup:
+    """Return what was copied, having written a consistent copy of a store to ``target``.
+
+    Safe while syncd runs (copying the file and its -wal by hand is not): the copy is
+    written beside the target, checked, and renamed into place, owner-only.
+    """
+    if not source.exists():
+        raise StoreError(f"no state store at {source}")
+    if target.exists():
+        raise StoreError(f"{target} exists: choose another name (a backup never overwrites)")
+    part = target.with_name(target.name + ".part")
+    part.unlink(missing_ok=True)
+    _create_private(part)
+    try:
+        _online_copy(source, part)
+        if not _intact(part):
+            raise StoreError(f"the copy of {source} failed its integrity check; try again")
+        conn = sqlite3.connect(part)
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            schema = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            leads = int(conn.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
+        finally:
+            conn.close()
+        with part.open("rb") as fh:
+            os.fsync(fh.fileno())
+        part.rename(target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return Backup(target, schema, leads, target.stat().st_size)
 
 
 def _intact(path: Path) -> bool:

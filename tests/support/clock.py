@@ -57,6 +57,27 @@ class Sleepers:
     def pending(self) -> int:
         return len(self._due)
 
+    def quiescent(self) -> bool:
+        """Return True when every other task waits on one of these sleeps or on a task.
+
+        Only then may the clock move: a task reading a socket or waiting on a thread
+        (the store) is still working, however long the machine takes to let it run.
+        """
+        sleeping = {id(f) for *_, f in self._due}
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is current or task.done():
+                continue
+            waiter = getattr(task, "_fut_waiter", None)  # what the task awaits now
+            if waiter is None:
+                return False  # ready to run
+            if id(waiter) in sleeping or isinstance(waiter, asyncio.Task):
+                continue
+            if type(waiter).__name__ == "_GatheringFuture":  # asyncio.gather of tasks
+                continue
+            return False
+        return True
+
     def wake_next(self) -> None:
         """Move the clock to the earliest wake-up and end the sleeps due by then."""
         if not self._due:

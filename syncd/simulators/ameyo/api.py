@@ -236,6 +236,24 @@ class AmeyoSimulator:
 
     # -- session commands ----------------------------------------------------------
 
+    def describe(self, url: str) -> str:
+        """Return what a client must send to be accepted, and where to read what it holds."""
+        users = ", ".join(f"{u} / {p}" for u, p in sorted(self.users.items()))
+        keys = ", ".join(f"{k} (policy {p})" for k, p in sorted(self.hash_keys.items()))
+        campaigns = ", ".join(
+            f"{c} (lead lists {', '.join(str(i) for i in sorted(leads))})"
+            for c, leads in sorted(self.campaigns.items())
+        )
+        return "\n".join(
+            [
+                f"  endpoint    POST {url}/ameyowebaccess/command/?command=NAME  (form data=JSON)",
+                f"  login       {users}  (command login: userId, password)",
+                f"  hash-key    {keys}  (headers hash-key, policy-name, requesting-host)",
+                f"  campaigns   {campaigns}",
+                f"  holds       GET {url}/_sim/state",
+            ]
+        )
+
     def login(self, data: dict[str, Any]) -> dict[str, Any] | None:
         user = str(data.get("userId", ""))
         if not user or self.users.get(user) != data.get("password"):

@@ -158,6 +158,7 @@ class JodoSimulator:
             sk: Process(apikey, sk, crm_unique_field=crm_unique_field) for sk in servicekeys
         }
         self.apikeys = {apikey}
+        self.zone_name, self.clock_offset_s = timezone, clock_offset_s
         self.faults = FaultInjector(faults)
         self.requests: dict[str, int] = {}
         self.last_body: dict[str, dict[str, Any]] = {}  # method -> its latest request body
@@ -450,6 +451,22 @@ class JodoSimulator:
                 str(p.records[slot].get("mobilenumber")): state
                 for slot, state in p.dial_state.items()
             }
+
+    def describe(self, url: str) -> str:
+        """Return what a client must send to be accepted, and where to read what it holds."""
+        with self.lock:
+            keys = ", ".join(sorted(self.apikeys))
+            processes = ", ".join(sorted(self.processes))
+        return "\n".join(
+            [
+                f"  endpoint    POST {url}/CustomerWebServices/handleCustomerWS",
+                "              (form field data = the JSON request)",
+                f"  apikey      {keys}",
+                f"  servicekey  {processes}  (the process: Jodo's campaign)",
+                f"  clock       {self.zone_name}, {self.clock_offset_s:+.0f} s from this host",
+                f"  holds       GET {url}/_sim/state",
+            ]
+        )
 
     def records(self, servicekey: str = "VoiceProcess") -> list[dict[str, Any]]:
         with self.lock:

@@ -155,6 +155,19 @@ class UContactSimulator:
 
     # -- sessions --------------------------------------------------------------
 
+    def describe(self, url: str) -> str:
+        """Return what a client must send to be accepted, and where to read what it holds."""
+        users = ", ".join(f"{u} / {p}" for u, p in sorted(self.users.items()))
+        return "\n".join(
+            [
+                f"  endpoint    {url}/Integra/resources/<resource>  (form fields)",
+                f"  login       {users}  (POST auth/getUserToken)",
+                "              then send the token: Authorization: Basic TOKEN",
+                f"  campaigns   {', '.join(sorted(self.campaigns))}",
+                f"  holds       GET {url}/_sim/state",
+            ]
+        )
+
     def login(self, form: dict[str, str], legacy: bool) -> Response:
         user, password = form.get("user", ""), form.get("password", "")
         if not legacy and self.legacy_auth:

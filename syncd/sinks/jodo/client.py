@@ -9,7 +9,6 @@ items each have their own ``status``; read them with :func:`items_of`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from syncd.net.http import (
     looks_like_html,
     raise_for_http,
     transport_error,
+    wire_json,
 )
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
@@ -166,7 +166,7 @@ class JodoClient:
         try:
             response = await self.http.post(
                 self.url,
-                content=encode_form({"data": json.dumps(body)}),
+                content=encode_form({"data": wire_json(body)}),
                 headers={"content-type": FORM_CONTENT_TYPE},
             )
         except httpx.HTTPError as exc:

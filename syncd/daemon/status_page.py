@@ -1,0 +1,191 @@
+"""The daemon's status page (`GET /status`): one HTML page, no external assets.
+
+It shows what `syncd status` shows, for a person at a browser: each sink's state
+with its reason, leads by state, today's deliveries, the oldest pending lead, how
+far behind the outcome poll and the writebacks are, the safety gate's holds and
+blocks, and the last refused rows. Phone numbers and names are masked: the page is
+for watching the flow, not for reading the CRM.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncd.run.status import sink_state_line, when
+
+REFRESH_S = 10
+STATES = ("pending", "inflight", "held", "delivered", "rejected", "failed", "removed")
+# A run of digits as a phone number is written, not a date (2026-12-01 16:00).
+_PHONE = re.compile(r"(?<![\d\-])\+?\(?\d[\d\s().\-/]{5,}\d")
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # a cell quoted in a reason: may be a name
+
+
+@dataclass
+class PageData:
+    """Everything the page shows; gathered by the daemon, rendered here."""
+
+    status: dict[str, Any]  # syncd.run.status.collect()
+    version: str
+    delivered_today: int
+    poll_lag_s: dict[str, float] = field(default_factory=dict)  # sink -> since last good poll
+    writeback_lag_s: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # /readyz reasons
+    warnings: list[str] = field(default_factory=list)
+    now: float = field(default_factory=time.time)
+
+
+def mask(text: str, *, quoted: bool = True) -> str:
+    """Return ``text`` with phone numbers cut to their last two digits, quoted cells hidden.
+
+    ``invalid phone '98200 12345'`` → ``invalid phone '…'``; ``+919820012345 is on the
+    list`` → ``•••45 is on the list``. A row's reason quotes its cell (a name, a
+    number): hidden. A sink's reason quotes settings: ``quoted=False`` keeps them.
+    """
+    if quoted:
+        text = _QUOTED.sub(lambda m: m.group(0)[0] + "…" + m.group(0)[-1], text)
+    return _PHONE.sub(_masked_number, text)
+
+
+def _masked_number(match: re.Match[str]) -> str:
+    found = match.group(0)
+    digits = re.sub(r"\D", "", found)
+    if len(digits) < 7 or _DATE.search(found):  # a count, a date: not a phone number
+        return found
+    return "•••" + digits[-2:]
+
+
+def render(data: PageData) -> str:
+    """Return the whole page as HTML text."""
+    s = data.status
+    parts = [
+        _head(data),
+        _banner(data),
+        _section("Dialers", _sinks(s.get("sinks") or {}, data.now)),
+        _section("Leads by state", _counts(s.get("counts") or {}, s.get("oldest") or {}, data)),
+        _section("Behind", _lags(data)),
+        _section("Safety gate: held and blocked", _gate(s.get("gate") or {})),
+        _section("Refused and failed leads by reason", _failures(s.get("failures") or [])),
+        _section("Last refused rows", _rejects(s.get("rejects") or [])),
+        f"<footer>syncd {_e(data.version)} · as of {_e(when(data.now))} · "
+        f"refreshes every {REFRESH_S} s</footer></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _head(data: PageData) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_S}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>syncd {_e(data.version)} status</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
+h1 {{ font-size: 1.4em; margin: 0 0 .3em; }} h2 {{ font-size: 1.1em; margin: 1.2em 0 .4em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: .2em .7em; border-bottom: 1px solid #ddd;
+text-align: left; vertical-align: top; }} td.n {{ text-align: right; }}
+.ok {{ color: #17692a; }} .bad {{ color: #a31515; font-weight: 600; }} .warn {{ color: #8a5a00; }}
+.banner {{ padding: .5em .8em; border-radius: 4px; margin: .5em 0; }}
+.banner.bad {{ background: #fde8e8; }} .banner.ok {{ background: #e6f4ea; }}
+footer {{ margin-top: 2em; color: #777; font-size: .9em; }}
+</style></head><body>
+<h1>syncd status</h1>"""
+
+
+def _banner(data: PageData) -> str:
+    if data.problems:
+        items = "".join(f"<li>{_e(mask(p, quoted=False))}</li>" for p in data.problems)
+        head = '<div class="banner bad" id="health">Leads are not flowing:<ul>'
+        body = head + items + "</ul></div>"
+    else:
+        body = '<div class="banner ok" id="health">Ready: leads are flowing.</div>'
+    if data.warnings:
+        items = "".join(f"<li>{_e(mask(w, quoted=False))}</li>" for w in data.warnings)
+        body += f'<div class="warn" id="warnings">Warnings:<ul>{items}</ul></div>'
+    return body
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{_e(title)}</h2>\n{body}"
+
+
+def _table(header: list[str], rows: list[list[str]], ident: str) -> str:
+    if not rows:
+        return '<p class="ok">none</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(rows_cells) + "</tr>" for rows_cells in rows)
+    return f'<table id="{ident}"><tr>{head}</tr>{body}</table>'
+
+
+def _td(value: Any, cls: str = "") -> str:
+    return f'<td class="{cls}">{_e(value)}</td>' if cls else f"<td>{_e(value)}</td>"
+
+
+def _sinks(sinks: dict[str, Any], now: float) -> str:
+    rows = []
+    for name, seen in sorted(sinks.items()):
+        state = str(seen.get("state", "unknown"))
+        cls = "ok" if state == "working" else "bad"
+        rows.append(
+            [_td(name), _td(state, cls), _td(mask(sink_state_line(seen, now), quoted=False))]
+        )
+    return _table(["sink", "state", "what it is doing"], rows, "sinks")
+
+
+def _counts(counts: dict[str, dict[str, int]], oldest: dict[str, float], data: PageData) -> str:
+    rows = []
+    for sink, by_state in sorted(counts.items()):
+        since = oldest.get(sink)
+        age = f"{data.now - since:.0f} s" if since else "-"
+        rows.append([_td(sink), *(_td(by_state.get(s, 0), "n") for s in STATES), _td(age)])
+    table = _table(["sink", *STATES, "oldest pending"], rows, "counts")
+    return f'<p id="today">Delivered today: <b>{data.delivered_today}</b></p>{table}'
+
+
+def _lags(data: PageData) -> str:
+    rows = [
+        [_td(f"outcome poll of {sink}"), _td(f"{lag:.0f} s since it last succeeded", "n")]
+        for sink, lag in sorted(data.poll_lag_s.items())
+    ]
+    rows += [
+        [_td(f"writeback {name}"), _td(f"{lag:.0f} s since its last full pass", "n")]
+        for name, lag in sorted(data.writeback_lag_s.items())
+    ]
+    return _table(["what", "lag"], rows, "lags")
+
+
+def _gate(gate: dict[str, dict[str, int]]) -> str:
+    rows = [
+        [_td(sink), _td(what), _td(n, "n")]
+        for sink, decisions in sorted(gate.items())
+        for what, n in sorted(decisions.items())
+    ]
+    return _table(["sink", "decision (reason)", "leads"], rows, "gate")
+
+
+def _failures(failures: list[Any]) -> str:
+    rows = [[_td(sink), _td(n, "n"), _td(mask(reason))] for sink, reason, n in failures]
+    return _table(["sink", "leads", "reason"], rows, "failures")
+
+
+def _rejects(rejects: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            _td(when(r.get("at"))),
+            _td(r.get("source") or ""),
+            _td(r.get("origin") or ""),
+            _td(r.get("line") or "", "n"),
+            _td(r.get("key") or ""),
+            _td(mask(str(r.get("reason") or ""))),
+        ]
+        for r in rejects
+    ]
+    return _table(["at", "source", "file", "line", "key", "reason"], rows, "rejects")

@@ -1,0 +1,108 @@
+"""What `syncd status` and the daemon's status page show: one snapshot of the store.
+
+Gathered here once, so the command line and the page cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from syncd.config import Settings
+from syncd.state.base import StateStore
+
+
+async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
+    """Return counts, sinks, the last run, failures, rejects, the gate and writebacks."""
+    return {
+        "counts": await store.counts(),
+        "oldest": await store.oldest_pending(),
+        "last_run": await store.last_run(),
+        "failures": group_reasons(await store.failure_reasons(500))[:10],
+        "rejects": await store.recent_rejects(10),
+        "gate": await store.gate_counts(),
+        "agents": await store.agent_dump(),
+        "writebacks": await writeback_status(settings, store),
+        "sinks": await sink_status(settings, store),
+    }
+
+
+async def sink_status(settings: Settings, store: StateStore) -> dict[str, Any]:
+    """Return per sink what the last run or the daemon saw, and when its next lead is due."""
+    from syncd.run.engine import HEALTH_SCOPE
+
+    result: dict[str, Any] = {}
+    for cfg in settings.sinks:
+        seen = await store.kv_get(HEALTH_SCOPE, cfg.name)
+        entry: dict[str, Any] = json.loads(seen) if seen else {"state": "not run yet"}
+        entry["pending"] = await store.pending_count(cfg.name)
+        entry["next_due"] = await store.next_due(cfg.name)
+        result[cfg.name] = entry
+    return result
+
+
+async def writeback_status(settings: Settings, store: StateStore) -> dict[str, Any]:
+    """Return per writeback its last pass and its refusals by reason."""
+    from syncd.writeback.runner import STATUS_SCOPE
+
+    result: dict[str, Any] = {}
+    for cfg in settings.writebacks:
+        last = await store.kv_get(STATUS_SCOPE, cfg.name)
+        result[cfg.name] = json.loads(last) if last else {}
+        result[cfg.name]["refused_by_reason"] = await store.refused_writebacks(cfg.name)
+    return result
+
+
+def when(epoch: float | None) -> str:
+    """Return an epoch time as UTC text, ``-`` when unknown."""
+    if not epoch:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
+    """Return what a sink is doing, for `syncd status`: working, stopped, unreachable…"""
+    now = time.time() if now is None else now
+    state = str(seen.get("state", "unknown"))
+    pending = int(seen.get("pending") or 0)
+    if state in ("stopped", "unavailable", "unreachable"):
+        what = "dialer unreachable" if state == "unreachable" else state
+        line = f"{what} since {when(seen.get('since'))} ({seen.get('reason')})"
+        action = {
+            "stopped": "fix the sink's configuration; its leads stay queued",
+            "unavailable": "syncd opens it again shortly",
+            "unreachable": "syncd keeps trying; nothing is lost",
+        }[state]
+        line += f"; {action}"
+    elif state == "working":
+        due = seen.get("next_due")
+        if pending and isinstance(due, int | float) and due > now:
+            line = f"working, backing off until {when(due)}"
+        else:
+            line = "working"
+    else:
+        line = state
+    if pending:
+        line += f"; {pending} lead{'s' if pending != 1 else ''} pending"
+    if seen.get("poll_failed"):
+        line += f"; last outcome poll failed ({seen['poll_failed']})"
+    for warning in seen.get("warnings") or ():
+        line += f"; warning: {warning}"
+    if seen.get("updated_at"):
+        line += f" (as of {when(seen['updated_at'])})"
+    return line
+
+
+def group_reasons(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Return (sink, reason, count) with reasons that differ only in ids or numbers merged
+    (``session 3f9a… expired`` once, not once per session), largest first."""
+    from syncd.core.health import stable_reason
+
+    merged: dict[tuple[str, str], tuple[str, int]] = {}
+    for sink, reason, n in rows:
+        shown, total = merged.get((sink, stable_reason(reason)), (reason, 0))
+        merged[(sink, stable_reason(reason))] = (shown, total + n)
+    return sorted(
+        ((sink, shown, n) for (sink, _), (shown, n) in merged.items()), key=lambda r: -r[2]
+    )

@@ -1,0 +1,163 @@
+"""The daemon's status page, as a person reads it in a real (headless) browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from syncd import __version__
+from syncd.daemon.probes import StatusAccess, is_loopback
+from syncd.daemon.status_page import mask
+from syncd.simulators.jodo.api import JodoSimulator, create_app
+from syncd.simulators.server import running
+from tests.conftest import cli_env, daemon_config, drop_csv, run_cli
+from tests.support.reliability import export, wait_until
+
+BAD_ROWS = [
+    "X1,Asha,Rao,98200 1234,asha@example.in,",  # one digit short: refused, quoting the number
+    "X2,Ravi,Iyer,not a phone,ravi@example.in,",
+]
+
+
+def browser() -> str:
+    """Return the path of Chromium; fail under CI (skip elsewhere) when it is missing."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
+        pytest.skip("chromium is not installed")
+    return found
+
+
+def rendered(url: str, *, screenshot: Path | None = None) -> str:
+    """Return the page's text as the browser rendered it (scripts and styles applied)."""
+    args = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    if screenshot is not None:
+        subprocess.run(
+            [*args, f"--screenshot={screenshot}", "--window-size=1200,1400", url],
+            capture_output=True,
+            timeout=60,
+        )
+    dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", dom.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+def test_the_page_shows_a_stopped_dialer_the_leads_and_masked_rejects(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    # A dialer that refuses syncd's apikey: the sink stops with the vendor's reason.
+    sim = JodoSimulator(apikey="another_org")
+    with running(create_app(sim)) as url:
+        daemon = start_daemon(daemon_config(tmp_path, url))
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", export(4, extra_rows=BAD_ROWS))
+        daemon.wait_for("sink.stopped", timeout=30)
+        page_url = f"{daemon.base_url}/status"
+        wait_until(lambda: "stopped" in httpx.get(page_url).text, timeout=30)
+        text = rendered(page_url, screenshot=tmp_path / "status.png")
+        assert daemon.stop() == 0
+
+    assert "syncd status" in text and f"syncd {__version__}" in text
+    assert "Leads are not flowing" in text
+    stopped = r"jodo stopped stopped since 2026-\S+ \S+ \(jodo: \w+: API key not found"
+    assert re.search(stopped, text), text
+    assert "fix the sink's configuration; its leads stay queued" in text
+    assert re.search(r"jodo( \d+){7} ", text)  # the row of counts by state
+    assert re.search(r"jodo 4 0 0 0 0 0 0", text), text  # four pending, none sent
+    assert "Delivered today: 0" in text
+    assert "outcome poll of jodo" in text
+    assert "leads.csv" in text and "X1" in text  # the refused rows, with file and key
+    assert "98200" not in text and "1234" not in text  # no phone number on the page
+    assert "Asha" not in text and "Rao" not in text
+    assert (tmp_path / "status.png").stat().st_size > 10_000
+
+
+def test_beyond_loopback_the_page_needs_the_bearer_token(tmp_path: Path, start_daemon: Any) -> None:
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = daemon_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace(
+            'listen = "127.0.0.1:0"',
+            'listen = "0.0.0.0:0"\nstatus_token = "env:STATUS_TOKEN"',
+        )
+        config.write_text(text, encoding="utf-8")
+        env = cli_env(STATUS_TOKEN="s3cret-page-token")
+        checked = run_cli("check", "-c", str(config), env=env)
+        daemon = start_daemon(config, env=env)
+        daemon.wait_for("daemon.ready")
+        base = daemon.base_url
+        anonymous = httpx.get(f"{base}/status")
+        wrong = httpx.get(f"{base}/status", headers={"Authorization": "Bearer nope"})
+        right = httpx.get(f"{base}/status", headers={"Authorization": "Bearer s3cret-page-token"})
+        readyz = httpx.get(f"{base}/readyz")
+        assert daemon.stop() == 0
+    assert checked.returncode == 0, checked.stderr
+    assert "status page: /status on 0.0.0.0:0 needs Authorization: Bearer" in checked.stdout
+    assert anonymous.status_code == 401 and "Bearer" in anonymous.text
+    assert wrong.status_code == 401
+    assert right.status_code == 200 and "syncd status" in right.text
+    assert "s3cret-page-token" not in right.text
+    assert readyz.status_code == 200  # probes stay open for the orchestrator
+
+
+def test_check_warns_when_the_page_is_exposed_without_a_token(tmp_path: Path) -> None:
+    config = daemon_config(tmp_path, "http://127.0.0.1:9")
+    text = config.read_text(encoding="utf-8").replace(
+        'listen = "127.0.0.1:0"', 'listen = "0.0.0.0:9310"'
+    )
+    config.write_text(text, encoding="utf-8")
+    checked = run_cli("check", "-c", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "status page: refused on 0.0.0.0:9310: set health.status_token" in checked.stdout
+
+
+ACCESS_CASES = [
+    # (loopback, token, Authorization header, allowed)
+    (True, None, "", True),
+    (False, None, "", False),
+    (False, None, "Bearer anything", False),
+    (False, "t0ken", "", False),
+    (False, "t0ken", "Bearer t0ken", True),
+    (False, "t0ken", "Bearer t0ken2", False),
+    (False, "t0ken", "Basic t0ken", False),
+]
+
+
+@pytest.mark.parametrize(("loopback", "token", "header", "allowed"), ACCESS_CASES)
+def test_who_may_read_the_page(
+    loopback: bool, token: str | None, header: str, allowed: bool
+) -> None:
+    assert (StatusAccess(loopback, token).refusal(header) is None) is allowed
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False), ("10.0.0.5", False), ("::", False), ("crm.example", False)],
+)  # fmt: skip
+def test_which_addresses_are_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+MASK_CASES = [
+    ("invalid phone '98200 1234' in column 'phone'", "invalid phone '…' in column '…'"),
+    ("blocked (dnc_list:reg): +919820012345 is on the do-not-call list",
+     "blocked (dnc_list:reg): •••45 is on the do-not-call list"),
+    ("call (555) 123-4567 later", "call •••67 later"),
+    ("line 12 of 3400 rows", "line 12 of 3400 rows"),  # counts are not phone numbers
+    ("since 2026-12-01 16:24:33Z", "since 2026-12-01 16:24:33Z"),  # nor are times
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "shown"), MASK_CASES)
+def test_phone_numbers_and_quoted_cells_are_masked(text: str, shown: str) -> None:
+    assert mask(text) == shown
