@@ -247,10 +247,10 @@ class RetentionConfig(Strict):
     runs_days: float | None = Field(90.0, gt=0)  # finished runs' summaries (the last stays)
     every_s: float = Field(3600.0, gt=0)  # the daemon prunes this often; --once at each run
 
-    def cutoffs(self, now: float) -> dict[str, float]:
-        """Return, per kind kept for a limited time, the time before which it goes."""
+    def keep_s(self) -> dict[str, float]:
+        """Return, per kind kept for a limited time, how many seconds of it to keep."""
         days = {"events": self.events_days, "rejects": self.rejects_days, "runs": self.runs_days}
-        return {kind: now - d * 86400 for kind, d in days.items() if d is not None}
+        return {kind: d * 86400 for kind, d in days.items() if d is not None}
 
 
 class HealthConfig(Strict):

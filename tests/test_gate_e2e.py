@@ -9,14 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.run.engine import Engine
 from syncd.simulators.ameyo.api import AmeyoSimulator
 from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.simulators.ucontact.api import UContactSimulator
 from syncd.simulators.ucontact.api import create_app as ucontact_app
-from syncd.state import open_store
 from tests.conftest import drop_csv, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
@@ -25,6 +23,7 @@ from tests.support.reliability import (
     ameyo_sink,
     jodo_sink,
     route,
+    run_engine,
     settings_for,
     ucontact_sink,
     vendor_env,
@@ -50,15 +49,8 @@ def config(tmp_path: Path, url: str, **policy: Any) -> Path:
     return write_config(tmp_path, [jodo_sink(url)], routes=[route("jodo", policy=rules)])
 
 
-async def run_at(path: Path, clock: FakeClock) -> Any:
-    settings = settings_for(path)
-    store = await open_store(settings.state)
-    engine = Engine(settings, store, clock=clock)
-    try:
-        return await engine.run_once(deadline_s=60)
-    finally:
-        await engine.close()
-        await store.close()
+async def run_at(config: Path, clock: FakeClock) -> Any:
+    return await run_engine(settings_for(config), deadline_s=60, clock=clock)
 
 
 def withdrawing_jodo(url: str) -> dict[str, Any]:

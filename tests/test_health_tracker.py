@@ -70,7 +70,7 @@ def test_volatile_parts_do_not_split_a_reason() -> None:
 
 
 def test_status_groups_failure_reasons_that_differ_only_in_ids() -> None:
-    from syncd.cli.report import group_reasons
+    from syncd.run.status import group_reasons
 
     rows = [
         ("ameyo", "session d431-a8f86302-ses-syncd-3 refused again", 4),

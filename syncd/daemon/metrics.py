@@ -150,6 +150,20 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.agents_logged_in = Gauge(
+            "syncd_sink_agents_logged_in", "Agents logged in to a dialer queue", ["sink", "queue"],
+            registry=r,
+        )  # fmt: skip
+        self.agents_available = Gauge(
+            "syncd_sink_agents_available",
+            "Agents of a dialer queue free to take a call",
+            ["sink", "queue"],
+            registry=r,
+        )
+        self.callers_waiting = Gauge(
+            "syncd_sink_callers_waiting", "Callers waiting in a dialer queue", ["sink", "queue"],
+            registry=r,
+        )  # fmt: skip
         self.poll_lag = Gauge(
             "syncd_sink_outcome_poll_lag_seconds",
             "Seconds since the sink's outcome poll last succeeded: no outcome is older at the "
@@ -313,6 +327,10 @@ class Metrics:
         except Exception:  # shown by /readyz; a scrape must not fail on it
             return
         self.sink_warnings.labels(name).set(len(health.warnings))
+        for q in health.queues:
+            self.agents_logged_in.labels(name, q.queue).set(q.logged_in)
+            self.agents_available.labels(name, q.queue).set(q.available)
+            self.callers_waiting.labels(name, q.queue).set(q.callers_waiting)
         skew = health.details.get("clock_skew_s")
         self.clock_skew.labels(name).set(float(skew) if isinstance(skew, int | float) else 0.0)
 

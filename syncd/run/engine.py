@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,14 @@ HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `sy
 DEADLINE_GRACE_S = 2.0  # past `--deadline`, what in-flight work gets before it is cut off
 ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
 ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
+
+
+def _queues(sink: Any) -> list[Any]:
+    """Return a sink's queue figures (none when its health cannot be read)."""
+    try:
+        return list(sink.health().queues)
+    except Exception:  # a sink's broken health() must not stop the snapshot
+        return []
 
 
 @contextmanager
@@ -231,8 +239,7 @@ class Engine:
 
     async def prune(self) -> dict[str, int]:
         """Return how many old events, rejects and runs were deleted (`[retention]`)."""
-        cutoffs = self.settings.retention.cutoffs(self.clock.time())
-        pruned = await self.store.prune(cutoffs)
+        pruned = await self.store.prune(self.settings.retention.keep_s())
         if any(pruned.values()):
             log.info("state.pruned", **pruned)
         return pruned
@@ -256,6 +263,7 @@ class Engine:
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
                 "warnings": warnings.get(slot.name, []),
+                "queues": [asdict(q) for q in _queues(slot.sink)],
                 "updated_at": self.clock.time(),
                 "run_id": self.run_id,
             }

@@ -101,6 +101,12 @@ class Pusher:
         while not self.stop.is_set() and self.stopped_by is None:
             if not await self._gate(deadline):
                 return
+            held = self.sink.paused()
+            if held is not None:  # the dialer answers, but nobody should be rung now
+                if self.counts.waiting != held:
+                    self.log.warning("sink.push.paused", reason=held)
+                self.counts.waiting = held
+                return
             probing = breaker.state is BreakerState.HALF_OPEN
             batch = await self.store.claim(self.sink.name, self.cfg.batch_size, LEASE_S)
             if batch:

@@ -89,6 +89,11 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
         line += f"; last outcome poll failed ({seen['poll_failed']})"
     for warning in seen.get("warnings") or ():
         line += f"; warning: {warning}"
+    for q in seen.get("queues") or ():
+        line += (
+            f"; queue {q['queue']}: {q['logged_in']} agent(s) logged in, "
+            f"{q['available']} available, {q['callers_waiting']} caller(s) waiting"
+        )
     if seen.get("updated_at"):
         line += f" (as of {when(seen['updated_at'])})"
     return line

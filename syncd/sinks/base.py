@@ -36,6 +36,19 @@ class SinkContext:
     guard: SinkGuard | None = None  # built from the sink's config when not given
 
 
+@dataclass(frozen=True)
+class QueueFigures:
+    """One dialer queue (campaign) as its supervisor view reports it."""
+
+    queue: str
+    logged_in: int  # agents logged in to it
+    available: int  # of them, free to take a call
+    callers_waiting: int
+    hold_s: float = 0.0  # average hold time
+    talk_s: float = 0.0  # average talk time
+    longest_hold_s: float = 0.0
+
+
 @dataclass
 class SinkHealth:
     """What `status`, /readyz and metrics show about a sink."""
@@ -46,6 +59,7 @@ class SinkHealth:
     details: dict[str, Any] = field(default_factory=dict)
     # What the operator must fix although leads still flow (a dialer clock that is off)
     warnings: list[str] = field(default_factory=list)
+    queues: list[QueueFigures] = field(default_factory=list)  # agents and callers per queue
 
 
 class Sink(Protocol):
@@ -74,6 +88,10 @@ class Sink(Protocol):
         ...
 
     def health(self) -> SinkHealth: ...
+
+    def paused(self) -> str | None:
+        """Return why pushes wait now although the dialer answers (None: they go)."""
+        ...
 
     async def close(self) -> None:
         """Log out and release connections."""
@@ -115,6 +133,9 @@ class BaseSink:
 
     def health(self) -> SinkHealth:
         return self._health
+
+    def paused(self) -> str | None:
+        return None
 
     async def close(self) -> None:
         return None

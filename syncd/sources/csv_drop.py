@@ -465,7 +465,8 @@ class CsvDropSource:
             _write_rejects(self.done / f"{path.name}.rejects.csv", header, rejects)
         if path.exists():
             os.replace(path, self.done / path.name)
-            os.utime(self.done / path.name)  # its time in done/ counts from now (keep_done_days)
+            if self.config._links_into is None:  # a dry run's link must not touch the file
+                os.utime(self.done / path.name)  # its time in done/ counts from now
 
     def _failer(self, path: Path, reason: str) -> Callable[[], Awaitable[None]]:
         async def fail() -> None:

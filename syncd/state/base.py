@@ -165,13 +165,17 @@ class StateStore(Protocol):
     async def agent_dump(self) -> list[dict[str, Any]]: ...
     async def outcome_dump(self) -> list[dict[str, Any]]: ...
     async def integrity_ok(self) -> bool: ...
+    async def last_call(self, sink: str, key: str) -> dict[str, Any] | None:
+        """Return the latest outcome polled for a lead (call_id, agent, status), None if none."""
+        ...
+
     async def size_bytes(self) -> int:
         """Return the disk space the store takes (for the store-size metric and alert)."""
         ...
 
-    async def prune(self, before: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
-        """Return how many rows of each kind (events, rejects, runs) older than their
-        cutoff were deleted, in transactions of ``batch`` rows; space goes back to disk."""
+    async def prune(self, keep_s: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
+        """Return how many rows of each kind (events, rejects, runs) older than the seconds
+        ``keep_s`` gives were deleted (by the store's clock), ``batch`` rows at a time."""
         ...
 
     # daemon (health, metrics, systemd status)

@@ -238,14 +238,17 @@ class SqliteStore:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
 
-    async def prune(self, before: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
+    async def prune(self, keep_s: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
         """Return the rows deleted per kind; each batch its own short transaction.
 
-        ``before`` maps ``events``, ``rejects`` and ``runs`` to a cutoff (epoch
-        seconds); a kind left out is kept. The last run is always kept (`status`).
+        ``keep_s`` maps ``events``, ``rejects`` and ``runs`` to how many seconds of
+        each to keep, counted on the clock their times were written with; a kind left
+        out is kept. The newest row of each is always kept (the last run, for `status`).
         """
         done: dict[str, int] = {}
-        for kind, cutoff in before.items():
+        now = self.clock.time()
+        for kind, seconds in keep_s.items():
+            cutoff = now - seconds
             table, column, key = _PRUNABLE[kind]
             total = 0
             while True:
@@ -1023,6 +1026,20 @@ class SqliteStore:
                 "observed_at",
             ]
             return [dict(zip(cols, r, strict=True)) async for r in cur]
+
+    async def last_call(self, sink: str, key: str) -> dict[str, Any] | None:
+        async with (
+            self._lock,
+            self.db.execute(
+                "SELECT call_id, agent, status, observed_at FROM outcomes"
+                " WHERE sink = ? AND key = ?",
+                (sink, key),
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip(["call_id", "agent", "status", "observed_at"], row, strict=True))
 
     async def outcome_dump(self) -> list[dict[str, Any]]:
         async with (

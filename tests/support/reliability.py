@@ -14,6 +14,7 @@ from typing import Any
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from syncd.config import Settings, load_settings
+from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.summary import RunSummary
 from syncd.run.engine import Engine
 from syncd.simulators.faults import FaultInjector, Faults, _broken_body
@@ -159,10 +160,11 @@ async def run_engine(
     *,
     deadline_s: float | None = None,
     inspect: Callable[[Engine], Awaitable[None] | None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RunSummary:
     """Return the summary of one in-process `run --once`; ``inspect`` sees the engine's sinks."""
     store = await open_store(str(settings.state.path))
-    engine = Engine(settings, store)
+    engine = Engine(settings, store, clock=clock)
     try:
         summary = await engine.run_once(deadline_s=deadline_s)
         if inspect is not None:

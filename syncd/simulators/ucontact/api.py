@@ -108,10 +108,13 @@ class UContactSimulator:
         outcomes: dict[str, float] | None = None,
         recording_places: tuple[str, ...] = tuple(RECORDING_PLACES),
         seed: int = 0,
+        queue_agents: dict[str, list[int]] | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.users = dict(users or {"api": "secret"})
         self.campaigns = {name: Campaign(name) for name in campaigns}
+        # Per campaign: [agents logged in, of them available]; every campaign has one.
+        self.queue_agents = {name: [1, 1] for name in campaigns} | dict(queue_agents or {})
         self.faults = FaultInjector(faults)
         self.token_ttl_s = token_ttl_s
         self.legacy_auth = legacy_auth
@@ -138,6 +141,7 @@ class UContactSimulator:
         self.last_body: dict[str, str] = {}
         self.cdrs: list[dict[str, Any]] = []  # each with a private "_visible_at"
         self.blacklist: set[tuple[str, str]] = set()  # (campaign or "*", phone)
+        self.dispositions: list[dict[str, str]] = []  # every api/DispositionCall accepted
         self.files: set[str] = set()  # "records/20240101/<guid>.mp3", "backup/records/…"
         self.converted: list[str] = []
 
@@ -470,21 +474,60 @@ class UContactSimulator:
             return Response(status_code=204)  # a Java server's null result
         return JSONResponse([{k: v for k, v in r.items() if not k.startswith("_")} for r in page])
 
+    def disposition_call(self, form: dict[str, str]) -> Response:
+        """api/DispositionCall: disposition a call the dialer made; RESCHEDULE calls again."""
+        campaign = self._campaign(form.get("campaign", ""))
+        guid, l1 = form.get("guid", ""), form.get("l1", "")
+        call = next((r for r in self.cdrs if r["guid"] == guid), None)
+        if campaign is None or call is None or not l1 or call["campaign"] != campaign.name:
+            return PlainTextResponse("0")
+        schedule = form.get("schedule", "")
+        when = self.epoch(schedule) if schedule else None
+        if schedule and when is None:
+            return PlainTextResponse("0")
+        fields = ("agent", "callerid", "l1", "l2", "l3", "d1", "d2", "comment", "schedule")
+        entry = {"campaign": campaign.name, "guid": guid, **{k: form.get(k, "") for k in fields}}
+        self.dispositions.append(entry)
+        call.update({k: form.get(k, "") for k in ("l1", "l2", "l3")})
+        if when is not None:
+            number = form.get("callerid") or str(call["destination"])
+            again = Entry(number, [], "", 1, "", "schedule", when, schedule)
+            campaign.add(again, scheduled=True)
+        return PlainTextResponse("1")
+
+    def queue_summary(self, form: dict[str, str]) -> Response:
+        """Answer Supervisor/queuesummary as the document shows: a list, then the request's id."""
+        stamp = {"internalActionId": "1982468278_6312", "dateReceived": _doc_date(self.zone)}
+        queues = []
+        for name, campaign in self.campaigns.items():
+            logged, available = self._agents(name)
+            waiting = len(campaign.queued) if logged == 0 else 0
+            queues.append(
+                {"queue": name, "loggedIn": logged, "available": available, "callers": waiting,
+                 "holdTime": 0, "talkTime": 0, "longestHoldTime": 0, **stamp}
+            )  # fmt: skip
+        return JSONResponse([*queues, stamp])
+
+    def _agents(self, campaign: str) -> tuple[int, int]:
+        logged, available = [*(self.queue_agents.get(campaign) or ()), 0, 0][:2]
+        return int(logged), min(int(available), int(logged))
+
     def campaign_status(self, form: dict[str, str]) -> Response:
         campaign = self._campaign(form.get("queue", ""))
         if campaign is None:
             return JSONResponse({})
+        logged, available = self._agents(campaign.name)
         return JSONResponse(
             {
                 campaign.name: {
                     "campaign": campaign.name,
-                    "availables": 1,
-                    "notavailables": 0,
+                    "availables": available,
+                    "notavailables": logged - available,
                     "paused": 0,
                     "busy": 0,
                     "busypaused": 0,
-                    "totalagents": 1,
-                    "logged": 1,
+                    "totalagents": max(logged, 1),
+                    "logged": logged,
                     "onwrapup": 0,
                     "completed": sum(campaign.dialed.values()),
                     "abandoned": 0,
@@ -584,6 +627,7 @@ class UContactSimulator:
         "late_s",
         "max_page",
         "empty_as_204",
+        "queue_agents",
     )
 
     def next_answer(self, resource: str) -> str | None:
@@ -604,6 +648,12 @@ class UContactSimulator:
             for name, value in values.items():
                 setattr(self, name, value)
             return {name: getattr(self, name) for name in self.SETTINGS}
+
+
+def _doc_date(zone: ZoneInfo) -> str:
+    """Return now as the document writes dates: ``Nov 2, 2018 11:31:42 AM``."""
+    now = datetime.now(zone)
+    return now.strftime("%b ") + str(now.day) + now.strftime(", %Y %I:%M:%S %p")
 
 
 async def _dropped() -> AsyncIterator[bytes]:
@@ -629,6 +679,8 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
         "admin/addblack": sim.add_black,
         "Cdr/getrecords": sim.get_records,
         "Supervisor/campaignstatus": sim.campaign_status,
+        "Supervisor/queuesummary": sim.queue_summary,
+        "api/DispositionCall": sim.disposition_call,
         "Supervisor/convert": sim.convert,
     }
 

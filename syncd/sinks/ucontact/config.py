@@ -30,6 +30,24 @@ class DncConfig(Strict):
     campaign: str | None = None  # "*" blacklists in every campaign; default: the sink's
 
 
+class DispositionFields(Strict):
+    """Which Lead.fields entries carry a disposition set in the CRM (api/DispositionCall).
+
+    Names come from the route's [routes.map.fields]. A lead whose ``l1`` field is
+    filled is dispositioned on its last call instead of being placed again.
+    """
+
+    l1: str = Field(min_length=1)  # level 1: the disposition itself
+    l2: str | None = None
+    l3: str | None = None
+    d1: str | None = None  # extra data
+    d2: str | None = None
+    comment: str | None = None
+    schedule: str | None = None  # the time to call again, for the reschedule values
+    reschedule_values: tuple[str, ...] = ("RESCHEDULE",)  # l1 values that call again
+    agent: str | None = None  # the agent name to send; default: the call's agent
+
+
 class UContactSinkConfig(SinkConfig):
     kind: Literal["ucontact"] = "ucontact"
     url: str = Field(pattern=r"^https?://")  # the server, e.g. https://acme.ucontactcloud.com
@@ -45,6 +63,7 @@ class UContactSinkConfig(SinkConfig):
     key_var: str = Field("crmkey", pattern=r"^[A-Za-z0-9_]+$")  # data variable with the key
     clean: Literal["replace", "reject"] = "replace"  # values holding ; : = or newlines
     dnc: DncConfig | None = None
+    dispositions: DispositionFields | None = None  # CRM dispositions -> api/DispositionCall
     # after a call that got no answer, wait this long before (re)adding the lead, so a
     # late effect of that call lands first; default: 2 x timeout_s
     settle_s: float | None = Field(None, gt=0)
@@ -63,6 +82,10 @@ class UContactSinkConfig(SinkConfig):
     backup_records_url: str | None = Field(None, pattern=r"^https?://")  # BackupRecords host
     probe_recordings: bool = True  # HEAD each candidate and keep the first that exists
     convert_gsm: bool = False  # ask Supervisor/convert when only a .gsm recording exists
+    # queue figures (Supervisor/queuesummary) and the campaign's status, read this often
+    queue_poll_s: float = Field(60.0, gt=0)
+    # hold pushes once the campaign has had no agent logged in for this long (None: never)
+    hold_without_agents_min: float | None = Field(None, gt=0)
 
     @field_validator("campaign")
     @classmethod

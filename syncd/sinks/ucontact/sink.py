@@ -21,9 +21,11 @@ from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
+from syncd.sinks.ucontact.dispositions import Dispositioner, disposition_of
 from syncd.sinks.ucontact.ledger import SCHEDULE, TASK, Ledger
 from syncd.sinks.ucontact.outcomes import CdrPoller
 from syncd.sinks.ucontact.placing import CALL_CONCURRENCY, Placer, guard
+from syncd.sinks.ucontact.queues import hold_reason, no_agents_since, parse_queue_summary
 from syncd.sinks.ucontact.wire import Call, UnsafeValue, clean, data_string, server_time
 
 HEALTH_KEYS = (
@@ -82,7 +84,14 @@ class UContactSink(BaseSink):
         self.poller = CdrPoller(config, self.client, self.http, self.ledger, ctx.store, self.log)
         self.placer = Placer(config, self.client, self.ledger, ctx.store, self.log, self.dial)
         self._health = SinkHealth(session="not started")
+        self.keepalive_interval_s = config.queue_poll_s  # campaign status and queue figures
+        self._no_agents_since: float | None = None
         self._dnc_values = {v.strip().lower() for v in config.dnc.values} if config.dnc else set()
+        self.dispositioner = (
+            Dispositioner(config, self.client, ctx.store, self.dial)
+            if config.dispositions
+            else None
+        )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -117,7 +126,37 @@ class UContactSink(BaseSink):
         self._health.ok = True
         self._health.details = details
         await self.ledger.set_state("health", details)
+        await self.read_queue()
         return entry
+
+    async def read_queue(self) -> None:
+        """Read the campaign's queue figures; a server without queuesummary is no error."""
+        try:
+            body = await self.client.json("Supervisor/queuesummary", {})
+        except SinkConfigError:
+            raise
+        except VendorError as exc:
+            self.log.info("sink.queue.unavailable", reason=str(exc))
+            return
+        figures = parse_queue_summary(body, self.cfg.campaign)
+        if figures is None:
+            self._health.queues = []
+            return
+        now = self.clock.time()
+        before = (await self.ledger.get_state("agents")).get("none_since")
+        since = no_agents_since(figures, before if isinstance(before, int | float) else None, now)
+        if since != before:
+            await self.ledger.set_state("agents", {"none_since": since})
+        self._no_agents_since = since
+        self._health.queues = [figures]
+
+    def paused(self) -> str | None:
+        return hold_reason(
+            self.cfg.campaign,
+            self._no_agents_since,
+            self.clock.time(),
+            self.cfg.hold_without_agents_min,
+        )
 
     async def keepalive(self) -> None:
         """Refresh the campaign status (which also renews an expired key)."""
@@ -129,6 +168,8 @@ class UContactSink(BaseSink):
             self.log.warning("sink.keepalive.failed", reason=str(exc))
 
     def health(self) -> SinkHealth:
+        held = self.paused()
+        self._health.warnings = [held] if held else []
         if self._health.session != "failed":
             self._health.session = "valid" if self.client.has_session else "expired"
         self._health.details["logins"] = self.client.logins
@@ -192,6 +233,15 @@ class UContactSink(BaseSink):
             if not q.lead.phone:
                 results[q.key] = PushResult.rejected(q.key, "no phone number to dial")
                 continue
+            if self.dispositioner is not None and self.cfg.dispositions is not None:
+                try:
+                    crm = disposition_of(q.lead, self.cfg.dispositions, self.cfg.server_timezone)
+                except ValueError as exc:
+                    results[q.key] = PushResult.rejected(q.key, str(exc))
+                    continue
+                if crm is not None:  # dispositioned in the CRM: not placed again
+                    work.append(guard(q, self.dispositioner.send(q, crm)))
+                    continue
             try:
                 call = self.call_for(q.lead)
             except UnsafeValue as exc:
