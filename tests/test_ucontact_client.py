@@ -24,9 +24,11 @@ async def test_open_logs_in_with_getusertoken_and_checks_the_campaign(tmp_path: 
             assert health.details["campaign"] == CAMPAIGN
             assert health.details["exists"] is True
             assert "totalcalls" in health.details
+            assert [q.queue for q in health.queues] == [CAMPAIGN]  # its agents and callers
             assert sim.snapshot()["requests"] == {
                 "auth/getUserToken": 1,
                 "Supervisor/campaignstatus": 1,
+                "Supervisor/queuesummary": 1,
             }
         assert sim.snapshot()["sessions_ended"] == 1  # close() ends the session
         assert sim.snapshot()["sessions_active"] == 0

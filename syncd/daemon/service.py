@@ -322,8 +322,12 @@ class Daemon:
         if self.store is None:
             return render(PageData({}, __version__, 0, problems=[f"syncd is {self.phase}"]))
         now = time.time()
+        status = await collect(self.settings, self.store)
+        if self.runtime is not None:  # the daemon knows its sinks now: no stale snapshot
+            for name, live in self.runtime.engine.health_snapshot().items():
+                status["sinks"][name] = {**status["sinks"].get(name, {}), **live}
         data = PageData(
-            await collect(self.settings, self.store),
+            status,
             __version__,
             await self.delivered_today.value(self.store),
             poll_lag_s={s: now - at for s, at in self.metrics.polled_at().items()},

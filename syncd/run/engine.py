@@ -250,13 +250,14 @@ class Engine:
             return []
         return await self.sinks.recheck(every_s=self.settings.run.sink_recheck_s)
 
-    async def publish_health(self) -> None:
-        """Write each sink's state where `syncd status` reads it (another process may ask)."""
+    def health_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Return each sink's state now, as `syncd status` and the status page show it."""
         unreachable = self.sinks.unreachable()
         warnings = self.sinks.warnings()
+        snapshots: dict[str, dict[str, Any]] = {}
         for slot in self.sinks:
             down = unreachable.get(slot.name)
-            snapshot = {
+            snapshots[slot.name] = {
                 "state": "unreachable" if down is not None else slot.state.value,
                 "reason": down.reason if down is not None else slot.reason,
                 "since": down.since if down is not None else (slot.since or None),
@@ -267,7 +268,12 @@ class Engine:
                 "updated_at": self.clock.time(),
                 "run_id": self.run_id,
             }
-            await self.store.kv_set(HEALTH_SCOPE, slot.name, json.dumps(snapshot))
+        return snapshots
+
+    async def publish_health(self) -> None:
+        """Write each sink's state where `syncd status` reads it (another process may ask)."""
+        for name, snapshot in self.health_snapshot().items():
+            await self.store.kv_set(HEALTH_SCOPE, name, json.dumps(snapshot))
 
     # -- the `--once` driver ---------------------------------------------------------
 
