@@ -159,6 +159,18 @@ class Engine:
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)
+        held = slot.sink.paused()
+        if held is not None:  # logged once while it lasts, once when it ends
+            self.health.failed(
+                f"paused:{name}",
+                held,
+                event="sink.push.paused",
+                level="warning",
+                sink=name,
+                action="leads wait in the outbox and go at the first push after it ends",
+            )
+        else:
+            self.health.recovered(f"paused:{name}", event="sink.push.resumed", sink=name)
 
     def windows(self, sink: str) -> list[RouteWindow]:
         """Return the calling windows of the routes feeding ``sink`` (none: any time)."""

@@ -103,9 +103,7 @@ class Pusher:
                 return
             held = self.sink.paused()
             if held is not None:  # the dialer answers, but nobody should be rung now
-                if self.counts.waiting != held:
-                    self.log.warning("sink.push.paused", reason=held)
-                self.counts.waiting = held
+                self.counts.waiting = held  # the engine logs it once (sink.push.paused)
                 return
             probing = breaker.state is BreakerState.HALF_OPEN
             batch = await self.store.claim(self.sink.name, self.cfg.batch_size, LEASE_S)
