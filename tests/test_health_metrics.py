@@ -124,3 +124,18 @@ def test_session_logins_are_also_read_from_the_sink_health_details() -> None:
 
     v = values(m)
     assert v[("syncd_sink_session_logins_total", frozenset({("sink", "ucontact")}))] == 2
+
+
+def test_a_sink_removed_by_a_reload_takes_its_queue_gauges_along() -> None:
+    from syncd.sinks.base import QueueFigures, SinkHealth
+
+    m = Metrics()
+    m.declare([], [], ["uc"], [])
+    health = SinkHealth(
+        queues=[QueueFigures("Ventas->", logged_in=2, available=1, callers_waiting=0)]
+    )
+    m.observe_health("uc", SimpleNamespace(health=lambda: health))
+    queue = frozenset({("sink", "uc"), ("queue", "Ventas->")})
+    assert values(m)[("syncd_sink_agents_logged_in", queue)] == 2
+    m.declare([], [], [], [])  # the reload dropped the sink
+    assert ("syncd_sink_agents_logged_in", queue) not in values(m)

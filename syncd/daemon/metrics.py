@@ -186,6 +186,7 @@ class Metrics:
         self.delivered_total = 0  # all sinks, for the daemon's "delivered today"
         self._writeback_ok: dict[str, float] = {}
         self._polled_ok: dict[str, float] = {}
+        self._queues_seen: set[tuple[str, str]] = set()  # (sink, queue) series set so far
         self._logins_seen: dict[str, tuple[int, int]] = {}  # sink -> (id(sink object), value)
 
     # -- configuration ---------------------------------------------------------
@@ -228,6 +229,11 @@ class Metrics:
             self._polled_ok.setdefault(sink, now)
         for gone in set(self._polled_ok) - sinks:
             del self._polled_ok[gone]
+        for sink, queue in {pair for pair in self._queues_seen if pair[0] not in sinks}:
+            for gauge in (self.agents_logged_in, self.agents_available, self.callers_waiting):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(sink, queue)
+            self._queues_seen.discard((sink, queue))
         names = set(writebacks)
         for gone in set(self._writeback_ok) - names:
             del self._writeback_ok[gone]
@@ -328,6 +334,7 @@ class Metrics:
             return
         self.sink_warnings.labels(name).set(len(health.warnings))
         for q in health.queues:
+            self._queues_seen.add((name, q.queue))
             self.agents_logged_in.labels(name, q.queue).set(q.logged_in)
             self.agents_available.labels(name, q.queue).set(q.available)
             self.callers_waiting.labels(name, q.queue).set(q.callers_waiting)
