@@ -32,9 +32,12 @@ from tests.support.reliability import (
     vendor_env,
 )
 
-# A soak with more leads: SYNCD_FAULT_LEADS=10000 (uContact's fault run grows faster
-# than linearly with it: ~40 s at 4,000, ~250 s at 10,000 on this machine).
+# A soak with more leads: SYNCD_FAULT_LEADS=10000 (every dialer gets that many).
 LEADS = int(os.environ.get("SYNCD_FAULT_LEADS", "4000"))
+# uContact's faulty run grows faster than linearly with the leads (~25 s at 2,000,
+# ~60 s at 4,000, ~250 s at 10,000 here) and its request ratio is a known failure
+# (xfail below): half the leads prove as much for it, in less than half the time.
+UCONTACT_LEADS = int(os.environ.get("SYNCD_FAULT_LEADS", "2000"))
 BAD_ROWS = [f"B{i},Bad,Phone,12{i},,\n" for i in range(10)]
 
 
@@ -48,20 +51,26 @@ class Sync:
     held: list[str]  # the keys the dialer holds, one entry per stored record
     injected: dict[str, int]
     seconds: float
+    leads: int  # valid leads in the export: L0…
     diagnosis: str = ""  # what the dialer knows of the leads it does not hold once
 
 
+def leads_for(vendor: Vendor) -> int:
+    return UCONTACT_LEADS if vendor.name == "ucontact" else LEADS
+
+
 def sync(vendor: Vendor, tmp_path: Path, faults: Faults) -> Sync:
+    leads = leads_for(vendor)
     sim = vendor.simulator(faults)
     counter = RequestCounter(vendor.app(sim), only=vendor.push_markers)
     with running(counter) as url:
         config = vendor.config(tmp_path, url, batch_size=50, push_concurrency=4, timeout_s=1.0)
-        drop_csv(tmp_path / "inbox", "leads.csv", export(LEADS, extra_rows=BAD_ROWS))
+        drop_csv(tmp_path / "inbox", "leads.csv", export(leads, extra_rows=BAD_ROWS))
         started = time.monotonic()
         result = run_cli("run", "--once", "-c", str(config), env=vendor_env(), timeout=300)
         seconds = time.monotonic() - started
         held = vendor.held(sim)
-        odd = sorted((keys(LEADS) - set(held)) | {k for k, n in Counter(held).items() if n > 1})
+        odd = sorted((keys(leads) - set(held)) | {k for k, n in Counter(held).items() if n > 1})
         return Sync(
             result.returncode,
             result.stdout,
@@ -71,6 +80,7 @@ def sync(vendor: Vendor, tmp_path: Path, faults: Faults) -> Sync:
             held,
             dict(sim.faults.injected),
             seconds,
+            leads,
             vendor.diagnose(sim, odd[:20]) if vendor.diagnose and odd else "",
         )
 
@@ -112,9 +122,9 @@ def test_every_valid_lead_is_held_exactly_once_despite_every_fault(
         assert "MISMATCH" not in run.stdout, what
         twice = sorted(k for k, n in Counter(run.held).items() if n > 1)
         assert not twice, f"held twice {what}: {twice[:20]}"
-        missing = sorted(keys(LEADS) - set(run.held))
+        missing = sorted(keys(run.leads) - set(run.held))
         assert not missing, f"{len(missing)} missing {what}: {missing[:20]}; {run.diagnosis}"
-        assert set(run.held) <= keys(LEADS), what
+        assert set(run.held) <= keys(run.leads), what
     assert {"5xx", "429", "malformed", "reset", "slow"} <= set(faulty.injected), faulty.injected
     if vendor.has_sessions:
         assert faulty.injected.get("invalid_session", 0) > 0
