@@ -124,11 +124,6 @@ def use_backend(name: str, regions: Iterable[str] = ("IN",)) -> BackendChoice:
     return BackendChoice(FAST, "it agrees with phonenumbers on the sample")
 
 
-def backend() -> str:
-    """Return the name of the library to_e164 uses now."""
-    return _lib.__name__
-
-
 # Written forms a CRM export holds, beyond each region's own example numbers.
 _SAMPLE_FORMS = (
     "", "abc", "+", "12", "+99912345", "1" * 30, "1-800-FLOWERS", "(555) 123-4567",
