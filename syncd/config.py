@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Collection
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -113,6 +114,20 @@ class SinkConfig(Strict):
     dial_format: str = "e164"  # validated by core.phones.parse_dial_format
     dial_region: str | None = None  # for `national`; defaults to the route's default_region
     poll: Schedule = Schedule(interval_s=60.0)
+    # "agents": the outbox an [[routes]] kind = "agents" adds for its sink (never configured)
+    _entity: str = PrivateAttr("leads")
+
+    @property
+    def entity(self) -> str:
+        return self._entity
+
+    def agents_outbox(self) -> Self:
+        """Return this sink's settings for the outbox of the agents provisioned into it."""
+        from syncd.core.agents import agents_outbox
+
+        copy = self.model_copy(update={"name": agents_outbox(self.name)})
+        copy._entity = "agents"
+        return copy
 
     @field_validator("dial_format")
     @classmethod
@@ -218,6 +233,58 @@ class RouteConfig(Strict):
         return f"{self.source}->{self.sink}"
 
 
+class AgentFieldMap(Strict):
+    """Which CRM user column feeds which part of a dialer user (``[routes.map]`` of agents)."""
+
+    login: str
+    username: str | None = None  # the login when unset
+    usertype: str | None = None  # else the route's usertype
+    media: str | None = None  # "Voice Out; Email In": items split at , ; | or a line break
+    groups: str | None = None
+    skills: str | None = None  # "language:hindi:4; product:old:4" (name:detail:proficiency)
+    languages: str | None = None  # "English; Hindi" (ids from language_ids) or "1:English"
+    customer_code: str | None = None
+    deleted: str | None = None  # a removed flag column: removed when one of deleted_values
+    active: str | None = None  # an active flag column: removed when one of inactive_values
+    contacts: dict[str, str] = {}  # contact type ("mobile number") -> column
+    profile: dict[str, str] = {}  # gender, dob, doj, address, country, state, city, userimage
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: dict[str, str]) -> dict[str, str]:
+        from syncd.core.agents import PROFILE_FIELDS
+
+        unknown = sorted(set(value) - set(PROFILE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown profile field(s) {unknown}; known: {list(PROFILE_FIELDS)}")
+        return value
+
+
+class AgentRouteConfig(Strict):
+    """``[[routes]]`` with ``kind = "agents"``: CRM users provisioned as the sink's agents."""
+
+    kind: Literal["agents"] = "agents"
+    source: str
+    sink: str
+    map: AgentFieldMap
+    usertype: str = "user"  # when the map names no usertype column (or its cell is empty)
+    media: list[str] = []  # when the map names no media column (or its cell is empty)
+    language_ids: dict[str, str] = {}  # language name -> the dialer's id
+    deleted_values: list[str] = ["1", "true", "yes", "y", "deleted"]
+    inactive_values: list[str] = ["0", "false", "no", "n", "inactive", "disabled", "left"]
+    filter: dict[str, list[str]] = {}  # column -> accepted values; others are removed
+
+    @property
+    def outbox(self) -> str:
+        from syncd.core.agents import agents_outbox
+
+        return agents_outbox(self.sink)
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}->{self.outbox}"
+
+
 class StateConfig(Strict):
     kind: Literal["sqlite"] = "sqlite"  # the store implementation (syncd.registry)
     path: Path = Path("syncd-state/state.db")
@@ -273,6 +340,7 @@ class Settings(BaseSettings):
     sources: list[SourceConfig] = []
     sinks: list[SinkConfig] = []
     routes: list[RouteConfig] = []
+    agent_routes: list[AgentRouteConfig] = []  # [[routes]] with kind = "agents"
     writebacks: list[WritebackConfig] = []
     policy: PolicyConfig = PolicyConfig()
     dnc_lists: list[DncListConfig] = []
@@ -295,6 +363,7 @@ class Settings(BaseSettings):
             unknown = [n for n in route.policy.dnc_lists if n not in lists]
             if unknown:
                 raise ValueError(f"routes[{i}].policy.dnc_lists: no [[dnc_lists]] named {unknown}")
+        self._agent_outboxes(routes)
         for i, dnc in enumerate(self.dnc_lists):
             if dnc.source not in sources:
                 raise ValueError(f"dnc_lists[{i}].source: no [[sources]] named {dnc.source!r}")
@@ -304,6 +373,31 @@ class Settings(BaseSettings):
                     "numbers not to call needs a source of its own"
                 )
         return self
+
+    def _agent_outboxes(self, routes: list[RouteConfig]) -> None:
+        """Add, for each sink agents are provisioned into, the outbox they are pushed from."""
+        outboxes: list[SinkConfig] = []
+        for route in self.agent_routes:
+            if any(r.source == route.source for r in routes):
+                raise ValueError(
+                    f"routes: source {route.source!r} feeds both leads and agents; CRM users "
+                    "need a source of their own"
+                )
+            sink = next((s for s in self.sinks if s.name == route.sink), None)
+            if sink is None:
+                continue  # reported by the cross-checks
+            if sink.kind not in registry.agent_sinks():
+                raise ValueError(
+                    f"routes: sink {sink.name!r} is a {sink.kind} dialer, which syncd cannot "
+                    f"provision agents into (only {', '.join(sorted(registry.agent_sinks()))})"
+                )
+            if all(o.name != route.outbox for o in outboxes):
+                outboxes.append(sink.agents_outbox())
+        if outboxes:
+            object.__setattr__(self, "sinks", [*self.sinks, *outboxes])
+
+    def agent_routes_of(self, source: str) -> list[AgentRouteConfig]:
+        return [r for r in self.agent_routes if r.source == source]
 
     def dnc_list_of(self, source: str) -> DncListConfig | None:
         """Return the do-not-call list a source feeds, if it feeds one."""
@@ -485,6 +579,7 @@ def validate_settings(
         )
     }
     problems.extend(_cross_checks(raw))
+    core.update(_split_routes(raw, problems))
     try:
         # Plug-in sections were validated by their own models above; subclass
         # instances pass through unchanged.
@@ -551,6 +646,30 @@ def _typed_items(
         except ValidationError as exc:
             problems.extend(format_validation_error(exc, prefix=f"{section}[{i}]"))
     return typed
+
+
+def _split_routes(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Return the lead routes and the agent routes (validated, errors named by index)."""
+    routes = raw.get("routes")
+    if not isinstance(routes, list):
+        return {}
+    leads: list[Any] = []
+    agents: list[AgentRouteConfig] = []
+    for i, item in enumerate(routes):
+        if not isinstance(item, dict):
+            leads.append(item)  # the base model reports it
+            continue
+        kind = item.get("kind", "leads")
+        if kind == "leads":
+            leads.append({k: v for k, v in item.items() if k != "kind"})
+        elif kind == "agents":
+            try:
+                agents.append(AgentRouteConfig.model_validate(item))
+            except ValidationError as exc:
+                problems.extend(format_validation_error(exc, prefix=f"routes[{i}]"))
+        else:
+            problems.append(f"routes[{i}].kind: must be leads or agents")
+    return {"routes": leads, "agent_routes": agents}
 
 
 def _names(raw: dict[str, Any], section: str) -> list[str]:

@@ -45,6 +45,11 @@ SINKS: dict[str, Plugin] = {
     ),
 }
 
+# Dialers syncd provisions agents (users) into: kind -> "module:Class" of the outbox's sink.
+AGENT_SINKS: dict[str, str] = {
+    "jodo": "syncd.sinks.jodo.provisioning:JodoAgentSink",
+}
+
 WRITEBACKS: dict[str, Plugin] = {
     "sql": Plugin("syncd.writeback.sql:SqlWritebackConfig", "syncd.writeback.sql:SqlWriteback"),
     "csv": Plugin(
@@ -81,6 +86,14 @@ def sources() -> dict[str, Plugin]:
 
 def sinks() -> dict[str, Plugin]:
     return _with_entry_points("syncd.sinks", SINKS)
+
+
+def agent_sinks() -> dict[str, str]:
+    return dict(AGENT_SINKS)
+
+
+def load_agent_sink(kind: str) -> Any:
+    return _load(AGENT_SINKS[kind])
 
 
 def writebacks() -> dict[str, Plugin]:

@@ -101,10 +101,11 @@ class Mapper:
         nothing a CRM export smuggles into a cell reaches the dialer."""
         if column is None:
             return ""
-        text = values[self.index[column]]
-        if not text.isprintable():  # C fast path: most cells are plain text
-            text = text.translate(_CONTROLS)
-        return text.strip()
+        return clean_cell(values[self.index[column]])
+
+    @property
+    def key_column(self) -> str:
+        return self.route.map.key
 
     def key_of(self, values: list[str]) -> str:
         return self.cell(values, self.route.map.key)
@@ -128,8 +129,8 @@ class Mapper:
         if len(key) > MAX_KEY_LEN:
             raise RowRejected(f"key longer than {MAX_KEY_LEN} characters")
         whole = "".join(values)  # isascii() reads a flag: most rows stop here
-        if not whole.isascii() and "\udc80" <= max(whole) and _has_surrogate(whole):
-            column = next((c for c, i in self.index.items() if _has_surrogate(values[i])), "")
+        if not whole.isascii() and "\udc80" <= max(whole) and has_surrogate(whole):
+            column = next((c for c, i in self.index.items() if has_surrogate(values[i])), "")
             raise RowRejected(
                 f"column {column!r} is not valid text in the file's encoding "
                 "(is the file latin1/cp1252? set the source's encoding)"
@@ -219,8 +220,16 @@ class Mapper:
         return any(self.cell(values, col) not in accepted for col, accepted in route.filter.items())
 
 
-def _has_surrogate(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+def clean_cell(text: str) -> str:
+    """Return a cell stripped, its control characters removed."""
+    if not text.isprintable():  # C fast path: most cells are plain text
+        text = text.translate(_CONTROLS)
+    return text.strip()
+
+
+def has_surrogate(text: str) -> bool:
+    """Return True when a cell holds bytes its file's encoding could not read."""
+    return not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _split_phones(text: str) -> list[str]:

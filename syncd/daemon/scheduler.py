@@ -122,6 +122,8 @@ class Runtime:
         for i, cfg in enumerate(s.sinks):
             name = cfg.name
             self._add(f"push:{name}", IntervalTrigger(seconds=PUSH_TICK_S), _bind(self._push, name))
+            if cfg.entity == "agents":
+                continue  # users have no outcomes; their requests share the dialer's session
             self._add(
                 f"poll:{name}",
                 trigger_for(cfg.poll, f"sinks[{i}].poll"),

@@ -304,22 +304,29 @@ class Engine:
         for cfg in self.settings.sinks:
             held, _ = await self.store.held(cfg.name)
             summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name) + held
-        for route in self.settings.routes:
-            summary.route(route.name)
+        for name in [r.name for r in self.settings.routes] + [
+            r.name for r in self.settings.agent_routes
+        ]:
+            summary.route(name)
         with phase("pull"):
             for source in self.settings.sources:
                 await self.pull(source, summary, full=full, progress=progress)
         await self._bounded("opening the sinks", self.open(), deadline, summary)
         async with self._keepalives():
             with phase("push"):
-                pushes = asyncio.gather(
-                    *(
-                        self.push(slot.name, summary.sink(slot.name), deadline=deadline)
-                        for slot in self.sinks.working()
+                # Agents first: a lead assigned to an agent provisioned in this run finds
+                # the agent at the dialer.
+                for entity in ("agents", "leads"):
+                    pushes = asyncio.gather(
+                        *(
+                            self.push(slot.name, summary.sink(slot.name), deadline=deadline)
+                            for slot in self.sinks.working()
+                            if slot.cfg.entity == entity
+                        )
                     )
-                )
-                if not await self._bounded("the push", pushes, deadline, summary):
-                    await self.store.release_inflight()  # cut off mid-request: back to pending
+                    if not await self._bounded("the push", pushes, deadline, summary):
+                        await self.store.release_inflight()  # cut off mid-request: back to pending
+                        break
             with phase("poll"):
                 await self._bounded(
                     "the outcome poll", self._poll_all(summary, deadline), deadline, summary
@@ -374,6 +381,8 @@ class Engine:
 
     async def _poll_all(self, summary: RunSummary, deadline: float) -> None:
         for slot in self.sinks.working():
+            if slot.cfg.entity == "agents":
+                continue  # users have no outcomes
             result = await self._poll_until_done(slot.name, deadline)
             if result.error is not None:
                 summary.poll_failed[slot.name] = result.error

@@ -16,8 +16,9 @@ from typing import Any
 import structlog
 
 from syncd import registry
-from syncd.config import DncListConfig, RouteConfig, Settings, SourceConfig
+from syncd.config import AgentRouteConfig, DncListConfig, RouteConfig, Settings, SourceConfig
 from syncd.core import phones
+from syncd.core.agent_mapping import AgentMapper, agent_columns
 from syncd.core.gate import GateDecision, Verdict
 from syncd.core.mapping import (
     Mapper,
@@ -39,6 +40,7 @@ log = structlog.get_logger("syncd.pull")
 POOL_THRESHOLD = 2000  # rows needing normalization before a chunk fans out to processes
 PROBE_KEYS = 64  # keys looked up to guess whether a chunk is mostly new
 Speculative = dict[str, "asyncio.Future[list[NormalizedRow]]"]  # route name -> mapping under way
+AnyRoute = RouteConfig | AgentRouteConfig
 
 
 def build_source(
@@ -105,7 +107,9 @@ class Puller:
             await self.pull(cfg, full=full)
 
     async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
-        routes = [r for r in self.settings.routes if r.source == cfg.name]
+        leads = [r for r in self.settings.routes if r.source == cfg.name]
+        agents = self.settings.agent_routes_of(cfg.name)
+        routes: list[AnyRoute] = [*leads, *agents]
         listing = self.settings.dnc_list_of(cfg.name)
         if listing is not None:
             await DncPuller(self, listing).pull(cfg, full=full)
@@ -113,7 +117,9 @@ class Puller:
         if not routes:
             log.warning("source.unrouted", source=cfg.name)
             return
-        source = build_source(cfg, routes, self.store)
+        required = {c for r in leads for c in required_columns(r)}
+        required.update(c for r in agents for c in agent_columns(r))
+        source = build_source(cfg, leads, self.store, required)
         cursor = None if full else await self.store.get_cursor(cfg.name)
         bound = log.bind(source=cfg.name)
         chunks = source.chunks(cursor, full=full).__aiter__()
@@ -132,7 +138,7 @@ class Puller:
             await source.close()
 
     async def _fetch(
-        self, chunks: AsyncIterator[Chunk], routes: list[RouteConfig]
+        self, chunks: AsyncIterator[Chunk], routes: list[AnyRoute]
     ) -> tuple[Chunk, Speculative] | None:
         """Return the next chunk, with its rows already being mapped during initial loads."""
         try:
@@ -144,6 +150,8 @@ class Puller:
             # Lookups must wait for the previous chunk's commit, but mapping is pure:
             # when most rows are new anyway, start it now and drop what turns out unneeded.
             for route in routes:
+                if not isinstance(route, RouteConfig):
+                    continue  # users are few: mapped when reconciled
                 if route.map.key in chunk.header and route.map.phone in chunk.header:
                     if await self._mostly_new(route, chunk):
                         speculative[route.name] = asyncio.ensure_future(
@@ -170,7 +178,7 @@ class Puller:
         self,
         source: Source,
         chunk: Chunk,
-        routes: list[RouteConfig],
+        routes: list[AnyRoute],
         bound: Any,
         speculative: Speculative | None = None,
     ) -> None:
@@ -202,7 +210,7 @@ class Puller:
 
     async def _route(
         self,
-        route: RouteConfig,
+        route: AnyRoute,
         chunk: Chunk,
         write: ChunkWrite,
         speculative: asyncio.Future[list[NormalizedRow]] | None = None,
@@ -212,9 +220,12 @@ class Puller:
         counts.rejected += len(chunk.rejects)
         if not chunk.rows:
             return
-        sink = route.sink
-        key_col = chunk.header.index(route.map.key)
-        mapper = Mapper(route, chunk.header)
+        mapper: Mapper | AgentMapper
+        if isinstance(route, AgentRouteConfig):
+            sink, mapper = route.outbox, AgentMapper(route, chunk.header)
+        else:
+            sink, mapper = route.sink, Mapper(route, chunk.header)
+        key_col = chunk.header.index(mapper.key_column)
         raw_hashes = {line: mapper.raw_hash(values) for line, values in chunk.rows}
         latest = latest_rows(chunk.rows, key_col)
         stored = await self.store.lookup_changed(
@@ -226,11 +237,14 @@ class Puller:
             chunk.rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
         )
         by_line = dict(first.to_map)
-        if speculative is not None:
+        if isinstance(mapper, AgentMapper):
+            mapped = mapper.map_rows(first.to_map)
+        elif speculative is not None:
             mapped = [row for row in await speculative if row[0] in by_line]
         else:
+            assert isinstance(route, RouteConfig)
             mapped = await self._normalize(route, chunk, first.to_map)
-        if route.policy is not None and route.policy.dnc_lists:
+        if isinstance(route, RouteConfig) and route.policy and route.policy.dnc_lists:
             mapped = await self._against_lists(route.policy.dnc_lists, mapped)
         plan = plan_chunk(
             mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id

@@ -19,9 +19,11 @@ import structlog
 
 from syncd import registry
 from syncd.config import Settings, SinkConfig
+from syncd.core.agents import agents_outbox, provisioned_sink
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.health import HealthTracker
 from syncd.errors import SinkConfigError, VendorError, public_reason
+from syncd.net.guard import SinkGuard
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.sinks.base import Sink, SinkContext
 from syncd.state.base import StateStore
@@ -61,8 +63,13 @@ def build_sink(
     *,
     dry_run: bool = False,
     clock: Clock = SYSTEM_CLOCK,
+    guard: SinkGuard | None = None,
 ) -> Sink:
-    """Return the sink object for a config, via the registry (not opened)."""
+    """Return the sink object for a config, via the registry (not opened).
+
+    The outbox of the agents provisioned into a dialer gets that vendor's agent sink,
+    sharing the dialer's guard (its rate limit and breaker) when given.
+    """
     if not cfg.verify_tls and not dry_run:
         log.warning(
             "sink.tls.unverified",
@@ -70,14 +77,20 @@ def build_sink(
             action="verify_tls = false: the dialer's certificate is not checked",
         )
     region = next((r.default_region for r in settings.routes if r.sink == cfg.name), "US")
+    provisioned = any(r.sink == cfg.name for r in settings.agent_routes)
     ctx = SinkContext(
         store=store,
         region=region,
         dry_run=dry_run,
         log=structlog.get_logger("syncd.sink"),
         clock=clock,
+        guard=guard,
+        agents_outbox=agents_outbox(cfg.name) if provisioned else None,
     )
-    factory = registry.sinks()[cfg.kind].load_factory()
+    if cfg.entity == "agents":
+        factory = registry.load_agent_sink(cfg.kind)
+    else:
+        factory = registry.sinks()[cfg.kind].load_factory()
     sink: Sink = factory(cfg, ctx)
     return sink
 
@@ -163,7 +176,11 @@ class SinkSet:
             await self._open(cfg)
 
     async def _open(self, cfg: SinkConfig) -> SinkSlot:
-        slot = SinkSlot(cfg, build_sink(cfg, self.settings, self.store, clock=self.clock))
+        dialer = provisioned_sink(cfg.name) if cfg.entity == "agents" else None
+        parent = self.slots.get(dialer) if dialer is not None else None
+        guard = parent.sink.guard if parent is not None else None  # one dialer, one rate limit
+        sink = build_sink(cfg, self.settings, self.store, clock=self.clock, guard=guard)
+        slot = SinkSlot(cfg, sink)
         # Held before it opens: a cancelled open (the deadline, a stop) is still closed.
         self.slots[cfg.name] = slot
         try:

@@ -34,6 +34,8 @@ class SinkContext:
     dry_run: bool = False
     clock: Clock = SYSTEM_CLOCK
     guard: SinkGuard | None = None  # built from the sink's config when not given
+    # the outbox of the agents syncd provisions into this dialer (None: it provisions none)
+    agents_outbox: str | None = None
 
 
 @dataclass(frozen=True)

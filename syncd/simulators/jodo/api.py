@@ -37,12 +37,14 @@ from syncd.simulators.faults import FaultInjector, Faults, faults_route
 from syncd.simulators.form import parse_form
 from syncd.simulators.jodo.dialing import (
     AGENT_STATUSES,
+    LOGGED_OUT,
     READY,
     DialPlan,
     DialResult,
     DialState,
     Floor,
 )
+from syncd.simulators.jodo.users import UserDirectory
 
 __all__ = ["AGENT_STATUSES", "DialPlan", "DialResult", "JodoSimulator", "create_app"]
 
@@ -170,6 +172,7 @@ class JodoSimulator:
         )
         for login, status in (agents or {}).items():
             self.floor.set_agent(login, status)
+        self.directory = UserDirectory(MEDIA_NAMES)  # addEditUser / deleteUser
         self.dispositions: list[dict[str, Any]] = []  # every saveDisposition accepted
         self.reallocations: list[dict[str, Any]] = []  # every reallocatedata accepted
 
@@ -194,6 +197,10 @@ class JodoSimulator:
                 "reallocatedata": self.reallocate_data,
                 "saveDisposition": self.save_disposition,
             }.get(method)
+            if method in ("addEditUser", "deleteUser"):  # the organisation's: no process
+                if str(body.get("apikey", "")) not in self.apikeys:
+                    return self._stamped(fail(method, 1107, "API key not found"))
+                return self._stamped(self._users(method, body))
             if handler is None:
                 return self._stamped(fail(method or "unknown", 5, "Invalid method"))
             self.floor.advance(self.processes.values())
@@ -221,6 +228,24 @@ class JodoSimulator:
         if not _valid_time(body.get("reqdatetime")):
             return fail(method, 5, "Invalid reqdatetime")
         return process
+
+    def _users(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Answer the user module; the users it holds are the floor's agents (logged out)."""
+        if method == "deleteUser":
+            reply = self.directory.delete(body)
+            if reply["status"] == 1:
+                self.floor.agents.pop(str(body.get("loginid")).strip(), None)
+            return reply
+        reply = self.directory.add_edit(body)
+        login = str(body.get("loginid") or "").strip()
+        if reply["status"] == 3 and login not in self.floor.agents:
+            self.floor.set_agent(login, LOGGED_OUT)
+        return reply
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Return the users the organisation holds (loginid -> what was sent, password hash)."""
+        with self.lock:
+            return {login: dict(user) for login, user in self.directory.users.items()}
 
     def import_process_data(self, process: Process, body: dict[str, Any]) -> dict[str, Any]:
         method = "ImportProcessData"
@@ -409,6 +434,10 @@ class JodoSimulator:
                 "calls": len(self.floor.calls),
                 "dispositions": list(self.dispositions),
                 "reallocations": list(self.reallocations),
+                "users": {
+                    login: {k: v for k, v in user.items() if k != "password"}
+                    for login, user in self.directory.users.items()
+                },
             }
 
     # -- the call floor, for tests --------------------------------------------------

@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -22,17 +22,22 @@ from pydantic import SecretStr
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.clockskew import ClockSkew
 from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.net.guard import SinkGuard
 from syncd.net.http import (
     FORM_CONTENT_TYPE,
     encode_form,
     lenient_json,
     looks_like_html,
+    make_client,
     raise_for_http,
     transport_error,
     wire_json,
 )
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
+
+if TYPE_CHECKING:
+    from syncd.sinks.jodo.config import JodoSinkConfig
 
 VENDOR = "jodo"
 HTTP_HINTS = {
@@ -201,6 +206,31 @@ class JodoClient:
                 f"{method} answered with JSON that is not an object", vendor=VENDOR
             )
         return body
+
+
+def connect(
+    config: JodoSinkConfig, guard: SinkGuard, clock: Clock
+) -> tuple[httpx.AsyncClient, JodoClient]:
+    """Return the HTTP client and the Jodo client of one sink's settings."""
+    # Every request of the sink (pushes, polls, keep-alives, logins) shares its
+    # rate limit, concurrency cap and Retry-After hold.
+    http = make_client(
+        timeout_s=config.timeout_s,
+        verify_tls=config.verify_tls,
+        max_connections=config.push_concurrency * 2,
+        guard=guard.limits,
+    )
+    client = JodoClient(
+        http,
+        config.url,
+        config.apikey,
+        config.servicekey,
+        timezone=config.timezone,
+        policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+        clock=clock,
+        clock_tolerance_s=config.clock_tolerance_s,
+    )
+    return http, client
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -128,6 +129,30 @@ class DispositionSettings(Strict):
     on_delete: DeleteDisposition | None = None  # without it removals are refused with a reason
 
 
+class ProvisioningSettings(Strict):
+    """Agents provisioned from the CRM (a route of kind "agents"): passwords, unknown agents."""
+
+    # Every new agent's first password (env:/file:); without it one is generated per agent
+    # and appended to passwords_file (mode 0600) before the dialer is asked.
+    initial_password: Secret | None = None
+    passwords_file: Path | None = None
+    reset_password_on_edit: bool = False  # an edit sends a new password too
+    # A lead whose agent is no login the dialer has (provisioned, or listed by userStatus):
+    # "unassign" sends it to nobody in particular, "refuse" keeps it back with the reason,
+    # "send" does not check. Unset: unassign when syncd provisions this dialer's agents.
+    unknown_agent: Literal["unassign", "refuse", "send"] | None = None
+
+    @field_validator("passwords_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(
+                "must be an absolute path (a file only syncd's user can read, "
+                "e.g. /var/lib/syncd/agent-passwords)"
+            )
+        return value
+
+
 class JodoSinkConfig(SinkConfig):
     kind: Literal["jodo"] = "jodo"
     url: str = Field(pattern=r"^https?://")
@@ -148,6 +173,7 @@ class JodoSinkConfig(SinkConfig):
     agents: AgentSettings = AgentSettings()
     reallocation: ReallocationSettings = ReallocationSettings()
     dispositions: DispositionSettings = DispositionSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
 
     @field_validator("media", mode="before")
     @classmethod

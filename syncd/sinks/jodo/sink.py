@@ -13,11 +13,10 @@ from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
 from syncd.errors import PermanentError, SinkConfigError, VendorError
-from syncd.net.http import make_client
-from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
 from syncd.sinks.jodo.agents import AgentPoller
-from syncd.sinks.jodo.client import JodoClient, jodo_time
+from syncd.sinks.jodo.assignment import check_agents, unassigned_note
+from syncd.sinks.jodo.client import connect, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
@@ -36,24 +35,7 @@ class JodoSink(BaseSink):
     def __init__(self, config: JodoSinkConfig, ctx: SinkContext) -> None:
         super().__init__(config, ctx)
         self.cfg = config
-        # Every request of the sink (pushes, polls, keep-alives, logins) shares its
-        # rate limit, concurrency cap and Retry-After hold.
-        self.http = make_client(
-            timeout_s=config.timeout_s,
-            verify_tls=config.verify_tls,
-            max_connections=config.push_concurrency * 2,
-            guard=self.guard.limits,
-        )
-        self.client = JodoClient(
-            self.http,
-            config.url,
-            config.apikey,
-            config.servicekey,
-            timezone=config.timezone,
-            policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
-            clock=self.clock,
-            clock_tolerance_s=config.clock_tolerance_s,
-        )
+        self.http, self.client = connect(config, self.guard, self.clock)
         self.can_remove = config.dispositions.on_delete is not None
         self.outcomes = OutcomePoller(
             self.client, ctx.store, config, self.log, self.dial, self.clock
@@ -63,6 +45,8 @@ class JodoSink(BaseSink):
         )
         self.reallocator = Reallocator(self.client, ctx.store, config, self.log, self.dial)
         self.disposer = Disposer(self.client, ctx.store, config, self.log, self.dial)
+        chosen = config.provisioning.unknown_agent
+        self.unknown_agent = chosen or ("unassign" if ctx.agents_outbox else "send")
 
     def record(self, lead_q: QueuedLead) -> dict[str, Any]:
         """Return the ImportProcessData record for a lead (the wire dict)."""
@@ -128,13 +112,25 @@ class JodoSink(BaseSink):
         return refused, imports, disposals
 
     async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
-        results, upserts, disposals = self._sort(batch)
+        store, outbox = self.ctx.store, self.ctx.agents_outbox
+        checked = await check_agents(store, self.name, outbox, batch, self.unknown_agent)
+        results, upserts, disposals = self._sort(checked.go)
+        results += checked.held_back
+        if checked.unassigned:
+            self.log.warning(
+                "jodo.agent.unknown",
+                leads=len(checked.unassigned),
+                logins=sorted(set(checked.unassigned.values()))[:10],
+                action="sent unassigned; provision the agents or fix the leads' agent column",
+            )
         moved = await self.reallocator.moved_agents([*upserts, *(q for q, _ in disposals)])
         if upserts:
             records = [self.record(q) for q in upserts]
             for q, record in zip(upserts, records, strict=True):
                 if q.key in moved:  # keep the reallocation syncd made while the agent was away
                     record["userlogin"] = moved[q.key]
+                elif q.key in checked.unassigned:
+                    record.pop("userlogin", None)
             payload = {
                 "media": str(self.cfg.media),
                 "updateparam": self.cfg.updateparam,
@@ -151,7 +147,11 @@ class JodoSink(BaseSink):
             # even once the CRM has removed the lead (and with it the number we know).
             said = jodo_reply_text(reply.body)
             results += [
-                PushResult.delivered(q.key, vendor_ref=str(record["mobilenumber"]), reply=said)
+                PushResult.delivered(
+                    q.key,
+                    vendor_ref=str(record["mobilenumber"]),
+                    reply=said + unassigned_note(checked.unassigned.get(q.key)),
+                )
                 for q, record in zip(upserts, records, strict=True)
             ]
         if disposals:
