@@ -391,10 +391,15 @@ class Settings(BaseSettings):
                     f"routes: sink {sink.name!r} is a {sink.kind} dialer, which syncd cannot "
                     f"provision agents into (only {', '.join(sorted(registry.agent_sinks()))})"
                 )
-            if all(o.name != route.outbox for o in outboxes):
+            known = [*self.sinks, *outboxes]  # validated again (a copy): added once
+            if all(o.name != route.outbox for o in known):
                 outboxes.append(sink.agents_outbox())
         if outboxes:
             object.__setattr__(self, "sinks", [*self.sinks, *outboxes])
+
+    def route_names(self) -> list[str]:
+        """Return every route's name, leads first (``crm->jodo``, ``users->jodo/agents``)."""
+        return [r.name for r in self.routes] + [r.name for r in self.agent_routes]
 
     def agent_routes_of(self, source: str) -> list[AgentRouteConfig]:
         return [r for r in self.agent_routes if r.source == source]

@@ -314,3 +314,48 @@ async def test_an_initial_password_is_sent_as_its_md5_and_never_echoed(
     assert "Invalid password" in reasons
     assert secret not in reasons and digest not in reasons
     assert not (tmp_path / "passwords").exists()  # the configured password: nothing generated
+
+
+# -- configuration ---------------------------------------------------------------------
+
+BASE = {
+    "sources": [{"name": "users", "kind": "csv_drop", "inbox": "/tmp"},
+                {"name": "crm", "kind": "csv_drop", "inbox": "/tmp"}],
+    "sinks": [{"name": "jodo", "kind": "jodo", "url": "http://127.0.0.1:1/ws", "apikey": "k",
+               "servicekey": "VoiceProcess"},
+              {"name": "uc", "kind": "ucontact", "url": "http://127.0.0.1:1", "user": "u",
+               "password": "p", "campaign": "Sales->"}],
+}  # fmt: skip
+AGENTS = {"kind": "agents", "source": "users", "sink": "jodo", "map": {"login": "login"}}
+LEADS = {"source": "crm", "sink": "jodo", "default_region": "IN",
+         "map": {"key": "id", "phone": "phone"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("routes", "problem"),
+    [
+        ([{**AGENTS, "sink": "uc"}], "is a ucontact dialer, which syncd cannot provision agents"),
+        ([{**AGENTS, "map": {"username": "name"}}], "routes[0].map.login"),
+        ([LEADS, {**AGENTS, "source": "crm"}], "feeds both leads and agents"),
+        ([{**AGENTS, "kind": "users"}], "routes[0].kind: must be leads or agents"),
+        ([{**AGENTS, "map": {"login": "l", "profile": {"shoe": "s"}}}], "unknown profile field"),
+    ],
+)
+def test_an_agents_route_that_cannot_work_is_refused_when_the_config_loads(
+    routes: list[dict[str, Any]], problem: str
+) -> None:
+    from syncd.config import validate_settings
+    from syncd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate_settings({**BASE, "routes": routes}, environ={})
+    assert problem in str(caught.value)
+
+
+def test_an_agents_route_adds_the_outbox_its_agents_are_pushed_from() -> None:
+    from syncd.config import validate_settings
+
+    settings = validate_settings({**BASE, "routes": [LEADS, AGENTS]}, environ={})
+    assert [s.name for s in settings.sinks] == ["jodo", "uc", "jodo/agents"]
+    assert settings.sink("jodo/agents").entity == "agents"
+    assert settings.route_names() == ["crm->jodo", "users->jodo/agents"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import time
 from pathlib import Path
+
+import httpx
 
 from syncd.simulators.jodo.api import JodoSimulator
 from tests.conftest import cli_env, drop_csv, run_cli
@@ -237,3 +240,24 @@ def test_provisioning_without_a_way_to_give_passwords_stops_only_the_agents(
     assert "initial_password" in result.stdout + result.stderr
     assert sim.users() == {}
     assert "00919820000009" in records_by_phone(sim)  # the leads still went
+
+
+def test_the_daemon_provisions_users_dropped_while_it_runs(tmp_path: Path, start_daemon) -> None:  # type: ignore[no-untyped-def]
+    sim = JodoSimulator()
+    with serve(sim) as jodo:
+        config = write_config(tmp_path, jodo.url)
+        text = config.read_text().replace(
+            'kind = "csv_drop"\n', 'kind = "csv_drop"\nschedule = { interval_s = 0.5 }\n'
+        )
+        config.write_text('[health]\nlisten = "127.0.0.1:0"\n\n' + text)
+        daemon = start_daemon(config)
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "users", "users.csv", USERS)
+        deadline = time.monotonic() + 60  # a bound on waiting, not a timing assertion
+        while len(sim.users()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        metrics = httpx.get(daemon.base_url + "/metrics").text
+        code = daemon.stop()
+    assert code == 0
+    assert sorted(sim.users()) == ["asha@cc.example", "meera@cc.example", "ravi@cc.example"]
+    assert 'sink="jodo/agents"' in metrics

@@ -176,9 +176,11 @@ def _settings(args: argparse.Namespace, *, without_secrets: tuple[str, ...] = ()
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    dialers = [s for s in settings.sinks if s.entity == "leads"]
+    agents = f" (+{len(settings.agent_routes)} of agents)" if settings.agent_routes else ""
     print(
-        f"configuration ok: {len(settings.sources)} source(s), {len(settings.sinks)} sink(s), "
-        f"{len(settings.routes)} route(s), {len(settings.writebacks)} writeback(s); "
+        f"configuration ok: {len(settings.sources)} source(s), {len(dialers)} sink(s), "
+        f"{len(settings.routes)} route(s){agents}, {len(settings.writebacks)} writeback(s); "
         f"state store {settings.state.path}"
     )
     from syncd.run.pull import choose_phone_backend

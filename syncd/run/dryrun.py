@@ -85,8 +85,8 @@ async def _preview(
     await store.release_inflight()  # a real run would take these over too
     for cfg in settings.sinks:
         summary.sink(cfg.name).carried = await store.pending_count(cfg.name)
-    for route in settings.routes:
-        summary.route(route.name)
+    for name in settings.route_names():
+        summary.route(name)
     puller = Puller(shadow, store, summary)
     try:
         await puller.pull_all(full=full)

@@ -304,9 +304,7 @@ class Engine:
         for cfg in self.settings.sinks:
             held, _ = await self.store.held(cfg.name)
             summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name) + held
-        for name in [r.name for r in self.settings.routes] + [
-            r.name for r in self.settings.agent_routes
-        ]:
+        for name in self.settings.route_names():
             summary.route(name)
         with phase("pull"):
             for source in self.settings.sources:
