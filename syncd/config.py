@@ -286,8 +286,43 @@ class AgentRouteConfig(Strict):
 
 
 class StateConfig(Strict):
-    kind: Literal["sqlite"] = "sqlite"  # the store implementation (syncd.registry)
+    """Where syncd keeps its state: a SQLite file (one host) or PostgreSQL (replicas)."""
+
+    kind: Literal["sqlite", "postgresql"] = "sqlite"  # the store implementation (registry)
     path: Path = Path("syncd-state/state.db")
+    # PostgreSQL: "postgresql+asyncpg://user@host/db" (env:/file: for one with a password);
+    # setting it picks kind = "postgresql"
+    url: Secret | None = None
+    schema_name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    lease_s: float = Field(120.0, ge=5)  # PostgreSQL: a dead replica's claims return after this
+    leader_ttl_s: float = Field(20.0, ge=2)  # PostgreSQL: a dead leader's jobs move after this
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_from_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("url") and "kind" not in data:
+            return {**data, "kind": "postgresql"}
+        return data
+
+    @model_validator(mode="after")
+    def _url_for_postgresql(self) -> StateConfig:
+        if self.kind == "postgresql":
+            if self.url is None:
+                raise ValueError('kind = "postgresql" needs url = "postgresql+asyncpg://…"')
+            if not re.match(r"^postgres(ql)?(\+asyncpg)?://", self.url.get_secret_value()):
+                raise ValueError("url must start with postgresql:// or postgresql+asyncpg://")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """Return True when several replicas may share this store (no file lock)."""
+        return self.kind == "postgresql"
+
+    def shown(self) -> str:
+        """Return where the store is, as logs and `status` show it (no password)."""
+        if self.url is None:
+            return str(self.path)
+        return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", self.url.get_secret_value())
 
 
 class LogConfig(Strict):

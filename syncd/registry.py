@@ -62,6 +62,7 @@ WRITEBACKS: dict[str, Plugin] = {
 
 STATE_STORES: dict[str, Plugin] = {
     "sqlite": Plugin("syncd.config:StateConfig", "syncd.state.sqlite:SqliteStore"),
+    "postgresql": Plugin("syncd.config:StateConfig", "syncd.state.postgres:PostgresStore"),
 }
 
 SIMULATORS: dict[str, str] = {

@@ -1,4 +1,5 @@
-"""The SQLite store's outbox semantics: claim, complete, retry, and changes while in flight."""
+"""The store contract, run against both stores (SQLite and PostgreSQL): the outbox, claims,
+retries, changes while in flight, lookups, outcomes, writeback marks, lists and history."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import pytest
 from syncd.core.model import Action, LeadWrite, ResultKind
 from syncd.state.base import ChunkWrite, Completion
 from syncd.state.sqlite import SqliteStore
+from tests.support.stores import KINDS, fresh_store
+
+
+@pytest.fixture(params=KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with fresh_store(request.param, tmp_path) as s:
+        yield s
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state.db")
-    await s.open()
-    yield s
-    await s.close()
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with fresh_store("sqlite", tmp_path) as s:
+        yield s
 
 
 async def enqueue(store: SqliteStore, key: str, hash_: str, cursor: str | None = None) -> None:
@@ -114,7 +120,10 @@ async def test_a_resync_lookup_returns_only_new_changed_and_same_file_keys(
     assert in_day1["LATER"].line == 4
 
 
-async def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(store: SqliteStore) -> None:
+async def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(
+    sqlite_store: SqliteStore,
+) -> None:
+    store = sqlite_store
     from syncd.errors import StoreError
 
     await enqueue(store, "K0", "h0", cursor="c0")
@@ -137,3 +146,134 @@ async def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(store: SqliteSto
     await store.apply_chunk(big)
     assert await store.get_cursor("crm") == "c1"
     assert await store.pending_count("jodo") == 2000
+
+
+# -- the rest of the contract ------------------------------------------------------------
+
+
+def lead_json(key: str, phone: str = "+15550100", alt: tuple[str, ...] = ()) -> str:
+    import json
+
+    return json.dumps({"key": key, "phone": phone, "alt_phones": list(alt)})
+
+
+async def test_lookup_hold_release_requeue_and_history(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1")
+    await enqueue(store, "L2", "h2")
+    found = await store.lookup("jodo", ["L1", "L2", "NOPE"])
+    assert sorted(found) == ["L1", "L2"] and found["L1"].hash == "h1"
+    assert not found["L1"].delivered and found["L1"].line == 2
+    claimed = await store.claim("jodo", 10, 60)
+    await store.hold("jodo", [("L1", time.time() - 1, "held (window): closed")])
+    await store.requeue("jodo", ["L2"], 0, "dialer down")
+    assert await store.held("jodo") == (1, pytest.approx(time.time() - 1, abs=5))
+    assert (await store.gate_counts())["jodo"] == {"held window": 1}
+    assert await store.release_held("jodo", time.time()) == 1
+    again = await store.claim("jodo", 10, 60)
+    assert [q.key for q in again] == ["L1", "L2"]
+    assert [q.attempts for q in again] == [q.attempts for q in claimed]  # not spent
+    await store.complete(
+        "jodo",
+        [
+            Completion("L1", "h1", ResultKind.DELIVERED, vendor_ref="ref-1", reply="ok"),
+            Completion("L2", "h2", ResultKind.REJECTED, "bad number"),
+        ],
+    )
+    history = await store.lead_history("L1")
+    assert history["leads"][0]["state"] == "delivered"
+    assert history["leads"][0]["vendor_ref"] == "ref-1"
+    assert [e["kind"] for e in history["events"]] == ["gate.held", "push.delivered"]
+    assert await store.delivered("jodo") == [("L1", "ref-1", lead_json_of(history))]
+    assert await store.delivered_since(time.time() - 60) == 1
+    assert await store.failure_reasons() == [("jodo", "bad number", 1)]
+    assert await store.retry_failed("jodo", key="L2") == 1
+    assert [s.key async for s in store.queued("jodo")] == ["L2"]
+    assert set(await store.oldest_pending()) == {"jodo"}
+    audit = [row async for row in store.audit(0, time.time() + 1)]
+    assert [row["kind"] for row in audit] == ["gate.held", "push.delivered", "push.rejected"]
+
+
+def lead_json_of(history: dict[str, object]) -> str:
+    leads = history["leads"]
+    assert isinstance(leads, list)
+    return str(leads[0]["lead_json"])
+
+
+async def test_outcomes_and_agents_are_versioned_and_written_back_once(
+    store: SqliteStore,
+) -> None:
+    from datetime import UTC, datetime
+
+    from syncd.core.model import AgentStatus, Outcome
+
+    now = datetime.now(UTC)
+    first = Outcome("jodo", "L1", now, status="busy", call_id="c1", agent="asha")
+    assert await store.record_outcomes([first]) == 1
+    assert await store.record_outcomes([first]) == 0  # unchanged
+    later = Outcome("jodo", "L1", now, status="connected", call_id="c2", agent="asha")
+    assert await store.record_outcomes([later]) == 1
+    assert (await store.last_call("jodo", "L1") or {})["call_id"] == "c2"
+    [dumped] = await store.outcome_dump()
+    assert (dumped["version"], dumped["status"]) == (2, "connected")
+    assert await store.record_agents([AgentStatus("jodo", "asha", "1", "Ready")]) == 1
+    assert await store.record_agents([AgentStatus("jodo", "asha", "1", "Ready")]) == 0
+    assert [a["login"] for a in await store.agent_dump()] == ["asha"]
+
+    pending = await store.pending_writeback("crm")
+    assert [(p["key"], p["version"]) for p in pending] == [("L1", 2)]
+    await store.mark_written("crm", [("jodo", "L1", 2)], state="ok")
+    assert await store.pending_writeback("crm") == []
+    agents = await store.pending_writeback("crm", "agents")
+    await store.mark_written("crm", [("jodo", "asha", agents[0]["version"])], refused="no row")
+    assert await store.refused_writebacks("crm") == [("no row", 1)]
+    assert await store.retry_writeback("crm", reason="no") == 1
+    assert len(await store.pending_writeback("crm", "agents")) == 1
+    assert await store.kv_get("writeback.state", "crm") == "ok"
+
+
+async def test_do_not_call_numbers_find_leads_by_main_and_alternate_number(
+    store: SqliteStore,
+) -> None:
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite("A", "ha", "ra", lead_json("A", "+15550001"), Action.UPSERT, "new", 2),
+        LeadWrite("B", "hb", "rb", lead_json("B", "+15550002", ("+15550009",)), Action.UPSERT,
+                  "new", 3),
+        LeadWrite("C", "hc", "rc", lead_json("C", "+15550003"), Action.UPSERT, "new", 4),
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+    listing = ChunkWrite("run1", "dnc", "dnc.csv")
+    listing.dnc = [("dnd", "+15550001"), ("dnd", "+15550009"), ("dnd", "+15550001")]
+    await store.apply_chunk(listing)
+    assert await store.dnc_matches(["dnd"], ["+15550001", "+15550003"]) == {"+15550001": "dnd"}
+    listed = sorted((x.key, x.number) for x in await store.listed_leads("dnd"))
+    assert listed == [("A", "+15550001"), ("B", "+15550009")]
+    checked = ChunkWrite("run1", "dnc", "dnd")
+    checked.dnc_checked = "dnd"
+    await store.apply_chunk(checked)
+    assert await store.listed_leads("dnd") == []  # matched once
+
+
+async def test_rejects_runs_kv_and_pruning(store: SqliteStore) -> None:
+    from syncd.core.model import Reject
+
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.rejects = [("jodo", Reject("crm", "invalid phone", 3, "a.csv", ["x", "y"], "K3"))]
+    await store.apply_chunk(write)
+    assert await store.rejects_for_origin("crm", "a.csv") == [(3, "jodo", "invalid phone",
+                                                               '["x", "y"]')]  # fmt: skip
+    assert [r["key"] for r in await store.recent_rejects()] == ["K3"]
+    assert [r["reason"] async for r in store.all_rejects("crm")] == ["invalid phone"]
+    assert [r["line"] for r in await store.run_rejects("run1")] == [3]
+    await store.start_run("r1", "once")
+    await store.finish_run("r1", {"ok": True})
+    last = await store.last_run()
+    assert last is not None and last["summary"] == {"ok": True}
+    await store.kv_set("s", "n", "v")
+    assert await store.kv_get("s", "n") == "v"
+    await store.kv_set("s", "n", None)
+    assert await store.kv_get("s", "n") is None
+    await store.add_event("jodo", "K3", "note", "hello")
+    pruned = await store.prune({"events": -3600, "rejects": -3600, "runs": -3600})
+    assert pruned == {"events": 0, "rejects": 0, "runs": 0}  # the newest of each is kept
+    assert await store.size_bytes() > 0 and await store.integrity_ok()

@@ -18,7 +18,7 @@ from typing import Any
 from syncd import __version__, logs, registry
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
-from syncd.run.lock import EXIT_LOCKED, StoreLock
+from syncd.run.lock import EXIT_LOCKED, store_lock
 
 EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
 
@@ -181,7 +181,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"configuration ok: {len(settings.sources)} source(s), {len(dialers)} sink(s), "
         f"{len(settings.routes)} route(s){agents}, {len(settings.writebacks)} writeback(s); "
-        f"state store {settings.state.path}"
+        f"state store {settings.state.shown()}"
     )
     from syncd.run.pull import choose_phone_backend
 
@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     from syncd.run.once import run_once
 
-    with StoreLock(settings.state.path):
+    with store_lock(settings.state):
         summary = asyncio.run(run_once(settings, full=args.full, deadline_s=args.deadline))
     from syncd.cli.report import print_summary
 
@@ -271,7 +271,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
     from syncd.run.status import collect
     from syncd.state import open_store
 
-    if not await asyncio.to_thread(Path(settings.state.path).exists):
+    if not settings.state.shared and not await asyncio.to_thread(Path(settings.state.path).exists):
         raise StoreError(
             f"no state store at {settings.state.path} yet: run `syncd run --once` first"
         )
@@ -284,7 +284,7 @@ async def _collect_status(settings: Settings) -> dict[str, Any]:
 
 def _require_store(settings: Settings) -> None:
     """Raise StoreError when there is no state store yet (looking must not create one)."""
-    if not Path(settings.state.path).exists():
+    if not settings.state.shared and not Path(settings.state.path).exists():
         raise StoreError(
             f"no state store at {settings.state.path} yet: run `syncd run --once` first"
         )

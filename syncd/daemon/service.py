@@ -37,7 +37,7 @@ from syncd.daemon.scheduler import Runtime
 from syncd.daemon.sdnotify import Notifier
 from syncd.errors import ConfigError
 from syncd.run.engine import new_run_id
-from syncd.run.lock import StoreLock
+from syncd.run.lock import store_lock
 from syncd.state import StateStore, open_store
 
 log = structlog.get_logger("syncd.daemon")
@@ -49,7 +49,7 @@ STORE_PROBE_S = 5.0
 def run_daemon(settings: Settings, *, config_path: str | None = None) -> int:
     """Return the daemon's exit code: 0 after a clean stop (SIGTERM, SIGINT)."""
     configure_logging(settings)
-    with StoreLock(settings.state.path):
+    with store_lock(settings.state):
         return asyncio.run(Daemon(settings, config_path).run())
 
 
@@ -139,7 +139,7 @@ class Daemon:
         return True
 
     async def _start(self) -> None:
-        log.info("daemon.starting", pid=os.getpid(), state=str(self.settings.state.path))
+        log.info("daemon.starting", pid=os.getpid(), state=self.settings.state.shown())
         self.store = await open_store(self.settings.state)
         released = await self.store.release_inflight()  # we hold the lock: leases are orphans
         if released:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import TracebackType
 
+from syncd.config import StateConfig
 from syncd.errors import StoreError, StoreLockedError
 
 EXIT_LOCKED = 75
@@ -76,3 +78,12 @@ class StoreLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def store_lock(cfg: StateConfig) -> AbstractContextManager[object]:
+    """Return the lock a process holds while it works on the store.
+
+    A SQLite store is one host's: one syncd at a time. A PostgreSQL store is shared
+    by replicas, which divide the work through the store itself (leases, leaders).
+    """
+    return nullcontext() if cfg.shared else StoreLock(cfg.path)

@@ -22,6 +22,10 @@ async def open_store(where: StateConfig | str | os.PathLike[str]) -> StateStore:
     """
     cfg = where if isinstance(where, StateConfig) else StateConfig(path=os.fspath(where))
     factory = registry.state_stores()[cfg.kind].load_factory()
-    store: StateStore = factory(cfg.path)
+    store: StateStore
+    if cfg.url is not None:
+        store = factory(cfg.url.get_secret_value(), schema=cfg.schema_name, lease_s=cfg.lease_s)
+    else:
+        store = factory(cfg.path)
     await store.open()
     return store

@@ -102,6 +102,7 @@ _PRUNABLE: dict[str, tuple[str, str, str]] = {
     "runs": ("runs", "started_at", "run_id"),
 }
 
+_GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
 _CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
 _PAIRS = 400  # (key, raw hash) pairs per query: 802 parameters, under old SQLite's 999
 
@@ -266,10 +267,13 @@ class SqliteStore:
                 await asyncio.sleep(0)  # let pushes and pulls in between batches
             done[kind] = total
         if any(done.values()):
-            async with self._lock:
-                # Freed pages go back to the file system a few at a time.
-                await self.db.execute("PRAGMA incremental_vacuum")
+            await self._reclaim_space()
         return done
+
+    async def _reclaim_space(self) -> None:
+        async with self._lock:
+            # Freed pages go back to the file system a few at a time.
+            await self.db.execute("PRAGMA incremental_vacuum")
 
     async def size_bytes(self) -> int:
         def total() -> int:
@@ -408,8 +412,8 @@ class SqliteStore:
             )
             if chunk.dnc:
                 await db.executemany(
-                    "INSERT OR IGNORE INTO dnc_numbers (list, number, origin, added_at)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT INTO dnc_numbers (list, number, origin, added_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(name, number, _storable(chunk.origin), now) for name, number in chunk.dnc],
                 )
             if chunk.dnc_checked is not None:
@@ -446,8 +450,8 @@ class SqliteStore:
         async with self._tx() as db:
             cur = await db.execute(
                 "UPDATE leads SET state = 'pending', lease_until = NULL,"
-                " attempts = MAX(attempts - 1, 0)"
-                " WHERE state = 'inflight' AND (? IS NULL OR sink = ?)",
+                f" attempts = {_GIVE_BACK}"
+                " WHERE state = 'inflight' AND (CAST(? AS TEXT) IS NULL OR sink = ?)",
                 (sink, sink),
             )
             return cur.rowcount
@@ -554,7 +558,7 @@ class SqliteStore:
             self._lock,
             self.db.execute(
                 "SELECT COUNT(*) FROM leads WHERE state IN ('pending', 'inflight')"
-                " AND (? IS NULL OR sink = ?)",
+                " AND (CAST(? AS TEXT) IS NULL OR sink = ?)",
                 (sink, sink),
             ) as cur,
         ):
@@ -566,7 +570,7 @@ class SqliteStore:
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
-                " attempts = MAX(attempts - 1, 0), lease_until = NULL"
+                f" attempts = {_GIVE_BACK}, lease_until = NULL"
                 " WHERE sink = ? AND key = ? AND state = 'inflight'",
                 [(next_at, reason, sink, k) for k in keys],
             )
@@ -575,7 +579,7 @@ class SqliteStore:
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'held', next_at = ?, last_error = ?,"
-                " attempts = MAX(attempts - 1, 0), lease_until = NULL"
+                f" attempts = {_GIVE_BACK}, lease_until = NULL"
                 " WHERE sink = ? AND key = ? AND state = 'inflight'",
                 [(until, reason, sink, key) for key, until, reason in holds],
             )
@@ -614,7 +618,8 @@ class SqliteStore:
             cur = await db.execute(
                 "UPDATE leads SET state = 'pending', attempts = 0, next_at = 0"
                 " WHERE sink = ? AND state IN ('failed', 'rejected')"
-                " AND (? IS NULL OR instr(last_error, ?) > 0) AND (? IS NULL OR key = ?)",
+                " AND (CAST(? AS TEXT) IS NULL OR instr(last_error, ?) > 0)"
+                " AND (CAST(? AS TEXT) IS NULL OR key = ?)",
                 (sink, reason, reason, key, key),
             )
             return cur.rowcount
@@ -1119,7 +1124,8 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO writeback_marks (writeback, sink, key, version, written_at, refused)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (writeback, sink, key) DO UPDATE SET"
-                " version = MAX(writeback_marks.version, excluded.version),"
+                " version = CASE WHEN writeback_marks.version > excluded.version"
+                " THEN writeback_marks.version ELSE excluded.version END,"
                 " written_at = excluded.written_at, refused = excluded.refused",
                 [(writeback, sink, key, version, now, refused) for sink, key, version in marks],
             )

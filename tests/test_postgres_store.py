@@ -1,0 +1,119 @@
+"""The PostgreSQL store's part in replicas: claims no two replicas share, leases of a dead
+replica that come back, one leader per job and its failover, migrations started together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from syncd.core.model import Action, LeadWrite
+from syncd.state.base import ChunkWrite
+from syncd.state.postgres import PostgresStore
+from tests.support.stores import drop_schema, new_schema, pg_url
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[list[PostgresStore]]:
+    """Three replicas' stores on one PostgreSQL schema."""
+    schema = new_schema()
+    stores = [PostgresStore(pg_url(), schema=schema) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))  # they migrate at the same time
+    yield stores
+    for s in stores:
+        await s.close()
+    await drop_schema(schema)
+
+
+async def fill(store: PostgresStore, n: int) -> None:
+    write = ChunkWrite("run", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(f"L{i:04d}", "h", None, f'{{"key":"L{i:04d}","phone":"+1"}}', Action.UPSERT,
+                  "new", i)
+        for i in range(n)
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+
+
+async def expire_leases(store: PostgresStore, holder: str) -> None:
+    """Age a replica's leases past their end, as time does once it died (no waiting)."""
+    async with store._tx() as db:
+        await db.execute("UPDATE leads SET lease_until = 0 WHERE lease_holder = ?", (holder,))
+        await db.execute("UPDATE leaders SET until = 0 WHERE holder = ?", (holder,))
+
+
+async def test_replicas_claiming_together_never_share_a_lead(
+    replicas: list[PostgresStore],
+) -> None:
+    await fill(replicas[0], 600)
+
+    async def drain(store: PostgresStore) -> list[str]:
+        got: list[str] = []
+        while batch := await store.claim("jodo", 25, 60):
+            got += [q.key for q in batch]
+        return got
+
+    claimed = await asyncio.gather(*(drain(s) for s in replicas))
+    everything = [k for part in claimed for k in part]
+    assert len(everything) == 600 and len(set(everything)) == 600
+    assert all(part for part in claimed)  # SKIP LOCKED: each replica got work
+
+
+async def test_a_dead_replicas_claims_come_back_and_a_live_ones_stay(
+    replicas: list[PostgresStore],
+) -> None:
+    alive, dead, starting = replicas
+    await fill(alive, 10)
+    mine = await alive.claim("jodo", 5, 300)
+    lost = await dead.claim("jodo", 5, 300)
+    assert await starting.release_inflight() == 0  # both leases are live
+    assert await starting.claim("jodo", 10, 300) == []
+    await expire_leases(dead, dead.holder)  # `dead` was killed; its lease ran out
+    again = await starting.claim("jodo", 10, 300)
+    assert sorted(q.key for q in again) == sorted(q.key for q in lost)
+    assert all(q.attempts == 2 for q in again)  # the push in doubt counts as an attempt
+    assert await alive.release_inflight() == len(mine)  # a replica gives back its own
+
+
+async def test_one_leader_per_job_and_another_takes_over_when_it_dies(
+    replicas: list[PostgresStore],
+) -> None:
+    a, b, c = replicas
+    assert await a.lead("pull:crm", 20)
+    assert not await b.lead("pull:crm", 20) and not await c.lead("pull:crm", 20)
+    assert await a.lead("pull:crm", 20)  # renewed
+    assert await b.lead("poll:jodo", 20)  # another job, another leader
+    await expire_leases(a, a.holder)  # a was killed: its lease runs out
+    won = [await b.lead("pull:crm", 20), await c.lead("pull:crm", 20)]
+    assert won == [True, False]
+    assert not await a.lead("pull:crm", 20)  # back from the dead: it follows now
+    seen = {r["replica"]: r for r in await c.replicas()}
+    assert set(seen) == {a.holder, b.holder, c.holder}
+    assert sorted(j["job"] for j in seen[b.holder]["leads"]) == ["poll:jodo", "pull:crm"]
+    await b.resign()
+    assert await c.lead("pull:crm", 20)  # a clean stop hands over at once
+
+
+async def test_a_lost_database_is_a_store_error_and_the_store_reconnects(
+    tmp_path: Path,
+) -> None:
+    from syncd.errors import StoreError
+
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema)
+    await store.open()
+    try:
+        await fill(store, 2)
+        await store.db.raw.close()  # the connection is gone (a database restart)
+        assert await store.pending_count("jodo") == 2  # reads reconnect
+        await store.db.raw.close()
+        await fill(store, 3)  # so do writes
+        assert await store.pending_count("jodo") == 3
+        bad = PostgresStore("postgresql://nobody@127.0.0.1:1/none", schema=schema)
+        with pytest.raises(StoreError, match="cannot open state store"):
+            await bad.open()
+    finally:
+        await store.close()
+        await drop_schema(schema)
