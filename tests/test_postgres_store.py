@@ -52,6 +52,7 @@ async def test_replicas_claiming_together_never_share_a_lead(
     async def drain(store: PostgresStore) -> list[str]:
         got: list[str] = []
         while batch := await store.claim("jodo", 25, 60):
+            assert len(batch) <= 25  # never more than asked (a subquery re-run would)
             got += [q.key for q in batch]
         return got
 
@@ -89,6 +90,8 @@ async def test_one_leader_per_job_and_another_takes_over_when_it_dies(
     won = [await b.lead("pull:crm", 20), await c.lead("pull:crm", 20)]
     assert won == [True, False]
     assert not await a.lead("pull:crm", 20)  # back from the dead: it follows now
+    for replica in replicas:
+        await replica.heartbeat()
     seen = {r["replica"]: r for r in await c.replicas()}
     assert set(seen) == {a.holder, b.holder, c.holder}
     assert sorted(j["job"] for j in seen[b.holder]["leads"]) == ["poll:jodo", "pull:crm"]

@@ -156,6 +156,14 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
                 when(a.get("observed_at")),
             )
         out.print(table)
+    if status.get("replicas"):
+        table = Table(title="replicas on the shared store", title_justify="left")
+        for c in ("replica", "seen", "leads (lease left)"):
+            table.add_column(c)
+        for r in status["replicas"]:
+            leads = ", ".join(f"{j['job']} ({j['lease_left_s']:.0f}s)" for j in r["leads"])
+            table.add_row(r["replica"], f"{r['seen_s_ago']:.0f}s ago", leads or "-")
+        out.print(table)
     if status.get("writebacks"):
         table = Table(title="writebacks (last pass)", title_justify="left")
         for c in ("writeback", "written", "refused", "error"):

@@ -174,6 +174,23 @@ class Metrics:
         self.store_bytes = Gauge(
             "syncd_state_store_bytes", "Disk space the state store takes", registry=r
         )
+        self.replicas = Gauge(
+            "syncd_replicas_live",
+            "Replicas seen on the shared store in the last minute (0: a store of one host)",
+            registry=r,
+        )
+        self.leading = Gauge(
+            "syncd_leader",
+            "1 while this replica leads the job (a pull, poll, writeback), 0 otherwise",
+            ["job"],
+            registry=r,
+        )
+        self.lease_left = Gauge(
+            "syncd_leader_lease_seconds_left",
+            "Seconds left on the job's leader lease (whichever replica holds it)",
+            ["job"],
+            registry=r,
+        )
         self.build = Gauge(
             "syncd_build_info",
             "Always 1; the labels say which syncd and Python are running",
@@ -183,6 +200,7 @@ class Metrics:
         self.build.labels(__version__, platform.python_version()).set(1)
         r.register(_HttpRetries())
         self._sinks: set[str] = set()
+        self._jobs_seen: set[str] = set()
         self.delivered_total = 0  # all sinks, for the daemon's "delivered today"
         self._writeback_ok: dict[str, float] = {}
         self._polled_ok: dict[str, float] = {}
@@ -325,6 +343,19 @@ class Metrics:
         for name, at in self._polled_ok.items():
             self.poll_lag.labels(name).set(max(now - at, 0.0))
         self.store_bytes.set(await store.size_bytes())
+        await self.observe_replicas(store)
+
+    async def observe_replicas(self, store: StateStore) -> None:
+        """Set the live replicas, the jobs this one leads and every leader's lease left."""
+        replicas = await store.replicas()
+        self.replicas.set(len(replicas))
+        for replica in replicas:
+            for job in replica["leads"]:
+                self._jobs_seen.add(job["job"])
+                self.lease_left.labels(job["job"]).set(job["lease_left_s"])
+        mine = {j["job"] for r in replicas if r["this"] for j in r["leads"]}
+        for job in self._jobs_seen:
+            self.leading.labels(job).set(1 if job in mine else 0)
 
     def observe_health(self, name: str, sink: Any) -> None:
         """Set the warning count and the clock skew a sink's health reports."""

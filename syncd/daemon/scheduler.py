@@ -77,7 +77,10 @@ class Runtime:
 
     async def open(self) -> None:
         """Open every sink; one that cannot open is stopped, not fatal."""
+        await self.store.listen(self.wake)  # a shared store: other replicas' pulls wake us
+        await self.store.heartbeat()
         await self.engine.open()
+        await self.engine.share_limits()
 
     async def recheck(self) -> None:
         """Open again every stopped sink whose wait is over; wake its push when it works."""
@@ -147,6 +150,9 @@ class Runtime:
             )
         tick = min(RECHECK_TICK_S, s.run.sink_recheck_s)
         self._add("recheck", IntervalTrigger(seconds=tick), self.recheck, now=False)
+        if s.state.shared:  # renewed well before they run out: a live leader keeps its jobs
+            every = s.state.leader_ttl_s / 3
+            self._add("leadership", IntervalTrigger(seconds=every), self.engine.renew, now=False)
         self._add("retention", IntervalTrigger(seconds=s.retention.every_s), self._prune)
 
     async def _prune(self) -> None:
@@ -323,6 +329,10 @@ class Runtime:
         else:
             if released:
                 log.info("outbox.leases.released", leads=released)
+        try:
+            await self.engine.resign()  # the other replicas take over without waiting
+        except SyncdError as exc:  # they take over once the leases run out
+            log.warning("leader.resign_failed", reason=str(exc))
         await self.engine.close()
 
 

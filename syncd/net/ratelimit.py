@@ -116,6 +116,8 @@ class RequestLimits:
         self.limiter = RateLimiter(rate_per_s, burst=max_in_flight or 1, clock=clock)
         self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self.in_flight = 0
+        self.configured = (rate_per_s, max_in_flight)  # the dialer's limits, for all replicas
+        self.shared_by = 1
         # True once a vendor client's HTTP transport applies these limits per request;
         # until then the push loop applies them per push.
         self.per_request = False
@@ -128,8 +130,9 @@ class RequestLimits:
         ``urgent`` request is not stuck behind callers that are only waiting their turn.
         """
         await self.limiter.acquire(urgent=urgent)
-        if self._slots is not None:
-            await self._slots.acquire()
+        slots = self._slots  # released to the one it came from, if shared out anew meanwhile
+        if slots is not None:
+            await slots.acquire()
         try:
             self.in_flight += 1
             try:
@@ -137,8 +140,26 @@ class RequestLimits:
             finally:
                 self.in_flight -= 1
         finally:
-            if self._slots is not None:
-                self._slots.release()
+            if slots is not None:
+                slots.release()
+
+    def share(self, replicas: int) -> bool:
+        """Give this process its part of the dialer's limits when ``replicas`` share them.
+
+        The rate is divided by the live replicas and so is the in-flight cap (at least
+        one each): together they keep to what the dialer allows. Return True when the
+        part changed.
+        """
+        replicas = max(1, replicas)
+        if replicas == self.shared_by:
+            return False
+        self.shared_by = replicas
+        rate, cap = self.configured
+        self.limiter.rate_per_s = rate / replicas if rate is not None else None
+        if cap is not None:
+            self.max_in_flight = max(1, cap // replicas)
+            self._slots = asyncio.Semaphore(self.max_in_flight)
+        return True
 
     def hold(self, seconds: float) -> None:
         """Hold every request of this sink for ``seconds`` (the vendor asked us to wait)."""

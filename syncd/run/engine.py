@@ -108,6 +108,7 @@ class Engine:
         self.health = HealthTracker(structlog.get_logger("syncd.engine"), clock)
         self.sinks = SinkSet(settings, store, self.health, clock=clock)
         self._writebacks: WritebackRunner | None = None
+        self._led: set[str] = set()  # the jobs this process leads (a shared store)
 
     # -- life ------------------------------------------------------------------------
 
@@ -124,6 +125,55 @@ class Engine:
 
     # -- stages ----------------------------------------------------------------------
 
+    # -- leadership: jobs that must not run twice at once, on a store replicas share -
+
+    async def leads(self, job: str) -> bool:
+        """Return True when this process runs ``job`` now (taking or renewing its lease).
+
+        On a store of one host that is always; on a shared store, one replica leads each
+        source's pull, each sink's outcome poll, each writeback and the pruning, and
+        another takes over within ``[state] leader_ttl_s`` once it dies. Pushes run on
+        every replica.
+        """
+        led = await self.store.lead(job, self.settings.state.leader_ttl_s)
+        if led and job not in self._led:
+            self._led.add(job)
+            if self.settings.state.shared:
+                log.info("leader.took", job=job)
+        elif not led and job in self._led:
+            self._led.discard(job)
+            log.warning("leader.lost", job=job, action="another replica runs it now")
+        return led
+
+    async def renew(self) -> None:
+        """Renew the leases of the jobs this process leads, its heartbeat, and its part of
+        each dialer's limits (divided among the live replicas)."""
+        await self.store.heartbeat()
+        for job in sorted(self._led):
+            await self.leads(job)
+        await self.share_limits()
+
+    async def share_limits(self) -> None:
+        """Keep each dialer's rate limit and in-flight cap for all replicas together."""
+        if not self.settings.state.shared:
+            return
+        live = len(await self.store.replicas(within_s=self.settings.state.leader_ttl_s * 2))
+        for slot in self.sinks:
+            limits = slot.sink.guard.limits
+            if limits.configured == (None, None) or not limits.share(live):
+                continue
+            rate, cap = limits.limiter.rate_per_s, limits.max_in_flight
+            log.info("sink.limits.shared", sink=slot.name, replicas=live, rate_per_s=rate,
+                     max_in_flight=cap)  # fmt: skip
+
+    async def resign(self) -> None:
+        """Hand every job this process leads to the other replicas (a clean stop)."""
+        self._led.clear()
+        await self.store.resign()
+
+    def leading(self) -> list[str]:
+        return sorted(self._led)
+
     async def pull(
         self,
         cfg: SourceConfig,
@@ -133,6 +183,9 @@ class Engine:
         progress: Progress | None = None,
     ) -> None:
         """Read one source and reconcile it into the outbox, chunk by chunk."""
+        if not await self.leads(f"pull:{cfg.name}"):
+            log.debug("source.followed", source=cfg.name, why="another replica pulls it")
+            return
         puller = Puller(self.settings, self.store, summary, progress=progress)
         try:
             await puller.pull(cfg, full=full)
@@ -186,7 +239,7 @@ class Engine:
     async def poll(self, name: str) -> PollResult:
         """Ask one sink for new outcomes and store them."""
         slot = self.sinks[name]
-        if not slot.working:
+        if not slot.working or not await self.leads(f"poll:{name}"):
             return PollResult(skipped=True)
         try:
             count = await slot.sink.poll_outcomes()
@@ -237,6 +290,10 @@ class Engine:
 
     async def writeback(self, cfg: WritebackConfig) -> PassResult:
         """Write everything pending for one writeback back to the CRM."""
+        from syncd.writeback.runner import PassResult
+
+        if not await self.leads(f"writeback:{cfg.name}"):
+            return PassResult()
         if self._writebacks is None:
             from syncd.writeback.runner import WritebackRunner
 
@@ -251,6 +308,8 @@ class Engine:
 
     async def prune(self) -> dict[str, int]:
         """Return how many old events, rejects and runs were deleted (`[retention]`)."""
+        if not await self.leads("retention"):
+            return {}
         pruned = await self.store.prune(self.settings.retention.keep_s())
         if any(pruned.values()):
             log.info("state.pruned", **pruned)
@@ -306,6 +365,20 @@ class Engine:
             summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name) + held
         for name in self.settings.route_names():
             summary.route(name)
+        async with self._leadership():
+            await self._pass(summary, deadline, full=full, progress=progress)
+        await self.publish_health()
+        stopped = self.sinks.stopped()
+        for name, counts in summary.sinks.items():
+            counts.pending = await self.store.pending_count(name)
+            counts.held, counts.released_at = await self.store.held(name)
+            counts.stopped = counts.stopped or stopped.get(name)
+        await self.store.finish_run(self.run_id, summary.to_dict())
+        return summary
+
+    async def _pass(
+        self, summary: RunSummary, deadline: float, *, full: bool, progress: Progress | None
+    ) -> None:
         with phase("pull"):
             for source in self.settings.sources:
                 await self.pull(source, summary, full=full, progress=progress)
@@ -333,15 +406,29 @@ class Engine:
                 await self._bounded(
                     "the writeback", self._writeback_all(summary), deadline, summary
                 )
-        await self.publish_health()
-        stopped = self.sinks.stopped()
-        for name, counts in summary.sinks.items():
-            counts.pending = await self.store.pending_count(name)
-            counts.held, counts.released_at = await self.store.held(name)
-            counts.stopped = counts.stopped or stopped.get(name)
-        await self.store.finish_run(self.run_id, summary.to_dict())
         await self.prune()
-        return summary
+
+    @contextlib.asynccontextmanager
+    async def _leadership(self) -> Any:
+        """Keep the leases of the jobs this pass leads while it runs; hand them over after."""
+        if not self.settings.state.shared:
+            yield
+            return
+        every = self.settings.state.leader_ttl_s / 3
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(every)
+                await self.renew()
+
+        await self.store.heartbeat()
+        task = asyncio.create_task(renew(), name="leadership")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.resign()
 
     async def _bounded(
         self, what: str, work: Awaitable[Any], deadline: float, summary: RunSummary

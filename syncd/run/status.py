@@ -25,6 +25,7 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "agents": await store.agent_dump(),
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),
+        "replicas": await store.replicas(),
     }
 
 

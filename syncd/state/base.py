@@ -6,7 +6,7 @@ anywhere resumes from what the store says.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -176,6 +176,27 @@ class StateStore(Protocol):
     async def prune(self, keep_s: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
         """Return how many rows of each kind (events, rejects, runs) older than the seconds
         ``keep_s`` gives were deleted (by the store's clock), ``batch`` rows at a time."""
+        ...
+
+    # replicas: who runs the jobs that must not run twice at once
+    async def lead(self, job: str, ttl_s: float) -> bool:
+        """Return True when this process leads ``job`` (a store of one host: always)."""
+        ...
+
+    async def resign(self) -> None:
+        """Give up every job this process leads."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Say this process is alive (the replicas `syncd status` lists)."""
+        ...
+
+    async def replicas(self, within_s: float = 60.0) -> list[dict[str, Any]]:
+        """Return the live replicas and what each leads ([] for a store of one host)."""
+        ...
+
+    async def listen(self, woken: Callable[[str], None]) -> None:
+        """Call ``woken(sink)`` when another replica queues leads for ``sink``."""
         ...
 
     # daemon (health, metrics, systemd status)

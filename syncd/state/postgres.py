@@ -18,6 +18,7 @@ share, and :class:`PgConnection` runs them on asyncpg (``?`` placeholders become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
@@ -34,7 +35,7 @@ import structlog
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.model import Action, Lead, QueuedLead
 from syncd.errors import StoreError
-from syncd.state.base import ListedLead
+from syncd.state.base import ChunkWrite, ListedLead
 from syncd.state.sqlite import SqliteStore
 
 log = structlog.get_logger("syncd.state")
@@ -102,6 +103,7 @@ MIGRATIONS: list[str] = [
 ]
 
 # The database's clock: one clock for every replica's leases.
+CHANNEL = "syncd_outbox"  # NOTIFY payload: the sink whose outbox got leads
 NOW = "CAST(extract(epoch from clock_timestamp()) AS DOUBLE PRECISION)"
 _RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH)\b|\bRETURNING\b", re.IGNORECASE)
 _GONE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
@@ -227,6 +229,8 @@ class PostgresStore(SqliteStore):
         self.lease_s = lease_s  # caps the push lease: a dead replica's claims come back sooner
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pg: PgConnection | None = None
+        self._listener: Any = None  # the connection LISTENing for other replicas' wake-ups
+        self._woken: Callable[[str], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -234,7 +238,6 @@ class PostgresStore(SqliteStore):
         try:
             await self._connect()
             await self._migrate()
-            await self.heartbeat()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {_reason(exc)}") from None
@@ -259,6 +262,10 @@ class PostgresStore(SqliteStore):
         return raw
 
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(*_GONE):
+                await listener.close(timeout=5)
         if self._pg is not None:
             pg, self._pg = self._pg, None
             try:
@@ -358,15 +365,19 @@ class PostgresStore(SqliteStore):
                 (sink,),
             )
             cur = await db.execute(
+                # The pick is a CTE: evaluated once. As `key IN (SELECT … LIMIT n FOR
+                # UPDATE SKIP LOCKED)` the planner may run the subquery again per row,
+                # and SKIP LOCKED then hands out more than n.
                 f"""
-                UPDATE leads SET state = 'inflight', lease_holder = ?,
-                    lease_until = {NOW} + CAST(? AS DOUBLE PRECISION), attempts = attempts + 1
-                WHERE sink = ? AND key IN (
+                WITH picked AS (
                     SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
                     ORDER BY next_at, key LIMIT ? FOR UPDATE SKIP LOCKED)
-                RETURNING key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
+                UPDATE leads SET state = 'inflight', lease_holder = ?,
+                    lease_until = {NOW} + CAST(? AS DOUBLE PRECISION), attempts = attempts + 1
+                FROM picked WHERE leads.sink = ? AND leads.key = picked.key
+                RETURNING leads.key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
                 """,
-                (self.holder, float(lease_s), sink, sink, now, limit),
+                (sink, now, limit, self.holder, float(lease_s), sink),
             )
             rows = await cur.fetchall()
         batch = [
@@ -384,6 +395,44 @@ class PostgresStore(SqliteStore):
         ]
         batch.sort(key=lambda q: q.key)
         return batch
+
+    # -- wake-ups across replicas ----------------------------------------------------
+
+    async def apply_chunk(self, chunk: ChunkWrite) -> None:
+        """Commit a chunk, then tell the other replicas which outboxes got leads."""
+        await super().apply_chunk(chunk)
+        queued = sorted(s for s, writes in chunk.leads.items() if any(w.enqueue for w in writes))
+        if queued:
+            async with self._lock:
+                await self._reopen()
+                for sink in queued:
+                    await self.db.raw.execute("SELECT pg_notify($1, $2)", CHANNEL, sink)
+
+    async def listen(self, woken: Callable[[str], None]) -> None:
+        """Call ``woken(sink)`` whenever another replica queues leads for ``sink``.
+
+        A second connection listens; if it is lost, pushes still run on their tick, and
+        the next :meth:`heartbeat` listens again.
+        """
+        self._woken = woken
+        await self._listen()
+
+    async def _listen(self) -> None:
+        if self._woken is None or (self._listener is not None and not self._listener.is_closed()):
+            return
+        woken = self._woken
+        own = self.db.raw.get_server_pid() if self._pg is not None else None
+
+        def notified(_conn: Any, pid: int, _channel: str, sink: str) -> None:
+            if pid != own:  # this replica's own pull already woke its pushers
+                woken(sink)
+
+        try:
+            self._listener = await self._raw_connection()
+            await self._listener.add_listener(CHANNEL, notified)
+        except _GONE as exc:
+            self._listener = None
+            log.warning("state.listen.failed", reason=_reason(exc), action="pushes run on a tick")
 
     # -- leadership and replicas --------------------------------------------------
 
@@ -421,6 +470,7 @@ class PostgresStore(SqliteStore):
                 """,
                 (self.holder, socket.gethostname(), os.getpid()),
             )
+        await self._listen()  # again, if its connection was lost
 
     async def replicas(self, within_s: float = 60.0) -> list[dict[str, Any]]:
         """Return the replicas seen within ``within_s``, with the jobs each leads."""

@@ -8,7 +8,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -286,6 +286,23 @@ class SqliteStore:
         async with self.db.execute("PRAGMA integrity_check") as cur:
             row = await cur.fetchone()
         return bool(row and row[0] == "ok")
+
+    # -- replicas: one host, one process (the store lock), so it leads everything --
+
+    async def lead(self, job: str, ttl_s: float) -> bool:
+        return True
+
+    async def resign(self) -> None:
+        return None
+
+    async def heartbeat(self) -> None:
+        return None
+
+    async def replicas(self, within_s: float = 60.0) -> list[dict[str, Any]]:
+        return []
+
+    async def listen(self, woken: Callable[[str], None]) -> None:
+        return None  # nobody else writes this store
 
     # -- cursors -----------------------------------------------------------
 

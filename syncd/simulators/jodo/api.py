@@ -163,6 +163,7 @@ class JodoSimulator:
         self.zone_name, self.clock_offset_s = timezone, clock_offset_s
         self.faults = FaultInjector(faults)
         self.requests: dict[str, int] = {}
+        self.request_times: list[tuple[float, str]] = []  # (monotonic, method): the rate seen
         self.last_body: dict[str, dict[str, Any]] = {}  # method -> its latest request body
         # A server whose clock is wrong stamps its rows and replies wrong by as much.
         self.floor = Floor(
@@ -186,6 +187,7 @@ class JodoSimulator:
         method = str(body.get("method", ""))
         with self.lock:
             self.requests[method] = self.requests.get(method, 0) + 1
+            self.request_times.append((time.monotonic(), method))
             if method != "ImportProcessData":  # batches can be large; nobody inspects them here
                 self.last_body[method] = {k: v for k, v in body.items() if k != "apikey"}
             handler = {
