@@ -196,3 +196,43 @@ def test_three_replicas_together_keep_to_the_dialers_rate_limit(
     # The limit holds over a window for all three together (a little slack for requests
     # bunched in transit); three replicas each at the full rate would send three times it.
     assert busiest_window(everything, WINDOW_S) <= RATE * WINDOW_S * 1.2 + 3
+
+
+def test_a_sqlite_store_copied_to_postgresql_resyncs_without_sending_anything(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import jodo_config
+
+    schema = new_schema()
+    sim = JodoSimulator()
+    rows = "".join(f"C{i:03d},98{i:08d},F{i},L,,\n" for i in range(300))
+    export = "id,phone,first,last,email,callback\n" + rows + "BAD,12,X,Y,,\n"
+    try:
+        with serve(sim) as jodo:
+            config = jodo_config(tmp_path, jodo.url)
+            drop_csv(tmp_path / "inbox", "day1.csv", export)
+            first = run_cli("run", "--once", "-c", str(config))
+            assert first.returncode == 0, first.stderr
+            pushed = sim.requests["ImportProcessData"]
+
+            copied = run_cli("state", "copy", "--to", pg_url(), "--schema", schema,
+                             "-c", str(config))  # fmt: skip
+            assert copied.returncode == 0, copied.stderr
+            assert "300 leads" in copied.stdout and "1 rejects" in copied.stdout
+            again = run_cli("state", "copy", "--to", pg_url(), "--schema", schema,
+                            "-c", str(config))  # fmt: skip
+            assert again.returncode != 0 and "already holds leads" in again.stderr
+
+            text = config.read_text().replace(
+                "[state]\n", f'[state]\nurl = "{pg_url()}"\nschema_name = "{schema}"\n', 1
+            )
+            config.write_text(text)
+            drop_csv(tmp_path / "inbox", "day2.csv", export)  # the same export again
+            resync = run_cli("run", "--once", "-c", str(config))
+            status = run_cli("status", "-c", str(config))
+    finally:
+        asyncio.run(drop_schema(schema))
+    assert resync.returncode == 0, resync.stderr
+    assert sim.requests["ImportProcessData"] == pushed  # nothing sent again
+    assert "unchanged" in resync.stdout
+    assert status.returncode == 0 and "300" in status.stdout

@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from syncd import __version__, logs, registry
-from syncd.config import Settings, load_settings
+from syncd.config import Settings, format_validation_error, load_settings, secret_values
 from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
 from syncd.run.lock import EXIT_LOCKED, store_lock
 
@@ -119,6 +122,18 @@ def _parser() -> argparse.ArgumentParser:
     with_config(backup)
     backup.add_argument("dest", help="the file to write (never overwritten)")
     backup.set_defaults(func=cmd_backup)
+
+    state = sub.add_parser("state", help="move the state store: copy SQLite to PostgreSQL")
+    state_sub = state.add_subparsers(dest="state_command", required=True)
+    copy = state_sub.add_parser(
+        "copy", help="copy the SQLite store to PostgreSQL (syncd stopped), for replicas"
+    )
+    with_config(copy)
+    copy.add_argument(
+        "--to", required=True, help="postgresql://user@host/db (or env:VAR holding it)"
+    )
+    copy.add_argument("--schema", help="a schema of its own in that database")
+    copy.set_defaults(func=cmd_state_copy)
 
     sim = sub.add_parser("simulate", help="serve a dialer simulator over HTTP")
     sim.add_argument("kind", choices=sorted(registry.SIMULATORS))
@@ -251,6 +266,38 @@ def cmd_backup(args: argparse.Namespace) -> int:
         f"{copy.leads} lead row(s), {copy.size / 1e6:.1f} MB. "
         "To restore: stop syncd, put the file in place of the store "
         "(and delete its -wal and -shm files), start syncd."
+    )
+    return EXIT_OK
+
+
+def cmd_state_copy(args: argparse.Namespace) -> int:
+    from syncd.config import StateConfig
+    from syncd.core.scrub import register_secrets
+    from syncd.state.copy import copy_to_postgres
+
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
+    if settings.state.shared:
+        raise ConfigError("state.url: the configured store is PostgreSQL already; copy from SQLite")
+    try:
+        target = StateConfig.model_validate(
+            {"url": args.to, "schema_name": args.schema}, context={"environ": dict(os.environ)}
+        )
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix="--to")) from None
+    assert target.url is not None
+    register_secrets(*secret_values(target))
+    with store_lock(settings.state):  # syncd must not write the store while it is copied
+        copied = asyncio.run(
+            copy_to_postgres(
+                Path(settings.state.path), target.url.get_secret_value(), schema=args.schema
+            )
+        )
+    rows = ", ".join(f"{n} {t}" for t, n in copied.rows.items() if n)
+    print(
+        f"copied {settings.state.path} to {target.shown()}"
+        + (f" (schema {args.schema})" if args.schema else "")
+        + f": {rows or 'nothing'}. Next: set [state] url (and schema_name) in the "
+        "configuration of every replica and start them; a re-sync sends nothing new."
     )
     return EXIT_OK
 
