@@ -294,8 +294,16 @@ class StateConfig(Strict):
     # setting it picks kind = "postgresql"
     url: Secret | None = None
     schema_name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    lease_s: float = Field(120.0, ge=5)  # PostgreSQL: a dead replica's claims return after this
+    # PostgreSQL: a dead replica's claims return after this (a live one renews its leases)
+    lease_s: float = Field(30.0, ge=5)
     leader_ttl_s: float = Field(20.0, ge=2)  # PostgreSQL: a dead leader's jobs move after this
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> StateConfig:
+        # Leases are renewed every leader_ttl_s / 3: a live replica's must outlast that.
+        if self.lease_s < self.leader_ttl_s / 3 * 2:
+            raise ValueError("lease_s must be at least two thirds of leader_ttl_s")
+        return self
 
     @model_validator(mode="before")
     @classmethod

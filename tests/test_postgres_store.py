@@ -19,7 +19,7 @@ from tests.support.stores import drop_schema, new_schema, pg_url
 async def replicas() -> AsyncIterator[list[PostgresStore]]:
     """Three replicas' stores on one PostgreSQL schema."""
     schema = new_schema()
-    stores = [PostgresStore(pg_url(), schema=schema) for _ in range(3)]
+    stores = [PostgresStore(pg_url(), schema=schema, lease_s=30) for _ in range(3)]
     await asyncio.gather(*(s.open() for s in stores))  # they migrate at the same time
     yield stores
     for s in stores:
@@ -76,6 +76,18 @@ async def test_a_dead_replicas_claims_come_back_and_a_live_ones_stay(
     assert sorted(q.key for q in again) == sorted(q.key for q in lost)
     assert all(q.attempts == 2 for q in again)  # the push in doubt counts as an attempt
     assert await alive.release_inflight() == len(mine)  # a replica gives back its own
+
+
+async def test_a_live_replica_keeps_its_claims_with_its_heartbeat(
+    replicas: list[PostgresStore],
+) -> None:
+    slow, other, _ = replicas
+    await fill(slow, 4)
+    mine = await slow.claim("jodo", 4, 300)
+    await expire_leases(slow, slow.holder)  # a push that outlasts its lease...
+    await slow.heartbeat()  # ...is kept alive by the replica's heartbeat
+    assert await other.claim("jodo", 4, 300) == []
+    assert len(mine) == 4
 
 
 async def test_one_leader_per_job_and_another_takes_over_when_it_dies(

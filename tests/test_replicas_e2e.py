@@ -73,7 +73,7 @@ def test_replicas_survive_kill_9_of_the_pull_leader_and_of_a_pusher(
     tmp_path: Path, start_daemon: Any
 ) -> None:
     schema = new_schema()
-    sim = JodoSimulator(faults=Faults(latency_ms=100))  # a dialer that takes its time
+    sim = JodoSimulator(faults=Faults(latency_ms=50))  # a dialer that takes its time
     store = Store(schema)
     try:
         with serve(sim) as jodo:
@@ -236,3 +236,45 @@ def test_a_sqlite_store_copied_to_postgresql_resyncs_without_sending_anything(
     assert sim.requests["ImportProcessData"] == pushed  # nothing sent again
     assert "unchanged" in resync.stdout
     assert status.returncode == 0 and "300" in status.stdout
+
+
+def test_a_replica_that_loses_its_database_is_not_ready_and_recovers(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from tests.support.tcp_proxy import TcpProxy
+
+    schema = new_schema()
+    where = urlsplit(dsn_of(pg_url()))
+    proxy = TcpProxy(where.hostname or "127.0.0.1", where.port or 5432)
+    url = pg_url().replace(f"{where.hostname}:{where.port or 5432}", f"127.0.0.1:{proxy.port}")
+    try:
+        with serve(JodoSimulator()) as jodo:
+            config = replica_config(tmp_path, jodo.url, schema)
+            config.write_text(config.read_text().replace(pg_url(), url))
+            daemon = start_daemon(config)
+            daemon.wait_for("daemon.ready", timeout=60)
+            ready = daemon.base_url + "/readyz"
+            assert httpx.get(ready).status_code == 200
+            proxy.cut()  # the database host is gone
+            lost = wait_until(
+                "/readyz to say the store is gone",
+                lambda: (r := httpx.get(ready, timeout=10)).status_code == 503 and r,
+                bound_s=60,
+                every_s=0.2,
+            )
+            proxy.restore()
+            wait_until(
+                "/readyz to recover",
+                lambda: httpx.get(ready, timeout=10).status_code == 200,
+                bound_s=60,
+                every_s=0.2,
+            )
+            assert daemon.stop() == 0
+    finally:
+        proxy.close()
+        asyncio.run(drop_schema(schema))
+    assert "state store" in lost.text

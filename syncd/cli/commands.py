@@ -260,6 +260,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from syncd.state.sqlite import backup
 
     settings = _settings(args, without_secrets=ALL_SECTIONS)
+    if settings.state.shared:
+        raise ConfigError(
+            "state.url: a PostgreSQL store is backed up with the database's own tools "
+            "(pg_dump --schema, or the database's backups); `syncd backup` copies SQLite"
+        )
     copy = backup(Path(settings.state.path), Path(args.dest))
     print(
         f"backed up {settings.state.path} to {copy.path}: schema {copy.schema}, "

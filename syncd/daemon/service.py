@@ -249,10 +249,13 @@ class Daemon:
                 action="fix the configuration and send SIGHUP again; the old one keeps running",
             )
             return
-        if Path(new.state.path) != Path(self.settings.state.path):
+        if (Path(new.state.path), new.state.shown()) != (
+            Path(self.settings.state.path),
+            self.settings.state.shown(),
+        ):
             log.error(
                 "config.reload.refused",
-                problems=["state.path: cannot change while syncd runs"],
+                problems=["state: the store cannot change while syncd runs (restart it)"],
                 action="restart syncd to move the state store",
             )
             return

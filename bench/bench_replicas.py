@@ -1,0 +1,289 @@
+"""Benchmark: N leads against a dialer with latency, 1 and 3 replicas on PostgreSQL, and
+the single-host SQLite store beside them.
+
+Each replica is a `syncd run` daemon; the Jodo simulator is a process of its own. A
+PostgreSQL run starts its replicas on a fresh schema, drops the export into the
+shared inbox and times it until the store holds every lead delivered; the SQLite
+figure is one `syncd run --once`. Printed: the wall time from the drop, the push
+rate (delivered leads a second from the first delivery to the last), requests
+the simulator received, and the failover of the pull's leader when `--kill-leader`.
+
+    SYNCD_BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/test \\
+        python bench/bench_replicas.py --leads 100000 --latency-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sync import free_port, wait_http
+from gen_leads import generate
+
+CONFIG = """\
+[state]
+{state}
+[log]
+level = "info"
+format = "json"
+[health]
+listen = "127.0.0.1:0"
+[[sources]]
+name = "crm"
+kind = "csv_drop"
+inbox = "{inbox}"
+chunk_rows = {chunk_rows}
+settle_s = 0
+schedule = {{ interval_s = 1 }}
+[[sinks]]
+name = "jodo"
+kind = "jodo"
+url = "http://127.0.0.1:{port}/CustomerWebServices/handleCustomerWS"
+apikey = "env:BENCH_JODO_APIKEY"
+servicekey = "VoiceProcess"
+updateparam = "crmuniquefield"
+dial_format = "00"
+batch_size = {batch_size}
+push_concurrency = {concurrency}
+outcomes = {{ enabled = false }}
+agents = {{ enabled = false }}
+[[routes]]
+source = "crm"
+sink = "jodo"
+default_region = "IN"
+[routes.map]
+key = "lead_id"
+phone = "mobile"
+first_name = "first_name"
+last_name = "last_name"
+"""
+
+
+def dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def counts(url: str, schema: str) -> tuple[int, int, bool]:
+    """Return (leads delivered, leads known, the export read whole and nothing waiting)."""
+    conn = await asyncpg.connect(dsn(url), server_settings={"search_path": schema})
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*),"
+            " count(*) FILTER (WHERE state IN ('pending', 'inflight', 'held')) FROM leads"
+        )
+        cursor = await conn.fetchval("SELECT value FROM cursors WHERE source = 'crm'")
+        read = bool(cursor) and json.loads(cursor).get("done") is True
+        return int(row[0]), int(row[1]), read and int(row[2]) == 0 and int(row[1]) > 0
+    except asyncpg.UndefinedTableError:
+        return 0, 0, False
+    finally:
+        await conn.close()
+
+
+async def leader_of(url: str, schema: str, job: str) -> str | None:
+    conn = await asyncpg.connect(dsn(url), server_settings={"search_path": schema})
+    try:
+        value = await conn.fetchval("SELECT holder FROM leaders WHERE job = $1", job)
+        return str(value) if value else None
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+
+
+async def drop(url: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn(url))
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+class Simulator:
+    def __init__(self, env: dict[str, str], latency_ms: float) -> None:
+        self.port = free_port()
+        faults = ["--faults", json.dumps({"latency_ms": latency_ms})] if latency_ms else []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "simulate", "jodo", "--port", str(self.port), *faults],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_http(f"http://127.0.0.1:{self.port}/_sim/state")
+
+    def requests(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_sim/state") as resp:
+            return int(json.load(resp)["requests"].get("ImportProcessData", 0))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def write_config(folder: Path, state: str, port: int, args: argparse.Namespace) -> Path:
+    config = folder / "syncd.toml"
+    config.write_text(
+        CONFIG.format(
+            state=state,
+            inbox=folder / "inbox",
+            port=port,
+            chunk_rows=args.chunk_rows,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+        )
+    )
+    return config
+
+
+def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str:
+    sim = Simulator(env, args.latency_ms)
+    try:
+        folder = work / "sqlite"
+        (folder / "inbox").mkdir(parents=True)
+        config = write_config(folder, f'path = "{folder / "state.db"}"', sim.port, args)
+        shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv")
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - started
+        push = next(
+            (
+                json.loads(line)["seconds"]
+                for line in done.stderr.splitlines()
+                if '"run.phase"' in line and '"push"' in line
+            ),
+            float("nan"),
+        )
+        requests = sim.requests()
+        return (
+            f"SQLite, 1 host   : {wall:7.1f}s wall, push stage {push:6.1f}s, "
+            f"{requests:,} requests, exit {done.returncode}"
+        )
+    finally:
+        sim.stop()
+
+
+def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], replicas: int) -> str:
+    url = args.pg_url
+    schema = f"syncd_bench_{uuid.uuid4().hex[:8]}"
+    sim = Simulator(env, args.latency_ms)
+    folder = work / f"pg{replicas}"
+    (folder / "inbox").mkdir(parents=True)
+    state = f'url = "{url}"\nschema_name = "{schema}"\nleader_ttl_s = {args.leader_ttl_s}'
+    config = write_config(folder, state, sim.port, args)
+    daemons: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(replicas):
+            daemons.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        time.sleep(3)  # a benchmark may wait: let every replica start and see the others
+        shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv.part")
+        os.rename(folder / "inbox" / "leads.csv.part", folder / "inbox" / "leads.csv")
+        started = time.perf_counter()
+        first = failover = None
+        killed_at: float | None = None
+        dead: str | None = None
+        while True:
+            delivered, known, finished = asyncio.run(counts(url, schema))
+            now = time.perf_counter()
+            if delivered and first is None:
+                first = now
+            if args.kill_leader and dead is None and known >= args.leads // 4:
+                dead = asyncio.run(leader_of(url, schema, "pull:crm"))
+                if dead is not None:
+                    pid = int(dead.split(":")[-2])
+                    os.kill(pid, signal.SIGKILL)
+                    killed_at = now
+            if dead is not None and failover is None and killed_at is not None:
+                holder = asyncio.run(leader_of(url, schema, "pull:crm"))
+                if holder not in (None, dead):
+                    failover = now - killed_at
+            if finished:
+                break
+            if now - started > args.timeout_s:
+                raise RuntimeError(f"{replicas} replica(s): {delivered:,} delivered after timeout")
+            time.sleep(0.2)
+        wall = time.perf_counter() - started
+        push_s = wall - ((first or started) - started)
+        line = (
+            f"PostgreSQL, {replicas} rep.: {wall:7.1f}s wall, pushing {push_s:6.1f}s "
+            f"= {delivered / push_s:8,.0f} leads/s, {delivered:,} delivered, "
+            f"{sim.requests():,} requests"
+        )
+        if failover is not None:
+            line += f"; pull leader killed, another led after {failover:.1f}s"
+        return line
+    finally:
+        for d in daemons:
+            if d.poll() is None:
+                d.send_signal(signal.SIGTERM)
+        for d in daemons:
+            try:
+                d.wait(30)
+            except subprocess.TimeoutExpired:
+                d.kill()
+        sim.stop()
+        asyncio.run(drop(url, schema))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=5000)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--leader-ttl-s", type=float, default=20.0)
+    parser.add_argument("--kill-leader", action="store_true", help="kill -9 the pull's leader")
+    parser.add_argument("--timeout-s", type=float, default=1800.0)
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("SYNCD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-replicas-"))
+    env = {**os.environ, "BENCH_JODO_APIKEY": "test_org"}
+    try:
+        generate(args.leads, work / "leads.csv")
+        floor = args.leads / args.batch_size * args.latency_ms / 1000 / args.concurrency
+        print(
+            f"{args.leads:,} rows, dialer latency {args.latency_ms:.0f} ms, batches of "
+            f"{args.batch_size}, {args.concurrency} pushes at a time per replica; "
+            f"latency floor for one replica {floor:.1f}s",
+            flush=True,
+        )
+        print(sqlite_run(args, work, env), flush=True)
+        for n in args.replicas:
+            print(postgres_run(args, work, env, n), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
