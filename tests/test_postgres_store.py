@@ -132,3 +132,16 @@ async def test_a_lost_database_is_a_store_error_and_the_store_reconnects(
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def test_leads_queued_by_one_replica_wake_the_pushers_of_the_others(
+    replicas: list[PostgresStore],
+) -> None:
+    puller, pusher, _ = replicas
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    await pusher.listen(woken.put_nowait)
+    own: list[str] = []
+    await puller.listen(own.append)
+    await fill(puller, 3)
+    assert await asyncio.wait_for(woken.get(), timeout=30) == "jodo"
+    assert own == []  # a replica's own pull wakes its pushers itself

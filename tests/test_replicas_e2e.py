@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from syncd.simulators.faults import Faults
 from syncd.simulators.jodo.api import JodoSimulator
@@ -185,11 +186,14 @@ def test_three_replicas_together_keep_to_the_dialers_rate_limit(
                 bound_s=300,
                 every_s=0.2,
             )
+            metrics = httpx.get(daemons[0].base_url + "/metrics").text
             for d in daemons:
                 assert d.stop() == 0
     finally:
         asyncio.run(drop_schema(schema))
 
+    assert "syncd_replicas_live 3.0" in metrics
+    assert 'syncd_leader_lease_seconds_left{job="pull:crm"}' in metrics
     pushes = [t for t, method in sim.request_times if method == "ImportProcessData"]
     assert len(pushes) >= 60  # batches of 10, never more
     everything = [t for t, _method in sim.request_times]
