@@ -282,3 +282,87 @@ def test_a_replica_that_loses_its_database_is_not_ready_and_recovers(
         proxy.close()
         asyncio.run(drop_schema(schema))
     assert "state store" in lost.text
+
+
+def published_rows(outbox: Path) -> list[dict[str, str]]:
+    import csv
+
+    rows: list[dict[str, str]] = []
+    for path in sorted(outbox.glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+def test_outcomes_are_written_back_once_when_the_writeback_leader_is_killed(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    from syncd.simulators.jodo.api import DialPlan, DialResult
+
+    n = 2000
+    schema = new_schema()
+    # 400 calls a second: outcomes come in over seconds, the writeback writes them in waves
+    plan = DialPlan(
+        interval_s=0.0025, retry_s=3600, recording_delay_s=None, results=(DialResult("Busy"),)
+    )
+    sim = JodoSimulator(dial=plan)
+    outbox = tmp_path / "crm-out"
+    store = Store(schema)
+    try:
+        with serve(sim) as jodo:
+            config = replica_config(tmp_path, jodo.url, schema)
+            text = config.read_text().replace(
+                "batch_size = 100\n", "batch_size = 100\npoll = { interval_s = 1 }\n", 1
+            )
+            text += (
+                f'\n[[writebacks]]\nname = "crm-files"\nkind = "csv"\noutbox = "{outbox}"\n'
+                "rotate_s = 0\nschedule = { interval_s = 0.5 }\n"
+            )
+            config.write_text(text)
+            daemons = [start_daemon(config) for _ in range(3)]
+            for d in daemons:
+                d.wait_for("daemon.ready", timeout=60)
+            by_pid = {d.proc.pid: d for d in daemons}
+            rows = "".join(f"W{i:04d},98{i:08d},F,L,,\n" for i in range(n))
+            drop_csv(tmp_path / "inbox", "leads.csv", "id,phone,first,last,email,callback\n" + rows)
+
+            leader = wait_until(
+                "the writeback to publish a first file, with outcomes still to come",
+                lambda: (
+                    list(outbox.glob("*.csv"))
+                    and store.get(
+                        "SELECT holder FROM leaders WHERE job = 'writeback:crm-files'"
+                        " AND (SELECT count(*) FROM outcomes WHERE status = 'busy') < $1",
+                        n - 200,
+                    )
+                ),
+            )
+            by_pid[pid_of(leader)].proc.send_signal(signal.SIGKILL)
+            wait_until(
+                "another replica to lead the writeback",
+                lambda: store.get(
+                    "SELECT holder FROM leaders WHERE job = 'writeback:crm-files' AND holder != $1",
+                    leader,
+                ),
+            )
+            pending = (
+                "SELECT (SELECT count(*) FROM outcomes WHERE status = 'busy') = $1 AND"
+                " NOT EXISTS (SELECT 1 FROM outcomes o LEFT JOIN writeback_marks m"
+                " ON m.writeback = 'crm-files' AND m.sink = o.sink AND m.key = o.key"
+                " WHERE m.version IS NULL OR m.version < o.version)"
+            )
+            wait_until("every outcome written back", lambda: store.get(pending, n), bound_s=300,
+                       every_s=0.2)  # fmt: skip
+            for pid, d in by_pid.items():
+                if pid != pid_of(leader):
+                    assert d.stop() == 0
+    finally:
+        asyncio.run(drop_schema(schema))
+
+    written = published_rows(outbox)
+    versions = [(r["key"], r["version"]) for r in written]
+    assert len(versions) == len(set(versions))  # no version twice, though its writer died
+    latest = {r["key"]: r for r in written}
+    assert len(latest) == n and all(r["status"] == "busy" for r in latest.values())
+    calls = sim.snapshot()["calls"]
+    assert calls == n  # nobody dialled twice
