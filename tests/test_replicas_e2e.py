@@ -22,6 +22,7 @@ from tests.support.stores import drop_schema, new_schema, pg_url
 LEADS = 20_000
 LEADER_TTL_S = 6.0
 LEASE_S = 5.0
+THREE_DIALER_LEADS = 3000
 
 
 def replica_config(tmp_path: Path, url: str, schema: str) -> Path:
@@ -366,3 +367,74 @@ def test_outcomes_are_written_back_once_when_the_writeback_leader_is_killed(
     assert len(latest) == n and all(r["status"] == "busy" for r in latest.values())
     calls = sim.snapshot()["calls"]
     assert calls == n  # nobody dialled twice
+
+
+def test_three_dialers_each_hold_every_lead_once_after_kill_9_of_two_replicas(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    from contextlib import ExitStack
+
+    from syncd.simulators.server import running
+    from tests.support.reliability import VENDORS, export, keys, vendor_env, write_config
+
+    n = THREE_DIALER_LEADS
+    schema = new_schema()
+    store = Store(schema)
+    sims = {v.name: v.simulator(Faults(latency_ms=20)) for v in VENDORS}
+    try:
+        with ExitStack() as stack:
+            urls = {v.name: stack.enter_context(running(v.app(sims[v.name]))) for v in VENDORS}
+            config = write_config(
+                tmp_path, [v.sink(urls[v.name]) for v in VENDORS], chunk_rows=100,
+                source={"schedule": {"interval_s": 0.5}},
+            )  # fmt: skip
+            state = (
+                f'[state]\nurl = "{pg_url()}"\nschema_name = "{schema}"\n'
+                f"leader_ttl_s = {LEADER_TTL_S}\nlease_s = {LEASE_S}\n"
+            )
+            text = config.read_text()
+            text = text[text.index("[log]") :]  # the SQLite [state] table gives way
+            config.write_text(f'{state}\n[health]\nlisten = "127.0.0.1:0"\n\n{text}')
+            daemons = [start_daemon(config, env=vendor_env()) for _ in range(3)]
+            for d in daemons:
+                d.wait_for("daemon.ready", timeout=60)
+            by_pid = {d.proc.pid: d for d in daemons}
+            drop_csv(tmp_path / "inbox", "leads.csv", export(n))
+
+            leader = wait_until(
+                "a replica to pull part-way",
+                lambda: store.get(
+                    "SELECT holder FROM leaders WHERE job = 'pull:crm'"
+                    " AND (SELECT count(DISTINCT key) FROM leads) BETWEEN 1 AND $1",
+                    n - 300,
+                ),
+            )
+            by_pid[pid_of(leader)].proc.send_signal(signal.SIGKILL)
+            pusher = wait_until(
+                "a live replica to hold leads in flight",
+                lambda: store.get(
+                    "SELECT lease_holder FROM leads WHERE state = 'inflight'"
+                    " AND lease_holder != $1 LIMIT 1",
+                    leader,
+                ),
+            )
+            by_pid[pid_of(pusher)].proc.send_signal(signal.SIGKILL)
+            wait_until(
+                "every lead delivered to every dialer",
+                lambda: (
+                    store.get("SELECT count(*) FROM leads WHERE state = 'delivered'")
+                    == n * len(VENDORS)
+                ),
+                bound_s=300,
+                every_s=0.2,
+            )
+            survivor = next(
+                d for pid, d in by_pid.items() if pid not in (pid_of(leader), pid_of(pusher))
+            )
+            assert survivor.stop() == 0
+    finally:
+        asyncio.run(drop_schema(schema))
+
+    for vendor in VENDORS:
+        held = vendor.held(sims[vendor.name])
+        assert sorted(held) == sorted(keys(n)), f"{vendor.name} does not hold each lead once"
