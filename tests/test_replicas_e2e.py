@@ -71,6 +71,22 @@ def pid_of(holder: str) -> int:
     return int(holder.split(":")[-2])
 
 
+def start_replicas(
+    start_daemon: Any, config: Path, env: dict[str, str] | None = None
+) -> dict[int, Any]:
+    """Return three `syncd run` replicas of ``config``, ready, by process id."""
+    daemons = [start_daemon(config, env=env) for _ in range(3)]
+    for d in daemons:
+        d.wait_for("daemon.ready", timeout=60)
+    return {d.proc.pid: d for d in daemons}
+
+
+def drop_leads(tmp_path: Path, prefix: str, n: int) -> None:
+    """Drop an export of ``n`` valid leads ``<prefix>0…`` into the shared inbox."""
+    rows = "".join(f"{prefix}{i:05d},98{i:08d},First{i},Last,,\n" for i in range(n))
+    drop_csv(tmp_path / "inbox", "leads.csv", "id,phone,first,last,email,callback\n" + rows)
+
+
 def test_replicas_survive_kill_9_of_the_pull_leader_and_of_a_pusher(
     tmp_path: Path, start_daemon: Any
 ) -> None:
@@ -80,12 +96,8 @@ def test_replicas_survive_kill_9_of_the_pull_leader_and_of_a_pusher(
     try:
         with serve(sim) as jodo:
             config = replica_config(tmp_path, jodo.url, schema)
-            daemons = [start_daemon(config) for _ in range(3)]
-            for d in daemons:
-                d.wait_for("daemon.ready", timeout=60)
-            by_pid = {d.proc.pid: d for d in daemons}
-            rows = "".join(f"K{i:05d},98{i:08d},First{i},Last,,\n" for i in range(LEADS))
-            drop_csv(tmp_path / "inbox", "leads.csv", "id,phone,first,last,email,callback\n" + rows)
+            by_pid = start_replicas(start_daemon, config)
+            drop_leads(tmp_path, "K", LEADS)
 
             # 1. kill -9 the replica leading the pull, mid-pull
             leader = wait_until(
@@ -320,12 +332,8 @@ def test_outcomes_are_written_back_once_when_the_writeback_leader_is_killed(
                 "rotate_s = 0\nschedule = { interval_s = 0.5 }\n"
             )
             config.write_text(text)
-            daemons = [start_daemon(config) for _ in range(3)]
-            for d in daemons:
-                d.wait_for("daemon.ready", timeout=60)
-            by_pid = {d.proc.pid: d for d in daemons}
-            rows = "".join(f"W{i:04d},98{i:08d},F,L,,\n" for i in range(n))
-            drop_csv(tmp_path / "inbox", "leads.csv", "id,phone,first,last,email,callback\n" + rows)
+            by_pid = start_replicas(start_daemon, config)
+            drop_leads(tmp_path, "W", n)
 
             leader = wait_until(
                 "the writeback to publish a first file, with outcomes still to come",
@@ -395,10 +403,7 @@ def test_three_dialers_each_hold_every_lead_once_after_kill_9_of_two_replicas(
             text = config.read_text()
             text = text[text.index("[log]") :]  # the SQLite [state] table gives way
             config.write_text(f'{state}\n[health]\nlisten = "127.0.0.1:0"\n\n{text}')
-            daemons = [start_daemon(config, env=vendor_env()) for _ in range(3)]
-            for d in daemons:
-                d.wait_for("daemon.ready", timeout=60)
-            by_pid = {d.proc.pid: d for d in daemons}
+            by_pid = start_replicas(start_daemon, config, vendor_env())
             drop_csv(tmp_path / "inbox", "leads.csv", export(n))
 
             leader = wait_until(

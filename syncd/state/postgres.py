@@ -29,14 +29,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
-from syncd.core.model import Action, Lead, QueuedLead
+from syncd.core.model import QueuedLead
 from syncd.errors import StoreError
 from syncd.state.base import ChunkWrite, ListedLead
-from syncd.state.sqlite import SqliteStore
+from syncd.state.sqlite import SqliteStore, queued_leads
 
 log = structlog.get_logger("syncd.state")
 
@@ -381,21 +380,7 @@ class PostgresStore(SqliteStore):
                 (sink, now, limit, self.holder, float(lease_s), sink),
             )
             rows = await cur.fetchall()
-        batch = [
-            QueuedLead(
-                sink=sink,
-                key=r[0],
-                hash=r[1],
-                action=Action(r[2]),
-                lead=Lead.from_json(orjson.loads(r[3])),
-                attempts=r[4],
-                vendor_ref=r[5],
-                delivered_hash=r[6],
-            )
-            for r in rows
-        ]
-        batch.sort(key=lambda q: q.key)
-        return batch
+        return queued_leads(sink, rows)
 
     # -- wake-ups across replicas ----------------------------------------------------
 

@@ -487,21 +487,7 @@ class SqliteStore:
                 (now + lease_s, sink, sink, now, limit),
             )
             rows = await cur.fetchall()
-        batch = [
-            QueuedLead(
-                sink=sink,
-                key=r[0],
-                hash=r[1],
-                action=Action(r[2]),
-                lead=Lead.from_json(orjson.loads(r[3])),
-                attempts=r[4],
-                vendor_ref=r[5],
-                delivered_hash=r[6],
-            )
-            for r in rows
-        ]
-        batch.sort(key=lambda q: q.key)
-        return batch
+        return queued_leads(sink, rows)
 
     async def complete(self, sink: str, completions: Sequence[Completion]) -> None:
         now = self.clock.time()
@@ -1176,6 +1162,26 @@ class SqliteStore:
                 (writeback, like),
             )
             return int(cur.rowcount)
+
+
+def queued_leads(sink: str, rows: Iterable[Sequence[Any]]) -> list[QueuedLead]:
+    """Return claimed rows (key, hash, action, lead_json, attempts, vendor_ref,
+    delivered_hash) as the push takes them, in key order."""
+    batch = [
+        QueuedLead(
+            sink=sink,
+            key=r[0],
+            hash=r[1],
+            action=Action(r[2]),
+            lead=Lead.from_json(orjson.loads(r[3])),
+            attempts=r[4],
+            vendor_ref=r[5],
+            delivered_hash=r[6],
+        )
+        for r in rows
+    ]
+    batch.sort(key=lambda q: q.key)
+    return batch
 
 
 def _push_detail(c: Completion) -> str:
