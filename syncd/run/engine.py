@@ -109,6 +109,7 @@ class Engine:
         self.sinks = SinkSet(settings, store, self.health, clock=clock)
         self._writebacks: WritebackRunner | None = None
         self._led: set[str] = set()  # the jobs this process leads (a shared store)
+        self._following: set[str] = set()  # the jobs another replica leads, as last seen
 
     # -- life ------------------------------------------------------------------------
 
@@ -138,11 +139,15 @@ class Engine:
         led = await self.store.lead(job, self.settings.state.leader_ttl_s)
         if led and job not in self._led:
             self._led.add(job)
+            self._following.discard(job)
             if self.settings.state.shared:
                 log.info("leader.took", job=job)
         elif not led and job in self._led:
             self._led.discard(job)
             log.warning("leader.lost", job=job, action="another replica runs it now")
+        if not led and job not in self._following:  # said once, not at every tick
+            self._following.add(job)
+            log.info("leader.following", job=job, why="another replica leads it")
         return led
 
     async def renew(self) -> None:
@@ -171,9 +176,6 @@ class Engine:
         self._led.clear()
         await self.store.resign()
 
-    def leading(self) -> list[str]:
-        return sorted(self._led)
-
     async def pull(
         self,
         cfg: SourceConfig,
@@ -184,7 +186,6 @@ class Engine:
     ) -> None:
         """Read one source and reconcile it into the outbox, chunk by chunk."""
         if not await self.leads(f"pull:{cfg.name}"):
-            log.debug("source.followed", source=cfg.name, why="another replica pulls it")
             return
         puller = Puller(self.settings, self.store, summary, progress=progress)
         try:
