@@ -54,7 +54,8 @@ MIGRATIONS: list[str] = [
         created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
         delivered_at DOUBLE PRECISION,
         PRIMARY KEY (sink, key));
-    CREATE INDEX leads_outbox ON leads (sink, state, next_at);
+    -- key too: a claim reads the index in (next_at, key) order instead of sorting the outbox
+    CREATE INDEX leads_outbox ON leads (sink, state, next_at, key);
     CREATE INDEX leads_by_key ON leads (key);
     CREATE INDEX leads_phone ON leads ((lead_json::jsonb ->> 'phone'));
     CREATE INDEX leads_inflight ON leads (lease_holder) WHERE state = 'inflight';
@@ -367,14 +368,15 @@ class PostgresStore(SqliteStore):
             cur = await db.execute(
                 # The pick is a CTE: evaluated once. As `key IN (SELECT … LIMIT n FOR
                 # UPDATE SKIP LOCKED)` the planner may run the subquery again per row,
-                # and SKIP LOCKED then hands out more than n.
+                # and SKIP LOCKED then hands out more than n. `= ANY(ARRAY(…))` makes
+                # the update look the picked keys up by index, not hash the whole table.
                 f"""
                 WITH picked AS (
                     SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
                     ORDER BY next_at, key LIMIT ? FOR UPDATE SKIP LOCKED)
                 UPDATE leads SET state = 'inflight', lease_holder = ?,
                     lease_until = {NOW} + CAST(? AS DOUBLE PRECISION), attempts = attempts + 1
-                FROM picked WHERE leads.sink = ? AND leads.key = picked.key
+                WHERE leads.sink = ? AND leads.key = ANY(ARRAY(SELECT key FROM picked))
                 RETURNING leads.key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
                 """,
                 (sink, now, limit, self.holder, float(lease_s), sink),

@@ -630,74 +630,76 @@ class SqliteStore:
     # -- outcomes, agents, kv ------------------------------------------------
 
     async def record_outcomes(self, outcomes: Iterable[Outcome]) -> int:
-        """Store outcomes that are new or changed; return how many were."""
-        changed = 0
+        """Store outcomes that are new or changed; return how many were.
+
+        What the store holds is read for the whole batch at once and the writes go in
+        one ``executemany``: one hop to the database per part, not three per outcome.
+        """
+        batch = list(outcomes)
+        now = self.clock.time()
         async with self._tx() as db:
-            for o in outcomes:
-                content = {
-                    "status": o.status,
-                    "raw_status": o.raw_status,
-                    "disposition": o.disposition,
-                    "attempts": o.attempts,
-                    "last_dialed_at": _epoch(o.last_dialed_at),
-                    "agent": o.agent,
-                    "call_id": o.call_id,
-                    "recording_url": o.recording_url,
-                }
-                digest = json.dumps(content, sort_keys=True)
-                async with db.execute(
-                    "SELECT version, observed_at, content_hash FROM outcomes"
-                    " WHERE sink = ? AND key = ?",
-                    (o.sink, o.key),
-                ) as cur:
-                    row = await cur.fetchone()
+            held = await self._held_outcomes(db, batch)
+            rows, events = [], []
+            for o in batch:
+                digest = outcome_digest(o)
                 observed = o.observed_at.timestamp()
+                row = held.get((o.sink, o.key))
                 if row is not None and (row[2] == digest or row[1] > observed):
                     continue  # unchanged, or an older observation than the one we hold
                 version = (row[0] + 1) if row else 1
-                await db.execute(
-                    """
-                    INSERT INTO outcomes (sink, key, version, observed_at, status, raw_status,
-                        disposition, attempts, last_dialed_at, agent, call_id, recording_url,
-                        raw_json, content_hash)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (sink, key) DO UPDATE SET version = excluded.version,
-                        observed_at = excluded.observed_at, status = excluded.status,
-                        raw_status = excluded.raw_status, disposition = excluded.disposition,
-                        attempts = excluded.attempts, last_dialed_at = excluded.last_dialed_at,
-                        agent = excluded.agent, call_id = excluded.call_id,
-                        recording_url = excluded.recording_url, raw_json = excluded.raw_json,
-                        content_hash = excluded.content_hash
-                    """,
+                held[(o.sink, o.key)] = (version, observed, digest)  # a repeat in the batch
+                rows.append(
                     (
-                        o.sink,
-                        o.key,
-                        version,
-                        observed,
-                        o.status,
-                        o.raw_status,
-                        o.disposition,
-                        o.attempts,
-                        _epoch(o.last_dialed_at),
-                        o.agent,
-                        o.call_id,
-                        o.recording_url,
-                        json.dumps(o.raw, default=str),
-                        digest,
-                    ),
+                        o.sink, o.key, version, observed, o.status, o.raw_status,
+                        o.disposition, o.attempts, _epoch(o.last_dialed_at), o.agent,
+                        o.call_id, o.recording_url, json.dumps(o.raw, default=str), digest,
+                    )
+                )  # fmt: skip
+                events.append(
+                    (now, o.sink, o.key, "outcome", f"v{version} {o.status} {o.disposition}")
                 )
-                await db.execute(
-                    "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        self.clock.time(),
-                        o.sink,
-                        o.key,
-                        "outcome",
-                        f"v{version} {o.status} {o.disposition}",
-                    ),
+            await db.executemany(
+                """
+                INSERT INTO outcomes (sink, key, version, observed_at, status, raw_status,
+                    disposition, attempts, last_dialed_at, agent, call_id, recording_url,
+                    raw_json, content_hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (sink, key) DO UPDATE SET version = excluded.version,
+                    observed_at = excluded.observed_at, status = excluded.status,
+                    raw_status = excluded.raw_status, disposition = excluded.disposition,
+                    attempts = excluded.attempts, last_dialed_at = excluded.last_dialed_at,
+                    agent = excluded.agent, call_id = excluded.call_id,
+                    recording_url = excluded.recording_url, raw_json = excluded.raw_json,
+                    content_hash = excluded.content_hash
+                """,
+                rows,
+            )
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)", events
+            )
+        return len(rows)
+
+    async def _held_outcomes(
+        self, db: Any, batch: Sequence[Outcome]
+    ) -> dict[tuple[str, str], tuple[int, float, str]]:
+        """Return (version, observed_at, content_hash) of the stored outcomes of ``batch``."""
+        by_sink: dict[str, list[str]] = {}
+        for o in batch:
+            by_sink.setdefault(o.sink, []).append(o.key)
+        held: dict[tuple[str, str], tuple[int, float, str]] = {}
+        for sink, wanted in by_sink.items():
+            unique = list(dict.fromkeys(wanted))
+            for start in range(0, len(unique), _CHUNK):
+                part = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(part))
+                found = await db.execute_fetchall(
+                    "SELECT key, version, observed_at, content_hash FROM outcomes"
+                    f" WHERE sink = ? AND key IN ({marks})",
+                    (sink, *part),
                 )
-                changed += 1
-        return changed
+                for key, version, observed, digest in found:
+                    held[(sink, key)] = (int(version), float(observed), str(digest))
+        return held
 
     async def delivered(
         self, sink: str, *, after_key: str = "", limit: int = 500
@@ -1162,6 +1164,21 @@ class SqliteStore:
                 (writeback, like),
             )
             return int(cur.rowcount)
+
+
+def outcome_digest(o: Outcome) -> str:
+    """Return the text an outcome's content is compared by (unchanged outcomes are skipped)."""
+    content = {
+        "status": o.status,
+        "raw_status": o.raw_status,
+        "disposition": o.disposition,
+        "attempts": o.attempts,
+        "last_dialed_at": _epoch(o.last_dialed_at),
+        "agent": o.agent,
+        "call_id": o.call_id,
+        "recording_url": o.recording_url,
+    }
+    return json.dumps(content, sort_keys=True)
 
 
 def queued_leads(sink: str, rows: Iterable[Sequence[Any]]) -> list[QueuedLead]:
