@@ -71,6 +71,20 @@ def pid_of(holder: str) -> int:
     return int(holder.split(":")[-2])
 
 
+def pushing_replica(store: Store, other_than: str) -> str:
+    """Return a live replica (not ``other_than``) holding leads in flight, once there is one."""
+    return str(
+        wait_until(
+            "a live replica to hold leads in flight",
+            lambda: store.get(
+                "SELECT lease_holder FROM leads WHERE state = 'inflight'"
+                " AND lease_holder != $1 LIMIT 1",
+                other_than,
+            ),
+        )
+    )
+
+
 def start_replicas(
     start_daemon: Any, config: Path, env: dict[str, str] | None = None
 ) -> dict[int, Any]:
@@ -120,14 +134,7 @@ def test_replicas_survive_kill_9_of_the_pull_leader_and_of_a_pusher(
             assert pid_of(successor) not in killed
 
             # 2. kill -9 a replica holding leads mid-push
-            pusher = wait_until(
-                "a live replica to hold leads in flight",
-                lambda: store.get(
-                    "SELECT lease_holder FROM leads WHERE state = 'inflight'"
-                    " AND lease_holder != $1 LIMIT 1",
-                    leader,
-                ),
-            )
+            pusher = pushing_replica(store, other_than=leader)
             in_doubt = store.get(
                 "SELECT count(*) FROM leads WHERE state = 'inflight' AND lease_holder = $1",
                 pusher,
@@ -415,14 +422,7 @@ def test_three_dialers_each_hold_every_lead_once_after_kill_9_of_two_replicas(
                 ),
             )
             by_pid[pid_of(leader)].proc.send_signal(signal.SIGKILL)
-            pusher = wait_until(
-                "a live replica to hold leads in flight",
-                lambda: store.get(
-                    "SELECT lease_holder FROM leads WHERE state = 'inflight'"
-                    " AND lease_holder != $1 LIMIT 1",
-                    leader,
-                ),
-            )
+            pusher = pushing_replica(store, other_than=leader)
             by_pid[pid_of(pusher)].proc.send_signal(signal.SIGKILL)
             wait_until(
                 "every lead delivered to every dialer",

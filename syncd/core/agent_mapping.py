@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import date, datetime
 
@@ -13,9 +12,12 @@ from syncd.core.mapping import (
     NormalizedRow,
     RowRejected,
     clean_cell,
+    column_index,
     has_surrogate,
     lead_hash,
     lead_to_json,
+    route_fingerprint,
+    row_hash,
 )
 
 _ITEMS = re.compile(r"[,;|\n]+")
@@ -80,16 +82,8 @@ class AgentMapper:
 
     def __init__(self, route: AgentRouteConfig, header: tuple[str, ...]) -> None:
         self.route = route
-        self.index = {name: i for i, name in enumerate(header)}
-        missing = [c for c in agent_columns(route) if c not in self.index]
-        if missing:
-            raise RowRejected(
-                "missing column(s) " + ", ".join(repr(c) for c in missing)
-                + f" required by route {route.name}; header has: " + ", ".join(header)
-            )  # fmt: skip
-        self.fingerprint = hashlib.blake2b(
-            route.model_dump_json().encode(), digest_size=16
-        ).digest()
+        self.index = column_index(header, agent_columns(route), route.name)
+        self.fingerprint = route_fingerprint(route)
         self.deleted_values = {v.casefold() for v in route.deleted_values}
         self.inactive_values = {v.casefold() for v in route.inactive_values}
 
@@ -102,9 +96,7 @@ class AgentMapper:
 
     def raw_hash(self, values: list[str]) -> str:
         """Return a hash of the raw row, so unchanged rows skip mapping."""
-        h = hashlib.blake2b(self.fingerprint, digest_size=16)
-        h.update("\x1f".join(values).encode("utf-8", "surrogateescape"))
-        return h.hexdigest()
+        return row_hash(self.fingerprint, values)
 
     def to_agent(self, values: list[str]) -> Agent:
         """Return the agent for a row, or raise RowRejected with the reason."""

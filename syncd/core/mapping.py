@@ -14,6 +14,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import orjson
+from pydantic import BaseModel
 
 from syncd.config import RouteConfig
 from syncd.core.gate import (
@@ -78,15 +79,7 @@ class Mapper:
 
     def __init__(self, route: RouteConfig, header: tuple[str, ...]) -> None:
         self.route = route
-        self.index = {name: i for i, name in enumerate(header)}
-        missing = [c for c in required_columns(route) if c not in self.index]
-        if missing:
-            raise RowRejected(
-                "missing column(s) "
-                + ", ".join(repr(c) for c in missing)
-                + f" required by route {route.name}; header has: "
-                + ", ".join(header)
-            )
+        self.index = column_index(header, required_columns(route), route.name)
         self.fingerprint = route_fingerprint(route)
         self.policy = route.policy
         self.screening = screening_of(route)
@@ -112,9 +105,7 @@ class Mapper:
 
     def raw_hash(self, values: list[str]) -> str:
         """Return a hash of the raw row, so unchanged rows skip normalization."""
-        h = hashlib.blake2b(self.fingerprint, digest_size=16)
-        h.update("\x1f".join(values).encode("utf-8", "surrogateescape"))
-        return h.hexdigest()
+        return row_hash(self.fingerprint, values)
 
     def to_lead(self, values: list[str]) -> Lead:
         """Return the lead for a row, or raise RowRejected with the reason."""
@@ -262,9 +253,30 @@ def required_columns(route: RouteConfig) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def route_fingerprint(route: RouteConfig) -> bytes:
+def route_fingerprint(route: BaseModel) -> bytes:
     """Return bytes that change whenever the route's mapping changes."""
     return hashlib.blake2b(route.model_dump_json().encode(), digest_size=16).digest()
+
+
+def row_hash(fingerprint: bytes, values: list[str]) -> str:
+    """Return a hash of a raw row under a route's mapping (unchanged rows skip mapping)."""
+    h = hashlib.blake2b(fingerprint, digest_size=16)
+    h.update("\x1f".join(values).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def column_index(header: tuple[str, ...], required: list[str], route: str) -> dict[str, int]:
+    """Return each column's position; RowRejected naming what the route needs and lacks."""
+    index = {name: i for i, name in enumerate(header)}
+    missing = [c for c in required if c not in index]
+    if missing:
+        raise RowRejected(
+            "missing column(s) "
+            + ", ".join(repr(c) for c in missing)
+            + f" required by route {route}; header has: "
+            + ", ".join(header)
+        )
+    return index
 
 
 def lead_hash(lead_json: str) -> str:
