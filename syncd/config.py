@@ -114,6 +114,9 @@ class SinkConfig(Strict):
     dial_format: str = "e164"  # validated by core.phones.parse_dial_format
     dial_region: str | None = None  # for `national`; defaults to the route's default_region
     poll: Schedule = Schedule(interval_s=60.0)
+    # At most one live record per main number in this dialer (the others wait their turn),
+    # or "allow" several; see docs/reliability.md "Shared numbers"
+    duplicates: Literal["one_per_number", "allow"] = "one_per_number"
     # "agents": the outbox an [[routes]] kind = "agents" adds for its sink (never configured)
     _entity: str = PrivateAttr("leads")
 

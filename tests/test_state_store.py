@@ -277,3 +277,37 @@ async def test_rejects_runs_kv_and_pruning(store: SqliteStore) -> None:
     pruned = await store.prune({"events": -3600, "rejects": -3600, "runs": -3600})
     assert pruned == {"events": 0, "rejects": 0, "runs": 0}  # the newest of each is kept
     assert await store.size_bytes() > 0 and await store.integrity_ok()
+
+
+async def test_a_number_is_found_with_its_live_holders_and_a_lead_waits_behind_one(
+    store: SqliteStore,
+) -> None:
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite("A", "ha", "ra", lead_json("A", "+15550001"), Action.UPSERT, "new", 2),
+        LeadWrite("B", "hb", "rb", lead_json("B", "+15550002", ("+15550001",)), Action.UPSERT,
+                  "new", 3),
+        LeadWrite("C", "hc", "rc", lead_json("C", "+15550001"), Action.UPSERT, "new", 4),
+        LeadWrite("D", "hd", "rd", lead_json("D", "+15550004"), Action.UPSERT, "new", 5),
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+    by_main = await store.number_holders("jodo", ["+15550001"])
+    assert sorted(h.key for h in by_main) == ["A", "C"]
+    with_alternates = await store.number_holders("jodo", ["+15550001"], alternates=True)
+    assert sorted(h.key for h in with_alternates) == ["A", "B", "C"]
+    assert {h.key: h.alt_phones for h in with_alternates}["B"] == ("+15550001",)
+
+    claimed = {q.key: q for q in await store.claim("jodo", 10, 60)}
+    await store.complete("jodo", [Completion("A", claimed["A"].hash, ResultKind.DELIVERED)])
+    reason = "held (same_number): same number as lead A"
+    await store.set_aside("jodo", [("C", time.time() + 300, reason, "A")])
+    [holder] = [h for h in await store.number_holders("jodo", ["+15550001"]) if h.key == "A"]
+    assert holder.in_dialer and holder.state == "delivered"
+    assert await store.waiting() == [
+        {"sink": "jodo", "key": "C", "action": "upsert", "waits_for": "A", "reason": reason}
+    ]
+    assert (await store.gate_counts())["jodo"] == {"held same_number": 1}
+    assert await store.release_waiting("jodo", ["D"]) == 0
+    assert await store.release_waiting("jodo", ["A"]) == 1
+    assert await store.waiting() == []
+    assert [q.key for q in await store.claim("jodo", 10, 60)] == ["C"]

@@ -46,7 +46,10 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         for name, sc in summary.sinks.items():
             note = f"stopped: {sc.stopped}" if sc.stopped else (sc.waiting or "")
             if sc.held and not note:
-                note = f"held for the calling window; first released {when(sc.released_at)}"
+                note = (
+                    "held for the calling window or behind a lead of the same number"
+                    f" (syncd status); next look {when(sc.released_at)}"
+                )
             sinks.add_row(name, *(str(getattr(sc, c)) for c in scols), note)
         out.print(sinks)
     mark = "ok" if all(r.balanced for r in summary.routes.values()) else "MISMATCH"
@@ -109,6 +112,16 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     for sink, decisions in sorted((status.get("gate") or {}).items()):
         said = ", ".join(f"{what} {n}" for what, n in sorted(decisions.items()))
         out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)
+    if status.get("waiting"):
+        table = Table(
+            title="waiting for another lead of the same number (first 20)", title_justify="left"
+        )
+        for c in ("sink", "key", "what", "waits for", "reason"):
+            table.add_column(c)
+        for w in status["waiting"]:
+            what = "removal" if w["action"] == "delete" else "set aside"
+            table.add_row(w["sink"], w["key"], what, w["waits_for"], w["reason"] or "")
+        out.print(table)
     run = status.get("last_run")
     if run:
         line = f"last run: {run['run_id']} ({run['mode']}) started {when(run['started_at'])}"

@@ -200,6 +200,22 @@ def format_dial(e164: str, fmt: DialFormat, region: str) -> str:
     return re.sub(r"[^0-9+*#]", "", dial)
 
 
+def from_dial(dial: str, fmt: DialFormat, region: str) -> str | None:
+    """Return the E.164 number a dial string of ``format_dial`` came from, None if unreadable."""
+    if not dial:
+        return None
+    if fmt.style == "e164":
+        return dial
+    if fmt.style == "00" and dial.startswith("00"):
+        return "+" + dial[2:]
+    if fmt.style == "prefix" and dial.startswith(fmt.prefix):
+        return "+" + dial[len(fmt.prefix) :]
+    try:
+        return to_e164(dial, region)
+    except PhoneError:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # mapping
 

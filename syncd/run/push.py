@@ -28,6 +28,7 @@ from syncd.config import SinkConfig
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import RouteWindow, Verdict, calling_decision
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
+from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
     PermanentError,
@@ -43,6 +44,9 @@ from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
 
 LEASE_S = 300.0
+# A lead held behind another of its number is looked at again this often even if the
+# other one's leaving was not seen (its number changed, it left at a pull).
+NUMBER_RECHECK_S = 300.0
 
 
 def backoff(
@@ -110,6 +114,8 @@ class Pusher:
             if batch:
                 batch = await self._within_window(batch)
                 if batch:
+                    batch = await self._one_per_number(batch)
+                if batch:
                     await self.push_batch(batch)
                 elif probing:
                     breaker.cancel()  # every lead was held: nothing probed the dialer
@@ -161,6 +167,49 @@ class Pusher:
                 self.sink.name, [r[2] for r in holds] + [r.reason for r in refused]
             )
         return allowed
+
+    async def _one_per_number(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
+        """Return the leads that may go; hold those another lead's number blocks.
+
+        A new lead whose main number another live lead of this sink holds is set aside
+        (``duplicates = "one_per_number"``), and a removal the dialer would apply to a
+        whole number waits while another live lead holds that number (see
+        ``syncd.core.numbers``). Both come back when the lead they wait for leaves.
+        """
+        checked = self.cfg.duplicates == "one_per_number" and self.cfg.entity == "leads"
+        upserts = [q for q in batch if q.action is Action.UPSERT] if checked else []
+        closing = {q.key: numbers for q in batch if (numbers := self.sink.closes_numbers(q))}
+        if not upserts and not closing:
+            return list(batch)
+        wanted = [q.lead.phone for q in upserts] + [n for ns in closing.values() for n in ns]
+        mine = {q.key for q in batch}
+        stored = await self.store.number_holders(self.sink.name, wanted, alternates=bool(closing))
+        holders = [h for h in stored if h.key not in mine]
+        candidates = [Candidate(q.key, q.lead.phone, q.delivered_hash is not None) for q in upserts]
+        waits = set_aside(candidates, holders, sink=self.sink.name)
+        if closing:
+            # What this batch sends counts too: its imports go out before its removals.
+            going = [
+                Holder(q.key, "inflight", True, q.lead.phone, q.lead.alt_phones)
+                for q in batch
+                if q.action is Action.UPSERT and q.key not in waits and q.key not in closing
+            ]
+            for key, numbers in closing.items():
+                wait = removal_waits(key, numbers, [*holders, *going], sink=self.sink.name)
+                if wait is not None:
+                    waits[key] = wait
+        if not waits:
+            return list(batch)
+        until = self.clock.time() + NUMBER_RECHECK_S
+        await self.store.set_aside(
+            self.sink.name, [(w.key, until, w.reason, w.waits_for) for w in waits.values()]
+        )
+        self.log.info(
+            "push.number.waits",
+            count=len(waits),
+            reason=next(iter(waits.values())).reason.split(":")[0],
+        )
+        return [q for q in batch if q.key not in waits]
 
     async def _gate(self, deadline: float) -> bool:
         """Return True once the breaker and any Retry-After hold let a push go.
@@ -316,6 +365,15 @@ class Pusher:
             )
         await self.store.complete(self.sink.name, completions)
         self._count(completions)
+        gone = [
+            c.key
+            for c in completions
+            if c.kind is ResultKind.REJECTED
+            or c.final
+            or (c.kind is ResultKind.DELIVERED and by_key[c.key].action is Action.DELETE)
+        ]
+        if gone:  # leads set aside behind these, or removals waiting for them, go again
+            await self.store.release_waiting(self.sink.name, gone)
         delivered = sum(c.kind is ResultKind.DELIVERED for c in completions)
         if self.progress.add(delivered):
             line = self.progress.report(await self.store.pending_count(self.sink.name))

@@ -22,6 +22,7 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "failures": group_reasons(await store.failure_reasons(500))[:10],
         "rejects": await store.recent_rejects(10),
         "gate": await store.gate_counts(),
+        "waiting": await store.waiting(20),  # held behind another lead of their number
         "agents": await store.agent_dump(),
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),

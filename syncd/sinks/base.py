@@ -11,7 +11,7 @@ import structlog
 from syncd.config import SinkConfig
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.model import Lead, PushResult, QueuedLead
-from syncd.core.phones import format_dial, parse_dial_format
+from syncd.core.phones import format_dial, from_dial, parse_dial_format
 from syncd.errors import PermanentError
 from syncd.net.guard import SinkGuard, guard_from_config
 from syncd.state.base import StateStore
@@ -95,6 +95,15 @@ class Sink(Protocol):
         """Return why pushes wait now although the dialer answers (None: they go)."""
         ...
 
+    def closes_numbers(self, queued: QueuedLead) -> list[str]:
+        """Return the E.164 numbers pushing ``queued`` would close at the dialer as a whole.
+
+        A vendor whose removal names a number rather than a record (every record under
+        it closes) lists them, so the engine can hold the removal while another live
+        lead holds one of them; [] when the push addresses the lead's own record.
+        """
+        ...
+
     async def close(self) -> None:
         """Log out and release connections."""
         ...
@@ -121,6 +130,10 @@ class BaseSink:
         """Return the number as this sink's trunks want it dialled."""
         return format_dial(e164, self._dial, self._region)
 
+    def undial(self, dial: str) -> str | None:
+        """Return the E.164 number behind one of this sink's dial strings (None: unreadable)."""
+        return from_dial(dial, self._dial, self._region)
+
     def dial_all(self, lead: Lead) -> tuple[str, list[str]]:
         return self.dial(lead.phone), [self.dial(p) for p in lead.alt_phones]
 
@@ -138,6 +151,9 @@ class BaseSink:
 
     def paused(self) -> str | None:
         return None
+
+    def closes_numbers(self, queued: QueuedLead) -> list[str]:
+        return []
 
     async def close(self) -> None:
         return None

@@ -20,6 +20,7 @@ from syncd.core.model import (
     ResultKind,
     StoredLead,
 )
+from syncd.core.numbers import Holder
 
 
 @dataclass(slots=True)
@@ -110,6 +111,24 @@ class StateStore(Protocol):
     ) -> None: ...
     async def hold(self, sink: str, holds: Sequence[tuple[str, float, str]]) -> None:
         """Hold claimed leads (key, until, reason): not pushed, not an attempt, until then."""
+        ...
+
+    async def number_holders(
+        self, sink: str, numbers: Sequence[str], *, alternates: bool = False
+    ) -> list[Holder]:
+        """Return the sink's leads queued for or held by the dialer under ``numbers``."""
+        ...
+
+    async def set_aside(self, sink: str, waits: Sequence[tuple[str, float, str, str]]) -> None:
+        """Hold claimed leads (key, until, reason, key waited for) behind another lead."""
+        ...
+
+    async def release_waiting(self, sink: str, keys: Sequence[str]) -> int:
+        """Return to the outbox the leads held behind any of ``keys``; return how many."""
+        ...
+
+    async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return leads held behind another lead of their number, for ``status``."""
         ...
 
     async def release_held(self, sink: str, now: float) -> int:

@@ -27,7 +27,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "leads": (
         "sink", "key", "hash", "raw_hash", "lead_json", "action", "state", "attempts",
         "next_at", "lease_until", "last_error", "vendor_ref", "delivered_hash", "origin",
-        "line", "run_id", "klass", "created_at", "updated_at", "delivered_at",
+        "line", "run_id", "klass", "created_at", "updated_at", "delivered_at", "waits_for",
     ),
     "rejects": ("id", "run_id", "source", "sink", "origin", "line", "key", "reason", "row_json",
                 "created_at"),

@@ -101,6 +101,10 @@ MIGRATIONS: list[str] = [
         holder TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
         started_at DOUBLE PRECISION NOT NULL, seen_at DOUBLE PRECISION NOT NULL);
     """,
+    # 2: a lead set aside for another holding its number, or a removal waiting for one
+    """
+    ALTER TABLE leads ADD COLUMN waits_for TEXT;
+    """,
 ]
 
 # The database's clock: one clock for every replica's leases.

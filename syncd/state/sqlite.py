@@ -30,6 +30,7 @@ from syncd.core.model import (
     ResultKind,
     StoredLead,
 )
+from syncd.core.numbers import Holder
 from syncd.errors import StoreError
 from syncd.state.base import ChunkWrite, Completion, ListedLead, QueuedSummary
 
@@ -90,6 +91,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (list, number)) WITHOUT ROWID;
     CREATE INDEX dnc_unchecked ON dnc_numbers (list, checked);
     CREATE INDEX leads_phone ON leads (json_extract(lead_json, '$.phone'));
+    """,
+    # 4: a lead set aside for another holding its number, or a removal waiting for one
+    """
+    ALTER TABLE leads ADD COLUMN waits_for TEXT;
     """,
 ]
 
@@ -591,6 +596,80 @@ class SqliteStore:
                 "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
                 [(now, sink, key, "gate.held", _storable(reason)) for key, _, reason in holds],
             )
+
+    async def number_holders(
+        self, sink: str, numbers: Sequence[str], *, alternates: bool = False
+    ) -> list[Holder]:
+        """Return the sink's live leads (queued or held by the dialer) holding ``numbers``.
+
+        By main number through the phone index; with ``alternates``, alternate numbers
+        too (a scan of the sink's leads, narrowed by a substring test, then checked).
+        """
+        wanted = list(dict.fromkeys(n for n in numbers if n))
+        found: dict[str, Holder] = {}
+        live = (
+            "SELECT key, state, delivered_hash IS NOT NULL, lead_json FROM leads"
+            " WHERE sink = ? AND action = 'upsert'"
+            " AND state IN ('pending', 'inflight', 'held', 'delivered') AND "
+        )
+        async with self._lock:
+            for i in range(0, len(wanted), _CHUNK):
+                part = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(part))
+                where = f"json_extract(lead_json, '$.phone') IN ({marks})"
+                async with self.db.execute(live + where, [sink, *part]) as cur:
+                    async for key, state, delivered, text in cur:
+                        found[key] = _holder(key, state, delivered, text)
+                if alternates:
+                    where = "(" + " OR ".join("instr(lead_json, ?) > 0" for _ in part) + ")"
+                    async with self.db.execute(live + where, [sink, *part]) as cur:
+                        async for key, state, delivered, text in cur:
+                            holder = _holder(key, state, delivered, text)
+                            if set(part).intersection(holder.alt_phones):
+                                found[key] = holder
+        return list(found.values())
+
+    async def set_aside(self, sink: str, waits: Sequence[tuple[str, float, str, str]]) -> None:
+        """Hold claimed leads (key, until, reason, the key they wait for) behind another lead."""
+        async with self._tx() as db:
+            await db.executemany(
+                "UPDATE leads SET state = 'held', next_at = ?, last_error = ?, waits_for = ?,"
+                f" attempts = {_GIVE_BACK}, lease_until = NULL"
+                " WHERE sink = ? AND key = ? AND state = 'inflight'",
+                [(until, reason, other, sink, key) for key, until, reason, other in waits],
+            )
+            now = self.clock.time()
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, sink, key, "push.waits", _storable(why)) for key, _, why, _ in waits],
+            )
+
+    async def release_waiting(self, sink: str, keys: Sequence[str]) -> int:
+        """Put back in the outbox the leads held behind any of ``keys`` (they left)."""
+        released = 0
+        async with self._tx() as db:
+            for i in range(0, len(keys), _CHUNK):
+                part = list(keys[i : i + _CHUNK])
+                marks = ",".join("?" * len(part))
+                cur = await db.execute(
+                    "UPDATE leads SET state = 'pending', next_at = 0, waits_for = NULL"
+                    f" WHERE sink = ? AND state = 'held' AND waits_for IN ({marks})",
+                    [sink, *part],
+                )
+                released += cur.rowcount or 0
+        return released
+
+    async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return leads held behind another lead of their number (set aside, removals)."""
+        query = (
+            "SELECT sink, key, action, waits_for, last_error FROM leads"
+            " WHERE state = 'held' AND waits_for IS NOT NULL ORDER BY sink, key LIMIT ?"
+        )
+        async with self._lock, self.db.execute(query, (limit,)) as cur:
+            return [
+                {"sink": sink, "key": key, "action": action, "waits_for": other, "reason": why}
+                async for sink, key, action, other, why in cur
+            ]
 
     async def release_held(self, sink: str, now: float) -> int:
         async with self._tx() as db:
@@ -1179,6 +1258,12 @@ def outcome_digest(o: Outcome) -> str:
         "recording_url": o.recording_url,
     }
     return json.dumps(content, sort_keys=True)
+
+
+def _holder(key: str, state: str, delivered: Any, lead_json: str) -> Holder:
+    data = orjson.loads(lead_json)
+    alternates = data.get("alt_phones") or ()
+    return Holder(key, state, bool(delivered), str(data.get("phone") or ""), tuple(alternates))
 
 
 def queued_leads(sink: str, rows: Iterable[Sequence[Any]]) -> list[QueuedLead]:

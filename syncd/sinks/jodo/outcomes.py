@@ -221,10 +221,26 @@ class OutcomePoller(JodoPart):
         return matched
 
     async def _phone_index(self) -> dict[str, str]:
+        """Return the delivered lead of each number; a number two leads share is left out.
+
+        Such a record's outcome belongs to neither lead alone (``duplicates = "allow"``
+        with ``updateparam = "mobilenumber"``): it is not written to either.
+        """
         index: dict[str, str] = {}
+        shared: set[str] = set()
         async for key, number, lead in delivered_leads(self.store, self.cfg.name):
-            index[number or self.dial(lead.phone)] = key
-        return index
+            dialled = number or self.dial(lead.phone)
+            if dialled in index and index[dialled] != key:
+                shared.add(dialled)
+            index[dialled] = key
+        if shared:
+            self.log.warning(
+                "sink.outcomes.shared_number",
+                numbers=len(shared),
+                action="outcomes of numbers several delivered leads share are not attributed;"
+                ' use duplicates = "one_per_number" or a key-based updateparam',
+            )
+        return {n: k for n, k in index.items() if n not in shared}
 
     # -- by lead --------------------------------------------------------------------
 

@@ -78,6 +78,21 @@ class JodoSink(BaseSink):
             record.setdefault(name, value)
         return record
 
+    def closes_numbers(self, queued: QueuedLead) -> list[str]:
+        """saveDisposition names a number (``contactvalue``): every record under it closes."""
+        settings = self.cfg.dispositions
+        if queued.action is Action.DELETE:
+            closes = settings.on_delete is not None
+        else:
+            closes = (
+                queued.delivered_hash is not None
+                and closing_rule(queued.lead, settings.rules) is not None
+            )
+        if not closes:
+            return []
+        number = queued.lead.phone or self.undial(queued.vendor_ref or "")
+        return [number] if number else []
+
     def _sort(
         self, batch: Sequence[QueuedLead]
     ) -> tuple[list[PushResult], list[QueuedLead], list[tuple[QueuedLead, Disposal]]]:
