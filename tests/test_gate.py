@@ -195,6 +195,26 @@ def test_a_window_closing_sooner_than_the_margin_counts_as_closed() -> None:
     assert early.verdict is Verdict.ALLOW
 
 
+SPLIT_DAY = CallingWindow.parse({"mon-sat": "09:00-12:00, 12:05-20:00"})
+
+
+@pytest.mark.parametrize(
+    ("now", "verdict", "release"),
+    [
+        ("2026-11-30 11:44", Verdict.ALLOW, None),  # 11:44-11:59 lies in the morning
+        ("2026-11-30 11:55", Verdict.HOLD, "2026-11-30 12:05"),  # the span crosses the gap
+        ("2026-11-30 12:00", Verdict.HOLD, "2026-11-30 12:05"),  # in the gap
+        ("2026-11-30 19:50", Verdict.HOLD, "2026-12-01 09:00"),  # the span passes 20:00
+    ],
+)
+def test_min_minutes_left_means_the_whole_span_lies_in_one_opening(
+    now: str, verdict: Verdict, release: str | None
+) -> None:
+    decided = window_decision(SPLIT_DAY, ("Europe/London",), utc(now), timedelta(minutes=15))
+    assert decided.verdict is verdict
+    assert decided.until == (utc(release) if release else None)
+
+
 # -- a CRM callback time outside the window ------------------------------------------------
 
 

@@ -89,6 +89,25 @@ class CallingWindow:
         second = local.hour * 3600 + local.minute * 60 + local.second
         return any(start <= second < end for start, end in self.hours[local.weekday()])
 
+    def open_through(self, zone: ZoneInfo, at: datetime, span: timedelta) -> bool:
+        """Return True when the whole span from ``at`` to ``at + span`` lies in one opening.
+
+        Checking only both ends would let 11:55 through with 15 minutes asked of a
+        09:00-12:00, 12:05-20:00 window: the call would be placed in the gap.
+        """
+        local = at.astimezone(zone)
+        if local.date() in self.holidays:
+            return False
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        for start, end in self.hours[local.weekday()]:
+            if start <= second < end:
+                # Wall-clock arithmetic, then the offset of that wall time: a window that
+                # ends at 20:00 ends at 20:00 local on a daylight-saving change day too.
+                midnight = datetime(local.year, local.month, local.day, tzinfo=zone)
+                closes = (midnight + timedelta(seconds=end)).astimezone(UTC)
+                return at + span <= closes
+        return False
+
     def openings(self, zone: ZoneInfo, after: datetime, days: int) -> Iterator[datetime]:
         """Yield (UTC) the moments the window opens in ``zone``, from the day of ``after`` on."""
         first = after.astimezone(zone).date() - timedelta(days=1)
@@ -163,7 +182,7 @@ def next_opening(
     infos = [zone_info(z) for z in zones]
 
     def inside(t: datetime) -> bool:
-        return all(window.open_at(z, t) and window.open_at(z, t + margin) for z in infos)
+        return all(window.open_through(z, t, margin) for z in infos)
 
     if inside(now):
         return now
