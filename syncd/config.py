@@ -160,6 +160,21 @@ class FieldMap(Strict):
     fields: dict[str, str] = {}  # extra Lead.fields name -> source column
 
 
+class ZoneOverride(Strict):
+    """Numbers under ``prefix`` are in these zones (the shipped corrections and the
+    ``phonenumbers`` data give way to it; the longest prefix wins)."""
+
+    prefix: str = Field(pattern=r"^\+?[0-9]{1,15}$")  # E.164 digits: "+52614", "+628"
+    zones: list[str] = Field(min_length=1)  # IANA names
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: list[str]) -> list[str]:
+        from syncd.core.zones import check_zone
+
+        return [check_zone(z) for z in value]
+
+
 class PolicyConfig(Strict):
     """The safety gate (``syncd.core.gate``): when, and whether, a lead may be called.
 
@@ -174,7 +189,8 @@ class PolicyConfig(Strict):
     min_minutes_left: float = Field(15.0, ge=0, le=240)
     # a CRM call_at outside the window: moved to the next opening, or the lead refused
     call_at_outside_window: Literal["move", "refuse"] = "move"
-    timezone_column: str | None = None  # an IANA zone per lead; else the number's zones
+    timezone_column: str | None = None  # an IANA zone per lead: narrows the number's zones
+    zone_overrides: list[ZoneOverride] = []  # prefix -> zones, where the number data is wrong
     dnc_column: str | None = None  # a do-not-call flag column in the CRM
     dnc_lists: list[str] = []  # names of [[dnc_lists]] whose numbers are never called
     dnc_values: list[str] = ["1", "true", "yes", "y", "dnc"]

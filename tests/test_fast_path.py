@@ -147,8 +147,11 @@ def synced(tmp_path: Path, backend: str) -> tuple[list[dict[str, Any]], list[tup
     """Return (records the dialer holds, refused rows with their reasons) after one run."""
     sim = JodoSimulator()
     with running(create_app(sim)) as url:
-        config = write_config(tmp_path, [jodo_sink(url)], routes=[route("jodo")],
-                              run={"phone_backend": backend})  # fmt: skip
+        # The sample repeats numbers on purpose: every record goes, one per lead.
+        sinks = [jodo_sink(url, duplicates="allow")]
+        config = write_config(
+            tmp_path, sinks, routes=[route("jodo")], run={"phone_backend": backend}
+        )
         drop_csv(tmp_path / "inbox", "leads.csv", export())
         result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
         assert result.returncode in (0, 1), result.stderr

@@ -18,7 +18,7 @@ from syncd.core.gate import (
     screen,
     window_decision,
 )
-from syncd.core.mapping import LeadBlocked, Mapper
+from syncd.core.mapping import LeadBlocked, Mapper, RowRejected
 from syncd.core.phones import PhoneError, to_e164, unmangle
 
 WEEKDAYS_9_TO_8 = CallingWindow.parse({"mon-sat": "09:00-20:00"})
@@ -73,8 +73,12 @@ def test_a_multi_zone_prefix_needs_the_window_open_in_every_zone() -> None:
     assert window_decision(WEEKDAYS_9_TO_8, zones, utc("2026-11-30 22:30")).verdict is Verdict.HOLD
 
 
-def test_a_mapped_zone_wins_over_the_number_and_an_unknown_one_is_ignored() -> None:
-    assert lead_zones("+12125550100", "America/Los_Angeles", "UTC") == ("America/Los_Angeles",)
+def test_a_mapped_zone_narrows_the_number_s_zones_and_never_replaces_them() -> None:
+    # Idaho's 208 spans two zones: the CRM's Boise narrows it to one.
+    assert lead_zones("+12085550123", "America/Boise", "UTC") == ("America/Boise",)
+    # A New York number with Los Angeles in the CRM may be rung in either place.
+    both = lead_zones("+12125550100", "America/Los_Angeles", "UTC")
+    assert both == ("America/New_York", "America/Los_Angeles")
     assert lead_zones("+12125550100", "Mars/Base", "UTC") == ("America/New_York",)
     assert lead_zones("", "", "Asia/Kolkata") == ("Asia/Kolkata",)
 
@@ -250,3 +254,69 @@ def test_a_bad_policy_is_a_configuration_error_naming_the_setting() -> None:
         mapper(windows={"mon": "9 to 5"})
     with pytest.raises(ValidationError, match="unknown number type"):
         mapper(block_number_types=["robocall"])
+
+
+# -- every number the dialer may ring is screened --------------------------------------------
+
+
+def alt_mapper(**policy: object) -> Mapper:
+    route = RouteConfig.model_validate(
+        {
+            "source": "crm",
+            "sink": "jodo",
+            "default_region": "IN",
+            "map": {"key": "id", "phone": "phone", "alt_phones": ["alt"]},
+            "policy": {"block_number_types": ["premium_rate"], **policy},
+        }
+    )
+    return Mapper(route, ("id", "phone", "alt"))
+
+
+@pytest.mark.parametrize(
+    ("phone", "alt", "main", "alternates", "note"),
+    [
+        pytest.param("9820012345", "9820012346", "+919820012345", ("+919820012346",), None,
+                     id="both usable"),
+        pytest.param("9820012345", "9999999999", "+919820012345", (),
+                     "alternate left out: blocked (placeholder_number)", id="placeholder alt"),
+        pytest.param("2125550100", "+19005550100", "+912125550100", (),
+                     "alternate left out: blocked (number_type:premium_rate)", id="premium alt"),
+        pytest.param("", "9820012346", "+919820012346", (),
+                     "called on alternate +919820012346: main number refused (missing phone",
+                     id="no main number: called on the alternate"),
+        pytest.param("9999999999", "9820012346", "+919820012346", (),
+                     "called on alternate +919820012346: main number refused (blocked "
+                     "(placeholder_number)", id="a placeholder main gives way"),
+    ],
+)  # fmt: skip
+def test_every_number_the_dialer_may_ring_passes_the_number_screens(
+    phone: str, alt: str, main: str, alternates: tuple[str, ...], note: str | None
+) -> None:
+    lead = alt_mapper().to_lead(["L1", phone, alt])
+    assert (lead.phone, lead.alt_phones) == (main, alternates)
+    if note is None:
+        assert lead.notes == ()
+    else:
+        assert lead.notes[0].startswith(note), lead.notes
+    assert "notes" not in lead.to_json() or note is not None
+
+
+def test_a_lead_whose_every_number_is_refused_is_blocked_for_its_main_number() -> None:
+    with pytest.raises(LeadBlocked, match="placeholder_number"):
+        alt_mapper().to_lead(["L1", "9999999999", "1234567890"])
+
+
+def test_a_time_zone_abbreviation_in_the_crm_refuses_the_row_with_the_column() -> None:
+    route = RouteConfig.model_validate(
+        {
+            "source": "crm",
+            "sink": "jodo",
+            "default_region": "US",
+            "map": {"key": "id", "phone": "phone"},
+            "policy": {"timezone_column": "tz", "windows": {"all": "09:00-20:00"}},
+        }
+    )
+    with pytest.raises(RowRejected, match=r"'EST' is not an IANA zone name.*column 'tz'"):
+        Mapper(route, ("id", "phone", "tz")).to_lead(["L1", "2125550100", "EST"])
+    lead = Mapper(route, ("id", "phone", "tz")).to_lead(["L1", "2125550100", "America/New_York"])
+    assert lead.zone == "America/New_York"

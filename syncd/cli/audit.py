@@ -47,9 +47,8 @@ def audit_rows(
     async def lines() -> AsyncIterator[list[str]]:
         async for row in rows:
             lead = json.loads(row["lead_json"]) if row["lead_json"] else {}
-            zones = lead_zones(
-                lead.get("phone", ""), lead.get("zone", ""), fallback.get(row["sink"], "UTC")
-            )
+            numbers = [lead.get("phone", ""), *(lead.get("alt_phones") or ())]
+            zones = lead_zones(numbers, lead.get("zone", ""), fallback.get(row["sink"], "UTC"))
             at = datetime.fromtimestamp(row["at"], UTC)
             local = at.astimezone(zone_info(zones[0]))
             where = zones[0] + (f" (+{len(zones) - 1} more)" if len(zones) > 1 else "")

@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--schema", help="a schema of its own in that database")
     copy.set_defaults(func=cmd_state_copy)
 
+    from syncd.cli import gate_explain
+
+    gate_explain.add_parser(sub)
+    sub.choices["gate"].set_defaults(func=cmd_gate)
+
     sim = sub.add_parser("simulate", help="serve a dialer simulator over HTTP")
     sim.add_argument("kind", choices=sorted(registry.SIMULATORS))
     sim.add_argument("--host", default="127.0.0.1")
@@ -340,6 +345,18 @@ def _require_store(settings: Settings) -> None:
         raise StoreError(
             f"no state store at {settings.state.path} yet: run `syncd run --once` first"
         )
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from syncd.cli.gate_explain import explain
+
+    settings = _settings(args, without_secrets=ALL_SECTIONS)
+    try:
+        lines = explain(settings, args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print("\n".join(lines))
+    return EXIT_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -21,9 +21,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from syncd.core.phones import is_placeholder, number_kind, time_zones
+from syncd.core.phones import is_placeholder, number_kind
+from syncd.core.zones import DEFAULT_TABLE, ZoneTable, possible_zones
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HORIZON_DAYS = 15  # a window that opens in none of the number's zones within this: never
@@ -149,26 +150,17 @@ def zone_info(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-def lead_zones(phone: str, hint: str, fallback: str) -> tuple[str, ...]:
-    """Return the zones to respect for a lead: its mapped zone, its number's, or ``fallback``.
+def lead_zones(
+    numbers: str | Sequence[str], hint: str, fallback: str, table: ZoneTable = DEFAULT_TABLE
+) -> tuple[str, ...]:
+    """Return the zones to respect for a lead: every zone any of its numbers may ring in,
+    narrowed (never replaced) by its mapped zone; ``fallback`` when nothing places it.
 
     A prefix that spans several zones (a US area code on a boundary, an Australian or
-    Russian mobile) gives them all: the window must be open in every one.
+    Russian mobile) gives them all: the window must be open in every one. See
+    ``syncd.core.zones``.
     """
-    if hint:
-        try:
-            zone_info(hint)
-            return (hint,)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass  # an unknown name in the CRM column: the number still tells
-    if phone:
-        try:
-            zones = time_zones(phone)
-        except Exception:  # an unparsable stored number: the route's zone, not a crash
-            zones = ()
-        if zones:
-            return zones
-    return (fallback,)
+    return possible_zones(numbers, hint, fallback, table)
 
 
 def next_opening(
@@ -233,10 +225,11 @@ class RouteWindow:
     window: CallingWindow
     fallback_zone: str
     margin: timedelta = timedelta(0)  # how long the window must stay open after the push
+    zones: ZoneTable = DEFAULT_TABLE  # number prefixes -> zones (corrections, overrides)
 
 
 def calling_decision(
-    phone: str,
+    numbers: str | Sequence[str],
     zone_hint: str,
     windows: Sequence[RouteWindow],
     now: datetime,
@@ -247,7 +240,7 @@ def calling_decision(
     BLOCK if any never opens; else HOLD until the latest opening; else ALLOW. ``memo``
     keeps the decisions of one moment by zones: a batch mostly shares a few.
     """
-    zone_sets = tuple(lead_zones(phone, zone_hint, w.fallback_zone) for w in windows)
+    zone_sets = tuple(lead_zones(numbers, zone_hint, w.fallback_zone, w.zones) for w in windows)
     if memo is not None and (known := memo.get(zone_sets)) is not None:
         return known
     decisions = [

@@ -28,6 +28,7 @@ from syncd.core.gate import (
 )
 from syncd.core.model import Lead
 from syncd.core.phones import PhoneError, to_e164
+from syncd.core.zones import ZoneError, check_zone, zone_table
 
 _SPLIT = re.compile(r"[,;/|\n]+")
 # C0 controls (but tab and line breaks, which separate numbers in a phone cell), DEL and C1
@@ -83,6 +84,8 @@ class Mapper:
         self.fingerprint = route_fingerprint(route)
         self.policy = route.policy
         self.screening = screening_of(route)
+        overrides = route.policy.zone_overrides if route.policy is not None else []
+        self.zones = zone_table((o.prefix, o.zones) for o in overrides)
         self.window = (
             CallingWindow.parse(route.policy.windows, route.policy.holidays)
             if route.policy is not None and route.policy.windows
@@ -130,24 +133,7 @@ class Mapper:
             # A removal needs the key and what was delivered, not what the CRM left in
             # the row: a deleted lead's phone cell is often blanked or junk ("N/A").
             return Lead(key=key, phone="", deleted=True)
-        phones = _split_phones(self.cell(values, m.phone))
-        region = self.route.default_region
-        if not phones:
-            raise RowRejected(f"missing phone (column {m.phone!r} is empty)")
-        try:
-            phone = to_e164(phones[0], region)
-        except PhoneError as exc:
-            raise RowRejected(f"{exc} in column {m.phone!r}") from None
-        alternates: list[str] = []
-        for text in phones[1:] + [
-            p for c in m.alt_phones for p in _split_phones(self.cell(values, c))
-        ]:
-            try:
-                number = to_e164(text, region)
-            except PhoneError:
-                continue  # an unusable alternate does not cost the lead its main number
-            if number != phone and number not in alternates:
-                alternates.append(number)
+        phone, alternates, notes = self._numbers(values)
         call_at = parse_datetime(
             self.cell(values, m.call_at), self.route.call_at_format, self.route.timezone
         )
@@ -155,8 +141,13 @@ class Mapper:
         if self.policy is not None:
             self._screen(key, phone, values)
             zone = self.cell(values, self.policy.timezone_column)
+            if zone:
+                try:
+                    check_zone(zone)
+                except ZoneError as exc:
+                    raise RowRejected(f"{exc} in column {self.policy.timezone_column!r}") from None
             if call_at is not None and self.window is not None:
-                call_at = self._call_at_in_window(key, phone, zone, call_at)
+                call_at = self._call_at_in_window(key, [phone, *alternates], zone, call_at)
         return Lead(
             key=key,
             phone=phone,
@@ -168,12 +159,68 @@ class Mapper:
             agent=self.cell(values, m.agent),
             fields={name: self.cell(values, col) for name, col in m.fields.items()},
             zone=zone,
+            notes=tuple(notes),
         )
 
-    def _call_at_in_window(self, key: str, phone: str, zone: str, call_at: datetime) -> datetime:
+    def _numbers(self, values: list[str]) -> tuple[str, list[str], list[str]]:
+        """Return (main number, alternates, notes on numbers left out) of a row.
+
+        Every number the dialer may ring passes the number screens (placeholders,
+        refused number types). An alternate that fails is left out with a note; a main
+        number that is missing, unreadable or refused gives way to the first usable
+        alternate, which the lead is then called on. With none, the row is refused (or
+        blocked) for its main number, as before.
+        """
+        m = self.route.map
+        region = self.route.default_region
+        cells = _split_phones(self.cell(values, m.phone))
+        extra = [p for c in m.alt_phones for p in _split_phones(self.cell(values, c))]
+        main_problem: RowRejected | None = None
+        main = ""
+        if not cells:
+            main_problem = RowRejected(f"missing phone (column {m.phone!r} is empty)")
+        else:
+            try:
+                main = to_e164(cells[0], region)
+            except PhoneError as exc:
+                main_problem = RowRejected(f"{exc} in column {m.phone!r}")
+        if main and (refusal := self._number_refused(main)) is not None:
+            main_problem = LeadBlocked(self.key_of(values), refusal)
+        usable: list[str] = []
+        notes: list[str] = []
+        for text in cells[1:] + extra:
+            try:
+                number = to_e164(text, region)
+            except PhoneError:
+                continue  # an unusable alternate does not cost the lead its main number
+            if number == main or number in usable:
+                continue
+            refusal = self._number_refused(number)
+            if refusal is not None:
+                notes.append(f"alternate left out: {refusal.text}")
+            else:
+                usable.append(number)
+        if main_problem is None:
+            return main, usable, notes
+        if not usable:
+            raise main_problem
+        promoted = usable.pop(0)
+        notes.insert(0, f"called on alternate {promoted}: main number refused ({main_problem})")
+        return promoted, usable, notes
+
+    def _number_refused(self, number: str) -> GateDecision | None:
+        """Return the number screens' block of one number, None when it may be rung."""
+        if self.policy is None:
+            return None
+        decision = screen(number, self.screening, dnc=None, consent=None, now=_EPOCH)
+        return decision if decision.verdict is Verdict.BLOCK else None
+
+    def _call_at_in_window(
+        self, key: str, numbers: list[str], zone: str, call_at: datetime
+    ) -> datetime:
         """Return the CRM's callback time, moved into the calling window (or refuse the lead)."""
         assert self.window is not None and self.policy is not None
-        zones = lead_zones(phone, zone, self.route.timezone)
+        zones = lead_zones(numbers, zone, self.route.timezone, self.zones)
         decision = window_decision(self.window, zones, call_at)
         if decision.verdict is Verdict.ALLOW:
             return call_at

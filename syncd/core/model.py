@@ -24,6 +24,8 @@ class Lead:
     deleted: bool = False
     zone: str = ""  # the lead's time zone from the CRM (the gate's calling window); never sent
     withdrawn: str = ""  # a removal the safety gate asked for: its reason code ("dnc_crm")
+    # numbers of the row left out of the record, each with why (never sent)
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict; the inverse of :meth:`from_json`."""
@@ -31,6 +33,7 @@ class Lead:
         extra: dict[str, str] = {"zone": self.zone} if self.zone else {}
         if self.withdrawn:
             extra["withdrawn"] = self.withdrawn
+        notes: dict[str, list[str]] = {"notes": list(self.notes)} if self.notes else {}
         return {
             "key": self.key,
             "phone": self.phone,
@@ -43,6 +46,7 @@ class Lead:
             "fields": self.fields,
             "deleted": self.deleted,
             **extra,
+            **notes,
         }
 
     @classmethod
@@ -62,6 +66,7 @@ class Lead:
             deleted=bool(data.get("deleted", False)),
             zone=str(data.get("zone") or ""),
             withdrawn=str(data.get("withdrawn") or ""),
+            notes=tuple(data.get("notes") or ()),
         )
 
 

@@ -32,6 +32,7 @@ from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import CallingWindow, RouteWindow
 from syncd.core.health import HealthTracker
 from syncd.core.summary import RunSummary, SinkCounts
+from syncd.core.zones import zone_table
 from syncd.errors import SinkConfigError, VendorError
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
@@ -234,7 +235,8 @@ class Engine:
             if route.sink == sink and policy is not None and policy.windows:
                 window = CallingWindow.parse(policy.windows, policy.holidays)
                 margin = timedelta(minutes=policy.min_minutes_left)
-                found.append(RouteWindow(window, route.timezone, margin))
+                table = zone_table((o.prefix, o.zones) for o in policy.zone_overrides)
+                found.append(RouteWindow(window, route.timezone, margin, table))
         return found
 
     async def poll(self, name: str) -> PollResult:

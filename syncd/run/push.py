@@ -144,7 +144,8 @@ class Pusher:
             if q.action is Action.DELETE:
                 allowed.append(q)
                 continue
-            decision = calling_decision(q.lead.phone, q.lead.zone, self.windows, now, memo)
+            numbers = (q.lead.phone, *q.lead.alt_phones)  # the dialer may ring any of them
+            decision = calling_decision(numbers, q.lead.zone, self.windows, now, memo)
             if decision.verdict is Verdict.ALLOW:
                 allowed.append(q)
             elif decision.verdict is Verdict.HOLD and decision.until is not None:

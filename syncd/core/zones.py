@@ -1,0 +1,147 @@
+"""Where a lead may be, in time zones: its numbers' zones, narrowed by what the CRM says.
+
+``phonenumbers`` places a number by prefix, and for some numbering plans its answer
+is coarse or wrong (Indonesian mobiles all in Jakarta, Brazil's area 81 on Fernando
+de Noronha, Chihuahua on Mazatlán's clock, Kaliningrad and Russian mobiles in a zone
+that observes daylight saving). ``CORRECTIONS`` fixes those by prefix; a user's
+``[[policy.zone_overrides]]`` adds more (longest prefix wins, the user's first).
+
+A CRM time-zone column narrows the number's zones, never replaces them: a Hawaii
+number with ``America/New_York`` in the CRM may be either place, so the window must
+be open in both. Only IANA names are read (``EST`` is UTC-5 all summer; refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from syncd.core.phones import time_zones
+
+_RUSSIA = (
+    "Europe/Kaliningrad", "Europe/Moscow", "Europe/Samara", "Asia/Yekaterinburg",
+    "Asia/Omsk", "Asia/Novosibirsk", "Asia/Krasnoyarsk", "Asia/Irkutsk", "Asia/Yakutsk",
+    "Asia/Vladivostok", "Asia/Magadan", "Asia/Srednekolymsk", "Asia/Kamchatka",
+)  # fmt: skip
+
+# E.164 prefix (digits, no "+") -> the zones the number may be in. Checked against the
+# numbering plans: a mobile range that is national, or an area code the library puts in
+# the wrong place. Each entry has a case in tests/test_zones.py.
+CORRECTIONS: dict[str, tuple[str, ...]] = {
+    # Indonesian mobiles (08xx) are national: any of the four zones
+    "628": ("Asia/Jakarta", "Asia/Pontianak", "Asia/Makassar", "Asia/Jayapura"),
+    # Brazil, area 81 (Recife, Pernambuco): UTC-3, not Fernando de Noronha's UTC-2
+    "5581": ("America/Recife",),
+    # Mexico: Chihuahua city (614) keeps UTC-6 since 2022; Ciudad Juárez (656) follows the US
+    "52614": ("America/Chihuahua",),
+    "52656": ("America/Ciudad_Juarez",),
+    # Kaliningrad: UTC+2 all year (the library says Bucharest, which observes DST)
+    "74012": ("Europe/Kaliningrad",),
+    # Russian mobiles (+7 9xx) are national: Russia's zones, none with daylight saving
+    "79": _RUSSIA,
+}
+
+
+class ZoneError(ValueError):
+    """A time-zone name the gate cannot use, with what to write instead."""
+
+
+@lru_cache(maxsize=1)
+def _iana() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_zone(name: str) -> str:
+    """Return an IANA zone name as given; raise ZoneError for anything else.
+
+    Abbreviations (``EST``, ``IST``, ``CET``) are refused even where tzdata knows them:
+    ``EST`` is UTC-5 all year, and ``IST`` is India, Ireland or Israel.
+    """
+    text = name.strip()
+    if text in ("UTC", "Etc/UTC"):
+        return text
+    if "/" not in text or text not in _iana():
+        raise ZoneError(
+            f"time zone {text!r} is not an IANA zone name (e.g. America/New_York, "
+            "Asia/Kolkata); abbreviations like EST or IST are ambiguous"
+        )
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ZoneError(f"time zone {text!r} is not known to this system's tzdata") from None
+    return text
+
+
+class ZoneTable:
+    """The zones of numbers by prefix: the user's overrides, then ``CORRECTIONS``."""
+
+    def __init__(self, overrides: Mapping[str, Sequence[str]] | None = None) -> None:
+        table = dict(CORRECTIONS)
+        table.update({p.lstrip("+"): tuple(z) for p, z in (overrides or {}).items()})
+        self._table = table
+        self._widths = sorted({len(p) for p in table}, reverse=True)
+
+    def zones_of(self, e164: str) -> tuple[str, ...]:
+        """Return the zones of one number (empty when nothing places it)."""
+        digits = e164.lstrip("+")
+        for width in self._widths:
+            found = self._table.get(digits[:width])
+            if found is not None:
+                return found
+        try:
+            return time_zones(e164)
+        except Exception:  # an unparsable stored number: no zone, not a crash
+            return ()
+
+
+DEFAULT_TABLE = ZoneTable()
+
+
+def zone_table(overrides: Iterable[tuple[str, Sequence[str]]]) -> ZoneTable:
+    """Return the table of a policy's ``zone_overrides`` ((prefix, zones) pairs)."""
+    pairs = tuple((prefix, tuple(zones)) for prefix, zones in overrides)
+    return _table(pairs) if pairs else DEFAULT_TABLE
+
+
+@lru_cache(maxsize=32)
+def _table(pairs: tuple[tuple[str, tuple[str, ...]], ...]) -> ZoneTable:
+    return ZoneTable(dict(pairs))
+
+
+def possible_zones(
+    numbers: str | Iterable[str],
+    hint: str,
+    fallback: str,
+    table: ZoneTable = DEFAULT_TABLE,
+) -> tuple[str, ...]:
+    """Return every zone the window must be open in to call any of a lead's numbers.
+
+    Per number: its zones, narrowed to the CRM's zone when that is one of them, or
+    joined by it when it is not (the lead may be in either place). Over all numbers
+    the dialer may ring: the union. No zone from any number: the CRM's, else
+    ``fallback`` (the route's zone).
+    """
+    if isinstance(numbers, str):
+        numbers = (numbers,)
+    valid_hint = ""
+    if hint:
+        try:
+            valid_hint = check_zone(hint)
+        except ZoneError:
+            valid_hint = ""  # refused when the row was read; an old stored lead: ignored
+    found: list[str] = []
+    for number in numbers:
+        if not number:
+            continue
+        zones = table.zones_of(number)
+        if not zones:
+            continue
+        if valid_hint and valid_hint in zones:
+            zones = (valid_hint,)
+        elif valid_hint:
+            zones = (*zones, valid_hint)
+        found += [z for z in zones if z not in found]
+    if found:
+        return tuple(found)
+    return (valid_hint or fallback,)
