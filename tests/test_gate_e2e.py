@@ -148,7 +148,7 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
         second = await run_at(path, clock)
         rejects = run_cli("rejects", "-c", str(path))
         status = run_cli("status", "-c", str(path))
-        audit = run_cli("audit", "-c", str(path))  # today's
+        audit = run_cli("audit", "--since", "2026-11-30", "-c", str(path))  # the run's day
 
     assert held_by(sim) >= {"OK1", "SHEET1"}
     assert "DNC1" not in held_by(sim) and "NOC1" not in held_by(sim)
@@ -274,3 +274,45 @@ async def test_a_lead_whose_window_closes_within_the_margin_waits_for_the_next_o
     assert held_by(sim) == set()
     assert summary.sinks["jodo"].held == 1
     assert summary.sinks["jodo"].released_at == at("2026-12-01 09:00")
+
+
+async def test_a_withdrawal_the_dialer_refuses_is_tried_again_and_raised_until_it_lands(
+    tmp_path: Path,
+) -> None:
+    sim = JodoSimulator(agents={"supervisor": 1})
+    clock = FakeClock(at("2026-11-30 06:00"))  # 11:30 in Mumbai
+    with running(create_app(sim)) as url:
+        sink = withdrawing_jodo(url) | {"max_attempts": 2}
+        sink["dispositions"] = {**sink["dispositions"], "login": "gone.supervisor"}
+        rules = {"dnc_column": "dnc"}
+        path = write_config(
+            tmp_path, [sink], routes=[route("jodo", map={"fields": {"dnc": "dnc"}}, policy=rules)]
+        )
+        header = "id,first,last,phone,email,callback,dnc\n"
+        drop_csv(tmp_path / "inbox", "a.csv", header + "OK1,F,L,9820012345,,,\n")
+        await run_at(path, clock)
+        drop_csv(tmp_path / "inbox", "b.csv", header + "OK1,F,L,9820012345,,,yes\n")
+        refused = []
+        for _ in range(3):  # the dialer says "Invalid login"
+            refused.append(await run_at(path, clock))
+            clock.advance(60)
+        status = run_cli("status", "-c", str(path))
+        import sqlite3
+
+        print(
+            sqlite3.connect(tmp_path / "state" / "state.db")
+            .execute("select key, action, state, attempts, last_error from leads")
+            .fetchall()
+        )
+        sim.floor.set_agent("gone.supervisor", 1)  # the supervisor's login is back
+        clock.advance(3600)
+        landed = await run_at(path, clock)
+        after = run_cli("status", "--json", "-c", str(path))
+
+    assert all(r.sinks["jodo"].pending == 1 for r in refused), "a refused withdrawal is final"
+    assert all(r.exit_code() == 1 for r in refused)
+    assert "ALERT: withdrawals the dialer keeps refusing" in status.stdout
+    assert "OK1" in status.stdout and "Invalid login" in status.stdout
+    assert landed.sinks["jodo"].delivered == 1 and landed.exit_code() == 0
+    assert [d["contactvalue"] for d in sim.dispositions] == ["00919820012345"]
+    assert '"withdrawals_failing": []' in after.stdout

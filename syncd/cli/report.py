@@ -112,6 +112,16 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     for sink, decisions in sorted((status.get("gate") or {}).items()):
         said = ", ".join(f"{what} {n}" for what, n in sorted(decisions.items()))
         out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)
+    if status.get("withdrawals_failing"):
+        table = Table(
+            title="ALERT: withdrawals the dialer keeps refusing (the numbers stay dialable)",
+            title_justify="left",
+        )
+        for c in ("sink", "key", "tries", "last reason"):
+            table.add_column(c)
+        for w in status["withdrawals_failing"]:
+            table.add_row(w["sink"], w["key"], str(w["attempts"]), w["reason"] or "")
+        out.print(table)
     if status.get("waiting"):
         table = Table(
             title="waiting for another lead of the same number (first 20)", title_justify="left"

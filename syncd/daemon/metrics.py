@@ -111,6 +111,13 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.withdrawals_failing = Gauge(
+            "syncd_withdrawals_failing",
+            "Removals (CRM deletes, do-not-call, consent) the dialer keeps refusing past"
+            " max_attempts: their numbers stay dialable; syncd status names the leads",
+            ["sink"],
+            registry=r,
+        )
         self.sink_warnings = Gauge(
             "syncd_sink_warnings",
             "Things to fix although leads flow (e.g. the dialer's clock is off); see /readyz",
@@ -226,6 +233,7 @@ class Metrics:
                 self.sink_up,
                 self.breaker,
                 self.sink_warnings,
+                self.withdrawals_failing,
                 self.clock_skew,
                 self.poll_lag,
             ):
@@ -342,8 +350,19 @@ class Metrics:
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
         for name, at in self._polled_ok.items():
             self.poll_lag.labels(name).set(max(now - at, 0.0))
+        await self.observe_withdrawals(store, sinks)
         self.store_bytes.set(await store.size_bytes())
         await self.observe_replicas(store)
+
+    async def observe_withdrawals(self, store: StateStore, sinks: Mapping[str, Any]) -> None:
+        """Count per sink the withdrawals still queued past the sink's max_attempts."""
+        limits = {name: int(sink.config.max_attempts) for name, sink in sinks.items()}
+        if not limits:
+            return
+        found = await store.failing_withdrawals(min(limits.values()), 10_000)
+        for name, limit in limits.items():
+            count = sum(1 for w in found if w["sink"] == name and w["attempts"] >= limit)
+            self.withdrawals_failing.labels(name).set(count)
 
     async def observe_replicas(self, store: StateStore) -> None:
         """Set the live replicas, the jobs this one leads and every leader's lease left."""

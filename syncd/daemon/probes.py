@@ -67,7 +67,7 @@ def is_loopback(host: str) -> bool:
 def create_app(
     readiness: ReadinessCheck,
     metrics: MetricsRender,
-    warnings: Callable[[], list[str]] = list,
+    warnings: Callable[[], Awaitable[list[str]]] | None = None,
     page: PageRender | None = None,
     access: StatusAccess = StatusAccess(loopback=True, token=None),
 ) -> Starlette:
@@ -82,7 +82,7 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         reasons = await readiness()
-        said = warnings()
+        said = await warnings() if warnings is not None else []
         if reasons:
             return JSONResponse(
                 {"status": "not ready", "reasons": reasons, "warnings": said}, status_code=503

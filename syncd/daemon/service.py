@@ -297,9 +297,28 @@ class Daemon:
         reasons.extend(self.runtime.problems(waiting))
         return reasons
 
-    def warnings(self) -> list[str]:
-        """Return what needs fixing although leads flow (for /readyz)."""
-        return self.runtime.warnings() if self.runtime is not None else []
+    async def warnings(self) -> list[str]:
+        """Return what needs fixing although leads flow (for /readyz): the sinks' warnings
+        and withdrawals a dialer keeps refusing (their numbers stay dialable)."""
+        if self.runtime is None:
+            return []
+        said = self.runtime.warnings()
+        if self.store is not None:
+            from syncd.run.status import failing_withdrawals
+
+            try:
+                failing = await asyncio.wait_for(
+                    failing_withdrawals(self.settings, self.store), STORE_PROBE_S
+                )
+            except Exception as exc:  # readiness reports the store; a warning is not worth more
+                log.debug("withdrawals.check.failed", reason=str(exc))
+                failing = []
+            said += [
+                f"{w['sink']}: the withdrawal of lead {w['key']} keeps failing "
+                f"({w['attempts']} tries); the number stays dialable; syncd status has the reason"
+                for w in failing
+            ]
+        return said
 
     async def _waiting(self) -> dict[str, int]:
         """Return the leads waiting in each sink's outbox."""
@@ -336,7 +355,7 @@ class Daemon:
             poll_lag_s={s: now - at for s, at in self.metrics.polled_at().items()},
             writeback_lag_s={w: now - at for w, at in self.metrics.written_at().items()},
             problems=await self.readiness(),
-            warnings=self.warnings(),
+            warnings=await self.warnings(),
             now=now,
         )
         return render(data)

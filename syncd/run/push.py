@@ -47,6 +47,9 @@ LEASE_S = 300.0
 # A lead held behind another of its number is looked at again this often even if the
 # other one's leaving was not seen (its number changed, it left at a pull).
 NUMBER_RECHECK_S = 300.0
+# A withdrawal past max_attempts: tried again every retry_max_s, never a dead letter
+# (the number stays dialable until the dialer lets it go); `status` and /readyz say so.
+WITHDRAWAL_FAILING = "withdrawal failed"
 
 
 def backoff(
@@ -125,7 +128,7 @@ class Pusher:
             due = await self.store.next_due(self.sink.name)
             if due is None or due >= deadline:
                 return
-            await self._sleep(min(due - time.time(), deadline - time.time(), 5.0))
+            await self._sleep(min(due - self.clock.time(), deadline - self.clock.time(), 5.0))
 
     async def _within_window(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return the leads whose calling window is open now; hold the rest until it opens.
@@ -225,7 +228,7 @@ class Pusher:
                 if breaker.allow():
                     return True
                 wait = 0.05  # another worker's probe is out
-            if time.time() + wait >= deadline:
+            if self.clock.time() + wait >= deadline:
                 self.counts.waiting = self._why_waiting(wait)
                 return False
             await self._sleep(min(wait, 5.0))
@@ -334,6 +337,13 @@ class Pusher:
             queued = by_key.get(result.key)
             if queued is None:
                 continue
+            withdrawal = queued.action is Action.DELETE and self.sink.can_remove
+            if withdrawal and result.kind is ResultKind.REJECTED:
+                # A lead the CRM removed or the gate withdrew stays dialable until the
+                # dialer lets it go: its refusal is tried again, never final.
+                result = PushResult.retry(
+                    result.key, f"the dialer refused the withdrawal: {result.reason}"
+                )
             completion = Completion(
                 result.key,
                 queued.hash,
@@ -343,13 +353,19 @@ class Pusher:
                 reply=result.reply,
             )
             if result.kind is ResultKind.RETRY:
-                if queued.attempts >= self.cfg.max_attempts:
+                if withdrawal and queued.attempts >= self.cfg.max_attempts:
+                    completion.next_at = self.clock.time() + self.cfg.retry_max_s
+                    completion.reason = (
+                        f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
+                        " syncd keeps trying)"
+                    )
+                elif queued.attempts >= self.cfg.max_attempts:
                     completion.final = True
                     completion.reason = (
                         f"{result.reason} (gave up after {queued.attempts} attempts)"
                     )
                 else:
-                    completion.next_at = time.time() + backoff(
+                    completion.next_at = self.clock.time() + backoff(
                         queued.attempts, self.cfg, result.retry_after
                     )
             completions.append(completion)
@@ -361,7 +377,7 @@ class Pusher:
                     by_key[key].hash,
                     ResultKind.RETRY,
                     "no result from the sink",
-                    next_at=time.time() + 5,
+                    next_at=self.clock.time() + 5,
                 )
             )
         await self.store.complete(self.sink.name, completions)
@@ -397,4 +413,6 @@ class Pusher:
         # The engine stops the sink (and logs `sink.stopped` once) when the pusher returns.
         self.stopped_by = exc
         self.counts.stopped = str(exc)
-        await self.store.requeue(self.sink.name, [q.key for q in batch], time.time(), str(exc))
+        await self.store.requeue(
+            self.sink.name, [q.key for q in batch], self.clock.time(), str(exc)
+        )

@@ -23,6 +23,7 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "rejects": await store.recent_rejects(10),
         "gate": await store.gate_counts(),
         "waiting": await store.waiting(20),  # held behind another lead of their number
+        "withdrawals_failing": await failing_withdrawals(settings, store),
         "agents": await store.agent_dump(),
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),
@@ -113,3 +114,12 @@ def group_reasons(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]
     return sorted(
         ((sink, shown, n) for (sink, _), (shown, n) in merged.items()), key=lambda r: -r[2]
     )
+
+
+async def failing_withdrawals(settings: Settings, store: StateStore) -> list[dict[str, Any]]:
+    """Return removals a dialer keeps refusing past the sink's max_attempts (an alert)."""
+    limits = {s.name: s.max_attempts for s in settings.sinks}
+    if not limits:
+        return []
+    found = await store.failing_withdrawals(min(limits.values()), 50)
+    return [w for w in found if w["attempts"] >= limits.get(w["sink"], 0)][:20]

@@ -127,6 +127,10 @@ class StateStore(Protocol):
         """Return to the outbox the leads held behind any of ``keys``; return how many."""
         ...
 
+    async def failing_withdrawals(self, min_attempts: int, limit: int = 20) -> list[dict[str, Any]]:
+        """Return removals still queued after ``min_attempts`` tries, for alerts."""
+        ...
+
     async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
         """Return leads held behind another lead of their number, for ``status``."""
         ...

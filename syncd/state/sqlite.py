@@ -659,6 +659,19 @@ class SqliteStore:
                 released += cur.rowcount or 0
         return released
 
+    async def failing_withdrawals(self, min_attempts: int, limit: int = 20) -> list[dict[str, Any]]:
+        """Return removals still queued after ``min_attempts`` tries (most tried first)."""
+        query = (
+            "SELECT sink, key, attempts, last_error FROM leads WHERE action = 'delete'"
+            " AND state IN ('pending', 'inflight') AND attempts >= ?"
+            " ORDER BY attempts DESC, sink, key LIMIT ?"
+        )
+        async with self._lock, self.db.execute(query, (min_attempts, limit)) as cur:
+            return [
+                {"sink": sink, "key": key, "attempts": int(n), "reason": why}
+                async for sink, key, n, why in cur
+            ]
+
     async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
         """Return leads held behind another lead of their number (set aside, removals)."""
         query = (

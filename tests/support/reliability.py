@@ -19,6 +19,7 @@ from syncd.core.summary import RunSummary
 from syncd.run.engine import Engine
 from syncd.simulators.faults import FaultInjector, Faults, _broken_body
 from syncd.state import open_store
+from syncd.state.sqlite import SqliteStore
 from tests.conftest import cli_env
 
 HEADER = "id,first,last,phone,email,callback\n"
@@ -163,7 +164,11 @@ async def run_engine(
     clock: Clock = SYSTEM_CLOCK,
 ) -> RunSummary:
     """Return the summary of one in-process `run --once`; ``inspect`` sees the engine's sinks."""
-    store = await open_store(str(settings.state.path))
+    if clock is SYSTEM_CLOCK:
+        store = await open_store(str(settings.state.path))
+    else:  # the store's times (claims, retries, holds) on the same clock as the engine's
+        store = SqliteStore(settings.state.path, clock)
+        await store.open()
     engine = Engine(settings, store, clock=clock)
     try:
         summary = await engine.run_once(deadline_s=deadline_s)
