@@ -97,7 +97,7 @@ class UContactSink(BaseSink):
 
     async def open(self) -> None:
         try:
-            await self.client.login()
+            await self.client.open_session()
         except SinkConfigError as exc:
             self._health = SinkHealth(ok=False, session="failed", stopped_reason=str(exc))
             raise
