@@ -140,13 +140,16 @@ class SessionAuth(httpx.Auth):
         raise SessionExpiredError("the session was dropped meanwhile", vendor=self.vendor.vendor)
 
     async def _login(self, reason: str) -> None:
-        self.generation += 1
         try:
             token = await self.vendor.login()
         except Exception as exc:
             self.state = "failed"
             self._failure = exc
             raise
+        finally:
+            # Counted when the attempt is over: a request that arrives meanwhile must
+            # still see the generation before it, and then wait for this attempt's outcome.
+            self.generation += 1
         self.token = token
         self._failure = None
         self.logins += 1

@@ -161,10 +161,6 @@ class UContactClient:
         self.requests = 0
 
     @property
-    def has_session(self) -> bool:
-        return self.session.token is not None
-
-    @property
     def logins(self) -> int:
         return self.session.logins
 
