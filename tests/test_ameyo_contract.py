@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncd.errors import RetryableError, SinkConfigError
+from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
@@ -66,7 +66,7 @@ async def test_login_returns_a_session_id_and_the_servers_ping_interval(
     assert client.session is not None
     session_id = await client.session.current()
     assert session_id in sim.sessions
-    assert client.session.ping_interval_s == 20.0
+    assert client.terms is not None and client.terms.ping_interval_s == 20.0
     assert sim.logins == 1
 
 
@@ -297,7 +297,7 @@ async def test_a_replay_refused_again_raises_invalid_session(
     client: AmeyoClient, sim: AmeyoSimulator
 ) -> None:
     sim.faults.set(Faults(invalid_session_rate=1.0))
-    with pytest.raises(InvalidSession, match="again right after a new login"):
+    with pytest.raises(SessionExpiredError, match="again right after a new login"):
         await client.call("getContacts", {"campaignId": 1}, retry=False)
     assert sim.logins == 2  # one renewal per failed request, not a loop
 

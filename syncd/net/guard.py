@@ -1,9 +1,9 @@
 """One sink's guard: its circuit breaker and request limits, shared by every caller of that sink.
 
 The engine builds it with the sink and hands it over in the sink's context; the
-push loop asks it before each push, and a vendor client that builds its HTTP
-client with ``make_client(..., guard=self.guard.limits)`` has the limits applied
-to every single request (polls and keep-alives included).
+push loop asks the breaker before each push. Every vendor client builds its HTTP
+client with ``make_client(..., guard=self.guard.limits)``, which applies the limits
+to every single request (pushes, logins, polls and keep-alives alike).
 """
 
 from __future__ import annotations

@@ -100,9 +100,7 @@ def make_client(
     inner = httpx.AsyncHTTPTransport(verify=verify_tls, limits=limits, socket_options=NODELAY)
     if guard is None:
         return httpx.AsyncClient(timeout=timeout, transport=inner)
-    transport = GuardedTransport(inner, guard)
-    guard.per_request = True
-    return httpx.AsyncClient(timeout=timeout, transport=transport)
+    return httpx.AsyncClient(timeout=timeout, transport=GuardedTransport(inner, guard))
 
 
 def human_seconds(seconds: float) -> str:

@@ -118,9 +118,6 @@ class RequestLimits:
         self.in_flight = 0
         self.configured = (rate_per_s, max_in_flight)  # the dialer's limits, for all replicas
         self.shared_by = 1
-        # True once a vendor client's HTTP transport applies these limits per request;
-        # until then the push loop applies them per push.
-        self.per_request = False
 
     @asynccontextmanager
     async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:

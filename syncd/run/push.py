@@ -250,7 +250,7 @@ class Pusher:
     async def push_batch(self, batch: Sequence[QueuedLead]) -> None:
         started = time.monotonic()
         try:
-            results = await self._push(batch)
+            results = await self.sink.push(batch)
         except SinkConfigError as exc:
             self.guard.breaker.cancel()
             await self._stop_sink(batch, exc)
@@ -299,13 +299,6 @@ class Pusher:
         if self.observer is not None:
             self.observer.push_latency(self.sink.name, time.monotonic() - started)
         await self._complete(batch, results)
-
-    async def _push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
-        limits = self.guard.limits
-        if limits.per_request:  # the sink's HTTP client applies the limits to each request
-            return await self.sink.push(batch)
-        async with limits.slot():
-            return await self.sink.push(batch)
 
     def _answered(self) -> None:
         """The dialer answered (whatever it said): the breaker closes."""

@@ -70,7 +70,10 @@ class Sink(Protocol):
     name: str
     config: SinkConfig
     can_remove: bool
-    guard: SinkGuard  # breaker and request limits, shared by every caller of this sink
+    # Breaker and request limits, shared by every caller of this sink. The sink applies
+    # the limits to each of its requests (its HTTP client is built with
+    # ``make_client(..., guard=self.guard.limits)``); the push loop does not.
+    guard: SinkGuard
     keepalive_interval_s: float | None  # how often the engine calls keepalive(); None: never
 
     async def open(self) -> None:

@@ -3,14 +3,13 @@
 Every command is ``POST …/ameyowebaccess/command?command=<id>`` with the form field
 ``data=<JSON>``. Replies are JSON, often sent as ``text/plain``, and errors often
 come with HTTP 200, so every body is parsed; an empty body, ``null`` or an HTML page
-is never a success. A session-invalid answer (four shapes, see ``replies``) makes
-the client log in again once and replay the request; concurrent requests that fail
-together share that one login.
+is never a success. The session is ``syncd.net.session``'s, shared by every worker
+of the sink; Ameyo supplies its login, the ``sessionId`` inside ``data``, and the
+four shapes of a session-invalid answer (see ``replies``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -27,7 +26,9 @@ from syncd.errors import (
     VendorError,
 )
 from syncd.net.http import (
+    FORM_CONTENT_TYPE,
     URGENT,
+    encode_form,
     lenient_json,
     looks_like_html,
     raise_for_http,
@@ -35,6 +36,8 @@ from syncd.net.http import (
 )
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
+from syncd.net.session import SessionAuth as Session  # the sink's session (not the config's)
+from syncd.net.session import with_form
 from syncd.sinks.ameyo.config import AmeyoSinkConfig, HeaderAuth, SessionAuth
 from syncd.sinks.ameyo.replies import error_text, is_session_error, looks_like_login_page
 
@@ -42,6 +45,7 @@ VENDOR = "ameyo"
 HTTP_HINTS = dict.fromkeys((401, 403, 404), "check the sink's url and auth")
 DEFAULT_PING_S = 20.0  # the document's pingInterval
 SESSIONLESS = frozenset({"login"})
+COMMAND = "syncd.ameyo.command"  # request extension: (command, data) before the sessionId
 
 
 class EmptyAnswer(RetryableError):
@@ -64,24 +68,20 @@ class AmeyoRefused(PermanentError):
         super().__init__(f"{command} refused: {detail}", vendor=VENDOR)
 
 
-class Session:
-    """The one login shared by every worker of a sink.
+class AmeyoLogin:
+    """Ameyo's part of the shared session (``syncd.net.session``): the login call, the
+    ``sessionId`` inside the ``data`` field, and the four shapes of an expired session.
 
-    ``renew(stale)`` logs in only if ``stale`` is still the current id: when twenty
-    requests fail together, the first renews and the other nineteen reuse its id.
+    It also keeps what the login answered about keeping the session alive.
     """
 
-    def __init__(self, client: AmeyoClient, auth: SessionAuth, log: Any) -> None:
+    vendor = VENDOR
+
+    def __init__(self, client: AmeyoClient, auth: SessionAuth) -> None:
         self._client = client
         self._auth = auth
-        self._log = log
-        self._lock = asyncio.Lock()
-        self.id: str | None = None
-        self.logins = 0
         self.ping_interval_s = DEFAULT_PING_S
         self.timeout_s: float | None = None  # sessionTimeout from the login answer
-        self.last_ok = 0.0  # monotonic time of the last answer that proved the session alive
-        self.state = "none"  # none | valid | expired | failed
 
     def keepalive_s(self) -> float:
         """Return how often to ping: the server's pingInterval, but at least three times per
@@ -90,27 +90,38 @@ class Session:
             return self.ping_interval_s
         return min(self.ping_interval_s, self.timeout_s / 3)
 
-    async def current(self) -> str:
-        """Return the session id, logging in first if there is none."""
-        if self.id is not None:
-            return self.id
-        async with self._lock:
-            if self.id is None:
-                await self._login("start")
-            assert self.id is not None
-            return self.id
-
-    async def renew(self, stale: str | None, why: str) -> str:
-        """Return a valid session id, logging in again only if ``stale`` is still current."""
-        async with self._lock:
-            if self.id is not None and self.id != stale:
-                return self.id
-            self.state = "expired"
-            self._log.warning("sink.session.expired", reason=why)
-            self.id = None
-            await self._login("expired")
-            assert self.id is not None
-            return self.id
+    async def login(self) -> str:
+        """Return a new sessionId; SinkConfigError when Ameyo refuses the user."""
+        data = {
+            "userId": self._auth.user_id,
+            "password": self._auth.password.get_secret_value(),
+            "terminal": self._auth.terminal,
+        }
+        try:
+            body = await self._login_answer(data)
+        except AmeyoRefused as exc:
+            body = {"status": "error", "reason": exc.detail}
+        session_id = body.get("sessionId") if isinstance(body, dict) else None
+        if not session_id:
+            why = error_text(body) or "no sessionId in the answer"
+            raise SinkConfigError(
+                f"login as {self._auth.user_id!r} refused: {why}; check auth.user_id, "
+                "auth.password and that the user has the Customer Manager role",
+                vendor=VENDOR,
+            )
+        interval = body.get("pingInterval")
+        if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
+            self.ping_interval_s = float(interval) / 1000
+        timeout = body.get("sessionTimeout")
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+            self.timeout_s = float(timeout) / 1000
+        self._client.log.debug(
+            "sink.session.terms",
+            user=self._auth.user_id,
+            ping_interval_s=self.ping_interval_s,
+            session_timeout_s=self.timeout_s,
+        )
+        return str(session_id)
 
     async def _login_answer(self, data: dict[str, Any]) -> Any:
         """Return the login answer; a refusal stated as `null` reads as one.
@@ -127,50 +138,23 @@ class Session:
                     return {"status": "error", "reason": "the server answered null twice"}
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _login(self, reason: str) -> None:
-        data = {
-            "userId": self._auth.user_id,
-            "password": self._auth.password.get_secret_value(),
-            "terminal": self._auth.terminal,
-        }
-        try:
-            body = await self._login_answer(data)
-        except AmeyoRefused as exc:
-            body = {"status": "error", "reason": exc.detail}
-        except VendorError:
-            self.state = "failed"
-            raise
-        session_id = body.get("sessionId") if isinstance(body, dict) else None
-        if not session_id:
-            self.state = "failed"
-            why = error_text(body) or "no sessionId in the answer"
-            raise SinkConfigError(
-                f"login as {self._auth.user_id!r} refused: {why}; check auth.user_id, "
-                "auth.password and that the user has the Customer Manager role",
-                vendor=VENDOR,
-            )
-        self.id = str(session_id)
-        self.logins += 1
-        self.state = "valid"
-        self.last_ok = self._client.clock()
-        interval = body.get("pingInterval")
-        if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
-            self.ping_interval_s = float(interval) / 1000
-        timeout = body.get("sessionTimeout")
-        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
-            self.timeout_s = float(timeout) / 1000
-        self._log.info(
-            "sink.session.login",
-            reason=reason,
-            user=self._auth.user_id,
-            ping_interval_s=self.ping_interval_s,
-        )
+    def attach(self, request: httpx.Request, token: str) -> httpx.Request:
+        """Return the request with ``sessionId`` in its ``data`` JSON (the body is built here)."""
+        command, data = request.extensions[COMMAND]
+        return with_form(request, command_form(command, {**data, "sessionId": token}))
 
-    def forget(self) -> str | None:
-        """Drop the session id (after logout); return the one that was held."""
-        held, self.id = self.id, None
-        self.state = "none"
-        return held
+    def expired(self, response: httpx.Response, *, replayed: bool) -> str | None:
+        """Return the reason of a session-invalid answer (any of its four shapes), else None."""
+        if response.status_code >= 400:
+            return None  # raise_for_http's to map
+        command = str(response.request.extensions.get(COMMAND, ("?",))[0])
+        try:
+            parse_body(command, response.text)
+        except InvalidSession as exc:
+            return exc.reason
+        except VendorError:
+            return None
+        return None
 
 
 class AmeyoClient:
@@ -186,15 +170,17 @@ class AmeyoClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
-        self.clock = clock  # monotonic: when the session was last proved alive
         self.url = config.command_url
         self.policy = policy or RetryPolicy()
         self.log = log or structlog.get_logger("syncd.sink").bind(sink=config.name)
         self.requests = 0
         self._headers: dict[str, str] = {}
+        # The session (None with cloud header auth) and what its login said about it.
         self.session: Session | None = None
+        self.terms: AmeyoLogin | None = None
         if isinstance(config.auth, SessionAuth):
-            self.session = Session(self, config.auth, self.log)
+            self.terms = AmeyoLogin(self, config.auth)
+            self.session = Session(self.terms, log=self.log, clock=clock)
         else:
             self._headers = _cloud_headers(config.auth)
 
@@ -202,56 +188,63 @@ class AmeyoClient:
         """Return the parsed reply of a successful command; raise a VendorError otherwise."""
 
         async def once() -> Any:
-            return await self._with_session(command, data)
+            return await self._once(command, data)
 
         if not retry:
             return await once()
         return await _with_retries(once, self.policy, vendor=VENDOR, what=command)
 
-    async def _with_session(self, command: str, data: dict[str, Any]) -> Any:
-        if self.session is None:
-            try:
-                return await self.send(command, data)
-            except InvalidSession as exc:
-                raise SinkConfigError(
-                    f"{command}: Ameyo refused the cloud credentials ({exc.reason}); "
-                    "check auth.hash_key, auth.policy_name and auth.requesting_host",
-                    vendor=VENDOR,
-                ) from exc
-        session = self.session
-        used = await session.current()
+    async def _once(self, command: str, data: dict[str, Any]) -> Any:
+        if self.session is not None:
+            return await self.send(command, data, session=self.session)
         try:
-            body = await self.send(command, {**data, "sessionId": used})
+            return await self.send(command, data)
         except InvalidSession as exc:
-            fresh = await session.renew(used, f"{command}: {exc.reason}")
-            try:
-                # Ahead of the queue: behind it, a short session expires before its replay.
-                body = await self.send(command, {**data, "sessionId": fresh}, urgent=True)
-            except InvalidSession as again:
-                raise InvalidSession(
-                    f"{command}: session refused again right after a new login ({again.reason})"
-                ) from again
-        session.last_ok = self.clock()
-        return body
+            raise SinkConfigError(
+                f"{command}: Ameyo refused the cloud credentials ({exc.reason}); "
+                "check auth.hash_key, auth.policy_name and auth.requesting_host",
+                vendor=VENDOR,
+            ) from exc
 
-    async def send(self, command: str, data: dict[str, Any], *, urgent: bool = False) -> Any:
+    async def send(
+        self,
+        command: str,
+        data: dict[str, Any],
+        *,
+        session: Session | None = None,
+        urgent: bool = False,
+    ) -> Any:
         """Return the parsed JSON reply of one request; raise the typed error of a bad one.
 
-        An ``urgent`` request goes ahead of those waiting for the sink's rate limit.
+        With ``session`` the request carries its sessionId, renewed once if Ameyo says
+        it expired. An ``urgent`` request goes ahead of those waiting for the sink's
+        rate limit.
         """
         self.requests += 1
+        extensions: dict[str, Any] = {COMMAND: (command, data)}
+        if urgent:
+            extensions[URGENT] = True
+        # With a session the body is written when the sessionId is attached (once per
+        # send, not twice: an upload's JSON is large).
+        body = b"" if session is not None else encode_form(command_form(command, data))
         try:
             response = await self.http.post(
                 self.url,
                 params={"command": command},
-                data={"command": command, "data": json.dumps(data, ensure_ascii=False)},
-                headers=self._headers,
-                extensions={URGENT: True} if urgent else None,
+                content=body,
+                headers={**self._headers, "content-type": FORM_CONTENT_TYPE},
+                extensions=extensions,
+                auth=session if session is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc
         raise_for_http(response, VENDOR, command, HTTP_HINTS)
         return parse_body(command, response.text, session=command not in SESSIONLESS)
+
+
+def command_form(command: str, data: dict[str, Any]) -> dict[str, str]:
+    """Return the form fields of one command: its name and its ``data`` as JSON."""
+    return {"command": command, "data": json.dumps(data, ensure_ascii=False)}
 
 
 def parse_body(command: str, text: str, *, session: bool = True) -> Any:

@@ -100,8 +100,8 @@ class AmeyoSink(BaseSink):
                 ok=False, session=self._session_state(), stopped_reason=str(exc)
             )
             raise
-        if session is not None:
-            self.keepalive_interval_s = self.cfg.ping_interval_s or session.keepalive_s()
+        if self.client.terms is not None:
+            self.keepalive_interval_s = self.cfg.ping_interval_s or self.client.terms.keepalive_s()
 
     async def _check_lead(self) -> None:
         cfg = self.cfg
@@ -137,7 +137,7 @@ class AmeyoSink(BaseSink):
 
     async def close(self) -> None:
         session = self.client.session
-        if session is not None and session.id is not None:
+        if session is not None and session.token is not None:
             held = session.forget()
             try:
                 await self.client.send("logout", {"sessionId": held})
@@ -150,17 +150,17 @@ class AmeyoSink(BaseSink):
 
     async def keepalive(self) -> None:
         """Ping the session unless another request proved it alive in the last half interval."""
-        session = self.client.session
-        if session is None:
+        session, terms = self.client.session, self.client.terms
+        if session is None or terms is None:
             return
-        interval = self.keepalive_interval_s or session.ping_interval_s
-        if session.id is not None and self.clock.monotonic() - session.last_ok < interval / 2:
+        interval = self.keepalive_interval_s or terms.ping_interval_s
+        if session.token is not None and self.clock.monotonic() - session.last_ok < interval / 2:
             return
         body = await self.client.call(
             "ping-session", {"sessionPushSeqNo": "0", "sessionpushseqno": "0"}, retry=False
         )
         if isinstance(body, dict) and body.get("alive") is False:
-            await session.renew(session.id, "ping-session: alive=false")
+            await session.renew(session.generation, "ping-session: alive=false")
         self.pings += 1
         self.log.debug("sink.session.ping")
 

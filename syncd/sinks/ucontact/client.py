@@ -2,7 +2,8 @@
 
 Log in with ``auth/getUserToken`` (older servers answer 404 there and use
 ``auth/UserLogin``); every later call sends ``Authorization: Basic <key>``. A 401,
-or a ``0`` body, means the key may have expired: log in again once and replay.
+or a ``0`` body, means the key may have expired: the session (``syncd.net.session``)
+logs in again once and replays the call; a ``0`` to the replay is the call's answer.
 Many answers are bare ``1``/``0`` or ``OK``/``ERROR``; anything else is treated
 as a broken answer, never as success.
 
@@ -17,7 +18,6 @@ later. The sink decides what that means for the leads in it.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -27,12 +27,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from syncd.errors import (
-    RetryableError,
-    SessionExpiredError,
-    SinkConfigError,
-    VendorError,
-)
+from syncd.errors import RetryableError, SinkConfigError, VendorError
 from syncd.net.http import (
     URGENT,
     lenient_json,
@@ -42,6 +37,7 @@ from syncd.net.http import (
 )
 from syncd.net.retry import RetryPolicy
 from syncd.net.retry import with_retries as _with_retries
+from syncd.net.session import SessionAuth
 
 VENDOR = "ucontact"
 ROOT = "/Integra/resources/"
@@ -140,7 +136,9 @@ def token_from(text: str, *, legacy: bool) -> str | None:
 
 
 class UContactClient:
-    """Calls one uContact server as one API user; owns the session key."""
+    """Calls one uContact server as one API user; supplies the session its login and key."""
+
+    vendor = VENDOR
 
     def __init__(
         self,
@@ -156,29 +154,27 @@ class UContactClient:
         self.base_url = base_url.rstrip("/")
         self.user = user
         self._password = password
-        self._token: SecretStr | None = None
-        self._generation = 0  # bumped at each login, so concurrent 401s log in once
-        self._login_lock = asyncio.Lock()
         self.legacy_auth = False  # learnt when getUserToken answers 404
         self.policy = policy or RetryPolicy()
         self.log = log
-        self.logins = 0
+        self.session = SessionAuth(self, log=log)
         self.requests = 0
 
     @property
-    def has_session(self) -> bool:
-        return self._token is not None
+    def logins(self) -> int:
+        return self.session.logins
 
     def url(self, resource: str) -> str:
         return self.base_url + ROOT + resource
 
     # -- session ------------------------------------------------------------
 
-    async def login(self) -> None:
-        """Fetch a new key; SinkConfigError when the server refuses the user."""
-        await _with_retries(self._login_once, self.policy, vendor=VENDOR, what="login")
+    async def open_session(self) -> None:
+        """Log in (transient failures retried); SinkConfigError when the server refuses the user."""
+        await _with_retries(self.session.current, self.policy, vendor=VENDOR, what="login")
 
-    async def _login_once(self) -> None:
+    async def login(self) -> str:
+        """Return a new key; SinkConfigError when the server refuses the user."""
         form = {"user": self.user, "password": self._password.get_secret_value()}
         try:
             response = await self._login_post(form)
@@ -193,36 +189,47 @@ class UContactClient:
                 f"{resource}: the server refused user {self.user!r} (check user and password)",
                 vendor=VENDOR,
             )
-        self._token = SecretStr(key)
-        self._generation += 1
-        self.logins += 1
         if self.log is not None:
-            self.log.info("sink.session.login", endpoint=resource, logins=self.logins)
+            self.log.debug("sink.session.endpoint", endpoint=resource)
+        return key
 
     async def _login_post(self, form: dict[str, str]) -> httpx.Response:
         if not self.legacy_auth:
-            response = await self._post("auth/getUserToken", form, token=None, urgent=True)
+            response = await self._post("auth/getUserToken", form, urgent=True)
             if response.status_code == 404:
                 self.legacy_auth = True
                 if self.log is not None:
                     self.log.info("sink.session.legacy_auth", endpoint="auth/UserLogin")
         if self.legacy_auth:
-            response = await self._post("auth/UserLogin", form, token=None, urgent=True)
+            response = await self._post("auth/UserLogin", form, urgent=True)
         return response
 
-    async def _relogin(self, seen_generation: int) -> None:
-        async with self._login_lock:
-            if self._generation == seen_generation:  # nobody renewed it meanwhile
-                await self._login_once()
+    def attach(self, request: httpx.Request, token: str) -> httpx.Request:
+        request.headers["Authorization"] = "Basic " + token
+        return request
+
+    def expired(self, response: httpx.Response, *, replayed: bool) -> str | None:
+        """Return why the key may have expired: a 401, or (before a replay) a bare ``0``.
+
+        A ``0`` is also how a call refuses; after a new key it is that refusal.
+        """
+        resource = response.request.url.path.rpartition(ROOT)[2]
+        if response.status_code == 401:
+            return f"{resource}: HTTP 401"
+        if not replayed and response.status_code == 200 and response.text.strip() == "0":
+            return f"{resource}: answered 0"
+        return None
 
     async def end_session(self) -> None:
         """Tell the server the key is no longer needed; errors are logged, not raised."""
-        if self._token is None:
+        token = self.session.forget()
+        if token is None:
             return
-        token, self._token = self._token, None
-        form = {"user": self.user, "token": token.get_secret_value()}
+        form = {"user": self.user, "token": token}
         try:
-            response = await self._post("auth/EndSession", form, token=token)
+            response = await self._post(
+                "auth/EndSession", form, headers={"Authorization": "Basic " + token}
+            )
         except RetryableError as exc:
             if self.log is not None:
                 self.log.warning("sink.session.logout_failed", reason=str(exc))
@@ -304,32 +311,19 @@ class UContactClient:
         return await _with_retries(call, self.policy, vendor=VENDOR, what=what)
 
     async def _authed(self, resource: str, form: dict[str, str]) -> str:
-        if self._token is None:
-            async with self._login_lock:
-                if self._token is None:
-                    await self._login_once()
-        generation, token = self._generation, self._token
-        response = await self._post(resource, form, token=token)
-        if _unauthorised(response):
-            # The key expired or the server restarted: one new key, one replay.
-            if self.log is not None:
-                self.log.info("sink.session.renew", resource=resource, status=response.status_code)
-            await self._relogin(generation)
-            # Ahead of the queue, like the login: behind it, a short key expires first.
-            response = await self._post(resource, form, token=self._token, urgent=True)
-            if response.status_code == 401:
-                raise SessionExpiredError(
-                    f"{resource}: HTTP 401 even with a new key", vendor=VENDOR, code="401"
-                )
+        response = await self._post(resource, form, session=self.session)
         self._raise_for_status(response, resource)
         return response.text
 
     async def _post(
-        self, resource: str, form: dict[str, str], *, token: SecretStr | None, urgent: bool = False
+        self,
+        resource: str,
+        form: dict[str, str],
+        *,
+        session: SessionAuth | None = None,
+        headers: dict[str, str] | None = None,
+        urgent: bool = False,
     ) -> httpx.Response:
-        headers = {}
-        if token is not None:
-            headers["Authorization"] = "Basic " + token.get_secret_value()
         self.requests += 1
         try:
             return await self.http.post(
@@ -337,6 +331,7 @@ class UContactClient:
                 data=form,
                 headers=headers,
                 extensions={URGENT: True} if urgent else None,
+                auth=session if session is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
             # Sent in full, then nothing readable: the server may have acted, or may yet.
@@ -354,9 +349,3 @@ class UContactClient:
             404: "check the sink's url; does this server have the call?",
         }
         raise_for_http(response, VENDOR, resource, hints)
-
-
-def _unauthorised(response: httpx.Response) -> bool:
-    return response.status_code == 401 or (
-        response.status_code == 200 and response.text.strip() == "0"
-    )

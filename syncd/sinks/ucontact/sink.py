@@ -97,7 +97,7 @@ class UContactSink(BaseSink):
 
     async def open(self) -> None:
         try:
-            await self.client.login()
+            await self.client.open_session()
         except SinkConfigError as exc:
             self._health = SinkHealth(ok=False, session="failed", stopped_reason=str(exc))
             raise
@@ -170,8 +170,9 @@ class UContactSink(BaseSink):
     def health(self) -> SinkHealth:
         held = self.paused()
         self._health.warnings = [held] if held else []
-        if self._health.session != "failed":
-            self._health.session = "valid" if self.client.has_session else "expired"
+        if self._health.session != "failed":  # a login refused at open stays shown
+            state = self.client.session.state  # none | valid | expired | failed
+            self._health.session = "not started" if state == "none" else state
         self._health.details["logins"] = self.client.logins
         self._health.details["legacy_auth"] = self.client.legacy_auth
         return self._health
