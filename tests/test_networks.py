@@ -78,6 +78,24 @@ def test_a_sink_with_a_proxy_reaches_the_dialer_only_through_it(
     assert f"POST jodo.invalid:{port}{PATH}" in proxy.requests
 
 
+def test_a_proxy_with_credentials_is_a_secret_from_the_environment(
+    jodo: Simulated, proxy: ForwardProxy, tmp_path: Path
+) -> None:
+    port = jodo.url.rsplit(":", 1)[1]
+    config = with_sink_settings(
+        jodo_config(tmp_path, f"http://jodo.invalid:{port}"), proxy="env:EGRESS_PROXY"
+    )
+    drop_csv(tmp_path / "inbox", "a.csv", export(3))
+    secret_url = f"http://syncd:s3cr3t-pw@127.0.0.1:{proxy.port}"
+
+    result = run_cli("run", "--once", "-c", str(config), env=no_proxy_env(EGRESS_PROXY=secret_url))
+
+    assert result.returncode == 0, result.stderr
+    assert len(jodo.sim.records()) == 3
+    assert proxy.authorizations and all(a and a.startswith("Basic ") for a in proxy.authorizations)
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+
+
 def test_the_standard_proxy_variables_carry_a_sink_without_a_proxy_setting(
     jodo: Simulated, proxy: ForwardProxy, tmp_path: Path
 ) -> None:

@@ -49,6 +49,8 @@ IDS = ["leadnumber", "leadnumber", "customercode", "mobilenumber"]
         ({"statuscode": "001", "faileddata": [{"row": 7, "reason": "x"}]}, {}, 1),
         ({"statuscode": "001", "failedcount": 2}, {}, 2),
         ({"statuscode": "001", "failed": 0}, {}, 0),
+        ({"statuscode": "001", "successcount": "1"}, {}, 2),
+        ({"statuscode": "001", "successcount": 3}, {}, 0),
     ],
 )
 def test_a_failure_list_refuses_exactly_the_records_it_names(

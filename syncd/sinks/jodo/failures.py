@@ -11,7 +11,8 @@ silently, so every plausible shape is read here:
   the record by the sink's key field, ``crmuniquefield``'s column,
   ``customercode`` or ``mobilenumber``, or bare strings holding one of those values;
 - the reason under ``reason``, ``message``, ``error``, ``statusdesc``, ``remarks``…;
-- a bare count (``failedcount``, ``failcount``, or ``failed`` as a number).
+- a bare count (``failedcount``, ``failcount``, or ``failed`` as a number), or a
+  ``successcount`` below the number of records sent.
 
 A listed record that can be matched is refused with the dialer's reason (personal
 data removed); the others are delivered. A failure that names no record syncd
@@ -136,6 +137,11 @@ def match_failures(
     for sure: it counts as unplaced.
     """
     items, count = failure_items(body)
+    if not items and not count:
+        said = _lower(body).get("successcount")
+        if not isinstance(said, bool) and (_as_count(said) or str(said).strip() == "0"):
+            # "successcount": 95 of 100 sent, the other five not named
+            count = max(len(sent) - _as_count(said), 0)
     result = Failures(unplaced=count)
     if count:
         result.example = "the dialer counted failed records without naming them"
