@@ -113,3 +113,17 @@ def test_no_proxy_lists_hosts_domains_and_ports(
     host: str, port: int, no_proxy: str, direct: bool
 ) -> None:
     assert bypassed(host, port, no_proxy) is direct
+
+
+def test_proxy_variables_without_a_scheme_are_http_and_socks_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syncd.net.http import environment_proxies
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
+    monkeypatch.setenv("ALL_PROXY", "socks5://proxy.corp:1080")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    assert environment_proxies() == {"https": "http://proxy.corp:3128", "no": "localhost"}

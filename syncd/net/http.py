@@ -314,8 +314,27 @@ def tls_context(verify_tls: bool, ca_bundle: str | Path | None) -> ssl.SSLContex
 
 
 def environment_proxies() -> dict[str, str]:
-    """Return the proxies of the standard environment variables (``no`` lists exceptions)."""
-    return {k: v for k, v in urllib.request.getproxies_environment().items() if v}
+    """Return the proxies of the standard environment variables (``no`` lists exceptions).
+
+    Only http:// and https:// proxies: a SOCKS proxy (``ALL_PROXY=socks5://…``) needs
+    a package syncd does not ship, and is skipped with a warning rather than failing
+    every request.
+    """
+    found: dict[str, str] = {}
+    for scheme, value in urllib.request.getproxies_environment().items():
+        if not value:
+            continue
+        if scheme != "no" and "://" not in value:
+            value = "http://" + value  # "proxy.corp:3128", as curl reads it
+        if scheme != "no" and urllib.parse.urlsplit(value).scheme not in ("http", "https"):
+            log.warning(
+                "http.proxy.skipped",
+                variable=f"{scheme.upper()}_PROXY",
+                reason="only http:// and https:// proxies are supported",
+            )
+            continue
+        found[scheme] = value
+    return found
 
 
 def bypassed(host: str, port: int | None, no_proxy: str) -> bool:
