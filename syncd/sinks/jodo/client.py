@@ -169,11 +169,15 @@ class JodoClient:
             else:
                 body = await once()
         except _InDoubt as stop:
-            raise UnreadableReply(
-                f"{stop.error.reason}, twice: in doubt, the dialer may have acted on it "
-                "(it is sent again later; Jodo upserts, so a repeat is harmless)",
-                vendor=VENDOR,
-            ) from stop.error
+            doubt = (
+                "in doubt, the dialer may have stored it (it is sent again later; "
+                "Jodo upserts by updateparam, so a repeat is harmless)"
+                if method == "ImportProcessData"
+                else "tried again later"
+            )
+            raise UnreadableReply(f"{stop.error.reason}, twice: {doubt}", vendor=VENDOR) from (
+                stop.error
+            )
         if per_item and "statusdata" in body:
             return Reply(body, None)
         code, _ = status_of(body)
