@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from syncd.core.model import Action, Lead, QueuedLead, ResultKind
+from syncd.errors import RetryableError
 from syncd.simulators.ameyo.api import AmeyoSimulator
 from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.server import running
@@ -25,7 +26,7 @@ from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.sink import JodoSink
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import Simulated
-from tests.support.reply_rewriter import bom, content_type, rewriting
+from tests.support.reply_rewriter import Exchange, bom, content_type, rewriting
 from tests.support.ucontact import queued, served, sink_on, uy
 
 FORM = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -123,3 +124,24 @@ async def test_jodo_form_bodies_name_their_charset_and_accents_arrive_intact(
     assert record["name"] == "Zoë Ñúñez"
     assert all(e.headers["content-type"] == FORM for e in rewriter.seen)
     assert json.loads(rewriter.seen[0].reply)["statuscode"] == "001"
+
+
+async def test_an_ameyo_upload_whose_reply_cannot_be_read_is_sent_once_more_then_in_doubt(
+    store: SqliteStore,
+) -> None:
+    def cut_uploads(exchange: Exchange) -> None:
+        if "upload" in exchange.path.lower():
+            exchange.reply = exchange.reply[: len(exchange.reply) // 2]
+
+    sim = AmeyoSimulator(dialing=False, timezone="Asia/Kolkata")
+    with running(ameyo_app(sim)) as upstream, rewriting(upstream) as rewriter:
+        rewriter.after(cut_uploads)
+        sink = ameyo_sink(rewriter.url, store)
+        try:
+            await sink.open()
+            with pytest.raises(RetryableError, match="in doubt"):
+                await sink.push([upsert("ameyo", "L1", "+919820012345", first_name="Asha")])
+        finally:
+            await sink.close()
+    assert len([e for e in rewriter.seen if "upload" in e.path.lower()]) == 2
+    assert len(sim.customer_list()) == 1  # stored once, upserted by phone on the resend
