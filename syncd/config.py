@@ -107,6 +107,12 @@ class SinkConfig(Strict):
     retry_max_s: float = Field(600.0, gt=0)
     timeout_s: float = Field(30.0, gt=0)
     verify_tls: bool = True
+    # An outbound proxy for this sink (http://user:pass@host:port; env:/file: like any
+    # secret, it may hold a password); without it HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply.
+    proxy: Secret | None = None
+    # A PEM file of extra certificate authorities to trust (a private CA), relative to
+    # the config file.
+    ca_bundle: Path | None = None
     rate_limit_per_s: float | None = Field(None, gt=0)  # requests a second to the dialer
     max_in_flight: int | None = Field(None, ge=1, le=256)  # concurrent requests to the dialer
     breaker_failures: int = Field(5, ge=1, le=1000)  # failed pushes in a row that open it
@@ -137,6 +143,28 @@ class SinkConfig(Strict):
     def _dial_format(cls, value: str) -> str:
         parse_dial_format(value)
         return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if text and text != UNSET:
+            parts = urllib.parse.urlsplit(text)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be a proxy URL like http://proxy.example:3128")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value}: no such file (a PEM file of CA certificates)")
+        return value
+
+    def proxy_url(self) -> str | None:
+        """Return the configured proxy URL, None when the environment decides."""
+        text = self.proxy.get_secret_value() if self.proxy is not None else ""
+        return text if text and text != UNSET else None
 
 
 class WritebackConfig(Strict):
@@ -544,6 +572,9 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
             for key in ("inbox", "outbox", "directory"):
                 if isinstance(item.get(key), str) and "://" not in item[key]:
                     item[key] = str(base / item[key])
+    for item in raw.get("sinks") or []:
+        if isinstance(item, dict) and isinstance(item.get("ca_bundle"), str):
+            item["ca_bundle"] = str(base / item["ca_bundle"])
 
 
 def apply_env_overlay(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

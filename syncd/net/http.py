@@ -10,11 +10,15 @@ mapping from HTTP answers to syncd's errors that every vendor client shares.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import socket
+import ssl
 import urllib.parse
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -33,7 +37,10 @@ MAX_INLINE_HOLD_S = 15.0  # a longer Retry-After hold fails the request instead 
 
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+# The charset is explicit: Ameyo servers that decode forms as ISO-8859-1 garble
+# "José" without it, and uContact's document asks for it on every call.
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
+FORM_HEADERS = {"content-type": FORM_CONTENT_TYPE}
 
 # Percent-encoding for every ASCII character outside the unreserved set. urllib's
 # quote_plus loops in Python; one str.replace per special character runs in C and
@@ -85,19 +92,41 @@ def make_client(
     verify_tls: bool,
     max_connections: int = 8,
     guard: RequestLimits | None = None,
+    proxy: str | None = None,
+    ca_bundle: str | Path | None = None,
 ) -> httpx.AsyncClient:
     """Return an httpx client with connect/read timeouts and a bounded pool.
 
     With ``guard``, every request waits for the sink's rate, concurrency and
     Retry-After hold, and a 429/503 with Retry-After holds the whole sink.
+
+    ``proxy`` (a URL) carries every request; without it the standard environment
+    variables apply (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``).
+    ``ca_bundle`` adds a PEM file of certificate authorities to the trusted ones
+    (``SSL_CERT_FILE`` replaces them, as for any OpenSSL program); ``verify_tls``
+    false trusts any certificate.
     """
     timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
-    # httpx writes a POST's headers and body separately; with Nagle on, the body
-    # waits for the server's delayed ACK (~40 ms a request on Linux).
-    inner = httpx.AsyncHTTPTransport(verify=verify_tls, limits=limits, socket_options=NODELAY)
+    verify = tls_context(verify_tls, ca_bundle)
+
+    def direct_or_via(via: str | None) -> httpx.AsyncHTTPTransport:
+        # httpx writes a POST's headers and body separately; with Nagle on, the body
+        # waits for the server's delayed ACK (~40 ms a request on Linux).
+        return httpx.AsyncHTTPTransport(
+            verify=verify,
+            limits=limits,
+            socket_options=NODELAY,
+            proxy=httpx.Proxy(via) if via else None,
+        )
+
+    inner: httpx.AsyncBaseTransport
+    if proxy:
+        inner = direct_or_via(proxy)
+    else:
+        inner = ProxyRouter(direct_or_via, environment_proxies())
     if guard is None:
         return httpx.AsyncClient(timeout=timeout, transport=inner)
     return httpx.AsyncClient(timeout=timeout, transport=GuardedTransport(inner, guard))
@@ -145,12 +174,54 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def transport_error(exc: httpx.HTTPError, vendor: str) -> RetryableError:
-    """Return the RetryableError for a timeout, reset or refused connection."""
+def transport_error(exc: httpx.HTTPError, vendor: str) -> RetryableError | SinkConfigError:
+    """Return the RetryableError for a timeout, reset or refused connection.
+
+    A certificate this machine does not trust is a SinkConfigError instead: it does
+    not heal by retrying (the sink stops and is re-checked later), and the reason
+    names the certificate problem and the setting that fixes it.
+    """
+    untrusted = _certificate_error(exc)
+    if untrusted is not None:
+        why = untrusted.verify_message or untrusted.reason or "verification failed"
+        refused = SinkConfigError(
+            f"certificate not trusted: {why}{_issuer_hint(why)}; set the sink's ca_bundle "
+            "to the PEM file of the CA that signed it (or verify_tls = false for a test "
+            "server)",
+            vendor=vendor,
+            code="tls",
+        )
+        refused.public = "the dialer's TLS certificate is not trusted"
+        return refused
     kind = type(exc).__name__
     error = RetryableError(f"{kind} talking to the dialer", vendor=vendor)
     error.public = kind
     return error
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """Return the certificate verification failure in ``exc``'s chain, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _issuer_hint(message: str) -> str:
+    # OpenSSL's messages name the kind ("self-signed certificate", "unable to get
+    # local issuer certificate"); say what that means for the operator.
+    low = message.lower()
+    if "self-signed" in low or "self signed" in low:
+        return " (the server signed its own certificate, or its CA is not one we know)"
+    if "local issuer" in low:
+        return " (signed by a private or unknown certificate authority)"
+    if "expired" in low:
+        return " (check the server's certificate dates and this machine's clock)"
+    return ""
 
 
 def raise_for_http(
@@ -215,3 +286,253 @@ def lenient_json(text: str) -> Any:
 def looks_like_html(text: str) -> bool:
     head = text.lstrip()[:200].lower()
     return head.startswith(("<!doctype", "<html", "<?xml")) or "<body" in head
+
+
+# -- networks: proxies and certificate authorities ------------------------------
+
+
+def tls_context(verify_tls: bool, ca_bundle: str | Path | None) -> ssl.SSLContext | bool:
+    """Return what httpx verifies the dialer's certificate with.
+
+    ``ca_bundle`` is added to the usual trusted authorities (a private CA beside the
+    public ones: a proxy may present a public certificate, the dialer a private one).
+    """
+    if not verify_tls:
+        return False
+    if ca_bundle is None:
+        return True  # httpx's default: certifi, or SSL_CERT_FILE / SSL_CERT_DIR when set
+    context = httpx.create_ssl_context()
+    try:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise SinkConfigError(
+            f"ca_bundle {ca_bundle}: cannot read certificate authorities from it ({exc})"
+        ) from None
+    return context
+
+
+def environment_proxies() -> dict[str, str]:
+    """Return the proxies of the standard environment variables (``no`` lists exceptions).
+
+    Only http:// and https:// proxies: a SOCKS proxy (``ALL_PROXY=socks5://…``) needs
+    a package syncd does not ship, and is skipped with a warning rather than failing
+    every request.
+    """
+    found: dict[str, str] = {}
+    for scheme, value in urllib.request.getproxies_environment().items():
+        if not value:
+            continue
+        if scheme != "no" and "://" not in value:
+            value = "http://" + value  # "proxy.corp:3128", as curl reads it
+        if scheme != "no" and urllib.parse.urlsplit(value).scheme not in ("http", "https"):
+            log.warning(
+                "http.proxy.skipped",
+                variable=f"{scheme.upper()}_PROXY",
+                reason="only http:// and https:// proxies are supported",
+            )
+            continue
+        found[scheme] = value
+    return found
+
+
+def bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Return True when ``NO_PROXY`` lists ``host`` (``*``, a name, ``.domain``, ``host:port``)."""
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, wanted = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if wanted and (not wanted.isdigit() or int(wanted) != port):
+            continue
+        name = name.lstrip(".").strip("[]")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+class ProxyRouter(httpx.AsyncBaseTransport):
+    """Sends each request direct or through the proxy the environment names for it.
+
+    httpx reads the proxy variables only for a client built without a transport;
+    syncd builds its own (Nagle off, the sink's guard), so it routes here. A host
+    listed in ``NO_PROXY`` goes direct.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[str | None], httpx.AsyncBaseTransport],
+        proxies: Mapping[str, str],
+    ) -> None:
+        self._factory = factory
+        self._proxies = dict(proxies)
+        self._transports: dict[str | None, httpx.AsyncBaseTransport] = {}
+
+    def proxy_for(self, url: httpx.URL) -> str | None:
+        proxies = self._proxies
+        via = proxies.get(url.scheme) or proxies.get("all")
+        if not via or bypassed(url.host, url.port, proxies.get("no", "")):
+            return None
+        return via
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        via = self.proxy_for(request.url)
+        transport = self._transports.get(via)
+        if transport is None:
+            transport = self._transports[via] = self._factory(via)
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in self._transports.values():
+            await transport.aclose()
+
+
+# -- reading replies ---------------------------------------------------------------
+
+REPLY_CAP = 16 * 1024 * 1024  # bytes of a reply syncd reads; a larger one is not an answer
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+class UnreadableReply(RetryableError):
+    """The dialer answered, but its body cannot be read (not JSON, cut short, too large).
+
+    For a request that changes the dialer this is an answer in doubt: the dialer may
+    have acted on it. Clients repeat such a request at most once.
+    """
+
+
+async def post(
+    http: httpx.AsyncClient, url: str, *, cap: int = REPLY_CAP, **kwargs: Any
+) -> httpx.Response:
+    """Return the answer of a POST with its body read, at most ``cap`` bytes of it.
+
+    A longer body is cut at ``cap`` and the response's ``extensions["syncd.cut"]``
+    says so: every outside reply is read with a limit (a proxy's endless error page
+    must not fill the memory).
+    """
+    async with http.stream("POST", url, **kwargs) as streamed:
+        chunks: list[bytes] = []
+        size = 0
+        cut = False
+        async for chunk in streamed.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                cut = True
+                break
+    body = b"".join(chunks)[:cap]
+    response = httpx.Response(
+        streamed.status_code,
+        headers=[(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _DECODED],
+        content=body,
+        request=streamed.request,
+        extensions={**streamed.extensions, "syncd.cut": cut},
+    )
+    return response
+
+
+# The body above is already decoded; the copy must not claim to be compressed.
+_DECODED = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def body_text(response: httpx.Response) -> str:
+    """Return a reply's body as text, the way a careful client reads it.
+
+    A byte-order mark wins (some .NET front ends write one before JSON) and is
+    dropped; then the Content-Type's charset; else UTF-8. Bytes that do not decode
+    become U+FFFD rather than an error: the parser then says what is wrong.
+    """
+    raw = response.content
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return raw[len(bom) :].decode(encoding, "replace")
+    encoding = response.charset_encoding or "utf-8"
+    try:
+        text = raw.decode(encoding, "replace")
+    except LookupError:  # a charset Python does not know: UTF-8 is the likeliest
+        text = raw.decode("utf-8", "replace")
+    return text.removeprefix("\ufeff")
+
+
+def reply_was_cut(response: httpx.Response) -> bool:
+    return bool(response.extensions.get("syncd.cut"))
+
+
+def read_json(response: httpx.Response, vendor: str, what: str) -> Any:
+    """Return a reply's JSON whatever its Content-Type says; UnreadableReply if there is none.
+
+    JSON labelled ``text/plain`` or ``text/html`` is still JSON; a BOM and the
+    charset are handled by :func:`body_text`. An empty body, ``null``, an HTML page,
+    text that is not JSON and a reply cut at the size cap are unreadable.
+    """
+    text = body_text(response)
+    if reply_was_cut(response):
+        raise UnreadableReply(
+            f"{what} answered with more than {len(response.content) // 1024} KB; not read",
+            vendor=vendor,
+        )
+    stripped = text.strip()
+    if not stripped or stripped == "null" or looks_like_html(stripped):
+        raise UnreadableReply(
+            f"{what} answered with {describe_body(stripped)}, not JSON", vendor=vendor
+        )
+    try:
+        return lenient_json(stripped)
+    except ValueError:
+        raise UnreadableReply(
+            f"{what} answered with {describe_body(stripped)}, not JSON", vendor=vendor
+        ) from None
+
+
+def describe_body(text: str) -> str:
+    """Return what a body that is not the expected answer looks like, without quoting it.
+
+    A dialer's body may echo a lead's name or number: the description names its
+    shape and size only.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return "an empty body"
+    if stripped == "null":
+        return "null"
+    if looks_like_html(stripped):
+        return "an HTML page"
+    if stripped[0] in "{[":
+        return f"a body that is not JSON ({len(stripped)} characters, cut short or malformed)"
+    return f"a body that is not JSON ({len(stripped)} characters)"
+
+
+class UnknownFields:
+    """Logs each reply field syncd does not know once per sink and field, not per reply.
+
+    A new field can mean the server speaks a newer dialect (a list of failed records
+    syncd would not see); one warning is enough to notice it, thousands would drown it.
+    """
+
+    def __init__(self, log: Any, vendor: str) -> None:
+        self._log = log
+        self._vendor = vendor
+        self._seen: set[tuple[str, str]] = set()
+
+    def note(self, what: str, body: Mapping[str, Any], known: frozenset[str]) -> None:
+        for name in body:
+            field = str(name)
+            if field.lower() in known or (what, field) in self._seen:
+                continue
+            if len(self._seen) >= 200:  # a server that invents names per reply
+                return
+            self._seen.add((what, field))
+            # A name made of digits may be a number the server keys its data by.
+            shown = "<a name holding digits>" if re.search(r"\d{5}", field) else field[:60]
+            self._log.warning(
+                "sink.reply.unknown_field",
+                vendor=self._vendor,
+                what=what,
+                field=shown,
+                action="read as unknown; tell the syncd maintainers if it matters",
+            )

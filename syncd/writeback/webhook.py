@@ -27,6 +27,7 @@ from pydantic import Field, field_validator
 
 from syncd.errors import RetryableError
 from syncd.net.http import make_client, status_error
+from syncd.net.http import post as capped_post
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
 from syncd.writeback.base import (
@@ -134,7 +135,10 @@ class WebhookWriteback(StatelessWriteback):
                 }
             )
             try:
-                response = await http.post(self.config.url, content=body, headers=headers)
+                # Only the first 64 KB of the answer: its reason is all syncd reads of it.
+                response = await capped_post(
+                    http, self.config.url, cap=65536, content=body, headers=headers
+                )
             except httpx.HTTPError as exc:
                 reason = f"{type(exc).__name__} talking to the CRM"
                 raise RetryableError(reason, vendor=VENDOR) from exc

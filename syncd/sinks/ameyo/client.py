@@ -20,18 +20,21 @@ import structlog
 
 from syncd.errors import (
     PermanentError,
-    RetryableError,
     SessionExpiredError,
     SinkConfigError,
     VendorError,
 )
 from syncd.net.http import (
-    FORM_CONTENT_TYPE,
+    FORM_HEADERS,
     URGENT,
+    UnreadableReply,
+    body_text,
     encode_form,
     lenient_json,
     looks_like_html,
+    post,
     raise_for_http,
+    reply_was_cut,
     transport_error,
 )
 from syncd.net.retry import RetryPolicy
@@ -48,8 +51,16 @@ SESSIONLESS = frozenset({"login"})
 COMMAND = "syncd.ameyo.command"  # request extension: (command, data) before the sessionId
 
 
-class EmptyAnswer(RetryableError):
+class EmptyAnswer(UnreadableReply):
     """The reply was empty or ``null``: a glitch for most commands, a refusal for a login."""
+
+
+class _InDoubt(Exception):
+    """Carries an UnreadableReply out of the retry loop, which must not repeat it again."""
+
+    def __init__(self, error: UnreadableReply) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class InvalidSession(SessionExpiredError):
@@ -149,7 +160,7 @@ class AmeyoLogin:
             return None  # raise_for_http's to map
         command = str(response.request.extensions.get(COMMAND, ("?",))[0])
         try:
-            parse_body(command, response.text)
+            parse_body(command, body_text(response))
         except InvalidSession as exc:
             return exc.reason
         except VendorError:
@@ -187,12 +198,30 @@ class AmeyoClient:
     async def call(self, command: str, data: dict[str, Any], *, retry: bool = True) -> Any:
         """Return the parsed reply of a successful command; raise a VendorError otherwise."""
 
-        async def once() -> Any:
-            return await self._once(command, data)
+        unreadable = 0
 
-        if not retry:
-            return await once()
-        return await _with_retries(once, self.policy, vendor=VENDOR, what=command)
+        async def once() -> Any:
+            nonlocal unreadable
+            try:
+                return await self._once(command, data)
+            except UnreadableReply as exc:
+                # Ameyo may have acted on a request whose answer cannot be read: one
+                # resend (uploads upsert on phone1), then the call is in doubt.
+                unreadable += 1
+                if unreadable > 1:
+                    raise _InDoubt(exc) from exc
+                raise
+
+        try:
+            if not retry:
+                return await once()
+            return await _with_retries(once, self.policy, vendor=VENDOR, what=command)
+        except _InDoubt as stop:
+            raise UnreadableReply(
+                f"{stop.error.reason}, twice: in doubt, the dialer may have acted on it "
+                "(it is sent again later)",
+                vendor=VENDOR,
+            ) from stop.error
 
     async def _once(self, command: str, data: dict[str, Any]) -> Any:
         if self.session is not None:
@@ -228,18 +257,25 @@ class AmeyoClient:
         # send, not twice: an upload's JSON is large).
         body = b"" if session is not None else encode_form(command_form(command, data))
         try:
-            response = await self.http.post(
+            response = await post(
+                self.http,
                 self.url,
                 params={"command": command},
                 content=body,
-                headers={**self._headers, "content-type": FORM_CONTENT_TYPE},
+                # charset named: servers that decode forms as ISO-8859-1 garble "José".
+                headers={**self._headers, **FORM_HEADERS},
                 extensions=extensions,
                 auth=session if session is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc
         raise_for_http(response, VENDOR, command, HTTP_HINTS)
-        return parse_body(command, response.text, session=command not in SESSIONLESS)
+        if reply_was_cut(response):
+            raise UnreadableReply(
+                f"{command} answered with more than {len(response.content) // 1024} KB; not read",
+                vendor=VENDOR,
+            )
+        return parse_body(command, body_text(response), session=command not in SESSIONLESS)
 
 
 def command_form(command: str, data: dict[str, Any]) -> dict[str, str]:
@@ -248,19 +284,23 @@ def command_form(command: str, data: dict[str, Any]) -> dict[str, str]:
 
 
 def parse_body(command: str, text: str, *, session: bool = True) -> Any:
-    """Return the JSON of a reply; raise InvalidSession, RetryableError or AmeyoRefused."""
-    stripped = text.strip()
+    """Return the JSON of a reply; raise InvalidSession, RetryableError or AmeyoRefused.
+
+    Read whatever the Content-Type says (Ameyo sends JSON as text/plain); a
+    byte-order mark (written by .NET front ends) is dropped, not taken for garbage.
+    """
+    stripped = text.lstrip("\ufeff").strip()
     if looks_like_html(stripped):
         if session and looks_like_login_page(stripped):
             raise InvalidSession(f"{command} answered with the login page")
-        raise RetryableError(f"{command} answered with an HTML page, not JSON", vendor=VENDOR)
+        raise UnreadableReply(f"{command} answered with an HTML page, not JSON", vendor=VENDOR)
     if not stripped or stripped == "null":
         shown = "an empty body" if not stripped else "null"
         raise EmptyAnswer(f"{command} answered with {shown}, not JSON", vendor=VENDOR)
     try:
         body = lenient_json(stripped)
     except ValueError:
-        raise RetryableError(
+        raise UnreadableReply(
             f"{command} answered with a body that is not JSON", vendor=VENDOR
         ) from None
     if body is None:

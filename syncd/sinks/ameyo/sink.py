@@ -70,6 +70,8 @@ class AmeyoSink(BaseSink):
             verify_tls=config.verify_tls,
             max_connections=max(8, config.push_concurrency * 2),
             guard=self.guard.limits,
+            proxy=config.proxy_url(),
+            ca_bundle=config.ca_bundle,
         )
         self.client = AmeyoClient(
             self.http,

@@ -21,15 +21,19 @@ from pydantic import SecretStr
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.clockskew import ClockSkew
-from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.errors import PermanentError, SinkConfigError, VendorError
 from syncd.net.guard import SinkGuard
 from syncd.net.http import (
-    FORM_CONTENT_TYPE,
+    FORM_HEADERS,
+    UnreadableReply,
+    body_text,
     encode_form,
     lenient_json,
     looks_like_html,
     make_client,
+    post,
     raise_for_http,
+    reply_was_cut,
     transport_error,
     wire_json,
 )
@@ -145,13 +149,35 @@ class JodoClient:
         status of its own.
         """
 
-        async def once() -> dict[str, Any]:
-            return await self._call_once(method, payload)
+        unreadable = 0
 
-        if retry:
-            body = await _with_retries(once, self.policy, vendor=VENDOR, what=method)
-        else:
-            body = await once()
+        async def once() -> dict[str, Any]:
+            nonlocal unreadable
+            try:
+                return await self._call_once(method, payload)
+            except UnreadableReply as exc:
+                # The server answered and may have acted (stored the batch): one
+                # resend (Jodo upserts by updateparam), then the call is in doubt.
+                unreadable += 1
+                if unreadable > 1:
+                    raise _InDoubt(exc) from exc
+                raise
+
+        try:
+            if retry:
+                body = await _with_retries(once, self.policy, vendor=VENDOR, what=method)
+            else:
+                body = await once()
+        except _InDoubt as stop:
+            doubt = (
+                "in doubt, the dialer may have stored it (it is sent again later; "
+                "Jodo upserts by updateparam, so a repeat is harmless)"
+                if method == "ImportProcessData"
+                else "tried again later"
+            )
+            raise UnreadableReply(f"{stop.error.reason}, twice: {doubt}", vendor=VENDOR) from (
+                stop.error
+            )
         if per_item and "statusdata" in body:
             return Reply(body, None)
         code, _ = status_of(body)
@@ -169,28 +195,40 @@ class JodoClient:
         }
         self.requests += 1
         try:
-            response = await self.http.post(
+            response = await post(
+                self.http,
                 self.url,
                 content=encode_form({"data": wire_json(body)}),
-                headers={"content-type": FORM_CONTENT_TYPE},
+                headers=FORM_HEADERS,
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, VENDOR) from exc
         raise_for_http(response, VENDOR, method, HTTP_HINTS)
-        body = self._parse(method, response.text)
+        if reply_was_cut(response):
+            raise UnreadableReply(
+                f"{method} answered with more than {len(response.content) // 1024} KB; not read",
+                vendor=VENDOR,
+            )
+        body = self._parse(method, body_text(response))
         theirs = from_jodo_time(body.get("resdatetime"), self.timezone, ())
         if theirs is not None:
             self.skew.observe(theirs.timestamp(), self.clock.time())
         return body
 
     def _parse(self, method: str, text: str) -> dict[str, Any]:
+        """Return a reply's JSON object; UnreadableReply for anything else.
+
+        The text is read whatever the Content-Type said (Jodo front ends label JSON
+        text/plain or text/html); a byte-order mark is no reason to refuse it.
+        """
+        text = text.lstrip("\ufeff")
         if not text.strip() or text.strip() == "null" or looks_like_html(text):
             shown = (
                 "an empty body"
                 if not text.strip()
                 else ("null" if text.strip() == "null" else "an HTML page")
             )
-            raise RetryableError(f"{method} answered with {shown}, not JSON", vendor=VENDOR)
+            raise UnreadableReply(f"{method} answered with {shown}, not JSON", vendor=VENDOR)
         try:
             body = lenient_json(text)
         except ValueError:
@@ -198,14 +236,22 @@ class JodoClient:
                 # The document's userStatus sample lists items without commas between them.
                 body = lenient_json(_MISSING_COMMA.sub("},{", text))
             except ValueError:
-                raise RetryableError(
+                raise UnreadableReply(
                     f"{method} answered with a body that is not JSON", vendor=VENDOR
                 ) from None
         if not isinstance(body, dict):
-            raise RetryableError(
+            raise UnreadableReply(
                 f"{method} answered with JSON that is not an object", vendor=VENDOR
             )
         return body
+
+
+class _InDoubt(Exception):
+    """Carries an UnreadableReply out of the retry loop, which must not repeat it again."""
+
+    def __init__(self, error: UnreadableReply) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def connect(
@@ -219,6 +265,8 @@ def connect(
         verify_tls=config.verify_tls,
         max_connections=config.push_concurrency * 2,
         guard=guard.limits,
+        proxy=config.proxy_url(),
+        ca_bundle=config.ca_bundle,
     )
     client = JodoClient(
         http,

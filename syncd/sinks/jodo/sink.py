@@ -13,6 +13,7 @@ from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
 from syncd.errors import PermanentError, SinkConfigError, VendorError
+from syncd.net.http import UnknownFields
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
 from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.assignment import check_agents, unassigned_note
@@ -20,6 +21,7 @@ from syncd.sinks.jodo.client import connect, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
+from syncd.sinks.jodo.failures import KNOWN_FIELDS, match_failures
 from syncd.sinks.jodo.leads import delivered_leads
 from syncd.sinks.jodo.outcomes import OutcomePoller
 from syncd.sinks.jodo.reallocation import Reallocator
@@ -47,6 +49,7 @@ class JodoSink(BaseSink):
         self.disposer = Disposer(self.client, ctx.store, config, self.log, self.dial)
         chosen = config.provisioning.unknown_agent
         self.unknown_agent = chosen or ("unassign" if ctx.agents_outbox else "send")
+        self.reply_fields = UnknownFields(self.log, "jodo")
 
     def record(self, lead_q: QueuedLead) -> dict[str, Any]:
         """Return the ImportProcessData record for a lead (the wire dict)."""
@@ -158,11 +161,14 @@ class JodoSink(BaseSink):
             except PermanentError as exc:
                 # Jodo answers for the whole batch; the engine isolates the bad record.
                 raise BatchRejected(exc.reason, vendor="jodo", code=exc.code) from exc
+            refused = self._failed_records(reply.body, upserts, records)
             # The number is how saveDisposition and reallocatedata name the record later,
             # even once the CRM has removed the lead (and with it the number we know).
             said = jodo_reply_text(reply.body)
             results += [
-                PushResult.delivered(
+                PushResult.rejected(q.key, refused[q.key])
+                if q.key in refused
+                else PushResult.delivered(
                     q.key,
                     vendor_ref=str(record["mobilenumber"]),
                     reply=said + unassigned_note(checked.unassigned.get(q.key)),
@@ -172,6 +178,45 @@ class JodoSink(BaseSink):
         if disposals:
             results += await self.disposer.dispose(disposals, moved)
         return results
+
+    def _failed_records(
+        self, body: dict[str, Any], upserts: Sequence[QueuedLead], records: list[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Return the leads a success reply lists as failed, with the dialer's reason.
+
+        A listed failure that names no record sent (or a bare count of failures)
+        cannot be placed: rather than count every lead delivered, the batch is
+        refused as a whole and split until each failure stands alone with its record.
+        """
+        self.reply_fields.note("ImportProcessData", body, KNOWN_FIELDS)
+        cfg = self.cfg
+        id_fields = [cfg.key_field, cfg.crm_unique_field, "customercode", "mobilenumber"]
+        sent = [(q.key, r) for q, r in zip(upserts, records, strict=True)]
+        found = match_failures(body, sent, id_fields)
+        if found.unplaced:
+            if len(upserts) == 1:
+                return {upserts[0].key: f"Jodo refused the record: {found.example}"}
+            self.log.warning(
+                "jodo.push.failures_unplaced",
+                size=len(upserts),
+                unplaced=found.unplaced,
+                refused=len(found.refused),
+                reason=found.example,
+                action="splitting the batch to find the failed records",
+            )
+            raise BatchRejected(
+                f"ImportProcessData listed {found.unplaced} failed record(s) syncd cannot "
+                f"match to the records sent ({found.example})",
+                vendor="jodo",
+            )
+        if found.refused:
+            self.log.warning(
+                "jodo.push.records_failed",
+                size=len(upserts),
+                refused=len(found.refused),
+                reason=next(iter(found.refused.values())),
+            )
+        return found.refused
 
     async def poll_outcomes(self) -> int:
         """Store new outcomes, then agent statuses and reallocations; return outcomes changed.

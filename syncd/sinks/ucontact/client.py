@@ -29,10 +29,15 @@ from pydantic import SecretStr
 
 from syncd.errors import RetryableError, SinkConfigError, VendorError
 from syncd.net.http import (
+    FORM_HEADERS,
     URGENT,
+    body_text,
+    encode_form,
     lenient_json,
     looks_like_html,
+    post,
     raise_for_http,
+    reply_was_cut,
     transport_error,
 )
 from syncd.net.retry import RetryPolicy
@@ -87,7 +92,7 @@ def read_flag(text: str, what: str) -> bool:
     A 200 with a body that is not a flag (empty, ``null``, an HTML page) may come
     from a server that did the work and failed to say so: it is no answer.
     """
-    value = text.strip()
+    value = text.lstrip("\ufeff").strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1].strip()  # a JSON string around the flag
     if value in _TRUE:
@@ -99,6 +104,7 @@ def read_flag(text: str, what: str) -> bool:
 
 def read_json(text: str, what: str) -> Any:
     """Return the parsed JSON body; RetryableError for an empty, null, HTML or non-JSON body."""
+    text = text.lstrip("\ufeff")
     if not text.strip() or text.strip() == "null" or looks_like_html(text):
         raise RetryableError(f"{what} answered {describe(text)}, not JSON", vendor=VENDOR)
     try:
@@ -113,7 +119,7 @@ def token_from(text: str, *, legacy: bool) -> str | None:
     getUserToken answers a JSON string, or a list whose last element is the key;
     UserLogin answers a list with the key third.
     """
-    stripped = text.strip()
+    stripped = text.lstrip("\ufeff").strip()
     if stripped in ("0", '"0"'):
         return None
     try:
@@ -183,7 +189,7 @@ class UContactClient:
             raise RetryableError(exc.reason, vendor=VENDOR) from exc
         resource = "auth/UserLogin" if self.legacy_auth else "auth/getUserToken"
         self._raise_for_status(response, resource)
-        key = token_from(response.text, legacy=self.legacy_auth)
+        key = token_from(body_text(response), legacy=self.legacy_auth)
         if key is None:
             raise SinkConfigError(
                 f"{resource}: the server refused user {self.user!r} (check user and password)",
@@ -216,7 +222,7 @@ class UContactClient:
         resource = response.request.url.path.rpartition(ROOT)[2]
         if response.status_code == 401:
             return f"{resource}: HTTP 401"
-        if not replayed and response.status_code == 200 and response.text.strip() == "0":
+        if not replayed and response.status_code == 200 and body_text(response).strip() == "0":
             return f"{resource}: answered 0"
         return None
 
@@ -313,7 +319,12 @@ class UContactClient:
     async def _authed(self, resource: str, form: dict[str, str]) -> str:
         response = await self._post(resource, form, session=self.session)
         self._raise_for_status(response, resource)
-        return response.text
+        if reply_was_cut(response):
+            raise NoAnswer(
+                f"{resource} answered with more than {len(response.content) // 1024} KB; not read",
+                vendor=VENDOR,
+            )
+        return body_text(response)
 
     async def _post(
         self,
@@ -326,10 +337,11 @@ class UContactClient:
     ) -> httpx.Response:
         self.requests += 1
         try:
-            return await self.http.post(
+            return await post(
+                self.http,
                 self.url(resource),
-                data=form,
-                headers=headers,
+                content=encode_form(form),
+                headers={**(headers or {}), **FORM_HEADERS},  # the document asks for charset=UTF-8
                 extensions={URGENT: True} if urgent else None,
                 auth=session if session is not None else httpx.USE_CLIENT_DEFAULT,
             )

@@ -72,6 +72,8 @@ class UContactSink(BaseSink):
             verify_tls=config.verify_tls,
             max_connections=max(8, config.push_concurrency * CALL_CONCURRENCY),
             guard=self.guard.limits,
+            proxy=config.proxy_url(),
+            ca_bundle=config.ca_bundle,
         )
         policy = RetryPolicy(
             wait_initial_s=min(0.5, config.retry_base_s),
