@@ -209,6 +209,7 @@ class Engine:
             observer=self.observer,
             windows=self.windows(name),
             clock=self.clock,
+            health=self.health,
         )
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:
@@ -333,6 +334,7 @@ class Engine:
                 "state": "unreachable" if down is not None else slot.state.value,
                 "reason": down.reason if down is not None else slot.reason,
                 "since": down.since if down is not None else (slot.since or None),
+                "held": self.sinks.held(slot.name),
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
                 "warnings": warnings.get(slot.name, []),

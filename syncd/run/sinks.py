@@ -269,6 +269,11 @@ class SinkSet:
             )
         return out
 
+    def held(self, name: str) -> str | None:
+        """Return why the dialer refuses a working sink's records for now (a paused campaign)."""
+        slot = self.slots[name]
+        return slot.sink.guard.held.reason if slot.working else None
+
     def describe(
         self, name: str, waiting: int | None = None, *, public: bool = False
     ) -> str | None:
@@ -287,6 +292,9 @@ class SinkSet:
         elif (down := self.unreachable().get(name)) is not None:
             why = down.public if public else down.reason
             text = f"{name}: dialer unreachable since {clock_text(down.since)} ({why})"
+        elif (hold := slot.sink.guard.held).reason is not None:
+            why = hold.public if public else hold.reason
+            text = f"{name}: held since {clock_text(hold.since or 0.0)} ({why})"
         else:
             return None
         if waiting is not None:
@@ -299,7 +307,7 @@ class SinkSet:
         reasons = []
         unreachable = self.unreachable()
         for name, slot in self.slots.items():
-            if not slot.working or name in unreachable:
+            if not slot.working or name in unreachable or slot.sink.guard.held.reason:
                 reasons.append(str(self.describe(name, (waiting or {}).get(name), public=True)))
                 continue
             try:

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
-from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError, VendorError
+from syncd.errors import (
+    RetryableError,
+    SessionExpiredError,
+    SinkConfigError,
+    SinkHeld,
+    VendorError,
+)
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
@@ -296,6 +302,8 @@ class AmeyoSink(BaseSink):
             if _is_config_problem(exc.detail):
                 raise SinkConfigError(str(exc), vendor="ameyo") from exc
             return PushResult.rejected(key, str(exc))
+        except SinkHeld:
+            raise  # the campaign, not this lead: the whole sink waits
         except (RetryableError, SessionExpiredError) as exc:
             return PushResult.retry(key, str(exc), getattr(exc, "retry_after", None))
         if not result_list(body):

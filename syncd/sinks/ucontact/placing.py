@@ -35,7 +35,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.core.model import PushResult, QueuedLead, ResultKind
-from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.errors import (
+    BatchTooLarge,
+    PermanentError,
+    RetryableError,
+    SinkConfigError,
+    SinkHeld,
+    VendorError,
+)
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.dialled import DialledCheck
@@ -496,8 +503,8 @@ class Placer:
             # Anything else (a cancel) leaves the marker: the next try treats it as a crash.
             for q, placed in sent:
                 await self.ledger.mark(q.key, _settled(placed, NO))
-            if isinstance(exc, SinkConfigError):
-                raise
+            if isinstance(exc, SinkConfigError | BatchTooLarge | SinkHeld):
+                raise  # the sink's or the request's problem: the push loop decides
             if isinstance(exc, PermanentError):
                 return [PushResult.rejected(q.key, str(exc)) for q, _ in sent]
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
@@ -530,7 +537,7 @@ async def guard(q: QueuedLead, step: Awaitable[PushResult | None]) -> PushResult
     """Return the step's result, or the lead's retry/refusal when the step failed."""
     try:
         return await step
-    except SinkConfigError:
+    except (SinkConfigError, SinkHeld):
         raise
     except PermanentError as exc:
         return PushResult.rejected(q.key, str(exc))

@@ -1,0 +1,108 @@
+"""What the dialer says about the sink is not a refusal of its leads (issue 24).
+
+A campaign paused for a while holds the sink: its leads wait without spending
+attempts and nobody is refused. A 413 (request too large) halves the batch for every
+dialer, and later batches keep to the size that went through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
+from syncd.simulators.server import running
+from tests.conftest import drop_csv, run_cli
+from tests.support.limits import BodyLimit
+from tests.support.reliability import (
+    AMEYO_PASSWORD,
+    VENDORS,
+    RequestCounter,
+    Vendor,
+    ameyo_sink,
+    export,
+    keys,
+    vendor_env,
+    write_config,
+)
+
+UPLOADS = {  # the requests that carry leads, per dialer
+    "jodo": (b"ImportProcessData",),
+    "ameyo": (b"command=upload",),
+    "ucontact": (b"/Dialers/upload",),
+}
+
+
+def events(stdout: str, stderr: str) -> list[dict[str, object]]:
+    found = []
+    for line in (stdout + stderr).splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
+
+
+def named(log: list[dict[str, object]], event: str) -> list[dict[str, object]]:
+    return [e for e in log if e.get("event") == event]
+
+
+def test_an_ameyo_campaign_that_is_not_running_for_a_while_holds_the_sink_and_refuses_no_lead(
+    tmp_path: Path,
+) -> None:
+    sim = AmeyoSimulator(users={"syncd": AMEYO_PASSWORD}, dialing=False, not_running={1})
+
+    def resume(n: int, when: str) -> None:
+        if when == "before" and n == 4:  # the supervisor resumes it after three uploads
+            sim.not_running.clear()
+
+    counter = RequestCounter(create_app(sim), resume, only=UPLOADS["ameyo"])
+    with running(counter) as url:
+        config = write_config(tmp_path, [ameyo_sink(url, batch_size=20)])
+        drop_csv(tmp_path / "inbox", "leads.csv", export(100))
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    held = Counter(str(c.data.get("crm_key")) for c in sim.customer_list())
+    assert set(held) == keys(100) and set(held.values()) == {1}
+    # Three refused uploads of a whole batch, then five batches: nothing was split.
+    assert counter.count == 3 + 5
+    log = events(result.stdout, result.stderr)
+    assert not named(log, "sink.push.refused")
+    assert not named(log, "sink.push.bisect")
+    [began] = named(log, "sink.held")
+    assert "not running" in str(began["why"])
+    assert len(named(log, "sink.held.ended")) == 1
+
+
+@pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
+def test_a_413_halves_the_batch_for_every_dialer_and_later_batches_keep_the_size_that_went_through(
+    vendor: Vendor, tmp_path: Path
+) -> None:
+    sim = vendor.simulator(None)
+    limit = BodyLimit(vendor.app(sim), max_bytes=0, only=UPLOADS[vendor.name])
+    with running(limit) as url:
+        config = vendor.config(tmp_path, url, batch_size=40, push_concurrency=1)
+        drop_csv(tmp_path / "inbox", "leads.csv", export(200))
+        # The proxy in front of the dialer takes a request of about 12 leads, not 13.
+        limit.max_bytes = per_lead_bytes(vendor) * 12 + 400
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    held = Counter(vendor.held(sim))
+    assert set(held) == keys(200) and set(held.values()) == {1}, held
+    log = events(result.stdout, result.stderr)
+    assert not named(log, "sink.push.refused")
+    [learned] = named(log, "sink.batch.limited")
+    assert "batches are now" in str(learned["reason"])
+    # Learned once, then kept: not every batch of 40 was refused and halved again.
+    assert len(limit.refused) <= 4, limit.refused
+
+
+def per_lead_bytes(vendor: Vendor) -> int:
+    """Return about how many request bytes one test lead takes at this dialer."""
+    return {"jodo": 260, "ameyo": 200, "ucontact": 120}[vendor.name]
