@@ -8,13 +8,19 @@ dialer, and later batches keep to the size that went through.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from syncd.core.mapping import lead_hash, lead_to_json
+from syncd.core.model import Action, Lead, LeadWrite
+from syncd.core.summary import SinkCounts
+from syncd.run.push import Pusher
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.server import running
+from syncd.state.base import ChunkWrite
 from tests.conftest import drop_csv, run_cli
 from tests.support.limits import BodyLimit
 from tests.support.reliability import (
@@ -28,6 +34,7 @@ from tests.support.reliability import (
     vendor_env,
     write_config,
 )
+from tests.support.ucontact import dialled, served, sink_on, uy
 
 UPLOADS = {  # the requests that carry leads, per dialer
     "jodo": (b"ImportProcessData",),
@@ -92,7 +99,7 @@ def test_a_413_halves_the_batch_for_every_dialer_and_later_batches_keep_the_size
         limit.max_bytes = per_lead_bytes(vendor) * 12 + 400
         result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
 
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     held = Counter(vendor.held(sim))
     assert set(held) == keys(200) and set(held.values()) == {1}, held
     log = events(result.stdout, result.stderr)
@@ -106,3 +113,32 @@ def test_a_413_halves_the_batch_for_every_dialer_and_later_batches_keep_the_size
 def per_lead_bytes(vendor: Vendor) -> int:
     """Return about how many request bytes one test lead takes at this dialer."""
     return {"jodo": 260, "ameyo": 200, "ucontact": 120}[vendor.name]
+
+
+async def test_a_ucontact_lead_waiting_for_its_call_records_says_so_and_does_not_hold_the_sink(
+    tmp_path: Path,
+) -> None:
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path, cdr_delay_s=300.0) as sink:
+            store = sink.ctx.store
+            lead = Lead(key="K1", phone=uy(1), first_name="Ana")
+            write = ChunkWrite("run-1", "crm", "leads.csv")
+            text = lead_to_json(lead)
+            write.leads["uc"] = [
+                LeadWrite("K1", lead_hash(text), None, text, Action.UPSERT, "new", None)
+            ]
+            await store.apply_chunk(write)
+            # The add reached the dialer but its answer was lost (a crash before recording it).
+            await sink.push(await store.claim("uc", 10, 60))
+            await store.release_inflight("uc")
+
+            counts = SinkCounts()
+            await Pusher(sink, store, counts).run_until_idle(time.time() + 3)
+
+        assert counts.delivered == counts.refused == counts.failed == 0  # it waits
+        assert counts.waiting is not None
+        assert "for uContact's call records to settle (cdr_delay_s)" in counts.waiting
+        assert "Retry-After" not in counts.waiting
+        assert sink.guard.limits.limiter.held_for() == 0  # other leads may go meanwhile
+        assert sink.guard.breaker.failures == 0
+        assert sim.dial_list()[dialled(1)]["present"] == 0  # removed until the records settle
