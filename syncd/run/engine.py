@@ -482,7 +482,10 @@ class Engine:
         for wb in self.settings.writebacks:
             if self.stop.is_set():
                 break
-            summary.written[wb.name] = (await self.writeback(wb)).written
+            result = await self.writeback(wb)
+            summary.written[wb.name] = result.written
+            if result.error is not None:
+                summary.writeback_failed[wb.name] = result.error
 
     async def _poll_until_done(self, name: str, deadline: float) -> PollResult:
         """Poll one sink, asking again after a failure while the run's deadline allows.
