@@ -331,7 +331,7 @@ class SinkSet:
                 said = slot.sink.health().warnings
             except Exception:  # a broken health() shows up in problems()
                 continue
-            said = list(said)
+            said = list(said) + slot.sink.features.warnings()
             if self.cannot_withdraw(name):
                 said.append(CANNOT_WITHDRAW)
             if said:

@@ -14,6 +14,7 @@ from syncd.core.model import Lead, PushResult, QueuedLead
 from syncd.core.phones import format_dial, parse_dial_format
 from syncd.errors import PermanentError
 from syncd.net.guard import SinkGuard, guard_from_config
+from syncd.sinks.features import OptionalFeatures
 from syncd.state.base import StateStore
 
 
@@ -71,6 +72,7 @@ class Sink(Protocol):
     config: SinkConfig
     can_remove: bool
     guard: SinkGuard  # breaker and request limits, shared by every caller of this sink
+    features: OptionalFeatures  # helper endpoints turned off by a 403/404 (status warnings)
     keepalive_interval_s: float | None  # how often the engine calls keepalive(); None: never
 
     async def open(self) -> None:
@@ -116,6 +118,7 @@ class BaseSink:
         self._dial = parse_dial_format(config.dial_format)
         self._region = config.dial_region or ctx.region
         self._health = SinkHealth()
+        self.features = OptionalFeatures(self.log)
 
     def dial(self, e164: str) -> str:
         """Return the number as this sink's trunks want it dialled."""
