@@ -86,6 +86,25 @@ def test_an_ameyo_campaign_that_is_not_running_for_a_while_holds_the_sink_and_re
     assert len(named(log, "sink.held.ended")) == 1
 
 
+def test_a_campaign_still_not_running_at_the_deadline_leaves_leads_pending_and_status_says_held(
+    tmp_path: Path,
+) -> None:
+    sim = AmeyoSimulator(users={"syncd": AMEYO_PASSWORD}, dialing=False, not_running={1})
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [ameyo_sink(url, batch_size=20)])
+        drop_csv(tmp_path / "inbox", "leads.csv", export(30))
+        result = run_cli("run", "--once", "--deadline", "3", "-c", str(config), env=vendor_env())
+        status = " ".join(run_cli("status", "-c", str(config), env=vendor_env()).stdout.split())
+
+    assert result.returncode == 1, result.stdout  # leads left undelivered
+    assert sim.customer_list() == []
+    log = events(result.stdout, result.stderr)
+    assert not named(log, "sink.push.refused") and not named(log, "sink.push.gave_up")
+    assert len(named(log, "sink.held")) == 1  # once, however often it was asked again
+    assert "held" in status and "the Ameyo campaign is not running" in status
+    assert "30 leads pending" in status
+
+
 @pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
 def test_a_413_halves_the_batch_for_every_dialer_and_later_batches_keep_the_size_that_went_through(
     vendor: Vendor, tmp_path: Path

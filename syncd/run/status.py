@@ -79,7 +79,7 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
     elif state == "working":
         due = seen.get("next_due")
         if seen.get("held"):
-            line = f"held: {seen['held']}; leads wait without spending attempts"
+            line = "held (see the warning); leads wait without spending attempts"
         elif pending and isinstance(due, int | float) and due > now:
             line = f"working, backing off until {when(due)}"
         else:
