@@ -22,7 +22,7 @@ from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state.base import ChunkWrite
 from tests.conftest import drop_csv, run_cli
-from tests.support.limits import BodyLimit
+from tests.support.limits import Answering, BodyLimit
 from tests.support.reliability import (
     AMEYO_PASSWORD,
     VENDORS,
@@ -127,6 +127,54 @@ def test_a_413_halves_the_batch_for_every_dialer_and_later_batches_keep_the_size
     assert "batches are now" in str(learned["reason"])
     # Learned once, then kept: not every batch of 40 was refused and halved again.
     assert len(limit.refused) <= 4, limit.refused
+
+
+def test_one_record_too_large_on_its_own_is_refused_with_that_reason_and_the_others_go(
+    tmp_path: Path,
+) -> None:
+    from syncd.simulators.jodo.api import JodoSimulator
+    from syncd.simulators.jodo.api import create_app as jodo_app
+    from tests.support.reliability import jodo_sink
+
+    sim = JodoSimulator()
+    limit = BodyLimit(jodo_app(sim), max_bytes=4000, only=UPLOADS["jodo"])
+    big = "x" * 5000
+    with running(limit) as url:
+        config = write_config(
+            tmp_path,
+            [jodo_sink(url, batch_size=8, push_concurrency=1)],
+            source={"max_field_bytes": 10_000},
+        )
+        drop_csv(tmp_path / "inbox", "leads.csv", export(8).replace("L3,First3", f"L3,{big}"))
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]  # refused with a reason
+    assert {r["leadnumber"] for r in sim.records("VoiceProcess")} == keys(8) - {"L3"}
+    [refused] = named(events(result.stdout, result.stderr), "sink.push.refused")
+    assert refused["key"] == "L3"
+    assert "HTTP 413" in str(refused["reason"]) and "this one record is larger" in str(
+        refused["reason"]
+    )
+
+
+@pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
+def test_429_and_503_with_or_without_retry_after_hold_the_sink_and_refuse_no_lead(
+    vendor: Vendor, tmp_path: Path
+) -> None:
+    sim = vendor.simulator(None)
+    script = [(429, None), (503, "1"), (429, "0"), (503, None), (429, None), (503, None)]
+    busy = Answering(vendor.app(sim), script, only=UPLOADS[vendor.name])
+    with running(busy) as url:
+        config = vendor.config(tmp_path, url, batch_size=20, push_concurrency=1)
+        drop_csv(tmp_path / "inbox", "leads.csv", export(60))
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert busy.answered == [429, 503, 429, 503, 429, 503]
+    held = Counter(vendor.held(sim))
+    assert set(held) == keys(60) and set(held.values()) == {1}, held
+    log = events(result.stdout, result.stderr)
+    assert not named(log, "sink.push.refused") and not named(log, "sink.push.bisect")
 
 
 def per_lead_bytes(vendor: Vendor) -> int:
