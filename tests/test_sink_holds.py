@@ -20,6 +20,7 @@ from syncd.core.summary import SinkCounts
 from syncd.run.push import Pusher
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.server import running
+from syncd.sinks.ameyo.replies import hold_reason
 from syncd.state.base import ChunkWrite
 from tests.conftest import drop_csv, run_cli
 from tests.support.limits import Answering, BodyLimit
@@ -56,6 +57,26 @@ def events(stdout: str, stderr: str) -> list[dict[str, object]]:
 
 def named(log: list[dict[str, object]], event: str) -> list[dict[str, object]]:
     return [e for e in log if e.get("event") == event]
+
+
+AMEYO_REPLIES = [
+    # (what Ameyo said, syncd's reason, or None: not about the campaign's state)
+    ("Campaign is not running", "the Ameyo campaign is not running"),
+    ("CustomerManager.campaign.not.running", "the Ameyo campaign is not running"),
+    ("Campaign is paused", "the Ameyo campaign is paused"),
+    ("User is locked", "the Ameyo user is locked"),
+    ("CustomerManager.campaign.not.found", None),  # a wrong campaign_id: stops the sink
+    ("CustomerManager.lead.not.in.camp.11", None),
+    ("PREPROCESSING_INVALID_LENGTH: CustomerManager.Phone.number.does.not.have.valid.length",
+     None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("said", "reason"), AMEYO_REPLIES)
+def test_ameyo_replies_about_the_campaigns_state_are_holds_not_refusals(
+    said: str, reason: str | None
+) -> None:
+    assert hold_reason(said) == reason
 
 
 def test_an_ameyo_campaign_that_is_not_running_for_a_while_holds_the_sink_and_refuses_no_lead(

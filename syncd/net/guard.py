@@ -81,6 +81,11 @@ class SinkHold:
     public: str | None = None  # syncd's words (/readyz)
     since: float | None = None  # wall time it began
     times: int = 0  # holds in a row: the backoff grows with them
+    until: float = 0.0  # monotonic time before which no push goes (polls do)
+
+    def left(self, now: float) -> float:
+        """Return the seconds pushes still wait (0 when they may go)."""
+        return max(0.0, self.until - now)
 
     def wait_s(self, base_s: float, max_s: float, asked: float | None) -> float:
         """Return how long this hold lasts: the dialer's suggestion, else doubling from base."""

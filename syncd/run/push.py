@@ -188,7 +188,8 @@ class Pusher:
         """
         breaker, limits = self.guard.breaker, self.guard.limits
         while not self.stop.is_set():
-            wait = max(breaker.wait_s(), limits.limiter.held_for())
+            held = self.guard.held.left(self.clock.monotonic())
+            wait = max(breaker.wait_s(), limits.limiter.held_for(), held)
             if wait <= 0:
                 if breaker.allow():
                     return True
@@ -201,6 +202,9 @@ class Pusher:
 
     def _why_waiting(self, wait: float) -> str:
         """Return why no push may go before the deadline: a hold (its cause) or the breaker."""
+        held = self.guard.held
+        if held.public is not None and held.left(self.clock.monotonic()) >= wait:
+            return f"{held.public}; next try in {human_seconds(wait)}; leads wait"
         if self.guard.limits.limiter.held_for() >= wait:
             return f"{self.guard.limits.hold_text(wait)}; leads wait"
         reason = self.guard.breaker.last_reason or "it keeps failing"
@@ -265,9 +269,11 @@ class Pusher:
             elif results and all(r.kind is ResultKind.RETRY for r in results):
                 # A sink that turns a failed call into a retry per lead: for the breaker
                 # and the hold that is the dialer failing, not answering.
-                waits = [r.retry_after for r in results if r.retry_after is not None]
+                waits = [r for r in results if r.retry_after is not None]
                 if waits:
-                    self.guard.limits.hold(max(waits))
+                    # Its own reason says why (an unanswered call settling), not Retry-After.
+                    longest = max(waits, key=lambda r: r.retry_after or 0.0)
+                    self.guard.limits.hold(longest.retry_after or 0.0, cause=longest.reason)
                 self.guard.breaker.record_failure(
                     results[0].reason, public="the dialer failed or could not be reached"
                 )
@@ -291,7 +297,8 @@ class Pusher:
         wait = held.wait_s(
             self.cfg.retry_base_s, min(self.cfg.retry_max_s, HOLD_MAX_S), exc.retry_after
         )
-        self.guard.limits.hold(wait, cause=exc.public)
+        # Pushes only: polls and keep-alives go on while a campaign is paused.
+        held.until = self.clock.monotonic() + wait
         self.health.failed(
             f"held:{self.sink.name}",
             str(exc),
@@ -313,7 +320,7 @@ class Pusher:
         if held.reason is None:
             return
         held.reason = held.public = held.since = None
-        held.times = 0
+        held.times, held.until = 0, 0.0
         self.health.recovered(
             f"held:{self.sink.name}", event="sink.held.ended", sink=self.sink.name
         )

@@ -32,6 +32,7 @@ from syncd.sinks.ameyo.replies import (
     RESULT_TYPES,
     Verdict,
     ameyo_time,
+    hold_reason,
     lower_keys,
     result_list,
     result_reason,
@@ -348,6 +349,12 @@ class AmeyoSink(BaseSink):
             got = "no result list" if items is None else f"{len(items)} results"
             raise RetryableError(
                 f"{command} answered {got} for {len(plans)} records", vendor="ameyo"
+            )
+        held = {hold_reason(result_reason(item)) for item in items}
+        if len(held) == 1 and None not in held:
+            # Every record refused for the campaign's state, not its own: the sink waits.
+            raise SinkHeld(
+                f"{command}: {result_reason(items[0])}", public=str(held.pop()), vendor="ameyo"
             )
         return [await self._result(plan, item) for plan, item in zip(plans, items, strict=True)]
 
