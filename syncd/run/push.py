@@ -269,13 +269,14 @@ class Pusher:
             elif results and all(r.kind is ResultKind.RETRY for r in results):
                 # A sink that turns a failed call into a retry per lead: for the breaker
                 # and the hold that is the dialer failing, not answering.
-                waits = [r for r in results if r.retry_after is not None]
+                failed = [r for r in results if not r.deferred]  # syncd's own waits aside
+                waits = [r for r in failed if r.retry_after is not None]
                 if waits:
                     # Its own reason says why (an unanswered call settling), not Retry-After.
                     longest = max(waits, key=lambda r: r.retry_after or 0.0)
                     self.guard.limits.hold(longest.retry_after or 0.0, cause=longest.reason)
                 self.guard.breaker.record_failure(
-                    results[0].reason, public="the dialer failed or could not be reached"
+                    failed[0].reason, public="the dialer failed or could not be reached"
                 )
                 self._publish()
             else:
