@@ -83,6 +83,36 @@ class RetryableError(VendorError):
         self.retry_after = retry_after
 
 
+class SinkHeld(RetryableError):
+    """The dialer refuses to take records *now*, for the sink as a whole; the records are fine.
+
+    A campaign that is not running or paused, a locked account: every lead would get
+    the same answer. The push loop puts the batch back without spending attempts and
+    holds the sink's pushes (``retry_after`` when the vendor suggests a wait, else a
+    growing backoff). ``public`` says why in syncd's words, for /readyz and status.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        public: str,
+        vendor: str = "",
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, vendor=vendor, code=code, retry_after=retry_after)
+        self.public = public
+
+
+class BatchTooLarge(VendorError):
+    """The dialer refused a request for its size (HTTP 413); the records may be fine.
+
+    The push loop halves the batch, remembers the size that worked and claims at
+    most that many from then on; a single record still too large is refused.
+    """
+
+
 class PermanentError(VendorError):
     """The vendor refused the records of this request; repeating it will not help."""
 
@@ -101,6 +131,7 @@ class SessionExpiredError(VendorError):
 _PUBLIC_KINDS: tuple[tuple[type[BaseException], str], ...] = (
     (SinkConfigError, "the dialer refused the sink's settings or credentials"),
     (SessionExpiredError, "the dialer ended the session"),
+    (BatchTooLarge, "the dialer refused a request as too large"),
     (RetryableError, "the dialer failed or could not be reached"),
     (PermanentError, "the dialer refused a request"),
     (VendorError, "the dialer answered with an error"),

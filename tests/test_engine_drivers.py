@@ -39,7 +39,7 @@ def revoke_key_after_the_push(sim: JodoSimulator) -> RequestCounter:
     return RequestCounter(create_app(sim), hook=revoke, only=PUSH)
 
 
-def test_once_a_configuration_error_in_the_outcome_poll_stops_the_sink_and_exits_1(
+def test_once_a_configuration_error_in_the_outcome_poll_stops_the_sink_and_exits_3(
     tmp_path: Path,
 ) -> None:
     # Before one engine, `--once` only logged this and exited 0; the daemon stopped the sink.
@@ -50,13 +50,13 @@ def test_once_a_configuration_error_in_the_outcome_poll_stops_the_sink_and_exits
         result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
 
     assert len(sim.records("VoiceProcess")) == 5  # delivered before the key went
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == 3, result.stdout  # every lead delivered: not 1
     assert "outcome poll of jodo failed" in result.stdout
     [stopped] = events(result.stderr, "sink.stopped")
     assert stopped["sink"] == "jodo" and "getProcessData" in str(stopped["reason"])
 
 
-def test_a_dialer_that_fails_the_poll_makes_the_once_exit_code_1_and_says_why(
+def test_a_dialer_that_fails_the_poll_after_delivering_every_lead_exits_3_and_says_why(
     tmp_path: Path,
 ) -> None:
     sim = JodoSimulator()
@@ -71,7 +71,7 @@ def test_a_dialer_that_fails_the_poll_makes_the_once_exit_code_1_and_says_why(
         result = run_cli("run", "--once", "--deadline", "5", "-c", str(config), env=vendor_env())
 
     assert len(sim.records("VoiceProcess")) == 5
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == 3, result.stdout  # every lead delivered: not 1
     assert "outcome poll of jodo failed" in result.stdout
     assert len(events(result.stderr, "sink.poll.failed")) == 1  # logged once, not per try
 

@@ -141,3 +141,22 @@ def test_queue_figures_are_metrics_of_the_daemon(tmp_path: Path, start_daemon: A
     assert re.search(f"syncd_sink_agents_logged_in{labels} 3.0", text), text
     assert re.search(f"syncd_sink_agents_available{labels} 2.0", text)
     assert re.search(f"syncd_sink_callers_waiting{labels} 0.0", text)
+
+
+def test_a_server_without_queuesummary_delivers_every_lead_and_status_says_the_figures_are_off(
+    tmp_path: Path,
+) -> None:
+    # Older releases and API users without supervisor rights answer it 404 (issue 24).
+    missing = {"Supervisor/queuesummary"}
+    with served(users=USERS, missing_endpoints=missing) as (sim, url):
+        config = write_config(tmp_path, [ucontact_sink(url)], routes=[route("ucontact")])
+        drop_csv(tmp_path / "inbox", "leads.csv", export(40))
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        status = shown(run_cli("status", "-c", str(config), env=vendor_env()).stdout)
+
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert len(sim.dial_list()) == 40
+    off = [line for line in result.stderr.splitlines() if '"sink.feature.off"' in line]
+    assert len(off) == 1 and "Supervisor/queuesummary" in off[0] and '"status": 404' in off[0]
+    assert "warning: Supervisor/queuesummary is off: the dialer answered HTTP 404" in status
+    assert "stopped" not in status

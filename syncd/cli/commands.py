@@ -2,6 +2,7 @@
 simulate, demo.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
+3 every lead delivered or refused, but an outcome poll or a writeback failed;
 75 another syncd holds the state store (cron: try later).
 """
 

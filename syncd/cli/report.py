@@ -76,6 +76,12 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             markup=True,
             highlight=False,
         )
+    for name, reason in summary.writeback_failed.items():
+        out.print(
+            f"[red]writeback {name} failed[/red]: {escape(reason)}",
+            markup=True,
+            highlight=False,
+        )
     for sink, said in summary.warnings.items():
         for warning in said:
             out.print(

@@ -119,6 +119,7 @@ class PushResult:
     vendor_ref: str | None = None
     retry_after: float | None = None
     reply: str = ""  # what the dialer answered for this lead (ADDED, statuscode 001…)
+    deferred: bool = False  # a retry for syncd's own delay (cdr_delay_s), not a dialer failure
 
     @classmethod
     def delivered(cls, key: str, vendor_ref: str | None = None, reply: str = "") -> PushResult:
@@ -131,6 +132,11 @@ class PushResult:
     @classmethod
     def retry(cls, key: str, reason: str, retry_after: float | None = None) -> PushResult:
         return cls(key, ResultKind.RETRY, reason=reason, retry_after=retry_after)
+
+    @classmethod
+    def defer(cls, key: str, reason: str, wait_s: float) -> PushResult:
+        """Return a retry after ``wait_s`` that syncd itself chose: the dialer did not fail."""
+        return cls(key, ResultKind.RETRY, reason=reason, retry_after=wait_s, deferred=True)
 
 
 class CallStatus(enum.StrEnum):

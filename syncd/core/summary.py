@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# `run --once` exit codes, one meaning each (README, docs/operating.md).
+EXIT_OK = 0  # every lead delivered or refused with a reason, outcomes read and written back
+EXIT_UNDELIVERED = 1  # leads remain failed or pending, or rows were not read
+EXIT_FOLLOW_UP = 3  # every lead delivered or refused, but an outcome poll or writeback failed
+
 
 @dataclass
 class RouteCounts:
@@ -59,6 +64,8 @@ class RunSummary:
     outcomes: dict[str, int] = field(default_factory=dict)  # per sink: new or changed outcomes
     written: dict[str, int] = field(default_factory=dict)  # per writeback: outcomes written
     poll_failed: dict[str, str] = field(default_factory=dict)  # per sink: why its poll failed
+    # per writeback: why its pass ended with outcomes still to write
+    writeback_failed: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)  # per sink: to fix, not failing
     dnc: dict[str, dict[str, int]] = field(default_factory=dict)  # per do-not-call list: counts
     deadline: str | None = None  # what the deadline cut off
@@ -87,13 +94,20 @@ class RunSummary:
         )
 
     def exit_code(self) -> int:
-        """Return 0 when all was delivered or refused with a reason; 1 when leads remain failed or
-        pending, a file was set aside, or an outcome poll failed."""
-        if self.files_failed or self.poll_failed or self.deadline:
-            return 1
+        """Return the exit code of `run --once`; each code has one meaning.
+
+        1: leads were not delivered (failed or pending: a stopped sink, the deadline,
+        backoff) or rows were not read (a file set aside). 3: every lead is delivered
+        or refused with a reason, but what follows failed (an outcome poll, a
+        writeback): outcomes wait at the dialer or in the store. 0: all done.
+        """
+        if self.files_failed or self.deadline:
+            return EXIT_UNDELIVERED
         if any(c.failed or c.pending for c in self.sinks.values()):
-            return 1
-        return 0
+            return EXIT_UNDELIVERED
+        if self.poll_failed or self.writeback_failed:
+            return EXIT_FOLLOW_UP
+        return EXIT_OK
 
     def totals(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -117,6 +131,7 @@ class RunSummary:
             "written": self.written,
             "files_waiting": self.files_waiting,
             "poll_failed": self.poll_failed,
+            "writeback_failed": self.writeback_failed,
             "warnings": self.warnings,
             "deadline": self.deadline,
             "balanced": self.balanced,

@@ -382,7 +382,11 @@ class Metrics:
             health = sink.health()
         except Exception:  # shown by /readyz; a scrape must not fail on it
             return
-        self.sink_warnings.labels(name).set(len(health.warnings))
+        features = getattr(sink, "features", None)  # helper calls turned off (403/404)
+        off = len(features.warnings()) if features is not None else 0
+        guard = getattr(sink, "guard", None)
+        held = 1 if guard is not None and guard.held.reason is not None else 0  # a paused campaign
+        self.sink_warnings.labels(name).set(len(health.warnings) + off + held)
         for q in health.queues:
             self._queues_seen.add((name, q.queue))
             self.agents_logged_in.labels(name, q.queue).set(q.logged_in)

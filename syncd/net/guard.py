@@ -8,7 +8,7 @@ to every single request (pushes, logins, polls and keep-alives alike).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from syncd.config import SinkConfig
@@ -23,6 +23,8 @@ class SinkGuard:
 
     breaker: CircuitBreaker
     limits: RequestLimits
+    sizes: BatchSizes = field(default_factory=lambda: BatchSizes())
+    held: SinkHold = field(default_factory=lambda: SinkHold())
 
     def details(self) -> dict[str, Any]:
         """Return what status pages show about the breaker and the throttle."""
@@ -35,6 +37,61 @@ class SinkGuard:
                 "held_for_s": round(self.limits.limiter.held_for(), 3),
             },
         }
+
+
+@dataclass
+class BatchSizes:
+    """What a dialer's 413s taught: the largest request it took after refusing a larger one.
+
+    In memory: a restart learns it again with one 413.
+    """
+
+    refused: int | None = None  # the smallest batch answered 413
+    works: int | None = None  # the largest batch below it that went through
+
+    def too_large(self, size: int) -> None:
+        self.refused = size if self.refused is None else min(self.refused, size)
+        if self.works is not None and self.works >= size:
+            self.works = None  # the records grew: learn again
+
+    def went_through(self, size: int) -> bool:
+        """Record a batch the dialer took; return True when it is the first limit learned."""
+        if self.refused is None or size >= self.refused:
+            return False
+        if self.works is not None and size <= self.works:
+            return False
+        first = self.works is None
+        self.works = size
+        return first
+
+    def limit(self, configured: int) -> int:
+        """Return how many records to claim for one request."""
+        if self.works is not None:
+            return min(configured, self.works)
+        if self.refused is not None:  # until a size works, claim below the refused one
+            return max(1, min(configured, self.refused // 2))
+        return configured
+
+
+@dataclass
+class SinkHold:
+    """A sink whose dialer refuses records for now (a paused campaign): why, and how often."""
+
+    reason: str | None = None  # the dialer's words (status, log)
+    public: str | None = None  # syncd's words (/readyz)
+    since: float | None = None  # wall time it began
+    times: int = 0  # holds in a row: the backoff grows with them
+    until: float = 0.0  # monotonic time before which no push goes (polls do)
+
+    def left(self, now: float) -> float:
+        """Return the seconds pushes still wait (0 when they may go)."""
+        return max(0.0, self.until - now)
+
+    def wait_s(self, base_s: float, max_s: float, asked: float | None) -> float:
+        """Return how long this hold lasts: the dialer's suggestion, else doubling from base."""
+        if asked is not None:
+            return max(asked, base_s)
+        return min(max_s, base_s * 2.0 ** max(self.times - 1, 0))
 
 
 def guard_from_config(cfg: SinkConfig, clock: Clock = SYSTEM_CLOCK) -> SinkGuard:

@@ -25,7 +25,7 @@ import httpx
 import orjson
 import structlog
 
-from syncd.errors import PermanentError, RetryableError, SinkConfigError
+from syncd.errors import BatchTooLarge, PermanentError, RetryableError, SinkConfigError
 from syncd.net.ratelimit import RequestLimits
 from syncd.net.retry import MIN_WAIT_S, parse_retry_after
 
@@ -158,10 +158,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if held > MAX_INLINE_HOLD_S:
             # Sleeping out a long Retry-After inside a call would outlast `--once`'s
             # deadline and ignore SIGTERM; the lead waits in the outbox instead.
-            raise RetryableError(
-                f"the dialer asked to wait {human_seconds(held)} (Retry-After)",
-                retry_after=held,
-            )
+            raise RetryableError(self.limits.hold_text(held), retry_after=held)
         async with self.limits.slot(urgent=bool(request.extensions.get(URGENT))):
             response = await self.inner.handle_async_request(request)
         if response.status_code in HOLD_STATUSES:
@@ -231,7 +228,8 @@ def raise_for_http(
 
     The one mapping every dialer client shares: 408, 429 and 5xx are transient
     (``RetryableError``, with Retry-After); 401, 403 and 404 mean the sink is set up
-    wrong (``SinkConfigError``: it stops until fixed); any other 4xx refuses the
+    wrong (``SinkConfigError``: it stops until fixed); 413 says the request was too
+    large (``BatchTooLarge``: the push loop halves the batch); any other 4xx refuses the
     request (``PermanentError``). ``hints`` adds what to check, per status.
     """
     retryable = status_error(response, vendor)
@@ -242,6 +240,10 @@ def raise_for_http(
     message = f"{what}: HTTP {code}" + (f" ({hint})" if hint else "")
     if code in (401, 403, 404):
         raise SinkConfigError(message, vendor=vendor, code=str(code))
+    if code == 413:
+        error = BatchTooLarge(message, vendor=vendor, code="413")
+        error.public = "HTTP 413 (request too large)"
+        raise error
     if code >= 400:
         raise PermanentError(message, vendor=vendor, code=str(code))
 

@@ -46,6 +46,7 @@ class RateLimiter:
         self.granted = 0  # requests let through so far
         self._tat = 0.0  # theoretical arrival time of the next request
         self._hold_until = 0.0
+        self.hold_cause: str | None = None  # why the current hold: None, a Retry-After
         self._queue: list[tuple[int, int]] = []  # (0 urgent | 1 normal, arrival) of waiters
         self._arrivals = itertools.count()
 
@@ -66,9 +67,12 @@ class RateLimiter:
         if self.rate_per_s is not None:
             self._tat = max(self._tat, at) + 1.0 / self.rate_per_s
 
-    def hold(self, seconds: float) -> None:
-        """Let no request go for ``seconds`` from now (a vendor's Retry-After)."""
-        self._hold_until = max(self._hold_until, self._clock() + max(0.0, seconds))
+    def hold(self, seconds: float, cause: str | None = None) -> None:
+        """Let no request go for ``seconds`` from now (a vendor's Retry-After, or ``cause``)."""
+        until = self._clock() + max(0.0, seconds)
+        if until > self._hold_until or self.held_for() <= 0:
+            self.hold_cause = cause  # the hold that lasts longest says why
+        self._hold_until = max(self._hold_until, until)
 
     def held_for(self) -> float:
         """Return the seconds left of the current hold (0 when none)."""
@@ -158,8 +162,21 @@ class RequestLimits:
             self._slots = asyncio.Semaphore(self.max_in_flight)
         return True
 
-    def hold(self, seconds: float) -> None:
-        """Hold every request of this sink for ``seconds`` (the vendor asked us to wait)."""
+    def hold(self, seconds: float, cause: str | None = None) -> None:
+        """Hold every request of this sink for ``seconds``.
+
+        ``cause`` says why in syncd's words (a paused campaign); None means the
+        dialer asked for the wait (Retry-After).
+        """
         if seconds > self.limiter.held_for():
-            log.info("sink.throttle.hold", sink=self.name, seconds=round(seconds, 3))
-        self.limiter.hold(seconds)
+            log.info("sink.throttle.hold", sink=self.name, seconds=round(seconds, 3), cause=cause)
+        self.limiter.hold(seconds, cause)
+
+    def hold_text(self, seconds: float) -> str:
+        """Return why requests wait ``seconds``: the hold's cause, or the dialer's Retry-After."""
+        from syncd.net.http import human_seconds  # http imports this module
+
+        cause = self.limiter.hold_cause
+        if cause:
+            return f"{cause}; next try in {human_seconds(seconds)}"
+        return f"the dialer asked to wait {human_seconds(seconds)} (Retry-After)"

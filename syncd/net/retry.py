@@ -20,7 +20,7 @@ from typing import TypeVar
 import stamina
 import structlog
 
-from syncd.errors import RetryableError
+from syncd.errors import RetryableError, SinkHeld
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.http")
@@ -84,8 +84,8 @@ def _backoff_hook(
 
     def hook(exc: Exception) -> bool | float:
         nonlocal retries
-        if not isinstance(exc, RetryableError):
-            return False
+        if not isinstance(exc, RetryableError) or isinstance(exc, SinkHeld):
+            return False  # a held sink waits in the push loop, not inside one call
         if exc.retry_after is not None:
             if exc.retry_after > policy.wait_max_s:
                 return False  # a long wait belongs to the outbox, not to an open call

@@ -210,6 +210,7 @@ class Engine:
             observer=self.observer,
             windows=self.windows(name),
             clock=self.clock,
+            health=self.health,
         )
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:
@@ -335,6 +336,7 @@ class Engine:
                 "state": "unreachable" if down is not None else slot.state.value,
                 "reason": down.reason if down is not None else slot.reason,
                 "since": down.since if down is not None else (slot.since or None),
+                "held": self.sinks.held(slot.name),
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
                 "warnings": warnings.get(slot.name, []),
@@ -482,7 +484,10 @@ class Engine:
         for wb in self.settings.writebacks:
             if self.stop.is_set():
                 break
-            summary.written[wb.name] = (await self.writeback(wb)).written
+            result = await self.writeback(wb)
+            summary.written[wb.name] = result.written
+            if result.error is not None:
+                summary.writeback_failed[wb.name] = result.error
 
     async def _poll_until_done(self, name: str, deadline: float) -> PollResult:
         """Poll one sink, asking again after a failure while the run's deadline allows.

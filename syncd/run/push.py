@@ -4,6 +4,13 @@ Delivered, refused (permanent for the record, reason kept), retried with backoff
 or failed once attempts run out. A batch the dialer refuses as a whole is split
 in halves until the bad lead stands alone, so the good ones still go through.
 
+Two answers are about the sink, not the records. A hold (``SinkHeld``: a campaign
+not running, a locked account) puts the batch back without spending attempts and
+holds the sink's pushes with a growing backoff, its reason shown in the log (once
+when it begins, once when it ends) and in status. A 413 (``BatchTooLarge``) halves
+the batch, whatever the vendor; the size that went through is remembered and later
+claims take no more than that.
+
 Before a push, the safety gate's calling window (``syncd.core.gate``): a lead
 outside it is held (state ``held``) until it opens, not pushed and not counted as
 an attempt.
@@ -27,13 +34,16 @@ import structlog
 from syncd.config import SinkConfig
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import RouteWindow, Verdict, calling_decision
+from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
+    BatchTooLarge,
     PermanentError,
     RetryableError,
     SinkConfigError,
+    SinkHeld,
     VendorError,
     public_reason,
 )
@@ -50,6 +60,7 @@ NUMBER_RECHECK_S = 300.0
 # A withdrawal past max_attempts: tried again every retry_max_s, never a dead letter
 # (the number stays dialable until the dialer lets it go); `status` and /readyz say so.
 WITHDRAWAL_FAILING = "withdrawal failed"
+HOLD_MAX_S = 60.0  # a held sink (a paused campaign) is asked again at least this often
 
 
 def backoff(
@@ -78,6 +89,7 @@ class Pusher:
         observer: Any = None,
         windows: Sequence[RouteWindow] = (),
         clock: Clock = SYSTEM_CLOCK,
+        health: HealthTracker | None = None,
     ) -> None:
         self.sink = sink
         self.windows = tuple(windows)  # the calling windows of the routes feeding the sink
@@ -91,6 +103,9 @@ class Pusher:
         self.stopped_by: SinkConfigError | None = None  # the refusal that stopped the sink
         self.guard = sink.guard
         self.progress = PushProgress(clock, self.cfg.progress_every_s)
+        # Logs a hold once when it begins and once when it ends (the engine's tracker).
+        self.health = health or HealthTracker(structlog.get_logger("syncd.push"), clock)
+        self.deferred: str | None = None  # why the last batch's leads wait (syncd's own delay)
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -113,7 +128,8 @@ class Pusher:
                 self.counts.waiting = held  # the engine logs it once (sink.push.paused)
                 return
             probing = breaker.state is BreakerState.HALF_OPEN
-            batch = await self.store.claim(self.sink.name, self.cfg.batch_size, LEASE_S)
+            size = self.guard.sizes.limit(self.cfg.batch_size)
+            batch = await self.store.claim(self.sink.name, size, LEASE_S)
             if batch:
                 batch = await self._within_window(batch)
                 if batch:
@@ -127,6 +143,8 @@ class Pusher:
                 breaker.cancel()  # nothing to probe with: let another try later
             due = await self.store.next_due(self.sink.name)
             if due is None or due >= deadline:
+                if due is not None and self.deferred and not self.counts.waiting:
+                    self.counts.waiting = self.deferred
                 return
             await self._sleep(min(due - self.clock.time(), deadline - self.clock.time(), 5.0))
 
@@ -223,7 +241,8 @@ class Pusher:
         """
         breaker, limits = self.guard.breaker, self.guard.limits
         while not self.stop.is_set():
-            wait = max(breaker.wait_s(), limits.limiter.held_for())
+            held = self.guard.held.left(self.clock.monotonic())
+            wait = max(breaker.wait_s(), limits.limiter.held_for(), held)
             if wait <= 0:
                 if breaker.allow():
                     return True
@@ -235,9 +254,12 @@ class Pusher:
         return False
 
     def _why_waiting(self, wait: float) -> str:
-        """Return why no push may go before the deadline: a Retry-After hold or the breaker."""
+        """Return why no push may go before the deadline: a hold (its cause) or the breaker."""
+        held = self.guard.held
+        if held.public is not None and held.left(self.clock.monotonic()) >= wait:
+            return f"{held.public}; next try in {human_seconds(wait)}; leads wait"
         if self.guard.limits.limiter.held_for() >= wait:
-            return f"the dialer asked to wait {human_seconds(wait)} (Retry-After); leads wait"
+            return f"{self.guard.limits.hold_text(wait)}; leads wait"
         reason = self.guard.breaker.last_reason or "it keeps failing"
         return f"dialer unreachable ({reason}); next try in {human_seconds(wait)}"
 
@@ -254,6 +276,13 @@ class Pusher:
         except SinkConfigError as exc:
             self.guard.breaker.cancel()
             await self._stop_sink(batch, exc)
+            return
+        except SinkHeld as exc:
+            await self._hold_sink(batch, exc)
+            return
+        except BatchTooLarge as exc:
+            self._answered()
+            await self._too_large(batch, exc)
             return
         except BatchRejected as exc:
             self._answered()
@@ -284,21 +313,93 @@ class Pusher:
             self._unanswered(exc)
             results = [PushResult.retry(q.key, reason) for q in batch]
         else:
-            if results and all(r.kind is ResultKind.RETRY for r in results):
+            own = [r for r in results if r.kind is ResultKind.RETRY and r.deferred]
+            if own and len(own) == len(results):
+                # Every lead waits on syncd's own delay (the sink said so): not a failure
+                # of the dialer, no hold of the sink.
+                self.guard.breaker.cancel()
+                self.deferred = own[0].reason
+            elif results and all(r.kind is ResultKind.RETRY for r in results):
                 # A sink that turns a failed call into a retry per lead: for the breaker
                 # and the hold that is the dialer failing, not answering.
-                waits = [r.retry_after for r in results if r.retry_after is not None]
+                failed = [r for r in results if not r.deferred]  # syncd's own waits aside
+                waits = [r for r in failed if r.retry_after is not None]
                 if waits:
-                    self.guard.limits.hold(max(waits))
+                    # Its own reason says why (an unanswered call settling), not Retry-After.
+                    longest = max(waits, key=lambda r: r.retry_after or 0.0)
+                    self.guard.limits.hold(longest.retry_after or 0.0, cause=longest.reason)
                 self.guard.breaker.record_failure(
-                    results[0].reason, public="the dialer failed or could not be reached"
+                    failed[0].reason, public="the dialer failed or could not be reached"
                 )
                 self._publish()
             else:
                 self._answered()
+                self._unheld()
+                self._learned(len(batch))
         if self.observer is not None:
             self.observer.push_latency(self.sink.name, time.monotonic() - started)
         await self._complete(batch, results)
+
+    async def _hold_sink(self, batch: Sequence[QueuedLead], exc: SinkHeld) -> None:
+        """The dialer refuses records for now: the batch goes back untouched; the sink waits."""
+        self.guard.breaker.cancel()  # it answered; the hold, not the breaker, keeps it waiting
+        held = self.guard.held
+        held.times += 1
+        if held.reason is None:
+            held.since = self.clock.time()
+        held.reason, held.public = str(exc), exc.public
+        wait = held.wait_s(
+            self.cfg.retry_base_s, min(self.cfg.retry_max_s, HOLD_MAX_S), exc.retry_after
+        )
+        # Pushes only: polls and keep-alives go on while a campaign is paused.
+        held.until = self.clock.monotonic() + wait
+        self.health.failed(
+            f"held:{self.sink.name}",
+            str(exc),
+            event="sink.held",
+            level="warning",
+            sink=self.sink.name,
+            why=exc.public,
+            action="leads wait in the outbox without spending attempts; syncd asks again "
+            "with a growing backoff",
+        )
+        self.log.debug("sink.held.wait", wait_s=round(wait, 3), times=held.times)
+        self._publish()
+        keys = [q.key for q in batch]
+        await self.store.requeue(self.sink.name, keys, self.clock.time() + wait, str(held.public))
+
+    def _unheld(self) -> None:
+        """The dialer took records again: a hold is over (logged once)."""
+        held = self.guard.held
+        if held.reason is None:
+            return
+        held.reason = held.public = held.since = None
+        held.times, held.until = 0, 0.0
+        self.health.recovered(
+            f"held:{self.sink.name}", event="sink.held.ended", sink=self.sink.name
+        )
+
+    def _learned(self, size: int) -> None:
+        """A batch went through: after a 413, its size is the new limit (said once)."""
+        if self.guard.sizes.went_through(size):
+            self.log.warning(
+                "sink.batch.limited",
+                size=size,
+                reason=f"the dialer takes at most {size} records a request; batches are now {size}",
+                action=f"set batch_size = {size} for this sink to skip the 413s",
+            )
+
+    async def _too_large(self, batch: Sequence[QueuedLead], exc: BatchTooLarge) -> None:
+        """HTTP 413: halve the batch and push the halves; one record alone is refused."""
+        self.guard.sizes.too_large(len(batch))
+        if len(batch) == 1:
+            reason = f"{exc}: this one record is larger than the dialer takes in a request"
+            await self._complete(batch, [PushResult.rejected(batch[0].key, reason)])
+            return
+        self.log.info("sink.push.halved", size=len(batch), reason=str(exc))
+        middle = len(batch) // 2
+        await self.push_batch(batch[:middle])
+        await self.push_batch(batch[middle:])
 
     def _answered(self) -> None:
         """The dialer answered (whatever it said): the breaker closes."""

@@ -31,6 +31,7 @@ from syncd.state.base import StateStore
 log = structlog.get_logger("syncd.sinks")
 
 TRANSIENT_RECHECK_S = 30.0  # a sink that could not connect is tried again sooner than a bad config
+FIRST_RECHECK_S = 5.0  # a stopped sink is asked again this soon, then ever less often
 SESSION_BAD = ("expired", "failed")  # SinkHealth.session values that mean "cannot work now"
 ACTION_CONFIG = "fix the sink's configuration and reload; its leads stay queued"
 ACTION_TRANSIENT = "syncd tries again shortly; its leads stay queued"
@@ -54,6 +55,16 @@ def open_policy(cfg: SinkConfig) -> RetryPolicy:
         wait_initial_s=min(0.5, cfg.retry_base_s),
         wait_max_s=30.0,
     )
+
+
+def recheck_wait(tries: int, cap_s: float) -> float:
+    """Return how long after its ``tries``-th failure in a row a sink is opened again.
+
+    From a few seconds, doubling, capped at ``cap_s`` (``run.sink_recheck_s``): a
+    credential revoked for 15 s or a campaign paused for 20 s heals by itself within
+    seconds, and a sink that stays wrong is asked no more often than configured.
+    """
+    return min(cap_s, FIRST_RECHECK_S * 2.0 ** max(tries - 1, 0))
 
 
 def build_sink(
@@ -130,6 +141,8 @@ class SinkSlot:
     reason: str | None = None
     public: str | None = None  # the reason without the dialer's words, for /readyz
     since: float = 0.0
+    failures: int = 0  # failed opens (or stops) in a row: the re-check backs off with them
+    last_failed: float = 0.0  # when the latest of them happened
 
     @property
     def name(self) -> str:
@@ -201,7 +214,7 @@ class SinkSet:
                 trace=True,
             )
         else:
-            self.health.recovered(f"sink:{cfg.name}", event="sink.reopened", sink=cfg.name)
+            self.health.recovered(f"sink:{cfg.name}", event="sink.recovered", sink=cfg.name)
             if self.cannot_withdraw(cfg.name):
                 log.warning("sink.cannot_withdraw", sink=cfg.name, reason=CANNOT_WITHDRAW)
         return slot
@@ -223,6 +236,8 @@ class SinkSet:
     ) -> None:
         reason = str(error)
         previous = self.health.failure(f"sink:{slot.name}")
+        slot.failures = previous.times + 1 if previous is not None else 1
+        slot.last_failed = self.clock.time()
         slot.state, slot.reason = state, reason
         slot.public = public or public_reason(error)
         slot.since = previous.since if previous is not None else self.clock.time()
@@ -236,14 +251,19 @@ class SinkSet:
         )
 
     async def recheck(self, *, every_s: float) -> list[str]:
-        """Open again every sink whose wait is over; return the names that work again."""
+        """Open again every sink whose wait is over; return the names that work again.
+
+        The wait starts at a few seconds and doubles with each failure in a row, up to
+        ``every_s`` (``run.sink_recheck_s``; 30 s at most for a dialer that could not
+        be reached). A sink that opens again says so once (``sink.recovered``).
+        """
         now = self.clock.time()
         reopened = []
         for name, slot in list(self.slots.items()):
             if slot.working:
                 continue
-            wait = every_s if slot.state is SinkState.STOPPED else min(TRANSIENT_RECHECK_S, every_s)
-            if now - slot.since < wait:
+            cap = every_s if slot.state is SinkState.STOPPED else min(TRANSIENT_RECHECK_S, every_s)
+            if now - slot.last_failed < recheck_wait(slot.failures, cap):
                 continue
             await close_sink(name, slot.sink)
             fresh = await self._open(slot.cfg)
@@ -269,6 +289,11 @@ class SinkSet:
             )
         return out
 
+    def held(self, name: str) -> str | None:
+        """Return why the dialer refuses a working sink's records for now (a paused campaign)."""
+        slot = self.slots[name]
+        return slot.sink.guard.held.reason if slot.working else None
+
     def describe(
         self, name: str, waiting: int | None = None, *, public: bool = False
     ) -> str | None:
@@ -287,6 +312,9 @@ class SinkSet:
         elif (down := self.unreachable().get(name)) is not None:
             why = down.public if public else down.reason
             text = f"{name}: dialer unreachable since {clock_text(down.since)} ({why})"
+        elif (hold := slot.sink.guard.held).reason is not None:
+            why = hold.public if public else hold.reason
+            text = f"{name}: held since {clock_text(hold.since or 0.0)} ({why})"
         else:
             return None
         if waiting is not None:
@@ -323,7 +351,10 @@ class SinkSet:
                 said = slot.sink.health().warnings
             except Exception:  # a broken health() shows up in problems()
                 continue
-            said = list(said)
+            said = list(said) + slot.sink.features.warnings()
+            hold = slot.sink.guard.held
+            if hold.public is not None:  # the dialer's words stay in the log and `status` detail
+                said.append(f"held since {clock_text(hold.since or 0.0)}: {hold.public}")
             if self.cannot_withdraw(name):
                 said.append(CANNOT_WITHDRAW)
             if said:

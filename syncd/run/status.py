@@ -80,7 +80,9 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
         line += f"; {action}"
     elif state == "working":
         due = seen.get("next_due")
-        if pending and isinstance(due, int | float) and due > now:
+        if seen.get("held"):
+            line = "held (see the warning); leads wait without spending attempts"
+        elif pending and isinstance(due, int | float) and due > now:
             line = f"working, backing off until {when(due)}"
         else:
             line = "working"

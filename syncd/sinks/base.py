@@ -14,6 +14,7 @@ from syncd.core.model import Lead, PushResult, QueuedLead
 from syncd.core.phones import format_dial, from_dial, parse_dial_format
 from syncd.errors import PermanentError
 from syncd.net.guard import SinkGuard, guard_from_config
+from syncd.sinks.features import OptionalFeatures
 from syncd.state.base import StateStore
 
 
@@ -74,6 +75,7 @@ class Sink(Protocol):
     # the limits to each of its requests (its HTTP client is built with
     # ``make_client(..., guard=self.guard.limits)``); the push loop does not.
     guard: SinkGuard
+    features: OptionalFeatures  # helper endpoints turned off by a 403/404 (status warnings)
     keepalive_interval_s: float | None  # how often the engine calls keepalive(); None: never
 
     async def open(self) -> None:
@@ -128,6 +130,7 @@ class BaseSink:
         self._dial = parse_dial_format(config.dial_format)
         self._region = config.dial_region or ctx.region
         self._health = SinkHealth()
+        self.features = OptionalFeatures(self.log)
 
     def dial(self, e164: str) -> str:
         """Return the number as this sink's trunks want it dialled."""

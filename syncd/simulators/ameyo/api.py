@@ -93,6 +93,7 @@ class AmeyoSimulator:
         dial_outcomes: Sequence[str] | None = None,
         agents: Sequence[str] = ("agent1", "agent2"),
         timezone: str = "UTC",
+        not_running: set[int] | None = None,  # campaigns paused by a supervisor: uploads refused
         seed: int = 0,
         faults: Faults | None = None,
         clock: Callable[[], float] = time.time,
@@ -126,6 +127,8 @@ class AmeyoSimulator:
         )
         self.floor.set_outcomes(dial_outcomes)
         self.faults = FaultInjector(faults)
+        # Tests may change it at run time (a supervisor pauses and resumes the campaign).
+        self.not_running: set[int] = set(not_running or ())
         self.session_error_shape: str | None = None  # force one invalid-session shape
         self.sessions: dict[str, SimSession] = {}
         self.forced: dict[str, list[str | None]] = {}  # phone1 -> result types to answer
@@ -335,6 +338,8 @@ class AmeyoSimulator:
         if isinstance(found, dict):
             return found
         campaign_id, leads = found
+        if campaign_id in self.not_running:
+            return {"status": "error", "reason": "Campaign is not running"}
         try:
             lead_id = int(str(data.get("leadId")))
         except ValueError:
@@ -429,6 +434,8 @@ class AmeyoSimulator:
         found = self._campaign(data)
         if isinstance(found, dict):
             return found
+        if found[0] in self.not_running:
+            return {"status": "error", "reason": "Campaign is not running"}
         when = _parse_time(data.get("callBackTime"), self.zone)
         if when is None:
             return failed("CustomerManager.callback.time.invalid", data.get("callBackTime"))

@@ -109,6 +109,7 @@ class UContactSimulator:
         recording_places: tuple[str, ...] = tuple(RECORDING_PLACES),
         seed: int = 0,
         queue_agents: dict[str, list[int]] | None = None,
+        missing_endpoints: frozenset[str] | set[str] = frozenset(),  # answered 404 (older servers)
     ) -> None:
         self.lock = threading.Lock()
         self.users = dict(users or {"api": "secret"})
@@ -116,6 +117,7 @@ class UContactSimulator:
         # Per campaign: [agents logged in, of them available]; every campaign has one.
         self.queue_agents = {name: [1, 1] for name in campaigns} | dict(queue_agents or {})
         self.faults = FaultInjector(faults)
+        self.missing_endpoints = frozenset(missing_endpoints)  # e.g. {"Supervisor/queuesummary"}
         self.token_ttl_s = token_ttl_s
         self.legacy_auth = legacy_auth
         self.token_reply = token_reply
@@ -705,7 +707,7 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
             if name == "auth/EndSession":
                 return sim.end_session(form)
             handler = authed.get(name)
-            if handler is None:
+            if handler is None or name in sim.missing_endpoints:
                 return PlainTextResponse("Not Found", status_code=404)
             if not sim.authorised(request):  # on arrival, as a server's filter does
                 sim.unauthorized[name] += 1

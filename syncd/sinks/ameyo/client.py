@@ -22,6 +22,7 @@ from syncd.errors import (
     PermanentError,
     SessionExpiredError,
     SinkConfigError,
+    SinkHeld,
     VendorError,
 )
 from syncd.net.http import (
@@ -42,7 +43,12 @@ from syncd.net.retry import with_retries as _with_retries
 from syncd.net.session import SessionAuth as Session  # the sink's session (not the config's)
 from syncd.net.session import with_form
 from syncd.sinks.ameyo.config import AmeyoSinkConfig, HeaderAuth, SessionAuth
-from syncd.sinks.ameyo.replies import error_text, is_session_error, looks_like_login_page
+from syncd.sinks.ameyo.replies import (
+    error_text,
+    hold_reason,
+    is_session_error,
+    looks_like_login_page,
+)
 
 VENDOR = "ameyo"
 HTTP_HINTS = dict.fromkeys((401, 403, 404), "check the sink's url and auth")
@@ -310,6 +316,9 @@ def parse_body(command: str, text: str, *, session: bool = True) -> Any:
         return body
     if session and is_session_error(problem):
         raise InvalidSession(problem)
+    held = hold_reason(problem)
+    if held is not None:
+        raise SinkHeld(f"{command}: {problem}", public=held, vendor=VENDOR)
     raise AmeyoRefused(command, problem)
 
 

@@ -18,6 +18,21 @@ from syncd.core.model import CallStatus
 
 SESSION_MARKERS = ("invalid session", "invalid.sessionid", "session expired", "session.expired")
 
+# Whole-request refusals about the campaign's or the user's state, not the records: the
+# sink waits and asks again (a supervisor paused the campaign for 20 s, an admin locked
+# the user). Compared with dots, dashes and underscores read as spaces.
+HOLD_MARKERS: tuple[tuple[str, str], ...] = (
+    ("campaign is not running", "the Ameyo campaign is not running"),
+    ("campaign not running", "the Ameyo campaign is not running"),
+    ("campaign is paused", "the Ameyo campaign is paused"),
+    ("campaign paused", "the Ameyo campaign is paused"),
+    ("campaign is stopped", "the Ameyo campaign is stopped"),
+    ("campaign is not started", "the Ameyo campaign is not started"),
+    ("user is locked", "the Ameyo user is locked"),
+    ("user locked", "the Ameyo user is locked"),
+    ("account is locked", "the Ameyo user is locked"),
+)
+
 
 class Verdict(enum.Enum):
     """What to do with one record's upload result."""
@@ -111,6 +126,15 @@ def is_session_error(text: str) -> bool:
     """Return True when an error text says the session is gone."""
     flat = text.lower()
     return any(marker in flat for marker in SESSION_MARKERS)
+
+
+def hold_reason(text: str) -> str | None:
+    """Return syncd's words for a refusal about the campaign's or user's state, else None."""
+    flat = " ".join(re.sub(r"[._\-]+", " ", text.lower()).split())
+    for marker, public in HOLD_MARKERS:
+        if marker in flat:
+            return public
+    return None
 
 
 def looks_like_login_page(text: str) -> bool:

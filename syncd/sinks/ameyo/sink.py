@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
-from syncd.errors import RetryableError, SessionExpiredError, SinkConfigError, VendorError
+from syncd.errors import (
+    RetryableError,
+    SessionExpiredError,
+    SinkConfigError,
+    SinkHeld,
+    VendorError,
+)
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
@@ -26,6 +32,7 @@ from syncd.sinks.ameyo.replies import (
     RESULT_TYPES,
     Verdict,
     ameyo_time,
+    hold_reason,
     lower_keys,
     result_list,
     result_reason,
@@ -298,6 +305,8 @@ class AmeyoSink(BaseSink):
             if _is_config_problem(exc.detail):
                 raise SinkConfigError(str(exc), vendor="ameyo") from exc
             return PushResult.rejected(key, str(exc))
+        except SinkHeld:
+            raise  # the campaign, not this lead: the whole sink waits
         except (RetryableError, SessionExpiredError) as exc:
             return PushResult.retry(key, str(exc), getattr(exc, "retry_after", None))
         if not result_list(body):
@@ -342,6 +351,12 @@ class AmeyoSink(BaseSink):
             got = "no result list" if items is None else f"{len(items)} results"
             raise RetryableError(
                 f"{command} answered {got} for {len(plans)} records", vendor="ameyo"
+            )
+        held = {hold_reason(result_reason(item)) for item in items}
+        if len(held) == 1 and None not in held:
+            # Every record refused for the campaign's state, not its own: the sink waits.
+            raise SinkHeld(
+                f"{command}: {result_reason(items[0])}", public=str(held.pop()), vendor="ameyo"
             )
         return [await self._result(plan, item) for plan, item in zip(plans, items, strict=True)]
 

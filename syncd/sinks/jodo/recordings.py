@@ -16,6 +16,7 @@ from typing import Any
 
 from syncd.core.model import Outcome
 from syncd.errors import RetryableError, SinkConfigError, VendorError
+from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.jodo.client import (
     RECORDING_NOT_READY,
     SUCCESS,
@@ -30,6 +31,13 @@ from syncd.state.base import StateStore
 
 def _path(item: dict[str, Any]) -> str:
     return str(item.get("recordingfilepath") or "").strip()
+
+
+RECORDINGS = "recordings (customer_multiple_recordings)"
+RECORDINGS_OFF = (
+    "outcomes are written back without recording links; set recordings.enabled = false "
+    "to silence this, or ask Jodo to open the recording methods to this API key"
+)
 
 
 class RecordingClient:
@@ -89,8 +97,10 @@ class Recordings:
         sink: str,
         settings: RecordingSettings,
         log: Any,
+        features: OptionalFeatures | None = None,
     ) -> None:
         self.api = RecordingClient(client, settings.batch_size)
+        self.features = features or OptionalFeatures(log)
         self.store = store
         self.sink = sink
         self.settings = settings
@@ -100,6 +110,8 @@ class Recordings:
 
     async def attach(self, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
         """Return ``outcomes`` with known links set, plus older outcomes whose link came now."""
+        if self.features.is_off(RECORDINGS):
+            return outcomes
         pending = await self._load()
         fresh: dict[str, Outcome] = {}
         for o in outcomes:
@@ -124,8 +136,10 @@ class Recordings:
         if pending:
             try:
                 links = await self.api.links(sorted({p["call_id"] for p in pending.values()}))
-            except SinkConfigError:
-                raise
+            except SinkConfigError as exc:
+                if not self.features.turn_off(RECORDINGS, exc, action=RECORDINGS_OFF):
+                    raise
+                links = {}
             except VendorError as exc:
                 self.log.warning("sink.recordings.failed", reason=str(exc), waiting=len(pending))
                 links = {}

@@ -18,12 +18,19 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from syncd.core.model import Lead, PushResult, QueuedLead
+from syncd.errors import SinkConfigError
+from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.ucontact.client import UContactClient
 from syncd.sinks.ucontact.config import DispositionFields, UContactSinkConfig
 from syncd.sinks.ucontact.wire import server_time
 from syncd.state.base import StateStore
 
 RESOURCE = "api/DispositionCall"
+DISPOSITIONS_OFF = (
+    f"dispositions are off: this uContact has no {RESOURCE} for the API user, so the CRM's "
+    "disposition is not sent (the lead is refused with this reason; `syncd retry` sends it "
+    "once the server has the call); leads still go"
+)
 SCOPE = "ucontact.dispositions"  # kv: sink/key -> digest of the disposition last accepted
 
 
@@ -90,8 +97,10 @@ class Dispositioner:
         client: UContactClient,
         store: StateStore,
         dial: Callable[[str], str],
+        features: OptionalFeatures | None = None,
     ) -> None:
         assert config.dispositions is not None
+        self.features = features
         self.dial = dial
         self.cfg = config
         self.fields = config.dispositions
@@ -124,7 +133,15 @@ class Dispositioner:
         }
         if disposition.schedule:
             form["schedule"] = disposition.schedule
-        reply = await self.client.command(RESOURCE, form, repeat_unanswered=True)
+        features = self.features
+        if features is not None and features.is_off(RESOURCE):
+            return PushResult.rejected(q.key, DISPOSITIONS_OFF)
+        try:
+            reply = await self.client.command(RESOURCE, form, repeat_unanswered=True)
+        except SinkConfigError as exc:
+            if features is not None and features.turn_off(RESOURCE, exc, action=DISPOSITIONS_OFF):
+                return PushResult.rejected(q.key, DISPOSITIONS_OFF)
+            raise
         if not reply.ok:
             return PushResult.rejected(
                 q.key,

@@ -20,6 +20,7 @@ import httpx
 
 from syncd.core.model import CallStatus, Outcome
 from syncd.errors import VendorError
+from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.ledger import Ledger
@@ -42,6 +43,11 @@ STATUS = {
     "ABANDONED": CallStatus.DROPPED,
 }
 CLOCK_SKEW = timedelta(minutes=1)
+CONVERT = "Supervisor/convert"
+CONVERT_OFF = (
+    "GSM recordings are linked as they are, not converted to MP3; set convert_gsm = false "
+    "to silence this, or give the API user supervisor rights"
+)
 PROBES_IN_FLIGHT = 8  # leads whose recording is looked for at once
 
 
@@ -148,6 +154,7 @@ class CdrPoller:
         ledger: Ledger,
         store: StateStore,
         log: Any,
+        features: OptionalFeatures | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client
@@ -155,6 +162,7 @@ class CdrPoller:
         self.ledger = ledger
         self.store = store
         self.log = log
+        self.features = features or OptionalFeatures(log)
         self.telephony = cfg.records_url or cfg.url
 
     async def poll(self) -> int:
@@ -266,14 +274,13 @@ class CdrPoller:
             return found, mp3
         gsm = recording_candidates(guid, calldate, self.telephony, cfg.backup_records_url, "gsm")
         found = await self._first_existing(gsm)
-        if found and cfg.convert_gsm:
+        if found and cfg.convert_gsm and not self.features.is_off(CONVERT):
             folder = calldate.strip()[:10].replace("-", "")
             try:
-                converted = await self.client.flag(
-                    "Supervisor/convert", {"guid": guid, "folder": folder}
-                )
+                converted = await self.client.flag(CONVERT, {"guid": guid, "folder": folder})
             except VendorError as exc:
-                self.log.warning("sink.recording.convert_failed", guid=guid, reason=str(exc))
+                if not self.features.turn_off(CONVERT, exc, action=CONVERT_OFF):
+                    self.log.warning("sink.recording.convert_failed", guid=guid, reason=str(exc))
                 converted = False
             if converted:
                 mp3_found = await self._first_existing(mp3)

@@ -35,7 +35,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.core.model import PushResult, QueuedLead, ResultKind
-from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
+from syncd.errors import (
+    BatchTooLarge,
+    PermanentError,
+    RetryableError,
+    SinkConfigError,
+    SinkHeld,
+    VendorError,
+)
+from syncd.net.http import human_seconds
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.dialled import DialledCheck
@@ -57,8 +65,12 @@ from syncd.sinks.ucontact.wire import Call, black_json, schedule_json, task_json
 from syncd.state.base import StateStore
 
 CALL_CONCURRENCY = 4  # single calls (removals, schedules, blacklist) in flight per batch
-SETTLING = "an earlier call for this lead got no answer and may still take effect (settle_s)"
-RECORDS_PENDING = "its call records may still appear (cdr_delay_s)"
+SETTLING = (
+    "waiting {wait}: an earlier call for this lead got no answer and may still take effect "
+    "(settle_s)"
+)
+# syncd's own wait before it trusts the call records, not the dialer's: said as such.
+RECORDS_PENDING = "waiting {wait} for uContact's call records to settle (cdr_delay_s)"
 WIDE_FROM, WIDE_TO = "2000-01-01 00:00:00", "2099-12-31 23:59:59"  # schedule of unknown date
 
 
@@ -107,12 +119,15 @@ class Placer:
     def _plan_args(self) -> dict[str, float]:
         return {"timeout_s": self.cfg.timeout_s, "settle_s": self.settle_s}
 
-    def _defer(self, q: QueuedLead, until: float, why: str = "") -> PushResult:
-        """Return a retry for when ``until`` has passed, saying why (default: settle_s)."""
+    def _defer(self, q: QueuedLead, until: float, why: str = SETTLING) -> PushResult:
+        """Return a retry for when ``until`` has passed, saying why (default: settle_s).
+
+        The wait is syncd's own, not the dialer's: the push loop neither holds the
+        sink for it nor counts it against the dialer.
+        """
         wait = max(until - time.time(), 0.05)
         self.log.debug("sink.push.settling", key=q.key, wait_s=round(wait, 3))
-        why = why or SETTLING
-        return PushResult.retry(q.key, f"waiting {wait:.1f}s: {why}", wait)
+        return PushResult.defer(q.key, why.format(wait=human_seconds(wait)), wait)
 
     async def prepare(
         self, q: QueuedLead, destination: str | None, dialled: DialledCheck | None = None
@@ -496,8 +511,8 @@ class Placer:
             # Anything else (a cancel) leaves the marker: the next try treats it as a crash.
             for q, placed in sent:
                 await self.ledger.mark(q.key, _settled(placed, NO))
-            if isinstance(exc, SinkConfigError):
-                raise
+            if isinstance(exc, SinkConfigError | BatchTooLarge | SinkHeld):
+                raise  # the sink's or the request's problem: the push loop decides
             if isinstance(exc, PermanentError):
                 return [PushResult.rejected(q.key, str(exc)) for q, _ in sent]
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
@@ -530,7 +545,7 @@ async def guard(q: QueuedLead, step: Awaitable[PushResult | None]) -> PushResult
     """Return the step's result, or the lead's retry/refusal when the step failed."""
     try:
         return await step
-    except SinkConfigError:
+    except (SinkConfigError, SinkHeld):
         raise
     except PermanentError as exc:
         return PushResult.rejected(q.key, str(exc))

@@ -57,6 +57,13 @@ def find_campaign(body: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+QUEUE_SUMMARY = "Supervisor/queuesummary"
+QUEUES_OFF = (
+    "queue figures and hold_without_agents_min are off; leads still go. Give the API user "
+    "supervisor rights or upgrade uContact to have them"
+)
+
+
 class UContactSink(BaseSink):
     """Pushes leads to one uContact dialer campaign and reads its call records."""
 
@@ -83,14 +90,16 @@ class UContactSink(BaseSink):
             self.http, config.url, config.user, config.password, policy=policy, log=self.log
         )
         self.ledger = Ledger(ctx.store, config.name)
-        self.poller = CdrPoller(config, self.client, self.http, self.ledger, ctx.store, self.log)
+        self.poller = CdrPoller(
+            config, self.client, self.http, self.ledger, ctx.store, self.log, self.features
+        )
         self.placer = Placer(config, self.client, self.ledger, ctx.store, self.log, self.dial)
         self._health = SinkHealth(session="not started")
         self.keepalive_interval_s = config.queue_poll_s  # campaign status and queue figures
         self._no_agents_since: float | None = None
         self._dnc_values = {v.strip().lower() for v in config.dnc.values} if config.dnc else set()
         self.dispositioner = (
-            Dispositioner(config, self.client, ctx.store, self.dial)
+            Dispositioner(config, self.client, ctx.store, self.dial, self.features)
             if config.dispositions
             else None
         )
@@ -132,10 +141,18 @@ class UContactSink(BaseSink):
         return entry
 
     async def read_queue(self) -> None:
-        """Read the campaign's queue figures; a server without queuesummary is no error."""
+        """Read the campaign's queue figures; a server without queuesummary is no error.
+
+        Older releases and API users without supervisor rights answer it 404 or 403:
+        the figures (and ``hold_without_agents_min``) are off, said once; leads flow.
+        """
+        if self.features.is_off(QUEUE_SUMMARY):
+            return
         try:
-            body = await self.client.json("Supervisor/queuesummary", {})
-        except SinkConfigError:
+            body = await self.client.json(QUEUE_SUMMARY, {})
+        except SinkConfigError as exc:
+            if self.features.turn_off(QUEUE_SUMMARY, exc, action=QUEUES_OFF):
+                return
             raise
         except VendorError as exc:
             self.log.info("sink.queue.unavailable", reason=str(exc))
