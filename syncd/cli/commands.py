@@ -141,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=9443)
     sim.add_argument("--faults", help='fault switches as JSON, e.g. {"error_rate":0.2,"seed":1}')
     sim.add_argument(
+        "--quirks",
+        help='quirks of real servers as JSON, e.g. {"bom":true,"max_records":100} '
+        "(docs/simulators.md lists them and the vendors each applies to)",
+    )
+    sim.add_argument(
         "--timezone", help="jodo: the zone of the server's clock (default UTC), e.g. Asia/Kolkata"
     )
     sim.add_argument(
@@ -486,6 +491,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             kwargs["faults"] = Faults.from_dict(json.loads(args.faults))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"--faults: {exc}") from None
+    if args.quirks:
+        from syncd.simulators.quirks import Quirks
+
+        try:
+            kwargs["quirks"] = Quirks.from_dict(json.loads(args.quirks), args.kind)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"--quirks: {exc}") from None
     for option, name, value in (
         ("--timezone", "timezone", args.timezone),
         ("--clock-offset", "clock_offset_s", args.clock_offset),
