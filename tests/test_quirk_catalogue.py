@@ -32,7 +32,13 @@ def row(
     window_s: float = 0.0,
     xfail: str | None = None,
 ) -> Any:
-    """One catalogue row; ``xfail`` says what syncd does today (issue 24 part N: …)."""
+    """One catalogue row.
+
+    ``households``: pairs of leads sharing a number (then a lead refused with a
+    reason counts as accounted for: a dialer without duplicates may take only
+    one); ``window_s``: the quirk's window, skipped on the dialer's clock before a
+    last run; ``xfail``: what syncd does today (issue 24: …).
+    """
     marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
     return pytest.param(
         vendor, quirk, quirks, households, window_s, id=f"{vendor}/{quirk}", marks=marks
@@ -42,42 +48,90 @@ def row(
 SLOW = {"store_then_slow_s": 1.5, "store_then_slow_times": 2}  # past the sinks' 1 s timeout
 REVOKED = {"revoked_from_s": 0.0, "revoked_s": 30.0}
 
+# A row: vendor, quirk, switches; xfail says what syncd does today (issue 24).
 CATALOGUE = [
     row("jodo", "well_behaved", {}),
     row("ameyo", "well_behaved", {}),
     row("ucontact", "well_behaved", {}),
-    row("jodo", "shared_numbers", {}, households=12),
-    row("ameyo", "shared_numbers", {}, households=12),
-    row("ucontact", "shared_numbers", {}, households=12),
-    row("jodo", "failed_records", {"failed_records": 0.1, "seed": 1}),
-    row("jodo", "bom", {"bom": True}),
-    row("ameyo", "bom", {"bom": True}),
-    row("ucontact", "bom", {"bom": True}),
+    row(
+        "jodo", "shared_numbers", {}, households=12,
+        xfail="issue 24 (removals by number, duplicate numbers): a removal by contactvalue "
+        "disposes every record holding the number, closing live household members; two "
+        "records with one number are both held (rung twice)",
+    ),
+    row(
+        "ameyo", "shared_numbers", {}, households=12,
+        xfail="issue 24 (duplicate-number policy): Ameyo upserts on phone1, so the second "
+        "household member overwrites the first, which syncd still counts delivered",
+    ),
+    row(
+        "ucontact", "shared_numbers", {}, households=12,
+        xfail="issue 24 (removals by number): RemoveContact by number also takes out the "
+        "household member the CRM keeps, still counted delivered",
+    ),
+    row(
+        "jodo", "failed_records", {"failed_records": 0.1, "seed": 1},
+        xfail="issue 24 (reply reading): a statuscode 001 reply listing faileddata is read "
+        "as all delivered",
+    ),
+    row(
+        "jodo", "bom", {"bom": True},
+        xfail="issue 24 (reply reading): a reply starting with a UTF-8 BOM is not JSON to "
+        "syncd: pushes retried until the breaker opens, leads left pending",
+    ),
+    row(
+        "ameyo", "bom", {"bom": True},
+        xfail="issue 24 (reply reading): the login reply with a BOM is not JSON to syncd: "
+        "the sink never opens",
+    ),
+    row(
+        "ucontact", "bom", {"bom": True},
+        xfail="issue 24 (reply reading): the getUserToken reply with a BOM is not a key to "
+        "syncd: the sink never opens",
+    ),
     row("jodo", "text_plain", {"text_plain": True}),
     row("ucontact", "text_plain", {"text_plain": True}),
-    row("ameyo", "paused", {"pause_from_s": 0.0, "pause_s": 20.0}, window_s=21.0),
+    row(
+        "ameyo", "paused", {"pause_from_s": 0.0, "pause_s": 20.0}, window_s=21.0,
+        xfail="issue 24 (campaign holds): Campaign is not running refuses every lead for "
+        "good instead of holding them until the campaign runs",
+    ),
     row("jodo", "max_records", {"max_records": 20}),
-    row("ameyo", "max_records", {"max_records": 20}),
-    row("ucontact", "max_records", {"max_records": 20}),
     row(
-        "jodo",
-        "missing",
-        {"missing": ["customer_recording", "customer_multiple_recordings", "userStatus"]},
+        "ameyo", "max_records", {"max_records": 20},
+        xfail="issue 24 (413): HTTP 413 on a batch refuses its leads instead of sending "
+        "smaller batches",
     ),
-    row("ameyo", "missing", {"missing": ["getContacts", "ping-session"]}),
     row(
-        "ucontact",
-        "missing",
+        "ucontact", "max_records", {"max_records": 20},
+        xfail="issue 24 (413): HTTP 413 on an upload refuses its leads instead of sending "
+        "smaller files",
+    ),
+    # jodo/missing: a --once run with this config calls no optional Jodo method
+    # (recordings, userStatus, reallocatedata); its row needs a config that does.
+    row(
+        "ameyo", "missing", {"missing": ["getContacts"]},
+        xfail="issue 24 (optional endpoints): a server without getContacts makes every run "
+        "exit 1 (poll failed) while status shows nothing left",
+    ),
+    row(
+        "ucontact", "missing",
         {"missing": ["Supervisor/queuesummary", "Supervisor/campaignstatus", "Supervisor/convert"]},
+        xfail="issue 24 (optional endpoints): Supervisor/campaignstatus answering 404 stops "
+        "the sink as misconfigured; every lead stays pending",
     ),
-    row("ameyo", "latin1_forms", {"latin1_forms": True}),
+    row(
+        "ameyo", "latin1_forms", {"latin1_forms": True},
+        xfail="issue 24 (forms): a server decoding forms as ISO-8859-1 stores the UTF-8 names "
+        "syncd sends garbled",
+    ),
     row("jodo", "revoked", REVOKED, window_s=31.0),
     row("ameyo", "revoked", REVOKED, window_s=31.0),
     row("ucontact", "revoked", REVOKED, window_s=31.0),
     row("jodo", "store_then_slow", SLOW),
     row("ameyo", "store_then_slow", SLOW),
     row("ucontact", "store_then_slow", SLOW),
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("vendor", "quirk", "quirks", "households", "window_s"), CATALOGUE)
@@ -89,6 +143,13 @@ def test_the_dialer_holds_each_live_lead_once_whatever_the_server_does(
     households: int,
     window_s: float,
 ) -> None:
-    played = play(tmp_path, VENDORS[vendor], quirks, households=households, window_s=window_s)
+    played = play(
+        tmp_path,
+        VENDORS[vendor],
+        quirks,
+        households=households,
+        window_s=window_s,
+        may_refuse=households > 0,
+    )
     problems = verdict(f"{vendor}/{quirk}", played)
     assert not problems, "\n".join(problems)

@@ -238,13 +238,13 @@ class QuirkState:
         self.count("max_records")
         return HTMLResponse(TOO_LARGE, status_code=413)
 
-    def failing(self, count: int) -> set[int]:
+    def failing(self, count: int) -> frozenset[int]:
         """Return the indexes of a batch's records the server will not store."""
         rate = self.quirks.failed_records
         if rate <= 0:
-            return set()
+            return frozenset()
         with self.lock:
-            picked = {i for i in range(count) if self.rng.random() < rate}
+            picked = frozenset(i for i in range(count) if self.rng.random() < rate)
         if picked:
             self.count("failed_records")
         return picked

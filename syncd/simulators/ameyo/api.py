@@ -58,7 +58,10 @@ NATURAL_SHAPE = {
     "addCallback": "failed",
     "getLeadsForCampaign": "status",
 }
-UPLOADS = {"uploadContacts": "customerRecords", "uploadContactAndAddCallback": "customerAndCallbackRecords"}
+UPLOADS = {
+    "uploadContacts": "customerRecords",
+    "uploadContactAndAddCallback": "customerAndCallbackRecords",
+}
 NOT_RUNNING = "Campaign is not running"
 LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Ameyo Login</title></head><body>"

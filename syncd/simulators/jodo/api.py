@@ -479,7 +479,6 @@ class JodoSimulator:
                     open_rows.append(row)
         return holdings_of(open_rows, closed, finished)
 
-
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -566,8 +565,6 @@ class JodoSimulator:
     def received(self, servicekey: str = "VoiceProcess") -> dict[str, int]:
         with self.lock:
             return dict(self.processes[servicekey].received)
-
-
 
 
 def _valid_time(value: object) -> bool:
