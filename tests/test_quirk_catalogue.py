@@ -66,8 +66,8 @@ CATALOGUE = [
     ),
     row(
         "ucontact", "shared_numbers", {}, households=12,
-        xfail="issue 24 (removals by number): RemoveContact by number also takes out the "
-        "household member the CRM keeps, still counted delivered",
+        xfail="issue 24 (duplicate-number policy): the sink keeps one contact per number, so "
+        "the first household member gives its number up yet is still counted delivered",
     ),
     row(
         "jodo", "failed_records", {"failed_records": 0.1, "seed": 1},
@@ -107,8 +107,8 @@ CATALOGUE = [
         xfail="issue 24 (413): HTTP 413 on an upload refuses its leads instead of sending "
         "smaller files",
     ),
-    # jodo/missing: a --once run with this config calls no optional Jodo method
-    # (recordings, userStatus, reallocatedata); its row needs a config that does.
+    # Without saveDisposition the removals are refused with the reason (status, rejects).
+    row("jodo", "missing", {"missing": ["saveDisposition"]}),
     row(
         "ameyo", "missing", {"missing": ["getContacts"]},
         xfail="issue 24 (optional endpoints): a server without getContacts makes every run "
