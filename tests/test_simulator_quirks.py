@@ -7,11 +7,14 @@ import json
 import httpx
 import pytest
 
+from syncd.simulators.ameyo.api import AmeyoSimulator
+from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.jodo.api import JodoSimulator
 from syncd.simulators.jodo.api import create_app as jodo_app
 from syncd.simulators.quirks import Quirks
 from syncd.simulators.server import running
 from tests.conftest import run_cli
+from tests.support.clock import FakeClock
 
 WS = "/CustomerWebServices/handleCustomerWS"
 
@@ -86,3 +89,52 @@ def test_a_jodo_removal_by_number_closes_every_record_holding_it_as_main_or_alte
     holdings = sim.holdings()
     assert sorted(r["key"] for r in holdings["closed"]) == ["A", "B"]
     assert [r["key"] for r in holdings["open"]] == ["C"]
+
+
+def test_jodo_lists_the_records_it_did_not_store_in_a_success_reply() -> None:
+    sim = JodoSimulator(quirks=Quirks(failed_keys=["L2"], failed_reason="Duplicate"))
+    with running(jodo_app(sim)) as url:
+        reply = _import(
+            url,
+            [
+                {"leadnumber": "L1", "mobilenumber": "+919820000001"},
+                {"leadnumber": "L2", "mobilenumber": "+919820000002"},
+            ],
+        ).json()
+    assert reply["statuscode"] == "001"
+    assert reply["faileddata"] == [
+        {"leadnumber": "L2", "mobilenumber": "+919820000002", "reason": "Duplicate"}
+    ]
+    assert [r["key"] for r in sim.holdings()["open"]] == ["L1"]
+
+
+def test_an_ameyo_campaign_is_not_running_for_the_window_on_the_simulators_clock() -> None:
+    clock = FakeClock()
+    sim = AmeyoSimulator(
+        clock=clock, dialing=False, quirks=Quirks(pause_from_s=0, pause_s=20, latin1_forms=True)
+    )
+
+    def command(url: str, name: str, data: dict[str, object]) -> object:
+        reply = httpx.post(
+            f"{url}/ameyowebaccess/command/?command={name}",
+            data={"data": json.dumps(data, ensure_ascii=False)},
+        )
+        return json.loads(reply.text)
+
+    upload = {
+        "campaignId": 1,
+        "leadId": 1,
+        "properties": {"update.customer": "true"},
+        "customerRecords": [{"phone1": "9820000001", "name": "José", "crm_key": "L1"}],
+    }
+    with running(ameyo_app(sim)) as url:
+        session = command(url, "login", {"userId": "syncd", "password": "secret"})
+        assert isinstance(session, dict)
+        upload["sessionId"] = session["sessionId"]
+        assert command(url, "uploadContacts", upload) == {
+            "result": "Failed.",
+            "comment": ["Campaign is not running", 1],
+        }
+        clock.advance(20)
+        command(url, "uploadContacts", upload)
+    assert [(r["key"], r["name"]) for r in sim.holdings()["open"]] == [("L1", "JosÃ©")]

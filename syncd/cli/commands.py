@@ -482,6 +482,7 @@ def _simulator_logins(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from syncd.simulators.faults import Faults
+    from syncd.simulators.quirks import Quirks
     from syncd.simulators.server import serve
 
     logs.configure("info", "auto")
@@ -492,8 +493,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"--faults: {exc}") from None
     if args.quirks:
-        from syncd.simulators.quirks import Quirks
-
         try:
             kwargs["quirks"] = Quirks.from_dict(json.loads(args.quirks), args.kind)
         except (ValueError, TypeError) as exc:
@@ -519,6 +518,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"{args.kind} simulator on {url}; it accepts:", file=sys.stderr)
     print(app.state.sim.describe(url), file=sys.stderr, flush=True)
+    if "quirks" in kwargs:
+        on = {k: v for k, v in kwargs["quirks"].to_dict().items() if v != Quirks().to_dict()[k]}
+        print(f"  quirks      {json.dumps(on)}  (POST {url}/_sim/quirks)", file=sys.stderr)
     serve(app, args.host, args.port)
     return EXIT_OK
 

@@ -71,6 +71,7 @@ OPTIONAL_ENDPOINTS: dict[str, frozenset[str]] = {
 # switch -> vendors it applies to; the others name why it does not apply.
 APPLIES: dict[str, frozenset[str]] = {
     "failed_records": frozenset({"jodo"}),
+    "failed_keys": frozenset({"jodo"}),
     "failed_reason": frozenset({"jodo"}),
     "bom": frozenset(VENDORS),
     "text_plain": frozenset({"jodo", "ucontact"}),
@@ -103,6 +104,7 @@ class Quirks:
     # Jodo: this share of each ImportProcessData batch is not stored and listed in
     # the success reply's `faileddata` (statuscode still "001").
     failed_records: float = 0.0
+    failed_keys: list[str] = field(default_factory=list)  # these update-key values fail too
     failed_reason: str = "Duplicate record in process"
     # Every reply starts with a UTF-8 byte-order mark (EF BB BF).
     bom: bool = False
@@ -173,7 +175,14 @@ class Quirks:
 
 def _pair(name: str) -> str:
     """Return the switch a companion switch belongs to (pause_from_s -> pause_s)."""
-    return {"pause_from_s": "pause_s", "failed_reason": "failed_records"}.get(name, name)
+    companions = {
+        "pause_from_s": "pause_s",
+        "failed_reason": "failed_records",
+        "failed_keys": "failed_records",
+        "revoked_from_s": "revoked_s",
+        "store_then_slow_times": "store_then_slow_s",
+    }
+    return companions.get(name, name)
 
 
 class QuirkState:
@@ -238,13 +247,15 @@ class QuirkState:
         self.count("max_records")
         return HTMLResponse(TOO_LARGE, status_code=413)
 
-    def failing(self, count: int) -> frozenset[int]:
-        """Return the indexes of a batch's records the server will not store."""
-        rate = self.quirks.failed_records
-        if rate <= 0:
+    def failing(self, keys: list[str]) -> frozenset[int]:
+        """Return the indexes of a batch's records (by update key) the server will not store."""
+        rate, named = self.quirks.failed_records, set(self.quirks.failed_keys)
+        if rate <= 0 and not named:
             return frozenset()
         with self.lock:
-            picked = frozenset(i for i in range(count) if self.rng.random() < rate)
+            picked = frozenset(
+                i for i, key in enumerate(keys) if key in named or self.rng.random() < rate
+            )
         if picked:
             self.count("failed_records")
         return picked

@@ -288,7 +288,7 @@ class JodoSimulator:
             if problem:
                 return fail(method, 5, problem)
         stamp = self.floor.text(self.floor.clock())
-        failing = self.quirks.failing(len(data))
+        failing = self.quirks.failing([str(record.get(key_field)) for record in data])
         for i, record in enumerate(data):
             if i not in failing:
                 process.upsert(updateparam, record, stamp)
