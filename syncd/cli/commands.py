@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=9443)
     sim.add_argument("--faults", help='fault switches as JSON, e.g. {"error_rate":0.2,"seed":1}')
     sim.add_argument(
+        "--quirks",
+        help='quirks of real servers as JSON, e.g. {"bom":true,"max_records":100} '
+        "(docs/simulators.md lists them and the vendors each applies to)",
+    )
+    sim.add_argument(
         "--timezone", help="jodo: the zone of the server's clock (default UTC), e.g. Asia/Kolkata"
     )
     sim.add_argument(
@@ -495,6 +500,7 @@ def _simulator_logins(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from syncd.simulators.faults import Faults
+    from syncd.simulators.quirks import Quirks
     from syncd.simulators.server import serve
 
     logs.configure("info", "auto")
@@ -504,6 +510,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             kwargs["faults"] = Faults.from_dict(json.loads(args.faults))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"--faults: {exc}") from None
+    if args.quirks:
+        try:
+            kwargs["quirks"] = Quirks.from_dict(json.loads(args.quirks), args.kind)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"--quirks: {exc}") from None
     for option, name, value in (
         ("--timezone", "timezone", args.timezone),
         ("--clock-offset", "clock_offset_s", args.clock_offset),
@@ -525,6 +536,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"{args.kind} simulator on {url}; it accepts:", file=sys.stderr)
     print(app.state.sim.describe(url), file=sys.stderr, flush=True)
+    if "quirks" in kwargs:
+        on = {k: v for k, v in kwargs["quirks"].to_dict().items() if v != Quirks().to_dict()[k]}
+        print(f"  quirks      {json.dumps(on)}  (POST {url}/_sim/quirks)", file=sys.stderr)
     serve(app, args.host, args.port)
     return EXIT_OK
 

@@ -16,11 +16,13 @@ from urllib.parse import unquote
 _NOT_AN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def unquote_plus(text: str) -> str:
+def unquote_plus(text: str, encoding: str = "utf-8") -> str:
     """Return ``text`` with ``+`` as space and ``%XX`` escapes decoded (UTF-8, lenient)."""
     text = text.replace("+", " ")
     if "%" not in text:
         return text
+    if encoding != "utf-8":  # a server that reads forms in another charset (a quirk)
+        return unquote(text, encoding=encoding, errors="replace")
     # a2b_qp reads "=" as its escape and drops "=" before a line break: only a value
     # with neither, and with nothing but well-formed escapes, means the same to both.
     if "=" in text or "\n" in text or "\r" in text or _NOT_AN_ESCAPE.search(text):
@@ -29,12 +31,16 @@ def unquote_plus(text: str) -> str:
     return binascii.a2b_qp(raw).decode("utf-8", "replace")
 
 
-def parse_form(text: str) -> dict[str, list[str]]:
-    """Return the fields of a form body, blank values kept, like ``parse_qs``."""
+def parse_form(text: str, encoding: str = "utf-8") -> dict[str, list[str]]:
+    """Return the fields of a form body, blank values kept, like ``parse_qs``.
+
+    ``encoding`` is the charset the server reads escapes in: ISO-8859-1 on some
+    Ameyo servers, which turns UTF-8 "José" into "JosÃ©".
+    """
     fields: dict[str, list[str]] = {}
     for pair in text.split("&"):
         if not pair:
             continue
         name, _, value = pair.partition("=")
-        fields.setdefault(unquote_plus(name), []).append(unquote_plus(value))
+        fields.setdefault(unquote_plus(name, encoding), []).append(unquote_plus(value, encoding))
     return fields

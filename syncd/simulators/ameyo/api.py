@@ -11,7 +11,13 @@ Customers are upserted on (campaign, phone1) honouring ``update.customer`` and
 ``migrate.customer``; the dialing engine in ``ameyo_dialer`` works through them
 and their callbacks over time, so getContacts has real outcomes to report.
 
-Admin endpoints: ``GET /_sim/state``, ``POST /_sim/faults``, ``POST /_sim/expire``.
+Quirks (:mod:`syncd.simulators.quirks`): a BOM, a campaign not running for a
+while ("Campaign is not running"), 413 above N records, commands the server lacks,
+forms decoded as ISO-8859-1, credentials refused for a while, a batch stored but
+answered late.
+
+Admin endpoints: ``GET /_sim/state``, ``GET /_sim/holdings``, ``POST /_sim/faults``,
+``POST /_sim/quirks``, ``POST /_sim/expire``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from starlette.routing import Route
 from syncd.simulators.ameyo.dialing import Callback, ContactFloor, Customer, LeadInfo
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
 from syncd.simulators.form import parse_form
+from syncd.simulators.quirks import Quirks, QuirkState, holdings_of, quirks_route
 
 ALIAS = "__campaign_customer_table_alias__."
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -51,6 +58,11 @@ NATURAL_SHAPE = {
     "addCallback": "failed",
     "getLeadsForCampaign": "status",
 }
+UPLOADS = {
+    "uploadContacts": "customerRecords",
+    "uploadContactAndAddCallback": "customerAndCallbackRecords",
+}
+NOT_RUNNING = "Campaign is not running"
 LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Ameyo Login</title></head><body>"
     '<form action="/ameyowebaccess/login" method="post"><input name="userId">'
@@ -97,8 +109,13 @@ class AmeyoSimulator:
         seed: int = 0,
         faults: Faults | None = None,
         clock: Callable[[], float] = time.time,
+        quirks: Quirks | None = None,
+        key_column: str = "crm_key",  # the campaign column holding the CRM key (holdings)
+        name_column: str = "name",
     ) -> None:
         self.lock = threading.Lock()
+        self.quirks = QuirkState("ameyo", quirks, clock)
+        self.key_column, self.name_column = key_column, name_column
         self.users = users if users is not None else {"syncd": "secret"}
         layout = campaigns if campaigns is not None else {1: {1: True, 21: True, 35: False}}
         self.campaigns = {
@@ -182,7 +199,7 @@ class AmeyoSimulator:
                     answer["reason"] += f" (request was: {json.dumps(data)})"
                 return _reply(answer)
             handler = self._handlers().get(command)
-            if handler is None:
+            if handler is None or self.quirks.missing(command):
                 return _reply({"status": "error", "reason": f"Unknown command: {command}"})
             auth = self._authorise(command, data, headers)
             if isinstance(auth, Response):
@@ -202,9 +219,14 @@ class AmeyoSimulator:
 
     def _authorise(self, command: str, data: dict[str, Any], headers: dict[str, str]) -> Any:
         hash_key = headers.get("hash-key")
+        revoked = self.quirks.revoked()
         if hash_key is not None:
             policy = headers.get("policy-name")
-            if self.hash_keys.get(hash_key) != policy or not headers.get("requesting-host"):
+            if (
+                self.hash_keys.get(hash_key) != policy
+                or not headers.get("requesting-host")
+                or revoked
+            ):
                 return JSONResponse(
                     {"status": "error", "reason": "Unauthorized: invalid hash-key or policy"},
                     status_code=401,
@@ -216,6 +238,9 @@ class AmeyoSimulator:
         if session is not None and now - session.last_active > self.session_timeout_s:
             del self.sessions[sid]
             self.counts["expired"] += 1
+            session = None
+        if session is not None and revoked:  # revoked credentials end their sessions
+            del self.sessions[sid]
             session = None
         if session is None:
             return self._session_error(command, sid, self.session_error_shape)
@@ -259,7 +284,8 @@ class AmeyoSimulator:
 
     def login(self, data: dict[str, Any]) -> dict[str, Any] | None:
         user = str(data.get("userId", ""))
-        if not user or self.users.get(user) != data.get("password"):
+        revoked = self.quirks.revoked()
+        if not user or self.users.get(user) != data.get("password") or revoked:
             if self.refused_login == "null":
                 return None  # what some Ameyo servers answer, with HTTP 200
             text = f"Authentication failed for user: {user}"
@@ -351,10 +377,17 @@ class AmeyoSimulator:
             return failed("CustomerManager.properties.cannot.be.null")
         return campaign_id, lead_id, props
 
+    def _not_running(self, campaign_id: int) -> dict[str, Any] | None:
+        """Return the refusal of a paused campaign, or None when it is running."""
+        return failed(NOT_RUNNING, campaign_id) if self.quirks.paused() else None
+
     def upload_contacts(self, data: dict[str, Any]) -> dict[str, Any]:
         target = self._upload_target(data)
         if isinstance(target, dict):
             return target
+        paused = self._not_running(target[0])
+        if paused is not None:
+            return paused
         records = data.get("customerRecords")
         if not isinstance(records, list):
             return failed("CustomerManager.customerRecords.cannot.be.null")
@@ -369,6 +402,9 @@ class AmeyoSimulator:
         if isinstance(target, dict):
             return target
         campaign_id = target[0]
+        paused = self._not_running(campaign_id)
+        if paused is not None:
+            return paused
         records = data.get("customerAndCallbackRecords")
         if not isinstance(records, list):
             return failed("CustomerManager.customerAndCallbackRecords.cannot.be.null")
@@ -436,6 +472,9 @@ class AmeyoSimulator:
             return found
         if found[0] in self.not_running:
             return {"status": "error", "reason": "Campaign is not running"}
+        paused = self._not_running(found[0])
+        if paused is not None:
+            return paused
         when = _parse_time(data.get("callBackTime"), self.zone)
         if when is None:
             return failed("CustomerManager.callback.time.invalid", data.get("callBackTime"))
@@ -604,6 +643,34 @@ class AmeyoSimulator:
                 "faults_injected": dict(self.faults.injected),
             }
 
+    def holdings(self, campaign_id: int = 1) -> dict[str, Any]:
+        """Return who the dialer would ring: its customers, open per number.
+
+        Ameyo has no delete: every customer of an enabled lead list that has not
+        run out of attempts or connected stays open (``finished`` otherwise).
+        """
+        with self.lock:
+            self.floor.advance(self.clock())
+            open_rows: list[dict[str, Any]] = []
+            finished: list[dict[str, Any]] = []
+            for c in self.floor.customers.values():
+                if c.campaign_id != campaign_id:
+                    continue
+                numbers = sorted(
+                    {str(v).strip() for k, v in c.data.items() if PHONE_COLUMN.match(k) and v}
+                )
+                row = {
+                    "key": str(c.data.get(self.key_column) or ""),
+                    "numbers": numbers,
+                    "name": str(c.data.get(self.name_column) or ""),
+                }
+                lead = self.campaigns.get(campaign_id, {}).get(c.lead_id)
+                done = c.status == "CONNECTED" or (
+                    lead is not None and c.attempts >= lead.max_attempt
+                )
+                (finished if done else open_rows).append(row)
+        return holdings_of(open_rows, [], finished)
+
     def customer_list(self) -> list[Customer]:
         """Return copies of the customers after letting the dialer catch up."""
         with self.lock:
@@ -691,19 +758,30 @@ def create_app(sim: AmeyoSimulator | None = None, **kwargs: Any) -> Starlette:
     sim = sim or AmeyoSimulator(**kwargs)
 
     async def command(request: Request) -> Response:
+        return sim.quirks.dress(await answer(request))
+
+    async def answer(request: Request) -> Response:
         faulty = await sim.faults.before()
         if faulty is not None:
             return faulty
-        raw = (await request.body()).decode("utf-8", "replace")
-        form = parse_form(raw)
+        raw, encoding = sim.quirks.form_text(await request.body())
+        form = parse_form(raw, encoding)
         name = request.query_params.get("command") or (form.get("command") or [""])[0]
         text = (form.get("data") or [request.query_params.get("data", "")])[0]
         try:
             data = json.loads(text)
         except ValueError:
             data = None
+        batch = data.get(UPLOADS[name]) if name in UPLOADS and isinstance(data, dict) else None
+        if isinstance(batch, list):
+            too_large = sim.quirks.too_large(len(batch))
+            if too_large is not None:
+                return too_large
         headers = {k.lower(): v for k, v in request.headers.items()}
-        return sim.handle(name, data, headers)
+        response = sim.handle(name, data, headers)
+        if isinstance(batch, list):
+            await sim.quirks.after_store()
+        return response
 
     async def state(request: Request) -> Response:
         return JSONResponse(sim.snapshot())
@@ -711,12 +789,21 @@ def create_app(sim: AmeyoSimulator | None = None, **kwargs: Any) -> Starlette:
     async def expire(request: Request) -> Response:
         return JSONResponse({"expired": sim.expire_sessions()})
 
+    async def holdings(request: Request) -> Response:
+        try:
+            campaign_id = int(request.query_params.get("campaign", "1"))
+        except ValueError:
+            return JSONResponse({"error": "campaign is a number"}, status_code=400)
+        return JSONResponse(sim.holdings(campaign_id))
+
     app = Starlette(
         routes=[
             Route("/ameyowebaccess/command", command, methods=["POST", "GET"]),
             Route("/ameyowebaccess/command/", command, methods=["POST", "GET"]),
             Route("/_sim/state", state, methods=["GET"]),
+            Route("/_sim/holdings", holdings, methods=["GET"]),
             faults_route(sim.faults),
+            quirks_route(sim.quirks),
             Route("/_sim/expire", expire, methods=["POST"]),
         ]
     )

@@ -13,8 +13,15 @@ some time after a call. ``saveDisposition`` takes a record out of dialing; a
 later ImportProcessData of the same record puts it back. ``storedatetime`` is
 stamped on every change, which is what a ``daterange`` search reads.
 
-Admin endpoints for tests and the demo: ``GET /_sim/state``, ``POST /_sim/faults``,
-``POST /_sim/agents`` (``{"login": …, "status": 0}``), ``POST /_sim/recordings``.
+Quirks (:mod:`syncd.simulators.quirks`): failed records listed in a success
+reply's ``faileddata``, a BOM, text/plain JSON, 413 above N records, methods the
+server lacks ("Invalid method"), an API key refused for a while, a batch stored
+but answered late. ``saveDisposition`` closes every record holding the number,
+in ``mobilenumber`` or an alternate-number field, as a real server does.
+
+Admin endpoints for tests and the demo: ``GET /_sim/state``, ``GET /_sim/holdings``,
+``POST /_sim/faults``, ``POST /_sim/quirks``, ``POST /_sim/agents``
+(``{"login": …, "status": 0}``), ``POST /_sim/recordings``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from syncd.simulators.jodo.dialing import (
     Floor,
 )
 from syncd.simulators.jodo.users import UserDirectory
+from syncd.simulators.quirks import Quirks, QuirkState, holdings_of, quirks_route
 
 __all__ = ["AGENT_STATUSES", "DialPlan", "DialResult", "JodoSimulator", "create_app"]
 
@@ -65,6 +73,8 @@ CALL_TYPES = {5, 21, 31, 41, 71, 1001}
 UPDATE_PARAMS = ("mobilenumber", "customercode", "crmuniquefield")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 PHONE = re.compile(r"^\+?\d{7,16}$")
+# Form-template fields that hold a record's alternate numbers (configurable per process).
+ALT_PHONE_FIELDS = ("alternatenumber1", "alternatenumber2", "alternatenumber3")
 MAX_RECORDS_PER_REQUEST = 10_000
 
 
@@ -151,8 +161,12 @@ class JodoSimulator:
         clock: Callable[[], float] = time.time,
         clock_offset_s: float = 0.0,
         echo_errors: bool = False,
+        quirks: Quirks | None = None,
+        alt_phone_fields: tuple[str, ...] = ALT_PHONE_FIELDS,
     ) -> None:
         self.lock = threading.Lock()
+        self.quirks = QuirkState("jodo", quirks, clock)
+        self.alt_phone_fields = alt_phone_fields
         # Like some servers (and proxies) in the field: a failure reply quotes the
         # whole request, API key included.
         self.echo_errors = echo_errors
@@ -203,7 +217,7 @@ class JodoSimulator:
                 if str(body.get("apikey", "")) not in self.apikeys:
                     return self._stamped(fail(method, 1107, "API key not found"))
                 return self._stamped(self._users(method, body))
-            if handler is None:
+            if handler is None or self.quirks.missing(method):
                 return self._stamped(fail(method or "unknown", 5, "Invalid method"))
             self.floor.advance(self.processes.values())
             auth = self._authorise(method, body)
@@ -220,7 +234,7 @@ class JodoSimulator:
     def _authorise(self, method: str, body: dict[str, Any]) -> Process | dict[str, Any]:
         apikey = str(body.get("apikey", ""))
         servicekey = str(body.get("servicekey", ""))
-        if apikey not in self.apikeys:
+        if apikey not in self.apikeys or self.quirks.revoked():
             return fail(method, 1107, "API key not found")
         process = self.processes.get(servicekey)
         if process is None:
@@ -274,9 +288,20 @@ class JodoSimulator:
             if problem:
                 return fail(method, 5, problem)
         stamp = self.floor.text(self.floor.clock())
-        for record in data:
-            process.upsert(updateparam, record, stamp)
-        return ok(method)
+        failing = self.quirks.failing([str(record.get(key_field)) for record in data])
+        for i, record in enumerate(data):
+            if i not in failing:
+                process.upsert(updateparam, record, stamp)
+        if not failing:
+            return ok(method)
+        # Some servers answer success and list what they did not store.
+        reason = self.quirks.quirks.failed_reason
+        listed = [
+            {key_field: record.get(key_field), "mobilenumber": record.get("mobilenumber"),
+             "reason": reason}
+            for i, record in enumerate(data) if i in failing
+        ]  # fmt: skip
+        return ok(method, faileddata=listed)
 
     def get_process_data(self, process: Process, body: dict[str, Any]) -> dict[str, Any]:
         method = "getProcessData"
@@ -406,7 +431,8 @@ class JodoSimulator:
         if when not in (None, "") and not _valid_time(when):
             return refused(35, "Invalid selecteddatetime")
         number = str(body.get("contactvalue") or "").strip()
-        slots = [i for i, r in enumerate(process.records) if str(r.get("mobilenumber")) == number]
+        # A removal by number: every record holding it, as main or alternate, is closed.
+        slots = [i for i, r in enumerate(process.records) if number in self._numbers(r)]
         if not number or not slots:
             return refused(34, "Contact not found")
         remarks = str(body.get("remarks") or "")
@@ -418,7 +444,40 @@ class JodoSimulator:
         )
         return {"method": method, "statusdesc": "success", "status": 3, "resdatetime": _now()}
 
+    def _numbers(self, record: dict[str, Any]) -> set[str]:
+        fields = ("mobilenumber", *self.alt_phone_fields)
+        return {str(record[f]).strip() for f in fields if str(record.get(f) or "").strip()}
+
     # -- inspection -------------------------------------------------------------
+
+    def holdings(self, servicekey: str = "VoiceProcess") -> dict[str, Any]:
+        """Return who the dialer would ring: open and closed records, open records per number.
+
+        A record is open until disposed (closed: saveDisposition) or finished
+        (dialled to a final result); ``key`` is the process's CRM unique field
+        (else customercode).
+        """
+        with self.lock:
+            p = self.processes[servicekey]
+            open_rows: list[dict[str, Any]] = []
+            closed: list[dict[str, Any]] = []
+            finished: list[dict[str, Any]] = []
+            for slot, record in enumerate(p.records):
+                state = p.dial_state.get(slot)
+                row = {
+                    "key": str(record.get(p.crm_unique_field) or record.get("customercode") or ""),
+                    "numbers": sorted(self._numbers(record)),
+                    "name": str(record.get("name") or ""),
+                    "first_name": str(record.get("fname") or ""),
+                    "last_name": str(record.get("lname") or ""),
+                }
+                if state is not None and state.disposed:
+                    closed.append(row)
+                elif state is not None and state.final:
+                    finished.append(row)
+                else:
+                    open_rows.append(row)
+        return holdings_of(open_rows, closed, finished)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -549,6 +608,9 @@ def create_app(sim: JodoSimulator | None = None, **kwargs: Any) -> Starlette:
         sim = JodoSimulator(**kwargs)
 
     async def handle_ws(request: Request) -> Response:
+        return sim.quirks.dress(await answer_ws(request))
+
+    async def answer_ws(request: Request) -> Response:
         faulty = await sim.faults.before()
         if faulty is not None:
             return faulty
@@ -561,9 +623,16 @@ def create_app(sim: JodoSimulator | None = None, **kwargs: Any) -> Starlette:
             return JSONResponse(fail("unknown", 5, "Invalid JSON request"))
         if not isinstance(body, dict):
             return JSONResponse(fail("unknown", 5, "Invalid JSON request"))
+        storing = body.get("method") == "ImportProcessData"
+        if storing and isinstance(body.get("data"), list):
+            too_large = sim.quirks.too_large(len(body["data"]))
+            if too_large is not None:
+                return too_large
         reply = sim.handle(body)
         if sim.echo_errors and reply.get("status", reply.get("statuscode")) not in (1, 3):
             reply["statusdesc"] = f"{reply.get('statusdesc', '')} (request was: {raw})"
+        if storing and reply.get("statuscode") == "001":
+            await sim.quirks.after_store()
         return JSONResponse(reply)
 
     async def state(request: Request) -> Response:
@@ -580,11 +649,19 @@ def create_app(sim: JodoSimulator | None = None, **kwargs: Any) -> Starlette:
     async def publish(request: Request) -> Response:
         return JSONResponse({"published": sim.publish_recordings()})
 
+    async def holdings(request: Request) -> Response:
+        servicekey = request.query_params.get("servicekey", "VoiceProcess")
+        if servicekey not in sim.processes:
+            return JSONResponse({"error": f"no process {servicekey}"}, status_code=404)
+        return JSONResponse(sim.holdings(servicekey))
+
     app = Starlette(
         routes=[
             Route("/CustomerWebServices/handleCustomerWS", handle_ws, methods=["POST", "GET"]),
             Route("/_sim/state", state, methods=["GET"]),
+            Route("/_sim/holdings", holdings, methods=["GET"]),
             faults_route(sim.faults),
+            quirks_route(sim.quirks),
             Route("/_sim/agents", set_agent, methods=["POST"]),
             Route("/_sim/recordings", publish, methods=["POST"]),
         ]

@@ -24,8 +24,14 @@ order: ``"ok"`` (as usual), ``"late"`` (carried out ``late_s`` after it arrived)
 (carried out, then an HTML page instead of the answer) or ``"reset"`` (carried
 out, then the connection drops mid-answer).
 
-Admin endpoints: ``GET /_sim/state``, ``POST /_sim/faults``, ``POST /_sim/settings``,
-``POST /_sim/dial`` (dial everything queued now).
+Quirks (:mod:`syncd.simulators.quirks`): a BOM, text/plain JSON, 413 above N
+upload lines, resources the server lacks (404), credentials refused for a while,
+an upload stored but answered late. ``RemoveContact`` takes out every contact
+holding the number (shared numbers included).
+
+Admin endpoints: ``GET /_sim/state``, ``GET /_sim/holdings``, ``POST /_sim/faults``,
+``POST /_sim/quirks``, ``POST /_sim/settings``, ``POST /_sim/dial`` (dial everything
+queued now).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -50,6 +56,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
+from syncd.simulators.quirks import Quirks, QuirkState, holdings_of, quirks_route
 from syncd.simulators.ucontact.dialing import Campaign, Entry
 from syncd.simulators.ucontact.wire import (
     PHONE,
@@ -110,8 +117,14 @@ class UContactSimulator:
         seed: int = 0,
         queue_agents: dict[str, list[int]] | None = None,
         missing_endpoints: frozenset[str] | set[str] = frozenset(),  # answered 404 (older servers)
+        quirks: Quirks | None = None,
+        clock: Callable[[], float] = time.time,  # the quirks' windows
+        key_var: str = "crmkey",  # the data variable holding the CRM key (holdings)
     ) -> None:
         self.lock = threading.Lock()
+        self.quirks = QuirkState("ucontact", quirks, clock)
+        self.key_var = key_var
+        self.removed: list[Entry] = []  # contacts RemoveContact took out
         self.users = dict(users or {"api": "secret"})
         self.campaigns = {name: Campaign(name) for name in campaigns}
         # Per campaign: [agents logged in, of them available]; every campaign has one.
@@ -178,7 +191,7 @@ class UContactSimulator:
         user, password = form.get("user", ""), form.get("password", "")
         if not legacy and self.legacy_auth:
             return PlainTextResponse("Not Found", status_code=404)
-        if self.users.get(user) != password or not user:
+        if self.users.get(user) != password or not user or self.quirks.revoked():
             return PlainTextResponse("0")
         key = base64.b64encode(f"{user}:{uuid.UUID(int=self.rng.getrandbits(128))}".encode())
         token = key.decode()
@@ -195,7 +208,7 @@ class UContactSimulator:
         if not header.startswith("Basic "):
             return False
         entry = self.tokens.get(header[6:].strip())
-        if entry is None:
+        if entry is None or self.quirks.revoked():
             return False
         if entry[1] < time.time():
             del self.tokens[header[6:].strip()]
@@ -316,7 +329,8 @@ class UContactSimulator:
         if campaign is None:
             return PlainTextResponse("0")
         number = form.get("number", "")
-        campaign.take(lambda e: e.phone == number)
+        # By number: every contact holding it goes, whoever else it belongs to.
+        self.removed.extend(campaign.take(lambda e: e.phone == number))
         return PlainTextResponse("1")
 
     def remove_schedule(self, form: dict[str, str]) -> Response:
@@ -582,6 +596,33 @@ class UContactSimulator:
             for p in sorted(phones)
         }
 
+    def holdings(self, campaign: str = "Ventas->") -> dict[str, Any]:
+        """Return who the dialer would ring: queued and scheduled contacts, open per number.
+
+        ``closed``: contacts RemoveContact took out; ``finished``: contacts dialled.
+        """
+        with self.lock:
+            c = self.campaigns[campaign]
+            open_rows = [self._holding(e) for e in (*c.queued, *c.scheduled)]
+            closed = [self._holding(e) for e in self.removed]
+            finished = [
+                {"key": _var(str(r["data"]), self.key_var), "numbers": [str(r["destination"])]}
+                for r in self.cdrs
+                if r["campaign"] == campaign
+            ]
+        return holdings_of(open_rows, closed, finished)
+
+    def _holding(self, entry: Entry) -> dict[str, Any]:
+        return {
+            "key": _var(entry.data, self.key_var),
+            "numbers": sorted({entry.phone, *entry.alternatives}),
+            "name": " ".join(
+                p for p in (_var(entry.data, "first_name"), _var(entry.data, "last_name")) if p
+            ),
+            "first_name": _var(entry.data, "first_name"),
+            "last_name": _var(entry.data, "last_name"),
+        }
+
     def scheduled(self, campaign: str = "Ventas->") -> list[dict[str, Any]]:
         with self.lock:
             return [asdict(e) for e in self.campaigns[campaign].scheduled]
@@ -652,6 +693,24 @@ class UContactSimulator:
             return {name: getattr(self, name) for name in self.SETTINGS}
 
 
+def _var(data: str, name: str) -> str:
+    """Return one variable of an upload line's ``var=val:var=val``."""
+    for pair in data.split(":"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return ""
+
+
+def _upload_lines(form: dict[str, str]) -> int:
+    """Return how many contacts an uploadbase file holds (0 when it cannot be read)."""
+    try:
+        text = base64.b64decode(form.get("fileb64", ""), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return 0
+    return sum(1 for line in text.split("\n") if line.strip())
+
+
 def _doc_date(zone: ZoneInfo) -> str:
     """Return now as the document writes dates: ``Nov 2, 2018 11:31:42 AM``."""
     now = datetime.now(zone)
@@ -687,6 +746,9 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
     }
 
     async def resource(request: Request) -> Response:
+        return sim.quirks.dress(await answer(request))
+
+    async def answer(request: Request) -> Response:
         name = request.path_params["name"]
         # The server has the whole request before it is slow or fails, and carries it
         # out even if the client stops waiting meanwhile.
@@ -699,6 +761,11 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
             headers = {"Retry-After": "0"} if scripted == "429" else None
             return PlainTextResponse("Refused", status_code=int(scripted or 0), headers=headers)
         form = form_fields(raw)
+        uploading = name.startswith("Dialers/uploadbase")
+        if uploading:  # a proxy in front refuses the body before the server sees it
+            too_large = sim.quirks.too_large(_upload_lines(form))
+            if too_large is not None:
+                return too_large
         with sim.lock:
             sim.requests[name] += 1
             sim.last_body[name] = raw.decode("utf-8", "replace")
@@ -707,7 +774,7 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
             if name == "auth/EndSession":
                 return sim.end_session(form)
             handler = authed.get(name)
-            if handler is None or name in sim.missing_endpoints:
+            if handler is None or name in sim.missing_endpoints or sim.quirks.missing(name):
                 return PlainTextResponse("Not Found", status_code=404)
             if not sim.authorised(request):  # on arrival, as a server's filter does
                 sim.unauthorized[name] += 1
@@ -723,6 +790,8 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
             delay = sim.upload_answer_delay_s if name.startswith("Dialers/uploadbase") else 0.0
         if delay:
             await asyncio.sleep(delay)  # accepted already: the answer is what is late
+        if uploading:
+            await sim.quirks.after_store()
         if scripted == "garbled":
             return Response("<html><body>Bad Gateway</body></html>", media_type="text/html")
         if scripted == "reset":
@@ -749,13 +818,21 @@ def create_app(sim: UContactSimulator | None = None, **kwargs: Any) -> Starlette
     async def dial(request: Request) -> Response:
         return JSONResponse({"dialled": sim.dial_now()})
 
+    async def holdings(request: Request) -> Response:
+        campaign = request.query_params.get("campaign", next(iter(sim.campaigns)))
+        if campaign not in sim.campaigns:
+            return JSONResponse({"error": f"no campaign {campaign}"}, status_code=404)
+        return JSONResponse(sim.holdings(campaign))
+
     app = Starlette(
         routes=[
             Route("/Integra/resources/{name:path}", resource, methods=["POST"]),
             Route("/records/{path:path}", recording, methods=["GET", "HEAD"]),
             Route("/backup/records/{path:path}", recording, methods=["GET", "HEAD"]),
             Route("/_sim/state", state, methods=["GET"]),
+            Route("/_sim/holdings", holdings, methods=["GET"]),
             faults_route(sim.faults),
+            quirks_route(sim.quirks),
             Route("/_sim/settings", set_settings, methods=["POST"]),
             Route("/_sim/dial", dial, methods=["POST"]),
         ]
