@@ -98,7 +98,7 @@ async def test_leads_wait_for_their_own_calling_hours_and_go_when_they_open(
     # The compliance view: every hold and push, with the zone the lead lives in.
     assert audit.returncode == 0, audit.stderr
     lines = list(csv.DictReader(io.StringIO(audit.stdout)))
-    events = {(r["key"], r["event"], r["zone"]) for r in lines}
+    events = {(r["key"], r["event"], r["zones"]) for r in lines}
     assert ("LA", "gate.held", "America/Los_Angeles") in events
     assert ("LA", "push.delivered", "America/Los_Angeles") in events
     assert ("IN", "gate.held", "Asia/Calcutta") in events
@@ -168,7 +168,9 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     assert "jodo: safety gate: blocked dnc_crm 2, blocked no_consent 1" in status.stdout
     blocked = [r for r in csv.DictReader(io.StringIO(audit.stdout)) if r["key"] == "DNC1"]
     assert [r["event"] for r in blocked] == ["gate.blocked"]
-    assert blocked[0]["zone"] == "UTC"  # a blocked lead never queued: its number is not kept
+    # The lead's own zone (its number's), recorded with the block: not the route's UTC.
+    assert blocked[0]["zones"] == "Asia/Calcutta"
+    assert blocked[0]["numbers"] == "+919820012346"
 
 
 async def test_a_dialer_that_cannot_take_a_lead_back_says_so_and_refuses_the_withdrawal(
