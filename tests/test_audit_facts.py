@@ -1,11 +1,13 @@
-"""The audit's facts and the policy version: pure, table-tested."""
+"""The audit's facts, the policy version and how a stored event reads: pure, table-tested."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from syncd.cli.audit import COLUMNS, audit_record, csv_cells, decision_of
 from syncd.config import PolicyConfig, RouteConfig
 from syncd.core.audit import Facts, policy_version, route_policy_version, sink_policy_version
 
@@ -80,3 +82,62 @@ def test_facts_keep_what_is_set_and_read_back_the_same() -> None:
 @pytest.mark.parametrize("text", [None, "", "not json", "[1, 2]", '{"numbers": "x", "n": 1}'])
 def test_unreadable_facts_read_as_none(text: str | None) -> None:
     assert Facts.from_json(text) == Facts()
+
+
+def stored(kind: str, detail: str = "", **row: Any) -> dict[str, Any]:
+    at = datetime(2026, 11, 30, 15, 0, tzinfo=UTC).timestamp()
+    return {"at": at, "sink": "jodo", "key": "L1", "kind": kind, "detail": detail, **row}
+
+
+@pytest.mark.parametrize(
+    ("kind", "facts", "decision"),
+    [
+        ("gate.held", Facts(code="window_closed"), "held"),
+        ("gate.blocked", Facts(code="dnc_crm"), "blocked"),
+        ("gate.withdrawn", Facts(code="dnc_list:ndnc"), "withdrawal_queued"),
+        ("gate.call_at_moved", Facts(code="call_at_moved"), "call_at_moved"),
+        ("push.delivered", Facts(action="upsert"), "pushed"),
+        ("push.delivered", Facts(action="delete", withdrawn="dnc_crm"), "withdrawn"),
+        ("push.delivered", Facts(action="delete"), "removed"),
+        ("push.waits", Facts(action="delete"), "removal_waiting"),
+        ("push.waits", Facts(action="upsert"), "set_aside"),
+        ("push.rejected", Facts(action="upsert"), "refused_by_dialer"),
+        ("push.rejected", Facts(action="upsert", code="window_never_open"), "blocked"),
+        ("push.retry", Facts(), "retry"),
+        ("push.failed", Facts(), "failed"),
+    ],
+)
+def test_each_event_reads_as_a_decision(kind: str, facts: Facts, decision: str) -> None:
+    assert decision_of(kind, facts) == decision
+
+
+def test_an_event_from_before_the_facts_reads_the_lead_and_its_reason() -> None:
+    lead = '{"key":"L1","phone":"+12125550100","alt_phones":[]}'
+    detail = "held (window_closed): outside the calling window"
+    record = audit_record(stored("gate.held", detail, lead_json=lead), {"jodo": "UTC"})
+    assert record["numbers"] == ["+12125550100"] and record["zones"] == ["America/New_York"]
+    assert record["at_local"] == ["2026-11-30 10:00:00 EST"]
+    assert (record["rule"], record["policy_version"]) == ("window_closed", "")
+
+
+def test_a_removal_shows_the_numbers_and_zones_of_the_leads_earlier_decision() -> None:
+    earlier = Facts(numbers=("+919820012345",), zones=("Asia/Calcutta",), policy="v1")
+    removal = Facts(action="delete", withdrawn="dnc_crm", policy="v2", reply="status 3")
+    row = stored("push.delivered", facts=removal.to_json(), known=earlier.to_json())
+    record = audit_record(row, {"jodo": "UTC"})
+    assert record["numbers"] == ["+919820012345"] and record["zones"] == ["Asia/Calcutta"]
+    assert record["at_local"] == ["2026-11-30 20:30:00 IST"]
+    assert (record["decision"], record["rule"], record["policy_version"]) == (
+        "withdrawn",
+        "dnc_crm",
+        "v2",
+    )
+    assert record["dialer_answer"] == "status 3"
+
+
+def test_csv_cells_defuse_formulas_but_leave_numbers_readable() -> None:
+    facts = Facts(numbers=("+12125550100", "+12125550101"), zones=("America/New_York",))
+    row = stored("gate.blocked", "=HYPERLINK(1)", facts=facts.to_json())
+    cells = dict(zip(COLUMNS, csv_cells(audit_record(row, {})), strict=True))
+    assert cells["numbers"] == "+12125550100 +12125550101"
+    assert cells["reason"] == "'=HYPERLINK(1)"

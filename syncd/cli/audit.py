@@ -73,6 +73,8 @@ def decision_of(kind: str, facts: Facts) -> str:
         return "withdrawn" if facts.withdrawn else "removed"
     if kind == "push.waits":
         return "removal_waiting" if removal else "set_aside"
+    if kind == "push.rejected" and facts.code:
+        return "blocked"  # the gate refused it at push time (a window that never opens)
     return {
         "gate.held": "held",
         "gate.blocked": "blocked",

@@ -183,12 +183,8 @@ class Mapper:
     def facts(self, numbers: Sequence[str], values: list[str], code: str) -> Facts:
         """Return the audit's facts of a decision on this row: its numbers, the zones the
         gate respects for them (the CRM's zone narrowing them), the rule, the policy."""
+        # A zone cell that is not a zone is ignored here (the row is refused for it).
         hint = self.cell(values, self.policy.timezone_column) if self.policy is not None else ""
-        if hint:
-            try:
-                check_zone(hint)
-            except ZoneError:
-                hint = ""  # refused for it elsewhere; the numbers still place the lead
         zones = lead_zones(list(numbers), hint, self.route.timezone, self.zones)
         return Facts(
             numbers=tuple(numbers),

@@ -84,6 +84,7 @@ class Pusher:
         self.policy = policy  # the version of the gate settings deciding here (the audit's)
         self.fallback_zone = fallback_zone  # the zone of a lead whose numbers place nowhere
         self._zones: dict[str, tuple[str, ...]] = {}  # by key: the zones the window was checked in
+        self._refusals: dict[str, str] = {}  # by key: the gate's code of a refusal at push time
         self.clock = clock
         self.cfg = sink.config
         self.store = store
@@ -162,6 +163,7 @@ class Pusher:
                 codes[q.key] = decision.code
             else:
                 refused.append(PushResult.rejected(q.key, decision.text))
+                self._refusals[q.key] = decision.code
         if holds:
             by_key = {q.key: q for q in batch}
             facts = {key: self._facts(by_key[key], code=codes[key]) for key, _, _ in holds}
@@ -356,7 +358,9 @@ class Pusher:
                 result.reason,
                 result.vendor_ref,
                 reply=result.reply,
-                facts=self._facts(queued, reply=result.reply),
+                facts=self._facts(
+                    queued, code=self._refusals.pop(result.key, ""), reply=result.reply
+                ),
             )
             if result.kind is ResultKind.RETRY:
                 if queued.attempts >= self.cfg.max_attempts:
