@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,7 @@ async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_
         drop_csv(crm, "day2.csv", header + "L1,Renamed,L,9820012341,,,\n")
         third = await run_at(path, FakeClock(at("2026-11-30 06:00")))
         explained = run_cli("explain", "L2", "-c", str(path), env=vendor_env())
+        audit = run_cli("audit", "--format", "jsonl", "-c", str(path), env=vendor_env())
 
     assert first.sinks["jodo"].delivered == first.sinks["ucontact"].delivered == 3
     assert second.dnc["ndnc"]["withdrawn"] == 4  # L1 and L2, at both dialers
@@ -260,6 +262,13 @@ async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_
     assert "blocked (dnc_list:ndnc): +919820012352 is on the do-not-call list" in explained.stdout
     refused = (lists / "done" / "ndnc.csv.rejects.csv").read_text()
     assert "not-a-number" in refused
+    # Each dialer's answer to the withdrawal is in the audit, with the list that decided.
+    records = [json.loads(line) for line in audit.stdout.splitlines()]
+    withdrawn = {(r["sink"], r["key"]): r for r in records if r["decision"] == "withdrawn"}
+    assert set(withdrawn) == {(s, k) for s in ("jodo", "ucontact") for k in ("L1", "L2")}
+    assert all(r["rule"] == "dnc_list:ndnc" and r["dialer_answer"] for r in withdrawn.values())
+    assert withdrawn[("jodo", "L1")]["dialer_answer"].startswith("saveDisposition 7/3: Jodo")
+    assert withdrawn[("ucontact", "L2")]["numbers"] == ["+919820012352"]  # the listed one
 
 
 async def test_a_lead_whose_window_closes_within_the_margin_waits_for_the_next_opening(

@@ -977,8 +977,10 @@ class SqliteStore:
     async def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
         # ``known``: the latest facts naming numbers written before an event of the same
         # lead; a removal's own lead text no longer holds the numbers it takes back.
-        known = """(SELECT p.facts FROM events p WHERE p.key = {t}.key AND p.sink = {t}.sink
-                     AND {before} AND p.facts LIKE '%"numbers"%' ORDER BY p.id DESC LIMIT 1)"""
+        known = """CASE WHEN {t}.facts LIKE '%"numbers"%' THEN NULL ELSE
+                     (SELECT p.facts FROM events p WHERE p.key = {t}.key AND p.sink = {t}.sink
+                      AND {before} AND p.facts LIKE '%"numbers"%' ORDER BY p.id DESC LIMIT 1)
+                   END"""
         query = f"""
             SELECT e.at, e.sink, e.key, e.kind, e.detail, l.lead_json, e.facts,
                    {known.format(t="e", before="p.id < e.id")}
