@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ async def test_leads_wait_for_their_own_calling_hours_and_go_when_they_open(
     # The compliance view: every hold and push, with the zone the lead lives in.
     assert audit.returncode == 0, audit.stderr
     lines = list(csv.DictReader(io.StringIO(audit.stdout)))
-    events = {(r["key"], r["event"], r["zone"]) for r in lines}
+    events = {(r["key"], r["event"], r["zones"]) for r in lines}
     assert ("LA", "gate.held", "America/Los_Angeles") in events
     assert ("LA", "push.delivered", "America/Los_Angeles") in events
     assert ("IN", "gate.held", "Asia/Calcutta") in events
@@ -168,7 +169,9 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     assert "jodo: safety gate: blocked dnc_crm 2, blocked no_consent 1" in status.stdout
     blocked = [r for r in csv.DictReader(io.StringIO(audit.stdout)) if r["key"] == "DNC1"]
     assert [r["event"] for r in blocked] == ["gate.blocked"]
-    assert blocked[0]["zone"] == "UTC"  # a blocked lead never queued: its number is not kept
+    # The lead's own zone (its number's), recorded with the block: not the route's UTC.
+    assert blocked[0]["zones"] == "Asia/Calcutta"
+    assert blocked[0]["numbers"] == "+919820012346"
 
 
 async def test_a_dialer_that_cannot_take_a_lead_back_says_so_and_refuses_the_withdrawal(
@@ -242,6 +245,7 @@ async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_
         drop_csv(crm, "day2.csv", header + "L1,Renamed,L,9820012341,,,\n")
         third = await run_at(path, FakeClock(at("2026-11-30 06:00")))
         explained = run_cli("explain", "L2", "-c", str(path), env=vendor_env())
+        audit = run_cli("audit", "--format", "jsonl", "-c", str(path), env=vendor_env())
 
     assert first.sinks["jodo"].delivered == first.sinks["ucontact"].delivered == 3
     assert second.dnc["ndnc"]["withdrawn"] == 4  # L1 and L2, at both dialers
@@ -258,6 +262,13 @@ async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_
     assert "blocked (dnc_list:ndnc): +919820012352 is on the do-not-call list" in explained.stdout
     refused = (lists / "done" / "ndnc.csv.rejects.csv").read_text()
     assert "not-a-number" in refused
+    # Each dialer's answer to the withdrawal is in the audit, with the list that decided.
+    records = [json.loads(line) for line in audit.stdout.splitlines()]
+    withdrawn = {(r["sink"], r["key"]): r for r in records if r["decision"] == "withdrawn"}
+    assert set(withdrawn) == {(s, k) for s in ("jodo", "ucontact") for k in ("L1", "L2")}
+    assert all(r["rule"] == "dnc_list:ndnc" and r["dialer_answer"] for r in withdrawn.values())
+    assert withdrawn[("jodo", "L1")]["dialer_answer"].startswith("saveDisposition 7/3: Jodo")
+    assert withdrawn[("ucontact", "L2")]["numbers"] == ["+919820012352"]  # the listed one
 
 
 async def test_a_lead_whose_window_closes_within_the_margin_waits_for_the_next_opening(

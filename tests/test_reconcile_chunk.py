@@ -105,11 +105,11 @@ def test_triage_names_the_row_that_wins() -> None:
 
 
 def mapped(line: int, key: str, hash_: str = "h2", *, deleted: bool = False) -> MappedRow:
-    return (line, key, hash_, f'{{"key":"{key}"}}', None, deleted)
+    return (line, key, hash_, f'{{"key":"{key}"}}', None, deleted, "")
 
 
 def refused(line: int, key: str, reason: str) -> MappedRow:
-    return (line, key, None, None, reason, False)
+    return (line, key, None, None, reason, False, "")
 
 
 PLAN_CASES = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.core.model import Action, LeadWrite, ResultKind
+from syncd.core.model import Action, LeadWrite, Reject, ResultKind
 from syncd.state.base import ChunkWrite, Completion
 from syncd.state.sqlite import SqliteStore
 from tests.support.stores import KINDS, fresh_store
@@ -311,3 +311,44 @@ async def test_a_number_is_found_with_its_live_holders_and_a_lead_waits_behind_o
     assert await store.release_waiting("jodo", ["A"]) == 1
     assert await store.waiting() == []
     assert [q.key for q in await store.claim("jodo", 10, 60)] == ["C"]
+
+
+BLOCK_FACTS = '{"code":"dnc_crm","numbers":["+919820012346"]}'
+
+
+async def test_the_audit_facts_commit_with_each_decision_and_a_removal_reads_the_earlier_ones(
+    store: SqliteStore,
+) -> None:
+    said = '{"numbers":["+919820012345"],"policy":"v1","zones":["Asia/Calcutta"]}'
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(
+            "L1", "h1", "raw", '{"key":"L1","phone":"+919820012345"}', Action.UPSERT, "new", 2
+        )
+    ]
+    blocked = Reject("crm", "blocked (dnc_crm): flagged", 3, "a.csv", [], "B1", BLOCK_FACTS)
+    write.rejects.append(("jodo", blocked))
+    write.events.append(("jodo", "L1", "gate.call_at_moved", "moved", '{"call_at_to":"x"}'))
+    await store.apply_chunk(write)
+    await store.claim("jodo", 10, 60)
+    await store.hold("jodo", [("L1", time.time() - 1, "held (window_closed): night")], {"L1": said})
+    await store.release_held("jodo", time.time())
+    await store.claim("jodo", 10, 60)
+    await store.complete("jodo", [Completion("L1", "h1", ResultKind.DELIVERED, facts=said)])
+    gone = ChunkWrite("run2", "crm", "b.csv")
+    gone.leads["jodo"] = [
+        LeadWrite("L1", "h2", "raw2", '{"deleted":true,"key":"L1"}', Action.DELETE, "deleted", 2)
+    ]
+    await store.apply_chunk(gone)
+    await store.claim("jodo", 10, 60)
+    removal = '{"action":"delete","withdrawn":"dnc_crm"}'
+    await store.complete("jodo", [Completion("L1", "h2", ResultKind.DELIVERED, facts=removal)])
+
+    rows = [row async for row in store.audit(0, time.time() + 1)]
+    by_kind = {(r["key"], r["kind"]): r for r in rows}
+    assert by_kind[("B1", "gate.blocked")]["facts"] == BLOCK_FACTS
+    assert by_kind[("L1", "gate.call_at_moved")]["facts"] == '{"call_at_to":"x"}'
+    assert by_kind[("L1", "gate.held")]["facts"] == said
+    delivered = [r for r in rows if r["kind"] == "push.delivered"]
+    assert [r["facts"] for r in delivered] == [said, removal]
+    assert delivered[1]["known"] == said  # the removal names no number: the earlier one does

@@ -90,13 +90,17 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser(
         "audit",
-        help="every safety-gate decision and push (CSV on stdout), in UTC and the lead's time",
+        help="every safety-gate decision and push (CSV or JSON lines on stdout), in UTC and "
+        "the lead's time",
     )
     with_config(audit)
     audit.add_argument(
         "--since", help="from this date or time (UTC unless it says; default: today)"
     )
     audit.add_argument("--until", help="up to this date or time (default: now)")
+    audit.add_argument(
+        "--format", choices=("csv", "jsonl"), default="csv", help="CSV (default) or JSON lines"
+    )
     audit.set_defaults(func=cmd_audit)
 
     explain = sub.add_parser("explain", help="one lead's history")
@@ -420,7 +424,7 @@ def cmd_rejects(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Write the audit trail as CSV: holds, blocks, withdrawals and pushes, oldest first."""
+    """Write the audit trail (CSV or JSON lines): holds, blocks, withdrawals, pushes."""
     from syncd.cli.audit import default_since, parse_day, write_audit
 
     settings = _settings(args, without_secrets=ALL_SECTIONS)
@@ -433,7 +437,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         store = await open_store(settings.state)
         try:
-            return await write_audit(store, settings, since, until, sys.stdout)
+            return await write_audit(store, settings, since, until, sys.stdout, args.format)
         finally:
             await store.close()
 

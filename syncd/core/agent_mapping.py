@@ -167,10 +167,10 @@ class AgentMapper:
             try:
                 agent = self.to_agent(values)
             except RowRejected as exc:
-                out.append((line, key, None, None, str(exc), False))
+                out.append((line, key, None, None, str(exc), False, ""))
                 continue
             text = lead_to_json(agent.to_lead())
-            out.append((line, key, lead_hash(text), text, None, agent.deleted))
+            out.append((line, key, lead_hash(text), text, None, agent.deleted, ""))
         return out
 
 

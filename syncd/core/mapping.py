@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -17,6 +19,7 @@ import orjson
 from pydantic import BaseModel
 
 from syncd.config import RouteConfig
+from syncd.core.audit import Facts, list_of, numbers_of, route_policy_version
 from syncd.core.gate import (
     CallingWindow,
     GateDecision,
@@ -47,10 +50,11 @@ class RowRejected(ValueError):
 class LeadBlocked(RowRejected):
     """The safety gate blocks this lead: refused, and withdrawn where the dialer has it."""
 
-    def __init__(self, key: str, decision: GateDecision) -> None:
+    def __init__(self, key: str, decision: GateDecision, numbers: tuple[str, ...] = ()) -> None:
         super().__init__(decision.text)
         self.key = key
         self.decision = decision
+        self.numbers = numbers  # the lead's numbers the decision was about (for the audit)
 
 
 @lru_cache(maxsize=64)
@@ -82,6 +86,7 @@ class Mapper:
         self.route = route
         self.index = column_index(header, required_columns(route), route.name)
         self.fingerprint = route_fingerprint(route)
+        self.policy_version = route_policy_version(route)
         self.policy = route.policy
         self.screening = screening_of(route)
         overrides = route.policy.zone_overrides if route.policy is not None else []
@@ -112,6 +117,11 @@ class Mapper:
 
     def to_lead(self, values: list[str]) -> Lead:
         """Return the lead for a row, or raise RowRejected with the reason."""
+        return self.map_row(values)[0]
+
+    def map_row(self, values: list[str]) -> tuple[Lead, Facts | None]:
+        """Return the lead for a row and, when the gate moved its call_at, the audit's
+        facts of the move; raise RowRejected with the reason (LeadBlocked: the gate's)."""
         m = self.route.map
         raw_key = values[self.index[m.key]]
         if not raw_key.isprintable() and (bad := {c for c in raw_key if ord(c) in _CONTROLS}):
@@ -132,14 +142,15 @@ class Mapper:
         if self._is_deleted(values):
             # A removal needs the key and what was delivered, not what the CRM left in
             # the row: a deleted lead's phone cell is often blanked or junk ("N/A").
-            return Lead(key=key, phone="", deleted=True)
+            return Lead(key=key, phone="", deleted=True), None
         phone, alternates, notes = self._numbers(values)
         call_at = parse_datetime(
             self.cell(values, m.call_at), self.route.call_at_format, self.route.timezone
         )
         zone = ""
+        moved: Facts | None = None
         if self.policy is not None:
-            self._screen(key, phone, values)
+            self._screen(key, numbers_of(phone, alternates), values)
             zone = self.cell(values, self.policy.timezone_column)
             if zone:
                 try:
@@ -147,8 +158,14 @@ class Mapper:
                 except ZoneError as exc:
                     raise RowRejected(f"{exc} in column {self.policy.timezone_column!r}") from None
             if call_at is not None and self.window is not None:
+                asked = call_at
                 call_at = self._call_at_in_window(key, [phone, *alternates], zone, call_at)
-        return Lead(
+                if call_at != asked:
+                    moved = self.facts(numbers_of(phone, alternates), values, "call_at_moved")
+                    moved = replace(
+                        moved, call_at_from=asked.isoformat(), call_at_to=call_at.isoformat()
+                    )
+        lead = Lead(
             key=key,
             phone=phone,
             alt_phones=tuple(alternates),
@@ -160,6 +177,21 @@ class Mapper:
             fields={name: self.cell(values, col) for name, col in m.fields.items()},
             zone=zone,
             notes=tuple(notes),
+        )
+        return lead, moved
+
+    def facts(self, numbers: Sequence[str], values: list[str], code: str) -> Facts:
+        """Return the audit's facts of a decision on this row: its numbers, the zones the
+        gate respects for them (the CRM's zone narrowing them), the rule, the policy."""
+        # A zone cell that is not a zone is ignored here (the row is refused for it).
+        hint = self.cell(values, self.policy.timezone_column) if self.policy is not None else ""
+        zones = lead_zones(list(numbers), hint, self.route.timezone, self.zones)
+        return Facts(
+            numbers=tuple(numbers),
+            zones=zones,
+            code=code,
+            policy=self.policy_version,
+            dnc_list=list_of(code),
         )
 
     def _numbers(self, values: list[str]) -> tuple[str, list[str], list[str]]:
@@ -185,7 +217,7 @@ class Mapper:
             except PhoneError as exc:
                 main_problem = RowRejected(f"{exc} in column {m.phone!r}")
         if main and (refusal := self._number_refused(main)) is not None:
-            main_problem = LeadBlocked(self.key_of(values), refusal)
+            main_problem = LeadBlocked(self.key_of(values), refusal, (main,))
         usable: list[str] = []
         notes: list[str] = []
         for text in cells[1:] + extra:
@@ -233,20 +265,20 @@ class Mapper:
                 f"call_at {call_at.isoformat()} is outside the calling window in "
                 f'{", ".join(zones)} (call_at_outside_window = "refuse")',
             )
-        raise LeadBlocked(key, decision)
+        raise LeadBlocked(key, decision, numbers_of(numbers[0], numbers[1:]))
 
-    def _screen(self, key: str, phone: str, values: list[str]) -> None:
+    def _screen(self, key: str, numbers: tuple[str, ...], values: list[str]) -> None:
         policy = self.policy
         assert policy is not None
         decision = screen(
-            phone,
+            numbers[0],
             self.screening,
             dnc=self.cell(values, policy.dnc_column) if policy.dnc_column else None,
             consent=self.cell(values, policy.consent_column) if policy.consent_column else None,
             now=datetime.now(UTC) if policy.consent_column else _EPOCH,  # only consent ages
         )
         if decision.verdict is Verdict.BLOCK:
-            raise LeadBlocked(key, decision)
+            raise LeadBlocked(key, decision, numbers)
 
     def _is_deleted(self, values: list[str]) -> bool:
         route = self.route
@@ -361,9 +393,11 @@ def lead_to_json(lead: Lead) -> str:
 # ---------------------------------------------------------------------------
 # batch entry point (runs in worker processes for large loads)
 
-NormalizedRow = tuple[int, str, str | None, str | None, str | None, bool]
-"""(line, key, lead_hash, lead_json, reject_reason, deleted): json or reason is set; a lead
-the safety gate blocks has both: its reason, and the removal of what a dialer may hold."""
+NormalizedRow = tuple[int, str, str | None, str | None, str | None, bool, str]
+"""(line, key, lead_hash, lead_json, reject_reason, deleted, facts): json or reason is set; a
+lead the safety gate blocks has both: its reason, and the removal of what a dialer may hold.
+``facts`` (``Facts.to_json``, "" for none): the audit's facts of a gate block or of a
+call_at the gate moved, carried out of the worker process to where the chunk commits."""
 
 
 _MAPPERS: dict[tuple[str, tuple[str, ...]], Mapper] = {}
@@ -382,14 +416,17 @@ def normalize_rows(
     for line, values in rows:
         key = mapper.key_of(values)
         try:
-            lead = mapper.to_lead(values)
+            lead, moved = mapper.map_row(values)
         except LeadBlocked as exc:
             # Refused with its reason, and a removal for a dialer that already has it.
-            out.append((line, key, *withdrawal(exc.key, exc.decision.code), str(exc), True))
+            facts = mapper.facts(exc.numbers, values, exc.decision.code).to_json()
+            gone = withdrawal(exc.key, exc.decision.code)
+            out.append((line, key, *gone, str(exc), True, facts))
             continue
         except RowRejected as exc:
-            out.append((line, key, None, None, str(exc), False))
+            out.append((line, key, None, None, str(exc), False, ""))
             continue
         text = lead_to_json(lead)
-        out.append((line, key, lead_hash(text), text, None, lead.deleted))
+        facts = moved.to_json() if moved is not None else ""
+        out.append((line, key, lead_hash(text), text, None, lead.deleted, facts))
     return out

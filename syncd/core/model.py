@@ -195,6 +195,7 @@ class Reject:
     origin: str = ""  # the file name or table the row came from
     row: dict[str, str] | list[str] = field(default_factory=dict)
     key: str = ""
+    facts: str = ""  # a safety-gate block: the audit's facts (syncd.core.audit.Facts JSON)
 
 
 @dataclass(slots=True)

@@ -91,8 +91,9 @@ def decide_repeat(
 # plan in one transaction.
 
 Row = tuple[int, list[str]]  # (line, values)
-MappedRow = tuple[int, str, str | None, str | None, str | None, bool]
-"""(line, key, lead_hash, lead_json, reject_reason, deleted), as mapping returns them."""
+MappedRow = tuple[int, str, str | None, str | None, str | None, bool, str]
+"""(line, key, lead_hash, lead_json, reject_reason, deleted, facts), as mapping returns them
+(``facts``: the audit's facts of a gate decision, see ``syncd.core.audit``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,7 @@ class RowReject:
     key: str
     values: list[str]
     reason: str
+    facts: str = ""  # a gate block: the audit's facts (syncd.core.audit.Facts JSON)
 
 
 @dataclass
@@ -123,10 +125,14 @@ class ChunkPlan:
     counts: dict[str, int] = field(default_factory=dict)  # bucket -> change (may be < 0)
     carried_requeued: int = 0  # leads left queued by an earlier run, queued anew here
     blocked: dict[str, int] = field(default_factory=dict)  # safety-gate code -> leads blocked
+    # (key, kind, detail, facts): what the audit records of the chunk (a call_at moved)
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def count(self, bucket: str, n: int = 1) -> None:
         self.counts[bucket] = self.counts.get(bucket, 0) + n
 
+
+CALL_AT_MOVED = "the CRM's call_at is outside the calling window: moved to its next opening"
 
 _BLOCK_CODE = re.compile(r"^blocked \(([^)]+)\)")
 
@@ -193,10 +199,10 @@ def plan_chunk(
 ) -> ChunkPlan:
     """Return the writes, rejects and count changes of the mapped rows of one chunk."""
     plan = ChunkPlan()
-    for line, key, content_hash, lead_json, reason, deleted in mapped:
+    for line, key, content_hash, lead_json, reason, deleted, facts in mapped:
         if reason is not None and content_hash is not None and lead_json is not None:
             _plan_blocked(plan, stored.get(key), (key, content_hash, raw_hashes[line], lead_json),
-                          line, rows_by_line[line], reason, run_id)  # fmt: skip
+                          line, rows_by_line[line], reason, run_id, facts)  # fmt: skip
             continue
         if reason is not None or content_hash is None or lead_json is None:
             plan.rejects.append(RowReject(line, key, rows_by_line[line], reason or "unmappable"))
@@ -216,6 +222,8 @@ def plan_chunk(
             continue
         action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
         plan.writes.append(LeadWrite(*lead, action, decision.value, line))
+        if facts and action is Action.UPSERT:  # the gate moved its call_at: this is what goes
+            plan.events.append((key, "gate.call_at_moved", CALL_AT_MOVED, facts))
         if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
             plan.carried_requeued += 1  # counted as carried over; now queued anew
     return plan
@@ -229,6 +237,7 @@ def _plan_blocked(
     row: list[str],
     reason: str,
     run_id: str,
+    facts: str = "",
 ) -> None:
     """Refuse a lead the safety gate blocks, and take it back from where it went.
 
@@ -243,12 +252,13 @@ def _plan_blocked(
     if previous is not None and previous.delivered and previous.hash != lead[1]:
         plan.writes.append(LeadWrite(*lead, Action.DELETE, Decision.DELETED.value, line))
         plan.count(Decision.DELETED.value)
-        plan.rejects.append(RowReject(line, key, row, f"{reason}; withdrawn from the dialer"))
+        why = f"{reason}; withdrawn from the dialer"
+        plan.rejects.append(RowReject(line, key, row, why, facts))
         return
     if previous is not None and previous.state in ACTIVE_STATES:
         plan.writes.append(LeadWrite(*lead, Action.DELETE, "rejected", line, state="removed"))
     plan.count("rejected")
-    plan.rejects.append(RowReject(line, key, row, reason))
+    plan.rejects.append(RowReject(line, key, row, reason, facts))
 
 
 def _decide_row(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from syncd.config import Settings, SourceConfig, WritebackConfig
+from syncd.core.audit import sink_policy_version
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import CallingWindow, RouteWindow
 from syncd.core.health import HealthTracker
@@ -211,6 +212,8 @@ class Engine:
             windows=self.windows(name),
             clock=self.clock,
             health=self.health,
+            policy=sink_policy_version(self.settings.routes, name),
+            fallback_zone=next((r.timezone for r in self.settings.routes if r.sink == name), "UTC"),
         )
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:

@@ -19,7 +19,8 @@ from syncd import registry
 from syncd.config import AgentRouteConfig, DncListConfig, RouteConfig, Settings, SourceConfig
 from syncd.core import phones
 from syncd.core.agent_mapping import AgentMapper, agent_columns
-from syncd.core.gate import GateDecision, Verdict
+from syncd.core.audit import Facts, list_of, sink_policy_version
+from syncd.core.gate import GateDecision, Verdict, lead_zones
 from syncd.core.mapping import (
     Mapper,
     NormalizedRow,
@@ -244,8 +245,8 @@ class Puller:
         else:
             assert isinstance(route, RouteConfig)
             mapped = await self._normalize(route, chunk, first.to_map)
-        if isinstance(route, RouteConfig) and route.policy and route.policy.dnc_lists:
-            mapped = await self._against_lists(route.policy.dnc_lists, mapped)
+        if isinstance(mapper, Mapper) and mapper.policy and mapper.policy.dnc_lists:
+            mapped = await self._against_lists(mapper, mapper.policy.dnc_lists, mapped)
         plan = plan_chunk(
             mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
         )
@@ -257,19 +258,22 @@ class Puller:
             counts.blocked[code] = counts.blocked.get(code, 0) + n
         self.summary.sink(sink).carried -= plan.carried_requeued
         for r in [*first.rejects, *plan.rejects]:
-            reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key)
+            reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key, r.facts)
             write.rejects.append((sink, reject))
         write.leads.setdefault(sink, []).extend(plan.writes)
+        write.events.extend((sink, *event) for event in plan.events)
 
     async def _against_lists(
-        self, lists: list[str], mapped: list[NormalizedRow]
+        self, mapper: Mapper, lists: list[str], mapped: list[NormalizedRow]
     ) -> list[NormalizedRow]:
         """Return the mapped rows with those holding a listed number (any of them) blocked."""
         numbers: dict[int, list[str]] = {}
-        for line, _key, _hash, text, reason, deleted in mapped:
+        hints: dict[int, str] = {}
+        for line, _key, _hash, text, reason, deleted, _facts in mapped:
             if text is not None and reason is None and not deleted:
                 lead = json.loads(text)
                 numbers[line] = [lead["phone"], *lead.get("alt_phones", ())]
+                hints[line] = lead.get("zone", "")
         listed = await self.store.dnc_matches(lists, [n for ns in numbers.values() for n in ns])
         if not listed:
             return mapped
@@ -284,7 +288,16 @@ class Puller:
                 f"dnc_list:{listed[hit]}",
                 f"{hit} is on the do-not-call list {listed[hit]}",
             )
-            out.append((row[0], row[1], *withdrawal(row[1], decision.code), decision.text, True))
+            zones = lead_zones(numbers[row[0]], hints[row[0]], mapper.route.timezone, mapper.zones)
+            facts = Facts(
+                numbers=tuple(numbers[row[0]]),
+                zones=zones,
+                code=decision.code,
+                policy=mapper.policy_version,
+                dnc_list=listed[hit],
+            )
+            gone = withdrawal(row[1], decision.code)
+            out.append((row[0], row[1], *gone, decision.text, True, facts.to_json()))
         return out
 
     async def _normalize(
@@ -380,6 +393,8 @@ class DncPuller:
             if r.policy is not None and listing.name in r.policy.dnc_lists
         }
         found = [lead for lead in await self.store.listed_leads(listing.name) if lead.sink in users]
+        routes = self.puller.settings.routes
+        fallback = {r.sink: r.timezone for r in reversed(routes)}  # a sink's first route's
         write = ChunkWrite(self.summary.run_id, listing.source, listing.name)
         write.dnc_checked = listing.name
         done: set[tuple[str, str]] = set()
@@ -400,16 +415,24 @@ class DncPuller:
                 counts.refused += 1  # it leaves the outbox refused, by the gate
             else:
                 continue
-            gone_hash, gone_json = withdrawal(lead.key, f"dnc_list:{listing.name}")
+            code = f"dnc_list:{listing.name}"
+            gone_hash, gone_json = withdrawal(lead.key, code)
+            facts = Facts(
+                numbers=(lead.number,),
+                zones=lead_zones([lead.number], "", fallback[lead.sink]),
+                code=code,
+                policy=sink_policy_version(routes, lead.sink),
+                dnc_list=list_of(code),
+            ).to_json()
             action = LeadWrite(
                 lead.key, gone_hash, lead.raw_hash, gone_json, Action.DELETE, kind, None,
                 state=state,
             )  # fmt: skip
             write.leads.setdefault(lead.sink, []).append(action)
             write.rejects.append(
-                (lead.sink, Reject(listing.source, why, None, listing.name, [], lead.key))
+                (lead.sink, Reject(listing.source, why, None, listing.name, [], lead.key, facts))
             )
-            write.events.append((lead.sink, lead.key, "gate.withdrawn", why))
+            write.events.append((lead.sink, lead.key, "gate.withdrawn", why, facts))
         await self.store.apply_chunk(write)
         if done:
             log.warning("gate.withdrawn", dnc_list=listing.name, leads=len(done))

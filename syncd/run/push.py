@@ -32,8 +32,9 @@ from typing import Any
 import structlog
 
 from syncd.config import SinkConfig
+from syncd.core.audit import Facts, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
-from syncd.core.gate import RouteWindow, Verdict, calling_decision
+from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
@@ -90,9 +91,15 @@ class Pusher:
         windows: Sequence[RouteWindow] = (),
         clock: Clock = SYSTEM_CLOCK,
         health: HealthTracker | None = None,
+        policy: str = "",
+        fallback_zone: str = "UTC",
     ) -> None:
         self.sink = sink
         self.windows = tuple(windows)  # the calling windows of the routes feeding the sink
+        self.policy = policy  # the version of the gate settings deciding here (the audit's)
+        self.fallback_zone = fallback_zone  # the zone of a lead whose numbers place nowhere
+        self._zones: dict[str, tuple[str, ...]] = {}  # by key: the zones the window was checked in
+        self._refusals: dict[str, str] = {}  # by key: the gate's code of a refusal at push time
         self.clock = clock
         self.cfg = sink.config
         self.store = store
@@ -161,20 +168,27 @@ class Pusher:
         holds: list[tuple[str, float, str]] = []
         refused: list[PushResult] = []
         memo: dict[Any, Any] = {}
+        codes: dict[str, str] = {}
         for q in batch:
             if q.action is Action.DELETE:
                 allowed.append(q)
                 continue
             numbers = (q.lead.phone, *q.lead.alt_phones)  # the dialer may ring any of them
             decision = calling_decision(numbers, q.lead.zone, self.windows, now, memo)
+            if decision.zones:
+                self._zones[q.key] = decision.zones
             if decision.verdict is Verdict.ALLOW:
                 allowed.append(q)
             elif decision.verdict is Verdict.HOLD and decision.until is not None:
                 holds.append((q.key, decision.until.timestamp(), decision.text))
+                codes[q.key] = decision.code
             else:
                 refused.append(PushResult.rejected(q.key, decision.text))
+                self._refusals[q.key] = decision.code
         if holds:
-            await self.store.hold(self.sink.name, holds)
+            by_key = {q.key: q for q in batch}
+            facts = {key: self._facts(by_key[key], code=codes[key]) for key, _, _ in holds}
+            await self.store.hold(self.sink.name, holds, facts)
             first = min(until for _, until, _ in holds)
             self.log.info(
                 "gate.held",
@@ -223,8 +237,11 @@ class Pusher:
         if not waits:
             return list(batch)
         until = self.clock.time() + NUMBER_RECHECK_S
+        by_key = {q.key: q for q in batch}
         await self.store.set_aside(
-            self.sink.name, [(w.key, until, w.reason, w.waits_for) for w in waits.values()]
+            self.sink.name,
+            [(w.key, until, w.reason, w.waits_for) for w in waits.values()],
+            {key: self._facts(by_key[key], closing.get(key, ())) for key in waits},
         )
         self.log.info(
             "push.number.waits",
@@ -445,6 +462,9 @@ class Pusher:
                 result.reason,
                 result.vendor_ref,
                 reply=result.reply,
+                facts=self._facts(
+                    queued, code=self._refusals.pop(result.key, ""), reply=result.reply
+                ),
             )
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
@@ -489,6 +509,32 @@ class Pusher:
         if self.progress.add(delivered):
             line = self.progress.report(await self.store.pending_count(self.sink.name))
             self.log.info("push.progress", **line)
+
+    def _facts(
+        self, q: QueuedLead, closes: Sequence[str] = (), *, code: str = "", reply: str = ""
+    ) -> str:
+        """Return the audit's facts of a decision on ``q`` (a hold, a wait, a push).
+
+        A removal's own record names no number: the numbers it closes at the dialer
+        stand for them where the sink says (the audit shows the lead's earlier ones).
+        """
+        if q.action is Action.DELETE:
+            numbers = tuple(closes or self.sink.closes_numbers(q))
+            zones: tuple[str, ...] = ()
+        else:
+            numbers = numbers_of(q.lead.phone, q.lead.alt_phones)
+            zones = self._zones.pop(q.key, ()) or lead_zones(
+                numbers, q.lead.zone, self.fallback_zone
+            )
+        return Facts(
+            numbers=numbers,
+            zones=zones,
+            code=code,
+            policy=self.policy,
+            action=q.action.value,
+            withdrawn=q.lead.withdrawn,
+            reply=reply,
+        ).to_json()
 
     def _count(self, completions: list[Completion]) -> None:
         for c in completions:

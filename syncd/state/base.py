@@ -35,7 +35,8 @@ class ChunkWrite:
     cursor: str | None = None
     dnc: list[tuple[str, str]] = field(default_factory=list)  # (list, E.164) added
     dnc_checked: str | None = None  # this list's new numbers were matched against the leads
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)  # sink, key, kind, detail
+    # sink, key, kind, detail, facts (the audit's facts of a gate decision, or "")
+    events: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Completion:
     next_at: float | None = None  # for RETRY: when to try again
     final: bool = False  # for RETRY: attempts exhausted, becomes FAILED
     reply: str = ""  # the dialer's answer for this lead, kept in its history
+    facts: str = ""  # the audit's facts of this push (syncd.core.audit.Facts JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +111,15 @@ class StateStore(Protocol):
     async def requeue(
         self, sink: str, keys: Sequence[str], next_at: float, reason: str
     ) -> None: ...
-    async def hold(self, sink: str, holds: Sequence[tuple[str, float, str]]) -> None:
-        """Hold claimed leads (key, until, reason): not pushed, not an attempt, until then."""
+    async def hold(
+        self,
+        sink: str,
+        holds: Sequence[tuple[str, float, str]],
+        facts: Mapping[str, str] | None = None,
+    ) -> None:
+        """Hold claimed leads (key, until, reason): not pushed, not an attempt, until then.
+
+        ``facts``: by key, the audit's facts of each hold, written with it."""
         ...
 
     async def number_holders(
@@ -119,7 +128,12 @@ class StateStore(Protocol):
         """Return the sink's leads queued for or held by the dialer under ``numbers``."""
         ...
 
-    async def set_aside(self, sink: str, waits: Sequence[tuple[str, float, str, str]]) -> None:
+    async def set_aside(
+        self,
+        sink: str,
+        waits: Sequence[tuple[str, float, str, str]],
+        facts: Mapping[str, str] | None = None,
+    ) -> None:
         """Hold claimed leads (key, until, reason, key waited for) behind another lead."""
         ...
 
@@ -173,7 +187,8 @@ class StateStore(Protocol):
 
     def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
         """Yield, oldest first, every gate decision and push (at, sink, key, kind, detail,
-        lead_json) from ``since`` to ``until`` (epoch seconds)."""
+        lead_json, facts, known: the lead's latest earlier facts naming its numbers) from
+        ``since`` to ``until`` (epoch seconds)."""
         ...
 
     async def gate_counts(self) -> dict[str, dict[str, int]]:

@@ -30,8 +30,8 @@ TABLES: dict[str, tuple[str, ...]] = {
         "line", "run_id", "klass", "created_at", "updated_at", "delivered_at", "waits_for",
     ),
     "rejects": ("id", "run_id", "source", "sink", "origin", "line", "key", "reason", "row_json",
-                "created_at"),
-    "events": ("id", "at", "sink", "key", "kind", "detail"),
+                "created_at", "facts"),
+    "events": ("id", "at", "sink", "key", "kind", "detail", "facts"),
     "outcomes": (
         "sink", "key", "version", "observed_at", "status", "raw_status", "disposition",
         "attempts", "last_dialed_at", "agent", "call_id", "recording_url", "raw_json",

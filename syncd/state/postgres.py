@@ -105,6 +105,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE leads ADD COLUMN waits_for TEXT;
     """,
+    # 3: the audit's facts of a gate decision or push, written with it (syncd.core.audit)
+    """
+    ALTER TABLE events ADD COLUMN facts TEXT;
+    ALTER TABLE rejects ADD COLUMN facts TEXT;
+    """,
 ]
 
 # The database's clock: one clock for every replica's leases.

@@ -96,6 +96,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE leads ADD COLUMN waits_for TEXT;
     """,
+    # 5: the audit's facts of a gate decision or push, written with it (syncd.core.audit)
+    """
+    ALTER TABLE events ADD COLUMN facts TEXT;
+    ALTER TABLE rejects ADD COLUMN facts TEXT;
+    """,
 ]
 
 log = structlog.get_logger("syncd.state")
@@ -416,7 +421,7 @@ class SqliteStore:
                 )
             await db.executemany(
                 "INSERT INTO rejects (run_id, source, sink, origin, line, key, reason, row_json,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         chunk.run_id,
@@ -428,6 +433,7 @@ class SqliteStore:
                         _storable(r.reason),
                         _storable(json.dumps(r.row, ensure_ascii=False)),
                         now,
+                        r.facts or None,
                     )
                     for sink, r in chunk.rejects
                 ],
@@ -444,11 +450,13 @@ class SqliteStore:
                     "UPDATE dnc_numbers SET checked = 1 WHERE list = ? AND checked = 0",
                     (chunk.dnc_checked,),
                 )
-            for sink, key, kind, detail in chunk.events:
-                await db.execute(
-                    "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                    (now, sink, key, kind, _storable(detail)),
-                )
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (now, sink, key, kind, _storable(detail), facts or None)
+                    for sink, key, kind, detail, facts in chunk.events
+                ],
+            )
             if chunk.cursor is not None:
                 await _write_cursor(db, chunk.source, chunk.cursor)
 
@@ -537,7 +545,7 @@ class SqliteStore:
                 retry,
             )
             await db.executemany(
-                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
                 [
                     (
                         now,
@@ -545,6 +553,7 @@ class SqliteStore:
                         c.key,
                         "push." + ("failed" if c.final else c.kind.value),
                         _push_detail(c),
+                        c.facts or None,
                     )
                     for c in completions
                 ],
@@ -583,7 +592,13 @@ class SqliteStore:
                 [(next_at, reason, sink, k) for k in keys],
             )
 
-    async def hold(self, sink: str, holds: Sequence[tuple[str, float, str]]) -> None:
+    async def hold(
+        self,
+        sink: str,
+        holds: Sequence[tuple[str, float, str]],
+        facts: Mapping[str, str] | None = None,
+    ) -> None:
+        facts = facts or {}
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'held', next_at = ?, last_error = ?,"
@@ -593,8 +608,11 @@ class SqliteStore:
             )
             now = self.clock.time()
             await db.executemany(
-                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                [(now, sink, key, "gate.held", _storable(reason)) for key, _, reason in holds],
+                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (now, sink, key, "gate.held", _storable(reason), facts.get(key) or None)
+                    for key, _, reason in holds
+                ],
             )
 
     async def number_holders(
@@ -629,8 +647,14 @@ class SqliteStore:
                                 found[key] = holder
         return list(found.values())
 
-    async def set_aside(self, sink: str, waits: Sequence[tuple[str, float, str, str]]) -> None:
+    async def set_aside(
+        self,
+        sink: str,
+        waits: Sequence[tuple[str, float, str, str]],
+        facts: Mapping[str, str] | None = None,
+    ) -> None:
         """Hold claimed leads (key, until, reason, the key they wait for) behind another lead."""
+        facts = facts or {}
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'held', next_at = ?, last_error = ?, waits_for = ?,"
@@ -640,8 +664,11 @@ class SqliteStore:
             )
             now = self.clock.time()
             await db.executemany(
-                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                [(now, sink, key, "push.waits", _storable(why)) for key, _, why, _ in waits],
+                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (now, sink, key, "push.waits", _storable(why), facts.get(key) or None)
+                    for key, _, why, _ in waits
+                ],
             )
 
     async def release_waiting(self, sink: str, keys: Sequence[str]) -> int:
@@ -961,17 +988,25 @@ class SqliteStore:
                 ]
 
     async def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
-        query = """
-            SELECT e.at, e.sink, e.key, e.kind, e.detail, l.lead_json
+        # ``known``: the latest facts naming numbers written before an event of the same
+        # lead; a removal's own lead text no longer holds the numbers it takes back.
+        known = """CASE WHEN {t}.facts LIKE '%"numbers"%' THEN NULL ELSE
+                     (SELECT p.facts FROM events p WHERE p.key = {t}.key AND p.sink = {t}.sink
+                      AND {before} AND p.facts LIKE '%"numbers"%' ORDER BY p.id DESC LIMIT 1)
+                   END"""
+        query = f"""
+            SELECT e.at, e.sink, e.key, e.kind, e.detail, l.lead_json, e.facts,
+                   {known.format(t="e", before="p.id < e.id")}
             FROM events e LEFT JOIN leads l ON l.sink = e.sink AND l.key = e.key
             WHERE e.at >= ? AND e.at < ? AND (e.kind LIKE 'gate.%' OR e.kind LIKE 'push.%')
             UNION ALL
-            SELECT r.created_at, r.sink, r.key, 'gate.blocked', r.reason, l.lead_json
+            SELECT r.created_at, r.sink, r.key, 'gate.blocked', r.reason, l.lead_json, r.facts,
+                   {known.format(t="r", before="p.at <= r.created_at")}
             FROM rejects r LEFT JOIN leads l ON l.sink = r.sink AND l.key = r.key
             WHERE r.created_at >= ? AND r.created_at < ? AND r.reason LIKE 'blocked (%'
             ORDER BY 1
         """
-        cols = ["at", "sink", "key", "kind", "detail", "lead_json"]
+        cols = ["at", "sink", "key", "kind", "detail", "lead_json", "facts", "known"]
         async with self._lock, self.db.execute(query, (since, until, since, until)) as cur:
             async for row in cur:
                 yield dict(zip(cols, row, strict=True))

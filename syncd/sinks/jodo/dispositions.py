@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from syncd.core.model import Lead, PushResult, QueuedLead
 from syncd.errors import PermanentError, RetryableError, SinkConfigError
-from syncd.sinks.jodo.client import NOT_FOUND, jodo_time
+from syncd.sinks.jodo.client import NOT_FOUND, jodo_time, reply_text
 from syncd.sinks.jodo.config import DispositionRule
 from syncd.sinks.jodo.part import JodoPart
 
@@ -101,4 +101,6 @@ class Disposer(JodoPart):
             f"as {login} ({disposal.why})",
         )
         self.log.info("sink.lead.disposed", key=queued.key, why=disposal.why, login=login)
-        return PushResult.delivered(queued.key)
+        # The dialer's answer goes into the lead's history and the audit (a withdrawal's).
+        said = f"saveDisposition {disposal.dispomasterid}/{disposal.disporeasonid}: "
+        return PushResult.delivered(queued.key, reply=said + reply_text(reply.body))
