@@ -11,7 +11,9 @@ time and the peak RSS of the whole process tree (syncd and any worker it starts)
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -98,12 +100,39 @@ def measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, flo
     return time.perf_counter() - t, peak / 1024, proc.returncode
 
 
+def seed_leads(work: Path, cmd: list[str], env: dict[str, str], n: int) -> None:
+    """Put n delivered leads in the store (none on the list; a third with an alternate
+    number), so the load also pays for matching the list against them."""
+    subprocess.run(cmd, env=env, cwd=work, check=True, stdout=subprocess.DEVNULL)
+    now = time.time()
+    with sqlite3.connect(work / "state" / "state.db") as conn:
+        conn.executemany(
+            "INSERT INTO leads (sink, key, hash, raw_hash, lead_json, action, state,"
+            " delivered_hash, created_at, updated_at) VALUES"
+            " ('jodo', ?, 'h', 'r', ?, 'upsert', 'done', 'h', ?, ?)",
+            (
+                (
+                    f"L{i}",
+                    json.dumps(
+                        {"key": f"L{i}", "phone": f"+919{i:09d}"}
+                        | ({"alt_phones": [f"+917{i:09d}"]} if i % 3 == 0 else {})
+                    ),
+                    now,
+                    now,
+                )
+                for i in range(n)
+            ),
+        )
+    print(f"seeded {n:,} delivered leads")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--numbers", type=int, default=1_000_000)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--national", action="store_true", help="numbers without +91")
     parser.add_argument("--snapshot", action="store_true", help="mode snapshot, two versions")
+    parser.add_argument("--leads", type=int, default=0, help="delivered leads in the store")
     parser.add_argument("--profile", type=Path, help="write cProfile stats to this file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-dnc-"))
@@ -119,6 +148,8 @@ def main() -> None:
     cmd = [sys.executable, "-m", "syncd", "run", "--once", "-c", "syncd.toml"]
     if args.profile:
         cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile.resolve())]
+    if args.leads:
+        seed_leads(work, cmd, env, args.leads)
     n = args.numbers
     write_list(n, work / "dnc" / "register.csv", national=args.national)
     wall, rss, rc = measured(cmd, env, work)

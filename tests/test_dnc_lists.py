@@ -5,9 +5,16 @@ and a file of bare numbers without a header is read."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +24,7 @@ from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state import open_store
 from syncd.state.base import DncVersion
-from tests.conftest import drop_csv, run_cli
+from tests.conftest import ROOT, drop_csv, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
     jodo_sink,
@@ -245,3 +252,62 @@ async def test_an_empty_snapshot_is_refused_and_the_version_in_force_stays(
     assert any("empty snapshot" in f for f in empty.files_failed)
     assert await listed(path, ["+919820012341"]) == {"+919820012341"}
     assert [v.file for v in await versions(path)] == ["v1.csv"]
+
+
+def test_kill_9_while_a_snapshot_loads_keeps_the_version_in_force_and_the_rerun_switches(
+    tmp_path: Path,
+) -> None:
+    with running(create_app(JodoSimulator())) as url:
+        path = listing_config(tmp_path, url, mode="snapshot", chunk_rows=2000)
+        drop_list(tmp_path, "v1.csv", "number\n+919820012341\n")
+        first = run_cli("run", "--once", "-c", str(path), env=vendor_env())
+        assert first.returncode == 0, first.stderr
+        n = 200_000
+        drop_list(tmp_path, "v2.csv", "number\n" + "".join(f"+9198{i:08d}\n" for i in range(n)))
+        proc = start_once(path)
+        db = tmp_path / "state" / "state.db"
+        wait_for(lambda: _count(db, "dnc_staging") > 0 or proc.poll() is not None)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert _count(db, "dnc_versions") == 1, "the load finished before it could be killed"
+        in_force = _numbers(db)
+        rerun = run_cli("run", "--once", "-c", str(path), env=vendor_env())
+
+    assert in_force == {"+919820012341"}  # the old version, whole, while the new one loaded
+    assert rerun.returncode == 0, rerun.stderr
+    assert _count(db, "dnc_numbers") == n and "+919820012341" not in _numbers(db)
+    assert _count(db, "dnc_staging") == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT file, rows, numbers FROM dnc_versions ORDER BY version")
+        assert rows.fetchall() == [("v1.csv", 1, 1), ("v2.csv", n, n)]
+
+
+def _count(db: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _numbers(db: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        return {r[0] for r in conn.execute("SELECT number FROM dnc_numbers WHERE list = 'ndnc'")}
+
+
+def start_once(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=vendor_env(),
+        cwd=ROOT,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
