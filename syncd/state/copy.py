@@ -1,8 +1,9 @@
 """Moving a site's SQLite store to PostgreSQL (``syncd state copy --to URL``).
 
 Everything the store knows moves in one PostgreSQL transaction — leads with what
-each dialer holds, cursors, outcomes, writeback marks, rejects, history, lists and their versions — so
-the replicas start where the single host stopped and a re-sync sends nothing. A
+each dialer holds, cursors, outcomes, writeback marks, rejects, history, lists and
+their versions — so the replicas start where the single host stopped and a re-sync
+sends nothing. A
 copy into a store that already holds leads is refused (it would mix two sites).
 Leads a crash left in flight are copied as waiting: they go again, as after a
 restart.
