@@ -248,8 +248,11 @@ async def test_an_empty_snapshot_is_refused_and_the_version_in_force_stays(
         await run_at(path)
         drop_list(tmp_path, "v2.csv", "number\n")
         empty = await run_at(path)
+        drop_list(tmp_path, "v3.csv", "number\nnot-a-number\n")
+        invalid = await run_at(path)
 
-    assert any("empty snapshot" in f for f in empty.files_failed)
+    assert any("empty snapshot" in f and "no data row" in f for f in empty.files_failed)
+    assert any("no valid number" in f for f in invalid.files_failed)
     assert await listed(path, ["+919820012341"]) == {"+919820012341"}
     assert [v.file for v in await versions(path)] == ["v1.csv"]
 
@@ -311,3 +314,39 @@ def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not reached")
+
+
+def test_a_first_line_that_looks_like_a_number_is_data_and_a_header_is_not() -> None:
+    from syncd.run.pull import headerless_names
+
+    assert headerless_names("number", ("+919820012341",)) == ("number",)
+    assert headerless_names("number", ("(982) 001-2341", "x")) == ("number", "column2")
+    assert headerless_names("number", ("number",)) is None
+    assert headerless_names("number", ("phone", "name")) is None  # a header naming others
+    assert headerless_names("number", ("12345",)) is None  # too short to be a number
+
+
+def test_a_list_file_is_dated_by_its_name_else_by_its_modification_time() -> None:
+    from syncd.run.pull import file_date
+
+    day = datetime(2026, 11, 30, tzinfo=UTC).timestamp()
+    assert file_date("dnc-2026-11-30.csv", 5.0) == day
+    assert file_date("ndnc_20261130.csv", 5.0) == day
+    assert file_date("register.csv", 5.0) == 5.0
+    assert file_date("dnc-2026-13-40.csv", 5.0) == 5.0  # not a date
+    assert file_date("export-120261130.csv", 5.0) == 5.0  # digits of a longer number
+
+
+def test_a_list_is_stale_past_max_age_days_or_before_any_version() -> None:
+    from syncd.config import DncListConfig
+    from syncd.run.dnc_lists import list_state
+
+    listing = DncListConfig(name="ndnc", source="ndnc", max_age_days=31)
+    version = DncVersion("ndnc", "dnc-2026-10-30.csv", 1, 1, NOW - 31 * 86400, "aa")
+    assert list_state(listing, version, NOW).stale is None  # 31 days: still fresh
+    older = DncVersion("ndnc", "dnc-2026-10-29.csv", 1, 1, NOW - 32 * 86400, "aa")
+    stale = list_state(listing, older, NOW)
+    assert stale.stale is not None and "is 32 days old (dnc-2026-10-29.csv" in stale.stale
+    assert stale.age_s == 32 * 86400
+    never = list_state(listing, None, NOW)
+    assert never.stale is not None and "no version loaded yet" in never.stale

@@ -392,6 +392,7 @@ class DncPuller:
         self.summary = puller.summary
         self.listing = listing
         self._staged: str | None = None  # the file whose numbers the stage holds
+        self._staged_any = False  # and whether it holds any
 
     async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
         listing = self.listing
@@ -405,6 +406,7 @@ class DncPuller:
             )
         if listing.mode == "snapshot":
             self._staged = await self.store.dnc_staged_origin(listing.name)
+            self._staged_any = self._staged is not None  # a stage holds numbers or nothing
         cursor = None if full else await self.store.get_cursor(cfg.name)
         bound = log.bind(source=cfg.name, dnc_list=listing.name)
         read, origin = 0, cfg.name
@@ -459,8 +461,9 @@ class DncPuller:
         if listing.mode == "snapshot":
             if self._staged != chunk.origin:  # a new file: what another left staged goes
                 write.dnc_restage = listing.name
-                self._staged = chunk.origin
+                self._staged, self._staged_any = chunk.origin, False
             write.dnc_staged = numbers
+            self._staged_any = self._staged_any or bool(numbers)
         else:
             write.dnc = numbers
         if chunk.after_commit is not None and chunk.cursor is not None:  # the file's last
@@ -478,10 +481,11 @@ class DncPuller:
         if not isinstance(source, CsvDropSource):
             return None  # a table: recorded once the pull has read it (see pull)
         facts = await asyncio.to_thread(source.describe, origin)
-        if listing.mode == "snapshot" and facts.rows == 0:
+        if listing.mode == "snapshot" and (facts.rows == 0 or not self._staged_any):
+            what = "no data row" if facts.rows == 0 else "no valid number"
             why = (
-                f"{origin}: an empty snapshot of do-not-call list {listing.name} is not applied "
-                "(the version in force stays); drop the whole register"
+                f"{origin}: an empty snapshot of do-not-call list {listing.name} ({what}) is "
+                "not applied (the version in force stays); drop the whole register"
             )
             log.error("dnc.snapshot.empty", dnc_list=listing.name, origin=origin)
             self.summary.files_failed.append(f"{listing.source}/{why}")
