@@ -441,6 +441,12 @@ class Settings(BaseSettings):
                     f"dnc_lists[{i}].source: {dnc.source!r} also feeds a route; a list of "
                     "numbers not to call needs a source of its own"
                 )
+            kind = next(s.kind for s in self.sources if s.name == dnc.source)
+            if dnc.mode == "snapshot" and kind != "csv_drop":
+                raise ValueError(
+                    f'dnc_lists[{i}].mode: "snapshot" reads each file as the whole list; '
+                    f'source {dnc.source!r} is {kind!r}, not a csv_drop folder (use "append")'
+                )
         return self
 
     def _agent_outboxes(self, routes: list[RouteConfig]) -> None:

@@ -350,3 +350,18 @@ def test_a_list_is_stale_past_max_age_days_or_before_any_version() -> None:
     assert stale.age_s == 32 * 86400
     never = list_state(listing, None, NOW)
     assert never.stale is not None and "no version loaded yet" in never.stale
+
+
+def test_a_snapshot_list_needs_a_folder_of_files(tmp_path: Path) -> None:
+    path = listing_config(tmp_path, "http://127.0.0.1:9", mode="snapshot")
+    text = path.read_text(encoding="utf-8").replace(
+        f'name = "ndnc"\nkind = "csv_drop"\ninbox = "{tmp_path / "dnc-inbox"}"\n'
+        "chunk_rows = 1000\n",
+        'name = "ndnc"\nkind = "sql"\nurl = "sqlite:///x.db"\nquery = "SELECT number FROM dnc"\n'
+        'key_column = "number"\ncursor_column = "added_at"\n',
+    )
+    path.write_text(text, encoding="utf-8")
+    checked = run_cli("check", "-c", str(path), env=vendor_env())
+    assert checked.returncode != 0
+    assert 'dnc_lists[0].mode: "snapshot" reads each file as the whole list' in checked.stderr
+    assert "'sql', not a csv_drop folder" in checked.stderr
