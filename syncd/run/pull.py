@@ -397,13 +397,8 @@ class DncPuller:
     async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
         listing = self.listing
         source = build_source(cfg, [], self.store, required={listing.column})
-        if isinstance(source, CsvDropSource):
+        if isinstance(source, CsvDropSource):  # a snapshot list has one (the config checks)
             source.data_header = functools.partial(headerless_names, listing.column)
-        elif listing.mode == "snapshot":
-            raise ConfigError(
-                f'[[dnc_lists]] {listing.name}: mode = "snapshot" reads files whole; '
-                f'source {cfg.name!r} is not a csv_drop folder (use mode = "append")'
-            )
         if listing.mode == "snapshot":
             self._staged = await self.store.dnc_staged_origin(listing.name)
             self._staged_any = self._staged is not None  # a stage holds numbers or nothing
