@@ -208,9 +208,12 @@ class Engine:
         released = await self.store.release_held(name, self.clock.time())
         if released:
             log.info("gate.released", sink=name, count=released)
-        stale = strict_hold(self.settings, await self.check_lists(), name)
-        if stale is None and await self.store.release_held_for(name, f"held ({STALE_CODE})"):
-            log.info("gate.released", sink=name, reason="a fresh do-not-call list loaded")
+        states = await self.check_lists()
+        stale = strict_hold(self.settings, states, name)
+        strict = any(s.strict for s in states)  # else no lead was ever held for a list
+        if stale is None and strict:
+            if await self.store.release_held_for(name, f"held ({STALE_CODE})"):
+                log.info("gate.released", sink=name, reason="a fresh do-not-call list loaded")
         pusher = Pusher(
             slot.sink,
             self.store,
