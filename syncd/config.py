@@ -260,6 +260,13 @@ class DncListConfig(Strict):
     source: str  # a [[sources]] entry read for numbers, feeding no route
     column: str = "phone"
     default_region: str = Field("US", pattern=r"^[A-Z]{2}$")  # numbers without a country code
+    # "append": each file adds its numbers; "snapshot": each file is the whole list, and
+    # replaces the version before it (a number left out is no longer listed)
+    mode: Literal["append", "snapshot"] = "append"
+    # A list whose newest file is older than this is stale: a warning (status, /readyz,
+    # metrics), and with strict every lead of a route using it is held until a fresh one
+    max_age_days: float = Field(31.0, gt=0)
+    strict: bool = False
 
 
 class RouteConfig(Strict):
@@ -461,6 +468,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"dnc_lists[{i}].source: {dnc.source!r} also feeds a route; a list of "
                     "numbers not to call needs a source of its own"
+                )
+            kind = next(s.kind for s in self.sources if s.name == dnc.source)
+            if dnc.mode == "snapshot" and kind != "csv_drop":
+                raise ValueError(
+                    f'dnc_lists[{i}].mode: "snapshot" reads each file as the whole list; '
+                    f'source {dnc.source!r} is {kind!r}, not a csv_drop folder (use "append")'
                 )
         return self
 

@@ -256,3 +256,35 @@ def test_a_dialer_clock_that_runs_late_is_a_warning_on_readyz_and_in_the_metrics
     assert "NTP" in warning
     assert m[("syncd_sink_warnings", (("sink", "jodo"),))] == 1
     assert -1802 <= m[("syncd_sink_clock_skew_seconds", (("sink", "jodo"),))] <= -1798
+
+
+def test_a_stale_do_not_call_list_is_a_warning_on_readyz_and_in_the_metrics(
+    tmp_path: Path, start_daemon
+) -> None:
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
+    from syncd.simulators.server import running
+
+    lists = tmp_path / "dnc-inbox"
+    drop_csv(lists, "ndnc-2026-01-01.csv", "number\n+919820012341\n")  # months old
+    with running(create_app(JodoSimulator())) as jodo_url:
+        config = daemon_config(tmp_path, jodo_url)
+        with config.open("a", encoding="utf-8") as fh:
+            fh.write(
+                f'\n[[sources]]\nname = "ndnc"\nkind = "csv_drop"\ninbox = "{lists}"\n'
+                'schedule = { interval_s = 0.5 }\n\n[[dnc_lists]]\nname = "ndnc"\n'
+                'source = "ndnc"\ncolumn = "number"\ndefault_region = "IN"\n'
+            )
+        daemon = start_daemon(config)
+        daemon.wait_for("dnc.list.stale", dnc_list="ndnc")
+        url = daemon.base_url
+        wait_until(lambda: bool(httpx.get(f"{url}/readyz").json()["warnings"]))
+        ready = httpx.get(f"{url}/readyz")
+        m = samples(httpx.get(f"{url}/metrics").text)
+        assert daemon.stop() == 0
+
+    assert ready.status_code == 200  # leads still flow: a warning, not strict
+    [warning] = ready.json()["warnings"]
+    assert warning.startswith("do-not-call list ndnc is "), warning
+    assert "(ndnc-2026-01-01.csv, dated 2026-01-01; max_age_days = 31)" in warning
+    assert m[("syncd_dnc_list_stale", (("list", "ndnc"),))] == 1
+    assert m[("syncd_dnc_list_age_seconds", (("list", "ndnc"),))] > 31 * 86400

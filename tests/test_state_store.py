@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncd.core.model import Action, LeadWrite, Reject, ResultKind
-from syncd.state.base import ChunkWrite, Completion
+from syncd.state.base import BlockedLead, ChunkWrite, Completion, DncVersion
 from syncd.state.sqlite import SqliteStore
 from tests.support.stores import KINDS, fresh_store
 
@@ -252,6 +252,58 @@ async def test_do_not_call_numbers_find_leads_by_main_and_alternate_number(
     checked.dnc_checked = "dnd"
     await store.apply_chunk(checked)
     assert await store.listed_leads("dnd") == []  # matched once
+
+
+async def test_a_snapshot_version_is_staged_then_switched_to_in_one_commit_and_recorded(
+    store: SqliteStore,
+) -> None:
+    first = ChunkWrite("run1", "dnc", "v1.csv")
+    first.dnc_restage = "dnd"
+    first.dnc_staged = [("dnd", "+15550001"), ("dnd", "+15550002")]
+    first.dnc_version = DncVersion("dnd", "v1.csv", 2, 0, 1000.0, "aa" * 32, "snapshot")
+    await store.apply_chunk(first)
+    # The next version, staged over two chunks: the one in force is untouched meanwhile.
+    part = ChunkWrite("run2", "dnc", "v2.csv")
+    part.dnc_restage = "dnd"
+    part.dnc_staged = [("dnd", "+15550002")]
+    await store.apply_chunk(part)
+    assert await store.dnc_staged_origin("dnd") == "v2.csv"
+    assert await store.dnc_matches(["dnd"], ["+15550001"]) == {"+15550001": "dnd"}
+    last = ChunkWrite("run2", "dnc", "v2.csv")
+    last.dnc_staged = [("dnd", "+15550003")]
+    last.dnc_version = DncVersion("dnd", "v2.csv", 2, 0, 2000.0, "bb" * 32, "snapshot")
+    await store.apply_chunk(last)
+    listed = await store.dnc_matches(["dnd"], ["+15550001", "+15550002", "+15550003"])
+    assert listed == {"+15550002": "dnd", "+15550003": "dnd"}
+    assert await store.dnc_staged_origin("dnd") is None
+    versions = await store.dnc_versions("dnd")
+    assert [(v.version, v.file, v.numbers, v.added, v.removed) for v in versions] == [
+        (2, "v2.csv", 2, 1, 1),
+        (1, "v1.csv", 2, 2, 0),
+    ]
+    assert (versions[0].sha256, versions[0].file_date, versions[0].mode) == (
+        "bb" * 32,
+        2000.0,
+        "snapshot",
+    )
+    # Only the new number waits to be matched against the leads.
+    assert await store.listed_leads("dnd") == []  # no lead holds any of them
+
+
+async def test_leads_a_list_keeps_back_are_kept_until_unblocked(store: SqliteStore) -> None:
+    keep = ChunkWrite("run1", "crm", "a.csv")
+    keep.dnc_blocked = [
+        BlockedLead("jodo", "A", "dnd", "ha", "ra", lead_json("A", "+15550001")),
+        BlockedLead("jodo", "B", "dnd", "hb", None, lead_json("B", "+15550002")),
+    ]
+    await store.apply_chunk(keep)
+    assert [b.key for b in await store.blocked_leads("dnd")] == ["A", "B"]
+    assert await store.blocked_leads("other") == []
+    drop = ChunkWrite("run2", "crm", "b.csv")
+    drop.dnc_unblocked = [("jodo", "A"), ("jodo", "Z")]
+    await store.apply_chunk(drop)
+    kept = await store.blocked_leads("dnd")
+    assert [(b.key, b.hash, b.raw_hash) for b in kept] == [("B", "hb", None)]
 
 
 async def test_rejects_runs_kv_and_pruning(store: SqliteStore) -> None:

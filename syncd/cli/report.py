@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
-from syncd.run.status import sink_state_line, when
+from syncd.run.status import dnc_list_line, sink_state_line, when
 
 if TYPE_CHECKING:
     from syncd.run.dryrun import DryRun
@@ -115,6 +115,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     out.print(table)
     for sink, seen in sorted((status.get("sinks") or {}).items()):
         out.print(f"{sink}: {sink_state_line(seen)}", highlight=False, markup=False)
+    for state in status.get("dnc_lists") or ():
+        out.print(dnc_list_line(state), highlight=False, markup=False)
     for sink, decisions in sorted((status.get("gate") or {}).items()):
         said = ", ".join(f"{what} {n}" for what, n in sorted(decisions.items()))
         out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)

@@ -21,6 +21,7 @@ from syncd import __version__
 from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
+from syncd.run.dnc_lists import ListState
 from syncd.state.base import Completion, StateStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -176,6 +177,18 @@ class Metrics:
             "Seconds since the sink's outcome poll last succeeded: no outcome is older at the "
             "dialer unread",
             ["sink"],
+            registry=r,
+        )
+        self.dnc_age = Gauge(
+            "syncd_dnc_list_age_seconds",
+            "Age of a do-not-call list's newest file (its date: in its name, else its mtime)",
+            ["list"],
+            registry=r,
+        )
+        self.dnc_stale = Gauge(
+            "syncd_dnc_list_stale",
+            "1 while a do-not-call list is older than its max_age_days (or never loaded)",
+            ["list"],
             registry=r,
         )
         self.store_bytes = Gauge(
@@ -363,6 +376,13 @@ class Metrics:
         for name, limit in limits.items():
             count = sum(1 for w in found if w["sink"] == name and w["attempts"] >= limit)
             self.withdrawals_failing.labels(name).set(count)
+
+    def observe_lists(self, states: Iterable[ListState]) -> None:
+        """Set each do-not-call list's age and staleness, as the engine last checked them."""
+        for state in states:
+            if state.age_s is not None:
+                self.dnc_age.labels(state.name).set(state.age_s)
+            self.dnc_stale.labels(state.name).set(1 if state.stale else 0)
 
     async def observe_replicas(self, store: StateStore) -> None:
         """Set the live replicas, the jobs this one leads and every leader's lease left."""

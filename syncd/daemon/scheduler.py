@@ -97,7 +97,8 @@ class Runtime:
 
     def warnings(self) -> list[str]:
         """Return what needs fixing although leads flow, one line per sink and warning."""
-        return [f"{name}: {w}" for name, said in self.engine.sinks.warnings().items() for w in said]
+        said = self.engine.sinks.warnings().items()
+        return [f"{name}: {w}" for name, ws in said for w in ws] + self.engine.list_warnings()
 
     def failing(self, waiting: Mapping[str, int] | None = None) -> list[str]:
         """Return one line per sink that is stopped, unavailable or unreachable."""

@@ -332,6 +332,7 @@ class Daemon:
             stopped = {name: "down" for name in runtime.down()}
             try:
                 await self.metrics.refresh(store, sinks, stopped)
+                self.metrics.observe_lists(runtime.engine.list_states)
             except Exception as exc:  # counters are still worth serving
                 log.warning("metrics.refresh.failed", reason=str(exc))
         return self.metrics.exposition()

@@ -35,6 +35,7 @@ from syncd.core.health import HealthTracker
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.core.zones import zone_table
 from syncd.errors import SinkConfigError, VendorError
+from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
 from syncd.run.sinks import SinkSet
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from syncd.writeback.runner import PassResult, WritebackRunner
 
 log = structlog.get_logger("syncd.engine")
+LISTS_RECHECK_S = 60.0  # how often the daemon looks at the do-not-call lists' age
 
 Progress = Callable[[Source, int], None]
 HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `syncd status`
@@ -112,6 +114,8 @@ class Engine:
         self._writebacks: WritebackRunner | None = None
         self._led: set[str] = set()  # the jobs this process leads (a shared store)
         self._following: set[str] = set()  # the jobs another replica leads, as last seen
+        self.list_states: list[ListState] = []  # the do-not-call lists' age, as last checked
+        self._lists_checked = -LISTS_RECHECK_S
 
     # -- life ------------------------------------------------------------------------
 
@@ -194,6 +198,8 @@ class Engine:
             await puller.pull(cfg, full=full)
         finally:
             await asyncio.to_thread(puller.close)
+        if self.settings.dnc_list_of(cfg.name) is not None:
+            await self.check_lists(again=True)  # a version may have loaded
 
     async def push(self, name: str, counts: SinkCounts, *, deadline: float) -> None:
         """Push one sink's outbox until nothing is due before ``deadline`` or it stops."""
@@ -203,6 +209,12 @@ class Engine:
         released = await self.store.release_held(name, self.clock.time())
         if released:
             log.info("gate.released", sink=name, count=released)
+        states = await self.check_lists()
+        stale = strict_hold(self.settings, states, name)
+        strict = any(s.strict for s in states)  # else no lead was ever held for a list
+        if stale is None and strict:
+            if await self.store.release_held_for(name, f"held ({STALE_CODE})"):
+                log.info("gate.released", sink=name, reason="a fresh do-not-call list loaded")
         pusher = Pusher(
             slot.sink,
             self.store,
@@ -215,6 +227,7 @@ class Engine:
             policy=sink_policy_version(self.settings.routes, name),
             fallback_zone=next((r.timezone for r in self.settings.routes if r.sink == name), "UTC"),
         )
+        pusher.dnc_stale = stale
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)
@@ -230,6 +243,23 @@ class Engine:
             )
         else:
             self.health.recovered(f"paused:{name}", event="sink.push.resumed", sink=name)
+
+    async def check_lists(self, *, again: bool = False) -> list[ListState]:
+        """Return the do-not-call lists' age (read again at most every LISTS_RECHECK_S, or
+        after a pull), warning once per check about each stale one."""
+        now = self.clock.time()
+        if self.settings.dnc_lists and (again or now - self._lists_checked >= LISTS_RECHECK_S):
+            self.list_states = await list_states(self.settings, self.store, now)
+            self._lists_checked = now
+            for state in self.list_states:
+                if state.stale is not None:
+                    log.warning("dnc.list.stale", dnc_list=state.name, reason=state.stale,
+                                strict=state.strict)  # fmt: skip
+        return self.list_states
+
+    def list_warnings(self) -> list[str]:
+        """Return one line per stale do-not-call list, for /readyz (as last checked)."""
+        return [s.stale for s in self.list_states if s.stale is not None]
 
     def windows(self, sink: str) -> list[RouteWindow]:
         """Return the calling windows of the routes feeding ``sink`` (none: any time)."""

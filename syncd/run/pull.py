@@ -7,10 +7,13 @@ crash never loses or skips a row: a restart resumes at the committed cursor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -34,7 +37,8 @@ from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError
 from syncd.sources.base import Chunk, Source
-from syncd.state.base import ChunkWrite, StateStore
+from syncd.sources.csv_drop import CsvDropSource
+from syncd.state.base import BlockedLead, ChunkWrite, DncVersion, StateStore
 
 log = structlog.get_logger("syncd.pull")
 
@@ -246,7 +250,8 @@ class Puller:
             assert isinstance(route, RouteConfig)
             mapped = await self._normalize(route, chunk, first.to_map)
         if isinstance(mapper, Mapper) and mapper.policy and mapper.policy.dnc_lists:
-            mapped = await self._against_lists(mapper, mapper.policy.dnc_lists, mapped)
+            mapped, kept = await self._against_lists(mapper, mapper.policy.dnc_lists, mapped)
+            _keep_blocked(write, sink, mapped, kept, raw_hashes)
         plan = plan_chunk(
             mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
         )
@@ -265,8 +270,10 @@ class Puller:
 
     async def _against_lists(
         self, mapper: Mapper, lists: list[str], mapped: list[NormalizedRow]
-    ) -> list[NormalizedRow]:
-        """Return the mapped rows with those holding a listed number (any of them) blocked."""
+    ) -> tuple[list[NormalizedRow], dict[int, tuple[str, str, str]]]:
+        """Return the mapped rows with those holding a listed number (any of them) blocked,
+        and per blocked line the list and the lead as it was (hash, JSON): it is kept, to
+        come back if its numbers leave the list."""
         numbers: dict[int, list[str]] = {}
         hints: dict[int, str] = {}
         for line, _key, _hash, text, reason, deleted, _facts in mapped:
@@ -275,14 +282,16 @@ class Puller:
                 numbers[line] = [lead["phone"], *lead.get("alt_phones", ())]
                 hints[line] = lead.get("zone", "")
         listed = await self.store.dnc_matches(lists, [n for ns in numbers.values() for n in ns])
+        kept: dict[int, tuple[str, str, str]] = {}
         if not listed:
-            return mapped
+            return mapped, kept
         out: list[NormalizedRow] = []
         for row in mapped:
             hit = next((n for n in numbers.get(row[0], ()) if n in listed), None)
-            if hit is None:
+            if hit is None or row[2] is None or row[3] is None:
                 out.append(row)
                 continue
+            kept[row[0]] = (listed[hit], row[2], row[3])
             decision = GateDecision(
                 Verdict.BLOCK,
                 f"dnc_list:{listed[hit]}",
@@ -298,7 +307,7 @@ class Puller:
             )
             gone = withdrawal(row[1], decision.code)
             out.append((row[0], row[1], *gone, decision.text, True, facts.to_json()))
-        return out
+        return out, kept
 
     async def _normalize(
         self, route: RouteConfig, chunk: Chunk, rows: list[tuple[int, list[str]]]
@@ -330,6 +339,52 @@ class Puller:
             self._pool = None
 
 
+def _keep_blocked(
+    write: ChunkWrite,
+    sink: str,
+    mapped: list[NormalizedRow],
+    kept: dict[int, tuple[str, str, str]],
+    raw_hashes: dict[int, str],
+) -> None:
+    """Keep the leads a list blocks (as they would be sent); forget any other mapped key's."""
+    for line, key, *_ in mapped:
+        if not key:
+            continue
+        if line in kept:
+            name, content_hash, text = kept[line]
+            write.dnc_blocked.append(
+                BlockedLead(sink, key, name, content_hash, raw_hashes[line], text)
+            )
+        else:
+            write.dnc_unblocked.append((sink, key))
+
+
+_NUMBERISH = re.compile(r"^\+?[\d\s().\-/]{6,}$")
+_NAME_DATE = re.compile(r"(?<!\d)(20\d\d)-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+def headerless_names(column: str, first: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Return the names a list file without a header is read under, when its first row is
+    data (its first cell looks like a phone number): the number first, other columns after."""
+    if not first or column in first or not _NUMBERISH.match(first[0]):
+        return None
+    if sum(c.isdigit() for c in first[0]) < 6:
+        return None
+    return (column, *(f"column{i}" for i in range(2, len(first) + 1)))
+
+
+def file_date(name: str, mtime: float) -> float:
+    """Return a list file's date: one in its name (dnc-2026-11-30.csv, UTC), else its mtime."""
+    m = _NAME_DATE.search(name)
+    if m is None:
+        return mtime
+    try:
+        day = datetime(int(m[1]), int(m[2]), int(m[3]), tzinfo=UTC)
+    except ValueError:
+        return mtime
+    return day.timestamp()
+
+
 class DncPuller:
     """Reads a do-not-call list's source into the store, then withdraws the leads it names.
 
@@ -337,6 +392,11 @@ class DncPuller:
     the list is matched against every lead (main and alternate numbers) once the
     source is read: each lead found is taken back from its dialer, and the numbers
     are marked matched in the same transaction, so a crash in between matches again.
+
+    In snapshot mode a file is the whole list: its numbers are staged, chunk by chunk,
+    beside the version in force, and the file's last chunk switches the list to it in
+    its transaction. The leads the list kept back whose numbers it no longer holds
+    (and no other list of their dialer's routes does) go back to the outbox.
     """
 
     def __init__(self, puller: Puller, listing: DncListConfig) -> None:
@@ -344,28 +404,54 @@ class DncPuller:
         self.store = puller.store
         self.summary = puller.summary
         self.listing = listing
+        self._staged: str | None = None  # the file whose numbers the stage holds
+        self._staged_any = False  # and whether it holds any
 
     async def pull(self, cfg: SourceConfig, *, full: bool = False) -> None:
-        source = build_source(cfg, [], self.store, required={self.listing.column})
+        listing = self.listing
+        source = build_source(cfg, [], self.store, required={listing.column})
+        if isinstance(source, CsvDropSource):  # a snapshot list has one (the config checks)
+            source.data_header = functools.partial(headerless_names, listing.column)
+        if listing.mode == "snapshot":
+            self._staged = await self.store.dnc_staged_origin(listing.name)
+            self._staged_any = self._staged is not None  # a stage holds numbers or nothing
         cursor = None if full else await self.store.get_cursor(cfg.name)
-        bound = log.bind(source=cfg.name, dnc_list=self.listing.name)
+        bound = log.bind(source=cfg.name, dnc_list=listing.name)
+        read, origin = 0, cfg.name
         try:
             async for chunk in source.chunks(cursor, full=full):
                 if chunk.failed or chunk.waiting:
                     await self.puller._chunk(source, chunk, [], bound)
+                    if chunk.failed and self._staged == chunk.origin:
+                        await self._discard_stage(chunk.origin)
                     continue
-                await self._chunk(chunk)
+                await self._chunk(source, chunk)
+                read, origin = read + chunk.rows_read, chunk.origin
         finally:
             await source.close()
+        if read and not isinstance(source, CsvDropSource):  # a table read: its date is now
+            write = ChunkWrite(self.summary.run_id, listing.source, origin)
+            write.dnc_version = DncVersion(listing.name, origin, read, 0, 0.0, "", "append")
+            await self.store.apply_chunk(write)
+            self._loaded(write.dnc_version)
         await self.withdraw()
+        await self.release()
 
-    async def _chunk(self, chunk: Chunk) -> None:
+    async def _discard_stage(self, origin: str) -> None:
+        """Forget a failed file's staged numbers: a file dropped again starts afresh."""
+        write = ChunkWrite(self.summary.run_id, self.listing.source, origin)
+        write.dnc_restage = self.listing.name
+        await self.store.apply_chunk(write)
+        self._staged = None
+
+    async def _chunk(self, source: Source, chunk: Chunk) -> None:
         listing = self.listing
         write = ChunkWrite(self.summary.run_id, listing.source, chunk.origin, cursor=chunk.cursor)
         write.rejects.extend(("", r) for r in chunk.rejects)
         counts = self.summary.dnc.setdefault(listing.name, {"read": 0, "listed": 0, "refused": 0})
         counts["read"] += chunk.rows_read
         counts["refused"] += len(chunk.rejects)
+        numbers: list[tuple[str, str]] = []
         if chunk.rows:
             col = chunk.header.index(listing.column)
             for line, values in chunk.rows:
@@ -378,11 +464,51 @@ class DncPuller:
                         ("", Reject(listing.source, reason, line, chunk.origin, values))
                     )
                     continue
-                write.dnc.append((listing.name, number))
-            counts["listed"] += len(write.dnc)
+                numbers.append((listing.name, number))
+            counts["listed"] += len(numbers)
+        if listing.mode == "snapshot":
+            if self._staged != chunk.origin:  # a new file: what another left staged goes
+                write.dnc_restage = listing.name
+                self._staged, self._staged_any = chunk.origin, False
+            write.dnc_staged = numbers
+            self._staged_any = self._staged_any or bool(numbers)
+        else:
+            write.dnc = numbers
+        if chunk.after_commit is not None and chunk.cursor is not None:  # the file's last
+            write.dnc_version = await self._version(source, chunk.origin)
         await self.store.apply_chunk(write)
+        if write.dnc_version is not None:
+            self._loaded(write.dnc_version)
         if chunk.after_commit:
             await chunk.after_commit()
+
+    async def _version(self, source: Source, origin: str) -> DncVersion | None:
+        """Return the version a file read whole makes; None for an empty snapshot (refused:
+        a registry copy without a number is a failed export, not an empty register)."""
+        listing = self.listing
+        if not isinstance(source, CsvDropSource):
+            return None  # a table: recorded once the pull has read it (see pull)
+        facts = await asyncio.to_thread(source.describe, origin)
+        if listing.mode == "snapshot" and (facts.rows == 0 or not self._staged_any):
+            what = "no data row" if facts.rows == 0 else "no valid number"
+            why = (
+                f"{origin}: an empty snapshot of do-not-call list {listing.name} ({what}) is "
+                "not applied (the version in force stays); drop the whole register"
+            )
+            log.error("dnc.snapshot.empty", dnc_list=listing.name, origin=origin)
+            self.summary.files_failed.append(f"{listing.source}/{why}")
+            self._staged = None
+            return None
+        date = file_date(origin, facts.mtime)
+        return DncVersion(listing.name, origin, facts.rows, 0, date, facts.sha256, listing.mode)
+
+    def _loaded(self, version: DncVersion) -> None:
+        counts = self.summary.dnc.setdefault(self.listing.name, {})
+        counts["versions"] = counts.get("versions", 0) + 1
+        if self.listing.mode == "snapshot":
+            self._staged = None
+        log.info("dnc.version.loaded", dnc_list=version.list, origin=version.file,
+                 mode=version.mode, sha256=version.sha256)  # fmt: skip
 
     async def withdraw(self) -> int:
         """Take back every lead holding a number new to the list; return how many."""
@@ -429,6 +555,11 @@ class DncPuller:
                 state=state,
             )  # fmt: skip
             write.leads.setdefault(lead.sink, []).append(action)
+            if lead.lead_json:  # kept: it comes back if the number leaves the list
+                write.dnc_blocked.append(
+                    BlockedLead(lead.sink, lead.key, listing.name, lead.hash, lead.raw_hash,
+                                lead.lead_json)
+                )  # fmt: skip
             write.rejects.append(
                 (lead.sink, Reject(listing.source, why, None, listing.name, [], lead.key, facts))
             )
@@ -438,3 +569,59 @@ class DncPuller:
             log.warning("gate.withdrawn", dnc_list=listing.name, leads=len(done))
             self.summary.dnc.setdefault(listing.name, {})["withdrawn"] = len(done)
         return len(done)
+
+    async def release(self) -> int:
+        """Send back to the outbox every lead the list kept whose numbers no list of its
+        dialer's routes holds any more (a snapshot left them out); return how many.
+
+        The lead goes back as it was when blocked (the CRM's row is not read again:
+        an unchanged row is never re-read); the push-time gate (calling hours) still
+        applies. A later change of the row maps it afresh, as always.
+        """
+        listing = self.listing
+        blocked = await self.store.blocked_leads(listing.name)
+        if not blocked:
+            return 0
+        lists: dict[str, set[str]] = {}
+        for r in self.puller.settings.routes:
+            if r.policy is not None and r.policy.dnc_lists:
+                lists.setdefault(r.sink, set()).update(r.policy.dnc_lists)
+        write = ChunkWrite(self.summary.run_id, listing.source, listing.name)
+        by_sink: dict[str, list[BlockedLead]] = {}
+        for b in blocked:
+            by_sink.setdefault(b.sink, []).append(b)
+        for sink, leads in by_sink.items():
+            if sink not in lists:
+                continue  # no route of this dialer uses lists now: left as it is
+            numbers = {b.key: _numbers_of(b.lead_json) for b in leads}
+            listed = await self.store.dnc_matches(
+                sorted(lists[sink]), [n for ns in numbers.values() for n in ns]
+            )
+            free = [b for b in leads if not any(n in listed for n in numbers[b.key])]
+            stored = await self.store.lookup(sink, [b.key for b in free])
+            for b in free:
+                previous = stored.get(b.key)
+                if previous is None or previous.state not in ("pending", "inflight", "held"):
+                    self.summary.sink(sink).carried += 1  # queued outside this run's routes
+                write.leads.setdefault(sink, []).append(
+                    LeadWrite(b.key, b.hash, b.raw_hash, b.lead_json, Action.UPSERT, "changed",
+                              None)
+                )  # fmt: skip
+                write.dnc_unblocked.append((sink, b.key))
+                why = (
+                    f"released (dnc_list:{listing.name}): its numbers are no longer on the "
+                    "do-not-call list; back through the gate"
+                )
+                write.events.append((sink, b.key, "gate.released", why, ""))
+        if not write.dnc_unblocked:
+            return 0
+        await self.store.apply_chunk(write)
+        released = len(write.dnc_unblocked)
+        log.warning("gate.released", dnc_list=listing.name, leads=released)
+        self.summary.dnc.setdefault(listing.name, {})["released"] = released
+        return released
+
+
+def _numbers_of(lead_json: str) -> list[str]:
+    lead = json.loads(lead_json)
+    return [n for n in (lead.get("phone"), *lead.get("alt_phones", ())) if n]

@@ -50,6 +50,7 @@ from syncd.errors import (
 )
 from syncd.net.breaker import BreakerState
 from syncd.net.http import human_seconds
+from syncd.run.dnc_lists import STALE_RECHECK_S
 from syncd.run.progress import PushProgress
 from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
@@ -113,6 +114,7 @@ class Pusher:
         # Logs a hold once when it begins and once when it ends (the engine's tracker).
         self.health = health or HealthTracker(structlog.get_logger("syncd.push"), clock)
         self.deferred: str | None = None  # why the last batch's leads wait (syncd's own delay)
+        self.dnc_stale: str | None = None  # set by the engine: a strict list is stale
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -139,6 +141,8 @@ class Pusher:
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
             if batch:
                 batch = await self._within_window(batch)
+                if batch and self.dnc_stale is not None:
+                    batch = await self._while_list_stale(batch, self.dnc_stale)
                 if batch:
                     batch = await self._one_per_number(batch)
                 if batch:
@@ -203,6 +207,18 @@ class Pusher:
                 self.sink.name, [r[2] for r in holds] + [r.reason for r in refused]
             )
         return allowed
+
+    async def _while_list_stale(self, batch: Sequence[QueuedLead], why: str) -> list[QueuedLead]:
+        """Return the removals only: a strict do-not-call list of this sink's routes is too
+        old to rely on, so every other lead is held (``why``) until a fresh copy loads."""
+        until = self.clock.time() + STALE_RECHECK_S
+        holds = [(q.key, until, why) for q in batch if q.action is not Action.DELETE]
+        if holds:
+            await self.store.hold(self.sink.name, holds)
+            self.log.warning("gate.held", count=len(holds), reason=why)
+            if self.observer is not None:
+                self.observer.gate_decisions(self.sink.name, [why] * len(holds))
+        return [q for q in batch if q.action is Action.DELETE]
 
     async def _one_per_number(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return the leads that may go; hold those another lead's number blocks.

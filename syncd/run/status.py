@@ -28,7 +28,39 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),
         "replicas": await store.replicas(),
+        "dnc_lists": await dnc_list_status(settings, store),
     }
+
+
+async def dnc_list_status(settings: Settings, store: StateStore) -> list[dict[str, Any]]:
+    """Return per do-not-call list its version in force, its age and why it is stale."""
+    from dataclasses import asdict
+
+    from syncd.run.dnc_lists import list_states
+
+    return [
+        {**asdict(state), "version": asdict(state.version) if state.version else None}
+        for state in await list_states(settings, store, time.time())
+    ]
+
+
+def dnc_list_line(state: dict[str, Any]) -> str:
+    """Return what `syncd status` says of a do-not-call list."""
+    v = state.get("version")
+    if not v:
+        line = f"do-not-call list {state['name']} ({state['mode']}): no version loaded"
+    else:
+        line = (
+            f"do-not-call list {state['name']} ({state['mode']}): version {v['version']} "
+            f"{v['file']}, {v['numbers']:,} numbers (+{v['added']:,} -{v['removed']:,}), "
+            f"dated {when(v['file_date'])[:10]}, {(state['age_s'] or 0) / 86400:.1f} days old, "
+            f"loaded {when(v['loaded_at'])}, sha256 {v['sha256'][:12] or '-'}"
+        )
+    if state.get("stale"):
+        line += f"; warning: {state['stale']}"
+        if state.get("strict"):
+            line += "; strict: its routes' leads are held"
+    return line
 
 
 async def sink_status(settings: Settings, store: StateStore) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import os
@@ -83,6 +84,15 @@ class CsvDropConfig(SourceConfig):
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """A claimed file's checksum, modification time and data rows (non-blank lines)."""
+
+    sha256: str
+    mtime: float
+    rows: int
+
+
 class FileUnreadable(Exception):
     """The whole file cannot be read as CSV; the message says why."""
 
@@ -141,6 +151,9 @@ class CsvDropSource:
         self.load_rejects = load_rejects
         self.bytes_read = 0
         self._current: _CountingReader | None = None
+        # Given a file's first row when it lacks the required columns: the column names
+        # to read it under when that row is data, not a header (a one-number-a-line list)
+        self.data_header: Callable[[tuple[str, ...]], tuple[str, ...] | None] | None = None
 
     # -- discovery -----------------------------------------------------------
 
@@ -378,6 +391,17 @@ class CsvDropSource:
             raise FileUnreadable(f"{path.name}: cannot read the header: {exc}") from None
         header = tuple(h.strip() for h in (header_row or []))
         problem = _header_problem(header, self.required_columns)
+        names = self.data_header(header) if problem and self.data_header else None
+        if names is not None:  # the first row is data: read the file again from its top
+            text.close()
+            counter = _CountingReader(path.open("rb"))
+            text = io.TextIOWrapper(
+                io.BufferedReader(counter), encoding=encoding, errors="surrogateescape", newline=""
+            )
+            reader = csv.reader(
+                text, delimiter=self.config.delimiter, quotechar=self.config.quotechar
+            )
+            header, problem = names, None
         if problem:
             text.close()
             raise FileUnreadable(f"{path.name}: {problem}")
@@ -388,7 +412,7 @@ class CsvDropSource:
             reader,
             text,
             counter,
-            last_line=reader.line_num,
+            last_line=reader.line_num,  # 0 when the file has no header row
             skip_until=skip_until,
             opened_as=(opened.st_size, opened.st_mtime_ns),
         )
@@ -448,6 +472,23 @@ class CsvDropSource:
                     continue
             rows.append((start, values))
         return rows, rejects, False
+
+    def describe(self, origin: str) -> FileFacts:
+        """Return what a claimed file is, read again whole (a do-not-call list records
+        each version it loads)."""
+        digest, lines, first = hashlib.sha256(), 0, b""
+        with (self.processing / origin).open("rb") as fh:
+            mtime = os.fstat(fh.fileno()).st_mtime
+            for line in fh:
+                digest.update(line)
+                if line.strip():
+                    lines += 1
+                    first = first or line
+        encoding = "utf-8-sig" if codecs.lookup(self.config.encoding).name == "utf-8" else None
+        text = first.decode(encoding or self.config.encoding, "replace")
+        cells = next(csv.reader([text], delimiter=self.config.delimiter), [])
+        headerless = bool(self.data_header and self.data_header(tuple(c.strip() for c in cells)))
+        return FileFacts(digest.hexdigest(), mtime, max(lines - (0 if headerless else 1), 0))
 
     # -- filing away -----------------------------------------------------------
 

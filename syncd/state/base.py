@@ -35,6 +35,14 @@ class ChunkWrite:
     cursor: str | None = None
     dnc: list[tuple[str, str]] = field(default_factory=list)  # (list, E.164) added
     dnc_checked: str | None = None  # this list's new numbers were matched against the leads
+    # A snapshot list's next version: numbers staged (list, E.164) beside the version in
+    # force; dnc_restage empties that list's stage first (a new file, or a failed one)
+    dnc_staged: list[tuple[str, str]] = field(default_factory=list)
+    dnc_restage: str | None = None
+    dnc_version: DncVersion | None = None  # a file read whole: recorded (snapshot: switched to)
+    # Leads blocked by a list, kept so they come back when their numbers leave it
+    dnc_blocked: list[BlockedLead] = field(default_factory=list)
+    dnc_unblocked: list[tuple[str, str]] = field(default_factory=list)  # (sink, key): not now
     # sink, key, kind, detail, facts (the audit's facts of a gate decision, or "")
     events: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
@@ -49,6 +57,37 @@ class ListedLead:
     delivered: bool  # the dialer has held some version of it
     raw_hash: str | None
     number: str
+    hash: str = ""  # the lead as stored: what comes back if the number leaves the list
+    lead_json: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedLead:
+    """A lead a do-not-call list keeps from the dialers, as it would be sent without it."""
+
+    sink: str
+    key: str
+    list: str
+    hash: str
+    raw_hash: str | None
+    lead_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class DncVersion:
+    """One file of a do-not-call list, as loaded (a whole version in snapshot mode)."""
+
+    list: str
+    file: str
+    rows: int  # data lines read
+    numbers: int  # distinct numbers listed once it is in force
+    file_date: float  # the registry copy's date: from the file name, else its mtime
+    sha256: str
+    mode: str = "append"
+    added: int = 0  # numbers new to the list
+    removed: int = 0  # numbers no longer listed (snapshot)
+    loaded_at: float = 0.0
+    version: int = 0
 
 
 @dataclass(slots=True)
@@ -153,6 +192,10 @@ class StateStore(Protocol):
         """Return held leads whose time has come to the outbox; return how many."""
         ...
 
+    async def release_held_for(self, sink: str, reason: str) -> int:
+        """Return how many held leads whose hold reason starts with ``reason`` were released."""
+        ...
+
     async def held(self, sink: str) -> tuple[int, float | None]:
         """Return how many leads of ``sink`` are held and when the first is released."""
         ...
@@ -183,6 +226,18 @@ class StateStore(Protocol):
 
     async def listed_leads(self, list_name: str) -> list[ListedLead]:
         """Return the leads holding a number newly added to the list (main or alternate)."""
+        ...
+
+    async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
+        """Return the list's recorded versions (files loaded), newest first."""
+        ...
+
+    async def dnc_staged_origin(self, list_name: str) -> str | None:
+        """Return the file whose numbers are staged for the list's next version, if any."""
+        ...
+
+    async def blocked_leads(self, list_name: str) -> list[BlockedLead]:
+        """Return the leads the list keeps from the dialers (see ``ChunkWrite.dnc_blocked``)."""
         ...
 
     def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Moving a site's SQLite store to PostgreSQL (``syncd state copy --to URL``).
 
 Everything the store knows moves in one PostgreSQL transaction — leads with what
-each dialer holds, cursors, outcomes, writeback marks, rejects, history, lists — so
-the replicas start where the single host stopped and a re-sync sends nothing. A
+each dialer holds, cursors, outcomes, writeback marks, rejects, history, lists and
+their versions — so the replicas start where the single host stopped and a re-sync
+sends nothing. A
 copy into a store that already holds leads is refused (it would mix two sites).
 Leads a crash left in flight are copied as waiting: they go again, as after a
 restart.
@@ -43,6 +44,10 @@ TABLES: dict[str, tuple[str, ...]] = {
     "kv": ("scope", "name", "value"),
     "runs": ("run_id", "mode", "started_at", "finished_at", "summary_json"),
     "dnc_numbers": ("list", "number", "origin", "added_at", "checked"),
+    "dnc_staging": ("list", "number", "origin"),
+    "dnc_versions": ("list", "version", "file", "mode", "rows", "numbers", "added", "removed",
+                     "loaded_at", "file_date", "sha256"),
+    "dnc_blocked": ("sink", "key", "list", "hash", "raw_hash", "lead_json", "blocked_at"),
 }  # fmt: skip
 IDENTITY = ("rejects", "events")  # their ids carry on from the copied ones
 PAGE = 5000

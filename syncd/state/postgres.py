@@ -110,6 +110,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events ADD COLUMN facts TEXT;
     ALTER TABLE rejects ADD COLUMN facts TEXT;
     """,
+    # 4: do-not-call lists as dated versions: the next version staged beside the one in
+    # force, each file recorded, and the leads a list keeps back (they return unlisted)
+    """
+    CREATE TABLE dnc_staging (
+        list TEXT NOT NULL, number TEXT NOT NULL, origin TEXT NOT NULL,
+        PRIMARY KEY (list, number));
+    CREATE TABLE dnc_versions (
+        list TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, mode TEXT NOT NULL,
+        rows INTEGER NOT NULL, numbers INTEGER NOT NULL, added INTEGER NOT NULL,
+        removed INTEGER NOT NULL, loaded_at DOUBLE PRECISION NOT NULL,
+        file_date DOUBLE PRECISION NOT NULL, sha256 TEXT NOT NULL,
+        PRIMARY KEY (list, version));
+    CREATE TABLE dnc_blocked (
+        sink TEXT NOT NULL, key TEXT NOT NULL, list TEXT NOT NULL, hash TEXT NOT NULL,
+        raw_hash TEXT, lead_json TEXT NOT NULL, blocked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (sink, key));
+    CREATE INDEX dnc_blocked_list ON dnc_blocked (list);
+    """,
 ]
 
 # The database's clock: one clock for every replica's leases.
@@ -514,11 +532,13 @@ class PostgresStore(SqliteStore):
 
     async def listed_leads(self, list_name: str) -> list[ListedLead]:
         query = """
-            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, d.number
+            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, d.number,
+                l.hash, l.lead_json
             FROM dnc_numbers d JOIN leads l ON (l.lead_json::jsonb ->> 'phone') = d.number
             WHERE d.list = $1 AND d.checked = 0
             UNION
-            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value
+            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value,
+                l.hash, l.lead_json
             FROM leads l CROSS JOIN LATERAL jsonb_array_elements_text(
                 CASE WHEN jsonb_typeof(l.lead_json::jsonb -> 'alt_phones') = 'array'
                      THEN l.lead_json::jsonb -> 'alt_phones' ELSE '[]'::jsonb END) AS j(value)
@@ -535,7 +555,7 @@ class PostgresStore(SqliteStore):
             ):
                 return []
             rows = await raw.fetch(query, list_name)
-        return [ListedLead(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+        return [ListedLead(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
 
 def _shown(url: str) -> str:

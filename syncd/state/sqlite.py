@@ -32,7 +32,14 @@ from syncd.core.model import (
 )
 from syncd.core.numbers import Holder
 from syncd.errors import StoreError
-from syncd.state.base import ChunkWrite, Completion, ListedLead, QueuedSummary
+from syncd.state.base import (
+    BlockedLead,
+    ChunkWrite,
+    Completion,
+    DncVersion,
+    ListedLead,
+    QueuedSummary,
+)
 
 # Each entry moves the schema one version up. Append only; never edit a shipped step.
 MIGRATIONS: list[str] = [
@@ -101,6 +108,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events ADD COLUMN facts TEXT;
     ALTER TABLE rejects ADD COLUMN facts TEXT;
     """,
+    # 6: do-not-call lists as dated versions: the next version staged beside the one in
+    # force, each file recorded, and the leads a list keeps back (they return unlisted)
+    """
+    CREATE TABLE dnc_staging (
+        list TEXT NOT NULL, number TEXT NOT NULL, origin TEXT NOT NULL,
+        PRIMARY KEY (list, number)) WITHOUT ROWID;
+    CREATE TABLE dnc_versions (
+        list TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, mode TEXT NOT NULL,
+        rows INTEGER NOT NULL, numbers INTEGER NOT NULL, added INTEGER NOT NULL,
+        removed INTEGER NOT NULL, loaded_at REAL NOT NULL, file_date REAL NOT NULL,
+        sha256 TEXT NOT NULL, PRIMARY KEY (list, version));
+    CREATE TABLE dnc_blocked (
+        sink TEXT NOT NULL, key TEXT NOT NULL, list TEXT NOT NULL, hash TEXT NOT NULL,
+        raw_hash TEXT, lead_json TEXT NOT NULL, blocked_at REAL NOT NULL,
+        PRIMARY KEY (sink, key));
+    CREATE INDEX dnc_blocked_list ON dnc_blocked (list);
+    """,
 ]
 
 log = structlog.get_logger("syncd.state")
@@ -134,6 +158,73 @@ _WRITEBACK_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "agents": ("agents", "login", ("status", "description", "duration_s", "changed_at")),
 }
+
+
+async def _apply_dnc_versions(db: Any, chunk: ChunkWrite, now: float) -> None:
+    """Stage a snapshot's numbers, switch a list to a version read whole, keep blocked leads.
+
+    The switch is one statement pair inside the chunk's transaction: the numbers new to
+    the list join it unchecked (their leads are matched next, as in append mode), those
+    the version left out leave it. Until then the version in force is untouched, so a
+    crash while a file is read keeps it, and the stage resumes with the file's cursor.
+    """
+    if chunk.dnc_restage is not None:
+        await db.execute("DELETE FROM dnc_staging WHERE list = ?", (chunk.dnc_restage,))
+    if chunk.dnc_staged:
+        await db.executemany(
+            "INSERT INTO dnc_staging (list, number, origin) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(name, number, chunk.origin) for name, number in chunk.dnc_staged],
+        )
+    v = chunk.dnc_version
+    if v is not None:
+        added = removed = 0
+        if v.mode == "snapshot":
+            cur = await db.execute(
+                "INSERT INTO dnc_numbers (list, number, origin, added_at)"
+                " SELECT s.list, s.number, s.origin, ? FROM dnc_staging s WHERE s.list = ?"
+                " AND NOT EXISTS (SELECT 1 FROM dnc_numbers d"
+                " WHERE d.list = s.list AND d.number = s.number)",
+                (now, v.list),
+            )
+            added = cur.rowcount or 0
+            cur = await db.execute(
+                "DELETE FROM dnc_numbers WHERE list = ? AND NOT EXISTS (SELECT 1 FROM"
+                " dnc_staging s WHERE s.list = dnc_numbers.list AND s.number = dnc_numbers.number)",
+                (v.list,),
+            )
+            removed = cur.rowcount or 0
+            await db.execute("DELETE FROM dnc_staging WHERE list = ?", (v.list,))
+        rows = list(await db.execute_fetchall(
+            "SELECT (SELECT COUNT(*) FROM dnc_numbers WHERE list = ?),"
+            " (SELECT COALESCE(MAX(version), 0) FROM dnc_versions WHERE list = ?),"
+            " (SELECT numbers FROM dnc_versions WHERE list = ? ORDER BY version DESC LIMIT 1)",
+            (v.list, v.list, v.list),
+        ))  # fmt: skip
+        numbers, last, before = int(rows[0][0]), int(rows[0][1]), rows[0][2]
+        if v.mode != "snapshot":
+            added = max(numbers - int(before or 0), 0)
+        await db.execute(
+            "INSERT INTO dnc_versions (list, version, file, mode, rows, numbers, added, removed,"
+            " loaded_at, file_date, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (v.list, last + 1, _storable(v.file), v.mode, v.rows, numbers, added, removed, now,
+             v.file_date or now, v.sha256),
+        )  # fmt: skip
+    if chunk.dnc_blocked:
+        await db.executemany(
+            "INSERT INTO dnc_blocked (sink, key, list, hash, raw_hash, lead_json, blocked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, key) DO UPDATE SET"
+            " list = excluded.list, hash = excluded.hash, raw_hash = excluded.raw_hash,"
+            " lead_json = excluded.lead_json, blocked_at = excluded.blocked_at",
+            [(b.sink, b.key, b.list, b.hash, b.raw_hash, b.lead_json, now)
+             for b in chunk.dnc_blocked],
+        )  # fmt: skip
+    # Every mapped row of a route using lists says "not blocked now": one probe spares an
+    # initial load of a million leads as many deletes while no lead is kept back.
+    if chunk.dnc_unblocked and list(await db.execute_fetchall("SELECT 1 FROM dnc_blocked LIMIT 1")):
+        await db.executemany(
+            "DELETE FROM dnc_blocked WHERE sink = ? AND key = ?", chunk.dnc_unblocked
+        )
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -444,6 +535,7 @@ class SqliteStore:
                     " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(name, number, _storable(chunk.origin), now) for name, number in chunk.dnc],
                 )
+            await _apply_dnc_versions(db, chunk, now)
             if chunk.dnc_checked is not None:
                 # The withdrawals of these numbers commit with this mark, or neither does.
                 await db.execute(
@@ -720,6 +812,15 @@ class SqliteStore:
             )
             return cur.rowcount or 0
 
+    async def release_held_for(self, sink: str, reason: str) -> int:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE leads SET state = 'pending', next_at = 0 WHERE sink = ?"
+                " AND state = 'held' AND substr(last_error, 1, ?) = ?",
+                (sink, len(reason), reason),
+            )
+            return cur.rowcount or 0
+
     async def held(self, sink: str) -> tuple[int, float | None]:
         async with (
             self._lock,
@@ -965,15 +1066,23 @@ class SqliteStore:
         return found
 
     async def listed_leads(self, list_name: str) -> list[ListedLead]:
+        # Driven by the leads, one pass each, probing the list by its primary key. Driven
+        # by the numbers, SQLite scanned the whole phone index once per new number (it
+        # cannot search an expression index against a TEXT column): a million numbers
+        # against a million leads ran for hours.
         query = """
-            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, d.number
-            FROM dnc_numbers d JOIN leads l ON json_extract(l.lead_json, '$.phone') = d.number
-            WHERE d.list = ? AND d.checked = 0
+            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash,
+                json_extract(l.lead_json, '$.phone'), l.hash, l.lead_json
+            FROM leads l
+            WHERE EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.list = ?
+                AND d.number = json_extract(l.lead_json, '$.phone') AND d.checked = 0)
             UNION
-            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value
-            FROM leads l, json_each(l.lead_json, '$.alt_phones') j
-            JOIN dnc_numbers d ON d.number = j.value AND d.list = ? AND d.checked = 0
+            SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value,
+                l.hash, l.lead_json
+            FROM leads l CROSS JOIN json_each(l.lead_json, '$.alt_phones') j
             WHERE json_array_length(l.lead_json, '$.alt_phones') > 0
+                AND EXISTS (SELECT 1 FROM dnc_numbers d
+                    WHERE d.list = ? AND d.number = j.value AND d.checked = 0)
         """
         async with self._lock:
             async with self.db.execute(
@@ -983,9 +1092,37 @@ class SqliteStore:
                     return []
             async with self.db.execute(query, (list_name, list_name)) as cur:
                 return [
-                    ListedLead(sink, key, state, bool(delivered), raw_hash, number)
-                    async for sink, key, state, delivered, raw_hash, number in cur
+                    ListedLead(sink, key, state, bool(delivered), raw_hash, number, h, text)
+                    async for sink, key, state, delivered, raw_hash, number, h, text in cur
                 ]
+
+    async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT list, file, rows, numbers, file_date, sha256, mode, added, removed,"
+                " loaded_at, version FROM dnc_versions WHERE list = ?"
+                " ORDER BY version DESC LIMIT ?",
+                (list_name, limit),
+            )
+        return [DncVersion(*row) for row in rows]
+
+    async def dnc_staged_origin(self, list_name: str) -> str | None:
+        async with self._lock:
+            rows = list(
+                await self.db.execute_fetchall(
+                    "SELECT origin FROM dnc_staging WHERE list = ? LIMIT 1", (list_name,)
+                )
+            )
+        return str(rows[0][0]) if rows else None
+
+    async def blocked_leads(self, list_name: str) -> list[BlockedLead]:
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT sink, key, list, hash, raw_hash, lead_json FROM dnc_blocked"
+                " WHERE list = ? ORDER BY sink, key",
+                (list_name,),
+            )
+        return [BlockedLead(*row) for row in rows]
 
     async def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
         # ``known``: the latest facts naming numbers written before an event of the same
