@@ -30,18 +30,23 @@ def row(
     *,
     households: int = 0,
     window_s: float = 0.0,
+    dialer_refuses: bool = False,
+    removals_stay: bool = False,
     xfail: str | None = None,
 ) -> Any:
     """One catalogue row.
 
-    ``households``: pairs of leads sharing a number (then a lead refused with a
-    reason counts as accounted for: a dialer without duplicates may take only
-    one); ``window_s``: the quirk's window, skipped on the dialer's clock before a
-    last run; ``xfail``: what syncd does today (issue 24: …).
+    ``households``: pairs of leads sharing a number (the second waits its turn, or
+    is refused with a reason); ``window_s``: the quirk's window, skipped on the
+    dialer's clock before a last run; ``dialer_refuses``: the dialer itself refuses
+    some records for good (syncd refuses exactly those, with its reason);
+    ``removals_stay``: the dialer cannot remove at all, so removals stay queued with
+    an alert and the run exits 1; ``xfail``: what syncd does today.
     """
     marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
+    expect = {"may_refuse": households > 0 or dialer_refuses, "removals_stay": removals_stay}
     return pytest.param(
-        vendor, quirk, quirks, households, window_s, id=f"{vendor}/{quirk}", marks=marks
+        vendor, quirk, quirks, households, window_s, expect, id=f"{vendor}/{quirk}", marks=marks
     )
 
 
@@ -55,75 +60,49 @@ CATALOGUE = [
     row("ucontact", "well_behaved", {}),
     row(
         "jodo", "shared_numbers", {}, households=12,
-        xfail="issue 24 (removals by number, duplicate numbers): a removal by contactvalue "
-        "disposes every record holding the number, closing live household members; two "
-        "records with one number are both held (rung twice)",
     ),
     row(
         "ameyo", "shared_numbers", {}, households=12,
-        xfail="issue 24 (duplicate-number policy): Ameyo upserts on phone1, so the second "
-        "household member overwrites the first, which syncd still counts delivered",
     ),
     row(
         "ucontact", "shared_numbers", {}, households=12,
-        xfail="issue 24 (duplicate-number policy): the sink keeps one contact per number, so "
-        "the first household member gives its number up yet is still counted delivered",
     ),
     row(
-        "jodo", "failed_records", {"failed_records": 0.1, "seed": 1},
-        xfail="issue 24 (reply reading): a statuscode 001 reply listing faileddata is read "
-        "as all delivered",
+        "jodo", "failed_records", {"failed_records": 0.1, "seed": 1}, dialer_refuses=True,
     ),
     row(
         "jodo", "bom", {"bom": True},
-        xfail="issue 24 (reply reading): a reply starting with a UTF-8 BOM is not JSON to "
-        "syncd: pushes retried until the breaker opens, leads left pending",
     ),
     row(
         "ameyo", "bom", {"bom": True},
-        xfail="issue 24 (reply reading): the login reply with a BOM is not JSON to syncd: "
-        "the sink never opens",
     ),
     row(
         "ucontact", "bom", {"bom": True},
-        xfail="issue 24 (reply reading): the getUserToken reply with a BOM is not a key to "
-        "syncd: the sink never opens",
     ),
     row("jodo", "text_plain", {"text_plain": True}),
     row("ucontact", "text_plain", {"text_plain": True}),
     row(
         "ameyo", "paused", {"pause_from_s": 0.0, "pause_s": 20.0}, window_s=21.0,
-        xfail="issue 24 (campaign holds): Campaign is not running refuses every lead for "
-        "good instead of holding them until the campaign runs",
     ),
     row("jodo", "max_records", {"max_records": 20}),
     row(
         "ameyo", "max_records", {"max_records": 20},
-        xfail="issue 24 (413): HTTP 413 on a batch refuses its leads instead of sending "
-        "smaller batches",
     ),
     row(
         "ucontact", "max_records", {"max_records": 20},
-        xfail="issue 24 (413): HTTP 413 on an upload refuses its leads instead of sending "
-        "smaller files",
     ),
-    # Without saveDisposition the removals are refused with the reason (status, rejects).
-    row("jodo", "missing", {"missing": ["saveDisposition"]}),
+    # Without saveDisposition nothing can be withdrawn: the removals stay queued, tried
+    # again and raised as an alert (status, /readyz, metrics); the run exits 1.
+    row("jodo", "missing", {"missing": ["saveDisposition"]}, removals_stay=True),
     row(
         "ameyo", "missing", {"missing": ["getContacts"]},
-        xfail="issue 24 (optional endpoints): a server without getContacts makes every run "
-        "exit 1 (poll failed) while status shows nothing left",
     ),
     row(
         "ucontact", "missing",
         {"missing": ["Supervisor/queuesummary", "Supervisor/campaignstatus", "Supervisor/convert"]},
-        xfail="issue 24 (optional endpoints): Supervisor/campaignstatus answering 404 stops "
-        "the sink as misconfigured; every lead stays pending",
     ),
     row(
         "ameyo", "latin1_forms", {"latin1_forms": True},
-        xfail="issue 24 (forms): a server decoding forms as ISO-8859-1 stores the UTF-8 names "
-        "syncd sends garbled",
     ),
     row("jodo", "revoked", REVOKED, window_s=31.0),
     row("ameyo", "revoked", REVOKED, window_s=31.0),
@@ -134,7 +113,9 @@ CATALOGUE = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("vendor", "quirk", "quirks", "households", "window_s"), CATALOGUE)
+@pytest.mark.parametrize(
+    ("vendor", "quirk", "quirks", "households", "window_s", "expect"), CATALOGUE
+)
 def test_the_dialer_holds_each_live_lead_once_whatever_the_server_does(
     tmp_path: Path,
     vendor: str,
@@ -142,6 +123,7 @@ def test_the_dialer_holds_each_live_lead_once_whatever_the_server_does(
     quirks: dict[str, Any],
     households: int,
     window_s: float,
+    expect: dict[str, bool],
 ) -> None:
     played = play(
         tmp_path,
@@ -149,7 +131,7 @@ def test_the_dialer_holds_each_live_lead_once_whatever_the_server_does(
         quirks,
         households=households,
         window_s=window_s,
-        may_refuse=households > 0,
+        may_refuse=expect["may_refuse"],
     )
-    problems = verdict(f"{vendor}/{quirk}", played)
+    problems = verdict(f"{vendor}/{quirk}", played, removals_stay=expect["removals_stay"])
     assert not problems, "\n".join(problems)

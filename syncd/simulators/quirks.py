@@ -278,11 +278,16 @@ class QuirkState:
         if delay:
             await asyncio.sleep(delay)  # stored already: only the answer is late
 
-    def form_text(self, raw: bytes) -> tuple[str, str]:
-        """Return a form body as the server reads it, and the encoding of its escapes."""
+    def form_text(self, raw: bytes, content_type: str = "") -> tuple[str, str]:
+        """Return a form body as the server reads it, and the encoding of its escapes.
+
+        With ``latin1_forms`` the server decodes a form that names no charset as
+        ISO-8859-1 (a servlet container's default); a named charset is honoured.
+        """
         if self.quirks.latin1_forms:
-            self.count("latin1_forms")
-            return raw.decode("latin-1"), "latin-1"
+            self.count("latin1_forms")  # in play; a client naming its charset gets past it
+            if "charset=" not in content_type.lower():
+                return raw.decode("latin-1"), "latin-1"
         return raw.decode("utf-8", "replace"), "utf-8"
 
     def dress(self, response: Response) -> Response:

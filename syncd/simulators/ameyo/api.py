@@ -764,7 +764,9 @@ def create_app(sim: AmeyoSimulator | None = None, **kwargs: Any) -> Starlette:
         faulty = await sim.faults.before()
         if faulty is not None:
             return faulty
-        raw, encoding = sim.quirks.form_text(await request.body())
+        raw, encoding = sim.quirks.form_text(
+            await request.body(), request.headers.get("content-type", "")
+        )
         form = parse_form(raw, encoding)
         name = request.query_params.get("command") or (form.get("command") or [""])[0]
         text = (form.get("data") or [request.query_params.get("data", "")])[0]

@@ -319,6 +319,14 @@ def parse_body(command: str, text: str, *, session: bool = True) -> Any:
     held = hold_reason(problem)
     if held is not None:
         raise SinkHeld(f"{command}: {problem}", public=held, vendor=VENDOR)
+    if problem.lower().startswith("unknown command"):
+        # The server (an older release, a restricted user) lacks the command: as a 404
+        # would say, so a helper command can be turned off and a needed one stops the sink.
+        raise SinkConfigError(
+            f"{command}: this Ameyo server does not offer the command ({problem})",
+            vendor=VENDOR,
+            code="404",
+        )
     raise AmeyoRefused(command, problem)
 
 

@@ -380,10 +380,25 @@ class AmeyoSink(BaseSink):
     # -- outcomes --------------------------------------------------------------
 
     async def poll_outcomes(self) -> int:
-        changed = await outcomes.poll(self.client, self.ctx.store, self.cfg, self._unread)
+        if self.features.is_off(OUTCOMES):
+            return 0
+        try:
+            changed = await outcomes.poll(self.client, self.ctx.store, self.cfg, self._unread)
+        except SinkConfigError as exc:
+            # A server or API user without getContacts: outcomes are off, leads still go.
+            if self.features.turn_off(OUTCOMES, exc, action=OUTCOMES_OFF):
+                return 0
+            raise
         if changed:
             self.log.info("sink.poll.outcomes", changed=changed)
         return changed
+
+
+OUTCOMES = "getContacts"
+OUTCOMES_OFF = (
+    "outcomes are not read back from Ameyo (no writeback for this sink); leads still go."
+    " Give the API user the Customer Manager read rights or upgrade Ameyo to have them"
+)
 
 
 def _lead_value(lead: Lead, source: str) -> str:

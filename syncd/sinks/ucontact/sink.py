@@ -58,6 +58,11 @@ def find_campaign(body: Any, name: str) -> dict[str, Any] | None:
 
 
 QUEUE_SUMMARY = "Supervisor/queuesummary"
+CAMPAIGN_STATUS = "Supervisor/campaignstatus"
+CAMPAIGN_CHECK_OFF = (
+    "the campaign's existence is not checked at start and the keep-alive reads no status;"
+    " leads still go. Give the API user supervisor rights or upgrade uContact to have it"
+)
 QUEUES_OFF = (
     "queue figures and hold_without_agents_min are off; leads still go. Give the API user "
     "supervisor rights or upgrade uContact to have them"
@@ -118,7 +123,16 @@ class UContactSink(BaseSink):
     async def check_campaign(self, *, required: bool) -> dict[str, Any] | None:
         """Return the campaign's status; SinkConfigError when it must exist and does not."""
         campaign = self.cfg.campaign
-        body = await self.client.json("Supervisor/campaignstatus", {"queue": campaign})
+        if self.features.is_off(CAMPAIGN_STATUS):
+            return None
+        try:
+            body = await self.client.json(CAMPAIGN_STATUS, {"queue": campaign})
+        except SinkConfigError as exc:
+            # An older release or a restricted API user: the check is a helper, not the
+            # sink (a wrong campaign name still shows: its uploads are refused).
+            if self.features.turn_off(CAMPAIGN_STATUS, exc, action=CAMPAIGN_CHECK_OFF):
+                return None
+            raise
         entry = find_campaign(body, campaign)
         checked = datetime.now(UTC).isoformat(timespec="seconds")
         if entry is None:
