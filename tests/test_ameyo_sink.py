@@ -264,14 +264,28 @@ async def test_a_lead_removed_from_the_campaign_mid_run_stops_the_sink_and_leads
     assert await rig.store.pending_count("ameyo") == 2
 
 
-async def test_two_leads_with_one_phone_share_one_customer(rig: Rig) -> None:
-    sink = await rig.sink()
+async def test_two_leads_with_one_phone_share_one_customer_when_duplicates_are_allowed(
+    rig: Rig,
+) -> None:
+    sink = await rig.sink(duplicates="allow")
     await rig.enqueue(lead(1), lead(2, phone="+919820000001"))
     counts, _ = await rig.push(sink)
     assert counts.delivered == 2
     refs = {(await rig.lead_row(key))["vendor_ref"] for key in ("L001", "L002")}
     assert len(refs) == 1
     assert rig.sim.uploads() == {"+919820000001": 2}
+
+
+async def test_by_default_the_second_lead_of_a_number_waits_instead_of_overwriting(
+    rig: Rig,
+) -> None:
+    sink = await rig.sink()
+    await rig.enqueue(lead(1), lead(2, phone="+919820000001"))
+    counts, _ = await rig.push(sink)
+    assert counts.delivered == 1
+    assert rig.sim.uploads() == {"+919820000001": 1}
+    [waiting] = await rig.store.waiting()
+    assert (waiting["key"], waiting["waits_for"]) == ("L002", "L001")
 
 
 async def wait_for(check: Any) -> None:

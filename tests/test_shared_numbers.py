@@ -10,12 +10,15 @@ removal that Jodo applies to a whole number (``saveDisposition`` by
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from syncd.simulators.jodo.api import JodoSimulator
 from tests.conftest import drop_csv, jodo_full_config, run_cli
+from tests.support.clock import FakeClock
 from tests.support.households import Member, export, households, open_records
 from tests.support.jodo_outcomes import serve
+from tests.support.reliability import run_engine, settings_for
 
 ON_DELETE = """
 [sinks.dispositions]
@@ -108,3 +111,40 @@ def test_with_duplicates_allowed_a_removal_waits_while_the_number_is_someone_els
     for number, live in live_numbers(members, all_gone).items():
         assert live <= set(open_records(sim)[number]), f"{number}: a live lead was closed"
     assert "removal_waits" in explained.stdout, explained.stdout
+
+
+async def test_the_next_lead_of_a_number_waits_until_the_holder_s_removal_has_landed(
+    tmp_path: Path,
+) -> None:
+    members = households(count=2, size=2, singles=0)
+    sim = JodoSimulator()  # nobody may dispose yet: saveDisposition says "Invalid login"
+    clock = FakeClock(datetime(2026, 11, 30, 6, 0, tzinfo=UTC).timestamp())
+    with serve(sim) as jodo:
+        cfg = config(tmp_path, jodo.url)
+        drop_csv(tmp_path / "inbox", "monday.csv", export(members))
+        await run_engine(settings_for(cfg), deadline_s=60, clock=clock)
+        drop_csv(tmp_path / "inbox", "tuesday.csv", export(members, {"H000-0"}))
+        refused = await run_engine(settings_for(cfg), deadline_s=60, clock=clock)
+        while_failing = open_records(sim)
+        sim.floor.set_agent("supervisor", 1)  # the disposing login exists now
+        clock.advance(2 * 3600)
+        landed = await run_engine(settings_for(cfg), deadline_s=60, clock=clock)
+
+    assert refused.sinks["jodo"].pending == 1  # the removal, still to land
+    assert while_failing["00919820000000"] == ["H000-0"], "the next member went too early"
+    assert landed.sinks["jodo"].delivered == 2  # the removal, then the next member
+    assert open_records(sim)["00919820000000"] == ["H000-1"]
+
+
+def test_a_lead_set_aside_and_then_deleted_leaves_the_run_balanced(tmp_path: Path) -> None:
+    members = households(count=2, size=3, singles=0)
+    sim = JodoSimulator(agents={"supervisor": 1})
+    with serve(sim) as jodo:
+        cfg = config(tmp_path, jodo.url)
+        sync(tmp_path, cfg, "monday.csv", export(members))
+        drop_csv(tmp_path / "inbox", "tuesday.csv", export(members, {"H000-2", "H001-1"}))
+        done = run_cli("run", "--once", "-c", str(cfg))
+
+    assert done.returncode == 0, done.stderr
+    assert "MISMATCH" not in done.stdout, done.stdout
+    assert "accounting:" in done.stdout

@@ -219,6 +219,10 @@ def plan_chunk(
             if previous is not None:  # known, never delivered: record that it is gone
                 write = LeadWrite(*lead, Action.DELETE, decision.value, line, state="removed")
                 plan.writes.append(write)
+                if previous.state in ACTIVE_STATES and previous.run_id != run_id:
+                    # It was counted as carried over (queued, or waiting behind another
+                    # lead of its number); it leaves here, counted as skipped.
+                    plan.carried_requeued += 1
             continue
         action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
         plan.writes.append(LeadWrite(*lead, action, decision.value, line))

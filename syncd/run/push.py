@@ -59,9 +59,12 @@ LEASE_S = 300.0
 # A lead held behind another of its number is looked at again this often even if the
 # other one's leaving was not seen (its number changed, it left at a pull).
 NUMBER_RECHECK_S = 300.0
-# A withdrawal past max_attempts: tried again every retry_max_s, never a dead letter
+# A withdrawal past max_attempts: tried again (WITHDRAWAL_RETRY_S), never a dead letter
 # (the number stays dialable until the dialer lets it go); `status` and /readyz say so.
 WITHDRAWAL_FAILING = "withdrawal failed"
+# …tried again hourly from then on: often enough for a dialer that comes round, and
+# past `run --once`'s default deadline, so a cron run does not sit waiting for it.
+WITHDRAWAL_RETRY_S = 3600.0
 HOLD_MAX_S = 60.0  # a held sink (a paused campaign) is asked again at least this often
 
 
@@ -238,7 +241,12 @@ class Pusher:
         stored = await self.store.number_holders(self.sink.name, wanted, alternates=bool(closing))
         holders = [h for h in stored if h.key not in mine]
         candidates = [Candidate(q.key, q.lead.phone, q.delivered_hash is not None) for q in upserts]
-        waits = set_aside(candidates, holders, sink=self.sink.name)
+        # A removal not yet landed still holds its number at the dialer: a lead of that
+        # number waits for it (else a failing removal leaves two open records, and the
+        # removal would then wait for the newcomer for good).
+        closers = [*(await self._queued_closings(mine) if upserts else []), *closing.items()]
+        removing = [Holder(key, "inflight", True, n) for key, ns in closers for n in ns]
+        waits = set_aside(candidates, [*holders, *removing], sink=self.sink.name)
         if closing:
             # What this batch sends counts too: its imports go out before its removals.
             going = [
@@ -260,11 +268,19 @@ class Pusher:
             {key: self._facts(by_key[key], closing.get(key, ())) for key in waits},
         )
         self.log.info(
-            "push.number.waits",
+            "push.waits",
             count=len(waits),
             reason=next(iter(waits.values())).reason.split(":")[0],
         )
         return [q for q in batch if q.key not in waits]
+
+    async def _queued_closings(self, mine: set[str]) -> list[tuple[str, list[str]]]:
+        """Return (key, numbers) of this sink's queued removals that close a number."""
+        found = []
+        for q in await self.store.queued_removals(self.sink.name):
+            if q.key not in mine and (numbers := self.sink.closes_numbers(q)):
+                found.append((q.key, numbers))
+        return found
 
     async def _gate(self, deadline: float) -> bool:
         """Return True once the breaker and any Retry-After hold let a push go.
@@ -484,7 +500,8 @@ class Pusher:
             )
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
-                    completion.next_at = self.clock.time() + self.cfg.retry_max_s
+                    wait = max(self.cfg.retry_max_s, WITHDRAWAL_RETRY_S)
+                    completion.next_at = self.clock.time() + wait
                     completion.reason = (
                         f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
                         " syncd keeps trying)"

@@ -167,6 +167,10 @@ class StateStore(Protocol):
         """Return the sink's leads queued for or held by the dialer under ``numbers``."""
         ...
 
+    async def queued_removals(self, sink: str, limit: int = 10_000) -> list[QueuedLead]:
+        """Return the sink's removals of delivered leads not landed yet (pending/held)."""
+        ...
+
     async def set_aside(
         self,
         sink: str,
