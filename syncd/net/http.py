@@ -132,15 +132,6 @@ def make_client(
     return httpx.AsyncClient(timeout=timeout, transport=GuardedTransport(inner, guard))
 
 
-def human_seconds(seconds: float) -> str:
-    """Return ``90`` as ``1.5 min``, ``86400`` as ``24 h``: what a person reads in a reason."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.3g} min"
-    return f"{seconds:.3g} s"
-
-
 # A request extension: this request goes ahead of those queued for the sink's rate
 # (a new login and the replay of the request that found the session expired).
 URGENT = "syncd.urgent"

@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 
 import structlog
 
+from syncd.core.durations import human_seconds
+
 log = structlog.get_logger("syncd.ratelimit")
 
 
@@ -174,8 +176,6 @@ class RequestLimits:
 
     def hold_text(self, seconds: float) -> str:
         """Return why requests wait ``seconds``: the hold's cause, or the dialer's Retry-After."""
-        from syncd.net.http import human_seconds  # http imports this module
-
         cause = self.limiter.hold_cause
         if cause:
             return f"{cause}; next try in {human_seconds(seconds)}"

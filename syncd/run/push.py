@@ -34,6 +34,7 @@ import structlog
 from syncd.config import SinkConfig
 from syncd.core.audit import Facts, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.durations import human_seconds
 from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
@@ -49,7 +50,6 @@ from syncd.errors import (
     public_reason,
 )
 from syncd.net.breaker import BreakerState
-from syncd.net.http import human_seconds
 from syncd.run.dnc_lists import STALE_RECHECK_S
 from syncd.run.progress import PushProgress
 from syncd.sinks.base import BatchRejected, Sink

@@ -34,6 +34,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.core.durations import human_seconds
 from syncd.core.model import PushResult, QueuedLead, ResultKind
 from syncd.errors import (
     BatchTooLarge,
@@ -43,7 +44,6 @@ from syncd.errors import (
     SinkHeld,
     VendorError,
 )
-from syncd.net.http import human_seconds
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.dialled import DialledCheck
