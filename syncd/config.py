@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from syncd import registry
 from syncd.core.phones import parse_dial_format
 from syncd.core.scrub import register_secrets
+from syncd.core.window_hold import NOT_HELD, WindowHold
 from syncd.errors import ConfigError
 from syncd.secrets import UNSET, Secret
 
@@ -125,6 +126,13 @@ class SinkConfig(Strict):
     duplicates: Literal["one_per_number", "allow"] = "one_per_number"
     # "agents": the outbox an [[routes]] kind = "agents" adds for its sink (never configured)
     _entity: str = PrivateAttr("leads")
+
+    def window_hold(self) -> WindowHold:
+        """Return what this dialer can be held to of the calling window (core.window_hold).
+
+        A vendor's config overrides it with what its API takes and how it is set.
+        """
+        return NOT_HELD
 
     @property
     def entity(self) -> str:

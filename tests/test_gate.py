@@ -219,6 +219,35 @@ def test_min_minutes_left_means_the_whole_span_lies_in_one_opening(
     assert decided.until == (utc(release) if release else None)
 
 
+@pytest.mark.parametrize(
+    ("zones", "now", "closes"),
+    [
+        # London 10:00: the morning opening ends at 12:00, not at 20:00
+        (("Europe/London",), "2026-11-30 10:00", "2026-11-30 12:00"),
+        (("Europe/London",), "2026-11-30 13:00", "2026-11-30 20:00"),
+        # New York and Chicago both open: the first to close (New York, 12:00 EST) ends it
+        (("America/New_York", "America/Chicago"), "2026-11-30 15:30", "2026-11-30 17:00"),
+        # the US change day (Sunday 2026-11-01 has no window; Saturday 10-31 is EDT)
+        (("America/New_York",), "2026-10-31 22:00", "2026-11-01 00:00"),
+        # a closed window has no close
+        (("Europe/London",), "2026-11-30 12:01", None),
+    ],
+)
+def test_an_allowed_lead_knows_when_its_opening_closes(
+    zones: tuple[str, ...], now: str, closes: str | None
+) -> None:
+    decided = window_decision(SPLIT_DAY, zones, utc(now))
+    assert decided.closes == (utc(closes) if closes else None)
+
+
+def test_several_routes_close_when_the_first_of_their_windows_does() -> None:
+    early = RouteWindow(CallingWindow.parse({"mon-sat": "09:00-17:00"}), "Europe/London")
+    late = RouteWindow(WEEKDAYS_9_TO_8, "Europe/London")
+    decided = calling_decision("+442071234567", "", [late, early], utc("2026-11-30 10:00"))
+    assert decided.verdict is Verdict.ALLOW
+    assert decided.closes == utc("2026-11-30 17:00")
+
+
 # -- a CRM callback time outside the window ------------------------------------------------
 
 

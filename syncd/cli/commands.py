@@ -217,6 +217,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     phones = choose_phone_backend(settings)
     print(f"phone numbers validated by {phones.name} ({phones.why})")
+    for sink in dialers:
+        hold = sink.window_hold()
+        mark = "" if hold.held else "WARNING: "
+        print(f"{mark}sink {sink.name} ({sink.kind}): calling window {hold.describe()}")
     if settings.health.enabled:
         print(_status_page_line(settings))
     return EXIT_OK

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -47,6 +47,7 @@ class GateDecision:
     code: str = ""
     reason: str = ""
     until: datetime | None = None  # HOLD: when the window opens (UTC)
+    closes: datetime | None = None  # ALLOW: when the opening it allows in ends (UTC)
     zones: tuple[str, ...] = ()  # the zones the decision was made in
 
     @property
@@ -108,6 +109,18 @@ class CallingWindow:
                 closes = (midnight + timedelta(seconds=end)).astimezone(UTC)
                 return at + span <= closes
         return False
+
+    def closes_at(self, zone: ZoneInfo, at: datetime) -> datetime | None:
+        """Return (UTC) when the opening ``at`` falls in ends in ``zone`` (None: not open)."""
+        local = at.astimezone(zone)
+        if local.date() in self.holidays:
+            return None
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        for start, end in self.hours[local.weekday()]:
+            if start <= second < end:
+                midnight = datetime(local.year, local.month, local.day, tzinfo=zone)
+                return (midnight + timedelta(seconds=end)).astimezone(UTC)
+        return None
 
     def openings(self, zone: ZoneInfo, after: datetime, days: int) -> Iterator[datetime]:
         """Yield (UTC) the moments the window opens in ``zone``, from the day of ``after`` on."""
@@ -183,6 +196,12 @@ def next_opening(
     return next((t for t in sorted(openings) if inside(t)), None)
 
 
+def open_until(window: CallingWindow, zones: tuple[str, ...], now: datetime) -> datetime | None:
+    """Return when the opening ``now`` is in ends: the first close among ``zones``."""
+    closes = [c for z in zones if (c := window.closes_at(zone_info(z), now)) is not None]
+    return min(closes) if closes else None
+
+
 def window_decision(
     window: CallingWindow | None,
     zones: tuple[str, ...],
@@ -199,7 +218,7 @@ def window_decision(
     opening = next_opening(window, zones, now, margin)
     where = ", ".join(zones)
     if opening == now:
-        return GateDecision(Verdict.ALLOW, zones=zones)
+        return GateDecision(Verdict.ALLOW, zones=zones, closes=open_until(window, zones, now))
     if opening is None:
         return GateDecision(
             Verdict.BLOCK,
@@ -261,7 +280,12 @@ def _combined(decisions: list[GateDecision], now: datetime) -> GateDecision:
     held = [d for d in decisions if d.verdict is Verdict.HOLD]
     if held:
         return max(held, key=lambda d: d.until or now)  # rechecked then: the others may differ
-    return decisions[0] if decisions else ALLOWED
+    if not decisions:
+        return ALLOWED
+    closes = [d.closes for d in decisions if d.closes is not None]
+    if len(decisions) > 1 and closes:  # open in every route's window: until the first closes
+        return replace(decisions[0], closes=min(closes))
+    return decisions[0]
 
 
 # -- screening a lead's content ----------------------------------------------------------

@@ -101,6 +101,11 @@ class QueuedLead:
     attempts: int
     vendor_ref: str | None = None  # the dialer's own id once known (Ameyo customerId)
     delivered_hash: str | None = None  # what the dialer held before this push, if anything
+    # Set by the push for a lead the calling window allows now: when the opening it is
+    # pushed in closes (UTC; None: no window, or one that never closes), and the zones it
+    # was decided in. A sink that can holds the dialer to it (core.window_hold).
+    dial_until: datetime | None = None
+    dial_zones: tuple[str, ...] = ()
 
 
 class ResultKind(enum.StrEnum):

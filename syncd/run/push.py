@@ -26,6 +26,7 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,7 +186,7 @@ class Pusher:
             if decision.zones:
                 self._zones[q.key] = decision.zones
             if decision.verdict is Verdict.ALLOW:
-                allowed.append(q)
+                allowed.append(replace(q, dial_until=decision.closes, dial_zones=decision.zones))
             elif decision.verdict is Verdict.HOLD and decision.until is not None:
                 holds.append((q.key, decision.until.timestamp(), decision.text))
                 codes[q.key] = decision.code
