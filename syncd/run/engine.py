@@ -30,6 +30,7 @@ import structlog
 from syncd.config import Settings, SourceConfig, WritebackConfig
 from syncd.core.audit import sink_policy_version
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.durations import human_seconds
 from syncd.core.gate import CallingWindow, RouteWindow
 from syncd.core.health import HealthTracker
 from syncd.core.summary import RunSummary, SinkCounts
@@ -192,6 +193,12 @@ class Engine:
     ) -> None:
         """Read one source and reconcile it into the outbox, chunk by chunk."""
         if not await self.leads(f"pull:{cfg.name}"):
+            # Said, not skipped in silence: a dead replica's turn passes after leader_ttl_s.
+            ttl = human_seconds(self.settings.state.leader_ttl_s)
+            summary.files_waiting.append(
+                f"{cfg.name}: another replica reads this source now (if it died, its turn "
+                f"passes within {ttl})"
+            )
             return
         puller = Puller(self.settings, self.store, summary, progress=progress)
         try:

@@ -36,6 +36,7 @@ from syncd.core.phones import PhoneError, to_e164
 from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError
+from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
 from syncd.sources.csv_drop import CsvDropSource
 from syncd.state.base import BlockedLead, ChunkWrite, DncVersion, StateStore
@@ -68,14 +69,19 @@ def build_source(
 _CHOSEN: dict[tuple[str, tuple[str, ...]], phones.BackendChoice] = {}
 
 
+def backend_wanted(settings: Settings) -> tuple[str, tuple[str, ...]]:
+    """Return what ``phones.use_backend`` is asked: the setting and the routes' regions."""
+    regions = {r.default_region for r in settings.routes}
+    regions.update(d.default_region for d in settings.dnc_lists)
+    return settings.run.phone_backend, tuple(sorted(regions))
+
+
 def choose_phone_backend(settings: Settings) -> phones.BackendChoice:
     """Return the phone library mapping uses, chosen (and logged) once per process.
 
-    Chosen before the worker processes start: they inherit the choice.
+    The mapping workers make the same choice when they start (``run.workers``).
     """
-    regions = {r.default_region for r in settings.routes}
-    regions.update(d.default_region for d in settings.dnc_lists)
-    wanted = (settings.run.phone_backend, tuple(sorted(regions)))
+    wanted = backend_wanted(settings)
     choice = _CHOSEN.get(wanted)
     if choice is None:
         try:
@@ -317,7 +323,7 @@ class Puller:
         if len(rows) < POOL_THRESHOLD or workers <= 1:
             return normalize_rows(route_json, chunk.header, rows)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=workers)
+            self._pool = mapping_pool(workers, phones.use_backend, backend_wanted(self.settings))
         loop = asyncio.get_running_loop()
         size = -(-len(rows) // workers)
         parts = [rows[i : i + size] for i in range(0, len(rows), size)]
