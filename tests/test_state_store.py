@@ -404,3 +404,39 @@ async def test_the_audit_facts_commit_with_each_decision_and_a_removal_reads_the
     delivered = [r for r in rows if r["kind"] == "push.delivered"]
     assert [r["facts"] for r in delivered] == [said, removal]
     assert delivered[1]["known"] == said  # the removal names no number: the earlier one does
+
+
+async def test_a_lead_whose_window_closed_before_the_dialer_rang_it_goes_back_to_the_outbox(
+    store: SqliteStore,
+) -> None:
+    from datetime import UTC, datetime
+
+    from syncd.core.model import Outcome
+
+    for key in ("QUIET", "CONNECTED", "RUNG", "OPEN"):
+        await enqueue(store, key, f"h-{key}")
+    await store.claim("jodo", 10, 60)
+    now = time.time()
+    closed, later = now - 60, now + 3600
+    await store.complete(
+        "jodo",
+        [
+            Completion(key, f"h-{key}", ResultKind.DELIVERED, dial_until=until)
+            for key, until in (("QUIET", closed), ("CONNECTED", closed), ("RUNG", closed),
+                               ("OPEN", later))
+        ],
+    )  # fmt: skip
+    seen = datetime.now(UTC)
+    await store.record_outcomes(
+        [
+            Outcome("jodo", "CONNECTED", seen, status="connected"),
+            # dialled after its delivery (no answer): its chance came, it is not sent again
+            Outcome("jodo", "RUNG", seen, status="no_answer", last_dialed_at=seen),
+        ]
+    )
+    assert await store.requeue_expired("jodo", now, "expired undialled") == 1
+    assert await store.requeue_expired("jodo", now, "expired undialled") == 0  # once
+    [again] = await store.claim("jodo", 10, 60)
+    assert (again.key, again.attempts, again.delivered_hash) == ("QUIET", 1, "h-QUIET")
+    history = await store.lead_history("QUIET")
+    assert "dialer.expired" in [e["kind"] for e in history["events"]]

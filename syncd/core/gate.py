@@ -272,6 +272,28 @@ def calling_decision(
     return decision
 
 
+def callback_close(
+    numbers: str | Sequence[str],
+    zone_hint: str,
+    windows: Sequence[RouteWindow],
+    call_at: datetime,
+) -> datetime | None:
+    """Return (UTC) when the opening ``call_at`` falls in closes, in every route's window.
+
+    A lead pushed today with a callback tomorrow is dialled in tomorrow's opening: the
+    dialer must keep it until that one closes, not today's. None: ``call_at`` is in no
+    opening of some window (the dialer must not ring it then anyway).
+    """
+    closes = []
+    for w in windows:
+        zones = lead_zones(numbers, zone_hint, w.fallback_zone, w.zones)
+        close = open_until(w.window, zones, call_at) if zones else None
+        if close is None:
+            return None
+        closes.append(close)
+    return min(closes) if closes else None
+
+
 def _combined(decisions: list[GateDecision], now: datetime) -> GateDecision:
     """Return the one decision several windows make together (see ``calling_decision``)."""
     blocked = [d for d in decisions if d.verdict is Verdict.BLOCK]

@@ -30,6 +30,9 @@ class WindowHold:
     close: Close
     how: str  # what syncd sends, in the vendor's words
     in_dialer: str  # what must be configured in the dialer itself for the rest
+    # The vendor takes the close once per request, not per record: the push sends one
+    # request per distinct close (QueuedLead.dial_until) of a batch.
+    per_request: bool = False
 
     @property
     def held(self) -> bool:

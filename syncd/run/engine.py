@@ -55,6 +55,11 @@ HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `sy
 DEADLINE_GRACE_S = 2.0  # past `--deadline`, what in-flight work gets before it is cut off
 ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
 ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
+# Why a delivered lead is queued again (its history, `syncd explain`)
+EXPIRED_UNDIALLED = (
+    "the calling window closed before the dialer rang it (expired there): sent again at the"
+    " next opening"
+)
 
 
 def _queues(sink: Any) -> list[Any]:
@@ -216,6 +221,8 @@ class Engine:
         released = await self.store.release_held(name, self.clock.time())
         if released:
             log.info("gate.released", sink=name, count=released)
+        # Counted as carried over: delivered in an earlier run, back in the outbox now.
+        counts.carried += await self._send_expired_again(name)
         states = await self.check_lists()
         stale = strict_hold(self.settings, states, name)
         strict = any(s.strict for s in states)  # else no lead was ever held for a list
@@ -250,6 +257,18 @@ class Engine:
             )
         else:
             self.health.recovered(f"paused:{name}", event="sink.push.resumed", sink=name)
+
+    async def _send_expired_again(self, name: str) -> int:
+        """Queue again the leads whose window closed at a dialer that lets them expire
+        (``WindowHold.close == "expiry"``) before it dialled them: else they never ring.
+        The gate holds them until the next opening, where they go with its close.
+        Return how many."""
+        if self.sinks[name].cfg.window_hold().close != "expiry":
+            return 0
+        count = await self.store.requeue_expired(name, self.clock.time(), EXPIRED_UNDIALLED)
+        if count:
+            log.info("push.expired_again", sink=name, count=count, reason=EXPIRED_UNDIALLED)
+        return count
 
     async def check_lists(self, *, again: bool = False) -> list[ListState]:
         """Return the do-not-call lists' age (read again at most every LISTS_RECHECK_S, or

@@ -36,7 +36,7 @@ from syncd.config import SinkConfig
 from syncd.core.audit import Facts, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
-from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones
+from syncd.core.gate import RouteWindow, Verdict, callback_close, calling_decision, lead_zones
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
@@ -149,9 +149,9 @@ class Pusher:
                     batch = await self._while_list_stale(batch, self.dnc_stale)
                 if batch:
                     batch = await self._one_per_number(batch)
-                if batch:
-                    await self.push_batch(batch)
-                elif probing:
+                for part in self._per_close(batch):
+                    await self.push_batch(part)
+                if not batch and probing:
                     breaker.cancel()  # every lead was held: nothing probed the dialer
                 continue
             if probing:
@@ -186,7 +186,8 @@ class Pusher:
             if decision.zones:
                 self._zones[q.key] = decision.zones
             if decision.verdict is Verdict.ALLOW:
-                allowed.append(replace(q, dial_until=decision.closes, dial_zones=decision.zones))
+                until = self._dial_until(q, decision.closes)
+                allowed.append(replace(q, dial_until=until, dial_zones=decision.zones))
             elif decision.verdict is Verdict.HOLD and decision.until is not None:
                 holds.append((q.key, decision.until.timestamp(), decision.text))
                 codes[q.key] = decision.code
@@ -211,6 +212,16 @@ class Pusher:
                 self.sink.name, [r[2] for r in holds] + [r.reason for r in refused]
             )
         return allowed
+
+    def _dial_until(self, q: QueuedLead, closes: datetime | None) -> datetime | None:
+        """Return until when the dialer may ring ``q``: the close of the opening it is
+        pushed in, or of its callback's opening when the CRM's call_at falls after that."""
+        call_at = q.lead.call_at
+        if closes is None or call_at is None or call_at < closes:
+            return closes
+        numbers = (q.lead.phone, *q.lead.alt_phones)
+        later = callback_close(numbers, q.lead.zone, self.windows, call_at)
+        return later if later is not None and later > closes else closes
 
     async def _while_list_stale(self, batch: Sequence[QueuedLead], why: str) -> list[QueuedLead]:
         """Return the removals only: a strict do-not-call list of this sink's routes is too
@@ -274,6 +285,16 @@ class Pusher:
             reason=next(iter(waits.values())).reason.split(":")[0],
         )
         return [q for q in batch if q.key not in waits]
+
+    def _per_close(self, batch: list[QueuedLead]) -> list[list[QueuedLead]]:
+        """Return the batch as the requests it goes in: one per window close when the
+        dialer takes the close per request, not per record (``WindowHold.per_request``)."""
+        if not batch or not self.cfg.window_hold().per_request:
+            return [batch] if batch else []
+        parts: dict[datetime | None, list[QueuedLead]] = {}
+        for q in batch:
+            parts.setdefault(q.dial_until, []).append(q)
+        return list(parts.values())
 
     async def _queued_closings(self, mine: set[str]) -> list[tuple[str, list[str]]]:
         """Return (key, numbers) of this sink's queued removals that close a number."""
@@ -498,6 +519,7 @@ class Pusher:
                 facts=self._facts(
                     queued, code=self._refusals.pop(result.key, ""), reply=result.reply
                 ),
+                dial_until=queued.dial_until.timestamp() if queued.dial_until else None,
             )
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:

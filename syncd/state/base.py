@@ -103,6 +103,9 @@ class Completion:
     final: bool = False  # for RETRY: attempts exhausted, becomes FAILED
     reply: str = ""  # the dialer's answer for this lead, kept in its history
     facts: str = ""  # the audit's facts of this push (syncd.core.audit.Facts JSON)
+    # DELIVERED: until when (epoch s) the dialer may ring it, the window's close it was
+    # pushed with (QueuedLead.dial_until); None: no window
+    dial_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,17 @@ class StateStore(Protocol):
 
     async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
         """Return leads held behind another lead of their number, for ``status``."""
+        ...
+
+    async def requeue_expired(self, sink: str, now: float, reason: str) -> int:
+        """Return to the outbox the delivered leads whose ``dial_until`` passed undialled.
+
+        For a dialer that stops dialling a record at its expiry (``WindowHold.close``
+        "expiry"): a lead it did not dial between its delivery and that close would
+        never ring again, so it is sent again (the gate holds it until the next opening).
+        "Dialled" is an outcome that finished it (connected, closed) or one dialled at or
+        after the delivery. Return how many.
+        """
         ...
 
     async def release_held(self, sink: str, now: float) -> int:

@@ -125,6 +125,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sink, key));
     CREATE INDEX dnc_blocked_list ON dnc_blocked (list);
     """,
+    # 7: until when the dialer may ring a delivered lead (the window's close it went with)
+    """
+    ALTER TABLE leads ADD COLUMN dial_until REAL;
+    """,
 ]
 
 log = structlog.get_logger("syncd.state")
@@ -599,7 +603,9 @@ class SqliteStore:
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
             if c.kind is ResultKind.DELIVERED:
-                delivered.append((c.pushed_hash, c.vendor_ref, now, c.pushed_hash, sink, c.key))
+                delivered.append(
+                    (c.pushed_hash, c.vendor_ref, now, c.pushed_hash, c.dial_until, sink, c.key)
+                )
             elif c.kind is ResultKind.REJECTED:
                 rejected.append((c.pushed_hash, c.reason, sink, c.key))
             elif c.final:
@@ -616,7 +622,7 @@ class SqliteStore:
                                  WHEN action = 'delete' THEN 'removed' ELSE 'delivered' END,
                     attempts = CASE WHEN state = 'pending' THEN 0 ELSE attempts END,
                     vendor_ref = COALESCE(?, vendor_ref), delivered_at = ?, delivered_hash = ?,
-                    last_error = NULL, lease_until = NULL, next_at = 0
+                    dial_until = ?, last_error = NULL, lease_until = NULL, next_at = 0
                 WHERE sink = ? AND key = ?
                 """,
                 delivered,
@@ -822,6 +828,27 @@ class SqliteStore:
                 (sink, now),
             )
             return cur.rowcount or 0
+
+    async def requeue_expired(self, sink: str, now: float, reason: str) -> int:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE leads SET state = 'pending', next_at = ?, attempts = 0,"
+                " dial_until = NULL, last_error = ?"
+                " WHERE sink = ? AND state = 'delivered' AND action = 'upsert'"
+                " AND dial_until IS NOT NULL AND dial_until <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM outcomes o"
+                " WHERE o.sink = leads.sink AND o.key = leads.key"
+                " AND (o.status IN ('connected', 'closed')"
+                " OR o.last_dialed_at >= leads.delivered_at))"
+                " RETURNING key",
+                (now, reason, sink, now),
+            )
+            keys = [str(r[0]) for r in await cur.fetchall()]
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, sink, key, "dialer.expired", reason) for key in keys],
+            )
+            return len(keys)
 
     async def release_held_for(self, sink: str, reason: str) -> int:
         async with self._tx() as db:

@@ -8,8 +8,10 @@ uploadContactAndAddCallback, addCallback, getContacts. Sessions expire after
 ``hash-key`` / ``policy-name`` / ``requesting-host`` headers instead.
 
 Customers are upserted on (campaign, phone1) honouring ``update.customer`` and
-``migrate.customer``; the dialing engine in ``ameyo_dialer`` works through them
-and their callbacks over time, so getContacts has real outcomes to report.
+``migrate.customer``, with the request's ``validityTime`` (the server's clock, or the
+zone it names: ``GMT+05:30``, ``+0530``, ``IST``), after which a customer is not
+dialled; the dialing engine in ``ameyo_dialer`` works through them and their
+callbacks over time, so getContacts has real outcomes to report.
 
 Quirks (:mod:`syncd.simulators.quirks`): a BOM, a campaign not running for a
 while ("Campaign is not running"), 413 above N records, commands the server lacks,
@@ -30,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,9 +45,17 @@ from syncd.simulators.ameyo.dialing import Callback, ContactFloor, Customer, Lea
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
 from syncd.simulators.form import parse_form
 from syncd.simulators.quirks import Quirks, QuirkState, holdings_of, quirks_route
+from syncd.simulators.ringing import RingTimes
 
 ALIAS = "__campaign_customer_table_alias__."
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A validityTime's zone, as Java's `yyyy-MM-dd HH:mm:ss z` reads it: GMT+05:30, +0530, or
+# one of the abbreviations it maps (a few; the document's example is IST).
+ZONE_OFFSET = re.compile(r"^(?:GMT|UTC)?([+-])(\d{1,2}):?(\d{2})$")
+ZONE_NAMES = {
+    "UTC": 0, "GMT": 0, "IST": 330, "EST": -300, "EDT": -240, "CST": -360, "CDT": -300,
+    "MST": -420, "MDT": -360, "PST": -480, "PDT": -420,
+}  # fmt: skip
 PHONE_COLUMN = re.compile(r"^phone\d+$")
 PHONE_TEXT = re.compile(r"^\+?\d+$")
 SESSION_SHAPES = ("status", "processing", "failed", "login_page")
@@ -391,9 +401,12 @@ class AmeyoSimulator:
         records = data.get("customerRecords")
         if not isinstance(records, list):
             return failed("CustomerManager.customerRecords.cannot.be.null")
+        valid_until = _validity(data, self.zone)
+        if isinstance(valid_until, dict):
+            return valid_until
         results = []
         for record in records:
-            outcome, _ = self._upsert(*target, record)
+            outcome, _ = self._upsert(*target, record, valid_until)
             results.append(outcome)
         return {"beanResponse": results}
 
@@ -408,6 +421,9 @@ class AmeyoSimulator:
         records = data.get("customerAndCallbackRecords")
         if not isinstance(records, list):
             return failed("CustomerManager.customerAndCallbackRecords.cannot.be.null")
+        valid_until = _validity(data, self.zone)
+        if isinstance(valid_until, dict):
+            return valid_until
         answers = []
         for item in records:
             item = item if isinstance(item, dict) else {}
@@ -434,7 +450,7 @@ class AmeyoSimulator:
                 )
                 answers.append(answer)
                 continue
-            outcome, customer = self._upsert(*target, item.get("customerRecord"))
+            outcome, customer = self._upsert(*target, item.get("customerRecord"), valid_until)
             answer.update(
                 {
                     "crmIntegrated": True,
@@ -556,7 +572,12 @@ class AmeyoSimulator:
         return None
 
     def _upsert(
-        self, campaign_id: int, lead_id: int, props: dict[str, Any], record: Any
+        self,
+        campaign_id: int,
+        lead_id: int,
+        props: dict[str, Any],
+        record: Any,
+        valid_until: float | None = None,
     ) -> tuple[dict[str, Any], Customer | None]:
         if not isinstance(record, dict):
             return _failure("INVALID_RECORD_FAILED", "CustomerManager.record.invalid"), None
@@ -585,6 +606,7 @@ class AmeyoSimulator:
             update=_flag(props.get("update.customer")),
             migrate=_flag(props.get("migrate.customer")),
             now=self.clock(),
+            valid_until=valid_until,
         )
         return _success(result, customer), customer
 
@@ -612,6 +634,7 @@ class AmeyoSimulator:
             "num_inbound_attempted": 0,
             "num_inbound_connected": 0,
             "churn_count": 0,
+            "validity_time": _db_time(c.valid_until, self.zone),
         }
         extra = {
             alias: values[name] for name, alias in columns.items() if values.get(name) is not None
@@ -647,7 +670,9 @@ class AmeyoSimulator:
         """Return who the dialer would ring: its customers, open per number.
 
         Ameyo has no delete: every customer of an enabled lead list that has not
-        run out of attempts or connected stays open (``finished`` otherwise).
+        run out of attempts or connected stays open (``finished`` otherwise). An open
+        row rings from its pending callback's time to its validityTime
+        (``syncd.simulators.ringing``); the simulated campaign has no calling hours.
         """
         with self.lock:
             self.floor.advance(self.clock())
@@ -663,6 +688,7 @@ class AmeyoSimulator:
                     "key": str(c.data.get(self.key_column) or ""),
                     "numbers": numbers,
                     "name": str(c.data.get(self.name_column) or ""),
+                    **self._ring_times(c).fields(),
                 }
                 lead = self.campaigns.get(campaign_id, {}).get(c.lead_id)
                 done = c.status == "CONNECTED" or (
@@ -670,6 +696,13 @@ class AmeyoSimulator:
                 )
                 (finished if done else open_rows).append(row)
         return holdings_of(open_rows, [], finished)
+
+    def _ring_times(self, c: Customer) -> RingTimes:
+        callback = next((cb for cb in self.floor.callbacks if cb.id == c.callback_id), None)
+        return RingTimes(
+            ring_from=_utc(callback.at) if callback is not None else None,
+            ring_until=_utc(c.valid_until),
+        )
 
     def customer_list(self) -> list[Customer]:
         """Return copies of the customers after letting the dialer catch up."""
@@ -730,6 +763,38 @@ def _parse_time(value: Any, zone: ZoneInfo) -> float | None:
         return datetime.strptime(str(value).strip(), TIME_FORMAT).replace(tzinfo=zone).timestamp()
     except ValueError:
         return None
+
+
+def _validity(data: dict[str, Any], zone: ZoneInfo) -> float | dict[str, Any] | None:
+    """Return a request's validityTime (epoch s; None: not given), or its refusal."""
+    value = data.get("validityTime")
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    named = text[19:].strip()  # after "YYYY-MM-DD hh:mm:ss"
+    where: tzinfo | None = _named_zone(named) if named else zone
+    try:
+        if where is None:
+            raise ValueError(named)
+        return datetime.strptime(text[:19], TIME_FORMAT).replace(tzinfo=where).timestamp()
+    except ValueError:
+        return failed("CustomerManager.validity.time.invalid", text)
+
+
+def _named_zone(name: str) -> tzinfo | None:
+    """Return the zone a validityTime names (None: one Java would not read)."""
+    if name.upper() in ZONE_NAMES:
+        return timezone(timedelta(minutes=ZONE_NAMES[name.upper()]))
+    match = ZONE_OFFSET.match(name.upper())
+    if match is None:
+        return None
+    sign, hours, minutes = match.groups()
+    offset = timedelta(hours=int(hours), minutes=int(minutes))
+    return timezone(-offset if sign == "-" else offset)
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
 
 
 def _display_time(epoch: float, zone: ZoneInfo) -> str:

@@ -7,6 +7,10 @@ what fell due since the last request, at most ``dials_per_tick`` customers every
 customer that did not connect again after ``redial_after_s`` until its lead's
 ``max_attempt``. Each dial sets status, attempts, disposition, last user and the
 last dialled time, so that ``getContacts`` has real outcomes to report.
+
+A customer uploaded with a ``validityTime`` is not dialled from then on (a callback or
+redial falling later is dropped); an upload with a new one makes it dialable again
+(due at once, unless a callback or redial is due later).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Customer:
     uploads: int = 1  # how many times syncd (or anyone) uploaded this phone1
     due: float | None = None  # when the dialer will next call this customer
     callback_id: str | None = None  # the callback that made it due, if any
+    valid_until: float | None = None  # validityTime: not dialled from then on (None: always)
 
 
 @dataclass
@@ -96,18 +101,22 @@ class ContactFloor:
         update: bool,
         migrate: bool,
         now: float,
+        valid_until: float | None = None,
     ) -> tuple[str, Customer]:
         """Return Ameyo's result type and the customer after uploading ``record``."""
         phone1 = str(record["phone1"]).strip()
         existing = self._by_phone.get((campaign_id, phone1))
         if existing is None:
             customer = Customer(next(self._ids), campaign_id, lead_id, dict(record))
+            customer.valid_until = valid_until
             self.customers[customer.customer_id] = customer
             self._by_phone[(campaign_id, phone1)] = customer.customer_id
             self._make_due(customer, now)
             return "ADDED", customer
         customer = self.customers[existing]
         customer.uploads += 1
+        if valid_until is not None:
+            self._revalidate(customer, valid_until, now)
         moved = migrate and customer.lead_id != lead_id
         if update:
             customer.data.update(record)
@@ -147,6 +156,20 @@ class ContactFloor:
         self._make_due(customer, when)
         return cb
 
+    def _revalidate(self, customer: Customer, valid_until: float, now: float) -> None:
+        """A new validityTime: a customer not finished becomes dialable again from now."""
+        customer.valid_until = valid_until
+        lead = self.campaigns[customer.campaign_id].get(customer.lead_id)
+        finished = customer.status == "CONNECTED" or (
+            lead is not None and customer.attempts >= lead.max_attempt
+        )
+        if not finished and (customer.due is None or customer.due < now):
+            self._make_due(customer, now)
+
+    def expired(self, customer: Customer, at: float) -> bool:
+        """Return True when ``customer``'s validityTime has passed at ``at``."""
+        return customer.valid_until is not None and at >= customer.valid_until
+
     def _make_due(self, customer: Customer, when: float) -> None:
         customer.due = when
         heapq.heappush(self._queue, (when, next(self._seq), customer.customer_id))
@@ -165,8 +188,8 @@ class ContactFloor:
                 if customer.due != due:
                     continue  # superseded by a later callback or redial
                 lead = self.campaigns[customer.campaign_id].get(customer.lead_id)
-                if lead is None or not lead.enabled:
-                    customer.due = None
+                if lead is None or not lead.enabled or self.expired(customer, tick):
+                    customer.due = None  # a disabled lead list, or past its validityTime
                     continue
                 self._dial(customer, tick, lead.max_attempt)
                 dialled += 1

@@ -8,6 +8,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from syncd.config import SinkConfig, Strict, TimeZoneName
 from syncd.core.model import CallStatus
+from syncd.core.window_hold import WindowHold
 from syncd.secrets import Secret
 
 COMMAND_PATH = "/ameyowebaccess/command"
@@ -60,6 +61,11 @@ class AmeyoSinkConfig(SinkConfig):
     callbacks: bool = True  # False: uploadContacts only, call_at is not scheduled
     self_callback: bool = False  # "isSelfCallBack" for callbacks with an agent
     timezone: TimeZoneName = "UTC"  # the Ameyo server's clock, for callBackTime and dial times
+    # validityTime, after which Ameyo does not dial the customer: the calling window's
+    # close. "zone": on the server's clock with its offset ("2026-11-30 20:00:00 GMT+05:30",
+    # the document's "… IST" without the ambiguity of a zone abbreviation); "plain":
+    # without the offset, for a server that refuses one; "off": not sent (check warns).
+    validity_time: Literal["zone", "plain", "off"] = "zone"
     max_phones: int = Field(3, ge=1, le=10)  # phone1 plus alternates as phone2..phoneN
     name_column: str | None = "name"
     email_column: str | None = "email"
@@ -105,6 +111,20 @@ class AmeyoSinkConfig(SinkConfig):
                 raise ValueError(f"column {column!r} is used twice (phones, name, email, key)")
             taken.add(column)
         return self
+
+    def window_hold(self) -> WindowHold:
+        opening = "leads go only while their window is open; call_at as callBackTime"
+        if self.validity_time == "off":
+            return WindowHold(
+                start=True,
+                close="",
+                how=f'{opening}; validity_time = "off": no validityTime',
+                in_dialer="set the campaign's calling hours to the window, or send validityTime",
+            )
+        how = f"{opening}; validityTime = the window's close, one request per close"
+        if not self.callbacks:
+            how += " (documented for uploadContactAndAddCallback; sent with uploadContacts)"
+        return WindowHold(start=True, close="expiry", how=how, in_dialer="", per_request=True)
 
     @property
     def command_url(self) -> str:

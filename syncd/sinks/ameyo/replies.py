@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -209,3 +209,21 @@ def parse_time(value: Any, zone: str) -> datetime | None:
 def ameyo_time(when: datetime, zone: str) -> str:
     """Return ``when`` as Ameyo's ``YYYY-MM-DD hh:mm:ss`` on the server's clock."""
     return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ameyo_validity(when: datetime, zone: str, *, offset: bool = True) -> str:
+    """Return ``when`` as a validityTime on the server's clock, with its offset.
+
+    The document shows ``2010-04-13 22:30:00 IST``; a zone abbreviation is ambiguous (IST
+    is also Irish and Israeli time, Java reads BST as Bangladesh), ``GMT+05:30`` is not,
+    and Java's ``yyyy-MM-dd HH:mm:ss z`` reads both. A server reading no zone reads the
+    wall time, which is already its own.
+    """
+    local = when.astimezone(ZoneInfo(zone))
+    text = local.strftime("%Y-%m-%d %H:%M:%S")
+    if not offset:
+        return text
+    minutes = int((local.utcoffset() or timedelta(0)).total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{text} GMT{sign}{hours:02d}:{rest:02d}"

@@ -5,6 +5,12 @@ so the sink remembers, per lead, the customer record and callback time it last
 delivered (in the store's kv table): a re-push whose record is unchanged sends
 nothing, and a changed ``call_at`` alone becomes one ``addCallback`` for the
 stored ``customerId``.
+
+A lead pushed inside its calling window goes with ``validityTime`` = the window's close
+(``QueuedLead.dial_until``), after which Ameyo does not dial it. It is a parameter of the
+request, not of the record: the push sends one request per close
+(``WindowHold.per_request``), and a lead whose close changed is uploaded again even
+when its record did not (sent again at the next opening after it expired undialled).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from syncd.sinks.ameyo.replies import (
     RESULT_TYPES,
     Verdict,
     ameyo_time,
+    ameyo_validity,
     hold_reason,
     lower_keys,
     result_list,
@@ -55,6 +62,7 @@ class Plan:
     callback: dict[str, Any] | None  # the callbackRecord to send, if a new callback is due
     customer_id: str | None  # known from an earlier delivery
     action: str  # upload | callback | nothing
+    validity: str | None = None  # the validityTime it goes with (the window's close)
 
 
 def _is_config_problem(detail: str) -> bool:
@@ -239,11 +247,21 @@ class AmeyoSink(BaseSink):
             )
         )
         callback = self.callback_record(lead, record["phone1"]) if new_callback else None
-        if held and customer_id and held.get("record") == digest:
+        validity = self.validity(queued)
+        # addCallback takes no validityTime: a new close goes with an upload.
+        same = held.get("record") == digest and held.get("validity") == validity
+        if held and customer_id and same:
             action = "callback" if callback else "nothing"
         else:
             action = "upload"
-        return Plan(queued, record, digest, call_at, callback, customer_id, action)
+        return Plan(queued, record, digest, call_at, callback, customer_id, action, validity)
+
+    def validity(self, queued: QueuedLead) -> str | None:
+        """Return the validityTime ``queued`` goes with: its window's close, None if none."""
+        style = self.cfg.validity_time
+        if queued.dial_until is None or style == "off":
+            return None
+        return ameyo_validity(queued.dial_until, self.cfg.timezone, offset=style == "zone")
 
     # -- push ------------------------------------------------------------------
 
@@ -270,8 +288,12 @@ class AmeyoSink(BaseSink):
                     uploads.append(plan)
                 else:
                     results[plan.queued.key] = result
-        if uploads:
-            for plan, result in zip(uploads, await self._upload(uploads), strict=True):
+        # One request per validityTime (the push already splits a batch so: one here).
+        by_validity: dict[str | None, list[Plan]] = {}
+        for plan in uploads:
+            by_validity.setdefault(plan.validity, []).append(plan)
+        for group in by_validity.values():
+            for plan, result in zip(group, await self._upload(group), strict=True):
                 results[plan.queued.key] = result
         return [results[q.key] for q in batch]
 
@@ -281,6 +303,7 @@ class AmeyoSink(BaseSink):
             "record": plan.digest,
             "call_at": plan.call_at,
             "phone1": plan.record["phone1"],
+            "validity": plan.validity,
         }
         await self.ctx.store.kv_set(self._scope, plan.queued.key, json.dumps(held))
         return PushResult.delivered(plan.queued.key, customer_id, reply=reply)
@@ -324,6 +347,8 @@ class AmeyoSink(BaseSink):
                 "migrate.customer": cfg.migrate_customer,
             },
         }
+        if plans[0].validity is not None:
+            payload["validityTime"] = plans[0].validity
         if cfg.callbacks:
             command = "uploadContactAndAddCallback"
             payload["customerAndCallbackRecords"] = [
