@@ -11,7 +11,8 @@ import pytest
 
 from syncd.core.model import Action, LeadWrite
 from syncd.state.base import ChunkWrite
-from syncd.state.postgres import PostgresStore
+from syncd.state.postgres import PostgresStore, to_postgres
+from syncd.state.sqlite import consent_query
 from tests.support.stores import drop_schema, new_schema, pg_url
 
 
@@ -145,3 +146,21 @@ async def test_leads_queued_by_one_replica_wake_the_pushers_of_the_others(
     await fill(puller, 3)
     assert await asyncio.wait_for(woken.get(), timeout=30) == "jodo"
     assert own == []  # a replica's own pull wakes its pushers itself
+
+
+async def test_the_consent_recheck_reads_its_index_not_every_lead() -> None:
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema)
+    await store.open()
+    try:
+        await fill(store, 50)
+        raw = store.db.raw
+        await raw.execute("SET enable_seqscan = off")  # a small table: make the plan show it
+        plan = await raw.fetch(
+            "EXPLAIN " + to_postgres(consent_query(1)), "2026-11-30T10:00:00+00:00", "jodo", 10
+        )
+        assert any("leads_consent" in row[0] for row in plan), plan
+        assert await store.consent_expired(["jodo"], 2e9) == []  # no lead has an expiry
+    finally:
+        await store.close()
+        await drop_schema(schema)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from syncd.core.model import Action, LeadWrite, Reject, ResultKind
 from syncd.state.base import BlockedLead, ChunkWrite, Completion, DncVersion
-from syncd.state.sqlite import SqliteStore
+from syncd.state.sqlite import SqliteStore, consent_query
 from tests.support.stores import KINDS, fresh_store
 
 
@@ -440,3 +441,62 @@ async def test_a_lead_whose_window_closed_before_the_dialer_rang_it_goes_back_to
     assert (again.key, again.attempts, again.delivered_hash) == ("QUIET", 1, "h-QUIET")
     history = await store.lead_history("QUIET")
     assert "dialer.expired" in [e["kind"] for e in history["events"]]
+
+
+def consented(key: str, until: str | None) -> str:
+    """Return a lead's JSON as the mapper writes it, with its consent expiry if any."""
+    extra = f',"consent_until":"{until}"' if until else ""
+    return f'{{"key":"{key}","phone":"+1555000{key[-1]}"{extra}}}'
+
+
+async def test_the_leads_a_dialer_holds_past_their_consent_are_found_earliest_first(
+    store: SqliteStore,
+) -> None:
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(key, f"h{key}", "r", consented(key, until), Action.UPSERT, "new", 2)
+        for key, until in [
+            ("E1", "2026-11-30T10:00:00+00:00"),  # delivered, ran out: found
+            ("E2", "2026-11-29T10:00:00+00:00"),  # delivered, ran out earlier: found first
+            ("E3", "2026-12-30T10:00:00+00:00"),  # delivered, still valid
+            ("E4", None),  # delivered, consent without an expiry
+            ("E5", "2026-11-30T10:00:00+00:00"),  # ran out, but never delivered
+        ]
+    ]
+    write.leads["ameyo"] = [
+        LeadWrite("E6", "h", "r", consented("E6", "2026-11-01T00:00:00+00:00"), Action.UPSERT,
+                  "new", 2)
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+    for sink in ("jodo", "ameyo"):
+        batch = [q for q in await store.claim(sink, 10, 60) if q.key != "E5"]
+        await store.complete(sink, [Completion(q.key, q.hash, ResultKind.DELIVERED) for q in batch])
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
+
+    found = await store.consent_expired(["jodo"], now)
+
+    assert [(e.sink, e.key, e.state) for e in found] == [
+        ("jodo", "E2", "delivered"),
+        ("jodo", "E1", "delivered"),
+    ]
+    assert found[0].consent_until == "2026-11-29T10:00:00+00:00" and found[0].raw_hash == "r"
+    assert '"key":"E2"' in found[0].lead_json
+    assert [e.key for e in await store.consent_expired(["jodo"], now - 1)] == ["E2"]
+    assert [e.key for e in await store.consent_expired(["jodo", "ameyo"], now, 2)] == ["E6", "E2"]
+    assert await store.consent_expired([], now) == []
+    # Withdrawn (a removal queued in its place): no longer found.
+    gone = ChunkWrite("run2", "crm", "consent_max_age_days")
+    gone.leads["jodo"] = [
+        LeadWrite("E2", "g", "r", '{"deleted":true,"key":"E2"}', Action.DELETE, "deleted", None)
+    ]
+    await store.apply_chunk(gone)
+    assert [e.key for e in await store.consent_expired(["jodo"], now)] == ["E1"]
+
+
+async def test_the_consent_recheck_reads_its_index_not_every_lead(
+    sqlite_store: SqliteStore,
+) -> None:
+    plan = await sqlite_store.db.execute_fetchall(
+        "EXPLAIN QUERY PLAN " + consent_query(2), ("2026-11-30T10:00:00+00:00", "a", "b", 10)
+    )
+    assert any("leads_consent" in str(row[-1]) for row in plan), plan

@@ -1,12 +1,15 @@
 """The safety gate: whether, and when, a lead may be called. Pure decisions, no I/O.
 
-Two checks, at the two moments they can be made:
+Checks at the moments they can be made:
 
 - ``screen`` when a row becomes a lead: a do-not-call flag, consent, placeholder
   numbers and excluded number types. A block is final for that content: the row
   is refused with a reason code and, if the dialer already has the lead, withdrawn.
+  A consent date that is still valid gives the lead its expiry (``consent_expiry``).
 - ``window_decision`` right before a push: the calling window in the lead's local
   time. Outside it the lead is held until the window opens, never refused.
+- ``consent_at_push`` right before a push too: consent that ran out since the row was
+  read (or would run out while the window holds the lead) refuses it.
 
 Reason codes (``GateDecision.code``): ``window_closed``, ``window_never_open``,
 ``dnc_crm``, ``no_consent``, ``consent_expired``, ``placeholder_number``,
@@ -352,6 +355,67 @@ def screen(
         if decided is not None:
             return decided
     return ALLOWED
+
+
+def _consent_date(value: str) -> datetime | None:
+    """Return a consent cell's date (aware; a naive one is UTC), None when it holds none."""
+    text = value.strip()
+    if text.lower() in TRUTHY or text.lower() in FALSY:
+        return None
+    try:
+        given = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return given if given.tzinfo is not None else given.replace(tzinfo=UTC)
+
+
+def consent_expiry(value: str | None, rules: Screening) -> datetime | None:
+    """Return when the consent of a cell runs out (UTC): its date plus the policy's
+    maximum age. None without a maximum age, or for a cell that is not a date."""
+    if value is None or rules.consent_max_age is None:
+        return None
+    given = _consent_date(value)
+    return None if given is None else (given + rules.consent_max_age).astimezone(UTC)
+
+
+def consent_at_push(
+    decision: GateDecision,
+    consent_until: datetime | None,
+    now: datetime,
+    margin: timedelta = timedelta(0),
+) -> GateDecision:
+    """Return the push-time ``decision`` (the window's) of a lead whose consent runs out
+    at ``consent_until``.
+
+    Consent was checked when the row was read; a lead read with a day of consent left
+    may wait in the outbox, or be held by its window, past that day. BLOCK
+    ``consent_expired`` once consent has run out (or runs out within ``margin``, the
+    time the dialer needs to place the call), and when a HOLD would release the lead
+    only after it runs out: not held for nothing. An ALLOW dials no later than it.
+    """
+    if consent_until is None or decision.verdict is Verdict.BLOCK:
+        return decision
+    expiry = consent_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if now + margin >= consent_until:
+        return GateDecision(
+            Verdict.BLOCK,
+            "consent_expired",
+            f"consent ran out at {expiry} (consent_max_age_days)",
+            zones=decision.zones,
+        )
+    if decision.verdict is Verdict.HOLD and decision.until is not None:
+        if decision.until + margin >= consent_until:
+            opens = decision.until.strftime("%Y-%m-%d %H:%M UTC")
+            return GateDecision(
+                Verdict.BLOCK,
+                "consent_expired",
+                f"consent runs out at {expiry}, before the calling window opens ({opens})",
+                zones=decision.zones,
+            )
+        return decision
+    if decision.closes is None or consent_until < decision.closes:
+        return replace(decision, closes=consent_until)
+    return decision
 
 
 def _consent(value: str, rules: Screening, now: datetime) -> GateDecision | None:

@@ -25,6 +25,7 @@ from syncd.core.gate import (
     GateDecision,
     Screening,
     Verdict,
+    consent_expiry,
     lead_zones,
     screen,
     window_decision,
@@ -115,13 +116,15 @@ class Mapper:
         """Return a hash of the raw row, so unchanged rows skip normalization."""
         return row_hash(self.fingerprint, values)
 
-    def to_lead(self, values: list[str]) -> Lead:
+    def to_lead(self, values: list[str], now: datetime | None = None) -> Lead:
         """Return the lead for a row, or raise RowRejected with the reason."""
-        return self.map_row(values)[0]
+        return self.map_row(values, now)[0]
 
-    def map_row(self, values: list[str]) -> tuple[Lead, Facts | None]:
+    def map_row(self, values: list[str], now: datetime | None = None) -> tuple[Lead, Facts | None]:
         """Return the lead for a row and, when the gate moved its call_at, the audit's
-        facts of the move; raise RowRejected with the reason (LeadBlocked: the gate's)."""
+        facts of the move; raise RowRejected with the reason (LeadBlocked: the gate's).
+
+        ``now`` is the run's clock (consent ages against it); None: the system clock."""
         m = self.route.map
         raw_key = values[self.index[m.key]]
         if not raw_key.isprintable() and (bad := {c for c in raw_key if ord(c) in _CONTROLS}):
@@ -149,8 +152,10 @@ class Mapper:
         )
         zone = ""
         moved: Facts | None = None
+        consent_until: datetime | None = None
         if self.policy is not None:
-            self._screen(key, numbers_of(phone, alternates), values)
+            consent = self._screen(key, numbers_of(phone, alternates), values, now)
+            consent_until = consent_expiry(consent, self.screening)
             zone = self.cell(values, self.policy.timezone_column)
             if zone:
                 try:
@@ -177,6 +182,7 @@ class Mapper:
             fields={name: self.cell(values, col) for name, col in m.fields.items()},
             zone=zone,
             notes=tuple(notes),
+            consent_until=consent_until,
         )
         return lead, moved
 
@@ -267,18 +273,26 @@ class Mapper:
             )
         raise LeadBlocked(key, decision, numbers_of(numbers[0], numbers[1:]))
 
-    def _screen(self, key: str, numbers: tuple[str, ...], values: list[str]) -> None:
+    def _screen(
+        self, key: str, numbers: tuple[str, ...], values: list[str], now: datetime | None
+    ) -> str | None:
+        """Raise LeadBlocked when the gate's content rules block the row; return its
+        consent cell (None: no consent column)."""
         policy = self.policy
         assert policy is not None
+        consent = self.cell(values, policy.consent_column) if policy.consent_column else None
+        if consent is not None and now is None:
+            now = datetime.now(UTC)
         decision = screen(
             numbers[0],
             self.screening,
             dnc=self.cell(values, policy.dnc_column) if policy.dnc_column else None,
-            consent=self.cell(values, policy.consent_column) if policy.consent_column else None,
-            now=datetime.now(UTC) if policy.consent_column else _EPOCH,  # only consent ages
+            consent=consent,
+            now=_EPOCH if now is None else now,  # only consent ages
         )
         if decision.verdict is Verdict.BLOCK:
             raise LeadBlocked(key, decision, numbers)
+        return consent
 
     def _is_deleted(self, values: list[str]) -> bool:
         route = self.route
@@ -404,9 +418,16 @@ _MAPPERS: dict[tuple[str, tuple[str, ...]], Mapper] = {}
 
 
 def normalize_rows(
-    route_json: str, header: tuple[str, ...], rows: list[tuple[int, list[str]]]
+    route_json: str,
+    header: tuple[str, ...],
+    rows: list[tuple[int, list[str]]],
+    now: float | None = None,
 ) -> list[NormalizedRow]:
-    """Return, for each (line, values) row, its lead JSON and hash or its reject reason."""
+    """Return, for each (line, values) row, its lead JSON and hash or its reject reason.
+
+    ``now`` (epoch seconds): the run's clock, which consent ages against (None: the
+    system clock); passed in, since this runs in worker processes."""
+    moment = datetime.fromtimestamp(now, UTC) if now is not None else None
     cache_key = (route_json, header)
     mapper = _MAPPERS.get(cache_key)
     if mapper is None:
@@ -416,7 +437,7 @@ def normalize_rows(
     for line, values in rows:
         key = mapper.key_of(values)
         try:
-            lead, moved = mapper.map_row(values)
+            lead, moved = mapper.map_row(values, moment)
         except LeadBlocked as exc:
             # Refused with its reason, and a removal for a dialer that already has it.
             facts = mapper.facts(exc.numbers, values, exc.decision.code).to_json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -26,14 +26,24 @@ class Lead:
     withdrawn: str = ""  # a removal the safety gate asked for: its reason code ("dnc_crm")
     # numbers of the row left out of the record, each with why (never sent)
     notes: tuple[str, ...] = ()
+    # When the person's consent runs out (UTC; a consent date plus the policy's
+    # consent_max_age_days): checked again at push and while the dialer holds the lead.
+    consent_until: datetime | None = None
+
+    def _extra(self) -> dict[str, Any]:
+        """Return the fields written only when set: a lead without them keeps the text
+        (and hash) it always had."""
+        extra: dict[str, Any] = {"zone": self.zone} if self.zone else {}
+        if self.withdrawn:
+            extra["withdrawn"] = self.withdrawn
+        if self.notes:
+            extra["notes"] = list(self.notes)
+        if self.consent_until is not None:
+            extra["consent_until"] = consent_text(self.consent_until)
+        return extra
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict; the inverse of :meth:`from_json`."""
-        # `zone` only when set: a lead without one keeps the text (and hash) it always had.
-        extra: dict[str, str] = {"zone": self.zone} if self.zone else {}
-        if self.withdrawn:
-            extra["withdrawn"] = self.withdrawn
-        notes: dict[str, list[str]] = {"notes": list(self.notes)} if self.notes else {}
         return {
             "key": self.key,
             "phone": self.phone,
@@ -45,14 +55,14 @@ class Lead:
             "agent": self.agent,
             "fields": self.fields,
             "deleted": self.deleted,
-            **extra,
-            **notes,
+            **self._extra(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Lead:
         """Return the Lead that :meth:`to_json` produced."""
         call_at = data.get("call_at")
+        consent_until = data.get("consent_until")
         return cls(
             key=data["key"],
             phone=data.get("phone", ""),
@@ -67,7 +77,17 @@ class Lead:
             zone=str(data.get("zone") or ""),
             withdrawn=str(data.get("withdrawn") or ""),
             notes=tuple(data.get("notes") or ()),
+            consent_until=datetime.fromisoformat(consent_until) if consent_until else None,
         )
+
+
+def consent_text(moment: datetime) -> str:
+    """Return a consent expiry as stored: UTC, whole seconds, one fixed width.
+
+    The stores compare these texts (``consent_expired``): one shape makes text order
+    time order, whatever the database's collation.
+    """
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 class Action(enum.StrEnum):

@@ -3,7 +3,8 @@
 The engine (:mod:`syncd.run.engine`) owns the sinks and decides what every error
 means; this module only decides *when*: each source's pull, each sink's push
 (woken as soon as the outbox gains rows), outcome poll and session keep-alive,
-each writeback, and a re-check of stopped sinks. A job never overlaps itself; one
+each writeback, a re-check of stopped sinks, and the consent re-check (leads whose
+consent ran out in a dialer are withdrawn). A job never overlaps itself; one
 that fails is logged once (and once again when it recovers) and simply runs again
 at its next time, so one vendor's outage never stops the others. A reload drains
 the running Runtime and starts a new one; the scheduler, store, metrics and
@@ -28,6 +29,7 @@ from syncd.config import Schedule, Settings, SourceConfig, WritebackConfig
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.daemon.metrics import Metrics
 from syncd.errors import ConfigError, StoreError, SyncdError
+from syncd.run.consent import CONSENT_RECHECK_S
 from syncd.run.engine import Engine, new_run_id
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
@@ -151,6 +153,7 @@ class Runtime:
             )
         tick = min(RECHECK_TICK_S, s.run.sink_recheck_s)
         self._add("recheck", IntervalTrigger(seconds=tick), self.recheck, now=False)
+        self._add("consent", IntervalTrigger(seconds=CONSENT_RECHECK_S), self._expire_consent)
         if s.state.shared:  # renewed well before they run out: a live leader keeps its jobs
             every = s.state.leader_ttl_s / 3
             self._add("leadership", IntervalTrigger(seconds=every), self.engine.renew, now=False)
@@ -158,6 +161,13 @@ class Runtime:
 
     async def _prune(self) -> None:
         await self.engine.prune()
+
+    async def _expire_consent(self) -> None:
+        """Withdraw the leads whose consent ran out in a dialer; wake those sinks' pushes."""
+        summary = RunSummary(new_run_id())
+        if await self.engine.expire_consent(summary):
+            for sink in summary.sinks:
+                self.wake(sink)
 
     def _add(self, job_id: str, trigger: Any, job: Job, *, now: bool = True) -> None:
         extra: dict[str, Any] = {"next_run_time": datetime.now(UTC)} if now else {}

@@ -36,6 +36,7 @@ from syncd.core.health import HealthTracker
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.core.zones import zone_table
 from syncd.errors import SinkConfigError, VendorError
+from syncd.run.consent import consent_sinks, withdraw_expired
 from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
@@ -205,7 +206,7 @@ class Engine:
                 f"passes within {ttl})"
             )
             return
-        puller = Puller(self.settings, self.store, summary, progress=progress)
+        puller = Puller(self.settings, self.store, summary, progress=progress, clock=self.clock)
         try:
             await puller.pull(cfg, full=full)
         finally:
@@ -242,6 +243,8 @@ class Engine:
             fallback_zone=next((r.timezone for r in self.settings.routes if r.sink == name), "UTC"),
         )
         pusher.dnc_stale = stale
+        pusher.dnc_lists = self.dnc_lists(name)
+        pusher.consent = name in consent_sinks(self.settings)
         await pusher.run_until_idle(deadline)
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)
@@ -286,6 +289,24 @@ class Engine:
     def list_warnings(self) -> list[str]:
         """Return one line per stale do-not-call list, for /readyz (as last checked)."""
         return [s.stale for s in self.list_states if s.stale is not None]
+
+    def dnc_lists(self, sink: str) -> list[str]:
+        """Return the do-not-call lists of the routes feeding ``sink`` (checked at push)."""
+        names = {
+            name
+            for r in self.settings.routes
+            if r.sink == sink and r.policy is not None
+            for name in r.policy.dnc_lists
+        }
+        return sorted(names)
+
+    async def expire_consent(self, summary: RunSummary | None = None) -> int:
+        """Queue the withdrawal of the leads a dialer holds whose consent ran out; return
+        how many (see ``syncd.run.consent``). One process runs it on a shared store."""
+        if not consent_sinks(self.settings) or not await self.leads("consent"):
+            return 0
+        summary = summary or RunSummary(new_run_id())
+        return await withdraw_expired(self.settings, self.store, summary, self.clock.time())
 
     def windows(self, sink: str) -> list[RouteWindow]:
         """Return the calling windows of the routes feeding ``sink`` (none: any time)."""
@@ -446,6 +467,8 @@ class Engine:
         with phase("pull"):
             for source in self.settings.sources:
                 await self.pull(source, summary, full=full, progress=progress)
+        with phase("consent"):
+            await self.expire_consent(summary)  # its withdrawals go out in this pass's push
         await self._bounded("opening the sinks", self.open(), deadline, summary)
         async with self._keepalives():
             with phase("push"):

@@ -23,6 +23,7 @@ from syncd.config import AgentRouteConfig, DncListConfig, RouteConfig, Settings,
 from syncd.core import phones
 from syncd.core.agent_mapping import AgentMapper, agent_columns
 from syncd.core.audit import Facts, list_of, sink_policy_version
+from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import GateDecision, Verdict, lead_zones
 from syncd.core.mapping import (
     Mapper,
@@ -104,11 +105,13 @@ class Puller:
         summary: RunSummary,
         *,
         progress: Callable[[Source, int], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.store = store
         self.summary = summary
         self.progress = progress
+        self.clock = clock  # the run's: consent ages against it when rows are mapped
         self._pool: ProcessPoolExecutor | None = None
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
         choose_phone_backend(settings)
@@ -320,8 +323,9 @@ class Puller:
     ) -> list[NormalizedRow]:
         route_json = self._route_json[route.name]
         workers = self._workers()
+        now = self.clock.time()
         if len(rows) < POOL_THRESHOLD or workers <= 1:
-            return normalize_rows(route_json, chunk.header, rows)
+            return normalize_rows(route_json, chunk.header, rows, now)
         if self._pool is None:
             self._pool = mapping_pool(workers, phones.use_backend, backend_wanted(self.settings))
         loop = asyncio.get_running_loop()
@@ -329,7 +333,9 @@ class Puller:
         parts = [rows[i : i + size] for i in range(0, len(rows), size)]
         results = await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool, normalize_rows, route_json, chunk.header, part)
+                loop.run_in_executor(
+                    self._pool, normalize_rows, route_json, chunk.header, part, now
+                )
                 for part in parts
             )
         )

@@ -11,9 +11,12 @@ when it begins, once when it ends) and in status. A 413 (``BatchTooLarge``) halv
 the batch, whatever the vendor; the size that went through is remembered and later
 claims take no more than that.
 
-Before a push, the safety gate's calling window (``syncd.core.gate``): a lead
-outside it is held (state ``held``) until it opens, not pushed and not counted as
-an attempt.
+Before a push, the safety gate checks again what may have changed since the row was
+read (``syncd.core.gate``): a lead holding a number now on one of its routes'
+do-not-call lists is refused (``dnc_list:<name>``); a lead whose consent ran out, or
+would run out before its window opens, is refused (``consent_expired``); a lead
+outside its calling window is held (state ``held``) until it opens, not pushed and
+not counted as an attempt.
 
 Every push passes the sink's guard (``sink.guard``, see ``syncd.net.guard``): the circuit breaker
 stops pushing to a dialer that keeps failing (leads wait without spending their
@@ -27,16 +30,25 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from syncd.config import SinkConfig
-from syncd.core.audit import Facts, numbers_of
+from syncd.core.audit import Facts, list_of, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
-from syncd.core.gate import RouteWindow, Verdict, callback_close, calling_decision, lead_zones
+from syncd.core.gate import (
+    ALLOWED,
+    GateDecision,
+    RouteWindow,
+    Verdict,
+    callback_close,
+    calling_decision,
+    consent_at_push,
+    lead_zones,
+)
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
@@ -119,6 +131,8 @@ class Pusher:
         self.health = health or HealthTracker(structlog.get_logger("syncd.push"), clock)
         self.deferred: str | None = None  # why the last batch's leads wait (syncd's own delay)
         self.dnc_stale: str | None = None  # set by the engine: a strict list is stale
+        self.dnc_lists: list[str] = []  # set by the engine: its routes' do-not-call lists
+        self.consent = False  # set by the engine: a route of this sink ages consent
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -144,6 +158,8 @@ class Pusher:
             size = self.guard.sizes.limit(self.cfg.batch_size)
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
             if batch:
+                batch = await self._not_listed(batch)
+            if batch:
                 batch = await self._within_window(batch)
                 if batch and self.dnc_stale is not None:
                     batch = await self._while_list_stale(batch, self.dnc_stale)
@@ -163,14 +179,57 @@ class Pusher:
                 return
             await self._sleep(min(due - self.clock.time(), deadline - self.clock.time(), 5.0))
 
+    async def _not_listed(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
+        """Return the leads none of whose numbers is on a do-not-call list of the sink's
+        routes; refuse the others, naming the list (one look-up per batch).
+
+        The pull blocks a listed lead and a list's load withdraws the leads it names,
+        but a lead may reach the push without either seeing it: a dead letter sent again
+        by ``syncd retry`` after its number was listed, a push that claims it while the
+        list is loading. Removals go whatever the lists say.
+        """
+        upserts = [q for q in batch if q.action is Action.UPSERT]
+        if not self.dnc_lists or not upserts:
+            return list(batch)
+        numbers = {q.key: numbers_of(q.lead.phone, q.lead.alt_phones) for q in upserts}
+        wanted = [n for ns in numbers.values() for n in ns]
+        listed = await self.store.dnc_matches(self.dnc_lists, wanted)
+        if not listed:
+            return list(batch)
+        refused: list[PushResult] = []
+        for q in upserts:
+            hit = next((n for n in numbers[q.key] if n in listed), None)
+            if hit is None:
+                continue
+            name = listed[hit]
+            # The reason goes to the log (sink.push.refused): it names which number, not
+            # the number itself; the audit's facts hold the numbers.
+            which = "its main number" if hit == q.lead.phone else "an alternate number"
+            decision = GateDecision(
+                Verdict.BLOCK, f"dnc_list:{name}", f"{which} is on the do-not-call list {name}"
+            )
+            refused.append(PushResult.rejected(q.key, decision.text))
+            self._refusals[q.key] = decision.code
+        gone = {r.key for r in refused}
+        codes = sorted({self._refusals[key] for key in gone})  # _complete takes them
+        await self._complete([q for q in batch if q.key in gone], refused)
+        self.log.warning("gate.refused", count=len(refused), codes=codes)
+        if self.observer is not None:
+            self.observer.gate_decisions(self.sink.name, [r.reason for r in refused])
+        return [q for q in batch if q.key not in gone]
+
     async def _within_window(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
-        """Return the leads whose calling window is open now; hold the rest until it opens.
+        """Return the leads whose calling window is open now and whose consent holds;
+        hold the rest until the window opens, refuse those whose consent ran out.
 
         Checked right before the push, not when the lead was read: a lead queued at
-        19:59 and retried at 20:01 must wait for tomorrow. Removals go at any time.
+        19:59 and retried at 20:01 must wait for tomorrow, and one read with a day of
+        consent left must not be pushed (or held) past that day. Removals go at any time.
         """
-        if not self.windows:
+        consent = self.consent and any(q.lead.consent_until is not None for q in batch)
+        if not self.windows and not consent:
             return list(batch)
+        margin = max((w.margin for w in self.windows), default=timedelta(0))
         now = datetime.fromtimestamp(self.clock.time(), UTC)
         allowed: list[QueuedLead] = []
         holds: list[tuple[str, float, str]] = []
@@ -182,7 +241,13 @@ class Pusher:
                 allowed.append(q)
                 continue
             numbers = (q.lead.phone, *q.lead.alt_phones)  # the dialer may ring any of them
-            decision = calling_decision(numbers, q.lead.zone, self.windows, now, memo)
+            decision = (
+                calling_decision(numbers, q.lead.zone, self.windows, now, memo)
+                if self.windows
+                else ALLOWED
+            )
+            if self.consent:
+                decision = consent_at_push(decision, q.lead.consent_until, now, margin)
             if decision.zones:
                 self._zones[q.key] = decision.zones
             if decision.verdict is Verdict.ALLOW:
@@ -221,7 +286,9 @@ class Pusher:
             return closes
         numbers = (q.lead.phone, *q.lead.alt_phones)
         later = callback_close(numbers, q.lead.zone, self.windows, call_at)
-        return later if later is not None and later > closes else closes
+        until = later if later is not None and later > closes else closes
+        consent = q.lead.consent_until
+        return min(until, consent) if consent is not None else until  # never past consent
 
     async def _while_list_stale(self, batch: Sequence[QueuedLead], why: str) -> list[QueuedLead]:
         """Return the removals only: a strict do-not-call list of this sink's routes is too
@@ -587,6 +654,7 @@ class Pusher:
             zones=zones,
             code=code,
             policy=self.policy,
+            dnc_list=list_of(code),
             action=q.action.value,
             withdrawn=q.lead.withdrawn,
             reply=reply,

@@ -62,6 +62,18 @@ class ListedLead:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredLead:
+    """A lead a dialer holds (some version of it) whose consent has run out."""
+
+    sink: str
+    key: str
+    state: str
+    raw_hash: str | None
+    consent_until: str  # as stored in the lead (``core.model.consent_text``)
+    lead_json: str
+
+
+@dataclass(frozen=True, slots=True)
 class BlockedLead:
     """A lead a do-not-call list keeps from the dialers, as it would be sent without it."""
 
@@ -248,6 +260,13 @@ class StateStore(Protocol):
 
     async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
         """Return the list's recorded versions (files loaded), newest first."""
+        ...
+
+    async def consent_expired(
+        self, sinks: Sequence[str], now: float, limit: int = 1000
+    ) -> list[ExpiredLead]:
+        """Return up to ``limit`` leads of ``sinks`` a dialer holds (some version delivered,
+        not withdrawn) whose ``consent_until`` is at or before ``now``, earliest first."""
         ...
 
     async def dnc_staged_origin(self, list_name: str) -> str | None:

@@ -132,6 +132,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE leads ADD COLUMN dial_until DOUBLE PRECISION;
     """,
+    # 6: the leads a dialer holds whose consent runs out (Lead.consent_until), found by
+    # the consent re-check without reading every lead; only leads with an expiry count
+    """
+    CREATE INDEX leads_consent ON leads ((lead_json::jsonb ->> 'consent_until'))
+        WHERE delivered_hash IS NOT NULL AND action = 'upsert'
+        AND (lead_json::jsonb ->> 'consent_until') IS NOT NULL;
+    """,
 ]
 
 # The database's clock: one clock for every replica's leases.

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from syncd.core.model import (
     QueuedLead,
     ResultKind,
     StoredLead,
+    consent_text,
 )
 from syncd.core.numbers import Holder
 from syncd.errors import StoreError
@@ -37,6 +38,7 @@ from syncd.state.base import (
     ChunkWrite,
     Completion,
     DncVersion,
+    ExpiredLead,
     ListedLead,
     QueuedSummary,
 )
@@ -128,6 +130,13 @@ MIGRATIONS: list[str] = [
     # 7: until when the dialer may ring a delivered lead (the window's close it went with)
     """
     ALTER TABLE leads ADD COLUMN dial_until REAL;
+    """,
+    # 8: the leads a dialer holds whose consent runs out (Lead.consent_until), found by
+    # the consent re-check without reading every lead; only leads with an expiry count
+    """
+    CREATE INDEX leads_consent ON leads (json_extract(lead_json, '$.consent_until'))
+        WHERE delivered_hash IS NOT NULL AND action = 'upsert'
+        AND json_extract(lead_json, '$.consent_until') IS NOT NULL;
     """,
 ]
 
@@ -1134,6 +1143,18 @@ class SqliteStore:
                     async for sink, key, state, delivered, raw_hash, number, h, text in cur
                 ]
 
+    async def consent_expired(
+        self, sinks: Sequence[str], now: float, limit: int = 1000
+    ) -> list[ExpiredLead]:
+        if not sinks:
+            return []
+        # The expiries are texts of one shape (consent_text): compared as text, through
+        # the partial index of migration 7, whose WHERE the query repeats word for word.
+        until = consent_text(datetime.fromtimestamp(now, UTC))
+        async with self._lock:
+            rows = await self.db.execute_fetchall(consent_query(len(sinks)), (until, *sinks, limit))
+        return [ExpiredLead(*row) for row in rows]
+
     async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
         async with self._lock:
             rows = await self.db.execute_fetchall(
@@ -1466,6 +1487,24 @@ class SqliteStore:
                 (writeback, like),
             )
             return int(cur.rowcount)
+
+
+def consent_query(sinks: int) -> str:
+    """Return the statement of ``consent_expired`` for ``sinks`` sinks (params: the expiry
+    text, the sinks, the limit). Its WHERE repeats the partial index's (migration 7).
+
+    ``sink || ''`` keeps SQLite off the primary key: without statistics it would read
+    every lead of the sinks rather than the few the expiry index names."""
+    marks = ",".join("?" * sinks)
+    return (
+        "SELECT sink, key, state, raw_hash, json_extract(lead_json, '$.consent_until'),"
+        " lead_json FROM leads"
+        " WHERE delivered_hash IS NOT NULL AND action = 'upsert'"
+        " AND json_extract(lead_json, '$.consent_until') IS NOT NULL"
+        " AND json_extract(lead_json, '$.consent_until') <= ?"
+        f" AND (sink || '') IN ({marks})"
+        " ORDER BY json_extract(lead_json, '$.consent_until'), sink, key LIMIT ?"
+    )
 
 
 def outcome_digest(o: Outcome) -> str:
