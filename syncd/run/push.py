@@ -186,7 +186,8 @@ class Pusher:
             if decision.zones:
                 self._zones[q.key] = decision.zones
             if decision.verdict is Verdict.ALLOW:
-                allowed.append(replace(q, dial_until=decision.closes, dial_zones=decision.zones))
+                closes = self._closes(q, numbers, decision.closes, now)
+                allowed.append(replace(q, dial_until=closes, dial_zones=decision.zones))
             elif decision.verdict is Verdict.HOLD and decision.until is not None:
                 holds.append((q.key, decision.until.timestamp(), decision.text))
                 codes[q.key] = decision.code
@@ -211,6 +212,17 @@ class Pusher:
                 self.sink.name, [r[2] for r in holds] + [r.reason for r in refused]
             )
         return allowed
+
+    def _closes(
+        self, q: QueuedLead, numbers: Sequence[str], closes: datetime | None, now: datetime
+    ) -> datetime | None:
+        """Return when the dialer must be done with ``q``: the close of the opening it is
+        pushed in, or, for a callback (``call_at``) in a later opening, of that one."""
+        call_at = q.lead.call_at
+        if call_at is None or call_at <= now or (closes is not None and call_at < closes):
+            return closes
+        later = calling_decision(numbers, q.lead.zone, self.windows, call_at)
+        return later.closes if later.verdict is Verdict.ALLOW else closes
 
     async def _while_list_stale(self, batch: Sequence[QueuedLead], why: str) -> list[QueuedLead]:
         """Return the removals only: a strict do-not-call list of this sink's routes is too
@@ -488,6 +500,7 @@ class Pusher:
                 result = PushResult.retry(
                     result.key, f"the dialer refused the withdrawal: {result.reason}"
                 )
+            placed = result.kind is ResultKind.DELIVERED and queued.action is Action.UPSERT
             completion = Completion(
                 result.key,
                 queued.hash,
@@ -495,6 +508,7 @@ class Pusher:
                 result.reason,
                 result.vendor_ref,
                 reply=result.reply,
+                dial_until=queued.dial_until.timestamp() if placed and queued.dial_until else None,
                 facts=self._facts(
                     queued, code=self._refusals.pop(result.key, ""), reply=result.reply
                 ),

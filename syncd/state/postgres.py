@@ -128,6 +128,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sink, key));
     CREATE INDEX dnc_blocked_list ON dnc_blocked (list);
     """,
+    # 5: when the calling-window opening a delivered lead went in closes (syncd.run.window)
+    """
+    ALTER TABLE leads ADD COLUMN dial_until DOUBLE PRECISION;
+    """,
 ]
 
 # The database's clock: one clock for every replica's leases.
