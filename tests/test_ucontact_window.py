@@ -176,3 +176,26 @@ def test_the_upload_zone_is_the_one_whose_window_closes_first() -> None:
     assert upload_zone(("Europe/Dublin", "Europe/London"), None, winter) == "Europe/Dublin"
     assert upload_zone((), "America/Montevideo", winter) == "America/Montevideo"
     assert upload_zone((), None, winter) is None
+
+
+async def test_a_callback_in_the_next_opening_stays_scheduled_over_the_night(
+    tmp_path: Path,
+) -> None:
+    sim = simulator(hours=HOURS)
+    with running(create_app(sim)) as url:
+        path = config(tmp_path, url)
+        row = f"CB1,Ana,L,{GB},,2026-12-01 10:00,\n"  # call back tomorrow at 10:00
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + row)
+        await run_at(path, "2026-11-30 19:40")
+        evening = await run_at(path, "2026-11-30 20:01")
+        [scheduled] = sim.holdings()["open"]
+        next_evening = await run_at(path, "2026-12-01 20:01")  # not dialled by its close
+        after = open_keys(sim)
+
+    # The schedule holds its start; its close is that of tomorrow's opening, not tonight's.
+    assert evening.sinks["ucontact"].delivered == 0 and not sim.removed
+    assert scheduled["key"] == "CB1" and scheduled["ring_from"] == "2026-12-01T10:00:00+00:00"
+    assert not would_ring(scheduled, datetime.fromtimestamp(at("2026-12-01 09:30"), UTC), HOURS)
+    assert would_ring(scheduled, datetime.fromtimestamp(at("2026-12-01 10:00"), UTC), HOURS)
+    assert next_evening.sinks["ucontact"].delivered == 1 and after == set()
+    assert sim.requests["Dialers/RemoveScheduleDialerCall"] == 1
