@@ -199,3 +199,44 @@ async def test_a_callback_in_the_next_opening_stays_scheduled_over_the_night(
     assert would_ring(scheduled, datetime.fromtimestamp(at("2026-12-01 10:00"), UTC), HOURS)
     assert next_evening.sinks["ucontact"].delivered == 1 and after == set()
     assert sim.requests["Dialers/RemoveScheduleDialerCall"] == 1
+
+
+NDNC = """
+[[sources]]
+name = "ndnc"
+kind = "csv_drop"
+inbox = "{inbox}"
+
+[[dnc_lists]]
+name = "ndnc"
+source = "ndnc"
+column = "number"
+default_region = "GB"
+"""
+
+
+async def test_a_number_listed_while_its_lead_is_out_for_the_night_never_comes_back(
+    tmp_path: Path,
+) -> None:
+    sim = simulator()
+    lists = tmp_path / "dnc-inbox"
+    lists.mkdir()
+    with running(create_app(sim)) as url:
+        path = write_config(
+            tmp_path,
+            [ucontact_sink(url)],
+            routes=[route("ucontact", policy={"windows": HOURS, "dnc_lists": ["ndnc"]})],
+            extra_toml=NDNC.format(inbox=lists),
+        )
+        drop_csv(lists, "ndnc-0.csv", "number\n+442079999999\n")
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + f"GB1,Ana,L,{GB},,,\n")
+        await run_at(path, "2026-11-30 19:40")
+        await run_at(path, "2026-11-30 20:01")  # out for the night
+        drop_csv(lists, "ndnc-1.csv", f"number\n{GB}\n")  # the person asks to be left alone
+        listed = await run_at(path, "2026-11-30 23:00")
+        morning = await run_at(path, "2026-12-01 09:00")
+
+    assert listed.dnc["ndnc"]["withdrawn"] == 1
+    assert morning.sinks["ucontact"].delivered == 0 and open_keys(sim) == set()
+    assert sim.dial_list()["00442071234567"]["added"] == 1  # never uploaded again
+    assert "00442071234567" in sim.snapshot()["campaigns"]["Ventas->"]["blacklist"]

@@ -123,6 +123,18 @@ def plan_moves(rows: Sequence[WindowLead], ctx: WindowContext, now: float) -> Wi
     return moves
 
 
+def unmarked(lead_json: str) -> str | None:
+    """Return a window withdrawal's lead as it was (its JSON without the mark); None when
+    ``lead_json`` is not one."""
+    try:
+        lead = Lead.from_json(orjson.loads(lead_json))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if lead.withdrawn != WINDOW_CODE or lead.deleted:
+        return None
+    return lead_to_json(replace(lead, withdrawn=""))
+
+
 def _held(until: datetime | None, zones: Sequence[str]) -> str:
     """Return the hold reason of a withdrawn lead waiting for the next opening."""
     reason = f"held ({WINDOW_CODE}): withdrawn from the dialer at its calling window's close"
