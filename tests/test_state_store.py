@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from syncd.core.model import Action, LeadWrite, Reject, ResultKind
-from syncd.state.base import BlockedLead, ChunkWrite, Completion, DncVersion
+from syncd.core.model import Action, LeadWrite, Outcome, Reject, ResultKind
+from syncd.state.base import (
+    CLOSED,
+    RETURNING,
+    WITHDRAWN,
+    BlockedLead,
+    ChunkWrite,
+    Completion,
+    DncVersion,
+    WindowMoves,
+)
 from syncd.state.sqlite import SqliteStore, consent_query
 from tests.support.stores import KINDS, fresh_store
 
@@ -500,3 +509,47 @@ async def test_the_consent_recheck_reads_its_index_not_every_lead(
         "EXPLAIN QUERY PLAN " + consent_query(2), ("2026-11-30T10:00:00+00:00", "a", "b", 10)
     )
     assert any("leads_consent" in str(row[-1]) for row in plan), plan
+
+
+async def test_a_lead_is_withdrawn_at_its_window_close_and_held_for_the_next_opening(
+    store: SqliteStore,
+) -> None:
+    for key in ("L1", "L2"):
+        await enqueue(store, key, f"h-{key}")
+    await store.claim("jodo", 10, 60)
+    closes = time.time() - 60  # the opening they went in closed a minute ago
+    await store.complete(
+        "jodo",
+        [Completion(k, f"h-{k}", ResultKind.DELIVERED, dial_until=closes) for k in ("L1", "L2")],
+    )
+    # L2 was answered after its delivery: the dialer is done with it.
+    answered = Outcome("jodo", "L2", datetime.now(UTC), status="connected")
+    await store.record_outcomes([answered])
+    found = {w.key: w for w in await store.window_closed("jodo", time.time())}
+    assert {k: (w.stage, w.dialled) for k, w in found.items()} == {
+        "L1": (CLOSED, False),
+        "L2": (CLOSED, True),
+    }
+    marked = found["L1"].lead_json.replace('"key"', '"withdrawn":"window_closed","key"')
+    moves = WindowMoves(withdraw=[("L1", marked, "")], done=[("L2", "", "")])
+    assert await store.move_window("jodo", moves) == 1  # L1's removal joined the outbox
+    [removal] = await store.claim("jodo", 10, 60)
+    assert (removal.key, removal.action, removal.lead.withdrawn) == (
+        "L1", Action.DELETE, "window_closed",
+    )  # fmt: skip
+    await store.complete("jodo", [Completion("L1", removal.hash, ResultKind.DELIVERED)])
+    [landed] = await store.window_closed("jodo", time.time())
+    assert (landed.key, landed.stage, landed.dialled) == ("L1", WITHDRAWN, False)
+    back = [("L1", found["L1"].lead_json, time.time() + 3600, "held (window_closed): x", "")]
+    assert await store.move_window("jodo", WindowMoves(back=back)) == 1
+    assert await store.held("jodo") == (1, pytest.approx(time.time() + 3600, abs=5))
+    assert await store.window_closed("jodo", time.time()) == []  # not due, not dialled
+    # Answered before its return: it stays out of the dialer.
+    await store.record_outcomes([Outcome("jodo", "L1", datetime.now(UTC), status="closed")])
+    [due] = await store.window_closed("jodo", time.time() + 3600)
+    assert (due.stage, due.dialled) == (RETURNING, True)
+    assert await store.move_window("jodo", WindowMoves(done=[("L1", "dialled", "")])) == -1
+    assert await store.held("jodo") == (0, None)
+    counts = (await store.counts())["jodo"]
+    assert (counts["removed"], counts["delivered"], counts["held"]) == (1, 1, 0)
+    assert await store.window_closed("jodo", time.time() + 7200) == []

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Close = Literal["expiry", "withdraw", ""]
+# The gate's code of a closed window; a lead taken out of a dialer at its window's close
+# carries it as ``Lead.withdrawn`` (``syncd.run.window``), so its sink knows the removal.
+WINDOW_CODE = "window_closed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
 from syncd.run.sinks import SinkSet
+from syncd.run.window import WindowContext, close_windows
 from syncd.sources.base import Source
 from syncd.state.base import StateStore
 
@@ -219,6 +220,14 @@ class Engine:
         slot = self.sinks[name]
         if not slot.working:
             return
+        if slot.cfg.window_hold().close == "withdraw":  # before the release: see run.window
+            ctx = WindowContext(
+                self.windows(name),
+                sink_policy_version(self.settings.routes, name),
+                self._fallback_zone(name),
+            )
+            moved = await close_windows(self.store, name, ctx, self.clock.time())
+            counts.carried += moved.queued  # joined the outbox outside this run's routes
         released = await self.store.release_held(name, self.clock.time())
         if released:
             log.info("gate.released", sink=name, count=released)
@@ -240,7 +249,7 @@ class Engine:
             clock=self.clock,
             health=self.health,
             policy=sink_policy_version(self.settings.routes, name),
-            fallback_zone=next((r.timezone for r in self.settings.routes if r.sink == name), "UTC"),
+            fallback_zone=self._fallback_zone(name),
         )
         pusher.dnc_stale = stale
         pusher.dnc_lists = self.dnc_lists(name)
@@ -272,6 +281,10 @@ class Engine:
         if count:
             log.info("push.expired_again", sink=name, count=count, reason=EXPIRED_UNDIALLED)
         return count
+
+    def _fallback_zone(self, sink: str) -> str:
+        """Return the zone of a lead of ``sink`` whose numbers place nowhere (its first route's)."""
+        return next((r.timezone for r in self.settings.routes if r.sink == sink), "UTC")
 
     async def check_lists(self, *, again: bool = False) -> list[ListState]:
         """Return the do-not-call lists' age (read again at most every LISTS_RECHECK_S, or

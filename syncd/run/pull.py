@@ -37,6 +37,7 @@ from syncd.core.phones import PhoneError, to_e164
 from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError
+from syncd.run.window import unmarked
 from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
 from syncd.sources.csv_drop import CsvDropSource
@@ -537,7 +538,10 @@ class DncPuller:
         write.dnc_checked = listing.name
         done: set[tuple[str, str]] = set()
         for lead in found:
-            if (lead.sink, lead.key) in done or lead.state == "removed":
+            # Removed: the dialer no longer holds it, unless it was only taken out for
+            # the night (run.window): its removal is queued again, so it never returns.
+            gone = lead.state == "removed" and unmarked(lead.lead_json) is None
+            if (lead.sink, lead.key) in done or gone:
                 continue
             done.add((lead.sink, lead.key))
             why = f"blocked (dnc_list:{listing.name}): {lead.number} is on the do-not-call list"
@@ -568,10 +572,10 @@ class DncPuller:
             )  # fmt: skip
             write.leads.setdefault(lead.sink, []).append(action)
             if lead.lead_json:  # kept: it comes back if the number leaves the list
+                text = unmarked(lead.lead_json) or lead.lead_json
                 write.dnc_blocked.append(
-                    BlockedLead(lead.sink, lead.key, listing.name, lead.hash, lead.raw_hash,
-                                lead.lead_json)
-                )  # fmt: skip
+                    BlockedLead(lead.sink, lead.key, listing.name, lead.hash, lead.raw_hash, text)
+                )
             write.rejects.append(
                 (lead.sink, Reject(listing.source, why, None, listing.name, [], lead.key, facts))
             )

@@ -115,9 +115,37 @@ class Completion:
     final: bool = False  # for RETRY: attempts exhausted, becomes FAILED
     reply: str = ""  # the dialer's answer for this lead, kept in its history
     facts: str = ""  # the audit's facts of this push (syncd.core.audit.Facts JSON)
-    # DELIVERED: until when (epoch s) the dialer may ring it, the window's close it was
-    # pushed with (QueuedLead.dial_until); None: no window
+    # for DELIVERED: when the calling-window opening it went in closes (epoch; None: no
+    # window). A sink that withdraws at the close finds it there (``window_closed``).
     dial_until: float | None = None
+
+
+# The stages of a lead whose calling window closed while a dialer held it (run.window).
+CLOSED = "closed"  # delivered; its opening has closed: to be withdrawn
+WITHDRAWN = "withdrawn"  # the withdrawal landed: to be held for the next opening
+RETURNING = "returning"  # held for its return and due now: sent again unless dialled
+
+
+@dataclass(frozen=True, slots=True)
+class WindowLead:
+    """A lead of a sink that withdraws at the window's close (see ``window_closed``)."""
+
+    key: str
+    stage: str  # CLOSED | WITHDRAWN | RETURNING
+    lead_json: str
+    dialled: bool  # a final outcome (connected, closed) came in after its delivery
+
+
+@dataclass(slots=True)
+class WindowMoves:
+    """What one pass of ``syncd.run.window`` does to a sink's leads, in one transaction."""
+
+    # (key, lead_json marked withdrawn, facts): delivered leads whose removal is queued
+    withdraw: list[tuple[str, str, str]] = field(default_factory=list)
+    # (key, lead_json as it was, until, reason, facts): held until the next opening
+    back: list[tuple[str, str, float, str, str]] = field(default_factory=list)
+    # (key, reason, facts): dialled to a final result: neither withdrawn nor sent again
+    done: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +244,17 @@ class StateStore(Protocol):
         "Dialled" is an outcome that finished it (connected, closed) or one dialled at or
         after the delivery. Return how many.
         """
+
+    async def window_closed(self, sink: str, now: float, limit: int = 500) -> list[WindowLead]:
+        """Return up to ``limit`` leads of ``sink`` the window's close concerns (``WindowLead``):
+        delivered ones whose ``dial_until`` is before ``now``, withdrawals of them that
+        landed, and those held for their return whose time has come."""
+        ...
+
+    async def move_window(self, sink: str, moves: WindowMoves) -> int:
+        """Apply ``moves`` (each only to a lead still in the stage it was read in), with
+        their events: ``gate.withdrawn``, ``gate.held``, ``gate.not_returned``; return how
+        many more leads the outbox (pending or held) holds for it."""
         ...
 
     async def release_held(self, sink: str, now: float) -> int:

@@ -32,8 +32,12 @@ from syncd.core.model import (
     consent_text,
 )
 from syncd.core.numbers import Holder
+from syncd.core.window_hold import WINDOW_CODE
 from syncd.errors import StoreError
 from syncd.state.base import (
+    CLOSED,
+    RETURNING,
+    WITHDRAWN,
     BlockedLead,
     ChunkWrite,
     Completion,
@@ -41,6 +45,8 @@ from syncd.state.base import (
     ExpiredLead,
     ListedLead,
     QueuedSummary,
+    WindowLead,
+    WindowMoves,
 )
 
 # Each entry moves the schema one version up. Append only; never edit a shipped step.
@@ -150,6 +156,19 @@ _PRUNABLE: dict[str, tuple[str, str, str]] = {
 }
 
 _GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
+# A lead taken out of the dialer at its calling window's close (syncd.run.window): its
+# removal carries the lead as it was, marked; it comes back at the next opening.
+WINDOW_WITHDRAWAL = (
+    f"action = 'delete' AND json_extract(lead_json, '$.withdrawn') = '{WINDOW_CODE}'"
+)
+# The lead was dialled to a final result since its delivery (the dialer is done with it).
+_DIALLED = """EXISTS (SELECT 1 FROM outcomes o WHERE o.sink = l.sink AND o.key = l.key
+    AND o.status IN ('connected', 'closed')
+    AND COALESCE(o.last_dialed_at, o.observed_at) >= COALESCE(l.delivered_at, 0))"""
+WITHDRAWING = (
+    f"withdrawn ({WINDOW_CODE}): its calling window closed while the dialer held it;"
+    " it comes back at the next opening"
+)
 _CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
 _PAIRS = 400  # (key, raw hash) pairs per query: 802 parameters, under old SQLite's 999
 
@@ -492,6 +511,9 @@ class SqliteStore:
                         state = CASE WHEN leads.state = 'inflight' THEN 'inflight'
                                      ELSE excluded.state END,
                         attempts = 0, next_at = 0, last_error = NULL,
+                        -- the close of the version the dialer holds; none held: none
+                        dial_until = CASE WHEN leads.delivered_hash IS NULL THEN NULL
+                                          ELSE leads.dial_until END,
                         origin = excluded.origin, line = excluded.line,
                         run_id = excluded.run_id, klass = excluded.klass,
                         updated_at = excluded.updated_at
@@ -625,13 +647,19 @@ class SqliteStore:
             # When the CRM changed the lead while it was in flight, the newer content
             # goes back to the outbox instead of being marked done.
             await db.executemany(
-                """
+                f"""
                 UPDATE leads SET
                     state = CASE WHEN hash != ? THEN 'pending'
                                  WHEN action = 'delete' THEN 'removed' ELSE 'delivered' END,
                     attempts = CASE WHEN state = 'pending' THEN 0 ELSE attempts END,
-                    vendor_ref = COALESCE(?, vendor_ref), delivered_at = ?, delivered_hash = ?,
-                    dial_until = ?, last_error = NULL, lease_until = NULL, next_at = 0
+                    vendor_ref = COALESCE(?, vendor_ref),
+                    -- a window withdrawal keeps when the lead went in: a call since then
+                    -- keeps it from coming back (window_closed)
+                    delivered_at = CASE WHEN {WINDOW_WITHDRAWAL} THEN delivered_at ELSE ? END,
+                    delivered_hash = ?,
+                    dial_until = CASE WHEN action = 'delete' THEN dial_until
+                                      ELSE CAST(? AS DOUBLE PRECISION) END,
+                    last_error = NULL, lease_until = NULL, next_at = 0
                 WHERE sink = ? AND key = ?
                 """,
                 delivered,
@@ -828,6 +856,91 @@ class SqliteStore:
                 {"sink": sink, "key": key, "action": action, "waits_for": other, "reason": why}
                 async for sink, key, action, other, why in cur
             ]
+
+    async def window_closed(self, sink: str, now: float, limit: int = 500) -> list[WindowLead]:
+        """Return the leads of ``sink`` the window's close concerns, earliest close first.
+
+        ``closed``: the dialer holds a version (``delivered_hash``) whose opening closed
+        (a newer one may wait in the outbox); ``withdrawn``: its window withdrawal
+        landed; ``returning``: held for its return, due, and dialled meanwhile.
+        """
+        query = f"""
+            SELECT key, CASE WHEN state = 'removed' THEN '{WITHDRAWN}'
+                             WHEN delivered_hash IS NULL THEN '{RETURNING}'
+                             ELSE '{CLOSED}' END,
+                   lead_json, {_DIALLED}
+            FROM leads l WHERE sink = ? AND dial_until IS NOT NULL AND (
+                (action = 'upsert' AND delivered_hash IS NOT NULL AND dial_until <= ?
+                 AND state IN ('delivered', 'pending', 'held') AND waits_for IS NULL)
+                OR (state = 'removed' AND {WINDOW_WITHDRAWAL})
+                OR (state = 'held' AND action = 'upsert' AND delivered_hash IS NULL
+                    AND next_at <= ? AND {_DIALLED}))
+            ORDER BY dial_until, key LIMIT ?
+        """
+        async with self._lock, self.db.execute(query, (sink, now, now, limit)) as cur:
+            return [WindowLead(k, stage, text, bool(d)) async for k, stage, text, d in cur]
+
+    async def move_window(self, sink: str, moves: WindowMoves) -> int:
+        now = self.clock.time()
+        events: list[tuple[float, str, str, str, str | None, str | None]] = []
+        queued = 0  # leads that entered the outbox (pending or held), less those that left
+        withdraw = (
+            "UPDATE leads SET action = 'delete', lead_json = ?, state = 'pending',"
+            " next_at = 0, attempts = 0, last_error = ?, lease_until = NULL"
+            " WHERE sink = ? AND key = ? AND action = 'upsert' AND dial_until IS NOT NULL"
+            " AND delivered_hash IS NOT NULL AND waits_for IS NULL AND state "
+        )
+        async with self._tx() as db:
+            for key, text, facts in moves.withdraw:
+                # Delivered, it joins the outbox; a newer version waiting there (the
+                # dialer still holds the old one) becomes the withdrawal, then returns.
+                cur = await db.execute(withdraw + "= 'delivered'", (text, WITHDRAWING, sink, key))
+                joined = cur.rowcount or 0
+                if not joined:
+                    cur = await db.execute(
+                        withdraw + "IN ('pending', 'held')", (text, WITHDRAWING, sink, key)
+                    )
+                queued += joined
+                if joined or cur.rowcount:
+                    events.append((now, sink, key, "gate.withdrawn", WITHDRAWING, facts or None))
+            for key, text, until, reason, facts in moves.back:
+                cur = await db.execute(
+                    "UPDATE leads SET action = 'upsert', lead_json = ?, state = 'held',"
+                    " next_at = ?, attempts = 0, last_error = ?, delivered_hash = NULL"
+                    f" WHERE sink = ? AND key = ? AND state = 'removed' AND {WINDOW_WITHDRAWAL}",
+                    (text, until, _storable(reason), sink, key),
+                )
+                if cur.rowcount:
+                    queued += 1
+                    events.append((now, sink, key, "gate.held", _storable(reason), facts or None))
+            for key, reason, facts in moves.done:
+                # Dialled: the window is forgotten. Held for its return, it stays out of
+                # the dialer (removed); the CRM's next change of it sends it again.
+                cur = await db.execute(
+                    "UPDATE leads SET state = 'removed', action = 'delete', last_error = ?,"
+                    " dial_until = NULL WHERE sink = ? AND key = ? AND state = 'held'"
+                    " AND action = 'upsert' AND delivered_hash IS NULL AND dial_until IS NOT NULL",
+                    (_storable(reason), sink, key),
+                )
+                left = cur.rowcount or 0
+                if not left:
+                    cur = await db.execute(
+                        "UPDATE leads SET dial_until = NULL,"
+                        " last_error = CASE WHEN state = 'removed' THEN ? ELSE last_error END"
+                        " WHERE sink = ? AND key = ? AND dial_until IS NOT NULL"
+                        " AND state != 'inflight'",
+                        (_storable(reason), sink, key),
+                    )
+                queued -= left
+                if (left or cur.rowcount) and reason:
+                    events.append(
+                        (now, sink, key, "gate.not_returned", _storable(reason), facts or None)
+                    )
+            await db.executemany(
+                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
+                events,
+            )
+        return queued
 
     async def release_held(self, sink: str, now: float) -> int:
         async with self._tx() as db:

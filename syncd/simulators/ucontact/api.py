@@ -46,17 +46,19 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from syncd.core.gate import CallingWindow
 from syncd.simulators.faults import FaultInjector, Faults, faults_route
 from syncd.simulators.quirks import Quirks, QuirkState, holdings_of, quirks_route
+from syncd.simulators.ringing import RingTimes
 from syncd.simulators.ucontact.dialing import Campaign, Entry
 from syncd.simulators.ucontact.wire import (
     PHONE,
@@ -120,10 +122,16 @@ class UContactSimulator:
         quirks: Quirks | None = None,
         clock: Callable[[], float] = time.time,  # the quirks' windows
         key_var: str = "crmkey",  # the data variable holding the CRM key (holdings)
+        # the campaign's calling hours ({"mon-fri": "09:00-20:00"}), applied in each
+        # contact's upload zone (else the server's); None: it dials around the clock
+        hours: dict[str, str] | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.quirks = QuirkState("ucontact", quirks, clock)
         self.key_var = key_var
+        self.hours = dict(hours) if hours else None
+        if self.hours:
+            CallingWindow.parse(self.hours)  # a spec it cannot read fails here, not at a tick
         self.removed: list[Entry] = []  # contacts RemoveContact took out
         self.users = dict(users or {"api": "secret"})
         self.campaigns = {name: Campaign(name) for name in campaigns}
@@ -246,8 +254,9 @@ class UContactSimulator:
             "text": "",
         }
         self.uploads.append(record)
-        if campaign is None or (with_timezone and not form.get("timezone")):
-            return PlainTextResponse("0")
+        zone = record["timezone"]
+        if campaign is None or (with_timezone and not _known_zone(zone)):
+            return PlainTextResponse("0")  # the zones are uContact's list: IANA names
         try:
             text = base64.b64decode(form.get("fileb64", ""), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -264,6 +273,7 @@ class UContactSimulator:
                 continue
             entry.source = record["filename"]
             entry.ready_at = ready
+            entry.timezone = zone
             campaign.add(entry)
             record["accepted"] += 1
         return PlainTextResponse("1")  # asynchronous on a real server: it says no more
@@ -365,13 +375,20 @@ class UContactSimulator:
         dialled = 0
 
         def due(entry: Entry) -> bool:
-            return force or entry.ready_at <= now
+            return (force or entry.ready_at <= now) and self.in_hours(entry, now)
 
         for campaign in self.campaigns.values():
             for scheduled in (False, True):
                 for entry in campaign.take(due, scheduled=scheduled):
                     dialled += self._dial(campaign, entry, now)
         return dialled
+
+    def in_hours(self, entry: Entry, now: float) -> bool:
+        """Return True when the campaign's hours let it dial ``entry`` at ``now``."""
+        if not self.hours:
+            return True
+        zone = ZoneInfo(entry.timezone) if entry.timezone else self.zone
+        return CallingWindow.parse(self.hours).open_at(zone, datetime.fromtimestamp(now, UTC))
 
     def _dial(self, campaign: Campaign, entry: Entry, now: float) -> int:
         if (campaign.name, entry.phone) in self.blacklist or ("*", entry.phone) in self.blacklist:
@@ -621,6 +638,11 @@ class UContactSimulator:
             ),
             "first_name": _var(entry.data, "first_name"),
             "last_name": _var(entry.data, "last_name"),
+            # a schedule from its calldate; the campaign's hours in the upload's zone
+            **RingTimes(
+                ring_from=datetime.fromtimestamp(entry.ready_at, UTC) if entry.calldate else None,
+                hours_zone=(entry.timezone or self.zone.key) if self.hours else None,
+            ).fields(),
         }
 
     def scheduled(self, campaign: str = "Ventas->") -> list[dict[str, Any]]:
@@ -671,6 +693,7 @@ class UContactSimulator:
         "max_page",
         "empty_as_204",
         "queue_agents",
+        "hours",
     )
 
     def next_answer(self, resource: str) -> str | None:
@@ -700,6 +723,14 @@ def _var(data: str, name: str) -> str:
         if key == name:
             return value
     return ""
+
+
+def _known_zone(name: str | None) -> bool:
+    try:
+        ZoneInfo(name or "")
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _upload_lines(form: dict[str, str]) -> int:

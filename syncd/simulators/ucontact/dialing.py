@@ -25,6 +25,7 @@ class Entry:
     ready_at: float = 0.0
     calldate: str | None = None
     added_at: float = 0.0
+    timezone: str | None = None  # the upload's (uploadbasewithtimezone): the campaign's hours
 
 
 @dataclass

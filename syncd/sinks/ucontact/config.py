@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from syncd.config import SinkConfig, Strict
 from syncd.core.model import CallStatus
+from syncd.core.window_hold import WindowHold
 from syncd.secrets import Secret
 
 FORBIDDEN = (";", ":", "=", "\n", "\r")  # characters the uploadbase file uses as separators
@@ -55,7 +56,12 @@ class UContactSinkConfig(SinkConfig):
     password: Secret
     campaign: str = Field(min_length=3)  # a dialer campaign, with its suffix: "Ventas->"
     upload_user: str | None = None  # uploadbase's `username`; defaults to `user`
-    timezone: str | None = None  # a uContact time zone name: uses uploadbasewithtimezone
+    # uploadbasewithtimezone's zone (an IANA name, as uContact's list gives them): each
+    # lead is uploaded with its own (the zone its calling window was decided in; see
+    # ``timezones``), and with this one when it has none; None: plain uploadbase then
+    timezone: str | None = None
+    # false: every upload carries ``timezone`` (an override), whatever the lead's zone
+    lead_timezones: bool = True
     server_timezone: str = "UTC"  # the server's clock: schedule dates and CDR call dates
     immediate: Literal["uploadbase", "dialertask"] = "uploadbase"  # leads without call_at
     task_source: str = "syncd"  # DialerTask's `source`
@@ -102,6 +108,22 @@ class UContactSinkConfig(SinkConfig):
     @classmethod
     def _server_timezone(cls, value: str) -> str:
         return _zone(value)
+
+    def window_hold(self) -> WindowHold:
+        """uContact takes a zone with an upload and a date with a schedule, no end: syncd
+        takes a lead out at its window's close and sends it again at the next opening."""
+        return WindowHold(
+            start=True,
+            close="withdraw",
+            how=(
+                "Dialers/uploadbasewithtimezone with each lead's zone, ScheduleDialerCall's"
+                " calldate for a callback; RemoveContact / RemoveScheduleDialerCall at the close"
+            ),
+            in_dialer=(
+                "set the campaign's calling hours to the window (uContact applies them in each"
+                " upload's timezone)"
+            ),
+        )
 
     @field_validator("url", "records_url", "backup_records_url")
     @classmethod

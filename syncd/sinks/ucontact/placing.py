@@ -341,6 +341,36 @@ class Placer:
             )
         return PushResult.delivered(q.key, reply="uContact: removed from the campaign")
 
+    async def withdraw(self, q: QueuedLead) -> PushResult:
+        """Return the result of taking a lead out at its calling window's close.
+
+        Removed as a deleted lead is, but its record and number index stay (held: no):
+        a call record of it polled later still finds the lead (a call since its upload
+        keeps it from being sent again), and its return is a plain add.
+        """
+        own = await self._own(q)
+        if own is None:
+            return PushResult.delivered(q.key, reply="nothing held at the dialer to withdraw")
+        plan = plan_delete(own, time.time(), **self._plan_args())
+        if plan.record is not None:
+            own = plan.record
+            await self.ledger.mark(q.key, own)
+        if plan.wait_until is not None:
+            return self._defer(q, plan.wait_until)
+        if not plan.remove:
+            return PushResult.delivered(q.key, reply="not held at the dialer: nothing to withdraw")
+        if not await self._owns(q.key, own.destination):
+            # Another lead holds the number now: removing it would take that one out.
+            self.log.info("sink.remove.shared_number", key=q.key)
+            return PushResult.delivered(q.key, reply="its number belongs to another lead now")
+        blocked = await self._remove_first(q, own, [own], own_is_target=True)
+        if blocked is not None:
+            return blocked
+        removal = "RemoveContact" + (" + RemoveScheduleDialerCall" if own.mode == SCHEDULE else "")
+        return PushResult.delivered(
+            q.key, reply=f"uContact: {removal} answered at the window's close"
+        )
+
     async def blacklist(self, q: QueuedLead, call: Call) -> PushResult:
         """Return the result of putting a do-not-call lead's numbers on the blacklist."""
         blocked = await self.prepare(q, None)
@@ -440,10 +470,31 @@ class Placer:
             q.key, call.destination, reply=f"uContact: {resource} answered 1"
         )
 
-    async def upload(
-        self, uploads: list[tuple[QueuedLead, Call]], dialled: DialledCheck | None = None
+    async def upload_zones(
+        self,
+        uploads: dict[str | None, list[tuple[QueuedLead, Call]]],
+        dialled: DialledCheck | None = None,
     ) -> list[PushResult]:
-        """Return the results of sending leads in one uploadbase file."""
+        """Return the results of sending leads in one file per upload zone, one at a time.
+
+        In turn, not at once: each file's number index is written in order (``upload``).
+        """
+        results: list[PushResult] = []
+        for zone in sorted(uploads, key=lambda z: z or ""):
+            results += await self.upload(uploads[zone], dialled, timezone=zone)
+        return results
+
+    async def upload(
+        self,
+        uploads: list[tuple[QueuedLead, Call]],
+        dialled: DialledCheck | None = None,
+        *,
+        timezone: str | None = None,
+    ) -> list[PushResult]:
+        """Return the results of sending leads in one uploadbase file.
+
+        ``timezone``: sent with ``Dialers/uploadbasewithtimezone``; None: ``uploadbase``.
+        """
         dialled = dialled or self.dialled_check()
         prepared = await asyncio.gather(
             *(guard(q, self.prepare(q, call.destination, dialled)) for q, call in uploads),
@@ -477,16 +528,20 @@ class Placer:
             placed = _sending(q, call, BASE)
             await self.ledger.place(q.key, placed, _numbers(q, call))
             sent.append((q, placed))
-        answer = await self._added(sent, self._upload([call for _, call in by_number.values()]))
+        calls = [call for _, call in by_number.values()]
+        answer = await self._added(sent, self._upload(calls, timezone))
+        resource = _upload_resource(timezone)
         if isinstance(answer, list):
             return results + answer
         if not answer:
+            zone = f", timezone {timezone!r}" if timezone else ""
             raise SinkConfigError(
-                f"Dialers/uploadbase refused the file for campaign {self.cfg.campaign!r} "
-                "(answered 0, also with a fresh key): check the campaign and the user's rights",
+                f"{resource} refused the file for campaign {self.cfg.campaign!r}{zone} "
+                "(answered 0, also with a fresh key): check the campaign and the user's rights"
+                + (", and that uContact knows the zone" if timezone else ""),
                 vendor=VENDOR,
             )
-        said = "uContact: Dialers/uploadbase answered 1"
+        said = f"uContact: {resource} answered 1" + (f" ({timezone})" if timezone else "")
         return results + [
             PushResult.delivered(q.key, call.destination, reply=said) for q, call in ready
         ]
@@ -521,7 +576,7 @@ class Placer:
             await self.ledger.mark(q.key, _settled(placed, YES if ok else NO))
         return ok
 
-    async def _upload(self, calls: list[Call]) -> bool:
+    async def _upload(self, calls: list[Call], timezone: str | None) -> bool:
         fileb64, count = upload_file(self.cfg.campaign, calls)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         filename = f"syncd-{self.name}-{stamp}-{uuid.uuid4().hex[:8]}.txt"
@@ -532,13 +587,18 @@ class Placer:
             "cant": str(count),
             "username": self.cfg.uploader,
         }
-        resource = "Dialers/uploadbase"
-        if self.cfg.timezone:
-            resource = "Dialers/uploadbasewithtimezone"
-            form["timezone"] = self.cfg.timezone
+        if timezone:
+            form["timezone"] = timezone
+        resource = _upload_resource(timezone)
         reply = await self.client.command(resource, form, repeat_unanswered=False)
-        self.log.info("sink.push.uploaded", filename=filename, rows=count, accepted=reply.ok)
+        self.log.info(
+            "sink.push.uploaded", filename=filename, rows=count, accepted=reply.ok, zone=timezone
+        )
         return reply.ok
+
+
+def _upload_resource(timezone: str | None) -> str:
+    return "Dialers/uploadbasewithtimezone" if timezone else "Dialers/uploadbase"
 
 
 async def guard(q: QueuedLead, step: Awaitable[PushResult | None]) -> PushResult | None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
+from syncd.core.window_hold import WINDOW_CODE
 from syncd.errors import SinkConfigError, VendorError
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
@@ -26,6 +27,7 @@ from syncd.sinks.ucontact.ledger import SCHEDULE, TASK, Ledger
 from syncd.sinks.ucontact.outcomes import CdrPoller
 from syncd.sinks.ucontact.placing import CALL_CONCURRENCY, Placer, guard
 from syncd.sinks.ucontact.queues import hold_reason, no_agents_since, parse_queue_summary
+from syncd.sinks.ucontact.timezones import upload_zone
 from syncd.sinks.ucontact.wire import Call, UnsafeValue, clean, data_string, server_time
 
 HEALTH_KEYS = (
@@ -245,6 +247,12 @@ class UContactSink(BaseSink):
             calldate=calldate,
         )
 
+    def upload_zone(self, q: QueuedLead) -> str | None:
+        """Return the zone a lead is uploaded with (``timezones``); None: plain uploadbase."""
+        if not self.cfg.lead_timezones:
+            return self.cfg.timezone
+        return upload_zone(q.dial_zones, self.cfg.timezone, q.dial_until)
+
     def is_dnc(self, lead: Lead) -> bool:
         if self.cfg.dnc is None:
             return False
@@ -255,12 +263,14 @@ class UContactSink(BaseSink):
     async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
         results: dict[str, PushResult] = {}
         work: list[Awaitable[PushResult | list[PushResult] | None]] = []
-        uploads: list[tuple[QueuedLead, Call]] = []
+        uploads: dict[str | None, list[tuple[QueuedLead, Call]]] = {}  # by upload zone
         dialled = self.placer.dialled_check()  # one read of the call records per push
         for q in batch:
             if q.action is Action.DELETE:
                 if q.lead.withdrawn.startswith("dnc"):
                     work.append(guard(q, self.placer.withdraw_dnc(q)))
+                elif q.lead.withdrawn == WINDOW_CODE:
+                    work.append(guard(q, self.placer.withdraw(q)))
                 else:
                     work.append(guard(q, self.placer.delete(q)))
                 continue
@@ -288,9 +298,9 @@ class UContactSink(BaseSink):
             elif self.cfg.immediate == "dialertask":
                 work.append(guard(q, self.placer.single(q, call, TASK, dialled)))
             else:
-                uploads.append((q, call))
+                uploads.setdefault(self.upload_zone(q), []).append((q, call))
         if uploads:
-            work.append(self.placer.upload(uploads, dialled))
+            work.append(self.placer.upload_zones(uploads, dialled))
         outcomes = await asyncio.gather(*work, return_exceptions=True)
         config_error: BaseException | None = None
         for outcome in outcomes:
