@@ -36,6 +36,7 @@ from syncd.config import SinkConfig
 from syncd.core.audit import Facts, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
+from syncd.core.feed import QUEUED_HORIZON_S, feed, pace_span_s
 from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
@@ -119,9 +120,16 @@ class Pusher:
         self.health = health or HealthTracker(structlog.get_logger("syncd.push"), clock)
         self.deferred: str | None = None  # why the last batch's leads wait (syncd's own delay)
         self.dnc_stale: str | None = None  # set by the engine: a strict list is stale
+        # Feed, don't flood (core.feed): new leads this pass may still send (None: no cap),
+        # and whether updates or removals are due that go whatever the cap
+        self.feed_left: int | None = None
+        self.feed_others = False
+        self.feeding: str | None = None  # the feed as measured this pass (its status line)
+        self.fed_up: str | None = None  # set when new leads were due and had to wait
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
+        await self._measure_feed()
         workers = [
             asyncio.create_task(self._worker(deadline)) for _ in range(self.cfg.push_concurrency)
         ]
@@ -142,7 +150,16 @@ class Pusher:
                 return
             probing = breaker.state is BreakerState.HALF_OPEN
             size = self.guard.sizes.limit(self.cfg.batch_size)
+            if self.feed_left is not None:
+                if self.feed_left <= 0 and not self.feed_others:
+                    await self._fed_up()
+                    if probing:
+                        breaker.cancel()
+                    return
+                size = min(size, self.feed_left) if self.feed_left > 0 else size
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
+            if batch and self.feed_left is not None:
+                batch = await self._fed(batch)
             if batch:
                 batch = await self._within_window(batch)
                 if batch and self.dnc_stale is not None:
@@ -162,6 +179,63 @@ class Pusher:
                     self.counts.waiting = self.deferred
                 return
             await self._sleep(min(due - self.clock.time(), deadline - self.clock.time(), 5.0))
+
+    async def _measure_feed(self) -> None:
+        """Work out how many new leads this pass may send (``queue_ahead_minutes``)."""
+        ahead = self.cfg.queue_ahead_minutes
+        if ahead is None or self.cfg.entity != "leads":
+            return
+        now = self.clock.time()
+        counts = await self.store.feed_counts(
+            self.sink.name,
+            reached_since=now - pace_span_s(ahead),
+            delivered_since=now - QUEUED_HORIZON_S,
+            now=now,
+        )
+        decided = feed(ahead, self.cfg.queue_start or self.cfg.batch_size, counts)
+        self.feed_left, self.feed_others = decided.allowance, counts.others_due > 0
+        self.feeding = decided.reason()
+        self.log.debug(
+            "push.feed",
+            allowance=decided.allowance,
+            queued=decided.queued,
+            pace_per_min=decided.pace_per_min,
+            others_due=counts.others_due,
+        )
+
+    async def _fed_up(self) -> None:
+        """The allowance is spent: say so in status when new leads are due (they wait)."""
+        due = await self.store.next_due(self.sink.name)
+        if due is not None and due <= self.clock.time() and self.feeding is not None:
+            if self.fed_up is None:
+                self.log.info("push.feeding", reason=self.feeding)
+            self.fed_up = self.feeding
+            self.counts.waiting = self.counts.waiting or self.feeding
+
+    async def _fed(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
+        """Return what may go of a claimed batch; new leads past the allowance go back.
+
+        Updates of leads the dialer holds and removals add nothing to its queue: they
+        always go (a removal must never wait for the dialer to catch up). The others
+        go back to the outbox as they were, without spending an attempt.
+        """
+        going: list[QueuedLead] = []
+        over: list[str] = []
+        for q in batch:
+            if q.action is Action.DELETE or q.delivered_hash is not None:
+                going.append(q)
+            elif self.feed_left is not None and self.feed_left > 0:
+                self.feed_left -= 1
+                going.append(q)
+            else:
+                over.append(q.key)
+        if over:
+            self.feed_others = False  # looked: the next pass measures again
+            await self.store.requeue(
+                self.sink.name, over, self.clock.time(), self.feeding or "feeding the dialer"
+            )
+            await self._fed_up()
+        return going
 
     async def _within_window(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return the leads whose calling window is open now; hold the rest until it opens.
