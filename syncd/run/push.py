@@ -36,7 +36,7 @@ from syncd.config import SinkConfig
 from syncd.core.audit import Facts, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
-from syncd.core.feed import QUEUED_HORIZON_S, feed, pace_span_s
+from syncd.core.feed import QUEUED_HORIZON_S, Feed, feed, pace_span_s
 from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
@@ -124,7 +124,8 @@ class Pusher:
         # and whether updates or removals are due that go whatever the cap
         self.feed_left: int | None = None
         self.feed_others = False
-        self.feeding: str | None = None  # the feed as measured this pass (its status line)
+        self._feed: Feed | None = None  # the feed as measured at the start of this pass
+        self._feed_sent = 0  # new leads let go since
         self.fed_up: str | None = None  # set when new leads were due and had to wait
 
     async def run_until_idle(self, deadline: float) -> None:
@@ -194,7 +195,7 @@ class Pusher:
         )
         decided = feed(ahead, self.cfg.queue_start or self.cfg.batch_size, counts)
         self.feed_left, self.feed_others = decided.allowance, counts.others_due > 0
-        self.feeding = decided.reason()
+        self._feed, self._feed_sent = decided, 0
         self.log.debug(
             "push.feed",
             allowance=decided.allowance,
@@ -206,11 +207,14 @@ class Pusher:
     async def _fed_up(self) -> None:
         """The allowance is spent: say so in status when new leads are due (they wait)."""
         due = await self.store.next_due(self.sink.name)
-        if due is not None and due <= self.clock.time() and self.feeding is not None:
+        if due is not None and due <= self.clock.time() and self._feed is not None:
+            # What waits in the dialer now: what it held, and what this pass sent it.
+            queued = self._feed.queued + self._feed_sent
+            reason = replace(self._feed, queued=queued).reason()
             if self.fed_up is None:
-                self.log.info("push.feeding", reason=self.feeding)
-            self.fed_up = self.feeding
-            self.counts.waiting = self.counts.waiting or self.feeding
+                self.log.info("push.feeding", reason=reason)
+            self.fed_up = reason
+            self.counts.waiting = self.counts.waiting or reason
 
     async def _fed(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return what may go of a claimed batch; new leads past the allowance go back.
@@ -226,13 +230,14 @@ class Pusher:
                 going.append(q)
             elif self.feed_left is not None and self.feed_left > 0:
                 self.feed_left -= 1
+                self._feed_sent += 1
                 going.append(q)
             else:
                 over.append(q.key)
         if over:
             self.feed_others = False  # looked: the next pass measures again
             await self.store.requeue(
-                self.sink.name, over, self.clock.time(), self.feeding or "feeding the dialer"
+                self.sink.name, over, self.clock.time(), "feeding the dialer: its queue is full"
             )
             await self._fed_up()
         return going
