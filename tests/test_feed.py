@@ -47,3 +47,11 @@ def test_the_reason_says_how_much_waits_and_at_what_pace() -> None:
     )
     unpaced = feed(10, 50, FeedCounts(reached=0, queued=50)).reason()
     assert "50 queued no call reported yet, 50 let in to start" in unpaced
+
+
+def test_status_says_a_working_sink_is_feeding_its_dialer() -> None:
+    from syncd.run.status import sink_state_line
+
+    reason = feed(10, 50, FeedCounts(reached=150, queued=120)).reason()
+    seen = {"state": "working", "pending": 300, "next_due": 0, "feeding": reason}
+    assert sink_state_line(seen, now=1.0) == f"working; {reason}; 300 leads pending"

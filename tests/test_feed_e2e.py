@@ -64,3 +64,27 @@ async def test_the_dialer_holds_about_its_pace_times_the_minutes_ahead_never_the
     assert all(n == 1 for n in sim.received().values())  # nobody sent twice
     assert notes[0] is not None and notes[0].startswith("feeding the dialer: 20 queued")
     assert any(n and "of its pace (10 a minute)" in n for n in notes)
+
+
+async def test_an_update_of_a_lead_the_dialer_holds_goes_while_new_leads_wait(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(1_800_000_000.0)
+    sim = JodoSimulator(clock=clock)  # its dialing engine is off: it reaches nobody
+    with running(create_app(sim)) as url:
+        sink = jodo_sink(url, queue_ahead_minutes=AHEAD, queue_start=2, push_concurrency=1)
+        path = write_config(tmp_path, [sink], routes=[route("jodo")])
+        rows = "".join(f"L{n},F,L,98200{n:05d},,\n" for n in range(5))
+        drop_csv(tmp_path / "inbox", "a.csv", "id,first,last,phone,email,callback\n" + rows)
+        first = await run_engine(settings_for(path), deadline_s=30, clock=clock)
+        sent_first = dict(sim.received())
+        clock.advance(60)
+        changed = "id,first,last,phone,email,callback\nL0,Asha,L,9820000000,,\n"
+        drop_csv(tmp_path / "inbox", "b.csv", changed)
+        second = await run_engine(settings_for(path), deadline_s=30, clock=clock)
+
+    assert sent_first == {"L0": 1, "L1": 1}  # the start: two, the dialer reached none
+    assert first.sinks["jodo"].pending == 3
+    assert sim.received() == {"L0": 2, "L1": 1}  # the update went; no new lead did
+    assert second.sinks["jodo"].pending == 3
+    assert (second.sinks["jodo"].waiting or "").startswith("feeding the dialer: 2 queued")

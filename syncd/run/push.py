@@ -161,6 +161,8 @@ class Pusher:
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
             if batch and self.feed_left is not None:
                 batch = await self._fed(batch)
+                if not batch:
+                    continue  # all went back: the check above ends the pass
             if batch:
                 batch = await self._within_window(batch)
                 if batch and self.dnc_stale is not None:

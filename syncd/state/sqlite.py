@@ -680,17 +680,18 @@ class SqliteStore:
     ) -> FeedCounts:
         """Return what the sink's dialer has reached and still holds (``core.feed``).
 
-        ``reached``: outcomes observed since ``reached_since``; ``queued``: new leads
-        delivered since ``delivered_since`` with no outcome at all, their ``call_at``
-        (a callback) not in the future; ``others_due``: updates and removals due now,
+        ``reached``: outcomes observed since ``reached_since``; ``queued``: leads the
+        dialer holds (delivered since ``delivered_since``, an update of one waiting in
+        the outbox included) with no outcome at all, their ``call_at`` (a callback) not
+        in the future; ``others_due``: updates and removals due now,
         which the feed does not hold back.
         """
         upcoming = datetime.fromtimestamp(now, UTC).isoformat()  # Lead.call_at's own form
         reached_sql = "SELECT COUNT(*) FROM outcomes WHERE sink = ? AND observed_at >= ?"
         queued_sql = """
             SELECT COUNT(*) FROM leads l
-            WHERE l.sink = ? AND l.state = 'delivered' AND l.action = 'upsert'
-              AND l.delivered_at >= ?
+            WHERE l.sink = ? AND l.action = 'upsert' AND l.delivered_hash IS NOT NULL
+              AND l.state != 'removed' AND l.delivered_at >= ?
               AND (json_extract(l.lead_json, '$.call_at') IS NULL
                    OR json_extract(l.lead_json, '$.call_at') <= ?)
               AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.sink = l.sink AND o.key = l.key)
