@@ -124,6 +124,11 @@ class SinkConfig(Strict):
     # At most one live record per main number in this dialer (the others wait their turn),
     # or "allow" several; see docs/reliability.md "Shared numbers"
     duplicates: Literal["one_per_number", "allow"] = "one_per_number"
+    # Feed, don't flood (core.feed): keep about this many minutes of the dialer's pace
+    # (measured from the outcomes it reports) waiting in it; None: send whatever is due.
+    queue_ahead_minutes: float | None = Field(None, gt=0, le=1440)
+    # …and what it may hold before a pace is known (or when slower); None: batch_size
+    queue_start: int | None = Field(None, ge=1, le=100_000)
     # "agents": the outbox an [[routes]] kind = "agents" adds for its sink (never configured)
     _entity: str = PrivateAttr("leads")
 

@@ -2,8 +2,9 @@
 
 Jodo answers a whole ImportProcessData batch with ``status 5`` when any record in it
 is bad, without saying which. The bad record here is one whose CRM ``slot`` column
-is mapped straight onto Jodo's ``callDateTime`` field and holds text Jodo cannot
-read: syncd passes extra fields through untouched, so only the dialer can refuse it.
+is mapped straight onto Jodo's ``calltype`` field and holds text Jodo cannot read:
+syncd passes extra fields through untouched, so only the dialer can refuse it.
+(Not ``callDateTime``: syncd sends its own on every record.)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def config(tmp_path: Path, url: str, batch_size: int) -> Path:
     return write_config(
         tmp_path,
         [jodo_sink(url, batch_size=batch_size, push_concurrency=1)],
-        routes=[route("jodo", map={"fields": {"callDateTime": "slot"}})],
+        routes=[route("jodo", map={"fields": {"calltype": "slot"}})],
     )
 
 
@@ -64,9 +65,9 @@ def test_one_bad_record_is_isolated_and_the_rest_of_its_batch_is_delivered(
     assert "sink.push.bisect" in result.stderr
 
     status = run_cli("status", "-c", str(path))
-    assert "Invalid callDateTime" in status.stdout
+    assert "Invalid calltype" in status.stdout
     explain = run_cli("explain", "L17", "-c", str(path))
-    assert "rejected" in explain.stdout and "Invalid callDateTime" in explain.stdout
+    assert "rejected" in explain.stdout and "Invalid calltype" in explain.stdout
 
 
 async def test_several_bad_records_are_each_refused_and_only_they(tmp_path: Path) -> None:

@@ -139,7 +139,8 @@ async def test_records_not_dialled_yet_give_no_outcome(store: SqliteStore) -> No
         assert await sink.poll_outcomes() == 0
         await sink.close()
     assert await outcomes(store) == {}
-    assert sim.requests["getProcessData"] == 1
+    # One read of its clock before the first import (callDateTime on its clock), one poll
+    assert sim.requests["getProcessData"] == 2
 
 
 async def test_no_customer_data_status_14_is_an_empty_result(store: SqliteStore) -> None:

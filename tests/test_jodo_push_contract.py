@@ -57,36 +57,56 @@ def queued(key: str, phone: str = "+919820012345", **lead: Any) -> QueuedLead:
     return QueuedLead("jodo", key, f"h-{key}", Action.UPSERT, Lead(key=key, phone=phone, **lead), 1)
 
 
-async def test_push_upserts_records_by_crm_unique_field(
-    jodo: Simulated, store: SqliteStore
-) -> None:
-    sink = sink_for(jodo.url, store)
+async def test_push_upserts_records_by_crm_unique_field(store: SqliteStore) -> None:
     from datetime import UTC, datetime
 
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
+
+    sim = JodoSimulator(timezone="Asia/Kolkata")  # the server's clock, as the sink is told
     when = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
-    results = await sink.push(
-        [
-            queued(
-                "L1",
-                first_name="Asha",
-                last_name="Rao",
-                email="a@x.in",
-                agent="agent7",
-                call_at=when,
-                fields={"city": "Pune"},
-            ),
-            queued("L2", phone="+919820054321"),
-        ]
-    )
-    await sink.close()
+    with running(create_app(sim)) as url:
+        sink = sink_for(url, store)
+        results = await sink.push(
+            [
+                queued(
+                    "L1",
+                    first_name="Asha",
+                    last_name="Rao",
+                    email="a@x.in",
+                    agent="agent7",
+                    call_at=when,
+                    fields={"city": "Pune"},
+                ),
+                queued("L2", phone="+919820054321"),
+            ]
+        )
+        await sink.close()
     assert [r.kind for r in results] == [ResultKind.DELIVERED, ResultKind.DELIVERED]
-    records = {r["leadnumber"]: r for r in jodo.sim.records()}
+    records = {r["leadnumber"]: r for r in sim.records()}
     assert records["L1"]["mobilenumber"] == "00919820012345"
     assert records["L1"]["name"] == "Asha Rao"
     assert records["L1"]["callDateTime"] == "2026-12-01 10:30:00"  # the server's clock (IST)
     assert records["L1"]["calltype"] == "41" and records["L1"]["userlogin"] == "agent7"
     assert records["L1"]["city"] == "Pune"
     assert records["L2"]["mobilenumber"] == "00919820054321"
+    assert "calltype" not in records["L2"]  # an ordinary lead: calltype as configured (none)
+    assert records["L2"]["callDateTime"]  # …due from the push moment, on the server's clock
+
+
+async def test_a_server_clock_in_another_zone_gets_call_times_on_its_own_clock(
+    jodo: Simulated, store: SqliteStore
+) -> None:
+    # The sink is told Asia/Kolkata; the server's clock reads UTC. Measured before the
+    # first import, the callback is sent as that clock will show it (a second late at
+    # most), not 5.5 h late, past its window.
+    from datetime import UTC, datetime
+
+    sink = sink_for(jodo.url, store)
+    when = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    await sink.push([queued("L1", call_at=when), queued("L2", phone="+919820054321")])
+    await sink.close()
+    records = {r["leadnumber"]: r for r in jodo.sim.records()}
+    assert records["L1"]["callDateTime"] in ("2026-12-01 05:00:01", "2026-12-01 05:00:02")
 
 
 async def test_pushing_the_same_lead_again_updates_rather_than_adds(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.core.feed import FeedCounts
 from syncd.core.model import Action, LeadWrite, Outcome, Reject, ResultKind
 from syncd.state.base import (
     CLOSED,
@@ -553,3 +554,49 @@ async def test_a_lead_is_withdrawn_at_its_window_close_and_held_for_the_next_ope
     counts = (await store.counts())["jodo"]
     assert (counts["removed"], counts["delivered"], counts["held"]) == (1, 1, 0)
     assert await store.window_closed("jodo", time.time() + 7200) == []
+
+
+async def test_feed_counts_say_what_the_dialer_reached_and_still_holds(
+    store: SqliteStore,
+) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from syncd.core.model import Outcome
+
+    now = time.time()
+    later = (datetime.fromtimestamp(now, UTC) + timedelta(hours=2)).isoformat()
+    leads = {
+        "L1": None,  # reached: an outcome came back
+        "L2": None,  # delivered, not reached yet
+        "L3": None,  # delivered, not reached yet; then changed in the CRM
+        "CB": later,  # a callback two hours on: not in the queue the dialer works now
+    }
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(k, "h1", "raw", json.dumps({"key": k, "phone": "+1", "call_at": c}),
+                  Action.UPSERT, "new", 2)
+        for k, c in leads.items()
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+    await store.claim("jodo", 10, 60)
+    await store.complete("jodo", [Completion(k, "h1", ResultKind.DELIVERED) for k in leads])
+    seen = datetime.fromtimestamp(now, UTC)
+    await store.record_outcomes([Outcome("jodo", "L1", seen, status="connected")])
+    await store.record_outcomes([Outcome("jodo", "OLD", seen - timedelta(hours=1))])
+    await enqueue(store, "L3", "h2")  # an update of a lead the dialer holds: due now
+    await enqueue(store, "NEW", "h1")  # a new lead, not delivered: not counted anywhere
+
+    counts = await store.feed_counts(
+        "jodo", reached_since=now - 900, delivered_since=now - 3600, now=now + 1
+    )
+    # reached L1; queued L2 and L3 (its update waits in the outbox, the dialer holds it);
+    # due whatever the feed: L3's update
+    assert (counts.reached, counts.queued, counts.others_due) == (1, 2, 1)
+    none_since = await store.feed_counts(
+        "jodo", reached_since=now + 60, delivered_since=now + 60, now=now + 1
+    )
+    assert (none_since.reached, none_since.queued) == (0, 0)  # outside the span and horizon
+    assert (await store.feed_counts("other", reached_since=0, delivered_since=0, now=now)) == (
+        FeedCounts(0, 0, 0)
+    )

@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from syncd import __version__, logs, registry
-from syncd.config import Settings, format_validation_error, load_settings, secret_values
+from syncd.config import (
+    Settings,
+    SinkConfig,
+    format_validation_error,
+    load_settings,
+    secret_values,
+)
 from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
 from syncd.run.lock import EXIT_LOCKED, store_lock
 
@@ -220,10 +226,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     for sink in dialers:
         hold = sink.window_hold()
         mark = "" if hold.held else "WARNING: "
-        print(f"{mark}sink {sink.name} ({sink.kind}): calling window {hold.describe()}")
+        print(
+            f"{mark}sink {sink.name} ({sink.kind}): calling window {hold.describe()}"
+            f"{_feed_note(sink)}"
+        )
     if settings.health.enabled:
         print(_status_page_line(settings))
     return EXIT_OK
+
+
+def _feed_note(sink: SinkConfig) -> str:
+    """Return what ``queue_ahead_minutes`` does for a sink, for `syncd check`."""
+    ahead = sink.queue_ahead_minutes
+    if ahead is None:
+        return "; queue_ahead_minutes not set: every due lead is sent at once"
+    start = sink.queue_start or sink.batch_size
+    return (
+        f"; fed, not flooded: about {ahead:g} min of the dialer's pace waits in it"
+        f" ({start} before a pace is measured)"
+    )
 
 
 def _status_page_line(settings: Settings) -> str:

@@ -282,6 +282,10 @@ class Runtime:
             _, released_at = await self.store.held(name)
             if released_at is not None:  # a held lead's window opens: push then
                 due = released_at if due is None else min(due, released_at)
+            if due is not None and self.engine.fed_up.get(name):
+                # New leads wait for the dialer to reach its queue: the next tick looks
+                # again (measuring the feed every second would only repeat the answer).
+                due = max(due, time.time() + PUSH_TICK_S)
             # No await between this check and the return: a wake cannot slip through.
             if name not in self._rewake:
                 self._push_again_at(name, due)

@@ -124,6 +124,8 @@ class Engine:
         self._following: set[str] = set()  # the jobs another replica leads, as last seen
         self.list_states: list[ListState] = []  # the do-not-call lists' age, as last checked
         self._lists_checked = -LISTS_RECHECK_S
+        # By sink: why its new leads wait for the dialer (queue_ahead_minutes), None: not
+        self.fed_up: dict[str, str | None] = {}
 
     # -- life ------------------------------------------------------------------------
 
@@ -255,6 +257,7 @@ class Engine:
         pusher.dnc_lists = self.dnc_lists(name)
         pusher.consent = name in consent_sinks(self.settings)
         await pusher.run_until_idle(deadline)
+        self.fed_up[name] = pusher.fed_up  # new leads wait for the dialer to reach its queue
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)
         held = slot.sink.paused()
@@ -434,6 +437,7 @@ class Engine:
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
                 "warnings": warnings.get(slot.name, []),
                 "queues": [asdict(q) for q in _queues(slot.sink)],
+                "feeding": self.fed_up.get(slot.name),
                 "updated_at": self.clock.time(),
                 "run_id": self.run_id,
             }

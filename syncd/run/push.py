@@ -39,6 +39,7 @@ from syncd.config import SinkConfig
 from syncd.core.audit import Facts, list_of, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
+from syncd.core.feed import QUEUED_HORIZON_S, Feed, feed, pace_span_s
 from syncd.core.gate import (
     ALLOWED,
     GateDecision,
@@ -133,9 +134,17 @@ class Pusher:
         self.dnc_stale: str | None = None  # set by the engine: a strict list is stale
         self.dnc_lists: list[str] = []  # set by the engine: its routes' do-not-call lists
         self.consent = False  # set by the engine: a route of this sink ages consent
+        # Feed, don't flood (core.feed): new leads this pass may still send (None: no cap),
+        # and whether updates or removals are due that go whatever the cap
+        self.feed_left: int | None = None
+        self.feed_others = False
+        self._feed: Feed | None = None  # the feed as measured at the start of this pass
+        self._feed_sent = 0  # new leads let go since
+        self.fed_up: str | None = None  # set when new leads were due and had to wait
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
+        await self._measure_feed()
         workers = [
             asyncio.create_task(self._worker(deadline)) for _ in range(self.cfg.push_concurrency)
         ]
@@ -156,11 +165,22 @@ class Pusher:
                 return
             probing = breaker.state is BreakerState.HALF_OPEN
             size = self.guard.sizes.limit(self.cfg.batch_size)
+            if self.feed_left is not None:
+                if self.feed_left <= 0 and not self.feed_others:
+                    await self._fed_up()
+                    if probing:
+                        breaker.cancel()
+                    return
+                size = min(size, self.feed_left) if self.feed_left > 0 else size
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
+            if batch and self.feed_left is not None:
+                batch = await self._fed(batch)
+                if not batch:
+                    continue  # all went back: the check above ends the pass
             if batch:
                 batch = await self._not_listed(batch)
-            if batch:
-                batch = await self._within_window(batch)
+                if batch:
+                    batch = await self._within_window(batch)
                 if batch and self.dnc_stale is not None:
                     batch = await self._while_list_stale(batch, self.dnc_stale)
                 if batch:
@@ -217,6 +237,67 @@ class Pusher:
         if self.observer is not None:
             self.observer.gate_decisions(self.sink.name, [r.reason for r in refused])
         return [q for q in batch if q.key not in gone]
+
+    async def _measure_feed(self) -> None:
+        """Work out how many new leads this pass may send (``queue_ahead_minutes``)."""
+        ahead = self.cfg.queue_ahead_minutes
+        if ahead is None or self.cfg.entity != "leads":
+            return
+        now = self.clock.time()
+        counts = await self.store.feed_counts(
+            self.sink.name,
+            reached_since=now - pace_span_s(ahead),
+            delivered_since=now - QUEUED_HORIZON_S,
+            now=now,
+        )
+        decided = feed(ahead, self.cfg.queue_start or self.cfg.batch_size, counts)
+        self.feed_left, self.feed_others = decided.allowance, counts.others_due > 0
+        self._feed, self._feed_sent = decided, 0
+        self.log.debug(
+            "push.feed",
+            allowance=decided.allowance,
+            queued=decided.queued,
+            pace_per_min=decided.pace_per_min,
+            others_due=counts.others_due,
+        )
+
+    async def _fed_up(self) -> None:
+        """The allowance is spent: say so in status when new leads are due (they wait)."""
+        due = await self.store.next_due(self.sink.name)
+        if due is not None and due <= self.clock.time() and self._feed is not None:
+            # What waits in the dialer now: what it held, and what this pass sent it.
+            queued = self._feed.queued + self._feed_sent
+            reason = replace(self._feed, queued=queued).reason()
+            if self.fed_up is None:
+                self.log.info("push.feeding", reason=reason)
+            self.fed_up = reason
+            self.counts.waiting = self.counts.waiting or reason
+
+    async def _fed(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
+        """Return what may go of a claimed batch; new leads past the allowance go back.
+
+        Updates of leads the dialer holds and removals add nothing to its queue: they
+        always go (a removal must never wait for the dialer to catch up). The others
+        go back to the outbox as they were, without spending an attempt.
+        """
+        going: list[QueuedLead] = []
+        over: list[str] = []
+        for q in batch:
+            if q.action is Action.DELETE or q.delivered_hash is not None:
+                going.append(q)
+            elif self.feed_left is not None and self.feed_left > 0:
+                self.feed_left -= 1
+                self._feed_sent += 1
+                going.append(q)
+            else:
+                over.append(q.key)
+        if over:
+            self.feed_others = False  # looked: the next pass measures again
+            await self.store.requeue(
+                self.sink.name, over, self.clock.time(), "feeding the dialer: its queue is full"
+            )
+            await self._fed_up()
+        return going
 
     async def _within_window(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return the leads whose calling window is open now and whose consent holds;

@@ -116,6 +116,8 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
             line = "held (see the warning); leads wait without spending attempts"
         elif pending and isinstance(due, int | float) and due > now:
             line = f"working, backing off until {when(due)}"
+        elif seen.get("feeding"):
+            line = f"working; {seen['feeding']}"
         else:
             line = "working"
     else:

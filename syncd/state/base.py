@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from syncd.core.feed import FeedCounts
 from syncd.core.model import (
     Action,
     AgentStatus,
@@ -202,6 +203,13 @@ class StateStore(Protocol):
         """Hold claimed leads (key, until, reason): not pushed, not an attempt, until then.
 
         ``facts``: by key, the audit's facts of each hold, written with it."""
+        ...
+
+    async def feed_counts(
+        self, sink: str, *, reached_since: float, delivered_since: float, now: float
+    ) -> FeedCounts:
+        """Return what ``sink``'s dialer reached since ``reached_since`` and still holds
+        of what was delivered since ``delivered_since`` (``syncd.core.feed``)."""
         ...
 
     async def number_holders(

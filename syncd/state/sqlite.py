@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.feed import FeedCounts
 from syncd.core.model import (
     Action,
     AgentStatus,
@@ -716,6 +717,43 @@ class SqliteStore:
         ):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def feed_counts(
+        self, sink: str, *, reached_since: float, delivered_since: float, now: float
+    ) -> FeedCounts:
+        """Return what the sink's dialer has reached and still holds (``core.feed``).
+
+        ``reached``: outcomes observed since ``reached_since``; ``queued``: leads the
+        dialer holds (delivered since ``delivered_since``, an update of one waiting in
+        the outbox included) with no outcome at all, their ``call_at`` (a callback) not
+        in the future; ``others_due``: updates and removals due now,
+        which the feed does not hold back.
+        """
+        upcoming = datetime.fromtimestamp(now, UTC).isoformat()  # Lead.call_at's own form
+        reached_sql = "SELECT COUNT(*) FROM outcomes WHERE sink = ? AND observed_at >= ?"
+        queued_sql = """
+            SELECT COUNT(*) FROM leads l
+            WHERE l.sink = ? AND l.action = 'upsert' AND l.delivered_hash IS NOT NULL
+              AND l.state != 'removed' AND l.delivered_at >= ?
+              AND (json_extract(l.lead_json, '$.call_at') IS NULL
+                   OR json_extract(l.lead_json, '$.call_at') <= ?)
+              AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.sink = l.sink AND o.key = l.key)
+        """
+        others_sql = (
+            "SELECT COUNT(*) FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?"
+            " AND (action = 'delete' OR delivered_hash IS NOT NULL)"
+        )
+        async with self._lock:
+            found = []
+            for sql, params in (
+                (reached_sql, (sink, reached_since)),
+                (queued_sql, (sink, delivered_since, upcoming)),
+                (others_sql, (sink, now)),
+            ):
+                async with self.db.execute(sql, params) as cur:
+                    row = await cur.fetchone()
+                found.append(int(row[0]) if row else 0)
+        return FeedCounts(reached=found[0], queued=found[1], others_due=found[2])
 
     async def requeue(self, sink: str, keys: Sequence[str], next_at: float, reason: str) -> None:
         """Return claimed leads untouched: the sink, not the lead, was at fault."""

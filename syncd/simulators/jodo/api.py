@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -53,6 +53,7 @@ from syncd.simulators.jodo.dialing import (
 )
 from syncd.simulators.jodo.users import UserDirectory
 from syncd.simulators.quirks import Quirks, QuirkState, holdings_of, quirks_route
+from syncd.simulators.ringing import RingTimes
 
 __all__ = ["AGENT_STATUSES", "DialPlan", "DialResult", "JodoSimulator", "create_app"]
 
@@ -455,7 +456,8 @@ class JodoSimulator:
 
         A record is open until disposed (closed: saveDisposition) or finished
         (dialled to a final result); ``key`` is the process's CRM unique field
-        (else customercode).
+        (else customercode). Open rows carry ``ring_from`` / ``ring_until`` /
+        ``hours_zone`` (``syncd.simulators.ringing``).
         """
         with self.lock:
             p = self.processes[servicekey]
@@ -476,8 +478,34 @@ class JodoSimulator:
                 elif state is not None and state.final:
                     finished.append(row)
                 else:
-                    open_rows.append(row)
+                    open_rows.append({**row, **self._ring_times(record, state).fields()})
         return holdings_of(open_rows, closed, finished)
+
+    def _ring_times(self, record: dict[str, Any], state: DialState | None) -> RingTimes:
+        """Return when the dialing engine would ring an open record: not before its
+        callDateTime nor its retry time, no end; the process dials at any hour.
+
+        Both are on this server's clock: a server whose clock is off rings that much
+        earlier or later by the true time, which is what ``ring_from`` says.
+        """
+        due = self.floor.parse(record.get("callDateTime")) if record.get("callDateTime") else None
+        retry = state.next_at if state is not None and state.next_at > 0 else None
+        starts = [t for t in (due, retry) if t is not None]
+        if not starts:
+            return RingTimes()
+        true = max(starts) - self.clock_offset_s
+        return RingTimes(ring_from=datetime.fromtimestamp(true, UTC))
+
+    def undialled(self, servicekey: str = "VoiceProcess") -> int:
+        """Return how many open records the dialing engine has not called yet."""
+        with self.lock:
+            p = self.processes[servicekey]
+            return sum(
+                1
+                for slot in range(len(p.records))
+                if (state := p.dial_state.get(slot)) is None
+                or not (state.attempts or state.disposed or state.final)
+            )
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

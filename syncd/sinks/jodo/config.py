@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from syncd.config import SinkConfig, Strict, TimeZoneName
 from syncd.core.model import CallStatus
+from syncd.core.window_hold import WindowHold
 from syncd.secrets import Secret
 
 # The Media table of the Jodo document: id -> name.
@@ -162,7 +163,8 @@ class JodoSinkConfig(SinkConfig):
     updateparam: Literal["mobilenumber", "customercode", "crmuniquefield"] = "crmuniquefield"
     key_field: str = "leadnumber"  # the record field that carries the CRM key
     crm_unique_field: str = "leadnumber"  # the process's unique CRM field (crmuniquefield)
-    calltype: int | None = None  # for leads without call_at; None sends none
+    # for leads without call_at (sent with callDateTime = the push moment); None sends none
+    calltype: int | None = None
     callback_calltype: int = 41  # for leads with call_at (General call back)
     timezone: TimeZoneName = "UTC"  # the Jodo server's clock, for callDateTime / reqdatetime
     # The server's resdatetime further than this from our clock: polls follow its clock
@@ -212,6 +214,16 @@ class JodoSinkConfig(SinkConfig):
                 " (an agent's absence is read with userStatus)"
             )
         return self
+
+    def window_hold(self) -> WindowHold:
+        """Jodo takes a start per record (callDateTime) and no end: the close is the dialer's."""
+        return WindowHold(
+            start=True,
+            close="",
+            how="callDateTime on every record: the lead's call_at, else the push moment; "
+            "Jodo has no expiry or removal",
+            in_dialer="set the process's calling hours in Jodo; set queue_ahead_minutes",
+        )
 
     @property
     def media_name(self) -> str:

@@ -7,8 +7,9 @@ reallocation of an absent agent's leads (reallocatedata) and CRM-side closing
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
@@ -17,7 +18,7 @@ from syncd.net.http import UnknownFields
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
 from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.assignment import check_agents, unassigned_note
-from syncd.sinks.jodo.client import connect, jodo_time
+from syncd.sinks.jodo.client import NOT_FOUND, connect, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
@@ -52,9 +53,19 @@ class JodoSink(BaseSink):
         chosen = config.provisioning.unknown_agent
         self.unknown_agent = chosen or ("unassign" if ctx.agents_outbox else "send")
         self.reply_fields = UnknownFields(self.log, "jodo")
+        self._mapped_time_said = False  # a route field mapped onto callDateTime: said once
 
-    def record(self, lead_q: QueuedLead) -> dict[str, Any]:
-        """Return the ImportProcessData record for a lead (the wire dict)."""
+    def record(self, lead_q: QueuedLead, now: datetime | None = None) -> dict[str, Any]:
+        """Return the ImportProcessData record for a lead (the wire dict).
+
+        Every record carries ``callDateTime``, the moment before which Jodo does not
+        dial it: the lead's ``call_at`` (a callback, ``callback_calltype``), else the
+        push moment ``now`` (the gate let it go now; ``calltype`` as configured). That
+        holds the record to the start of the window the gate found open (a lead held
+        overnight goes at the opening, due from then); Jodo takes no end, so the close
+        is the process's calling hours and ``queue_ahead_minutes`` (``window_hold``).
+        Both are on the dialer's clock (its measured skew added: see ``_dialer_now``).
+        """
         lead = lead_q.lead
         cfg = self.cfg
         phone, alternates = self.dial_all(lead)
@@ -73,15 +84,43 @@ class JodoSink(BaseSink):
         for field_name, number in zip(cfg.alt_phone_fields, alternates, strict=False):
             record[field_name] = number
         if lead.call_at is not None:
-            record["callDateTime"] = jodo_time(lead.call_at, cfg.timezone)
+            record["callDateTime"] = self._dialer_time(lead.call_at)
+        else:
+            record["callDateTime"] = self._dialer_now(now)
+        if lead.call_at is not None:
             record["calltype"] = str(cfg.callback_calltype)
         elif cfg.calltype is not None:
             record["calltype"] = str(cfg.calltype)
         if lead.agent:
             record["userlogin"] = lead.agent
+        if "callDateTime" in lead.fields and not self._mapped_time_said:
+            # The route maps a CRM column straight onto callDateTime: syncd's own time
+            # wins (the gate checked it against the window; the column it did not).
+            self._mapped_time_said = True
+            self.log.warning(
+                "jodo.field.replaced",
+                field="callDateTime",
+                action="map the CRM's callback time to call_at; syncd sends callDateTime",
+            )
         for name, value in lead.fields.items():
             record.setdefault(name, value)
         return record
+
+    def _dialer_time(self, when: datetime) -> str:
+        """Return ``when`` on the Jodo server's clock (a skew beyond tolerance added)."""
+        shifted = when + timedelta(seconds=self.client.skew.offset_s())
+        return jodo_time(shifted, self.cfg.timezone)
+
+    def _dialer_now(self, now: datetime | None) -> str:
+        """Return the push moment on the Jodo server's clock, whatever the skew measured.
+
+        A server 90 s behind ours would otherwise hold every lead 90 s (or, behind by a
+        wrong zone, hours, into the close). The skew is measured from whole seconds cut
+        down, so this is at most the server's now: due at once, never before the opening.
+        """
+        moment = now or datetime.fromtimestamp(self.clock.time(), UTC)
+        skew = math.floor(self.client.skew.skew_s or 0.0)
+        return jodo_time(moment + timedelta(seconds=skew), self.cfg.timezone)
 
     def closes_numbers(self, queued: QueuedLead) -> list[str]:
         """saveDisposition names a number (``contactvalue``): every record under it closes."""
@@ -145,7 +184,10 @@ class JodoSink(BaseSink):
             )
         moved = await self.reallocator.moved_agents([*upserts, *(q for q, _ in disposals)])
         if upserts:
-            records = [self.record(q) for q in upserts]
+            if any(q.lead.call_at is None for q in upserts):
+                await self._read_dialer_clock()
+            now = datetime.fromtimestamp(self.clock.time(), UTC)  # the gate allowed them now
+            records = [self.record(q, now) for q in upserts]
             for q, record in zip(upserts, records, strict=True):
                 if q.key in moved:  # keep the reallocation syncd made while the agent was away
                     record["userlogin"] = moved[q.key]
@@ -180,6 +222,25 @@ class JodoSink(BaseSink):
         if disposals:
             results += await self.disposer.dispose(disposals, moved)
         return results
+
+    async def _read_dialer_clock(self) -> None:
+        """Read the Jodo server's clock once, before the first push-moment callDateTime.
+
+        A server behind ours (or a wrong ``timezone``) would hold a record stamped with
+        our time that much longer, into the close. Any reply carries ``resdatetime``:
+        an empty ``getProcessData`` window costs the server nothing. Unanswered, the
+        push goes on with our clock (the skew is measured from its reply then).
+        """
+        if self.client.skew.measured:
+            return
+        moment = jodo_time(datetime.fromtimestamp(self.clock.time(), UTC), self.cfg.timezone)
+        payload = {"searchparam": "daterange", "fromdate": moment, "todate": moment}
+        try:
+            await self.client.call("getProcessData", payload, retry=False, accept=(NOT_FOUND,))
+        except SinkConfigError:
+            raise
+        except VendorError as exc:
+            self.log.debug("jodo.clock.unread", reason=str(exc))
 
     def _failed_records(
         self, body: dict[str, Any], upserts: Sequence[QueuedLead], records: list[dict[str, Any]]
