@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import signal
 import sqlite3
 from pathlib import Path
@@ -117,14 +118,15 @@ async def test_the_audit_names_number_local_time_rule_policy_list_moves_and_the_
     assert moved["call_at_to"] == "2026-12-01T03:30:00+00:00"  # 09:00 in Mumbai
     assert moved["numbers"] == ["+919820012350"] and moved["zones"] == ["Asia/Calcutta"]
     listed = one(rows, "LIST1", "withdrawal_queued")
-    assert (listed["dnc_list"], listed["rule"], listed["list_version"]) == (
-        "ndnc",
-        "dnc_list:ndnc",
-        "",
+    assert (listed["dnc_list"], listed["rule"]) == ("ndnc", "dnc_list:ndnc")
+    # the list's version in force: its number, the registry copy's date, file, checksum
+    assert re.fullmatch(
+        r"v1 of \d{4}-\d{2}-\d{2} \(.+, sha256 [0-9a-f]{12}\)", listed["list_version"]
     )
     assert listed["numbers"] == ["+919820012349"]
     blocked_by_list = one(rows, "LIST2", "blocked")
     assert blocked_by_list["dnc_list"] == "ndnc"
+    assert blocked_by_list["list_version"] == listed["list_version"]
     assert blocked_by_list["policy_version"] == second_version
     assert blocked_by_list["zones"] == ["Asia/Calcutta"]
     withdrawn_block = one(rows, "OK1", "blocked")

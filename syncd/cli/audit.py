@@ -122,7 +122,7 @@ def audit_record(row: dict[str, Any], fallback: dict[str, str]) -> dict[str, Any
         "reason": detail,
         "policy_version": facts.policy,
         "dnc_list": facts.dnc_list or list_of(rule),
-        "list_version": facts.list_version,  # empty until do-not-call lists carry versions
+        "list_version": facts.list_version,
         "call_at_from": facts.call_at_from,
         "call_at_to": facts.call_at_to,
         "dialer_answer": facts.reply,

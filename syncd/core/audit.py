@@ -60,7 +60,7 @@ class Facts:
     code: str = ""  # the gate's reason code (``dnc_list:dnc``, ``window_closed``)
     policy: str = ""  # policy_version() of the settings that decided
     dnc_list: str = ""  # the do-not-call list that decided, if one did
-    list_version: str = ""  # that list's version, once lists carry versions
+    list_version: str = ""  # that list's version in force: "v3 of 2026-11-30 (file, sha256 …)"
     call_at_from: str = ""  # the CRM's callback time (ISO 8601, UTC) before the move
     call_at_to: str = ""  # where the gate moved it: the window's next opening
     action: str = ""  # upsert | delete: what a push sent

@@ -79,3 +79,19 @@ def strict_hold(settings: Settings, states: list[ListState], sink: str) -> str |
                 "for a fresh copy"
             )
     return None
+
+
+def version_label(v: DncVersion) -> str:
+    """Return how the audit names a list's version: number, the copy's date, file, checksum."""
+    day = time.strftime("%Y-%m-%d", time.gmtime(v.file_date))
+    return f"v{v.version} of {day} ({v.file}, sha256 {v.sha256[:12]})"
+
+
+async def version_labels(store: StateStore, names: set[str]) -> dict[str, str]:
+    """Return the label of the version in force of each named list (none yet: left out)."""
+    labels: dict[str, str] = {}
+    for name in sorted(names):
+        found = await store.dnc_versions(name, 1)
+        if found:
+            labels[name] = version_label(found[0])
+    return labels

@@ -37,6 +37,7 @@ from syncd.core.phones import PhoneError, to_e164
 from syncd.core.reconcile import latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError
+from syncd.run.dnc_lists import version_labels
 from syncd.run.window import unmarked
 from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
@@ -295,6 +296,7 @@ class Puller:
         kept: dict[int, tuple[str, str, str]] = {}
         if not listed:
             return mapped, kept
+        versions = await version_labels(self.store, set(listed.values()))
         out: list[NormalizedRow] = []
         for row in mapped:
             hit = next((n for n in numbers.get(row[0], ()) if n in listed), None)
@@ -314,6 +316,7 @@ class Puller:
                 code=decision.code,
                 policy=mapper.policy_version,
                 dnc_list=listed[hit],
+                list_version=versions.get(listed[hit], ""),
             )
             gone = withdrawal(row[1], decision.code)
             out.append((row[0], row[1], *gone, decision.text, True, facts.to_json()))
@@ -534,6 +537,7 @@ class DncPuller:
         found = [lead for lead in await self.store.listed_leads(listing.name) if lead.sink in users]
         routes = self.puller.settings.routes
         fallback = {r.sink: r.timezone for r in reversed(routes)}  # a sink's first route's
+        versions = await version_labels(self.store, {listing.name}) if found else {}
         write = ChunkWrite(self.summary.run_id, listing.source, listing.name)
         write.dnc_checked = listing.name
         done: set[tuple[str, str]] = set()
@@ -565,6 +569,7 @@ class DncPuller:
                 code=code,
                 policy=sink_policy_version(routes, lead.sink),
                 dnc_list=list_of(code),
+                list_version=versions.get(listing.name, ""),
             ).to_json()
             action = LeadWrite(
                 lead.key, gone_hash, lead.raw_hash, gone_json, Action.DELETE, kind, None,

@@ -64,7 +64,7 @@ from syncd.errors import (
     public_reason,
 )
 from syncd.net.breaker import BreakerState
-from syncd.run.dnc_lists import STALE_RECHECK_S
+from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
 from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import Completion, StateStore
@@ -118,6 +118,7 @@ class Pusher:
         self.fallback_zone = fallback_zone  # the zone of a lead whose numbers place nowhere
         self._zones: dict[str, tuple[str, ...]] = {}  # by key: the zones the window was checked in
         self._refusals: dict[str, str] = {}  # by key: the gate's code of a refusal at push time
+        self._list_versions: dict[str, str] = {}  # do-not-call list -> its version's label
         self.clock = clock
         self.cfg = sink.config
         self.store = store
@@ -216,6 +217,7 @@ class Pusher:
         listed = await self.store.dnc_matches(self.dnc_lists, wanted)
         if not listed:
             return list(batch)
+        self._list_versions.update(await version_labels(self.store, set(listed.values())))
         refused: list[PushResult] = []
         for q in upserts:
             hit = next((n for n in numbers[q.key] if n in listed), None)
@@ -736,6 +738,7 @@ class Pusher:
             code=code,
             policy=self.policy,
             dnc_list=list_of(code),
+            list_version=self._list_versions.get(list_of(code), ""),
             action=q.action.value,
             withdrawn=q.lead.withdrawn,
             reply=reply,
