@@ -21,7 +21,7 @@ from syncd.simulators.server import running
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
 from syncd.sinks.ameyo.replies import ameyo_validity
 from syncd.state.sqlite import SqliteStore
-from tests.conftest import drop_csv
+from tests.conftest import drop_csv, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
     AMEYO_PASSWORD,
@@ -29,6 +29,7 @@ from tests.support.reliability import (
     route,
     run_engine,
     settings_for,
+    vendor_env,
     write_config,
 )
 
@@ -128,6 +129,30 @@ async def test_a_lead_the_dialer_rang_is_not_sent_again_after_its_close(tmp_path
     assert customer.attempts == 1  # the redial past validityTime was not dialled
     assert customer.due is None
     assert third.sinks["ameyo"].delivered == 0 and list(sim.uploads().values()) == [1]
+
+
+async def test_a_customer_who_answered_after_the_last_poll_is_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(at("2026-11-30 14:10"))  # 19:40 IST
+    sim = simulator(clock, dialing=False)
+    with running(create_app(sim)) as url:
+        path = config(tmp_path, url)
+        drop_csv(tmp_path / "inbox", "a.csv", HEADER + "M1,Asha,K,9820012345,,\n")
+        await run_engine(settings_for(path), deadline_s=60, clock=clock)  # pushed, polled
+        clock.now = at("2026-11-30 14:20")  # 19:50 IST: the dialer rings her; she buys
+        sim.set_dialer(["CONNECTED"])
+        sim.snapshot()  # the dialer's floor moves to now
+        clock.now = at("2026-11-30 15:00")  # 20:30 IST: the first run after the close
+        await run_engine(settings_for(path), deadline_s=60, clock=clock)
+        clock.now = at("2026-12-01 03:30")  # 09:00 IST the next morning
+        await run_engine(settings_for(path), deadline_s=60, clock=clock)
+        [customer] = sim.customer_list()
+        history = run_cli("explain", "M1", "-c", str(path), env=vendor_env())
+
+    assert customer.attempts == 1 and list(sim.uploads().values()) == [1]  # not rung again
+    assert "dialer.expired" not in history.stdout
+    assert "connected" in history.stdout.lower()
 
 
 async def test_leads_whose_windows_close_apart_go_in_a_request_each(tmp_path: Path) -> None:

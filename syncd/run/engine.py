@@ -98,6 +98,9 @@ class PollResult:
     retry_after: float | None = None
 
 
+POLLED_SCOPE = "polled"  # kv: per sink, when its last poll that went through started
+
+
 class Engine:
     """Owns one configuration's sinks, their health and the writeback runner."""
 
@@ -280,7 +283,15 @@ class Engine:
         Return how many."""
         if self.sinks[name].cfg.window_hold().close != "expiry":
             return 0
-        count = await self.store.requeue_expired(name, self.clock.time(), EXPIRED_UNDIALLED)
+        # Only leads whose close came before the start of the last outcome poll that went
+        # through: a call the dialer placed before the close is then known (a customer who
+        # answered and bought is not sent again the next morning).
+        polled = await self.store.kv_get(POLLED_SCOPE, name)
+        if polled is None:
+            return 0
+        count = await self.store.requeue_expired(
+            name, self.clock.time(), EXPIRED_UNDIALLED, closed_by=float(polled)
+        )
         if count:
             log.info("push.expired_again", sink=name, count=count, reason=EXPIRED_UNDIALLED)
         return count
@@ -341,6 +352,7 @@ class Engine:
         slot = self.sinks[name]
         if not slot.working or not await self.leads(f"poll:{name}"):
             return PollResult(skipped=True)
+        started = self.clock.time()
         try:
             count = await slot.sink.poll_outcomes()
         except SinkConfigError as exc:
@@ -356,6 +368,7 @@ class Engine:
             )
             return PollResult(error=str(exc), retry_after=getattr(exc, "retry_after", None))
         self.health.recovered(f"poll:{name}", event="sink.poll.recovered", sink=name)
+        await self.store.kv_set(POLLED_SCOPE, name, repr(started))  # see _send_expired_again
         if self.observer is not None:
             self.observer.outcomes_received(name, count)
         return PollResult(count=count)

@@ -243,7 +243,9 @@ class StateStore(Protocol):
         """Return leads held behind another lead of their number, for ``status``."""
         ...
 
-    async def requeue_expired(self, sink: str, now: float, reason: str) -> int:
+    async def requeue_expired(
+        self, sink: str, now: float, reason: str, closed_by: float | None = None
+    ) -> int:
         """Return to the outbox the delivered leads whose ``dial_until`` passed undialled.
 
         For a dialer that stops dialling a record at its expiry (``WindowHold.close``
@@ -251,6 +253,7 @@ class StateStore(Protocol):
         never ring again, so it is sent again (the gate holds it until the next opening).
         "Dialled" is an outcome that finished it (connected, closed) or one dialled at or
         after the delivery. Return how many.
+        ``closed_by``: only leads whose close came by then (default ``now``).
         """
 
     async def window_closed(self, sink: str, now: float, limit: int = 500) -> list[WindowLead]:

@@ -989,7 +989,9 @@ class SqliteStore:
             )
             return cur.rowcount or 0
 
-    async def requeue_expired(self, sink: str, now: float, reason: str) -> int:
+    async def requeue_expired(
+        self, sink: str, now: float, reason: str, closed_by: float | None = None
+    ) -> int:
         async with self._tx() as db:
             cur = await db.execute(
                 "UPDATE leads SET state = 'pending', next_at = ?, attempts = 0,"
@@ -1001,7 +1003,7 @@ class SqliteStore:
                 " AND (o.status IN ('connected', 'closed')"
                 " OR o.last_dialed_at >= leads.delivered_at))"
                 " RETURNING key",
-                (now, reason, sink, now),
+                (now, reason, sink, now if closed_by is None else closed_by),
             )
             keys = [str(r[0]) for r in await cur.fetchall()]
             await db.executemany(
