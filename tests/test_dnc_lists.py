@@ -365,3 +365,24 @@ def test_a_snapshot_list_needs_a_folder_of_files(tmp_path: Path) -> None:
     assert checked.returncode != 0
     assert 'dnc_lists[0].mode: "snapshot" reads each file as the whole list' in checked.stderr
     assert "'sql', not a csv_drop folder" in checked.stderr
+
+
+async def test_gate_explain_says_a_listed_number_is_blocked_and_the_lead_goes_on_its_alternate(
+    tmp_path: Path,
+) -> None:
+    with running(create_app(JodoSimulator())) as url:
+        path = listing_config(tmp_path, url)
+        drop_list(tmp_path, "dnc-2026-11-29.csv", "number\n9820012345\n")
+        await run_at(path)
+
+    shown = run_cli(
+        "gate", "explain", "-c", str(path), "9820012345", "9820012346",
+        "--at", "2026-11-30T11:30:00+05:30",
+    )  # fmt: skip
+
+    assert shown.returncode == 0, shown.stderr
+    assert "main +919820012345: blocked (dnc_list:ndnc)" in shown.stdout
+    assert "alternate +919820012346: passes the screens" in shown.stdout
+    assert "the lead is called on +919820012346" in shown.stdout
+    alone = run_cli("gate", "explain", "-c", str(path), "9820012345")
+    assert "decision: blocked (dnc_list:ndnc)" in alone.stdout, alone.stdout

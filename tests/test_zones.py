@@ -110,6 +110,24 @@ def test_gate_explain_prints_the_zones_the_window_in_each_and_the_decision(
     assert refused.returncode == 2 and "'EST' is not an IANA zone name" in refused.stderr
 
 
+def test_gate_explain_refuses_what_the_screens_refuse_whatever_the_window(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "syncd.toml"
+    text = GATE_CONFIG.format(state=tmp_path / "state.db", inbox=tmp_path)
+    config.write_text(text + 'block_number_types = ["premium_rate"]\n', encoding="utf-8")
+    at = ("--at", "2026-11-30T10:00:00-05:00")  # 15:00 UTC: 10:00 in New York, open
+
+    placeholder = run_cli("gate", "explain", "-c", str(config), "+919999999999", *at)
+    premium = run_cli("gate", "explain", "-c", str(config), "+19005550100", *at)
+    both = run_cli("gate", "explain", "-c", str(config), "+19005550100", "2125550100", *at)
+
+    assert "decision: blocked (placeholder_number)" in placeholder.stdout, placeholder.stdout
+    assert "decision: blocked (number_type:premium_rate)" in premium.stdout, premium.stdout
+    assert "the lead is called on +12125550100" in both.stdout, both.stdout
+    assert "decision at 2026-11-30 15:00 UTC: allowed" in both.stdout  # the offset counted
+
+
 GATE_CONFIG = """
 [state]
 path = "{state}"

@@ -382,12 +382,32 @@ def _require_store(settings: Settings) -> None:
         )
 
 
+def _store_exists(settings: Settings) -> bool:
+    return settings.state.shared or Path(settings.state.path).exists()
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
-    from syncd.cli.gate_explain import explain
+    from syncd.cli.gate_explain import explain, numbers_of
 
     settings = _settings(args, without_secrets=ALL_SECTIONS)
+    lists = sorted({n for r in settings.routes if r.policy for n in r.policy.dnc_lists})
+    listed: dict[str, str] | None = None
+    if lists and _store_exists(settings):
+
+        async def lookup() -> dict[str, str]:
+            from syncd.state import open_store
+
+            store = await open_store(settings.state)
+            try:
+                return await store.dnc_matches(lists, sorted(numbers_of(settings, args)))
+            finally:
+                await store.close()
+
+        listed = asyncio.run(lookup())
     try:
-        lines = explain(settings, args)
+        lines = explain(settings, args, listed)
+        if lists and listed is None:
+            lines.append("(no state store yet: the do-not-call lists were not looked up)")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     print("\n".join(lines))

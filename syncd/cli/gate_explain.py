@@ -1,5 +1,10 @@
-"""`syncd gate explain NUMBER [--tz ZONE]`: the zones a number rings in, the window in
-each, and what the safety gate decides now — for each route with a calling window."""
+"""`syncd gate explain NUMBER [ALTERNATE…] [--tz ZONE]`: what the safety gate decides
+now for a lead with these numbers — for each route with a policy: each number's screens
+(placeholder, number type, do-not-call lists), the zones it rings in, the window in
+each, and the decision.
+
+The same decisions the pull and the push make (``core.gate.screen``,
+``calling_decision``), so "allowed" here means the gate would let it through."""
 
 from __future__ import annotations
 
@@ -7,7 +12,17 @@ import argparse
 from datetime import UTC, datetime, timedelta
 
 from syncd.config import RouteConfig, Settings
-from syncd.core.gate import CallingWindow, RouteWindow, calling_decision, lead_zones, zone_info
+from syncd.core.gate import (
+    CallingWindow,
+    GateDecision,
+    RouteWindow,
+    Verdict,
+    calling_decision,
+    lead_zones,
+    screen,
+    zone_info,
+)
+from syncd.core.mapping import screening_of
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.zones import ZoneError, check_zone, zone_table
 
@@ -19,44 +34,92 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "explain", help="a number's zones, the window in each, and the decision now"
     )
     explain.add_argument("-c", "--config", help="TOML config file (default: $SYNCD_CONFIG)")
-    explain.add_argument("number", help="a phone number (national numbers in --region)")
+    explain.add_argument(
+        "numbers",
+        nargs="+",
+        metavar="NUMBER",
+        help="the lead's main number, then its alternates (national numbers in --region)",
+    )
     explain.add_argument("--tz", default="", help="the lead's time-zone column (IANA name)")
     explain.add_argument("--region", help="region of a national number (default: the route's)")
-    explain.add_argument("--at", help="decide at this UTC time (ISO 8601) instead of now")
+    explain.add_argument(
+        "--at", help="decide at this time (ISO 8601; UTC unless it has an offset) instead of now"
+    )
 
 
-def explain(settings: Settings, args: argparse.Namespace) -> list[str]:
-    """Return the lines `syncd gate explain` prints; ValueError for a bad argument."""
+def numbers_of(settings: Settings, args: argparse.Namespace) -> set[str]:
+    """Return every E.164 number the arguments stand for, over the routes' regions (for
+    the do-not-call look-up before ``explain``)."""
+    found: set[str] = set()
+    for route in settings.routes:
+        for text in args.numbers:
+            try:
+                found.add(to_e164(text, args.region or route.default_region))
+            except PhoneError:
+                continue
+    return found
+
+
+def explain(
+    settings: Settings, args: argparse.Namespace, listed: dict[str, str] | None = None
+) -> list[str]:
+    """Return the lines `syncd gate explain` prints; ValueError for a bad argument.
+
+    ``listed``: number -> the do-not-call list holding it (from the store), if known.
+    """
     now = _moment(args.at)
     if args.tz:
         try:
             check_zone(args.tz)
         except ZoneError as exc:
             raise ValueError(f"--tz: {exc}") from None
-    routes = [r for r in settings.routes if r.policy is not None and r.policy.windows]
+    routes = [r for r in settings.routes if r.policy is not None]
     if not routes:
-        return ["no route has a calling window ([policy] windows): any time is allowed"]
+        return ["no route has a [policy]: every number is allowed, at any time"]
     lines: list[str] = []
     for route in routes:
-        lines += _route_lines(route, args, now)
+        lines += _route_lines(route, args, now, listed or {})
     return lines
 
 
-def _route_lines(route: RouteConfig, args: argparse.Namespace, now: datetime) -> list[str]:
+def _route_lines(
+    route: RouteConfig, args: argparse.Namespace, now: datetime, listed: dict[str, str]
+) -> list[str]:
     policy = route.policy
     assert policy is not None
     region = args.region or route.default_region
-    try:
-        number = to_e164(args.number, region)
-    except PhoneError as exc:
-        return [f"route {route.name}: {args.number!r} is not a number in {region}: {exc}"]
+    lines = [f"route {route.name}:"]
+    usable: list[str] = []
+    refusal: GateDecision | None = None
+    for n, text in enumerate(args.numbers):
+        role = "main" if n == 0 else "alternate"
+        try:
+            number = to_e164(text, region)
+        except PhoneError as exc:
+            lines.append(f"  {role} {text!r}: not a number in {region}: {exc}")
+            continue
+        decided = _screened(number, route, listed, now)
+        lines.append(
+            f"  {role} {number}: {'passes the screens' if decided is None else decided.text}"
+        )
+        if decided is None:
+            usable.append(number)
+        elif refusal is None:
+            refusal = decided
+    if not usable:
+        why = refusal.text if refusal is not None else "no number to call"
+        return [*lines, f"  decision: {why}"]
+    if usable[0] != to_e164_or_none(args.numbers[0], region):
+        lines.append(f"  the main number is refused: the lead is called on {usable[0]}")
+    if not policy.windows:
+        return [*lines, "  no calling window: allowed at any time"]
     table = zone_table((o.prefix, o.zones) for o in policy.zone_overrides)
     window = CallingWindow.parse(policy.windows, policy.holidays)
     margin = timedelta(minutes=policy.min_minutes_left)
-    zones = lead_zones(number, args.tz, route.timezone, table)
-    own = table.zones_of(number)
+    zones = lead_zones(usable, args.tz, route.timezone, table)
+    own = sorted({z for number in usable for z in table.zones_of(number)})
     known = ", ".join(own) or f"none known (the route zone {route.timezone})"
-    lines = [f"route {route.name}: {number}", f"  the number's zones: {known}"]
+    lines.append(f"  the numbers' zones: {known}")
     if args.tz:
         how = "narrows them" if args.tz in own else "is not among them: both are kept"
         lines.append(f"  the CRM's zone {args.tz} {how}")
@@ -70,10 +133,33 @@ def _route_lines(route: RouteConfig, args: argparse.Namespace, now: datetime) ->
             + ("open" if inside else "closed")
         )
     decision = calling_decision(
-        number, args.tz, [RouteWindow(window, route.timezone, margin, table)], now
+        usable, args.tz, [RouteWindow(window, route.timezone, margin, table)], now
     )
     lines.append(f"  decision at {now.strftime('%Y-%m-%d %H:%M UTC')}: {decision.text}")
     return lines
+
+
+def to_e164_or_none(text: str, region: str) -> str | None:
+    try:
+        return to_e164(text, region)
+    except PhoneError:
+        return None
+
+
+def _screened(
+    number: str, route: RouteConfig, listed: dict[str, str], now: datetime
+) -> GateDecision | None:
+    """Return why the gate refuses ``number`` on ``route``, or None when it passes."""
+    decided = screen(number, screening_of(route), dnc=None, consent=None, now=now)
+    if decided.verdict is Verdict.BLOCK:
+        return decided
+    policy = route.policy
+    name = listed.get(number)
+    if policy is not None and name is not None and name in policy.dnc_lists:
+        return GateDecision(
+            Verdict.BLOCK, f"dnc_list:{name}", f"{number} is on the do-not-call list {name}"
+        )
+    return None
 
 
 def _moment(text: str | None) -> datetime:
@@ -83,4 +169,4 @@ def _moment(text: str | None) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"--at: {text!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)

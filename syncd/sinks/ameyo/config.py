@@ -124,7 +124,10 @@ class AmeyoSinkConfig(SinkConfig):
         how = f"{opening}; validityTime = the window's close, one request per close"
         if not self.callbacks:
             how += " (documented for uploadContactAndAddCallback; sent with uploadContacts)"
-        return WindowHold(start=True, close="expiry", how=how, in_dialer="", per_request=True)
+        # callBackTime carries no zone: the server reads it on its own clock, so a wrong
+        # `timezone` moves every callback (the fresh-eyes run rang one at 04:30 local).
+        clock = f"callBackTime on the server's clock: check that its zone is {self.timezone}"
+        return WindowHold(start=True, close="expiry", how=how, in_dialer=clock, per_request=True)
 
     @property
     def command_url(self) -> str:
