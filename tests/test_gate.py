@@ -50,7 +50,7 @@ CASES = [
     ("+12085550123", "2026-11-30 16:00", Verdict.HOLD, "2026-11-30 17:00"),
     # An Australian mobile can be in Perth (UTC+8) or Sydney (UTC+11): open in both only
     # from 01:00 UTC (09:00 Perth) to 09:00 UTC (20:00 Sydney), on Perth's Monday too.
-    ("+61412345678", "2026-11-30 23:00", Verdict.HOLD, "2026-12-01 02:30"),
+    ("+61412345678", "2026-11-30 23:00", Verdict.HOLD, "2026-12-01 01:00"),
 ]
 
 

@@ -37,6 +37,27 @@ def test_the_shipped_corrections_place_numbers_the_library_gets_wrong(
     assert "America/Noronha" not in lead_zones(number, "", "UTC")
 
 
+def test_an_australian_mobile_is_on_the_mainland_s_clocks_not_the_islands() -> None:
+    zones = set(lead_zones("+61412345678", "", "UTC"))
+    assert {"Australia/Perth", "Australia/Sydney", "Australia/Darwin"} <= zones
+    assert not zones & {"Indian/Cocos", "Indian/Christmas", "Australia/Lord_Howe"}
+
+
+def test_a_crm_zone_narrows_the_library_s_old_name_for_it() -> None:
+    # the library says Asia/Calcutta; the CRM's Asia/Kolkata is the same zone
+    assert lead_zones("+919820012345", "Asia/Kolkata", "UTC") == ("Asia/Calcutta",)
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [("America/Honolulu", "this system knows"), ("asia/kolkata", "did you mean Asia/Kolkata?")],
+)
+def test_a_misspelt_zone_is_refused_as_unknown_not_as_an_abbreviation(name: str, said: str) -> None:
+    with pytest.raises(ZoneError) as refused:
+        check_zone(name)
+    assert said in str(refused.value) and "abbreviation" not in str(refused.value)
+
+
 def test_a_russian_mobile_is_in_russia_s_zones_none_with_daylight_saving() -> None:
     zones = lead_zones("+79161234567", "", "UTC")
     assert "Europe/Moscow" in zones and "Asia/Kamchatka" in zones

@@ -40,7 +40,30 @@ CORRECTIONS: dict[str, tuple[str, ...]] = {
     "74012": ("Europe/Kaliningrad",),
     # Russian mobiles (+7 9xx) are national: Russia's zones, none with daylight saving
     "79": _RUSSIA,
-}
+    # Australian mobiles (04xx) are national: the mainland's and Tasmania's clocks (the
+    # library adds Lord Howe, Eucla and the Indian Ocean territories, which held every
+    # call until 13:00 in Sydney; add them with a zone override where they matter)
+    "614": (
+        "Australia/Perth", "Australia/Darwin", "Australia/Adelaide", "Australia/Brisbane",
+        "Australia/Sydney",
+    ),
+}  # fmt: skip
+
+# The old names the phone library still gives, and today's (tzdata's backward links):
+# a CRM's Asia/Kolkata is the number's Asia/Calcutta, so it narrows it.
+RENAMED: dict[str, str] = {
+    "Asia/Calcutta": "Asia/Kolkata", "Asia/Katmandu": "Asia/Kathmandu",
+    "Asia/Rangoon": "Asia/Yangon", "Asia/Saigon": "Asia/Ho_Chi_Minh",
+    "Atlantic/Faeroe": "Atlantic/Faroe", "America/Godthab": "America/Nuuk",
+    "America/Buenos_Aires": "America/Argentina/Buenos_Aires", "Africa/Asmera": "Africa/Asmara",
+    "Pacific/Enderbury": "Pacific/Kanton", "Pacific/Ponape": "Pacific/Pohnpei",
+    "Pacific/Truk": "Pacific/Chuuk",
+}  # fmt: skip
+
+
+def same_zone(a: str, b: str) -> bool:
+    """Return True when two names are one zone (one of them an old name of the other)."""
+    return RENAMED.get(a, a) == RENAMED.get(b, b)
 
 
 class ZoneError(ValueError):
@@ -61,7 +84,11 @@ def check_zone(name: str) -> str:
     text = name.strip()
     if text in ("UTC", "Etc/UTC"):
         return text
-    if "/" not in text or text not in _iana():
+    if "/" in text and text not in _iana():
+        near = {z.lower(): z for z in _iana()}.get(text.lower())
+        hint = f"; did you mean {near}?" if near else " (e.g. America/New_York, Asia/Kolkata)"
+        raise ZoneError(f"time zone {text!r} is not an IANA zone name this system knows{hint}")
+    if "/" not in text:
         raise ZoneError(
             f"time zone {text!r} is not an IANA zone name (e.g. America/New_York, "
             "Asia/Kolkata); abbreviations like EST or IST are ambiguous"
@@ -137,8 +164,9 @@ def possible_zones(
         zones = table.zones_of(number)
         if not zones:
             continue
-        if valid_hint and valid_hint in zones:
-            zones = (valid_hint,)
+        same = [z for z in zones if same_zone(z, valid_hint)] if valid_hint else []
+        if same:
+            zones = (same[0],)
         elif valid_hint:
             zones = (*zones, valid_hint)
         found += [z for z in zones if z not in found]
