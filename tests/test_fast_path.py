@@ -156,8 +156,13 @@ def synced(tmp_path: Path, backend: str) -> tuple[list[dict[str, Any]], list[tup
         result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
         assert result.returncode in (0, 1), result.stderr
         assert f'"backend": "{backend}"' in result.stderr
-        # What syncd sent, without the time the simulator stored it at.
-        held = [{k: v for k, v in r.items() if k != "storedatetime"} for r in sim.records()]
+        # What syncd sent, without the times of the run: when the simulator stored it,
+        # and an ordinary lead's callDateTime (the push moment).
+        held = [
+            {k: v for k, v in r.items() if k != "storedatetime"}
+            | ({"callDateTime": "now"} if "calltype" not in r else {})
+            for r in sim.records()
+        ]
         records = sorted(held, key=lambda r: str(r["leadnumber"]))
     with sqlite3.connect(tmp_path / "state" / "state.db") as db:
         refused = db.execute("SELECT line, key, reason FROM rejects ORDER BY line").fetchall()

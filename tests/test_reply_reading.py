@@ -165,7 +165,7 @@ def test_a_reply_cut_short_once_is_sent_once_more_and_delivered(
     jodo: Simulated, tmp_path: Path
 ) -> None:
     with rewriting(jodo.url) as rewriter:
-        rewriter.after(garbage(times=1))
+        rewriter.after(garbage(times=1, method="ImportProcessData"))
         config = jodo_config(tmp_path, rewriter.url, batch_size=10)
         drop_csv(tmp_path / "inbox", "a.csv", export(10))
 

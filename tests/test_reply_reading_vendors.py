@@ -26,7 +26,7 @@ from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.sink import JodoSink
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import Simulated
-from tests.support.reply_rewriter import Exchange, bom, content_type, rewriting
+from tests.support.reply_rewriter import Exchange, bom, content_type, jodo_method, rewriting
 from tests.support.ucontact import queued, served, sink_on, uy
 
 FORM = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -123,7 +123,8 @@ async def test_jodo_form_bodies_name_their_charset_and_accents_arrive_intact(
     [record] = jodo.sim.records()
     assert record["name"] == "Zoë Ñúñez"
     assert all(e.headers["content-type"] == FORM for e in rewriter.seen)
-    assert json.loads(rewriter.seen[0].reply)["statuscode"] == "001"
+    [imported] = [e for e in rewriter.seen if jodo_method(e) == "ImportProcessData"]
+    assert json.loads(imported.reply)["statuscode"] == "001"
 
 
 async def test_an_ameyo_upload_whose_reply_cannot_be_read_is_sent_once_more_then_in_doubt(

@@ -653,7 +653,8 @@ class Pusher:
             if queued is None:
                 continue
             withdrawal = queued.action is Action.DELETE and self.sink.can_remove
-            if withdrawal and result.kind is ResultKind.REJECTED:
+            refused = withdrawal and result.kind is ResultKind.REJECTED
+            if refused:
                 # A lead the CRM removed or the gate withdrew stays dialable until the
                 # dialer lets it go: its refusal is tried again, never final.
                 result = PushResult.retry(
@@ -675,6 +676,15 @@ class Pusher:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
                     wait = max(self.cfg.retry_max_s, WITHDRAWAL_RETRY_S)
                     completion.next_at = self.clock.time() + wait
+                    completion.reason = (
+                        f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
+                        " syncd keeps trying)"
+                    )
+                elif refused:
+                    # The dialer said no (not a fault in the wire): the number stays
+                    # dialable, so it is an alert from the first refusal, tried again with
+                    # the usual backoff meanwhile.
+                    completion.next_at = self.clock.time() + backoff(queued.attempts, self.cfg)
                     completion.reason = (
                         f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
                         " syncd keeps trying)"

@@ -147,12 +147,15 @@ def content_type(value: str, encoding: str | None = None) -> Rule:
     return rule
 
 
-def garbage(times: int | None = None) -> Rule:
-    """Cut the reply short (the dialer acted on the request); the first ``times`` replies."""
+def garbage(times: int | None = None, method: str | None = None) -> Rule:
+    """Cut the reply short (the dialer acted on the request); the first ``times`` replies
+    (of Jodo ``method`` only, when given)."""
     count = 0
 
     def rule(exchange: Exchange) -> None:
         nonlocal count
+        if method is not None and jodo_method(exchange) != method:
+            return
         count += 1
         if times is None or count <= times:
             exchange.reply = exchange.reply[: max(1, len(exchange.reply) // 2)]
