@@ -82,7 +82,7 @@ class Runtime:
         await self.store.listen(self.wake)  # a shared store: other replicas' pulls wake us
         await self.store.heartbeat()
         await self.engine.open()
-        await self.engine.share_limits()
+        await self.engine.leadership.share_limits()
 
     async def recheck(self) -> None:
         """Open again every stopped sink whose wait is over; wake its push when it works."""
@@ -156,7 +156,12 @@ class Runtime:
         self._add("consent", IntervalTrigger(seconds=CONSENT_RECHECK_S), self._expire_consent)
         if s.state.shared:  # renewed well before they run out: a live leader keeps its jobs
             every = s.state.leader_ttl_s / 3
-            self._add("leadership", IntervalTrigger(seconds=every), self.engine.renew, now=False)
+            self._add(
+                "leadership",
+                IntervalTrigger(seconds=every),
+                self.engine.leadership.renew,
+                now=False,
+            )
         self._add("retention", IntervalTrigger(seconds=s.retention.every_s), self._prune)
 
     async def _prune(self) -> None:
@@ -345,7 +350,7 @@ class Runtime:
             if released:
                 log.info("outbox.leases.released", leads=released)
         try:
-            await self.engine.resign()  # the other replicas take over without waiting
+            await self.engine.leadership.resign()  # the other replicas take over without waiting
         except SyncdError as exc:  # they take over once the leases run out
             log.warning("leader.resign_failed", reason=str(exc))
         await self.engine.close()

@@ -1,9 +1,10 @@
 """The engine: one configuration's sinks and the stages that move leads and outcomes.
 
-Both drivers use it. ``--once`` (:mod:`syncd.run.once`) calls :meth:`Engine.run_once`,
-which runs every stage until idle; the daemon (:mod:`syncd.daemon.scheduler`)
-only decides *when* each stage runs. What happens on an error is decided here,
-once, so it is the same under both:
+Both drivers use it. ``--once`` (:mod:`syncd.run.once`) runs every stage until
+idle; the daemon (:mod:`syncd.daemon.scheduler`) only decides *when* each stage
+runs. A stage that one replica of a shared store must run alone asks the engine's
+:class:`syncd.run.leadership.Leadership` first. What happens on an error is decided
+here, once, so it is the same under both:
 
 - a stage that meets a configuration error (``SinkConfigError``) stops the sink
   (:class:`syncd.run.sinks.SinkSet`); its leads stay queued;
@@ -15,12 +16,10 @@ once, so it is the same under both:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from syncd.core.zones import zone_table
 from syncd.errors import SinkConfigError, VendorError
 from syncd.run.consent import consent_sinks, withdraw_expired
 from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
+from syncd.run.leadership import Leadership
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
 from syncd.run.sinks import SinkSet
@@ -54,9 +54,6 @@ LISTS_RECHECK_S = 60.0  # how often the daemon looks at the do-not-call lists' a
 Progress = Callable[[Source, int], None]
 HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `syncd status`
 
-DEADLINE_GRACE_S = 2.0  # past `--deadline`, what in-flight work gets before it is cut off
-ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
-ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
 # Why a delivered lead is queued again (its history, `syncd explain`)
 EXPIRED_UNDIALLED = (
     "the calling window closed before the dialer rang it (expired there): sent again at the"
@@ -70,16 +67,6 @@ def _queues(sink: Any) -> list[Any]:
         return list(sink.health().queues)
     except Exception:  # a sink's broken health() must not stop the snapshot
         return []
-
-
-@contextmanager
-def phase(name: str) -> Iterator[None]:
-    """Log how long a stage of the run took (`run.phase`), so a slow run says where."""
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        log.info("run.phase", phase=name, seconds=round(time.monotonic() - started, 3))
 
 
 def new_run_id() -> str:
@@ -123,8 +110,10 @@ class Engine:
         self.health = HealthTracker(structlog.get_logger("syncd.engine"), clock)
         self.sinks = SinkSet(settings, store, self.health, clock=clock)
         self._writebacks: WritebackRunner | None = None
-        self._led: set[str] = set()  # the jobs this process leads (a shared store)
-        self._following: set[str] = set()  # the jobs another replica leads, as last seen
+        # Which jobs this process runs on a store replicas share, and its part of the limits
+        self.leadership = Leadership(
+            store, self.sinks, ttl_s=settings.state.leader_ttl_s, shared=settings.state.shared
+        )
         self.list_states: list[ListState] = []  # the do-not-call lists' age, as last checked
         self._lists_checked = -LISTS_RECHECK_S
         # By sink: why its new leads wait for the dialer (queue_ahead_minutes), None: not
@@ -145,56 +134,6 @@ class Engine:
 
     # -- stages ----------------------------------------------------------------------
 
-    # -- leadership: jobs that must not run twice at once, on a store replicas share -
-
-    async def leads(self, job: str) -> bool:
-        """Return True when this process runs ``job`` now (taking or renewing its lease).
-
-        On a store of one host that is always; on a shared store, one replica leads each
-        source's pull, each sink's outcome poll, each writeback and the pruning, and
-        another takes over within ``[state] leader_ttl_s`` once it dies. Pushes run on
-        every replica.
-        """
-        led = await self.store.lead(job, self.settings.state.leader_ttl_s)
-        if led and job not in self._led:
-            self._led.add(job)
-            self._following.discard(job)
-            if self.settings.state.shared:
-                log.info("leader.took", job=job)
-        elif not led and job in self._led:
-            self._led.discard(job)
-            log.warning("leader.lost", job=job, action="another replica runs it now")
-        if not led and job not in self._following:  # said once, not at every tick
-            self._following.add(job)
-            log.info("leader.following", job=job, why="another replica leads it")
-        return led
-
-    async def renew(self) -> None:
-        """Renew the leases of the jobs this process leads, its heartbeat, and its part of
-        each dialer's limits (divided among the live replicas)."""
-        await self.store.heartbeat()
-        for job in sorted(self._led):
-            await self.leads(job)
-        await self.share_limits()
-
-    async def share_limits(self) -> None:
-        """Keep each dialer's rate limit and in-flight cap for all replicas together."""
-        if not self.settings.state.shared:
-            return
-        live = len(await self.store.replicas(within_s=self.settings.state.leader_ttl_s * 2))
-        for slot in self.sinks:
-            limits = slot.sink.guard.limits
-            if limits.configured == (None, None) or not limits.share(live):
-                continue
-            rate, cap = limits.limiter.rate_per_s, limits.max_in_flight
-            log.info("sink.limits.shared", sink=slot.name, replicas=live, rate_per_s=rate,
-                     max_in_flight=cap)  # fmt: skip
-
-    async def resign(self) -> None:
-        """Hand every job this process leads to the other replicas (a clean stop)."""
-        self._led.clear()
-        await self.store.resign()
-
     async def pull(
         self,
         cfg: SourceConfig,
@@ -204,7 +143,7 @@ class Engine:
         progress: Progress | None = None,
     ) -> None:
         """Read one source and reconcile it into the outbox, chunk by chunk."""
-        if not await self.leads(f"pull:{cfg.name}"):
+        if not await self.leadership.leads(f"pull:{cfg.name}"):
             # Said, not skipped in silence: a dead replica's turn passes after leader_ttl_s.
             ttl = human_seconds(self.settings.state.leader_ttl_s)
             summary.files_waiting.append(
@@ -330,7 +269,7 @@ class Engine:
     async def expire_consent(self, summary: RunSummary | None = None) -> int:
         """Queue the withdrawal of the leads a dialer holds whose consent ran out; return
         how many (see ``syncd.run.consent``). One process runs it on a shared store."""
-        if not consent_sinks(self.settings) or not await self.leads("consent"):
+        if not consent_sinks(self.settings) or not await self.leadership.leads("consent"):
             return 0
         summary = summary or RunSummary(new_run_id())
         return await withdraw_expired(self.settings, self.store, summary, self.clock.time())
@@ -350,7 +289,7 @@ class Engine:
     async def poll(self, name: str) -> PollResult:
         """Ask one sink for new outcomes and store them."""
         slot = self.sinks[name]
-        if not slot.working or not await self.leads(f"poll:{name}"):
+        if not slot.working or not await self.leadership.leads(f"poll:{name}"):
             return PollResult(skipped=True)
         started = self.clock.time()
         try:
@@ -405,7 +344,7 @@ class Engine:
         """Write everything pending for one writeback back to the CRM."""
         from syncd.writeback.runner import PassResult
 
-        if not await self.leads(f"writeback:{cfg.name}"):
+        if not await self.leadership.leads(f"writeback:{cfg.name}"):
             return PassResult()
         if self._writebacks is None:
             from syncd.writeback.runner import WritebackRunner
@@ -421,7 +360,7 @@ class Engine:
 
     async def prune(self) -> dict[str, int]:
         """Return how many old events, rejects and runs were deleted (`[retention]`)."""
-        if not await self.leads("retention"):
+        if not await self.leadership.leads("retention"):
             return {}
         pruned = await self.store.prune(self.settings.retention.keep_s())
         if any(pruned.values()):
@@ -460,187 +399,3 @@ class Engine:
         """Write each sink's state where `syncd status` reads it (another process may ask)."""
         for name, snapshot in self.health_snapshot().items():
             await self.store.kv_set(HEALTH_SCOPE, name, json.dumps(snapshot))
-
-    # -- the `--once` driver ---------------------------------------------------------
-
-    async def run_once(
-        self,
-        *,
-        full: bool = False,
-        deadline_s: float | None = None,
-        progress: Progress | None = None,
-    ) -> RunSummary:
-        """Return the summary of one pass: pull, push until idle, poll, write back."""
-        summary = RunSummary(self.run_id)
-        deadline = self.clock.time() + (deadline_s or self.settings.run.deadline_s)
-        await self.store.release_inflight()  # we hold the store lock: any lease is orphaned
-        await self.store.start_run(self.run_id, "once-full" if full else "once")
-        for cfg in self.settings.sinks:
-            held, _ = await self.store.held(cfg.name)
-            summary.sink(cfg.name).carried = await self.store.pending_count(cfg.name) + held
-        for name in self.settings.route_names():
-            summary.route(name)
-        async with self._leadership():
-            await self._pass(summary, deadline, full=full, progress=progress)
-        await self.publish_health()
-        stopped = self.sinks.stopped()
-        for name, counts in summary.sinks.items():
-            counts.pending = await self.store.pending_count(name)
-            counts.held, counts.released_at = await self.store.held(name)
-            counts.stopped = counts.stopped or stopped.get(name)
-        await self.store.finish_run(self.run_id, summary.to_dict())
-        return summary
-
-    async def _pass(
-        self, summary: RunSummary, deadline: float, *, full: bool, progress: Progress | None
-    ) -> None:
-        with phase("pull"):
-            for source in self.settings.sources:
-                await self.pull(source, summary, full=full, progress=progress)
-        with phase("consent"):
-            await self.expire_consent(summary)  # its withdrawals go out in this pass's push
-        await self._bounded("opening the sinks", self.open(), deadline, summary)
-        async with self._keepalives():
-            with phase("push"):
-                # Agents first: a lead assigned to an agent provisioned in this run finds
-                # the agent at the dialer.
-                for entity in ("agents", "leads"):
-                    pushes = asyncio.gather(
-                        *(
-                            self.push(slot.name, summary.sink(slot.name), deadline=deadline)
-                            for slot in self.sinks.working()
-                            if slot.cfg.entity == entity
-                        )
-                    )
-                    if not await self._bounded("the push", pushes, deadline, summary):
-                        await self.store.release_inflight()  # cut off mid-request: back to pending
-                        break
-            with phase("poll"):
-                await self._bounded(
-                    "the outcome poll", self._poll_all(summary, deadline), deadline, summary
-                )
-            with phase("writeback"):
-                await self._bounded(
-                    "the writeback", self._writeback_all(summary), deadline, summary
-                )
-        await self.prune()
-
-    @contextlib.asynccontextmanager
-    async def _leadership(self) -> Any:
-        """Keep the leases of the jobs this pass leads while it runs; hand them over after."""
-        if not self.settings.state.shared:
-            yield
-            return
-        every = self.settings.state.leader_ttl_s / 3
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(every)
-                await self.renew()
-
-        await self.store.heartbeat()
-        task = asyncio.create_task(renew(), name="leadership")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self.resign()
-
-    async def _bounded(
-        self, what: str, work: Awaitable[Any], deadline: float, summary: RunSummary
-    ) -> bool:
-        """Run ``work`` until the run's deadline (plus a short grace); return False when cut off.
-
-        The deadline bounds the whole pass, requests in flight included: a dialer that
-        accepts a connection and never answers must not hold cron's next run off.
-        """
-        left = deadline - self.clock.time() + DEADLINE_GRACE_S
-        task = asyncio.ensure_future(work)
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait(
-                {task, stopping}, timeout=max(left, 0.0), return_when="FIRST_COMPLETED"
-            )
-            if not task.done() and stopping.done():
-                # SIGTERM: in-flight work gets the shutdown grace, then it is cut off too.
-                grace = min(self.settings.run.shutdown_grace_s, max(left, 0.0))
-                await asyncio.wait({task}, timeout=grace)
-                cause = "a stop signal"
-            else:
-                cause = "the deadline"
-        finally:
-            stopping.cancel()
-        if task.done():
-            task.result()  # an error of the stage itself propagates as before
-            return True
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        reason = f"{cause} came during {what}: requests in flight were cut off"
-        summary.deadline = summary.deadline or reason
-        log.error("run.cut_off", during=what, by=cause, action="leads stay queued for the next run")
-        return False
-
-    async def _poll_all(self, summary: RunSummary, deadline: float) -> None:
-        for slot in self.sinks.working():
-            if slot.cfg.entity == "agents":
-                continue  # users have no outcomes
-            result = await self._poll_until_done(slot.name, deadline)
-            if result.error is not None:
-                summary.poll_failed[slot.name] = result.error
-            elif not result.skipped:
-                summary.outcomes[slot.name] = result.count
-        summary.warnings = self.sinks.warnings()
-
-    async def _writeback_all(self, summary: RunSummary) -> None:
-        for wb in self.settings.writebacks:
-            if self.stop.is_set():
-                break
-            result = await self.writeback(wb)
-            summary.written[wb.name] = result.written
-            if result.error is not None:
-                summary.writeback_failed[wb.name] = result.error
-
-    async def _poll_until_done(self, name: str, deadline: float) -> PollResult:
-        """Poll one sink, asking again after a failure while the run's deadline allows.
-
-        A pass that pushed every lead but could not read outcomes has not done its
-        job: like a push, a poll gets a few more tries before the run reports it.
-        """
-        result = await self.poll(name)
-        for attempt in range(1, ONCE_POLL_TRIES):
-            if result.error is None or result.final or self.stop.is_set():
-                break
-            wait = max(result.retry_after or 0.0, ONCE_POLL_WAIT_S * attempt)
-            if self.clock.time() + wait >= deadline:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=wait)
-                break
-            result = await self.poll(name)
-        return result
-
-    @contextlib.asynccontextmanager
-    async def _keepalives(self) -> Any:
-        """Keep every session alive while the pass works (the daemon schedules these instead)."""
-        tasks = [
-            asyncio.create_task(
-                self._keepalive_loop(slot.name, every), name=f"keepalive:{slot.name}"
-            )
-            for slot in self.sinks.working()
-            if (every := self.keepalive_interval(slot.name)) is not None
-        ]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _keepalive_loop(self, name: str, every: float) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=every)
-                return
-            await self.keepalive(name)
-            every = self.keepalive_interval(name) or every

@@ -1,11 +1,22 @@
-"""`syncd run --once`: the engine run until idle, with a progress bar on a terminal."""
+"""`syncd run --once`: the engine run until idle, with a progress bar on a terminal.
+
+One pass calls the engine's stages in order — pull, consent, open the sinks, push
+until idle (agents before leads), poll, write back, prune — with session
+keep-alives running beside it. Each stage is bounded by the run's ``--deadline``
+and by a stop signal: what is still in flight then gets a short grace and is cut
+off, its leads back in the outbox, and the summary says so. The daemon runs the
+same stages on a schedule instead (:mod:`syncd.daemon.scheduler`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import structlog
 from rich.progress import (
@@ -20,10 +31,17 @@ from rich.progress import (
 from syncd import logs
 from syncd.config import Settings
 from syncd.core.summary import RunSummary
-from syncd.run.engine import Engine, new_run_id
+from syncd.run.engine import Engine, PollResult, new_run_id
+from syncd.run.engine import Progress as PullProgress
 from syncd.run.signals import install_stop_handlers
 from syncd.sources.base import Source
 from syncd.state import open_store
+
+log = structlog.get_logger("syncd.once")
+
+DEADLINE_GRACE_S = 2.0  # past `--deadline`, what in-flight work gets before it is cut off
+ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
+ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
 
 
 async def run_once(
@@ -42,7 +60,9 @@ async def run_once(
         with _progress() as progress:
             engine = Engine(settings, store, run_id=run_id, stop=stop)
             try:
-                summary = await engine.run_once(full=full, deadline_s=deadline_s, progress=progress)
+                summary = await run_until_idle(
+                    engine, full=full, deadline_s=deadline_s, progress=progress
+                )
             finally:
                 await engine.close()
     finally:
@@ -72,3 +92,185 @@ def _progress() -> Iterator[Callable[[Source, int], None] | None]:
 
     with bar:
         yield update
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Log how long a stage of the run took (`run.phase`), so a slow run says where."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        log.info("run.phase", phase=name, seconds=round(time.monotonic() - started, 3))
+
+
+async def run_until_idle(
+    engine: Engine,
+    *,
+    full: bool = False,
+    deadline_s: float | None = None,
+    progress: PullProgress | None = None,
+) -> RunSummary:
+    """Return the summary of one pass of ``engine``: pull, push until idle, poll, write back."""
+    store, settings = engine.store, engine.settings
+    summary = RunSummary(engine.run_id)
+    deadline = engine.clock.time() + (deadline_s or settings.run.deadline_s)
+    await store.release_inflight()  # we hold the store lock: any lease is orphaned
+    await store.start_run(engine.run_id, "once-full" if full else "once")
+    for cfg in settings.sinks:
+        held, _ = await store.held(cfg.name)
+        summary.sink(cfg.name).carried = await store.pending_count(cfg.name) + held
+    for name in settings.route_names():
+        summary.route(name)
+    async with engine.leadership.kept():
+        await _Pass(engine, summary, deadline).run(full=full, progress=progress)
+    await engine.publish_health()
+    stopped = engine.sinks.stopped()
+    for name, counts in summary.sinks.items():
+        counts.pending = await store.pending_count(name)
+        counts.held, counts.released_at = await store.held(name)
+        counts.stopped = counts.stopped or stopped.get(name)
+    await store.finish_run(engine.run_id, summary.to_dict())
+    return summary
+
+
+class _Pass:
+    """One `--once` pass over the engine's stages, within the run's deadline."""
+
+    def __init__(self, engine: Engine, summary: RunSummary, deadline: float) -> None:
+        self.engine = engine
+        self.summary = summary
+        self.deadline = deadline
+
+    async def run(self, *, full: bool, progress: PullProgress | None) -> None:
+        engine, summary, deadline = self.engine, self.summary, self.deadline
+        with phase("pull"):
+            for source in engine.settings.sources:
+                await engine.pull(source, summary, full=full, progress=progress)
+        with phase("consent"):
+            await engine.expire_consent(summary)  # its withdrawals go out in this pass's push
+        await self._bounded("opening the sinks", engine.open())
+        async with self._keepalives():
+            with phase("push"):
+                # Agents first: a lead assigned to an agent provisioned in this run finds
+                # the agent at the dialer.
+                for entity in ("agents", "leads"):
+                    pushes = asyncio.gather(
+                        *(
+                            engine.push(slot.name, summary.sink(slot.name), deadline=deadline)
+                            for slot in engine.sinks.working()
+                            if slot.cfg.entity == entity
+                        )
+                    )
+                    if not await self._bounded("the push", pushes):
+                        await (
+                            engine.store.release_inflight()
+                        )  # cut off mid-request: back to pending
+                        break
+            with phase("poll"):
+                await self._bounded("the outcome poll", self._poll_all())
+            with phase("writeback"):
+                await self._bounded("the writeback", self._writeback_all())
+        await engine.prune()
+
+    async def _bounded(self, what: str, work: Awaitable[Any]) -> bool:
+        """Run ``work`` until the run's deadline (plus a short grace); return False when cut off.
+
+        The deadline bounds the whole pass, requests in flight included: a dialer that
+        accepts a connection and never answers must not hold cron's next run off.
+        """
+        engine = self.engine
+        left = self.deadline - engine.clock.time() + DEADLINE_GRACE_S
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(engine.stop.wait())
+        try:
+            await asyncio.wait(
+                {task, stopping}, timeout=max(left, 0.0), return_when="FIRST_COMPLETED"
+            )
+            if not task.done() and stopping.done():
+                # SIGTERM: in-flight work gets the shutdown grace, then it is cut off too.
+                grace = min(engine.settings.run.shutdown_grace_s, max(left, 0.0))
+                await asyncio.wait({task}, timeout=grace)
+                cause = "a stop signal"
+            else:
+                cause = "the deadline"
+        finally:
+            stopping.cancel()
+        if task.done():
+            task.result()  # an error of the stage itself propagates as before
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        reason = f"{cause} came during {what}: requests in flight were cut off"
+        self.summary.deadline = self.summary.deadline or reason
+        log.error("run.cut_off", during=what, by=cause, action="leads stay queued for the next run")
+        return False
+
+    async def _poll_all(self) -> None:
+        engine, summary = self.engine, self.summary
+        for slot in engine.sinks.working():
+            if slot.cfg.entity == "agents":
+                continue  # users have no outcomes
+            result = await self._poll_until_done(slot.name)
+            if result.error is not None:
+                summary.poll_failed[slot.name] = result.error
+            elif not result.skipped:
+                summary.outcomes[slot.name] = result.count
+        summary.warnings = engine.sinks.warnings()
+
+    async def _writeback_all(self) -> None:
+        engine, summary = self.engine, self.summary
+        for wb in engine.settings.writebacks:
+            if engine.stop.is_set():
+                break
+            result = await engine.writeback(wb)
+            summary.written[wb.name] = result.written
+            if result.error is not None:
+                summary.writeback_failed[wb.name] = result.error
+
+    async def _poll_until_done(self, name: str) -> PollResult:
+        """Poll one sink, asking again after a failure while the run's deadline allows.
+
+        A pass that pushed every lead but could not read outcomes has not done its
+        job: like a push, a poll gets a few more tries before the run reports it.
+        """
+        engine = self.engine
+        result = await engine.poll(name)
+        for attempt in range(1, ONCE_POLL_TRIES):
+            if result.error is None or result.final or engine.stop.is_set():
+                break
+            wait = max(result.retry_after or 0.0, ONCE_POLL_WAIT_S * attempt)
+            if engine.clock.time() + wait >= self.deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(engine.stop.wait(), timeout=wait)
+                break
+            result = await engine.poll(name)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _keepalives(self) -> AsyncIterator[None]:
+        """Keep every session alive while the pass works (the daemon schedules these instead)."""
+        engine = self.engine
+        tasks = [
+            asyncio.create_task(
+                self._keepalive_loop(slot.name, every), name=f"keepalive:{slot.name}"
+            )
+            for slot in engine.sinks.working()
+            if (every := engine.keepalive_interval(slot.name)) is not None
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _keepalive_loop(self, name: str, every: float) -> None:
+        engine = self.engine
+        while not engine.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(engine.stop.wait(), timeout=every)
+                return
+            await engine.keepalive(name)
+            every = engine.keepalive_interval(name) or every

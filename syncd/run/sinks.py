@@ -11,7 +11,7 @@ keep-alive) that raises ``SinkConfigError`` stops it the same way.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +24,7 @@ from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.health import HealthTracker
 from syncd.errors import SinkConfigError, VendorError, public_reason
 from syncd.net.guard import SinkGuard
+from syncd.net.ratelimit import RequestLimits
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.sinks.base import Sink, SinkContext
 from syncd.state.base import StateStore
@@ -178,6 +179,11 @@ class SinkSet:
 
     def working(self) -> list[SinkSlot]:
         return [slot for slot in self.slots.values() if slot.working]
+
+    def limits(self) -> Iterator[tuple[str, RequestLimits]]:
+        """Yield each sink's request limits (a dialer's agents sink shares its dialer's)."""
+        for slot in self.slots.values():
+            yield slot.name, slot.sink.guard.limits
 
     def stopped(self) -> dict[str, str]:
         """Return why each sink that cannot work now is out (name -> reason)."""

@@ -17,6 +17,7 @@ from syncd.config import Settings, load_settings
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.summary import RunSummary
 from syncd.run.engine import Engine
+from syncd.run.once import run_until_idle
 from syncd.simulators.faults import FaultInjector, Faults, _broken_body
 from syncd.state import open_store
 from syncd.state.sqlite import SqliteStore
@@ -171,7 +172,7 @@ async def run_engine(
         await store.open()
     engine = Engine(settings, store, clock=clock)
     try:
-        summary = await engine.run_once(deadline_s=deadline_s)
+        summary = await run_until_idle(engine, deadline_s=deadline_s)
         if inspect is not None:
             maybe = inspect(engine)
             if maybe is not None:
