@@ -85,6 +85,11 @@ async def test_a_lead_rings_until_the_window_closes_and_again_at_the_next_openin
         evening = rows_by_key(sim)["M1"]
         clock.now = at("2026-11-30 14:35")  # 20:05 in Mumbai: closed
         second = await run_engine(settings_for(path), deadline_s=60, clock=clock)
+        # Not queued again before an outcome poll that started after the close went
+        # through (this run's, at its end): a call placed before 20:00 would show there.
+        not_yet = await held_until(path)
+        clock.now = at("2026-11-30 14:40")
+        await run_engine(settings_for(path), deadline_s=60, clock=clock)
         held = await held_until(path)
         closed_rows = rows_by_key(sim)
         uploads_at_close = list(sim.uploads().values())
@@ -100,6 +105,7 @@ async def test_a_lead_rings_until_the_window_closes_and_again_at_the_next_openin
     assert not would_ring(evening, utc("2026-12-01 03:35"))  # not even tomorrow, unless sent
     # After the close: queued again, held by the gate until the next opening, not sent.
     assert second.sinks["ameyo"].delivered == 0
+    assert not_yet == (0, None)
     assert held == (1, at("2026-12-01 03:30"))
     assert uploads_at_close == [1]
     assert not would_ring(closed_rows["M1"], utc("2026-11-30 14:35"))
