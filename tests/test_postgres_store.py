@@ -168,3 +168,26 @@ async def test_the_consent_recheck_reads_its_index_not_every_lead() -> None:
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def test_tasks_at_once_each_borrow_a_connection_of_their_own(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    inside: list[int] = []
+    all_in = asyncio.Event()
+
+    async def hold() -> int:
+        async with store._lock:
+            pid = store.db.raw.get_server_pid()
+            inside.append(pid)
+            if len(inside) == 4:
+                all_in.set()
+            await all_in.wait()  # four tasks hold a connection at the same time
+            async with store._lock:  # nested in one task: the same connection
+                assert store.db.raw.get_server_pid() == pid
+            return int(pid)
+
+    # one shared connection would keep the others waiting for ever: bounded
+    pids = await asyncio.wait_for(asyncio.gather(*(hold() for _ in range(4))), 30)
+    assert len(set(pids)) == 4

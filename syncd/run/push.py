@@ -130,7 +130,7 @@ class Pusher:
         self.observer = observer  # metrics hooks (daemon), optional
         self.log = structlog.get_logger("syncd.push").bind(sink=sink.name)
         self.stopped_by: SinkConfigError | None = None  # the refusal that stopped the sink
-        self.store_failed: StoreError | None = None  # a worker's: the others claim no more
+        self.failed: Exception | None = None  # a worker's (the store's): the others claim no more
         self.guard = sink.guard
         self.progress = PushProgress(clock, self.cfg.progress_every_s)
         # Logs a hold once when it begins and once when it ends (the engine's tracker).
@@ -146,9 +146,9 @@ class Pusher:
             asyncio.create_task(self._worker(deadline)) for _ in range(self.cfg.push_concurrency)
         ]
         try:
-            # One worker's store failure is not the others': they finish the batch in
-            # hand (a request to the dialer cut off mid-way leaves its leads in doubt)
-            # and claim no more; then the failure is the run's.
+            # One worker's failure (the store went away) does not cut the others off:
+            # they finish the batch in hand (a request to the dialer cut off mid-way
+            # leaves its leads in doubt) and claim no more; then the failure is the run's.
             ended = await asyncio.gather(*workers, return_exceptions=True)
         finally:
             for w in workers:
@@ -160,13 +160,13 @@ class Pusher:
     async def _worker(self, deadline: float) -> None:
         try:
             await self._work(deadline)
-        except StoreError as exc:
-            self.store_failed = self.store_failed or exc
+        except Exception as exc:
+            self.failed = self.failed or exc
             raise
 
     async def _work(self, deadline: float) -> None:
         breaker = self.guard.breaker
-        while not self.stop.is_set() and self.stopped_by is None and self.store_failed is None:
+        while not self.stop.is_set() and self.stopped_by is None and self.failed is None:
             if not await self._gate(deadline):
                 return
             held = self.sink.paused()

@@ -291,13 +291,13 @@ class _Lease:
 
     def __init__(self, store: PostgresStore) -> None:
         self.store = store
-        self.pg: PgConnection | None = None
-        self.token: contextvars.Token[tuple[Any, PgConnection] | None] | None = None
+        self.pg: PgConnection | None = None  # None once given back
+        self.token: contextvars.Token[tuple[Any, _Lease] | None] | None = None
 
     async def __aenter__(self) -> _Lease:
         if self.store._borrowed() is None:
             self.pg = await self.store._borrow()
-            self.token = self.store._lent.set((asyncio.current_task(), self.pg))
+            self.token = self.store._lent.set((asyncio.current_task(), self))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -338,8 +338,8 @@ class PostgresStore(SqliteStore):
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pool: Any = None
         # the connection the current task borrowed (see _Lease), with the task
-        self._lent: contextvars.ContextVar[tuple[Any, PgConnection] | None] = (
-            contextvars.ContextVar(f"syncd_pg_{id(self)}", default=None)
+        self._lent: contextvars.ContextVar[tuple[Any, _Lease] | None] = contextvars.ContextVar(
+            f"syncd_pg_{id(self)}", default=None
         )
         self._notifying: set[int] = set()  # server pids this replica's NOTIFYs came from
         self._listener: Any = None  # the connection LISTENing for other replicas' wake-ups
@@ -430,7 +430,8 @@ class PostgresStore(SqliteStore):
         lent = self._lent.get()
         if lent is None or lent[0] is not asyncio.current_task():
             return None  # a task started inside another's lease borrows its own
-        return lent[1]
+        # None when given back already: a generator left unfinished, closed later
+        return lent[1].pg
 
     async def _borrow(self) -> PgConnection:
         if self._pool is None:
