@@ -122,9 +122,11 @@ async def test_a_lost_database_is_a_store_error_and_the_store_reconnects(
     await store.open()
     try:
         await fill(store, 2)
-        await store.db.raw.close()  # the connection is gone (a database restart)
+        async with store._lock:
+            await store.db.raw.close()  # the connection is gone (a database restart)
         assert await store.pending_count("jodo") == 2  # reads reconnect
-        await store.db.raw.close()
+        async with store._lock:
+            await store.db.raw.close()
         await fill(store, 3)  # so do writes
         assert await store.pending_count("jodo") == 3
         bad = PostgresStore("postgresql://nobody@127.0.0.1:1/none", schema=schema)
@@ -154,13 +156,38 @@ async def test_the_consent_recheck_reads_its_index_not_every_lead() -> None:
     await store.open()
     try:
         await fill(store, 50)
-        raw = store.db.raw
-        await raw.execute("SET enable_seqscan = off")  # a small table: make the plan show it
-        plan = await raw.fetch(
-            "EXPLAIN " + to_postgres(consent_query(1)), "2026-11-30T10:00:00+00:00", "jodo", 10
-        )
+        async with store._lock, store.db.raw.transaction():  # one connection of its pool
+            raw = store.db.raw
+            # a small table: make the plan show the index (for this transaction only)
+            await raw.execute("SET LOCAL enable_seqscan = off")
+            plan = await raw.fetch(
+                "EXPLAIN " + to_postgres(consent_query(1)), "2026-11-30T10:00:00+00:00", "jodo", 10
+            )
         assert any("leads_consent" in row[0] for row in plan), plan
         assert await store.consent_expired(["jodo"], 2e9) == []  # no lead has an expiry
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def test_tasks_at_once_each_borrow_a_connection_of_their_own(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    inside: list[int] = []
+    all_in = asyncio.Event()
+
+    async def hold() -> int:
+        async with store._lock:
+            pid = store.db.raw.get_server_pid()
+            inside.append(pid)
+            if len(inside) == 4:
+                all_in.set()
+            await all_in.wait()  # four tasks hold a connection at the same time
+            async with store._lock:  # nested in one task: the same connection
+                assert store.db.raw.get_server_pid() == pid
+            return int(pid)
+
+    # one shared connection would keep the others waiting for ever: bounded
+    pids = await asyncio.wait_for(asyncio.gather(*(hold() for _ in range(4))), 30)
+    assert len(set(pids)) == 4

@@ -354,7 +354,9 @@ class Metrics:
         for name, sink in sinks.items():
             self.pending.labels(name).set(await store.pending_count(name))
             since = oldest.get(name)
-            self.oldest_age.labels(name).set(max(now - since, 0.0) if since else 0.0)
+            # stamped on the store's clock (a shared store's is the database's)
+            age = store.clock.time() - since if since else 0.0
+            self.oldest_age.labels(name).set(max(age, 0.0))
             self.sink_up.labels(name).set(0 if name in stopped else 1)
             self.breaker.labels(name).set(sink.guard.breaker.state_value)
             self.observe_health(name, sink)

@@ -279,7 +279,7 @@ class Runtime:
         slot = self.engine.sinks[name]
         while not self.draining.is_set():
             self._rewake.discard(name)
-            await self.engine.push(name, SinkCounts(), deadline=time.time())
+            await self.engine.push(name, SinkCounts(), deadline=self.engine.clock.time())
             slot = self.engine.sinks[name]
             if not slot.working:
                 return
@@ -301,10 +301,12 @@ class Runtime:
         job = self.scheduler.get_job(f"push:{name}")
         if due is None or job is None or self.draining.is_set():
             return
-        now = time.time()
+        # `due` is on the engine's clock (a shared store's: the database's), the
+        # scheduler's triggers on this host's: wait the difference.
+        wait = due - self.engine.clock.time()
         # Due already, yet the pusher went idle: held back (open breaker, Retry-After).
         # Look again shortly instead of spinning.
-        when = datetime.fromtimestamp(due if due > now else now + HELD_BACK_S, UTC)
+        when = datetime.fromtimestamp(time.time() + (wait if wait > 0 else HELD_BACK_S), UTC)
         if job.next_run_time is None or when < job.next_run_time:
             job.modify(next_run_time=when)
 

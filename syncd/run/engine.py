@@ -28,7 +28,7 @@ import structlog
 
 from syncd.config import Settings, SourceConfig, WritebackConfig
 from syncd.core.audit import sink_policy_version
-from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.clock import Clock
 from syncd.core.durations import human_seconds
 from syncd.core.gate import CallingWindow, RouteWindow
 from syncd.core.health import HealthTracker
@@ -99,13 +99,17 @@ class Engine:
         run_id: str | None = None,
         stop: asyncio.Event | None = None,
         observer: Any = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.run_id = run_id or new_run_id()
         self.stop = stop or asyncio.Event()  # set: no new batch is claimed, waits end
         self.observer = observer  # metrics hooks (the daemon's), optional
+        # The store's clock unless told otherwise: a shared store's is the database's, so
+        # a retry's time, a calling window's "now" and a deadline agree with what the
+        # other replicas stamp, whatever this host's clock says.
+        clock = clock if clock is not None else store.clock
         self.clock = clock
         self.health = HealthTracker(structlog.get_logger("syncd.engine"), clock)
         self.sinks = SinkSet(settings, store, self.health, clock=clock)
@@ -164,6 +168,10 @@ class Engine:
         slot = self.sinks[name]
         if not slot.working:
             return
+        # No pusher of this sink runs in this process now: a lead it still holds in flight
+        # is one whose results the store could not take (it went away mid-batch) or whose
+        # claim committed unanswered. Back to the outbox, or it would stay in flight.
+        await self.store.release_inflight(name)
         if slot.cfg.window_hold().close == "withdraw":  # before the release: see run.window
             ctx = WindowContext(
                 self.windows(name),

@@ -60,6 +60,7 @@ from syncd.errors import (
     RetryableError,
     SinkConfigError,
     SinkHeld,
+    StoreError,
     VendorError,
     public_reason,
 )
@@ -80,6 +81,10 @@ WITHDRAWAL_FAILING = "withdrawal failed"
 # past `run --once`'s default deadline, so a cron run does not sit waiting for it.
 WITHDRAWAL_RETRY_S = 3600.0
 HOLD_MAX_S = 60.0  # a held sink (a paused campaign) is asked again at least this often
+# A batch's results the store cannot take (the database restarts) are kept and offered
+# again this long: the dialer holds those leads now, and sending them again would be the
+# only other way to find out. Past it they return to the outbox at the next push.
+RESULTS_KEPT_S = 120.0
 
 
 def backoff(
@@ -127,6 +132,7 @@ class Pusher:
         self.observer = observer  # metrics hooks (daemon), optional
         self.log = structlog.get_logger("syncd.push").bind(sink=sink.name)
         self.stopped_by: SinkConfigError | None = None  # the refusal that stopped the sink
+        self.failed: Exception | None = None  # a worker's (the store's): the others claim no more
         self.guard = sink.guard
         self.progress = PushProgress(clock, self.cfg.progress_every_s)
         # Logs a hold once when it begins and once when it ends (the engine's tracker).
@@ -150,14 +156,27 @@ class Pusher:
             asyncio.create_task(self._worker(deadline)) for _ in range(self.cfg.push_concurrency)
         ]
         try:
-            await asyncio.gather(*workers)
+            # One worker's failure (the store went away) does not cut the others off:
+            # they finish the batch in hand (a request to the dialer cut off mid-way
+            # leaves its leads in doubt) and claim no more; then the failure is the run's.
+            ended = await asyncio.gather(*workers, return_exceptions=True)
         finally:
             for w in workers:
                 w.cancel()
+        for result in ended:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _worker(self, deadline: float) -> None:
+        try:
+            await self._work(deadline)
+        except Exception as exc:
+            self.failed = self.failed or exc
+            raise
+
+    async def _work(self, deadline: float) -> None:
         breaker = self.guard.breaker
-        while not self.stop.is_set() and self.stopped_by is None:
+        while not self.stop.is_set() and self.stopped_by is None and self.failed is None:
             if not await self._gate(deadline):
                 return
             held = self.sink.paused()
@@ -710,7 +729,7 @@ class Pusher:
                     next_at=self.clock.time() + 5,
                 )
             )
-        await self.store.complete(self.sink.name, completions)
+        await self._keep_results(completions)
         self._count(completions)
         gone = [
             c.key
@@ -725,6 +744,38 @@ class Pusher:
         if self.progress.add(delivered):
             line = self.progress.report(await self.store.pending_count(self.sink.name))
             self.log.info("push.progress", **line)
+
+    async def _keep_results(self, completions: Sequence[Completion]) -> None:
+        """Write a batch's results, offering them again while the store cannot take them.
+
+        The dialer answered: it holds these leads now. Were the results dropped, the
+        leads would go out again once the store is back. A stop does not end the
+        waiting (the daemon's grace does, by cancelling).
+        """
+        give_up = self.clock.monotonic() + RESULTS_KEPT_S
+        wait = 0.2
+        while True:
+            try:
+                await self.store.complete(self.sink.name, completions)
+            except StoreError as exc:
+                if self.clock.monotonic() >= give_up:
+                    raise
+                self.health.failed(
+                    f"results:{self.sink.name}",
+                    str(exc),
+                    event="push.results.waiting",
+                    level="warning",
+                    sink=self.sink.name,
+                    leads=len(completions),
+                    action="the results are kept and written once the store answers",
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 2.0)
+            else:
+                self.health.recovered(
+                    f"results:{self.sink.name}", event="push.results.written", sink=self.sink.name
+                )
+                return
 
     def _facts(
         self, q: QueuedLead, closes: Sequence[str] = (), *, code: str = "", reply: str = ""

@@ -40,7 +40,7 @@ async def dnc_list_status(settings: Settings, store: StateStore) -> list[dict[st
 
     return [
         {**asdict(state), "version": asdict(state.version) if state.version else None}
-        for state in await list_states(settings, store, time.time())
+        for state in await list_states(settings, store, store.clock.time())
     ]
 
 

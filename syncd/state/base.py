@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from syncd.core.clock import Clock
 from syncd.core.feed import FeedCounts
 from syncd.core.model import (
     Action,
@@ -162,6 +163,9 @@ class StateStore(Protocol):
     """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
 
     path: str
+    # The clock stored times are read from: the host's for SQLite, the database's for
+    # a shared store (every replica stamps and compares times on one clock).
+    clock: Clock
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -12,6 +12,12 @@ share, and :class:`PgConnection` runs them on asyncpg (``?`` placeholders become
   (a source's pull, a sink's poll, a writeback) on the database's clock, so exactly
   one replica runs each; another takes over once a dead leader's lease expires;
 - **replicas** announce themselves with a heartbeat row, shown by ``syncd status``;
+- **a pool of connections**: each task borrows its own for a statement or a
+  transaction (:class:`_Lease`), never one another task is using; a connection the
+  database dropped (a restart, a failover) is replaced on the next borrow;
+- **the database's clock** for every stored time: the store's clock is a
+  :class:`~syncd.core.clock.DatabaseClock` set from the database's at open and at
+  each heartbeat, and the engine of a shared store reads the same one;
 - migrations of its own, run under an advisory lock (replicas may start together).
 """
 
@@ -19,19 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import os
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import structlog
 
-from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.clock import SYSTEM_CLOCK, Clock, DatabaseClock
 from syncd.core.model import QueuedLead
 from syncd.errors import StoreError
 from syncd.state.base import ChunkWrite, ListedLead
@@ -145,7 +152,24 @@ MIGRATIONS: list[str] = [
 CHANNEL = "syncd_outbox"  # NOTIFY payload: the sink whose outbox got leads
 NOW = "CAST(extract(epoch from clock_timestamp()) AS DOUBLE PRECISION)"
 _RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH)\b|\bRETURNING\b", re.IGNORECASE)
-_GONE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# The database went away (a restart, a failover, the network): try again later. A
+# shutdown's "terminating connection due to administrator command" is an operator
+# intervention, not a connection error, in asyncpg's taxonomy.
+_GONE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+# A session the server ended between two statements (a shutdown's FATAL arrives while
+# the connection waits for its next statement): asyncpg takes the message as out of turn
+# and fails that next statement as "another operation is in progress". A connection is
+# lent to one task at a time (_Lease), so here it means the session is over.
+_LOST = (*_GONE, asyncpg.InternalClientError)
+# Connections per replica: the push workers of every sink, the pull, polls, writebacks
+# and the status page each borrow one at a time; more waiters than this queue.
+POOL_SIZE = 10
 _PLACEHOLDER = re.compile(r"\?")
 _NULL_SAFE_NOT = re.compile(r"\bIS NOT (?!NULL\b|DISTINCT\b)")
 _JSON_FIELD = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
@@ -205,44 +229,85 @@ class _Statement:
 
 
 class PgConnection:
-    """An asyncpg connection with the aiosqlite calls the store's SQL is written against."""
+    """A pooled asyncpg connection with the aiosqlite calls the store's SQL is written against.
 
-    def __init__(
-        self, raw: asyncpg.Connection, where: str, connect: Callable[[], Awaitable[Any]]
-    ) -> None:
+    One task uses it at a time (it is lent by :class:`_Lease`); a lost connection
+    fails the statement with a :class:`StoreError` and the pool replaces it.
+    """
+
+    def __init__(self, raw: asyncpg.Connection, where: str) -> None:
         self.raw = raw
         self.where = where  # the store's URL without its password, for errors
-        self._connect = connect  # a new raw connection after the database went away
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement:
         return _Statement(self, sql, params)
 
     async def run(self, sql: str, params: Sequence[Any]) -> PgCursor:
         text = to_postgres(sql)
-        if self.raw.is_closed():  # outside a transaction (a lost one fails its caller)
-            try:
-                self.raw = await self._connect()
-            except _GONE as exc:
-                raise StoreError(
-                    f"the state store {self.where} cannot be reached: {_reason(exc)}"
-                ) from None
         try:
             if _RETURNS_ROWS.search(text):
                 rows = await self.raw.fetch(text, *params)
                 return PgCursor([tuple(r) for r in rows], len(rows))
             return PgCursor([], _rowcount(await self.raw.execute(text, *params)))
-        except _GONE as exc:
-            raise StoreError(
-                f"the state store {self.where} cannot be reached: {_reason(exc)}"
-            ) from None
+        except _LOST as exc:
+            raise _unreachable(self.where, exc, self.raw) from None
 
     async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return (await self.run(sql, params)).rows
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         rows = list(rows)
-        if rows:
+        if not rows:
+            return
+        try:
             await self.raw.executemany(to_postgres(sql), rows)
+        except _LOST as exc:
+            raise _unreachable(self.where, exc, self.raw) from None
+
+
+def _unreachable(where: str, exc: BaseException, raw: Any = None) -> StoreError:
+    """Return the StoreError of a lost database; a connection left unusable is closed
+    (the pool connects a new one on the next borrow)."""
+    reason = _reason(exc)
+    if isinstance(exc, asyncpg.InternalClientError):  # see _LOST
+        reason = "the database ended the session (a restart, a failover)"
+        if raw is not None:
+            raw.terminate()
+    return StoreError(f"the state store {where} cannot be reached: {reason}")
+
+
+class _Lease:
+    """``async with store._lock``: a pooled connection for the current task, which
+    ``store.db`` returns until the block ends.
+
+    The SQLite store's statements are written as ``async with self._lock`` around
+    ``self.db``: there one lock guards one connection. Here each entry borrows a
+    connection of its own, so tasks run their statements side by side and no
+    connection is ever used by two tasks at once (asyncpg refuses that: "another
+    operation is in progress"). An entry nested in the same task reuses the task's
+    connection (a transaction's statements stay in it). Each entry is its own
+    object: a generator closed by another task still returns what it borrowed.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.pg: PgConnection | None = None  # None once given back
+        self.token: contextvars.Token[tuple[Any, _Lease] | None] | None = None
+
+    async def __aenter__(self) -> _Lease:
+        if self.store._borrowed() is None:
+            self.pg = await self.store._borrow()
+            self.token = self.store._lent.set((asyncio.current_task(), self))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.pg is None:
+            return
+        pg, self.pg = self.pg, None
+        if self.token is not None:
+            with contextlib.suppress(ValueError):  # left in another task's context
+                self.store._lent.reset(self.token)
+        await self.store._give_back(pg)
 
 
 def dsn_of(url: str) -> str:
@@ -251,7 +316,8 @@ def dsn_of(url: str) -> str:
 
 
 class PostgresStore(SqliteStore):
-    """The shared store: one asyncpg connection per replica, the SQLite store's contract."""
+    """The shared store: a pool of asyncpg connections per replica, the SQLite store's
+    contract, the database's clock."""
 
     def __init__(
         self,
@@ -260,14 +326,22 @@ class PostgresStore(SqliteStore):
         *,
         schema: str | None = None,
         lease_s: float | None = None,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         super().__init__(url, clock)
+        self.clock: DatabaseClock = DatabaseClock(clock)
         self.path = _shown(url)  # what status and errors show: never the password
         self._dsn = dsn_of(url)
         self.schema = schema
         self.lease_s = lease_s  # caps the push lease: a dead replica's claims come back sooner
+        self.pool_size = pool_size
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._pg: PgConnection | None = None
+        self._pool: Any = None
+        # the connection the current task borrowed (see _Lease), with the task
+        self._lent: contextvars.ContextVar[tuple[Any, _Lease] | None] = contextvars.ContextVar(
+            f"syncd_pg_{id(self)}", default=None
+        )
+        self._notifying: set[int] = set()  # server pids this replica's NOTIFYs came from
         self._listener: Any = None  # the connection LISTENing for other replicas' wake-ups
         self._woken: Callable[[str], None] | None = None
 
@@ -275,21 +349,38 @@ class PostgresStore(SqliteStore):
 
     async def open(self) -> None:
         try:
-            await self._connect()
-            await self._migrate()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if self.schema:
+                await (await self._raw_connection(create_schema=True)).close(timeout=5)
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                # none kept open for their own sake: after a restart asyncpg would
+                # reconnect that floor in the background, logging a traceback per try
+                min_size=0,
+                max_size=self.pool_size,
+                server_settings=self._settings(),
+                reset=_rollback_only,
+                timeout=10,  # to connect
+            )
+            async with self._lock:
+                await self._migrate()
+            await self._read_clock()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {_reason(exc)}") from None
+        except StoreError as exc:  # the first borrow: the database cannot be reached
+            await self.close()
+            raise StoreError(f"cannot open state store: {exc}") from None
 
-    async def _connect(self) -> None:
-        self._pg = PgConnection(await self._raw_connection(), self.path, self._raw_connection)
-
-    async def _raw_connection(self) -> Any:
+    def _settings(self) -> dict[str, str]:
         settings = {"application_name": "syncd"}
         if self.schema:
             settings["search_path"] = self.schema
-        raw = await asyncpg.connect(self._dsn, server_settings=settings, timeout=10)
-        if self.schema:
+        return settings
+
+    async def _raw_connection(self, *, create_schema: bool = False) -> Any:
+        """Return a connection outside the pool (the listener's; the schema's creation)."""
+        raw = await asyncpg.connect(self._dsn, server_settings=self._settings(), timeout=10)
+        if create_schema and self.schema:
             try:
                 async with raw.transaction():
                     # IF NOT EXISTS still races with a replica starting at the same time.
@@ -305,42 +396,79 @@ class PostgresStore(SqliteStore):
             listener, self._listener = self._listener, None
             with contextlib.suppress(*_GONE):
                 await listener.close(timeout=5)
-        if self._pg is not None:
-            pg, self._pg = self._pg, None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
             try:
-                await pg.raw.execute("DELETE FROM replicas WHERE holder = $1", self.holder)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                async with asyncio.timeout(5):
+                    await pool.execute("DELETE FROM replicas WHERE holder = $1", self.holder)
+            except (*_GONE, asyncpg.PostgresError):
                 pass  # its heartbeat ages out
-            await pg.raw.close(timeout=5)
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except TimeoutError:  # a task still holds a connection: it fails, as it would
+                pool.terminate()
+
+    # -- connections: one per task at a time ----------------------------------------
+
+    @property  # type: ignore[override]
+    def _lock(self) -> _Lease:
+        """Where the SQLite store takes its lock, this store lends a connection."""
+        return _Lease(self)
+
+    @_lock.setter
+    def _lock(self, _sqlite_lock: object) -> None:
+        pass  # SqliteStore.__init__ sets its one lock; this store has none
 
     @property
     def db(self) -> Any:
-        if self._pg is None:
-            raise StoreError("state store is not open")
-        return self._pg
+        held = self._borrowed()
+        if held is None:  # a statement outside `async with self._lock`: a bug
+            raise StoreError(f"state store {self.path}: no connection lent to this task")
+        return held
 
-    async def _reopen(self) -> None:
-        """Connect again after the database went away (a restart, a failover)."""
-        if self._pg is not None and not self._pg.raw.is_closed():
-            return
-        self._pg = None
+    def _borrowed(self) -> PgConnection | None:
+        lent = self._lent.get()
+        if lent is None or lent[0] is not asyncio.current_task():
+            return None  # a task started inside another's lease borrows its own
+        # None when given back already: a generator left unfinished, closed later
+        return lent[1].pg
+
+    async def _borrow(self) -> PgConnection:
+        if self._pool is None:
+            raise StoreError("state store is not open")
         try:
-            await self._connect()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(
-                f"the state store {self.path} cannot be reached: {_reason(exc)}"
-            ) from None
+            # a connection the database dropped is replaced here, not handed out
+            return PgConnection(await self._pool.acquire(), self.path)
+        except (*_GONE, asyncpg.PostgresError) as exc:  # "the database is starting up"
+            raise _unreachable(self.path, exc) from None
+
+    async def _give_back(self, pg: PgConnection) -> None:
+        if self._pool is None:
+            return
+        # The pool waits for a cancelled query's cancellation before lending the
+        # connection again; a broken one it closes and replaces on the next borrow.
+        with contextlib.suppress(*_GONE, asyncpg.PostgresError):
+            await self._pool.release(pg.raw)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Any]:
         async with self._lock:
-            await self._reopen()
             pg = self.db
             try:
                 async with pg.raw.transaction():
                     yield pg
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _LOST as exc:
+                raise _unreachable(self.path, exc, pg.raw) from None
+            except asyncpg.PostgresError as exc:
                 raise StoreError(f"the state store {self.path} failed: {_reason(exc)}") from None
+
+    async def _read_clock(self) -> None:
+        """Set the store's clock from the database's (see DatabaseClock)."""
+        async with self._lock:
+            local = self.clock.local
+            asked = local.monotonic()
+            rows = await self.db.execute_fetchall(f"SELECT {NOW}")
+            self.clock.anchor(float(rows[0][0]), asked, local.monotonic())
 
     async def _migrate(self) -> None:
         pg = self.db.raw
@@ -363,18 +491,17 @@ class PostgresStore(SqliteStore):
 
     async def size_bytes(self) -> int:
         async with self._lock:
-            await self._reopen()
-            value = await self.db.raw.fetchval(
+            rows = await self.db.execute_fetchall(
                 "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE c.relkind = 'r' AND n.nspname = current_schema()"
             )
-        return int(value)
+        return int(rows[0][0])
 
     async def integrity_ok(self) -> bool:
         async with self._lock:
-            await self._reopen()
-            return bool(await self.db.raw.fetchval("SELECT count(*) >= 0 FROM leads"))
+            rows = await self.db.execute_fetchall("SELECT count(*) >= 0 FROM leads")
+        return bool(rows[0][0])
 
     # -- claims that survive a dead replica ---------------------------------------
 
@@ -430,9 +557,9 @@ class PostgresStore(SqliteStore):
         queued = sorted(s for s, writes in chunk.leads.items() if any(w.enqueue for w in writes))
         if queued:
             async with self._lock:
-                await self._reopen()
+                self._notifying.add(self.db.raw.get_server_pid())
                 for sink in queued:
-                    await self.db.raw.execute("SELECT pg_notify($1, $2)", CHANNEL, sink)
+                    await self.db.execute("SELECT pg_notify(?, ?)", (CHANNEL, sink))
 
     async def listen(self, woken: Callable[[str], None]) -> None:
         """Call ``woken(sink)`` whenever another replica queues leads for ``sink``.
@@ -446,11 +573,10 @@ class PostgresStore(SqliteStore):
     async def _listen(self) -> None:
         if self._woken is None or (self._listener is not None and not self._listener.is_closed()):
             return
-        woken = self._woken
-        own = self.db.raw.get_server_pid() if self._pg is not None else None
+        woken, own = self._woken, self._notifying
 
         def notified(_conn: Any, pid: int, _channel: str, sink: str) -> None:
-            if pid != own:  # this replica's own pull already woke its pushers
+            if pid not in own:  # this replica's own pull already woke its pushers
                 woken(sink)
 
         try:
@@ -503,19 +629,19 @@ class PostgresStore(SqliteStore):
                 """,
                 (self.holder, socket.gethostname(), os.getpid()),
             )
+        await self._read_clock()  # the local clock may drift, or the database's be set
         await self._listen()  # again, if its connection was lost
 
     async def replicas(self, within_s: float = 60.0) -> list[dict[str, Any]]:
         """Return the replicas seen within ``within_s``, with the jobs each leads."""
         async with self._lock:
-            await self._reopen()
-            raw = self.db.raw
-            rows = await raw.fetch(
+            db = self.db
+            rows = await db.execute_fetchall(
                 f"SELECT holder, host, pid, started_at, {NOW} - seen_at FROM replicas"
-                f" WHERE seen_at > {NOW} - CAST($1 AS DOUBLE PRECISION) ORDER BY started_at",
-                float(within_s),
+                f" WHERE seen_at > {NOW} - CAST(? AS DOUBLE PRECISION) ORDER BY started_at",
+                (float(within_s),),
             )
-            jobs = await raw.fetch(
+            jobs = await db.execute_fetchall(
                 f"SELECT job, holder, {NOW} - since, until - {NOW} FROM leaders"
                 f" WHERE until > {NOW} ORDER BY job"
             )
@@ -556,17 +682,22 @@ class PostgresStore(SqliteStore):
             JOIN dnc_numbers d ON d.number = j.value AND d.list = $1 AND d.checked = 0
         """
         async with self._lock:
-            await self._reopen()
-            raw = self.db.raw
-            if (
-                await raw.fetchval(
-                    "SELECT 1 FROM dnc_numbers WHERE list = $1 AND checked = 0 LIMIT 1", list_name
-                )
-                is None
+            db = self.db
+            if not await db.execute_fetchall(
+                "SELECT 1 FROM dnc_numbers WHERE list = ? AND checked = 0 LIMIT 1", (list_name,)
             ):
                 return []
-            rows = await raw.fetch(query, list_name)
+            rows = await db.execute_fetchall(query, (list_name,))
         return [ListedLead(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+
+async def _rollback_only(conn: asyncpg.Connection) -> None:
+    """Ready a connection given back to the pool. asyncpg's own reset sends a query on
+    every return (RESET ALL, UNLISTEN, advisory unlocks); the store's connections keep
+    no session state (its locks are per transaction, LISTEN has its own connection), so
+    only a transaction a failure left open needs ending."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def _shown(url: str) -> str:
