@@ -142,6 +142,8 @@ def test_an_engine_on_a_shared_store_pushes_and_stamps_on_the_databases_clock(
 ) -> None:
     import asyncio
 
+    from syncd.run.once import run_until_idle
+
     schema = new_schema()
     sim = JodoSimulator()
 
@@ -150,7 +152,7 @@ def test_an_engine_on_a_shared_store_pushes_and_stamps_on_the_databases_clock(
         await store.open()
         engine = Engine(settings_for(config), store)  # no clock given: the store's
         try:
-            summary = await engine.run_once(deadline_s=60)
+            summary = await run_until_idle(engine, deadline_s=60)
         finally:
             await engine.close()
             await store.close()
