@@ -280,6 +280,9 @@ class DncListConfig(Strict):
     # metrics), and with strict every lead of a route using it is held until a fresh one
     max_age_days: float = Field(31.0, gt=0)
     strict: bool = False
+    # snapshot: a new version that would unlist more than this share of the numbers in
+    # force is refused as a cut-short export (the version in force stays); 100: never
+    max_shrink_percent: float = Field(50.0, gt=0, le=100)
 
 
 class RouteConfig(Strict):

@@ -386,3 +386,28 @@ async def test_gate_explain_says_a_listed_number_is_blocked_and_the_lead_goes_on
     assert "the lead is called on +919820012346" in shown.stdout
     alone = run_cli("gate", "explain", "-c", str(path), "9820012345")
     assert "decision: blocked (dnc_list:ndnc)" in alone.stdout, alone.stdout
+
+
+async def test_a_snapshot_that_would_unlist_most_of_the_register_is_refused_as_cut_short(
+    tmp_path: Path,
+) -> None:
+    jodo = JodoSimulator(agents={"supervisor": 1})
+    register = "number\n" + "".join(f"+9198200123{i:02d}\n" for i in range(10))
+    with running(create_app(jodo)) as url:
+        path = listing_config(tmp_path, url, mode="snapshot")
+        drop_list(tmp_path, "ndnc-1.csv", register)
+        await run_at(path)
+        drop_csv(tmp_path / "inbox", "day1.csv", HEADER + "L1,F,L,9820012301,,\n")
+        await run_at(path)
+        drop_list(tmp_path, "ndnc-2.csv", "number\n+919820012300\n+919820012309\n")  # cut short
+        cut = await run_at(path)
+        still = await listed(path, ["+919820012301"])
+        sent_meanwhile = jodo.received()
+        wanted = listing_config(tmp_path, url, mode="snapshot", max_shrink_percent=100)
+        drop_list(tmp_path, "ndnc-3.csv", "number\n+919820012300\n+919820012309\n")
+        meant = await run_at(wanted)
+
+    assert still == {"+919820012301"} and "L1" not in sent_meanwhile
+    assert [f for f in cut.files_failed if "max_shrink_percent" in f], cut.files_failed
+    assert "2 numbers against 10 in force" in cut.files_failed[0]
+    assert meant.dnc["ndnc"]["released"] == 1 and jodo.received() == {"L1": 1}

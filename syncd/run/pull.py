@@ -491,14 +491,18 @@ class DncPuller:
         else:
             write.dnc = numbers
         if chunk.after_commit is not None and chunk.cursor is not None:  # the file's last
-            write.dnc_version = await self._version(source, chunk.origin)
+            # this chunk's numbers join the stage in the same commit as the version
+            pending = len(set(write.dnc_staged)), write.dnc_restage is not None
+            write.dnc_version = await self._version(source, chunk.origin, pending)
         await self.store.apply_chunk(write)
         if write.dnc_version is not None:
             self._loaded(write.dnc_version)
         if chunk.after_commit:
             await chunk.after_commit()
 
-    async def _version(self, source: Source, origin: str) -> DncVersion | None:
+    async def _version(
+        self, source: Source, origin: str, pending: tuple[int, bool] = (0, False)
+    ) -> DncVersion | None:
         """Return the version a file read whole makes; None for an empty snapshot (refused:
         a registry copy without a number is a failed export, not an empty register)."""
         listing = self.listing
@@ -515,8 +519,35 @@ class DncPuller:
             self.summary.files_failed.append(f"{listing.source}/{why}")
             self._staged = None
             return None
+        if listing.mode == "snapshot" and (shrunk := await self._shrunk(origin, pending)):
+            log.error("dnc.snapshot.shrunk", dnc_list=listing.name, origin=origin)
+            self.summary.files_failed.append(f"{listing.source}/{shrunk}")
+            self._staged = None
+            return None
         date = file_date(origin, facts.mtime)
         return DncVersion(listing.name, origin, facts.rows, 0, date, facts.sha256, listing.mode)
+
+    async def _shrunk(self, origin: str, pending: tuple[int, bool]) -> str | None:
+        """Return why a snapshot is refused for unlisting too much of the list, or None.
+
+        A registry export cut short looks like a register that lost most of its
+        numbers: applied, it would let every lead of those numbers be rung.
+        """
+        listing = self.listing
+        versions = await self.store.dnc_versions(listing.name, 1)
+        if not versions or versions[0].numbers == 0:
+            return None
+        before = versions[0].numbers
+        more, restaged = pending  # this chunk's, not staged yet; restaged: the stage restarts
+        now = more + (0 if restaged else await self.store.dnc_staged_count(listing.name))
+        if (before - now) * 100 <= before * listing.max_shrink_percent:
+            return None
+        return (
+            f"{origin}: the snapshot of do-not-call list {listing.name} holds {now} numbers "
+            f"against {before} in force (over max_shrink_percent = "
+            f"{listing.max_shrink_percent:g}% fewer): not applied, the version in force stays; "
+            "a cut-short export? Drop the whole register, or raise max_shrink_percent"
+        )
 
     def _loaded(self, version: DncVersion) -> None:
         counts = self.summary.dnc.setdefault(self.listing.name, {})

@@ -312,6 +312,10 @@ class StateStore(Protocol):
         """Return the leads holding a number newly added to the list (main or alternate)."""
         ...
 
+    async def dnc_staged_count(self, list_name: str) -> int:
+        """Return how many numbers the snapshot being read for ``list_name`` holds so far."""
+        ...
+
     async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
         """Return the list's recorded versions (files loaded), newest first."""
         ...

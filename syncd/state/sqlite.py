@@ -1318,6 +1318,13 @@ class SqliteStore:
             )
         return [DncVersion(*row) for row in rows]
 
+    async def dnc_staged_count(self, list_name: str) -> int:
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT COUNT(*) FROM dnc_staging WHERE list = ?", (list_name,)
+            )
+        return int(next(iter(rows))[0])
+
     async def dnc_staged_origin(self, list_name: str) -> str | None:
         async with self._lock:
             rows = list(
