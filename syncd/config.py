@@ -139,6 +139,14 @@ class SinkConfig(Strict):
         """
         return NOT_HELD
 
+    def cannot_withdraw(self) -> str | None:
+        """Return why this dialer cannot take a lead back as configured (None: it can).
+
+        A lead deleted in the CRM, listed, or whose consent ran out stays dialable there;
+        `syncd check` says so with what to set.
+        """
+        return None
+
     @property
     def entity(self) -> str:
         return self._entity

@@ -316,6 +316,8 @@ def alt_mapper(**policy: object) -> Mapper:
         pytest.param("9999999999", "9820012346", "+919820012346", (),
                      "called on alternate +919820012346: main number refused (blocked "
                      "(placeholder_number)", id="a placeholder main gives way"),
+        pytest.param("9820012345", "9.18123E+11", "+919820012345", (),
+                     "alternate left out: ", id="a spreadsheet-rounded alternate is said"),
     ],
 )  # fmt: skip
 def test_every_number_the_dialer_may_ring_passes_the_number_screens(

@@ -42,9 +42,11 @@ def test_check_names_every_sink_it_cannot_hold_to_the_window(tmp_path: Path) -> 
         done = run_cli("check", "-c", str(path), env=vendor_env())
 
     assert done.returncode == 0, done.stderr
-    lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if "sink " in line}
-    assert lines["WARNING"].startswith("WARNING: sink jodo (jodo): calling window"), done.stdout
-    assert "NOT held to the window's close" in lines["WARNING"]
-    assert "queue_ahead_minutes" in lines["WARNING"]
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("WARNING: ")]
+    [window] = [w for w in warnings if "calling window" in w]
+    assert window.startswith("WARNING: sink jodo (jodo): calling window"), done.stdout
+    assert "NOT held to the window's close" in window and "queue_ahead_minutes" in window
+    [withdrawals] = [w for w in warnings if "withdrawals" in w]  # this Jodo cannot dispose
+    assert "sink jodo" in withdrawals and "on_delete" in withdrawals
     held = [line for line in done.stdout.splitlines() if line.startswith("sink ")]
     assert [line.split()[1] for line in held] == ["ameyo", "ucontact"], done.stdout

@@ -230,6 +230,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{mark}sink {sink.name} ({sink.kind}): calling window {hold.describe()}"
             f"{_feed_note(sink)}"
         )
+        if (gap := sink.cannot_withdraw()) is not None:
+            print(f"WARNING: sink {sink.name} ({sink.kind}): withdrawals: {gap}")
     if settings.health.enabled:
         print(_status_page_line(settings))
     return EXIT_OK

@@ -229,8 +229,9 @@ class Mapper:
         for text in cells[1:] + extra:
             try:
                 number = to_e164(text, region)
-            except PhoneError:
-                continue  # an unusable alternate does not cost the lead its main number
+            except PhoneError as exc:  # it does not cost the lead its main number
+                notes.append(f"alternate left out: {exc}")
+                continue
             if number == main or number in usable:
                 continue
             refusal = self._number_refused(number)

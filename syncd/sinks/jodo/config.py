@@ -215,6 +215,15 @@ class JodoSinkConfig(SinkConfig):
             )
         return self
 
+    def cannot_withdraw(self) -> str | None:
+        if self.dispositions.on_delete is not None:
+            return None
+        return (
+            "Jodo has no delete: a lead deleted in the CRM, put on a do-not-call list or "
+            "whose consent ran out stays dialable; set [sinks.dispositions] login and "
+            "on_delete so syncd closes it with saveDisposition"
+        )
+
     def window_hold(self) -> WindowHold:
         """Jodo takes a start per record (callDateTime) and no end: the close is the dialer's."""
         return WindowHold(
