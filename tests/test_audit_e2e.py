@@ -130,7 +130,10 @@ async def test_the_audit_names_number_local_time_rule_policy_list_moves_and_the_
     assert blocked_by_list["policy_version"] == second_version
     assert blocked_by_list["zones"] == ["Asia/Calcutta"]
     withdrawn_block = one(rows, "OK1", "blocked")
-    assert withdrawn_block["rule"] == "dnc_crm" and "withdrawn" in withdrawn_block["reason"]
+    assert (
+        withdrawn_block["rule"] == "dnc_crm"
+        and "withdrawal from the dialer is queued" in withdrawn_block["reason"]
+    )
     assert withdrawn_block["policy_version"] == second_version
     withdrawn = one(rows, "OK1", "withdrawn")
     assert withdrawn["rule"] == "dnc_crm"

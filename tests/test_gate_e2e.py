@@ -163,7 +163,7 @@ async def test_blocked_leads_are_refused_with_their_code_and_a_delivered_one_is_
     [disposed] = [d for d in sim.dispositions if d.get("contactvalue", "").endswith("9820012345")]
     assert disposed  # Jodo got the do-not-call disposition for the delivered lead
     assert "blocked (dnc_crm): the CRM marks it do-not-call" in rejects.stdout
-    assert "withdrawn from the dialer" in rejects.stdout
+    assert "its withdrawal from the dialer is queued" in rejects.stdout
     assert "blocked (placeholder_number)" in rejects.stdout
     assert "digits lost" in rejects.stdout
     assert "jodo: safety gate: blocked dnc_crm 2, blocked no_consent 1" in status.stdout

@@ -256,7 +256,7 @@ def _plan_blocked(
     if previous is not None and previous.delivered and previous.hash != lead[1]:
         plan.writes.append(LeadWrite(*lead, Action.DELETE, Decision.DELETED.value, line))
         plan.count(Decision.DELETED.value)
-        why = f"{reason}; withdrawn from the dialer"
+        why = f"{reason}; its withdrawal from the dialer is queued"
         plan.rejects.append(RowReject(line, key, row, why, facts))
         return
     if previous is not None and previous.state in ACTIVE_STATES:

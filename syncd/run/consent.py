@@ -83,7 +83,7 @@ async def _withdraw(
         expiry = datetime.fromisoformat(lead.consent_until).astimezone(UTC)
         why = (
             f"blocked ({CODE}): consent ran out at {expiry:%Y-%m-%d %H:%M} UTC"
-            " (consent_max_age_days); withdrawn from the dialer"
+            " (consent_max_age_days); its withdrawal from the dialer is queued"
         )
         if lead.state not in QUEUED:
             counts.carried += 1  # a removal queued outside this run's pull

@@ -582,7 +582,7 @@ class DncPuller:
             why = f"blocked (dnc_list:{listing.name}): {lead.number} is on the do-not-call list"
             counts = self.summary.sink(lead.sink)
             if lead.delivered:
-                why += "; withdrawn from the dialer"
+                why += "; its withdrawal from the dialer is queued"
                 kind, state = "deleted", "pending"
                 if lead.state not in ("pending", "inflight", "held"):
                     counts.carried += 1  # a removal queued outside this run's routes
