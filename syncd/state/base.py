@@ -159,6 +159,15 @@ class QueuedSummary:
     delivered: bool  # the dialer holds an older version (an update, not a create)
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """The store's schema as `syncd status` shows it (syncd/state/migrations)."""
+
+    at: int  # the steps the store has applied
+    knows: int  # the steps this syncd ships
+    edited: list[str] = field(default_factory=list)  # steps edited after release: warnings
+
+
 class StateStore(Protocol):
     """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
 
@@ -381,6 +390,10 @@ class StateStore(Protocol):
 
     async def replicas(self, within_s: float = 60.0) -> list[dict[str, Any]]:
         """Return the live replicas and what each leads ([] for a store of one host)."""
+        ...
+
+    async def schema_state(self) -> SchemaState:
+        """Return the store's schema version, this syncd's, and steps edited after release."""
         ...
 
     async def listen(self, woken: Callable[[str], None]) -> None:

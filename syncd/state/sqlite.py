@@ -35,6 +35,7 @@ from syncd.core.model import (
 from syncd.core.numbers import Holder
 from syncd.core.window_hold import WINDOW_CODE
 from syncd.errors import StoreError
+from syncd.state import migrations
 from syncd.state.base import (
     CLOSED,
     RETURNING,
@@ -46,106 +47,20 @@ from syncd.state.base import (
     ExpiredLead,
     ListedLead,
     QueuedSummary,
+    SchemaState,
     WindowLead,
     WindowMoves,
 )
+from syncd.state.migrations import Migration
 
-# Each entry moves the schema one version up. Append only; never edit a shipped step.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE cursors (
-        source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
-    CREATE TABLE leads (
-        sink TEXT NOT NULL, key TEXT NOT NULL,
-        hash TEXT NOT NULL, raw_hash TEXT, lead_json TEXT NOT NULL,
-        action TEXT NOT NULL DEFAULT 'upsert', state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
-        lease_until REAL, last_error TEXT, vendor_ref TEXT, delivered_hash TEXT,
-        origin TEXT, line INTEGER, run_id TEXT, klass TEXT,
-        created_at REAL NOT NULL, updated_at REAL NOT NULL, delivered_at REAL,
-        PRIMARY KEY (sink, key)) WITHOUT ROWID;
-    CREATE INDEX leads_outbox ON leads (sink, state, next_at);
-    CREATE TABLE rejects (
-        id INTEGER PRIMARY KEY, run_id TEXT, source TEXT NOT NULL, sink TEXT NOT NULL,
-        origin TEXT, line INTEGER, key TEXT, reason TEXT NOT NULL, row_json TEXT,
-        created_at REAL NOT NULL);
-    CREATE INDEX rejects_origin ON rejects (source, origin, line);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY, at REAL NOT NULL, sink TEXT NOT NULL, key TEXT NOT NULL,
-        kind TEXT NOT NULL, detail TEXT);
-    CREATE INDEX events_key ON events (key, sink);
-    CREATE TABLE outcomes (
-        sink TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
-        observed_at REAL NOT NULL, status TEXT, raw_status TEXT, disposition TEXT,
-        attempts INTEGER, last_dialed_at REAL, agent TEXT, call_id TEXT,
-        recording_url TEXT, raw_json TEXT, content_hash TEXT NOT NULL,
-        PRIMARY KEY (sink, key));
-    CREATE TABLE writeback_marks (
-        writeback TEXT NOT NULL, sink TEXT NOT NULL, key TEXT NOT NULL,
-        version INTEGER NOT NULL, written_at REAL NOT NULL,
-        PRIMARY KEY (writeback, sink, key));
-    CREATE TABLE agents (
-        sink TEXT NOT NULL, login TEXT NOT NULL, status TEXT, description TEXT,
-        duration_s INTEGER, changed_at REAL, observed_at REAL NOT NULL, raw_json TEXT,
-        version INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (sink, login));
-    CREATE TABLE kv (scope TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
-        PRIMARY KEY (scope, name));
-    CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY, mode TEXT, started_at REAL NOT NULL, finished_at REAL,
-        summary_json TEXT);
-    """,
-    # 2: a refused version keeps its reason, so `syncd retry --writeback` can send it again.
-    """
-    ALTER TABLE writeback_marks ADD COLUMN refused TEXT;
-    """,
-    # 3: do-not-call lists, and the index that finds the leads holding a listed number
-    """
-    CREATE TABLE dnc_numbers (
-        list TEXT NOT NULL, number TEXT NOT NULL, origin TEXT, added_at REAL NOT NULL,
-        checked INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (list, number)) WITHOUT ROWID;
-    CREATE INDEX dnc_unchecked ON dnc_numbers (list, checked);
-    CREATE INDEX leads_phone ON leads (json_extract(lead_json, '$.phone'));
-    """,
-    # 4: a lead set aside for another holding its number, or a removal waiting for one
-    """
-    ALTER TABLE leads ADD COLUMN waits_for TEXT;
-    """,
-    # 5: the audit's facts of a gate decision or push, written with it (syncd.core.audit)
-    """
-    ALTER TABLE events ADD COLUMN facts TEXT;
-    ALTER TABLE rejects ADD COLUMN facts TEXT;
-    """,
-    # 6: do-not-call lists as dated versions: the next version staged beside the one in
-    # force, each file recorded, and the leads a list keeps back (they return unlisted)
-    """
-    CREATE TABLE dnc_staging (
-        list TEXT NOT NULL, number TEXT NOT NULL, origin TEXT NOT NULL,
-        PRIMARY KEY (list, number)) WITHOUT ROWID;
-    CREATE TABLE dnc_versions (
-        list TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, mode TEXT NOT NULL,
-        rows INTEGER NOT NULL, numbers INTEGER NOT NULL, added INTEGER NOT NULL,
-        removed INTEGER NOT NULL, loaded_at REAL NOT NULL, file_date REAL NOT NULL,
-        sha256 TEXT NOT NULL, PRIMARY KEY (list, version));
-    CREATE TABLE dnc_blocked (
-        sink TEXT NOT NULL, key TEXT NOT NULL, list TEXT NOT NULL, hash TEXT NOT NULL,
-        raw_hash TEXT, lead_json TEXT NOT NULL, blocked_at REAL NOT NULL,
-        PRIMARY KEY (sink, key));
-    CREATE INDEX dnc_blocked_list ON dnc_blocked (list);
-    """,
-    # 7: until when the dialer may ring a delivered lead (the window's close it went with)
-    """
-    ALTER TABLE leads ADD COLUMN dial_until REAL;
-    """,
-    # 8: the leads a dialer holds whose consent runs out (Lead.consent_until), found by
-    # the consent re-check without reading every lead; only leads with an expiry count
-    """
-    CREATE INDEX leads_consent ON leads (json_extract(lead_json, '$.consent_until'))
-        WHERE delivered_hash IS NOT NULL AND action = 'upsert'
-        AND json_extract(lead_json, '$.consent_until') IS NOT NULL;
-    """,
-]
+# The schema's steps: syncd/state/migrations/sqlite/NNNN_name.sql, never edited once
+# released; the store records each step it applied with the file's sha256.
+MIGRATIONS: tuple[Migration, ...] = migrations.load("sqlite")
+# Created outside the numbered steps: a store made before it existed gets it too.
+MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+    " sha256 TEXT, applied_at REAL)"
+)
 
 log = structlog.get_logger("syncd.state")
 
@@ -361,17 +276,61 @@ class SqliteStore:
                 log.info("state.vacuum.later", path=self.path, reason=str(exc))
 
     async def _migrate(self) -> None:
+        """Apply the steps the store lacks; refuse a store migrated past this syncd.
+
+        One process holds a SQLite store (the run lock), so no lock beyond each step's
+        transaction is needed.
+        """
         db = self.db
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"state store {self.path} has schema {version}, newer than this syncd "
-                f"({len(MIGRATIONS)}); upgrade syncd"
+        await db.execute(MIGRATIONS_TABLE)
+        version = await self._user_version()
+        problem = migrations.too_old(self.path, len(MIGRATIONS), await self._schema_at(version))
+        if problem:
+            raise StoreError(problem)
+        await self._record_unrecorded(version)
+        for step in MIGRATIONS[version:]:
+            # name and sha256 are checked by the loader (NNNN_name.sql, hex): inlined safely
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{step.sql}\n"
+                f"INSERT INTO migrations (number, name, sha256, applied_at) VALUES"
+                f" ({step.number}, '{step.name}', '{step.sha256}', {self.clock.time()!r});\n"
+                f"PRAGMA user_version={step.number};\nCOMMIT;"
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+            log.info("state.migrated", store=self.path, migration=step.name)
+        for warning in (await self.schema_state()).edited:
+            log.warning("state.migration.edited", store=self.path, warning=warning)
+
+    async def _user_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _schema_at(self, version: int) -> int:
+        """Return the store's schema: its version, or a recorded step past it."""
+        async with self.db.execute("SELECT MAX(number) FROM migrations") as cur:
+            row = await cur.fetchone()
+        return max(version, int(row[0]) if row and row[0] is not None else 0)
+
+    async def _record_unrecorded(self, version: int) -> None:
+        """Record the steps a store took before syncd recorded them: no checksum known."""
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO migrations (number, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(m.number, m.name) for m in MIGRATIONS[:version]],
+            )
+
+    async def schema_state(self) -> SchemaState:
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT number, name, sha256 FROM migrations ORDER BY number"
+            )
+            version = await self._user_version()
+        applied = [migrations.Applied(int(n), str(name), sha) for n, name, sha in rows]
+        return SchemaState(
+            at=max([version, *(a.number for a in applied)]),
+            knows=len(MIGRATIONS),
+            edited=migrations.edited("sqlite", applied),
+        )
 
     async def prune(self, keep_s: Mapping[str, float], batch: int = 2000) -> dict[str, int]:
         """Return the rows deleted per kind; each batch its own short transaction.

@@ -1,0 +1,3 @@
+
+    ALTER TABLE leads ADD COLUMN waits_for TEXT;
+    

@@ -1,0 +1,3 @@
+
+    ALTER TABLE leads ADD COLUMN dial_until DOUBLE PRECISION;
+    

@@ -1,0 +1,3 @@
+
+    ALTER TABLE writeback_marks ADD COLUMN refused TEXT;
+    
