@@ -101,7 +101,9 @@ async def test_newer_schema_than_this_syncd_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "future.db"
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA user_version=999")
-    with pytest.raises(StoreError, match=r"this syncd knows schema \d+, .* is at schema 999: upgrade"):
+    with pytest.raises(
+        StoreError, match=r"this syncd knows schema \d+, .* is at schema 999: upgrade"
+    ):
         await SqliteStore(db).open()
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
-from syncd.run.status import dnc_list_line, sink_state_line, when
+from syncd.run.status import dnc_list_line, schema_lines, sink_state_line, when
 
 if TYPE_CHECKING:
     from syncd.run.dryrun import DryRun
@@ -115,6 +115,10 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     out.print(table)
     for sink, seen in sorted((status.get("sinks") or {}).items()):
         out.print(f"{sink}: {sink_state_line(seen)}", highlight=False, markup=False)
+    if status.get("schema"):
+        for line in schema_lines(status["schema"], status.get("replicas") or []):
+            style = "yellow" if line.startswith("warning") else None
+            out.print(line, style=style, highlight=False, markup=False)
     for state in status.get("dnc_lists") or ():
         out.print(dnc_list_line(state), highlight=False, markup=False)
     for sink, decisions in sorted((status.get("gate") or {}).items()):
@@ -189,11 +193,17 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         out.print(table)
     if status.get("replicas"):
         table = Table(title="replicas on the shared store", title_justify="left")
-        for c in ("replica", "seen", "leads (lease left)"):
+        for c in ("replica", "syncd", "schema", "seen", "leads (lease left)"):
             table.add_column(c)
         for r in status["replicas"]:
             leads = ", ".join(f"{j['job']} ({j['lease_left_s']:.0f}s)" for j in r["leads"])
-            table.add_row(r["replica"], f"{r['seen_s_ago']:.0f}s ago", leads or "-")
+            table.add_row(
+                r["replica"],
+                r.get("version") or "unknown",  # started before replicas recorded it
+                str(r["knows_schema"]) if r.get("knows_schema") is not None else "-",
+                f"{r['seen_s_ago']:.0f}s ago",
+                leads or "-",
+            )
         out.print(table)
     if status.get("writebacks"):
         table = Table(title="writebacks (last pass)", title_justify="left")

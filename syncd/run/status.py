@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 from syncd.config import Settings
@@ -28,6 +29,7 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),
         "replicas": await store.replicas(),
+        "schema": asdict(await store.schema_state()),
         "dnc_lists": await dnc_list_status(settings, store),
     }
 
@@ -42,6 +44,20 @@ async def dnc_list_status(settings: Settings, store: StateStore) -> list[dict[st
         {**asdict(state), "version": asdict(state.version) if state.version else None}
         for state in await list_states(settings, store, store.clock.time())
     ]
+
+
+def schema_lines(schema: dict[str, Any], replicas: list[dict[str, Any]]) -> list[str]:
+    """Return what `syncd status` says of the store's schema: its version, steps edited
+    after release, and replicas built for an older schema than the store's."""
+    lines = [f"store schema {schema['at']} (this syncd knows {schema['knows']})"]
+    lines += [f"warning: {edited}" for edited in schema["edited"]]
+    for r in replicas:
+        if r.get("knows_schema") is not None and r["knows_schema"] < schema["at"]:
+            lines.append(
+                f"warning: replica {r['replica']} runs syncd {r['version']}, built for schema "
+                f"{r['knows_schema']}: it would refuse to start again; upgrade it"
+            )
+    return lines
 
 
 def dnc_list_line(state: dict[str, Any]) -> str:
