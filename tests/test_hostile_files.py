@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -150,6 +153,24 @@ def test_every_refused_row_can_be_listed_not_only_the_last_ten(
     assert rows[0].startswith("at,source,sink,origin,line,key,reason")
     assert len(rows) == 1 + 15 and "15 refused row(s)" in listed.stderr
     assert "syncd rejects [--source NAME]" in status.stdout
+
+
+def test_rejects_defuses_every_cell_a_spreadsheet_would_run_and_dates_each_row(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    evil_key = "-1+cmd|' /C calc'!A0"
+    rows = [f'"{evil_key}",not-a-phone,Bad,Row,b@example.in,']
+    drop_csv(tmp_path / "inbox", "=HYPERLINK(1).csv", export(1, extra_rows=rows))
+    run_cli("run", "--once", "-c", str(config))
+
+    listed = run_cli("rejects", "-c", str(config))
+
+    assert listed.returncode == 0, listed.stderr
+    [row] = list(csv.reader(io.StringIO(listed.stdout)))[1:]
+    at, _source, _sink, origin, _line, key = row[:6]
+    assert origin == "'=HYPERLINK(1).csv" and key == "'" + evil_key
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00", at), at
 
 
 def test_a_file_written_in_place_is_read_only_once_it_stops_changing(

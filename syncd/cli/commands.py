@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -455,11 +456,11 @@ def cmd_rejects(args: argparse.Namespace) -> int:
         n = 0
         try:
             async for r in store.all_rejects(args.source):
-                cells = [r["at"], r["source"], r["sink"], r["origin"], r["line"], r["key"]]
-                writer.writerow(
-                    [*("" if c is None else c for c in cells), neutralise(r["reason"]),
-                     neutralise(r["row"] or "")]
-                )  # fmt: skip
+                # Every text cell defused: a file named =HYPERLINK(…).csv or a key like
+                # -1+cmd|' /C calc'!A0 is the CRM's (or a visitor's) text, not a formula.
+                at = datetime.fromtimestamp(float(r["at"]), UTC).isoformat(timespec="seconds")
+                cells = [r["source"], r["sink"], r["origin"], r["line"], r["key"], r["reason"]]
+                writer.writerow([at, *(neutralise(c) for c in cells), neutralise(r["row"] or "")])
                 n += 1
         finally:
             await store.close()
