@@ -47,8 +47,9 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             note = f"stopped: {sc.stopped}" if sc.stopped else (sc.waiting or "")
             if sc.held and not note:
                 note = (
-                    "held for the calling window or behind a lead of the same number"
-                    f" (syncd status); next look {when(sc.released_at)}"
+                    "held: its calling window, a lead of the same number, a stale strict"
+                    " do-not-call list or a window withdrawal (syncd status says which);"
+                    f" next look {when(sc.released_at)}"
                 )
             sinks.add_row(name, *(str(getattr(sc, c)) for c in scols), note)
         out.print(sinks)
