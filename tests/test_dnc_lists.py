@@ -101,6 +101,10 @@ async def test_a_snapshot_that_leaves_a_number_out_unblocks_its_leads_and_they_r
         drop_list(tmp_path, "ndnc-3.csv", "number\n+919820012349\n")
         third = await run_at(path)
         explained = run_cli("explain", "L2", "-c", str(path), env=vendor_env())
+        audited = run_cli(
+            "audit", "--format", "jsonl", "--since", "2026-11-29", "-c", str(path),
+            env=vendor_env(),
+        )  # fmt: skip
 
     assert read.routes["crm->jodo"].blocked == {"dnc_list:ndnc": 2}
     assert second.dnc["ndnc"]["withdrawn"] == 1 and second.dnc["ndnc"]["released"] == 1
@@ -110,6 +114,10 @@ async def test_a_snapshot_that_leaves_a_number_out_unblocks_its_leads_and_they_r
     assert jodo.received() == {"L1": 1, "L2": 1, "L3": 2}  # L3 is back at the dialer
     assert read.balanced and second.balanced and third.balanced
     assert "released (dnc_list:ndnc)" in explained.stdout
+    records = [json.loads(line) for line in audited.stdout.splitlines()]
+    [freed] = [r for r in records if r["key"] == "L2" and r["decision"] == "released"]
+    assert freed["dnc_list"] == "ndnc" and freed["list_version"].startswith("v2 of ")
+    assert freed["policy_version"] and freed["numbers"] == ["+919820012342"]
     assert await listed(path, ["+919820012341", "+919820012343", "+919820012349"]) == {
         "+919820012349"
     }

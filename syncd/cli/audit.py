@@ -80,6 +80,7 @@ def decision_of(kind: str, facts: Facts) -> str:
         "gate.blocked": "blocked",
         "gate.withdrawn": "withdrawal_queued",
         "gate.not_returned": "not_returned",
+        "gate.released": "released",
         "gate.call_at_moved": "call_at_moved",
         "push.delivered": "pushed",
         "push.rejected": "refused_by_dialer",

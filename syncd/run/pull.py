@@ -639,6 +639,7 @@ class DncPuller:
             if r.policy is not None and r.policy.dnc_lists:
                 lists.setdefault(r.sink, set()).update(r.policy.dnc_lists)
         write = ChunkWrite(self.summary.run_id, listing.source, listing.name)
+        versions = await version_labels(self.store, {listing.name})  # the one that freed them
         by_sink: dict[str, list[BlockedLead]] = {}
         for b in blocked:
             by_sink.setdefault(b.sink, []).append(b)
@@ -664,7 +665,14 @@ class DncPuller:
                     f"released (dnc_list:{listing.name}): its numbers are no longer on the "
                     "do-not-call list; back through the gate"
                 )
-                write.events.append((sink, b.key, "gate.released", why, ""))
+                facts = Facts(
+                    numbers=tuple(numbers[b.key]),
+                    code=f"dnc_list:{listing.name}",
+                    policy=sink_policy_version(self.puller.settings.routes, sink),
+                    dnc_list=listing.name,
+                    list_version=versions.get(listing.name, ""),
+                )
+                write.events.append((sink, b.key, "gate.released", why, facts.to_json()))
         if not write.dnc_unblocked:
             return 0
         await self.store.apply_chunk(write)
