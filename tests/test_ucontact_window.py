@@ -36,9 +36,16 @@ def at(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
+# The dialer's clock: each run moves it to the run's moment (a schedule falls due, and
+# campaign hours apply, on the test's time, not on the wall clock's).
+DIALER_CLOCK = FakeClock()
+
+
 def simulator(**settings: Any) -> UContactSimulator:
     # dial_delay_s: it dials only when the test says so (dial_now)
-    return UContactSimulator(users={"api": UCONTACT_PASSWORD}, dial_delay_s=3600.0, **settings)
+    return UContactSimulator(
+        users={"api": UCONTACT_PASSWORD}, dial_delay_s=3600.0, clock=DIALER_CLOCK, **settings
+    )
 
 
 def config(tmp_path: Path, url: str) -> Path:
@@ -50,6 +57,7 @@ def config(tmp_path: Path, url: str) -> Path:
 
 
 async def run_at(path: Path, when: str) -> RunSummary:
+    DIALER_CLOCK.now = at(when)
     return await run_engine(settings_for(path), deadline_s=60, clock=FakeClock(at(when)))
 
 

@@ -120,7 +120,7 @@ class UContactSimulator:
         queue_agents: dict[str, list[int]] | None = None,
         missing_endpoints: frozenset[str] | set[str] = frozenset(),  # answered 404 (older servers)
         quirks: Quirks | None = None,
-        clock: Callable[[], float] = time.time,  # the quirks' windows
+        clock: Callable[[], float] = time.time,  # its clock: dialing, call records, quirks
         key_var: str = "crmkey",  # the data variable holding the CRM key (holdings)
         # the campaign's calling hours ({"mon-fri": "09:00-20:00"}), applied in each
         # contact's upload zone (else the server's); None: it dials around the clock
@@ -128,6 +128,7 @@ class UContactSimulator:
     ) -> None:
         self.lock = threading.Lock()
         self.quirks = QuirkState("ucontact", quirks, clock)
+        self.clock = clock  # a test's fake clock: schedules and dialing follow it, not the wall
         self.key_var = key_var
         self.hours = dict(hours) if hours else None
         if self.hours:
@@ -203,7 +204,7 @@ class UContactSimulator:
             return PlainTextResponse("0")
         key = base64.b64encode(f"{user}:{uuid.UUID(int=self.rng.getrandbits(128))}".encode())
         token = key.decode()
-        self.tokens[token] = (user, time.time() + self.token_ttl_s)
+        self.tokens[token] = (user, self.clock() + self.token_ttl_s)
         self.logins += 1
         if legacy:
             return JSONResponse([user, "Supervisor", token, "1001"])
@@ -218,7 +219,7 @@ class UContactSimulator:
         entry = self.tokens.get(header[6:].strip())
         if entry is None or self.quirks.revoked():
             return False
-        if entry[1] < time.time():
+        if entry[1] < self.clock():
             del self.tokens[header[6:].strip()]
             return False
         return not self.faults.session_fault()
@@ -262,7 +263,7 @@ class UContactSimulator:
         except (binascii.Error, UnicodeDecodeError):
             return PlainTextResponse("0")
         record["text"] = text
-        ready = time.time() + self.dial_delay_s
+        ready = self.clock() + self.dial_delay_s
         for number, line in enumerate(text.split("\n"), start=1):
             line = line.rstrip("\r")
             if not line.strip():
@@ -318,7 +319,7 @@ class UContactSimulator:
         alternatives = parse_phones(str(body.get("alternatives") or ""))
         data = str(body.get("data") or "")
         calldate = body.get("calldate")
-        when = time.time() + self.dial_delay_s if calldate is None else self.epoch(str(calldate))
+        when = self.clock() + self.dial_delay_s if calldate is None else self.epoch(str(calldate))
         if (
             campaign is None
             or when is None
@@ -371,7 +372,7 @@ class UContactSimulator:
 
     def tick(self, now: float | None = None, *, force: bool = False) -> int:
         """Dial every contact that is due (all of them with ``force``); return how many."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         dialled = 0
 
         def due(entry: Entry) -> bool:
@@ -455,7 +456,7 @@ class UContactSimulator:
                 "data": "",
                 "type": "record",
                 **extra,
-                "_visible_at": time.time() if visible else float("inf"),
+                "_visible_at": self.clock() if visible else float("inf"),
             }
             self.cdrs.append(record)
             if recording:
@@ -467,7 +468,7 @@ class UContactSimulator:
         with self.lock:
             for record in self.cdrs:
                 if record["_visible_at"] == float("inf"):
-                    record["_visible_at"] = time.time()
+                    record["_visible_at"] = self.clock()
 
     def dial_now(self) -> int:
         """Dial everything queued or scheduled, now; records visible at once (tests)."""
@@ -475,7 +476,7 @@ class UContactSimulator:
             n = self.tick(force=True)
             for record in self.cdrs:
                 if record["_visible_at"] != float("inf"):
-                    record["_visible_at"] = min(record["_visible_at"], time.time())
+                    record["_visible_at"] = min(record["_visible_at"], self.clock())
             return n
 
     # -- records, campaigns, recordings ---------------------------------------------
@@ -492,7 +493,7 @@ class UContactSimulator:
         end = str(flt.get("calldatef") or "9999")
         wanted_campaign = str(flt.get("campaign") or "")
         wanted_destination = str(flt.get("destination") or "")
-        now = time.time()
+        now = self.clock()
         rows = [
             r
             for r in self.cdrs
