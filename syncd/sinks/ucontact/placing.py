@@ -312,14 +312,12 @@ class Placer:
             self.log.warning("sink.remove.unknown", key=q.key)
             await self.ledger.forget(q.key, None, numbers)
             return PushResult.delivered(q.key, reply="nothing held at the dialer to remove")
-        plan = plan_delete(own, time.time(), **self._plan_args())
-        if plan.record is not None:
-            own = plan.record
-            await self.ledger.mark(q.key, own)
-        if plan.wait_until is not None:
-            return self._defer(q, plan.wait_until)
+        planned = await self._planned_removal(q, own)
+        if isinstance(planned, PushResult):
+            return planned
+        own, remove = planned
         doubt: float | None = None
-        if plan.remove and await self._owns(q.key, own.destination):
+        if remove and await self._owns(q.key, own.destination):
             sent = time.time()
             await self.ledger.mark(q.key, replace(own, late=REMOVE, at=sent, until=None))
             try:
@@ -341,6 +339,19 @@ class Placer:
             )
         return PushResult.delivered(q.key, reply="uContact: removed from the campaign")
 
+    async def _planned_removal(
+        self, q: QueuedLead, own: Placed
+    ) -> tuple[Placed, bool] | PushResult:
+        """Return the record as the removal's plan leaves it and whether to remove it, or
+        the deferral while a late effect of a call may still land (``settle.plan_delete``)."""
+        plan = plan_delete(own, time.time(), **self._plan_args())
+        if plan.record is not None:
+            own = plan.record
+            await self.ledger.mark(q.key, own)
+        if plan.wait_until is not None:
+            return self._defer(q, plan.wait_until)
+        return own, plan.remove
+
     async def withdraw(self, q: QueuedLead) -> PushResult:
         """Return the result of taking a lead out at its calling window's close.
 
@@ -351,13 +362,11 @@ class Placer:
         own = await self._own(q)
         if own is None:
             return PushResult.delivered(q.key, reply="nothing held at the dialer to withdraw")
-        plan = plan_delete(own, time.time(), **self._plan_args())
-        if plan.record is not None:
-            own = plan.record
-            await self.ledger.mark(q.key, own)
-        if plan.wait_until is not None:
-            return self._defer(q, plan.wait_until)
-        if not plan.remove:
+        planned = await self._planned_removal(q, own)
+        if isinstance(planned, PushResult):
+            return planned
+        own, remove = planned
+        if not remove:
             return PushResult.delivered(q.key, reply="not held at the dialer: nothing to withdraw")
         if not await self._owns(q.key, own.destination):
             # Another lead holds the number now: removing it would take that one out.
