@@ -45,6 +45,18 @@ class StoreLockedError(StoreError):
         super().__init__(f"state store {path} is in use by another syncd (pid {holder})")
 
 
+class ClaimLost(SyncdError):
+    """Leads this replica claimed were taken over before it sent them (it froze past
+    their lease, or its store could not renew it): another replica sends them now."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        super().__init__(
+            f"{len(keys)} claimed lead(s) were taken over by another replica before this"
+            " one sent them: not sent from here"
+        )
+
+
 class VendorError(SyncdError):
     """A dialer answered with an error or could not be reached.
 

@@ -55,6 +55,19 @@ class Store:
         except asyncpg.UndefinedTableError:
             return None  # not migrated yet
 
+    async def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn_of(pg_url()), server_settings={"search_path": self.schema})
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    def get_rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        try:
+            return asyncio.run(self.rows(sql, *args))
+        except asyncpg.UndefinedTableError:
+            return []  # not migrated yet
+
 
 def wait_until(what: str, check: Any, bound_s: float = 120.0, every_s: float = 0.02) -> Any:
     """Return check()'s first truthy value; fail after ``bound_s`` (a bound on waiting only)."""

@@ -126,6 +126,9 @@ class QueuedLead:
     # was decided in. A sink that can holds the dialer to it (core.window_hold).
     dial_until: datetime | None = None
     dial_zones: tuple[str, ...] = ()
+    # The token of the claim that took it (fencing): its results, requeues and lease
+    # renewals apply only while the lead still carries it. None: taken outside a claim.
+    claim: str | None = None
 
 
 class ResultKind(enum.StrEnum):

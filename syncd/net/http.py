@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from syncd.errors import BatchTooLarge, PermanentError, RetryableError, SinkConfigError
+from syncd.net.fence import before_send
 from syncd.net.ratelimit import RequestLimits
 from syncd.net.retry import MIN_WAIT_S, parse_retry_after
 
@@ -151,6 +152,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             # deadline and ignore SIGTERM; the lead waits in the outbox instead.
             raise RetryableError(self.limits.hold_text(held), retry_after=held)
         async with self.limits.slot(urgent=bool(request.extensions.get(URGENT))):
+            await before_send()  # after the wait for a turn: the last moment before it leaves
             response = await self.inner.handle_async_request(request)
         if response.status_code in HOLD_STATUSES:
             wait = parse_retry_after(response.headers.get("retry-after"))

@@ -56,6 +56,7 @@ from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
     BatchTooLarge,
+    ClaimLost,
     PermanentError,
     RetryableError,
     SinkConfigError,
@@ -65,6 +66,8 @@ from syncd.errors import (
     public_reason,
 )
 from syncd.net.breaker import BreakerState
+from syncd.net.fence import fenced
+from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
 from syncd.sinks.base import BatchRejected, Sink
@@ -85,6 +88,11 @@ HOLD_MAX_S = 60.0  # a held sink (a paused campaign) is asked again at least thi
 # again this long: the dialer holds those leads now, and sending them again would be the
 # only other way to find out. Past it they return to the outbox at the next push.
 RESULTS_KEPT_S = 120.0
+
+
+def claim_of(batch: Sequence[QueuedLead]) -> str | None:
+    """Return the token of the claim ``batch`` was taken under (one claim per batch)."""
+    return batch[0].claim if batch else None
 
 
 def backoff(
@@ -148,6 +156,10 @@ class Pusher:
         self._feed: Feed | None = None  # the feed as measured at the start of this pass
         self._feed_sent = 0  # new leads let go since
         self.fed_up: str | None = None  # set when new leads were due and had to wait
+        # Fencing (run.claims): the lease a claim gets, and when each running claim was
+        # taken or last confirmed (monotonic, wall)
+        self.lease_s = min(LEASE_S, store.lease_s or LEASE_S)
+        self._confirmed: dict[str | None, tuple[float, float]] = {}
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -193,21 +205,17 @@ class Pusher:
                     return
                 size = min(size, self.feed_left) if self.feed_left > 0 else size
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
-            if batch and self.feed_left is not None:
-                batch = await self._fed(batch)
-                if not batch:
-                    continue  # all went back: the check above ends the pass
             if batch:
-                batch = await self._not_listed(batch)
-                if batch:
-                    batch = await self._within_window(batch)
-                if batch and self.dnc_stale is not None:
-                    batch = await self._while_list_stale(batch, self.dnc_stale)
-                if batch:
-                    batch = await self._one_per_number(batch)
-                for part in self._per_close(batch):
-                    await self.push_batch(part)
-                if not batch and probing:
+                claim = batch[0].claim
+                self._confirmed[claim] = stamp(self.clock)
+                try:
+                    pushed = await self._push_claimed(batch)
+                finally:
+                    # Its results are written, or given up: its leases are renewed no
+                    # more, and what was not written lapses for another push to take.
+                    self.store.settle(claim)
+                    self._confirmed.pop(claim, None)
+                if not pushed and probing:
                     breaker.cancel()  # every lead was held: nothing probed the dialer
                 continue
             if probing:
@@ -218,6 +226,24 @@ class Pusher:
                     self.counts.waiting = self.deferred
                 return
             await self._sleep(min(due - self.clock.time(), deadline - self.clock.time(), 5.0))
+
+    async def _push_claimed(self, batch: list[QueuedLead]) -> bool:
+        """Screen a claimed batch at push time and push what may go; return True when a
+        request was sent (or tried)."""
+        if self.feed_left is not None:
+            batch = await self._fed(batch)
+            if not batch:
+                return False  # all went back: the feed's check ends the pass
+        batch = await self._not_listed(batch)
+        if batch:
+            batch = await self._within_window(batch)
+        if batch and self.dnc_stale is not None:
+            batch = await self._while_list_stale(batch, self.dnc_stale)
+        if batch:
+            batch = await self._one_per_number(batch)
+        for part in self._per_close(batch):
+            await self.push_batch(part)
+        return bool(batch)
 
     async def _not_listed(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return the leads none of whose numbers is on a do-not-call list of the sink's
@@ -315,7 +341,11 @@ class Pusher:
         if over:
             self.feed_others = False  # looked: the next pass measures again
             await self.store.requeue(
-                self.sink.name, over, self.clock.time(), "feeding the dialer: its queue is full"
+                self.sink.name,
+                over,
+                self.clock.time(),
+                "feeding the dialer: its queue is full",
+                claim=claim_of(batch),
             )
             await self._fed_up()
         return going
@@ -364,7 +394,7 @@ class Pusher:
         if holds:
             by_key = {q.key: q for q in batch}
             facts = {key: self._facts(by_key[key], code=codes[key]) for key, _, _ in holds}
-            await self.store.hold(self.sink.name, holds, facts)
+            await self.store.hold(self.sink.name, holds, facts, claim=claim_of(batch))
             first = min(until for _, until, _ in holds)
             self.log.info(
                 "gate.held",
@@ -398,7 +428,7 @@ class Pusher:
         until = self.clock.time() + STALE_RECHECK_S
         holds = [(q.key, until, why) for q in batch if q.action is not Action.DELETE]
         if holds:
-            await self.store.hold(self.sink.name, holds)
+            await self.store.hold(self.sink.name, holds, claim=claim_of(batch))
             self.log.warning("gate.held", count=len(holds), reason=why)
             if self.observer is not None:
                 self.observer.gate_decisions(self.sink.name, [why] * len(holds))
@@ -447,6 +477,7 @@ class Pusher:
             self.sink.name,
             [(w.key, until, w.reason, w.waits_for) for w in waits.values()],
             {key: self._facts(by_key[key], closing.get(key, ())) for key in waits},
+            claim=claim_of(batch),
         )
         self.log.info(
             "push.waits",
@@ -511,8 +542,21 @@ class Pusher:
 
     async def push_batch(self, batch: Sequence[QueuedLead]) -> None:
         started = time.monotonic()
+        claim = claim_of(batch)
+        fence = ClaimFence(
+            self.store,
+            self.sink.name,
+            batch,
+            self._confirmed.get(claim) or stamp(self.clock),
+            self.lease_s,
+            self.clock,
+        )
         try:
-            results = await self.sink.push(batch)
+            with fenced(fence):
+                results = await self.sink.push(batch)
+        except ClaimLost as exc:
+            await self._claim_lost(batch, exc)
+            return
         except SinkConfigError as exc:
             self.guard.breaker.cancel()
             await self._stop_sink(batch, exc)
@@ -576,9 +620,26 @@ class Pusher:
                 self._answered()
                 self._unheld()
                 self._learned(len(batch))
+        finally:
+            self._confirmed[claim] = max(fence.confirmed, self._confirmed.get(claim, (0.0, 0.0)))
         if self.observer is not None:
             self.observer.push_latency(self.sink.name, time.monotonic() - started)
         await self._complete(batch, results)
+
+    async def _claim_lost(self, batch: Sequence[QueuedLead], exc: ClaimLost) -> None:
+        """Another replica took some of the batch over (this one froze past their lease):
+        they are its to send now. Push the rest, still this claim's."""
+        self.guard.breaker.cancel()  # nothing was sent
+        lost = set(exc.keys)
+        self.log.warning(
+            "push.claim.lost",
+            leads=len(lost),
+            reason=str(exc),
+            action="none: the replica that took them over sends them",
+        )
+        rest = [q for q in batch if q.key not in lost]
+        if rest:
+            await self.push_batch(rest)
 
     async def _hold_sink(self, batch: Sequence[QueuedLead], exc: SinkHeld) -> None:
         """The dialer refuses records for now: the batch goes back untouched; the sink waits."""
@@ -606,7 +667,9 @@ class Pusher:
         self.log.debug("sink.held.wait", wait_s=round(wait, 3), times=held.times)
         self._publish()
         keys = [q.key for q in batch]
-        await self.store.requeue(self.sink.name, keys, self.clock.time() + wait, str(held.public))
+        await self.store.requeue(
+            self.sink.name, keys, self.clock.time() + wait, str(held.public), claim=claim_of(batch)
+        )
 
     def _unheld(self) -> None:
         """The dialer took records again: a hold is over (logged once)."""
@@ -690,6 +753,7 @@ class Pusher:
                     queued, code=self._refusals.pop(result.key, ""), reply=result.reply
                 ),
                 dial_until=queued.dial_until.timestamp() if queued.dial_until else None,
+                claim=queued.claim,
             )
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
@@ -727,9 +791,18 @@ class Pusher:
                     ResultKind.RETRY,
                     "no result from the sink",
                     next_at=self.clock.time() + 5,
+                    claim=by_key[key].claim,
                 )
             )
-        await self._keep_results(completions)
+        stale = await self._keep_results(completions)
+        if stale:
+            self.log.warning(
+                "push.result.stale",
+                leads=len(stale),
+                reason="another replica claimed these leads since this push took them",
+                action="none: this push's results were dropped; the other replica's stand",
+            )
+            completions = [c for c in completions if c.key not in stale]
         self._count(completions)
         gone = [
             c.key
@@ -745,7 +818,7 @@ class Pusher:
             line = self.progress.report(await self.store.pending_count(self.sink.name))
             self.log.info("push.progress", **line)
 
-    async def _keep_results(self, completions: Sequence[Completion]) -> None:
+    async def _keep_results(self, completions: Sequence[Completion]) -> set[str]:
         """Write a batch's results, offering them again while the store cannot take them.
 
         The dialer answered: it holds these leads now. Were the results dropped, the
@@ -756,7 +829,7 @@ class Pusher:
         wait = 0.2
         while True:
             try:
-                await self.store.complete(self.sink.name, completions)
+                stale = await self.store.complete(self.sink.name, completions)
             except StoreError as exc:
                 if self.clock.monotonic() >= give_up:
                     raise
@@ -775,7 +848,7 @@ class Pusher:
                 self.health.recovered(
                     f"results:{self.sink.name}", event="push.results.written", sink=self.sink.name
                 )
-                return
+                return set(stale)
 
     def _facts(
         self, q: QueuedLead, closes: Sequence[str] = (), *, code: str = "", reply: str = ""
@@ -823,5 +896,9 @@ class Pusher:
         self.stopped_by = exc
         self.counts.stopped = str(exc)
         await self.store.requeue(
-            self.sink.name, [q.key for q in batch], self.clock.time(), str(exc)
+            self.sink.name,
+            [q.key for q in batch],
+            self.clock.time(),
+            str(exc),
+            claim=claim_of(batch),
         )

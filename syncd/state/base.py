@@ -120,6 +120,9 @@ class Completion:
     # for DELIVERED: when the calling-window opening it went in closes (epoch; None: no
     # window). A sink that withdraws at the close finds it there (``window_closed``).
     dial_until: float | None = None
+    # The token of the claim the push was made under (QueuedLead.claim): applied only
+    # where the lead still carries it; a stale result is dropped. None: by key alone.
+    claim: str | None = None
 
 
 # The stages of a lead whose calling window closed while a dialer held it (run.window).
@@ -172,6 +175,9 @@ class StateStore(Protocol):
     """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
 
     path: str
+    # The lease of a claim, when the store caps it shorter than the push asks (a shared
+    # store: a dead replica's claims come back sooner). None: the push's own.
+    lease_s: float | None
     # The clock stored times are read from: the host's for SQLite, the database's for
     # a shared store (every replica stamps and compares times on one clock).
     clock: Clock
@@ -200,18 +206,43 @@ class StateStore(Protocol):
 
     # push
     async def release_inflight(self, sink: str | None = None) -> int: ...
-    async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]: ...
-    async def complete(self, sink: str, completions: Sequence[Completion]) -> None: ...
+    async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
+        """Take up to ``limit`` due leads of ``sink`` for one push, leased for ``lease_s``
+        (or the store's shorter lease), under one new claim token (``QueuedLead.claim``)."""
+        ...
+
+    async def complete(self, sink: str, completions: Sequence[Completion]) -> list[str]:
+        """Write a push's results; return the keys whose result was stale (their claim
+        was taken over since: another replica's result stands) and was dropped."""
+        ...
+
+    async def still_claimed(self, sink: str, claim: str, keys: Sequence[str]) -> set[str]:
+        """Return the ``keys`` still in flight under ``claim`` with a lease not run out."""
+        ...
+
+    def settle(self, claim: str | None) -> None:
+        """The push of ``claim`` is over (its results written, or given up): a shared
+        store's heartbeat no longer renews its leases, so what was not written lapses."""
+        ...
+
     async def next_due(self, sink: str) -> float | None: ...
     async def pending_count(self, sink: str | None = None) -> int: ...
     async def requeue(
-        self, sink: str, keys: Sequence[str], next_at: float, reason: str
+        self,
+        sink: str,
+        keys: Sequence[str],
+        next_at: float,
+        reason: str,
+        *,
+        claim: str | None = None,
     ) -> None: ...
     async def hold(
         self,
         sink: str,
         holds: Sequence[tuple[str, float, str]],
         facts: Mapping[str, str] | None = None,
+        *,
+        claim: str | None = None,
     ) -> None:
         """Hold claimed leads (key, until, reason): not pushed, not an attempt, until then.
 
@@ -240,6 +271,8 @@ class StateStore(Protocol):
         sink: str,
         waits: Sequence[tuple[str, float, str, str]],
         facts: Mapping[str, str] | None = None,
+        *,
+        claim: str | None = None,
     ) -> None:
         """Hold claimed leads (key, until, reason, key waited for) behind another lead."""
         ...

@@ -45,7 +45,7 @@ from syncd.errors import StoreError
 from syncd.state import migrations
 from syncd.state.base import ChunkWrite, ListedLead, SchemaState
 from syncd.state.migrations import Migration
-from syncd.state.sqlite import SqliteStore, queued_leads
+from syncd.state.sqlite import SqliteStore, new_claim_token
 
 log = structlog.get_logger("syncd.state")
 
@@ -461,10 +461,12 @@ class PostgresStore(SqliteStore):
         if self.lease_s is not None:
             lease_s = min(lease_s, self.lease_s)
         now = self.clock.time()
+        token = new_claim_token()
         async with self._tx() as db:
             # A lease that ran out belongs to a replica that died mid-push: its leads
             # are in doubt and go back to the outbox (the vendor's upsert makes the
-            # repeat harmless), counted as the attempt they were.
+            # repeat harmless), counted as the attempt they were. They keep its token
+            # until claimed again: a result it still writes then stands.
             await db.execute(
                 "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL"
                 f" WHERE sink = ? AND state = 'inflight' AND lease_until < {NOW}",
@@ -479,15 +481,15 @@ class PostgresStore(SqliteStore):
                 WITH picked AS (
                     SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
                     ORDER BY next_at, key LIMIT ? FOR UPDATE SKIP LOCKED)
-                UPDATE leads SET state = 'inflight', lease_holder = ?,
+                UPDATE leads SET state = 'inflight', lease_holder = ?, claim_token = ?,
                     lease_until = {NOW} + CAST(? AS DOUBLE PRECISION), attempts = attempts + 1
                 WHERE leads.sink = ? AND leads.key = ANY(ARRAY(SELECT key FROM picked))
                 RETURNING leads.key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
                 """,
-                (sink, now, limit, self.holder, float(lease_s), sink),
+                (sink, now, limit, self.holder, token, float(lease_s), sink),
             )
             rows = await cur.fetchall()
-        return queued_leads(sink, rows)
+        return self._claimed(sink, rows, token)
 
     # -- wake-ups across replicas ----------------------------------------------------
 
@@ -553,13 +555,16 @@ class PostgresStore(SqliteStore):
 
     async def heartbeat(self) -> None:
         """Say this replica is alive (``syncd status`` lists the replicas seen lately), and
-        extend the leases of the leads it is pushing: only a dead replica's run out."""
+        extend the leases of the leads its running pushes claimed: a dead or frozen
+        replica's run out, and so do those of a push that gave up (see ``settle``)."""
+        live = sorted(self._live_claims)
         async with self._tx() as db:
-            if self.lease_s is not None:
+            if self.lease_s is not None and live:
                 await db.execute(
                     f"UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)"
-                    " WHERE state = 'inflight' AND lease_holder = ?",
-                    (float(self.lease_s), self.holder),
+                    " WHERE state = 'inflight' AND lease_holder = ?"
+                    " AND claim_token = ANY(CAST(? AS TEXT[]))",
+                    (float(self.lease_s), self.holder, live),
                 )
             await db.execute(
                 f"""

@@ -8,7 +8,8 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,9 @@ _PRUNABLE: dict[str, tuple[str, str, str]] = {
 }
 
 _GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
+# Fencing: a claim's results and requeues apply only where the lead still carries the
+# claim's token (params: the token twice); None (no claim known) matches by key alone.
+_FENCE = "(CAST(? AS TEXT) IS NULL OR claim_token = ?)"
 # A lead taken out of the dialer at its calling window's close (syncd.run.window): its
 # removal carries the lead as it was, marked; it comes back at the next opening.
 WINDOW_WITHDRAWAL = (
@@ -186,11 +190,16 @@ class SqliteStore:
     between statements would interleave inside one transaction: the lock prevents that.
     """
 
+    lease_s: float | None = None  # one process: a claim's lease is the push's own
+
     def __init__(self, path: str | os.PathLike[str], clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = str(path)
         self.clock = clock  # what stored times are taken from (retention prunes by them)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        # The claims whose pushes are still running (see settle): the only leases a
+        # shared store's heartbeat renews.
+        self._live_claims: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -575,84 +584,134 @@ class SqliteStore:
 
     async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
         now = self.clock.time()
+        token = new_claim_token()
         async with self._tx() as db:
             cur = await db.execute(
                 """
-                UPDATE leads SET state = 'inflight', lease_until = ?, attempts = attempts + 1
+                UPDATE leads SET state = 'inflight', lease_until = ?, attempts = attempts + 1,
+                    claim_token = ?
                 WHERE sink = ? AND key IN (
                     SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
                     ORDER BY next_at, key LIMIT ?)
                 RETURNING key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
                 """,
-                (now + lease_s, sink, sink, now, limit),
+                (now + lease_s, token, sink, sink, now, limit),
             )
             rows = await cur.fetchall()
-        return queued_leads(sink, rows)
+        return self._claimed(sink, rows, token)
 
-    async def complete(self, sink: str, completions: Sequence[Completion]) -> None:
+    def _claimed(self, sink: str, rows: Iterable[Sequence[Any]], token: str) -> list[QueuedLead]:
+        """Return claimed rows as the push takes them, their claim live until settled."""
+        batch = queued_leads(sink, rows, token)
+        if batch:
+            self._live_claims.add(token)
+        return batch
+
+    def settle(self, claim: str | None) -> None:
+        self._live_claims.discard(claim or "")
+
+    async def still_claimed(self, sink: str, claim: str, keys: Sequence[str]) -> set[str]:
+        held: set[str] = set()
         now = self.clock.time()
+        async with self._lock:
+            for part in _parts(list(keys), 500):
+                marks = ", ".join("?" * len(part))
+                rows = await self.db.execute_fetchall(
+                    "SELECT key FROM leads WHERE sink = ? AND claim_token = ?"
+                    f" AND state = 'inflight' AND lease_until > ? AND key IN ({marks})",
+                    (sink, claim, now, *part),
+                )
+                held.update(str(r[0]) for r in rows)
+        return held
+
+    async def _stale(self, db: Any, sink: str, completions: Sequence[Completion]) -> set[str]:
+        """Return the keys of ``completions`` whose claim another one has replaced."""
+        claimed = [c for c in completions if c.claim is not None]
+        if not claimed:
+            return set()
+        tokens: dict[str, str | None] = {}
+        for part in _parts([c.key for c in claimed], 500):
+            marks = ", ".join("?" * len(part))
+            rows = await db.execute_fetchall(
+                f"SELECT key, claim_token FROM leads WHERE sink = ? AND key IN ({marks})",
+                (sink, *part),
+            )
+            tokens.update((str(k), t) for k, t in rows)
+        return {c.key for c in claimed if tokens.get(c.key) != c.claim}
+
+    async def complete(self, sink: str, completions: Sequence[Completion]) -> list[str]:
+        now = self.clock.time()
+        async with self._tx() as db:
+            stale = await self._stale(db, sink, completions)
+            completions = [c for c in completions if c.key not in stale]
+            await self._write_results(db, sink, completions, now)
+        return sorted(stale)
+
+    async def _write_results(
+        self, db: Any, sink: str, completions: Sequence[Completion], now: float
+    ) -> None:
+        """Apply a push's results (inside complete's transaction)."""
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
+            fence = (c.claim, c.claim)
             if c.kind is ResultKind.DELIVERED:
-                delivered.append(
-                    (c.pushed_hash, c.vendor_ref, now, c.pushed_hash, c.dial_until, sink, c.key)
-                )
+                at = (c.pushed_hash, c.vendor_ref, now, c.pushed_hash, c.dial_until, sink, c.key)
+                delivered.append((*at, *fence))
             elif c.kind is ResultKind.REJECTED:
-                rejected.append((c.pushed_hash, c.reason, sink, c.key))
+                rejected.append((c.pushed_hash, c.reason, sink, c.key, *fence))
             elif c.final:
-                failed.append((c.pushed_hash, c.reason, sink, c.key))
+                failed.append((c.pushed_hash, c.reason, sink, c.key, *fence))
             else:
-                retry.append((c.next_at or now, c.reason, sink, c.key))
-        async with self._tx() as db:
-            # When the CRM changed the lead while it was in flight, the newer content
-            # goes back to the outbox instead of being marked done.
+                retry.append((c.next_at or now, c.reason, sink, c.key, *fence))
+        # When the CRM changed the lead while it was in flight, the newer content
+        # goes back to the outbox instead of being marked done.
+        await db.executemany(
+            f"""
+            UPDATE leads SET
+                state = CASE WHEN hash != ? THEN 'pending'
+                             WHEN action = 'delete' THEN 'removed' ELSE 'delivered' END,
+                attempts = CASE WHEN state = 'pending' THEN 0 ELSE attempts END,
+                vendor_ref = COALESCE(?, vendor_ref),
+                -- a window withdrawal keeps when the lead went in: a call since then
+                -- keeps it from coming back (window_closed)
+                delivered_at = CASE WHEN {WINDOW_WITHDRAWAL} THEN delivered_at ELSE ? END,
+                delivered_hash = ?,
+                dial_until = CASE WHEN action = 'delete' THEN dial_until
+                                  ELSE CAST(? AS DOUBLE PRECISION) END,
+                last_error = NULL, lease_until = NULL, next_at = 0, claim_token = NULL
+            WHERE sink = ? AND key = ? AND {_FENCE}
+            """,
+            delivered,
+        )
+        for status, rows in (("rejected", rejected), ("failed", failed)):
             await db.executemany(
                 f"""
                 UPDATE leads SET
-                    state = CASE WHEN hash != ? THEN 'pending'
-                                 WHEN action = 'delete' THEN 'removed' ELSE 'delivered' END,
-                    attempts = CASE WHEN state = 'pending' THEN 0 ELSE attempts END,
-                    vendor_ref = COALESCE(?, vendor_ref),
-                    -- a window withdrawal keeps when the lead went in: a call since then
-                    -- keeps it from coming back (window_closed)
-                    delivered_at = CASE WHEN {WINDOW_WITHDRAWAL} THEN delivered_at ELSE ? END,
-                    delivered_hash = ?,
-                    dial_until = CASE WHEN action = 'delete' THEN dial_until
-                                      ELSE CAST(? AS DOUBLE PRECISION) END,
-                    last_error = NULL, lease_until = NULL, next_at = 0
-                WHERE sink = ? AND key = ?
+                    state = CASE WHEN hash != ? THEN 'pending' ELSE '{status}' END,
+                    last_error = ?, lease_until = NULL, next_at = 0, claim_token = NULL
+                WHERE sink = ? AND key = ? AND {_FENCE}
                 """,
-                delivered,
+                rows,
             )
-            for status, rows in (("rejected", rejected), ("failed", failed)):
-                await db.executemany(
-                    f"""
-                    UPDATE leads SET
-                        state = CASE WHEN hash != ? THEN 'pending' ELSE '{status}' END,
-                        last_error = ?, lease_until = NULL, next_at = 0
-                    WHERE sink = ? AND key = ?
-                    """,
-                    rows,
+        await db.executemany(
+            "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
+            f" lease_until = NULL, claim_token = NULL WHERE sink = ? AND key = ? AND {_FENCE}",
+            retry,
+        )
+        await db.executemany(
+            "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    now,
+                    sink,
+                    c.key,
+                    "push." + ("failed" if c.final else c.kind.value),
+                    _push_detail(c),
+                    c.facts or None,
                 )
-            await db.executemany(
-                "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
-                " lease_until = NULL WHERE sink = ? AND key = ?",
-                retry,
-            )
-            await db.executemany(
-                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        now,
-                        sink,
-                        c.key,
-                        "push." + ("failed" if c.final else c.kind.value),
-                        _push_detail(c),
-                        c.facts or None,
-                    )
-                    for c in completions
-                ],
-            )
+                for c in completions
+            ],
+        )
 
     async def next_due(self, sink: str) -> float | None:
         """Return when the earliest pending lead of ``sink`` may be pushed, None if none."""
@@ -714,14 +773,22 @@ class SqliteStore:
                 found.append(int(row[0]) if row else 0)
         return FeedCounts(reached=found[0], queued=found[1], others_due=found[2])
 
-    async def requeue(self, sink: str, keys: Sequence[str], next_at: float, reason: str) -> None:
+    async def requeue(
+        self,
+        sink: str,
+        keys: Sequence[str],
+        next_at: float,
+        reason: str,
+        *,
+        claim: str | None = None,
+    ) -> None:
         """Return claimed leads untouched: the sink, not the lead, was at fault."""
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
-                f" attempts = {_GIVE_BACK}, lease_until = NULL"
-                " WHERE sink = ? AND key = ? AND state = 'inflight'",
-                [(next_at, reason, sink, k) for k in keys],
+                f" attempts = {_GIVE_BACK}, lease_until = NULL, claim_token = NULL"
+                f" WHERE sink = ? AND key = ? AND state = 'inflight' AND {_FENCE}",
+                [(next_at, reason, sink, k, claim, claim) for k in keys],
             )
 
     async def hold(
@@ -729,14 +796,16 @@ class SqliteStore:
         sink: str,
         holds: Sequence[tuple[str, float, str]],
         facts: Mapping[str, str] | None = None,
+        *,
+        claim: str | None = None,
     ) -> None:
         facts = facts or {}
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'held', next_at = ?, last_error = ?,"
-                f" attempts = {_GIVE_BACK}, lease_until = NULL"
-                " WHERE sink = ? AND key = ? AND state = 'inflight'",
-                [(until, reason, sink, key) for key, until, reason in holds],
+                f" attempts = {_GIVE_BACK}, lease_until = NULL, claim_token = NULL"
+                f" WHERE sink = ? AND key = ? AND state = 'inflight' AND {_FENCE}",
+                [(until, reason, sink, key, claim, claim) for key, until, reason in holds],
             )
             now = self.clock.time()
             await db.executemany(
@@ -795,15 +864,20 @@ class SqliteStore:
         sink: str,
         waits: Sequence[tuple[str, float, str, str]],
         facts: Mapping[str, str] | None = None,
+        *,
+        claim: str | None = None,
     ) -> None:
         """Hold claimed leads (key, until, reason, the key they wait for) behind another lead."""
         facts = facts or {}
         async with self._tx() as db:
             await db.executemany(
                 "UPDATE leads SET state = 'held', next_at = ?, last_error = ?, waits_for = ?,"
-                f" attempts = {_GIVE_BACK}, lease_until = NULL"
-                " WHERE sink = ? AND key = ? AND state = 'inflight'",
-                [(until, reason, other, sink, key) for key, until, reason, other in waits],
+                f" attempts = {_GIVE_BACK}, lease_until = NULL, claim_token = NULL"
+                f" WHERE sink = ? AND key = ? AND state = 'inflight' AND {_FENCE}",
+                [
+                    (until, reason, other, sink, key, claim, claim)
+                    for key, until, reason, other in waits
+                ],
             )
             now = self.clock.time()
             await db.executemany(
@@ -1647,9 +1721,22 @@ def _holder(key: str, state: str, delivered: Any, lead_json: str) -> Holder:
     return Holder(key, state, bool(delivered), str(data.get("phone") or ""), tuple(alternates))
 
 
-def queued_leads(sink: str, rows: Iterable[Sequence[Any]]) -> list[QueuedLead]:
+def _parts(items: list[str], size: int) -> Iterator[list[str]]:
+    """Yield ``items`` in lists of at most ``size`` (a statement's placeholders are few)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def new_claim_token() -> str:
+    """Return a claim's token: unique across replicas and restarts."""
+    return uuid.uuid4().hex
+
+
+def queued_leads(
+    sink: str, rows: Iterable[Sequence[Any]], claim: str | None = None
+) -> list[QueuedLead]:
     """Return claimed rows (key, hash, action, lead_json, attempts, vendor_ref,
-    delivered_hash) as the push takes them, in key order."""
+    delivered_hash) as the push takes them, in key order, under ``claim``'s token."""
     batch = [
         QueuedLead(
             sink=sink,
@@ -1660,6 +1747,7 @@ def queued_leads(sink: str, rows: Iterable[Sequence[Any]]) -> list[QueuedLead]:
             attempts=r[4],
             vendor_ref=r[5],
             delivered_hash=r[6],
+            claim=claim,
         )
         for r in rows
     ]

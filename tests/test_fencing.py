@@ -1,0 +1,136 @@
+"""Fencing: each claim carries a token, and only the claim that holds a lead now may
+write its result, give it back, hold it or have its lease renewed. A replica that froze
+past its lease finds its leads taken over: it does not send them, and a result it still
+writes is dropped, the other replica's standing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from syncd.core.model import ResultKind
+from syncd.errors import ClaimLost
+from syncd.run.claims import ClaimFence, stamp
+from syncd.state.base import Completion
+from syncd.state.postgres import PostgresStore
+from tests.support.clock import FakeClock
+from tests.support.stores import drop_schema, new_schema, pg_url
+from tests.test_postgres_store import expire_leases, fill
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two replicas' stores on one schema: the one that froze, the one that took over."""
+    schema = new_schema()
+    stores = (
+        PostgresStore(pg_url(), schema=schema, lease_s=30),
+        PostgresStore(pg_url(), schema=schema, lease_s=30),
+    )
+    await asyncio.gather(*(s.open() for s in stores))
+    yield stores
+    for s in stores:
+        await s.close()
+    await drop_schema(schema)
+
+
+def delivered(batch: list, ref: str) -> list[Completion]:
+    return [
+        Completion(q.key, q.hash, ResultKind.DELIVERED, vendor_ref=ref, claim=q.claim)
+        for q in batch
+    ]
+
+
+async def state_of(store: PostgresStore, key: str) -> tuple[str, str | None]:
+    async with store._lock:
+        [(state, ref)] = await store.db.execute_fetchall(
+            "SELECT state, vendor_ref FROM leads WHERE key = ?", (key,)
+        )
+    return str(state), ref
+
+
+async def test_a_result_of_a_claim_taken_over_is_dropped_and_the_new_claims_stands(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    frozen, other = pair
+    await fill(frozen, 3)
+    old = await frozen.claim("jodo", 3, 300)
+    await expire_leases(frozen, frozen.holder)  # it froze past its lease
+    new = await other.claim("jodo", 3, 300)
+    assert [q.key for q in new] == [q.key for q in old]
+    assert {q.claim for q in new}.isdisjoint({q.claim for q in old})
+
+    assert await other.complete("jodo", delivered(new, "B")) == []
+    stale = await frozen.complete("jodo", delivered(old, "A"))  # it wakes up late
+    assert stale == [q.key for q in old]
+    assert await state_of(other, old[0].key) == ("delivered", "B")
+
+
+async def test_a_late_result_stands_while_nobody_claimed_the_lead_again(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    frozen, other = pair
+    await fill(frozen, 2)
+    old = await frozen.claim("jodo", 2, 300)
+    await expire_leases(frozen, frozen.holder)
+    assert await other.claim("jodo", 0, 300) == []  # its sweep gives the leads back
+    # The dialer took them before the freeze: the answer is still the only one.
+    assert await frozen.complete("jodo", delivered(old, "A")) == []
+    assert await state_of(other, old[0].key) == ("delivered", "A")
+    assert await other.claim("jodo", 2, 300) == []  # nothing is sent again
+
+
+async def test_a_stale_claim_cannot_give_back_or_hold_the_leads_another_took(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    frozen, other = pair
+    await fill(frozen, 2)
+    old = await frozen.claim("jodo", 2, 300)
+    await expire_leases(frozen, frozen.holder)
+    new = await other.claim("jodo", 2, 300)
+    keys = [q.key for q in old]
+    await frozen.requeue("jodo", keys, 0, "the sink was held", claim=old[0].claim)
+    await frozen.hold("jodo", [(keys[1], 9e9, "outside the window")], claim=old[0].claim)
+    assert [await state_of(other, k) for k in keys] == [("inflight", None)] * 2
+    assert await other.still_claimed("jodo", new[0].claim or "", keys) == set(keys)
+    assert await frozen.still_claimed("jodo", old[0].claim or "", keys) == set()
+
+
+async def test_the_heartbeat_renews_only_the_claims_of_pushes_still_running(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    replica, other = pair
+    await fill(replica, 4)
+    running = await replica.claim("jodo", 2, 300)
+    given_up = await replica.claim("jodo", 2, 300)  # its results could not be written
+    replica.settle(given_up[0].claim)
+    await expire_leases(replica, replica.holder)
+    await replica.heartbeat()
+    taken = await other.claim("jodo", 4, 300)
+    assert sorted(q.key for q in taken) == sorted(q.key for q in given_up)
+    assert await replica.still_claimed(
+        "jodo", running[0].claim or "", [q.key for q in running]
+    ) == {q.key for q in running}
+
+
+async def test_a_claim_is_checked_before_it_is_sent_only_once_it_is_old(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    frozen, other = pair
+    clock = FakeClock()
+    await fill(frozen, 2)
+    old = await frozen.claim("jodo", 2, 300)
+    fence = ClaimFence(frozen, "jodo", old, stamp(clock), lease_s=30, clock=clock)
+    await fence()  # fresh: not asked
+    clock.advance(11)  # past a third of the lease: asked, and still held
+    await fence()
+    assert fence.confirmed == stamp(clock)
+
+    await expire_leases(frozen, frozen.holder)
+    await other.claim("jodo", 1, 300)
+    clock.advance(60)  # it froze; the other replica took one lead over
+    with pytest.raises(ClaimLost) as lost:
+        await fence()
+    # the other ran out with the lease: it is back in the outbox, not this push's
+    assert lost.value.keys == [q.key for q in old]
