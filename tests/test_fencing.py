@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from syncd.run.claims import ClaimFence, stamp
 from syncd.state.base import Completion
 from syncd.state.postgres import PostgresStore
 from tests.support.clock import FakeClock
-from tests.support.stores import drop_schema, new_schema, pg_url
+from tests.support.stores import KINDS, drop_schema, fresh_store, new_schema, pg_url
 from tests.test_postgres_store import expire_leases, fill
 
 
@@ -134,3 +135,23 @@ async def test_a_claim_is_checked_before_it_is_sent_only_once_it_is_old(
         await fence()
     # the other ran out with the lease: it is back in the outbox, not this push's
     assert lost.value.keys == [q.key for q in old]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_on_either_store_only_the_claim_holding_a_lead_completes_it(
+    kind: str, tmp_path: Path
+) -> None:
+    async with fresh_store(kind, tmp_path) as store:
+        await fill(store, 2)  # type: ignore[arg-type]
+        first = await store.claim("jodo", 2, 300)
+        await store.release_inflight()  # a cut-off run gave them back
+        second = await store.claim("jodo", 2, 300)
+        assert await store.still_claimed("jodo", first[0].claim or "", ["L0000"]) == set()
+        assert await store.still_claimed("jodo", second[0].claim or "", ["L0000"]) == {"L0000"}
+        assert await store.complete("jodo", delivered(first, "old")) == ["L0000", "L0001"]
+        assert await store.complete("jodo", delivered(second, "new")) == []
+        # a result without a claim (a tool, an older caller) goes by key, as before
+        untokened = [Completion("L0000", second[0].hash, ResultKind.DELIVERED, vendor_ref="x")]
+        assert await store.complete("jodo", untokened) == []
+        counts = await store.counts()
+    assert counts["jodo"]["delivered"] == 2

@@ -22,6 +22,7 @@ from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
 from syncd.run.dnc_lists import ListState
+from syncd.run.status import alerting
 from syncd.state.base import Completion, StateStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -376,7 +377,7 @@ class Metrics:
             return
         found = await store.failing_withdrawals(min(limits.values()), 10_000)
         for name, limit in limits.items():
-            count = sum(1 for w in found if w["sink"] == name and w["attempts"] >= limit)
+            count = sum(1 for w in found if w["sink"] == name and alerting(w, limit))
             self.withdrawals_failing.labels(name).set(count)
 
     def observe_lists(self, states: Iterable[ListState]) -> None:

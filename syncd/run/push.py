@@ -71,7 +71,7 @@ from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
 from syncd.sinks.base import BatchRejected, Sink
-from syncd.state.base import Completion, StateStore
+from syncd.state.base import WITHDRAWAL_REFUSED, Completion, StateStore
 
 LEASE_S = 300.0
 # A lead held behind another of its number is looked at again this often even if the
@@ -739,9 +739,7 @@ class Pusher:
             if refused:
                 # A lead the CRM removed or the gate withdrew stays dialable until the
                 # dialer lets it go: its refusal is tried again, never final.
-                result = PushResult.retry(
-                    result.key, f"the dialer refused the withdrawal: {result.reason}"
-                )
+                result = PushResult.retry(result.key, f"{WITHDRAWAL_REFUSED}: {result.reason}")
             completion = Completion(
                 result.key,
                 queued.hash,

@@ -174,4 +174,10 @@ async def failing_withdrawals(settings: Settings, store: StateStore) -> list[dic
     if not limits:
         return []
     found = await store.failing_withdrawals(min(limits.values()), 50)
-    return [w for w in found if w["attempts"] >= limits.get(w["sink"], 0)][:20]
+    return [w for w in found if alerting(w, limits.get(w["sink"], 0))][:20]
+
+
+def alerting(withdrawal: dict[str, Any], max_attempts: int) -> bool:
+    """Return True when a queued removal is an alert: the dialer refused it (the number
+    stays dialable), or it failed ``max_attempts`` times."""
+    return bool(withdrawal.get("refused")) or withdrawal["attempts"] >= max_attempts

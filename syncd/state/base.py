@@ -125,6 +125,10 @@ class Completion:
     claim: str | None = None
 
 
+# How a removal the dialer refused begins its reason: the number stays dialable, so it is
+# an alert (``failing_withdrawals``) from the first refusal, not after max_attempts.
+WITHDRAWAL_REFUSED = "the dialer refused the withdrawal"
+
 # The stages of a lead whose calling window closed while a dialer held it (run.window).
 CLOSED = "closed"  # delivered; its opening has closed: to be withdrawn
 WITHDRAWN = "withdrawn"  # the withdrawal landed: to be held for the next opening

@@ -457,6 +457,9 @@ class PostgresStore(SqliteStore):
             )
             return int(cur.rowcount)
 
+    # A lease that ran out is lost: the next claim of any replica sweeps it back.
+    _LEASE_LIVE = f" AND lease_until > {NOW}"
+
     async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
         if self.lease_s is not None:
             lease_s = min(lease_s, self.lease_s)

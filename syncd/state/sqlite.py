@@ -40,6 +40,7 @@ from syncd.state import migrations
 from syncd.state.base import (
     CLOSED,
     RETURNING,
+    WITHDRAWAL_REFUSED,
     WITHDRAWN,
     BlockedLead,
     ChunkWrite,
@@ -610,16 +611,19 @@ class SqliteStore:
     def settle(self, claim: str | None) -> None:
         self._live_claims.discard(claim or "")
 
+    # What a claim still holding its leads must show besides its token: nothing here (one
+    # process: nobody else claims, and a lease that ran out is not swept back).
+    _LEASE_LIVE = ""
+
     async def still_claimed(self, sink: str, claim: str, keys: Sequence[str]) -> set[str]:
         held: set[str] = set()
-        now = self.clock.time()
         async with self._lock:
             for part in _parts(list(keys), 500):
                 marks = ", ".join("?" * len(part))
                 rows = await self.db.execute_fetchall(
                     "SELECT key FROM leads WHERE sink = ? AND claim_token = ?"
-                    f" AND state = 'inflight' AND lease_until > ? AND key IN ({marks})",
-                    (sink, claim, now, *part),
+                    f" AND state = 'inflight'{self._LEASE_LIVE} AND key IN ({marks})",
+                    (sink, claim, *part),
                 )
                 held.update(str(r[0]) for r in rows)
         return held
@@ -904,15 +908,23 @@ class SqliteStore:
         return released
 
     async def failing_withdrawals(self, min_attempts: int, limit: int = 20) -> list[dict[str, Any]]:
-        """Return removals still queued after ``min_attempts`` tries (most tried first)."""
+        """Return removals still queued after ``min_attempts`` tries, or that the dialer
+        refused (``refused``: an alert from the first refusal), most tried first."""
         query = (
             "SELECT sink, key, attempts, last_error FROM leads WHERE action = 'delete'"
-            " AND state IN ('pending', 'inflight') AND attempts >= ?"
+            " AND state IN ('pending', 'inflight') AND (attempts >= ? OR last_error LIKE ?)"
             " ORDER BY attempts DESC, sink, key LIMIT ?"
         )
-        async with self._lock, self.db.execute(query, (min_attempts, limit)) as cur:
+        refused = f"{WITHDRAWAL_REFUSED}%"
+        async with self._lock, self.db.execute(query, (min_attempts, refused, limit)) as cur:
             return [
-                {"sink": sink, "key": key, "attempts": int(n), "reason": why}
+                {
+                    "sink": sink,
+                    "key": key,
+                    "attempts": int(n),
+                    "reason": why,
+                    "refused": str(why or "").startswith(WITHDRAWAL_REFUSED),
+                }
                 async for sink, key, n, why in cur
             ]
 
