@@ -1,24 +1,32 @@
 # Every target makes its own virtualenv: nothing depends on what was installed by hand.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
 .PHONY: venv demo demo-serve test lint typecheck bench lock clean
 
-$(STAMP): pyproject.toml
+# syncd and what it runs with, no more: a cold `make demo` does not wait for the test,
+# lint and type-checking toolchain it never uses.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+# The same virtualenv with the dev toolchain added, for tests, lint, types and bench.
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/syncd demo
 
 # The demo, then its daemon and simulators stay up with the status page until Ctrl-C.
-demo-serve: $(STAMP)
+demo-serve: $(RUN_STAMP)
 	$(BIN)/syncd demo --serve
 
 lint: $(STAMP)

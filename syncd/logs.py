@@ -7,6 +7,7 @@ keywords. ``run_id``, ``source`` and ``sink`` are bound via contextvars.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -35,13 +36,14 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secrets,
     ]
+    renderer: Any
     if as_json:
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ]
+        processors.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    journal = to_journal(out)
+    processors.append(_Prioritised(renderer) if journal else renderer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -49,12 +51,47 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     # Third-party loggers (httpx, uvicorn, apscheduler) speak stdlib logging.
-    logging.basicConfig(
-        level=max(_LEVELS[level], logging.WARNING),
-        stream=out,
-        format="%(levelname)s %(name)s %(message)s",
-        force=True,
-    )
+    handler = logging.StreamHandler(out)
+    text = "%(levelname)s %(name)s %(message)s"
+    handler.setFormatter(_PrioritisedFormatter(text) if journal else logging.Formatter(text))
+    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), handlers=[handler], force=True)
+
+
+# The syslog priorities journald reads from a "<N>" line prefix (sd-daemon(3)): without
+# them every line is stored at the stream's level and `journalctl -p err` finds nothing.
+_PRIORITIES = {"critical": 2, "error": 3, "exception": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def to_journal(out: TextIO) -> bool:
+    """Return True when ``out`` is systemd's journal stream ($JOURNAL_STREAM = dev:inode).
+
+    Compared with the stream itself, as systemd.exec(5) asks: a child whose output
+    was redirected elsewhere inherits the variable but must not write prefixes.
+    """
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        stat = os.fstat(out.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is a ValueError (no fd)
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+class _Prioritised:
+    """A structlog renderer whose lines start with their journald priority."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> str:
+        priority = _PRIORITIES.get(str(event.get("level", name)), 6)
+        return f"<{priority}>{self.renderer(logger, name, event)}"
+
+
+class _PrioritisedFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITIES.get(record.levelname.lower(), 6)}>{super().format(record)}"
 
 
 _JSON = False  # whether configure() chose JSON lines
@@ -68,7 +105,8 @@ def fatal(message: str, exit_code: int) -> None:
     if _JSON:
         structlog.get_logger("syncd").error("syncd.fatal", reason=message, exit_code=exit_code)
     else:
-        print(f"syncd: {message}", file=sys.stderr)
+        prefix = "<3>" if to_journal(sys.stderr) else ""
+        print(f"{prefix}syncd: {message}", file=sys.stderr)
 
 
 def configure_from(log: LogConfig) -> None:

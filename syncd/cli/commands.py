@@ -1,5 +1,5 @@
 """The `syncd` command: run, run --once, check, status, rejects, audit, explain, retry,
-simulate, demo.
+backup, state copy, gate explain, simulate, demo.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 3 every lead delivered or refused, but an outcome poll or a writeback failed;
@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="syncd", description=__doc__.splitlines()[0])
+    # The docstring's whole first paragraph: its first line alone stopped mid-list.
+    summary = " ".join(__doc__.split("\n\n")[0].split())
+    p = argparse.ArgumentParser(prog="syncd", description=summary)
     p.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = p.add_subparsers(dest="command")
 
@@ -213,6 +215,9 @@ def _settings(args: argparse.Namespace, *, without_secrets: tuple[str, ...] = ()
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    # stdout is the report alone (scripts read it); what the checks log goes to stderr,
+    # and only what needs attention: the report already says what info lines would.
+    logs.configure("error" if settings.log.level == "error" else "warning", settings.log.format)
     dialers = [s for s in settings.sinks if s.entity == "leads"]
     agents = f" (+{len(settings.agent_routes)} of agents)" if settings.agent_routes else ""
     print(
@@ -553,7 +558,7 @@ def _simulator_logins(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from syncd.simulators.faults import Faults
     from syncd.simulators.quirks import Quirks
-    from syncd.simulators.server import serve
+    from syncd.simulators.server import listening_socket, serve
 
     logs.configure("info", "auto")
     kwargs: dict[str, Any] = {}
@@ -585,13 +590,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--timezone: unknown time zone {args.timezone!r}") from None
     kwargs.update(_simulator_logins(args))
     app = registry.load_simulator(args.kind)(**kwargs)
-    url = f"http://{args.host}:{args.port}"
+    # Bound before the banner: with --port 0 it names the port the system picked.
+    sock = listening_socket(args.host, args.port)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
     print(f"{args.kind} simulator on {url}; it accepts:", file=sys.stderr)
     print(app.state.sim.describe(url), file=sys.stderr, flush=True)
     if "quirks" in kwargs:
         on = {k: v for k, v in kwargs["quirks"].to_dict().items() if v != Quirks().to_dict()[k]}
         print(f"  quirks      {json.dumps(on)}  (POST {url}/_sim/quirks)", file=sys.stderr)
-    serve(app, args.host, args.port)
+    serve(app, sock)
     return EXIT_OK
 
 

@@ -318,7 +318,12 @@ def has_surrogate(text: str) -> bool:
 
 
 def _split_phones(text: str) -> list[str]:
-    return [p.strip() for p in _SPLIT.split(text) if p.strip()]
+    parts = [p.strip() for p in _SPLIT.split(text) if p.strip()]
+    if len(parts) > 1 and not any(ch.isdigit() for ch in text):
+        # No digit at all: not a list of numbers but filler ("n/a", "none; later"),
+        # validated whole so the refusal quotes the cell as written, not "invalid phone 'n'".
+        return [text.strip()]
+    return parts
 
 
 def screening_of(route: RouteConfig) -> Screening:

@@ -4,6 +4,7 @@
 ``/readyz``: 200 when syncd can do its work, 503 with the reasons otherwise.
 ``/metrics``: Prometheus text format.
 ``/status``: the status page for a person (:mod:`syncd.daemon.status_page`).
+``/``: redirects to ``/status`` (a person types the bare address).
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from syncd.config import HealthConfig
@@ -71,7 +78,7 @@ def create_app(
     page: PageRender | None = None,
     access: StatusAccess = StatusAccess(loopback=True, token=None),
 ) -> Starlette:
-    """Return the ASGI app answering /healthz, /readyz, /metrics and /status.
+    """Return the ASGI app answering /healthz, /readyz, /metrics and /status (and / with it).
 
     ``warnings`` lists what needs fixing although leads flow: shown by /readyz, which
     stays 200 for them.
@@ -102,8 +109,13 @@ def create_app(
             return PlainTextResponse("no status page here", status_code=404)
         return HTMLResponse(await page(), headers={"Cache-Control": "no-store"})
 
+    async def root(request: Request) -> Response:
+        # Relative, so it also lands on the page behind a proxy that adds a path prefix.
+        return RedirectResponse("status", status_code=302)
+
     return Starlette(
         routes=[
+            Route("/", root, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

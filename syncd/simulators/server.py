@@ -26,9 +26,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: Any, host: str, port: int, log_level: str = "warning") -> None:
-    """Serve ``app`` until interrupted."""
-    sock = listening_socket(host, port)
+def serve(app: Any, sock: socket.socket, log_level: str = "warning") -> None:
+    """Serve ``app`` on a socket from :func:`listening_socket` until interrupted.
+
+    The caller binds it first, so it can say which port port 0 became.
+    """
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
