@@ -128,6 +128,21 @@ def run_cli(
     )
 
 
+def promtool() -> str:
+    """Return promtool's path, failing under CI (and skipping elsewhere) when it is missing.
+
+    `.ci/run` installs it (Debian's prometheus package): CI must check the alert rules.
+    """
+    import shutil
+
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is not installed; CI must test the alert rules with it")
+        pytest.skip("promtool is not installed")
+    return found
+
+
 def database_url(name: str) -> str:
     """Return the URL in $name, failing under CI (and skipping elsewhere) when it is unset."""
     url = os.environ.get(name)

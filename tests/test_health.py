@@ -33,6 +33,18 @@ def set_apikeys(jodo: Simulated, *keys: str) -> None:
         jodo.sim.apikeys = set(keys)
 
 
+SINK_STATES = ("working", "held", "unreachable", "config_refused", "internal_error")
+
+
+def sink_state(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], sink: str) -> list[str]:
+    """Return the states ``syncd_sink_state`` sets to 1 for ``sink`` (exactly one is)."""
+    states = {
+        state: m[("syncd_sink_state", (("sink", sink), ("state", state)))] for state in SINK_STATES
+    }
+    assert set(states.values()) <= {0.0, 1.0}, states
+    return [state for state, value in states.items() if value == 1]
+
+
 def test_readyz_is_503_while_the_dialer_refuses_the_api_key_and_200_once_fixed(
     tmp_path: Path, jodo: Simulated, start_daemon
 ) -> None:
@@ -106,7 +118,89 @@ def test_outbox_gauges_show_leads_waiting_for_a_stopped_sink(
     assert m[("syncd_outbox_pending", (("sink", "jodo"),))] == 8
     assert m[("syncd_outbox_oldest_pending_age_seconds", (("sink", "jodo"),))] > 0
     assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
+    assert sink_state(m, "jodo") == ["config_refused"]
     assert daemon.stop() == 0
+
+
+def test_a_refused_api_key_reads_config_refused_also_once_the_sink_is_opened_again(
+    tmp_path: Path, jodo: Simulated, start_daemon
+) -> None:
+    set_apikeys(jodo, "someone_else")  # Jodo answers 1107: API key not found
+    daemon = start_daemon(daemon_config(tmp_path, jodo.url))  # sink_recheck_s = 1
+    daemon.wait_for("daemon.ready")
+    url = daemon.base_url
+    daemon.wait_for("sink.stopped", sink="jodo")  # the first outcome poll was refused
+    m = samples(httpx.get(f"{url}/metrics").text)
+    assert sink_state(m, "jodo") == ["config_refused"]
+    assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
+
+    # Re-checked: a Jodo sink opens without a request, so nothing has refused it again
+    # yet (the next poll is a minute away). It has not answered either: still refused,
+    # not "working" until the next refusal (which would reset an alert's `for`).
+    daemon.wait_for("sink.recovered", sink="jodo")
+    m = samples(httpx.get(f"{url}/metrics").text)
+    assert sink_state(m, "jodo") == ["config_refused"]
+    assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
+    assert m[("syncd_sink_breaker_state", (("sink", "jodo"),))] == 0  # no outage either
+
+    set_apikeys(jodo, "test_org")
+    drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
+    wait_until(lambda: len(jodo.sim.received()) == 3, message=lambda: daemon.events[-10:])
+    wait_until(lambda: sink_state(samples(httpx.get(f"{url}/metrics").text), "jodo") == ["working"])
+    assert daemon.stop() == 0
+
+
+def test_a_dialer_that_stops_answering_reads_unreachable_through_every_half_open_probe(
+    tmp_path: Path, start_daemon
+) -> None:
+    import socket
+
+    from syncd.simulators.jodo.api import JodoSimulator, create_app
+    from syncd.simulators.server import running
+
+    # A dialer behind a dead network path: connections are taken (the kernel's backlog)
+    # and never answered, so each half-open probe hangs until its timeout and a scrape
+    # sees the breaker half-open (1) between open (2) spells.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(128)
+    port = hole.getsockname()[1]
+    config = daemon_config(tmp_path, f"http://127.0.0.1:{port}", max_attempts=50)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("max_attempts = 50\n", "max_attempts = 50\ntimeout_s = 1.0\n"
+                     "breaker_failures = 1\nbreaker_reset_s = 0.5\n"),
+        encoding="utf-8",
+    )  # fmt: skip
+    daemon = start_daemon(config)
+    daemon.wait_for("daemon.ready")
+    url = daemon.base_url
+    drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 1))
+    daemon.wait_for("sink.breaker.opened", sink="jodo", timeout=60)
+
+    breaker: list[float] = []
+
+    def down_through_a_probe() -> bool:
+        m = samples(httpx.get(f"{url}/metrics").text)
+        state = m[("syncd_sink_breaker_state", (("sink", "jodo"),))]
+        # On every scrape, the half-open ones included: unreachable, never refused.
+        assert sink_state(m, "jodo") == ["unreachable"], (state, daemon.events[-5:])
+        assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
+        breaker.append(state)
+        return 1.0 in breaker and 2.0 in breaker[breaker.index(1.0) :]
+
+    try:
+        wait_until(down_through_a_probe, timeout=60, message=lambda: (breaker, daemon.events[-10:]))
+    finally:
+        hole.close()
+
+    sim = JodoSimulator()
+    with running(create_app(sim), port=port):  # the dialer answers again
+        wait_until(lambda: len(sim.received()) == 1, message=lambda: daemon.events[-10:])
+        m = samples(httpx.get(f"{url}/metrics").text)
+        assert sink_state(m, "jodo") == ["working"]
+        assert m[("syncd_sink_up", (("sink", "jodo"),))] == 1
+        assert daemon.stop() == 0
 
 
 def test_the_container_health_probe_exits_0_against_a_live_daemon_and_1_without_one(

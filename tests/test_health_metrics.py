@@ -139,3 +139,33 @@ def test_a_sink_removed_by_a_reload_takes_its_queue_gauges_along() -> None:
     assert values(m)[("syncd_sink_agents_logged_in", queue)] == 2
     m.declare([], [], [], [])  # the reload dropped the sink
     assert ("syncd_sink_agents_logged_in", queue) not in values(m)
+
+
+def test_the_sink_state_is_one_series_per_cause_with_exactly_one_set() -> None:
+    m = Metrics()
+    m.declare(["crm"], [("crm", "jodo")], ["jodo", "old"], [])
+    m.observe_state("jodo", "unreachable")
+    m.observe_state("old", "held")
+
+    v = values(m)
+    jodo = {
+        state: v[("syncd_sink_state", frozenset({("sink", "jodo"), ("state", state)}))]
+        for state in ("working", "held", "unreachable", "config_refused", "internal_error")
+    }
+    assert jodo == {
+        "working": 0,
+        "held": 0,
+        "unreachable": 1,
+        "config_refused": 0,
+        "internal_error": 0,
+    }
+    assert v[("syncd_sink_up", frozenset({("sink", "jodo")}))] == 0
+    assert v[("syncd_sink_up", frozenset({("sink", "old")}))] == 1  # held: works, waits
+
+    m.observe_state("jodo", "config_refused")
+    v = values(m)
+    assert v[("syncd_sink_state", frozenset({("sink", "jodo"), ("state", "unreachable")}))] == 0
+    assert v[("syncd_sink_state", frozenset({("sink", "jodo"), ("state", "config_refused")}))] == 1
+
+    m.declare(["crm"], [("crm", "jodo")], ["jodo"], [])  # a reload removed "old"
+    assert not [k for k in values(m) if k[0] == "syncd_sink_state" and ("sink", "old") in k[1]]

@@ -22,8 +22,15 @@ from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
 from syncd.run.dnc_lists import ListState
+from syncd.run.sinks import SinkCause
 from syncd.run.status import alerting
 from syncd.state.base import Completion, StateStore
+
+# Every value of ``syncd_sink_state``'s ``state`` label: one series per state, exactly
+# one of them 1, the way Prometheus exports an enum (alerts match on the label).
+SINK_STATES = tuple(cause.value for cause in SinkCause)
+# States in which a sink delivers nothing (``syncd_sink_up`` 0).
+SINK_DOWN = frozenset({SinkCause.UNREACHABLE, SinkCause.CONFIG_REFUSED, SinkCause.INTERNAL_ERROR})
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -103,8 +110,16 @@ class Metrics:
         )
         self.sink_up = Gauge(
             "syncd_sink_up",
-            "1 when the sink works, 0 when stopped (configuration error, cannot log in)",
+            "1 when the sink delivers, 0 when it cannot (syncd_sink_state says why)",
             ["sink"],
+            registry=r,
+        )
+        self.sink_state = Gauge(
+            "syncd_sink_state",
+            "1 for the sink's current state, 0 for the others: working, held (the dialer"
+            " refuses records for now), unreachable (cannot connect, breaker open or probing),"
+            " config_refused (fix the configuration), internal_error (a bug; see the log)",
+            ["sink", "state"],
             registry=r,
         )
         self.breaker = Gauge(
@@ -253,6 +268,9 @@ class Metrics:
             ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
+            for state in SINK_STATES:
+                with contextlib.suppress(KeyError):
+                    self.sink_state.remove(gone, state)
         self._sinks = sinks
         for source in sources:
             self.rows_read.labels(source)
@@ -347,9 +365,12 @@ class Metrics:
     # -- scrape time --------------------------------------------------------------
 
     async def refresh(
-        self, store: StateStore, sinks: Mapping[str, Any], stopped: Mapping[str, str]
+        self, store: StateStore, sinks: Mapping[str, Any], states: Mapping[str, str]
     ) -> None:
-        """Read the gauges' current values from the store and the sinks."""
+        """Read the gauges' current values from the store and the sinks.
+
+        ``states``: each sink's cause (``SINK_STATES``), as the engine's sinks know it.
+        """
         now = time.time()
         oldest = await store.oldest_pending()
         for name, sink in sinks.items():
@@ -358,7 +379,7 @@ class Metrics:
             # stamped on the store's clock (a shared store's is the database's)
             age = store.clock.time() - since if since else 0.0
             self.oldest_age.labels(name).set(max(age, 0.0))
-            self.sink_up.labels(name).set(0 if name in stopped else 1)
+            self.observe_state(name, states.get(name, "working"))
             self.breaker.labels(name).set(sink.guard.breaker.state_value)
             self.observe_health(name, sink)
             self.observe_logins(name, sink)
@@ -369,6 +390,12 @@ class Metrics:
         await self.observe_withdrawals(store, sinks)
         self.store_bytes.set(await store.size_bytes())
         await self.observe_replicas(store)
+
+    def observe_state(self, name: str, state: str) -> None:
+        """Set ``syncd_sink_state`` (1 for ``state``, 0 for the others) and ``syncd_sink_up``."""
+        for each in SINK_STATES:
+            self.sink_state.labels(name, each).set(1 if each == state else 0)
+        self.sink_up.labels(name).set(0 if state in SINK_DOWN else 1)
 
     async def observe_withdrawals(self, store: StateStore, sinks: Mapping[str, Any]) -> None:
         """Count per sink the withdrawals still queued past the sink's max_attempts."""

@@ -108,10 +108,9 @@ class Runtime:
         lines = (sinks.describe(slot.name, (waiting or {}).get(slot.name)) for slot in sinks)
         return [line for line in lines if line is not None]
 
-    def down(self) -> set[str]:
-        """Return the sinks that deliver nothing now: stopped, unavailable or unreachable."""
-        sinks = self.engine.sinks
-        return set(sinks.stopped()) | set(sinks.unreachable())
+    def causes(self) -> dict[str, str]:
+        """Return why each sink delivers or not now (``working``, ``unreachable``, …)."""
+        return {name: str(cause) for name, cause in self.engine.sinks.causes().items()}
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -329,9 +329,8 @@ class Daemon:
         runtime, store = self.runtime, self.store
         if runtime is not None and store is not None:
             sinks = {slot.name: slot.sink for slot in runtime.engine.sinks}
-            stopped = {name: "down" for name in runtime.down()}
             try:
-                await self.metrics.refresh(store, sinks, stopped)
+                await self.metrics.refresh(store, sinks, runtime.causes())
                 self.metrics.observe_lists(runtime.engine.list_states)
             except Exception as exc:  # counters are still worth serving
                 log.warning("metrics.refresh.failed", reason=str(exc))

@@ -55,6 +55,7 @@ class CircuitBreaker:
         self.last_public = ""
         self._probe_at = 0.0  # when OPEN: the earliest time a probe may go
         self.failing_since: float | None = None  # clock time of the first failure in a row
+        self.successes = 0  # answers ever recorded: has this dialer answered since it opened?
         self._probing = False
 
     @property
@@ -90,6 +91,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         """The dialer answered: close the breaker and forget past failures."""
         self._probing = False
+        self.successes += 1
         self.failures = 0
         self.opened = 0
         self.failing_since = None

@@ -315,6 +315,7 @@ class Engine:
             )
             return PollResult(error=str(exc), retry_after=getattr(exc, "retry_after", None))
         self.health.recovered(f"poll:{name}", event="sink.poll.recovered", sink=name)
+        self.sinks.answered(name)
         await self.store.kv_set(POLLED_SCOPE, name, repr(started))  # see _send_expired_again
         if self.observer is not None:
             self.observer.outcomes_received(name, count)

@@ -44,6 +44,20 @@ class SinkState(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # could not be reached or opened: tried again soon
 
 
+class SinkCause(enum.StrEnum):
+    """Why a sink delivers or not, one value per cause an operator acts on differently.
+
+    ``syncd_sink_state`` exports it: a refused configuration needs a fix, an
+    unreachable dialer needs its network or its vendor, a held sink needs its campaign.
+    """
+
+    WORKING = "working"
+    HELD = "held"  # working, but the dialer refuses records for now (a paused campaign)
+    UNREACHABLE = "unreachable"  # could not connect, or the breaker is open or probing
+    CONFIG_REFUSED = "config_refused"  # stopped by SinkConfigError until fixed
+    INTERNAL_ERROR = "internal_error"  # the sink's code crashed while opening
+
+
 def open_policy(cfg: SinkConfig) -> RetryPolicy:
     """Return the retries for opening a sink: a few quick tries, then it is unavailable.
 
@@ -144,6 +158,12 @@ class SinkSlot:
     since: float = 0.0
     failures: int = 0  # failed opens (or stops) in a row: the re-check backs off with them
     last_failed: float = 0.0  # when the latest of them happened
+    # Why it is out (set with ``state``). A re-check opens it again with the cause it was
+    # out for, kept until the dialer answers a push or a poll (``answered``): a re-open
+    # proves nothing (a Jodo sink opens without a request), and ``syncd_sink_state`` must
+    # not read "working" between a re-open and the next refusal.
+    cause: SinkCause = SinkCause.WORKING
+    answered: bool = False
 
     @property
     def name(self) -> str:
@@ -199,7 +219,9 @@ class SinkSet:
         parent = self.slots.get(dialer) if dialer is not None else None
         guard = parent.sink.guard if parent is not None else None  # one dialer, one rate limit
         sink = build_sink(cfg, self.settings, self.store, clock=self.clock, guard=guard)
-        slot = SinkSlot(cfg, sink)
+        before = self.slots.get(cfg.name)
+        carried = before.cause if before is not None and not before.working else SinkCause.WORKING
+        slot = SinkSlot(cfg, sink, cause=carried)
         # Held before it opens: a cancelled open (the deadline, a stop) is still closed.
         self.slots[cfg.name] = slot
         try:
@@ -218,6 +240,7 @@ class SinkSet:
                 public=public_reason(exc),
                 event="sink.open.crashed",
                 trace=True,
+                cause=SinkCause.INTERNAL_ERROR,
             )
         else:
             self.health.recovered(f"sink:{cfg.name}", event="sink.recovered", sink=cfg.name)
@@ -239,8 +262,13 @@ class SinkSet:
         event: str,
         public: str | None = None,
         trace: bool = False,
+        cause: SinkCause | None = None,
     ) -> None:
         reason = str(error)
+        if cause is None:
+            refused = state is SinkState.STOPPED
+            cause = SinkCause.CONFIG_REFUSED if refused else SinkCause.UNREACHABLE
+        slot.cause, slot.answered = cause, False
         previous = self.health.failure(f"sink:{slot.name}")
         slot.failures = previous.times + 1 if previous is not None else 1
         slot.last_failed = self.clock.time()
@@ -294,6 +322,38 @@ class SinkSet:
                 public=breaker.last_public or "the dialer keeps failing",
             )
         return out
+
+    def cause(self, name: str, unreachable: Mapping[str, Unreachable] | None = None) -> SinkCause:
+        """Return why a sink delivers or not now (``syncd_sink_state``).
+
+        A half-open breaker counts as unreachable until the dialer answers its probe, and
+        a re-opened sink keeps the cause it was out for until the dialer answers: neither
+        a probe nor a re-open proves anything, and an alert must not resolve on each one.
+        """
+        slot = self.slots[name]
+        if not slot.working:
+            return slot.cause
+        if name in (self.unreachable() if unreachable is None else unreachable):
+            return SinkCause.UNREACHABLE
+        if slot.cause is not SinkCause.WORKING and not self._answered(slot):
+            return slot.cause
+        if slot.sink.guard.held.reason is not None:
+            return SinkCause.HELD
+        return SinkCause.WORKING
+
+    def answered(self, name: str) -> None:
+        """The dialer answered one of the sink's requests (a poll went through)."""
+        self.slots[name].answered = True
+
+    @staticmethod
+    def _answered(slot: SinkSlot) -> bool:
+        """Return True once the dialer answered the sink since it was (re)opened."""
+        return slot.answered or slot.sink.guard.breaker.successes > 0
+
+    def causes(self) -> dict[str, SinkCause]:
+        """Return every sink's cause (see ``cause``)."""
+        unreachable = self.unreachable()
+        return {name: self.cause(name, unreachable) for name in self.slots}
 
     def held(self, name: str) -> str | None:
         """Return why the dialer refuses a working sink's records for now (a paused campaign)."""
