@@ -245,6 +245,77 @@ async def test_a_daily_resync_for_months_keeps_the_store_at_a_steady_size(
     assert free <= 8  # what pruning freed went back to the file system (a page or so stays)
 
 
+def pages(path: Path) -> tuple[int, int]:
+    """Return the store's (page_count, freelist_count), read as the sqlite3 shell would."""
+    with sqlite3.connect(path) as db:
+        count = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(count), int(free)
+
+
+async def test_a_prune_run_by_the_cli_gives_the_freed_pages_back_and_the_file_shrinks(
+    tmp_path: Path,
+) -> None:
+    # Two months ago a bad export was refused row by row: 40,000 rejects, some 12 MB.
+    state = tmp_path / "state" / "state.db"
+    state.parent.mkdir()
+    store = SqliteStore(state, clock=FakeClock(now=time.time() - 60 * DAY))
+    await store.open()
+    try:
+        row = ["x" * 200, "+91 98450 00000", "n/a"]
+        for part in range(20):
+            write = ChunkWrite("old-run", "crm", f"bad-{part}.csv")
+            write.rejects = [
+                ("jodo", Reject("crm", "invalid phone 'n'", i, write.origin, row))
+                for i in range(2000)
+            ]
+            await store.apply_chunk(write)
+    finally:
+        await store.close()
+    before, _ = pages(state)
+    size_before = state.stat().st_size
+
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url)])
+        drop_csv(tmp_path / "inbox", "today.csv", export(3))
+        out = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert out.returncode == 0, out.stderr
+    assert events(out.stderr, "state.pruned")[0]["rejects"] == 39_999  # the newest stays
+    after, free = pages(state)
+    # Before the fix the prune freed one page and 3,000 stayed on the free list.
+    assert free <= 8, (before, after, free)
+    assert after < before / 4, (before, after)
+    assert state.stat().st_size < size_before / 4
+    wal = state.with_name("state.db-wal")
+    assert not wal.exists() or wal.stat().st_size < size_before / 4  # not moved into the -wal
+
+
+async def test_a_store_made_without_auto_vacuum_is_rebuilt_once_and_then_shrinks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # what an older syncd left: WAL, auto_vacuum NONE
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE filler (x TEXT)")
+        db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(4000)])
+    clock = FakeClock(now=1_800_000_000.0)
+    store = SqliteStore(path, clock=clock)
+    await store.open()
+    try:
+        for day in range(5):
+            await a_day_of_changes(store, day)
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+            db.execute("DROP TABLE filler")
+        clock.advance(40 * DAY)
+        await store.prune(RetentionConfig().keep_s())
+    finally:
+        await store.close()
+    count, free = pages(path)
+    assert free <= 8 and count * 4096 < 400_000, (count, free)
+
+
 async def a_day_of_changes(store: SqliteStore, day: int) -> None:
     """One daily run: 200 of 1,000 leads changed and pushed, 20 rows refused."""
     run_id = f"run-{day}"
