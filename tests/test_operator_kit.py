@@ -212,6 +212,133 @@ def test_a_backup_taken_during_a_push_restores_to_a_store_that_loses_nothing(
     assert refused.returncode != 0 and "never overwrites" in refused.stderr
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def restore(copy: Path, state: Path) -> None:
+    """Restore as docs/operating.md says: the store stopped, its -wal and -shm gone."""
+    for stale in state.parent.glob("state.db*"):
+        stale.unlink()
+    shutil.copyfile(copy, state)
+    state.chmod(0o600)
+
+
+def test_files_read_after_a_backup_are_read_again_after_its_restore(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "state.db"
+    copy = tmp_path / "backups" / "state.db"
+    inbox = tmp_path / "inbox"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # A dialer down waits ten minutes between tries: the run ends with the leads pending.
+    sink = jodo_sink(url, retry_base_s=600, retry_max_s=600)
+    config = write_config(tmp_path, [sink], run={"deadline_s": 5})
+    sim = JodoSimulator()
+    with running(create_app(sim), port=port):
+        drop_csv(inbox, "monday.csv", export(50))
+        first = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert first.returncode == 0, first.stderr
+    taken = run_cli("backup", str(copy), "-c", str(config))
+    assert taken.returncode == 0, taken.stderr
+
+    # The dialer is down: Tuesday's file is read and filed in done/, its leads wait.
+    drop_csv(inbox, "tuesday.csv", export(100, start=50))
+    down = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert "tuesday.csv" in os.listdir(inbox / "done")
+    with sqlite3.connect(state) as db:
+        waiting = db.execute("SELECT COUNT(*) FROM leads WHERE state = 'pending'").fetchone()[0]
+    assert waiting == 100, down.stderr
+
+    restore(copy, state)
+    lost = run_cli("explain", "L120", "-c", str(config))
+    assert "no record of lead" in lost.stdout + lost.stderr  # what the copy knows: Monday
+
+    with running(create_app(sim), port=port):
+        again = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert again.returncode == 0, again.stderr
+        received = sim.received()
+    assert set(received) == keys(150)  # Tuesday's leads were not lost with the store
+    assert set(received.values()) == {1}  # and nobody was sent twice
+    reread = events(again.stderr, "source.origin.reread")
+    assert [e["origin"] for e in reread] == ["tuesday.csv"], again.stderr
+    assert sorted(os.listdir(inbox / "done")) == ["monday.csv", "tuesday.csv"]
+    with sqlite3.connect(state) as db:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM leads GROUP BY state").fetchall())
+    assert states == {"delivered": 150}
+
+    # Read again once: the next run finds nothing new to read.
+    with running(create_app(sim), port=port):
+        quiet = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert quiet.returncode == 0 and not events(quiet.stderr, "source.origin.reread")
+    assert set(sim.received().values()) == {1}
+
+
+SQL_SOURCE = """
+[[sources]]
+name = "crm"
+kind = "sql"
+url = "sqlite:///{db}"
+query = "SELECT id, first, last, phone, email, callback, modified_at FROM leads"
+key_column = "id"
+cursor_column = "modified_at"
+"""
+
+
+def crm_rows(db: Path, n: int, start: int, at: str) -> None:
+    """Add leads L{start}… to a CRM table, changed at ``at``."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS leads (id TEXT PRIMARY KEY, first TEXT, last TEXT,"
+            " phone TEXT, email TEXT, callback TEXT, modified_at TEXT NOT NULL)"
+        )
+        conn.executemany(
+            "INSERT INTO leads VALUES (?, ?, ?, ?, ?, '', ?)",
+            [(f"L{i}", f"F{i}", f"S{i}", f"98200{i:05d}", f"l{i}@x.in", at)
+             for i in range(start, start + n)],
+        )  # fmt: skip
+
+
+def test_rows_changed_after_a_backup_are_read_again_from_its_older_sql_cursor(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state" / "state.db"
+    copy = tmp_path / "backups" / "state.db"
+    crm = tmp_path / "crm.db"
+    port = free_port()
+    sink = jodo_sink(f"http://127.0.0.1:{port}", retry_base_s=600, retry_max_s=600)
+    config = write_config(tmp_path, [sink], run={"deadline_s": 5})
+    # The same config, its source a CRM table instead of the inbox.
+    text = config.read_text(encoding="utf-8")
+    start = text.index("[[sources]]")
+    end = text.index("[[sinks]]")
+    config.write_text(
+        text[:start] + SQL_SOURCE.format(db=crm).strip() + "\n\n" + text[end:], encoding="utf-8"
+    )
+    sim = JodoSimulator()
+    crm_rows(crm, 50, 0, "2026-11-02 09:00:00")
+    with running(create_app(sim), port=port):
+        first = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert first.returncode == 0, first.stderr
+    assert run_cli("backup", str(copy), "-c", str(config)).returncode == 0
+
+    crm_rows(crm, 100, 50, "2026-11-02 10:00:00")  # read while the dialer is down
+    run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    with sqlite3.connect(state) as db:
+        waiting = db.execute("SELECT COUNT(*) FROM leads WHERE state = 'pending'").fetchone()[0]
+    assert waiting == 100
+
+    restore(copy, state)
+    with running(create_app(sim), port=port):
+        again = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert again.returncode == 0, again.stderr
+        received = sim.received()
+    assert set(received) == keys(150) and set(received.values()) == {1}
+    finished = events(again.stderr, "run.finished")[0]
+    assert (finished["new"], finished["delivered"]) == (100, 100), finished
+
+
 # -- retention -------------------------------------------------------------------------
 
 
