@@ -136,3 +136,79 @@ async def test_rejects_file_lists_line_reason_and_original_row_safely(tmp_path: 
         ["line", "reason", "id", "phone"],
         ["3", "[jodo] invalid phone 'x'", "'=cmd|' /C calc'!A0", "x"],
     ]
+
+
+# -- a store restored from a copy: files read after it are read again ------------------
+
+
+def last_cursor(chunks: list[Chunk]) -> str:
+    cursors = [c.cursor for c in chunks if c.cursor is not None]
+    assert cursors
+    return cursors[-1]
+
+
+async def test_a_file_in_done_the_cursor_does_not_name_is_read_again_before_new_drops(
+    tmp_path: Path,
+) -> None:
+    drop_csv(tmp_path, "a.csv", "id,phone\n1,111\n")
+    copy = last_cursor(await read_all(make_source(tmp_path)))  # the backup's cursor
+    assert json.loads(copy)["seen"] == {"a.csv": len("id,phone\n1,111\n")}
+    drop_csv(tmp_path, "b.csv", "id,phone\n2,222\n3,333\n4,444\n")
+    await read_all(make_source(tmp_path), copy)
+    drop_csv(tmp_path, "c.csv", "id,phone\n5,555\n")
+
+    # The store is restored: its cursor is the copy's, which never saw b.csv.
+    chunks = await read_all(make_source(tmp_path), copy)
+    assert [(c.origin, [v[0] for _, v in c.rows]) for c in chunks] == [
+        ("b.csv", ["2", "3"]),
+        ("b.csv", ["4"]),
+        ("c.csv", ["5"]),
+    ]
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.csv", "b.csv", "c.csv"]
+    now = last_cursor(chunks)
+    assert sorted(json.loads(now)["seen"]) == ["a.csv", "b.csv", "c.csv"]
+    assert await read_all(make_source(tmp_path), now) == []  # read again once
+
+
+async def test_a_restored_cursor_inside_a_file_resumes_that_file_where_it_stood(
+    tmp_path: Path,
+) -> None:
+    drop_csv(tmp_path, "a.csv", "id,phone\n1,111\n2,222\n3,333\n")
+    source = make_source(tmp_path)
+    copy = None
+    async for chunk in source.chunks(None):  # the copy is taken after the first chunk
+        copy = chunk.cursor
+        break
+    assert copy is not None
+    await read_all(make_source(tmp_path), copy)
+    assert (tmp_path / "done" / "a.csv").exists()
+    chunks = await read_all(make_source(tmp_path), copy)
+    assert rows_of(chunks) == [(4, ["3", "333"])]
+
+
+async def test_files_in_done_before_the_cursor_named_them_are_not_read_again(
+    tmp_path: Path,
+) -> None:
+    # A store from before the cursor kept the list: done/ is what it had read.
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "old.csv").write_text("id,phone\n1,111\n", encoding="utf-8")
+    (done / "old.csv.rejects.csv").write_text("line,reason,id,phone\n", encoding="utf-8")
+    old_cursor = json.dumps({"file": "old.csv", "line": 2, "done": True})
+    assert await read_all(make_source(tmp_path), old_cursor) == []
+    drop_csv(tmp_path, "new.csv", "id,phone\n2,222\n")
+    chunks = await read_all(make_source(tmp_path), old_cursor)
+    assert rows_of(chunks) == [(2, ["2", "222"])]
+    assert sorted(json.loads(last_cursor(chunks))["seen"]) == ["new.csv", "old.csv"]
+
+
+async def test_a_file_of_a_name_the_cursor_knows_but_another_size_is_read_again(
+    tmp_path: Path,
+) -> None:
+    # daily.csv was read, pruned from done/ later, and a new daily.csv took its name.
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "daily.csv").write_text("id,phone\n7,777\n8,888\n", encoding="utf-8")
+    cursor = json.dumps({"file": "daily.csv", "line": 2, "done": True, "seen": {"daily.csv": 15}})
+    chunks = await read_all(make_source(tmp_path), cursor)
+    assert rows_of(chunks) == [(2, ["7", "777"]), (3, ["8", "888"])]

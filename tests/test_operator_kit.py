@@ -212,6 +212,133 @@ def test_a_backup_taken_during_a_push_restores_to_a_store_that_loses_nothing(
     assert refused.returncode != 0 and "never overwrites" in refused.stderr
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def restore(copy: Path, state: Path) -> None:
+    """Restore as docs/operating.md says: the store stopped, its -wal and -shm gone."""
+    for stale in state.parent.glob("state.db*"):
+        stale.unlink()
+    shutil.copyfile(copy, state)
+    state.chmod(0o600)
+
+
+def test_files_read_after_a_backup_are_read_again_after_its_restore(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "state.db"
+    copy = tmp_path / "backups" / "state.db"
+    inbox = tmp_path / "inbox"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # A dialer down waits ten minutes between tries: the run ends with the leads pending.
+    sink = jodo_sink(url, retry_base_s=600, retry_max_s=600)
+    config = write_config(tmp_path, [sink], run={"deadline_s": 5})
+    sim = JodoSimulator()
+    with running(create_app(sim), port=port):
+        drop_csv(inbox, "monday.csv", export(50))
+        first = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert first.returncode == 0, first.stderr
+    taken = run_cli("backup", str(copy), "-c", str(config))
+    assert taken.returncode == 0, taken.stderr
+
+    # The dialer is down: Tuesday's file is read and filed in done/, its leads wait.
+    drop_csv(inbox, "tuesday.csv", export(100, start=50))
+    down = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert "tuesday.csv" in os.listdir(inbox / "done")
+    with sqlite3.connect(state) as db:
+        waiting = db.execute("SELECT COUNT(*) FROM leads WHERE state = 'pending'").fetchone()[0]
+    assert waiting == 100, down.stderr
+
+    restore(copy, state)
+    lost = run_cli("explain", "L120", "-c", str(config))
+    assert "no record of lead" in lost.stdout + lost.stderr  # what the copy knows: Monday
+
+    with running(create_app(sim), port=port):
+        again = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert again.returncode == 0, again.stderr
+        received = sim.received()
+    assert set(received) == keys(150)  # Tuesday's leads were not lost with the store
+    assert set(received.values()) == {1}  # and nobody was sent twice
+    reread = events(again.stderr, "source.origin.reread")
+    assert [e["origin"] for e in reread] == ["tuesday.csv"], again.stderr
+    assert sorted(os.listdir(inbox / "done")) == ["monday.csv", "tuesday.csv"]
+    with sqlite3.connect(state) as db:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM leads GROUP BY state").fetchall())
+    assert states == {"delivered": 150}
+
+    # Read again once: the next run finds nothing new to read.
+    with running(create_app(sim), port=port):
+        quiet = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert quiet.returncode == 0 and not events(quiet.stderr, "source.origin.reread")
+    assert set(sim.received().values()) == {1}
+
+
+SQL_SOURCE = """
+[[sources]]
+name = "crm"
+kind = "sql"
+url = "sqlite:///{db}"
+query = "SELECT id, first, last, phone, email, callback, modified_at FROM leads"
+key_column = "id"
+cursor_column = "modified_at"
+"""
+
+
+def crm_rows(db: Path, n: int, start: int, at: str) -> None:
+    """Add leads L{start}… to a CRM table, changed at ``at``."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS leads (id TEXT PRIMARY KEY, first TEXT, last TEXT,"
+            " phone TEXT, email TEXT, callback TEXT, modified_at TEXT NOT NULL)"
+        )
+        conn.executemany(
+            "INSERT INTO leads VALUES (?, ?, ?, ?, ?, '', ?)",
+            [(f"L{i}", f"F{i}", f"S{i}", f"98200{i:05d}", f"l{i}@x.in", at)
+             for i in range(start, start + n)],
+        )  # fmt: skip
+
+
+def test_rows_changed_after_a_backup_are_read_again_from_its_older_sql_cursor(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state" / "state.db"
+    copy = tmp_path / "backups" / "state.db"
+    crm = tmp_path / "crm.db"
+    port = free_port()
+    sink = jodo_sink(f"http://127.0.0.1:{port}", retry_base_s=600, retry_max_s=600)
+    config = write_config(tmp_path, [sink], run={"deadline_s": 5})
+    # The same config, its source a CRM table instead of the inbox.
+    text = config.read_text(encoding="utf-8")
+    start = text.index("[[sources]]")
+    end = text.index("[[sinks]]")
+    config.write_text(
+        text[:start] + SQL_SOURCE.format(db=crm).strip() + "\n\n" + text[end:], encoding="utf-8"
+    )
+    sim = JodoSimulator()
+    crm_rows(crm, 50, 0, "2026-11-02 09:00:00")
+    with running(create_app(sim), port=port):
+        first = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert first.returncode == 0, first.stderr
+    assert run_cli("backup", str(copy), "-c", str(config)).returncode == 0
+
+    crm_rows(crm, 100, 50, "2026-11-02 10:00:00")  # read while the dialer is down
+    run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    with sqlite3.connect(state) as db:
+        waiting = db.execute("SELECT COUNT(*) FROM leads WHERE state = 'pending'").fetchone()[0]
+    assert waiting == 100
+
+    restore(copy, state)
+    with running(create_app(sim), port=port):
+        again = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        assert again.returncode == 0, again.stderr
+        received = sim.received()
+    assert set(received) == keys(150) and set(received.values()) == {1}
+    finished = events(again.stderr, "run.finished")[0]
+    assert (finished["new"], finished["delivered"]) == (100, 100), finished
+
+
 # -- retention -------------------------------------------------------------------------
 
 
@@ -243,6 +370,77 @@ async def test_a_daily_resync_for_months_keeps_the_store_at_a_steady_size(
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
     assert runs <= 91 and rejects <= 31 * 20
     assert free <= 8  # what pruning freed went back to the file system (a page or so stays)
+
+
+def pages(path: Path) -> tuple[int, int]:
+    """Return the store's (page_count, freelist_count), read as the sqlite3 shell would."""
+    with sqlite3.connect(path) as db:
+        count = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(count), int(free)
+
+
+async def test_a_prune_run_by_the_cli_gives_the_freed_pages_back_and_the_file_shrinks(
+    tmp_path: Path,
+) -> None:
+    # Two months ago a bad export was refused row by row: 40,000 rejects, some 12 MB.
+    state = tmp_path / "state" / "state.db"
+    state.parent.mkdir()
+    store = SqliteStore(state, clock=FakeClock(now=time.time() - 60 * DAY))
+    await store.open()
+    try:
+        row = ["x" * 200, "+91 98450 00000", "n/a"]
+        for part in range(20):
+            write = ChunkWrite("old-run", "crm", f"bad-{part}.csv")
+            write.rejects = [
+                ("jodo", Reject("crm", "invalid phone 'n'", i, write.origin, row))
+                for i in range(2000)
+            ]
+            await store.apply_chunk(write)
+    finally:
+        await store.close()
+    before, _ = pages(state)
+    size_before = state.stat().st_size
+
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url)])
+        drop_csv(tmp_path / "inbox", "today.csv", export(3))
+        out = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+    assert out.returncode == 0, out.stderr
+    assert events(out.stderr, "state.pruned")[0]["rejects"] == 39_999  # the newest stays
+    after, free = pages(state)
+    # Before the fix the prune freed one page and 3,000 stayed on the free list.
+    assert free <= 8, (before, after, free)
+    assert after < before / 4, (before, after)
+    assert state.stat().st_size < size_before / 4
+    wal = state.with_name("state.db-wal")
+    assert not wal.exists() or wal.stat().st_size < size_before / 4  # not moved into the -wal
+
+
+async def test_a_store_made_without_auto_vacuum_is_rebuilt_once_and_then_shrinks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # what an older syncd left: WAL, auto_vacuum NONE
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE filler (x TEXT)")
+        db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(4000)])
+    clock = FakeClock(now=1_800_000_000.0)
+    store = SqliteStore(path, clock=clock)
+    await store.open()
+    try:
+        for day in range(5):
+            await a_day_of_changes(store, day)
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+            db.execute("DROP TABLE filler")
+        clock.advance(40 * DAY)
+        await store.prune(RetentionConfig().keep_s())
+    finally:
+        await store.close()
+    count, free = pages(path)
+    assert free <= 8 and count * 4096 < 400_000, (count, free)
 
 
 async def a_day_of_changes(store: SqliteStore, day: int) -> None:

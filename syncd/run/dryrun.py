@@ -116,7 +116,12 @@ def _shadowed(cfg: SourceConfig, work: Path) -> SourceConfig:
         return cfg
     shadow = work / f"inbox-{cfg.name}"
     shadow.mkdir()
-    for folder, target in ((inbox, shadow), (inbox / "processing", shadow / "processing")):
+    # done/ too: a file there that the store has no record of is read again (a restore)
+    for folder, target in (
+        (inbox, shadow),
+        (inbox / "processing", shadow / "processing"),
+        (inbox / "done", shadow / "done"),
+    ):
         target.mkdir(exist_ok=True)
         if not folder.is_dir():
             continue

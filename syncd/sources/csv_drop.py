@@ -8,6 +8,12 @@ change are kept; the file goes to ``failed/`` saying so). A file is
 claimed by an atomic rename into ``processing/``, read in chunks, then moved to
 ``done/`` (with ``<name>.rejects.csv`` beside it when rows were refused) or to
 ``failed/`` with ``<name>.error.txt`` when it cannot be read at all.
+
+The cursor names every file of ``done/`` whose rows the store holds (name and size),
+committed with the file's last rows. A file in ``done/`` that the cursor does not name
+was read after the store's copy was taken (a store restored from a backup): it goes
+back to ``processing/`` and is read again, oldest first, before anything new. That is
+safe: the rows the store already holds are unchanged and skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -37,6 +43,11 @@ from syncd.core.private import open_private, private_dir, write_private_text
 from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024
+REJECTS_SUFFIX = ".rejects.csv"  # beside a file in done/: its refused rows
+REREAD = (
+    "in done/, but the state store has no record of reading it (a store restored from a "
+    "copy taken before?): read again; the rows the store holds already are skipped"
+)
 RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]]
 
 
@@ -151,6 +162,7 @@ class CsvDropSource:
         self.load_rejects = load_rejects
         self.bytes_read = 0
         self._current: _CountingReader | None = None
+        self._seen: dict[str, int] = {}  # files read whole (in the cursor): name -> size
         # Given a file's first row when it lacks the required columns: the column names
         # to read it under when that row is data, not a header (a one-number-a-line list)
         self.data_header: Callable[[tuple[str, ...]], tuple[str, ...] | None] | None = None
@@ -287,14 +299,25 @@ class CsvDropSource:
         for origin, why in await anyio.to_thread.run_sync(self.refuse_strangers):
             yield Chunk(origin, (), [], failed=why)
         state = json.loads(cursor) if cursor else {}
-        # Files left in processing/ by a crash come first, in claim order.
+        self._seen = await anyio.to_thread.run_sync(self._seen_files, state)
+        # Files of done/ the store never saw come first, in the order they were read (a
+        # later file wins), then files a crash left in processing/, in claim order.
+        unseen = await anyio.to_thread.run_sync(self._take_back_unseen)
+        for name in unseen:
+            log.warning("source.origin.reread", source=self.name, origin=name, reason=REREAD)
+        order = {name: i for i, name in enumerate(unseen)}
         leftovers = sorted(
             (_renamed_printable(p) for p in self.processing.iterdir() if self._acceptable(p)),
-            key=lambda p: p.stat().st_mtime,
+            key=lambda p: (order.get(p.name, len(order)), p.stat().st_mtime),
         )
         for path in leftovers:
-            skip = int(state.get("line", 0)) if state.get("file") == path.name else 0
+            mine = state.get("file") == path.name
+            skip = int(state.get("line", 0)) if mine else 0
+            if path.name in unseen and state.get("done"):
+                skip = 0  # a file of that name read whole, but not this one (its size)
             if skip and state.get("done"):
+                # Read whole and committed, not filed away: file it (cursor None, so a
+                # do-not-call list does not record the version twice).
                 yield Chunk(path.name, (), [], cursor=None, after_commit=self._finisher(path))
                 continue
             async for chunk in self._file_chunks(path, skip):
@@ -330,7 +353,9 @@ class CsvDropSource:
                 path.name,
                 (),
                 [],
-                cursor=self._cursor(path.name, 0, True),
+                cursor=self._cursor(
+                    path.name, 0, True, await anyio.to_thread.run_sync(os.path.getsize, path)
+                ),
                 after_commit=self._finisher(path),
             )
             return
@@ -339,14 +364,15 @@ class CsvDropSource:
             while True:
                 rows, rejects, eof = await anyio.to_thread.run_sync(self._read_chunk, opened)
                 broken = opened.broken
-                cursor = self._cursor(path.name, opened.last_line, eof and broken is None)
+                done = eof and broken is None
+                cursor = self._cursor(path.name, opened.last_line, done, opened.opened_as[0])
                 yield Chunk(
                     opened.origin,
                     opened.header,
                     rows,
                     rejects=rejects,
                     cursor=cursor,
-                    after_commit=self._finisher(path) if eof and broken is None else None,
+                    after_commit=self._finisher(path) if done else None,
                 )
                 if broken is not None:
                     # The rows before are kept (committed above); nothing after is read.
@@ -365,8 +391,63 @@ class CsvDropSource:
             self._current = None
             opened.text.close()
 
-    def _cursor(self, name: str, line: int, done: bool) -> str:
-        return json.dumps({"file": name, "line": line, "done": done})
+    def _cursor(self, name: str, line: int, done: bool, size: int) -> str:
+        """Return the cursor: where reading stands, and the files read whole (``seen``).
+
+        A file joins ``seen`` in the commit of its last rows, so a copy of the store
+        names exactly the files whose rows it holds.
+        """
+        if done:
+            self._seen[name] = size
+        return json.dumps({"file": name, "line": line, "done": done, "seen": self._seen})
+
+    def _drops_in_done(self) -> list[tuple[str, os.stat_result]]:
+        """Return the drops filed in done/ (not their .rejects.csv), in the order filed."""
+        found = []
+        for path in self.done.iterdir() if self.done.is_dir() else ():
+            name = path.name
+            if name.startswith(".") or name.endswith(REJECTS_SUFFIX):
+                continue
+            if fnmatch(name, self.config.pattern) and self._acceptable(path):
+                found.append((name, path.stat()))
+        return sorted(found, key=lambda f: (f[1].st_mtime, f[0]))
+
+    def _seen_files(self, state: dict[str, Any]) -> dict[str, int]:
+        """Return the files read whole, as the cursor names them, by name and size.
+
+        A cursor without the list (a new store, a full pull, a store from before syncd
+        kept it) starts it with what done/ holds now: those files were read, by this
+        store or the one it replaced. Names no longer in done/ are dropped from it.
+        """
+        filed = {name: st.st_size for name, st in self._drops_in_done()}
+        recorded = state.get("seen")
+        if not isinstance(recorded, dict):
+            seen = filed
+            if state.get("done") and isinstance(state.get("file"), str):
+                name = state["file"]  # committed whole, not yet filed: a crash before the move
+                if (self.processing / name).is_file():
+                    seen[name] = (self.processing / name).stat().st_size
+            return seen
+        return {
+            str(name): int(size)
+            for name, size in recorded.items()
+            if name in filed or (self.processing / str(name)).exists()
+        }
+
+    def _take_back_unseen(self) -> list[str]:
+        """Move every file of done/ the cursor does not name back to processing/; return
+        their names there, in the order they were filed."""
+        names = []
+        for name, st in self._drops_in_done():
+            if self._seen.get(name) == st.st_size:
+                continue
+            target = _unique_name(name, self.processing)
+            try:
+                os.rename(self.done / name, self.processing / target)
+            except FileNotFoundError:
+                continue
+            names.append(target)
+        return names
 
     def _open(self, path: Path, skip_until: int) -> _OpenFile | None:
         with path.open("rb") as fh:
@@ -503,7 +584,7 @@ class CsvDropSource:
         header: list[str] = []
         if rejects:
             header = _read_header(path, self.config)
-            _write_rejects(self.done / f"{path.name}.rejects.csv", header, rejects)
+            _write_rejects(self.done / f"{path.name}{REJECTS_SUFFIX}", header, rejects)
         if path.exists():
             os.replace(path, self.done / path.name)
             if self.config._links_into is None:  # a dry run's link must not touch the file
