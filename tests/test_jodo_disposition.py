@@ -274,5 +274,7 @@ def test_the_example_configs_optional_jodo_blocks_are_valid_when_uncommented(
     assert "[sinks.reallocation]" in uncommented.splitlines()
     path = tmp_path / "full.toml"
     path.write_text(uncommented, encoding="utf-8")
-    result = run_cli("check", "-c", str(path), env=cli_env(JODO_APIKEY="x"))
+    # the secrets the uncommented lines name
+    secrets = cli_env(JODO_APIKEY="x", SYNCD_STATUS_TOKEN="a-long-enough-status-token-0123")
+    result = run_cli("check", "-c", str(path), env=secrets)
     assert result.returncode == 0, result.stderr
