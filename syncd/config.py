@@ -395,6 +395,8 @@ class StateConfig(Strict):
         if self.kind == "postgresql":
             if self.url is None:
                 raise ValueError('kind = "postgresql" needs url = "postgresql+asyncpg://…"')
+            if self.url.get_secret_value() == UNSET:
+                return self  # a command that does not open the store (`check --online` says)
             if not re.match(r"^postgres(ql)?(\+asyncpg)?://", self.url.get_secret_value()):
                 raise ValueError("url must start with postgresql:// or postgresql+asyncpg://")
         return self
@@ -568,9 +570,15 @@ def load_settings(
     """Return validated settings from the TOML file at ``path`` plus the environment.
 
     ``without_secrets`` names sections (``sinks``, ``sources``, ``writebacks``) whose
-    secrets the calling command never uses: an unset one does not make it fail.
+    secrets the calling command never uses: an unset one does not make it fail
+    (``core``: the other sections', ``state.url`` and ``health.status_token``).
     """
     env = dict(os.environ if environ is None else environ)
+    return validate_settings(read_config(path, env), environ=env, without_secrets=without_secrets)
+
+
+def read_config(path: str | Path | None, env: dict[str, str]) -> dict[str, Any]:
+    """Return the config as read (TOML plus environment overrides), not yet validated."""
     raw: dict[str, Any] = {}
     if path is None and env.get(DEFAULT_CONFIG_ENV):
         path = env[DEFAULT_CONFIG_ENV]
@@ -580,7 +588,38 @@ def load_settings(
     if path is not None:
         raw["config_path"] = str(Path(path).resolve())
         _resolve_relative_paths(raw, Path(path).resolve().parent)
-    return validate_settings(raw, environ=env, without_secrets=without_secrets)
+    return raw
+
+
+def secret_references(raw: Any, where: str = "") -> list[tuple[str, str]]:
+    """Return (field path, reference) for every ``env:`` / ``file:`` value of a raw config.
+
+    Field paths read like validation errors (``sinks[0].apikey``), so `syncd check
+    --online` names each secret the way the operator finds it in the file.
+    """
+    found: list[tuple[str, str]] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            found += secret_references(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            found += secret_references(value, f"{where}[{i}]")
+    elif isinstance(raw, str) and raw.startswith(("env:", "file:")):
+        found.append((where, raw))
+    return found
+
+
+def holds_unset(model: Any) -> bool:
+    """Return True when a settings tree holds a secret that could not be read (lenient load)."""
+    if isinstance(model, SecretStr):
+        return model.get_secret_value() == UNSET
+    if isinstance(model, BaseModel):
+        return any(holds_unset(getattr(model, name)) for name in type(model).model_fields)
+    if isinstance(model, list | tuple):
+        return any(holds_unset(item) for item in model)
+    if isinstance(model, dict):
+        return any(holds_unset(item) for item in model.values())
+    return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -718,7 +757,9 @@ def validate_settings(
     try:
         # Plug-in sections were validated by their own models above; subclass
         # instances pass through unchanged.
-        settings = Settings.model_validate({**core, **typed}, context=context)
+        settings = Settings.model_validate(
+            {**core, **typed}, context=lenient if "core" in without_secrets else context
+        )
     except ValidationError as exc:
         problems.extend(format_validation_error(exc))
         raise ConfigError(problems) from None

@@ -19,6 +19,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from syncd.secrets import UNSET
+
 # Plain scheme names map to the async driver syncd ships with.
 _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -56,7 +58,12 @@ def async_url(raw: str) -> URL:
 
 
 def check_url(value: SecretStr) -> SecretStr:
-    """Return ``value`` when it is a usable database URL; ValueError otherwise."""
+    """Return ``value`` when it is a usable database URL; ValueError otherwise.
+
+    A secret the command did not need to read (``UNSET``) passes: nothing connects.
+    """
+    if value.get_secret_value() == UNSET:
+        return value
     async_url(value.get_secret_value())
     return value
 

@@ -28,6 +28,24 @@ class ConfigError(SyncdError):
         super().__init__("; ".join(self.problems))
 
 
+class CheckFailed(SyncdError):
+    """An online check (`syncd check --online`) found a part of the config that cannot work.
+
+    ``settings`` names the part's own settings to fix (``apikey``; the check adds
+    where the part is: ``sinks[0].apikey``); ``action`` says what to do when it is
+    not a setting (start the database, open the firewall). ``reason`` never holds a
+    secret (the root class scrubs it as well).
+    """
+
+    def __init__(
+        self, reason: str, *, settings: tuple[str, ...] = (), action: str | None = None
+    ) -> None:
+        self.reason = reason = scrub(reason)
+        self.settings = settings
+        self.action = action
+        super().__init__(reason)
+
+
 class SourceError(SyncdError):
     """A source cannot be read (the file is not CSV, the database is unreachable)."""
 

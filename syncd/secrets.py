@@ -37,9 +37,7 @@ def resolve_secret(value: object, info: ValidationInfo) -> object:
             raise ValueError(f"environment variable {name} is not set")
         return environ[name]
     if value.startswith("file:"):
-        path = Path(value[5:])
-        if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
-            path = Path(environ["CREDENTIALS_DIRECTORY"]) / path
+        path = secret_path(value, environ)
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
@@ -47,6 +45,49 @@ def resolve_secret(value: object, info: ValidationInfo) -> object:
                 return UNSET
             raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
     return value
+
+
+def secret_path(ref: str, environ: Mapping[str, str]) -> Path:
+    """Return the file a ``file:`` reference reads (relative: under $CREDENTIALS_DIRECTORY)."""
+    path = Path(ref[5:])
+    if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(environ["CREDENTIALS_DIRECTORY"]) / path
+    return path
+
+
+def secret_problem(ref: str, environ: Mapping[str, str]) -> str | None:
+    """Return why an ``env:`` / ``file:`` reference cannot be read, and how to fix it.
+
+    None when it reads (a literal always does). Never quotes the secret's value:
+    `syncd check --online` prints this for every secret of a config.
+    """
+    if ref.startswith("env:"):
+        name = ref[4:]
+        if name in environ:
+            return None if environ[name] else f"environment variable {name} is empty: set it"
+        return (
+            f"environment variable {name} is not set: set it where syncd runs (the unit's "
+            "Environment=/EnvironmentFile=, the container's env)"
+        )
+    if not ref.startswith("file:"):
+        return None
+    path = secret_path(ref, environ)
+    try:
+        with path.open("rb") as fh:
+            empty = not fh.read().strip()
+    except OSError as exc:
+        if not path.is_absolute():
+            return (
+                f"cannot read secret file {path}: {exc.strerror}: a relative file: path is "
+                "read from $CREDENTIALS_DIRECTORY, which is not set here (systemd sets it for "
+                "LoadCredential=): run the check with the unit's credentials "
+                "(systemd/README.md), or set CREDENTIALS_DIRECTORY to the folder holding it"
+            )
+        return (
+            f"cannot read secret file {path}: {exc.strerror}: put the secret there, readable "
+            "by the user syncd runs as (chmod/chown, or LoadCredential= under systemd)"
+        )
+    return f"secret file {path} is empty: write the secret in it" if empty else None
 
 
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]

@@ -3,6 +3,7 @@ backup, state copy, gate explain, simulate, demo.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 3 every lead delivered or refused, but an outcome poll or a writeback failed;
+4 `check --online`: a secret, source, dialer, writeback or the store failed its check;
 75 another syncd holds the state store (cron: try later).
 """
 
@@ -26,12 +27,16 @@ from syncd.config import (
     SinkConfig,
     format_validation_error,
     load_settings,
+    read_config,
+    secret_references,
     secret_values,
+    validate_settings,
 )
 from syncd.errors import ConfigError, StoreError, StoreLockedError, SyncdError
 from syncd.run.lock import EXIT_LOCKED, store_lock
 
 EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
+EXIT_ONLINE = 4  # `check --online`: the file is valid, but a part of it does not work here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +86,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check", help="validate the configuration")
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration; with --online also try every secret, source, "
+        "dialer, writeback and the state store",
+    )
     with_config(check)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also resolve every secret, open each source, log in to each dialer (one "
+        "harmless read), try each writeback's target and the state store; writes nothing "
+        f"(exit {EXIT_ONLINE} when one fails)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --online: how long each part may take to answer (default 10)",
+    )
     check.set_defaults(func=cmd_check)
 
     status = sub.add_parser("status", help="counts per sink and state, last run, recent rejects")
@@ -214,7 +237,12 @@ def _settings(args: argparse.Namespace, *, without_secrets: tuple[str, ...] = ()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    environ = dict(os.environ)
+    raw = read_config(args.config, environ)
+    # --online tries the secrets one by one, each named: an unreadable one must not stop
+    # the file's check, nor the other parts' (so the load is lenient then).
+    lenient = (*ALL_SECTIONS, "core") if args.online else ()
+    settings = validate_settings(raw, environ=environ, without_secrets=lenient)
     # stdout is the report alone (scripts read it); what the checks log goes to stderr,
     # and only what needs attention: the report already says what info lines would.
     logs.configure("error" if settings.log.level == "error" else "warning", settings.log.format)
@@ -240,6 +268,27 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"WARNING: sink {sink.name} ({sink.kind}): withdrawals: {gap}")
     if settings.health.enabled:
         print(_status_page_line(settings))
+    if args.online:
+        return _check_online(settings, raw, environ, args.timeout)
+    return EXIT_OK
+
+
+def _check_online(
+    settings: Settings, raw: dict[str, Any], environ: dict[str, str], timeout_s: float
+) -> int:
+    from syncd.cli.online import online_checks, report
+
+    results = asyncio.run(
+        online_checks(settings, secret_references(raw), environ, timeout_s=timeout_s)
+    )
+    lines, failed = report(results)
+    print(f"online checks (each part given {timeout_s:g} s; nothing is written):")
+    for line in lines:
+        print(line)
+    if failed:
+        print(f"online: {failed} of {len(results)} check(s) failed (exit {EXIT_ONLINE})")
+        return EXIT_ONLINE
+    print(f"online: all {len(results)} check(s) passed")
     return EXIT_OK
 
 

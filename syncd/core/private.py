@@ -8,6 +8,7 @@ keeps the mode its owner gave it).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,3 +41,32 @@ def write_private_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path``, created 0600."""
     with open_private(path, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def folder_problem(path: Path, *, may_create: bool) -> str | None:
+    """Return why syncd could not write in folder ``path``, or None when it can.
+
+    It is tried, not inferred from mode bits (ACLs, read-only mounts, root): a file
+    is made and deleted there, or, for a folder syncd would create, a folder in the
+    nearest one that exists. Nothing is left behind.
+    """
+    if path.exists() and not path.is_dir():
+        return f"{path} is not a folder"
+    target = path
+    if not path.exists():
+        if not may_create:
+            return f"{path} does not exist"
+        target = next(p for p in path.parents if p.exists())
+        if not target.is_dir():
+            return f"{path} cannot be created: {target} is not a folder"
+    try:
+        if target == path:
+            fd, name = tempfile.mkstemp(dir=path, prefix=".syncd-check-")
+            os.close(fd)
+            os.unlink(name)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=target, prefix=".syncd-check-"))
+    except OSError as exc:
+        where = "write in" if target == path else f"create {path} (in {target})"
+        return f"cannot {where}: {exc.strerror}"
+    return None

@@ -82,6 +82,15 @@ class Sink(Protocol):
         """Log in and run start-up checks; raise SinkConfigError when the sink cannot work."""
         ...
 
+    async def probe(self) -> str:
+        """Log in and make one harmless read, writing nothing (`syncd check --online`).
+
+        Return what answered; raise CheckFailed naming the settings to fix when the
+        dialer refuses them, or the VendorError of a dialer that cannot be reached.
+        ``close`` follows.
+        """
+        ...
+
     async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
         """Return one result per lead; raise RetryableError or BatchRejected for the batch."""
         ...
@@ -145,6 +154,11 @@ class BaseSink:
 
     async def open(self) -> None:
         return None
+
+    async def probe(self) -> str:
+        # A sink whose open only reads (logs in, looks its campaign up) probes with it.
+        await self.open()
+        return "opened"
 
     async def poll_outcomes(self) -> int:
         return 0

@@ -39,7 +39,8 @@ from pydantic import Field, PrivateAttr, field_validator
 from syncd.config import SourceConfig
 from syncd.core.csvsafe import neutralise
 from syncd.core.model import Reject
-from syncd.core.private import open_private, private_dir, write_private_text
+from syncd.core.private import folder_problem, open_private, private_dir, write_private_text
+from syncd.errors import CheckFailed
 from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024
@@ -166,6 +167,31 @@ class CsvDropSource:
         # Given a file's first row when it lacks the required columns: the column names
         # to read it under when that row is data, not a header (a one-number-a-line list)
         self.data_header: Callable[[tuple[str, ...]], tuple[str, ...] | None] | None = None
+
+    # -- `syncd check --online` ------------------------------------------------
+
+    async def probe(self) -> str:
+        """Raise CheckFailed unless the inbox exists and syncd can file drops away in it."""
+        await anyio.to_thread.run_sync(self._probe)
+        return f"inbox {self.inbox} exists; syncd can write in it and its subfolders"
+
+    def _probe(self) -> None:
+        if not self.inbox.is_dir():
+            what = "is not a folder" if self.inbox.exists() else "does not exist"
+            raise CheckFailed(
+                f"inbox {self.inbox} {what}: create it (the CRM's export drops files there), "
+                "or point inbox at the folder it uses",
+                settings=("inbox",),
+            )
+        # processing/, done/ and failed/ are made on the first pull when missing.
+        for folder in (self.inbox, self.processing, self.done, self.failed):
+            problem = folder_problem(folder, may_create=True)
+            if problem is not None:
+                raise CheckFailed(
+                    f"inbox: {problem}",
+                    action="give the user syncd runs as write access there (under systemd, "
+                    "also ReadWritePaths=): syncd moves each file to processing/, done/, failed/",
+                )
 
     # -- discovery -----------------------------------------------------------
 

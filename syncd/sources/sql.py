@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from syncd.config import SourceConfig
 from syncd.core.model import Reject
 from syncd.crm_db import bind_names, check_url, describe_db_error, make_engine
+from syncd.errors import CheckFailed
 from syncd.secrets import Secret
 from syncd.sources.base import Chunk
 
@@ -374,6 +375,42 @@ class SqlSource:
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+    async def probe(self) -> str:
+        """Raise CheckFailed unless the database answers the query's first row (LIMIT 1, no
+        ORDER BY: the database stops at the first row it finds) with the columns needed."""
+        try:
+            async with self.engine().connect() as conn:
+                try:
+                    result = await conn.execute(
+                        text(f"SELECT * FROM ({self.config.query}) AS {ALIAS} LIMIT 1"),
+                        dict(self.config.params),
+                    )
+                    header = tuple(str(k) for k in result.keys())
+                    result.fetchall()
+                except (SQLAlchemyError, TimeoutError) as exc:
+                    why = describe_db_error(exc, self.config.url)
+                    raise CheckFailed(
+                        f"the database refused the query: {why}", settings=("query", "params")
+                    ) from None
+        except CheckFailed:
+            raise
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise CheckFailed(
+                f"cannot connect to the database: {describe_db_error(exc, self.config.url)}",
+                settings=("url",),
+                action="check the URL, and that the database is up and reachable from here",
+            ) from None
+        try:
+            self._check_header(header)
+        except HeaderProblem as exc:
+            raise CheckFailed(
+                f"the query's columns do not fit: {exc}",
+                settings=("query", "key_column", "cursor_column"),
+            ) from None
+        finally:
+            self._header_checked = False
+        return f"the database answered the query's first row ({len(header)} columns)"
 
     async def chunks(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Chunk]:
         """Yield one chunk per page from the committed ``cursor`` (or from the start)."""

@@ -184,6 +184,11 @@ class Writeback(Protocol):
         """Write the items durably, or raise (see the module docstring)."""
         ...
 
+    async def probe(self) -> str:
+        """Try the target without writing to it (`syncd check --online`); return what that
+        proved, or raise CheckFailed naming the settings to fix. Called without ``open``."""
+        ...
+
     def state(self) -> str | None:
         """Return the state to commit with the marks of the last write (None: nothing kept)."""
         ...

@@ -28,7 +28,8 @@ from pydantic import Field, field_validator, model_validator
 
 from syncd.config import TimeZoneName
 from syncd.core.csvsafe import neutralise
-from syncd.core.private import private_dir
+from syncd.core.private import folder_problem, private_dir
+from syncd.errors import CheckFailed
 from syncd.writeback.base import (
     DEFAULT_COLUMNS,
     BaseWritebackConfig,
@@ -88,6 +89,21 @@ class CsvWriteback:
 
     async def open(self, state: str | None) -> None:
         await anyio.to_thread.run_sync(self._recover, state)
+
+    async def probe(self) -> str:
+        """Raise CheckFailed unless syncd can write in the outbox (or create it)."""
+        problem = await anyio.to_thread.run_sync(
+            lambda: folder_problem(self.outbox, may_create=True)
+        )
+        if problem is not None:
+            raise CheckFailed(
+                f"outbox: {problem}",
+                settings=("outbox",),
+                action="give the user syncd runs as write access there (under systemd, "
+                "also ReadWritePaths=)",
+            )
+        made = "writable" if self.outbox.is_dir() else "can be created"
+        return f"outbox {self.outbox} {made}"
 
     def _recover(self, state: str | None) -> None:
         try:

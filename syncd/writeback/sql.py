@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy import TextClause, text
@@ -29,7 +30,7 @@ from syncd.crm_db import (
     postgres_parameter_types,
     to_postgres,
 )
-from syncd.errors import RetryableError
+from syncd.errors import CheckFailed, RetryableError
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
 from syncd.writeback.base import (
@@ -129,6 +130,37 @@ class SqlWriteback(StatelessWriteback):
             self.config.url, autocommit=False, timeout_s=self.config.timeout_s
         )
 
+    async def probe(self) -> str:
+        """Connect and have the database compile each statement against its tables without
+        running it: PostgreSQL prepares it, SQLite and MariaDB/MySQL EXPLAIN it (parameters
+        NULL). The transaction is rolled back; nothing is written."""
+        engine = make_engine(self.config.url, autocommit=False, timeout_s=self.config.timeout_s)
+        url = self.config.url
+        try:
+            async with engine.connect() as conn:
+                statements = self.config.statements
+                for n, sql in enumerate(statements):
+                    where = "the statement" if len(statements) == 1 else f"statement[{n}]"
+                    try:
+                        await _compile(conn, sql)
+                    except (SQLAlchemyError, asyncpg.PostgresError) as exc:
+                        raise CheckFailed(
+                            f"the database refused {where}: {describe_db_error(exc, url)}",
+                            settings=("statement",),
+                            action="check its table and column names, and the account's rights",
+                        ) from None
+        except CheckFailed:
+            raise
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise CheckFailed(
+                f"cannot connect to the database: {describe_db_error(exc, url)}",
+                settings=("url",),
+                action="check the URL, and that the database is up and reachable from here",
+            ) from None
+        finally:
+            await engine.dispose()
+        return f"the database compiled {len(self.config.statements)} statement(s); none was run"
+
     def params(self, item: Item) -> dict[str, Any]:
         """Return the named parameters of one record, times as naive local datetimes."""
         values = dict(item.values)
@@ -184,3 +216,14 @@ class SqlWriteback(StatelessWriteback):
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+
+async def _compile(conn: AsyncConnection, sql: str) -> None:
+    """Have the database check ``sql`` against its schema without running it."""
+    if conn.dialect.name == "postgresql":
+        compiled = text(sql).compile(dialect=conn.dialect)
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.prepare(compiled.string)
+        return
+    await conn.execute(text(f"EXPLAIN {sql}"), dict.fromkeys(bind_names(sql)))

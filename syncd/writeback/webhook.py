@@ -25,7 +25,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from syncd.errors import RetryableError
+from syncd.errors import CheckFailed, RetryableError
 from syncd.net.http import make_client, status_error
 from syncd.net.http import post as capped_post
 from syncd.net.retry import RetryPolicy, with_retries
@@ -92,6 +92,24 @@ class WebhookWriteback(StatelessWriteback):
 
     async def open(self, state: str | None) -> None:
         self._http = make_client(timeout_s=self.config.timeout_s, verify_tls=self.config.verify_tls)
+
+    async def probe(self) -> str:
+        """Send OPTIONS to the URL: no record, no signature. Any HTTP answer proves the
+        receiver reachable (and its certificate trusted); whether it accepts a signed POST
+        is not tried, since a POST would be a write."""
+        url = self.config.url
+        async with make_client(
+            timeout_s=self.config.timeout_s, verify_tls=self.config.verify_tls
+        ) as http:
+            try:
+                response = await http.request("OPTIONS", url)
+            except httpx.HTTPError as exc:
+                raise CheckFailed(
+                    f"cannot reach {url}: {type(exc).__name__} {exc}".rstrip(),
+                    settings=("url",),
+                    action="check that the receiver is up and reachable from here",
+                ) from None
+        return f"{url} answered OPTIONS with HTTP {response.status_code} (reachable; no POST sent)"
 
     def body(self, items: Sequence[Item]) -> tuple[bytes, str]:
         """Return the JSON body of a batch and its idempotency key."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.errors import (
+    CheckFailed,
     RetryableError,
     SessionExpiredError,
     SinkConfigError,
@@ -119,6 +120,24 @@ class AmeyoSink(BaseSink):
             raise
         if self.client.terms is not None:
             self.keepalive_interval_s = self.cfg.ping_interval_s or self.client.terms.keepalive_s()
+
+    async def probe(self) -> str:
+        """Log in (a session) and read the campaign's leads, as ``open`` does; nothing is
+        written. A refusal names the settings of the step it came from."""
+        session = self.client.session
+        if session is None:  # cloud headers: any request may refuse them, or the campaign
+            step: tuple[str, ...] = ("auth.hash_key", "auth.policy_name", "campaign_id", "lead_id")
+        else:
+            step = ("auth.user_id", "auth.password")
+        try:
+            if session is not None:
+                await session.current()
+                step = ("campaign_id", "lead_id")
+            await self._check_lead()
+        except SinkConfigError as exc:
+            raise CheckFailed(f"the dialer refused the sink: {exc.reason}", settings=step) from exc
+        how = "logged in; " if session is not None else ""
+        return f"{how}lead {self.cfg.lead_id} of campaign {self.cfg.campaign_id} found"
 
     async def _check_lead(self) -> None:
         cfg = self.cfg

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
-from syncd.errors import PermanentError, SinkConfigError, VendorError
+from syncd.errors import CheckFailed, PermanentError, SinkConfigError, VendorError
 from syncd.net.http import UnknownFields
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
 from syncd.sinks.jodo.agents import AgentPoller
@@ -28,6 +28,16 @@ from syncd.sinks.jodo.outcomes import OutcomePoller
 from syncd.sinks.jodo.reallocation import Reallocator
 
 REMOVE_REFUSED = "Jodo cannot remove a lead; it stays in the dialer"
+# The settings a configuration code of the probe's read points at (client.CONFIG_CODES).
+PROBE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "1107": ("apikey",),
+    "1108": ("servicekey",),
+    "1243": ("apikey", "servicekey"),
+    "401": ("url", "apikey"),
+    "403": ("url", "apikey"),
+    "404": ("url",),
+    "tls": ("ca_bundle",),
+}
 
 
 class JodoSink(BaseSink):
@@ -222,6 +232,23 @@ class JodoSink(BaseSink):
         if disposals:
             results += await self.disposer.dispose(disposals, moved)
         return results
+
+    async def probe(self) -> str:
+        """Read an empty getProcessData window: Jodo checks the apikey, the servicekey and
+        the process on it, and stores nothing (as ``_read_dialer_clock`` does before a push)."""
+        moment = jodo_time(datetime.fromtimestamp(self.clock.time(), UTC), self.cfg.timezone)
+        payload = {"searchparam": "daterange", "fromdate": moment, "todate": moment}
+        try:
+            await self.client.call("getProcessData", payload, retry=False, accept=(NOT_FOUND,))
+        except SinkConfigError as exc:
+            settings = PROBE_SETTINGS.get(exc.code or "")
+            what = " and ".join(settings) if settings else "settings"
+            code = f", code {exc.code}" if exc.code else ""
+            raise CheckFailed(
+                f"the dialer refused the sink's {what} ({exc.reason}{code})",
+                settings=settings or ("url", "apikey", "servicekey", "media", "updateparam"),
+            ) from exc
+        return f"getProcessData answered for process {self.cfg.servicekey!r} (apikey accepted)"
 
     async def _read_dialer_clock(self) -> None:
         """Read the Jodo server's clock once, before the first push-moment callDateTime.

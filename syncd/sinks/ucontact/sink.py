@@ -16,10 +16,11 @@ from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.core.window_hold import WINDOW_CODE
-from syncd.errors import SinkConfigError, VendorError
+from syncd.errors import CheckFailed, SinkConfigError, VendorError
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
+from syncd.sinks.features import OFF_STATUSES
 from syncd.sinks.ucontact.client import VENDOR, UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.dispositions import Dispositioner, disposition_of
@@ -121,6 +122,31 @@ class UContactSink(BaseSink):
             raise
         self._health.session = "valid"
         await self.check_campaign(required=True)
+
+    async def probe(self) -> str:
+        """Log in once and look the campaign up, as ``open`` does, but store nothing (open
+        keeps the campaign's figures in the store)."""
+        try:
+            await self.client.session.current()
+        except SinkConfigError as exc:
+            raise CheckFailed(
+                f"the dialer refused the login: {exc.reason}", settings=("user", "password")
+            ) from exc
+        try:
+            body = await self.client.json(CAMPAIGN_STATUS, {"queue": self.cfg.campaign})
+        except SinkConfigError as exc:
+            if exc.code in OFF_STATUSES:  # a helper this server or user lacks (see open)
+                return f"logged in; campaign not looked up (HTTP {exc.code} to {CAMPAIGN_STATUS})"
+            raise CheckFailed(
+                f"the dialer refused the campaign lookup: {exc.reason}", settings=("campaign",)
+            ) from exc
+        if find_campaign(body, self.cfg.campaign) is None:
+            raise CheckFailed(
+                f"campaign {self.cfg.campaign!r} does not exist on {self.cfg.url} "
+                "(Supervisor/campaignstatus does not list it; check the name and its '->')",
+                settings=("campaign",),
+            )
+        return f"logged in; campaign {self.cfg.campaign!r} found"
 
     async def check_campaign(self, *, required: bool) -> dict[str, Any] | None:
         """Return the campaign's status; SinkConfigError when it must exist and does not."""
