@@ -435,11 +435,17 @@ class RetentionConfig(Strict):
     events_days: float | None = Field(30.0, gt=0)  # each lead's pushes, holds, replies
     rejects_days: float | None = Field(30.0, gt=0)  # refused rows and their reasons
     runs_days: float | None = Field(90.0, gt=0)  # finished runs' summaries (the last stays)
+    stats_days: float | None = Field(14.0, gt=0)  # hourly figures behind the page's charts
     every_s: float = Field(3600.0, gt=0)  # the daemon prunes this often; --once at each run
 
     def keep_s(self) -> dict[str, float]:
         """Return, per kind kept for a limited time, how many seconds of it to keep."""
-        days = {"events": self.events_days, "rejects": self.rejects_days, "runs": self.runs_days}
+        days = {
+            "events": self.events_days,
+            "rejects": self.rejects_days,
+            "runs": self.runs_days,
+            "stats": self.stats_days,
+        }
         return {kind: d * 86400 for kind, d in days.items() if d is not None}
 
 

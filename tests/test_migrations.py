@@ -37,6 +37,7 @@ RELEASED: dict[str, str] = {
     "sqlite/0007_leads_dial_until.sql": "4e94f8109d7ae59e1e700f33bb0884c7107570d3d49f991b2449fa23e543728d",
     "sqlite/0008_leads_consent_index.sql": "d263017c1232febf33f61acfd47872ae24425d558e55d61c4bb7a38e919a149d",
     "sqlite/0009_leads_claim_token.sql": "3c1f2cccd4bd3c158e87e11e1c73fd5e1033ff7ca4a2f0e483eb7ca07029510b",
+    "sqlite/0010_stats.sql": "4aedeaf17e7f569aebfd133b994b4ee142a363069044807d9d7aadfc16b83fcc",
     "postgres/0001_initial.sql": "57547165a7a98e5cae6f4488fef62a9cc4a0470c540088972255d797c491eadf",
     "postgres/0002_leads_waits_for.sql": "6125d66944bf732b91ae3153ea7573c7f131f09ffe91b8d8f43d6acb388946de",
     "postgres/0003_audit_facts.sql": "f2b454fdaa9dcc5278c079d2c41e6674ecc04ac6651c6871ccc700a7e10dcc4d",
@@ -46,6 +47,7 @@ RELEASED: dict[str, str] = {
     "postgres/0007_repair_indexes.sql": "801478c36a99a2ec186ec6cf68517c7bb057bf0b6c4b6444756e2e1a7c59c70f",
     "postgres/0008_replica_versions.sql": "4e1ce971a45c92a8df5663c253c0cedc28ebf73ebf91c76a762dc5007f69855e",
     "postgres/0009_leads_claim_token.sql": "3c1f2cccd4bd3c158e87e11e1c73fd5e1033ff7ca4a2f0e483eb7ca07029510b",
+    "postgres/0010_stats.sql": "44e6e8147e6dd7e4afbdf64b3e849ca8802c4884ecc0ad1f265f63f2aa590cee",
 }
 
 

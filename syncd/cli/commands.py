@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="counts per sink and state, last run, recent rejects")
     with_config(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true", help="refresh on the terminal until Ctrl-C")
+    status.add_argument(
+        "--every", type=float, default=5.0, metavar="S", help="with --watch: seconds between"
+    )
+    # tests: stop after this many refreshes
+    status.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)
     status.set_defaults(func=cmd_status)
 
     rejects = sub.add_parser(
@@ -406,6 +412,19 @@ def cmd_state_copy(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args, without_secrets=ALL_SECTIONS)
+    if args.watch:
+        from syncd.cli.report import watch_status
+
+        if args.every <= 0:
+            raise ConfigError("--every: a number of seconds above 0")
+        _require_store(settings)
+        try:
+            watch_status(
+                lambda: _collect_status(settings), every_s=args.every, iterations=args.iterations
+            )
+        except KeyboardInterrupt:  # how a watch ends
+            pass
+        return EXIT_OK
     status = asyncio.run(_collect_status(settings))
     if args.json:
         print(json.dumps(status, indent=2, default=str))

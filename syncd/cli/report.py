@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -226,8 +227,114 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
                     highlight=False,
                     markup=False,
                 )
+    print_recent(status, out)
     for section in status.get("extra", []):
         out.print(section)
+
+
+def print_recent(status: dict[str, Any], out: Console) -> None:
+    """Print what the status page shows beyond this instant: outcomes coming back, the
+    sources and their inbox, the last runs, and the last 24 hours as sparklines."""
+    from syncd.daemon.charts import count, duration, sparkline
+
+    now = float(status.get("now") or time.time())
+
+    def ago(at: float | None) -> str:
+        return f"{when(at)} ({max(now - at, 0):.0f}s ago)" if at else "-"
+
+    if status.get("outcomes"):
+        table = Table(title="outcomes coming back", title_justify="left")
+        for c in ("dialer", "held", "in 24 h", "last outcome", "last poll that went through"):
+            table.add_column(c, justify="right" if c in ("held", "in 24 h") else "left")
+        for sink, seen in sorted(status["outcomes"].items()):
+            table.add_row(
+                escape(sink),
+                str(seen["received"]),
+                str(seen["recent"]),
+                ago(seen.get("last_at")),
+                ago(seen.get("polled_at")),
+            )
+        out.print(table)
+    if status.get("sources"):
+        table = Table(title="sources and inbox", title_justify="left")
+        for c in ("source", "kind", "waiting", "being read", "failed/", "last read", "at"):
+            table.add_column(
+                c, justify="right" if c in ("waiting", "being read", "failed/") else "left"
+            )
+        for src in status["sources"]:
+            if src["kind"] == "csv_drop":
+                figures = [str(src.get(k, "-")) for k in ("waiting", "processing", "failed")]
+                last = src.get("problem") or f"file {src.get('last_file') or '-'}"
+            else:
+                figures = ["-", "-", "-"]
+                last = f"cursor {src.get('position') or 'none yet'}"
+            table.add_row(
+                escape(src["name"]), src["kind"], *figures, escape(last), ago(src.get("read_at"))
+            )
+        out.print(table)
+    if status.get("runs"):
+        table = Table(title="run history (newest first)", title_justify="left")
+        cols = ("read", "new", "changed", "refused", "delivered")
+        for c in ("started", "what", *cols, "files failed"):
+            table.add_column(c, justify="left" if c in ("started", "what") else "right")
+        for r in status["runs"]:
+            table.add_row(
+                when(r["started_at"]),
+                escape(r["mode"]),
+                *("-" if r[c] is None else str(r[c]) for c in cols),
+                str(r["files_failed"] or ""),
+            )
+        out.print(table)
+    charts = status.get("charts") or {}
+    if charts.get("hours"):
+        first = time.strftime("%H:00Z", time.gmtime(charts["hours"][0]))
+        table = Table(title=f"last 24 hours, hourly from {first}", title_justify="left")
+        for c in ("figure", "24 h", "largest"):
+            table.add_column(c)
+        rows: list[tuple[str, list[float | None], Any]] = [
+            *((f"delivered {s}", list(v), count) for s, v in sorted(charts["delivered"].items())),
+            *((f"backlog {s}", list(v), count) for s, v in sorted(charts["pending"].items())),
+            ("read to dialer, median", charts["latency_p50"], duration),
+            ("read to dialer, p90", charts["latency_p90"], duration),
+        ]
+        for name, values, fmt in rows:
+            top = max((v for v in values if v is not None), default=None)
+            table.add_row(escape(name), sparkline(values), "-" if top is None else fmt(top))
+        out.print(table)
+
+
+def watch_status(
+    collect: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    every_s: float,
+    iterations: int | None = None,
+    console: Console | None = None,
+) -> None:
+    """Show `syncd status` and refresh it every ``every_s`` until Ctrl-C (or ``iterations``
+    refreshes: tests). On a terminal it redraws in place, like watch(1)."""
+    import asyncio
+
+    from rich.live import Live
+    from rich.text import Text
+
+    out = console or make_console()
+
+    def view(status: dict[str, Any]) -> Text:
+        with out.capture() as captured:
+            print_status(status, out)
+        said = f"syncd status, every {every_s:g} s (Ctrl-C to stop) · {when(time.time())}\n"
+        return Text(said, style="bold") + Text.from_ansi(captured.get())
+
+    async def loop(live: Live) -> None:
+        shown = 0
+        while iterations is None or shown < iterations:
+            if shown:
+                await asyncio.sleep(every_s)
+            live.update(view(await collect()), refresh=True)
+            shown += 1
+
+    with Live(console=out, screen=out.is_terminal, auto_refresh=False) as live:
+        asyncio.run(loop(live))
 
 
 def print_history(key: str, history: dict[str, Any], console: Console | None = None) -> None:

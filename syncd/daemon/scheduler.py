@@ -42,6 +42,7 @@ log = structlog.get_logger("syncd.daemon")
 PUSH_TICK_S = 10.0  # push jobs also run this often: `syncd retry` may queue rows from outside
 RECHECK_TICK_S = 5.0
 HELD_BACK_S = 1.0
+BACKLOG_SAMPLE_S = 60.0  # the backlog chart keeps each hour's largest sample
 
 Job = Callable[[], Awaitable[None]]
 
@@ -162,6 +163,14 @@ class Runtime:
                 now=False,
             )
         self._add("retention", IntervalTrigger(seconds=s.retention.every_s), self._prune)
+        self._add("backlog", IntervalTrigger(seconds=BACKLOG_SAMPLE_S), self.sample_backlog)
+
+    async def sample_backlog(self) -> None:
+        """Keep each sink's outbox size for the status page's backlog chart: from a job of
+        its own, so a stopped dialer (no push runs) still shows its backlog growing."""
+        await self.store.record_backlog(
+            {cfg.name: await self.store.pending_count(cfg.name) for cfg in self.settings.sinks}
+        )
 
     async def _prune(self) -> None:
         await self.engine.prune()
@@ -249,6 +258,7 @@ class Runtime:
 
     async def _pull(self, cfg: SourceConfig) -> None:
         summary = RunSummary(new_run_id())
+        started = self.engine.clock.time()
         meter = self.metrics.pull_meter(cfg.name, summary)
 
         def committed(_source: Source, _rows: int) -> None:
@@ -265,6 +275,12 @@ class Runtime:
                 self.metrics.gate_blocked(route.rpartition("->")[2], code, n)
         totals = summary.totals()
         if totals.get("read") or summary.files_failed:
+            # The run history (status page, `syncd status`): a pass that read nothing
+            # every few seconds would bury the ones that did.
+            await self.store.record_run(
+                summary.run_id, f"pull {cfg.name}", started, summary.to_dict()
+            )
+            await self.sample_backlog()  # near its peak: the pushes have just begun
             log.info(
                 "source.pulled",
                 source=cfg.name,

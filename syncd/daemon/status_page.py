@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.daemon.charts import Series, chart, count, duration
 from syncd.run.status import sink_state_line, when
 
 REFRESH_S = 10
@@ -67,6 +68,10 @@ def render(data: PageData) -> str:
         _banner(data),
         _section("Dialers", _sinks(s.get("sinks") or {}, data.now)),
         _section("Leads by state", _counts(s.get("counts") or {}, s.get("oldest") or {}, data)),
+        _section("Outcomes coming back", _outcomes(s.get("outcomes") or {}, data.now)),
+        _section("Sources and inbox", _sources(s.get("sources") or [], data.now)),
+        _section("Last 24 hours (UTC)", _charts(s.get("charts") or {})),
+        _section("Run history", _runs(s.get("runs") or [])),
         _section("Behind", _lags(data)),
         _section("Safety gate: held and blocked", _gate(s.get("gate") or {})),
         _section("Refused and failed leads by reason", _failures(s.get("failures") or [])),
@@ -96,6 +101,11 @@ text-align: left; vertical-align: top; }} td.n {{ text-align: right; }}
 .banner {{ padding: .5em .8em; border-radius: 4px; margin: .5em 0; }}
 .banner.bad {{ background: #fde8e8; }} .banner.ok {{ background: #e6f4ea; }}
 footer {{ margin-top: 2em; color: #777; font-size: .9em; }}
+svg.chart {{ display: block; margin: .3em 0 .8em; max-width: 100%; height: auto; }}
+svg.chart text {{ font: 11px system-ui, sans-serif; fill: #444; }}
+svg.chart text.t {{ font-weight: 600; fill: #222; }} svg.chart text.y {{ text-anchor: end; }}
+svg.chart text.x, svg.chart text.none {{ text-anchor: middle; }}
+svg.chart line.g {{ stroke: #e3e3e3; }}
 </style></head><body>
 <h1>syncd status</h1>"""
 
@@ -189,3 +199,142 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
         for r in rejects
     ]
     return _table(["at", "source", "file", "line", "key", "reason"], rows, "rejects")
+
+
+def _ago(now: float, at: float | None) -> str:
+    return f"{when(at)} ({max(now - at, 0):.0f} s ago)" if at else "-"
+
+
+def _outcomes(outcomes: dict[str, dict[str, Any]], now: float) -> str:
+    rows = [
+        [
+            _td(sink),
+            _td(seen.get("received", 0), "n"),
+            _td(seen.get("recent", 0), "n"),
+            _td(_ago(now, seen.get("last_at"))),
+            _td(_ago(now, seen.get("polled_at"))),
+        ]
+        for sink, seen in sorted(outcomes.items())
+    ]
+    return _table(
+        ["dialer", "outcomes held", "seen in 24 h", "last outcome", "last poll that went through"],
+        rows,
+        "outcomes",
+    )
+
+
+def _sources(sources: list[dict[str, Any]], now: float) -> str:
+    rows = []
+    for src in sources:
+        if src.get("kind") == "csv_drop":
+            problem = src.get("problem")
+            failed = int(src.get("failed") or 0)
+            rows.append(
+                [
+                    _td(src.get("name")),
+                    _td("csv drop"),
+                    _td(src.get("waiting", "-"), "n"),
+                    _td(src.get("processing", "-"), "n"),
+                    _td(failed if problem is None else "-", "bad n" if failed else "n"),
+                    _td(problem or f"file {src.get('last_file') or '-'}", "bad" if problem else ""),
+                    _td(_ago(now, src.get("read_at"))),
+                ]
+            )
+        else:
+            rows.append(
+                [
+                    _td(src.get("name")),
+                    _td(src.get("kind")),
+                    *(_td("-", "n") for _ in range(3)),
+                    _td(f"cursor {src.get('position') or 'none yet'}"),
+                    _td(_ago(now, src.get("read_at"))),
+                ]
+            )
+    return _table(
+        ["source", "kind", "files waiting", "being read", "failed/", "last read", "at"],
+        rows,
+        "sources",
+    )
+
+
+def _hour_labels(hours: list[float]) -> list[str]:
+    return [time.strftime("%H:00", time.gmtime(h)) for h in hours]
+
+
+def _charts(charts: dict[str, Any]) -> str:
+    hours = list(charts.get("hours") or [])
+    if not hours:
+        return '<p class="ok">none</p>'
+    labels = _hour_labels(hours)
+    delivered = [Series(k, v) for k, v in sorted((charts.get("delivered") or {}).items())]
+    pending = [Series(k, v) for k, v in sorted((charts.get("pending") or {}).items())]
+    spread = [
+        Series("median", charts.get("latency_p50") or []),
+        Series("90th percentile", charts.get("latency_p90") or []),
+    ]
+    return "\n".join(
+        [
+            chart("Leads delivered per hour", labels, delivered, ident="chart-delivered"),
+            chart(
+                "Backlog: leads waiting per sink (the hour's largest)",
+                labels,
+                pending,
+                kind="lines",
+                ident="chart-backlog",
+            ),
+            chart(
+                "Time from read to dialer, per hour",
+                labels,
+                spread,
+                kind="lines",
+                fmt=duration,
+                ident="chart-latency",
+            ),
+        ]
+    )
+
+
+def _figure(value: Any) -> str:
+    return "-" if value is None else count(float(value))
+
+
+def _runs(runs: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in runs:
+        took = (
+            f"{r['finished_at'] - r['started_at']:.0f} s"
+            if r.get("finished_at") and r.get("started_at")
+            else "running"
+        )
+        rows.append(
+            [
+                _td(when(r.get("started_at"))),
+                _td(r.get("mode") or ""),
+                _td(took, "n"),
+                *(
+                    _td(_figure(r.get(k)), "n")
+                    for k in ("read", "new", "changed", "refused", "delivered")
+                ),
+                _td(r.get("files_failed") or "", "bad n" if r.get("files_failed") else "n"),
+            ]
+        )
+    table = _table(
+        [
+            "started",
+            "what",
+            "took",
+            "read",
+            "new",
+            "changed",
+            "refused",
+            "delivered",
+            "files failed",
+        ],
+        rows,
+        "runs",
+    )
+    note = (
+        '<p class="note">A daemon&#39;s pull counts its leads a dialer holds now; '
+        "a <code>run --once</code> counts what it delivered.</p>"
+    )
+    return table + note if rows else table

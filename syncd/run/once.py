@@ -130,8 +130,17 @@ async def run_until_idle(
         counts.pending = await store.pending_count(name)
         counts.held, counts.released_at = await store.held(name)
         counts.stopped = counts.stopped or stopped.get(name)
+    await store.record_backlog({name: c.pending for name, c in summary.sinks.items()})
     await store.finish_run(engine.run_id, summary.to_dict())
     return summary
+
+
+async def record_backlog(engine: Engine) -> None:
+    """Keep each sink's outbox size for the status page's backlog chart."""
+    store = engine.store
+    await store.record_backlog(
+        {cfg.name: await store.pending_count(cfg.name) for cfg in engine.settings.sinks}
+    )
 
 
 class _Pass:
@@ -149,6 +158,7 @@ class _Pass:
                 await engine.pull(source, summary, full=full, progress=progress)
         with phase("consent"):
             await engine.expire_consent(summary)  # its withdrawals go out in this pass's push
+        await record_backlog(engine)  # its peak: all read, nothing pushed yet
         await self._bounded("opening the sinks", engine.open())
         async with self._keepalives():
             with phase("push"):

@@ -5,9 +5,13 @@ Gathered here once, so the command line and the page cannot disagree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
 from syncd.config import Settings
@@ -31,6 +35,183 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "replicas": await store.replicas(),
         "schema": asdict(await store.schema_state()),
         "dnc_lists": await dnc_list_status(settings, store),
+        **await history(settings, store),
+    }
+
+
+HISTORY_S = 24 * 3600.0  # what the charts and "outcomes in 24 h" cover
+RUNS_SHOWN = 10
+
+
+async def history(settings: Settings, store: StateStore) -> dict[str, Any]:
+    """Return what the page shows beyond this instant: outcomes coming back per dialer,
+    each source's inbox or cursor, the last runs, and the charts' hourly figures.
+
+    Counts and times only (and file names): the page may be read without a token.
+    """
+    now = store.clock.time()
+    return {
+        "now": now,
+        "outcomes": await outcome_status(settings, store, now),
+        "sources": await source_status(settings, store),
+        "runs": [run_figures(r) for r in await store.recent_runs(RUNS_SHOWN)],
+        "charts": chart_series(
+            [s.name for s in settings.sinks], await store.stats_since(now - HISTORY_S), now
+        ),
+    }
+
+
+async def outcome_status(
+    settings: Settings, store: StateStore, now: float
+) -> dict[str, dict[str, Any]]:
+    """Return per dialer (not agent sinks: no outcomes) the outcomes it sent back."""
+    from syncd.run.engine import POLLED_SCOPE
+
+    held = await store.outcome_counts(now - HISTORY_S)
+    result: dict[str, dict[str, Any]] = {}
+    for cfg in settings.sinks:
+        if cfg.entity == "agents":
+            continue
+        polled = await store.kv_get(POLLED_SCOPE, cfg.name)
+        seen = held.get(cfg.name, {})
+        result[cfg.name] = {
+            "received": int(seen.get("received", 0)),
+            "recent": int(seen.get("recent", 0)),
+            "last_at": seen.get("last_at"),
+            "polled_at": float(polled) if polled else None,
+        }
+    return result
+
+
+async def source_status(settings: Settings, store: StateStore) -> list[dict[str, Any]]:
+    """Return per source what it read last and when; for a drop folder, its inbox."""
+    cursors = await store.cursor_times()
+    found = []
+    for cfg in settings.sources:
+        value, at = cursors.get(cfg.name, (None, None))
+        entry: dict[str, Any] = {"name": cfg.name, "kind": cfg.kind, "read_at": at}
+        if cfg.kind == "csv_drop":
+            entry.update(await asyncio.to_thread(inbox_counts, cfg))
+            entry["last_file"] = _cursor_field(value, "file")
+        else:
+            entry["position"] = sql_position(value)
+        found.append(entry)
+    return found
+
+
+def inbox_counts(cfg: Any) -> dict[str, Any]:
+    """Return a drop folder's files waiting, being read and set aside (failed/)."""
+    inbox = Path(cfg.inbox)
+    if not inbox.is_dir():
+        return {"problem": f"inbox {inbox} does not exist or is not a folder"}
+
+    def files(folder: Path, wanted: Callable[[str], bool]) -> int:
+        try:
+            return sum(1 for p in folder.iterdir() if wanted(p.name) and not p.is_dir())
+        except OSError:  # not made yet (no file read so far), or not ours to list
+            return 0
+
+    def drop(name: str) -> bool:
+        return not name.startswith(".") and not name.endswith(".part")
+
+    return {
+        "waiting": files(inbox, lambda n: drop(n) and fnmatch(n, cfg.pattern)),
+        "processing": files(inbox / "processing", drop),
+        "failed": files(inbox / "failed", lambda n: drop(n) and not n.endswith(".error.txt")),
+    }
+
+
+def _cursor_field(value: str | None, name: str) -> Any:
+    try:
+        return json.loads(value).get(name) if value else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def sql_position(value: str | None) -> str | None:
+    """Return where a SQL source's reading stands: its phase and cursor value, never the
+    key it stopped at (a CRM's key may say who the lead is)."""
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+        phase = str(data["phase"])
+        cursor = data.get("c")
+    except (ValueError, KeyError, TypeError):
+        return "unreadable (the next pull reads everything again)"
+    if phase == "done" and cursor is None:
+        return "read whole (no cursor column)"
+    shown = str(cursor[1]) if isinstance(cursor, list) and len(cursor) == 2 else "-"
+    return f"{phase} at {shown}"
+
+
+def run_figures(run: dict[str, Any]) -> dict[str, Any]:
+    """Return a run's row of the history: read, new, changed, refused, delivered.
+
+    A `run --once` summary counts its deliveries; a daemon's pull pass leaves delivery to
+    the pushes, so its leads a dialer holds now are counted. None: not known.
+    """
+    summary = run.get("summary") or {}
+    routes = list((summary.get("routes") or {}).values())
+    sinks = list((summary.get("sinks") or {}).values())
+
+    def total(items: list[dict[str, Any]], field: str) -> int | None:
+        return sum(int(i.get(field) or 0) for i in items) if items else None
+
+    mode = str(run.get("mode") or "")
+    refused = total(routes, "rejected")
+    delivered = total(sinks, "delivered")
+    if mode.startswith("pull"):
+        delivered = int(run.get("delivered_now") or 0)
+        refused = (refused or 0) + int(run.get("refused_now") or 0)
+    elif sinks:
+        refused = (refused or 0) + (total(sinks, "refused") or 0)
+    if delivered is None and "delivered" in summary:  # the daemon's own run
+        delivered = int(summary["delivered"])
+    return {
+        "run_id": run.get("run_id"),
+        "mode": mode,
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "read": total(routes, "read"),
+        "new": total(routes, "new"),
+        "changed": total(routes, "changed"),
+        "refused": refused,
+        "delivered": delivered,
+        "files_failed": len(summary.get("files_failed") or []),
+    }
+
+
+def chart_series(
+    sinks: list[str], rows: list[tuple[str, float, str, int, int]], now: float
+) -> dict[str, Any]:
+    """Return the charts' points, one per hour of the last 24 (oldest first): per sink
+    leads delivered and the hour's largest backlog; over all sinks the median and 90th
+    percentile of the time from read to dialer."""
+    from syncd.core import latency
+    from syncd.state.base import STATS_BUCKET_S, stats_hour
+
+    hours = [stats_hour(now) - STATS_BUCKET_S * i for i in range(23, -1, -1)]
+    index = {h: i for i, h in enumerate(hours)}
+    delivered = {s: [0] * len(hours) for s in sinks}
+    pending: dict[str, list[int | None]] = {s: [None] * len(hours) for s in sinks}
+    spread: list[dict[int, int]] = [{} for _ in hours]
+    for sink, at, metric, bucket, n in rows:
+        i = index.get(at)
+        if i is None:
+            continue
+        if metric == "delivered":
+            delivered.setdefault(sink, [0] * len(hours))[i] += n
+        elif metric == "pending":
+            pending.setdefault(sink, [None] * len(hours))[i] = n
+        elif metric == "latency":
+            spread[i][bucket] = spread[i].get(bucket, 0) + n
+    return {
+        "hours": hours,
+        "delivered": delivered,
+        "pending": pending,
+        "latency_p50": [latency.quantile(h, 0.5) for h in spread],
+        "latency_p90": [latency.quantile(h, 0.9) for h in spread],
     }
 
 

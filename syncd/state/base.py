@@ -125,6 +125,14 @@ class Completion:
     claim: str | None = None
 
 
+STATS_BUCKET_S = 3600.0  # the status page's charts: one figure per sink, metric and hour
+
+
+def stats_hour(at: float) -> float:
+    """Return the start of the hour ``at`` falls in (the key of its stats)."""
+    return at - at % STATS_BUCKET_S
+
+
 # How a removal the dialer refused begins its reason: the number stays dialable, so it is
 # an alert (``failing_withdrawals``) from the first refusal, not after max_attempts.
 WITHDRAWAL_REFUSED = "the dialer refused the withdrawal"
@@ -349,6 +357,36 @@ class StateStore(Protocol):
     async def start_run(self, run_id: str, mode: str) -> None: ...
     async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
     async def last_run(self) -> dict[str, Any] | None: ...
+    async def record_run(
+        self, run_id: str, mode: str, started_at: float, summary: dict[str, Any]
+    ) -> None:
+        """Record a finished run at once (a daemon's pull pass that read something)."""
+        ...
+
+    async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the last ``limit`` runs, newest first, with their leads delivered and
+        refused now (``delivered_now``, ``refused_now``)."""
+        ...
+
+    async def record_backlog(self, pending: Mapping[str, int]) -> None:
+        """Keep, per sink, the largest outbox seen this hour (the status page's chart)."""
+        ...
+
+    async def stats_since(self, since: float) -> list[tuple[str, float, str, int, int]]:
+        """Return the hourly stats from ``since``: (sink, hour, metric, bucket, n); metrics
+        ``delivered``, ``pending`` (the hour's largest) and ``latency`` (counts per
+        :mod:`syncd.core.latency` bucket). Deliveries are counted as pushes complete."""
+        ...
+
+    async def outcome_counts(self, since: float) -> dict[str, dict[str, Any]]:
+        """Return per sink the outcomes held (``received``), those observed since
+        ``since`` (``recent``) and the latest one's time (``last_at``)."""
+        ...
+
+    async def cursor_times(self) -> dict[str, tuple[str, float]]:
+        """Return each source's cursor and when it was last written."""
+        ...
+
     async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]: ...
     async def dnc_matches(self, lists: Sequence[str], numbers: Sequence[str]) -> dict[str, str]:
         """Return, of ``numbers``, those on one of ``lists``: number -> the list."""

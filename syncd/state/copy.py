@@ -49,6 +49,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "dnc_versions": ("list", "version", "file", "mode", "rows", "numbers", "added", "removed",
                      "loaded_at", "file_date", "sha256"),
     "dnc_blocked": ("sink", "key", "list", "hash", "raw_hash", "lead_json", "blocked_at"),
+    "stats": ("sink", "at", "metric", "bucket", "n"),
 }  # fmt: skip
 IDENTITY = ("rejects", "events")  # their ids carry on from the copied ones
 PAGE = 5000

@@ -20,6 +20,7 @@ import aiosqlite
 import orjson
 import structlog
 
+from syncd.core import latency
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.feed import FeedCounts
 from syncd.core.model import (
@@ -52,6 +53,7 @@ from syncd.state.base import (
     SchemaState,
     WindowLead,
     WindowMoves,
+    stats_hour,
 )
 from syncd.state.migrations import Migration
 
@@ -89,6 +91,10 @@ _DIALLED = """EXISTS (SELECT 1 FROM outcomes o WHERE o.sink = l.sink AND o.key =
 WITHDRAWING = (
     f"withdrawn ({WINDOW_CODE}): its calling window closed while the dialer held it;"
     " it comes back at the next opening"
+)
+_ADD_STAT = (
+    "INSERT INTO stats (sink, at, metric, bucket, n) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (sink, at, metric, bucket) DO UPDATE SET n = stats.n + excluded.n"
 )
 _BUSY_MS = 10_000  # how long a statement waits for another process's lock
 _VACUUM_STEP = 2000  # free pages given back per step (8 MB of 4 KiB pages)
@@ -355,6 +361,11 @@ class SqliteStore:
         now = self.clock.time()
         for kind, seconds in keep_s.items():
             cutoff = now - seconds
+            if kind == "stats":  # a few dozen rows per sink and hour: one statement
+                async with self._tx() as db:
+                    cur = await db.execute("DELETE FROM stats WHERE at < ?", (cutoff,))
+                    done[kind] = cur.rowcount
+                continue
             table, column, key = _PRUNABLE[kind]
             total = 0
             while True:
@@ -697,6 +708,7 @@ class SqliteStore:
         self, db: Any, sink: str, completions: Sequence[Completion], now: float
     ) -> None:
         """Apply a push's results (inside complete's transaction)."""
+        await self._count_deliveries(db, sink, completions, now)
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
             fence = (c.claim, c.claim)
@@ -1650,6 +1662,118 @@ class SqliteStore:
         ):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    # -- history for the status page (stats, runs, outcomes) ------------------------
+
+    async def _count_deliveries(
+        self, db: Any, sink: str, completions: Sequence[Completion], now: float
+    ) -> None:
+        """Add a push's deliveries to this hour's stats: how many, and how long each lead
+        took from the read of its version (``updated_at``) to the dialer. Withdrawals
+        are not leads delivered."""
+        keys = [c.key for c in completions if c.kind is ResultKind.DELIVERED]
+        ages: list[float] = []
+        for part in _parts(keys, _CHUNK):
+            marks = ", ".join("?" * len(part))
+            rows = await db.execute_fetchall(
+                f"SELECT updated_at FROM leads WHERE sink = ? AND key IN ({marks})"
+                " AND action != 'delete'",
+                (sink, *part),
+            )
+            ages += [now - float(r[0]) for r in rows]
+        if not ages:
+            return
+        at = stats_hour(now)
+        rows = [(sink, at, "delivered", 0, len(ages))]
+        rows += [(sink, at, "latency", b, n) for b, n in latency.histogram(ages).items()]
+        await db.executemany(_ADD_STAT, rows)
+
+    async def record_backlog(self, pending: Mapping[str, int]) -> None:
+        """Keep, per sink, the largest outbox seen this hour (the backlog chart)."""
+        at = stats_hour(self.clock.time())
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO stats (sink, at, metric, bucket, n) VALUES (?, ?, 'pending', 0, ?)"
+                " ON CONFLICT (sink, at, metric, bucket) DO UPDATE SET"
+                " n = CASE WHEN excluded.n > stats.n THEN excluded.n ELSE stats.n END",
+                [(sink, at, int(n)) for sink, n in pending.items()],
+            )
+
+    async def stats_since(self, since: float) -> list[tuple[str, float, str, int, int]]:
+        """Return the hourly stats from ``since`` on: (sink, hour, metric, bucket, n)."""
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT sink, at, metric, bucket, n FROM stats WHERE at >= ?"
+                " ORDER BY sink, at, metric, bucket",
+                (since,),
+            )
+        return [(str(s), float(at), str(m), int(b), int(n)) for s, at, m, b, n in rows]
+
+    async def record_run(
+        self, run_id: str, mode: str, started_at: float, summary: dict[str, Any]
+    ) -> None:
+        """Record a finished run at once (a daemon's pull pass that read something)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO runs (run_id, mode, started_at, finished_at, summary_json)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run_id, mode, started_at, self.clock.time(), json.dumps(summary)),
+            )
+
+    async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the last ``limit`` runs, newest first, each with its leads a dialer
+        holds now (``delivered``) and those refused (``refused_leads``)."""
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT run_id, mode, started_at, finished_at, summary_json FROM runs"
+                " ORDER BY started_at DESC LIMIT ?",
+                (limit,),
+            )
+            ids = [str(r[0]) for r in rows]
+            marks = ", ".join("?" * len(ids))
+            counted = (
+                await self.db.execute_fetchall(
+                    "SELECT run_id, SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END),"
+                    " SUM(CASE WHEN state IN ('rejected', 'failed') THEN 1 ELSE 0 END)"
+                    f" FROM leads WHERE run_id IN ({marks}) GROUP BY run_id",
+                    ids,
+                )
+                if ids
+                else []
+            )
+        live = {str(r[0]): (int(r[1] or 0), int(r[2] or 0)) for r in counted}
+        return [
+            {
+                "run_id": r[0],
+                "mode": r[1],
+                "started_at": r[2],
+                "finished_at": r[3],
+                "summary": json.loads(r[4]) if r[4] else None,
+                "delivered_now": live.get(str(r[0]), (0, 0))[0],
+                "refused_now": live.get(str(r[0]), (0, 0))[1],
+            }
+            for r in rows
+        ]
+
+    async def outcome_counts(self, since: float) -> dict[str, dict[str, Any]]:
+        """Return per sink the outcomes held, those observed since ``since``, and the
+        latest one's time."""
+        async with self._lock:
+            rows = await self.db.execute_fetchall(
+                "SELECT sink, COUNT(*), SUM(CASE WHEN observed_at >= ? THEN 1 ELSE 0 END),"
+                " MAX(observed_at) FROM outcomes GROUP BY sink",
+                (since,),
+            )
+        return {
+            str(sink): {"received": int(n), "recent": int(recent or 0), "last_at": last}
+            for sink, n, recent, last in rows
+        }
+
+    async def cursor_times(self) -> dict[str, tuple[str, float]]:
+        """Return each source's cursor and when it was last written."""
+        async with self._lock:
+            rows = await self.db.execute_fetchall("SELECT source, value, updated_at FROM cursors")
+        return {str(src): (str(value), float(at)) for src, value, at in rows}
 
     # -- writeback: outcome and agent versions not yet written to the CRM ---------
 
