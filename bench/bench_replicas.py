@@ -1,4 +1,4 @@
-"""Benchmark: N leads against a dialer with latency, 1 and 3 replicas on PostgreSQL, and
+"""Benchmark: N leads against a dialer with latency, 1 and 2 replicas on PostgreSQL, and
 the single-host SQLite store beside them.
 
 Each replica is a `syncd run` daemon; the Jodo simulator is a process of its own. A
@@ -8,18 +8,29 @@ figure is one `syncd run --once`. Printed: the wall time from the drop, the push
 rate (delivered leads a second from the first delivery to the last), requests
 the simulator received, and the failover of the pull's leader when `--kill-leader`.
 
+The SQLite push rate is the delivered leads over its `push` stage (`run.phase`): a
+`--once` pulls first and pushes after. A PostgreSQL replica's pushes start with the
+first chunk the pull commits, so its rate runs beside the pull (on the same cores).
+Then the ratios issue 26 sets targets for: the SQLite rate over one replica's
+(at most 1.25) and two replicas' over one's (at least 1.6). With `--repeat`, each
+configuration runs that many times (interleaved) and the ratios take the medians.
+
     SYNCD_BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        python bench/bench_replicas.py --leads 100000 --latency-ms 50
+        python bench/bench_replicas.py --leads 50000 --latency-ms 50 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,10 +160,24 @@ def write_config(folder: Path, state: str, port: int, args: argparse.Namespace) 
     return config
 
 
-def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str:
+# issue 26, point 8
+SQLITE_OVER_PG1_MAX = 1.25
+PG2_OVER_PG1_MIN = 1.6
+
+
+def delivered_in(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM leads WHERE state = 'delivered'").fetchone()[0]
+        )
+
+
+def sqlite_run(
+    args: argparse.Namespace, work: Path, env: dict[str, str], run: int
+) -> tuple[str, float]:
     sim = Simulator(env, args.latency_ms)
     try:
-        folder = work / "sqlite"
+        folder = work / f"sqlite-{run}"
         (folder / "inbox").mkdir(parents=True)
         config = write_config(folder, f'path = "{folder / "state.db"}"', sim.port, args)
         shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv")
@@ -164,6 +189,7 @@ def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str
             text=True,
         )
         wall = time.perf_counter() - started
+        (folder / "once.log").write_text(done.stderr)
         push = next(
             (
                 json.loads(line)["seconds"]
@@ -173,34 +199,41 @@ def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str
             float("nan"),
         )
         requests = sim.requests()
-        return (
-            f"SQLite, 1 host   : {wall:7.1f}s wall, push stage {push:6.1f}s, "
-            f"{requests:,} requests, exit {done.returncode}"
+        delivered = delivered_in(folder / "state.db")
+        rate = delivered / push if push > 0 else float("nan")
+        line = (
+            f"SQLite, --once   : {wall:7.1f}s wall, push stage {push:6.1f}s "
+            f"= {rate:8,.0f} leads/s, {delivered:,} delivered, {requests:,} requests, "
+            f"exit {done.returncode}"
         )
+        return line, rate
     finally:
         sim.stop()
 
 
-def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], replicas: int) -> str:
+def postgres_run(
+    args: argparse.Namespace, work: Path, env: dict[str, str], replicas: int, run: int
+) -> tuple[str, float]:
     url = args.pg_url
     schema = f"syncd_bench_{uuid.uuid4().hex[:8]}"
     sim = Simulator(env, args.latency_ms)
-    folder = work / f"pg{replicas}"
+    folder = work / f"pg{replicas}-{run}"
     (folder / "inbox").mkdir(parents=True)
     state = f'url = "{url}"\nschema_name = "{schema}"\nleader_ttl_s = {args.leader_ttl_s}'
     config = write_config(folder, state, sim.port, args)
     daemons: list[subprocess.Popen[str]] = []
     try:
-        for _ in range(replicas):
-            daemons.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "syncd", "run", "-c", str(config)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
+        for i in range(replicas):
+            with (folder / f"replica-{i}.log").open("w") as logged:  # with --keep
+                daemons.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=logged,
+                        text=True,
+                    )
                 )
-            )
         time.sleep(3)  # a benchmark may wait: let every replica start and see the others
         shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv.part")
         os.rename(folder / "inbox" / "leads.csv.part", folder / "inbox" / "leads.csv")
@@ -237,7 +270,7 @@ def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], repl
         )
         if failover is not None:
             line += f"; pull leader killed, another led after {failover:.1f}s"
-        return line
+        return line, delivered / push_s
     finally:
         for d in daemons:
             if d.poll() is None:
@@ -251,6 +284,30 @@ def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], repl
         asyncio.run(drop(url, schema))
 
 
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:,.0f}/s"
+    return (
+        f"median {statistics.median(values):,.0f}/s "
+        f"(min {min(values):,.0f}, max {max(values):,.0f}, n={len(values)})"
+    )
+
+
+def report(rates: dict[str, list[float]]) -> str:
+    """Return the push rates and the ratios issue 26 sets targets for."""
+    lines = [f"{name:>6} push rate: {spread(values)}" for name, values in rates.items()]
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    if "sqlite" in median and "pg1" in median:
+        x = median["sqlite"] / median["pg1"]
+        ok = "met" if x <= SQLITE_OVER_PG1_MAX else "NOT met"
+        lines.append(f"sqlite/pg1 = {x:.2f} (target <= {SQLITE_OVER_PG1_MAX}: {ok})")
+    if "pg1" in median and "pg2" in median:
+        y = median["pg2"] / median["pg1"]
+        ok = "met" if y >= PG2_OVER_PG1_MIN else "NOT met"
+        lines.append(f"pg2/pg1 = {y:.2f} (target >= {PG2_OVER_PG1_MIN}: {ok})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=100_000)
@@ -258,10 +315,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=5000)
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration")
     parser.add_argument("--leader-ttl-s", type=float, default=20.0)
     parser.add_argument("--kill-leader", action="store_true", help="kill -9 the pull's leader")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, stores)")
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("SYNCD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -272,17 +331,29 @@ def main() -> None:
     try:
         generate(args.leads, work / "leads.csv")
         floor = args.leads / args.batch_size * args.latency_ms / 1000 / args.concurrency
+        shown = {**vars(args), "pg_url": re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", args.pg_url)}
+        print("args:", " ".join(f"--{k.replace('_', '-')} {v}" for k, v in shown.items()))
         print(
             f"{args.leads:,} rows, dialer latency {args.latency_ms:.0f} ms, batches of "
             f"{args.batch_size}, {args.concurrency} pushes at a time per replica; "
             f"latency floor for one replica {floor:.1f}s",
             flush=True,
         )
-        print(sqlite_run(args, work, env), flush=True)
-        for n in args.replicas:
-            print(postgres_run(args, work, env, n), flush=True)
+        rates: dict[str, list[float]] = {}
+        for run in range(args.repeat):
+            line, rate = sqlite_run(args, work, env, run)
+            rates.setdefault("sqlite", []).append(rate)
+            print(line, flush=True)
+            for n in args.replicas:
+                line, rate = postgres_run(args, work, env, n, run)
+                rates.setdefault(f"pg{n}", []).append(rate)
+                print(line, flush=True)
+        print(report(rates))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
