@@ -46,6 +46,7 @@ RELEASED: dict[str, str] = {
     "postgres/0007_repair_indexes.sql": "801478c36a99a2ec186ec6cf68517c7bb057bf0b6c4b6444756e2e1a7c59c70f",
     "postgres/0008_replica_versions.sql": "4e1ce971a45c92a8df5663c253c0cedc28ebf73ebf91c76a762dc5007f69855e",
     "postgres/0009_leads_claim_token.sql": "3c1f2cccd4bd3c158e87e11e1c73fd5e1033ff7ca4a2f0e483eb7ca07029510b",
+    "postgres/0010_leads_removals_index.sql": "7b3df93c0f19eaf86ca5653b7cd071f841c106f83cd5d4200447a6e7605d744f",
 }
 
 

@@ -172,6 +172,25 @@ async def test_the_consent_recheck_reads_its_index_not_every_lead() -> None:
         await drop_schema(schema)
 
 
+async def test_the_queued_removals_read_their_index_not_every_queued_lead() -> None:
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema)
+    await store.open()
+    try:
+        await fill(store, 50)
+        async with store._lock, store.db.raw.transaction():  # one connection of its pool
+            raw = store.db.raw
+            # a small table: make the plan show the index (for this transaction only)
+            await raw.execute("SET LOCAL enable_seqscan = off")
+            query = to_postgres(store.queued_removals_query)
+            plan = await raw.fetch("EXPLAIN " + query, "jodo", 10)
+        assert any("leads_removals" in row[0] for row in plan), plan
+        assert await store.queued_removals("jodo") == []
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
 async def test_tasks_at_once_each_borrow_a_connection_of_their_own(
     replicas: list[PostgresStore],
 ) -> None:
