@@ -261,10 +261,34 @@ def test_only_updates_by_key_and_plain_inserts_become_one_statement() -> None:
     text = to_postgres
     assert postgres._shape_of(text("UPDATE leads SET a = ? WHERE sink = ? AND key = ?"))
     assert postgres._shape_of(text("INSERT INTO events (at, key) VALUES (?, ?)"))
+    upsert = "INSERT INTO leads (sink, key, n) VALUES (?, ?, 0) ON CONFLICT (sink, key) DO"
+    assert postgres._shape_of(text(upsert + " UPDATE SET n = excluded.n"))
     for other in (
         "UPDATE leads SET a = ? WHERE sink = ? AND waits_for = ?",  # not one lead a row
         "UPDATE leads SET a = (SELECT 1) WHERE sink = ? AND key = ?",
         "INSERT INTO dnc_numbers (list, number) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        upsert + " UPDATE SET n = ?",  # a parameter the rows' arrays would not reach
+        "INSERT INTO leads (sink, key) VALUES (?, lower(?)) ON CONFLICT (sink, key) DO NOTHING",
         "DELETE FROM dnc_blocked WHERE sink = ? AND key = ?",
     ):
         assert postgres._shape_of(text(other)) is None, other
+
+
+async def test_a_chunk_naming_one_lead_twice_is_written_one_row_after_the_other(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    write = ChunkWrite("run", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(key, h, None, f'{{"key":"{key}","phone":"+1"}}', Action.UPSERT, "new", line)
+        for line, (key, h) in enumerate([("L1", "h1"), ("L2", "h2"), ("L1", "h3")])
+    ]
+    # as one statement, PostgreSQL would refuse to change L1 twice
+    await store.apply_chunk(write)
+    write.leads["jodo"] = write.leads["jodo"][:2]  # then once each: one statement
+    await store.apply_chunk(write)
+    async with store._lock:
+        rows = await store.db.execute_fetchall("SELECT key, hash FROM leads ORDER BY key")
+    assert rows == [("L1", "h1"), ("L2", "h2")]
+    upserts = [v.sql for v in postgres._SET_BASED.values() if v is not None and v.key]
+    assert any("INSERT INTO leads" in sql and "ON CONFLICT (sink, key)" in sql for sql in upserts)

@@ -223,10 +223,9 @@ class SetBased:
 _SET_BASED: dict[str, SetBased | None] = {}
 _UPDATE = re.compile(r"^\s*UPDATE\s+(\w+)\s+SET\s+(.*?)\s+WHERE\s+(.*?)\s*$", re.S | re.I)
 _BY_KEY = re.compile(r"\bsink = \$(\d+) AND key = \$(\d+)\b")
-_INSERT = re.compile(
-    r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^()]*)\)\s*VALUES\s*\((.*)\)\s*$", re.S | re.I
-)
-_UNSAFE = re.compile(r"\b(RETURNING|FROM|ON\s+CONFLICT|SELECT)\b", re.I)
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^()]*)\)\s*VALUES\s*\(", re.S | re.I)
+_UNSAFE = re.compile(r"\b(RETURNING|FROM|SELECT)\b", re.I)
+_BY_LEAD = re.compile(r"^\s*ON\s+CONFLICT\s*\(\s*sink\s*,\s*key\s*\)\s+DO\b", re.I)
 _COMMENT = re.compile(r"--[^\n]*")
 _PARAM = re.compile(r"\$(\d+)")
 
@@ -234,23 +233,55 @@ _PARAM = re.compile(r"\$(\d+)")
 def _shape_of(text: str) -> str | None:
     """Return "update" or "insert" for a statement :func:`set_based` can rewrite."""
     if _UNSAFE.search(text):
-        return None  # a sub-select, an upsert, a join: row by row
+        return None  # a sub-select, a join, rows returned: row by row
     if (m := _UPDATE.match(text)) and _BY_KEY.search(m.group(3)):
         return "update"
-    if _INSERT.match(text):
+    if _insert_parts(text) is not None:
         return "insert"
     return None
 
 
+def _insert_parts(text: str) -> tuple[str, str, str, str, tuple[int, int] | None] | None:
+    """Return (table, columns, values, what follows them, the (sink, key) parameters of
+    an upsert) of an ``INSERT … VALUES (…)``, plain or ``ON CONFLICT (sink, key)``;
+    None for another statement."""
+    m = _INSERT.match(text)
+    if m is None:
+        return None
+    depth, at = 1, m.end()
+    while depth and at < len(text):  # the VALUES' closing parenthesis
+        depth += {"(": 1, ")": -1}.get(text[at], 0)
+        at += 1
+    if depth or "'" in text[m.end() : at]:
+        return None  # a quoted parenthesis could mislead the count: row by row
+    values, tail = text[m.end() : at - 1], text[at:]
+    if not tail.strip():
+        return m.group(1), m.group(2), values, "", None
+    # An upsert of leads: the same as row by row only when no two rows name one lead
+    # (else PostgreSQL refuses to change a row twice in one statement). Its DO UPDATE
+    # sees only the table and `excluded`: no parameter of its own.
+    if not _BY_LEAD.match(tail) or _PARAM.search(tail):
+        return None
+    columns = [c.strip() for c in m.group(2).split(",")]
+    items = [v.strip() for v in values.split(",")]
+    if len(columns) != len(items):
+        return None
+    params = {c: _PARAM.fullmatch(v) for c, v in zip(columns, items, strict=True)}
+    sink, key = params.get("sink"), params.get("key")
+    if sink is None or key is None:
+        return None
+    return m.group(1), m.group(2), values, tail, (int(sink[1]) - 1, int(key[1]) - 1)
+
+
 def set_based(text: str, shape: str, types: Sequence[Any]) -> SetBased | None:
     """Return ``text`` (an UPDATE of one lead by ``sink = $a AND key = $b``, or an
-    INSERT … VALUES) as one statement over arrays of its parameters, None if the
-    parameters' types are not all plain ones.
+    INSERT … VALUES, plain or an upsert of leads) as one statement over arrays of its
+    parameters, None if the parameters' types are not all plain ones.
 
     ``UPDATE t SET c = $1 WHERE sink = $2 AND key = $3`` becomes ``UPDATE t SET
     c = r.p1 FROM unnest($1::T1[], $2::T2[], $3::T3[]) AS r(p1, p2, p3) WHERE sink =
     r.p2 AND key = r.p3``; an INSERT selects its VALUES from the same ``unnest``, in
-    the rows' order.
+    the rows' order, its ON CONFLICT clause unchanged.
     """
     if any(t.kind != "scalar" or t.schema != "pg_catalog" for t in types):
         return None
@@ -271,14 +302,16 @@ def set_based(text: str, shape: str, types: Sequence[Any]) -> SetBased | None:
             f" WHERE {to_row(m.group(3))}"
         )
         return SetBased(sql, (int(by_key.group(1)) - 1, int(by_key.group(2)) - 1))
-    m = _INSERT.match(text)
-    if m is None:
+    parts = _insert_parts(text)
+    if parts is None:
         return None
+    table, columns, values, tail, key = parts
     sql = (
-        f"INSERT INTO {m.group(1)} ({m.group(2)}) SELECT {to_row(m.group(3))}"
+        f"INSERT INTO {table} ({columns}) SELECT {to_row(values)}"
         f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, row_number) ORDER BY row_number"
+        f"{tail}"
     )
-    return SetBased(sql, None)
+    return SetBased(sql, key)
 
 
 def _unreachable(where: str, exc: BaseException, raw: Any = None) -> StoreError:
