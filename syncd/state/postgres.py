@@ -283,8 +283,8 @@ def set_based(text: str, shape: str, types: Sequence[Any]) -> SetBased | None:
     r.p2 AND key = r.p3``; an INSERT selects its VALUES from the same ``unnest``, in
     the rows' order, its ON CONFLICT clause unchanged.
     """
-    if any(t.kind != "scalar" or t.schema != "pg_catalog" for t in types):
-        return None
+    if any(t.kind != "scalar" or t.schema != "pg_catalog" or t.name == "unknown" for t in types):
+        return None  # an array of it would not say what its elements are
     n = len(types)
     arrays = ", ".join(f"CAST(${i + 1} AS {types[i].name}[])" for i in range(n))
     names = ", ".join(f"p{i + 1}" for i in range(n))
