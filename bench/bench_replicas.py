@@ -1,4 +1,4 @@
-"""Benchmark: N leads against a dialer with latency, 1 and 3 replicas on PostgreSQL, and
+"""Benchmark: N leads against a dialer with latency, 1 and 2 replicas on PostgreSQL, and
 the single-host SQLite store beside them.
 
 Each replica is a `syncd run` daemon; the Jodo simulator is a process of its own. A
@@ -8,18 +8,29 @@ figure is one `syncd run --once`. Printed: the wall time from the drop, the push
 rate (delivered leads a second from the first delivery to the last), requests
 the simulator received, and the failover of the pull's leader when `--kill-leader`.
 
+The SQLite push rate is the delivered leads over its `push` stage (`run.phase`): a
+`--once` pulls first and pushes after. A PostgreSQL replica's pushes start with the
+first chunk the pull commits, so its rate runs beside the pull (on the same cores).
+Then the ratios issue 26 sets targets for: the SQLite rate over one replica's
+(at most 1.25) and two replicas' over one's (at least 1.6). With `--repeat`, each
+configuration runs that many times (interleaved) and the ratios take the medians.
+
     SYNCD_BENCH_PG_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        python bench/bench_replicas.py --leads 100000 --latency-ms 50
+        python bench/bench_replicas.py --leads 50000 --latency-ms 50 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +38,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -77,32 +89,62 @@ def dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-async def counts(url: str, schema: str) -> tuple[int, int, bool]:
-    """Return (leads delivered, leads known, the export read whole and nothing waiting)."""
-    conn = await asyncpg.connect(dsn(url), server_settings={"search_path": schema})
-    try:
-        row = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*),"
-            " count(*) FILTER (WHERE state IN ('pending', 'inflight', 'held')) FROM leads"
+class Watch:
+    """What the store says of a run, through one connection kept open for the whole run.
+
+    Polled five times a second on the cores the replicas run on: a connection per poll
+    and counts over the whole table cost PostgreSQL about 36 ms a poll at 50,000
+    leads (a sixth of a core), which only the PostgreSQL runs paid. A poll asks
+    whether anything was delivered and whether anything waits (a probe of the outbox
+    index each); the counts are read once, at the end.
+    """
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.url, self.schema = url, schema
+        self.loop = asyncio.new_event_loop()
+        self.conn: asyncpg.Connection | None = None
+
+    def _run(self, query: str, *args: object) -> Any:
+        async def fetch() -> Any:
+            if self.conn is None:
+                self.conn = await asyncpg.connect(
+                    dsn(self.url), server_settings={"search_path": self.schema}
+                )
+            try:
+                return await self.conn.fetchrow(query, *args)
+            except asyncpg.UndefinedTableError:
+                return None  # the first replica has not made the tables yet
+
+        return self.loop.run_until_complete(fetch())
+
+    def progress(self) -> tuple[bool, bool]:
+        """Return (a lead was delivered, the export read whole and nothing waiting)."""
+        row = self._run(
+            "SELECT EXISTS (SELECT 1 FROM leads WHERE sink = 'jodo' AND state = 'delivered'),"
+            " EXISTS (SELECT 1 FROM leads WHERE sink = 'jodo'"
+            "   AND state IN ('pending', 'inflight', 'held')),"
+            " EXISTS (SELECT 1 FROM leads),"
+            " (SELECT value FROM cursors WHERE source = 'crm')"
         )
-        cursor = await conn.fetchval("SELECT value FROM cursors WHERE source = 'crm'")
+        if row is None:
+            return False, False
+        delivered, waiting, known, cursor = row
         read = bool(cursor) and json.loads(cursor).get("done") is True
-        return int(row[0]), int(row[1]), read and int(row[2]) == 0 and int(row[1]) > 0
-    except asyncpg.UndefinedTableError:
-        return 0, 0, False
-    finally:
-        await conn.close()
+        return bool(delivered), read and known and not waiting
 
+    def counts(self) -> tuple[int, int]:
+        """Return (leads delivered, leads known)."""
+        row = self._run("SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FROM leads")
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
-async def leader_of(url: str, schema: str, job: str) -> str | None:
-    conn = await asyncpg.connect(dsn(url), server_settings={"search_path": schema})
-    try:
-        value = await conn.fetchval("SELECT holder FROM leaders WHERE job = $1", job)
-        return str(value) if value else None
-    except asyncpg.UndefinedTableError:
-        return None
-    finally:
-        await conn.close()
+    def leader_of(self, job: str) -> str | None:
+        row = self._run("SELECT holder FROM leaders WHERE job = $1", job)
+        return str(row[0]) if row is not None and row[0] else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.loop.run_until_complete(self.conn.close())
+        self.loop.close()
 
 
 async def drop(url: str, schema: str) -> None:
@@ -149,10 +191,24 @@ def write_config(folder: Path, state: str, port: int, args: argparse.Namespace) 
     return config
 
 
-def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str:
+# issue 26, point 8
+SQLITE_OVER_PG1_MAX = 1.25
+PG2_OVER_PG1_MIN = 1.6
+
+
+def delivered_in(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM leads WHERE state = 'delivered'").fetchone()[0]
+        )
+
+
+def sqlite_run(
+    args: argparse.Namespace, work: Path, env: dict[str, str], run: int
+) -> tuple[str, float]:
     sim = Simulator(env, args.latency_ms)
     try:
-        folder = work / "sqlite"
+        folder = work / f"sqlite-{run}"
         (folder / "inbox").mkdir(parents=True)
         config = write_config(folder, f'path = "{folder / "state.db"}"', sim.port, args)
         shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv")
@@ -164,6 +220,7 @@ def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str
             text=True,
         )
         wall = time.perf_counter() - started
+        (folder / "once.log").write_text(done.stderr)
         push = next(
             (
                 json.loads(line)["seconds"]
@@ -173,34 +230,42 @@ def sqlite_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> str
             float("nan"),
         )
         requests = sim.requests()
-        return (
-            f"SQLite, 1 host   : {wall:7.1f}s wall, push stage {push:6.1f}s, "
-            f"{requests:,} requests, exit {done.returncode}"
+        delivered = delivered_in(folder / "state.db")
+        rate = delivered / push if push > 0 else float("nan")
+        line = (
+            f"SQLite, --once   : {wall:7.1f}s wall, push stage {push:6.1f}s "
+            f"= {rate:8,.0f} leads/s, {delivered:,} delivered, {requests:,} requests, "
+            f"exit {done.returncode}"
         )
+        return line, rate
     finally:
         sim.stop()
 
 
-def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], replicas: int) -> str:
+def postgres_run(
+    args: argparse.Namespace, work: Path, env: dict[str, str], replicas: int, run: int
+) -> tuple[str, float]:
     url = args.pg_url
     schema = f"syncd_bench_{uuid.uuid4().hex[:8]}"
     sim = Simulator(env, args.latency_ms)
-    folder = work / f"pg{replicas}"
+    folder = work / f"pg{replicas}-{run}"
     (folder / "inbox").mkdir(parents=True)
     state = f'url = "{url}"\nschema_name = "{schema}"\nleader_ttl_s = {args.leader_ttl_s}'
     config = write_config(folder, state, sim.port, args)
     daemons: list[subprocess.Popen[str]] = []
+    watch = Watch(url, schema)
     try:
-        for _ in range(replicas):
-            daemons.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "syncd", "run", "-c", str(config)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
+        for i in range(replicas):
+            with (folder / f"replica-{i}.log").open("w") as logged:  # with --keep
+                daemons.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=logged,
+                        text=True,
+                    )
                 )
-            )
         time.sleep(3)  # a benchmark may wait: let every replica start and see the others
         shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv.part")
         os.rename(folder / "inbox" / "leads.csv.part", folder / "inbox" / "leads.csv")
@@ -209,26 +274,28 @@ def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], repl
         killed_at: float | None = None
         dead: str | None = None
         while True:
-            delivered, known, finished = asyncio.run(counts(url, schema))
+            any_delivered, finished = watch.progress()
             now = time.perf_counter()
-            if delivered and first is None:
+            if any_delivered and first is None:
                 first = now
-            if args.kill_leader and dead is None and known >= args.leads // 4:
-                dead = asyncio.run(leader_of(url, schema, "pull:crm"))
+            if args.kill_leader and dead is None and watch.counts()[1] >= args.leads // 4:
+                dead = watch.leader_of("pull:crm")
                 if dead is not None:
                     pid = int(dead.split(":")[-2])
                     os.kill(pid, signal.SIGKILL)
                     killed_at = now
             if dead is not None and failover is None and killed_at is not None:
-                holder = asyncio.run(leader_of(url, schema, "pull:crm"))
+                holder = watch.leader_of("pull:crm")
                 if holder not in (None, dead):
                     failover = now - killed_at
             if finished:
                 break
             if now - started > args.timeout_s:
+                delivered = watch.counts()[0]
                 raise RuntimeError(f"{replicas} replica(s): {delivered:,} delivered after timeout")
             time.sleep(0.2)
         wall = time.perf_counter() - started
+        delivered = watch.counts()[0]
         push_s = wall - ((first or started) - started)
         line = (
             f"PostgreSQL, {replicas} rep.: {wall:7.1f}s wall, pushing {push_s:6.1f}s "
@@ -237,7 +304,7 @@ def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], repl
         )
         if failover is not None:
             line += f"; pull leader killed, another led after {failover:.1f}s"
-        return line
+        return line, delivered / push_s
     finally:
         for d in daemons:
             if d.poll() is None:
@@ -248,7 +315,32 @@ def postgres_run(args: argparse.Namespace, work: Path, env: dict[str, str], repl
             except subprocess.TimeoutExpired:
                 d.kill()
         sim.stop()
+        watch.close()
         asyncio.run(drop(url, schema))
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:,.0f}/s"
+    return (
+        f"median {statistics.median(values):,.0f}/s "
+        f"(min {min(values):,.0f}, max {max(values):,.0f}, n={len(values)})"
+    )
+
+
+def report(rates: dict[str, list[float]]) -> str:
+    """Return the push rates and the ratios issue 26 sets targets for."""
+    lines = [f"{name:>6} push rate: {spread(values)}" for name, values in rates.items()]
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    if "sqlite" in median and "pg1" in median:
+        x = median["sqlite"] / median["pg1"]
+        ok = "met" if x <= SQLITE_OVER_PG1_MAX else "NOT met"
+        lines.append(f"sqlite/pg1 = {x:.2f} (target <= {SQLITE_OVER_PG1_MAX}: {ok})")
+    if "pg1" in median and "pg2" in median:
+        y = median["pg2"] / median["pg1"]
+        ok = "met" if y >= PG2_OVER_PG1_MIN else "NOT met"
+        lines.append(f"pg2/pg1 = {y:.2f} (target >= {PG2_OVER_PG1_MIN}: {ok})")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -258,10 +350,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=5000)
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration")
     parser.add_argument("--leader-ttl-s", type=float, default=20.0)
     parser.add_argument("--kill-leader", action="store_true", help="kill -9 the pull's leader")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, stores)")
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("SYNCD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -272,17 +366,29 @@ def main() -> None:
     try:
         generate(args.leads, work / "leads.csv")
         floor = args.leads / args.batch_size * args.latency_ms / 1000 / args.concurrency
+        shown = {**vars(args), "pg_url": re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", args.pg_url)}
+        print("args:", " ".join(f"--{k.replace('_', '-')} {v}" for k, v in shown.items()))
         print(
             f"{args.leads:,} rows, dialer latency {args.latency_ms:.0f} ms, batches of "
             f"{args.batch_size}, {args.concurrency} pushes at a time per replica; "
             f"latency floor for one replica {floor:.1f}s",
             flush=True,
         )
-        print(sqlite_run(args, work, env), flush=True)
-        for n in args.replicas:
-            print(postgres_run(args, work, env, n), flush=True)
+        rates: dict[str, list[float]] = {}
+        for run in range(args.repeat):
+            line, rate = sqlite_run(args, work, env, run)
+            rates.setdefault("sqlite", []).append(rate)
+            print(line, flush=True)
+            for n in args.replicas:
+                line, rate = postgres_run(args, work, env, n, run)
+                rates.setdefault(f"pg{n}", []).append(rate)
+                print(line, flush=True)
+        print(report(rates))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

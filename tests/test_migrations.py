@@ -48,6 +48,7 @@ RELEASED: dict[str, str] = {
     "postgres/0008_replica_versions.sql": "4e1ce971a45c92a8df5663c253c0cedc28ebf73ebf91c76a762dc5007f69855e",
     "postgres/0009_leads_claim_token.sql": "3c1f2cccd4bd3c158e87e11e1c73fd5e1033ff7ca4a2f0e483eb7ca07029510b",
     "postgres/0010_stats.sql": "44e6e8147e6dd7e4afbdf64b3e849ca8802c4884ecc0ad1f265f63f2aa590cee",
+    "postgres/0011_leads_removals_index.sql": "7b3df93c0f19eaf86ca5653b7cd071f841c106f83cd5d4200447a6e7605d744f",
 }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from syncd.core.model import Action, LeadWrite
-from syncd.state.base import ChunkWrite
+from syncd.core.model import Action, LeadWrite, ResultKind
+from syncd.state import postgres
+from syncd.state.base import ChunkWrite, Completion
 from syncd.state.postgres import PostgresStore, to_postgres
 from syncd.state.sqlite import consent_query
 from tests.support.stores import drop_schema, new_schema, pg_url
@@ -170,6 +172,25 @@ async def test_the_consent_recheck_reads_its_index_not_every_lead() -> None:
         await drop_schema(schema)
 
 
+async def test_the_queued_removals_read_their_index_not_every_queued_lead() -> None:
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema)
+    await store.open()
+    try:
+        await fill(store, 50)
+        async with store._lock, store.db.raw.transaction():  # one connection of its pool
+            raw = store.db.raw
+            # a small table: make the plan show the index (for this transaction only)
+            await raw.execute("SET LOCAL enable_seqscan = off")
+            query = to_postgres(store.queued_removals_query)
+            plan = await raw.fetch("EXPLAIN " + query, "jodo", 10)
+        assert any("leads_removals" in row[0] for row in plan), plan
+        assert await store.queued_removals("jodo") == []
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
 async def test_tasks_at_once_each_borrow_a_connection_of_their_own(
     replicas: list[PostgresStore],
 ) -> None:
@@ -191,3 +212,83 @@ async def test_tasks_at_once_each_borrow_a_connection_of_their_own(
     # one shared connection would keep the others waiting for ever: bounded
     pids = await asyncio.wait_for(asyncio.gather(*(hold() for _ in range(4))), 30)
     assert len(set(pids)) == 4
+
+
+async def test_a_batchs_completions_run_as_one_statement_each_with_the_same_outcome(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    await fill(store, 4)
+    batch = await store.claim("jodo", 4, 60)
+    changed = ChunkWrite("run", "crm", "b.csv")  # L0001 changes while in flight
+    changed.leads["jodo"] = [
+        LeadWrite("L0001", "h2", None, '{"key":"L0001","phone":"+1"}', Action.UPSERT, "new", 1)
+    ]
+    await store.apply_chunk(changed)
+    done = [Completion(q.key, q.hash, ResultKind.DELIVERED, "", f"ref-{q.key}") for q in batch]
+    await store.complete("jodo", [*done[:3], replace(done[3], kind=ResultKind.REJECTED)])
+    async with store._lock:
+        rows = await store.db.execute_fetchall(
+            "SELECT key, state, vendor_ref FROM leads ORDER BY key"
+        )
+        events = await store.db.execute_fetchall("SELECT key FROM events ORDER BY id")
+    assert rows == [
+        ("L0000", "delivered", "ref-L0000"),
+        ("L0001", "pending", "ref-L0001"),  # the newer content goes again
+        ("L0002", "delivered", "ref-L0002"),
+        ("L0003", "rejected", None),
+    ]
+    assert [k for (k,) in events] == ["L0000", "L0001", "L0002", "L0003"]  # the rows' order
+    one = [v.sql for v in postgres._SET_BASED.values() if v is not None]
+    assert any("delivered_hash = r.p" in sql for sql in one), one  # the delivered leads'
+    assert any(sql.startswith("INSERT INTO events") for sql in one), one
+
+
+async def test_rows_naming_one_lead_twice_run_one_by_one(replicas: list[PostgresStore]) -> None:
+    store = replicas[0]
+    await fill(store, 1)
+    async with store._tx() as db:
+        # as one statement, only one of the two rows would apply
+        await db.executemany(
+            "UPDATE leads SET attempts = attempts + ? WHERE sink = ? AND key = ?",
+            [(1, "jodo", "L0000"), (2, "jodo", "L0000")],
+        )
+        rows = await db.execute_fetchall("SELECT attempts FROM leads")
+    assert rows == [(3,)]
+
+
+def test_only_updates_by_key_and_plain_inserts_become_one_statement() -> None:
+    text = to_postgres
+    assert postgres._shape_of(text("UPDATE leads SET a = ? WHERE sink = ? AND key = ?"))
+    assert postgres._shape_of(text("INSERT INTO events (at, key) VALUES (?, ?)"))
+    upsert = "INSERT INTO leads (sink, key, n) VALUES (?, ?, 0) ON CONFLICT (sink, key) DO"
+    assert postgres._shape_of(text(upsert + " UPDATE SET n = excluded.n"))
+    for other in (
+        "UPDATE leads SET a = ? WHERE sink = ? AND waits_for = ?",  # not one lead a row
+        "UPDATE leads SET a = (SELECT 1) WHERE sink = ? AND key = ?",
+        "INSERT INTO dnc_numbers (list, number) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        upsert + " UPDATE SET n = ?",  # a parameter the rows' arrays would not reach
+        "INSERT INTO leads (sink, key) VALUES (?, lower(?)) ON CONFLICT (sink, key) DO NOTHING",
+        "DELETE FROM dnc_blocked WHERE sink = ? AND key = ?",
+    ):
+        assert postgres._shape_of(text(other)) is None, other
+
+
+async def test_a_chunk_naming_one_lead_twice_is_written_one_row_after_the_other(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    write = ChunkWrite("run", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(key, h, None, f'{{"key":"{key}","phone":"+1"}}', Action.UPSERT, "new", line)
+        for line, (key, h) in enumerate([("L1", "h1"), ("L2", "h2"), ("L1", "h3")])
+    ]
+    # as one statement, PostgreSQL would refuse to change L1 twice
+    await store.apply_chunk(write)
+    write.leads["jodo"] = write.leads["jodo"][:2]  # then once each: one statement
+    await store.apply_chunk(write)
+    async with store._lock:
+        rows = await store.db.execute_fetchall("SELECT key, hash FROM leads ORDER BY key")
+    assert rows == [("L1", "h1"), ("L2", "h2")]
+    upserts = [v.sql for v in postgres._SET_BASED.values() if v is not None and v.key]
+    assert any("INSERT INTO leads" in sql and "ON CONFLICT (sink, key)" in sql for sql in upserts)

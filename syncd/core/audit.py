@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from syncd.config import PolicyConfig, RouteConfig
@@ -69,7 +69,11 @@ class Facts:
 
     def to_json(self) -> str:
         """Return the facts as compact JSON, leaving out what is empty ("" for none)."""
-        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v}
+        # Field by field, not dataclasses.asdict: that deep-copies every value, and a
+        # push writes the facts of each lead it sends (a third of a pushing replica's
+        # CPU went there: 50,000 leads, 2.6 s of 11 under cProfile).
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in values if v}
         return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
 
     @classmethod

@@ -79,6 +79,8 @@ _LOST = (*_GONE, asyncpg.InternalClientError)
 # Connections per replica: the push workers of every sink, the pull, polls, writebacks
 # and the status page each borrow one at a time; more waiters than this queue.
 POOL_SIZE = 10
+# Leads a pull writes before the store analyzes them (then: once the table grew fourfold)
+ANALYZE_AFTER_ROWS = 1000
 _PLACEHOLDER = re.compile(r"\?")
 _NULL_SAFE_NOT = re.compile(r"\bIS NOT (?!NULL\b|DISTINCT\b)")
 _JSON_FIELD = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
@@ -165,13 +167,151 @@ class PgConnection:
         return (await self.run(sql, params)).rows
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run ``sql`` once per row; as one set-based statement where that is the same.
+
+        asyncpg pipelines an executemany, but the server still runs each row as a
+        statement of its own: a batch's 500 completions were 500 UPDATEs and 500
+        INSERTs, most of a push's time in the store. See :func:`set_based`.
+        """
         rows = list(rows)
         if not rows:
             return
+        text = to_postgres(sql)
         try:
-            await self.raw.executemany(to_postgres(sql), rows)
+            if len(rows) > 1:
+                one = await self._set_based(text)
+                if one is not None and one.applies_to(rows):
+                    await self.raw.execute(one.sql, *one.columns(rows))
+                    return
+            await self.raw.executemany(text, rows)
         except _LOST as exc:
             raise _unreachable(self.where, exc, self.raw) from None
+
+    async def _set_based(self, text: str) -> SetBased | None:
+        if text not in _SET_BASED:
+            bare = _COMMENT.sub("", text)  # a comment's words are not the statement's
+            shape = _shape_of(bare)
+            if shape is None:
+                _SET_BASED[text] = None
+            else:
+                # the parameters' types, as the server infers them, type the arrays
+                types = list((await self.raw.prepare(text)).get_parameters())
+                _SET_BASED[text] = set_based(bare, shape, types)
+        return _SET_BASED[text]
+
+
+class SetBased:
+    """An UPDATE by key or a plain INSERT rewritten to take every row at once, each
+    parameter as an array (``unnest``): one statement instead of one per row."""
+
+    def __init__(self, sql: str, key: tuple[int, int] | None) -> None:
+        self.sql = sql
+        self.key = key  # the (sink, key) parameters of an UPDATE, 0-based
+
+    def applies_to(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """An UPDATE is the same as row by row only when no two rows name one lead:
+        each then updates its own row, from that row's values before the statement."""
+        if self.key is None:
+            return True
+        a, b = self.key
+        return len({(r[a], r[b]) for r in rows}) == len(rows)
+
+    def columns(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        return [list(column) for column in zip(*rows, strict=True)]
+
+
+_SET_BASED: dict[str, SetBased | None] = {}
+_UPDATE = re.compile(r"^\s*UPDATE\s+(\w+)\s+SET\s+(.*?)\s+WHERE\s+(.*?)\s*$", re.S | re.I)
+_BY_KEY = re.compile(r"\bsink = \$(\d+) AND key = \$(\d+)\b")
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^()]*)\)\s*VALUES\s*\(", re.S | re.I)
+_UNSAFE = re.compile(r"\b(RETURNING|FROM|SELECT)\b", re.I)
+_BY_LEAD = re.compile(r"^\s*ON\s+CONFLICT\s*\(\s*sink\s*,\s*key\s*\)\s+DO\b", re.I)
+_COMMENT = re.compile(r"--[^\n]*")
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _shape_of(text: str) -> str | None:
+    """Return "update" or "insert" for a statement :func:`set_based` can rewrite."""
+    if _UNSAFE.search(text):
+        return None  # a sub-select, a join, rows returned: row by row
+    if (m := _UPDATE.match(text)) and _BY_KEY.search(m.group(3)):
+        return "update"
+    if _insert_parts(text) is not None:
+        return "insert"
+    return None
+
+
+def _insert_parts(text: str) -> tuple[str, str, str, str, tuple[int, int] | None] | None:
+    """Return (table, columns, values, what follows them, the (sink, key) parameters of
+    an upsert) of an ``INSERT … VALUES (…)``, plain or ``ON CONFLICT (sink, key)``;
+    None for another statement."""
+    m = _INSERT.match(text)
+    if m is None:
+        return None
+    depth, at = 1, m.end()
+    while depth and at < len(text):  # the VALUES' closing parenthesis
+        depth += {"(": 1, ")": -1}.get(text[at], 0)
+        at += 1
+    if depth or "'" in text[m.end() : at]:
+        return None  # a quoted parenthesis could mislead the count: row by row
+    values, tail = text[m.end() : at - 1], text[at:]
+    if not tail.strip():
+        return m.group(1), m.group(2), values, "", None
+    # An upsert of leads: the same as row by row only when no two rows name one lead
+    # (else PostgreSQL refuses to change a row twice in one statement). Its DO UPDATE
+    # sees only the table and `excluded`: no parameter of its own.
+    if not _BY_LEAD.match(tail) or _PARAM.search(tail):
+        return None
+    columns = [c.strip() for c in m.group(2).split(",")]
+    items = [v.strip() for v in values.split(",")]
+    if len(columns) != len(items):
+        return None
+    params = {c: _PARAM.fullmatch(v) for c, v in zip(columns, items, strict=True)}
+    sink, key = params.get("sink"), params.get("key")
+    if sink is None or key is None:
+        return None
+    return m.group(1), m.group(2), values, tail, (int(sink[1]) - 1, int(key[1]) - 1)
+
+
+def set_based(text: str, shape: str, types: Sequence[Any]) -> SetBased | None:
+    """Return ``text`` (an UPDATE of one lead by ``sink = $a AND key = $b``, or an
+    INSERT … VALUES, plain or an upsert of leads) as one statement over arrays of its
+    parameters, None if the parameters' types are not all plain ones.
+
+    ``UPDATE t SET c = $1 WHERE sink = $2 AND key = $3`` becomes ``UPDATE t SET
+    c = r.p1 FROM unnest($1::T1[], $2::T2[], $3::T3[]) AS r(p1, p2, p3) WHERE sink =
+    r.p2 AND key = r.p3``; an INSERT selects its VALUES from the same ``unnest``, in
+    the rows' order, its ON CONFLICT clause unchanged.
+    """
+    if any(t.kind != "scalar" or t.schema != "pg_catalog" or t.name == "unknown" for t in types):
+        return None  # an array of it would not say what its elements are
+    n = len(types)
+    arrays = ", ".join(f"CAST(${i + 1} AS {types[i].name}[])" for i in range(n))
+    names = ", ".join(f"p{i + 1}" for i in range(n))
+
+    def to_row(part: str) -> str:
+        return _PARAM.sub(lambda m: f"r.p{m.group(1)}", part)
+
+    if shape == "update":
+        m = _UPDATE.match(text)
+        by_key = _BY_KEY.search(m.group(3)) if m else None
+        if m is None or by_key is None:
+            return None
+        sql = (
+            f"UPDATE {m.group(1)} SET {to_row(m.group(2))} FROM unnest({arrays}) AS r({names})"
+            f" WHERE {to_row(m.group(3))}"
+        )
+        return SetBased(sql, (int(by_key.group(1)) - 1, int(by_key.group(2)) - 1))
+    parts = _insert_parts(text)
+    if parts is None:
+        return None
+    table, columns, values, tail, key = parts
+    sql = (
+        f"INSERT INTO {table} ({columns}) SELECT {to_row(values)}"
+        f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, row_number) ORDER BY row_number"
+        f"{tail}"
+    )
+    return SetBased(sql, key)
 
 
 def _unreachable(where: str, exc: BaseException, raw: Any = None) -> StoreError:
@@ -254,6 +394,8 @@ class PostgresStore(SqliteStore):
         self._listener: Any = None  # the connection LISTENing for other replicas' wake-ups
         self._woken: Callable[[str], None] | None = None
         self._warned_schema = 0  # the store's schema a warning named (see _newer_store)
+        self._unanalyzed = 0  # leads written by this replica's pulls since its last ANALYZE
+        self._analyzed_rows = 0  # the leads that ANALYZE counted
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -505,6 +647,32 @@ class PostgresStore(SqliteStore):
                 self._notifying.add(self.db.raw.get_server_pid())
                 for sink in queued:
                     await self.db.execute("SELECT pg_notify(?, ?)", (CHANNEL, sink))
+        await self._keep_statistics(sum(w.enqueue for ws in chunk.leads.values() for w in ws))
+
+    async def _keep_statistics(self, written: int) -> None:
+        """ANALYZE the leads once the pull has written ANALYZE_AFTER_ROWS, then each time
+        the table may have grown fourfold: a bulk load is not left to autovacuum.
+
+        A table the planner has no statistics of looks nearly empty to it: every push's
+        look-up of the batch's numbers (``number_holders``) then took the outbox index
+        and parsed the JSON of every live lead of the sink (165 ms a batch at 50,000
+        leads instead of 5, growing with the table). Autovacuum would analyze it a
+        minute or more later, or never where it is off. The plans need the table's size
+        and its numbers' spread, not precision: growing fourfold keeps it to a few
+        ANALYZEs per load (each samples up to 30,000 rows: 0.1-0.4 s of the server, on
+        the pull's path); the churn of claims and completions is autovacuum's.
+        """
+        self._unanalyzed += written
+        if self._unanalyzed < max(ANALYZE_AFTER_ROWS, 3 * self._analyzed_rows):
+            return
+        async with self._lock:
+            await self.db.execute("ANALYZE leads")
+            rows = await self.db.execute_fetchall(
+                "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
+            )
+        self._analyzed_rows = max(int(rows[0][0]) if rows else 0, 0)
+        self._unanalyzed = 0
+        log.debug("state.analyzed", table="leads", rows=self._analyzed_rows)
 
     async def listen(self, woken: Callable[[str], None]) -> None:
         """Call ``woken(sink)`` whenever another replica queues leads for ``sink``.

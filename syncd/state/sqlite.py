@@ -906,13 +906,16 @@ class SqliteStore:
                                 found[key] = holder
         return list(found.values())
 
+    # its WHERE is the predicate of PostgreSQL's partial index leads_removals (migration 10)
+    queued_removals_query = (
+        "SELECT key, hash, action, lead_json, attempts, vendor_ref, delivered_hash"
+        " FROM leads WHERE sink = ? AND action = 'delete' AND delivered_hash IS NOT NULL"
+        " AND state IN ('pending', 'inflight', 'held') LIMIT ?"
+    )
+
     async def queued_removals(self, sink: str, limit: int = 10_000) -> list[QueuedLead]:
         """Return the sink's removals of leads the dialer holds that have not landed yet."""
-        query = (
-            "SELECT key, hash, action, lead_json, attempts, vendor_ref, delivered_hash"
-            " FROM leads WHERE sink = ? AND action = 'delete' AND delivered_hash IS NOT NULL"
-            " AND state IN ('pending', 'inflight', 'held') LIMIT ?"
-        )
+        query = self.queued_removals_query
         async with self._lock, self.db.execute(query, (sink, limit)) as cur:
             rows = await cur.fetchall()
         return queued_leads(sink, rows)
