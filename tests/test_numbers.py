@@ -28,8 +28,14 @@ A, B = "+919820000001", "+919820000002"
         pytest.param(
             [Candidate("L2", A, False)],
             [Holder("L1", "pending", False, A)],
+            {"L2"},
+            id="an earlier key queued holds it: replicas claiming apart agree who goes",
+        ),
+        pytest.param(
+            [Candidate("L1", A, False)],
+            [Holder("L2", "pending", False, A)],
             set(),
-            id="the other lead is only queued: whoever is sent first holds the number",
+            id="a later key queued does not",
         ),
         pytest.param(
             [Candidate("L2", A, False)],

@@ -63,13 +63,14 @@ class Candidate:
 def holds_live(holder: Holder, key: str) -> bool:
     """Return whether ``holder`` counts as the dialer's record of its number against ``key``.
 
-    A lead the dialer holds counts. A lead not yet delivered counts only while another
-    worker is sending it, and then only against a later key — so two workers that claim
-    the two leads of one number at once never set each other aside.
+    A lead the dialer holds counts. A lead not yet delivered counts while it is queued
+    or being sent, and then only against a later key: whoever claims them, and in
+    whatever order (two replicas claim apart), the earlier key of a number goes and the
+    later waits — and two leads never set each other aside.
     """
     if holder.in_dialer:
         return True
-    return holder.state == "inflight" and holder.key < key
+    return holder.state in ("pending", "inflight") and holder.key < key
 
 
 def set_aside(
@@ -103,7 +104,7 @@ def set_aside(
             lead.key,
             holder_key,
             f"held ({SAME_NUMBER}): same number as lead {holder_key}, which {sink} holds or "
-            "is being sent; it takes over when that lead leaves",
+            "is being sent first; it takes over when that lead leaves",
         )
     return waits
 
