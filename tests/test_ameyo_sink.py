@@ -406,3 +406,18 @@ async def test_a_poll_never_overwrites_a_newer_observation(rig: Rig) -> None:
     assert await sink.poll_outcomes() == 0  # the dialer's NO_ANSWER was observed earlier
     [outcome] = await rig.store.outcome_dump()
     assert (outcome["version"], outcome["status"]) == (2, "connected")
+
+
+async def test_a_sink_stopped_by_another_job_mid_pass_sends_no_more_batches(rig: Rig) -> None:
+    # The fresh-eyes run: a poll found the lead list disabled and stopped the sink, while
+    # the push pass went on uploading thousands of leads into it.
+    sink = await rig.sink(batch_size=2, push_concurrency=1)
+    await rig.enqueue(*(lead(n) for n in range(10)))
+    counts = SinkCounts()
+
+    def working() -> bool:
+        return len(rig.sim.floor.customers) < 4  # stopped once two batches are in
+
+    await Pusher(sink, rig.store, counts, working=working).run_until_idle(time.time() + 20)
+    assert len(rig.sim.floor.customers) == 4
+    assert counts.delivered == 4 and await rig.store.pending_count("ameyo") == 6

@@ -202,6 +202,9 @@ class Engine:
             health=self.health,
             policy=sink_policy_version(self.settings.routes, name),
             fallback_zone=self._fallback_zone(name),
+            # Another job (a poll, a keep-alive, a re-check) may stop this sink mid-pass:
+            # its pushers claim no more batches from then on.
+            working=lambda: self.sinks.slots.get(name) is slot and slot.working,
         )
         pusher.dnc_stale = stale
         pusher.dnc_lists = self.dnc_lists(name)

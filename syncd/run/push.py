@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,8 +124,10 @@ class Pusher:
         health: HealthTracker | None = None,
         policy: str = "",
         fallback_zone: str = "UTC",
+        working: Callable[[], bool] | None = None,
     ) -> None:
         self.sink = sink
+        self.working = working or (lambda: True)  # False once the sink is stopped elsewhere
         self.windows = tuple(windows)  # the calling windows of the routes feeding the sink
         self.policy = policy  # the version of the gate settings deciding here (the audit's)
         self.fallback_zone = fallback_zone  # the zone of a lead whose numbers place nowhere
@@ -188,7 +190,12 @@ class Pusher:
 
     async def _work(self, deadline: float) -> None:
         breaker = self.guard.breaker
-        while not self.stop.is_set() and self.stopped_by is None and self.failed is None:
+        while (
+            not self.stop.is_set()
+            and self.stopped_by is None
+            and self.failed is None
+            and self.working()
+        ):
             if not await self._gate(deadline):
                 return
             held = self.sink.paused()

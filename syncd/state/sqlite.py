@@ -906,7 +906,7 @@ class SqliteStore:
                                 found[key] = holder
         return list(found.values())
 
-    # its WHERE is the predicate of PostgreSQL's partial index leads_removals (postgres migration 11)
+    # its WHERE is the predicate of the PostgreSQL partial index leads_removals (migration 11)
     queued_removals_query = (
         "SELECT key, hash, action, lead_json, attempts, vendor_ref, delivered_hash"
         " FROM leads WHERE sink = ? AND action = 'delete' AND delivered_hash IS NOT NULL"
