@@ -45,7 +45,8 @@ def test_readme_check_command_passes_as_written() -> None:
     commands = [
         line.split("  #", 1)[0]
         for line in README.splitlines()
-        if re.match(r"^(\w+=\S+ )*syncd check ", line)
+        # the quick start's, on a shipped example (the reference lines name "my.toml")
+        if re.match(r"^(\w+=\S+ )*syncd check ", line) and " config/" in line
     ]
     assert commands, "README gives no `syncd check` command"
     for command in commands:
