@@ -23,6 +23,8 @@ from tests.support.reliability import export, wait_until
 BAD_ROWS = [
     "X1,Asha,Rao,98200 1234,asha@example.in,",  # one digit short: refused, quoting the number
     "X2,Ravi,Iyer,not a phone,ravi@example.in,",
+    # a CRM keyed by mobile number (Jodo's updateparam = mobilenumber): the key is one too
+    "+919833344455,Mina,Das,12345,mina@example.in,",
 ]
 
 
@@ -77,6 +79,7 @@ def test_the_page_shows_a_stopped_dialer_the_leads_and_masked_rejects(
     assert "outcome poll of jodo" in text
     assert "leads.csv" in text and "X1" in text  # the refused rows, with file and key
     assert "98200" not in text and "1234" not in text  # no phone number on the page
+    assert "98333" not in text  # not even as a lead's key
     assert "Asha" not in text and "Rao" not in text
     assert (tmp_path / "status.png").stat().st_size > 10_000
 

@@ -193,7 +193,7 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
             _td(r.get("source") or ""),
             _td(r.get("origin") or ""),
             _td(r.get("line") or "", "n"),
-            _td(r.get("key") or ""),
+            _td(mask(str(r.get("key") or ""), quoted=False)),  # a CRM may key by number
             _td(mask(str(r.get("reason") or ""))),
         ]
         for r in rejects
