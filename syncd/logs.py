@@ -6,12 +6,17 @@ keywords. ``run_id``, ``source`` and ``sink`` are bound via contextvars.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
-from typing import Any, TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO, cast
 
 import structlog
+from rich.console import Console
+from rich.text import Text
 
 from syncd.config import LogConfig
 from syncd.core.scrub import scrub
@@ -26,10 +31,11 @@ _LEVELS = {
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog for the process (idempotent)."""
-    global _JSON
+    global _JSON, _OUT
     out = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     _JSON = as_json
+    _OUT = _Routed(out)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -47,11 +53,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # A TextIO in all structlog uses (write, flush), not in its type.
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _OUT)),
         cache_logger_on_first_use=False,
     )
     # Third-party loggers (httpx, uvicorn, apscheduler) speak stdlib logging.
-    handler = logging.StreamHandler(out)
+    handler = logging.StreamHandler(_OUT)
     text = "%(levelname)s %(name)s %(message)s"
     handler.setFormatter(_PrioritisedFormatter(text) if journal else logging.Formatter(text))
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), handlers=[handler], force=True)
@@ -95,6 +102,71 @@ class _PrioritisedFormatter(logging.Formatter):
 
 
 _JSON = False  # whether configure() chose JSON lines
+
+
+def as_json() -> bool:
+    """Return True when configure() chose JSON lines (a machine reads them: no bars)."""
+    return _JSON
+
+
+class _Routed(io.TextIOBase):
+    """The log stream: ``out``, or while a progress bar is shown, the bar's console.
+
+    A line written straight to the terminal lands wherever the bar left the cursor and
+    the bar's next redraw overwrites it; printed through the bar's console it goes above
+    the bar, whole. Whole lines only: a line's parts may come in several writes.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.console: Console | None = None
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        console = self.console
+        if console is None:
+            return self.out.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            # soft_wrap: the terminal wraps a long line; rich inserting newlines would
+            # split it as badly as the bar did.
+            console.print(Text.from_ansi(line), soft_wrap=True, highlight=False)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.console is None:
+            self.out.flush()
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+    def fileno(self) -> int:
+        return self.out.fileno()
+
+
+_OUT = _Routed(sys.stderr)
+
+
+@contextmanager
+def through(console: Console) -> Iterator[None]:
+    """Print log lines through ``console`` (a progress bar's) while the block runs.
+
+    Only when the logs go to a terminal: logs sent to a file or a pipe stay there.
+    """
+    routed = _OUT
+    if not routed.isatty() or routed.console is not None:
+        yield
+        return
+    routed.out.flush()
+    routed.console = console
+    try:
+        yield
+    finally:
+        routed.console = None
+        if routed._partial:
+            routed.out.write(routed._partial)
+            routed._partial = ""
 
 
 def fatal(message: str, exit_code: int) -> None:

@@ -1,5 +1,5 @@
 """The `syncd` command: run, run --once, check, status, rejects, audit, explain, retry,
-backup, state copy, gate explain, simulate, demo.
+backup, state copy, gate explain, simulate, demo, completion.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 3 every lead delivered or refused, but an outcome poll or a writeback failed;
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import shtab
 from pydantic import ValidationError
 
 from syncd import __version__, logs, registry
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", help="TOML config file (default: $SYNCD_CONFIG)")
+        config = sp.add_argument("-c", "--config", help="TOML config file (default: $SYNCD_CONFIG)")
+        _completes(config, shtab.FILE)
 
     run = sub.add_parser("run", help="run the daemon, or one pass with --once")
     with_config(run)
@@ -163,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         "backup", help="copy the state store consistently, also while syncd runs"
     )
     with_config(backup)
-    backup.add_argument("dest", help="the file to write (never overwritten)")
+    dest = backup.add_argument("dest", help="the file to write (never overwritten)")
+    _completes(dest, shtab.FILE)
     backup.set_defaults(func=cmd_backup)
 
     state = sub.add_parser("state", help="move the state store: copy SQLite to PostgreSQL")
@@ -213,7 +216,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="simulator + sample CRM export + one sync, end to end")
-    demo.add_argument("--dir", default="demo-run", help="working folder (recreated)")
+    _completes(
+        demo.add_argument("--dir", default="demo-run", help="working folder (recreated)"),
+        shtab.DIRECTORY,
+    )
     demo.add_argument("--leads", type=int, default=300)
     demo.add_argument(
         "--serve",
@@ -221,7 +227,30 @@ def _parser() -> argparse.ArgumentParser:
         help="then keep the simulators up and run the daemon, with its status page, until Ctrl-C",
     )
     demo.set_defaults(func=cmd_demo)
+
+    completion = sub.add_parser(
+        "completion",
+        help='print a shell completion script: eval "$(syncd completion bash)"',
+        description="Print the completion script of a shell on stdout, for its startup file or "
+        "its completions folder (docs/operating.md says where).",
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
+    # Written from this very parser: the script never lags a subcommand or an option.
+    completion.set_defaults(func=lambda args: cmd_completion(p, args.shell))
     return p
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
+
+
+def _completes(action: argparse.Action, how: dict[str, Any]) -> None:
+    """Have the completion script offer paths (``shtab.FILE``/``DIRECTORY``) for ``action``."""
+    action.complete = how  # type: ignore[attr-defined]  # shtab reads this attribute
+
+
+def cmd_completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    print(shtab.complete(parser, shell=shell))
+    return EXIT_OK
 
 
 def _print_config_problems(exc: ConfigError) -> None:

@@ -14,25 +14,29 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from syncd import logs
 from syncd.config import Settings
-from syncd.core.summary import RunSummary
+from syncd.core.summary import RunSummary, SinkCounts
 from syncd.run.engine import Engine, PollResult, new_run_id
-from syncd.run.engine import Progress as PullProgress
 from syncd.run.signals import install_stop_handlers
 from syncd.sources.base import Source
 from syncd.state import open_store
@@ -57,12 +61,10 @@ async def run_once(
     stop = asyncio.Event()
     install_stop_handlers(stop)
     try:
-        with _progress() as progress:
+        with _progress() as bars:
             engine = Engine(settings, store, run_id=run_id, stop=stop)
             try:
-                summary = await run_until_idle(
-                    engine, full=full, deadline_s=deadline_s, progress=progress
-                )
+                summary = await run_until_idle(engine, full=full, deadline_s=deadline_s, bars=bars)
             finally:
                 await engine.close()
     finally:
@@ -71,27 +73,94 @@ async def run_once(
     return summary
 
 
+class _Bars:
+    """The terminal's progress bars: one per source while it is read, one per sink while
+    its outbox is pushed (delivered of those due), the log lines printed above them."""
+
+    def __init__(self) -> None:
+        self.bar = _WatchingProgress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            _Amount(),
+            _Rate(),
+            TimeRemainingColumn(),
+            # stderr, where the logs go and whose terminal was checked; stdout keeps the
+            # summary alone (`syncd run --once > summary.txt` with the bars on screen).
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.sources: dict[str, TaskID] = {}
+
+    def pull(self, source: Source, _rows: int) -> None:
+        if source.name not in self.sources:
+            self.sources[source.name] = self.bar.add_task(
+                f"pull {source.name}", total=source.progress_total()
+            )
+        self.bar.update(self.sources[source.name], completed=source.progress_done())
+
+    def push(self, sink: str, counts: SinkCounts, due: int) -> None:
+        """Show ``sink``'s push: its delivered count, read at each redraw, of ``due``."""
+        task = self.bar.add_task(f"push {sink}", total=max(due, 1), unit="leads")
+        self.bar.watch(task, counts)
+
+
+class _WatchingProgress(Progress):
+    """A Progress that reads each push's delivered count when it redraws, so the
+    pusher, which knows nothing of bars, need not report to it."""
+
+    def __init__(self, *columns: ProgressColumn | str, **kwargs: Any) -> None:
+        self._watched: dict[TaskID, SinkCounts] = {}  # before: the base class renders once
+        super().__init__(*columns, **kwargs)
+
+    def watch(self, task: TaskID, counts: SinkCounts) -> None:
+        self._watched[task] = counts
+        self.update(task, completed=counts.delivered)
+
+    def get_renderable(self) -> RenderableType:
+        for task, counts in list(self._watched.items()):
+            self.update(task, completed=counts.delivered)
+        return super().get_renderable()
+
+
+class _Amount(ProgressColumn):
+    """How much is done: bytes of a source (as before), leads of a sink."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") != "leads":
+            return self._bytes.render(task)
+        return Text(
+            f"{int(task.completed)}/{int(task.total or 0)} leads", style="progress.download"
+        )
+
+
+class _Rate(ProgressColumn):
+    """How fast: bytes per second of a source, leads per second of a sink."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") != "leads":
+            return self._bytes.render(task)
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} leads/s", style="progress.data.speed")
+
+
 @contextmanager
-def _progress() -> Iterator[Callable[[Source, int], None] | None]:
-    if not sys.stderr.isatty():
+def _progress() -> Iterator[_Bars | None]:
+    """Yield the bars on a terminal with readable logs; None otherwise (cron, a pipe,
+    a journal, JSON logs: a machine reads those, and a bar's redraws would be noise)."""
+    if not sys.stderr.isatty() or logs.as_json():
         yield None
         return
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def update(source: Source, _rows: int) -> None:
-        if source.name not in tasks:
-            tasks[source.name] = bar.add_task(f"pull {source.name}", total=source.progress_total())
-        bar.update(tasks[source.name], completed=source.progress_done())
-
-    with bar:
-        yield update
+    bars = _Bars()
+    with bars.bar, logs.through(bars.bar.console):
+        yield bars
 
 
 @contextmanager
@@ -109,7 +178,7 @@ async def run_until_idle(
     *,
     full: bool = False,
     deadline_s: float | None = None,
-    progress: PullProgress | None = None,
+    bars: _Bars | None = None,
 ) -> RunSummary:
     """Return the summary of one pass of ``engine``: pull, push until idle, poll, write back."""
     store, settings = engine.store, engine.settings
@@ -123,7 +192,7 @@ async def run_until_idle(
     for name in settings.route_names():
         summary.route(name)
     async with engine.leadership.kept():
-        await _Pass(engine, summary, deadline).run(full=full, progress=progress)
+        await _Pass(engine, summary, deadline).run(full=full, bars=bars)
     await engine.publish_health()
     stopped = engine.sinks.stopped()
     for name, counts in summary.sinks.items():
@@ -151,15 +220,21 @@ class _Pass:
         self.summary = summary
         self.deadline = deadline
 
-    async def run(self, *, full: bool, progress: PullProgress | None) -> None:
+    async def run(self, *, full: bool, bars: _Bars | None) -> None:
         engine, summary, deadline = self.engine, self.summary, self.deadline
         with phase("pull"):
             for source in engine.settings.sources:
-                await engine.pull(source, summary, full=full, progress=progress)
+                await engine.pull(
+                    source, summary, full=full, progress=None if bars is None else bars.pull
+                )
         with phase("consent"):
             await engine.expire_consent(summary)  # its withdrawals go out in this pass's push
         await record_backlog(engine)  # its peak: all read, nothing pushed yet
         await self._bounded("opening the sinks", engine.open())
+        if bars is not None:
+            for slot in engine.sinks.working():
+                due = await engine.store.pending_count(slot.name)
+                bars.push(slot.name, summary.sink(slot.name), due)
         async with self._keepalives():
             with phase("push"):
                 # Agents first: a lead assigned to an agent provisioned in this run finds
