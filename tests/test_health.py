@@ -137,7 +137,7 @@ def test_a_refused_api_key_reads_config_refused_also_once_the_sink_is_opened_aga
     # Re-checked: a Jodo sink opens without a request, so nothing has refused it again
     # yet (the next poll is a minute away). It has not answered either: still refused,
     # not "working" until the next refusal (which would reset an alert's `for`).
-    daemon.wait_for("sink.recovered", sink="jodo")
+    daemon.wait_for("sink.reopened", sink="jodo")
     m = samples(httpx.get(f"{url}/metrics").text)
     assert sink_state(m, "jodo") == ["config_refused"]
     assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
@@ -147,7 +147,11 @@ def test_a_refused_api_key_reads_config_refused_also_once_the_sink_is_opened_aga
     drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
     wait_until(lambda: len(jodo.sim.received()) == 3, message=lambda: daemon.events[-10:])
     wait_until(lambda: sink_state(samples(httpx.get(f"{url}/metrics").text), "jodo") == ["working"])
+    daemon.wait_for("sink.recovered", sink="jodo")  # said once, when the dialer answered
     assert daemon.stop() == 0
+    said = [e["event"] for e in daemon.events if e.get("sink") == "jodo"]
+    assert said.count("sink.recovered") == 1, said  # not at each re-open of a wrong key
+    assert said.index("sink.recovered") > said.index("sink.reopened")
 
 
 def test_a_dialer_that_stops_answering_reads_unreachable_through_every_half_open_probe(

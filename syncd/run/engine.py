@@ -210,6 +210,7 @@ class Engine:
         pusher.dnc_lists = self.dnc_lists(name)
         pusher.consent = name in consent_sinks(self.settings)
         await pusher.run_until_idle(deadline)
+        self.sinks.confirm(name)  # a re-opened sink the dialer answered has recovered
         self.fed_up[name] = pusher.fed_up  # new leads wait for the dialer to reach its queue
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)

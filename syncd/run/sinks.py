@@ -164,6 +164,9 @@ class SinkSlot:
     # not read "working" between a re-open and the next refusal.
     cause: SinkCause = SinkCause.WORKING
     answered: bool = False
+    # Opened again after a failure, the dialer not heard from since: "recovered" waits
+    # for its answer, and until then its failures count on (the re-checks back off).
+    unconfirmed: bool = False
 
     @property
     def name(self) -> str:
@@ -224,6 +227,8 @@ class SinkSet:
         slot = SinkSlot(cfg, sink, cause=carried)
         # Held before it opens: a cancelled open (the deadline, a stop) is still closed.
         self.slots[cfg.name] = slot
+        limiter = slot.sink.guard.limits.limiter
+        asked = limiter.granted  # requests the open makes: a login answered proves the sink
         try:
             # A reset or a 503 during login must not cost the sink its whole run.
             await with_retries(slot.sink.open, open_policy(cfg), vendor=cfg.kind, what="open")
@@ -243,7 +248,13 @@ class SinkSet:
                 cause=SinkCause.INTERNAL_ERROR,
             )
         else:
-            self.health.recovered(f"sink:{cfg.name}", event="sink.recovered", sink=cfg.name)
+            if carried is SinkCause.WORKING or limiter.granted > asked:
+                self.health.recovered(f"sink:{cfg.name}", event="sink.recovered", sink=cfg.name)
+            else:
+                # An open without a request proves nothing (Jodo's): with a wrong key it
+                # said "recovered" then "stopped" every re-check, never backing off.
+                slot.unconfirmed = True
+                log.info("sink.reopened", sink=cfg.name, why="recovered once the dialer answers")
             if self.cannot_withdraw(cfg.name):
                 log.warning("sink.cannot_withdraw", sink=cfg.name, reason=CANNOT_WITHDRAW)
         return slot
@@ -344,6 +355,14 @@ class SinkSet:
     def answered(self, name: str) -> None:
         """The dialer answered one of the sink's requests (a poll went through)."""
         self.slots[name].answered = True
+        self.confirm(name)
+
+    def confirm(self, name: str) -> None:
+        """Say once that a re-opened sink works again, once its dialer has answered."""
+        slot = self.slots[name]
+        if slot.unconfirmed and slot.working and self._answered(slot):
+            slot.unconfirmed = False
+            self.health.recovered(f"sink:{name}", event="sink.recovered", sink=name)
 
     @staticmethod
     def _answered(slot: SinkSlot) -> bool:
