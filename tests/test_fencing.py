@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.core.model import ResultKind
+from syncd.core.model import QueuedLead, ResultKind
 from syncd.errors import ClaimLost
 from syncd.run.claims import ClaimFence, stamp
 from syncd.state.base import Completion
@@ -43,6 +43,14 @@ def delivered(batch: list, ref: str) -> list[Completion]:
     ]
 
 
+async def claimed_then_frozen(frozen: PostgresStore, n: int) -> list[QueuedLead]:
+    """Return ``n`` leads ``frozen`` claimed before it froze past their lease."""
+    await fill(frozen, n)
+    old = await frozen.claim("jodo", n, 300)
+    await expire_leases(frozen, frozen.holder)
+    return old
+
+
 async def state_of(store: PostgresStore, key: str) -> tuple[str, str | None]:
     async with store._lock:
         [(state, ref)] = await store.db.execute_fetchall(
@@ -55,9 +63,7 @@ async def test_a_result_of_a_claim_taken_over_is_dropped_and_the_new_claims_stan
     pair: tuple[PostgresStore, PostgresStore],
 ) -> None:
     frozen, other = pair
-    await fill(frozen, 3)
-    old = await frozen.claim("jodo", 3, 300)
-    await expire_leases(frozen, frozen.holder)  # it froze past its lease
+    old = await claimed_then_frozen(frozen, 3)
     new = await other.claim("jodo", 3, 300)
     assert [q.key for q in new] == [q.key for q in old]
     assert {q.claim for q in new}.isdisjoint({q.claim for q in old})
@@ -72,9 +78,7 @@ async def test_a_late_result_stands_while_nobody_claimed_the_lead_again(
     pair: tuple[PostgresStore, PostgresStore],
 ) -> None:
     frozen, other = pair
-    await fill(frozen, 2)
-    old = await frozen.claim("jodo", 2, 300)
-    await expire_leases(frozen, frozen.holder)
+    old = await claimed_then_frozen(frozen, 2)
     assert await other.claim("jodo", 0, 300) == []  # its sweep gives the leads back
     # The dialer took them before the freeze: the answer is still the only one.
     assert await frozen.complete("jodo", delivered(old, "A")) == []
@@ -86,9 +90,7 @@ async def test_a_stale_claim_cannot_give_back_or_hold_the_leads_another_took(
     pair: tuple[PostgresStore, PostgresStore],
 ) -> None:
     frozen, other = pair
-    await fill(frozen, 2)
-    old = await frozen.claim("jodo", 2, 300)
-    await expire_leases(frozen, frozen.holder)
+    old = await claimed_then_frozen(frozen, 2)
     new = await other.claim("jodo", 2, 300)
     keys = [q.key for q in old]
     await frozen.requeue("jodo", keys, 0, "the sink was held", claim=old[0].claim)
