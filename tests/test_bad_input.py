@@ -9,13 +9,17 @@ a vendor reply is parsed or becomes a typed VendorError.
 from __future__ import annotations
 
 import asyncio
+import bz2
 import codecs
 import csv
+import gzip
 import io
 import json
+import lzma
 import os
 import sqlite3
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +97,22 @@ def exports(draw: st.DrawFn) -> tuple[bytes, int, bool]:
         raw = raw[: draw(st.integers(0, len(raw)))]  # cut off mid-row (or mid-character)
     if draw(st.integers(0, 14)) == 0:
         raw = raw.replace(b",", b",\x00", 1)  # a NUL byte
+    packing = draw(st.sampled_from([None] * 6 + list(PACKERS)))
+    if packing is not None:
+        raw = PACKERS[packing](raw)  # compressed on its way: read as the CSV inside
+        if draw(st.integers(0, 4)) == 0:
+            raw, cut = raw[: draw(st.integers(0, len(raw)))], True  # a copy cut short
     return raw, written, cut
+
+
+def _zipped(raw: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("export.csv", raw)
+    return out.getvalue()
+
+
+PACKERS = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress, "zip": _zipped}
 
 
 def pull(raw: bytes, work: Path) -> tuple[RunSummary, Path]:

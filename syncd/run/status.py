@@ -10,11 +10,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 from syncd.config import Settings
+from syncd.sources.compressed import is_drop_name
 from syncd.state.base import StateStore
 
 
@@ -115,7 +115,7 @@ def inbox_counts(cfg: Any) -> dict[str, Any]:
         return not name.startswith(".") and not name.endswith(".part")
 
     return {
-        "waiting": files(inbox, lambda n: drop(n) and fnmatch(n, cfg.pattern)),
+        "waiting": files(inbox, lambda n: drop(n) and is_drop_name(n, cfg.pattern)),
         "processing": files(inbox / "processing", drop),
         "failed": files(inbox / "failed", lambda n: drop(n) and not n.endswith(".error.txt")),
     }

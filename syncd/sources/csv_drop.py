@@ -28,9 +28,8 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import structlog
@@ -41,6 +40,7 @@ from syncd.core.csvsafe import neutralise
 from syncd.core.model import Reject
 from syncd.core.private import folder_problem, open_private, private_dir, write_private_text
 from syncd.errors import CheckFailed
+from syncd.sources import compressed
 from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024
@@ -110,7 +110,8 @@ class FileUnreadable(Exception):
 
 
 class _CountingReader(io.RawIOBase):
-    """Counts bytes read, so progress can be shown without seeking a text stream."""
+    """Tells how far into the file reading stands, so progress can be shown without
+    seeking a text stream; seekable, so a zip can find the file inside it."""
 
     def __init__(self, raw: io.BufferedReader) -> None:
         self.raw = raw
@@ -119,14 +120,38 @@ class _CountingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         n = self.raw.readinto(buffer)
-        self.count += n or 0
+        self.count = self.raw.tell()
         return n or 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.count = self.raw.seek(offset, whence)
+        return self.count
+
+    def tell(self) -> int:
+        return self.raw.tell()
 
     def close(self) -> None:
         self.raw.close()
         super().close()
+
+
+def _csv_bytes(path: Path) -> tuple[_CountingReader, io.BufferedReader]:
+    """Open a drop: its position counter, and its CSV bytes (decompressed when it came
+    compressed). Raise FileUnreadable when it is an archive syncd does not read."""
+    counter = _CountingReader(path.open("rb"))
+    try:
+        stream = compressed.opened(io.BufferedReader(counter))
+        # Every stream it returns is buffered (BufferedReader, GzipFile, BZ2File,
+        # LZMAFile, ZipExtFile): typeshed types them apart, TextIOWrapper takes each.
+        return counter, cast(io.BufferedReader, stream)
+    except compressed.ArchiveRefused as exc:
+        counter.close()
+        raise FileUnreadable(f"{_printable(path.name)}: {exc}") from None
 
 
 @dataclass
@@ -208,7 +233,7 @@ class CsvDropSource:
             for p in self.inbox.iterdir()
             if not p.name.startswith(".")
             and not p.name.endswith(".part")
-            and fnmatch(p.name, self.config.pattern)
+            and compressed.is_drop_name(p.name, self.config.pattern)
             and not (p.is_dir() and not p.is_symlink())
         ]
 
@@ -434,7 +459,7 @@ class CsvDropSource:
             name = path.name
             if name.startswith(".") or name.endswith(REJECTS_SUFFIX):
                 continue
-            if fnmatch(name, self.config.pattern) and self._acceptable(path):
+            if compressed.is_drop_name(name, self.config.pattern) and self._acceptable(path):
                 found.append((name, path.stat()))
         return sorted(found, key=lambda f: (f[1].st_mtime, f[0]))
 
@@ -476,19 +501,18 @@ class CsvDropSource:
         return names
 
     def _open(self, path: Path, skip_until: int) -> _OpenFile | None:
-        with path.open("rb") as fh:
-            head = fh.read(SNIFF_BYTES)
-        _check_head(head, self.config.encoding, path.name)
+        counter, binary = _csv_bytes(path)
+        with counter, binary:
+            head, whole = compressed.read_head(binary, SNIFF_BYTES)
+        _check_head(head, self.config.encoding, path.name, whole)
         if not head.strip(b"\xef\xbb\xbf \r\n\t"):
             return None
         encoding = self.config.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # a leading BOM is not part of the first column's name
-        counter = _CountingReader(path.open("rb"))
+        counter, binary = _csv_bytes(path)
         opened = os.fstat(counter.raw.fileno())
-        text = io.TextIOWrapper(
-            io.BufferedReader(counter), encoding=encoding, errors="surrogateescape", newline=""
-        )
+        text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
         csv.field_size_limit(max(self.config.max_field_bytes, 131072))
         reader = csv.reader(text, delimiter=self.config.delimiter, quotechar=self.config.quotechar)
         try:
@@ -496,15 +520,16 @@ class CsvDropSource:
         except csv.Error as exc:
             text.close()
             raise FileUnreadable(f"{path.name}: cannot read the header: {exc}") from None
+        except compressed.STREAM_ERRORS as exc:
+            text.close()
+            raise FileUnreadable(f"{path.name}: {compressed.damaged(exc)}") from None
         header = tuple(h.strip() for h in (header_row or []))
         problem = _header_problem(header, self.required_columns)
         names = self.data_header(header) if problem and self.data_header else None
         if names is not None:  # the first row is data: read the file again from its top
             text.close()
-            counter = _CountingReader(path.open("rb"))
-            text = io.TextIOWrapper(
-                io.BufferedReader(counter), encoding=encoding, errors="surrogateescape", newline=""
-            )
+            counter, binary = _csv_bytes(path)
+            text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
             reader = csv.reader(
                 text, delimiter=self.config.delimiter, quotechar=self.config.quotechar
             )
@@ -560,6 +585,13 @@ class CsvDropSource:
                     "max_field_bytes) and drop the rest again"
                 )
                 return rows, rejects, True
+            except compressed.STREAM_ERRORS as exc:
+                f.broken = (
+                    f"{f.origin} line {start}: {compressed.damaged(exc)}; reading stopped "
+                    "there and the rows before it were kept. Drop the whole file again "
+                    "(rows already delivered are not sent twice)"
+                )
+                return rows, rejects, True
             f.last_line = f.reader.line_num
             if start <= f.skip_until or not values:
                 continue  # committed before a restart, or a blank line
@@ -584,8 +616,9 @@ class CsvDropSource:
         """Return what a claimed file is, read again whole (a do-not-call list records
         each version it loads)."""
         digest, lines, first = hashlib.sha256(), 0, b""
-        with (self.processing / origin).open("rb") as fh:
-            mtime = os.fstat(fh.fileno()).st_mtime
+        counter, fh = _csv_bytes(self.processing / origin)
+        with counter, fh:
+            mtime = os.fstat(counter.raw.fileno()).st_mtime
             for line in fh:
                 digest.update(line)
                 if line.strip():
@@ -697,14 +730,14 @@ def _unique_name(name: str, *dirs: Path) -> str:
     return candidate
 
 
-def _check_head(head: bytes, encoding: str, name: str) -> None:
+def _check_head(head: bytes, encoding: str, name: str, whole: bool) -> None:
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and "16" not in encoding:
         raise FileUnreadable(f"{name}: the file is UTF-16; set the source's encoding to 'utf-16'")
     if b"\x00" in head[:8192] and "16" not in encoding and "32" not in encoding:
         raise FileUnreadable(f"{name}: binary content (NUL bytes), not a CSV text file")
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     try:
-        decoder.decode(head, final=len(head) < SNIFF_BYTES)
+        decoder.decode(head, final=whole)
     except UnicodeDecodeError as exc:
         raise FileUnreadable(
             f"{name}: not valid {encoding} at byte {exc.start}; "
@@ -735,7 +768,8 @@ def _header_problem(header: tuple[str, ...], required: set[str]) -> str | None:
 
 def _read_header(path: Path, config: CsvDropConfig) -> list[str]:
     encoding = "utf-8-sig" if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
-    with path.open(encoding=encoding, errors="replace", newline="") as fh:
+    counter, binary = _csv_bytes(path)
+    with counter, io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="") as fh:
         return [h.strip() for h in next(csv.reader(fh, delimiter=config.delimiter), [])]
 
 
