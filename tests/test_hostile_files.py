@@ -222,3 +222,23 @@ async def test_a_file_that_changes_while_it_is_read_stops_there_and_says_so(
     assert (inbox / "failed" / "w.csv").exists()
     note = (inbox / "failed" / "w.csv.error.txt").read_text()
     assert "Drop the whole file again once it is complete" in note
+
+
+def test_a_file_dropped_again_after_a_failure_lists_only_its_own_refused_rows(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    inbox = tmp_path / "inbox"
+    drop_csv(inbox, "leads.csv", "id,phone\x00\n")  # binary: set aside whole
+    assert run_cli("run", "--once", "-c", str(config)).returncode == 1
+    drop_csv(inbox, "leads.csv", export(3, extra_rows=["BAD1,A,B,not-a-number,b@x.in,"]))
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert delivered(jodo) == {"L0", "L1", "L2"}
+    [rejects] = (inbox / "done").glob("*.rejects.csv")
+    text = rejects.read_text()
+    assert "BAD1" in text
+    assert "binary content" not in text  # the first drop's failure is not a row of this one
+    assert "binary content" in (inbox / "failed" / "leads.csv.error.txt").read_text()

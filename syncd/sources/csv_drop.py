@@ -322,7 +322,9 @@ class CsvDropSource:
         # A name that is not UTF-8 (Exportación.csv from a Latin-1 share) is claimed under
         # its readable spelling: it is the origin every reject and event is stored under.
         name = _printable(path.name)
-        target = self.processing / _unique_name(name, self.processing, self.done)
+        # Unique against failed/ too: a file dropped again after a failure is a new
+        # origin, so the old file's error is not one of its refused rows.
+        target = self.processing / _unique_name(name, self.processing, self.done, self.failed)
         try:
             os.rename(path, target)  # atomic on one filesystem: only one claimer wins
         except FileNotFoundError:
