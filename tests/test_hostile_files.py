@@ -242,3 +242,34 @@ def test_a_file_dropped_again_after_a_failure_lists_only_its_own_refused_rows(
     assert "BAD1" in text
     assert "binary content" not in text  # the first drop's failure is not a row of this one
     assert "binary content" in (inbox / "failed" / "leads.csv.error.txt").read_text()
+
+
+def test_a_formula_hidden_behind_a_control_character_reaches_the_dialer_defused(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    rows = [
+        "T1,\t=1+1,Last,9812345670,t1@example.in,",  # a tab hides it from a naive check
+        "T2,\x1b@SUM(A1),Last,9812345671,t2@example.in,",  # an escape, stripped at read
+        "T3,Asha,\t-1+cmd,9812345672,t3@example.in,",
+        "T4,Plain,-,9812345673,t4@example.in,",  # a placeholder nothing hid: as written
+    ]
+    drop_csv(
+        tmp_path / "inbox",
+        "hidden.csv",
+        "id,first,last,phone,email,callback\n" + "\n".join(rows) + "\n",
+    )
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    by_key = {
+        next(v for v in r.values() if str(v) in {"T1", "T2", "T3", "T4"}): r
+        for r in jodo.sim.records("VoiceProcess")
+    }
+    assert len(by_key) == 4
+    shown = {key: [str(v) for v in record.values()] for key, record in by_key.items()}
+    assert "'=1+1" in shown["T1"] and "=1+1" not in shown["T1"]
+    assert "'@SUM(A1)" in shown["T2"]
+    assert "'-1+cmd" in shown["T3"] and "Asha" in shown["T3"]
+    assert "-" in shown["T4"]

@@ -15,6 +15,15 @@ def neutralise(value: object) -> str:
     return text
 
 
+def unhidden(raw: str, cleaned: str) -> str:
+    """Return ``cleaned`` (``raw`` with its control characters and edge blanks removed),
+    defused when what was removed hid a formula prefix: a cell of tab + ``=1+1`` is a
+    formula to a spreadsheet, and cleaning it must not hand ``=1+1`` on as a name."""
+    if cleaned.startswith(_FORMULA_START) and raw[:1] != cleaned[:1]:
+        return neutralise(cleaned)
+    return cleaned
+
+
 _NUMERIC = re.compile(r"^[+-]?[0-9][0-9 ().-]*$")
 
 

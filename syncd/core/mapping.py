@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from syncd.config import RouteConfig
 from syncd.core.audit import Facts, list_of, numbers_of, route_policy_version
+from syncd.core.csvsafe import unhidden
 from syncd.core.gate import (
     CallingWindow,
     GateDecision,
@@ -105,6 +106,14 @@ class Mapper:
             return ""
         return clean_cell(values[self.index[column]])
 
+    def text(self, values: list[str], column: str | None) -> str:
+        """Return a cell of text the dialer shows (a name, an e-mail, a custom field),
+        cleaned like :meth:`cell`, defused when cleaning revealed a formula prefix."""
+        if column is None:
+            return ""
+        raw = values[self.index[column]]
+        return unhidden(raw, clean_cell(raw))
+
     @property
     def key_column(self) -> str:
         return self.route.map.key
@@ -174,12 +183,12 @@ class Mapper:
             key=key,
             phone=phone,
             alt_phones=tuple(alternates),
-            first_name=self.cell(values, m.first_name),
-            last_name=self.cell(values, m.last_name),
-            email=self.cell(values, m.email),
+            first_name=self.text(values, m.first_name),
+            last_name=self.text(values, m.last_name),
+            email=self.text(values, m.email),
             call_at=call_at,
             agent=self.cell(values, m.agent),
-            fields={name: self.cell(values, col) for name, col in m.fields.items()},
+            fields={name: self.text(values, col) for name, col in m.fields.items()},
             zone=zone,
             notes=tuple(notes),
             consent_until=consent_until,
