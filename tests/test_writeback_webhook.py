@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -230,3 +232,54 @@ async def test_agent_statuses_are_written_back_the_same_way(
     by_login = {i["login"]: i for i in crm.items}
     assert by_login["ravi"]["status"] == "Break" and by_login["ravi"]["duration_s"] == 300
     assert by_login["asha"]["description"] == "Available"
+
+
+@dataclass
+class Flood:
+    """A broken or hostile CRM: every answer is a 500 whose body is 60 MB, written as the
+    client takes it (a raw socket, so what it got out is what the client read, plus
+    what the sockets' buffers hold)."""
+
+    sent: list[int] = field(default_factory=list)
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        self.sent.append(0)
+        size, chunk = 60 << 20, b"x" * (1 << 20)
+        writer.write(b"HTTP/1.1 500 Oops\r\nContent-Type: text/html\r\n")
+        writer.write(f"Content-Length: {size}\r\n\r\n".encode())
+        try:
+            for _ in range(size // len(chunk)):
+                writer.write(chunk)
+                await writer.drain()
+                self.sent[-1] += len(chunk)
+        except (ConnectionError, OSError):
+            pass  # the client hung up: what we measure
+        finally:
+            writer.close()
+
+
+async def test_a_flood_of_an_error_reply_is_read_only_as_far_as_its_reason_needs(
+    tmp_path: Path,
+) -> None:
+    flood = Flood()
+    server = await asyncio.start_server(flood.answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = await store_with(tmp_path / "state.db", [outcome(k) for k in keys(5)])
+    try:
+        url = f"http://127.0.0.1:{port}/crm/hook"
+        written = await run_writebacks(settings(tmp_path, hook(url, attempts=4)), store)
+        last = await status(store, "crm-hook")
+        pending = await store.pending_writeback("crm-hook")
+    finally:
+        await store.close()
+        server.close()
+
+    assert written == {"crm-hook": 0} and len(pending) == 5  # kept for a later pass
+    assert len(flood.sent) >= 2  # retried, each answer a flood
+    # syncd hung up once it had the first KB it needs for the reason: no answer got out
+    # more than the sockets' buffers hold, never the 60 MB meant for it.
+    assert max(flood.sent) < 16 << 20, flood.sent
+    assert len(last["error"]) < 4096 and "500" in last["error"]
