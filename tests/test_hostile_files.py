@@ -11,7 +11,7 @@ from pathlib import Path
 
 from syncd.sources.base import Chunk
 from syncd.sources.csv_drop import CsvDropConfig, CsvDropSource
-from tests.conftest import Simulated, drop_csv, jodo_config, run_cli, settled
+from tests.conftest import Simulated, cli_env, drop_csv, jodo_config, run_cli, settled
 from tests.support.reliability import export
 
 
@@ -273,3 +273,15 @@ def test_a_formula_hidden_behind_a_control_character_reaches_the_dialer_defused(
     assert "'@SUM(A1)" in shown["T2"]
     assert "'-1+cmd" in shown["T3"] and "Asha" in shown["T3"]
     assert "-" in shown["T4"]
+
+
+def test_reading_the_store_needs_no_secret_of_the_config(tmp_path: Path, jodo: Simulated) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    drop_csv(tmp_path / "inbox", "a.csv", export(3, extra_rows=["BAD1,A,B,x,b@x.in,"]))
+    assert run_cli("run", "--once", "-c", str(config)).returncode == 0
+    no_secrets = {k: v for k, v in cli_env().items() if k != "TEST_JODO_APIKEY"}
+
+    for argv in (["rejects"], ["status"], ["explain", "L1"], ["audit"]):
+        result = run_cli(*argv, "-c", str(config), env=no_secrets)
+        assert result.returncode == 0, (argv, result.stderr[-1000:])
+        assert "TEST_JODO_APIKEY" not in result.stderr, argv
