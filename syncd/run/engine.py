@@ -371,6 +371,13 @@ class Engine:
             self.observer.writeback_pass(cfg.name, result.written, complete=result.error is None)
         return result
 
+    async def finish_writebacks(self) -> dict[str, str]:
+        """At a stop or reload: publish what the writebacks wrote (a CSV writeback's file
+        being written); return, by writeback, why it could not."""
+        if self._writebacks is None:
+            return {}
+        return await self._writebacks.finish()
+
     async def prune(self) -> dict[str, int]:
         """Return how many old events, rejects and runs were deleted (`[retention]`)."""
         if not await self.leadership.leads("retention"):

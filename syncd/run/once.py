@@ -65,6 +65,9 @@ async def run_once(
             engine = Engine(settings, store, run_id=run_id, stop=stop)
             try:
                 summary = await run_until_idle(engine, full=full, deadline_s=deadline_s, bars=bars)
+                if stop.is_set():
+                    # A stop: the CRM gets what was written now, not after the next run.
+                    summary.writeback_failed.update(await engine.finish_writebacks())
             finally:
                 await engine.close()
     finally:
