@@ -157,9 +157,11 @@ def mid_poll(tmp_path: Path, sim: UContactSimulator, url: str, start_daemon: Any
     wait_until(lambda: delivered(config) == LEADS, timeout=60, message=lambda: daemon.events[-15:])
     now = time.time()
     for i in range(CALLS):
-        sim.add_record(dialled(i % LEADS), calldate=sim.local(now - 600 + i), guid=f"call-{i:04d}")
+        calldate = sim.local(now - 600 + i)
+        sim.add_record(dialled(i % LEADS), calldate=calldate, guid=f"c{i:04d}", visible=False)
     sim.faults.set(Faults(latency_ms=400))
     before = sim.requests["Cdr/getrecords"]
+    sim.reveal()  # all at once: a poll sees every call or none
     wait_until(lambda: sim.requests["Cdr/getrecords"] >= before + 3, timeout=60)
     return daemon
 
