@@ -338,8 +338,9 @@ class Runtime:
 
     # -- shutdown --------------------------------------------------------------------
 
-    async def drain(self, grace_s: float) -> None:
-        """Stop new work, let running jobs finish within ``grace_s``, cancel the rest."""
+    async def drain(self, grace_s: float) -> dict[str, str]:
+        """Stop new work, let running jobs finish within ``grace_s``, cancel the rest; publish
+        what the writebacks wrote. Return, by writeback, why it could not publish."""
         self.draining.set()
         for job_id in self.job_ids:
             with contextlib.suppress(JobLookupError):
@@ -366,11 +367,15 @@ class Runtime:
         else:
             if released:
                 log.info("outbox.leases.released", leads=released)
+        # The CRM reads only published files: a stop must not leave rows in a part file
+        # until the next start (plus rotate_s).
+        unpublished = await self.engine.finish_writebacks()
         try:
             await self.engine.leadership.resign()  # the other replicas take over without waiting
         except SyncdError as exc:  # they take over once the leases run out
             log.warning("leader.resign_failed", reason=str(exc))
         await self.engine.close()
+        return unpublished
 
 
 def _bind(fn: Callable[[Any], Awaitable[None]], arg: Any) -> Job:

@@ -6,8 +6,9 @@ runs every pull, push, poll, keep-alive and writeback on its schedule
 (:mod:`syncd.daemon.probes`), and speaks systemd's notify protocol (:mod:`syncd.daemon.sdnotify`).
 
 Signals: SIGTERM or SIGINT stops it (in-flight batches finish within
-``run.shutdown_grace_s``, leased leads return to the outbox, sessions log out,
-exit 0); a second one exits at once. SIGHUP re-reads the configuration; an
+``run.shutdown_grace_s``, leased leads return to the outbox, writeback files are
+published, sessions log out, exit 0, or 1 if a file could not be published); a
+second one exits at once. SIGHUP re-reads the configuration; an
 invalid one is refused and the running one carries on.
 """
 
@@ -101,11 +102,13 @@ class Daemon:
         self.health: HealthServer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._run_started = False
+        self.unpublished: dict[str, str] = {}  # by writeback: why the stop left a file unpublished
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Return 0 once stopped by a signal; raise SyncdError if it cannot start."""
+        """Return 0 once stopped by a signal (1: a writeback could not publish its file);
+        raise SyncdError if it cannot start."""
         self._install_signal_handlers()
         if self.notifier.watchdog_s:
             self._background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
@@ -122,7 +125,7 @@ class Daemon:
                     await self._reload()
         finally:
             await self._shutdown()
-        return 0
+        return 1 if self.unpublished else 0
 
     async def _start_unless_stopped(self) -> bool:
         """Return True once started; False if a stop signal came first (logins can be slow)."""
@@ -189,7 +192,7 @@ class Daemon:
         log.info("daemon.stopping", grace_s=grace)
         if self.runtime is not None:
             try:
-                await self.runtime.drain(grace)
+                self.unpublished = await self.runtime.drain(grace)
             except Exception as exc:  # still close the store and the server below
                 log.error("daemon.drain.failed", reason=str(exc), exc_info=True)
             self.runtime = None
@@ -206,7 +209,11 @@ class Daemon:
                     self.run_id, {"mode": "daemon", "delivered": self.metrics.delivered_total}
                 )
             await self.store.close()
-        log.info("daemon.stopped", delivered=self.metrics.delivered_total)
+        log.info(
+            "daemon.stopped",
+            delivered=self.metrics.delivered_total,
+            unpublished=sorted(self.unpublished),
+        )
         self.notifier.close()
 
     # -- signals -------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class Engine:
         clock = clock if clock is not None else store.clock
         self.clock = clock
         self.health = HealthTracker(structlog.get_logger("syncd.engine"), clock)
-        self.sinks = SinkSet(settings, store, self.health, clock=clock)
+        self.sinks = SinkSet(settings, store, self.health, clock=clock, stopping=self.stop)
         self._writebacks: WritebackRunner | None = None
         # Which jobs this process runs on a store replicas share, and its part of the limits
         self.leadership = Leadership(
@@ -320,7 +320,10 @@ class Engine:
             return PollResult(error=str(exc), retry_after=getattr(exc, "retry_after", None))
         self.health.recovered(f"poll:{name}", event="sink.poll.recovered", sink=name)
         self.sinks.answered(name)
-        await self.store.kv_set(POLLED_SCOPE, name, repr(started))  # see _send_expired_again
+        if not self.stop.is_set():
+            # A poll a stop may have ended early (at a safe point) has not read every
+            # outcome: leads it did not reach must not be taken for expired undialled.
+            await self.store.kv_set(POLLED_SCOPE, name, repr(started))  # see _send_expired_again
         if self.observer is not None:
             self.observer.outcomes_received(name, count)
         return PollResult(count=count)
@@ -370,6 +373,13 @@ class Engine:
         if self.observer is not None:
             self.observer.writeback_pass(cfg.name, result.written, complete=result.error is None)
         return result
+
+    async def finish_writebacks(self) -> dict[str, str]:
+        """At a stop or reload: publish what the writebacks wrote (a CSV writeback's file
+        being written); return, by writeback, why it could not."""
+        if self._writebacks is None:
+            return {}
+        return await self._writebacks.finish()
 
     async def prune(self) -> dict[str, int]:
         """Return how many old events, rejects and runs were deleted (`[retention]`)."""

@@ -46,6 +46,7 @@ log = structlog.get_logger("syncd.once")
 DEADLINE_GRACE_S = 2.0  # past `--deadline`, what in-flight work gets before it is cut off
 ONCE_POLL_TRIES = 3  # outcome polls in one `--once` pass before it reports the poll failed
 ONCE_POLL_WAIT_S = 2.0  # the pause before the next try grows by this much each time
+STOPPED_POLL = "a stop signal came: the outcomes read are kept, the next run reads on"
 
 
 async def run_once(
@@ -65,6 +66,9 @@ async def run_once(
             engine = Engine(settings, store, run_id=run_id, stop=stop)
             try:
                 summary = await run_until_idle(engine, full=full, deadline_s=deadline_s, bars=bars)
+                if stop.is_set():
+                    # A stop: the CRM gets what was written now, not after the next run.
+                    summary.writeback_failed.update(await engine.finish_writebacks())
             finally:
                 await engine.close()
     finally:
@@ -296,8 +300,14 @@ class _Pass:
         for slot in engine.sinks.working():
             if slot.cfg.entity == "agents":
                 continue  # users have no outcomes
+            if engine.stop.is_set():
+                summary.poll_failed[slot.name] = STOPPED_POLL
+                continue
             result = await self._poll_until_done(slot.name)
-            if result.error is not None:
+            if result.error is None and engine.stop.is_set():
+                # It may have ended at a safe point before the last page: not all read.
+                summary.poll_failed[slot.name] = STOPPED_POLL
+            elif result.error is not None:
                 summary.poll_failed[slot.name] = result.error
             elif not result.skipped:
                 summary.outcomes[slot.name] = result.count

@@ -10,6 +10,7 @@ keep-alive) that raises ``SinkConfigError`` stops it the same way.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def build_sink(
     dry_run: bool = False,
     clock: Clock = SYSTEM_CLOCK,
     guard: SinkGuard | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> Sink:
     """Return the sink object for a config, via the registry (not opened).
 
@@ -112,6 +114,7 @@ def build_sink(
         clock=clock,
         guard=guard,
         agents_outbox=agents_outbox(cfg.name) if provisioned else None,
+        stopping=stopping,
     )
     if cfg.entity == "agents":
         factory = registry.load_agent_sink(cfg.kind)
@@ -187,11 +190,13 @@ class SinkSet:
         health: HealthTracker,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.health = health
         self.clock = clock
+        self.stopping = stopping  # handed to every sink: long reads end when it is set
         self.slots: dict[str, SinkSlot] = {}
 
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -221,7 +226,9 @@ class SinkSet:
         dialer = provisioned_sink(cfg.name) if cfg.entity == "agents" else None
         parent = self.slots.get(dialer) if dialer is not None else None
         guard = parent.sink.guard if parent is not None else None  # one dialer, one rate limit
-        sink = build_sink(cfg, self.settings, self.store, clock=self.clock, guard=guard)
+        sink = build_sink(
+            cfg, self.settings, self.store, clock=self.clock, guard=guard, stopping=self.stopping
+        )
         before = self.slots.get(cfg.name)
         carried = before.cause if before is not None and not before.working else SinkCause.WORKING
         slot = SinkSlot(cfg, sink, cause=carried)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +38,9 @@ class SinkContext:
     guard: SinkGuard | None = None  # built from the sink's config when not given
     # the outbox of the agents syncd provisions into this dialer (None: it provisions none)
     agents_outbox: str | None = None
+    # Set when the process stops or reloads: a long read (an outcome poll's pages) ends at
+    # its next safe point, keeping what it read, instead of being cancelled at the grace.
+    stopping: asyncio.Event | None = None
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,11 @@ class Writeback(Protocol):
         """Called after the last batch of a pass (the CSV writeback publishes old files)."""
         ...
 
+    async def publish(self) -> None:
+        """Called at a stop or reload: make every row marked written visible to the CRM now
+        (the CSV writeback publishes its current file); raise WritebackStopped if it cannot."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -214,4 +219,7 @@ class StatelessWriteback:
         return None
 
     async def end_pass(self) -> None:
+        return None
+
+    async def publish(self) -> None:
         return None

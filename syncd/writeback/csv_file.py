@@ -1,11 +1,12 @@
 """CSV writeback: outcomes appended to files in an outbox folder for a CRM importer.
 
 Rows go to ``<prefix>-<UTC time>-<n>.csv.part`` (header first); the file is renamed
-to ``.csv`` once it reaches ``rotate_bytes`` or is ``rotate_s`` old, so an importer
-that reads ``*.csv`` never sees half a file. The size of the part file is
-committed with the marks of the rows in it: after a crash, rows beyond that size
-(written, never marked) are cut off and written again, so each version lands in
-the published files exactly once. Cells are neutralised against formula injection.
+to ``.csv`` once it reaches ``rotate_bytes`` or is ``rotate_s`` old, or at a stop or
+reload of the daemon, so an importer that reads ``*.csv`` never sees half a file.
+The size of the part file is committed with the marks of the rows in it: after a
+crash, rows beyond that size (written, never marked) are cut off and written again,
+so each version lands in the published files exactly once. Cells are neutralised
+against formula injection.
 """
 
 from __future__ import annotations
@@ -202,9 +203,21 @@ class CsvWriteback:
         if time.time() - self._created >= self.config.rotate_s:
             await anyio.to_thread.run_sync(self._publish)
 
+    async def publish(self) -> None:
+        """At a stop: publish the current file whatever its age (the next start may be far)."""
+        await anyio.to_thread.run_sync(self._publish)
+
     def _publish(self) -> None:
         part = self._part
         if part is None:
+            return
+        if self._marked == 0:
+            # A part no row of which was marked (its first write failed): nothing to publish.
+            try:
+                part.unlink(missing_ok=True)
+            except OSError as exc:
+                raise WritebackStopped(f"cannot remove {part}: {exc.strerror or exc}") from exc
+            self._part, self._size, self._created = None, 0, 0.0
             return
         final = part.with_suffix("")  # name.csv.part -> name.csv
         try:

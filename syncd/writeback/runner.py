@@ -11,6 +11,7 @@ that writeback's pass; its records stay pending for the next pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import structlog
 from syncd import registry
 from syncd.config import Settings, WritebackConfig
 from syncd.core.health import HealthTracker
-from syncd.errors import RetryableError
+from syncd.errors import RetryableError, SyncdError
 from syncd.state.base import StateStore
 from syncd.writeback.base import Item, ItemsRefused, Writeback, WritebackStopped, item_from_row
 
@@ -97,6 +98,30 @@ class WritebackRunner:
             await self._drop(cfg.name)  # reopened (and re-checked) on the next pass
         await self._report(cfg.name, result, bound)
         return result
+
+    async def finish(self) -> dict[str, str]:
+        """At a stop or reload: publish what each open writeback wrote; return, by writeback,
+        why it could not (its rows stay marked and reach the CRM after the next start)."""
+        unpublished: dict[str, str] = {}
+        for name, writeback in list(self._open.items()):
+            try:
+                await writeback.publish()
+            except SyncdError as exc:  # one that cannot publish must not keep the others back
+                unpublished[name] = str(exc)
+                log.error(
+                    "writeback.unpublished",
+                    writeback=name,
+                    reason=str(exc),
+                    action="the rows marked written so far are published after the next "
+                    "start; fix the outbox meanwhile",
+                )
+                continue
+            state = writeback.state()
+            if state is not None:
+                # Not kept: the next start finds the file it names gone and starts a new one.
+                with contextlib.suppress(SyncdError):
+                    await self.store.kv_set(STATE_SCOPE, name, state)
+        return unpublished
 
     async def close(self) -> None:
         for name in list(self._open):

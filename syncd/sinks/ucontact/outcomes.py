@@ -5,6 +5,10 @@ late) to now, page by page until a short page. Records are matched to leads by
 their destination number and deduplicated by call ``guid``; the cursor and the
 guids seen inside the overlap window are kept in the kv table, and every step can
 be repeated after a crash without counting a call twice.
+
+A stop or reload (the context's ``stopping``) ends a poll after the page it is
+reading: the outcomes of the pages read are recorded, and the window and the row
+to go on from are kept, so the next poll resumes there instead of re-reading it.
 """
 
 from __future__ import annotations
@@ -96,8 +100,11 @@ async def call_records(
     start: datetime,
     end: datetime,
     log: Any,
+    *,
+    lastrow: int = 0,
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Yield the campaign's call records between two times, page by page."""
+    """Yield the campaign's call records between two times, page by page, from row
+    ``lastrow`` of the window on."""
     flt = {
         "calldatei": server_time(start, cfg.server_timezone),
         "calldatef": server_time(end, cfg.server_timezone),
@@ -113,7 +120,7 @@ async def call_records(
         "type": "record",
         "cont": "",
     }
-    lastrow, previous = 0, None
+    previous = None
     while True:
         form = {
             "lastrow": str(lastrow),
@@ -132,6 +139,35 @@ async def call_records(
             return
         lastrow += cfg.cdr_page_size
         previous = ids
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a poll a stop cut short left off: its window, the row to read next, and the
+    newest call it had seen (the cursor once the window is read to its end)."""
+
+    start: datetime
+    end: datetime
+    lastrow: int
+    newest: datetime | None
+
+    @classmethod
+    def read(cls, value: object) -> Resume | None:
+        if not isinstance(value, dict):
+            return None
+        start, end = _parse_iso(value.get("start")), _parse_iso(value.get("end"))
+        lastrow = value.get("lastrow")
+        if start is None or end is None or not isinstance(lastrow, int) or lastrow < 0:
+            return None
+        return cls(start, end, lastrow, _parse_iso(value.get("newest")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "lastrow": self.lastrow,
+            "newest": self.newest.isoformat() if self.newest else None,
+        }
 
 
 @dataclass
@@ -155,8 +191,10 @@ class CdrPoller:
         store: StateStore,
         log: Any,
         features: OptionalFeatures | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.cfg = cfg
+        self.stopping = stopping or asyncio.Event()  # set: end after the page being read
         self.client = client
         self.http = http
         self.ledger = ledger
@@ -171,22 +209,36 @@ class CdrPoller:
         state = await self.ledger.get_state("cdr")
         now = datetime.now(UTC)
         cursor = _parse_iso(state.get("cursor"))
-        start = cursor - timedelta(seconds=cfg.cdr_overlap_s) if cursor else None
-        start = start or now - timedelta(seconds=cfg.cdr_lookback_s)
+        resume = Resume.read(state.get("resume"))
+        if resume is not None:
+            # The window a stop cut short, from the row it left off at.
+            start, end, lastrow = resume.start, resume.end, resume.lastrow
+            newest = max((t for t in (cursor, resume.newest) if t), default=None)
+            self.log.info("sink.poll.resumed", lastrow=lastrow, since=start.isoformat())
+        else:
+            if cursor is not None:
+                start = cursor - timedelta(seconds=cfg.cdr_overlap_s)
+            else:
+                start = now - timedelta(seconds=cfg.cdr_lookback_s)
+            end, lastrow, newest = now + CLOCK_SKEW, 0, cursor
         seen: dict[str, list[Any]] = {
             g: v for g, v in (state.get("seen") or {}).items() if isinstance(v, list)
         }
         hits: dict[str, _Hit] = {}
-        newest = cursor
         pages = records = 0
-        async for page in call_records(self.client, cfg, start, now + CLOCK_SKEW, self.log):
+        stopped = False
+        async for page in call_records(self.client, cfg, start, end, self.log, lastrow=lastrow):
             pages += 1
+            lastrow += len(page)
             for record in page:
                 records += 1
                 when = parse_server_time(first(record, "calldate", "date"), cfg.server_timezone)
                 if when is not None and when <= now + CLOCK_SKEW:
                     newest = max(newest, when) if newest else when
                 await self._take(record, when, seen, hits, now)
+            if self.stopping.is_set() and len(page) == cfg.cdr_page_size:
+                stopped = True  # a safe point: what was read is recorded below
+                break
         slots = asyncio.Semaphore(PROBES_IN_FLIGHT)
 
         async def build(key: str, hit: _Hit) -> Outcome:
@@ -195,6 +247,29 @@ class CdrPoller:
 
         outcomes = await asyncio.gather(*(build(key, hit) for key, hit in hits.items()))
         changed = await self.store.record_outcomes(outcomes)
+        if stopped:
+            # The cursor stays: the calls of the unread pages may be older than the newest
+            # read. Every guid of the window stays seen, so a call is never counted twice.
+            kept = {g: v for g, v in seen.items() if (_parse_iso(v[0]) or now) >= start}
+            left = Resume(start, end, lastrow, newest)
+            await self.ledger.set_state(
+                "cdr",
+                {
+                    "cursor": cursor.isoformat() if cursor else None,
+                    "seen": kept,
+                    "resume": left.to_json(),
+                },
+            )
+            self.log.info(
+                "sink.poll.stopped",
+                pages=pages,
+                records=records,
+                lastrow=lastrow,
+                leads=len(hits),
+                changed=changed,
+                action="the next poll resumes at this row",
+            )
+            return changed
         floor = (newest or now) - timedelta(seconds=cfg.cdr_overlap_s)
         kept = {g: v for g, v in seen.items() if (_parse_iso(v[0]) or now) >= floor}
         await self.ledger.set_state(

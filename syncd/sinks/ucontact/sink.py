@@ -99,7 +99,14 @@ class UContactSink(BaseSink):
         )
         self.ledger = Ledger(ctx.store, config.name)
         self.poller = CdrPoller(
-            config, self.client, self.http, self.ledger, ctx.store, self.log, self.features
+            config,
+            self.client,
+            self.http,
+            self.ledger,
+            ctx.store,
+            self.log,
+            self.features,
+            stopping=ctx.stopping,
         )
         self.placer = Placer(config, self.client, self.ledger, ctx.store, self.log, self.dial)
         self._health = SinkHealth(session="not started")

@@ -1,0 +1,215 @@
+"""What a stop leaves behind: writeback files the CRM can read, polls that end at a safe point."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from syncd.simulators.faults import Faults
+from syncd.simulators.jodo.api import DialPlan, JodoSimulator, create_app
+from syncd.simulators.server import running
+from syncd.simulators.ucontact.api import UContactSimulator
+from tests.conftest import cli_env, daemon_config, drop_csv, run_cli
+from tests.support.ucontact import dialled, served, uy
+from tests.test_daemon import leads_csv, wait_until
+
+
+def rows_in(paths: list[Path]) -> list[dict[str, str]]:
+    return [row for p in paths for row in csv.DictReader(io.StringIO(p.read_text("utf-8")))]
+
+
+def test_sigterm_publishes_the_csv_writeback_file_being_written(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    # rotate_s is an hour: without the stop, the rows would sit in the .part file that
+    # the CRM never reads until an hour after the next start.
+    sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
+    outbox = tmp_path / "crm-outcomes"
+    with running(create_app(sim)) as url:
+        config = daemon_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace(
+            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
+        )
+        text += (
+            '\n[[writebacks]]\nname = "crm-files"\nkind = "csv"\n'
+            f'outbox = "{outbox}"\nrotate_s = 3600\nschedule = {{ interval_s = 0.5 }}\n'
+        )
+        config.write_text(text, encoding="utf-8")
+        daemon = start_daemon(config)
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 6))
+        wanted = {f"L{i:05d}" for i in range(6)}
+
+        def in_part_file() -> set[str]:
+            return {row["key"] for row in rows_in(list(outbox.glob("*.csv.part")))}
+
+        wait_until(lambda: in_part_file() == wanted, timeout=30, message=lambda: daemon.events)
+        assert not list(outbox.glob("*.csv")), "rotate_s = 3600 published a file early"
+
+        assert daemon.stop() == 0
+
+    published = rows_in(sorted(outbox.glob("*.csv")))
+    assert sorted(row["key"] for row in published) == sorted(wanted)
+    assert not list(outbox.glob("*.part"))
+    assert [e for e in daemon.events if e.get("event") == "writeback.csv.published"]
+    assert not [e for e in daemon.events if e.get("event") == "writeback.unpublished"]
+
+
+UCONTACT_CONFIG = """\
+[health]
+listen = "127.0.0.1:0"
+
+[run]
+shutdown_grace_s = 10
+sink_recheck_s = 1
+
+[state]
+path = "{state}"
+
+[log]
+level = "info"
+format = "json"
+
+[[sources]]
+name = "crm"
+kind = "csv_drop"
+inbox = "{inbox}"
+schedule = {{ interval_s = 0.5 }}
+
+[[sinks]]
+name = "uc"
+kind = "ucontact"
+url = "{url}"
+user = "api"
+password = "env:TEST_UCONTACT_PASSWORD"
+campaign = "Ventas->"
+dial_format = "00"
+timeout_s = 5
+cdr_delay_s = 0
+cdr_page_size = 10
+probe_recordings = false
+retry_base_s = 0.1
+retry_max_s = 0.5
+poll = {{ interval_s = 1 }}
+
+[[routes]]
+source = "crm"
+sink = "uc"
+default_region = "UY"
+[routes.map]
+key = "id"
+phone = "phone"
+"""
+LEADS = 30
+CALLS = 400  # 40 pages of 10: far more than a stop's grace at the latency below
+
+
+def ucontact_daemon(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    path = tmp_path / "syncd.toml"
+    path.write_text(
+        UCONTACT_CONFIG.format(
+            state=tmp_path / "state" / "state.db", inbox=tmp_path / "inbox", url=url
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def calls_recorded(tmp_path: Path) -> tuple[int, int]:
+    """Return (leads with an outcome, calls counted in them) as the store holds them."""
+    db = tmp_path / "state" / "state.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        leads, calls = conn.execute(
+            "SELECT count(*), coalesce(sum(attempts), 0) FROM outcomes WHERE sink = 'uc'"
+        ).fetchone()
+    return int(leads), int(calls)
+
+
+def delivered(config: Path) -> int:
+    status = run_cli("status", "--json", "-c", str(config), env=uc_env())
+    if status.returncode != 0:
+        return 0
+    return int(json.loads(status.stdout)["counts"].get("uc", {}).get("delivered", 0))
+
+
+def uc_env() -> dict[str, str]:
+    return cli_env(TEST_UCONTACT_PASSWORD="secret")
+
+
+def events(daemon: Any, name: str) -> list[dict[str, Any]]:
+    return [e for e in daemon.events if e.get("event") == name]
+
+
+def mid_poll(tmp_path: Path, sim: UContactSimulator, url: str, start_daemon: Any) -> Any:
+    """Return a daemon whose outcome poll is reading a long, slow list of call records."""
+    config = ucontact_daemon(tmp_path, url)
+    daemon = start_daemon(config, env=uc_env())
+    daemon.wait_for("daemon.ready")
+    text = "id,phone\n" + "".join(f"K{n:03d},{uy(n)}\n" for n in range(LEADS))
+    drop_csv(tmp_path / "inbox", "leads.csv", text)
+    wait_until(lambda: delivered(config) == LEADS, timeout=60, message=lambda: daemon.events[-15:])
+    now = time.time()
+    for i in range(CALLS):
+        calldate = sim.local(now - 600 + i)
+        sim.add_record(dialled(i % LEADS), calldate=calldate, guid=f"c{i:04d}", visible=False)
+    sim.faults.set(Faults(latency_ms=400))
+    before = sim.requests["Cdr/getrecords"]
+    sim.reveal()  # all at once: a poll sees every call or none
+    wait_until(lambda: sim.requests["Cdr/getrecords"] >= before + 3, timeout=60)
+    return daemon
+
+
+def test_sigterm_stops_an_outcome_poll_at_the_next_page_and_the_next_start_resumes_it(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    with served() as (sim, url):
+        daemon = mid_poll(tmp_path, sim, url, start_daemon)
+
+        assert daemon.stop() == 0
+        stopped = events(daemon, "sink.poll.stopped")
+        assert not events(daemon, "daemon.drain.cancelled"), "the poll waited out the grace"
+        assert len(stopped) == 1 and stopped[0]["pages"] >= 1
+        read = stopped[0]["records"]
+        assert read == 10 * stopped[0]["pages"] < CALLS
+        # What the stopped poll read is recorded: every call of its pages, once.
+        assert calls_recorded(tmp_path)[1] == read
+
+        sim.faults.set(Faults())
+        again = start_daemon(ucontact_daemon(tmp_path, url), env=uc_env())
+        resumed = again.wait_for("sink.poll.resumed", timeout=30)
+        assert resumed["lastrow"] == read  # where the stopped poll left off, not from 0
+        wait_until(
+            lambda: calls_recorded(tmp_path) == (LEADS, CALLS),
+            timeout=60,
+            message=lambda: (calls_recorded(tmp_path), again.events[-10:]),
+        )
+        assert again.stop() == 0
+
+
+def test_a_reload_stops_an_outcome_poll_at_the_next_page_and_the_new_config_resumes_it(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    with served() as (sim, url):
+        daemon = mid_poll(tmp_path, sim, url, start_daemon)
+
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for("config.reloaded", timeout=30)
+        assert not events(daemon, "daemon.drain.cancelled"), "the poll waited out the grace"
+        stopped = events(daemon, "sink.poll.stopped")
+        assert len(stopped) == 1 and stopped[0]["records"] < CALLS
+        sim.faults.set(Faults())
+        resumed = daemon.wait_for("sink.poll.resumed", timeout=30)
+        assert resumed["lastrow"] == stopped[0]["records"]
+        wait_until(
+            lambda: calls_recorded(tmp_path) == (LEADS, CALLS),
+            timeout=60,
+            message=lambda: (calls_recorded(tmp_path), daemon.events[-10:]),
+        )
+        assert daemon.stop() == 0
