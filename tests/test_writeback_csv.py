@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from syncd.errors import StoreError
 from syncd.writeback.base import DEFAULT_COLUMNS
 from syncd.writeback.runner import run_writebacks
 from tests.conftest import ROOT, cli_env, run_cli
@@ -169,6 +170,36 @@ async def test_rows_a_crash_left_unmarked_are_cut_off_and_written_once(tmp_path:
 
     assert not orphan.exists()
     assert sorted(r["key"] for r in read_published(outbox)) == keys(12)
+
+
+async def test_rows_whose_marks_could_not_be_saved_are_written_once_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    outbox = tmp_path / "outbox"
+    slow = outbox_csv(outbox=str(outbox), batch_size=5, rotate_bytes=10_000_000, rotate_s=3600)
+    store = await store_with(tmp_path / "state.db", [outcome(k) for k in keys(20)])
+    real_mark = store.mark_written
+    calls = 0
+
+    async def mark_fails_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the store hiccups: the second batch is in the file, not marked
+            raise StoreError("database is locked")
+        return await real_mark(*args, **kwargs)
+
+    store.mark_written = mark_fails_once  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError):
+            await run_writebacks(settings(tmp_path, slow), store)
+        store.mark_written = real_mark  # type: ignore[method-assign]
+        # The next start: the outbox's state as saved, the rows not marked still pending.
+        due = outbox_csv(outbox=str(outbox), batch_size=5, rotate_bytes=10_000_000, rotate_s=0)
+        await run_writebacks(settings(tmp_path, due), store)
+    finally:
+        await store.close()
+
+    assert sorted(r["key"] for r in read_published(outbox)) == keys(20)  # each once
 
 
 class Importer(threading.Thread):

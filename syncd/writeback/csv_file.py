@@ -178,6 +178,15 @@ class CsvWriteback:
         except OSError as exc:
             raise WritebackStopped(f"cannot write {part}: {exc.strerror or exc}") from exc
 
+    def _cut_unmarked(self) -> None:
+        part = self._part
+        try:
+            if part is not None and part.exists():
+                os.truncate(part, self._marked)
+        except OSError as exc:
+            raise WritebackStopped(f"cannot write {part}: {exc.strerror or exc}") from exc
+        self._size = self._marked
+
     def _new_part(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         n = 1
@@ -198,7 +207,13 @@ class CsvWriteback:
             await anyio.to_thread.run_sync(self._publish)
 
     async def end_pass(self) -> None:
-        if self._part is None or self._marked == 0:
+        if self._part is None:
+            return
+        if self._size > self._marked:
+            # Rows written whose marks were not saved (the store failed mid-pass): they
+            # are still pending and come again; the state saved now must not keep them.
+            await anyio.to_thread.run_sync(self._cut_unmarked)
+        if self._marked == 0:
             return
         if time.time() - self._created >= self.config.rotate_s:
             await anyio.to_thread.run_sync(self._publish)
