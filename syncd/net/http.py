@@ -158,6 +158,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             wait = parse_retry_after(response.headers.get("retry-after"))
             if wait is not None:
                 self.limits.hold(max(wait, MIN_WAIT_S))
+        elif response.status_code < 500:
+            # The dialer is there (even a 401 is its answer); a 5xx, a gateway's
+            # included, says nothing of that.
+            self.limits.on_answer()
         return response
 
     async def aclose(self) -> None:

@@ -124,6 +124,8 @@ class RequestLimits:
         self.in_flight = 0
         self.configured = (rate_per_s, max_in_flight)  # the dialer's limits, for all replicas
         self.shared_by = 1
+        # Told when the dialer answers any request (the sink's breaker: it is back).
+        self.on_answer: Callable[[], None] = lambda: None
 
     @asynccontextmanager
     async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
