@@ -158,6 +158,7 @@ class Pusher:
         self._feed: Feed | None = None  # the feed as measured at the start of this pass
         self._feed_sent = 0  # new leads let go since
         self.fed_up: str | None = None  # set when new leads were due and had to wait
+        self.gave_up = False  # this pass gave up on an unreachable dialer (see _give_up)
         # Fencing (run.claims): the lease a claim gets, and when each running claim was
         # taken or last confirmed (monotonic, wall)
         self.lease_s = min(LEASE_S, store.lease_s or LEASE_S)
@@ -528,8 +529,35 @@ class Pusher:
             if self.clock.time() + wait >= deadline:
                 self.counts.waiting = self._why_waiting(wait)
                 return False
+            if breaker.state is BreakerState.OPEN and breaker.opened > 1:
+                self._give_up(wait)
+                return False
             await self._sleep(min(wait, 5.0))
         return False
+
+    def _give_up(self, wait: float) -> None:
+        """End this pass: the breaker opened and its probe failed too (the dialer is down).
+
+        Probing on until the deadline would keep a cron run (``run --once``, an hour by
+        default) sitting on a dead dialer; the leads stay pending for the next run. (The
+        daemon's passes end at once anyway and it probes again at its next push.)
+        """
+        breaker = self.guard.breaker
+        reason = breaker.last_reason or "it keeps failing"
+        self.counts.waiting = (
+            f"dialer unreachable ({reason}); gave up for this run after its breaker opened "
+            f"and the probe {human_seconds(breaker.reset_s)} later failed too; next probe "
+            f"in {human_seconds(wait)}; leads wait for the next run"
+        )
+        if self.gave_up:
+            return  # said once per pass, whichever worker saw it first
+        self.gave_up = True
+        self.log.warning(
+            "sink.push.unreachable",
+            reason=reason,
+            failures=breaker.failures,
+            action="leads wait for the next run (pending, no attempts spent)",
+        )
 
     def _why_waiting(self, wait: float) -> str:
         """Return why no push may go before the deadline: a hold (its cause) or the breaker."""
