@@ -67,6 +67,7 @@ from syncd.errors import (
 )
 from syncd.net.breaker import BreakerState
 from syncd.net.fence import fenced
+from syncd.net.http import HeldBack
 from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
@@ -640,13 +641,11 @@ class Pusher:
                 self.deferred = own[0].reason
             elif results and all(r.kind is ResultKind.RETRY for r in results):
                 # A sink that turns a failed call into a retry per lead: for the breaker
-                # and the hold that is the dialer failing, not answering.
+                # that is the dialer failing, not answering. Each lead's own wait (an
+                # unanswered upload settling) holds that lead only, in the outbox: the
+                # sink's other leads and its polls go on. A real Retry-After was held
+                # for the whole sink by its transport when the answer came.
                 failed = [r for r in results if not r.deferred]  # syncd's own waits aside
-                waits = [r for r in failed if r.retry_after is not None]
-                if waits:
-                    # Its own reason says why (an unanswered call settling), not Retry-After.
-                    longest = max(waits, key=lambda r: r.retry_after or 0.0)
-                    self.guard.limits.hold(longest.retry_after or 0.0, cause=longest.reason)
                 self.guard.breaker.record_failure(
                     failed[0].reason, public="the dialer failed or could not be reached"
                 )
@@ -746,9 +745,16 @@ class Pusher:
 
     def _unanswered(self, exc: Exception) -> None:
         """The dialer failed or could not be reached: count it; honour its Retry-After."""
+        if isinstance(exc, HeldBack):
+            # Not sent: the sink's hold refused it. Neither a failure of the dialer nor
+            # a new hold (taken up again, it would lose what the hold's cause says).
+            self.guard.breaker.cancel()
+            self._publish()
+            return
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
-            self.guard.limits.hold(retry_after)
+            code = getattr(exc, "code", None)
+            self.guard.limits.hold(retry_after, answer=f"HTTP {code}" if code else None)
         if getattr(exc, "code", None) == "429":
             self.guard.breaker.cancel()  # told to slow down, not failing: the hold covers it
         else:
