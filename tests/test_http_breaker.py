@@ -5,14 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import stamina
 from structlog.testing import capture_logs
 
+from syncd.config import SinkConfig
+from syncd.core.summary import RunSummary, SinkCounts
 from syncd.net.breaker import BreakerState, CircuitBreaker
+from syncd.net.guard import guard_from_config
+from syncd.net.http import GuardedTransport
 from syncd.run.engine import Engine
 from syncd.simulators.faults import Faults
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
+from syncd.state.sqlite import SqliteStore
 from tests.conftest import drop_csv
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
@@ -92,6 +99,69 @@ def test_a_probe_that_found_nothing_to_send_is_given_back() -> None:
     assert breaker.allow()
     breaker.cancel()
     assert breaker.allow()
+
+
+def test_an_answer_to_another_request_makes_an_open_breaker_probe_at_once() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("jodo", failure_threshold=1, reset_s=10, max_reset_s=120, clock=clock)
+    breaker.record_failure()
+    for _ in range(3):  # the outage: every probe fails, the wait doubles
+        clock.now += breaker.wait_s()
+        assert breaker.allow()
+        breaker.record_failure()
+    assert breaker.wait_s() == 80
+    clock.now += 5  # the dialer is back: a poll (or a login) is answered
+    breaker.record_answer()
+    assert breaker.wait_s() == 0
+    assert breaker.allow()  # the probe goes now, not 75 s later
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_dialer_that_answers_reads_but_fails_pushes_is_probed_once_per_reset_at_most() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("jodo", failure_threshold=1, reset_s=10, max_reset_s=600, clock=clock)
+    breaker.record_failure()
+    breaker.record_answer()
+    assert breaker.allow()
+    breaker.record_failure()  # the early probe failed too: its push path is broken
+    for _ in range(50):  # a poll reading fifty pages in a row
+        breaker.record_answer()
+    assert breaker.wait_s() == 10  # one early probe per reset_s, not one per page
+    clock.now += 10
+    assert breaker.allow()
+    breaker.record_failure()
+    breaker.record_answer()
+    assert breaker.wait_s() == 10  # still at most one per reset_s; the doubled wait is 40
+
+
+def test_an_answer_leaves_a_closed_or_probing_breaker_alone() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("jodo", failure_threshold=2, reset_s=10, clock=clock)
+    breaker.record_failure()
+    breaker.record_answer()  # closed: the push's own answer decides, not a poll's
+    assert (breaker.state, breaker.failures) == (BreakerState.CLOSED, 1)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()  # the probe is out
+    breaker.record_answer()
+    assert breaker.state is BreakerState.HALF_OPEN and not breaker.allow()
+
+
+@pytest.mark.parametrize(
+    ("status", "probes"), [(200, True), (401, True), (500, False), (429, False), (503, False)]
+)
+async def test_every_request_the_dialer_answers_tells_the_breaker(
+    status: int, probes: bool
+) -> None:
+    clock = FakeClock()
+    guard = guard_from_config(SinkConfig(name="jodo", kind="jodo", breaker_failures=1), clock)
+    guard.breaker.record_failure("HTTP 500")
+    assert guard.breaker.wait_s() > 0
+    inner = httpx.MockTransport(lambda request: httpx.Response(status))
+    async with httpx.AsyncClient(transport=GuardedTransport(inner, guard.limits)) as client:
+        await client.get("http://dialer.test/outcomes")
+    assert (guard.breaker.wait_s() == 0) is probes
 
 
 def test_state_is_a_plain_attribute_with_a_gauge_value() -> None:
@@ -261,3 +331,59 @@ async def test_a_sink_that_answers_retry_for_every_lead_also_opens_the_breaker(
     assert seen["breaker"]["state"] == "open"
     assert summary.sinks["ucontact"].failed == 0
     assert counter.count <= 2 * 4  # two failed pushes, each with its in-call retries
+
+
+async def test_pushes_resume_a_tick_after_the_dialer_is_back_not_after_the_doubled_wait(
+    tmp_path: Path,
+) -> None:
+    # The daemon's rhythm on a fake clock: a push pass (deadline: now) and an outcome
+    # poll every 5 s tick. The dialer is down for 200 s: the breaker's probes fail and
+    # its wait doubles to 80 s. When the dialer returns, the first poll it answers
+    # makes the breaker probe at once, and the next tick delivers.
+    tick_s = 5.0
+    clock = FakeClock(1_800_000_000.0)
+    sim = JodoSimulator(clock=clock)
+    with running(create_app(sim)) as url, stamina.set_testing(True, attempts=1):
+        sink = jodo_sink(
+            url,
+            batch_size=5,
+            push_concurrency=1,
+            breaker_failures=1,
+            breaker_reset_s=10,
+            retry_base_s=0.5,
+            retry_max_s=120,
+        )
+        settings = settings_for(write_config(tmp_path, [sink]))
+        drop_csv(tmp_path / "inbox", "a.csv", export(20))
+        store = SqliteStore(settings.state.path, clock)
+        await store.open()
+        engine = Engine(settings, store, clock=clock)
+        try:
+            await engine.pull(settings.sources[0], RunSummary("pull"))
+            await engine.open()
+            breaker = engine.sinks["jodo"].sink.guard.breaker
+
+            async def tick() -> None:
+                await engine.push("jodo", SinkCounts(), deadline=clock.time())
+                await engine.poll("jodo")
+                clock.advance(tick_s)
+
+            sim.faults.set(Faults(error_rate=1.0))
+            back_at = clock.time() + 200
+            while clock.time() < back_at:
+                await tick()
+            assert breaker.state is BreakerState.OPEN
+            wait_when_back = breaker.wait_s()
+            sim.faults.set(Faults())
+            ticks = 0
+            while len(sim.received()) < 20 and ticks < 40:
+                await tick()
+                ticks += 1
+        finally:
+            await engine.close()
+            await store.close()
+
+    assert wait_when_back >= 60  # without the poll's word, pushes would wait this long
+    assert sim.received() == {key: 1 for key in keys(20)}
+    assert ticks <= 2  # the poll of the first tick, the pushes of the second
+    assert breaker.state is BreakerState.CLOSED

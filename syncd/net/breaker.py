@@ -6,6 +6,13 @@ probe goes; success closes it, failure opens it again for twice as long (up to
 ``max_reset_s``). A pure state machine (no I/O, an injectable clock); the push
 loop asks it before each push and tells it how the push went.
 
+Pushes are not the only requests: polls, logins and keep-alives go on while it is
+open, and one of those answered (:meth:`record_answer`, told by the sink's HTTP
+transport) means the dialer is back. The probe then goes at once instead of after
+a wait doubled by a long outage, so pushes resume within seconds of the dialer's
+return; at most once per ``reset_s``, so a dialer that answers reads but fails
+pushes is not probed on every page of a poll.
+
 ``state`` is a plain public attribute for status pages and metrics.
 """
 
@@ -57,6 +64,7 @@ class CircuitBreaker:
         self.failing_since: float | None = None  # clock time of the first failure in a row
         self.successes = 0  # answers ever recorded: has this dialer answered since it opened?
         self._probing = False
+        self._hinted_at: float | None = None  # when another request's answer last moved a probe
 
     @property
     def state_value(self) -> int:
@@ -95,8 +103,29 @@ class CircuitBreaker:
         self.failures = 0
         self.opened = 0
         self.failing_since = None
+        self._hinted_at = None
         if self.state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
+
+    def record_answer(self) -> None:
+        """Another request to the dialer was answered: an open breaker probes now.
+
+        Only the probe's own answer closes it (reads may work while pushes fail); once
+        an early probe has gone, the next one waits ``reset_s`` at least.
+        """
+        if self.state is not BreakerState.OPEN:
+            return  # closed: pushes flow; half-open: the probe's answer decides
+        now = self._clock()
+        soonest = now if self._hinted_at is None else max(now, self._hinted_at + self.reset_s)
+        if soonest >= self._probe_at:
+            return
+        self._probe_at = self._hinted_at = soonest
+        log.info(
+            "sink.breaker.probe_early",
+            sink=self.name,
+            reason="the dialer answered another request",
+            in_s=round(soonest - now, 3),
+        )
 
     def record_failure(self, reason: str = "", public: str = "") -> None:
         """The dialer could not be reached or failed; open after too many in a row.

@@ -26,6 +26,10 @@ class SinkGuard:
     sizes: BatchSizes = field(default_factory=lambda: BatchSizes())
     held: SinkHold = field(default_factory=lambda: SinkHold())
 
+    def __post_init__(self) -> None:
+        # Any request the dialer answers (a poll, a login) tells the breaker it is back.
+        self.limits.on_answer = self.breaker.record_answer
+
     def details(self) -> dict[str, Any]:
         """Return what status pages show about the breaker and the throttle."""
         return {

@@ -138,6 +138,14 @@ def make_client(
 URGENT = "syncd.urgent"
 
 
+class HeldBack(RetryableError):
+    """A request not sent: the sink is held (a Retry-After) longer than a call may wait.
+
+    Not the dialer failing: it is not counted against the breaker, and the hold that
+    refused it is not taken up again as a new one.
+    """
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that applies one sink's RequestLimits to every request."""
 
@@ -150,14 +158,18 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if held > MAX_INLINE_HOLD_S:
             # Sleeping out a long Retry-After inside a call would outlast `--once`'s
             # deadline and ignore SIGTERM; the lead waits in the outbox instead.
-            raise RetryableError(self.limits.hold_text(held), retry_after=held)
+            raise HeldBack(self.limits.hold_text(held), retry_after=held)
         async with self.limits.slot(urgent=bool(request.extensions.get(URGENT))):
             await before_send()  # after the wait for a turn: the last moment before it leaves
             response = await self.inner.handle_async_request(request)
         if response.status_code in HOLD_STATUSES:
             wait = parse_retry_after(response.headers.get("retry-after"))
             if wait is not None:
-                self.limits.hold(max(wait, MIN_WAIT_S))
+                self.limits.hold(max(wait, MIN_WAIT_S), answer=f"HTTP {response.status_code}")
+        elif response.status_code < 500:
+            # The dialer is there (even a 401 is its answer); a 5xx, a gateway's
+            # included, says nothing of that.
+            self.limits.on_answer()
         return response
 
     async def aclose(self) -> None:

@@ -49,6 +49,7 @@ class RateLimiter:
         self._tat = 0.0  # theoretical arrival time of the next request
         self._hold_until = 0.0
         self.hold_cause: str | None = None  # why the current hold: None, a Retry-After
+        self.hold_answer: str | None = None  # the dialer's answer that asked for it ("HTTP 429")
         self._queue: list[tuple[int, int]] = []  # (0 urgent | 1 normal, arrival) of waiters
         self._arrivals = itertools.count()
 
@@ -69,11 +70,12 @@ class RateLimiter:
         if self.rate_per_s is not None:
             self._tat = max(self._tat, at) + 1.0 / self.rate_per_s
 
-    def hold(self, seconds: float, cause: str | None = None) -> None:
+    def hold(self, seconds: float, cause: str | None = None, answer: str | None = None) -> None:
         """Let no request go for ``seconds`` from now (a vendor's Retry-After, or ``cause``)."""
         until = self._clock() + max(0.0, seconds)
         if until > self._hold_until or self.held_for() <= 0:
-            self.hold_cause = cause  # the hold that lasts longest says why
+            # the hold that lasts longest says why
+            self.hold_cause, self.hold_answer = cause, answer
         self._hold_until = max(self._hold_until, until)
 
     def held_for(self) -> float:
@@ -124,6 +126,8 @@ class RequestLimits:
         self.in_flight = 0
         self.configured = (rate_per_s, max_in_flight)  # the dialer's limits, for all replicas
         self.shared_by = 1
+        # Told when the dialer answers any request (the sink's breaker: it is back).
+        self.on_answer: Callable[[], None] = lambda: None
 
     @asynccontextmanager
     async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
@@ -164,19 +168,25 @@ class RequestLimits:
             self._slots = asyncio.Semaphore(self.max_in_flight)
         return True
 
-    def hold(self, seconds: float, cause: str | None = None) -> None:
+    def hold(self, seconds: float, cause: str | None = None, answer: str | None = None) -> None:
         """Hold every request of this sink for ``seconds``.
 
-        ``cause`` says why in syncd's words (a paused campaign); None means the
-        dialer asked for the wait (Retry-After).
+        ``cause`` says why in syncd's words; None means the dialer asked for the wait
+        (Retry-After), and ``answer`` says in which answer ("HTTP 429"). Only the
+        dialer's own word should hold every request: a lead in doubt waits on its own.
         """
         if seconds > self.limiter.held_for():
-            log.info("sink.throttle.hold", sink=self.name, seconds=round(seconds, 3), cause=cause)
-        self.limiter.hold(seconds, cause)
+            said = f"the dialer answered {answer or 'a request'} with Retry-After: {seconds:g}"
+            log.info(
+                "sink.throttle.hold", sink=self.name, seconds=round(seconds, 3), cause=cause or said
+            )
+        self.limiter.hold(seconds, cause, answer)
 
     def hold_text(self, seconds: float) -> str:
         """Return why requests wait ``seconds``: the hold's cause, or the dialer's Retry-After."""
         cause = self.limiter.hold_cause
         if cause:
             return f"{cause}; next try in {human_seconds(seconds)}"
-        return f"the dialer asked to wait {human_seconds(seconds)} (Retry-After)"
+        answer = self.limiter.hold_answer
+        asked = f"{answer}, Retry-After" if answer else "Retry-After"
+        return f"the dialer asked to wait {human_seconds(seconds)} ({asked})"

@@ -67,6 +67,7 @@ from syncd.errors import (
 )
 from syncd.net.breaker import BreakerState
 from syncd.net.fence import fenced
+from syncd.net.http import HeldBack
 from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
@@ -158,6 +159,7 @@ class Pusher:
         self._feed: Feed | None = None  # the feed as measured at the start of this pass
         self._feed_sent = 0  # new leads let go since
         self.fed_up: str | None = None  # set when new leads were due and had to wait
+        self.gave_up = False  # this pass gave up on an unreachable dialer (see _give_up)
         # Fencing (run.claims): the lease a claim gets, and when each running claim was
         # taken or last confirmed (monotonic, wall)
         self.lease_s = min(LEASE_S, store.lease_s or LEASE_S)
@@ -528,8 +530,35 @@ class Pusher:
             if self.clock.time() + wait >= deadline:
                 self.counts.waiting = self._why_waiting(wait)
                 return False
+            if breaker.state is BreakerState.OPEN and breaker.opened > 1:
+                self._give_up(wait)
+                return False
             await self._sleep(min(wait, 5.0))
         return False
+
+    def _give_up(self, wait: float) -> None:
+        """End this pass: the breaker opened and its probe failed too (the dialer is down).
+
+        Probing on until the deadline would keep a cron run (``run --once``, an hour by
+        default) sitting on a dead dialer; the leads stay pending for the next run. (The
+        daemon's passes end at once anyway and it probes again at its next push.)
+        """
+        breaker = self.guard.breaker
+        reason = breaker.last_reason or "it keeps failing"
+        self.counts.waiting = (
+            f"dialer unreachable ({reason}); gave up for this run after its breaker opened "
+            f"and the probe {human_seconds(breaker.reset_s)} later failed too; next probe "
+            f"in {human_seconds(wait)}; leads wait for the next run"
+        )
+        if self.gave_up:
+            return  # said once per pass, whichever worker saw it first
+        self.gave_up = True
+        self.log.warning(
+            "sink.push.unreachable",
+            reason=reason,
+            failures=breaker.failures,
+            action="leads wait for the next run (pending, no attempts spent)",
+        )
 
     def _why_waiting(self, wait: float) -> str:
         """Return why no push may go before the deadline: a hold (its cause) or the breaker."""
@@ -612,13 +641,11 @@ class Pusher:
                 self.deferred = own[0].reason
             elif results and all(r.kind is ResultKind.RETRY for r in results):
                 # A sink that turns a failed call into a retry per lead: for the breaker
-                # and the hold that is the dialer failing, not answering.
+                # that is the dialer failing, not answering. Each lead's own wait (an
+                # unanswered upload settling) holds that lead only, in the outbox: the
+                # sink's other leads and its polls go on. A real Retry-After was held
+                # for the whole sink by its transport when the answer came.
                 failed = [r for r in results if not r.deferred]  # syncd's own waits aside
-                waits = [r for r in failed if r.retry_after is not None]
-                if waits:
-                    # Its own reason says why (an unanswered call settling), not Retry-After.
-                    longest = max(waits, key=lambda r: r.retry_after or 0.0)
-                    self.guard.limits.hold(longest.retry_after or 0.0, cause=longest.reason)
                 self.guard.breaker.record_failure(
                     failed[0].reason, public="the dialer failed or could not be reached"
                 )
@@ -718,9 +745,16 @@ class Pusher:
 
     def _unanswered(self, exc: Exception) -> None:
         """The dialer failed or could not be reached: count it; honour its Retry-After."""
+        if isinstance(exc, HeldBack):
+            # Not sent: the sink's hold refused it. Neither a failure of the dialer nor
+            # a new hold (taken up again, it would lose what the hold's cause says).
+            self.guard.breaker.cancel()
+            self._publish()
+            return
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
-            self.guard.limits.hold(retry_after)
+            code = getattr(exc, "code", None)
+            self.guard.limits.hold(retry_after, answer=f"HTTP {code}" if code else None)
         if getattr(exc, "code", None) == "429":
             self.guard.breaker.cancel()  # told to slow down, not failing: the hold covers it
         else:
