@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from syncd.core.mapping import lead_hash, lead_to_json
 from syncd.core.model import Action, Lead, LeadWrite, Outcome
@@ -36,7 +37,7 @@ class Rig:
     store: SqliteStore
     sinks: list[AmeyoSink]
 
-    async def sink(self, **overrides: Any) -> AmeyoSink:
+    async def sink(self, stopping: asyncio.Event | None = None, **overrides: Any) -> AmeyoSink:
         values: dict[str, Any] = {
             "name": "ameyo",
             "url": self.url,
@@ -48,7 +49,8 @@ class Rig:
             "timezone": "Asia/Kolkata",  # the simulator's clock
             **overrides,
         }
-        sink = AmeyoSink(AmeyoSinkConfig(**values), SinkContext(store=self.store, region="IN"))
+        context = SinkContext(store=self.store, region="IN", stopping=stopping)
+        sink = AmeyoSink(AmeyoSinkConfig(**values), context)
         await sink.open()
         self.sinks.append(sink)
         return sink
@@ -347,6 +349,25 @@ async def test_polling_asks_for_customers_in_chunks(rig: Rig) -> None:
     await rig.push(sink)
     await sink.poll_outcomes()
     assert rig.sim.requests["getContacts"] == 3
+
+
+async def test_a_stop_ends_a_poll_after_its_chunk_keeping_what_it_read(rig: Rig) -> None:
+    stopping = asyncio.Event()
+    sink = await rig.sink(stopping=stopping, poll_chunk=2)
+    await rig.enqueue(*(lead(n) for n in range(7)))
+    await rig.push(sink)
+    stopping.set()  # a reload asked while the poll walks the delivered leads
+    with capture_logs() as logs:
+        await sink.poll_outcomes()
+    asked_before_stop = rig.sim.requests["getContacts"]
+    stopping.clear()
+    after_reload = await rig.sink(stopping=stopping, poll_chunk=2)  # a new sink object
+    await after_reload.poll_outcomes()
+
+    assert asked_before_stop == 1  # the chunk being read, then it ended
+    assert [e for e in logs if e["event"] == "sink.poll.stopped"]
+    # The next poll walks every delivered lead, as every poll does (4 chunks of 2).
+    assert rig.sim.requests["getContacts"] - asked_before_stop == 4
 
 
 async def test_health_reports_the_session_and_its_keepalive(rig: Rig) -> None:

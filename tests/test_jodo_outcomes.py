@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from syncd.core.model import CallStatus
 from syncd.errors import RetryableError, VendorError
@@ -215,6 +217,34 @@ async def test_a_long_gap_is_read_in_slices_no_wider_than_max_window(
         await sink.poll_outcomes()
         await sink.close()
     assert sim.requests["getProcessData"] == 4  # 3 h 10 min in slices of 1 h
+    end = datetime.fromisoformat(str(await store.kv_get("jodo:jodo", "outcomes.window_end")))
+    assert datetime.now(UTC) - end < timedelta(seconds=30)
+
+
+async def test_a_stop_ends_a_long_poll_after_the_slice_it_reads_and_the_next_poll_goes_on(
+    store: SqliteStore,
+) -> None:
+    sim = JodoSimulator()
+    three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    await store.kv_set("jodo:jodo", "outcomes.window_end", three_hours_ago.isoformat())
+    stopping = asyncio.Event()
+    stopping.set()  # a SIGTERM came while the poll was due
+    with serve(sim) as jodo, capture_logs() as logs:
+        settings = {"overlap_s": 600, "max_window_s": 3600}
+        sink = make_sink(jodo.url, store, stopping=stopping, outcomes=settings)
+        await sink.poll_outcomes()
+        read_before_stop = sim.requests["getProcessData"]
+        kept = datetime.fromisoformat(str(await store.kv_get("jodo:jodo", "outcomes.window_end")))
+        await sink.close()
+        stopping.clear()  # the next start
+        sink = make_sink(jodo.url, store, stopping=stopping, outcomes=settings)
+        await sink.poll_outcomes()
+        await sink.close()
+
+    assert read_before_stop == 1  # the slice being read, then it ended
+    assert kept - three_hours_ago < timedelta(hours=1)  # the window moved by that slice only
+    assert [e for e in logs if e["event"] == "sink.poll.stopped"]
+    assert sim.requests["getProcessData"] == 4  # the rest of the gap, not the whole again
     end = datetime.fromisoformat(str(await store.kv_get("jodo:jodo", "outcomes.window_end")))
     assert datetime.now(UTC) - end < timedelta(seconds=30)
 

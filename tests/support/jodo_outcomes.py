@@ -6,6 +6,7 @@ and pushed by the engine's Pusher through the Jodo sink.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +43,11 @@ def serve(sim: JodoSimulator) -> Iterator[Simulated]:
 
 
 def make_sink(
-    url: str, store: SqliteStore, clock: Clock = SYSTEM_CLOCK, **settings: Any
+    url: str,
+    store: SqliteStore,
+    clock: Clock = SYSTEM_CLOCK,
+    stopping: asyncio.Event | None = None,
+    **settings: Any,
 ) -> JodoSink:
     """Return a Jodo sink for the simulator at ``url`` with quick in-call retries."""
     config = JodoSinkConfig.model_validate(
@@ -58,7 +63,8 @@ def make_sink(
             **settings,
         }
     )
-    sink = JodoSink(config, SinkContext(store=store, region="IN", clock=clock))
+    context = SinkContext(store=store, region="IN", clock=clock, stopping=stopping)
+    sink = JodoSink(config, context)
     sink.client.policy = RetryPolicy(attempts=3, timeout_s=10, wait_initial_s=0.01, wait_max_s=0.05)
     return sink
 

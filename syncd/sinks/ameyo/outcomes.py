@@ -1,7 +1,14 @@
-"""Outcome polling: getContacts for the customers syncd delivered, in chunks."""
+"""Outcome polling: getContacts for the customers syncd delivered, in chunks.
+
+A stop or reload (``stopping``) ends the walk after the chunk being read, keeping the
+outcomes read. The next poll walks every delivered lead again, as each poll does: a
+walk resumed halfway would not be a poll that went through (the expired-lead check
+trusts one to have seen every call placed before it started).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +73,13 @@ def outcome_of(
 
 
 async def poll(
-    client: AmeyoClient, store: StateStore, cfg: AmeyoSinkConfig, unread: set[str]
+    client: AmeyoClient,
+    store: StateStore,
+    cfg: AmeyoSinkConfig,
+    unread: set[str],
+    *,
+    stopping: asyncio.Event | None = None,
+    log: Any = None,
 ) -> int:
     """Record what Ameyo reports for every delivered lead; return how many outcomes changed.
 
@@ -79,6 +92,7 @@ async def poll(
     walk = not unread  # a full pass, or a catch-up of the pages left unread
     starts = sorted(unread) if unread else [""]
     unread.clear()
+    chunks = 0
     for start in starts:
         after = start
         while True:
@@ -97,8 +111,13 @@ async def poll(
                     unread.add(after)
                     failures.append(str(exc))
             after = page[-1][0]
+            chunks += 1
             if not walk or len(page) < cfg.poll_chunk:
                 break
+            if stopping is not None and stopping.is_set():
+                if log is not None:
+                    log.info("sink.poll.stopped", chunks=chunks, reason="stop")
+                return changed
     if failures:
         raise RetryableError(
             f"getContacts: {len(failures)} page(s) of outcomes unread, read first at the next "

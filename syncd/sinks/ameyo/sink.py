@@ -427,7 +427,14 @@ class AmeyoSink(BaseSink):
         if self.features.is_off(OUTCOMES):
             return 0
         try:
-            changed = await outcomes.poll(self.client, self.ctx.store, self.cfg, self._unread)
+            changed = await outcomes.poll(
+                self.client,
+                self.ctx.store,
+                self.cfg,
+                self._unread,
+                stopping=self.ctx.stopping,
+                log=self.log,
+            )
         except SinkConfigError as exc:
             # A server or API user without getContacts: outcomes are off, leads still go.
             if self.features.turn_off(OUTCOMES, exc, action=OUTCOMES_OFF):

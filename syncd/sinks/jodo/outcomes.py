@@ -39,6 +39,9 @@ class OutcomePoller(JodoPart):
         self.mapper = StatusMapper(self.cfg.outcomes.status_map)
         self.scope = f"jodo:{self.cfg.name}"
         self._offset_s = 0.0  # the dialer's clock minus ours, once beyond the tolerance
+        # Set at a stop or reload: a poll ends after the slice it is reading (its window
+        # end is stored per slice, so the next poll goes on from there).
+        self.stopping = asyncio.Event()
         self.recordings = (
             Recordings(self.client, self.store, self.cfg.name, self.cfg.recordings, self.log)
             if self.cfg.recordings.enabled
@@ -51,9 +54,11 @@ class OutcomePoller(JodoPart):
         """Store new or changed outcomes; return how many there were."""
         widen = self._follow_dialer_clock()
         changed = await self._poll_window(widen)
+        if self.stopping.is_set():
+            return changed
         if self._follow_dialer_clock():  # those answers put the dialer's clock elsewhere
             changed += await self._poll_window(widen=True)
-        if self.settings.recheck_per_poll:
+        if self.settings.recheck_per_poll and not self.stopping.is_set():
             ours = datetime.fromtimestamp(self.clock.time(), UTC)
             changed += await self.ingest(await self._recheck(), ours)
         if changed:
@@ -83,6 +88,9 @@ class OutcomePoller(JodoPart):
                 todate=end.isoformat(),
                 rows=len(rows),
             )
+            if self.stopping.is_set() and end < now:
+                self.log.info("sink.poll.stopped", read_to=end.isoformat(), reason="stop")
+                break
         if not ingested and not self.settings.recheck_per_poll:
             # recordings awaited from earlier polls are still asked for
             changed += await self.ingest([], ours)

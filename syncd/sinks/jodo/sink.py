@@ -53,6 +53,8 @@ class JodoSink(BaseSink):
         self.outcomes = OutcomePoller(
             self.client, ctx.store, config, self.log, self.dial, self.clock
         )
+        if ctx.stopping is not None:
+            self.outcomes.stopping = ctx.stopping
         if self.outcomes.recordings is not None:  # a 403/404 turns them off, in status
             self.outcomes.recordings.features = self.features
         self.agents = AgentPoller(
