@@ -44,7 +44,10 @@ RUN groupadd --system --gid 10001 syncd \
  && chown syncd:syncd /var/lib/syncd \
  && chmod 0700 /var/lib/syncd
 COPY --from=build /opt/syncd /opt/syncd
-COPY README.md docs/ /usr/share/doc/syncd/
+# Two COPYs: a folder's contents land in the destination, not the folder, so one COPY of
+# README.md and docs/ flattened docs/ beside README and its docs/x.md links were dead.
+COPY README.md /usr/share/doc/syncd/
+COPY docs/ /usr/share/doc/syncd/docs/
 
 # Everything below can be overridden with `-e`; see docs/container.md.
 ENV PATH=/opt/syncd/bin:$PATH \

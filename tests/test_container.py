@@ -118,6 +118,7 @@ def _may_reinclude(folder: str, exceptions: list[str]) -> bool:
 class Copy:
     line: int
     sources: tuple[str, ...]
+    dest: str
     stage_copy: bool  # COPY --from=<stage>: not from the context
 
 
@@ -152,8 +153,64 @@ def copies(text: str) -> list[Copy]:
         flags = [t for t in tokens if t.startswith("--")]
         paths = [t for t in tokens if not t.startswith("--")]
         stage = any(f.startswith("--from=") for f in flags)
-        result.append(Copy(n, tuple(paths[:-1]), stage))
+        result.append(Copy(n, tuple(paths[:-1]), paths[-1], stage))
     return result
+
+
+def placements(copy: Copy, context: set[str]) -> dict[str, str]:
+    """Return where a COPY from the context puts each file: {image path: context path}.
+
+    As Docker copies: a folder source's contents land in the destination, not the folder
+    itself (`COPY docs/ /d/` gives /d/a.md, not /d/docs/a.md); a file goes to the
+    destination, or into it when it ends with / or there are several sources. A
+    relative destination stays relative (to the WORKDIR, which this does not follow).
+    """
+    into = copy.dest.endswith("/") or len(copy.sources) > 1
+    out: dict[str, str] = {}
+    for source in copy.sources:
+        src = posixpath.normpath(source).lstrip("/")
+        wild = re.compile(_regex(src)) if any(ch in src for ch in "*?[") else None
+        for f in sorted(context):
+            parts = f.split("/")
+            # the context path a source names: the file, or the folder that holds it
+            named = next(
+                (
+                    "/".join(parts[:i])
+                    for i in range(1, len(parts) + 1)
+                    if "/".join(parts[:i]) == src
+                    or (wild is not None and wild.match("/".join(parts[:i])) is not None)
+                ),
+                None,
+            )
+            if named is None:
+                continue
+            if named == f:
+                target = posixpath.join(copy.dest, parts[-1]) if into else copy.dest
+            else:
+                target = posixpath.join(copy.dest, f[len(named) + 1 :])
+            out[posixpath.normpath(target)] = f
+    return out
+
+
+def image_files(text: str, context: set[str]) -> dict[str, str]:
+    """Return the files the final stage copies from the context: {image path: context path}."""
+    steps = dockerfile_instructions(text)
+    last_from = max(n for n, word, _ in steps if word == "FROM")
+    placed: dict[str, str] = {}
+    for c in copies(text):
+        if c.line > last_from and not c.stage_copy:
+            placed.update(placements(c, context))
+    return placed
+
+
+def markdown_links(text: str) -> list[str]:
+    """Return the relative link targets of a Markdown text, anchors dropped."""
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [
+        link.split("#")[0]
+        for link in links
+        if "://" not in link and not link.startswith(("mailto:", "#"))
+    ]
 
 
 def in_context(source: str, context: set[str]) -> bool:
@@ -245,3 +302,42 @@ def test_the_dependency_layer_is_built_before_the_code_is_copied() -> None:
 
     assert build[lock_copy][2].split()[:-1] == ["requirements.lock"]  # nothing else in it
     assert code and lock_copy < install < min(code)
+
+
+@pytest.mark.parametrize(
+    ("copy", "placed"),
+    [
+        # a folder's contents, not the folder: what flattened the docs into README's folder
+        ("COPY README.md docs/ /d/", {"/d/README.md": "README.md", "/d/a.md": "docs/a.md",
+                                      "/d/sub/b.md": "docs/sub/b.md"}),
+        ("COPY docs/ /d/docs/", {"/d/docs/a.md": "docs/a.md", "/d/docs/sub/b.md": "docs/sub/b.md"}),
+        ("COPY README.md /d/readme.txt", {"/d/readme.txt": "README.md"}),
+        ("COPY *.md /d/", {"/d/README.md": "README.md"}),
+    ],
+)  # fmt: skip
+def test_a_copy_places_files_as_docker_does(copy: str, placed: dict[str, str]) -> None:
+    context = {"README.md", "docs/a.md", "docs/sub/b.md", "syncd/x.py"}
+    assert image_files(f"FROM x\n{copy}\n", context) == placed
+
+
+def test_the_documentation_in_the_image_keeps_its_links() -> None:
+    """README's links (docs/x.md) and the docs' links to each other resolve in the image."""
+    context = build_context(ROOT, IGNORE)
+    image = image_files(DOCKERFILE, context)
+    shipped = {src: at for at, src in image.items()}
+    label = re.search(r'org\.opencontainers\.image\.documentation="([^"]+)"', DOCKERFILE)
+    assert label and image.get(label.group(1)) == "README.md", sorted(image)
+
+    dead = []
+    for src, at in sorted(shipped.items()):
+        if not src.endswith(".md"):
+            continue
+        for link in markdown_links((ROOT / src).read_text(encoding="utf-8")):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(src), link))
+            if target not in shipped:
+                continue  # not shipped (systemd/README.md): a link to the source tree
+            there = posixpath.normpath(posixpath.join(posixpath.dirname(at), link))
+            if image.get(there) != target:
+                dead.append(f"{at}: {link} (the image has {target} at {shipped[target]})")
+    assert any(src.startswith("docs/") for src in shipped), sorted(image)
+    assert not dead, dead

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from syncd.daemon.healthcheck import probe_url
 from syncd.daemon.probes import parse_listen
 from syncd.errors import ConfigError
-from tests.conftest import ROOT, Simulated, cli_env, daemon_config, drop_csv
+from tests.conftest import ROOT, Simulated, cli_env, daemon_config, drop_csv, run_cli
 from tests.test_daemon import leads_csv, wait_until
 
 
@@ -126,7 +127,8 @@ def test_a_refused_api_key_reads_config_refused_also_once_the_sink_is_opened_aga
     tmp_path: Path, jodo: Simulated, start_daemon
 ) -> None:
     set_apikeys(jodo, "someone_else")  # Jodo answers 1107: API key not found
-    daemon = start_daemon(daemon_config(tmp_path, jodo.url))  # sink_recheck_s = 1
+    config = daemon_config(tmp_path, jodo.url)  # sink_recheck_s = 1
+    daemon = start_daemon(config)
     daemon.wait_for("daemon.ready")
     url = daemon.base_url
     daemon.wait_for("sink.stopped", sink="jodo")  # the first outcome poll was refused
@@ -142,6 +144,24 @@ def test_a_refused_api_key_reads_config_refused_also_once_the_sink_is_opened_aga
     assert sink_state(m, "jodo") == ["config_refused"]
     assert m[("syncd_sink_up", (("sink", "jodo"),))] == 0
     assert m[("syncd_sink_breaker_state", (("sink", "jodo"),))] == 0  # no outage either
+    # `syncd status` and the page say the same as the metric: refused, re-opened, waiting
+    # for the dialer's answer; never "working" (the CLI said so until the next refusal).
+    said: list[str] = []
+
+    def status_says_refused() -> bool:
+        out = run_cli("status", "-c", str(config))
+        assert out.returncode == 0, out.stderr
+        line = next(x for x in out.stdout.splitlines() if x.startswith("jodo: "))
+        said.append(line)
+        assert not line.startswith("jodo: working"), said
+        return "re-opened" in line
+
+    wait_until(status_says_refused, message=lambda: said[-3:])
+    assert "stopped since" in said[-1] and "API key" in said[-1], said[-1]
+    page = httpx.get(f"{url}/status").text
+    assert re.search(r'<td>jodo</td><td class="bad">stopped</td><td>[^<]*re-opened', page), page
+    ready = httpx.get(f"{url}/readyz")
+    assert ready.status_code == 503 and "re-opened" in ready.text, ready.text
 
     set_apikeys(jodo, "test_org")
     drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))

@@ -408,7 +408,13 @@ async def test_a_prune_run_by_the_cli_gives_the_freed_pages_back_and_the_file_sh
         drop_csv(tmp_path / "inbox", "today.csv", export(3))
         out = run_cli("run", "--once", "-c", str(config), env=vendor_env())
     assert out.returncode == 0, out.stderr
-    assert events(out.stderr, "state.pruned")[0]["rejects"] == 39_999  # the newest stays
+    # Every refused row older than rejects_days goes, the newest too: nothing reads it
+    # (the page's "recent rejected rows" are recent ones), and a month-old refusal kept
+    # forever is the personal data retention promises to drop.
+    assert events(out.stderr, "state.pruned")[0]["rejects"] == 40_000
+    listed = run_cli("rejects", "-c", str(config), env=vendor_env())
+    assert listed.returncode == 0, listed.stderr
+    assert "0 refused row(s)" in listed.stderr and "bad-" not in listed.stdout
     after, free = pages(state)
     # Before the fix the prune freed one page and 3,000 stayed on the free list.
     assert free <= 8, (before, after, free)

@@ -4,6 +4,7 @@ inbox, the run history and the charts of the last 24 hours, on the page and in
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -11,8 +12,10 @@ import pty
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from syncd.cli.report import fit_sections, note_left_out
 from syncd.core import latency
 from syncd.core.model import Action, Outcome, ResultKind
 from syncd.daemon.charts import Series, chart, duration, nice_ceiling, sparkline
@@ -392,11 +396,23 @@ def test_status_watch_refreshes_on_a_terminal_and_ctrl_c_exits_0(tmp_path: Path)
     assert re.search(r"once\s+│?\s*3\s+│?\s*3\s+│?\s*0\s+│?\s*0\s+│?\s*3", counted.stdout)
 
     # On a terminal: it draws, redraws, and Ctrl-C ends it with exit 0.
+    code, seen = watch_on_a_terminal(config, rows=200, cols=160)
+    assert code == 0
+    assert b"outcomes coming back" in seen and b"run history" in seen
+    assert b"Traceback" not in seen
+
+
+def watch_on_a_terminal(
+    config: Path, *, rows: int, cols: int, frames: int = 2
+) -> tuple[int, bytes]:
+    """Run `syncd status --watch` on a pty of ``rows`` x ``cols`` until it drew ``frames``
+    times, then Ctrl-C; return its exit code and every byte it wrote to the terminal."""
     primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncd", "status", "--watch", "--every", "0.2", "-c", str(config)],
-        stdin=secondary, stdout=secondary, stderr=secondary, env=cli_env(COLUMNS="160",
-        LINES="200", TERM="xterm"), cwd=ROOT, close_fds=True,
+        stdin=secondary, stdout=secondary, stderr=secondary, env=cli_env(COLUMNS=str(cols),
+        LINES=str(rows), TERM="xterm"), cwd=ROOT, close_fds=True,
     )  # fmt: skip
     os.close(secondary)
     seen = b""
@@ -412,7 +428,7 @@ def test_status_watch_refreshes_on_a_terminal_and_ctrl_c_exits_0(tmp_path: Path)
         return seen.count(b"syncd status, every 0.2 s") >= times
 
     try:
-        assert wait_until(lambda: drawn(2), timeout=30), seen[-2000:]
+        assert wait_until(lambda: drawn(frames), timeout=30), seen[-2000:]
         proc.send_signal(signal.SIGINT)
         # a terminal keeps reading what it is sent: the watch leaves its screen on exit,
         # and a reader that stopped would hold that write (and the exit) forever
@@ -422,6 +438,65 @@ def test_status_watch_refreshes_on_a_terminal_and_ctrl_c_exits_0(tmp_path: Path)
         if proc.poll() is None:
             proc.kill()
         os.close(primary)
-    assert code == 0
-    assert b"outcomes coming back" in seen and b"run history" in seen
-    assert b"Traceback" not in seen
+    return code, seen
+
+
+# Every section `syncd status` can show after a run with refused rows, by its title.
+SECTIONS = [
+    "leads per sink and state", "last run",
+    "recent rejected rows", "outcomes coming back", "sources and inbox", "run history",
+    "last 24 hours",
+]  # fmt: skip
+
+
+def test_status_watch_on_a_short_terminal_says_what_it_leaves_out(tmp_path: Path) -> None:
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = configured(tmp_path, url)
+        drop_csv(tmp_path / "inbox", "leads.csv", export(3, extra_rows=BAD_ROWS))
+        once = run_cli("run", "--once", "-c", str(config))
+        assert once.returncode == 0, once.stderr
+    full = run_cli("status", "-c", str(config)).stdout
+    assert all(title in full for title in SECTIONS), full  # it has them all to show
+
+    code, seen = watch_on_a_terminal(config, rows=24, cols=80)
+
+    assert code == 0 and b"Traceback" not in seen
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode("utf-8", "replace"))
+    frame = text[text.rindex("syncd status, every") :]
+    # what did not fit is named, with what to do; nothing is dropped without a word
+    flat = " ".join(frame.split())  # the note wraps on 80 columns
+    note = re.search(r"… (\d+) more sections?: (.*?); resize or run `syncd status`", flat)
+    assert note is not None, frame
+    left_out = note.group(2)
+    drawn = flat[: note.start()]
+    for title in SECTIONS:
+        assert (title in drawn) != (title in left_out), (title, frame)
+    assert int(note.group(1)) == len(left_out.split(", "))
+    # the most important first: what each sink is doing, and its leads
+    assert "jodo: " in drawn and "leads per sink and state" in drawn
+    assert len(frame.rstrip().splitlines()) <= 24, frame  # the note itself was not cut
+
+
+FITS = [
+    # (sections as (title, rank, lines), room, kept, left out)
+    ([("a", 0, 3), ("b", 1, 3)], 6, [0, 1], []),  # all fit: no note
+    ([("a", 1, 3), ("b", 0, 3), ("c", 2, 3)], 6, [1], ["a", "c"]),  # rank first; a line for a note
+    ([("big", 1, 9), ("a", 0, 2), ("small", 2, 2)], 6, [1, 2], ["big"]),  # a smaller one fills
+    ([("a", 0, 10)], 6, [], ["a"]),  # taller than the screen: named, never cut silently
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sections", "room", "kept", "left_out"), FITS)
+def test_a_short_terminal_keeps_the_most_important_sections_and_names_the_rest(
+    sections: list[tuple[str, int, int]], room: int, kept: list[int], left_out: list[str]
+) -> None:
+    assert fit_sections(sections, room, width=80) == (kept, left_out)
+
+
+def test_the_note_of_what_was_left_out_gets_the_lines_it_wraps_to() -> None:
+    sections = [("x" * 30, 0, 1), ("y" * 30, 1, 1), ("z" * 30, 2, 1), ("w", 3, 4)]
+    kept, left_out = fit_sections(sections, room=4, width=40)
+    shown = sum(sections[i][2] for i in kept)
+    note_lines = -(-len(note_left_out(left_out)) // 40)
+    assert left_out and shown + note_lines <= 4, (kept, left_out)

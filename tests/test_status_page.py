@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from syncd import __version__
-from syncd.daemon.probes import StatusAccess, is_loopback
+from syncd.daemon.probes import SESSION_S, StatusAccess, is_loopback
 from syncd.daemon.status_page import mask
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
@@ -113,6 +114,57 @@ def test_beyond_loopback_the_page_needs_the_bearer_token(tmp_path: Path, start_d
     assert readyz.status_code == 200  # probes stay open for the orchestrator
 
 
+def test_a_browser_signs_in_with_the_token_once_and_reads_the_page_by_its_cookie(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    token = "s3cret-page-token"
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = daemon_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace(
+            'listen = "127.0.0.1:0"',
+            'listen = "0.0.0.0:0"\nstatus_token = "env:STATUS_TOKEN"',
+        )
+        config.write_text(text, encoding="utf-8")
+        daemon = start_daemon(config, env=cli_env(STATUS_TOKEN=token))
+        daemon.wait_for("daemon.ready")
+        # A plain browser: no header to set, only forms, redirects and cookies.
+        with httpx.Client(base_url=daemon.base_url) as browser:
+            refused = browser.get("/status")
+            form = browser.get("/login")
+            wrong = browser.post("/login", data={"token": "nope-" + token})
+            signed = browser.post("/login", data={"token": token})
+            page = browser.get("/status")  # the cookie the sign-in set
+        # behind a TLS proxy on this host (uvicorn trusts X-Forwarded-Proto from loopback)
+        proxied = httpx.post(
+            f"{daemon.base_url}/login",
+            data={"token": token},
+            headers={"X-Forwarded-Proto": "https"},
+        )
+        forged = httpx.get(f"{daemon.base_url}/status", cookies={"syncd_status": "1." + "0" * 64})
+        assert daemon.stop() == 0
+
+    assert refused.status_code == 401 and 'href="login"' in refused.text  # the way in
+    assert form.status_code == 200 and '<form method="post" action="login">' in form.text
+    assert 'type="password" name="token"' in form.text and "<script" not in form.text
+    # a wrong token: 401, nothing said about why, no cookie
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    assert "nope" not in wrong.text and token not in wrong.text
+    # the right one: a cookie JavaScript cannot read, sent back to this site only
+    assert signed.status_code == 303 and signed.headers["location"] == "status"
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith("syncd_status=") and token not in cookie
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert "secure" not in cookie.lower()  # over plain http a Secure cookie is never sent back
+    assert "secure" in proxied.headers["set-cookie"].lower()
+    assert page.status_code == 200 and "syncd status" in page.text
+    assert forged.status_code == 401
+    # never in a URL or a log line
+    assert all(token not in str(r.url) for r in (refused, form, wrong, signed, page))
+    assert token not in json.dumps(daemon.events)
+    assert any(e["event"] == "status.login.refused" for e in daemon.events)
+
+
 def test_check_warns_when_the_page_is_exposed_without_a_token(tmp_path: Path) -> None:
     config = daemon_config(tmp_path, "http://127.0.0.1:9")
     text = config.read_text(encoding="utf-8").replace(
@@ -165,3 +217,16 @@ MASK_CASES = [
 @pytest.mark.parametrize(("text", "shown"), MASK_CASES)
 def test_phone_numbers_and_quoted_cells_are_masked(text: str, shown: str) -> None:
     assert mask(text) == shown
+
+
+def test_a_sign_in_cookie_opens_the_page_until_it_ends_and_only_for_its_token() -> None:
+    access = StatusAccess(False, "t0ken")
+    cookie = access.session(now=1_000.0)
+    assert "t0ken" not in cookie
+    assert access.refusal("", cookie, now=1_000.0 + SESSION_S - 1) is None
+    assert access.refusal("", cookie, now=1_000.0 + SESSION_S) is not None  # ended
+    assert StatusAccess(False, "an0ther").refusal("", cookie, now=1_000.0) is not None
+    until, _, mac = cookie.partition(".")
+    longer = f"{int(until) + 3600}.{mac}"  # its end moved: the MAC no longer fits
+    for forged in (longer, "", ".", "²." + mac, until, f"{until}.{mac[:-1]}"):
+        assert access.refusal("", forged, now=1_000.0) is not None, forged

@@ -350,7 +350,7 @@ def _status_page_line(settings: Settings) -> str:
     if access.token is not None:
         return (
             f"status page: /status on {host}:{port} needs Authorization: Bearer "
-            "<health.status_token>"
+            "<health.status_token>; in a browser, sign in with the token at /login"
         )
     return (
         f"status page: refused on {host}:{port}: set health.status_token (env:/file:) "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -99,150 +102,238 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         out.print(f"[yellow]not read yet[/yellow]: {escape(waiting)}", markup=True, highlight=False)
 
 
+@dataclass(frozen=True)
+class Section:
+    """One part of `syncd status`: its title, how much it matters on a short terminal
+    (``rank``: 0 first) and how it is drawn."""
+
+    title: str
+    rank: int
+    draw: Callable[[Console], None]
+
+
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
     out = console or make_console()
-    table = Table(title="leads per sink and state", title_justify="left")
-    states = ["pending", "inflight", "held", "delivered", "rejected", "failed", "removed"]
-    table.add_column("sink")
-    for s in states:
-        table.add_column(s, justify="right")
-    table.add_column("oldest pending")
-    for sink, counts in sorted(status["counts"].items()):
-        oldest = status["oldest"].get(sink)
-        table.add_row(
-            sink,
-            *(str(counts.get(s, 0)) for s in states),
-            f"{time.time() - oldest:.0f}s ago" if oldest else "-",
-        )
-    out.print(table)
-    for sink, seen in sorted((status.get("sinks") or {}).items()):
-        out.print(f"{sink}: {sink_state_line(seen)}", highlight=False, markup=False)
+    for section in status_sections(status):
+        section.draw(out)
+
+
+def status_sections(status: dict[str, Any]) -> list[Section]:
+    """Return the sections `syncd status` shows, in the order it prints them.
+
+    Their ranks say what `--watch` keeps on a terminal too short for all of them: what
+    each sink is doing and what alarms first, history and charts last.
+    """
+    sections: list[Section] = []
+
+    def section(title: str, rank: int) -> Callable[[Callable[[Console], None]], None]:
+        def add(draw: Callable[[Console], None]) -> None:
+            sections.append(Section(title, rank, draw))
+
+        return add
+
+    @section("leads per sink and state", 1)
+    def counts(out: Console) -> None:
+        table = Table(title="leads per sink and state", title_justify="left")
+        states = ["pending", "inflight", "held", "delivered", "rejected", "failed", "removed"]
+        table.add_column("sink")
+        for s in states:
+            table.add_column(s, justify="right")
+        table.add_column("oldest pending")
+        for sink, counts in sorted(status["counts"].items()):
+            oldest = status["oldest"].get(sink)
+            table.add_row(
+                sink,
+                *(str(counts.get(s, 0)) for s in states),
+                f"{time.time() - oldest:.0f}s ago" if oldest else "-",
+            )
+        out.print(table)
+
+    if status.get("sinks"):
+
+        @section("sinks", 0)
+        def sinks(out: Console) -> None:
+            for sink, seen in sorted(status["sinks"].items()):
+                out.print(f"{sink}: {sink_state_line(seen)}", highlight=False, markup=False)
+
     if status.get("schema"):
-        for line in schema_lines(status["schema"], status.get("replicas") or []):
-            style = "yellow" if line.startswith("warning") else None
-            out.print(line, style=style, highlight=False, markup=False)
-    for state in status.get("dnc_lists") or ():
-        out.print(dnc_list_line(state), highlight=False, markup=False)
-    for sink, decisions in sorted((status.get("gate") or {}).items()):
-        said = ", ".join(f"{what} {n}" for what, n in sorted(decisions.items()))
-        out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)
+
+        @section("store schema", 2)
+        def schema(out: Console) -> None:
+            for line in schema_lines(status["schema"], status.get("replicas") or []):
+                style = "yellow" if line.startswith("warning") else None
+                out.print(line, style=style, highlight=False, markup=False)
+
+    if status.get("dnc_lists"):
+
+        @section("do-not-call lists", 2)
+        def dnc_lists(out: Console) -> None:
+            for state in status["dnc_lists"]:
+                out.print(dnc_list_line(state), highlight=False, markup=False)
+
+    if status.get("gate"):
+
+        @section("safety gate", 3)
+        def gate(out: Console) -> None:
+            for sink, decisions in sorted(status["gate"].items()):
+                said = ", ".join(f"{what} {n}" for what, n in sorted(decisions.items()))
+                out.print(f"{sink}: safety gate: {said}", highlight=False, markup=False)
+
     if status.get("withdrawals_failing"):
-        table = Table(
-            title="ALERT: withdrawals the dialer keeps refusing (the numbers stay dialable)",
-            title_justify="left",
-        )
-        for c in ("sink", "key", "tries", "last reason"):
-            table.add_column(c)
-        for w in status["withdrawals_failing"]:
-            table.add_row(w["sink"], w["key"], str(w["attempts"]), w["reason"] or "")
-        out.print(table)
+
+        @section("ALERT: withdrawals refused", 0)
+        def withdrawals(out: Console) -> None:
+            table = Table(
+                title="ALERT: withdrawals the dialer keeps refusing (the numbers stay dialable)",
+                title_justify="left",
+            )
+            for c in ("sink", "key", "tries", "last reason"):
+                table.add_column(c)
+            for w in status["withdrawals_failing"]:
+                table.add_row(w["sink"], w["key"], str(w["attempts"]), w["reason"] or "")
+            out.print(table)
+
     if status.get("waiting"):
-        table = Table(
-            title="waiting for another lead of the same number (first 20)", title_justify="left"
-        )
-        for c in ("sink", "key", "what", "waits for", "reason"):
-            table.add_column(c)
-        for w in status["waiting"]:
-            what = "removal" if w["action"] == "delete" else "set aside"
-            table.add_row(w["sink"], w["key"], what, w["waits_for"], w["reason"] or "")
-        out.print(table)
-    run = status.get("last_run")
-    if run:
+
+        @section("waiting for another lead", 5)
+        def waiting(out: Console) -> None:
+            table = Table(
+                title="waiting for another lead of the same number (first 20)",
+                title_justify="left",
+            )
+            for c in ("sink", "key", "what", "waits for", "reason"):
+                table.add_column(c)
+            for w in status["waiting"]:
+                what = "removal" if w["action"] == "delete" else "set aside"
+                table.add_row(w["sink"], w["key"], what, w["waits_for"], w["reason"] or "")
+            out.print(table)
+
+    @section("last run", 2)
+    def last_run(out: Console) -> None:
+        run = status.get("last_run")
+        if not run:
+            out.print("last run: none yet")
+            return
         line = f"last run: {run['run_id']} ({run['mode']}) started {when(run['started_at'])}"
         line += f", finished {when(run['finished_at'])}" if run["finished_at"] else ", not finished"
         out.print(line)
-    else:
-        out.print("last run: none yet")
+
     if status["failures"]:
-        table = Table(title="refused and failed leads by reason", title_justify="left")
-        for c in ("sink", "count", "reason"):
-            table.add_column(c)
-        for sink, reason, n in status["failures"]:
-            table.add_row(sink, str(n), reason)
-        out.print(table)
+
+        @section("refused and failed leads", 3)
+        def failures(out: Console) -> None:
+            table = Table(title="refused and failed leads by reason", title_justify="left")
+            for c in ("sink", "count", "reason"):
+                table.add_column(c)
+            for sink, reason, n in status["failures"]:
+                table.add_row(sink, str(n), reason)
+            out.print(table)
+
     if status["rejects"]:
-        table = Table(
-            title="recent rejected rows (all of them: syncd rejects [--source NAME])",
-            title_justify="left",
-        )
-        for c in ("at", "source", "origin", "line", "key", "reason"):
-            table.add_column(c)
-        for r in status["rejects"]:
-            table.add_row(
-                when(r["at"]),
-                r["source"],
-                r["origin"] or "",
-                str(r["line"] or ""),
-                r["key"] or "",
-                r["reason"],
+
+        @section("recent rejected rows", 6)
+        def rejects(out: Console) -> None:
+            table = Table(
+                title="recent rejected rows (all of them: syncd rejects [--source NAME])",
+                title_justify="left",
             )
-        out.print(table)
-    if status.get("agents"):
-        table = Table(title="agents at the dialers", title_justify="left")
-        for c in ("sink", "login", "status", "description", "since", "duration", "seen"):
-            table.add_column(c)
-        for a in status["agents"]:
-            duration = a.get("duration_s")
-            table.add_row(
-                a["sink"],
-                a["login"],
-                str(a.get("status") or ""),
-                a.get("description") or "",
-                when(a.get("changed_at")),
-                f"{duration}s" if duration is not None else "-",
-                when(a.get("observed_at")),
-            )
-        out.print(table)
-    if status.get("replicas"):
-        table = Table(title="replicas on the shared store", title_justify="left")
-        for c in ("replica", "syncd", "schema", "seen", "leads (lease left)"):
-            table.add_column(c)
-        for r in status["replicas"]:
-            leads = ", ".join(f"{j['job']} ({j['lease_left_s']:.0f}s)" for j in r["leads"])
-            table.add_row(
-                r["replica"],
-                r.get("version") or "unknown",  # started before replicas recorded it
-                str(r["knows_schema"]) if r.get("knows_schema") is not None else "-",
-                f"{r['seen_s_ago']:.0f}s ago",
-                leads or "-",
-            )
-        out.print(table)
-    if status.get("writebacks"):
-        table = Table(title="writebacks (last pass)", title_justify="left")
-        for c in ("writeback", "written", "refused", "error"):
-            table.add_column(c)
-        for name, last in sorted(status["writebacks"].items()):
-            table.add_row(
-                name,
-                str(last.get("written", "-")),
-                str(last.get("refused", "-")),
-                str(last.get("error") or ""),
-            )
-        out.print(table)
-        for name, last in sorted(status["writebacks"].items()):
-            for reason, n in last.get("refused_by_reason") or []:
-                out.print(
-                    f"{name}: {n} outcome(s) refused by the CRM, not written: {reason} — once "
-                    f"fixed, `syncd retry --writeback {name}` writes them again",
-                    highlight=False,
-                    markup=False,
+            for c in ("at", "source", "origin", "line", "key", "reason"):
+                table.add_column(c)
+            for r in status["rejects"]:
+                table.add_row(
+                    when(r["at"]),
+                    r["source"],
+                    r["origin"] or "",
+                    str(r["line"] or ""),
+                    r["key"] or "",
+                    r["reason"],
                 )
-    print_recent(status, out)
-    for section in status.get("extra", []):
-        out.print(section)
+            out.print(table)
+
+    if status.get("agents"):
+
+        @section("agents", 7)
+        def agents(out: Console) -> None:
+            table = Table(title="agents at the dialers", title_justify="left")
+            for c in ("sink", "login", "status", "description", "since", "duration", "seen"):
+                table.add_column(c)
+            for a in status["agents"]:
+                duration = a.get("duration_s")
+                table.add_row(
+                    a["sink"],
+                    a["login"],
+                    str(a.get("status") or ""),
+                    a.get("description") or "",
+                    when(a.get("changed_at")),
+                    f"{duration}s" if duration is not None else "-",
+                    when(a.get("observed_at")),
+                )
+            out.print(table)
+
+    if status.get("replicas"):
+
+        @section("replicas", 4)
+        def replicas(out: Console) -> None:
+            table = Table(title="replicas on the shared store", title_justify="left")
+            for c in ("replica", "syncd", "schema", "seen", "leads (lease left)"):
+                table.add_column(c)
+            for r in status["replicas"]:
+                leads = ", ".join(f"{j['job']} ({j['lease_left_s']:.0f}s)" for j in r["leads"])
+                table.add_row(
+                    r["replica"],
+                    r.get("version") or "unknown",  # started before replicas recorded it
+                    str(r["knows_schema"]) if r.get("knows_schema") is not None else "-",
+                    f"{r['seen_s_ago']:.0f}s ago",
+                    leads or "-",
+                )
+            out.print(table)
+
+    if status.get("writebacks"):
+
+        @section("writebacks", 3)
+        def writebacks(out: Console) -> None:
+            table = Table(title="writebacks (last pass)", title_justify="left")
+            for c in ("writeback", "written", "refused", "error"):
+                table.add_column(c)
+            for name, last in sorted(status["writebacks"].items()):
+                table.add_row(
+                    name,
+                    str(last.get("written", "-")),
+                    str(last.get("refused", "-")),
+                    str(last.get("error") or ""),
+                )
+            out.print(table)
+            for name, last in sorted(status["writebacks"].items()):
+                for reason, n in last.get("refused_by_reason") or []:
+                    out.print(
+                        f"{name}: {n} outcome(s) refused by the CRM, not written: {reason} — "
+                        f"once fixed, `syncd retry --writeback {name}` writes them again",
+                        highlight=False,
+                        markup=False,
+                    )
+
+    sections.extend(recent_sections(status))
+    for n, extra in enumerate(status.get("extra", [])):
+        sections.append(Section(f"extra {n + 1}", 8, partial(_print, extra)))
+    return sections
 
 
-def print_recent(status: dict[str, Any], out: Console) -> None:
-    """Print what the status page shows beyond this instant: outcomes coming back, the
+def _print(renderable: Any, out: Console) -> None:
+    out.print(renderable)
+
+
+def recent_sections(status: dict[str, Any]) -> list[Section]:
+    """Return what the status page shows beyond this instant: outcomes coming back, the
     sources and their inbox, the last runs, and the last 24 hours as sparklines."""
     from syncd.daemon.charts import count, duration, sparkline
 
     now = float(status.get("now") or time.time())
+    sections: list[Section] = []
 
     def ago(at: float | None) -> str:
         return f"{when(at)} ({max(now - at, 0):.0f}s ago)" if at else "-"
 
-    if status.get("outcomes"):
+    def outcomes(out: Console) -> None:
         table = Table(title="outcomes coming back", title_justify="left")
         for c in ("dialer", "held", "in 24 h", "last outcome", "last poll that went through"):
             table.add_column(c, justify="right" if c in ("held", "in 24 h") else "left")
@@ -255,7 +346,8 @@ def print_recent(status: dict[str, Any], out: Console) -> None:
                 ago(seen.get("polled_at")),
             )
         out.print(table)
-    if status.get("sources"):
+
+    def sources(out: Console) -> None:
         table = Table(title="sources and inbox", title_justify="left")
         for c in ("source", "kind", "waiting", "being read", "failed/", "last read", "at"):
             table.add_column(
@@ -272,7 +364,8 @@ def print_recent(status: dict[str, Any], out: Console) -> None:
                 escape(src["name"]), src["kind"], *figures, escape(last), ago(src.get("read_at"))
             )
         out.print(table)
-    if status.get("runs"):
+
+    def runs(out: Console) -> None:
         table = Table(title="run history (newest first)", title_justify="left")
         cols = ("read", "new", "changed", "refused", "delivered")
         for c in ("started", "what", *cols, "files failed"):
@@ -285,8 +378,10 @@ def print_recent(status: dict[str, Any], out: Console) -> None:
                 str(r["files_failed"] or ""),
             )
         out.print(table)
+
     charts = status.get("charts") or {}
-    if charts.get("hours"):
+
+    def last_day(out: Console) -> None:
         first = time.strftime("%H:00Z", time.gmtime(charts["hours"][0]))
         table = Table(title=f"last 24 hours, hourly from {first}", title_justify="left")
         for c in ("figure", "24 h", "largest"):
@@ -301,6 +396,52 @@ def print_recent(status: dict[str, Any], out: Console) -> None:
             top = max((v for v in values if v is not None), default=None)
             table.add_row(escape(name), sparkline(values), "-" if top is None else fmt(top))
         out.print(table)
+
+    if status.get("outcomes"):
+        sections.append(Section("outcomes coming back", 3, outcomes))
+    if status.get("sources"):
+        sections.append(Section("sources and inbox", 5, sources))
+    if status.get("runs"):
+        sections.append(Section("run history", 6, runs))
+    if charts.get("hours"):
+        sections.append(Section("last 24 hours", 7, last_day))
+    return sections
+
+
+def note_left_out(titles: list[str]) -> str:
+    """Return the line that names the sections a short terminal could not show."""
+    n = len(titles)
+    return (
+        f"… {n} more section{'s' if n != 1 else ''}: {', '.join(titles)}; "
+        "resize or run `syncd status`"
+    )
+
+
+def fit_sections(
+    sections: list[tuple[str, int, int]], room: int, width: int
+) -> tuple[list[int], list[str]]:
+    """Return which sections (title, rank, lines) fit ``room`` lines, by their index in
+    the order given, and the titles of those left out.
+
+    All of them when they fit; else the lowest ranks first, each that fits, with room
+    kept for the note naming the others (as long as it wraps at ``width``).
+    """
+    if sum(lines for _, _, lines in sections) <= room:
+        return list(range(len(sections))), []
+    by_rank = sorted(range(len(sections)), key=lambda i: (sections[i][1], i))
+    reserve = 1
+    while True:
+        kept: list[int] = []
+        used = 0
+        for i in by_rank:
+            if used + sections[i][2] <= room - reserve:
+                kept.append(i)
+                used += sections[i][2]
+        left_out = [sections[i][0] for i in range(len(sections)) if i not in kept]
+        needed = -(-len(note_left_out(left_out)) // max(width, 1))  # lines it wraps to
+        if needed <= reserve or reserve >= room:
+            return sorted(kept), left_out
+        reserve = needed
 
 
 def watch_status(
@@ -319,11 +460,35 @@ def watch_status(
 
     out = console or make_console()
 
+    def drawn(draw: Callable[[Console], None]) -> str:
+        # On a console of its own: a capture of ``out`` would hold Live's own display too.
+        scratch = Console(
+            file=io.StringIO(),
+            width=out.size.width,
+            height=out.size.height,
+            force_terminal=out.is_terminal,
+            # its colours are read back (Text.from_ansi) and drawn by ``out`` in its own
+            color_system="truecolor" if out.color_system else None,
+        )
+        with scratch.capture() as captured:
+            draw(scratch)
+        return captured.get()
+
     def view(status: dict[str, Any]) -> Text:
-        with out.capture() as captured:
-            print_status(status, out)
         said = f"syncd status, every {every_s:g} s (Ctrl-C to stop) · {when(time.time())}\n"
-        return Text(said, style="bold") + Text.from_ansi(captured.get())
+        sections = [(s, drawn(s.draw)) for s in status_sections(status)]
+        if not out.is_terminal:  # piped: nothing cuts it
+            return Text(said, style="bold") + Text.from_ansi("".join(t for _, t in sections))
+        # The alternate screen shows its height and drops the rest without a word: keep
+        # what matters most, and name what did not fit.
+        width, room = out.size.width, out.size.height - 1  # the header's line
+        kept, left_out = fit_sections(
+            [(s.title, s.rank, text.count("\n")) for s, text in sections], room, width
+        )
+        body = Text.from_ansi("".join(sections[i][1] for i in kept))
+        if left_out:
+            body += Text(note_left_out(left_out), style="yellow")
+        return Text(said, style="bold") + body
 
     async def loop(live: Live) -> None:
         shown = 0

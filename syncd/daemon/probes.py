@@ -4,6 +4,7 @@
 ``/readyz``: 200 when syncd can do its work, 503 with the reasons otherwise.
 ``/metrics``: Prometheus text format.
 ``/status``: the status page for a person (:mod:`syncd.daemon.status_page`).
+``/login``: off loopback, a browser's way in: the token typed once, a cookie after.
 ``/``: redirects to ``/status`` (a person types the bare address).
 """
 
@@ -14,6 +15,8 @@ import contextlib
 import hmac
 import ipaddress
 import socket
+import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,23 +45,95 @@ MetricsRender = Callable[[], Awaitable[bytes]]
 PageRender = Callable[[], Awaitable[str]]
 
 
+COOKIE = "syncd_status"  # the sign-in cookie of a browser (GET/POST /login)
+SESSION_S = 12 * 3600  # how long a sign-in lasts: a working day, then the token again
+_FORM_BYTES = 4096  # a sign-in form is a token: a larger body is not one
+
+
 @dataclass(frozen=True)
 class StatusAccess:
-    """Who may read /status: anyone on loopback; elsewhere only with the bearer token."""
+    """Who may read /status: anyone on loopback; elsewhere only with the token, sent as
+    ``Authorization: Bearer`` or signed in once at /login (a browser's cookie)."""
 
     loopback: bool
     token: str | None
 
-    def refusal(self, authorization: str) -> str | None:
-        """Return why a request with this Authorization header is refused, None if allowed."""
+    def refusal(self, authorization: str, cookie: str = "", now: float = 0.0) -> str | None:
+        """Return why a request with this Authorization header and sign-in cookie is
+        refused (at ``now``, wall time), None if allowed."""
         if self.loopback:
             return None
         if self.token is None:
             return "the health server is not on loopback: set health.status_token to see /status"
         given = authorization.removeprefix("Bearer ").strip()
-        if not authorization.startswith("Bearer ") or not hmac.compare_digest(given, self.token):
-            return "send Authorization: Bearer <health.status_token>"
+        if authorization.startswith("Bearer ") and self.signs_in(given):
+            return None
+        if cookie and self.session_ok(cookie, now):
+            return None
+        return "send Authorization: Bearer <health.status_token>, or sign in at /login"
+
+    def signs_in(self, given: str) -> bool:
+        """Return True when ``given`` is the token (compared in constant time)."""
+        if self.token is None:
+            return False
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def session(self, now: float) -> str:
+        """Return the cookie of a sign-in at ``now``: its end and a MAC of it keyed with the
+        token. The token never leaves in it, and a new token ends every sign-in."""
+        until = int(now + SESSION_S)
+        return f"{until}.{self._mac(until)}"
+
+    def session_ok(self, cookie: str, now: float) -> bool:
+        """Return True for a sign-in cookie this token made that has not ended."""
+        until, _, mac = cookie.partition(".")
+        if self.token is None or not (until.isascii() and until.isdigit()) or int(until) <= now:
+            return False
+        return hmac.compare_digest(mac.encode(), self._mac(int(until)).encode())
+
+    def _mac(self, until: int) -> str:
+        key = (self.token or "").encode()
+        return hmac.new(key, f"syncd status sign-in until {until}".encode(), "sha256").hexdigest()
+
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>syncd status: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font:15px system-ui,sans-serif;margin:3em auto;max-width:26em}}
+input{{font:inherit;padding:.3em}} .bad{{color:#b00020}}</style></head>
+<body><h1>syncd status</h1>{said}
+<form method="post" action="login">
+<label>Status token (<code>health.status_token</code>)<br>
+<input type="password" name="token" autocomplete="current-password" required autofocus>
+</label> <button type="submit">Sign in</button></form></body></html>
+"""
+# The sign-in form must not be framed by another site (a click-jacked sign-in).
+_LOGIN_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'",
+}
+
+
+def login_page(said: str = "") -> str:
+    """Return the sign-in form (``said``: a line above it, HTML, no request's text)."""
+    return _LOGIN_PAGE.format(said=f'<p class="bad">{said}</p>' if said else "")
+
+
+async def _form_token(request: Request) -> str | None:
+    """Return the ``token`` field of a urlencoded sign-in form, None if there is none."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_BYTES:
+            return None
+    try:
+        fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+    except ValueError:  # more fields than a sign-in has
         return None
+    values = fields.get("token")
+    return values[0] if values else None
 
 
 def is_loopback(host: str) -> bool:
@@ -100,14 +175,61 @@ def create_app(
         return Response(await metrics(), media_type=CONTENT_TYPE_LATEST)
 
     async def status_page(request: Request) -> Response:
-        refused = access.refusal(request.headers.get("authorization", ""))
+        refused = access.refusal(
+            request.headers.get("authorization", ""),
+            request.cookies.get(COOKIE, ""),
+            time.time(),
+        )
         if refused is not None:
-            return PlainTextResponse(
-                refused, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            if access.token is None:
+                return PlainTextResponse(
+                    refused, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+            # A browser cannot send the header: the way in is the sign-in form.
+            said = (
+                'This page needs the status token: <a href="login">sign in</a>, or send '
+                "Authorization: Bearer &lt;health.status_token&gt;."
+            )
+            return HTMLResponse(
+                login_page(said), status_code=401, headers={"WWW-Authenticate": "Bearer"}
             )
         if page is None:
             return PlainTextResponse("no status page here", status_code=404)
         return HTMLResponse(await page(), headers={"Cache-Control": "no-store"})
+
+    async def login(request: Request) -> Response:
+        if access.loopback:  # nothing to sign in to
+            return RedirectResponse("status", status_code=303)
+        if access.token is None:
+            refused = access.refusal("")
+            return PlainTextResponse(str(refused), status_code=401)
+        if request.method != "POST":
+            return HTMLResponse(login_page(), headers=_LOGIN_HEADERS)
+        given = await _form_token(request)
+        client = request.client.host if request.client else "unknown"
+        if given is None or not access.signs_in(given):
+            # Nothing of what was typed goes back or into the log.
+            log.warning("status.login.refused", client=client)
+            return HTMLResponse(
+                login_page("That is not the status token."),
+                status_code=401,
+                headers=_LOGIN_HEADERS,
+            )
+        log.info("status.login", client=client)
+        # Relative, as `/`'s redirect: it lands on the page behind a path-prefix proxy too.
+        done = RedirectResponse("status", status_code=303)
+        done.set_cookie(
+            COOKIE,
+            access.session(time.time()),
+            max_age=SESSION_S,
+            path=None,  # the folder /login is in: `/`, or a proxy's prefix
+            # https as the client saw it: uvicorn takes X-Forwarded-Proto from the
+            # proxies it trusts (FORWARDED_ALLOW_IPS, loopback by default)
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return done
 
     async def root(request: Request) -> Response:
         # Relative, so it also lands on the page behind a proxy that adds a path prefix.
@@ -120,6 +242,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/status", status_page, methods=["GET"]),
+            Route("/login", login, methods=["GET", "POST"]),
         ]
     )
 

@@ -403,10 +403,16 @@ class Engine:
         snapshots: dict[str, dict[str, Any]] = {}
         for slot in self.sinks:
             down = unreachable.get(slot.name)
+            state, reason, since = slot.state.value, slot.reason, slot.since or None
+            # Re-opened without a request yet: still out for its cause, as the metric says.
+            reopened = self.sinks.unconfirmed(slot.name) if down is None else None
+            if reopened is not None:
+                state, reason, since = reopened[0].value, reopened[1], reopened[2]
             snapshots[slot.name] = {
-                "state": "unreachable" if down is not None else slot.state.value,
-                "reason": down.reason if down is not None else slot.reason,
-                "since": down.since if down is not None else (slot.since or None),
+                "state": "unreachable" if down is not None else state,
+                "reason": down.reason if down is not None else reason,
+                "since": down.since if down is not None else since,
+                "reopened": reopened is not None,
                 "held": self.sinks.held(slot.name),
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,

@@ -230,8 +230,10 @@ class SinkSet:
             cfg, self.settings, self.store, clock=self.clock, guard=guard, stopping=self.stopping
         )
         before = self.slots.get(cfg.name)
-        carried = before.cause if before is not None and not before.working else SinkCause.WORKING
-        slot = SinkSlot(cfg, sink, cause=carried)
+        out = before is not None and not before.working
+        carried = before.cause if before is not None and out else SinkCause.WORKING
+        # the public reason goes along with the cause, for /readyz until the dialer answers
+        slot = SinkSlot(cfg, sink, cause=carried, public=before.public if before and out else None)
         # Held before it opens: a cancelled open (the deadline, a stop) is still closed.
         self.slots[cfg.name] = slot
         limiter = slot.sink.guard.limits.limiter
@@ -359,6 +361,24 @@ class SinkSet:
             return SinkCause.HELD
         return SinkCause.WORKING
 
+    def unconfirmed(self, name: str) -> tuple[SinkState, str, float] | None:
+        """Return the state, reason and since (wall time) a re-opened sink was out with,
+        until its dialer answers; None otherwise.
+
+        `syncd status` and the page show this, as ``cause`` gives ``syncd_sink_state``
+        the cause: a re-open made no request, so the sink is not known to work.
+        """
+        slot = self.slots[name]
+        if not slot.working or slot.cause in (SinkCause.WORKING, SinkCause.HELD):
+            return None
+        if self._answered(slot):
+            return None
+        refused = slot.cause is SinkCause.CONFIG_REFUSED
+        failure = self.health.failure(f"sink:{name}")
+        reason = failure.reason if failure is not None else str(slot.cause)
+        since = failure.since if failure is not None else slot.since
+        return (SinkState.STOPPED if refused else SinkState.UNAVAILABLE), reason, since
+
     def answered(self, name: str) -> None:
         """The dialer answered one of the sink's requests (a poll went through)."""
         self.slots[name].answered = True
@@ -397,10 +417,15 @@ class SinkSet:
         1107)``): what the unauthenticated /readyz says.
         """
         slot = self.slots[name]
+        reopened = self.unconfirmed(name) if name not in self.unreachable() else None
         if not slot.working:
             what = "stopped" if slot.state is SinkState.STOPPED else "unavailable"
             why = slot.public if public else slot.reason
             text = f"{name}: {what} since {clock_text(slot.since)} ({why})"
+        elif reopened is not None:  # as `cause` says: not known to work until it answers
+            what = "stopped" if reopened[0] is SinkState.STOPPED else "unavailable"
+            why = slot.public if public else reopened[1]
+            text = f"{name}: {what} since {clock_text(reopened[2])} ({why}), re-opened"
         elif (down := self.unreachable().get(name)) is not None:
             why = down.public if public else down.reason
             text = f"{name}: dialer unreachable since {clock_text(down.since)} ({why})"
@@ -419,7 +444,7 @@ class SinkSet:
         reasons = []
         unreachable = self.unreachable()
         for name, slot in self.slots.items():
-            if not slot.working or name in unreachable:
+            if not slot.working or name in unreachable or self.unconfirmed(name) is not None:
                 reasons.append(str(self.describe(name, (waiting or {}).get(name), public=True)))
                 continue
             try:

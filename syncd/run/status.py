@@ -306,6 +306,8 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
             "unavailable": "syncd opens it again shortly",
             "unreachable": "syncd keeps trying; nothing is lost",
         }[state]
+        if seen.get("reopened"):  # opened again, no request made yet: not known to work
+            action = "re-opened, waiting for the dialer's answer; " + action
         line += f"; {action}"
     elif state == "working":
         due = seen.get("next_due")

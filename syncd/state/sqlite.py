@@ -74,6 +74,10 @@ _PRUNABLE: dict[str, tuple[str, str, str]] = {
     "rejects": ("rejects", "created_at", "id"),
     "runs": ("runs", "started_at", "run_id"),
 }
+# The kinds whose newest row outlives retention: the last run, which `status` and the
+# page show ("last run: …"). A refused row or an event kept past its age would only be
+# personal data retention promised to drop.
+_KEEP_NEWEST = frozenset({"runs"})
 
 _GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
 # Fencing: a claim's results and requeues apply only where the lead still carries the
@@ -355,7 +359,8 @@ class SqliteStore:
 
         ``keep_s`` maps ``events``, ``rejects`` and ``runs`` to how many seconds of
         each to keep, counted on the clock their times were written with; a kind left
-        out is kept. The newest row of each is always kept (the last run, for `status`).
+        out is kept. The newest run is always kept (the last run, for `status`); every
+        other row older than its kind's seconds goes.
         """
         done: dict[str, int] = {}
         now = self.clock.time()
@@ -367,13 +372,17 @@ class SqliteStore:
                     done[kind] = cur.rowcount
                 continue
             table, column, key = _PRUNABLE[kind]
+            newest = (
+                f" AND {key} != (SELECT {key} FROM {table} ORDER BY {column} DESC LIMIT 1)"
+                if kind in _KEEP_NEWEST
+                else ""
+            )
             total = 0
             while True:
                 async with self._tx() as db:
                     cur = await db.execute(
                         f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
-                        f" WHERE {column} < ? AND {key} != (SELECT {key} FROM {table}"
-                        f" ORDER BY {column} DESC LIMIT 1) ORDER BY {key} LIMIT ?)",
+                        f" WHERE {column} < ?{newest} ORDER BY {key} LIMIT ?)",
                         (cutoff, batch),
                     )
                     deleted = cur.rowcount
