@@ -164,6 +164,7 @@ class UContactSimulator:
         self.uploads: list[dict[str, Any]] = []
         self.last_body: dict[str, str] = {}
         self.cdrs: list[dict[str, Any]] = []  # each with a private "_visible_at"
+        self.records_served = 0  # call records getrecords answered with, all pages summed
         self.blacklist: set[tuple[str, str]] = set()  # (campaign or "*", phone)
         self.dispositions: list[dict[str, str]] = []  # every api/DispositionCall accepted
         self.files: set[str] = set()  # "records/20240101/<guid>.mp3", "backup/records/…"
@@ -504,6 +505,7 @@ class UContactSimulator:
         ]
         rows.sort(key=lambda r: (r["calldate"], r["guid"]))
         page = rows[lastrow : lastrow + limit]
+        self.records_served += len(page)
         if not page and self.empty_as_204:
             return Response(status_code=204)  # a Java server's null result
         return JSONResponse([{k: v for k, v in r.items() if not k.startswith("_")} for r in page])
@@ -671,6 +673,7 @@ class UContactSimulator:
                 },
                 "uploads": [dict(u) for u in self.uploads],
                 "records": len(self.cdrs),
+                "records_served": self.records_served,
                 "files": sorted(self.files),
                 "requests": dict(self.requests),
                 "carried_out": dict(self.carried_out),

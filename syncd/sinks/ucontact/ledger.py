@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -100,6 +101,7 @@ class Ledger:
         self._leads = f"ucontact.{sink}.lead"
         self._phones = f"ucontact.{sink}.phone"
         self._calls = f"ucontact.{sink}.calls"
+        self._newest = f"ucontact.{sink}.newest"  # key -> the call date its outcome is from
         self._state = f"ucontact.{sink}"
 
     async def placed(self, key: str) -> Placed | None:
@@ -145,6 +147,17 @@ class Ledger:
 
     async def set_calls(self, key: str, guids: list[str]) -> None:
         await self.store.kv_set(self._calls, key, json.dumps(guids))
+
+    async def newest_call(self, key: str) -> datetime | None:
+        """Return the call date of the record ``key``'s outcome was last taken from."""
+        text = await self.store.kv_get(self._newest, key)
+        try:
+            return datetime.fromisoformat(text) if text else None
+        except ValueError:
+            return None
+
+    async def set_newest_call(self, key: str, when: datetime) -> None:
+        await self.store.kv_set(self._newest, key, when.isoformat())
 
     async def get_state(self, name: str) -> dict[str, Any]:
         text = await self.store.kv_get(self._state, name)
