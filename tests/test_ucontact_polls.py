@@ -140,3 +140,22 @@ async def test_the_in_doubt_check_reads_only_the_records_of_the_leads_in_doubt(
         assert {r.key: r.kind.value for r in rounds[-1]} == {"K1": "delivered", "K2": "delivered"}
         assert sim.snapshot()["requests"]["Dialers/uploadbase"] == 1  # nobody dialled twice
         assert after[1] - before[1] <= 4, (before, after)  # their own calls, not the campaign's
+
+
+async def test_a_server_ignoring_the_destination_filter_is_read_for_the_campaign_instead(
+    tmp_path: Path,
+) -> None:
+    with served(upload_answer_delay_s=1.0, filters_destination=False) as (sim, url):
+        async with sink_on(url, tmp_path, timeout_s=0.4, settle_s=0.3) as sink:
+            first = await sink.push([queued("K1", uy(1)), queued("K2", uy(2))])
+            sim.apply_settings({"upload_answer_delay_s": 0.0})
+            for i in range(30):  # other numbers' calls come first
+                sim.add_record(dialled(100 + i), calldate=seconds_ago(0))
+            sim.dial_now()
+            await asyncio.sleep(first[0].retry_after or 0)
+            rounds = await push_until_done(
+                sink, [queued("K1", uy(1), attempts=2), queued("K2", uy(2), attempts=2)]
+            )
+        # Nobody is dialled twice: the campaign's records since the upload found both calls.
+        assert {r.key: r.kind.value for r in rounds[-1]} == {"K1": "delivered", "K2": "delivered"}
+        assert sim.snapshot()["requests"]["Dialers/uploadbase"] == 1

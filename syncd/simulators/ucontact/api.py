@@ -112,6 +112,7 @@ class UContactSimulator:
         answers: dict[str, list[str]] | None = None,
         late_s: float = 1.0,
         max_page: int = 500,
+        filters_destination: bool = True,  # False: getrecords ignores the filter's destination
         empty_as_204: bool = False,
         timezone: str = "UTC",
         outcomes: dict[str, float] | None = None,
@@ -150,6 +151,7 @@ class UContactSimulator:
         self.answers = {k: list(v) for k, v in (answers or {}).items()}  # resource -> script
         self.late_s = late_s  # how long after its arrival a "late" call is carried out
         self.max_page = max_page
+        self.filters_destination = filters_destination
         self.empty_as_204 = empty_as_204
         self.zone = ZoneInfo(timezone)
         self.outcomes = dict(outcomes or DEFAULT_OUTCOMES)
@@ -493,7 +495,8 @@ class UContactSimulator:
         start = str(flt.get("calldatei") or "0000")
         end = str(flt.get("calldatef") or "9999")
         wanted_campaign = str(flt.get("campaign") or "")
-        wanted_destination = str(flt.get("destination") or "")
+        # Part of the number, as SQL's LIKE '%…%' would match it.
+        wanted_destination = str(flt.get("destination") or "") if self.filters_destination else ""
         now = self.clock()
         rows = [
             r
@@ -695,6 +698,7 @@ class UContactSimulator:
         "answers",
         "late_s",
         "max_page",
+        "filters_destination",
         "empty_as_204",
         "queue_agents",
         "hours",

@@ -83,11 +83,13 @@ class DialledCheck:
                     read += 1
                     called = phone_digits(first(record, "destination", "dst", "number", "phone"))
                     if called and digits not in called:
-                        self._unfiltered = True  # another number's record: no filtering
-                        self.log.warning(
-                            "sink.push.dialled_check_unfiltered",
-                            action="reading the campaign's records since the upload instead",
-                        )
+                        # Another number's record: the server does not filter by number.
+                        if not self._unfiltered:
+                            self._unfiltered = True
+                            self.log.warning(
+                                "sink.push.dialled_check_unfiltered",
+                                action="reading the campaign's records since the upload instead",
+                            )
                         return None
                     when = self._when(record)
                     if called in forms and when is not None and when >= floor - 1:

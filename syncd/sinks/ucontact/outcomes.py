@@ -208,9 +208,10 @@ class CdrPoller:
                 action="the next poll resumes at this row",
             )
             return changed
-        floor = (newest or now) - overlap
-        kept = {g: v for g, v in seen.items() if (_parse_iso(v[0]) or now) >= floor}
         read_at = end - CLOCK_SKEW  # when the window's reading began
+        # What the next poll reads again stays seen (and no more).
+        floor = self._start(newest, read_at, overlap, now)
+        kept = {g: v for g, v in seen.items() if (_parse_iso(v[0]) or now) >= floor}
         await self.ledger.set_state(
             "cdr",
             {
