@@ -159,3 +159,18 @@ async def test_a_server_ignoring_the_destination_filter_is_read_for_the_campaign
         # Nobody is dialled twice: the campaign's records since the upload found both calls.
         assert {r.key: r.kind.value for r in rounds[-1]} == {"K1": "delivered", "K2": "delivered"}
         assert sim.snapshot()["requests"]["Dialers/uploadbase"] == 1
+
+
+async def test_an_older_call_written_late_does_not_replace_the_newer_calls_outcome(
+    tmp_path: Path,
+) -> None:
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path, cdr_delay_s=300) as sink:
+            await sink.push([queued("K1", uy(1))])
+            newer = sim.add_record(dialled(1), calldate=seconds_ago(10), status="BUSY")
+            sim.add_record(dialled(1), calldate=seconds_ago(200), status="ANSWERED", visible=False)
+            await sink.poll_outcomes()
+            sim.reveal()  # the longer, older call is written after the newer one
+            await sink.poll_outcomes()
+            found = (await outcomes(sink))["K1"]
+        assert (found["status"], found["call_id"]) == ("busy", newer["guid"])

@@ -11,7 +11,8 @@ do, ``at`` = when it went out) and its outcome after, so a crash mid-call leaves
 record that says so. A retry can then remove exactly what the dialer may hold
 before sending again, and a removal knows which number to take out even though a
 deleted lead carries no phone. A number -> key index lets call records find their
-lead.
+lead; per lead, the call ids counted and the call date its outcome is from (so an
+older call written late does not replace a newer call's outcome).
 """
 
 from __future__ import annotations
