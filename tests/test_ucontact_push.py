@@ -259,8 +259,8 @@ async def test_a_read_timeout_after_the_server_took_the_upload_does_not_dial_twi
             )
         assert kinds(rounds[-1]) == {"K1": "delivered", "K2": "delivered"}
         assert sim.snapshot()["requests"]["Dialers/RemoveContact"] == 2
-        # One read of the call records serves the whole batch, per check.
-        assert sim.snapshot()["requests"]["Cdr/getrecords"] == 2
+        # Per check, each lead in doubt reads the records of its own number.
+        assert sim.snapshot()["requests"]["Cdr/getrecords"] == 4
         sim.dial_now()
         for n in (1, 2):
             assert sim.dial_list()[dialled(n)] == {
@@ -334,7 +334,7 @@ def _form_value(body: str, name: str) -> str:
     return parse_qs(body)[name][0]
 
 
-async def test_one_read_of_the_call_records_serves_every_unconfirmed_lead_of_a_push(
+async def test_each_unconfirmed_lead_of_a_push_reads_only_its_own_call_records(
     tmp_path: Path,
 ) -> None:
     when = datetime(2031, 5, 4, 15, 0, tzinfo=UTC)
@@ -349,4 +349,6 @@ async def test_one_read_of_the_call_records_serves_every_unconfirmed_lead_of_a_p
             # Every answer was lost: the same versions come back, scheduled and uploaded.
             again = await sink.push([replace(q, attempts=2) for q in batch])
         assert kinds(again) == {"K1": "retry", "K2": "retry", "K3": "retry"}
-        assert sim.snapshot()["requests"]["Cdr/getrecords"] == 1
+        assert sim.snapshot()["requests"]["Cdr/getrecords"] == 3  # one small read a lead
+        flt = json.loads(_form_value(sim.last_body["Cdr/getrecords"], "filter"))
+        assert flt["destination"] in {dialled(1), dialled(2), dialled(3)}

@@ -112,6 +112,7 @@ class UContactSimulator:
         answers: dict[str, list[str]] | None = None,
         late_s: float = 1.0,
         max_page: int = 500,
+        filters_destination: bool = True,  # False: getrecords ignores the filter's destination
         empty_as_204: bool = False,
         timezone: str = "UTC",
         outcomes: dict[str, float] | None = None,
@@ -150,6 +151,7 @@ class UContactSimulator:
         self.answers = {k: list(v) for k, v in (answers or {}).items()}  # resource -> script
         self.late_s = late_s  # how long after its arrival a "late" call is carried out
         self.max_page = max_page
+        self.filters_destination = filters_destination
         self.empty_as_204 = empty_as_204
         self.zone = ZoneInfo(timezone)
         self.outcomes = dict(outcomes or DEFAULT_OUTCOMES)
@@ -164,6 +166,7 @@ class UContactSimulator:
         self.uploads: list[dict[str, Any]] = []
         self.last_body: dict[str, str] = {}
         self.cdrs: list[dict[str, Any]] = []  # each with a private "_visible_at"
+        self.records_served = 0  # call records getrecords answered with, all pages summed
         self.blacklist: set[tuple[str, str]] = set()  # (campaign or "*", phone)
         self.dispositions: list[dict[str, str]] = []  # every api/DispositionCall accepted
         self.files: set[str] = set()  # "records/20240101/<guid>.mp3", "backup/records/…"
@@ -492,7 +495,8 @@ class UContactSimulator:
         start = str(flt.get("calldatei") or "0000")
         end = str(flt.get("calldatef") or "9999")
         wanted_campaign = str(flt.get("campaign") or "")
-        wanted_destination = str(flt.get("destination") or "")
+        # Part of the number, as SQL's LIKE '%…%' would match it.
+        wanted_destination = str(flt.get("destination") or "") if self.filters_destination else ""
         now = self.clock()
         rows = [
             r
@@ -504,6 +508,7 @@ class UContactSimulator:
         ]
         rows.sort(key=lambda r: (r["calldate"], r["guid"]))
         page = rows[lastrow : lastrow + limit]
+        self.records_served += len(page)
         if not page and self.empty_as_204:
             return Response(status_code=204)  # a Java server's null result
         return JSONResponse([{k: v for k, v in r.items() if not k.startswith("_")} for r in page])
@@ -671,6 +676,7 @@ class UContactSimulator:
                 },
                 "uploads": [dict(u) for u in self.uploads],
                 "records": len(self.cdrs),
+                "records_served": self.records_served,
                 "files": sorted(self.files),
                 "requests": dict(self.requests),
                 "carried_out": dict(self.carried_out),
@@ -692,6 +698,7 @@ class UContactSimulator:
         "answers",
         "late_s",
         "max_page",
+        "filters_destination",
         "empty_as_204",
         "queue_agents",
         "hours",

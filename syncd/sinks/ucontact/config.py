@@ -74,9 +74,12 @@ class UContactSinkConfig(SinkConfig):
     # late effect of that call lands first; default: 2 x timeout_s
     settle_s: float | None = Field(None, gt=0)
     # outcomes (Cdr/getrecords)
-    cdr_page_size: int = Field(50, ge=1, le=1000)
+    # the page asked for; a server serving fewer is read to the end all the same
+    cdr_page_size: int = Field(500, ge=1, le=1000)
     cdr_lookback_s: float = Field(86_400.0, gt=0)  # first poll: how far back to read
-    cdr_overlap_s: float = Field(900.0, ge=0)  # re-read window for records written late
+    # how far before the newest call seen a poll reads again, for records written late;
+    # None: cdr_delay_s plus a minute of clock skew
+    cdr_overlap_s: float | None = Field(None, ge=0)
     # how long after a call starts its record can still appear (the call's length plus
     # the server's delay): an upload syncd could not confirm is re-sent only when no
     # record showed up this long after its number was removed

@@ -11,13 +11,15 @@ do, ``at`` = when it went out) and its outcome after, so a crash mid-call leaves
 record that says so. A retry can then remove exactly what the dialer may hold
 before sending again, and a removal knows which number to take out even though a
 deleted lead carries no phone. A number -> key index lets call records find their
-lead.
+lead; per lead, the call ids counted and the call date its outcome is from (so an
+older call written late does not replace a newer call's outcome).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -100,6 +102,7 @@ class Ledger:
         self._leads = f"ucontact.{sink}.lead"
         self._phones = f"ucontact.{sink}.phone"
         self._calls = f"ucontact.{sink}.calls"
+        self._newest = f"ucontact.{sink}.newest"  # key -> the call date its outcome is from
         self._state = f"ucontact.{sink}"
 
     async def placed(self, key: str) -> Placed | None:
@@ -145,6 +148,17 @@ class Ledger:
 
     async def set_calls(self, key: str, guids: list[str]) -> None:
         await self.store.kv_set(self._calls, key, json.dumps(guids))
+
+    async def newest_call(self, key: str) -> datetime | None:
+        """Return the call date of the record ``key``'s outcome was last taken from."""
+        text = await self.store.kv_get(self._newest, key)
+        try:
+            return datetime.fromisoformat(text) if text else None
+        except ValueError:
+            return None
+
+    async def set_newest_call(self, key: str, when: datetime) -> None:
+        await self.store.kv_set(self._newest, key, when.isoformat())
 
     async def get_state(self, name: str) -> dict[str, Any]:
         text = await self.store.kv_get(self._state, name)

@@ -1,10 +1,14 @@
 """Outcomes from uContact's call records (``Cdr/getrecords``), with recording links.
 
-Each poll reads the window from the cursor (minus an overlap for records written
-late) to now, page by page until a short page. Records are matched to leads by
+Each poll reads what is new: from the newest call date seen (the cursor) minus an
+overlap only as wide as records can be late — ``cdr_delay_s``, a call's length plus
+the server's delay in writing its record, plus the clocks' skew — to now, in the
+largest pages the server serves (see ``records``). Records are matched to leads by
 their destination number and deduplicated by call ``guid``; the cursor and the
-guids seen inside the overlap window are kept in the kv table, and every step can
-be repeated after a crash without counting a call twice.
+guids seen inside the overlap are kept in the kv table, and every step can be
+repeated after a crash without counting a call twice. Each page's outcomes are
+recorded before the next page is read, so what a poll holds is a page, whatever
+the backlog.
 
 A stop or reload (the context's ``stopping``) ends a poll after the page it is
 reading: the outcomes of the pages read are recorded, and the window and the row
@@ -14,8 +18,6 @@ to go on from are kept, so the next poll resumes there instead of re-reading it.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,10 +27,11 @@ import httpx
 from syncd.core.model import CallStatus, Outcome
 from syncd.errors import VendorError
 from syncd.sinks.features import OptionalFeatures
-from syncd.sinks.ucontact.client import VENDOR, UContactClient
+from syncd.sinks.ucontact.client import UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.ledger import Ledger
-from syncd.sinks.ucontact.wire import parse_server_time, recording_candidates, server_time
+from syncd.sinks.ucontact.records import PageSize, call_records, first, rows_of
+from syncd.sinks.ucontact.wire import parse_server_time, recording_candidates
 from syncd.state.base import StateStore
 
 # Asterisk's CDR dispositions, which uContact's records carry as the call status.
@@ -53,30 +56,15 @@ CONVERT_OFF = (
     "to silence this, or give the API user supervisor rights"
 )
 PROBES_IN_FLIGHT = 8  # leads whose recording is looked for at once
+__all__ = ["CLOCK_SKEW", "CdrPoller", "call_status", "disposition_of", "first", "rows_of"]
 
 
-def first(record: dict[str, Any], *names: str) -> str:
-    """Return the first non-empty of ``names`` in a record (servers differ in casing)."""
-    lowered = {str(k).lower(): v for k, v in record.items()}
-    for name in names:
-        value = lowered.get(name.lower())
-        if value not in (None, ""):
-            return str(value).strip()
-    return ""
-
-
-def rows_of(body: Any) -> list[dict[str, Any]]:
-    """Return the records of a getrecords answer (a list, or a list under a key)."""
-    if isinstance(body, dict):
-        for name in ("records", "data", "rows", "result"):
-            if isinstance(body.get(name), list):
-                body = body[name]
-                break
-        else:
-            return []
-    if not isinstance(body, list):
-        raise VendorError("Cdr/getrecords answered JSON that is not a list", vendor=VENDOR)
-    return [r for r in body if isinstance(r, dict)]
+def overlap_of(cfg: UContactSinkConfig) -> timedelta:
+    """Return how far before the newest call seen a poll reads again: as late as a
+    record can be written (``cdr_delay_s``) plus the clocks' skew, unless set."""
+    if cfg.cdr_overlap_s is not None:
+        return timedelta(seconds=cfg.cdr_overlap_s)
+    return timedelta(seconds=cfg.cdr_delay_s) + CLOCK_SKEW
 
 
 def call_status(raw: str, extra: dict[str, CallStatus]) -> CallStatus:
@@ -92,53 +80,6 @@ def disposition_of(record: dict[str, Any]) -> str:
     if any(levels):
         return " / ".join(level for level in levels if level)
     return first(record, "typification", "dispositionname", "tipificacion")
-
-
-async def call_records(
-    client: UContactClient,
-    cfg: UContactSinkConfig,
-    start: datetime,
-    end: datetime,
-    log: Any,
-    *,
-    lastrow: int = 0,
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """Yield the campaign's call records between two times, page by page, from row
-    ``lastrow`` of the window on."""
-    flt = {
-        "calldatei": server_time(start, cfg.server_timezone),
-        "calldatef": server_time(end, cfg.server_timezone),
-        "agent": "",
-        "campaign": cfg.campaign,
-        "source": "",
-        "destination": "",
-        "data": "",
-        "range": "",
-        "rating": "",
-        "mindur": "",
-        "exclude": "",
-        "type": "record",
-        "cont": "",
-    }
-    previous = None
-    while True:
-        form = {
-            "lastrow": str(lastrow),
-            "searchLimit": str(cfg.cdr_page_size),
-            "filter": json.dumps(flt),
-            "Random": "1",
-        }
-        page = rows_of(await client.json("Cdr/getrecords", form, empty=[]))
-        ids = [first(r, "guid", "uniqueid") for r in page]
-        if page and ids == previous:
-            # A server that ignores lastrow would page forever.
-            log.warning("sink.poll.paging_ignored", lastrow=lastrow)
-            return
-        yield page
-        if len(page) < cfg.cdr_page_size:
-            return
-        lastrow += cfg.cdr_page_size
-        previous = ids
 
 
 @dataclass(frozen=True)
@@ -202,12 +143,14 @@ class CdrPoller:
         self.log = log
         self.features = features or OptionalFeatures(log)
         self.telephony = cfg.records_url or cfg.url
+        self.page_size = PageSize(cfg.cdr_page_size)  # learns the server's own limit
 
     async def poll(self) -> int:
         """Return how many outcomes were new or changed."""
         cfg = self.cfg
         state = await self.ledger.get_state("cdr")
         now = datetime.now(UTC)
+        overlap = overlap_of(cfg)
         cursor = _parse_iso(state.get("cursor"))
         resume = Resume.read(state.get("resume"))
         if resume is not None:
@@ -216,37 +159,32 @@ class CdrPoller:
             newest = max((t for t in (cursor, resume.newest) if t), default=None)
             self.log.info("sink.poll.resumed", lastrow=lastrow, since=start.isoformat())
         else:
-            if cursor is not None:
-                start = cursor - timedelta(seconds=cfg.cdr_overlap_s)
-            else:
-                start = now - timedelta(seconds=cfg.cdr_lookback_s)
+            start = self._start(cursor, _parse_iso(state.get("read_at")), overlap, now)
             end, lastrow, newest = now + CLOCK_SKEW, 0, cursor
         seen: dict[str, list[Any]] = {
             g: v for g, v in (state.get("seen") or {}).items() if isinstance(v, list)
         }
-        hits: dict[str, _Hit] = {}
-        pages = records = 0
+        pages = records = leads = changed = 0
         stopped = False
-        async for page in call_records(self.client, cfg, start, end, self.log, lastrow=lastrow):
+        size = self.page_size
+        async for page in call_records(
+            self.client, cfg, start, end, self.log, lastrow=lastrow, size=size
+        ):
             pages += 1
             lastrow += len(page)
+            hits: dict[str, _Hit] = {}
             for record in page:
                 records += 1
                 when = parse_server_time(first(record, "calldate", "date"), cfg.server_timezone)
                 if when is not None and when <= now + CLOCK_SKEW:
                     newest = max(newest, when) if newest else when
                 await self._take(record, when, seen, hits, now)
-            if self.stopping.is_set() and len(page) == cfg.cdr_page_size:
-                stopped = True  # a safe point: what was read is recorded below
+            # Recorded page by page: a backlog never gathers in memory.
+            changed += await self._record(hits, seen, now)
+            leads += len(hits)
+            if self.stopping.is_set() and size.full(len(page)):
+                stopped = True  # a safe point: what was read is recorded
                 break
-        slots = asyncio.Semaphore(PROBES_IN_FLIGHT)
-
-        async def build(key: str, hit: _Hit) -> Outcome:
-            async with slots:
-                return await self._outcome(key, hit, seen, now)
-
-        outcomes = await asyncio.gather(*(build(key, hit) for key, hit in hits.items()))
-        changed = await self.store.record_outcomes(outcomes)
         if stopped:
             # The cursor stays: the calls of the unread pages may be older than the newest
             # read. Every guid of the window stays seen, so a call is never counted twice.
@@ -265,20 +203,63 @@ class CdrPoller:
                 pages=pages,
                 records=records,
                 lastrow=lastrow,
-                leads=len(hits),
+                leads=leads,
                 changed=changed,
                 action="the next poll resumes at this row",
             )
             return changed
-        floor = (newest or now) - timedelta(seconds=cfg.cdr_overlap_s)
+        read_at = end - CLOCK_SKEW  # when the window's reading began
+        # What the next poll reads again stays seen (and no more).
+        floor = self._start(newest, read_at, overlap, now)
         kept = {g: v for g, v in seen.items() if (_parse_iso(v[0]) or now) >= floor}
         await self.ledger.set_state(
-            "cdr", {"cursor": newest.isoformat() if newest else None, "seen": kept}
+            "cdr",
+            {
+                "cursor": newest.isoformat() if newest else None,
+                "read_at": read_at.isoformat(),
+                "seen": kept,
+            },
         )
         self.log.info(
-            "sink.poll.done", pages=pages, records=records, leads=len(hits), changed=changed
+            "sink.poll.done",
+            pages=pages,
+            records=records,
+            leads=leads,
+            changed=changed,
+            since=start.isoformat(),
         )
         return changed
+
+    def _start(
+        self, cursor: datetime | None, read_at: datetime | None, overlap: timedelta, now: datetime
+    ) -> datetime:
+        """Return where a poll's window starts: no later than a record the last poll
+        can have missed.
+
+        A record is written at most ``overlap`` after its call date, so what the last
+        poll (reading from ``read_at``) did not see has a call date after ``read_at -
+        overlap``, or after the newest call it saw; a quiet spell re-reads nothing.
+        """
+        if cursor is None:
+            return now - timedelta(seconds=self.cfg.cdr_lookback_s)
+        if read_at is None:  # a state from before read_at was kept
+            return cursor - overlap
+        return min(cursor, read_at - overlap)
+
+    async def _record(
+        self, hits: dict[str, _Hit], seen: dict[str, list[Any]], now: datetime
+    ) -> int:
+        """Record the outcomes of one page's hits; return how many were new or changed."""
+        if not hits:
+            return 0
+        slots = asyncio.Semaphore(PROBES_IN_FLIGHT)
+
+        async def build(key: str, hit: _Hit) -> Outcome | None:
+            async with slots:
+                return await self._outcome(key, hit, seen, now)
+
+        built = await asyncio.gather(*(build(key, hit) for key, hit in hits.items()))
+        return await self.store.record_outcomes([o for o in built if o is not None])
 
     async def _take(
         self,
@@ -309,11 +290,19 @@ class CdrPoller:
 
     async def _outcome(
         self, key: str, hit: _Hit, seen: dict[str, list[Any]], now: datetime
-    ) -> Outcome:
+    ) -> Outcome | None:
+        """Return the lead's outcome from its newest call of ``hit``; None when the lead's
+        outcome is already from a newer call (an older one written late is only counted)."""
         counted = await self.ledger.calls(key)
         merged = counted + [g for g in dict.fromkeys(hit.guids) if g not in counted]
         if merged != counted:
             await self.ledger.set_calls(key, merged)  # idempotent: a set union
+        latest = await self.ledger.newest_call(key)
+        if hit.when is not None and latest is not None and hit.when < latest:
+            self.log.debug("sink.poll.older_call", key=key, calls=len(merged))
+            return None
+        if hit.when is not None and hit.when != latest:
+            await self.ledger.set_newest_call(key, hit.when)
         record = hit.record
         guid = first(record, "guid", "uniqueid", "callid")
         raw_status = first(record, "disposition", "status", "callstatus")
