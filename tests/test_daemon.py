@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -197,3 +198,46 @@ def polled_and_written_back(tmp_path: Path, url: str, start_daemon: Any) -> None
     assert 'syncd_sink_outcomes_received_total{sink="jodo"} 6.0' in metrics
     assert 'syncd_writeback_lag_seconds{writeback="crm-files"}' in metrics
     assert daemon.stop() == 0
+
+
+def test_the_outbox_counters_add_up_when_a_queued_lead_is_replaced_before_it_is_sent(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    sim = JodoSimulator(apikey="someone_else")  # refuses our key: leads wait in the outbox
+    with running(create_app(sim)) as url:
+        daemon = start_daemon(daemon_config(tmp_path, url))
+
+        def sample(name: str) -> float:
+            text = httpx.get(f"{daemon.base_url}/metrics").text
+            found = re.search(rf'^{name}\{{[^}}]*sink="jodo"[^}}]*\}} (\S+)$', text, re.M)
+            return float(found.group(1)) if found else -1.0
+
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "a.csv", leads_csv(0, 10))
+        daemon.wait_for("sink.stopped")
+        # A second export changes four of the leads while they wait unsent.
+        drop_csv(tmp_path / "inbox", "b.csv", leads_csv(0, 4).replace(",Asha,", ",Meera,"))
+        wait_until(lambda: sample("syncd_source_rows_enqueued_total") == 14, timeout=30)
+        sim.add_process("test_org", "VoiceProcess")  # the dialer takes our key again
+        wait_until(
+            lambda: sample("syncd_sink_leads_delivered_total") == 10,
+            timeout=30,
+            message=lambda: daemon.events[-10:],
+        )
+
+        enqueued = sample("syncd_source_rows_enqueued_total")
+        done = sum(
+            sample(name)
+            for name in (
+                "syncd_sink_leads_delivered_total",
+                "syncd_sink_leads_rejected_total",
+                "syncd_sink_leads_failed_total",
+                "syncd_source_versions_superseded_total",
+                "syncd_outbox_pending",
+            )
+        )
+        assert sample("syncd_source_versions_superseded_total") == 4
+        assert enqueued == done  # 14 = 10 delivered + 4 replaced before they went
+        named = {r["leadnumber"]: set(map(str, r.values())) for r in sim.records("VoiceProcess")}
+        assert [("Meera" in named[f"L{i:05d}"]) for i in range(5)] == [True] * 4 + [False]
+        assert daemon.stop() == 0

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from syncd.core.model import StoredLead
-from syncd.core.reconcile import Decision, decide, decide_repeat, raw_unchanged, superseded_by
+from syncd.core.reconcile import (
+    Decision,
+    decide,
+    decide_repeat,
+    raw_unchanged,
+    replaces_queued,
+    superseded_by,
+)
 
 
 def stored(
@@ -60,3 +69,22 @@ def test_a_repeat_of_a_new_key_stays_new() -> None:
     assert decide_repeat("new", stored("h1"), "h2", deleted=False) is Decision.NEW
     assert decide_repeat("changed", stored("h2"), "h2", deleted=False) is Decision.CHANGED
     assert decide_repeat(None, stored("h1"), "h1", deleted=False) is Decision.UNCHANGED
+
+
+@pytest.mark.parametrize(
+    ("state", "origin", "run", "line", "replaces"),
+    [
+        ("pending", "b.csv", "run2", 3, True),  # queued by another file: that version leaves
+        ("held", "b.csv", "run2", 3, True),  # held by the gate, unsent: leaves too
+        ("inflight", "b.csv", "run2", 3, False),  # on its way: it completes, then this goes
+        ("delivered", "b.csv", "run2", 3, False),  # the dialer has it: nothing left unsent
+        ("pending", "a.csv", "run1", 900, False),  # an earlier row of this file and run
+        ("pending", "a.csv", "run2", 900, True),  # the same file read again in a later run
+    ],
+)
+def test_a_row_supersedes_a_version_only_when_it_takes_it_off_the_outbox_unsent(
+    state: str, origin: str, run: str, line: int, replaces: bool
+) -> None:
+    previous = stored(origin="a.csv", line=5, run="run1", state=state)
+    assert replaces_queued(previous, origin, run, line) is replaces
+    assert replaces_queued(None, origin, run, line) is False

@@ -23,6 +23,7 @@ class Decision(enum.StrEnum):
 
 
 ACTIVE_STATES = {"pending", "inflight", "held"}
+QUEUED_STATES = {"pending", "held"}  # in the outbox, unsent: a newer version replaces them
 
 
 def decide(stored: StoredLead | None, content_hash: str, deleted: bool) -> Decision:
@@ -124,6 +125,10 @@ class ChunkPlan:
     rejects: list[RowReject] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # bucket -> change (may be < 0)
     carried_requeued: int = 0  # leads left queued by an earlier run, queued anew here
+    # versions counted as enqueued that leave the outbox unsent: a newer version of the
+    # lead replaced them, or the CRM took the lead back (enqueued = delivered + refused +
+    # failed + superseded + what is still queued or in flight)
+    superseded: int = 0
     blocked: dict[str, int] = field(default_factory=dict)  # safety-gate code -> leads blocked
     # (key, kind, detail, facts): what the audit records of the chunk (a call_at moved)
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -200,21 +205,24 @@ def plan_chunk(
     """Return the writes, rejects and count changes of the mapped rows of one chunk."""
     plan = ChunkPlan()
     for line, key, content_hash, lead_json, reason, deleted, facts in mapped:
+        previous = stored.get(key)
+        supersedes = replaces_queued(previous, origin, run_id, line)
         if reason is not None and content_hash is not None and lead_json is not None:
-            _plan_blocked(plan, stored.get(key), (key, content_hash, raw_hashes[line], lead_json),
-                          line, rows_by_line[line], reason, run_id, facts)  # fmt: skip
+            _plan_blocked(plan, previous, (key, content_hash, raw_hashes[line], lead_json),
+                          line, rows_by_line[line], reason, run_id, facts,
+                          supersedes=supersedes)  # fmt: skip
             continue
         if reason is not None or content_hash is None or lead_json is None:
             plan.rejects.append(RowReject(line, key, rows_by_line[line], reason or "unmappable"))
             plan.count("rejected")
             continue
-        previous = stored.get(key)
         decision = _decide_row(plan, previous, key, line, content_hash, deleted, origin, run_id)
         plan.count(decision.value)
         lead = (key, content_hash, raw_hashes[line], lead_json)
         if decision is Decision.UNCHANGED:  # raw text changed, content did not: refresh only
             plan.writes.append(LeadWrite(*lead, Action.UPSERT, decision.value, line, False))
             continue
+        plan.superseded += supersedes  # skipped or queued anew: the unsent version leaves
         if decision is Decision.SKIPPED:
             if previous is not None:  # known, never delivered: record that it is gone
                 write = LeadWrite(*lead, Action.DELETE, decision.value, line, state="removed")
@@ -233,6 +241,18 @@ def plan_chunk(
     return plan
 
 
+def replaces_queued(previous: StoredLead | None, origin: str, run_id: str, line: int) -> bool:
+    """Return True when a row takes an unsent version, counted as enqueued, off the outbox.
+
+    An earlier row of the same file in the same run is not one: it moves from its bucket
+    to the rejects (superseded by line …) and was never counted as enqueued.
+    """
+    if previous is None or previous.state not in QUEUED_STATES:
+        return False
+    repeat = superseded_by(previous, origin, run_id, line)
+    return repeat is None or repeat.counted_as is None
+
+
 def _plan_blocked(
     plan: ChunkPlan,
     previous: StoredLead | None,
@@ -242,6 +262,8 @@ def _plan_blocked(
     reason: str,
     run_id: str,
     facts: str = "",
+    *,
+    supersedes: bool = False,
 ) -> None:
     """Refuse a lead the safety gate blocks, and take it back from where it went.
 
@@ -251,6 +273,7 @@ def _plan_blocked(
     key = lead[0]
     code = block_code(reason)
     plan.blocked[code] = plan.blocked.get(code, 0) + 1
+    plan.superseded += supersedes
     if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
         plan.carried_requeued += 1  # counted as carried over; accounted for here instead
     if previous is not None and previous.delivered and previous.hash != lead[1]:

@@ -24,6 +24,9 @@ class RouteCounts:
     deleted: int = 0
     # of the rejected and deleted: what the safety gate blocked, by reason code
     blocked: dict[str, int] = field(default_factory=dict)
+    # versions enqueued before that left the outbox unsent, replaced or taken back by a
+    # row of this run (not a bucket of the rows read: see ChunkPlan.superseded)
+    superseded: int = 0
 
     def add(self, bucket: str, n: int = 1) -> None:
         setattr(self, bucket, getattr(self, bucket) + n)

@@ -56,6 +56,14 @@ class Metrics:
             ["source", "sink"],
             registry=r,
         )
+        self.superseded = Counter(
+            "syncd_source_versions_superseded",
+            "Versions put in a sink's outbox that left it unsent: a newer version of the "
+            "lead replaced them, or the CRM took the lead back (enqueued = delivered + "
+            "rejected + failed + superseded + pending + in flight)",
+            ["source", "sink"],
+            registry=r,
+        )
         self.files_failed = Counter(
             "syncd_source_files_failed",
             "Source files (origins) that could not be read at all",
@@ -278,6 +286,7 @@ class Metrics:
         for source, sink in routes:
             self.rows_rejected.labels(source, sink)
             self.rows_enqueued.labels(source, sink)
+            self.superseded.labels(source, sink)
         for sink in sinks:
             for metric in (self.pushed, self.delivered, self.rejected, self.failed):
                 metric.labels(sink)
@@ -474,7 +483,7 @@ class PullMeter:
         self.metrics = metrics
         self.source = source
         self.summary = summary
-        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._seen: dict[str, tuple[int, int, int, int]] = {}
         self._read = 0
         self._files_failed = 0
 
@@ -489,13 +498,15 @@ class PullMeter:
                 continue
             # Every route of a source sees every row: the source read the largest count.
             read = max(read, counts.read)
-            before = self._seen.get(route, (0, 0, 0))
-            now = (counts.read, counts.rejected, counts.enqueued)
+            before = self._seen.get(route, (0, 0, 0, 0))
+            now = (counts.read, counts.rejected, counts.enqueued, counts.superseded)
             if now[1] > before[1]:
                 m.rows_rejected.labels(source, sink).inc(now[1] - before[1])
             if now[2] > before[2]:
                 m.rows_enqueued.labels(source, sink).inc(now[2] - before[2])
                 grew.add(sink)
+            if now[3] > before[3]:
+                m.superseded.labels(source, sink).inc(now[3] - before[3])
             self._seen[route] = now
         if read > self._read:
             m.rows_read.labels(self.source).inc(read - self._read)

@@ -273,6 +273,7 @@ class Puller:
         for code, n in plan.blocked.items():
             counts.blocked[code] = counts.blocked.get(code, 0) + n
         self.summary.sink(sink).carried -= plan.carried_requeued
+        counts.superseded += plan.superseded
         for r in [*first.rejects, *plan.rejects]:
             reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key, r.facts)
             write.rejects.append((sink, reject))
