@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import stat
@@ -285,3 +286,24 @@ def test_reading_the_store_needs_no_secret_of_the_config(tmp_path: Path, jodo: S
         result = run_cli(*argv, "-c", str(config), env=no_secrets)
         assert result.returncode == 0, (argv, result.stderr[-1000:])
         assert "TEST_JODO_APIKEY" not in result.stderr, argv
+
+
+def test_an_export_named_in_capitals_is_read_and_files_that_match_nothing_are_named(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    config = jodo_config(tmp_path, jodo.url)
+    inbox = tmp_path / "inbox"
+    drop_csv(inbox, "DATA.CSV", export(3))  # an Excel export on Windows
+    drop_csv(inbox, "notes.txt", "call them back\n")
+    drop_csv(inbox, "data2.csv.txt", export(2, start=10))
+
+    result = run_cli("run", "--once", "-c", str(config))
+    status = run_cli("status", "--json", "-c", str(config))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert delivered(jodo) == {"L0", "L1", "L2"}
+    ignored = [e for e in result.stderr.splitlines() if "source.inbox.ignored" in e]
+    assert any("notes.txt" in e for e in ignored) and any("data2.csv.txt" in e for e in ignored)
+    assert all("pattern" in e for e in ignored)
+    [source] = json.loads(status.stdout)["sources"]
+    assert source["ignored"] == 2

@@ -349,16 +349,16 @@ def recent_sections(status: dict[str, Any]) -> list[Section]:
 
     def sources(out: Console) -> None:
         table = Table(title="sources and inbox", title_justify="left")
-        for c in ("source", "kind", "waiting", "being read", "failed/", "last read", "at"):
-            table.add_column(
-                c, justify="right" if c in ("waiting", "being read", "failed/") else "left"
-            )
+        figures_of = ("waiting", "being read", "failed/", "ignored")
+        for c in ("source", "kind", *figures_of, "last read", "at"):
+            table.add_column(c, justify="right" if c in figures_of else "left")
         for src in status["sources"]:
             if src["kind"] == "csv_drop":
-                figures = [str(src.get(k, "-")) for k in ("waiting", "processing", "failed")]
+                kinds = ("waiting", "processing", "failed", "ignored")
+                figures = [str(src.get(k, "-")) for k in kinds]
                 last = src.get("problem") or f"file {src.get('last_file') or '-'}"
             else:
-                figures = ["-", "-", "-"]
+                figures = ["-", "-", "-", "-"]
                 last = f"cursor {src.get('position') or 'none yet'}"
             table.add_row(
                 escape(src["name"]), src["kind"], *figures, escape(last), ago(src.get("read_at"))

@@ -15,6 +15,7 @@ from typing import Any
 
 from syncd.config import Settings
 from syncd.sources.compressed import is_drop_name
+from syncd.sources.csv_drop import ignored_in
 from syncd.state.base import StateStore
 
 
@@ -118,6 +119,7 @@ def inbox_counts(cfg: Any) -> dict[str, Any]:
         "waiting": files(inbox, lambda n: drop(n) and is_drop_name(n, cfg.pattern)),
         "processing": files(inbox / "processing", drop),
         "failed": files(inbox / "failed", lambda n: drop(n) and not n.endswith(".error.txt")),
+        "ignored": len(ignored_in(inbox, cfg.pattern)),
     }
 
 

@@ -14,7 +14,7 @@ import gzip
 import lzma
 import zipfile
 import zlib
-from fnmatch import fnmatch
+from fnmatch import fnmatchcase
 from typing import IO, cast
 
 # Readable as one stream each, with the standard library; the key is the format's name.
@@ -40,13 +40,14 @@ class ArchiveRefused(Exception):
 def is_drop_name(name: str, pattern: str) -> bool:
     """Return True when ``name`` matches the source's pattern, compressed or not:
     ``leads.csv.gz`` and ``leads.zip`` are drops of a source whose pattern is ``*.csv``."""
-    if fnmatch(name, pattern):
+    # Case does not matter: Windows and Excel write LEADS.CSV as readily as leads.csv.
+    lowered, pattern = name.lower(), pattern.lower()
+    if fnmatchcase(lowered, pattern):
         return True
-    lowered = name.lower()
     for suffix in SUFFIXES:
         if lowered.endswith(suffix):
-            stem = name[: -len(suffix)]
-            return fnmatch(stem, pattern) or fnmatch(f"{stem}.csv", pattern)
+            stem = lowered[: -len(suffix)]
+            return fnmatchcase(stem, pattern) or fnmatchcase(f"{stem}.csv", pattern)
     return False
 
 

@@ -189,6 +189,7 @@ class CsvDropSource:
         self.bytes_read = 0
         self._current: _CountingReader | None = None
         self._seen: dict[str, int] = {}  # files read whole (in the cursor): name -> size
+        self._ignored_told: set[str] = set()  # inbox files matching no pattern, logged once
         # Given a file's first row when it lacks the required columns: the column names
         # to read it under when that row is data, not a header (a one-number-a-line list)
         self.data_header: Callable[[tuple[str, ...]], tuple[str, ...] | None] | None = None
@@ -236,6 +237,10 @@ class CsvDropSource:
             and compressed.is_drop_name(p.name, self.config.pattern)
             and not (p.is_dir() and not p.is_symlink())
         ]
+
+    def ignored_files(self) -> list[str]:
+        """Return the names of the inbox's files that match no drop pattern (never read)."""
+        return ignored_in(self.inbox, self.config.pattern)
 
     def prune_done(self, now: float) -> int:
         """Return how many files of done/ older than ``keep_done_days`` were deleted."""
@@ -351,6 +356,16 @@ class CsvDropSource:
                 log.info("source.done.pruned", source=self.name, files=pruned)
         for origin, why in await anyio.to_thread.run_sync(self.refuse_strangers):
             yield Chunk(origin, (), [], failed=why)
+        for name in await anyio.to_thread.run_sync(self.ignored_files):
+            if name not in self._ignored_told:  # once per file and process, not every pull
+                self._ignored_told.add(name)
+                log.warning(
+                    "source.inbox.ignored",
+                    source=self.name,
+                    file=_printable(name),
+                    reason=f"does not match the source's pattern {self.config.pattern!r}: "
+                    "never read; rename it, widen `pattern`, or move it out of the inbox",
+                )
         state = json.loads(cursor) if cursor else {}
         self._seen = await anyio.to_thread.run_sync(self._seen_files, state)
         # Files of done/ the store never saw come first, in the order they were read (a
@@ -671,6 +686,23 @@ class CsvDropSource:
 
     async def close(self) -> None:
         return None
+
+
+def ignored_in(inbox: Path, pattern: str) -> list[str]:
+    """Return the names of the files in ``inbox`` a source with ``pattern`` never reads:
+    not a drop (compressed or not), not hidden, not a ``.part`` still being written."""
+    try:
+        entries = list(inbox.iterdir())
+    except OSError:
+        return []
+    return sorted(
+        p.name
+        for p in entries
+        if not p.name.startswith(".")
+        and not p.name.endswith(".part")
+        and not compressed.is_drop_name(p.name, pattern)
+        and not (p.is_dir() and not p.is_symlink())
+    )
 
 
 def _regular(path: Path) -> bool:
