@@ -690,34 +690,47 @@ class SqliteStore:
                 held.update(str(r[0]) for r in rows)
         return held
 
-    async def _stale(self, db: Any, sink: str, completions: Sequence[Completion]) -> set[str]:
-        """Return the keys of ``completions`` whose claim another one has replaced."""
-        claimed = [c for c in completions if c.claim is not None]
-        if not claimed:
-            return set()
-        tokens: dict[str, str | None] = {}
-        for part in _parts([c.key for c in claimed], 500):
+    async def _as_stored(
+        self, db: Any, sink: str, completions: Sequence[Completion]
+    ) -> dict[str, tuple[str | None, float, bool]]:
+        """Return, per lead of ``completions``, its claim token, when its version was read
+        (``updated_at``) and whether it is a removal: what a completion checks and counts,
+        read in one query (on a shared store each is a round trip, on every batch)."""
+        stored: dict[str, tuple[str | None, float, bool]] = {}
+        for part in _parts([c.key for c in completions], 500):
             marks = ", ".join("?" * len(part))
             rows = await db.execute_fetchall(
-                f"SELECT key, claim_token FROM leads WHERE sink = ? AND key IN ({marks})",
+                "SELECT key, claim_token, updated_at, action = 'delete' FROM leads"
+                f" WHERE sink = ? AND key IN ({marks})",
                 (sink, *part),
             )
-            tokens.update((str(k), t) for k, t in rows)
-        return {c.key for c in claimed if tokens.get(c.key) != c.claim}
+            stored.update((str(k), (t, float(at or 0), bool(gone))) for k, t, at, gone in rows)
+        return stored
 
     async def complete(self, sink: str, completions: Sequence[Completion]) -> list[str]:
         now = self.clock.time()
         async with self._tx() as db:
-            stale = await self._stale(db, sink, completions)
+            stored = await self._as_stored(db, sink, completions)
+            # the keys whose claim another one has replaced
+            stale = {
+                c.key
+                for c in completions
+                if c.claim is not None and stored.get(c.key, (None,))[0] != c.claim
+            }
             completions = [c for c in completions if c.key not in stale]
-            await self._write_results(db, sink, completions, now)
+            await self._write_results(db, sink, completions, now, stored)
         return sorted(stale)
 
     async def _write_results(
-        self, db: Any, sink: str, completions: Sequence[Completion], now: float
+        self,
+        db: Any,
+        sink: str,
+        completions: Sequence[Completion],
+        now: float,
+        stored: Mapping[str, tuple[str | None, float, bool]],
     ) -> None:
         """Apply a push's results (inside complete's transaction)."""
-        await self._count_deliveries(db, sink, completions, now)
+        counted = _delivery_stats(sink, completions, now, stored)
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
             fence = (c.claim, c.claim)
@@ -779,6 +792,11 @@ class SqliteStore:
                 for c in completions
             ],
         )
+        # Last: every push adds to the same rows of this hour's stats, and on a shared
+        # store the first write locks them until the commit. Written first, they held
+        # every other replica's (and worker's) completion back while this one updated
+        # its leads; written last, for one round trip.
+        await db.executemany(_ADD_STAT, counted)
 
     async def next_due(self, sink: str) -> float | None:
         """Return when the earliest pending lead of ``sink`` may be pushed, None if none."""
@@ -1677,29 +1695,6 @@ class SqliteStore:
 
     # -- history for the status page (stats, runs, outcomes) ------------------------
 
-    async def _count_deliveries(
-        self, db: Any, sink: str, completions: Sequence[Completion], now: float
-    ) -> None:
-        """Add a push's deliveries to this hour's stats: how many, and how long each lead
-        took from the read of its version (``updated_at``) to the dialer. Withdrawals
-        are not leads delivered."""
-        keys = [c.key for c in completions if c.kind is ResultKind.DELIVERED]
-        ages: list[float] = []
-        for part in _parts(keys, _CHUNK):
-            marks = ", ".join("?" * len(part))
-            rows = await db.execute_fetchall(
-                f"SELECT updated_at FROM leads WHERE sink = ? AND key IN ({marks})"
-                " AND action != 'delete'",
-                (sink, *part),
-            )
-            ages += [now - float(r[0]) for r in rows]
-        if not ages:
-            return
-        at = stats_hour(now)
-        rows = [(sink, at, "delivered", 0, len(ages))]
-        rows += [(sink, at, "latency", b, n) for b, n in latency.histogram(ages).items()]
-        await db.executemany(_ADD_STAT, rows)
-
     async def record_backlog(self, pending: Mapping[str, int]) -> None:
         """Keep, per sink, the largest outbox seen this hour (the backlog chart)."""
         at = stats_hour(self.clock.time())
@@ -1955,6 +1950,30 @@ def _create_private(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Created 0600 before SQLite touches it; its -wal/-shm files inherit the mode.
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _delivery_stats(
+    sink: str,
+    completions: Sequence[Completion],
+    now: float,
+    stored: Mapping[str, tuple[str | None, float, bool]],
+) -> list[tuple[str, float, str, int, int]]:
+    """Return a push's deliveries as rows to add to this hour's stats (``_ADD_STAT``):
+    how many, and how long each lead took from the read of its version (``updated_at``
+    in ``stored``, see ``_as_stored``) to the dialer. Withdrawals are not leads
+    delivered. The rows come in one order (the buckets sorted): two transactions adding
+    to the same rows then lock them in the same order, never each waiting for the other."""
+    ages = [
+        now - stored[c.key][1]
+        for c in completions
+        if c.kind is ResultKind.DELIVERED and c.key in stored and not stored[c.key][2]
+    ]
+    if not ages:
+        return []
+    at = stats_hour(now)
+    counted = [(sink, at, "delivered", 0, len(ages))]
+    counted += [(sink, at, "latency", b, n) for b, n in sorted(latency.histogram(ages).items())]
+    return counted
 
 
 async def _write_cursor(db: aiosqlite.Connection, source: str, value: str | None) -> None:
