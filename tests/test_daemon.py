@@ -241,3 +241,33 @@ def test_the_outbox_counters_add_up_when_a_queued_lead_is_replaced_before_it_is_
         named = {r["leadnumber"]: set(map(str, r.values())) for r in sim.records("VoiceProcess")}
         assert [("Meera" in named[f"L{i:05d}"]) for i in range(5)] == [True] * 4 + [False]
         assert daemon.stop() == 0
+
+
+def test_the_outcome_poll_lag_counts_from_the_last_good_poll_across_a_restart(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any
+) -> None:
+    def with_poll(url: str) -> Path:
+        config = daemon_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace(
+            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
+        )
+        config.write_text(text, encoding="utf-8")
+        return config
+
+    def lag(daemon: Any) -> float:
+        text = httpx.get(f"{daemon.base_url}/metrics").text
+        found = re.search(r'^syncd_sink_outcome_poll_lag_seconds\{sink="jodo"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else -1.0
+
+    first = start_daemon(with_poll(jodo.url))
+    first.wait_for("daemon.ready")
+    wait_until(lambda: jodo.sim.requests.get("getProcessData", 0) > 0, timeout=30)
+    assert first.stop() == 0
+    stopped_at = time.time()  # the last good poll was before this
+
+    # The dialer is gone when the daemon comes back (a crash loop, a restart by systemd).
+    second = start_daemon(with_poll("http://127.0.0.1:9"))
+    second.wait_for("daemon.ready")
+    seen = lag(second)
+
+    assert seen >= time.time() - stopped_at - 0.5, seen  # not from this start

@@ -22,6 +22,7 @@ from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
 from syncd.run.dnc_lists import ListState
+from syncd.run.engine import POLLED_SCOPE
 from syncd.run.sinks import SinkCause
 from syncd.run.status import alerting
 from syncd.state.base import Completion, StateStore
@@ -248,6 +249,7 @@ class Metrics:
         self.delivered_total = 0  # all sinks, for the daemon's "delivered today"
         self._writeback_ok: dict[str, float] = {}
         self._polled_ok: dict[str, float] = {}
+        self._polled_here: set[str] = set()  # sinks with a good poll since this process began
         self._queues_seen: set[tuple[str, str]] = set()  # (sink, queue) series set so far
         self._logins_seen: dict[str, tuple[int, int]] = {}  # sink -> (id(sink object), value)
 
@@ -337,6 +339,7 @@ class Metrics:
     def outcomes_received(self, sink: str, count: int) -> None:
         """Count a successful outcome poll's outcomes (it succeeded even with none)."""
         self._polled_ok[sink] = time.time()
+        self._polled_here.add(sink)
         if count > 0:
             self.outcomes.labels(sink).inc(count)
 
@@ -360,6 +363,18 @@ class Metrics:
     def polled_at(self) -> dict[str, float]:
         """Return when each sink's outcome poll last succeeded (or the daemon started)."""
         return dict(self._polled_ok)
+
+    async def _recall_polls(self, store: StateStore, now: float) -> None:
+        """Date a sink's last good poll from the store until one succeeds in this process:
+        a restarted daemon (a crash loop) must not count the lag from its own start."""
+        for name in set(self._polled_ok) - self._polled_here:
+            stored = await store.kv_get(POLLED_SCOPE, name)
+            if stored is None:
+                continue  # never polled in this store: from this start, as before
+            with contextlib.suppress(ValueError):
+                # stamped on the store's clock (a shared store's is the database's)
+                at = now - (store.clock.time() - float(stored))
+                self._polled_ok[name] = min(self._polled_ok[name], at)
 
     def written_at(self) -> dict[str, float]:
         """Return when each writeback last completed a pass (or the daemon started)."""
@@ -394,6 +409,7 @@ class Metrics:
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
+        await self._recall_polls(store, now)
         for name, at in self._polled_ok.items():
             self.poll_lag.labels(name).set(max(now - at, 0.0))
         await self.observe_withdrawals(store, sinks)
