@@ -80,6 +80,10 @@ def test_a_cron_run_gives_up_on_a_failing_dialer_after_its_probe_and_the_next_ru
     assert len(gave_up) == 1 and gave_up[0]["sink"] == "jodo"
     assert "leads wait for the next run" in gave_up[0]["action"]
     assert "gave up for this run" in " ".join(down.stdout.split())
+    # The outcome poll does not retry the dialer the push just gave up on.
+    assert "not polled this run" in " ".join(down.stdout.split())
+    assert not [e for e in events(down.stderr) if e["event"].startswith("sink.poll")]
+    assert "next probe" not in down.stdout  # the next try is the next run, not this process
     assert left == 20
     assert up.returncode == EXIT_OK, up.stdout + up.stderr[-3000:]
     assert held == {key: 1 for key in keys(20)}

@@ -297,11 +297,20 @@ class _Pass:
 
     async def _poll_all(self) -> None:
         engine, summary = self.engine, self.summary
+        down = engine.sinks.unreachable()
         for slot in engine.sinks.working():
             if slot.cfg.entity == "agents":
                 continue  # users have no outcomes
             if engine.stop.is_set():
                 summary.poll_failed[slot.name] = STOPPED_POLL
+                continue
+            if slot.name in down:
+                # The push gave up on this dialer (its breaker is open): polling it with
+                # retries would keep cron's next run waiting on a dialer that is down.
+                summary.poll_failed[slot.name] = (
+                    f"dialer unreachable ({down[slot.name].public}): not polled this run; "
+                    "the next run reads its outcomes"
+                )
                 continue
             result = await self._poll_until_done(slot.name)
             if result.error is None and engine.stop.is_set():

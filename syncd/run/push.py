@@ -547,8 +547,8 @@ class Pusher:
         reason = breaker.last_reason or "it keeps failing"
         self.counts.waiting = (
             f"dialer unreachable ({reason}); gave up for this run after its breaker opened "
-            f"and the probe {human_seconds(breaker.reset_s)} later failed too; next probe "
-            f"in {human_seconds(wait)}; leads wait for the next run"
+            f"and the probe {human_seconds(breaker.reset_s)} later failed too; leads wait "
+            "for the next run"
         )
         if self.gave_up:
             return  # said once per pass, whichever worker saw it first
