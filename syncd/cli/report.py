@@ -158,7 +158,7 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
 
     if status.get("schema"):
 
-        @section("store schema", 2)
+        @section("store schema", 4)
         def schema(out: Console) -> None:
             for line in schema_lines(status["schema"], status.get("replicas") or []):
                 style = "yellow" if line.startswith("warning") else None
@@ -398,7 +398,7 @@ def recent_sections(status: dict[str, Any]) -> list[Section]:
         out.print(table)
 
     if status.get("outcomes"):
-        sections.append(Section("outcomes coming back", 3, outcomes))
+        sections.append(Section("outcomes coming back", 2, outcomes))
     if status.get("sources"):
         sections.append(Section("sources and inbox", 5, sources))
     if status.get("runs"):
