@@ -78,18 +78,23 @@ email = "email"
 
 
 def config(
-    tmp_path: Path, url: str, *, max_body_bytes: int = 65536, max_backlog: int = 10000
+    tmp_path: Path,
+    url: str,
+    *,
+    max_body_bytes: int = 65536,
+    max_backlog: int = 10000,
+    bearer: bool = False,
 ) -> Path:
     path = tmp_path / "syncd.toml"
-    path.write_text(
-        CONFIG.format(
-            state=tmp_path / "state" / "state.db",
-            url=url,
-            max_body_bytes=max_body_bytes,
-            max_backlog=max_backlog,
-        ),
-        encoding="utf-8",
+    text = CONFIG.format(
+        state=tmp_path / "state" / "state.db",
+        url=url,
+        max_body_bytes=max_body_bytes,
+        max_backlog=max_backlog,
     )
+    if bearer:
+        text = text.replace("secret = ", "token = ", 1)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -228,6 +233,26 @@ def test_unsigned_badly_signed_and_stale_requests_get_401_without_detail(
     assert form.post(lead("U2")).status_code == 202
     wait_until(lambda: delivered(jodo, "U2"), DEADLINE_S, lambda: daemon.events[-15:])
     assert "U1" not in jodo.sim.received()
+    metrics = httpx.get(f"{daemon.base_url}/metrics").text
+    assert 'syncd_webhook_requests_total{source="form",status="401"} 3.0' in metrics
+    assert SECRET not in metrics
+    assert daemon.stop() == 0
+    assert SECRET not in json.dumps(daemon.events)
+
+
+def test_a_bearer_token_from_a_secret_lets_a_sender_in_and_a_wrong_one_gets_401(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url, bearer=True))
+    body = json.dumps(lead("T1")).encode()
+
+    wrong = form.raw(body, {"Authorization": "Bearer not-the-token"})
+    right = form.raw(body, {"Authorization": f"Bearer {SECRET}"})
+
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 202, right.text
+    wait_until(lambda: delivered(jodo, "T1"), DEADLINE_S, lambda: daemon.events[-15:])
     assert daemon.stop() == 0
 
 

@@ -77,7 +77,9 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
         self._rewake: set[str] = set()
-        self.listeners = Listeners(settings, self.ingest, self.backlog)  # webhook sources
+        self.listeners = Listeners(  # the webhook sources
+            settings, self.ingest, self.backlog, metrics.webhook_answered
+        )
 
     # -- sinks -----------------------------------------------------------------
 

@@ -54,6 +54,7 @@ log = structlog.get_logger("syncd.webhook")
 
 Ingest = Callable[[WebhookSourceConfig, Chunk], Awaitable[ChunkWrite]]
 Backlog = Callable[[WebhookSourceConfig], Awaitable[int]]
+Observe = Callable[[str, int], None]  # (source, status): the metrics' count of answers
 
 
 class TooLarge(Exception):
@@ -88,18 +89,26 @@ class Endpoint:
         required: set[str],
         ingest: Ingest,
         backlog: Backlog,
+        observe: Observe | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.required = required
         self.ingest = ingest
         self.backlog = backlog
+        self.observe = observe
         self.clock = clock
         self.replays = Replays(config.tolerance_s)
         # One POST commits at a time: two carrying one key never both plan it as new.
         self._lock = asyncio.Lock()
 
     async def handle(self, request: Request) -> Response:
+        response = await self._answer(request)
+        if self.observe is not None:
+            self.observe(self.config.name, response.status_code)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         cfg = self.config
         bound = log.bind(source=cfg.name)
         try:
@@ -230,13 +239,17 @@ class WebhookServer:
 class Listeners:
     """Every webhook source of one configuration, started with it and stopped before its drain."""
 
-    def __init__(self, settings: Settings, ingest: Ingest, backlog: Backlog) -> None:
+    def __init__(
+        self, settings: Settings, ingest: Ingest, backlog: Backlog, observe: Observe | None = None
+    ) -> None:
         self.servers: list[WebhookServer] = []
         for cfg in settings.sources:
             if isinstance(cfg, WebhookSourceConfig):
                 routes = [r for r in settings.routes if r.source == cfg.name]
                 required = {c for r in routes for c in required_columns(r)}
-                self.servers.append(WebhookServer(Endpoint(cfg, required, ingest, backlog)))
+                self.servers.append(
+                    WebhookServer(Endpoint(cfg, required, ingest, backlog, observe))
+                )
 
     async def start(self) -> None:
         for server in self.servers:
