@@ -32,6 +32,7 @@ from syncd.daemon.webhook import Listeners
 from syncd.errors import ConfigError, StoreError, SyncdError
 from syncd.run.consent import CONSENT_RECHECK_S
 from syncd.run.engine import Engine, new_run_id
+from syncd.run.pull import build_source
 from syncd.sources.base import Chunk, Source
 from syncd.sources.webhook import WebhookSourceConfig
 from syncd.state.base import ChunkWrite, StateStore
@@ -77,6 +78,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
         self._rewake: set[str] = set()
+        self._handed: dict[str, Source] = {}  # the webhook sources, by name
         self.listeners = Listeners(  # the webhook sources
             settings, self.ingest, self.backlog, metrics.webhook_answered
         )
@@ -273,9 +275,13 @@ class Runtime:
     async def ingest(self, cfg: WebhookSourceConfig, chunk: Chunk) -> ChunkWrite:
         """Commit a POST's leads (the pull's path: mapping, reconcile, the gate, one
         transaction) and wake the pushes of the sinks whose outbox grew."""
+        source = self._handed.get(cfg.name)
+        if source is None:  # built once: the registry's lookup costs more than a commit
+            routes = [r for r in self.settings.routes if r.source == cfg.name]
+            source = self._handed[cfg.name] = build_source(cfg, routes, self.store)
         summary = RunSummary(new_run_id())
         meter = self.metrics.pull_meter(cfg.name, summary)
-        write = await self.engine.ingest(cfg, chunk, summary)
+        write = await self.engine.ingest(source, chunk, summary)
         for sink in meter.update() | {s for s, leads in write.leads.items() if leads}:
             self.wake(sink, WAKE_LINGER_S)
         for route, counts in summary.routes.items():

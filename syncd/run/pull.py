@@ -227,16 +227,12 @@ class Puller:
             bound.debug("source.chunk.committed", origin=chunk.origin, rows=chunk.rows_read)
         return write
 
-    async def ingest(self, cfg: SourceConfig, chunk: Chunk) -> ChunkWrite:
+    async def ingest(self, source: Source, chunk: Chunk) -> ChunkWrite:
         """Reconcile a chunk a source was handed (a webhook POST) like any pulled chunk, to
         its lead routes; return what was committed (its rejects say which rows were refused).
         """
-        leads = [r for r in self.settings.routes if r.source == cfg.name]
-        source = build_source(cfg, leads, self.store)
-        try:
-            write = await self._chunk(source, chunk, list(leads), log.bind(source=cfg.name))
-        finally:
-            await source.close()
+        routes: list[AnyRoute] = [r for r in self.settings.routes if r.source == source.name]
+        write = await self._chunk(source, chunk, routes, log.bind(source=source.name))
         assert write is not None  # a handed chunk is never "waiting"
         return write
 
