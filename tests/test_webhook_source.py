@@ -181,6 +181,7 @@ def test_a_batch_is_committed_whole_and_every_lead_reaches_the_dialer_once(
     keys = [f"B{i:03d}" for i in range(30)]
     wait_until(lambda: delivered(jodo, *keys), DEADLINE_S, lambda: daemon.events[-15:])
     assert set(jodo.sim.received().values()) == {1}
+    assert jodo.sim.requests["ImportProcessData"] == 1  # one commit, claimed as one batch
     assert daemon.stop() == 0
 
 
@@ -313,6 +314,21 @@ def test_a_backlog_past_the_bound_gets_429_with_retry_after(
     jodo.sim.faults.set(Faults())
     wait_until(lambda: delivered(jodo, "K1", "K2"), DEADLINE_S, lambda: daemon.events[-15:])
     assert "K3" not in jodo.sim.received()
+    assert daemon.stop() == 0
+
+
+def test_a_reload_opens_the_listener_again_with_the_new_configuration(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("config.reloaded")
+    ports = [e["port"] for e in daemon.events if e.get("event") == "webhook.listening"]
+    form.url = f"http://127.0.0.1:{ports[-1]}/leads"  # port 0: the new listener's own
+
+    assert len(ports) == 2
+    assert form.post(lead("H1")).status_code == 202
+    wait_until(lambda: delivered(jodo, "H1"), DEADLINE_S, lambda: daemon.events[-15:])
     assert daemon.stop() == 0
 
 

@@ -11,7 +11,7 @@ nothing; the commit wakes the routed sinks' pushes. Answers:
   processed; a replay of one answered gets that answer again (``replayed``: true);
 - 413 a body past ``max_body_bytes`` (read with that cap, never whole) or over
   ``max_rows`` leads; 429 a routed sink's outbox holds ``max_backlog`` leads or more;
-  503 the store failed: both with ``Retry-After``.
+  503 the store failed: both with ``Retry-After``; 500 a bug (nothing committed).
 
 The decisions are pure functions in :mod:`syncd.sources.webhook`; this module does
 the I/O around them.
@@ -135,7 +135,7 @@ class Endpoint:
                 self.replays.forget(signature)
             raise
         if signature:
-            if said.status in (429, 503):
+            if said.status in (429, 500, 503):
                 self.replays.forget(signature)  # nothing committed: its retry is no replay
             else:
                 self.replays.finish(signature, said)
@@ -172,6 +172,9 @@ class Endpoint:
         except StoreError as exc:
             bound.error("webhook.store.failed", reason=str(exc))
             return Answer(503, {"error": "the leads could not be stored; send them again"})
+        except Exception as exc:  # a bug: the sender may try again; the log has the traceback
+            bound.error("webhook.failed", reason=type(exc).__name__, exc_info=True)
+            return Answer(500, {"error": "the leads could not be taken; send them again"})
         said = answer(batch, write.rejects, cfg.name)
         bound.info(
             "webhook.received",
