@@ -208,6 +208,8 @@ def test_bad_rows_are_refused_by_row_and_field_and_the_good_rows_of_the_batch_de
     assert "12ab" not in answer.text  # reasons name fields, never quote the values
     wait_until(lambda: delivered(jodo, "G1", "G2"), DEADLINE_S, lambda: daemon.events[-15:])
     assert not {"X1", "X3"} & set(jodo.sim.received())
+    logged = json.dumps(daemon.events)
+    assert "12ab" not in logged and "Asha" not in logged  # no lead data in the log
     status = run_cli("status", "--json", "-c", str(tmp_path / "syncd.toml"), env=env())
     assert status.returncode == 0, status.stderr
     kept = {(r["line"], r["sink"]) for r in json.loads(status.stdout)["rejects"]}
