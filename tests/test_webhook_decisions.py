@@ -91,6 +91,17 @@ def test_a_source_takes_exactly_one_way_in(settings: dict[str, str]) -> None:
         WebhookSourceConfig(name="form", **settings)
 
 
+@pytest.mark.parametrize("listen", ["127.0.0.1:70000", "localhost", "http://x:80", "1.2.3.4:"])
+def test_a_listen_address_is_host_and_port(listen: str) -> None:
+    with pytest.raises(ValueError, match="listen"):
+        WebhookSourceConfig(name="form", secret="s", listen=listen)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8090", ":8090", "[::1]:8090", "leads.local:0"])
+def test_a_listen_address_may_be_any_interface_ipv6_or_a_name(listen: str) -> None:
+    assert WebhookSourceConfig(name="form", secret="s", listen=listen).listen == listen
+
+
 def test_a_secret_comes_from_the_environment_and_its_source_is_not_pulled(tmp_path: Any) -> None:
     path = tmp_path / "syncd.toml"
     path.write_text(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from syncd.config import SourceConfig
 from syncd.core.model import Reject
@@ -45,6 +45,13 @@ class WebhookSourceConfig(SourceConfig):
     retry_after_s: int = Field(30, ge=1, le=3600)  # what a 429 or 503 asks the sender to wait
     signature_header: str = SIGNATURE_HEADER
     timestamp_header: str = TIMESTAMP_HEADER
+
+    @field_validator("listen")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        if int(value.rpartition(":")[2]) > 65535:
+            raise ValueError("the port must be at most 65535")
+        return value
 
     @model_validator(mode="after")
     def _one_way_in(self) -> WebhookSourceConfig:
