@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Collection
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -89,6 +89,9 @@ class Schedule(Strict):
 
 class SourceConfig(Strict):
     """Settings every source has; a kind's own model extends it."""
+
+    # False: the source is not pulled on a schedule (a webhook: the sender brings the rows)
+    scheduled: ClassVar[bool] = True
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: str
@@ -427,6 +430,9 @@ class RunConfig(Strict):
     phone_backend: Literal["auto", "phonenumbers", "rphonenumbers"] = "auto"
     shutdown_grace_s: float = Field(20.0, ge=0)
     sink_recheck_s: float = Field(300.0, gt=0)  # daemon: re-open a sink stopped by its config
+    # daemon: each sink's push also runs this often (a commit or a retry falling due wakes it
+    # at once; the tick catches rows queued from outside, e.g. `syncd retry`)
+    push_tick_s: float = Field(10.0, gt=0)
 
 
 class RetentionConfig(Strict):

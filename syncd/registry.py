@@ -35,6 +35,9 @@ SOURCES: dict[str, Plugin] = {
         "syncd.sources.csv_drop:CsvDropConfig", "syncd.sources.csv_drop:CsvDropSource"
     ),
     "sql": Plugin("syncd.sources.sql:SqlSourceConfig", "syncd.sources.sql:SqlSource"),
+    "webhook": Plugin(
+        "syncd.sources.webhook:WebhookSourceConfig", "syncd.sources.webhook:WebhookSource"
+    ),
 }
 
 SINKS: dict[str, Plugin] = {

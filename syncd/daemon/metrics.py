@@ -65,6 +65,12 @@ class Metrics:
             ["source", "sink"],
             registry=r,
         )
+        self.webhook_requests = Counter(
+            "syncd_webhook_requests",
+            "POSTs a webhook source answered, by HTTP status (202, 400, 401, 413, 429…)",
+            ["source", "status"],
+            registry=r,
+        )
         self.files_failed = Counter(
             "syncd_source_files_failed",
             "Source files (origins) that could not be read at all",
@@ -335,6 +341,10 @@ class Metrics:
     def pull_meter(self, source: str, summary: RunSummary) -> PullMeter:
         """Return a meter that turns a pull's growing summary into counter increments."""
         return PullMeter(self, source, summary)
+
+    def webhook_answered(self, source: str, status: int) -> None:
+        """Count one POST to a webhook source by the status it was answered."""
+        self.webhook_requests.labels(source, str(status)).inc()
 
     def outcomes_received(self, sink: str, count: int) -> None:
         """Count a successful outcome poll's outcomes (it succeeded even with none)."""

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -28,18 +28,21 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd.config import Schedule, Settings, SourceConfig, WritebackConfig
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.daemon.metrics import Metrics
+from syncd.daemon.webhook import Listeners
 from syncd.errors import ConfigError, StoreError, SyncdError
 from syncd.run.consent import CONSENT_RECHECK_S
 from syncd.run.engine import Engine, new_run_id
-from syncd.sources.base import Source
-from syncd.state.base import StateStore
+from syncd.run.pull import build_source
+from syncd.sources.base import Chunk, Source
+from syncd.sources.webhook import WebhookSourceConfig
+from syncd.state.base import ChunkWrite, StateStore
 
 if TYPE_CHECKING:
     pass
 
 log = structlog.get_logger("syncd.daemon")
 
-PUSH_TICK_S = 10.0  # push jobs also run this often: `syncd retry` may queue rows from outside
+WAKE_LINGER_S = 0.005  # a webhook's wake-up waits this long: a burst of POSTs shares a batch
 RECHECK_TICK_S = 5.0
 HELD_BACK_S = 1.0
 BACKLOG_SAMPLE_S = 60.0  # the backlog chart keeps each hour's largest sample
@@ -75,6 +78,10 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
         self._rewake: set[str] = set()
+        self._handed: dict[str, Source] = {}  # the webhook sources, by name
+        self.listeners = Listeners(  # the webhook sources
+            settings, self.ingest, self.backlog, metrics.webhook_answered
+        )
 
     # -- sinks -----------------------------------------------------------------
 
@@ -84,6 +91,7 @@ class Runtime:
         await self.store.heartbeat()
         await self.engine.open()
         await self.engine.leadership.share_limits()
+        await self.listeners.start()  # once the sinks are open: a POST's leads go out at once
 
     async def recheck(self) -> None:
         """Open again every stopped sink whose wait is over; wake its push when it works."""
@@ -119,6 +127,8 @@ class Runtime:
         """Add this configuration's jobs to the scheduler."""
         s = self.settings
         for i, source in enumerate(s.sources):
+            if not source.scheduled:
+                continue  # a webhook: its rows come with each POST (see ingest)
             self._add(
                 f"pull:{source.name}",
                 trigger_for(source.schedule, f"sources[{i}].schedule"),
@@ -127,7 +137,8 @@ class Runtime:
             )
         for i, cfg in enumerate(s.sinks):
             name = cfg.name
-            self._add(f"push:{name}", IntervalTrigger(seconds=PUSH_TICK_S), _bind(self._push, name))
+            tick = IntervalTrigger(seconds=s.run.push_tick_s)
+            self._add(f"push:{name}", tick, _bind(self._push, name))
             if cfg.entity == "agents":
                 continue  # users have no outcomes; their requests share the dialer's session
             self._add(
@@ -243,16 +254,45 @@ class Runtime:
             if job_id.startswith(("pull:", "push:")):
                 health.recovered("store", event="store.recovered", job=job_id)
 
-    def wake(self, sink: str) -> None:
-        """Run the sink's push job now (or once more, if it is running)."""
+    def wake(self, sink: str, linger_s: float = 0.0) -> None:
+        """Run the sink's push job now, or after ``linger_s`` (a burst's leads gather into
+        one batch meanwhile), or once more if it is running."""
         job_id = f"push:{sink}"
         if self.draining.is_set():
             return
         if job_id in self._running:
             self._rewake.add(sink)
             return
+        when = datetime.now(UTC) + timedelta(seconds=linger_s)
+        job = self.scheduler.get_job(job_id)
+        if job is None or (job.next_run_time is not None and job.next_run_time <= when):
+            return  # gone (drained), or due sooner anyway: a wake never puts a push off
         with contextlib.suppress(JobLookupError):
-            self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
+            job.modify(next_run_time=when)
+
+    # -- webhook sources ---------------------------------------------------------------
+
+    async def ingest(self, cfg: WebhookSourceConfig, chunk: Chunk) -> ChunkWrite:
+        """Commit a POST's leads (the pull's path: mapping, reconcile, the gate, one
+        transaction) and wake the pushes of the sinks whose outbox grew."""
+        source = self._handed.get(cfg.name)
+        if source is None:  # built once: the registry's lookup costs more than a commit
+            routes = [r for r in self.settings.routes if r.source == cfg.name]
+            source = self._handed[cfg.name] = build_source(cfg, routes, self.store)
+        summary = RunSummary(new_run_id())
+        meter = self.metrics.pull_meter(cfg.name, summary)
+        write = await self.engine.ingest(source, chunk, summary)
+        for sink in meter.update() | {s for s, leads in write.leads.items() if leads}:
+            self.wake(sink, WAKE_LINGER_S)
+        for route, counts in summary.routes.items():
+            for code, n in counts.blocked.items():
+                self.metrics.gate_blocked(route.rpartition("->")[2], code, n)
+        return write
+
+    async def backlog(self, cfg: WebhookSourceConfig) -> int:
+        """Return the most leads waiting in the outbox of a sink this source feeds."""
+        sinks = {r.sink for r in self.settings.routes if r.source == cfg.name}
+        return max([await self.store.pending_count(sink) for sink in sinks], default=0)
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -305,7 +345,7 @@ class Runtime:
             if due is not None and self.engine.fed_up.get(name):
                 # New leads wait for the dialer to reach its queue: the next tick looks
                 # again (measuring the feed every second would only repeat the answer).
-                due = max(due, time.time() + PUSH_TICK_S)
+                due = max(due, time.time() + self.settings.run.push_tick_s)
             # No await between this check and the return: a wake cannot slip through.
             if name not in self._rewake:
                 self._push_again_at(name, due)
@@ -341,6 +381,7 @@ class Runtime:
     async def drain(self, grace_s: float) -> dict[str, str]:
         """Stop new work, let running jobs finish within ``grace_s``, cancel the rest; publish
         what the writebacks wrote. Return, by writeback, why it could not publish."""
+        await self.listeners.stop()  # first: a POST answered 202 is committed before the store goes
         self.draining.set()
         for job_id in self.job_ids:
             with contextlib.suppress(JobLookupError):

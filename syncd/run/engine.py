@@ -42,8 +42,8 @@ from syncd.run.pull import Puller
 from syncd.run.push import Pusher
 from syncd.run.sinks import SinkSet
 from syncd.run.window import WindowContext, close_windows
-from syncd.sources.base import Source
-from syncd.state.base import StateStore
+from syncd.sources.base import Chunk, Source
+from syncd.state.base import ChunkWrite, StateStore
 
 if TYPE_CHECKING:
     from syncd.writeback.runner import PassResult, WritebackRunner
@@ -162,6 +162,15 @@ class Engine:
             await asyncio.to_thread(puller.close)
         if self.settings.dnc_list_of(cfg.name) is not None:
             await self.check_lists(again=True)  # a version may have loaded
+
+    async def ingest(self, source: Source, chunk: Chunk, summary: RunSummary) -> ChunkWrite:
+        """Reconcile rows a source was handed (a webhook POST) into the outbox; committed when
+        this returns. Not a leader's job: whichever replica was sent the rows takes them."""
+        puller = Puller(self.settings, self.store, summary, clock=self.clock)
+        try:
+            return await puller.ingest(source, chunk)
+        finally:
+            puller.close()  # no process pool: a handed chunk stays below its threshold
 
     async def push(self, name: str, counts: SinkCounts, *, deadline: float) -> None:
         """Push one sink's outbox until nothing is due before ``deadline`` or it stops."""

@@ -197,11 +197,13 @@ class Puller:
         routes: list[AnyRoute],
         bound: Any,
         speculative: Speculative | None = None,
-    ) -> None:
+    ) -> ChunkWrite | None:
+        """Reconcile one chunk into the outbox in one transaction; return what it committed
+        (None: an origin not ready yet)."""
         if chunk.waiting:
             bound.info("source.origin.waiting", origin=chunk.origin, reason=chunk.waiting)
             self.summary.files_waiting.append(f"{source.name}/{chunk.waiting}")
-            return
+            return None
         if chunk.failed:
             bound.error("source.origin.failed", origin=chunk.origin, reason=chunk.failed)
             self.summary.files_failed.append(f"{source.name}/{chunk.origin}: {chunk.failed}")
@@ -210,7 +212,7 @@ class Puller:
             await self.store.apply_chunk(write)
             if chunk.after_commit:
                 await chunk.after_commit()
-            return
+            return write
         write = ChunkWrite(self.summary.run_id, source.name, chunk.origin, cursor=chunk.cursor)
         for reject in chunk.rejects:
             write.rejects.append(("", reject))
@@ -223,6 +225,16 @@ class Puller:
             self.progress(source, chunk.rows_read)
         if chunk.rows or chunk.rejects:
             bound.debug("source.chunk.committed", origin=chunk.origin, rows=chunk.rows_read)
+        return write
+
+    async def ingest(self, source: Source, chunk: Chunk) -> ChunkWrite:
+        """Reconcile a chunk a source was handed (a webhook POST) like any pulled chunk, to
+        its lead routes; return what was committed (its rejects say which rows were refused).
+        """
+        routes: list[AnyRoute] = [r for r in self.settings.routes if r.source == source.name]
+        write = await self._chunk(source, chunk, routes, log.bind(source=source.name))
+        assert write is not None  # a handed chunk is never "waiting"
+        return write
 
     async def _route(
         self,

@@ -2,9 +2,10 @@
 
 Every request carries ``X-Syncd-Timestamp`` (Unix seconds) and
 ``X-Syncd-Signature: sha256=<hex>``, the HMAC-SHA256 of ``<timestamp>.<body>``
-under the shared secret; a receiver recomputes it over the raw body and rejects
-stale timestamps. ``Idempotency-Key`` is the same for every retry of one batch, and
-each item carries its ``version``: a receiver can drop what it already has.
+under the shared secret (:mod:`syncd.core.signing`; the webhook source checks
+the same); a receiver recomputes it over the raw body and rejects stale
+timestamps. ``Idempotency-Key`` is the same for every retry of one batch, and each
+item carries its ``version``: a receiver can drop what it already has.
 
 Answers: 2xx written; 408, 429, 5xx and transport errors retried with backoff;
 401/403/404/405 and redirects stop the writeback (its configuration is wrong;
@@ -15,7 +16,6 @@ until the record at fault is found and kept with the CRM's reason.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Sequence
@@ -25,6 +25,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
+from syncd.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 from syncd.errors import CheckFailed, RetryableError
 from syncd.net.http import make_client, status_error
 from syncd.net.http import post as capped_post
@@ -37,6 +38,8 @@ from syncd.writeback.base import (
     StatelessWriteback,
     WritebackStopped,
 )
+
+__all__ = ["WebhookWriteback", "WebhookWritebackConfig", "sign", "verify"]
 
 VENDOR = "crm webhook"
 _STOP_CODES = {401, 403, 404, 405, 410}
@@ -54,8 +57,8 @@ class WebhookWritebackConfig(BaseWritebackConfig):
     attempts: int = Field(5, ge=1, le=50)
     retry_base_s: float = Field(1.0, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
-    signature_header: str = "X-Syncd-Signature"
-    timestamp_header: str = "X-Syncd-Timestamp"
+    signature_header: str = SIGNATURE_HEADER
+    timestamp_header: str = TIMESTAMP_HEADER
 
     @field_validator("secret")
     @classmethod
@@ -63,17 +66,6 @@ class WebhookWritebackConfig(BaseWritebackConfig):
         if not value.get_secret_value():
             raise ValueError("must not be empty")
         return value
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """Return the signature header value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return "sha256=" + digest.hexdigest()
-
-
-def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
-    """Return True when ``signature`` is this body's (the receiver's side, for tests and docs)."""
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 class WebhookWriteback(StatelessWriteback):

@@ -1,0 +1,263 @@
+"""The webhook sources' HTTP listeners: one Starlette app on its own address per source.
+
+``POST <path>`` with one lead (a JSON object) or a batch (an array). The answer
+comes once the leads are committed to the store, so a crash after it loses
+nothing; the commit wakes the routed sinks' pushes. Answers:
+
+- 202 every row went through (``accepted``: their indexes);
+- 400 some rows refused (``refused``: row, field, reason; the other rows are
+  committed all the same and listed in ``accepted``), or a body that holds no lead;
+- 401 not authenticated (no detail); 409 the same signed request is still being
+  processed; a replay of one answered gets that answer again (``replayed``: true);
+- 413 a body past ``max_body_bytes`` (read with that cap, never whole) or over
+  ``max_rows`` leads; 429 a routed sink's outbox holds ``max_backlog`` leads or more;
+  503 the store failed: both with ``Retry-After``; 500 a bug (nothing committed).
+
+The decisions are pure functions in :mod:`syncd.sources.webhook`; this module does
+the I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from syncd.config import Settings
+from syncd.core.mapping import required_columns
+from syncd.daemon.probes import _bind, _Server, parse_listen
+from syncd.errors import StoreError, SyncdError
+from syncd.sources.base import Chunk
+from syncd.sources.webhook import (
+    Answer,
+    BodyRefused,
+    Replays,
+    WebhookSourceConfig,
+    answer,
+    parse_leads,
+    refusal,
+    to_chunk,
+)
+from syncd.state.base import ChunkWrite
+
+log = structlog.get_logger("syncd.webhook")
+
+Ingest = Callable[[WebhookSourceConfig, Chunk], Awaitable[ChunkWrite]]
+Backlog = Callable[[WebhookSourceConfig], Awaitable[int]]
+Observe = Callable[[str, int], None]  # (source, status): the metrics' count of answers
+
+
+class TooLarge(Exception):
+    """The body is past the cap."""
+
+
+async def read_capped(request: Request, cap: int) -> bytes:
+    """Return the body, reading no more than ``cap`` bytes of it; raise TooLarge past it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise TooLarge
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > cap:
+            raise TooLarge
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _json(doc: dict[str, Any], status: int, **headers: str) -> Response:
+    return JSONResponse(doc, status_code=status, headers=headers or None)
+
+
+class Endpoint:
+    """One webhook source's request handling: size, authentication, replay, backlog, commit."""
+
+    def __init__(
+        self,
+        config: WebhookSourceConfig,
+        required: set[str],
+        ingest: Ingest,
+        backlog: Backlog,
+        observe: Observe | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.required = required
+        self.ingest = ingest
+        self.backlog = backlog
+        self.observe = observe
+        self.clock = clock
+        self.replays = Replays(config.tolerance_s)
+        # One POST commits at a time: two carrying one key never both plan it as new.
+        self._lock = asyncio.Lock()
+
+    async def handle(self, request: Request) -> Response:
+        response = await self._answer(request)
+        if self.observe is not None:
+            self.observe(self.config.name, response.status_code)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
+        cfg = self.config
+        bound = log.bind(source=cfg.name)
+        try:
+            body = await read_capped(request, cfg.max_body_bytes)
+        except TooLarge:
+            bound.warning("webhook.refused", status=413, why="body too large")
+            return _json({"error": f"the body is larger than {cfg.max_body_bytes} bytes"}, 413)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        why = refusal(cfg, request.headers, body, self.clock())
+        if why is not None:  # the sender learns nothing of why; the operator does
+            bound.warning("webhook.unauthorized", why=why)
+            extra = {"WWW-Authenticate": "Bearer"} if cfg.token is not None else {}
+            return _json({"error": "unauthorized"}, 401, **extra)
+        signature = request.headers.get(cfg.signature_header) if cfg.secret is not None else None
+        if signature:
+            seen = self.replays.begin(signature, self.clock())
+            if seen is not None:
+                return self._replayed(seen.answer)
+        try:
+            said = await self._commit(body)
+        except BaseException:
+            if signature:
+                self.replays.forget(signature)
+            raise
+        if signature:
+            if said.status in (429, 500, 503):
+                self.replays.forget(signature)  # nothing committed: its retry is no replay
+            else:
+                self.replays.finish(signature, said)
+        headers = {"Retry-After": str(cfg.retry_after_s)} if said.status in (429, 503) else {}
+        return _json(said.document, said.status, **headers)
+
+    def _replayed(self, first: Answer | None) -> Response:
+        if first is None:
+            return _json(
+                {"error": "this request is being processed; send it again shortly"},
+                409,
+                **{"Retry-After": "1"},
+            )
+        log.info("webhook.replayed", source=self.config.name, status=first.status)
+        return _json({**first.document, "replayed": True}, first.status)
+
+    async def _commit(self, body: bytes) -> Answer:
+        cfg = self.config
+        bound = log.bind(source=cfg.name)
+        try:
+            waiting = await self.backlog(cfg)
+            if waiting >= cfg.max_backlog:
+                bound.warning("webhook.backlog", waiting=waiting, max_backlog=cfg.max_backlog)
+                return Answer(429, {"error": "too many leads are waiting for the dialer"})
+            try:
+                batch = parse_leads(body, cfg.max_rows)
+            except BodyRefused as exc:
+                bound.warning("webhook.refused", status=exc.status, why=str(exc))
+                return Answer(exc.status, {"error": str(exc), "accepted": [], "refused": []})
+            origin = f"post-{uuid.uuid4().hex[:12]}"
+            chunk = to_chunk(batch, cfg.name, origin, self.required)
+            async with self._lock:
+                write = await self.ingest(cfg, chunk)
+        except StoreError as exc:
+            bound.error("webhook.store.failed", reason=str(exc))
+            return Answer(503, {"error": "the leads could not be stored; send them again"})
+        except Exception as exc:  # a bug: the sender may try again; the log has the traceback
+            bound.error("webhook.failed", reason=type(exc).__name__, exc_info=True)
+            return Answer(500, {"error": "the leads could not be taken; send them again"})
+        said = answer(batch, write.rejects, cfg.name)
+        bound.info(
+            "webhook.received",
+            origin=origin,
+            rows=batch.count,
+            accepted=len(said.document["accepted"]),
+            refused=len(said.document["refused"]),
+            status=said.status,
+        )
+        return said
+
+
+def create_app(endpoint: Endpoint) -> Starlette:
+    """Return the ASGI app of one webhook source: its path, POST only."""
+    return Starlette(routes=[Route(endpoint.config.path, endpoint.handle, methods=["POST"])])
+
+
+class WebhookServer:
+    """Serves one source's app on its own address, bound up front (a taken port fails clearly)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.port: int | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        cfg = self.endpoint.config
+        host, port = parse_listen(cfg.listen)
+        try:
+            sock = _bind(host, port)
+        except SyncdError:
+            raise SyncdError(
+                f"sources.{cfg.name}.listen {cfg.listen}: cannot listen there (taken?); "
+                "pick another address"
+            ) from None
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.endpoint),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,  # a POST being committed finishes first
+            proxy_headers=False,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=cfg.name)
+        while not self._server.started and not self._task.done():  # noqa: ASYNC110 - no event in uvicorn
+            await asyncio.sleep(0.01)
+        if self._task.done():
+            self._task.result()
+            raise SyncdError(f"webhook source {cfg.name} on {cfg.listen} stopped at start")
+        log.info("webhook.listening", source=cfg.name, host=host, port=self.port, path=cfg.path)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._task, timeout=10)
+        self._server = self._task = None
+
+
+class Listeners:
+    """Every webhook source of one configuration, started with it and stopped before its drain."""
+
+    def __init__(
+        self, settings: Settings, ingest: Ingest, backlog: Backlog, observe: Observe | None = None
+    ) -> None:
+        self.servers: list[WebhookServer] = []
+        for cfg in settings.sources:
+            if isinstance(cfg, WebhookSourceConfig):
+                routes = [r for r in settings.routes if r.source == cfg.name]
+                required = {c for r in routes for c in required_columns(r)}
+                self.servers.append(
+                    WebhookServer(Endpoint(cfg, required, ingest, backlog, observe))
+                )
+
+    async def start(self) -> None:
+        for server in self.servers:
+            await server.start()
+
+    async def stop(self) -> None:
+        """Stop taking POSTs; those being committed finish first (uvicorn's graceful stop)."""
+        await asyncio.gather(*(s.stop() for s in self.servers))

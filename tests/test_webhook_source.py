@@ -1,0 +1,352 @@
+"""The webhook source: a web form's POST reaches the dialer without waiting for a tick.
+
+The daemon runs as a process (`syncd run`), the dialer is the Jodo simulator on
+loopback, and the sender is plain httpx: what a CRM or a form backend would do.
+Every test configures a push tick of 300 s, so a lead that arrives within the
+tests' deadlines was pushed because its commit woke the push.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from syncd.core.signing import sign
+from syncd.simulators.faults import Faults
+from tests.conftest import Simulated, cli_env, run_cli
+from tests.test_daemon import wait_until
+
+SECRET = "whsec-form-0123456789"
+DEADLINE_S = 60.0  # far below the 300 s push tick: only a wake-up delivers within it
+
+CONFIG = """\
+[state]
+path = "{state}"
+
+[log]
+level = "info"
+format = "json"
+
+[health]
+listen = "127.0.0.1:0"
+
+[run]
+shutdown_grace_s = 10
+sink_recheck_s = 1
+push_tick_s = 300
+
+[[sources]]
+name = "form"
+kind = "webhook"
+listen = "127.0.0.1:0"
+secret = "env:TEST_WEBHOOK_SECRET"
+max_body_bytes = {max_body_bytes}
+max_backlog = {max_backlog}
+retry_after_s = 7
+
+[[sinks]]
+name = "jodo"
+kind = "jodo"
+url = "{url}/CustomerWebServices/handleCustomerWS"
+apikey = "env:TEST_JODO_APIKEY"
+servicekey = "VoiceProcess"
+media = 12
+updateparam = "crmuniquefield"
+dial_format = "00"
+batch_size = 50
+retry_base_s = 0.1
+retry_max_s = 0.5
+
+[[routes]]
+source = "form"
+sink = "jodo"
+default_region = "IN"
+[routes.map]
+key = "id"
+phone = "phone"
+first_name = "first"
+last_name = "last"
+email = "email"
+"""
+
+
+def config(
+    tmp_path: Path,
+    url: str,
+    *,
+    max_body_bytes: int = 65536,
+    max_backlog: int = 10000,
+    bearer: bool = False,
+) -> Path:
+    path = tmp_path / "syncd.toml"
+    text = CONFIG.format(
+        state=tmp_path / "state" / "state.db",
+        url=url,
+        max_body_bytes=max_body_bytes,
+        max_backlog=max_backlog,
+    )
+    if bearer:
+        text = text.replace("secret = ", "token = ", 1)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def env() -> dict[str, str]:
+    return cli_env(TEST_WEBHOOK_SECRET=SECRET)
+
+
+def lead(key: str, phone: str = "9845012345", **extra: Any) -> dict[str, Any]:
+    return {"id": key, "phone": phone, "first": "Asha", "last": "Rao", **extra}
+
+
+def signed(body: bytes, stamp: int | None = None) -> dict[str, str]:
+    """Return the headers a sender adds: the same scheme as syncd's webhook writeback."""
+    when = str(int(time.time()) if stamp is None else stamp)
+    return {
+        "Content-Type": "application/json",
+        "X-Syncd-Timestamp": when,
+        "X-Syncd-Signature": sign(SECRET.encode(), when, body),
+    }
+
+
+class Form:
+    """The sender: posts JSON to the daemon's webhook address."""
+
+    def __init__(self, daemon: Any) -> None:
+        port = daemon.wait_for("webhook.listening", source="form")["port"]
+        self.url = f"http://127.0.0.1:{port}/leads"
+        self.http = httpx.Client(timeout=30)
+
+    def post(self, document: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+        body = json.dumps(document).encode()
+        return self.http.post(self.url, content=body, headers=headers or signed(body))
+
+    def raw(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return self.http.post(self.url, content=body, headers=headers)
+
+
+@pytest.fixture
+def started(start_daemon: Any) -> Iterator[Callable[[Path], tuple[Any, Form]]]:
+    """Start `syncd run` with a config and return it with a sender posting to it."""
+    forms: list[Form] = []
+
+    def start(path: Path) -> tuple[Any, Form]:
+        daemon = start_daemon(path, env())
+        daemon.wait_for("daemon.ready")
+        forms.append(Form(daemon))
+        return daemon, forms[-1]
+
+    yield start
+    for form in forms:
+        form.http.close()
+
+
+def delivered(jodo: Simulated, *keys: str) -> bool:
+    got = jodo.sim.received()
+    return all(k in got for k in keys)
+
+
+def test_a_single_posted_lead_is_answered_202_and_pushed_at_once(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+
+    answer = form.post(lead("W1"))
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == [0]
+    assert answer.json()["refused"] == []
+    wait_until(lambda: delivered(jodo, "W1"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert jodo.sim.records()[-1]["fname"] == "Asha"
+    assert daemon.stop() == 0
+
+
+def test_a_batch_is_committed_whole_and_every_lead_reaches_the_dialer_once(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    batch = [lead(f"B{i:03d}", f"98450{i:05d}") for i in range(30)]
+
+    answer = form.post(batch)
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == list(range(30))
+    keys = [f"B{i:03d}" for i in range(30)]
+    wait_until(lambda: delivered(jodo, *keys), DEADLINE_S, lambda: daemon.events[-15:])
+    assert set(jodo.sim.received().values()) == {1}
+    assert jodo.sim.requests["ImportProcessData"] == 1  # one commit, claimed as one batch
+    assert daemon.stop() == 0
+
+
+def test_bad_rows_are_refused_by_row_and_field_and_the_good_rows_of_the_batch_delivered(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    batch = [
+        lead("G1"),
+        lead("X1", phone="12ab"),  # not a phone number
+        lead("", phone="9845012399"),  # no key
+        lead("X3", first={"nested": "object"}),  # not a flat value
+        "not an object",
+        lead("G2", phone="9845012398"),
+    ]
+
+    answer = form.post(batch)
+
+    assert answer.status_code == 400, answer.text
+    reply = answer.json()
+    assert reply["accepted"] == [0, 5]
+    refused = {(r["row"], r["field"]) for r in reply["refused"]}
+    assert refused == {(1, "phone"), (2, "id"), (3, "first"), (4, None)}
+    assert "12ab" not in answer.text  # reasons name fields, never quote the values
+    wait_until(lambda: delivered(jodo, "G1", "G2"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert not {"X1", "X3"} & set(jodo.sim.received())
+    logged = json.dumps(daemon.events)
+    assert "12ab" not in logged and "Asha" not in logged  # no lead data in the log
+    status = run_cli("status", "--json", "-c", str(tmp_path / "syncd.toml"), env=env())
+    assert status.returncode == 0, status.stderr
+    kept = {(r["line"], r["sink"]) for r in json.loads(status.stdout)["rejects"]}
+    assert kept == {(2, "jodo"), (3, "jodo"), (4, ""), (5, "")}  # the store keeps why, by line
+    assert daemon.stop() == 0
+
+
+def test_unsigned_badly_signed_and_stale_requests_get_401_without_detail(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    body = json.dumps(lead("U1")).encode()
+    stale = signed(body, stamp=int(time.time()) - 3600)
+    forged = {**signed(body), "X-Syncd-Signature": "sha256=" + "0" * 64}
+
+    answers = [
+        form.raw(body, {"Content-Type": "application/json"}),
+        form.raw(body, forged),
+        form.raw(body, stale),
+    ]
+
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert all(a.json() == {"error": "unauthorized"} for a in answers)
+    assert form.post(lead("U2")).status_code == 202
+    wait_until(lambda: delivered(jodo, "U2"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert "U1" not in jodo.sim.received()
+    metrics = httpx.get(f"{daemon.base_url}/metrics").text
+    assert 'syncd_webhook_requests_total{source="form",status="401"} 3.0' in metrics
+    assert SECRET not in metrics
+    assert daemon.stop() == 0
+    assert SECRET not in json.dumps(daemon.events)
+
+
+def test_a_bearer_token_from_a_secret_lets_a_sender_in_and_a_wrong_one_gets_401(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url, bearer=True))
+    body = json.dumps(lead("T1")).encode()
+
+    wrong = form.raw(body, {"Authorization": "Bearer not-the-token"})
+    right = form.raw(body, {"Authorization": f"Bearer {SECRET}"})
+
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 202, right.text
+    wait_until(lambda: delivered(jodo, "T1"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert daemon.stop() == 0
+
+
+def test_a_replayed_or_retried_post_creates_no_second_lead(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    body = json.dumps(lead("R1")).encode()
+    headers = signed(body)
+    first = form.raw(body, headers)
+    assert first.status_code == 202
+    wait_until(lambda: delivered(jodo, "R1"), DEADLINE_S, lambda: daemon.events[-15:])
+
+    replay = form.raw(body, headers)  # the very same request: same timestamp and signature
+    again = json.dumps(lead("R1")).encode()
+    retry = form.raw(again, signed(again, int(headers["X-Syncd-Timestamp"]) + 1))  # re-signed
+    assert form.post(lead("R2", "9845012346")).status_code == 202  # pushed after the others
+    wait_until(lambda: delivered(jodo, "R2"), DEADLINE_S, lambda: daemon.events[-15:])
+
+    assert replay.status_code == 202
+    assert replay.json()["replayed"] is True
+    assert retry.status_code == 202
+    assert retry.json()["replayed"] is False  # a new request: the content hash finds R1 unchanged
+    assert jodo.sim.received()["R1"] == 1
+    assert daemon.stop() == 0
+
+
+def test_a_body_past_the_size_limit_gets_413_with_or_without_a_content_length(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url, max_body_bytes=4096))
+    big = json.dumps([lead(f"S{i:04d}") for i in range(200)]).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    announced = form.raw(big, signed(big))
+    streamed = form.http.post(form.url, content=chunks(), headers=signed(big))
+
+    assert announced.status_code == 413
+    assert streamed.status_code == 413
+    assert not jodo.sim.received()
+    assert daemon.stop() == 0
+
+
+def test_a_backlog_past_the_bound_gets_429_with_retry_after(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    jodo.sim.faults.set(Faults(error_rate=1.0))  # the dialer fails: leads wait in the outbox
+    daemon, form = started(config(tmp_path, jodo.url, max_backlog=2))
+
+    assert form.post([lead("K1"), lead("K2", "9845012346")]).status_code == 202
+    refused = form.post(lead("K3", "9845012347"))
+
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "7"
+    jodo.sim.faults.set(Faults())
+    wait_until(lambda: delivered(jodo, "K1", "K2"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert "K3" not in jodo.sim.received()
+    assert daemon.stop() == 0
+
+
+def test_a_reload_opens_the_listener_again_with_the_new_configuration(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("config.reloaded")
+    ports = [e["port"] for e in daemon.events if e.get("event") == "webhook.listening"]
+    form.url = f"http://127.0.0.1:{ports[-1]}/leads"  # port 0: the new listener's own
+
+    assert len(ports) == 2
+    assert form.post(lead("H1")).status_code == 202
+    wait_until(lambda: delivered(jodo, "H1"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert daemon.stop() == 0
+
+
+def test_kill_9_right_after_a_202_loses_nothing(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    jodo.sim.faults.set(Faults(error_rate=1.0))  # nothing can be delivered before the kill
+    path = config(tmp_path, jodo.url)
+    daemon, form = started(path)
+
+    answer = form.post(lead("C1"))
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+
+    assert answer.status_code == 202
+    jodo.sim.faults.set(Faults())
+    again, _ = started(path)
+    wait_until(lambda: delivered(jodo, "C1"), DEADLINE_S, lambda: again.events[-15:])
+    assert again.stop() == 0
