@@ -442,3 +442,19 @@ async def test_a_sink_stopped_by_another_job_mid_pass_sends_no_more_batches(rig:
     await Pusher(sink, rig.store, counts, working=working).run_until_idle(time.time() + 20)
     assert len(rig.sim.floor.customers) == 4
     assert counts.delivered == 4 and await rig.store.pending_count("ameyo") == 6
+
+
+async def test_a_batch_the_dialer_did_not_answer_goes_back_together_not_in_scattered_bits(
+    rig: Rig,
+) -> None:
+    sink = await rig.sink(batch_size=10, max_attempts=20, retry_base_s=5, retry_max_s=60)
+    await rig.enqueue(*(lead(n) for n in range(10)))
+    rig.sim.faults.set(Faults(error_rate=1.0))  # every answer a 5xx: the batch is retried
+    pusher = Pusher(sink, rig.store, SinkCounts())
+    await pusher.run_until_idle(time.time() + 0.2)  # the first try, nothing after
+    async with rig.store.db.execute("SELECT next_at FROM leads WHERE state = 'pending'") as cur:
+        retry_at = {row[0] async for row in cur}
+
+    # One wait for the whole batch: jitter spreads batches apart, not the leads of one
+    # batch (scattered, they went back to a dialer that was down in many small requests).
+    assert len(retry_at) == 1

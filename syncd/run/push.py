@@ -771,6 +771,17 @@ class Pusher:
     async def _complete(self, batch: Sequence[QueuedLead], results: list[PushResult]) -> None:
         by_key = {q.key: q for q in batch}
         completions: list[Completion] = []
+        now = self.clock.time()
+        # One wait per batch (per attempt count and Retry-After): jitter spreads batches
+        # apart, not the leads of one batch, which would go back in scattered bits.
+        waits: dict[tuple[int, float | None], float] = {}
+
+        def retry_in(attempts: int, retry_after: float | None = None) -> float:
+            key = (attempts, retry_after)
+            if key not in waits:
+                waits[key] = backoff(attempts, self.cfg, retry_after)
+            return waits[key]
+
         for result in results:
             queued = by_key.get(result.key)
             if queued is None:
@@ -797,7 +808,7 @@ class Pusher:
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
                     wait = max(self.cfg.retry_max_s, WITHDRAWAL_RETRY_S)
-                    completion.next_at = self.clock.time() + wait
+                    completion.next_at = now + wait
                     completion.reason = (
                         f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
                         " syncd keeps trying)"
@@ -806,7 +817,7 @@ class Pusher:
                     # The dialer said no (not a fault in the wire): the number stays
                     # dialable, so it is an alert from the first refusal, tried again with
                     # the usual backoff meanwhile.
-                    completion.next_at = self.clock.time() + backoff(queued.attempts, self.cfg)
+                    completion.next_at = now + retry_in(queued.attempts)
                     completion.reason = (
                         f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
                         " syncd keeps trying)"
@@ -817,9 +828,7 @@ class Pusher:
                         f"{result.reason} (gave up after {queued.attempts} attempts)"
                     )
                 else:
-                    completion.next_at = self.clock.time() + backoff(
-                        queued.attempts, self.cfg, result.retry_after
-                    )
+                    completion.next_at = now + retry_in(queued.attempts, result.retry_after)
             completions.append(completion)
         missing = set(by_key) - {r.key for r in results}
         for key in missing:  # a sink that forgot a lead must not lose it
