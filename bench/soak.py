@@ -16,8 +16,9 @@ stopped with SIGTERM and the world is checked:
     soak: 30.0 min, 24,511 leads dropped, lost 0, doubled 0, stuck 0,
           duplicate writebacks 0, unpublished 0, stop 1.2 s (exit 0)
 
-``lost``: valid leads a dialer does not hold; ``doubled``: leads a dialer holds twice;
-``stuck``: leads still pending or in flight once the drops ended long enough ago;
+``lost``: valid leads a dialer does not hold that syncd no longer has queued;
+``doubled``: leads a dialer holds twice; ``stuck``: leads still queued (pending, in
+flight or held) at the end, though the drops ended a quarter of the run before;
 ``duplicate writebacks``: outcome versions written to the CRM's files more than once;
 ``unpublished``: ``.part`` files left after the stop.
 
@@ -244,7 +245,7 @@ def soak(args: argparse.Namespace) -> int:
         big = {began + total_s * 0.2, began + total_s * 0.55}
         outage = (began + total_s * 0.4, began + total_s * 0.4 + args.outage_s)
         reloads = {began + total_s * 0.3, began + total_s * 0.7}
-        drops_end = began + max(total_s - SETTLE_S, total_s * 0.7)
+        drops_end = began + min(total_s - SETTLE_S, total_s * 0.75)
         jodo_is_down = False
         try:
             while (now := time.monotonic()) < began + total_s:
@@ -305,14 +306,25 @@ def verdict(
 ) -> int:
     wanted = {f"L{i}" for i in range(dropped)}
     held = dialers.held()
-    lost = sum(len(wanted - set(h)) for h in held.values())
-    doubled = sum(sum(1 for k, c in h.items() if c > 1) for h in held.values())
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        stuck = int(
-            conn.execute(
-                "SELECT COUNT(*) FROM leads WHERE state IN ('pending', 'inflight')"
-            ).fetchone()[0]
-        )
+        waiting = {
+            (sink, key): (state, error or "")
+            for sink, key, state, error in conn.execute(
+                "SELECT sink, key, state, last_error FROM leads"
+                " WHERE state IN ('pending', 'inflight', 'held')"
+            )
+        }
+    # Lost: a valid lead a dialer does not hold and syncd does not still have queued.
+    lost = sum(
+        1 for sink, h in held.items() for key in wanted - set(h) if (sink, key) not in waiting
+    )
+    doubled = sum(sum(1 for k, c in h.items() if c > 1) for h in held.values())
+    stuck = len(waiting)
+    for sink in sorted({s for s, _ in waiting}):
+        mine = [v for (s, _), v in waiting.items() if s == sink]
+        states = Counter(state for state, _ in mine)
+        reason, n = Counter(error[:120] for _, error in mine).most_common(1)[0]
+        print(f"soak: {sink} still queued {dict(states)}; most: {n} × {reason or '(no error)'}")
     outbox = work / "crm-outcomes"
     versions: Counter[tuple[str, str, str]] = Counter()
     for path in sorted(outbox.glob("*.csv")):
