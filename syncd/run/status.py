@@ -306,7 +306,8 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
         action = {
             "stopped": "fix the sink's configuration; its leads stay queued",
             "unavailable": "syncd opens it again shortly",
-            "unreachable": "syncd keeps trying; nothing is lost",
+            "unreachable": "its leads stay queued and go once it answers (the running daemon "
+            "tries again by itself; with cron, the next run does)",
         }[state]
         if seen.get("reopened"):  # opened again, no request made yet: not known to work
             action = "re-opened, waiting for the dialer's answer; " + action
