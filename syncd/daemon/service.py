@@ -77,6 +77,7 @@ class StoreView:
     waiting: dict[str, int] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     withdrawals_failing: list[dict[str, Any]] = field(default_factory=list)
+    writebacks_failing: list[str] = field(default_factory=list)
 
 
 class DeliveredToday:
@@ -334,11 +335,11 @@ class Daemon:
             f"({w['attempts']} tries); the number stays dialable; syncd status has the reason"
             for w in view.withdrawals_failing
         ]
-        return said
+        return said + view.writebacks_failing
 
     async def _read_store_view(self) -> StoreView:
         """Return what readiness and warnings need of the store (one snapshot's worth)."""
-        from syncd.run.status import failing_withdrawals
+        from syncd.run.status import failing_withdrawals, writeback_alerts
 
         assert self.store is not None
         view = StoreView()
@@ -351,6 +352,9 @@ class Daemon:
         try:
             view.withdrawals_failing = await asyncio.wait_for(
                 failing_withdrawals(self.settings, self.store), STORE_PROBE_S
+            )
+            view.writebacks_failing = await asyncio.wait_for(
+                writeback_alerts(self.settings, self.store, time.time()), STORE_PROBE_S
             )
         except Exception as exc:  # readiness reports the store; a warning is not worth more
             log.debug("withdrawals.check.failed", reason=str(exc))
@@ -405,7 +409,6 @@ class Daemon:
             __version__,
             await self.delivered_today.value(self.store),
             poll_lag_s={s: now - at for s, at in self.metrics.polled_at().items()},
-            writeback_lag_s={w: now - at for w, at in self.metrics.written_at().items()},
             problems=await self.readiness(),
             warnings=await self.warnings(),
             now=now,
