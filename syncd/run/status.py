@@ -307,9 +307,7 @@ async def writeback_alerts(settings: Settings, store: StateStore, now: float) ->
     return found
 
 
-def writeback_alert(
-    name: str, last: dict[str, Any], now: float, threshold_s: float
-) -> str | None:
+def writeback_alert(name: str, last: dict[str, Any], now: float, threshold_s: float) -> str | None:
     """Return the warning of a writeback whose last pass failed and that has not written
     since its syncd started (at once: passes with nothing to write do not count), or has
     failed for ``threshold_s``; None otherwise."""
