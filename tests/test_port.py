@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from syncd.config import load_settings
-from syncd.daemon.perimeter import AllowedHosts, Perimeter, PortLimits
+from syncd.daemon.perimeter import AllowedHosts, Pace, Perimeter, PortLimits
 from syncd.daemon.probes import HealthServer, create_app
 from syncd.daemon.sdnotify import Notifier
 from syncd.daemon.service import Daemon
@@ -155,7 +155,10 @@ async def test_a_crowd_on_status_metrics_and_readyz_reads_the_store_once_per_sna
         if name.startswith("TEST_"):
             monkeypatch.setenv(name, value)
     with running(jodo_app(JodoSimulator())) as url:
-        config = with_health(daemon_config(tmp_path, url), "snapshot_s = 3600\nmax_requests = 1000")
+        config = with_health(
+            daemon_config(tmp_path, url),
+            "snapshot_s = 3600\nmax_requests = 1000\nmax_rate = 100000",
+        )
         notifier = ReadyNotifier()
         daemon = Daemon(load_settings(str(config)), str(config), notifier=notifier)
         task = asyncio.create_task(daemon.run())
@@ -239,7 +242,44 @@ async def test_an_abandoned_request_does_not_cancel_the_refresh_the_others_wait_
     assert snap.refreshes == 1
 
 
-# -- the cap, the timeout, the client that leaves (point 4) ------------------------------
+# -- the pace, the cap, the timeout, the client that leaves (point 4) ---------------------
+
+
+def test_the_pace_lets_a_burst_through_then_spaces_requests_and_refuses_past_the_wait() -> None:
+    clock = FakeClock()
+    pace = Pace(rate=10, burst=3, clock=clock)
+    assert [pace.reserve(1.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
+    waits = [pace.reserve(1.0) for _ in range(10)]
+    assert waits == pytest.approx([0.1 * i for i in range(1, 11)])  # one every 0.1 s
+    assert pace.reserve(1.0) is None  # 1.1 s: past the longest wait; nothing taken
+    clock.advance(5.0)
+    assert pace.reserve(1.0) == 0.0
+
+
+def test_a_client_asking_one_at_a_time_is_never_refused() -> None:
+    clock = FakeClock()
+    pace = Pace(rate=5, burst=5, clock=clock)
+    for _ in range(100):  # a test polling every 10 ms
+        wait = pace.reserve(1.0)
+        assert wait is not None
+        clock.advance(wait + 0.01)
+
+
+async def test_a_crowd_waits_its_turn_at_the_pace_and_past_the_wait_gets_503() -> None:
+    page = StuckPage()
+    page.release.set()
+    limits = PortLimits(max_requests=100, max_rate=5, max_wait_s=0.5, retry_after_s=1)
+    server = await served(page, limits)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            answers = await asyncio.gather(*(client.get("/status") for _ in range(30)))
+    finally:
+        await server.stop()
+    codes = Counter(a.status_code for a in answers)
+    # a burst of 5, then one every 0.2 s for at most 0.5 s (a couple more, however slow
+    # the machine sends them); the rest are refused without reaching the page
+    assert codes[200] >= 5 and codes[503] > 0 and set(codes) == {200, 503}
+    assert page.started == codes[200]
 
 
 class StuckPage:
@@ -276,7 +316,7 @@ async def served(page: Callable[[], Awaitable[str]], limits: PortLimits) -> Heal
 
 async def test_past_the_cap_a_request_gets_503_with_retry_after_and_healthz_still_answers() -> None:
     page = StuckPage()
-    server = await served(page, PortLimits(max_requests=2, retry_after_s=3))
+    server = await served(page, PortLimits(max_requests=2, retry_after_s=1))
     perimeter: Perimeter = server.app
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
@@ -292,7 +332,7 @@ async def test_past_the_cap_a_request_gets_503_with_retry_after_and_healthz_stil
             after = await client.get(f"http://127.0.0.1:{server.port}/readyz")
     finally:
         await server.stop()
-    assert busy.status_code == 503 and busy.headers["retry-after"] == "3"
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert busy.headers["x-frame-options"] == "DENY"
     assert ready.status_code == 503
     assert alive.status_code == 200

@@ -4,8 +4,11 @@ It answers before any handler runs, so what it refuses costs no store work:
 
 - a request whose ``Host:`` is not one of ours gets 421 (a DNS-rebinding page in an
   operator's browser sends its own name there);
-- past ``max_requests`` handled at once, 503 with ``Retry-After`` (``/healthz`` excepted:
-  an orchestrator must not kill a busy but working daemon);
+- at most ``max_rate`` requests a second are served (a client beyond it waits its turn,
+  up to ``max_wait_s``), at most ``max_requests`` at once; past either, 503 with
+  ``Retry-After``, answered after that wait (a crowd that asks again at once is slowed,
+  not fed: the 503s it gets cost the sync as much as the pages would). ``/healthz`` is
+  exempt: an orchestrator must not kill a busy but working daemon;
 - a handler that outlives ``request_timeout_s``, or whose client went away, is cancelled
   (an abandoned request must not be served minutes later);
 - every response carries the headers that keep a browser from framing, sniffing,
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +55,36 @@ _REFUSED_HOSTS_LOGGED = 32  # a scan of names must not flood the log
 class PortLimits:
     """How much of the daemon the HTTP port may take."""
 
-    max_requests: int = 16  # handled at once; past it 503 + Retry-After
+    max_requests: int = 16  # handled (or waiting their turn) at once; past it 503
+    max_rate: float = 20.0  # requests served a second (a second's worth may come at once)
+    max_wait_s: float = 1.0  # the longest a request waits for its turn; past it 503
     request_timeout_s: float = 10.0  # a handler still running then is cancelled (503)
-    retry_after_s: int = 2
+    retry_after_s: int = 2  # also how long a 503 for a busy port is held back
+    held_max: int = 512  # busy answers held back at once; past it they go at once
+
+
+class Pace:
+    """Requests served per second with a burst: a token bucket in its virtual-scheduling
+    form (GCRA). Pure: the clock is given."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = 1.0 / rate
+        self.tolerance = max(burst - 1.0, 0.0) * self.interval
+        self._clock = clock
+        self._due = float("-inf")  # when the next request is due if the pace were even
+
+    def reserve(self, max_wait_s: float) -> float | None:
+        """Return how long this request waits for its turn (its turn is taken), or None
+        when that would be longer than ``max_wait_s`` (nothing taken)."""
+        now = self._clock()
+        due = max(self._due, now)
+        wait = due - self.tolerance - now
+        if wait > max_wait_s:
+            return None
+        self._due = due + self.interval
+        return max(wait, 0.0)
 
 
 class AllowedHosts:
@@ -94,6 +125,8 @@ class Perimeter:
         self.hosts = hosts
         self.limits = limits
         self.inflight = 0  # handlers running now (tests read it: abandoned work ends)
+        self.pace = Pace(limits.max_rate, limits.max_rate)
+        self._held = 0  # busy answers being held back
         self._refused_hosts: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,18 +139,33 @@ class Perimeter:
             self._log_refused(host)
             await _plain(send, 421, "misdirected request\n")
             return
-        limited = scope.get("path") not in UNLIMITED_PATHS
-        if limited and self.inflight >= self.limits.max_requests:
-            retry = str(self.limits.retry_after_s).encode()
-            await _plain(send, 503, "busy, try again shortly\n", [(b"retry-after", retry)])
-            return
+        wait = 0.0
+        if scope.get("path") not in UNLIMITED_PATHS:
+            turn = None
+            if self.inflight < self.limits.max_requests:
+                turn = self.pace.reserve(self.limits.max_wait_s)
+            if turn is None:
+                await self._busy(send)
+                return
+            wait = turn
         self.inflight += 1
         try:
-            await self._bounded(scope, receive, send)
+            await self._bounded(scope, receive, send, wait)
         finally:
             self.inflight -= 1
 
-    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _busy(self, send: Send) -> None:
+        """Answer 503, held back by Retry-After first (up to ``held_max`` at once)."""
+        if self._held < self.limits.held_max:
+            self._held += 1
+            try:
+                await asyncio.sleep(self.limits.retry_after_s)
+            finally:
+                self._held -= 1
+        retry = str(self.limits.retry_after_s).encode()
+        await _plain(send, 503, "busy, try again shortly\n", [(b"retry-after", retry)])
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send, wait: float) -> None:
         """Run the app, cancelled when its client disconnects or its time is up."""
         inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         started = False
@@ -128,6 +176,8 @@ class Perimeter:
             await send(message)
 
         async def handle() -> None:
+            if wait > 0:  # its turn at the port's pace
+                await asyncio.sleep(wait)
             await self.app(scope, inbox.get, sending)
 
         handler = asyncio.create_task(handle())

@@ -257,6 +257,7 @@ def port_limits(health: HealthConfig) -> PortLimits:
     """Return how much of the daemon the port may take, from ``[health]``."""
     return PortLimits(
         max_requests=health.max_requests,
+        max_rate=health.max_rate,
         request_timeout_s=health.request_timeout_s,
         retry_after_s=max(1, round(health.snapshot_s)),
     )
