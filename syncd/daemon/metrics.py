@@ -420,6 +420,7 @@ class Metrics:
         await self.observe_withdrawals(store, sinks)
         self.store_bytes.set(await store.size_bytes())
         await self.observe_replicas(store)
+        await self._recall_polls(store, time.time())
 
     def observe_live(self, sinks: Mapping[str, Any], states: Mapping[str, str]) -> None:
         """Set the gauges the daemon knows in memory: states, breakers, sessions, lags."""
@@ -431,7 +432,6 @@ class Metrics:
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
-        await self._recall_polls(store, now)
         for name, at in self._polled_ok.items():
             self.poll_lag.labels(name).set(max(now - at, 0.0))
 
