@@ -460,6 +460,15 @@ class HealthConfig(Strict):
     enabled: bool = True
     # /status beyond loopback answers only `Authorization: Bearer <this>` (env:/file:)
     status_token: Secret | None = None
+    # Host: names answered besides IP addresses, localhost, the listen address and this
+    # machine's name (a DNS-rebinding page sends its own): a reverse proxy's name
+    allowed_hosts: list[str] = []
+    max_requests: int = Field(16, ge=1, le=10_000)  # handled at once; past it 503
+    max_rate: float = Field(20.0, gt=0)  # requests served a second; beyond, they wait or 503
+    request_timeout_s: float = Field(10.0, gt=0)  # a request still running then is cut off
+    snapshot_s: float = Field(2.0, gt=0)  # /status, /metrics, /readyz read the store this often
+    # a writeback failing this long (or never written since the start) is a /readyz warning
+    writeback_alert_s: float = Field(600.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -38,7 +38,7 @@ from syncd.state.sqlite import SqliteStore
 from tests.conftest import ROOT, cli_env, daemon_config, drop_csv, run_cli
 from tests.support.reliability import export, wait_until
 from tests.support.stores import fresh_store
-from tests.test_status_page import BAD_ROWS, browser, rendered
+from tests.test_status_page import BAD_ROWS, browser, csp_refusals, rendered
 
 # -- latency buckets --------------------------------------------------------------------
 
@@ -342,10 +342,17 @@ def test_the_page_shows_outcomes_sources_runs_and_charts_after_a_run(
             daemon.events[-12:]
         )
         assert wait_until(lambda: (inbox / "failed" / "broken.csv").exists(), timeout=30)
-        assert wait_until(lambda: "pull crm" in httpx.get(f"{base}/status").text, timeout=30)
+
+        def drawn() -> bool:  # the page is a snapshot: wait for the pull and its backlog
+            page = httpx.get(f"{base}/status").text
+            backlog = re.search(r'<svg[^>]*id="chart-backlog".*?</svg>', page, re.S)
+            return "pull crm" in page and backlog is not None and "circle" in backlog.group(0)
+
+        assert wait_until(drawn, timeout=30)
         shot = SHOTS / "status-history.png" if SHOTS else tmp_path / "status-history.png"
         text = rendered(f"{base}/status", screenshot=shot)
         built = dom(f"{base}/status")
+        refused = csp_refusals(f"{base}/status")
         status = run_cli("status", "-c", str(config))
         as_json = run_cli("status", "--json", "-c", str(config))
         assert daemon.stop() == 0
@@ -368,6 +375,7 @@ def test_the_page_shows_outcomes_sources_runs_and_charts_after_a_run(
     assert backlog is not None and '<circle class="dot"' in backlog.group(0)
     assert "Time from read to dialer, per hour" in text
     assert "<script" not in built
+    assert refused == []  # the charts and styles draw under the page's CSP
     # counts and times only: no lead's phone number or name in the new sections
     assert "9800000001" not in text and "First1" not in text and "Last1" not in text
     assert shot.stat().st_size > 20_000

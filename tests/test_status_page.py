@@ -54,6 +54,20 @@ def rendered(url: str, *, screenshot: Path | None = None) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
 
 
+def csp_refusals(url: str) -> list[str]:
+    """Return what the browser's console says the page's Content-Security-Policy blocked
+    (a style, an image, a script): the page must need nothing it forbids."""
+    args = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    run = subprocess.run(
+        [*args, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return [line for line in run.stderr.splitlines() if "Content Security Policy" in line]
+
+
 def test_the_page_shows_a_stopped_dialer_the_leads_and_masked_rejects(
     tmp_path: Path, start_daemon: Any
 ) -> None:

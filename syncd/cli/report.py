@@ -304,6 +304,8 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
                 )
             out.print(table)
             for name, last in sorted(status["writebacks"].items()):
+                if last.get("alert"):
+                    out.print(f"warning: {last['alert']}", highlight=False, markup=False)
                 for reason, n in last.get("refused_by_reason") or []:
                     out.print(
                         f"{name}: {n} outcome(s) refused by the CRM, not written: {reason} — "

@@ -405,26 +405,35 @@ class Metrics:
 
         ``states``: each sink's cause (``SINK_STATES``), as the engine's sinks know it.
         """
-        now = time.time()
+        await self.refresh_store(store, sinks)
+        self.observe_live(sinks, states)
+
+    async def refresh_store(self, store: StateStore, sinks: Mapping[str, Any]) -> None:
+        """Read the gauges the store holds (the daemon does it once per snapshot)."""
         oldest = await store.oldest_pending()
-        for name, sink in sinks.items():
+        for name in sinks:
             self.pending.labels(name).set(await store.pending_count(name))
             since = oldest.get(name)
             # stamped on the store's clock (a shared store's is the database's)
             age = store.clock.time() - since if since else 0.0
             self.oldest_age.labels(name).set(max(age, 0.0))
+        await self.observe_withdrawals(store, sinks)
+        self.store_bytes.set(await store.size_bytes())
+        await self.observe_replicas(store)
+        await self._recall_polls(store, time.time())
+
+    def observe_live(self, sinks: Mapping[str, Any], states: Mapping[str, str]) -> None:
+        """Set the gauges the daemon knows in memory: states, breakers, sessions, lags."""
+        now = time.time()
+        for name, sink in sinks.items():
             self.observe_state(name, states.get(name, "working"))
             self.breaker.labels(name).set(sink.guard.breaker.state_value)
             self.observe_health(name, sink)
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
             self.writeback_lag.labels(name).set(max(now - at, 0.0))
-        await self._recall_polls(store, now)
         for name, at in self._polled_ok.items():
             self.poll_lag.labels(name).set(max(now - at, 0.0))
-        await self.observe_withdrawals(store, sinks)
-        self.store_bytes.set(await store.size_bytes())
-        await self.observe_replicas(store)
 
     def observe_state(self, name: str, state: str) -> None:
         """Set ``syncd_sink_state`` (1 for ``state``, 0 for the others) and ``syncd_sink_up``."""

@@ -36,6 +36,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from syncd.config import HealthConfig
+from syncd.daemon.perimeter import AllowedHosts, Perimeter, PortLimits
 from syncd.errors import ConfigError, SyncdError
 
 log = structlog.get_logger("syncd.health")
@@ -107,13 +108,8 @@ input{{font:inherit;padding:.3em}} .bad{{color:#b00020}}</style></head>
 <input type="password" name="token" autocomplete="current-password" required autofocus>
 </label> <button type="submit">Sign in</button></form></body></html>
 """
-# The sign-in form must not be framed by another site (a click-jacked sign-in).
-_LOGIN_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'",
-}
+# The sign-in form must not be framed by another site (a click-jacked sign-in): the
+# perimeter (syncd.daemon.perimeter) sends the frame, CSP and cache headers on every answer.
 
 
 def login_page(said: str = "") -> str:
@@ -152,8 +148,11 @@ def create_app(
     warnings: Callable[[], Awaitable[list[str]]] | None = None,
     page: PageRender | None = None,
     access: StatusAccess = StatusAccess(loopback=True, token=None),
-) -> Starlette:
-    """Return the ASGI app answering /healthz, /readyz, /metrics and /status (and / with it).
+    hosts: AllowedHosts | None = None,
+    limits: PortLimits | None = None,
+) -> Perimeter:
+    """Return the ASGI app answering /healthz, /readyz, /metrics and /status (and / with it),
+    behind its perimeter (``hosts``: by default the loopback names and IP addresses).
 
     ``warnings`` lists what needs fixing although leads flow: shown by /readyz, which
     stays 200 for them.
@@ -195,7 +194,7 @@ def create_app(
             )
         if page is None:
             return PlainTextResponse("no status page here", status_code=404)
-        return HTMLResponse(await page(), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(await page())
 
     async def login(request: Request) -> Response:
         if access.loopback:  # nothing to sign in to
@@ -204,7 +203,7 @@ def create_app(
             refused = access.refusal("")
             return PlainTextResponse(str(refused), status_code=401)
         if request.method != "POST":
-            return HTMLResponse(login_page(), headers=_LOGIN_HEADERS)
+            return HTMLResponse(login_page())
         given = await _form_token(request)
         client = request.client.host if request.client else "unknown"
         if given is None or not access.signs_in(given):
@@ -213,7 +212,6 @@ def create_app(
             return HTMLResponse(
                 login_page("That is not the status token."),
                 status_code=401,
-                headers=_LOGIN_HEADERS,
             )
         log.info("status.login", client=client)
         # Relative, as `/`'s redirect: it lands on the page behind a path-prefix proxy too.
@@ -235,7 +233,7 @@ def create_app(
         # Relative, so it also lands on the page behind a proxy that adds a path prefix.
         return RedirectResponse("status", status_code=302)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", root, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
@@ -244,6 +242,24 @@ def create_app(
             Route("/status", status_page, methods=["GET"]),
             Route("/login", login, methods=["GET", "POST"]),
         ]
+    )
+    return Perimeter(app, hosts or AllowedHosts(()), limits or PortLimits())
+
+
+def allowed_hosts(health: HealthConfig) -> AllowedHosts:
+    """Return the Host: names the port answers: the configured ones, the listen address
+    and this machine's name (IP addresses and localhost always)."""
+    host, _ = parse_listen(health.listen)
+    return AllowedHosts([*health.allowed_hosts, host, socket.gethostname()])
+
+
+def port_limits(health: HealthConfig) -> PortLimits:
+    """Return how much of the daemon the port may take, from ``[health]``."""
+    return PortLimits(
+        max_requests=health.max_requests,
+        max_rate=health.max_rate,
+        request_timeout_s=health.request_timeout_s,
+        retry_after_s=max(1, round(health.snapshot_s)),
     )
 
 

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -33,9 +34,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd import __version__, logs
 from syncd.config import Settings, load_settings
 from syncd.daemon.metrics import Metrics
-from syncd.daemon.probes import HealthServer, create_app, status_access
+from syncd.daemon.probes import (
+    HealthServer,
+    allowed_hosts,
+    create_app,
+    port_limits,
+    status_access,
+)
 from syncd.daemon.scheduler import Runtime
 from syncd.daemon.sdnotify import Notifier
+from syncd.daemon.snapshot import Snapshot
 from syncd.errors import ConfigError
 from syncd.run.engine import new_run_id
 from syncd.run.lock import store_lock
@@ -59,6 +67,17 @@ def configure_logging(settings: Settings) -> None:
     # "skipped: maximum number of running instances" is the point of max_instances=1;
     # our own job.* events report what matters.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+@dataclass
+class StoreView:
+    """What /readyz needs of the store: leads waiting per sink, why the store could not
+    say, and the withdrawals a dialer keeps refusing."""
+
+    waiting: dict[str, int] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    withdrawals_failing: list[dict[str, Any]] = field(default_factory=list)
+    writebacks_failing: list[str] = field(default_factory=list)
 
 
 class DeliveredToday:
@@ -103,6 +122,12 @@ class Daemon:
         self._background: list[asyncio.Task[None]] = []
         self._run_started = False
         self.unpublished: dict[str, str] = {}  # by writeback: why the stop left a file unpublished
+        # What the HTTP port serves is read from the store at most once per snapshot_s,
+        # however many ask (docs/daemon.md, "Health endpoints").
+        period = settings.health.snapshot_s
+        self._store_view = Snapshot(self._read_store_view, period)
+        self._page = Snapshot(self._render_page, period)
+        self._store_gauges = Snapshot(self._read_store_gauges, period)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -154,6 +179,8 @@ class Daemon:
                 self.warnings,
                 page=self.status_page,
                 access=status_access(self.settings.health),
+                hosts=allowed_hosts(self.settings.health),
+                limits=port_limits(self.settings.health),
             )
             self.health = HealthServer(app, self.settings.health.listen)
             await self.health.start()
@@ -293,16 +320,8 @@ class Daemon:
         """Return why syncd is not ready to work (empty when it is)."""
         if self.phase != "running" or self.store is None or self.runtime is None:
             return [f"syncd is {self.phase}"]
-        reasons: list[str] = []
-        waiting: dict[str, int] = {}
-        try:
-            waiting = await asyncio.wait_for(self._waiting(), STORE_PROBE_S)
-        except TimeoutError:
-            reasons.append(f"state store did not answer within {STORE_PROBE_S:.0f}s")
-        except Exception as exc:  # any failure of the store is a reason, not a crash
-            reasons.append(f"state store unreachable: {exc}")
-        reasons.extend(self.runtime.problems(waiting))
-        return reasons
+        view = await self._store_view.get()
+        return [*view.reasons, *self.runtime.problems(view.waiting)]
 
     async def warnings(self) -> list[str]:
         """Return what needs fixing although leads flow (for /readyz): the sinks' warnings
@@ -310,22 +329,36 @@ class Daemon:
         if self.runtime is None:
             return []
         said = self.runtime.warnings()
-        if self.store is not None:
-            from syncd.run.status import failing_withdrawals
+        view = await self._store_view.get() if self.store is not None else StoreView()
+        said += [
+            f"{w['sink']}: the withdrawal of lead {w['key']} keeps failing "
+            f"({w['attempts']} tries); the number stays dialable; syncd status has the reason"
+            for w in view.withdrawals_failing
+        ]
+        return said + view.writebacks_failing
 
-            try:
-                failing = await asyncio.wait_for(
-                    failing_withdrawals(self.settings, self.store), STORE_PROBE_S
-                )
-            except Exception as exc:  # readiness reports the store; a warning is not worth more
-                log.debug("withdrawals.check.failed", reason=str(exc))
-                failing = []
-            said += [
-                f"{w['sink']}: the withdrawal of lead {w['key']} keeps failing "
-                f"({w['attempts']} tries); the number stays dialable; syncd status has the reason"
-                for w in failing
-            ]
-        return said
+    async def _read_store_view(self) -> StoreView:
+        """Return what readiness and warnings need of the store (one snapshot's worth)."""
+        from syncd.run.status import failing_withdrawals, writeback_alerts
+
+        assert self.store is not None
+        view = StoreView()
+        try:
+            view.waiting = await asyncio.wait_for(self._waiting(), STORE_PROBE_S)
+        except TimeoutError:
+            view.reasons.append(f"state store did not answer within {STORE_PROBE_S:.0f}s")
+        except Exception as exc:  # any failure of the store is a reason, not a crash
+            view.reasons.append(f"state store unreachable: {exc}")
+        try:
+            view.withdrawals_failing = await asyncio.wait_for(
+                failing_withdrawals(self.settings, self.store), STORE_PROBE_S
+            )
+            view.writebacks_failing = await asyncio.wait_for(
+                writeback_alerts(self.settings, self.store, time.time()), STORE_PROBE_S
+            )
+        except Exception as exc:  # readiness reports the store; a warning is not worth more
+            log.debug("withdrawals.check.failed", reason=str(exc))
+        return view
 
     async def _waiting(self) -> dict[str, int]:
         """Return the leads waiting in each sink's outbox."""
@@ -333,23 +366,39 @@ class Daemon:
         return {cfg.name: await self.store.pending_count(cfg.name) for cfg in self.settings.sinks}
 
     async def render_metrics(self) -> bytes:
-        runtime, store = self.runtime, self.store
-        if runtime is not None and store is not None:
+        """Return /metrics: what the daemon knows now, with the gauges the store holds
+        read at most once per snapshot."""
+        runtime = self.runtime
+        if runtime is not None and self.store is not None:
             sinks = {slot.name: slot.sink for slot in runtime.engine.sinks}
             try:
-                await self.metrics.refresh(store, sinks, runtime.causes())
+                await self._store_gauges.get()
+                self.metrics.observe_live(sinks, runtime.causes())
                 self.metrics.observe_lists(runtime.engine.list_states)
             except Exception as exc:  # counters are still worth serving
                 log.warning("metrics.refresh.failed", reason=str(exc))
         return self.metrics.exposition()
 
+    async def _read_store_gauges(self) -> None:
+        runtime, store = self.runtime, self.store
+        if runtime is not None and store is not None:
+            sinks = {slot.name: slot.sink for slot in runtime.engine.sinks}
+            await self.metrics.refresh_store(store, sinks)
+
     async def status_page(self) -> str:
-        """Return the HTML of /status: the store's snapshot and what the daemon knows live."""
+        """Return the HTML of /status, rendered at most once per snapshot."""
         from syncd.daemon.status_page import PageData, render
-        from syncd.run.status import collect
 
         if self.store is None:
             return render(PageData({}, __version__, 0, problems=[f"syncd is {self.phase}"]))
+        return await self._page.get()
+
+    async def _render_page(self) -> str:
+        """Return the page: the store's snapshot and what the daemon knows live."""
+        from syncd.daemon.status_page import PageData, render
+        from syncd.run.status import collect
+
+        assert self.store is not None
         now = time.time()
         status = await collect(self.settings, self.store)
         if self.runtime is not None:  # the daemon knows its sinks now: no stale snapshot
@@ -360,7 +409,6 @@ class Daemon:
             __version__,
             await self.delivered_today.value(self.store),
             poll_lag_s={s: now - at for s, at in self.metrics.polled_at().items()},
-            writeback_lag_s={w: now - at for w, at in self.metrics.written_at().items()},
             problems=await self.readiness(),
             warnings=await self.warnings(),
             now=now,

@@ -34,7 +34,6 @@ class PageData:
     version: str
     delivered_today: int
     poll_lag_s: dict[str, float] = field(default_factory=dict)  # sink -> since last good poll
-    writeback_lag_s: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # /readyz reasons
     warnings: list[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
@@ -166,10 +165,21 @@ def _lags(data: PageData) -> str:
         for sink, lag in sorted(data.poll_lag_s.items())
     ]
     rows += [
-        [_td(f"writeback {name}"), _td(f"{lag:.0f} s since its last full pass", "n")]
-        for name, lag in sorted(data.writeback_lag_s.items())
+        [_td(f"writeback {name}"), _td(_written(last, data.now), "n")]
+        for name, last in sorted((data.status.get("writebacks") or {}).items())
     ]
     return _table(["what", "lag"], rows, "lags")
+
+
+def _written(last: dict[str, Any], now: float) -> str:
+    """Return how far behind a writeback is, from its last pass's record (shared by the
+    replicas: the one leading it wrote it)."""
+    ok, wrote, started = last.get("ok_at"), last.get("wrote_at"), last.get("started_at")
+    if last.get("error") and (wrote is None or (started is not None and wrote < started)):
+        return f"nothing written since syncd started ({when(started)}); failing"
+    if ok is not None:
+        return f"{now - float(ok):.0f} s since its last full pass"
+    return "no full pass yet"
 
 
 def _gate(gate: dict[str, dict[str, int]]) -> str:

@@ -285,7 +285,48 @@ async def writeback_status(settings: Settings, store: StateStore) -> dict[str, A
         last = await store.kv_get(STATUS_SCOPE, cfg.name)
         result[cfg.name] = json.loads(last) if last else {}
         result[cfg.name]["refused_by_reason"] = await store.refused_writebacks(cfg.name)
+        result[cfg.name]["alert"] = writeback_alert(
+            cfg.name, result[cfg.name], time.time(), settings.health.writeback_alert_s
+        )
     return result
+
+
+async def writeback_alerts(settings: Settings, store: StateStore, now: float) -> list[str]:
+    """Return one line per writeback that never wrote since syncd started, or has been
+    failing longer than ``health.writeback_alert_s`` (codes and times, no CRM text)."""
+    from syncd.writeback.runner import STATUS_SCOPE
+
+    found = []
+    for cfg in settings.writebacks:
+        last = await store.kv_get(STATUS_SCOPE, cfg.name)
+        said = writeback_alert(
+            cfg.name, json.loads(last) if last else {}, now, settings.health.writeback_alert_s
+        )
+        if said is not None:
+            found.append(said)
+    return found
+
+
+def writeback_alert(name: str, last: dict[str, Any], now: float, threshold_s: float) -> str | None:
+    """Return the warning of a writeback whose last pass failed and that has not written
+    since its syncd started (at once: passes with nothing to write do not count), or has
+    failed for ``threshold_s``; None otherwise."""
+    if not last.get("error"):
+        return None
+    since = float(last.get("failing_since") or last.get("at") or now)
+    wrote, started = last.get("wrote_at"), last.get("started_at")
+    action = "its outcomes wait; syncd status has the reason"
+    if wrote is None or (started is not None and wrote < started):
+        return (
+            f"writeback {name}: nothing written since syncd started at {when(started)}, "
+            f"failing since {when(since)}; {action}"
+        )
+    if now - since >= threshold_s:
+        return (
+            f"writeback {name}: failing for {(now - since) / 60:.0f} min (since {when(since)}, "
+            f"last written {when(wrote)}); {action}"
+        )
+    return None
 
 
 def when(epoch: float | None) -> str:

@@ -67,6 +67,8 @@ class WritebackRunner:
         self.health = health or HealthTracker(log)
         self._open: dict[str, Writeback] = {}
         self._seeded: set[str] = set()
+        self._started = time.time()
+        self._last: dict[str, dict[str, Any]] = {}  # each writeback's last status record
 
     async def run_pass(self) -> dict[str, int]:
         """Return, per writeback, how many versions it wrote in this pass."""
@@ -208,7 +210,8 @@ class WritebackRunner:
             # A failure the last process already reported is not news after a restart.
             self._seeded.add(name)
             previous = await self.store.kv_get(STATUS_SCOPE, name)
-            self.health.remember(subject, json.loads(previous).get("error") if previous else None)
+            self._last[name] = json.loads(previous) if previous else {}
+            self.health.remember(subject, self._last[name].get("error"))
         if result.error:
             self.health.failed(
                 subject,
@@ -221,7 +224,23 @@ class WritebackRunner:
             self.health.recovered(subject, event="writeback.recovered", writeback=name)
         if result.written or result.refused:
             bound.info("writeback.pass", written=result.written, refused=result.refused)
-        await self.store.kv_set(STATUS_SCOPE, name, json.dumps(asdict(result)))
+        await self.store.kv_set(STATUS_SCOPE, name, json.dumps(self._record(name, result)))
+
+    def _record(self, name: str, result: PassResult) -> dict[str, Any]:
+        """Return the status record of a pass: what it did, and since when the writeback
+        fails, last finished a pass and last wrote, so status and /readyz can tell a
+        writeback that never wrote from one failing for a minute
+        (syncd.run.status.writeback_alert)."""
+        before = self._last.get(name, {})
+        record: dict[str, Any] = {
+            **asdict(result),
+            "started_at": self._started,
+            "ok_at": before.get("ok_at") if result.error else result.at,  # a full pass
+            "wrote_at": result.at if result.written else before.get("wrote_at"),
+            "failing_since": (before.get("failing_since") or result.at) if result.error else None,
+        }
+        self._last[name] = record
+        return record
 
 
 async def run_writebacks(

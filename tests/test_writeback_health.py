@@ -1,0 +1,83 @@
+"""A writeback that never succeeds is a warning, not "ready" (issue 29, point 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from syncd.run.status import writeback_alert
+from syncd.simulators.jodo.api import DialPlan, JodoSimulator, create_app
+from syncd.simulators.server import running
+from tests.conftest import cli_env, daemon_config, drop_csv, run_cli
+from tests.support.reliability import wait_until
+from tests.test_daemon import leads_csv
+
+
+def redirecting_crm() -> Starlette:
+    """A CRM webhook that moved: every request is answered with a redirect."""
+
+    async def moved(request: Request) -> Response:
+        return RedirectResponse("http://127.0.0.1:9/new/hook", status_code=307)
+
+    return Starlette(routes=[Route("/crm/hook", moved, methods=["POST"])])
+
+
+def test_a_webhook_stuck_on_a_redirect_is_a_readyz_warning_a_page_line_and_a_status_line(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
+    with running(create_app(sim)) as url, running(redirecting_crm()) as crm:
+        config = daemon_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace(
+            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
+        )
+        text += (
+            '\n[[writebacks]]\nname = "crm-hook"\nkind = "webhook"\n'
+            f'url = "{crm}/crm/hook"\nsecret = "env:CRM_HOOK_SECRET"\n'
+            "schedule = { interval_s = 0.5 }\n"
+        )
+        config.write_text(text, encoding="utf-8")
+        env = cli_env(CRM_HOOK_SECRET="hook-secret")
+        daemon = start_daemon(config, env=env)
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
+        daemon.wait_for("writeback.failing", writeback="crm-hook", timeout=60)
+
+        def warned() -> bool:
+            body = httpx.get(f"{daemon.base_url}/readyz").json()
+            return any("crm-hook" in w for w in body["warnings"])
+
+        assert wait_until(warned, timeout=30), httpx.get(f"{daemon.base_url}/readyz").text
+        readyz = httpx.get(f"{daemon.base_url}/readyz")
+        page = httpx.get(f"{daemon.base_url}/status").text
+        status = run_cli("status", "-c", str(config), env=env)
+        assert daemon.stop() == 0
+    assert readyz.status_code == 200  # leads flow; the outcomes wait
+    (said,) = [w for w in readyz.json()["warnings"] if "crm-hook" in w]
+    assert "nothing written since syncd started" in said
+    assert "127.0.0.1:9" not in said  # the CRM's reply stays off the open probe
+    assert "nothing written since syncd started" in page
+    assert "since its last full pass" not in page  # it never had one
+    assert status.returncode == 0, status.stderr
+    out = " ".join(status.stdout.split())
+    assert "warning: writeback crm-hook: nothing written since syncd started" in out
+    assert "redirects (HTTP 307)" in out  # the reason, on the host
+
+
+def test_when_a_failing_writeback_is_an_alert() -> None:
+    start, now = 1_000.0, 10_000.0
+    failing = {"error": "HTTP 500", "started_at": start, "failing_since": now - 60}
+    assert writeback_alert("w", {"error": None, "ok_at": now}, now, 600) is None
+    # never written since the start (passes with nothing to write do not count): at once
+    assert writeback_alert("w", {**failing, "ok_at": now - 61}, now, 600) is not None
+    assert writeback_alert("w", {**failing, "wrote_at": start - 5}, now, 600) is not None
+    # written since the start, failing a minute: not yet; past the threshold: yes
+    assert writeback_alert("w", {**failing, "wrote_at": now - 61}, now, 600) is None
+    long = {**failing, "wrote_at": now - 700, "failing_since": now - 650}
+    assert "failing for 11 min" in str(writeback_alert("w", long, now, 600))
