@@ -471,7 +471,13 @@ def test_status_watch_on_a_short_terminal_says_what_it_leaves_out(tmp_path: Path
 
     assert code == 0 and b"Traceback" not in seen
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode("utf-8", "replace"))
-    frame = text[text.rindex("syncd status, every") :]
+    # The last whole frame: Ctrl-C may cut the redraw under way, so the last frame
+    # begun can be partial; frames before it were drawn whole.
+    frames = ["syncd status, every" + f for f in text.split("syncd status, every")[1:]]
+    frame = next((f for f in reversed(frames) if "resize or run" in f), frames[-1])
+    # The note's end (it may wrap): what the watch wrote after it is not the frame.
+    end = re.search(r"run\s+`syncd\s+status`", frame)
+    frame = frame[: end.end()] if end else frame
     # what did not fit is named, with what to do; nothing is dropped without a word
     flat = " ".join(frame.split())  # the note wraps on 80 columns
     note = re.search(r"… (\d+) more sections?: (.*?); resize or run `syncd status`", flat)
