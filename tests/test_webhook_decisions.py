@@ -56,6 +56,7 @@ BODY = b'{"id": "1", "phone": "9845012345"}'
             "timestamp outside the tolerance of 300 s",
         ),
         ({**signed(BODY), "X-Syncd-Signature": "sha256=00"}, "bad signature"),
+        ({**signed(BODY), "X-Syncd-Signature": signed(BODY)["X-Syncd-Signature"].upper()}, None),
         (signed(BODY + b" "), "bad signature"),  # the signature covers the body's bytes
     ],
 )
@@ -70,6 +71,7 @@ def test_a_signed_request_passes_only_fresh_and_with_this_bodys_signature(
     [
         ("Bearer tok-123", None),
         ("Bearer  tok-123 ", None),
+        ("bearer tok-123", None),  # an HTTP auth scheme is case-insensitive
         ("Bearer tok-124", "wrong bearer token"),
         ("Bearer tök", "wrong bearer token"),
         ("Basic dG9rLTEyMw==", "no bearer token"),
@@ -156,6 +158,12 @@ def test_one_object_is_one_lead_and_values_become_cells() -> None:
     ]
 
 
+def test_numbers_are_kept_as_the_sender_wrote_them() -> None:
+    body = b'[{"id": 1.10, "phone": "9845012345", "campaign": 1e2, "big": 1e308}]'
+    [(_, values)] = parse_leads(body, max_rows=10).rows
+    assert (values["id"], values["campaign"], values["big"]) == ("1.10", "1e2", "1e308")
+
+
 def test_rows_that_are_not_flat_objects_are_refused_by_row_and_field() -> None:
     body = json.dumps([{"id": "1"}, {"id": "2", "who": {"a": 1}}, [1], {"alt": [[1]]}])
     batch = parse_leads(body.encode(), max_rows=10)
@@ -172,6 +180,9 @@ def test_rows_that_are_not_flat_objects_are_refused_by_row_and_field() -> None:
         (b'"a lead"', 400),
         (b"[]", 400),
         (json.dumps([{"id": str(i)} for i in range(11)]).encode(), 413),
+        (b"[" * 100_000 + b"]" * 100_000, 400),  # nested past what a parser recurses
+        (b'{"id": "1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+        (b'{"id": "1", "first": NaN}', 400),  # not JSON, though Python's parser takes it
     ],
 )
 def test_a_body_without_leads_is_refused_whole(body: bytes, status: int) -> None:

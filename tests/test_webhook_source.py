@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,6 +85,7 @@ def config(
     max_body_bytes: int = 65536,
     max_backlog: int = 10000,
     bearer: bool = False,
+    body_timeout_s: float = 10,
 ) -> Path:
     path = tmp_path / "syncd.toml"
     text = CONFIG.format(
@@ -91,7 +93,7 @@ def config(
         url=url,
         max_body_bytes=max_body_bytes,
         max_backlog=max_backlog,
-    )
+    ).replace("max_backlog = ", f"body_timeout_s = {body_timeout_s}\nmax_backlog = ", 1)
     if bearer:
         text = text.replace("secret = ", "token = ", 1)
     path.write_text(text, encoding="utf-8")
@@ -331,6 +333,43 @@ def test_a_reload_opens_the_listener_again_with_the_new_configuration(
     assert len(ports) == 2
     assert form.post(lead("H1")).status_code == 202
     wait_until(lambda: delivered(jodo, "H1"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert daemon.stop() == 0
+
+
+def test_a_request_replayed_after_a_reload_is_still_a_replay_and_undoes_nothing(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    old = json.dumps(lead("RV1", first="Old")).encode()
+    captured = signed(old)
+    assert form.raw(old, captured).status_code == 202
+    assert form.post(lead("RV1", first="New")).status_code == 202  # the lead changed
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("config.reloaded")
+    ports = [e["port"] for e in daemon.events if e.get("event") == "webhook.listening"]
+    form.url = f"http://127.0.0.1:{ports[-1]}/leads"
+
+    replay = form.raw(old, captured)  # the captured request, within the tolerance
+
+    assert replay.status_code == 202 and replay.json()["replayed"] is True
+    wait_until(lambda: delivered(jodo, "RV1"), DEADLINE_S, lambda: daemon.events[-15:])
+    [record] = [r for r in jodo.sim.records("VoiceProcess") if r["leadnumber"] == "RV1"]
+    assert "New" in map(str, record.values()) and "Old" not in map(str, record.values())
+    assert daemon.stop() == 0
+
+
+def test_only_post_to_the_path_is_served_and_a_trickled_body_gets_408(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url, body_timeout_s=1))
+    slash = form.http.post(form.url + "/", content=b"{}", follow_redirects=False)
+    port = int(form.url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"POST /leads HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        answer = conn.recv(4096)  # the server answers, not the client's patience
+
+    assert slash.status_code in (404, 405)  # never a 307 to another path
+    assert answer.startswith(b"HTTP/1.1 408")
     assert daemon.stop() == 0
 
 

@@ -23,9 +23,10 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
     """Return True when ``signature`` is this body's at ``timestamp`` (in constant time)."""
-    if not timestamp.isascii():
+    if not timestamp.isascii() or not signature.isascii():
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    # Hex is hex in either case (some senders write it upper-case).
+    return hmac.compare_digest(sign(secret, timestamp, body), signature.lower())
 
 
 def fresh(timestamp: str, now: float, tolerance_s: float) -> bool:

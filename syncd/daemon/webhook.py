@@ -61,23 +61,39 @@ class TooLarge(Exception):
     """The body is past the cap."""
 
 
-async def read_capped(request: Request, cap: int) -> bytes:
-    """Return the body, reading no more than ``cap`` bytes of it; raise TooLarge past it."""
+async def read_capped(request: Request, cap: int, timeout_s: float) -> bytes:
+    """Return the body, reading no more than ``cap`` bytes of it; raise TooLarge past it,
+    TimeoutError when it has not all come within ``timeout_s`` (a trickle holds a slot)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
         raise TooLarge
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > cap:
-            raise TooLarge
-        parts.append(part)
+    async with asyncio.timeout(timeout_s):
+        async for part in request.stream():
+            size += len(part)
+            if size > cap:
+                raise TooLarge
+            parts.append(part)
     return b"".join(parts)
 
 
 def _json(doc: dict[str, Any], status: int, **headers: str) -> Response:
     return JSONResponse(doc, status_code=status, headers=headers or None)
+
+
+# The signatures seen, per source, for the life of the process: a reload builds new
+# endpoints, and a replay within the tolerance must still be known for one after it
+# (else a captured request brings back a lead's older version).
+_REPLAYS: dict[str, Replays] = {}
+
+
+def replay_memory(source: str, tolerance_s: float) -> Replays:
+    """Return the process's replay memory of ``source`` (the same across reloads)."""
+    memory = _REPLAYS.get(source)
+    if memory is None or memory.keep_s != 2 * tolerance_s:
+        memory = _REPLAYS[source] = Replays(tolerance_s)
+    return memory
 
 
 class Endpoint:
@@ -98,7 +114,7 @@ class Endpoint:
         self.backlog = backlog
         self.observe = observe
         self.clock = clock
-        self.replays = Replays(config.tolerance_s)
+        self.replays = replay_memory(config.name, config.tolerance_s)
         # One POST commits at a time: two carrying one key never both plan it as new.
         self._lock = asyncio.Lock()
 
@@ -112,12 +128,15 @@ class Endpoint:
         cfg = self.config
         bound = log.bind(source=cfg.name)
         try:
-            body = await read_capped(request, cfg.max_body_bytes)
+            body = await read_capped(request, cfg.max_body_bytes, cfg.body_timeout_s)
         except TooLarge:
             bound.warning("webhook.refused", status=413, why="body too large")
             return _json({"error": f"the body is larger than {cfg.max_body_bytes} bytes"}, 413)
         except ClientDisconnect:
             return Response(status_code=400)
+        except TimeoutError:
+            bound.warning("webhook.refused", status=408, why="body not sent in time")
+            return _json({"error": f"the body did not come within {cfg.body_timeout_s:g} s"}, 408)
         why = refusal(cfg, request.headers, body, self.clock())
         if why is not None:  # the sender learns nothing of why; the operator does
             bound.warning("webhook.unauthorized", why=why)
@@ -189,7 +208,9 @@ class Endpoint:
 
 def create_app(endpoint: Endpoint) -> Starlette:
     """Return the ASGI app of one webhook source: its path, POST only."""
-    return Starlette(routes=[Route(endpoint.config.path, endpoint.handle, methods=["POST"])])
+    app = Starlette(routes=[Route(endpoint.config.path, endpoint.handle, methods=["POST"])])
+    app.router.redirect_slashes = False  # only POST <path>: no 307 to a path with a slash
+    return app
 
 
 class WebhookServer:

@@ -43,6 +43,7 @@ class WebhookSourceConfig(SourceConfig):
     max_rows: int = Field(500, ge=1, le=1000)  # leads in one POST
     max_backlog: int = Field(10_000, ge=1)  # leads waiting in a routed sink's outbox: 429 past it
     retry_after_s: int = Field(30, ge=1, le=3600)  # what a 429 or 503 asks the sender to wait
+    body_timeout_s: float = Field(10.0, gt=0, le=300)  # the whole body, or 408
     signature_header: str = SIGNATURE_HEADER
     timestamp_header: str = TIMESTAMP_HEADER
 
@@ -115,9 +116,10 @@ def refusal(
     if config.token is not None:
         given = headers.get("authorization", "")
         token = config.token.get_secret_value().encode()
-        if not given.startswith("Bearer "):
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer":  # an HTTP auth scheme is case-insensitive
             return "no bearer token"
-        if not hmac.compare_digest(given[7:].strip().encode(), token):
+        if not hmac.compare_digest(value.strip().encode(), token):
             return "wrong bearer token"
         return None
     assert config.secret is not None
@@ -226,9 +228,12 @@ def parse_leads(body: bytes, max_rows: int) -> Batch:
     BodyRefused for a body that holds no leads at all.
     """
     try:
-        document = json.loads(body)
+        # Numbers stay as written (1.10 is not 1.1, 1e2 not 100.0); NaN is not JSON.
+        document = json.loads(body, parse_float=str, parse_int=str, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
         raise BodyRefused(400, "the body is not JSON") from None
+    except RecursionError:
+        raise BodyRefused(400, "the body is not JSON syncd reads: nested too deeply") from None
     items = document if isinstance(document, list) else [document]
     if not isinstance(document, list | dict):
         raise BodyRefused(400, "the body must be a JSON object (a lead) or an array of them")
@@ -252,6 +257,10 @@ def parse_leads(body: bytes, max_rows: int) -> Batch:
             values[name] = cell
         batch.rows.append((i, values))
     return batch
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _cell(value: Any) -> str | None:
