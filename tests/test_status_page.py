@@ -15,7 +15,7 @@ import pytest
 
 from syncd import __version__
 from syncd.daemon.probes import SESSION_S, StatusAccess, is_loopback
-from syncd.daemon.status_page import mask
+from syncd.daemon.status_page import PageData, mask, render
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
 from tests.conftest import cli_env, daemon_config, drop_csv, run_cli
@@ -244,3 +244,16 @@ def test_a_sign_in_cookie_opens_the_page_until_it_ends_and_only_for_its_token() 
     longer = f"{int(until) + 3600}.{mac}"  # its end moved: the MAC no longer fits
     for forged in (longer, "", ".", "²." + mac, until, f"{until}.{mac[:-1]}"):
         assert access.refusal("", forged, now=1_000.0) is not None, forged
+
+
+def test_a_refused_key_of_any_length_is_shown_short() -> None:
+    huge = "K" * 300_000  # a POSTed key far past the 128 a lead may have: refused, kept
+    page = render(
+        PageData(
+            status={"rejects": [{"at": 0, "source": "form", "key": huge, "reason": "too long"}]},
+            version="test",
+            delivered_today=0,
+        )
+    )
+
+    assert len(page) < 50_000 and "K" * 65 not in page and "K" * 64 + "…" in page

@@ -210,6 +210,11 @@ def test_the_chunk_holds_every_field_the_routes_read_and_numbers_rows_from_1() -
         ),
         ("missing key (column 'id' is empty)", "id", "missing key (field id is empty)"),
         (
+            "key longer than 128 characters in column 'id'",
+            "id",
+            "key longer than 128 characters in field id",  # a limit, not a value sent
+        ),
+        (
             "duplicate key 'L-77': superseded by line 3 (last wins)",
             None,
             "duplicate key …: superseded by row 2 (last wins)",

@@ -143,7 +143,7 @@ class Mapper:
         if not key:
             raise RowRejected(f"missing key (column {m.key!r} is empty)")
         if len(key) > MAX_KEY_LEN:
-            raise RowRejected(f"key longer than {MAX_KEY_LEN} characters")
+            raise RowRejected(f"key longer than {MAX_KEY_LEN} characters in column {m.key!r}")
         whole = "".join(values)  # isascii() reads a flag: most rows stop here
         if not whole.isascii() and "\udc80" <= max(whole) and has_surrogate(whole):
             column = next((c for c, i in self.index.items() if has_surrogate(values[i])), "")

@@ -59,6 +59,11 @@ def _masked_number(match: re.Match[str]) -> str:
     return "•••" + digits[-2:]
 
 
+def _short(text: str, limit: int = 64) -> str:
+    """Return ``text`` cut to ``limit`` characters: a refused key may be any length."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def render(data: PageData) -> str:
     """Return the whole page as HTML text."""
     s = data.status
@@ -203,7 +208,7 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
             _td(r.get("source") or ""),
             _td(r.get("origin") or ""),
             _td(r.get("line") or "", "n"),
-            _td(mask(str(r.get("key") or ""), quoted=False)),  # a CRM may key by number
+            _td(mask(_short(str(r.get("key") or "")), quoted=False)),  # may be a number
             _td(mask(str(r.get("reason") or ""))),
         ]
         for r in rejects
