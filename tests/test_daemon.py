@@ -219,25 +219,31 @@ def test_the_outbox_counters_add_up_when_a_queued_lead_is_replaced_before_it_is_
         drop_csv(tmp_path / "inbox", "b.csv", leads_csv(0, 4).replace(",Asha,", ",Meera,"))
         wait_until(lambda: sample("syncd_source_rows_enqueued_total") == 14, timeout=30)
         sim.add_process("test_org", "VoiceProcess")  # the dialer takes our key again
-        wait_until(
-            lambda: sample("syncd_sink_leads_delivered_total") == 10,
-            timeout=30,
-            message=lambda: daemon.events[-10:],
-        )
 
-        enqueued = sample("syncd_source_rows_enqueued_total")
-        done = sum(
-            sample(name)
-            for name in (
+        def settled() -> dict[str, float]:
+            names = (
+                "syncd_source_rows_enqueued_total",
                 "syncd_sink_leads_delivered_total",
                 "syncd_sink_leads_rejected_total",
                 "syncd_sink_leads_failed_total",
                 "syncd_source_versions_superseded_total",
-                "syncd_outbox_pending",
+                "syncd_outbox_pending",  # from a store snapshot a few seconds old at most
             )
+            return {name.split("_", 2)[2]: sample(name) for name in names}
+
+        wait_until(
+            lambda: (n := settled())["leads_delivered_total"] == 10 and n["pending"] == 0,
+            timeout=30,
+            message=lambda: (settled(), daemon.events[-10:]),
         )
-        assert sample("syncd_source_versions_superseded_total") == 4
-        assert enqueued == done  # 14 = 10 delivered + 4 replaced before they went
+        n = settled()
+        assert n["versions_superseded_total"] == 4
+        # 14 enqueued = 10 delivered + 4 replaced before they went (+ 0 refused, failed, pending)
+        assert (
+            n["rows_enqueued_total"]
+            == 14
+            == sum(v for k, v in n.items() if k != "rows_enqueued_total")
+        )
         named = {r["leadnumber"]: set(map(str, r.values())) for r in sim.records("VoiceProcess")}
         assert [("Meera" in named[f"L{i:05d}"]) for i in range(5)] == [True] * 4 + [False]
         assert daemon.stop() == 0
@@ -259,15 +265,23 @@ def test_the_outcome_poll_lag_counts_from_the_last_good_poll_across_a_restart(
         found = re.search(r'^syncd_sink_outcome_poll_lag_seconds\{sink="jodo"\} (\S+)$', text, re.M)
         return float(found.group(1)) if found else -1.0
 
-    first = start_daemon(with_poll(jodo.url))
+    def polled_at(config: Path) -> float | None:
+        status = run_cli("status", "--json", "-c", str(config))
+        if status.returncode != 0:
+            return None
+        return (json.loads(status.stdout).get("outcomes", {}).get("jodo") or {}).get("polled_at")
+
+    first_config = with_poll(jodo.url)
+    first = start_daemon(first_config)
     first.wait_for("daemon.ready")
-    wait_until(lambda: jodo.sim.requests.get("getProcessData", 0) > 0, timeout=30)
+    wait_until(lambda: polled_at(first_config) is not None, timeout=30)  # a poll went through
     assert first.stop() == 0
     stopped_at = time.time()  # the last good poll was before this
 
     # The dialer is gone when the daemon comes back (a crash loop, a restart by systemd).
     second = start_daemon(with_poll("http://127.0.0.1:9"))
     second.wait_for("daemon.ready")
+    asked = time.time()  # the first scrape: its store snapshot is taken after this
     seen = lag(second)
 
-    assert seen >= time.time() - stopped_at - 0.5, seen  # not from this start
+    assert seen >= asked - stopped_at - 0.5, seen  # not counted from this start

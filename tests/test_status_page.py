@@ -79,7 +79,12 @@ def test_the_page_shows_a_stopped_dialer_the_leads_and_masked_rejects(
         drop_csv(tmp_path / "inbox", "leads.csv", export(4, extra_rows=BAD_ROWS))
         daemon.wait_for("sink.stopped", timeout=30)
         page_url = f"{daemon.base_url}/status"
-        wait_until(lambda: "stopped" in httpx.get(page_url).text, timeout=30)
+        # The page's store part is a snapshot of a few seconds: wait for one taken after
+        # the pull (its refused rows), not only for the sink's state, which is live.
+        wait_until(
+            lambda: "stopped" in (page := httpx.get(page_url).text) and "leads.csv" in page,
+            timeout=30,
+        )
         text = rendered(page_url, screenshot=tmp_path / "status.png")
         assert daemon.stop() == 0
 
