@@ -227,15 +227,8 @@ class CsvDropSource:
 
     def _candidates(self) -> list[Path]:
         """Return the inbox entries that look like drops (any kind of entry), by name."""
-        if not self.inbox.is_dir():
-            return []
         return [
-            p
-            for p in self.inbox.iterdir()
-            if not p.name.startswith(".")
-            and not p.name.endswith(".part")
-            and compressed.is_drop_name(p.name, self.config.pattern)
-            and not (p.is_dir() and not p.is_symlink())
+            p for p in _entries(self.inbox) if compressed.is_drop_name(p.name, self.config.pattern)
         ]
 
     def ignored_files(self) -> list[str]:
@@ -688,21 +681,26 @@ class CsvDropSource:
         return None
 
 
-def ignored_in(inbox: Path, pattern: str) -> list[str]:
-    """Return the names of the files in ``inbox`` a source with ``pattern`` never reads:
-    not a drop (compressed or not), not hidden, not a ``.part`` still being written."""
+def _entries(inbox: Path) -> list[Path]:
+    """Return the inbox's entries a writer may have dropped: not hidden, not a ``.part``
+    still being written, not a folder (``processing/``, ``done/``, ``failed/``)."""
     try:
-        entries = list(inbox.iterdir())
-    except OSError:
+        found = list(inbox.iterdir())
+    except OSError:  # gone, or not a folder: nothing dropped
         return []
-    return sorted(
-        p.name
-        for p in entries
+    return [
+        p
+        for p in found
         if not p.name.startswith(".")
         and not p.name.endswith(".part")
-        and not compressed.is_drop_name(p.name, pattern)
         and not (p.is_dir() and not p.is_symlink())
-    )
+    ]
+
+
+def ignored_in(inbox: Path, pattern: str) -> list[str]:
+    """Return the names of the files in ``inbox`` a source with ``pattern`` never reads
+    (not a drop, compressed or not)."""
+    return sorted(p.name for p in _entries(inbox) if not compressed.is_drop_name(p.name, pattern))
 
 
 def _regular(path: Path) -> bool:
