@@ -348,7 +348,8 @@ def test_the_page_shows_outcomes_sources_runs_and_charts_after_a_run(
             backlog = re.search(r'<svg[^>]*id="chart-backlog".*?</svg>', page, re.S)
             return "pull crm" in page and backlog is not None and "circle" in backlog.group(0)
 
-        assert wait_until(drawn, timeout=30)
+        # A slow render (both cores busy) spaces the snapshots out (5x its own time): wait long.
+        assert wait_until(drawn, timeout=90)
         shot = SHOTS / "status-history.png" if SHOTS else tmp_path / "status-history.png"
         text = rendered(f"{base}/status", screenshot=shot)
         built = dom(f"{base}/status")
