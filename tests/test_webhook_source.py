@@ -389,3 +389,33 @@ def test_kill_9_right_after_a_202_loses_nothing(
     again, _ = started(path)
     wait_until(lambda: delivered(jodo, "C1"), DEADLINE_S, lambda: again.events[-15:])
     assert again.stop() == 0
+
+
+def test_the_time_from_post_to_dialer_is_a_histogram_by_source_and_sink_and_its_p50_p99_are_shown(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    path = config(tmp_path, jodo.url)
+    daemon, form = started(path)
+
+    assert form.post([lead(f"L{i}", f"98450123{i:02d}") for i in range(5)]).status_code == 202
+    wait_until(lambda: delivered(jodo, *(f"L{i}" for i in range(5))), DEADLINE_S)
+
+    def scraped() -> str:
+        return httpx.get(f"{daemon.base_url}/metrics", timeout=30).text
+
+    count = 'syncd_lead_latency_seconds_count{sink="jodo",source="form"} 5.0'
+    wait_until(lambda: count in scraped(), DEADLINE_S, lambda: daemon.events[-10:])
+    metrics = scraped()
+    # every one of them reached the dialer within the deadline it was waited for
+    assert 'syncd_lead_latency_seconds_bucket{le="60.0",sink="jodo",source="form"} 5.0' in metrics
+    status = run_cli("status", "--json", "-c", str(path), env=env())
+    assert status.returncode == 0, status.stderr
+    speed = json.loads(status.stdout)["speed_to_lead"]
+    [jodo_speed] = [s for s in speed if s["sink"] == "jodo"]
+    assert jodo_speed["leads"] == 5
+    assert 0 <= jodo_speed["p50_s"] <= jodo_speed["p99_s"] <= DEADLINE_S
+    text = run_cli("status", "-c", str(path), env=env()).stdout
+    assert "speed to lead" in text and "p99" in text, text
+    page = httpx.get(f"{daemon.base_url}/status", timeout=30).text
+    assert "Speed to lead" in page and "p99" in page
+    assert daemon.stop() == 0
