@@ -8,7 +8,9 @@ tests' deadlines was pushed because its commit woke the push.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
 import socket
 import time
@@ -22,6 +24,7 @@ import pytest
 from syncd.core.signing import sign
 from syncd.simulators.faults import Faults
 from tests.conftest import Simulated, cli_env, run_cli
+from tests.support.stores import drop_schema, new_schema, pg_url
 from tests.test_daemon import wait_until
 
 SECRET = "whsec-form-0123456789"
@@ -419,3 +422,37 @@ def test_the_time_from_post_to_dialer_is_a_histogram_by_source_and_sink_and_its_
     page = httpx.get(f"{daemon.base_url}/status", timeout=30).text
     assert "Speed to lead" in page and "p99" in page
     assert daemon.stop() == 0
+
+
+def test_any_replica_takes_a_post_and_the_lead_reaches_the_dialer_once_at_once(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any
+) -> None:
+    schema = new_schema()
+    path = config(tmp_path, jodo.url)
+    state = f'[state]\nurl = "{pg_url()}"\nschema_name = "{schema}"\n'
+    text = path.read_text(encoding="utf-8")
+    path.write_text(re.sub(r'\[state\]\npath = "[^"]*"\n', lambda _: state, text), "utf-8")
+    try:
+        replicas = [start_daemon(path, env()) for _ in range(2)]
+        for replica in replicas:
+            replica.wait_for("daemon.ready", timeout=60)
+        first, second = (Form(r) for r in replicas)
+
+        retried = json.dumps([lead("R1")]).encode()
+        headers = signed(retried)
+        assert second.raw(retried, headers).status_code == 202
+        wait_until(lambda: delivered(jodo, "R1"), DEADLINE_S, lambda: replicas[1].events[-10:])
+        assert first.post([lead("R2", "9845012399")]).status_code == 202
+        wait_until(lambda: delivered(jodo, "R2"), DEADLINE_S, lambda: replicas[0].events[-10:])
+
+        # the sender's retry reaches the other replica: no second lead either way
+        assert first.raw(retried, headers).status_code in (202, 409)
+        assert first.post([lead("R3", "9845012398")]).status_code == 202
+        wait_until(lambda: delivered(jodo, "R3"), DEADLINE_S, lambda: replicas[0].events[-10:])
+        assert jodo.sim.received() == {"R1": 1, "R2": 1, "R3": 1}
+        for replica in replicas:
+            assert replica.stop() == 0
+        first.http.close()
+        second.http.close()
+    finally:
+        asyncio.run(drop_schema(schema))
