@@ -19,25 +19,12 @@ import pytest
 
 from syncd.sources.sql_trigger import default_channel, table_of, trigger_sql
 from tests.conftest import Simulated, cli_env, database_url, run_cli
+from tests.support.configs import daemon_head, jodo_sink
 from tests.test_daemon import wait_until
 
 DEADLINE_S = 60.0  # far below the 300 s schedule: only a notification pulls within it
 
-CONFIG = """\
-[state]
-path = "{state}"
-
-[log]
-level = "info"
-format = "json"
-
-[health]
-listen = "127.0.0.1:0"
-
-[run]
-shutdown_grace_s = 10
-push_tick_s = 300
-
+SOURCE = """
 [[sources]]
 name = "crm"
 kind = "sql"
@@ -50,18 +37,9 @@ overlap_s = 0
 [sources.schedule]
 interval_s = 300
 
-[[sinks]]
-name = "jodo"
-kind = "jodo"
-url = "{jodo}/CustomerWebServices/handleCustomerWS"
-apikey = "env:TEST_JODO_APIKEY"
-servicekey = "VoiceProcess"
-media = 12
-updateparam = "crmuniquefield"
-batch_size = 50
-retry_base_s = 0.1
-retry_max_s = 0.5
+"""
 
+ROUTE = """
 [[routes]]
 source = "crm"
 sink = "jodo"
@@ -97,8 +75,11 @@ async def crm_table() -> AsyncIterator[str]:
 def write_config(tmp_path: Path, table: str, jodo_url: str, listen: str = "syncd_crm") -> Path:
     path = tmp_path / "syncd.toml"
     line = f'listen = "{listen}"' if listen else ""
-    text = CONFIG.format(
-        state=tmp_path / "state" / "state.db", table=table, jodo=jodo_url, listen=line
+    text = (
+        daemon_head(tmp_path / "state" / "state.db")
+        + SOURCE.format(table=table, listen=line)
+        + jodo_sink(jodo_url)
+        + ROUTE
     )
     path.write_text(text, encoding="utf-8")
     return path

@@ -24,28 +24,14 @@ import pytest
 from syncd.core.signing import sign
 from syncd.simulators.faults import Faults
 from tests.conftest import Simulated, cli_env, run_cli
+from tests.support.configs import daemon_head, jodo_sink
 from tests.support.stores import drop_schema, new_schema, pg_url
 from tests.test_daemon import wait_until
 
 SECRET = "whsec-form-0123456789"
 DEADLINE_S = 60.0  # far below the 300 s push tick: only a wake-up delivers within it
 
-CONFIG = """\
-[state]
-path = "{state}"
-
-[log]
-level = "info"
-format = "json"
-
-[health]
-listen = "127.0.0.1:0"
-
-[run]
-shutdown_grace_s = 10
-sink_recheck_s = 1
-push_tick_s = 300
-
+SOURCE = """
 [[sources]]
 name = "form"
 kind = "webhook"
@@ -55,19 +41,9 @@ max_body_bytes = {max_body_bytes}
 max_backlog = {max_backlog}
 retry_after_s = 7
 
-[[sinks]]
-name = "jodo"
-kind = "jodo"
-url = "{url}/CustomerWebServices/handleCustomerWS"
-apikey = "env:TEST_JODO_APIKEY"
-servicekey = "VoiceProcess"
-media = 12
-updateparam = "crmuniquefield"
-dial_format = "00"
-batch_size = 50
-retry_base_s = 0.1
-retry_max_s = 0.5
+"""
 
+ROUTE = """
 [[routes]]
 source = "form"
 sink = "jodo"
@@ -91,12 +67,13 @@ def config(
     body_timeout_s: float = 10,
 ) -> Path:
     path = tmp_path / "syncd.toml"
-    text = CONFIG.format(
-        state=tmp_path / "state" / "state.db",
-        url=url,
-        max_body_bytes=max_body_bytes,
-        max_backlog=max_backlog,
-    ).replace("max_backlog = ", f"body_timeout_s = {body_timeout_s}\nmax_backlog = ", 1)
+    source = SOURCE.format(max_body_bytes=max_body_bytes, max_backlog=max_backlog)
+    text = (
+        daemon_head(tmp_path / "state" / "state.db")
+        + source.replace("max_backlog = ", f"body_timeout_s = {body_timeout_s}\nmax_backlog = ", 1)
+        + jodo_sink(url)
+        + ROUTE
+    )
     if bearer:
         text = text.replace("secret = ", "token = ", 1)
     path.write_text(text, encoding="utf-8")
