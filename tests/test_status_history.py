@@ -285,6 +285,29 @@ def write(key: str, action: Action = Action.UPSERT) -> LeadWrite:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_claim_gives_each_lead_its_source_and_the_time_a_post_brought_it(
+    kind: str, tmp_path: Path
+) -> None:
+    async with fresh_store(kind, tmp_path) as store:
+        now = store.clock.time()
+        posted = ChunkWrite("run-a", "form", "post-1", received_at=now - 5)  # queued 5 s
+        posted.leads["jodo"] = [write("P1")]
+        pulled = ChunkWrite("run-a", "crm", "a.csv")
+        pulled.leads["jodo"] = [write("C1")]
+        for chunk in (posted, pulled):
+            await store.apply_chunk(chunk)
+        claimed = {q.key: q for q in await store.claim("jodo", 10, 60)}
+        assert claimed["P1"].source == "form" and claimed["C1"].source == "crm"
+        assert claimed["P1"].read_at == pytest.approx(now - 5, abs=0.01)
+        assert claimed["C1"].read_at is not None and claimed["C1"].read_at >= now
+        done = [
+            Completion(k, q.hash, ResultKind.DELIVERED, claim=q.claim) for k, q in claimed.items()
+        ]
+        ages = dict(lead_ages(done, claimed, now + 1))
+        assert ages["form"] == pytest.approx(6, abs=0.05) and ages["crm"] <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 async def test_the_store_counts_deliveries_backlog_runs_and_outcomes(
     kind: str, tmp_path: Path
 ) -> None:

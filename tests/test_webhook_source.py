@@ -433,3 +433,27 @@ def test_any_replica_takes_a_post_and_the_lead_reaches_the_dialer_once_at_once(
         second.http.close()
     finally:
         asyncio.run(drop_schema(schema))
+
+
+def test_a_lead_posted_while_the_dialer_sits_on_another_request_goes_out_at_once(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    path = config(tmp_path, jodo.url)
+    # the sink waits up to 200 s for an answer: only a push that does not wait on the
+    # slow request delivers the second lead within the deadline
+    path.write_text(
+        path.read_text().replace("retry_base_s = 0.1", "timeout_s = 200\nretry_base_s = 0.1"),
+        encoding="utf-8",
+    )
+    daemon, form = started(path)
+    httpx.post(
+        f"{jodo.url}/_sim/quirks", json={"store_then_slow_s": 150, "store_then_slow_times": 1}
+    ).raise_for_status()
+
+    assert form.post(lead("S1")).status_code == 202
+    wait_until(lambda: delivered(jodo, "S1"), DEADLINE_S)  # stored; its answer is 150 s away
+    assert form.post(lead("S2", "9845012377")).status_code == 202
+
+    wait_until(lambda: delivered(jodo, "S2"), DEADLINE_S, lambda: daemon.events[-10:])
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.wait(60)

@@ -36,7 +36,10 @@ SINK_DOWN = frozenset({SinkCause.UNREACHABLE, SinkCause.CONFIG_REFUSED, SinkCaus
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Speed to lead: sub-second for a POST woken push, minutes to hours for a scheduled
 # pull or a lead held for its calling window.
-LEAD_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+LEAD_LATENCY_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    *(300, 900, 3600, 14400, 86400),
+)
 
 
 class Metrics:

@@ -270,6 +270,7 @@ class Runtime:
             return
         if job_id in self._running:
             self._rewake.add(sink)
+            self.engine.nudge(sink)  # a worker of the pass left idle sends them now
             return
         when = datetime.now(UTC) + timedelta(seconds=linger_s)
         job = self.scheduler.get_job(job_id)

@@ -137,7 +137,8 @@ class Endpoint:
         except TimeoutError:
             bound.warning("webhook.refused", status=408, why="body not sent in time")
             return _json({"error": f"the body did not come within {cfg.body_timeout_s:g} s"}, 408)
-        why = refusal(cfg, request.headers, body, self.clock())
+        received = self.clock()  # the body is in: speed to lead starts before any wait of ours
+        why = refusal(cfg, request.headers, body, received)
         if why is not None:  # the sender learns nothing of why; the operator does
             bound.warning("webhook.unauthorized", why=why)
             extra = {"WWW-Authenticate": "Bearer"} if cfg.token is not None else {}
@@ -148,7 +149,7 @@ class Endpoint:
             if seen is not None:
                 return self._replayed(seen.answer)
         try:
-            said = await self._commit(body)
+            said = await self._commit(body, received)
         except BaseException:
             if signature:
                 self.replays.forget(signature)
@@ -171,7 +172,7 @@ class Endpoint:
         log.info("webhook.replayed", source=self.config.name, status=first.status)
         return _json({**first.document, "replayed": True}, first.status)
 
-    async def _commit(self, body: bytes) -> Answer:
+    async def _commit(self, body: bytes, received: float) -> Answer:
         cfg = self.config
         bound = log.bind(source=cfg.name)
         try:
@@ -186,6 +187,7 @@ class Endpoint:
                 return Answer(exc.status, {"error": str(exc), "accepted": [], "refused": []})
             origin = f"post-{uuid.uuid4().hex[:12]}"
             chunk = to_chunk(batch, cfg.name, origin, self.required)
+            chunk.received_at = received
             async with self._lock:
                 write = await self.ingest(cfg, chunk)
         except StoreError as exc:

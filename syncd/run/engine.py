@@ -122,6 +122,7 @@ class Engine:
         self._lists_checked = -LISTS_RECHECK_S
         # By sink: why its new leads wait for the dialer (queue_ahead_minutes), None: not
         self.fed_up: dict[str, str | None] = {}
+        self._pushing: dict[str, Pusher] = {}  # the push pass running per sink (nudge)
 
     # -- life ------------------------------------------------------------------------
 
@@ -172,6 +173,13 @@ class Engine:
         finally:
             puller.close()  # no process pool: a handed chunk stays below its threshold
 
+    def nudge(self, name: str) -> None:
+        """Tell the sink's push pass, if one runs, that leads were committed: a worker of
+        it left idle while another waits on the dialer sends them now."""
+        pusher = self._pushing.get(name)
+        if pusher is not None:
+            pusher.nudge()
+
     async def push(self, name: str, counts: SinkCounts, *, deadline: float) -> None:
         """Push one sink's outbox until nothing is due before ``deadline`` or it stops."""
         slot = self.sinks[name]
@@ -218,7 +226,12 @@ class Engine:
         pusher.dnc_stale = stale
         pusher.dnc_lists = self.dnc_lists(name)
         pusher.consent = name in consent_sinks(self.settings)
-        await pusher.run_until_idle(deadline)
+        self._pushing[name] = pusher
+        try:
+            await pusher.run_until_idle(deadline)
+        finally:
+            if self._pushing.get(name) is pusher:
+                del self._pushing[name]
         self.sinks.confirm(name)  # a re-opened sink the dialer answered has recovered
         self.fed_up[name] = pusher.fed_up  # new leads wait for the dialer to reach its queue
         if pusher.stopped_by is not None:

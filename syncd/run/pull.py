@@ -213,7 +213,13 @@ class Puller:
             if chunk.after_commit:
                 await chunk.after_commit()
             return write
-        write = ChunkWrite(self.summary.run_id, source.name, chunk.origin, cursor=chunk.cursor)
+        write = ChunkWrite(
+            self.summary.run_id,
+            source.name,
+            chunk.origin,
+            cursor=chunk.cursor,
+            received_at=chunk.received_at,
+        )
         for reject in chunk.rejects:
             write.rejects.append(("", reject))
         for route in routes:

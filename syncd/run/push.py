@@ -26,6 +26,7 @@ attempts), and a Retry-After holds back every worker of the sink, not just one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +76,7 @@ from syncd.sinks.base import BatchRejected, Sink
 from syncd.state.base import WITHDRAWAL_REFUSED, Completion, StateStore
 
 LEASE_S = 300.0
+NUDGE_CHECK_S = 1.0  # an idle worker waiting on a busy one looks at the stop this often
 # A lead held behind another of its number is looked at again this often even if the
 # other one's leaving was not seen (its number changed, it left at a pull).
 NUMBER_RECHECK_S = 300.0
@@ -164,6 +166,12 @@ class Pusher:
         # taken or last confirmed (monotonic, wall)
         self.lease_s = min(LEASE_S, store.lease_s or LEASE_S)
         self._confirmed: dict[str | None, tuple[float, float]] = {}
+        # Workers with a batch out now, and a count of what could give an idle worker
+        # work (a new lead committed: ``nudge``; a batch ended): a worker that finds the
+        # outbox empty while another waits on a slow dialer stays for new leads.
+        self._busy = 0
+        self._nudges = 0
+        self._nudged = asyncio.Event()
 
     async def run_until_idle(self, deadline: float) -> None:
         """Push until nothing is due before ``deadline``, the sink stops, or stop is set."""
@@ -213,10 +221,12 @@ class Pusher:
                         breaker.cancel()
                     return
                 size = min(size, self.feed_left) if self.feed_left > 0 else size
+            seen = self._nudges
             batch = await self.store.claim(self.sink.name, size, LEASE_S)
             if batch:
                 claim = batch[0].claim
                 self._confirmed[claim] = stamp(self.clock)
+                self._busy += 1
                 try:
                     pushed = await self._push_claimed(batch)
                 finally:
@@ -224,11 +234,15 @@ class Pusher:
                     # more, and what was not written lapses for another push to take.
                     self.store.settle(claim)
                     self._confirmed.pop(claim, None)
+                    self._busy -= 1
+                    self.nudge()
                 if not pushed and probing:
                     breaker.cancel()  # every lead was held: nothing probed the dialer
                 continue
             if probing:
                 breaker.cancel()  # nothing to probe with: let another try later
+            if self._busy and await self._new_work(seen):
+                continue  # a lead came while another worker waits on the dialer: send it
             due = await self.store.next_due(self.sink.name)
             if due is None or due >= deadline:
                 if due is not None and self.deferred and not self.counts.waiting:
@@ -569,6 +583,28 @@ class Pusher:
             return f"{self.guard.limits.hold_text(wait)}; leads wait"
         reason = self.guard.breaker.last_reason or "it keeps failing"
         return f"dialer unreachable ({reason}); next try in {human_seconds(wait)}"
+
+    def nudge(self) -> None:
+        """Say there may be work for an idle worker: a lead was committed (the daemon's
+        wake-up while this pass runs), or a batch ended."""
+        self._nudges += 1
+        self._nudged.set()
+
+    async def _new_work(self, seen: int) -> bool:
+        """Wait while another worker has a batch out; return True when something nudged
+        since ``seen`` (look at the outbox again), False once no batch is out (the pass
+        may end) or the pass is stopping.
+
+        Without it a worker that found the outbox empty ended, and the pass with it only
+        when the slowest request came back: a lead committed meanwhile waited for a
+        dialer that sat on another batch (up to the sink's timeout)."""
+        while self._busy and not self.stop.is_set():
+            if self._nudges != seen:
+                return True
+            self._nudged.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), timeout=NUDGE_CHECK_S)
+        return self._nudges != seen and not self.stop.is_set()
 
     async def _sleep(self, seconds: float) -> None:
         try:

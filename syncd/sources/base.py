@@ -25,6 +25,7 @@ class Chunk:
     after_commit: Callable[[], Awaitable[None]] | None = None
     failed: str | None = None  # the whole origin is unreadable; the reason why
     waiting: str | None = None  # the origin is not ready (still being written); read later
+    received_at: float | None = None  # when a POST brought it (epoch): speed to lead's start
 
     @property
     def rows_read(self) -> int:

@@ -35,6 +35,9 @@ class ChunkWrite:
     leads: dict[str, list[LeadWrite]] = field(default_factory=dict)  # per sink
     rejects: list[tuple[str, Reject]] = field(default_factory=list)  # (sink or "", reject)
     cursor: str | None = None
+    # When the source received the chunk (a POST; epoch): its leads' versions count as
+    # read then, not at this commit (speed to lead from receipt, a queued POST included)
+    received_at: float | None = None
     dnc: list[tuple[str, str]] = field(default_factory=list)  # (list, E.164) added
     dnc_checked: str | None = None  # this list's new numbers were matched against the leads
     # A snapshot list's next version: numbers staged (list, E.164) beside the version in

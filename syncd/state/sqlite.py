@@ -527,6 +527,7 @@ class SqliteStore:
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None:
         now = self.clock.time()
+        read_at = now if chunk.received_at is None else min(now, chunk.received_at)
         async with self._tx() as db:
             for sink, writes in chunk.leads.items():
                 enqueue = [w for w in writes if w.enqueue]
@@ -565,7 +566,7 @@ class SqliteStore:
                             chunk.run_id,
                             w.klass,
                             now,
-                            now,
+                            read_at,
                             chunk.source,
                         )
                         for w in enqueue
