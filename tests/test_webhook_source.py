@@ -139,6 +139,9 @@ def test_a_single_posted_lead_is_answered_202_and_pushed_at_once(
     tmp_path: Path, jodo: Simulated, started: Any
 ) -> None:
     daemon, form = started(config(tmp_path, jodo.url))
+    # the phone library is loaded before the daemon is ready, not by the first POST
+    events = [e["event"] for e in daemon.events]
+    assert events.index("phones.backend") < events.index("daemon.ready")
 
     answer = form.post(lead("W1"))
 

@@ -33,7 +33,7 @@ from syncd.daemon.webhook import Listeners
 from syncd.errors import ConfigError, StoreError, SyncdError
 from syncd.run.consent import CONSENT_RECHECK_S
 from syncd.run.engine import Engine, new_run_id
-from syncd.run.pull import build_source
+from syncd.run.pull import build_source, choose_phone_backend
 from syncd.sources.base import Chunk, Source
 from syncd.sources.webhook import WebhookSourceConfig
 from syncd.state.base import ChunkWrite, StateStore
@@ -94,6 +94,9 @@ class Runtime:
         await self.store.heartbeat()
         await self.engine.open()
         await self.engine.leadership.share_limits()
+        # The phone library is loaded and checked now, not by the first lead (a POST
+        # answered a few hundred milliseconds late)
+        choose_phone_backend(self.settings)
         await self.listeners.start()  # once the sinks are open: a POST's leads go out at once
         await self.crm_listeners.start()
 
