@@ -1,0 +1,69 @@
+"""Reason codes: what the status page, /readyz, metrics and info logs say of a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.core.reasons import DIALER_FAILED, REFUSED_ROW, group_by_code, reason_code
+
+PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
+
+
+@pytest.mark.parametrize(
+    ("reason", "other", "code"),
+    [
+        # syncd's own templates: the code, never the cell they quote
+        ("invalid phone 'Asha Sharma' in column 'phone'", REFUSED_ROW, "invalid phone"),
+        ("invalid phone '98200 1234' for region IN in column 'phone'", REFUSED_ROW, "invalid phone"),
+        ("phone '9.8200123E9' was turned into a rounded number by a spreadsheet (digits lost)",
+         REFUSED_ROW, "invalid phone"),
+        ("invalid date 'Asha Sharma' (expected ISO 8601)", REFUSED_ROW, "invalid date"),
+        ("missing key (column 'id' is empty)", REFUSED_ROW, "missing key"),
+        ("missing phone (column 'phone' is empty)", REFUSED_ROW, "missing phone"),
+        ("missing column(s) 'phone'", REFUSED_ROW, "missing column"),
+        ("key longer than 200 characters in column 'id'", REFUSED_ROW, "key too long"),
+        ("duplicate key 'asha.sharma@example.org': superseded by line 9 (last wins)",
+         REFUSED_ROW, "superseded by a later row"),
+        ("column 'first' is not valid text in the file's encoding (is the file latin1?)",
+         REFUSED_ROW, "not valid text in the file's encoding"),
+        ("blocked (dnc_crm): +919820012345 is on the CRM's do-not-call flag", REFUSED_ROW,
+         "blocked (dnc_crm)"),
+        ("held (same_number): same number as lead P1, which jodo holds", REFUSED_ROW,
+         "held (same_number)"),
+        # a template syncd does not know: the caller's code, nothing of the text
+        ("Asha Sharma has no row", REFUSED_ROW, REFUSED_ROW),
+        # a dialer's words: its result type, status code or HTTP status only
+        ("INVALID_RECORD_FAILED: Duplicate customer Asha Sharma asha.sharma@example.org",
+         "refused by the dialer", "refused by the dialer (INVALID_RECORD_FAILED)"),
+        ("ameyo: NOT_MIGRATED: customer Asha Sharma lives in lead 4", "refused by the dialer",
+         "refused by the dialer (NOT_MIGRATED)"),
+        ("jodo: ImportProcessData: Duplicate customer Asha Sharma already exists (code 002)",
+         "refused by the dialer", "refused by the dialer (code 002)"),
+        ("jodo: HTTP 503", DIALER_FAILED, f"{DIALER_FAILED} (HTTP 503)"),
+        ("Dialers/uploadbase answered 'ERROR: Duplicate customer Asha Sharma' (gave up after "
+         "2 attempts)", DIALER_FAILED, f"{DIALER_FAILED}, gave up after its attempts"),
+        ("Duplicate customer Asha Sharma already exists", "refused by the dialer",
+         "refused by the dialer"),
+        # a name in capitals with an underscore is not a result type unless it leads
+        ("Duplicate customer ASHA_SHARMA", "refused by the dialer", "refused by the dialer"),
+        ("", REFUSED_ROW, REFUSED_ROW),
+    ],
+)  # fmt: skip
+def test_a_reason_becomes_its_code_without_a_word_from_outside(
+    reason: str, other: str, code: str
+) -> None:
+    assert reason_code(reason, other) == code
+    assert not [p for p in PERSON if p.lower() in code.lower()]
+
+
+def test_reasons_are_grouped_and_counted_by_code_per_sink() -> None:
+    rows = [
+        ("ameyo", "INVALID_RECORD_FAILED: Duplicate customer Asha Sharma", 2),
+        ("ameyo", "INVALID_RECORD_FAILED: Duplicate customer Ravi Iyer", 3),
+        ("jodo", "Duplicate customer Asha Sharma already exists", 1),
+        ("jodo", "Duplicate customer Ravi Iyer already exists", 1),
+    ]
+    assert group_by_code(rows) == [
+        ("ameyo", "refused by the dialer (INVALID_RECORD_FAILED)", 5),
+        ("jodo", "refused by the dialer", 2),
+    ]
