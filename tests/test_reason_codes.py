@@ -14,7 +14,8 @@ PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
     [
         # syncd's own templates: the code, never the cell they quote
         ("invalid phone 'Asha Sharma' in column 'phone'", REFUSED_ROW, "invalid phone"),
-        ("invalid phone '98200 1234' for region IN in column 'phone'", REFUSED_ROW, "invalid phone"),
+        ("invalid phone '98200 1234' for region IN in column 'phone'", REFUSED_ROW,
+         "invalid phone"),
         ("phone '9.8200123E9' was turned into a rounded number by a spreadsheet (digits lost)",
          REFUSED_ROW, "invalid phone"),
         ("invalid date 'Asha Sharma' (expected ISO 8601)", REFUSED_ROW, "invalid date"),
@@ -47,6 +48,9 @@ PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
         # a name in capitals with an underscore is not a result type unless it leads
         ("Duplicate customer ASHA_SHARMA", "refused by the dialer", "refused by the dialer"),
         ("", REFUSED_ROW, REFUSED_ROW),
+        ("jodo: ImportProcessData: HTTP 413 (code 413): this one record is larger than the "
+         "dialer takes in a request", "refused by the dialer",
+         "one record too large for the dialer (HTTP 413)"),
     ],
 )  # fmt: skip
 def test_a_reason_becomes_its_code_without_a_word_from_outside(

@@ -18,6 +18,7 @@ in tests/test_reason_codes.py.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # syncd's own templates, first match wins: (pattern at the start of the reason, code).
 # A code may take one group, itself restricted to a closed alphabet by the pattern.
@@ -41,6 +42,9 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(invalid|unknown) time ?zone", "invalid time zone", True),
         (r"no phone number to dial", "no phone number to dial", False),
         (r"unmappable", "unmappable", False),
+        # push bookkeeping syncd adds after a dialer's words
+        (r".{0,3000}: this one record is larger than the dialer takes in a request$",
+         "one record too large for the dialer (HTTP 413)", False),
     )
 )  # fmt: skip
 # What a dialer's words may contribute: its result type where a reason starts with one
@@ -54,6 +58,8 @@ _GAVE_UP = re.compile(r"\(gave up after \d+ attempts\)\s*$")
 REFUSED_ROW = "refused row"
 DIALER_REFUSED = "refused by the dialer"
 DIALER_FAILED = "failed at the dialer"
+FAILING = "failing"  # anything else that fails (a store, a writeback, a job)
+SHARED_LEVELS = frozenset({"info", "warning"})  # log levels a shipper keeps: codes only
 
 
 def reason_code(reason: str | None, other: str = DIALER_REFUSED) -> str:
@@ -95,3 +101,16 @@ def group_by_code(
         key = (sink, reason_code(reason, other))
         merged[key] = merged.get(key, 0) + n
     return sorted(((s, c, n) for (s, c), n in merged.items()), key=lambda r: (-r[2], r[0], r[1]))
+
+
+def log_reason(
+    logger: Any, level: str, event: str, reason: str, other: str = FAILING, **context: Any
+) -> None:
+    """Log ``event`` at ``level``; at info and warning its ``reason`` is the code, and the
+    whole text goes to a debug line ``<event>.text`` (a dialer's or a CRM's words may
+    echo a customer). Other levels keep the whole reason."""
+    if level not in SHARED_LEVELS:
+        getattr(logger, level)(event, reason=reason, **context)
+        return
+    getattr(logger, level)(event, reason=reason_code(reason, other), **context)
+    logger.debug(f"{event}.text", reason=reason, **context)

@@ -53,7 +53,7 @@ from syncd.core.gate import (
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
-from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, reason_code
+from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
     BatchTooLarge,
@@ -944,10 +944,8 @@ class Pusher:
     def _said(
         self, level: str, event: str, reason: str, other: str = DIALER_REFUSED, **context: Any
     ) -> None:
-        """Log ``event`` with the reason's code; its whole text (a dialer's words may echo
-        the customer) only at debug, as ``<event>.text``."""
-        getattr(self.log, level)(event, code=reason_code(reason, other), **context)
-        self.log.debug(f"{event}.text", reason=reason, **context)
+        """Log ``event``: at info and warning with the reason's code (syncd.core.reasons)."""
+        log_reason(self.log, level, event, reason, other, **context)
 
     def _count(self, completions: list[Completion]) -> None:
         for c in completions:

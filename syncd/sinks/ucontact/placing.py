@@ -36,7 +36,7 @@ from typing import Any
 
 from syncd.core.durations import human_seconds
 from syncd.core.model import PushResult, QueuedLead, ResultKind
-from syncd.core.reasons import DIALER_FAILED, reason_code
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import (
     BatchTooLarge,
     PermanentError,
@@ -567,13 +567,15 @@ class Placer:
             for q, placed in sent:
                 await self.ledger.mark(q.key, replace(placed, until=until))
             # The unread answer may echo the upload (names, numbers): its code at warning.
-            self.log.warning(
+            log_reason(
+                self.log,
+                "warning",
                 "sink.push.unanswered",
+                str(exc),
+                DIALER_FAILED,
                 leads=len(sent),
-                code=reason_code(str(exc), DIALER_FAILED),
                 settle_s=self.settle_s,
             )
-            self.log.debug("sink.push.unanswered.text", reason=str(exc))
             reason = f"{exc}; removed and sent again after {self.settle_s:g}s"
             return [PushResult.retry(q.key, reason, self.settle_s) for q, _ in sent]
         except VendorError as exc:
