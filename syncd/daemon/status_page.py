@@ -153,7 +153,11 @@ def _sinks(sinks: dict[str, Any], now: float) -> str:
         state = str(seen.get("state", "unknown"))
         cls = "ok" if state == "working" else "bad"
         rows.append(
-            [_td(name), _td(state, cls), _td(mask(sink_state_line(seen, now, public=True)))]
+            [
+                _td(name),
+                _td(state, cls),
+                _td(mask(sink_state_line(seen, now, public=True), quoted=False)),
+            ]
         )
     return _table(["sink", "state", "what it is doing"], rows, "sinks")
 
