@@ -58,6 +58,7 @@ _GAVE_UP = re.compile(r"\(gave up after \d+ attempts\)\s*$")
 REFUSED_ROW = "refused row"
 DIALER_REFUSED = "refused by the dialer"
 DIALER_FAILED = "failed at the dialer"
+CRM_REFUSED = "refused by the CRM"
 FAILING = "failing"  # anything else that fails (a store, a writeback, a job)
 SHARED_LEVELS = frozenset({"info", "warning"})  # log levels a shipper keeps: codes only
 
