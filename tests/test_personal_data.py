@@ -53,6 +53,9 @@ CSV_ROWS = [
     f'P4,{FIRST},{LAST},98200 12345,{EMAIL},"{FIRST} {LAST}",{CUSTOM}',  # not a date
     f"P5,{FIRST},{LAST},98200 1234,{EMAIL},,{CUSTOM}",  # one digit short
     f",{FIRST},{LAST},{E164},{EMAIL},,{CUSTOM}",  # no key
+    # a CRM keyed by e-mail address or by mobile number: the key is personal too
+    f"{EMAIL},{FIRST},{LAST},{E164},{EMAIL},,{CUSTOM}",
+    f"{E164},{FIRST},{LAST},{FIRST},{EMAIL},,{CUSTOM}",  # not a phone
 ]
 
 
@@ -69,6 +72,7 @@ def crm_database(path: Path) -> None:
                 ("S1", FIRST, LAST, NATIONAL, EMAIL, None, CUSTOM),
                 ("S2", FIRST, LAST, f"{FIRST} {LAST}", EMAIL, None, CUSTOM),
                 ("S3", FIRST, LAST, E164, EMAIL, f"{FIRST} {LAST} {EMAIL}", CUSTOM),
+                (NATIONAL, FIRST, LAST, EMAIL, EMAIL, None, CUSTOM),  # keyed by number
             ],
         )
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.core.reasons import DIALER_FAILED, REFUSED_ROW, group_by_code, reason_code
+from syncd.core.reasons import (
+    DIALER_FAILED,
+    REFUSED_ROW,
+    group_by_code,
+    looks_personal,
+    reason_code,
+    shown_key,
+)
 
 PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
 
@@ -71,3 +78,41 @@ def test_reasons_are_grouped_and_counted_by_code_per_sink() -> None:
         ("ameyo", "refused by the dialer (INVALID_RECORD_FAILED)", 5),
         ("jodo", "refused by the dialer", 2),
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "personal"),
+    [
+        ("L1", False),
+        ("10042", False),
+        ("0065g00000XyzAbC", False),  # a CRM's record id
+        ("20261204-000017", True),  # digits and separators only, 10 or more: in doubt, hashed
+        ("asha.sharma@example.org", True),
+        ("+919820012345", True),
+        ("+1 (808) 555-0100", True),
+        ("09820012345", True),
+        ("98200 12345", True),
+        ("9820012345", True),
+    ],
+)
+def test_a_key_that_is_an_e_mail_or_a_phone_number_is_named_by_its_hash(
+    key: str, personal: bool
+) -> None:
+    assert looks_personal(key) is personal
+    shown = shown_key(key)
+    if looks_personal(key):
+        assert shown.startswith("sha256:") and len(shown) == 19
+        assert shown == shown_key(key)  # the same in every line: lines can be matched
+    else:
+        assert shown == key
+
+
+def test_info_and_warning_lines_name_a_personal_key_by_its_hash_debug_lines_keep_it() -> None:
+    from syncd.logs import _personal_keys
+
+    info = _personal_keys(None, "info", {"level": "info", "key": "+919820012345"})
+    debug = _personal_keys(None, "debug", {"level": "debug", "key": "+919820012345"})
+    listed = _personal_keys(None, "warning", {"level": "warning", "keys": ["L1", "a@b.org"]})
+    assert info["key"] == shown_key("+919820012345") != "+919820012345"
+    assert debug["key"] == "+919820012345"
+    assert listed["keys"] == ["L1", shown_key("a@b.org")]

@@ -17,6 +17,7 @@ in tests/test_reason_codes.py.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -115,3 +116,29 @@ def log_reason(
         return
     getattr(logger, level)(event, reason=reason_code(reason, other), **context)
     logger.debug(f"{event}.text", reason=reason, **context)
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_DIGITS = re.compile(r"\d")
+
+
+def looks_personal(key: str) -> bool:
+    """Return True for a lead key that may say who the lead is: an e-mail address, or a
+    phone number (``+`` and 7 digits or more, or 10 digits or more and nothing but
+    separators). A CRM's own id (``L1``, ``10042``, ``0065g00000Xyz``) is not."""
+    text = key.strip()
+    if _EMAIL.fullmatch(text):
+        return True
+    digits = len(_DIGITS.findall(text))
+    if text.startswith("+") and digits >= 7:
+        return True
+    return digits >= 10 and re.fullmatch(r"[\d\s().\-/+]+", text) is not None
+
+
+def shown_key(key: str) -> str:
+    """Return how an info or warning log line names a lead: its key, or for a key that
+    looks like an e-mail address or a phone number its hash (``sha256:3f9a1c0e2b7d``,
+    the first 12 hex digits of the key's SHA-256), which matches across lines."""
+    if not looks_personal(key):
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncd.daemon.charts import Series, chart, count, duration, lead_time
-from syncd.core.reasons import REFUSED_ROW, reason_code
+from syncd.core.reasons import REFUSED_ROW, looks_personal, reason_code, shown_key
 from syncd.run.status import sink_state_line, when
 
 REFRESH_S = 10
@@ -60,6 +60,12 @@ def _masked_number(match: re.Match[str]) -> str:
     if len(digits) < 7 or _DATE.search(found):  # a count, a date: not a phone number
         return found
     return "•••" + digits[-2:]
+
+
+def _key(key: str) -> str:
+    """Return how the page names a lead: its key, or the hash the logs use for a key that
+    is an e-mail address or a phone number (a CRM keyed by mobile number)."""
+    return shown_key(key) if looks_personal(key) else mask(_short(key), quoted=False)
 
 
 def _short(text: str, limit: int = 64) -> str:
@@ -217,7 +223,7 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
             _td(r.get("source") or ""),
             _td(r.get("origin") or ""),
             _td(r.get("line") or "", "n"),
-            _td(mask(_short(str(r.get("key") or "")), quoted=False)),  # may be a number
+            _td(_key(str(r.get("key") or ""))),
             _td(reason_code(str(r.get("reason") or ""), REFUSED_ROW)),
         ]
         for r in rejects
