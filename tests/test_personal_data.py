@@ -165,7 +165,10 @@ def test_a_person_echoed_by_every_dialer_and_planted_in_every_crm_field_is_on_no
     assert leaking == [], sorted({e["event"] for e in leaking}) + leaking[:3]
     # The page still says what happened, by code and count.
     assert "leads.csv" in page
-    assert "refused by the dialer (INVALID_RECORD_FAILED)" in page  # Ameyo's result type
+    # each dialer's refusal by the code its package reads off the dialer's words
+    assert "refused by the dialer: invalid record (INVALID_RECORD_FAILED)" in page  # Ameyo
+    assert "refused by the dialer: duplicate in dialer" in page  # Jodo
+    assert "gave up after its attempts: unreadable answer (in doubt)" in page  # uContact
     assert "invalid phone" in page and "invalid date" in page
     # explain, for whoever can read the store, has the dialers' whole words
     assert explained.returncode == 0, explained.stderr

@@ -116,3 +116,36 @@ def test_info_and_warning_lines_name_a_personal_key_by_its_hash_debug_lines_keep
     assert info["key"] == shown_key("+919820012345") != "+919820012345"
     assert debug["key"] == "+919820012345"
     assert listed["keys"] == ["L1", shown_key("a@b.org")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "code"),
+    [
+        ("jodo", "Jodo refused the record: Duplicate customer already exists",
+         "refused by the dialer: duplicate in dialer"),
+        ("jodo", "Jodo refused the record: Invalid mobile number",
+         "refused by the dialer: invalid phone at the dialer"),
+        ("jodo", "Jodo refused the record: Asha Sharma is not welcome", "refused by the dialer"),
+        ("ameyo", "INVALID_RECORD_FAILED: Duplicate customer Asha Sharma",
+         "refused by the dialer: invalid record (INVALID_RECORD_FAILED)"),
+        ("ameyo", "NOT_MIGRATED: the customer is in lead 4",
+         "refused by the dialer: customer in another lead (NOT_MIGRATED)"),
+        ("ameyo", "SOMETHING_NEW: Asha", "refused by the dialer (SOMETHING_NEW)"),
+        ("ucontact", "no phone number to dial", "no phone number to dial"),
+        ("ucontact", "ucontact: Dialers/uploadbase answered 'ERROR: Asha Sharma', expected 1 or 0"
+         " (gave up after 2 attempts)",
+         "failed at the dialer, gave up after its attempts: unreadable answer (in doubt)"),
+    ],
+)  # fmt: skip
+def test_each_dialer_names_the_code_of_its_own_refusals(kind: str, reason: str, code: str) -> None:
+    from syncd.registry import reason_coder
+
+    other = "failed at the dialer" if "gave up" in reason else "refused by the dialer"
+    assert reason_code(reason, other, reason_coder(kind)) == code
+
+
+def test_a_plug_ins_code_that_is_not_a_short_phrase_is_not_shown() -> None:
+    def chatty(reason: str) -> str:
+        return "duplicate: " + reason + "\n" * 3
+
+    assert reason_code("Asha Sharma exists", coder=chatty) == "refused by the dialer"

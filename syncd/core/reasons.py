@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # syncd's own templates, first match wins: (pattern at the start of the reason, code).
@@ -64,9 +65,19 @@ FAILING = "failing"  # anything else that fails (a store, a writeback, a job)
 SHARED_LEVELS = frozenset({"info", "warning"})  # log levels a shipper keeps: codes only
 
 
-def reason_code(reason: str | None, other: str = DIALER_REFUSED) -> str:
-    """Return the code a shared surface shows for ``reason`` (``other`` when syncd did not
-    write it and the dialer gave no code)."""
+Coder = Callable[
+    [str], "str | None"
+]  # a dialer's own reading of its words (sinks/<vendor>/codes.py)
+_SAFE = re.compile(r"[A-Za-z0-9 _().,:-]{1,60}")
+
+
+def reason_code(reason: str | None, other: str = DIALER_REFUSED, coder: Coder | None = None) -> str:
+    """Return the code a shared surface shows for ``reason``.
+
+    syncd's own templates first; then the dialer's code for its words (``coder``, from
+    the sink's package: ``refused by the dialer: duplicate in dialer``), else the part of
+    them that names no one; else ``other``.
+    """
     text = (reason or "").strip()
     for pattern, code in _TEMPLATES:
         found = pattern.match(text)
@@ -75,6 +86,9 @@ def reason_code(reason: str | None, other: str = DIALER_REFUSED) -> str:
     code = other
     if _GAVE_UP.search(text):
         code = f"{DIALER_FAILED}, gave up after its attempts"
+    said = coder(text) if coder is not None else None
+    if said and _SAFE.fullmatch(said):  # a plug-in's code is a short phrase, or not used
+        return f"{code}: {said}"
     vendor = dialer_code(text)
     return f"{code} ({vendor})" if vendor else code
 
@@ -95,18 +109,27 @@ def dialer_code(text: str) -> str | None:
 
 
 def group_by_code(
-    rows: list[tuple[str, str, int]], other: str = DIALER_REFUSED
+    rows: list[tuple[str, str, int]],
+    other: str = DIALER_REFUSED,
+    coders: Mapping[str, Coder | None] | None = None,
 ) -> list[tuple[str, str, int]]:
-    """Return (sink, code, count) for (sink, reason, count) rows, largest first."""
+    """Return (sink, code, count) for (sink, reason, count) rows, largest first
+    (``coders``: each sink's dialer's reading of its words)."""
     merged: dict[tuple[str, str], int] = {}
     for sink, reason, n in rows:
-        key = (sink, reason_code(reason, other))
+        key = (sink, reason_code(reason, other, (coders or {}).get(sink)))
         merged[key] = merged.get(key, 0) + n
     return sorted(((s, c, n) for (s, c), n in merged.items()), key=lambda r: (-r[2], r[0], r[1]))
 
 
 def log_reason(
-    logger: Any, level: str, event: str, reason: str, other: str = FAILING, **context: Any
+    logger: Any,
+    level: str,
+    event: str,
+    reason: str,
+    other: str = FAILING,
+    coder: Coder | None = None,
+    **context: Any,
 ) -> None:
     """Log ``event`` at ``level``; at info and warning its ``reason`` is the code, and the
     whole text goes to a debug line ``<event>.text`` (a dialer's or a CRM's words may
@@ -114,7 +137,7 @@ def log_reason(
     if level not in SHARED_LEVELS:
         getattr(logger, level)(event, reason=reason, **context)
         return
-    getattr(logger, level)(event, reason=reason_code(reason, other), **context)
+    getattr(logger, level)(event, reason=reason_code(reason, other, coder), **context)
     logger.debug(f"{event}.text", reason=reason, **context)
 
 

@@ -69,6 +69,7 @@ from syncd.errors import (
 from syncd.net.breaker import BreakerState
 from syncd.net.fence import fenced
 from syncd.net.http import HeldBack
+from syncd.registry import reason_coder
 from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
@@ -138,6 +139,7 @@ class Pusher:
         self._list_versions: dict[str, str] = {}  # do-not-call list -> its version's label
         self.clock = clock
         self.cfg = sink.config
+        self._coder = reason_coder(self.cfg.kind)  # the dialer's refusals as codes, for logs
         self.store = store
         self.counts = counts
         self.stop = stop or asyncio.Event()
@@ -945,7 +947,7 @@ class Pusher:
         self, level: str, event: str, reason: str, other: str = DIALER_REFUSED, **context: Any
     ) -> None:
         """Log ``event``: at info and warning with the reason's code (syncd.core.reasons)."""
-        log_reason(self.log, level, event, reason, other, **context)
+        log_reason(self.log, level, event, reason, other, self._coder, **context)
 
     def _count(self, completions: list[Completion]) -> None:
         for c in completions:

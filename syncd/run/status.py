@@ -29,7 +29,7 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "last_run": await store.last_run(),
         "failures": group_reasons(failures)[:10],
         # the same by code, for the status page: no dialer's words, no CRM cell
-        "failure_codes": group_by_code(failures)[:20],
+        "failure_codes": group_by_code(failures, coders=reason_coders(settings))[:20],
         "rejects": await store.recent_rejects(10),
         "gate": await store.gate_counts(),
         "waiting": await store.waiting(20),  # held behind another lead of their number
@@ -42,6 +42,13 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "dnc_lists": await dnc_list_status(settings, store),
         **await history(settings, store),
     }
+
+
+def reason_coders(settings: Settings) -> dict[str, Any]:
+    """Return per sink its dialer's reading of its refusals as codes (syncd.core.reasons)."""
+    from syncd.registry import reason_coder
+
+    return {cfg.name: reason_coder(cfg.kind) for cfg in settings.sinks}
 
 
 HISTORY_S = 24 * 3600.0  # what the charts and "outcomes in 24 h" cover
