@@ -65,9 +65,8 @@ FAILING = "failing"  # anything else that fails (a store, a writeback, a job)
 SHARED_LEVELS = frozenset({"info", "warning"})  # log levels a shipper keeps: codes only
 
 
-Coder = Callable[
-    [str], "str | None"
-]  # a dialer's own reading of its words (sinks/<vendor>/codes.py)
+# A dialer's own reading of its words (sinks/<vendor>/codes.py): a code, or None.
+Coder = Callable[[str], "str | None"]
 _SAFE = re.compile(r"[A-Za-z0-9 _().,:-]{1,60}")
 
 
