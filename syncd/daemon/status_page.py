@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.daemon.charts import Series, chart, count, duration, lead_time
 from syncd.core.reasons import REFUSED_ROW, looks_personal, reason_code, shown_key
+from syncd.daemon.charts import Series, chart, count, duration, lead_time
 from syncd.run.status import sink_state_line, when
 
 REFRESH_S = 10
