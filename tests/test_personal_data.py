@@ -105,17 +105,21 @@ def test_a_person_echoed_by_every_dialer_and_planted_in_every_crm_field_is_on_no
     ucontact = UContactSimulator(
         users={"api": UCONTACT_PASSWORD}, dial_delay_s=3600.0, quirks=Quirks(refuse_echoing=LAST)
     )
+    # a dialer that refuses the key and echoes the whole request (the records with it)
+    revoked = JodoSimulator(quirks=Quirks(revoked_s=3600.0), echo_errors=True)
     crm = tmp_path / "crm.db"
     crm_database(crm)
     with (
         running(jodo_app(jodo)) as jodo_url,
         running(ameyo_app(ameyo)) as ameyo_url,
         running(ucontact_app(ucontact)) as ucontact_url,
+        running(jodo_app(revoked)) as revoked_url,
     ):
         sinks = [
             jodo_sink(jodo_url, max_attempts=2),
             ameyo_sink(ameyo_url, max_attempts=2),
             {**_ucontact_sink(ucontact_url), "max_attempts": 2},
+            jodo_sink(revoked_url, name="revoked"),
         ]
         fields = {"map": {"fields": {"city": "city"}}}
         routes = [route(s["name"], **dict(fields)) for s in sinks]
@@ -139,10 +143,12 @@ def test_a_person_echoed_by_every_dialer_and_planted_in_every_crm_field_is_on_no
             nonlocal seen
             seen = _states(store)
             done = {sink for sink, state, _ in seen if state in ("rejected", "failed")}
-            busy = [s for s in seen if s[1] in ("pending", "inflight", "held")]
+            busy = [s for s in seen if s[1] in ("pending", "inflight", "held") and s[0] in done]
             return done == {"jodo", "ameyo", "ucontact"} and not busy and _rejects(store) >= 2
 
         assert wait_until(settled, timeout=180), seen
+        stopped = daemon.wait_for("sink.stopped", timeout=60, sink="revoked")
+        assert "API key not found" in str(stopped["reason"])  # an error line: the whole reason
         base = daemon.base_url
         # a snapshot taken after the refusals: the page's store part is a few seconds old
         page = ""
@@ -150,7 +156,7 @@ def test_a_person_echoed_by_every_dialer_and_planted_in_every_crm_field_is_on_no
         def page_shows_refusals() -> bool:
             nonlocal page
             page = httpx.get(f"{base}/status", timeout=30).text
-            return "leads.csv" in page and "refused" in page.lower()
+            return "leads.csv" in page and "refused" in page.lower() and "stopped" in page
 
         assert wait_until(page_shows_refusals, timeout=60), page
         readyz = httpx.get(f"{base}/readyz", timeout=30).text
@@ -160,8 +166,12 @@ def test_a_person_echoed_by_every_dialer_and_planted_in_every_crm_field_is_on_no
 
     assert found(page) == [], _around(page)
     assert found(readyz) == [], readyz
+    assert "revoked: stopped since" in readyz and "code 1107" in readyz
+    assert "API key not found" not in readyz + page  # the dialer's words stay in the log
     assert found(metrics) == [], _around(metrics)
     leaking = [e for e in shared_logs(daemon.events) if found(repr(e))]
+    # the stopped dialer on the page: syncd's words for it, not the request it echoed
+    assert "the dialer refused the sink&#x27;s settings or credentials, code 1107" in page
     assert leaking == [], sorted({e["event"] for e in leaking}) + leaking[:3]
     # The page still says what happened, by code and count.
     assert "leads.csv" in page
