@@ -38,6 +38,11 @@ PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
          "blocked (dnc_crm)"),
         ("held (same_number): same number as lead P1, which jodo holds", REFUSED_ROW,
          "held (same_number)"),
+        ("blocked (number_type:landline): +919820012345 is a landline number", REFUSED_ROW,
+         "blocked (number_type:landline)"),
+        ("blocked (dnc_list:ndnc): its main number is on the do-not-call list ndnc", REFUSED_ROW,
+         "blocked (dnc_list:ndnc)"),
+        ("blocked (Asha Sharma): made up", REFUSED_ROW, REFUSED_ROW),
         # a template syncd does not know: the caller's code, nothing of the text
         ("Asha Sharma has no row", REFUSED_ROW, REFUSED_ROW),
         # a dialer's words: its result type, status code or HTTP status only
@@ -149,3 +154,21 @@ def test_a_plug_ins_code_that_is_not_a_short_phrase_is_not_shown() -> None:
         return "duplicate: " + reason + "\n" * 3
 
     assert reason_code("Asha Sharma exists", coder=chatty) == "refused by the dialer"
+
+
+def test_gate_metrics_take_label_values_only_from_the_gates_codes() -> None:
+    from syncd.daemon.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.gate_decisions(
+        "jodo",
+        [
+            "blocked (dnc_list:ndnc): its main number is on the do-not-call list ndnc",
+            "held (window_closed): outside the calling window",
+            "Asha Sharma asha.sharma@example.org (9820012345)",  # not the gate's words
+        ],
+    )
+    text = metrics.exposition().decode()
+    assert 'code="dnc_list:ndnc"' in text
+    assert 'code="window_closed"' in text and 'decision="other"' in text
+    assert not [p for p in PERSON if p.lower() in text.lower()]

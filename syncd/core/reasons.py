@@ -27,8 +27,9 @@ from typing import Any
 _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE if flags else 0), code)
     for pattern, code, flags in (
-        (r"blocked \(([a-z0-9_]{1,40})\)", "blocked ({0})", False),
-        (r"held \(([a-z0-9_]{1,40})\)", "held ({0})", False),
+        # the gate's rule: its code, a list's or number type's configured name after ":"
+        (r"blocked \(([a-z][a-z0-9_]{0,30}(?::[A-Za-z0-9_.\-]{1,40})?)\)", "blocked ({0})", False),
+        (r"held \(([a-z][a-z0-9_]{0,30}(?::[A-Za-z0-9_.\-]{1,40})?)\)", "held ({0})", False),
         (r"missing key\b", "missing key", False),
         (r"missing phone\b", "missing phone", False),
         (r"missing column", "missing column", False),
@@ -81,7 +82,7 @@ def reason_code(reason: str | None, other: str = DIALER_REFUSED, coder: Coder | 
     for pattern, code in _TEMPLATES:
         found = pattern.match(text)
         if found is not None:
-            return code.format(*(g.lower() for g in found.groups() if g is not None))
+            return code.format(*(g for g in found.groups() if g is not None))
     code = other
     if _GAVE_UP.search(text):
         code = f"{DIALER_FAILED}, gave up after its attempts"

@@ -34,7 +34,9 @@ SINK_STATES = tuple(cause.value for cause in SinkCause)
 # States in which a sink delivers nothing (``syncd_sink_up`` 0).
 SINK_DOWN = frozenset({SinkCause.UNREACHABLE, SinkCause.CONFIG_REFUSED, SinkCause.INTERNAL_ERROR})
 
-_GATE_DECISION = re.compile(r"(held|blocked|allowed)(?: \(([a-z0-9_]{1,40})\))?")
+_GATE_DECISION = re.compile(
+    r"(held|blocked|allowed)(?: \(([a-z][a-z0-9_]{0,30}(?::[A-Za-z0-9_.\-]{1,40})?)\))?"
+)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Speed to lead: sub-second for a POST woken push, minutes to hours for a scheduled
