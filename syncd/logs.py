@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from syncd.config import LogConfig
+from syncd.core.reasons import SHARED_LEVELS, shown_key
 from syncd.core.scrub import scrub
 
 _LEVELS = {
@@ -41,6 +42,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secrets,
+        _personal_keys,
     ]
     renderer: Any
     if as_json:
@@ -197,6 +199,21 @@ def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
             event[key] = "**********"
         elif isinstance(event[key], str):
             event[key] = scrub(event[key], limit=20_000)
+    return event
+
+
+def _personal_keys(_: Any, level: str, event: dict[str, Any]) -> dict[str, Any]:
+    # A lead key that is an e-mail address or a phone number (a CRM keyed by mobile
+    # number) is personal data: info and warning lines name it by its hash
+    # (syncd.core.reasons.shown_key); debug lines keep it.
+    if event.get("level", level) not in SHARED_LEVELS:
+        return event
+    key = event.get("key")
+    if isinstance(key, str):
+        event["key"] = shown_key(key)
+    keys = event.get("keys")
+    if isinstance(keys, list | tuple):
+        event["keys"] = [shown_key(k) if isinstance(k, str) else k for k in keys]
     return event
 
 

@@ -53,6 +53,21 @@ AGENT_SINKS: dict[str, str] = {
     "jodo": "syncd.sinks.jodo.provisioning:JodoAgentSink",
 }
 
+# Each dialer's own reading of its refusals as reason codes (syncd.core.reasons): kind ->
+# "module:function" taking a stored reason, returning a code or None.
+REASON_CODES: dict[str, str] = {
+    "jodo": "syncd.sinks.jodo.codes:reason_code",
+    "ameyo": "syncd.sinks.ameyo.codes:reason_code",
+    "ucontact": "syncd.sinks.ucontact.codes:reason_code",
+}
+
+
+def reason_coder(kind: str) -> Any:
+    """Return the dialer's ``reason_code(reason) -> str | None``, None when it has none."""
+    ref = REASON_CODES.get(kind)
+    return _load(ref) if ref else None
+
+
 WRITEBACKS: dict[str, Plugin] = {
     "sql": Plugin("syncd.writeback.sql:SqlWritebackConfig", "syncd.writeback.sql:SqlWriteback"),
     "csv": Plugin(

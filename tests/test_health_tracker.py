@@ -30,10 +30,11 @@ def logged(steps: list[str | None]) -> list[str]:
     [
         ([None, None], []),
         (["down", "down", "down"], ["failed:down"]),
-        (["down", "down", None, None], ["failed:down", "recovered:down"]),
+        # recovery is an info line: the reason's code, not its text (issue 29)
+        (["down", "down", None, None], ["failed:down", "recovered:failing"]),
         (["HTTP 502", "HTTP 503", "HTTP 502"], ["failed:HTTP 502"]),  # one outage
         (["timeout", "bad key"], ["failed:timeout", "failed:bad key"]),  # a new problem
-        (["down", None, "down"], ["failed:down", "recovered:down", "failed:down"]),
+        (["down", None, "down"], ["failed:down", "recovered:failing", "failed:down"]),
     ],
     ids=["never fails", "repeats", "recovers", "numbers aside", "reason changes", "again"],
 )

@@ -90,8 +90,13 @@ def test_the_page_shows_a_stopped_dialer_the_leads_and_masked_rejects(
 
     assert "syncd status" in text and f"syncd {__version__}" in text
     assert "Leads are not flowing" in text
-    stopped = r"jodo stopped stopped since 2026-\S+ \S+ \(jodo: \w+: API key not found"
+    # the reason as syncd says it (a code), not the dialer's words (issue 29)
+    stopped = (
+        r"jodo stopped stopped since 2026-\S+ \S+ "
+        r"\(the dialer refused the sink's settings or credentials, code 1107\)"
+    )
     assert re.search(stopped, text), text
+    assert "API key not found" not in text
     assert "fix the sink's configuration; its leads stay queued" in text
     assert re.search(r"jodo( \d+){7} ", text)  # the row of counts by state
     # four waiting, none sent: pending, or in flight while a re-check's push is refused

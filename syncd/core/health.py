@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.core.reasons import FAILING, SHARED_LEVELS, reason_code
 
 _VOLATILE = re.compile(r"\b[0-9a-fA-F-]{8,}\b|\d+")
 
@@ -54,9 +55,14 @@ class HealthTracker:
         event: str,
         level: str = "error",
         exc_info: bool = False,
+        public: str | None = None,
         **context: Any,
     ) -> bool:
-        """Record a failure of ``subject``; return True when it was logged (new or changed)."""
+        """Record a failure of ``subject``; return True when it was logged (new or changed).
+
+        At info and warning the line's ``reason`` is ``public`` or the reason's code
+        (:mod:`syncd.core.reasons`); error lines keep the whole reason.
+        """
         current = self._failing.get(subject)
         if current is not None and stable_reason(current.reason) == stable_reason(reason):
             current.times += 1
@@ -66,7 +72,12 @@ class HealthTracker:
         since = current.since if current is not None else self.clock.time()
         times = current.times + 1 if current is not None else 1
         self._failing[subject] = Failure(reason, since, times)
-        getattr(self.log, level)(event, reason=reason, exc_info=exc_info, **context)
+        if level in SHARED_LEVELS:  # a code at info and warning; the whole text at debug
+            shown = public or reason_code(reason, FAILING)
+            getattr(self.log, level)(event, reason=shown, exc_info=exc_info, **context)
+            self.log.debug(f"{event}.text", reason=reason, **context)
+        else:
+            getattr(self.log, level)(event, reason=reason, exc_info=exc_info, **context)
         return True
 
     def recovered(self, subject: str, *, event: str, **context: Any) -> bool:
@@ -74,7 +85,9 @@ class HealthTracker:
         was = self._failing.pop(subject, None)
         if was is None:
             return False
-        self.log.info(event, was=was.reason, failed_times=was.times, **context)
+        self.log.info(
+            event, was=reason_code(was.reason, FAILING), failed_times=was.times, **context
+        )
         return True
 
     def remember(self, subject: str, reason: str | None, since: float | None = None) -> None:

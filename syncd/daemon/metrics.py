@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -32,6 +33,10 @@ from syncd.state.base import Completion, StateStore
 SINK_STATES = tuple(cause.value for cause in SinkCause)
 # States in which a sink delivers nothing (``syncd_sink_up`` 0).
 SINK_DOWN = frozenset({SinkCause.UNREACHABLE, SinkCause.CONFIG_REFUSED, SinkCause.INTERNAL_ERROR})
+
+_GATE_DECISION = re.compile(
+    r"(held|blocked|allowed)(?: \(([a-z][a-z0-9_]{0,30}(?::[A-Za-z0-9_.\-]{1,40})?)\))?"
+)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Speed to lead: sub-second for a POST woken push, minutes to hours for a scheduled
@@ -381,8 +386,11 @@ class Metrics:
     def gate_decisions(self, sink: str, reasons: Iterable[str]) -> None:
         """Count the push-time decisions of the gate (``held (code): …``/``blocked (…)``)."""
         for reason in reasons:
-            decision, _, rest = reason.partition(" (")
-            self.gate.labels(sink, decision, rest.partition(")")[0] or "gate").inc()
+            # label values from a closed alphabet only: a reason that is not the gate's
+            # template (it could quote anything) counts under ``other``/``gate``
+            found = _GATE_DECISION.match(reason)
+            decision, code = found.groups() if found else ("other", None)
+            self.gate.labels(sink, decision, code or "gate").inc()
 
     def gate_blocked(self, sink: str, code: str, n: int) -> None:
         """Count leads blocked when they were read (do-not-call, consent, junk numbers)."""

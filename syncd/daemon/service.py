@@ -33,6 +33,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import __version__, logs
 from syncd.config import Settings, load_settings
+from syncd.core.reasons import shown_key
 from syncd.daemon.metrics import Metrics
 from syncd.daemon.probes import (
     HealthServer,
@@ -331,7 +332,7 @@ class Daemon:
         said = self.runtime.warnings()
         view = await self._store_view.get() if self.store is not None else StoreView()
         said += [
-            f"{w['sink']}: the withdrawal of lead {w['key']} keeps failing "
+            f"{w['sink']}: the withdrawal of lead {shown_key(str(w['key']))} keeps failing "
             f"({w['attempts']} tries); the number stays dialable; syncd status has the reason"
             for w in view.withdrawals_failing
         ]

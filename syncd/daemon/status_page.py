@@ -3,8 +3,10 @@
 It shows what `syncd status` shows, for a person at a browser: each sink's state
 with its reason, leads by state, today's deliveries, the oldest pending lead, how
 far behind the outcome poll and the writebacks are, the safety gate's holds and
-blocks, and the last refused rows. Phone numbers and names are masked: the page is
-for watching the flow, not for reading the CRM.
+blocks, and the last refused rows. Reasons are shown as codes and counts
+(:mod:`syncd.core.reasons`), never a dialer's words or a CRM cell; phone numbers in
+keys are masked: the page is for watching the flow, not for reading the CRM
+(`syncd status` and `syncd explain` have the whole reasons).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.core.reasons import REFUSED_ROW, looks_personal, reason_code, shown_key
 from syncd.daemon.charts import Series, chart, count, duration, lead_time
 from syncd.run.status import sink_state_line, when
 
@@ -59,6 +62,12 @@ def _masked_number(match: re.Match[str]) -> str:
     return "•••" + digits[-2:]
 
 
+def _key(key: str) -> str:
+    """Return how the page names a lead: its key, or the hash the logs use for a key that
+    is an e-mail address or a phone number (a CRM keyed by mobile number)."""
+    return shown_key(key) if looks_personal(key) else mask(_short(key), quoted=False)
+
+
 def _short(text: str, limit: int = 64) -> str:
     """Return ``text`` cut to ``limit`` characters: a refused key may be any length."""
     return text if len(text) <= limit else text[:limit] + "…"
@@ -79,7 +88,7 @@ def render(data: PageData) -> str:
         _section("Run history", _runs(s.get("runs") or [])),
         _section("Behind", _lags(data)),
         _section("Safety gate: held and blocked", _gate(s.get("gate") or {})),
-        _section("Refused and failed leads by reason", _failures(s.get("failures") or [])),
+        _section("Refused and failed leads by reason", _failures(s.get("failure_codes") or [])),
         _section("Last refused rows", _rejects(s.get("rejects") or [])),
         f"<footer>syncd {_e(data.version)} · as of {_e(when(data.now))} · "
         f"refreshes every {REFRESH_S} s</footer></body></html>",
@@ -150,7 +159,11 @@ def _sinks(sinks: dict[str, Any], now: float) -> str:
         state = str(seen.get("state", "unknown"))
         cls = "ok" if state == "working" else "bad"
         rows.append(
-            [_td(name), _td(state, cls), _td(mask(sink_state_line(seen, now), quoted=False))]
+            [
+                _td(name),
+                _td(state, cls),
+                _td(mask(sink_state_line(seen, now, public=True), quoted=False)),
+            ]
         )
     return _table(["sink", "state", "what it is doing"], rows, "sinks")
 
@@ -198,8 +211,9 @@ def _gate(gate: dict[str, dict[str, int]]) -> str:
 
 
 def _failures(failures: list[Any]) -> str:
-    rows = [[_td(sink), _td(n, "n"), _td(mask(reason))] for sink, reason, n in failures]
-    return _table(["sink", "leads", "reason"], rows, "failures")
+    """Leads refused or failed, counted by reason code (`syncd status` has the reasons)."""
+    rows = [[_td(sink), _td(n, "n"), _td(code)] for sink, code, n in failures]
+    return _table(["sink", "leads", "reason (code)"], rows, "failures")
 
 
 def _rejects(rejects: list[dict[str, Any]]) -> str:
@@ -209,8 +223,8 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
             _td(r.get("source") or ""),
             _td(r.get("origin") or ""),
             _td(r.get("line") or "", "n"),
-            _td(mask(_short(str(r.get("key") or "")), quoted=False)),  # may be a number
-            _td(mask(str(r.get("reason") or ""))),
+            _td(_key(str(r.get("key") or ""))),
+            _td(reason_code(str(r.get("reason") or ""), REFUSED_ROW)),
         ]
         for r in rejects
     ]

@@ -32,6 +32,7 @@ from syncd.core.clock import Clock
 from syncd.core.durations import human_seconds
 from syncd.core.gate import CallingWindow, RouteWindow
 from syncd.core.health import HealthTracker
+from syncd.core.reasons import DIALER_FAILED, reason_code
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.core.zones import zone_table
 from syncd.errors import SinkConfigError, VendorError
@@ -430,14 +431,24 @@ class Engine:
             reopened = self.sinks.unconfirmed(slot.name) if down is None else None
             if reopened is not None:
                 state, reason, since = reopened[0].value, reopened[1], reopened[2]
+            if down is not None:
+                reason, since = down.reason, down.since
+            public = (down.public if down is not None else slot.public) or None
+            if reopened is not None and down is None:
+                public = None  # the cause it was out for, not the slot's
+            if reason and public is None:
+                public = reason_code(reason, DIALER_FAILED)
             snapshots[slot.name] = {
                 "state": "unreachable" if down is not None else state,
-                "reason": down.reason if down is not None else reason,
-                "since": down.since if down is not None else since,
+                "reason": reason,
+                # the reason in syncd's words (a code), for the status page
+                "public": public,
+                "since": since,
                 "reopened": reopened is not None,
                 "held": self.sinks.held(slot.name),
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
+                "poll_public": f and reason_code(f.reason, DIALER_FAILED),
                 "warnings": warnings.get(slot.name, []),
                 "queues": [asdict(q) for q in _queues(slot.sink)],
                 "feeding": self.fed_up.get(slot.name),

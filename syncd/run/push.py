@@ -54,6 +54,7 @@ from syncd.core.gate import (
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
+from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
     BatchTooLarge,
@@ -69,6 +70,7 @@ from syncd.errors import (
 from syncd.net.breaker import BreakerState
 from syncd.net.fence import fenced
 from syncd.net.http import HeldBack
+from syncd.registry import reason_coder
 from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
@@ -139,6 +141,7 @@ class Pusher:
         self._list_versions: dict[str, str] = {}  # do-not-call list -> its version's label
         self.clock = clock
         self.cfg = sink.config
+        self._coder = reason_coder(self.cfg.kind)  # the dialer's refusals as codes, for logs
         self.store = store
         self.counts = counts
         self.stop = stop or asyncio.Event()
@@ -645,7 +648,7 @@ class Pusher:
             if len(batch) == 1:
                 await self._complete(batch, [PushResult.rejected(batch[0].key, exc.reason)])
                 return
-            self.log.info("sink.push.bisect", size=len(batch), reason=exc.reason)
+            self._said("info", "sink.push.bisect", exc.reason, size=len(batch))
             middle = len(batch) // 2
             await self.push_batch(batch[:middle])
             await self.push_batch(batch[middle:])
@@ -654,11 +657,11 @@ class Pusher:
             self._answered()
             results = [PushResult.rejected(q.key, exc.reason) for q in batch]
         except RetryableError as exc:
-            self.log.warning("sink.push.retry", size=len(batch), reason=str(exc))
+            self._said("warning", "sink.push.retry", str(exc), DIALER_FAILED, size=len(batch))
             self._unanswered(exc)
             results = [PushResult.retry(q.key, str(exc), exc.retry_after) for q in batch]
         except VendorError as exc:
-            self.log.error("sink.push.failed", size=len(batch), reason=str(exc))
+            self._said("error", "sink.push.failed", str(exc), DIALER_FAILED, size=len(batch))
             self._unanswered(exc)
             results = [PushResult.retry(q.key, str(exc)) for q in batch]
         except Exception as exc:
@@ -976,16 +979,22 @@ class Pusher:
         for source, age in lead_ages(completions, by_key, now):
             self.observer.lead_latency(source, self.sink.name, age)
 
+    def _said(
+        self, level: str, event: str, reason: str, other: str = DIALER_REFUSED, **context: Any
+    ) -> None:
+        """Log ``event``: at info and warning with the reason's code (syncd.core.reasons)."""
+        log_reason(self.log, level, event, reason, other, self._coder, **context)
+
     def _count(self, completions: list[Completion]) -> None:
         for c in completions:
             if c.kind is ResultKind.DELIVERED:
                 self.counts.delivered += 1
             elif c.kind is ResultKind.REJECTED:
                 self.counts.refused += 1
-                self.log.info("sink.push.refused", key=c.key, reason=c.reason)
+                self._said("info", "sink.push.refused", c.reason, key=c.key)
             elif c.final:
                 self.counts.failed += 1
-                self.log.error("sink.push.gave_up", key=c.key, reason=c.reason)
+                self._said("error", "sink.push.gave_up", c.reason, DIALER_FAILED, key=c.key)
         if self.observer is not None:
             self.observer.push_results(self.sink.name, completions)
 

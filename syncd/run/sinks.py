@@ -23,6 +23,7 @@ from syncd.config import Settings, SinkConfig
 from syncd.core.agents import agents_outbox, provisioned_sink
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.health import HealthTracker
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import SinkConfigError, VendorError, public_reason
 from syncd.net.guard import SinkGuard
 from syncd.net.ratelimit import RequestLimits
@@ -501,4 +502,4 @@ async def close_sink(name: str, sink: Sink) -> None:
     try:
         await sink.close()
     except Exception as exc:
-        log.warning("sink.close.failed", sink=name, reason=str(exc))
+        log_reason(log, "warning", "sink.close.failed", str(exc), DIALER_FAILED, sink=name)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import Settings
+from syncd.core.reasons import DIALER_FAILED, group_by_code, reason_code
 from syncd.sources.compressed import is_drop_name
 from syncd.sources.csv_drop import ignored_in
 from syncd.state.base import StateStore
@@ -21,11 +22,14 @@ from syncd.state.base import StateStore
 
 async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
     """Return counts, sinks, the last run, failures, rejects, the gate and writebacks."""
+    failures = await store.failure_reasons(500)
     return {
         "counts": await store.counts(),
         "oldest": await store.oldest_pending(),
         "last_run": await store.last_run(),
-        "failures": group_reasons(await store.failure_reasons(500))[:10],
+        "failures": group_reasons(failures)[:10],
+        # the same by code, for the status page: no dialer's words, no CRM cell
+        "failure_codes": group_by_code(failures, coders=reason_coders(settings))[:20],
         "rejects": await store.recent_rejects(10),
         "gate": await store.gate_counts(),
         "waiting": await store.waiting(20),  # held behind another lead of their number
@@ -38,6 +42,13 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "dnc_lists": await dnc_list_status(settings, store),
         **await history(settings, store),
     }
+
+
+def reason_coders(settings: Settings) -> dict[str, Any]:
+    """Return per sink its dialer's reading of its refusals as codes (syncd.core.reasons)."""
+    from syncd.registry import reason_coder
+
+    return {cfg.name: reason_coder(cfg.kind) for cfg in settings.sinks}
 
 
 HISTORY_S = 24 * 3600.0  # what the charts and "outcomes in 24 h" cover
@@ -371,14 +382,20 @@ def when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
-def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
-    """Return what a sink is doing, for `syncd status`: working, stopped, unreachable…"""
+def sink_state_line(seen: dict[str, Any], now: float | None = None, *, public: bool = False) -> str:
+    """Return what a sink is doing, for `syncd status`: working, stopped, unreachable…
+
+    ``public``: for the status page, the reasons as codes (never the dialer's words).
+    """
     now = time.time() if now is None else now
     state = str(seen.get("state", "unknown"))
     pending = int(seen.get("pending") or 0)
     if state in ("stopped", "unavailable", "unreachable"):
         what = "dialer unreachable" if state == "unreachable" else state
-        line = f"{what} since {when(seen.get('since'))} ({seen.get('reason')})"
+        why = seen.get("reason")
+        if public:
+            why = seen.get("public") or reason_code(str(why or ""), DIALER_FAILED)
+        line = f"{what} since {when(seen.get('since'))} ({why})"
         action = {
             "stopped": "fix the sink's configuration; its leads stay queued",
             "unavailable": "syncd opens it again shortly",
@@ -403,7 +420,10 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None) -> str:
     if pending:
         line += f"; {pending} lead{'s' if pending != 1 else ''} pending"
     if seen.get("poll_failed"):
-        line += f"; last outcome poll failed ({seen['poll_failed']})"
+        failed = seen["poll_failed"]
+        if public:
+            failed = seen.get("poll_public") or reason_code(str(failed), DIALER_FAILED)
+        line += f"; last outcome poll failed ({failed})"
     for warning in seen.get("warnings") or ():
         line += f"; warning: {warning}"
     for q in seen.get("queues") or ():

@@ -85,6 +85,7 @@ APPLIES: dict[str, frozenset[str]] = {
     "store_then_slow_s": frozenset(VENDORS),
     "store_then_slow_times": frozenset(VENDORS),
     "seed": frozenset(VENDORS),
+    "refuse_echoing": frozenset(VENDORS),
 }
 WHY_NOT = {
     ("failed_records", "ameyo"): "Ameyo answers every record on its own (force_result)",
@@ -128,6 +129,11 @@ class Quirks:
     store_then_slow_s: float = 0.0
     store_then_slow_times: int = 0
     seed: int = 0  # which records failed_records picks
+    # Records whose submitted text holds this string are refused, and the refusal quotes
+    # the record as it came (a duplicate check that names the customer): Jodo lists them
+    # in `faileddata`, Ameyo answers INVALID_RECORD_FAILED with the record in its
+    # exception, uContact answers the upload with its error text instead of 1.
+    refuse_echoing: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], vendor: str | None = None) -> Quirks:
@@ -259,6 +265,19 @@ class QuirkState:
         if picked:
             self.count("failed_records")
         return picked
+
+    def echoed_refusal(self, record: Any) -> str | None:
+        """Return the error text refusing ``record`` (it quotes the record), or None when
+        ``refuse_echoing`` does not pick it."""
+        needle = self.quirks.refuse_echoing
+        if isinstance(record, dict):  # the values as a server's message joins them: unquoted
+            text = " ".join(str(v) for v in record.values() if v not in (None, ""))
+        else:
+            text = str(record)
+        if not needle or needle not in text:
+            return None
+        self.count("refuse_echoing")
+        return f"Duplicate customer {text} already exists"
 
     def slow_after_store(self) -> float:
         """Return how long to wait before answering a batch already stored (0: answer now)."""

@@ -23,6 +23,7 @@ import structlog
 from syncd import registry
 from syncd.config import Settings, WritebackConfig
 from syncd.core.health import HealthTracker
+from syncd.core.reasons import CRM_REFUSED, log_reason
 from syncd.errors import RetryableError, SyncdError
 from syncd.state.base import StateStore
 from syncd.writeback.base import Item, ItemsRefused, Writeback, WritebackStopped, item_from_row
@@ -146,7 +147,7 @@ class WritebackRunner:
         try:
             await writeback.close()
         except Exception as exc:  # closing one must not keep the others open
-            log.warning("writeback.close.failed", writeback=name, reason=str(exc))
+            log_reason(log, "warning", "writeback.close.failed", str(exc), writeback=name)
 
     async def _batches(
         self, writeback: Writeback, cfg: WritebackConfig, result: PassResult
@@ -193,13 +194,17 @@ class WritebackRunner:
         await self.store.add_event(
             item.sink, item.key, "writeback.refused", f"{name} v{item.version}: {reason}"
         )
-        log.warning(
+        # The CRM's words may quote the row (a duplicate e-mail): its code at warning.
+        log_reason(
+            log,
+            "warning",
             "writeback.refused",
+            reason,
+            CRM_REFUSED,
             writeback=name,
             sink=item.sink,
             key=item.key,
             version=item.version,
-            reason=reason,
         )
         result.refused += 1
 

@@ -594,6 +594,9 @@ class AmeyoSimulator:
         problem = self._phone_problem(record)
         if problem is not None:
             return problem, None
+        echoed = self.quirks.echoed_refusal(record)
+        if echoed is not None:
+            return _failure("INVALID_RECORD_FAILED", echoed), None
         queue = self.forced.get(phone1)
         if queue:
             result = queue[-1] if queue[0] is None else queue.pop(0)

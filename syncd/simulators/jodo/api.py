@@ -290,17 +290,18 @@ class JodoSimulator:
                 return fail(method, 5, problem)
         stamp = self.floor.text(self.floor.clock())
         failing = self.quirks.failing([str(record.get(key_field)) for record in data])
+        echoed = {i: said for i, r in enumerate(data) if (said := self.quirks.echoed_refusal(r))}
         for i, record in enumerate(data):
-            if i not in failing:
+            if i not in failing and i not in echoed:
                 process.upsert(updateparam, record, stamp)
-        if not failing:
+        if not failing and not echoed:
             return ok(method)
         # Some servers answer success and list what they did not store.
         reason = self.quirks.quirks.failed_reason
         listed = [
             {key_field: record.get(key_field), "mobilenumber": record.get("mobilenumber"),
-             "reason": reason}
-            for i, record in enumerate(data) if i in failing
+             "reason": echoed.get(i, reason)}
+            for i, record in enumerate(data) if i in failing or i in echoed
         ]  # fmt: skip
         return ok(method, faileddata=listed)
 

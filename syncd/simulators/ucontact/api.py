@@ -266,6 +266,10 @@ class UContactSimulator:
         except (binascii.Error, UnicodeDecodeError):
             return PlainTextResponse("0")
         record["text"] = text
+        for line in text.split("\n"):
+            echoed = self.quirks.echoed_refusal(line.rstrip("\r"))
+            if echoed is not None:  # a server's error text instead of the flag; nothing stored
+                return PlainTextResponse(f"ERROR: {echoed}")
         ready = self.clock() + self.dial_delay_s
         for number, line in enumerate(text.split("\n"), start=1):
             line = line.rstrip("\r")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import (
     CheckFailed,
     RetryableError,
@@ -179,7 +180,9 @@ class AmeyoSink(BaseSink):
                 await self.client.send("logout", {"sessionId": held})
                 self.log.info("sink.session.logout")
             except VendorError as exc:
-                self.log.warning("sink.session.logout.failed", reason=str(exc))
+                log_reason(
+                    self.log, "warning", "sink.session.logout.failed", str(exc), DIALER_FAILED
+                )
         await self.http.aclose()
 
     # -- session ---------------------------------------------------------------

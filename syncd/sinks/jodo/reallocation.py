@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.core.model import AgentStatus, Lead, QueuedLead
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import PermanentError, RetryableError, SinkConfigError
 from syncd.sinks.jodo.agents import absent_for
 from syncd.sinks.jodo.client import NOT_FOUND, jodo_time
@@ -151,8 +152,15 @@ class Reallocator(JodoPart):
             raise
         except (RetryableError, PermanentError) as exc:
             final = mark["attempts"] >= self.settings.max_attempts
-            self.log.warning(
-                "sink.reallocation.failed", key=key, to=target, reason=str(exc), final=final
+            log_reason(
+                self.log,
+                "warning",
+                "sink.reallocation.failed",
+                str(exc),
+                DIALER_FAILED,
+                key=key,
+                to=target,
+                final=final,
             )
             if final:
                 mark["state"] = "failed"

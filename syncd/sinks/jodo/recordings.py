@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.core.model import Outcome
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import RetryableError, SinkConfigError, VendorError
 from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.jodo.client import (
@@ -141,7 +142,14 @@ class Recordings:
                     raise
                 links = {}
             except VendorError as exc:
-                self.log.warning("sink.recordings.failed", reason=str(exc), waiting=len(pending))
+                log_reason(
+                    self.log,
+                    "warning",
+                    "sink.recordings.failed",
+                    str(exc),
+                    DIALER_FAILED,
+                    waiting=len(pending),
+                )
                 links = {}
             for key, entry in list(pending.items()):
                 url = links.get(entry["call_id"])

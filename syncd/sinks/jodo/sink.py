@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import CheckFailed, PermanentError, SinkConfigError, VendorError
 from syncd.net.http import UnknownFields
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
@@ -327,7 +328,7 @@ class JodoSink(BaseSink):
             try:
                 await self.poll_agents()
             except VendorError as exc:
-                self.log.warning("sink.agents.failed", reason=str(exc))
+                log_reason(self.log, "warning", "sink.agents.failed", str(exc), DIALER_FAILED)
         if failure is not None:
             raise failure
         return changed

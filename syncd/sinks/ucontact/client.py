@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import RetryableError, SinkConfigError, VendorError
 from syncd.net.http import (
     FORM_HEADERS,
@@ -238,7 +239,9 @@ class UContactClient:
             )
         except RetryableError as exc:
             if self.log is not None:
-                self.log.warning("sink.session.logout_failed", reason=str(exc))
+                log_reason(
+                    self.log, "warning", "sink.session.logout_failed", str(exc), DIALER_FAILED
+                )
             return
         if self.log is not None:
             self.log.info("sink.session.logout", status=response.status_code)

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from syncd.core.model import CallStatus, Outcome
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import VendorError
 from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.ucontact.client import UContactClient
@@ -344,7 +345,14 @@ class CdrPoller:
                 converted = await self.client.flag(CONVERT, {"guid": guid, "folder": folder})
             except VendorError as exc:
                 if not self.features.turn_off(CONVERT, exc, action=CONVERT_OFF):
-                    self.log.warning("sink.recording.convert_failed", guid=guid, reason=str(exc))
+                    log_reason(
+                        self.log,
+                        "warning",
+                        "sink.recording.convert_failed",
+                        str(exc),
+                        DIALER_FAILED,
+                        guid=guid,
+                    )
                 converted = False
             if converted:
                 mp3_found = await self._first_existing(mp3)

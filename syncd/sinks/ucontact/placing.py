@@ -36,6 +36,7 @@ from typing import Any
 
 from syncd.core.durations import human_seconds
 from syncd.core.model import PushResult, QueuedLead, ResultKind
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import (
     BatchTooLarge,
     PermanentError,
@@ -565,8 +566,15 @@ class Placer:
             until = time.time() + self.settle_s
             for q, placed in sent:
                 await self.ledger.mark(q.key, replace(placed, until=until))
-            self.log.warning(
-                "sink.push.unanswered", leads=len(sent), reason=str(exc), settle_s=self.settle_s
+            # The unread answer may echo the upload (names, numbers): its code at warning.
+            log_reason(
+                self.log,
+                "warning",
+                "sink.push.unanswered",
+                str(exc),
+                DIALER_FAILED,
+                leads=len(sent),
+                settle_s=self.settle_s,
             )
             reason = f"{exc}; removed and sent again after {self.settle_s:g}s"
             return [PushResult.retry(q.key, reason, self.settle_s) for q, _ in sent]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
+from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.core.window_hold import WINDOW_CODE
 from syncd.errors import CheckFailed, SinkConfigError, VendorError
 from syncd.net.http import make_client
@@ -204,7 +205,7 @@ class UContactSink(BaseSink):
                 return
             raise
         except VendorError as exc:
-            self.log.info("sink.queue.unavailable", reason=str(exc))
+            log_reason(self.log, "info", "sink.queue.unavailable", str(exc), DIALER_FAILED)
             return
         figures = parse_queue_summary(body, self.cfg.campaign)
         if figures is None:
@@ -233,7 +234,7 @@ class UContactSink(BaseSink):
         except VendorError as exc:
             self._health.ok = False
             self._health.details = {**self._health.details, "error": str(exc)}
-            self.log.warning("sink.keepalive.failed", reason=str(exc))
+            log_reason(self.log, "warning", "sink.keepalive.failed", str(exc), DIALER_FAILED)
 
     def health(self) -> SinkHealth:
         held = self.paused()
