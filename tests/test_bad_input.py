@@ -30,11 +30,11 @@ from syncd.config import Settings, apply_env_overlay, load_settings, validate_se
 from syncd.core.csvsafe import neutralise
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError, VendorError
-from syncd.net.http import lenient_json
+from syncd.net.http import lenient_json, post, reply_was_cut
 from syncd.net.retry import parse_retry_after
 from syncd.run.pull import Puller
 from syncd.state import open_store
-from tests.conftest import drop_csv, settled
+from tests.conftest import cli_env, drop_csv, run_cli, settled
 from tests.support.reliability import jodo_sink, settings_for, write_config
 
 FAST = settings(
@@ -189,7 +189,9 @@ def test_any_export_is_read_into_leads_and_refusals_or_set_aside_with_a_reason(
 
 # -- hostile drops: names, links, cells, NULs, files still being written ----------------
 
-TWISTS = ["latin1 name", "phantom rows in a cell", "NUL deep in a name", "link", "still written"]
+TWISTS = ["latin1 name", "phantom rows in a cell", "NUL deep in a name", "link", "still written",
+          "formula name"]  # fmt: skip
+FORMULA_NAMES = ['=HYPERLINK("x")+1.csv', "+cmd|calc.csv", "-1+2.csv", "@SUM(A1).csv"]
 PHANTOM = "PHANTOM"
 
 
@@ -206,6 +208,8 @@ def hostile_drops(draw: st.DrawFn) -> tuple[bytes, str]:
         filler = "x" * draw(st.integers(140_000, 300_000))
         at = draw(st.integers(1, len(lines)))
         lines.insert(at, f'K-big,"{filler}{fake}",Last,9820099999,,')
+    if twist == "formula name":  # a refused row: its origin (the file name) is exported
+        lines.append("K-bad,Fir,Last,12345,,")
     if twist == "NUL deep in a name":
         pad = [f"P{i},{'p' * 200},Last,98300{i:05d},," for i in range(50)]  # past 8 KB
         lines += [*pad, "K-nul,Fir\x00st,Last,9820088888,,"]
@@ -222,6 +226,8 @@ def drop_hostile(raw: bytes, twist: str, work: Path) -> Path:
         (inbox / "export.csv").symlink_to(target)
         return target
     name = b"Exportaci\xf3n.csv" if twist == "latin1 name" else b"export.csv"
+    if twist == "formula name":
+        name = FORMULA_NAMES[len(raw) % len(FORMULA_NAMES)].encode()
     path = os.fsencode(inbox) + b"/" + name
     with open(path, "wb") as fh:
         fh.write(raw)
@@ -268,6 +274,16 @@ def test_a_hostile_drop_never_becomes_a_phantom_lead_and_never_blocks_the_inbox(
             assert any("still being written" in w for w in summary.files_waiting)
         elif twist == "phantom rows in a cell":
             assert (inbox / "failed" / "export.csv").exists()  # reading stopped at that row
+        elif twist == "formula name":
+            [done] = [p for p in (inbox / "done").iterdir() if p.name in FORMULA_NAMES]
+            assert any(k.startswith("K") for k in stored)
+            with (inbox / "done" / f"{done.name}.rejects.csv").open(encoding="utf-8") as fh:
+                cells = [cell for row in csv.reader(fh) for cell in row]
+            assert cells and all(neutralise(c) == c for c in cells), cells
+            exported = run_cli("rejects", "-c", str(config), env=cli_env())
+            assert exported.returncode == 0, exported.stderr
+            for row in csv.reader(io.StringIO(exported.stdout)):
+                assert all(neutralise(c) == c for c in row), f"a formula was exported: {row}"
         else:
             name = "Exportación.csv" if twist == "latin1 name" else "export.csv"
             assert (inbox / "done" / name).exists()
@@ -442,3 +458,34 @@ def test_lenient_json_raises_only_value_errors(text: str) -> None:
         lenient_json(text)
     except ValueError:
         pass
+
+
+@FAST
+@given(st.integers(0, 3 * 4096), st.integers(1, 64), st.sampled_from(["gzip", "identity"]))
+def test_any_reply_is_read_up_to_its_cap_and_a_longer_one_is_said_cut(
+    size: int, chunk: int, encoding: str
+) -> None:
+    """A reply of any size, sent in any pieces, compressed or not (a proxy's endless page,
+    a hostile server): syncd keeps at most the cap and knows when it cut."""
+    import httpx
+
+    cap = 4096
+    raw = (b"x" * size) if encoding == "identity" else gzip.compress(b"x" * size)
+
+    async def pieces() -> Any:
+        for i in range(0, len(raw), chunk * 64):
+            yield raw[i : i + chunk * 64]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Encoding": "gzip"} if encoding == "gzip" else {}
+        return httpx.Response(200, headers=headers, content=pieces())
+
+    async def read() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            return await post(http, "http://dialer.test/x", cap=cap, content=b"{}")
+
+    response = asyncio.run(read())
+    assert len(response.content) <= cap
+    assert reply_was_cut(response) == (size > cap)
+    if size <= cap:
+        assert response.content == b"x" * size
