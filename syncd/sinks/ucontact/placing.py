@@ -137,8 +137,8 @@ class Placer:
 
         Removes (answered) what the dialer may hold of the lead, and ``destination``
         when another lead's record holds it: in a campaign a number is one contact,
-        and the lead sent last owns it. ``dialled`` shares one read of the call
-        records among a batch's leads (rule 4).
+        and the lead sent last owns it. ``dialled`` is the call-record check the
+        push's leads in doubt share (rule 4).
         """
         now = time.time()
         own = await self._own(q)
@@ -534,8 +534,11 @@ class Placer:
                 )
             by_number[call.destination] = (q, call)
         sent: list[tuple[QueuedLead, Placed]] = []
+        # One send time for the file (taken before it goes out): should it go unanswered,
+        # one read of the call records since then serves all its leads (``dialled``).
+        now = time.time()
         for q, call in ready:  # in order, so the number index ends with each number's owner
-            placed = _sending(q, call, BASE)
+            placed = _sending(q, call, BASE, now)
             await self.ledger.place(q.key, placed, _numbers(q, call))
             sent.append((q, placed))
         calls = [call for _, call in by_number.values()]
@@ -632,9 +635,9 @@ async def guard(q: QueuedLead, step: Awaitable[PushResult | None]) -> PushResult
         return PushResult.retry(q.key, str(exc))
 
 
-def _sending(q: QueuedLead, call: Call, mode: str) -> Placed:
+def _sending(q: QueuedLead, call: Call, mode: str, now: float | None = None) -> Placed:
     """Return the record written before an add call: maybe held, the add may land late."""
-    now = time.time()
+    now = time.time() if now is None else now
     return Placed(
         call.destination,
         list(call.alternatives),

@@ -298,7 +298,7 @@ class UContactSink(BaseSink):
         results: dict[str, PushResult] = {}
         work: list[Awaitable[PushResult | list[PushResult] | None]] = []
         uploads: dict[str | None, list[tuple[QueuedLead, Call]]] = {}  # by upload zone
-        dialled = self.placer.dialled_check()  # one read of the call records per push
+        dialled = self.placer.dialled_check()  # shared by the push's leads in doubt
         for q in batch:
             if q.action is Action.DELETE:
                 if q.lead.withdrawn.startswith("dnc"):
