@@ -7,6 +7,7 @@ Counted at the simulator: the pages (``requests``) and call records (``records_s
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from syncd.core.model import Outcome
-from syncd.simulators.ucontact.api import UContactSimulator
+from syncd.simulators.server import running
+from syncd.simulators.ucontact.api import UContactSimulator, create_app
 from syncd.sinks.ucontact.sink import UContactSink
 from tests.support.ucontact import dialled, push_until_done, queued, served, sink_on, uy
 
@@ -239,3 +241,53 @@ async def test_a_batch_in_doubt_in_a_busy_campaign_reads_its_own_numbers_not_the
     # ten records a number in doubt): never the campaign's 3,000 records.
     assert pages <= 2 * 2 * LEADS, pages
     assert records <= 2 * (10 * LEADS + len(called)), records
+
+
+class IgnoresLastrow:
+    """A server that answers every getrecords with its first page (ignores ``lastrow``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).endswith("Cdr/getrecords"):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        body = re.sub(rb"lastrow=\d+", b"lastrow=0", body)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def test_a_server_ignoring_lastrow_and_the_destination_ends_the_check(
+    tmp_path: Path,
+) -> None:
+    sim = UContactSimulator(
+        dial_delay_s=3600.0, cdr_delay_s=0.0, upload_answer_delay_s=1.0, filters_destination=False
+    )
+    with running(IgnoresLastrow(create_app(sim))) as url:
+        async with sink_on(url, tmp_path, timeout_s=0.4, settle_s=0.3) as sink:
+            first = await sink.push([queued("K1", uy(1)), queued("K2", uy(2))])
+            sim.apply_settings({"upload_answer_delay_s": 0.0})
+            sim.dial_now()
+            for i in range(120):  # more than a page of 50, fewer than one of 500
+                sim.add_record(dialled(100 + i), calldate=seconds_ago(0))
+            await asyncio.sleep(first[0].retry_after or 0)
+            again = [queued("K1", uy(1), attempts=2), queued("K2", uy(2), attempts=2)]
+            rounds = await asyncio.wait_for(push_until_done(sink, again), 60)
+    # The page it keeps answering holds both calls: nobody is dialled twice.
+    assert {r.key: r.kind.value for r in rounds[-1]} == {"K1": "delivered", "K2": "delivered"}
+    assert sim.snapshot()["requests"]["Dialers/uploadbase"] == 1

@@ -179,7 +179,7 @@ class DialledCheck:
             view.reach_back(floor)
             unbounded = self._unfiltered
             pages = view.pages
-            while not view.complete:
+            while not view.complete and not view.broken:
                 allowed = UNBOUNDED if unbounded else self._allowance()
                 if view.records >= allowed or (not unbounded and view.pages >= self._asked):
                     break
