@@ -135,6 +135,7 @@ class DialledCheck:
         self._unfiltered = False  # the server ignored the destination filter
         self._view: CampaignView | None = None
         self._asked = 0  # numbers in doubt asked about so far
+        self._pages = self._records = 0  # what reading the campaign cost so far, all views
         self._lock = asyncio.Lock()  # one reader of the campaign's records at a time
 
     async def call_after_upload(self, placed: Placed) -> dict[str, Any] | None:
@@ -148,7 +149,7 @@ class DialledCheck:
         if not numbers:
             return None
         self._asked += len(numbers)
-        view = await self._read_campaign(floor)
+        view = await self._read_campaign(floor, placed.check_at)
         record = view.call_to(numbers, floor)
         if record is not None or view.covers(floor, placed.check_at):
             return record
@@ -159,17 +160,21 @@ class DialledCheck:
                     return record
             if self._unfiltered:
                 # The last resort: the whole campaign since the earliest upload in doubt.
-                view = await self._read_campaign(floor)
+                view = await self._read_campaign(floor, placed.check_at)
                 return view.call_to(numbers, floor)
         return None
 
     # -- the campaign's records, within what the leads asking would cost ---------------
 
-    async def _read_campaign(self, floor: float) -> CampaignView:
-        """Return the view of the campaign since ``floor``, read on as far as allowed."""
+    async def _read_campaign(self, floor: float, check_at: float | None) -> CampaignView:
+        """Return the view of the campaign since ``floor``, read on as far as allowed.
+
+        A view read before ``check_at`` (a removal's records were due after it was
+        read) is read again from the start.
+        """
         async with self._lock:
             view = self._view
-            if view is None:
+            if view is None or (check_at is not None and check_at > view.as_of):
                 now = time.time()
                 view = self._view = CampaignView(
                     since=floor, end=datetime.now(UTC) + CLOCK_SKEW, as_of=now
@@ -181,10 +186,11 @@ class DialledCheck:
             pages = view.pages
             while not view.complete and not view.broken:
                 allowed = UNBOUNDED if unbounded else self._allowance()
-                if view.records >= allowed or (not unbounded and view.pages >= self._asked):
+                if self._records >= allowed or (not unbounded and self._pages >= self._asked):
                     break
                 stretch = next(s for s in view.stretches if not s.done)
-                await self._page(view, stretch, min(self.cfg.cdr_page_size, allowed - view.records))
+                want = min(self.cfg.cdr_page_size, allowed - self._records)
+                await self._page(view, stretch, want)
             if view.pages > pages and (view.complete or view.broken or unbounded):
                 self.log.info(
                     "sink.push.dialled_check",
@@ -215,6 +221,8 @@ class DialledCheck:
         }
         page = rows_of(await self.client.json("Cdr/getrecords", form, empty=[]))
         view.pages += 1
+        self._pages += 1
+        self._records += len(page)
         ids = [first(r, "guid", "uniqueid") for r in page]
         if page and ids == stretch.previous:
             # A server that ignores lastrow would page forever: look up by number.
