@@ -1,5 +1,5 @@
 """The `syncd` command: run, run --once, check, status, rejects, audit, explain, retry,
-backup, state copy, gate explain, simulate, demo, completion.
+backup, state copy, sql trigger, gate explain, simulate, demo, completion.
 
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 3 every lead delivered or refused, but an outcome poll or a writeback failed;
