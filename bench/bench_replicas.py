@@ -117,8 +117,9 @@ class Watch:
 
         return self.loop.run_until_complete(fetch())
 
-    def progress(self) -> tuple[bool, bool]:
-        """Return (a lead was delivered, the export read whole and nothing waiting)."""
+    def progress(self) -> tuple[bool, bool, bool]:
+        """Return (a lead was delivered, the export read whole and nothing waiting, the
+        export read whole)."""
         row = self._run(
             "SELECT EXISTS (SELECT 1 FROM leads WHERE sink = 'jodo' AND state = 'delivered'),"
             " EXISTS (SELECT 1 FROM leads WHERE sink = 'jodo'"
@@ -127,10 +128,10 @@ class Watch:
             " (SELECT value FROM cursors WHERE source = 'crm')"
         )
         if row is None:
-            return False, False
+            return False, False, False
         delivered, waiting, known, cursor = row
         read = bool(cursor) and json.loads(cursor).get("done") is True
-        return bool(delivered), read and known and not waiting
+        return bool(delivered), read and known and not waiting, read
 
     def counts(self) -> tuple[int, int]:
         """Return (leads delivered, leads known)."""
@@ -270,14 +271,16 @@ def postgres_run(
         shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv.part")
         os.rename(folder / "inbox" / "leads.csv.part", folder / "inbox" / "leads.csv")
         started = time.perf_counter()
-        first = failover = None
+        first = failover = pulled = None
         killed_at: float | None = None
         dead: str | None = None
         while True:
-            any_delivered, finished = watch.progress()
+            any_delivered, finished, read = watch.progress()
             now = time.perf_counter()
             if any_delivered and first is None:
                 first = now
+            if read and pulled is None:
+                pulled = now
             if args.kill_leader and dead is None and watch.counts()[1] >= args.leads // 4:
                 dead = watch.leader_of("pull:crm")
                 if dead is not None:
@@ -300,7 +303,8 @@ def postgres_run(
         line = (
             f"PostgreSQL, {replicas} rep.: {wall:7.1f}s wall, pushing {push_s:6.1f}s "
             f"= {delivered / push_s:8,.0f} leads/s, {delivered:,} delivered, "
-            f"{sim.requests():,} requests"
+            f"{sim.requests():,} requests, export read whole after "
+            f"{(pulled or now) - started:.1f}s"
         )
         if failover is not None:
             line += f"; pull leader killed, another led after {failover:.1f}s"

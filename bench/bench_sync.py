@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_leads import generate
+from tree_memory import TreePss
 
 CONFIG = """\
 [state]
@@ -124,12 +125,16 @@ class Measured:
     cpu: float  # syncd's user + sys seconds, its phone-validation processes included
     sim_cpu: float  # the simulator's user + sys seconds over the same run
     stages: str
+    tree_pss_mb: float = 0.0  # peak PSS of the whole process tree (workers included)
+    processes: int = 0  # the most processes the tree held at once
 
     def line(self, label: str, n: int, unit: str) -> str:
         return (
             f"{label:<13}: {n:>9,} {unit}  {self.wall:7.1f}s  {n / self.wall:9,.0f} {unit}/s  "
             f"cpu {self.cpu:6.1f}s (simulator {self.sim_cpu:5.1f}s)  "
-            f"peak RSS {self.rss_mb:6.0f} MB  exit {self.rc}\n    stages: {self.stages}"
+            f"peak RSS {self.rss_mb:6.0f} MB, tree PSS {self.tree_pss_mb:6.0f} MB "
+            f"({self.processes} processes)  exit {self.rc}"
+            + (f"\n    stages: {self.stages}" if self.stages else "")
         )
 
 
@@ -148,9 +153,18 @@ def measured(cmd: list[str], env: dict[str, str], sim_pid: int) -> Measured:
         "print(w, u.ru_maxrss, rc, u.ru_utime + u.ru_stime)"
     )
     sim_before = cpu_seconds(sim_pid)
-    result = subprocess.run(
-        [sys.executable, "-c", probe, *cmd], env=env, check=True, capture_output=True, text=True
+    child = subprocess.Popen(
+        [sys.executable, "-c", probe, *cmd],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    with TreePss(child.pid) as memory:
+        stdout, stderr = child.communicate()
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, cmd, stdout, stderr)
+    result = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     sim_cpu = cpu_seconds(sim_pid) - sim_before
     for line in result.stdout.splitlines()[:-1]:
         if line.startswith(("accounting", "refused before")) or "crm->" in line or "jodo " in line:
@@ -158,7 +172,42 @@ def measured(cmd: list[str], env: dict[str, str], sim_pid: int) -> Measured:
     phases = [json.loads(line) for line in result.stderr.splitlines() if '"run.phase"' in line]
     stages = ", ".join(f"{p['phase']} {p['seconds']:.1f}s" for p in phases)
     wall, rss, rc, cpu = result.stdout.splitlines()[-1].split()
-    return Measured(float(wall), int(rss) / 1024, int(rc), float(cpu), sim_cpu, stages)
+    return Measured(
+        float(wall),
+        int(rss) / 1024,
+        int(rc),
+        float(cpu),
+        sim_cpu,
+        stages,
+        memory.peak_mb,
+        memory.processes - 1,  # the probe that times it is not syncd's
+    )
+
+
+def prototype(csv_path: Path, state: Path, port: int, args: argparse.Namespace) -> Measured:
+    """Run the minimal prototype (bench/prototype_csv.py) on an export, measured alike."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve().parent / "prototype_csv.py"),
+        *("--csv", str(csv_path), "--state", str(state), "--port", str(port)),
+        *("--batch-size", str(args.batch_size), "--concurrency", str(args.concurrency)),
+    ]
+    return measured(cmd, dict(os.environ), os.getpid())
+
+
+def ratios(syncd: dict[str, Measured], proto: dict[str, Measured]) -> list[str]:
+    """Return issue 27's side-by-side lines: syncd's wall time over the prototype's."""
+    targets = {"initial": 0.8, "re-sync": 1.0}
+    lines = []
+    for name, target in targets.items():
+        if name not in syncd or name not in proto:
+            continue
+        x = syncd[name].wall / proto[name].wall
+        lines.append(
+            f"syncd/prototype {name}: {x:.2f}× (syncd {syncd[name].wall:.1f}s, prototype "
+            f"{proto[name].wall:.1f}s; target ≤ {target}×: {'met' if x <= target else 'NOT met'})"
+        )
+    return lines
 
 
 def latency_bound(run: Measured, n: int, args: argparse.Namespace) -> str:
@@ -197,6 +246,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", type=Path, help="write cProfile stats of each run into this folder"
+    )
+    parser.add_argument(
+        "--against-prototype",
+        action="store_true",
+        help="run the minimal prototype (bench/prototype_csv.py) on the same exports in the same "
+        "sitting, against a simulator of its own, and print the ratios issue 27 sets targets for",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
@@ -245,16 +300,43 @@ def main() -> None:
             (work / "dnc").mkdir()
             write_dnc_list(n, work / "dnc" / "register.csv")
             print(measured(run("dnc"), env, sim.pid).line("do-not-call", n, "numbers"))
+        if args.against_prototype:
+            (work / "proto").mkdir()
+            for day in ("day1.csv", "day2.csv"):
+                shutil.copy(work / day, work / "proto" / day)
+            proto_port = free_port()
+            proto_sim = subprocess.Popen(
+                [*syncd, "simulate", "jodo", "--port", str(proto_port), *faults],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_http(f"http://127.0.0.1:{proto_port}/_sim/state")
+        ours: dict[str, Measured] = {}
+        theirs: dict[str, Measured] = {}
         shutil.move(str(work / "day1.csv"), work / "inbox" / "day1.csv")
-        initial = measured(run("initial"), env, sim.pid)
+        initial = ours["initial"] = measured(run("initial"), env, sim.pid)
         print(initial.line("initial sync", n, "leads"))
         if args.latency_ms:
             print(latency_bound(initial, n, args))
+        proto_state = work / "proto" / "state.db"
+        if args.against_prototype:
+            theirs["initial"] = prototype(
+                work / "proto" / "day1.csv", proto_state, proto_port, args
+            )
+            print(theirs["initial"].line("prototype", n, "leads"))
         shutil.move(str(work / "day2.csv"), work / "inbox" / "day2.csv")
-        print(
-            measured(run("resync"), env, sim.pid).line("re-sync", n, "rows")
-            + "  (1% changed, 0.5% new)"
-        )
+        ours["re-sync"] = measured(run("resync"), env, sim.pid)
+        print(ours["re-sync"].line("re-sync", n, "rows") + "  (1% changed, 0.5% new)")
+        if args.against_prototype:
+            theirs["re-sync"] = prototype(
+                work / "proto" / "day2.csv", proto_state, proto_port, args
+            )
+            print(theirs["re-sync"].line("prototype", n, "rows"))
+            proto_sim.terminate()
+            proto_sim.wait(10)
+            for line in ratios(ours, theirs):
+                print(line)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/state") as resp:
             state = json.load(resp)["processes"]["VoiceProcess"]
         received = state["received"]

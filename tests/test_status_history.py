@@ -27,10 +27,11 @@ import pytest
 
 from syncd.cli.report import fit_sections, note_left_out
 from syncd.core import latency
-from syncd.core.model import Action, Outcome, ResultKind
+from syncd.core.model import Action, Lead, Outcome, QueuedLead, ResultKind
 from syncd.daemon.charts import Series, chart, duration, nice_ceiling, sparkline
 from syncd.daemon.status_page import PageData, render
-from syncd.run.status import chart_series, run_figures, sql_position
+from syncd.run.push import lead_ages
+from syncd.run.status import chart_series, run_figures, speed_to_lead, sql_position
 from syncd.simulators.jodo.api import DialPlan, JodoSimulator, create_app
 from syncd.simulators.server import running
 from syncd.state.base import ChunkWrite, Completion, LeadWrite, stats_hour
@@ -44,7 +45,8 @@ from tests.test_status_page import BAD_ROWS, browser, csp_refusals, rendered
 
 BUCKETS = [
     # (seconds, bucket)
-    (0.0, 0), (0.5, 0), (1.0, 0), (-3.0, 0), (math.nan, 0),
+    (0.0, latency.MIN_BUCKET), (-3.0, latency.MIN_BUCKET), (math.nan, latency.MIN_BUCKET),
+    (1e-6, latency.MIN_BUCKET), (0.5, -4), (0.1, -13), (1.0, 0),
     (1.01, 1), (2.0, 4), (2.1, 5), (60.0, 24), (3600.0, 48), (1e30, latency.MAX_BUCKET),
 ]  # fmt: skip
 
@@ -55,7 +57,10 @@ def test_a_duration_falls_in_the_bucket_whose_upper_bound_holds_it(
 ) -> None:
     assert latency.bucket(seconds) == bucket
     if 0 < seconds < 1e12:
-        assert latency.lower(bucket) < seconds <= latency.upper(bucket) * (1 + 1e-9) or bucket == 0
+        assert (
+            latency.lower(bucket) < seconds <= latency.upper(bucket) * (1 + 1e-9)
+            or bucket == latency.MIN_BUCKET
+        )
 
 
 QUANTILES = [
@@ -66,6 +71,8 @@ QUANTILES = [
     ([10.0] * 8 + [1000.0] * 2, 0.9, 1000.0),
     ([float(s) for s in range(1, 101)], 0.5, 50.0),
     ([float(s) for s in range(1, 101)], 0.9, 90.0),
+    ([0.1] * 98 + [0.6] * 2, 0.5, 0.1),  # a POST pushed at once: read in tenths of a second
+    ([0.1] * 98 + [0.6] * 2, 0.99, 0.6),
 ]
 
 
@@ -228,6 +235,46 @@ def test_the_charts_take_the_last_24_hours_one_point_an_hour() -> None:
     assert series["latency_p50"][-1] == pytest.approx(10, rel=0.19)
     assert series["latency_p90"][-1] == pytest.approx(10, rel=0.19)
     assert series["latency_p50"][0] is None
+
+
+def test_speed_to_lead_is_per_sink_over_this_hour_and_the_last() -> None:
+    now = 1_800_000_000.0 + 1234
+    hour = stats_hour(now)
+    rows = [
+        *(("jodo", hour, "latency", latency.bucket(0.1), 1) for _ in range(98)),
+        ("jodo", hour - 3600, "latency", latency.bucket(0.6), 2),  # the last hour counts
+        ("jodo", hour - 2 * 3600, "latency", latency.bucket(900), 50),  # older: not
+        ("ameyo", hour - 5 * 3600, "latency", latency.bucket(5), 3),  # nothing recent
+        ("jodo", hour, "delivered", 0, 100),
+    ]
+    [jodo] = speed_to_lead(["jodo", "ameyo"], rows, now)
+    assert (jodo["sink"], jodo["leads"], jodo["since"]) == ("jodo", 100, hour - 3600)
+    assert jodo["p50_s"] == pytest.approx(0.1, rel=0.19)
+    assert jodo["p99_s"] == pytest.approx(0.6, rel=0.19)
+
+
+def _queued(key: str, action: Action, source: str, read_at: float | None) -> QueuedLead:
+    lead = Lead(key=key, phone="+919845012345")
+    return QueuedLead("jodo", key, "h", action, lead, 1, source=source, read_at=read_at)
+
+
+LEAD_AGES = [
+    # (kind, action, read_at, expected ages at 100.0)
+    (ResultKind.DELIVERED, Action.UPSERT, 99.5, [("form", 0.5)]),
+    (ResultKind.DELIVERED, Action.UPSERT, 101.0, [("form", 0.0)]),  # a clock stepped back
+    (ResultKind.DELIVERED, Action.DELETE, 99.5, []),  # a removal reaches no one
+    (ResultKind.REJECTED, Action.UPSERT, 99.5, []),
+    (ResultKind.RETRY, Action.UPSERT, 99.5, []),
+    (ResultKind.DELIVERED, Action.UPSERT, None, []),  # read time unknown (a removal query)
+]
+
+
+@pytest.mark.parametrize(("kind", "action", "read_at", "ages"), LEAD_AGES)
+def test_a_lead_counts_in_speed_to_lead_when_the_dialer_took_it(
+    kind: ResultKind, action: Action, read_at: float | None, ages: list[tuple[str, float]]
+) -> None:
+    q = _queued("K1", action, "form", read_at)
+    assert lead_ages([Completion("K1", "h", kind)], {"K1": q}, 100.0) == ages
 
 
 # -- the figures: kept by the store ------------------------------------------------------------

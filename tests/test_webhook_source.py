@@ -8,7 +8,9 @@ tests' deadlines was pushed because its commit woke the push.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
 import socket
 import time
@@ -22,27 +24,14 @@ import pytest
 from syncd.core.signing import sign
 from syncd.simulators.faults import Faults
 from tests.conftest import Simulated, cli_env, run_cli
+from tests.support.configs import daemon_head, jodo_sink
+from tests.support.stores import drop_schema, new_schema, pg_url
 from tests.test_daemon import wait_until
 
 SECRET = "whsec-form-0123456789"
 DEADLINE_S = 60.0  # far below the 300 s push tick: only a wake-up delivers within it
 
-CONFIG = """\
-[state]
-path = "{state}"
-
-[log]
-level = "info"
-format = "json"
-
-[health]
-listen = "127.0.0.1:0"
-
-[run]
-shutdown_grace_s = 10
-sink_recheck_s = 1
-push_tick_s = 300
-
+SOURCE = """
 [[sources]]
 name = "form"
 kind = "webhook"
@@ -52,19 +41,9 @@ max_body_bytes = {max_body_bytes}
 max_backlog = {max_backlog}
 retry_after_s = 7
 
-[[sinks]]
-name = "jodo"
-kind = "jodo"
-url = "{url}/CustomerWebServices/handleCustomerWS"
-apikey = "env:TEST_JODO_APIKEY"
-servicekey = "VoiceProcess"
-media = 12
-updateparam = "crmuniquefield"
-dial_format = "00"
-batch_size = 50
-retry_base_s = 0.1
-retry_max_s = 0.5
+"""
 
+ROUTE = """
 [[routes]]
 source = "form"
 sink = "jodo"
@@ -88,12 +67,13 @@ def config(
     body_timeout_s: float = 10,
 ) -> Path:
     path = tmp_path / "syncd.toml"
-    text = CONFIG.format(
-        state=tmp_path / "state" / "state.db",
-        url=url,
-        max_body_bytes=max_body_bytes,
-        max_backlog=max_backlog,
-    ).replace("max_backlog = ", f"body_timeout_s = {body_timeout_s}\nmax_backlog = ", 1)
+    source = SOURCE.format(max_body_bytes=max_body_bytes, max_backlog=max_backlog)
+    text = (
+        daemon_head(tmp_path / "state" / "state.db")
+        + source.replace("max_backlog = ", f"body_timeout_s = {body_timeout_s}\nmax_backlog = ", 1)
+        + jodo_sink(url)
+        + ROUTE
+    )
     if bearer:
         text = text.replace("secret = ", "token = ", 1)
     path.write_text(text, encoding="utf-8")
@@ -389,3 +369,67 @@ def test_kill_9_right_after_a_202_loses_nothing(
     again, _ = started(path)
     wait_until(lambda: delivered(jodo, "C1"), DEADLINE_S, lambda: again.events[-15:])
     assert again.stop() == 0
+
+
+def test_the_time_from_post_to_dialer_is_a_histogram_by_source_and_sink_and_its_p50_p99_are_shown(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    path = config(tmp_path, jodo.url)
+    daemon, form = started(path)
+
+    assert form.post([lead(f"L{i}", f"98450123{i:02d}") for i in range(5)]).status_code == 202
+    wait_until(lambda: delivered(jodo, *(f"L{i}" for i in range(5))), DEADLINE_S)
+
+    def scraped() -> str:
+        return httpx.get(f"{daemon.base_url}/metrics", timeout=30).text
+
+    count = 'syncd_lead_latency_seconds_count{sink="jodo",source="form"} 5.0'
+    wait_until(lambda: count in scraped(), DEADLINE_S, lambda: daemon.events[-10:])
+    metrics = scraped()
+    # every one of them reached the dialer within the deadline it was waited for
+    assert 'syncd_lead_latency_seconds_bucket{le="60.0",sink="jodo",source="form"} 5.0' in metrics
+    status = run_cli("status", "--json", "-c", str(path), env=env())
+    assert status.returncode == 0, status.stderr
+    speed = json.loads(status.stdout)["speed_to_lead"]
+    [jodo_speed] = [s for s in speed if s["sink"] == "jodo"]
+    assert jodo_speed["leads"] == 5
+    assert 0 <= jodo_speed["p50_s"] <= jodo_speed["p99_s"] <= DEADLINE_S
+    text = run_cli("status", "-c", str(path), env=env()).stdout
+    assert "speed to lead" in text and "p99" in text, text
+    page = httpx.get(f"{daemon.base_url}/status", timeout=30).text
+    assert "Speed to lead" in page and "p99" in page
+    assert daemon.stop() == 0
+
+
+def test_any_replica_takes_a_post_and_the_lead_reaches_the_dialer_once_at_once(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any
+) -> None:
+    schema = new_schema()
+    path = config(tmp_path, jodo.url)
+    state = f'[state]\nurl = "{pg_url()}"\nschema_name = "{schema}"\n'
+    text = path.read_text(encoding="utf-8")
+    path.write_text(re.sub(r'\[state\]\npath = "[^"]*"\n', lambda _: state, text), "utf-8")
+    try:
+        replicas = [start_daemon(path, env()) for _ in range(2)]
+        for replica in replicas:
+            replica.wait_for("daemon.ready", timeout=60)
+        first, second = (Form(r) for r in replicas)
+
+        retried = json.dumps([lead("R1")]).encode()
+        headers = signed(retried)
+        assert second.raw(retried, headers).status_code == 202
+        wait_until(lambda: delivered(jodo, "R1"), DEADLINE_S, lambda: replicas[1].events[-10:])
+        assert first.post([lead("R2", "9845012399")]).status_code == 202
+        wait_until(lambda: delivered(jodo, "R2"), DEADLINE_S, lambda: replicas[0].events[-10:])
+
+        # the sender's retry reaches the other replica: no second lead either way
+        assert first.raw(retried, headers).status_code in (202, 409)
+        assert first.post([lead("R3", "9845012398")]).status_code == 202
+        wait_until(lambda: delivered(jodo, "R3"), DEADLINE_S, lambda: replicas[0].events[-10:])
+        assert jodo.sim.received() == {"R1": 1, "R2": 1, "R3": 1}
+        for replica in replicas:
+            assert replica.stop() == 0
+        first.http.close()
+        second.http.close()
+    finally:
+        asyncio.run(drop_schema(schema))

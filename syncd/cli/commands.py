@@ -181,6 +181,21 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--schema", help="a schema of its own in that database")
     copy.set_defaults(func=cmd_state_copy)
 
+    sql = sub.add_parser("sql", help="what a SQL CRM installs for syncd")
+    sql_sub = sql.add_subparsers(dest="sql_command", required=True)
+    trigger = sql_sub.add_parser(
+        "trigger",
+        help="print the PostgreSQL trigger that wakes a source's pull when its table changes",
+        description="Print SQL for the CRM's DBA: a statement-level trigger that NOTIFYs the "
+        "source's listen channel (empty payload: no lead data). syncd changes nothing itself.",
+    )
+    with_config(trigger)
+    trigger.add_argument("--source", required=True, help="the SQL source's name")
+    trigger.add_argument(
+        "--table", help="the table to watch (default: the one table the source's query reads)"
+    )
+    trigger.set_defaults(func=cmd_sql_trigger)
+
     from syncd.cli import gate_explain
 
     gate_explain.add_parser(sub)
@@ -436,6 +451,37 @@ def cmd_state_copy(args: argparse.Namespace) -> int:
         + f": {rows or 'nothing'}. Next: set [state] url (and schema_name) in the "
         "configuration of every replica and start them; a re-sync sends nothing new."
     )
+    return EXIT_OK
+
+
+def cmd_sql_trigger(args: argparse.Namespace) -> int:
+    from syncd.sources.sql import SqlSourceConfig
+    from syncd.sources.sql_trigger import TriggerError, default_channel, table_of, trigger_sql
+
+    settings = _settings(args, without_secrets=(*ALL_SECTIONS, "core"))
+    cfg = next((s for s in settings.sources if s.name == args.source), None)
+    if not isinstance(cfg, SqlSourceConfig):
+        sql_sources = [s.name for s in settings.sources if isinstance(s, SqlSourceConfig)]
+        raise ConfigError(
+            f"--source {args.source}: no SQL source of that name in the configuration"
+            f" (SQL sources: {', '.join(sql_sources) or 'none'})"
+        )
+    table = args.table or table_of(cfg.query)
+    if table is None:
+        raise ConfigError(
+            f"--source {cfg.name}: its query reads several tables (or none plainly);"
+            " name the one whose changes should wake the pull with --table"
+        )
+    channel = cfg.listen or default_channel(cfg.name)
+    try:
+        print(trigger_sql(cfg.name, channel, table), end="")
+    except TriggerError as exc:
+        raise ConfigError(f"--table: {exc}") from None
+    if not cfg.listen:
+        print(
+            f'note: source {cfg.name} does not listen yet: add listen = "{channel}" to it',
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

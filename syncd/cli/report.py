@@ -332,7 +332,7 @@ def _print(renderable: Any, out: Console) -> None:
 def recent_sections(status: dict[str, Any]) -> list[Section]:
     """Return what the status page shows beyond this instant: outcomes coming back, the
     sources and their inbox, the last runs, and the last 24 hours as sparklines."""
-    from syncd.daemon.charts import count, duration, sparkline
+    from syncd.daemon.charts import count, duration, lead_time, sparkline
 
     now = float(status.get("now") or time.time())
     sections: list[Section] = []
@@ -353,6 +353,16 @@ def recent_sections(status: dict[str, Any]) -> list[Section]:
                 ago(seen.get("polled_at")),
             )
         out.print(table)
+
+    def speed(out: Console) -> None:
+        for s in status["speed_to_lead"]:
+            out.print(
+                f"{s['sink']}: speed to lead {lead_time(s['p50_s'])} p50,"
+                f" {lead_time(s['p99_s'])} p99 over {s['leads']} leads since"
+                f" {when(s['since'])} (read to the dialer's yes)",
+                highlight=False,
+                markup=False,
+            )
 
     def sources(out: Console) -> None:
         table = Table(title="sources and inbox", title_justify="left")
@@ -404,6 +414,8 @@ def recent_sections(status: dict[str, Any]) -> list[Section]:
             table.add_row(escape(name), sparkline(values), "-" if top is None else fmt(top))
         out.print(table)
 
+    if status.get("speed_to_lead"):
+        sections.append(Section("speed to lead", 2, speed))
     if status.get("outcomes"):
         sections.append(Section("outcomes coming back", 2, outcomes))
     if status.get("sources"):

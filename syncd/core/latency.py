@@ -3,7 +3,10 @@
 A bucket is a quarter of a doubling wide (each bound 19 % above the last), so an hour
 of deliveries is a few dozen counts whatever their number, counts of two passes (or of
 two replicas) add up, and a quantile read back is within one bucket of the truth.
-Bucket 0 holds everything up to one second.
+Bucket 0 ends at one second; below it the buckets go on (negative numbers) down to
+about a millisecond, so a lead POSTed and pushed at once has a speed to lead that
+reads in tenths of a second (`MIN_BUCKET` holds everything up to 1 ms). Hours
+recorded before the sub-second buckets counted everything up to 1 s in bucket 0.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from collections.abc import Iterable, Mapping
 
 STEPS_PER_DOUBLING = 4
 MAX_BUCKET = 4 * 40  # 2**40 s: anything later is clamped (a clock gone wrong)
+MIN_BUCKET = -4 * 10  # 2**-10 s, about a millisecond: anything quicker is counted here
 
 
 def bucket(seconds: float) -> int:
     """Return the bucket of a duration: the smallest ``b`` with ``seconds <= upper(b)``."""
-    if not seconds > 1.0:  # also NaN and negative (a clock set back): the first bucket
-        return 0
+    if not seconds > upper(MIN_BUCKET):  # also NaN and negative (a clock set back)
+        return MIN_BUCKET
     b = math.ceil(math.log2(seconds) * STEPS_PER_DOUBLING - 1e-9)
-    return min(b, MAX_BUCKET)
+    return max(MIN_BUCKET, min(b, MAX_BUCKET))
 
 
 def upper(b: int) -> float:
@@ -31,7 +35,7 @@ def upper(b: int) -> float:
 
 def lower(b: int) -> float:
     """Return the duration bucket ``b`` starts after (0 for the first)."""
-    return 0.0 if b <= 0 else upper(b - 1)
+    return 0.0 if b <= MIN_BUCKET else upper(b - 1)
 
 
 def histogram(durations: Iterable[float]) -> dict[int, int]:

@@ -129,6 +129,10 @@ class QueuedLead:
     # The token of the claim that took it (fencing): its results, requeues and lease
     # renewals apply only while the lead still carries it. None: taken outside a claim.
     claim: str | None = None
+    # Where and when this version was read (the store's commit of it: a POST's receipt,
+    # a pull's chunk): the speed-to-lead histogram counts from there to the dialer.
+    source: str = ""
+    read_at: float | None = None
 
 
 class ResultKind(enum.StrEnum):

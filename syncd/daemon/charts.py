@@ -61,6 +61,16 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def lead_time(seconds: float | None) -> str:
+    """Return a speed to lead as status shows it: ``120 ms`` below a second, else
+    ``duration``'s; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return duration(seconds)
+
+
 def chart(
     title: str,
     labels: Sequence[str],

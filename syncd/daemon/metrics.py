@@ -34,6 +34,9 @@ SINK_STATES = tuple(cause.value for cause in SinkCause)
 SINK_DOWN = frozenset({SinkCause.UNREACHABLE, SinkCause.CONFIG_REFUSED, SinkCause.INTERNAL_ERROR})
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Speed to lead: sub-second for a POST woken push, minutes to hours for a scheduled
+# pull or a lead held for its calling window.
+LEAD_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
 
 
 class Metrics:
@@ -103,6 +106,14 @@ class Metrics:
             "Time one push call (one batch) took",
             ["sink"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lead_latency_s = Histogram(
+            "syncd_lead_latency_seconds",
+            "Time from a lead's receipt (a POST committed, a pull's chunk) to the dialer"
+            " accepting it",
+            ["source", "sink"],
+            buckets=LEAD_LATENCY_BUCKETS,
             registry=r,
         )
         self.logins = Counter(
@@ -295,6 +306,7 @@ class Metrics:
             self.rows_rejected.labels(source, sink)
             self.rows_enqueued.labels(source, sink)
             self.superseded.labels(source, sink)
+            self.lead_latency_s.labels(source, sink)
         for sink in sinks:
             for metric in (self.pushed, self.delivered, self.rejected, self.failed):
                 metric.labels(sink)
@@ -322,6 +334,9 @@ class Metrics:
 
     def push_latency(self, sink: str, seconds: float) -> None:
         self.latency.labels(sink).observe(seconds)
+
+    def lead_latency(self, source: str, sink: str, seconds: float) -> None:
+        self.lead_latency_s.labels(source, sink).observe(seconds)
 
     def push_results(self, sink: str, completions: Sequence[Completion]) -> None:
         self.pushed.labels(sink).inc(len(completions))

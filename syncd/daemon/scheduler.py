@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import Schedule, Settings, SourceConfig, WritebackConfig
 from syncd.core.summary import RunSummary, SinkCounts
+from syncd.daemon.crm_listen import CrmListeners
 from syncd.daemon.metrics import Metrics
 from syncd.daemon.webhook import Listeners
 from syncd.errors import ConfigError, StoreError, SyncdError
@@ -82,6 +83,8 @@ class Runtime:
         self.listeners = Listeners(  # the webhook sources
             settings, self.ingest, self.backlog, metrics.webhook_answered
         )
+        self.crm_listeners = CrmListeners(settings.sources, self.wake_pull)  # LISTEN/NOTIFY
+        self._repull: set[str] = set()
 
     # -- sinks -----------------------------------------------------------------
 
@@ -92,6 +95,7 @@ class Runtime:
         await self.engine.open()
         await self.engine.leadership.share_limits()
         await self.listeners.start()  # once the sinks are open: a POST's leads go out at once
+        await self.crm_listeners.start()
 
     async def recheck(self) -> None:
         """Open again every stopped sink whose wait is over; wake its push when it works."""
@@ -109,7 +113,11 @@ class Runtime:
     def warnings(self) -> list[str]:
         """Return what needs fixing although leads flow, one line per sink and warning."""
         said = self.engine.sinks.warnings().items()
-        return [f"{name}: {w}" for name, ws in said for w in ws] + self.engine.list_warnings()
+        return (
+            [f"{name}: {w}" for name, ws in said for w in ws]
+            + self.engine.list_warnings()
+            + self.crm_listeners.warnings()
+        )
 
     def failing(self, waiting: Mapping[str, int] | None = None) -> list[str]:
         """Return one line per sink that is stopped, unavailable or unreachable."""
@@ -270,6 +278,20 @@ class Runtime:
         with contextlib.suppress(JobLookupError):
             job.modify(next_run_time=when)
 
+    def wake_pull(self, source: str) -> None:
+        """Run the source's pull now (its CRM notified a change), or once more after the
+        one running: notifications during a pull fold into one pull after it."""
+        job_id = f"pull:{source}"
+        if self.draining.is_set():
+            return
+        if job_id in self._running:
+            self._repull.add(source)
+            return
+        job = self.scheduler.get_job(job_id)
+        if job is not None:
+            with contextlib.suppress(JobLookupError):
+                job.modify(next_run_time=datetime.now(UTC))
+
     # -- webhook sources ---------------------------------------------------------------
 
     async def ingest(self, cfg: WebhookSourceConfig, chunk: Chunk) -> ChunkWrite:
@@ -297,6 +319,13 @@ class Runtime:
     # -- jobs ----------------------------------------------------------------------
 
     async def _pull(self, cfg: SourceConfig) -> None:
+        while not self.draining.is_set():
+            self._repull.discard(cfg.name)
+            await self._pull_once(cfg)
+            if cfg.name not in self._repull:  # no await since: a notification cannot slip
+                return
+
+    async def _pull_once(self, cfg: SourceConfig) -> None:
         summary = RunSummary(new_run_id())
         started = self.engine.clock.time()
         meter = self.metrics.pull_meter(cfg.name, summary)
@@ -382,6 +411,7 @@ class Runtime:
         """Stop new work, let running jobs finish within ``grace_s``, cancel the rest; publish
         what the writebacks wrote. Return, by writeback, why it could not publish."""
         await self.listeners.stop()  # first: a POST answered 202 is committed before the store goes
+        await self.crm_listeners.stop()
         self.draining.set()
         for job_id in self.job_ids:
             with contextlib.suppress(JobLookupError):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.daemon.charts import Series, chart, count, duration
+from syncd.daemon.charts import Series, chart, count, duration, lead_time
 from syncd.run.status import sink_state_line, when
 
 REFRESH_S = 10
@@ -72,6 +72,7 @@ def render(data: PageData) -> str:
         _banner(data),
         _section("Dialers", _sinks(s.get("sinks") or {}, data.now)),
         _section("Leads by state", _counts(s.get("counts") or {}, s.get("oldest") or {}, data)),
+        _section("Speed to lead (this hour and the last)", _speed(s.get("speed_to_lead") or [])),
         _section("Outcomes coming back", _outcomes(s.get("outcomes") or {}, data.now)),
         _section("Sources and inbox", _sources(s.get("sources") or [], data.now)),
         _section("Last 24 hours (UTC)", _charts(s.get("charts") or {})),
@@ -218,6 +219,22 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
 
 def _ago(now: float, at: float | None) -> str:
     return f"{when(at)} ({max(now - at, 0):.0f} s ago)" if at else "-"
+
+
+def _speed(speeds: list[dict[str, Any]]) -> str:
+    """Per dialer: leads delivered and their time from read to the dialer's yes."""
+    if not speeds:
+        return "<p>No lead delivered in this hour or the last.</p>"
+    rows = [
+        [
+            _td(s.get("sink")),
+            _td(s.get("leads", 0), "n"),
+            _td(lead_time(s.get("p50_s")), "n"),
+            _td(lead_time(s.get("p99_s")), "n"),
+        ]
+        for s in speeds
+    ]
+    return _table(["dialer", "leads delivered", "p50", "p99"], rows, "speed")
 
 
 def _outcomes(outcomes: dict[str, dict[str, Any]], now: float) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -852,6 +852,7 @@ class Pusher:
             )
             completions = [c for c in completions if c.key not in stale]
         self._count(completions)
+        self._speed_to_lead(completions, by_key)
         gone = [
             c.key
             for c in completions
@@ -926,6 +927,19 @@ class Pusher:
             reply=reply,
         ).to_json()
 
+    def _speed_to_lead(
+        self, completions: Sequence[Completion], by_key: Mapping[str, QueuedLead]
+    ) -> None:
+        """Tell the observer how long each lead delivered took from its read (the store's
+        commit of its version: a POST's receipt, a pull's chunk) to the dialer's yes.
+        Removals are not leads reaching the dialer; a lead read before a clock step
+        back counts as 0 (``lead_ages``)."""
+        if self.observer is None:
+            return
+        now = self.clock.time()
+        for source, age in lead_ages(completions, by_key, now):
+            self.observer.lead_latency(source, self.sink.name, age)
+
     def _count(self, completions: list[Completion]) -> None:
         for c in completions:
             if c.kind is ResultKind.DELIVERED:
@@ -950,3 +964,18 @@ class Pusher:
             str(exc),
             claim=claim_of(batch),
         )
+
+
+def lead_ages(
+    completions: Sequence[Completion], by_key: Mapping[str, QueuedLead], now: float
+) -> list[tuple[str, float]]:
+    """Return (source, seconds from read to ``now``) of each lead ``completions`` delivered:
+    upserts only, of leads whose read time the claim returned."""
+    ages: list[tuple[str, float]] = []
+    for c in completions:
+        q = by_key.get(c.key)
+        if c.kind is not ResultKind.DELIVERED or q is None or q.action is Action.DELETE:
+            continue
+        if q.read_at is not None:
+            ages.append((q.source or "unknown", max(0.0, now - q.read_at)))
+    return ages

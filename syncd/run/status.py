@@ -51,14 +51,15 @@ async def history(settings: Settings, store: StateStore) -> dict[str, Any]:
     Counts and times only (and file names): the page may be read without a token.
     """
     now = store.clock.time()
+    sinks = [s.name for s in settings.sinks]
+    stats = await store.stats_since(now - HISTORY_S)
     return {
         "now": now,
         "outcomes": await outcome_status(settings, store, now),
         "sources": await source_status(settings, store),
         "runs": [run_figures(r) for r in await store.recent_runs(RUNS_SHOWN)],
-        "charts": chart_series(
-            [s.name for s in settings.sinks], await store.stats_since(now - HISTORY_S), now
-        ),
+        "charts": chart_series(sinks, stats, now),
+        "speed_to_lead": speed_to_lead(sinks, stats, now),
     }
 
 
@@ -215,6 +216,40 @@ def chart_series(
         "latency_p50": [latency.quantile(h, 0.5) for h in spread],
         "latency_p90": [latency.quantile(h, 0.9) for h in spread],
     }
+
+
+SPEED_HOURS = 2  # speed to lead over this hour and the last: an hour's worth at least
+
+
+def speed_to_lead(
+    sinks: list[str], rows: list[tuple[str, float, str, int, int]], now: float
+) -> list[dict[str, Any]]:
+    """Return per sink that delivered leads in this hour or the last how many it
+    delivered and the median and 99th percentile of their time from read (a POST's
+    receipt, a pull's chunk) to the dialer, in seconds; read from the stats the pushes
+    of every replica add to, so `syncd status` shows it without the daemon."""
+    from syncd.core import latency
+    from syncd.state.base import STATS_BUCKET_S, stats_hour
+
+    since = stats_hour(now) - STATS_BUCKET_S * (SPEED_HOURS - 1)
+    spread: dict[str, dict[int, int]] = {}
+    for sink, at, metric, bucket, n in rows:
+        if metric == "latency" and at >= since:
+            counts = spread.setdefault(sink, {})
+            counts[bucket] = counts.get(bucket, 0) + n
+    found = []
+    for sink in sorted(spread, key=lambda s: (s not in sinks, s)):
+        counts = spread[sink]
+        found.append(
+            {
+                "sink": sink,
+                "since": since,
+                "leads": sum(counts.values()),
+                "p50_s": latency.quantile(counts, 0.5),
+                "p99_s": latency.quantile(counts, 0.99),
+            }
+        )
+    return found
 
 
 async def dnc_list_status(settings: Settings, store: StateStore) -> list[dict[str, Any]]:

@@ -41,10 +41,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import SourceConfig
 from syncd.core.model import Reject
-from syncd.crm_db import bind_names, check_url, describe_db_error, make_engine
+from syncd.crm_db import async_url, bind_names, check_url, describe_db_error, make_engine
 from syncd.errors import CheckFailed
-from syncd.secrets import Secret
+from syncd.secrets import UNSET, Secret
 from syncd.sources.base import Chunk
+from syncd.sources.sql_trigger import CHANNEL
 
 log = structlog.get_logger("syncd.source.sql")
 
@@ -120,6 +121,9 @@ class SqlSourceConfig(SourceConfig):
     page_size: int = Field(5000, ge=1, le=100_000)
     bytes_encoding: str = "utf-8"  # for BLOB/VARBINARY/bytea columns
     timeout_s: float = Field(30.0, gt=0)
+    # A PostgreSQL channel the CRM's trigger NOTIFYs (`syncd sql trigger` prints it): the
+    # daemon pulls at once when it fires; the schedule stays the backstop.
+    listen: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -147,6 +151,26 @@ class SqlSourceConfig(SourceConfig):
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}") from None
         return value
+
+    @field_validator("listen")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not CHANNEL.match(value):
+            raise ValueError(
+                f"{value!r} is not a channel name: lower-case letters, digits and _,"
+                " starting with a letter or _, at most 63"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _listens_on_postgresql(self) -> SqlSourceConfig:
+        url = self.url.get_secret_value()
+        if self.listen and url != UNSET and async_url(url).get_backend_name() != "postgresql":
+            raise ValueError(
+                "listen works with a PostgreSQL CRM only (LISTEN/NOTIFY); for MySQL or"
+                " MariaDB give the source a short schedule interval_s instead"
+            )
+        return self
 
     @model_validator(mode="after")
     def _parameters(self) -> SqlSourceConfig:

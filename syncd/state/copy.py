@@ -29,7 +29,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "sink", "key", "hash", "raw_hash", "lead_json", "action", "state", "attempts",
         "next_at", "lease_until", "last_error", "vendor_ref", "delivered_hash", "origin",
         "line", "run_id", "klass", "created_at", "updated_at", "delivered_at", "waits_for",
-        "dial_until",
+        "dial_until", "source",
     ),
     "rejects": ("id", "run_id", "source", "sink", "origin", "line", "key", "reason", "row_json",
                 "created_at", "facts"),

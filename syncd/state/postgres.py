@@ -647,7 +647,8 @@ class PostgresStore(SqliteStore):
                 UPDATE leads SET state = 'inflight', lease_holder = ?, claim_token = ?,
                     lease_until = {NOW} + CAST(? AS DOUBLE PRECISION), attempts = attempts + 1
                 WHERE leads.sink = ? AND leads.key = ANY(ARRAY(SELECT key FROM picked))
-                RETURNING leads.key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
+                RETURNING leads.key, hash, action, lead_json, attempts, vendor_ref, delivered_hash,
+                    source, updated_at
                 """,
                 (sink, limit, sink, now, limit, limit, self.holder, token, float(lease_s), sink),
             )

@@ -565,8 +565,9 @@ class SqliteStore:
                 await db.executemany(
                     """
                     INSERT INTO leads (sink, key, hash, raw_hash, lead_json, action, state,
-                        attempts, next_at, origin, line, run_id, klass, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?)
+                        attempts, next_at, origin, line, run_id, klass, created_at, updated_at,
+                        source)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (sink, key) DO UPDATE SET
                         hash = excluded.hash, raw_hash = excluded.raw_hash,
                         lead_json = excluded.lead_json, action = excluded.action,
@@ -579,7 +580,7 @@ class SqliteStore:
                                           ELSE leads.dial_until END,
                         origin = excluded.origin, line = excluded.line,
                         run_id = excluded.run_id, klass = excluded.klass,
-                        updated_at = excluded.updated_at
+                        updated_at = excluded.updated_at, source = excluded.source
                     """,
                     [
                         (
@@ -596,6 +597,7 @@ class SqliteStore:
                             w.klass,
                             now,
                             now,
+                            chunk.source,
                         )
                         for w in enqueue
                     ],
@@ -699,7 +701,8 @@ class SqliteStore:
                 WHERE sink = ? AND key IN (
                     SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
                     ORDER BY next_at, key LIMIT ?)
-                RETURNING key, hash, action, lead_json, attempts, vendor_ref, delivered_hash
+                RETURNING key, hash, action, lead_json, attempts, vendor_ref, delivered_hash,
+                    source, updated_at
                 """,
                 (now + lease_s, token, sink, sink, now, limit),
             )
@@ -1964,7 +1967,8 @@ def queued_leads(
     sink: str, rows: Iterable[Sequence[Any]], claim: str | None = None
 ) -> list[QueuedLead]:
     """Return claimed rows (key, hash, action, lead_json, attempts, vendor_ref,
-    delivered_hash) as the push takes them, in key order, under ``claim``'s token."""
+    delivered_hash[, source, updated_at]) as the push takes them, in key order, under
+    ``claim``'s token."""
     batch = [
         QueuedLead(
             sink=sink,
@@ -1976,6 +1980,8 @@ def queued_leads(
             vendor_ref=r[5],
             delivered_hash=r[6],
             claim=claim,
+            source=str(r[7] or "") if len(r) > 7 else "",
+            read_at=float(r[8]) if len(r) > 8 and r[8] is not None else None,
         )
         for r in rows
     ]
