@@ -167,7 +167,7 @@ def measured(cmd: list[str], env: dict[str, str], sim_pid: int) -> Measured:
     result = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     sim_cpu = cpu_seconds(sim_pid) - sim_before
     for line in result.stdout.splitlines()[:-1]:
-        if line.startswith("accounting") or "crm->" in line or "jodo " in line:
+        if line.startswith(("accounting", "refused before")) or "crm->" in line or "jodo " in line:
             print("   ", line.rstrip())
     phases = [json.loads(line) for line in result.stderr.splitlines() if '"run.phase"' in line]
     stages = ", ".join(f"{p['phase']} {p['seconds']:.1f}s" for p in phases)
@@ -239,6 +239,12 @@ def main() -> None:
     )
     parser.add_argument("--gate", action="store_true", help="with the safety gate's checks on")
     parser.add_argument(
+        "--invalid",
+        type=float,
+        default=0.02,
+        help="share of rows with an unreadable number (refused; a re-sync refuses them again)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="write cProfile stats of each run into this folder"
     )
     parser.add_argument(
@@ -275,8 +281,8 @@ def main() -> None:
         )
         n = args.leads
         t = time.perf_counter()
-        generate(n, work / "day1.csv")
-        generate(n, work / "day2.csv", change=0.01, new=0.005)
+        generate(n, work / "day1.csv", invalid=args.invalid)
+        generate(n, work / "day2.csv", change=0.01, new=0.005, invalid=args.invalid)
         print(
             f"generated {n:,} leads (+ a re-export) in {time.perf_counter() - t:.1f}s; "
             f"{(work / 'day2.csv').stat().st_size / 1e6:.0f} MB per file"

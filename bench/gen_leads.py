@@ -2,6 +2,7 @@
 
 python bench/gen_leads.py 1000000 leads.csv [--seed 1]
 python bench/gen_leads.py 1000000 day2.csv --change 0.01 --new 0.005   # a re-export
+python bench/gen_leads.py 200000 leads.csv --invalid 0.2   # a fifth of the numbers unreadable
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ LAST = ["Sharma", "Patel", "Iyer", "Khan", "Reddy", "Das", "Nair", "Gupta", "Meh
 CITIES = ["Mumbai", "Pune", "Delhi", "Chennai", "Kolkata", "Bengaluru"]
 
 
-def phone(rng: random.Random, i: int) -> str:
+def phone(rng: random.Random, i: int, invalid: float = 0.02) -> str:
     digits = f"9{(i * 7919 + 1234567) % 10**9:09d}"
     style = rng.random()
-    if style < 0.02:
+    if style < invalid:
         return rng.choice(["12345", "n/a", "", "+91 99"])  # invalid
     if style < 0.40:
         return digits
@@ -41,14 +42,14 @@ def phone(rng: random.Random, i: int) -> str:
     return f"0{digits}"
 
 
-def row(rng: random.Random, i: int, variant: int = 0) -> list[str]:
+def row(rng: random.Random, i: int, variant: int = 0, invalid: float = 0.02) -> list[str]:
     first, last = FIRST[i % 10], LAST[(i // 10) % 10]
     callback = f"2026-12-{1 + i % 27:02d} {9 + i % 9:02d}:00:00" if i % 5 == 0 else ""
     return [
         f"L{i:08d}",
         first,
         last if not variant else f"{last}-{variant}",
-        phone(rng, i),
+        phone(rng, i, invalid),
         "",
         f"{first.lower()}.{i}@example.com",
         CITIES[i % 6],
@@ -57,7 +58,17 @@ def row(rng: random.Random, i: int, variant: int = 0) -> list[str]:
     ]
 
 
-def generate(n: int, path: Path, *, seed: int = 1, change: float = 0.0, new: float = 0.0) -> None:
+def generate(
+    n: int,
+    path: Path,
+    *,
+    seed: int = 1,
+    change: float = 0.0,
+    new: float = 0.0,
+    invalid: float = 0.02,
+) -> None:
+    """Write the leads; ``invalid``: the share of unreadable numbers (under 0.4: the rest
+    keep their formats' shares)."""
     rng = random.Random(seed)
     change_rng = random.Random(seed + 1)
     part = path.with_name(path.name + ".part")
@@ -65,12 +76,13 @@ def generate(n: int, path: Path, *, seed: int = 1, change: float = 0.0, new: flo
         writer = csv.writer(fh)
         writer.writerow(HEADER)
         for i in range(n):
-            values = row(rng, i, variant=1 if change and change_rng.random() < change else 0)
+            variant = 1 if change and change_rng.random() < change else 0
+            values = row(rng, i, variant, invalid)
             writer.writerow(values)
             if i % 200 == 0:  # the CRM exported about 0.5% twice
                 writer.writerow(values)
         for j in range(int(n * new)):
-            writer.writerow(row(rng, n + j))
+            writer.writerow(row(rng, n + j, invalid=invalid))
     part.rename(path)
 
 
@@ -81,8 +93,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--change", type=float, default=0.0)
     parser.add_argument("--new", type=float, default=0.0)
+    parser.add_argument("--invalid", type=float, default=0.02, help="share of unreadable numbers")
     args = parser.parse_args()
-    generate(args.n, args.path, seed=args.seed, change=args.change, new=args.new)
+    generate(
+        args.n, args.path, seed=args.seed, change=args.change, new=args.new, invalid=args.invalid
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ RELEASED: dict[str, str] = {
     "sqlite/0009_leads_claim_token.sql": "3c1f2cccd4bd3c158e87e11e1c73fd5e1033ff7ca4a2f0e483eb7ca07029510b",
     "sqlite/0010_stats.sql": "4aedeaf17e7f569aebfd133b994b4ee142a363069044807d9d7aadfc16b83fcc",
     "sqlite/0011_leads_source.sql": "b8c06a8609f77792b4034175b4b9fd1a73f0e900d883d5d599b9e01da4b68585",
+    "sqlite/0012_refused.sql": "e3a71d3e7b58cb3c9782b0124d5fde07faa6937995f47728f10869e56fc27e21",
     "postgres/0001_initial.sql": "57547165a7a98e5cae6f4488fef62a9cc4a0470c540088972255d797c491eadf",
     "postgres/0002_leads_waits_for.sql": "6125d66944bf732b91ae3153ea7573c7f131f09ffe91b8d8f43d6acb388946de",
     "postgres/0003_audit_facts.sql": "f2b454fdaa9dcc5278c079d2c41e6674ecc04ac6651c6871ccc700a7e10dcc4d",
@@ -51,6 +52,7 @@ RELEASED: dict[str, str] = {
     "postgres/0010_stats.sql": "44e6e8147e6dd7e4afbdf64b3e849ca8802c4884ecc0ad1f265f63f2aa590cee",
     "postgres/0011_leads_removals_index.sql": "7b3df93c0f19eaf86ca5653b7cd071f841c106f83cd5d4200447a6e7605d744f",
     "postgres/0012_leads_source.sql": "b8c06a8609f77792b4034175b4b9fd1a73f0e900d883d5d599b9e01da4b68585",
+    "postgres/0013_refused.sql": "32f311bbef55f7f62f36e0828630956b356d14c6b17214c207bedf2551aa37a2",
 }
 
 

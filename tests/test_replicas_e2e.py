@@ -272,6 +272,8 @@ def test_a_sqlite_store_copied_to_postgresql_resyncs_without_sending_anything(
     assert resync.returncode == 0, resync.stderr
     assert sim.requests["ImportProcessData"] == pushed  # nothing sent again
     assert "unchanged" in resync.stdout
+    # the refused row's memory came along: it is refused again without being mapped
+    assert "refused before on crm->jodo: 1 of the rejected rows" in resync.stdout
     assert status.returncode == 0 and "300" in status.stdout
 
 

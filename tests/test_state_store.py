@@ -12,6 +12,7 @@ import pytest
 
 from syncd.core.feed import FeedCounts
 from syncd.core.model import Action, LeadWrite, Outcome, Reject, ResultKind
+from syncd.core.refusals import Refusal
 from syncd.state.base import (
     CLOSED,
     RETURNING,
@@ -131,6 +132,30 @@ async def test_a_resync_lookup_returns_only_new_changed_and_same_file_keys(
     assert edited is not None and edited.raw_hash == "raw-EDITED" and edited.hash == "h"
     assert set(in_day1) == {"LATER"} and in_day1["LATER"] is not None
     assert in_day1["LATER"].line == 4
+
+
+async def test_a_refusal_is_remembered_per_sink_and_key_replaced_and_pruned_with_rejects(
+    store: SqliteStore,
+) -> None:
+    first = ChunkWrite("run1", "crm", "day1.csv")
+    first.refused = [
+        ("jodo", Refusal("B1", "raw-1", "fp", "invalid phone '12345' in column 'phone'")),
+        ("jodo", Refusal("B2", "raw-2", "fp", "blocked (dnc_crm): the CRM marks it", "{}", True)),
+        ("ameyo", Refusal("B1", "raw-9", "fp", "missing phone")),
+    ]
+    await store.apply_chunk(first)
+    later = ChunkWrite("run2", "crm", "day2.csv")
+    later.refused = [("jodo", Refusal("B1", "raw-1b", "fp2", "invalid phone '1'"))]
+    await store.apply_chunk(later)
+
+    found = await store.refusals("jodo", ["B1", "B2", "NOPE"])
+    assert found == {
+        "B1": Refusal("B1", "raw-1b", "fp2", "invalid phone '1'"),
+        "B2": Refusal("B2", "raw-2", "fp", "blocked (dnc_crm): the CRM marks it", "{}", True),
+    }
+    assert set(await store.refusals("ameyo", ["B1", "B2"])) == {"B1"}
+    await store.prune({"rejects": -3600})  # everything is older than an hour ahead
+    assert await store.refusals("jodo", ["B1", "B2"]) == {}
 
 
 async def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(

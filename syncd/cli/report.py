@@ -68,6 +68,11 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             f"delivered + refused + failed + pending + held: {mark}"
         )
     for name, rc in summary.routes.items():
+        if rc.refused_before:
+            out.print(
+                f"refused before on {name}: {rc.refused_before} of the rejected rows, unchanged "
+                f"since, refused again without mapping ({rc.mapped} rows mapped)"
+            )
         if rc.blocked:
             codes = ", ".join(f"{code} {n}" for code, n in sorted(rc.blocked.items()))
             out.print(f"blocked by the safety gate on {name}: {codes} (see syncd rejects)")

@@ -27,6 +27,12 @@ class RouteCounts:
     # versions enqueued before that left the outbox unsent, replaced or taken back by a
     # row of this run (not a bucket of the rows read: see ChunkPlan.superseded)
     superseded: int = 0
+    # rows handed to mapping and phone validation (not a bucket: the rest were settled
+    # by their raw hash, as unchanged or as refused before)
+    mapped: int = 0
+    # of the rejected: refused before with the same raw content and fingerprint, refused
+    # again from memory without mapping (syncd.core.refusals)
+    refused_before: int = 0
 
     def add(self, bucket: str, n: int = 1) -> None:
         setattr(self, bucket, getattr(self, bucket) + n)

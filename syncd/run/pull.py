@@ -34,10 +34,17 @@ from syncd.core.mapping import (
 )
 from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
-from syncd.core.reconcile import latest_rows, plan_chunk, triage
+from syncd.core.reconcile import RowReject, latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError
 from syncd.run.dnc_lists import version_labels
+from syncd.run.refused import (
+    chunk_fingerprint,
+    environment,
+    recall_refused,
+    refuse_again,
+    remember,
+)
 from syncd.run.window import unmarked
 from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
@@ -116,7 +123,8 @@ class Puller:
         self.clock = clock  # the run's: consent ages against it when rows are mapped
         self._pool: ProcessPoolExecutor | None = None
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
-        choose_phone_backend(settings)
+        # what decides a refusal besides the row and its route (syncd.run.refused)
+        self._environment = environment(choose_phone_backend(settings).name)
 
     async def pull_all(self, *, full: bool = False) -> None:
         for cfg in self.settings.sources:
@@ -187,7 +195,9 @@ class Puller:
         sample.discard("")
         if not sample:
             return False
-        known = await self.store.lookup(route.sink, list(sample))
+        known = set(await self.store.lookup(route.sink, list(sample)))
+        if len(known) * 2 < len(sample):  # keys refused before are known too
+            known.update(await self.store.refusals(route.sink, sorted(sample - known)))
         return len(known) * 2 < len(sample)
 
     async def _chunk(
@@ -270,17 +280,29 @@ class Puller:
         first = triage(
             chunk.rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
         )
+        again: list[RowReject] = []
+        fp = chunk_fingerprint(self._environment, chunk.header)
+        if isinstance(mapper, Mapper):  # rows refused before, unchanged: not mapped again
+            first.to_map, settled = await recall_refused(
+                self.store, sink, first.to_map, key_col, raw_hashes, stored, fp
+            )
+            again = refuse_again(settled, counts)
         by_line = dict(first.to_map)
         if isinstance(mapper, AgentMapper):
             mapped = mapper.map_rows(first.to_map)
+            counts.mapped += len(first.to_map)
         elif speculative is not None:
             mapped = [row for row in await speculative if row[0] in by_line]
+            counts.mapped += len(chunk.rows)  # the whole chunk went, ahead of the lookup
         else:
             assert isinstance(route, RouteConfig)
             mapped = await self._normalize(route, chunk, first.to_map)
+            counts.mapped += len(first.to_map)
         if isinstance(mapper, Mapper) and mapper.policy and mapper.policy.dnc_lists:
             mapped, kept = await self._against_lists(mapper, mapper.policy.dnc_lists, mapped)
             _keep_blocked(write, sink, mapped, kept, raw_hashes)
+        if isinstance(mapper, Mapper):
+            remember(write, sink, mapped, by_line, key_col, raw_hashes, fp)
         plan = plan_chunk(
             mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
         )
@@ -292,7 +314,7 @@ class Puller:
             counts.blocked[code] = counts.blocked.get(code, 0) + n
         self.summary.sink(sink).carried -= plan.carried_requeued
         counts.superseded += plan.superseded
-        for r in [*first.rejects, *plan.rejects]:
+        for r in [*first.rejects, *again, *plan.rejects]:
             reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key, r.facts)
             write.rejects.append((sink, reject))
         write.leads.setdefault(sink, []).extend(plan.writes)

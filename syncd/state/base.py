@@ -23,6 +23,7 @@ from syncd.core.model import (
     StoredLead,
 )
 from syncd.core.numbers import Holder
+from syncd.core.refusals import Refusal
 
 
 @dataclass(slots=True)
@@ -48,6 +49,8 @@ class ChunkWrite:
     # Leads blocked by a list, kept so they come back when their numbers leave it
     dnc_blocked: list[BlockedLead] = field(default_factory=list)
     dnc_unblocked: list[tuple[str, str]] = field(default_factory=list)  # (sink, key): not now
+    # Refusals remembered (sink, refusal): a row read again unchanged is refused from them
+    refused: list[tuple[str, Refusal]] = field(default_factory=list)
     # sink, key, kind, detail, facts (the audit's facts of a gate decision, or "")
     events: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
@@ -212,6 +215,11 @@ class StateStore(Protocol):
         A key is left out when its stored lead came from a byte-identical row of
         another file: it is unchanged. Unknown keys map to None.
         """
+        ...
+
+    async def refusals(self, sink: str, keys: Sequence[str]) -> dict[str, Refusal]:
+        """Return the remembered refusal of each of ``keys`` that has one (the last; see
+        ``syncd.core.refusals``): whether it still holds is the caller's to decide."""
         ...
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None: ...

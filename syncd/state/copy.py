@@ -50,6 +50,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                      "loaded_at", "file_date", "sha256"),
     "dnc_blocked": ("sink", "key", "list", "hash", "raw_hash", "lead_json", "blocked_at"),
     "stats": ("sink", "at", "metric", "bucket", "n"),
+    "refused": ("sink", "key", "raw_hash", "fingerprint", "blocked", "reason", "facts",
+                "refused_at"),
 }  # fmt: skip
 IDENTITY = ("rejects", "events")  # their ids carry on from the copied ones
 PAGE = 5000

@@ -35,6 +35,7 @@ from syncd.core.model import (
     consent_text,
 )
 from syncd.core.numbers import Holder
+from syncd.core.refusals import Refusal
 from syncd.core.window_hold import WINDOW_CODE
 from syncd.errors import StoreError
 from syncd.state import migrations
@@ -371,6 +372,8 @@ class SqliteStore:
                     cur = await db.execute("DELETE FROM stats WHERE at < ?", (cutoff,))
                     done[kind] = cur.rowcount
                 continue
+            if kind == "rejects":  # what is remembered of refused rows goes with them
+                await self._prune_refused(cutoff, batch)
             table, column, key = _PRUNABLE[kind]
             newest = (
                 f" AND {key} != (SELECT {key} FROM {table} ORDER BY {column} DESC LIMIT 1)"
@@ -395,6 +398,20 @@ class SqliteStore:
         # lead withdrawn) are given back too, and a pass with no free page costs a query.
         await self._reclaim_space()
         return done
+
+    async def _prune_refused(self, cutoff: float, batch: int) -> None:
+        """Forget refusals older than the rejects kept: such a row is only mapped again."""
+        while True:
+            async with self._tx() as db:
+                cur = await db.execute(
+                    "DELETE FROM refused WHERE (sink, key) IN (SELECT sink, key FROM refused"
+                    " WHERE refused_at < ? LIMIT ?)",
+                    (cutoff, batch),
+                )
+                deleted = cur.rowcount
+            if deleted < batch:
+                return
+            await asyncio.sleep(0)
 
     async def _pages(self) -> tuple[int, int]:
         """Return the store's (page_count, freelist_count)."""
@@ -485,22 +502,27 @@ class SqliteStore:
 
     # -- reconcile ---------------------------------------------------------
 
-    async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]:
-        found: dict[str, StoredLead] = {}
+    async def _by_keys(self, select: str, sink: str, keys: Sequence[str]) -> list[Any]:
+        """Return the rows of ``select`` + `` WHERE sink = ? AND key IN (…)`` for ``keys``."""
+        out: list[Any] = []
         async with self._lock:
             for start in range(0, len(keys), _CHUNK):
                 part = list(keys[start : start + _CHUNK])
                 marks = ",".join("?" * len(part))
                 # One hop to the database thread per part, not one per few rows.
-                rows = await self.db.execute_fetchall(
-                    "SELECT key, hash, raw_hash, state, origin, line, run_id, klass,"
-                    " delivered_hash IS NOT NULL FROM leads "
-                    f"WHERE sink = ? AND key IN ({marks})",
-                    (sink, *part),
+                out += await self.db.execute_fetchall(
+                    f"{select} WHERE sink = ? AND key IN ({marks})", (sink, *part)
                 )
-                for row in rows:
-                    found[row[0]] = StoredLead(*row[1:])
-        return found
+        return out
+
+    async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]:
+        rows = await self._by_keys(
+            "SELECT key, hash, raw_hash, state, origin, line, run_id, klass,"
+            " delivered_hash IS NOT NULL FROM leads",
+            sink,
+            keys,
+        )
+        return {row[0]: StoredLead(*row[1:]) for row in rows}
 
     async def lookup_changed(
         self, sink: str, rows: Sequence[tuple[str, str]], origin: str
@@ -524,6 +546,15 @@ class SqliteStore:
                 for row in result:
                     found[row[0]] = None if row[1] else StoredLead(*row[2:])
         return found
+
+    async def refusals(self, sink: str, keys: Sequence[str]) -> dict[str, Refusal]:
+        rows = await self._by_keys(
+            "SELECT key, raw_hash, fingerprint, reason, facts, blocked FROM refused", sink, keys
+        )
+        return {
+            key: Refusal(key, raw, fp, reason, facts or "", bool(blocked))
+            for key, raw, fp, reason, facts, blocked in rows
+        }
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None:
         now = self.clock.time()
@@ -599,6 +630,18 @@ class SqliteStore:
                     for sink, r in chunk.rejects
                 ],
             )
+            await db.executemany(
+                "INSERT INTO refused (sink, key, raw_hash, fingerprint, blocked, reason, facts,"
+                " refused_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, key) DO UPDATE"
+                " SET raw_hash = excluded.raw_hash, fingerprint = excluded.fingerprint,"
+                " blocked = excluded.blocked, reason = excluded.reason, facts = excluded.facts,"
+                " refused_at = excluded.refused_at",
+                [
+                    (sink, r.key, r.raw_hash, r.fingerprint, int(r.blocked),
+                     _storable(r.reason), r.facts or None, now)
+                    for sink, r in chunk.refused
+                ],
+            )  # fmt: skip
             if chunk.dnc:
                 await db.executemany(
                     "INSERT INTO dnc_numbers (list, number, origin, added_at)"
