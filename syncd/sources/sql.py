@@ -41,6 +41,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy import text
@@ -61,6 +62,17 @@ log = structlog.get_logger("syncd.source.sql")
 RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]]
 ParamValue = str | int | float | bool
 RESERVED_PREFIX = "syncd_"
+# What asyncpg raises while a server-side cursor fetches: SQLAlchemy translates the
+# statement's errors, not the cursor's, so these reach the source as they are.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# Of those, the ones that mean the connection is gone (killed, server restarting; a
+# termination that arrives between two fetches leaves the protocol in a state it refuses).
+_DRIVER_DROPS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+)
 ALIAS = "syncd_src"
 
 # ---------------------------------------------------------------------------
@@ -469,7 +481,7 @@ class SqlSource:
                 yield chunk
         except HeaderProblem as exc:
             yield Chunk(self._origin, (), [], failed=str(exc))
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError, *DRIVER_ERRORS) as exc:
             reason = f"cannot read the database: {describe_db_error(exc, self.config.url)}"
             yield Chunk(self._origin, (), [], failed=reason)
         else:
@@ -650,9 +662,9 @@ class SqlSource:
                 async for page in self._statement(where, order, params, paged=paged):
                     last, retried = page, False
                     yield page
-            except DBAPIError as exc:
+            except (DBAPIError, *DRIVER_ERRORS) as exc:
                 # A connection the server dropped: one fresh try from the last row read.
-                if retried or not exc.connection_invalidated:
+                if retried or not dropped(exc):
                     raise
                 retried = True
                 log.info("source.stream.reopened", source=self.name, after_rows=self._line)
@@ -772,6 +784,13 @@ class SqlSource:
                 if column in self.required_columns and not problem:
                     problem = f"column {column!r} is {exc}"
         return values, problem
+
+
+def dropped(exc: BaseException) -> bool:
+    """Return True when a read failed because its connection is gone."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, _DRIVER_DROPS)
 
 
 def header_problem(
