@@ -12,9 +12,8 @@ import json
 import signal
 import sqlite3
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from syncd.sources.sql import Position
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import ROOT, Simulated, cli_env, database_url, run_cli
+from tests.test_dnc_lists import wait_for
 
 ROWS = 50_000
 PER_MINUTE = 5_000  # rows sharing one modified_at value
@@ -305,7 +305,7 @@ async def test_a_pull_killed_between_chunks_resumes_after_the_last_committed_one
     state = tmp_path / "state" / "state.db"
     try:
         # --once pulls everything before it pushes: killed here, the dialer has nothing yet.
-        await asyncio.to_thread(_wait_for, lambda: _committed_leads(state) >= 6000)
+        await asyncio.to_thread(wait_for, lambda: _committed_leads(state) >= 6000)
     finally:
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
@@ -333,12 +333,3 @@ def _committed_leads(state: Path) -> int:
             return int(conn.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
     except sqlite3.Error:
         return 0
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
