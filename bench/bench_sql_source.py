@@ -252,6 +252,7 @@ class Run:
     rc: int
     stages: dict[str, float]
     rows_read: int
+    statements: int = 0  # sent to the CRM (the source-alone read counts them)
 
     def line(self, label: str) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stages.items())
@@ -274,7 +275,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> Run:
         [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
     )
     stages: dict[str, float] = {}
-    rows = 0
+    rows = statements = 0
     for line in done.stderr.splitlines() + done.stdout.splitlines()[:-1]:
         if not line.startswith("{"):
             continue
@@ -286,12 +287,13 @@ def measure(cmd: list[str], env: dict[str, str]) -> Run:
             stages[event["phase"]] = float(event["seconds"])
         elif event.get("event") in ("source.pull.finished", "prototype.finished"):
             rows += int(event.get("rows", 0))
+            statements += int(event.get("statements", 0))
         elif event.get("event") == "prototype.stage":
             stages[event["stage"]] = float(event["seconds"])
     wall, rss, rc, cpu = done.stdout.splitlines()[-1].split()
     if int(rc):
         print(done.stderr[-3000:], file=sys.stderr)
-    return Run(float(wall), float(cpu), int(rss) / 1024, int(rc), stages, rows)
+    return Run(float(wall), float(cpu), int(rss) / 1024, int(rc), stages, rows, statements)
 
 
 # -- the minimal prototype ---------------------------------------------------------------------
@@ -435,6 +437,43 @@ async def prototype(args: dict[str, Any]) -> None:
     print(json.dumps({"event": "prototype.finished", "rows": rows_read, "pushed": pushed}))
 
 
+async def source_read(args: dict[str, Any]) -> None:
+    """Read every row through syncd's SqlSource alone (no mapping, no store): the source's
+    own cost, and how many statements it sent the database."""
+    from sqlalchemy import event
+
+    from syncd.sources.sql import SqlSource, SqlSourceConfig
+
+    config = SqlSourceConfig(
+        name="crm",
+        url=args["url"],
+        query=args["query"],
+        key_column=args["key"],
+        cursor_column=args["cursor"],
+        page_size=args["page_size"],
+    )
+    source = SqlSource(config)
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(source.engine().sync_engine, "before_cursor_execute", count)
+    started = time.perf_counter()
+    rows = 0
+    try:
+        async for chunk in source.chunks(None, full=True):
+            if chunk.failed:
+                raise SystemExit(chunk.failed)
+            rows += chunk.rows_read
+    finally:
+        await source.close()
+    seconds = round(time.perf_counter() - started, 3)
+    print(json.dumps({"event": "prototype.stage", "stage": "read", "seconds": seconds}))
+    print(json.dumps({"event": "prototype.finished", "rows": rows, "statements": statements}))
+
+
 # -- the sitting -----------------------------------------------------------------------------
 
 
@@ -525,6 +564,14 @@ def sitting(crm: Crm, args: argparse.Namespace, work: Path, env: dict[str, str])
         }
         proto = [sys.executable, str(Path(__file__)), "--prototype-run", json.dumps(proto_args)]
 
+        read = measure(
+            [sys.executable, str(Path(__file__)), "--read-run", json.dumps(proto_args)], run_env
+        )
+        print(read.line("syncd's source alone"), flush=True)
+        figure(db, "source_read_s", read.stages.get("read", 0.0), "s", read.rows_read)
+        figure(db, "source_statements", read.statements, "statements", read.rows_read)
+        if args.only_read:
+            return
         initial = measure(syncd, run_env)
         print(initial.line("syncd initial"), flush=True)
         first = measure(proto, run_env)
@@ -569,10 +616,17 @@ def main() -> None:
         "--syncd-path", type=Path, help="run the syncd package found here (a baseline checkout)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--only-read", action="store_true", help="time syncd's source reading the table, no more"
+    )
     parser.add_argument("--prototype-run", help=argparse.SUPPRESS)
+    parser.add_argument("--read-run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prototype_run:
         asyncio.run(prototype(json.loads(args.prototype_run)))
+        return
+    if args.read_run:
+        asyncio.run(source_read(json.loads(args.read_run)))
         return
     env = {**os.environ, "BENCH_JODO_APIKEY": "test_org"}
     if args.syncd_path:
