@@ -108,7 +108,7 @@ def odoo(rows: int, space: str) -> Crm:
             " repeat('A note about the lead. ', 4),"
             " timestamp '2026-01-01' + g * interval '1 second',"
             " timestamp '2026-11-01' + (g / 50) * interval '1 second'"
-            f" FROM generate_series(1, {rows}) AS g",
+            f" FROM generate_series(1::bigint, {rows}) AS g",
             f"CREATE INDEX crm_lead_sync ON {t} (write_date, id)",
             f"ANALYZE {t}",
         ],
@@ -521,11 +521,11 @@ def sitting(crm: Crm, args: argparse.Namespace, work: Path, env: dict[str, str])
     db = crm.kind
     rows = args.rows
     print(f"\n== {db}: {crm.space}, {rows:,} rows (load {load()})", flush=True)
-    t = time.perf_counter()
-    asyncio.run(run_sql(crm.url, crm.build))
-    print(f"  built in {time.perf_counter() - t:.1f}s", flush=True)
     sims: list[subprocess.Popen[bytes]] = []
     try:
+        t = time.perf_counter()
+        asyncio.run(run_sql(crm.url, crm.build))
+        print(f"  built in {time.perf_counter() - t:.1f}s", flush=True)
         sim, port = simulator(env)
         proto_sim, proto_port = simulator(env)
         sims += [sim, proto_sim]
