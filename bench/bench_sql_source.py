@@ -629,11 +629,13 @@ def main() -> None:
         asyncio.run(source_read(json.loads(args.read_run)))
         return
     env = {**os.environ, "BENCH_JODO_APIKEY": "test_org"}
-    if args.syncd_path:
-        env["PYTHONPATH"] = str(args.syncd_path.resolve())
+    # Every child imports the syncd measured (this checkout's unless told), whatever the
+    # virtualenv's own install points at.
+    checkout = args.syncd_path or Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(checkout.resolve())
     work = Path(tempfile.mkdtemp(prefix="syncd-bench-sql-"))
     space = f"syncd_bench_{uuid.uuid4().hex[:8]}"
-    print(f"bench_sql_source: {args.rows:,} rows, syncd from {args.syncd_path or 'this checkout'}")
+    print(f"bench_sql_source: {args.rows:,} rows, syncd from {checkout}")
     try:
         if args.source in ("postgresql", "both"):
             sitting(odoo(args.rows, space), args, work, env)
