@@ -372,22 +372,33 @@ async def prototype(args: dict[str, Any]) -> None:
     pushed = 0
     limit = asyncio.Semaphore(args["concurrency"])
 
+    def e164(raw: str) -> str | None:
+        if not raw.strip():
+            return None
+        try:
+            number = rphonenumbers.parse(raw, "IN")
+        except rphonenumbers.NumberParseException:
+            return None
+        if not rphonenumbers.is_valid_number(number):
+            return None
+        return str(rphonenumbers.format_number(number, rphonenumbers.PhoneNumberFormat.E164))
+
     def record(row: dict[str, str]) -> dict[str, str] | None:
-        for raw in (row["mobile"], row["phone"]):
-            try:
-                number = rphonenumbers.parse(raw, "IN")
-            except rphonenumbers.NumberParseException:
-                continue
-            if rphonenumbers.is_valid_number(number):
-                e164 = rphonenumbers.format_number(number, rphonenumbers.PhoneNumberFormat.E164)
-                return {
-                    "leadnumber": row[args["key"]],
-                    "mobilenumber": e164,
-                    "firstname": row["contact_name"],
-                    "email": row["email_from"],
-                    "city": row["city"],
-                }
-        return None
+        """Return the dialer record, or None when the lead's phone is no number (as syncd:
+        the alternate number is checked and sent, but does not stand in for the phone)."""
+        mobile, alternate = e164(row["mobile"]), e164(row["phone"])
+        if mobile is None:
+            return None
+        out = {
+            "leadnumber": row[args["key"]],
+            "mobilenumber": mobile,
+            "firstname": row["contact_name"],
+            "email": row["email_from"],
+            "city": row["city"],
+        }
+        if alternate is not None:
+            out["alternatenumber1"] = alternate
+        return out
 
     async def post(client: httpx.AsyncClient, batch: list[dict[str, str]]) -> None:
         body = {
