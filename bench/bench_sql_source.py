@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sync import free_port, wait_http
+from prototype_csv import post
 
 PG_URL = os.environ.get("SYNCD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("SYNCD_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -400,20 +401,6 @@ async def prototype(args: dict[str, Any]) -> None:
             out["alternatenumber1"] = alternate
         return out
 
-    async def post(client: httpx.AsyncClient, batch: list[dict[str, str]]) -> None:
-        body = {
-            "method": "ImportProcessData",
-            "apikey": "test_org",
-            "servicekey": "VoiceProcess",
-            "reqdatetime": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "media": 12,
-            "updateparam": "crmuniquefield",
-            "data": batch,
-        }
-        async with limit:
-            reply = await client.post(sim, data={"data": json.dumps(body)})
-        reply.raise_for_status()
-
     async with httpx.AsyncClient(timeout=60) as client:
         async for rows in stream_rows(args["url"], query, args["page_size"]):
             header: list[str] = args["header"]
@@ -439,7 +426,7 @@ async def prototype(args: dict[str, Any]) -> None:
                 records[i : i + args["batch_size"]]
                 for i in range(0, len(records), args["batch_size"])
             ]
-            await asyncio.gather(*(post(client, b) for b in batches))
+            await asyncio.gather(*(post(client, sim, limit, b) for b in batches))
             pushed += len(records)
             with state:
                 state.executemany(

@@ -223,18 +223,7 @@ async def test_a_pull_of_many_chunks_reads_the_table_with_one_statement(db: Db) 
 async def test_a_stream_the_server_drops_mid_pull_goes_on_after_the_last_row_handed_out(
     db: Db,
 ) -> None:
-    # Rows wide enough that the stream cannot sit whole in the socket buffers when it is cut.
-    await db.run(
-        "CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE,"
-        " filler VARCHAR(400))"
-    )
-    await db.run(
-        "INSERT INTO {t} VALUES (:ref, :phone, :day, :filler)",
-        [
-            {"ref": i, "phone": "9820012345", "day": _day(i // 9000), "filler": "x" * 400}
-            for i in range(1, 40001)
-        ],
-    )
+    await _wide_rows(db, 40_000)
     source = db.source(page_size=1000)
     refs: list[int] = []
     cut = False
@@ -255,6 +244,21 @@ async def test_a_stream_the_server_drops_mid_pull_goes_on_after_the_last_row_han
     assert refs == list(range(1, 40001))  # nothing skipped, nothing twice
 
 
+async def _wide_rows(db: Db, n: int) -> None:
+    """Fill ``db``'s table with rows too wide for the stream to sit whole in socket buffers."""
+    await db.run(
+        "CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE,"
+        " filler VARCHAR(400))"
+    )
+    await db.run(
+        "INSERT INTO {t} VALUES (:ref, :phone, :day, :filler)",
+        [
+            {"ref": i, "phone": "9820012345", "day": _day(i // 9000), "filler": "x" * 400}
+            for i in range(1, n + 1)
+        ],
+    )
+
+
 async def _cut_the_stream(db: Db) -> None:
     """Kill, from another session, the server connection streaming ``db``'s table."""
     (stream,) = await _streams(db)
@@ -266,17 +270,7 @@ async def _cut_the_stream(db: Db) -> None:
 async def test_a_pull_given_up_mid_stream_leaves_no_statement_running_on_the_crm(db: Db) -> None:
     # The pipeline stops reading (a failed commit, a stop) and closes the source: the
     # stream's connection goes with it, rather than reading every row left first.
-    await db.run(
-        "CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE,"
-        " filler VARCHAR(400))"
-    )
-    await db.run(
-        "INSERT INTO {t} VALUES (:ref, :phone, :day, :filler)",
-        [
-            {"ref": i, "phone": "9820012345", "day": _day(i // 9000), "filler": "x" * 400}
-            for i in range(1, 40001)
-        ],
-    )
+    await _wide_rows(db, 40_000)
     source = db.source(page_size=1000)
     chunks = source.chunks(None)
     first = await anext(chunks)
