@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -300,3 +301,23 @@ async def _streams(db: Db) -> list[int]:
     async with db.engine.connect() as conn:
         found = (await conn.execute(text(find), {"q": f"%FROM {db.table}%"})).scalars().all()
     return [int(i) for i in found]
+
+
+async def test_a_pipeline_slower_than_the_database_holds_one_chunk_not_the_result(
+    db: Db,
+) -> None:
+    # asyncmy reads whatever the server sends into one growing buffer: while the pipeline
+    # committed a chunk, the rest of the result piled up (715 MB at a million rows).
+    await _wide_rows(db, 60_000)  # ~30 MB of rows on the wire
+    source = db.source(page_size=1000)
+    tracemalloc.start()
+    try:
+        async for chunk in source.chunks(None):
+            assert chunk.failed is None, chunk.failed
+            await asyncio.sleep(0.02)  # a commit to the state store, much slower than the CRM
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await source.close()
+
+    assert peak < 12 * 2**20, f"{peak / 2**20:.0f} MB held while reading"

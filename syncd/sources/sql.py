@@ -691,8 +691,13 @@ class SqlSource:
                 result = await self._stream(conn, statement, {**self.config.params, **params})
                 header = tuple(str(k) for k in result.keys())
                 self._check_header(header)
+                wire = await _unbounded_reader(conn)
                 async for rows in result.partitions(self.config.page_size):
+                    if wire is not None:
+                        wire.pause_reading()
                     yield _Page(header, [tuple(r) for r in rows])
+                    if wire is not None:
+                        wire.resume_reading()
                 finished = True
             finally:
                 self._streaming = None
@@ -784,6 +789,21 @@ class SqlSource:
                 if column in self.required_columns and not problem:
                     problem = f"column {column!r} is {exc}"
         return values, problem
+
+
+async def _unbounded_reader(conn: AsyncConnection) -> Any:
+    """Return the transport of an asyncmy connection, whose reader has no flow control.
+
+    asyncmy appends whatever the server sends to one growing buffer: while the pipeline
+    commits a chunk, the rest of a streamed result would pile up in memory (715 MB at a
+    million rows). Pausing the transport between chunks leaves it in the socket, and TCP
+    holds the server back. asyncpg fetches a cursor's rows on request: nothing to do.
+    """
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return None
+    raw = await conn.get_raw_connection()
+    transport = getattr(raw.driver_connection, "_transport", None)
+    return transport if hasattr(transport, "pause_reading") else None
 
 
 def dropped(exc: BaseException) -> bool:
