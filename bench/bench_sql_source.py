@@ -352,8 +352,11 @@ async def stream_rows(url: str, query: str, chunk: int) -> AsyncIterator[list[tu
     try:
         async with myconn.cursor(SSCursor) as cur:
             await cur.execute(query)
+            # asyncmy's reader has no flow control: hold the socket while a chunk is worked.
             while rows := await cur.fetchmany(chunk):
+                myconn._transport.pause_reading()
                 yield list(rows)
+                myconn._transport.resume_reading()
     finally:
         myconn.close()
 
