@@ -20,6 +20,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import httpx
+
 CHUNK = 20_000
 
 
@@ -46,28 +48,30 @@ def record(row: list[str], col: dict[str, int]) -> dict[str, str] | None:
     return None
 
 
-async def run(args: argparse.Namespace) -> dict[str, int]:
-    import httpx
+async def post(
+    client: httpx.AsyncClient, url: str, limit: asyncio.Semaphore, batch: list[dict[str, str]]
+) -> None:
+    """POST one batch of records to the Jodo simulator (``limit`` bounds those in flight)."""
+    body = {
+        "method": "ImportProcessData",
+        "apikey": "test_org",
+        "servicekey": "VoiceProcess",
+        "reqdatetime": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "media": 12,
+        "updateparam": "crmuniquefield",
+        "data": batch,
+    }
+    async with limit:
+        reply = await client.post(url, data={"data": json.dumps(body)})
+    reply.raise_for_status()
 
+
+async def run(args: argparse.Namespace) -> dict[str, int]:
     state = sqlite3.connect(args.state)
     state.execute("CREATE TABLE IF NOT EXISTS leads (key TEXT PRIMARY KEY, hash BLOB)")
     url = f"http://127.0.0.1:{args.port}/CustomerWebServices/handleCustomerWS"
     limit = asyncio.Semaphore(args.concurrency)
     read = pushed = refused = 0
-
-    async def post(client: httpx.AsyncClient, batch: list[dict[str, str]]) -> None:
-        body = {
-            "method": "ImportProcessData",
-            "apikey": "test_org",
-            "servicekey": "VoiceProcess",
-            "reqdatetime": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "media": 12,
-            "updateparam": "crmuniquefield",
-            "data": batch,
-        }
-        async with limit:
-            reply = await client.post(url, data={"data": json.dumps(body)})
-        reply.raise_for_status()
 
     with Path(args.csv).open(encoding="utf-8", newline="") as fh:  # noqa: ASYNC230 (a floor)
         reader = csv.reader(fh)
@@ -92,7 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, int]:
                     records[i : i + args.batch_size]
                     for i in range(0, len(records), args.batch_size)
                 ]
-                await asyncio.gather(*(post(client, b) for b in batches))
+                await asyncio.gather(*(post(client, url, limit, b) for b in batches))
                 with state:
                     state.executemany(
                         "INSERT INTO leads VALUES (?, ?)"

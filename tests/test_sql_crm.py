@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sqlite3
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,8 +23,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from syncd.sources.sql import Position
 from syncd.state.sqlite import SqliteStore
-from tests.conftest import Simulated, cli_env, database_url, run_cli
+from tests.conftest import ROOT, Simulated, cli_env, database_url, run_cli
+from tests.test_dnc_lists import wait_for
 
 ROWS = 50_000
 PER_MINUTE = 5_000  # rows sharing one modified_at value
@@ -280,3 +285,51 @@ async def test_a_crm_table_syncs_every_row_once_then_changes_deletes_and_a_full_
     assert full["read"] == ROWS + messy + 1
     assert (full["new"], full["changed"], full["deleted"]) == (0, 0, 0)
     assert sum(jodo.sim.received().values()) == ROWS + 2 + 1 + 3  # nothing pushed again
+
+
+async def test_a_pull_killed_between_chunks_resumes_after_the_last_committed_one(
+    tmp_path: Path, crm_db: CrmDb, jodo: Simulated
+) -> None:
+    config = write_config(tmp_path, crm_db, jodo.url)
+    text_config = config.read_text(encoding="utf-8").replace("page_size = 5000", "page_size = 500")
+    config.write_text(text_config.replace("overlap_s = 30", "overlap_s = 0"), encoding="utf-8")
+    env = cli_env(CRM_DB_URL=crm_db.url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "syncd", "run", "--once", "-c", str(config)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+    state = tmp_path / "state" / "state.db"
+    try:
+        # --once pulls everything before it pushes: killed here, the dialer has nothing yet.
+        await asyncio.to_thread(wait_for, lambda: _committed_leads(state) >= 6000)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+    committed = Position.from_json(await stored(config, "get_cursor", "crm"))
+    assert committed is not None and committed.phase == "main", "killed after the pull"
+    assert jodo.sim.received() == {}
+
+    resumed = await sync(config, crm_db)
+
+    assert set(jodo.sim.received()) == {str(i) for i in range(1, ROWS + 1)}
+    assert set(jodo.sim.received().values()) == {1}  # each once
+    # Read again: from the committed chunk's change time on (rows sharing that time may
+    # still be committed late), not from the start.
+    async with crm_db.engine.connect() as conn:
+        left = await conn.scalar(
+            text(f"SELECT COUNT(*) FROM {crm_db.leads} WHERE modified_at >= :at"),
+            {"at": committed.cursor},
+        )
+    assert resumed["read"] == left < ROWS
+
+
+def _committed_leads(state: Path) -> int:
+    try:
+        with sqlite3.connect(state, timeout=1) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
+    except sqlite3.Error:
+        return 0

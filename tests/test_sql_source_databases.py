@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,8 +12,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from structlog.testing import capture_logs
 
 from syncd.sources.sql import Position, SqlSource, SqlSourceConfig
 from tests.conftest import database_url
@@ -188,3 +191,133 @@ async def test_zero_dates_in_a_mariadb_crm_are_read_by_every_pull_exactly_once()
     assert first.failed is None and sorted(r["ref"] for r in first.rows) == ["D1", "N1", "Z1"]
     assert sorted(r["ref"] for r in incremental.rows) == ["D1", "N1", "Z1", "Z2"]
     assert sorted(r["ref"] for r in full.rows) == ["D1", "N1", "Z1", "Z2"]  # none twice
+
+
+async def test_a_pull_of_many_chunks_reads_the_table_with_one_statement(db: Db) -> None:
+    # Before: one ORDER BY … LIMIT query per chunk; over a MariaDB join each of them sorted
+    # what was left, and 200 of them took ~200 s of a 251 s --full of 1M rows (issue 27).
+    await db.run("CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE)")
+    await db.run("CREATE INDEX {t}_sync ON {t} (changed, ref)")
+    await db.run(
+        "INSERT INTO {t} VALUES (:ref, :phone, :day)",
+        [{"ref": i, "phone": "9820012345", "day": _day(i // 700)} for i in range(1, 5001)],
+    )
+    source = db.source(page_size=400)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "syncd_src" in statement:  # the source's own, not the driver's set-up queries
+            statements.append(statement)
+
+    event.listen(source.engine().sync_engine, "before_cursor_execute", count)
+    got = await pull(source, None)
+
+    assert got.failed is None
+    assert [int(r["ref"]) for r in got.rows] == list(range(1, 5001))  # each once, in order
+    assert len(got.cursors) == 13  # 12 chunks of 400 and the rest, each its checkpoint
+    dated = [s for s in statements if "ORDER BY syncd_src" in s and ", syncd_src" in s]
+    assert len(dated) == 1, dated
+    # The whole pull: the undated rows, the dated ones, the keyless ones; one statement each.
+    assert len(statements) == 3, statements
+
+
+async def test_a_stream_the_server_drops_mid_pull_goes_on_after_the_last_row_handed_out(
+    db: Db,
+) -> None:
+    await _wide_rows(db, 40_000)
+    source = db.source(page_size=1000)
+    refs: list[int] = []
+    cut = False
+    chunks = 0
+    try:
+        with capture_logs() as logs:
+            async for chunk in source.chunks(None):
+                assert chunk.failed is None, chunk.failed
+                refs += [int(values[0]) for _, values in chunk.rows]
+                chunks += 1
+                if chunks == 3 and not cut:
+                    await _cut_the_stream(db)
+                    cut = True
+    finally:
+        await source.close()
+
+    assert [e["event"] for e in logs].count("source.stream.reopened") == 1
+    assert refs == list(range(1, 40001))  # nothing skipped, nothing twice
+
+
+async def _wide_rows(db: Db, n: int) -> None:
+    """Fill ``db``'s table with rows too wide for the stream to sit whole in socket buffers."""
+    await db.run(
+        "CREATE TABLE {t} (ref INT PRIMARY KEY, phone VARCHAR(20), changed DATE,"
+        " filler VARCHAR(400))"
+    )
+    await db.run(
+        "INSERT INTO {t} VALUES (:ref, :phone, :day, :filler)",
+        [
+            {"ref": i, "phone": "9820012345", "day": _day(i // 9000), "filler": "x" * 400}
+            for i in range(1, n + 1)
+        ],
+    )
+
+
+async def _cut_the_stream(db: Db) -> None:
+    """Kill, from another session, the server connection streaming ``db``'s table."""
+    (stream,) = await _streams(db)
+    kill = "SELECT pg_terminate_backend({id})" if db.kind == "pg" else "KILL CONNECTION {id}"
+    async with db.engine.connect() as conn:
+        await conn.execute(text(kill.format(id=stream)))
+
+
+async def test_a_pull_given_up_mid_stream_leaves_no_statement_running_on_the_crm(db: Db) -> None:
+    # The pipeline stops reading (a failed commit, a stop) and closes the source: the
+    # stream's connection goes with it, rather than reading every row left first.
+    await _wide_rows(db, 40_000)
+    source = db.source(page_size=1000)
+    chunks = source.chunks(None)
+    first = await anext(chunks)
+    assert len(first.rows) == 1000 and len(await _streams(db)) == 1
+
+    await source.close()
+
+    for _ in range(300):  # the server ends the session once it sees the socket closed
+        if not await _streams(db):
+            break
+        await asyncio.sleep(0.1)
+    assert await _streams(db) == []
+
+
+async def _streams(db: Db) -> list[int]:
+    """Return the server connections running a statement over ``db``'s table."""
+    if db.kind == "pg":
+        find = (
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE :q AND pid <> pg_backend_pid()"
+            " AND state <> 'idle'"
+        )
+    else:
+        find = (
+            "SELECT id FROM information_schema.processlist WHERE info LIKE :q"
+            " AND id <> CONNECTION_ID()"
+        )
+    async with db.engine.connect() as conn:
+        found = (await conn.execute(text(find), {"q": f"%FROM {db.table}%"})).scalars().all()
+    return [int(i) for i in found]
+
+
+async def test_a_pipeline_slower_than_the_database_holds_one_chunk_not_the_result(
+    db: Db,
+) -> None:
+    # asyncmy reads whatever the server sends into one growing buffer: while the pipeline
+    # committed a chunk, the rest of the result piled up (715 MB at a million rows).
+    await _wide_rows(db, 60_000)  # ~30 MB of rows on the wire
+    source = db.source(page_size=1000)
+    tracemalloc.start()
+    try:
+        async for chunk in source.chunks(None):
+            assert chunk.failed is None, chunk.failed
+            await asyncio.sleep(0.02)  # a commit to the state store, much slower than the CRM
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await source.close()
+
+    assert peak < 12 * 2**20, f"{peak / 2**20:.0f} MB held while reading"

@@ -1,17 +1,26 @@
-"""SQL source: the user's SELECT, read in keyset pages on (cursor column, key column).
+"""SQL source: the user's SELECT, read with one streaming cursor per phase, in (cursor, key) order.
 
 syncd wraps the configured query as a derived table and adds only identifiers from
 the configuration and bound parameters::
 
     SELECT * FROM (<query>) AS syncd_src
-    WHERE (syncd_src.modified_at, syncd_src.id) > (:c, :k)
-    ORDER BY syncd_src.modified_at, syncd_src.id LIMIT :n
+    WHERE syncd_src.modified_at >= :c AND syncd_src.id IS NOT NULL
+    ORDER BY syncd_src.modified_at, syncd_src.id
 
-(MariaDB/MySQL get the expanded ``c > :c OR (c = :c AND k > :k)``, which their
-range optimiser seeks on), so rows sharing one timestamp are neither skipped nor
-repeated, and memory stays one page whatever the table size. PostgreSQL flattens
-the derived table and MariaDB/MySQL merge it, so an index on ``(modified_at, id)``
-serves every page.
+and reads the result through one server-side cursor (asyncpg's portal, asyncmy's
+unbuffered cursor) in chunks of ``page_size`` rows: one statement, so one sort of the
+result however many chunks it makes, and memory stays one chunk whatever the table size.
+Each chunk carries the (cursor, key) of its last row; that is the crash checkpoint the
+pipeline commits with the chunk. When the server drops the stream mid-way, it is
+opened again after the last row handed out with the keyset predicate::
+
+    WHERE (syncd_src.modified_at, syncd_src.id) > (:c, :k)
+
+(MariaDB/MySQL get the expanded ``c > :c OR (c = :c AND k > :k)``, which their range
+optimiser seeks on), so rows sharing one timestamp are neither skipped nor repeated.
+A SQLite CRM is read with that predicate one ``LIMIT page_size`` page at a time instead:
+a SQLite reader holds the file's lock for as long as its statement is open, and pages
+there cost no network round trip.
 
 A pull reads, in phases: rows whose cursor column is NULL (first and full pulls
 only, by key), then every row from the committed position minus ``overlap_s`` (late
@@ -32,12 +41,13 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy import text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncd.config import SourceConfig
 from syncd.core.model import Reject
@@ -52,6 +62,17 @@ log = structlog.get_logger("syncd.source.sql")
 RejectLoader = Callable[[str], Awaitable[list[tuple[int | None, str, str, str]]]]
 ParamValue = str | int | float | bool
 RESERVED_PREFIX = "syncd_"
+# What asyncpg raises while a server-side cursor fetches: SQLAlchemy translates the
+# statement's errors, not the cursor's, so these reach the source as they are.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# Of those, the ones that mean the connection is gone (killed, server restarting; a
+# termination that arrives between two fetches leaves the protocol in a state it refuses).
+_DRIVER_DROPS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+)
 ALIAS = "syncd_src"
 
 # ---------------------------------------------------------------------------
@@ -382,6 +403,7 @@ class SqlSource:
         self._header_checked = False
         self._line = 0
         self._origin = ""
+        self._streaming: AsyncConnection | None = None  # the open stream's connection
 
     # -- Source protocol ---------------------------------------------------------
 
@@ -396,6 +418,12 @@ class SqlSource:
         return None
 
     async def close(self) -> None:
+        if self._streaming is not None and not self._streaming.invalidated:
+            # A pull given up mid-way (a failed commit, a stop) leaves its generator
+            # suspended with the stream open: drop the connection now, not whenever the
+            # generator is collected (see _statement for why not close it).
+            await self._streaming.invalidate()
+        self._streaming = None
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
@@ -437,7 +465,7 @@ class SqlSource:
         return f"the database answered the query's first row ({len(header)} columns)"
 
     async def chunks(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Chunk]:
-        """Yield one chunk per page from the committed ``cursor`` (or from the start)."""
+        """Yield chunks of ``page_size`` rows from the committed ``cursor`` (or the start)."""
         start = None if full else Position.from_json(cursor)
         # One origin per pull: line numbers rise within it, and a key read again by a
         # later pull is judged by its stored hash, not as a repeat within one file.
@@ -453,7 +481,7 @@ class SqlSource:
                 yield chunk
         except HeaderProblem as exc:
             yield Chunk(self._origin, (), [], failed=str(exc))
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError, *DRIVER_ERRORS) as exc:
             reason = f"cannot read the database: {describe_db_error(exc, self.config.url)}"
             yield Chunk(self._origin, (), [], failed=reason)
         else:
@@ -508,46 +536,40 @@ class SqlSource:
         conditions = [f"{k} IS NOT NULL"]
         if phase == "nulls":
             conditions.append(self._undated(self._col(self.config.cursor_column or "")))
-        while True:
-            params: dict[str, Any] = {}
-            where = list(conditions)
-            if after is not None:
-                where.append(f"{k} > :syncd_k")
-                params["syncd_k"] = after
-            page = await self._fetch(" AND ".join(where), k, params)
-            if not page.rows:
-                return
-            key_at = page.header.index(self.config.key_column)
-            after = page.rows[-1][key_at]
-            yield self._chunk(page, Position(phase, cursor=cursor, key=after))
-            if len(page.rows) < self.config.page_size:
-                return
+
+        def from_key(key: Any) -> tuple[str, dict[str, Any]]:
+            if key is None:
+                return " AND ".join(conditions), {}
+            return " AND ".join([*conditions, f"{k} > :syncd_k"]), {"syncd_k": key}
+
+        def resume(header: tuple[str, ...], row: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+            return from_key(row[header.index(self.config.key_column)])
+
+        async for page in self._read(from_key(after), k, resume):
+            last = page.rows[-1][page.header.index(self.config.key_column)]
+            yield self._chunk(page, Position(phase, cursor=cursor, key=last))
 
     async def _ordered(self, since: Any) -> AsyncIterator[Chunk]:
         """Yield rows in (cursor, key) order from ``since`` on."""
         cfg = self.config
         c, k = self._col(cfg.cursor_column or ""), self._col(cfg.key_column)
-        order = f"{c}, {k}"
-        last: tuple[Any, Any] | None = None
-        while True:
-            if last is not None:
-                where = self._after(c, k)
-                params: dict[str, Any] = {"syncd_c": last[0], "syncd_k": last[1]}
-            elif since is not None:
-                where = f"{c} >= :syncd_c AND {k} IS NOT NULL"
-                params = {"syncd_c": since}
-            else:
-                where = f"NOT {self._undated(c)} AND {k} IS NOT NULL"
-                params = {}
-            page = await self._fetch(where, order, params)
-            if not page.rows:
-                return
-            c_at = page.header.index(cfg.cursor_column or "")
-            k_at = page.header.index(cfg.key_column)
-            last = (page.rows[-1][c_at], page.rows[-1][k_at])
-            yield self._chunk(page, Position("main", cursor=last[0], key=last[1]))
-            if len(page.rows) < cfg.page_size:
-                return
+        if since is not None:
+            first = (f"{c} >= :syncd_c AND {k} IS NOT NULL", {"syncd_c": since})
+        else:
+            first = (f"NOT {self._undated(c)} AND {k} IS NOT NULL", {})
+
+        def last_of(header: tuple[str, ...], row: tuple[Any, ...]) -> tuple[Any, Any]:
+            return row[header.index(cfg.cursor_column or "")], row[header.index(cfg.key_column)]
+
+        def resume(header: tuple[str, ...], row: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+            at, key = last_of(header, row)
+            # A row value with a NULL key still compares greater on its cursor alone:
+            # keyless rows belong to their own phase.
+            return f"{self._after(c, k)} AND {k} IS NOT NULL", {"syncd_c": at, "syncd_k": key}
+
+        async for page in self._read(first, f"{c}, {k}", resume):
+            at, key = last_of(page.header, page.rows[-1])
+            yield self._chunk(page, Position("main", cursor=at, key=key))
 
     async def _keyless(self, since: Any) -> AsyncIterator[Chunk]:
         """Yield rows without a key (they are refused downstream), up to one page."""
@@ -610,12 +632,94 @@ class SqlSource:
             return f"({c}, {k}) > (:syncd_c, :syncd_k)"
         return f"({c} > :syncd_c OR ({c} = :syncd_c AND {k} > :syncd_k))"
 
-    def page_sql(self, where: str, order: str, *, limit_param: str = "syncd_n") -> str:
-        """Return the statement for one page: the user's query wrapped, never user data."""
+    def page_sql(self, where: str, order: str, *, limit_param: str | None = "syncd_n") -> str:
+        """Return the statement for one read: the user's query wrapped, never user data."""
+        limit = f" LIMIT :{limit_param}" if limit_param else ""
         return (
-            f"SELECT * FROM ({self.config.query}) AS {ALIAS} WHERE {where} "
-            f"ORDER BY {order} LIMIT :{limit_param}"
+            f"SELECT * FROM ({self.config.query}) AS {ALIAS} WHERE {where} ORDER BY {order}{limit}"
         )
+
+    async def _read(
+        self,
+        first: tuple[str, dict[str, Any]],
+        order: str,
+        resume: Callable[[tuple[str, ...], tuple[Any, ...]], tuple[str, dict[str, Any]]],
+    ) -> AsyncIterator[_Page]:
+        """Yield one phase's rows in ``order``, ``page_size`` at a time.
+
+        ``first`` is the phase's (WHERE, parameters); ``resume`` gives the keyset
+        predicate that reads on after a row. PostgreSQL and MariaDB/MySQL: one streaming
+        statement, opened again after the last row handed out when the server drops it
+        (once per drop: a second drop before any new row fails the pull). SQLite: one
+        statement per page (see the module docstring).
+        """
+        paged = self._dialect().name == "sqlite"
+        where, params = first
+        retried = False
+        while True:
+            last: _Page | None = None
+            try:
+                async for page in self._statement(where, order, params, paged=paged):
+                    last, retried = page, False
+                    yield page
+            except (DBAPIError, *DRIVER_ERRORS) as exc:
+                # A connection the server dropped: one fresh try from the last row read.
+                if retried or not dropped(exc):
+                    raise
+                retried = True
+                log.info("source.stream.reopened", source=self.name, after_rows=self._line)
+            else:
+                if not paged or last is None or len(last.rows) < self.config.page_size:
+                    return
+            if last is not None:
+                where, params = resume(last.header, last.rows[-1])
+
+    async def _statement(
+        self, where: str, order: str, params: dict[str, Any], *, paged: bool
+    ) -> AsyncIterator[_Page]:
+        """Yield the rows of one statement in pages (all of them, or one when ``paged``)."""
+        if paged:
+            page = await self._fetch(where, order, params)
+            if page.rows:
+                yield page
+            return
+        statement = text(self.page_sql(where, order, limit_param=None))
+        async with self.engine().connect() as conn:
+            finished = False
+            self._streaming = conn
+            try:
+                result = await self._stream(conn, statement, {**self.config.params, **params})
+                header = tuple(str(k) for k in result.keys())
+                self._check_header(header)
+                wire = await _unbounded_reader(conn)
+                async for rows in result.partitions(self.config.page_size):
+                    if wire is not None:
+                        wire.pause_reading()
+                    yield _Page(header, [tuple(r) for r in rows])
+                    if wire is not None:
+                        wire.resume_reading()
+                finished = True
+            finally:
+                self._streaming = None
+                if not finished and not conn.invalidated:
+                    # Given up mid-stream: closing an unbuffered MariaDB/MySQL result reads
+                    # every row left on the wire first; dropping the connection does not.
+                    await conn.invalidate()
+
+    async def _stream(self, conn: AsyncConnection, statement: Any, values: dict[str, Any]) -> Any:
+        """Open ``statement`` as a server-side cursor on ``conn``.
+
+        How long the cursor stays open is how long the pull takes, chunk commits included
+        (they go to syncd's own store, never to the CRM, so nothing here waits on this
+        connection). PostgreSQL needs a transaction for a cursor: it holds the statement's
+        snapshot, which delays vacuum of rows changed meanwhile, as any long report does.
+        MariaDB/MySQL stream in autocommit: the statement's read view and the connection
+        are held; if syncd stops reading for ``net_write_timeout`` (60 s by default) the
+        server drops the stream and ``_read`` opens it again after the last row.
+        """
+        if conn.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+        return await conn.stream(statement, values)
 
     async def _fetch(
         self, where: str, order: str, params: dict[str, Any], *, limit: int | None = None
@@ -685,6 +789,28 @@ class SqlSource:
                 if column in self.required_columns and not problem:
                     problem = f"column {column!r} is {exc}"
         return values, problem
+
+
+async def _unbounded_reader(conn: AsyncConnection) -> Any:
+    """Return the transport of an asyncmy connection, whose reader has no flow control.
+
+    asyncmy appends whatever the server sends to one growing buffer: while the pipeline
+    commits a chunk, the rest of a streamed result would pile up in memory (715 MB at a
+    million rows). Pausing the transport between chunks leaves it in the socket, and TCP
+    holds the server back. asyncpg fetches a cursor's rows on request: nothing to do.
+    """
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return None
+    raw = await conn.get_raw_connection()
+    transport = getattr(raw.driver_connection, "_transport", None)
+    return transport if hasattr(transport, "pause_reading") else None
+
+
+def dropped(exc: BaseException) -> bool:
+    """Return True when a read failed because its connection is gone."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, _DRIVER_DROPS)
 
 
 def header_problem(
