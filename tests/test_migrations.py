@@ -40,6 +40,7 @@ RELEASED: dict[str, str] = {
     "sqlite/0010_stats.sql": "4aedeaf17e7f569aebfd133b994b4ee142a363069044807d9d7aadfc16b83fcc",
     "sqlite/0011_leads_source.sql": "b8c06a8609f77792b4034175b4b9fd1a73f0e900d883d5d599b9e01da4b68585",
     "sqlite/0012_refused.sql": "e3a71d3e7b58cb3c9782b0124d5fde07faa6937995f47728f10869e56fc27e21",
+    "sqlite/0013_leads_removals_index.sql": "709c19fda680a38f77e7a722bba23c95a5af62c4d7d10f56be45fecf409a7246",
     "postgres/0001_initial.sql": "57547165a7a98e5cae6f4488fef62a9cc4a0470c540088972255d797c491eadf",
     "postgres/0002_leads_waits_for.sql": "6125d66944bf732b91ae3153ea7573c7f131f09ffe91b8d8f43d6acb388946de",
     "postgres/0003_audit_facts.sql": "f2b454fdaa9dcc5278c079d2c41e6674ecc04ac6651c6871ccc700a7e10dcc4d",

@@ -966,9 +966,19 @@ class SqliteStore:
         async with self._lock:
             for i in range(0, len(wanted), _CHUNK):
                 part = wanted[i : i + _CHUNK]
-                marks = ",".join("?" * len(part))
-                where = f"json_extract(lead_json, '$.phone') IN ({marks})"
-                async with self.db.execute(live + where, [sink, *part]) as cur:
+                # The numbers as a table the leads are joined to: each is looked up in
+                # the phone index. As `json_extract(…) IN (10 or more numbers)` SQLite
+                # scanned every lead of the sink instead, parsing its JSON, on every
+                # push batch: the push slowed with the outbox (107 s for 200,000 leads).
+                numbers_table = ",".join("(?)" for _ in part)
+                main = (
+                    f"WITH n(phone) AS (VALUES {numbers_table})"
+                    " SELECT l.key, l.state, l.delivered_hash IS NOT NULL, l.lead_json"
+                    " FROM n JOIN leads l ON json_extract(l.lead_json, '$.phone') = n.phone"
+                    " WHERE l.sink = ? AND l.action = 'upsert'"
+                    " AND l.state IN ('pending', 'inflight', 'held', 'delivered')"
+                )
+                async with self.db.execute(main, [*part, sink]) as cur:
                     async for key, state, delivered, text in cur:
                         found[key] = _holder(key, state, delivered, text)
                 if alternates:
@@ -980,10 +990,13 @@ class SqliteStore:
                                 found[key] = holder
         return list(found.values())
 
-    # its WHERE is the predicate of the PostgreSQL partial index leads_removals (migration 11)
+    # Its WHERE is the predicate of the partial index leads_removals (SQLite migration 13,
+    # PostgreSQL 11). SQLite, knowing nothing of the table's spread, took the primary key
+    # (every lead of the sink) over it: the index is named (PostgreSQL's store drops that).
     queued_removals_query = (
         "SELECT key, hash, action, lead_json, attempts, vendor_ref, delivered_hash"
-        " FROM leads WHERE sink = ? AND action = 'delete' AND delivered_hash IS NOT NULL"
+        " FROM leads INDEXED BY leads_removals"
+        " WHERE sink = ? AND action = 'delete' AND delivered_hash IS NOT NULL"
         " AND state IN ('pending', 'inflight', 'held') LIMIT ?"
     )
 
