@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sync import free_port, wait_http
 from prototype_csv import post
+from tree_memory import measured_child
 
 PG_URL = os.environ.get("SYNCD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("SYNCD_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -275,18 +276,10 @@ class Run:
 
 def measure(cmd: list[str], env: dict[str, str]) -> Run:
     """Run ``cmd`` in a fresh child and return its wall time, CPU, peak RSS and log facts."""
-    probe = (
-        "import resource, subprocess, sys, time;"
-        "t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]);"
-        "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN);"
-        "print(w, u.ru_maxrss, rc, u.ru_utime + u.ru_stime)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
-    )
+    done = measured_child(cmd, env)
     stages: dict[str, float] = {}
     rows = statements = 0
-    for line in done.stderr.splitlines() + done.stdout.splitlines()[:-1]:
+    for line in done.stderr.splitlines() + done.stdout.splitlines():
         if not line.startswith("{"):
             continue
         try:
@@ -300,10 +293,9 @@ def measure(cmd: list[str], env: dict[str, str]) -> Run:
             statements += int(event.get("statements", 0))
         elif event.get("event") == "prototype.stage":
             stages[event["stage"]] = float(event["seconds"])
-    wall, rss, rc, cpu = done.stdout.splitlines()[-1].split()
-    if int(rc):
+    if done.rc:
         print(done.stderr[-3000:], file=sys.stderr)
-    return Run(float(wall), float(cpu), int(rss) / 1024, int(rc), stages, rows, statements)
+    return Run(done.wall, done.cpu, done.rss_mb, done.rc, stages, rows, statements)
 
 
 # -- the minimal prototype ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_leads import generate
-from tree_memory import TreePss
+from tree_memory import measured_child
 
 CONFIG = """\
 [state]
@@ -146,41 +146,23 @@ def cpu_seconds(pid: int) -> float:
 
 def measured(cmd: list[str], env: dict[str, str], sim_pid: int) -> Measured:
     """Return what a command run in a fresh child cost, and what the simulator spent meanwhile."""
-    probe = (
-        "import resource, subprocess, sys, time;"
-        "t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]);"
-        "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN);"
-        "print(w, u.ru_maxrss, rc, u.ru_utime + u.ru_stime)"
-    )
     sim_before = cpu_seconds(sim_pid)
-    child = subprocess.Popen(
-        [sys.executable, "-c", probe, *cmd],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    with TreePss(child.pid) as memory:
-        stdout, stderr = child.communicate()
-    if child.returncode:
-        raise subprocess.CalledProcessError(child.returncode, cmd, stdout, stderr)
-    result = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
+    child = measured_child(cmd, env)
     sim_cpu = cpu_seconds(sim_pid) - sim_before
-    for line in result.stdout.splitlines()[:-1]:
+    for line in child.stdout.splitlines():
         if line.startswith(("accounting", "refused before")) or "crm->" in line or "jodo " in line:
             print("   ", line.rstrip())
-    phases = [json.loads(line) for line in result.stderr.splitlines() if '"run.phase"' in line]
+    phases = [json.loads(line) for line in child.stderr.splitlines() if '"run.phase"' in line]
     stages = ", ".join(f"{p['phase']} {p['seconds']:.1f}s" for p in phases)
-    wall, rss, rc, cpu = result.stdout.splitlines()[-1].split()
     return Measured(
-        float(wall),
-        int(rss) / 1024,
-        int(rc),
-        float(cpu),
+        child.wall,
+        child.rss_mb,
+        child.rc,
+        child.cpu,
         sim_cpu,
         stages,
-        memory.peak_mb,
-        memory.processes - 1,  # the probe that times it is not syncd's
+        child.pss_mb,
+        child.processes,
     )
 
 

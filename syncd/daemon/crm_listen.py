@@ -20,8 +20,9 @@ from typing import Any
 import asyncpg
 import structlog
 
-from syncd.crm_db import async_url, describe_db_error
+from syncd.crm_db import describe_db_error
 from syncd.sources.sql import SqlSourceConfig
+from syncd.state.postgres import dsn_of
 
 log = structlog.get_logger("syncd.source")
 
@@ -32,12 +33,6 @@ RETRY_MAX_S = 30.0
 def listening_sources(sources: list[Any]) -> list[SqlSourceConfig]:
     """Return the SQL sources that listen on a channel."""
     return [s for s in sources if isinstance(s, SqlSourceConfig) and s.listen]
-
-
-def asyncpg_dsn(cfg: SqlSourceConfig) -> str:
-    """Return the source's URL as asyncpg takes it (no SQLAlchemy driver suffix)."""
-    url = async_url(cfg.url.get_secret_value()).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 class CrmListeners:
@@ -94,7 +89,7 @@ class CrmListeners:
     async def _listen(self, cfg: SqlSourceConfig) -> None:
         """Listen on one connection until it closes."""
         conn = await asyncpg.connect(
-            asyncpg_dsn(cfg),
+            dsn_of(cfg.url.get_secret_value()),
             timeout=cfg.timeout_s,
             # what the DBA sees in pg_stat_activity: whose session this is
             server_settings={"application_name": f"syncd listen {cfg.name}"[:63]},
