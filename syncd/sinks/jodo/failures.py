@@ -145,6 +145,10 @@ def match_failures(
     result = Failures(unplaced=count)
     if count:
         result.example = "the dialer counted failed records without naming them"
+    if not items:
+        # The usual reply: nothing listed. Indexing every record sent only to place no
+        # failure cost ~9 µs a lead of a push's CPU.
+        return result
     names = [n.lower() for n in id_fields]
     index: dict[str, set[str]] = {}
     for key, record in sent:

@@ -68,7 +68,9 @@ class JodoSink(BaseSink):
         self.reply_fields = UnknownFields(self.log, "jodo")
         self._mapped_time_said = False  # a route field mapped onto callDateTime: said once
 
-    def record(self, lead_q: QueuedLead, now: datetime | None = None) -> dict[str, Any]:
+    def record(
+        self, lead_q: QueuedLead, now: datetime | None = None, stamped: str = ""
+    ) -> dict[str, Any]:
         """Return the ImportProcessData record for a lead (the wire dict).
 
         Every record carries ``callDateTime``, the moment before which Jodo does not
@@ -78,6 +80,7 @@ class JodoSink(BaseSink):
         overnight goes at the opening, due from then); Jodo takes no end, so the close
         is the process's calling hours and ``queue_ahead_minutes`` (``window_hold``).
         Both are on the dialer's clock (its measured skew added: see ``_dialer_now``).
+        ``stamped``: the push moment already on that clock (a batch's leads share it).
         """
         lead = lead_q.lead
         cfg = self.cfg
@@ -99,7 +102,7 @@ class JodoSink(BaseSink):
         if lead.call_at is not None:
             record["callDateTime"] = self._dialer_time(lead.call_at)
         else:
-            record["callDateTime"] = self._dialer_now(now)
+            record["callDateTime"] = stamped or self._dialer_now(now)
         if lead.call_at is not None:
             record["calltype"] = str(cfg.callback_calltype)
         elif cfg.calltype is not None:
@@ -200,7 +203,8 @@ class JodoSink(BaseSink):
             if any(q.lead.call_at is None for q in upserts):
                 await self._read_dialer_clock()
             now = datetime.fromtimestamp(self.clock.time(), UTC)  # the gate allowed them now
-            records = [self.record(q, now) for q in upserts]
+            stamped = self._dialer_now(now)  # one push moment for the batch
+            records = [self.record(q, now, stamped) for q in upserts]
             for q, record in zip(upserts, records, strict=True):
                 if q.key in moved:  # keep the reallocation syncd made while the agent was away
                     record["userlogin"] = moved[q.key]
