@@ -124,6 +124,7 @@ class Engine:
         # By sink: why its new leads wait for the dialer (queue_ahead_minutes), None: not
         self.fed_up: dict[str, str | None] = {}
         self._pushing: dict[str, Pusher] = {}  # the push pass running per sink (nudge)
+        self.gave_up: set[str] = set()  # sinks whose last push gave up on a failing dialer
 
     # -- life ------------------------------------------------------------------------
 
@@ -235,6 +236,10 @@ class Engine:
                 del self._pushing[name]
         self.sinks.confirm(name)  # a re-opened sink the dialer answered has recovered
         self.fed_up[name] = pusher.fed_up  # new leads wait for the dialer to reach its queue
+        if pusher.gave_up:  # its dialer kept failing: said once (sink.push.unreachable)
+            self.gave_up.add(name)
+        else:
+            self.gave_up.discard(name)
         if pusher.stopped_by is not None:
             self.sinks.stop(name, pusher.stopped_by)
         held = slot.sink.paused()

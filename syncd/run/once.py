@@ -94,6 +94,7 @@ class _Bars:
             transient=True,
         )
         self.sources: dict[str, TaskID] = {}
+        self.sinks: dict[str, TaskID] = {}
 
     def pull(self, source: Source, _rows: int) -> None:
         if source.name not in self.sources:
@@ -103,8 +104,13 @@ class _Bars:
         self.bar.update(self.sources[source.name], completed=source.progress_done())
 
     def push(self, sink: str, counts: SinkCounts, due: int) -> None:
-        """Show ``sink``'s push: its delivered count, read at each redraw, of ``due``."""
-        task = self.bar.add_task(f"push {sink}", total=max(due, 1), unit="leads")
+        """Show ``sink``'s push: its delivered count, read at each redraw, of ``due``
+        (a push started while the pull reads is shown again as its outbox grows)."""
+        task = self.sinks.get(sink)
+        if task is not None:
+            self.bar.update(task, total=max(due, 1))
+            return
+        task = self.sinks[sink] = self.bar.add_task(f"push {sink}", total=max(due, 1), unit="leads")
         self.bar.watch(task, counts)
 
 
@@ -208,6 +214,51 @@ async def run_until_idle(
     return summary
 
 
+class _EarlyPush:
+    """The push of a `--once` pass started while its pull still reads: the sinks open
+    beside the first chunk, and each chunk's commit wakes a push of what it queued, so
+    the dialers' requests overlap the reading and mapping of the next chunks."""
+
+    def __init__(self, owner: _Pass, bars: _Bars | None) -> None:
+        self.owner = owner
+        self.bars = bars
+        self.committed = asyncio.Event()
+        self.pulled = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name="push-while-pulling")
+
+    async def finish(self) -> bool:
+        """Let the push end at its next idle moment; return False when it was cut off."""
+        self.pulled.set()
+        if await self.owner._bounded("the push", self.task):
+            return True
+        await self.owner.engine.store.release_inflight()  # cut off mid-request: pending
+        return False
+
+    async def _run(self) -> None:
+        owner = self.owner
+        engine, summary = owner.engine, owner.summary
+        await engine.open()
+        while not engine.stop.is_set():
+            self.committed.clear()
+            last = self.pulled.is_set()
+            await owner._show_pushes(self.bars)
+            await asyncio.gather(
+                *(
+                    engine.push(slot.name, summary.sink(slot.name), deadline=owner.deadline)
+                    for slot in engine.sinks.working()
+                    if slot.name not in engine.gave_up  # once a pass, as without overlap
+                )
+            )
+            if last:
+                return
+            woken = [asyncio.ensure_future(e.wait()) for e in (self.committed, self.pulled)]
+            try:
+                await asyncio.wait(woken, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in woken:
+                    waiter.cancel()
+
+
 async def record_backlog(engine: Engine) -> None:
     """Keep each sink's outbox size for the status page's backlog chart."""
     store = engine.store
@@ -226,29 +277,42 @@ class _Pass:
 
     async def run(self, *, full: bool, bars: _Bars | None) -> None:
         engine, summary, deadline = self.engine, self.summary, self.deadline
-        with phase("pull"):
-            for source in engine.settings.sources:
-                await engine.pull(
-                    source, summary, full=full, progress=None if bars is None else bars.pull
-                )
+        early = _EarlyPush(self, bars) if self._pushes_while_pulling() else None
+        progress = None if bars is None else bars.pull
+
+        def committed(source: Source, rows: int) -> None:
+            if progress is not None:
+                progress(source, rows)
+            if early is not None:
+                early.committed.set()
+
+        cut_off = False
+        try:
+            with phase("pull"):
+                for source in engine.settings.sources:
+                    await engine.pull(source, summary, full=full, progress=committed)
+        finally:
+            if early is not None:
+                # It ends at its next idle moment: what is still due goes in the push below.
+                cut_off = not await early.finish()
         with phase("consent"):
             await engine.expire_consent(summary)  # its withdrawals go out in this pass's push
-        await record_backlog(engine)  # its peak: all read, nothing pushed yet
-        await self._bounded("opening the sinks", engine.open())
-        if bars is not None:
-            for slot in engine.sinks.working():
-                due = await engine.store.pending_count(slot.name)
-                bars.push(slot.name, summary.sink(slot.name), due)
+        await record_backlog(engine)  # all read (and, pushed while reading, some sent)
+        if early is None:
+            await self._bounded("opening the sinks", engine.open())
+        await self._show_pushes(bars)
         async with self._keepalives():
             with phase("push"):
                 # Agents first: a lead assigned to an agent provisioned in this run finds
                 # the agent at the dialer.
-                for entity in ("agents", "leads"):
+                for entity in ("agents", "leads") if not cut_off else ():
                     pushes = asyncio.gather(
                         *(
                             engine.push(slot.name, summary.sink(slot.name), deadline=deadline)
                             for slot in engine.sinks.working()
                             if slot.cfg.entity == entity
+                            # given up on while the pull read: once a pass
+                            and not (early is not None and slot.name in engine.gave_up)
                         )
                     )
                     if not await self._bounded("the push", pushes):
@@ -261,6 +325,25 @@ class _Pass:
             with phase("writeback"):
                 await self._bounded("the writeback", self._writeback_all())
         await engine.prune()
+
+    async def _show_pushes(self, bars: _Bars | None) -> None:
+        """Give each working sink its bar: delivered of what this pass has had due."""
+        if bars is None:
+            return
+        for slot in self.engine.sinks.working():
+            counts = self.summary.sink(slot.name)
+            due = await self.engine.store.pending_count(slot.name) + counts.delivered
+            bars.push(slot.name, counts, due)
+
+    def _pushes_while_pulling(self) -> bool:
+        """Whether the push may start while the sources are still read.
+
+        It may when nothing read later in the pass decides what an earlier lead may be:
+        not with do-not-call lists (a list read after a lead's source must screen it
+        before it goes) nor with agents (an agent provisioned in this pass goes first).
+        """
+        settings = self.engine.settings
+        return not settings.dnc_lists and not settings.agent_routes
 
     async def _bounded(self, what: str, work: Awaitable[Any]) -> bool:
         """Run ``work`` until the run's deadline (plus a short grace); return False when cut off.
