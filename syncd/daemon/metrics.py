@@ -82,6 +82,12 @@ class Metrics:
             ["source", "status"],
             registry=r,
         )
+        self.webhook_commits = Counter(
+            "syncd_webhook_commits",
+            "Commits of a webhook source's POSTs (those arriving during one go in the next)",
+            ["source"],
+            registry=r,
+        )
         self.files_failed = Counter(
             "syncd_source_files_failed",
             "Source files (origins) that could not be read at all",
@@ -368,6 +374,10 @@ class Metrics:
     def webhook_answered(self, source: str, status: int) -> None:
         """Count one POST to a webhook source by the status it was answered."""
         self.webhook_requests.labels(source, str(status)).inc()
+
+    def webhook_committed(self, source: str) -> None:
+        """Count one commit of a webhook source's POSTs (one or several)."""
+        self.webhook_commits.labels(source).inc()
 
     def outcomes_received(self, sink: str, count: int) -> None:
         """Count a successful outcome poll's outcomes (it succeeded even with none)."""
