@@ -501,3 +501,26 @@ def test_concurrent_posts_are_committed_together_and_each_is_answered_after_its_
         ).fetchall()
     assert 1 <= runs <= commits <= posts // 4, (runs, commits)
     assert daemon.stop() == 0
+
+
+def test_status_shows_a_webhook_sources_last_post_and_the_leads_it_took_and_refused(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    path = config(tmp_path, jodo.url)
+    daemon, form = started(path)
+
+    assert form.post([lead("P1"), lead("P2", "9845012346"), lead("P3", "12")]).status_code == 400
+    assert form.post(lead("P4", "9845012347")).status_code == 202
+
+    status = run_cli("status", "--json", "-c", str(path), env=env())
+    assert status.returncode == 0, status.stderr
+    [source] = [s for s in json.loads(status.stdout)["sources"] if s["name"] == "form"]
+    assert source["posts"] == {"posts": 2, "accepted": 3, "refused": 1}
+    assert time.time() - 600 < source["read_at"] <= time.time()  # the last POST's commit
+    text = run_cli("status", "-c", str(path), env=env()).stdout
+    assert "none yet" not in text and "cursor" not in text, text
+    assert re.search(r"2 POSTs.*3 leads accepted.*1 refused", " ".join(text.split())), text
+    page = httpx.get(f"{daemon.base_url}/status", timeout=30).text
+    assert "none yet" not in page
+    assert re.search(r"2 POSTs.*3 leads accepted.*1 refused", page), page
+    assert daemon.stop() == 0

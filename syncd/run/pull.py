@@ -49,7 +49,7 @@ from syncd.run.window import unmarked
 from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
 from syncd.sources.csv_drop import CsvDropSource
-from syncd.state.base import BlockedLead, ChunkWrite, DncVersion, StateStore
+from syncd.state.base import HANDED_STATS, BlockedLead, ChunkWrite, DncVersion, StateStore
 
 log = structlog.get_logger("syncd.pull")
 
@@ -266,11 +266,14 @@ class Puller:
         planned: list[ChunkWrite | Exception] = []
         for chunk in chunks:
             try:
-                planned.append(await self._plan(source, chunk, routes))
+                write = await self._plan(source, chunk, routes)
             except StoreError:
                 raise
             except Exception as exc:  # a bug one POST met: the others are committed all the same
                 planned.append(exc)
+                continue
+            _count_handed(write, chunk)
+            planned.append(write)
         await self.store.apply_chunks([w for w in planned if isinstance(w, ChunkWrite)])
         return planned
 
@@ -416,6 +419,20 @@ class Puller:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _count_handed(write: ChunkWrite, chunk: Chunk) -> None:
+    """Note a handed chunk in its source's figures (status: the last POST, its rows taken
+    and refused); the cursor says which POST came last (an id, no lead data)."""
+    rows = len(chunk.rows) + len(chunk.rejects)
+    refused = len({r.line for _, r in write.rejects if r.line is not None})
+    posts, accepted, refused_name = HANDED_STATS
+    write.cursor = json.dumps({"post": chunk.origin})
+    write.stats += [
+        (write.source, posts, 1),
+        (write.source, accepted, rows - refused),
+        (write.source, refused_name, refused),
+    ]
 
 
 def _keep_blocked(

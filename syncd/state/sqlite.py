@@ -563,9 +563,18 @@ class SqliteStore:
         """Commit several chunks in one transaction (a webhook's concurrent POSTs: one
         commit for all). Their keys must not overlap: each was planned without the others."""
         now = self.clock.time()
+        counted: dict[tuple[str, str], int] = {}
+        for chunk in chunks:
+            for name, metric, n in chunk.stats:
+                counted[name, metric] = counted.get((name, metric), 0) + n
+        at = stats_hour(now)
         async with self._tx() as db:
             for chunk in chunks:
                 await self._write_chunk(db, chunk, now)
+            # Last, as a push's: on a shared store the first write locks the hour's rows
+            await db.executemany(
+                _ADD_STAT, [(name, at, metric, 0, n) for (name, metric), n in counted.items()]
+            )
 
     async def _write_chunk(self, db: Any, chunk: ChunkWrite, now: float) -> None:
         """Write one chunk: leads, rejects, refusals, lists, events, cursor (in a transaction)."""
