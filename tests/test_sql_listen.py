@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from syncd.sources.sql_trigger import default_channel, table_of, trigger_sql
@@ -160,6 +161,47 @@ async def test_a_lost_listening_connection_is_said_and_listened_again_with_a_pul
         wait_until, lambda: "2" in jodo.sim.received(), DEADLINE_S, lambda: daemon.events[-10:]
     )
     assert daemon.stop() == 0
+
+
+async def test_metrics_say_whether_a_source_listens_0_while_its_connection_is_lost(
+    tmp_path: Path, crm_table: str, jodo: Simulated, start_daemon: Any
+) -> None:
+    # the CRM's own user, which the DBA can lock out: the lost connection stays lost
+    role = f"syncd_crm_{uuid.uuid4().hex[:8]}"
+    await execute(f"CREATE ROLE {role} LOGIN")
+    await execute(f"GRANT SELECT ON {crm_table} TO {role}")
+    config = write_config(tmp_path, crm_table, jodo.url)
+    await execute(run_cli("sql", "trigger", "-c", str(config), "--source", "crm", env=env()).stdout)
+    as_role = cli_env(CRM_DB_URL=pg_dsn().replace("://postgres@", f"://{role}@", 1))
+    try:
+        daemon = start_daemon(config, as_role)
+        await asyncio.to_thread(daemon.wait_for, "daemon.ready")
+        await asyncio.to_thread(daemon.wait_for, "source.listening", source="crm")
+
+        def listening(value: str) -> bool:
+            text = httpx.get(f"{daemon.base_url}/metrics", timeout=30).text
+            return f'syncd_source_listening{{source="crm"}} {value}' in text
+
+        await asyncio.to_thread(wait_until, lambda: listening("1.0"), DEADLINE_S)
+        await execute(f"ALTER ROLE {role} NOLOGIN")
+        await execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'syncd listen crm'"
+        )
+        await asyncio.to_thread(daemon.wait_for, "source.listen.lost", source="crm")
+        await asyncio.to_thread(wait_until, lambda: listening("0.0"), DEADLINE_S)
+
+        await execute(f"ALTER ROLE {role} LOGIN")
+        await asyncio.to_thread(daemon.wait_for, "source.listen.resumed", source="crm")
+        await asyncio.to_thread(wait_until, lambda: listening("1.0"), DEADLINE_S)
+        assert daemon.stop() == 0
+    finally:
+        await execute(f"ALTER ROLE {role} NOLOGIN")
+        await execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        await execute(f"DROP OWNED BY {role}")
+        await execute(f"DROP ROLE {role}")
 
 
 def test_listen_is_refused_for_a_mysql_crm_with_what_to_do_instead(tmp_path: Path) -> None:

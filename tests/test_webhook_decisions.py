@@ -19,6 +19,8 @@ from syncd.sources.webhook import (
     Replays,
     WebhookSourceConfig,
     answer,
+    batch_keys,
+    next_group,
     parse_leads,
     public_reason,
     refusal,
@@ -260,3 +262,37 @@ def test_a_batch_with_refused_rows_is_a_400_that_still_lists_the_rows_committed(
         "replayed": False,
     }
     assert answer(Batch(1, rows=[(0, {})]), [], "form").status == 202
+
+
+# -- which POSTs commit together -----------------------------------------------------------
+
+
+def test_a_batchs_keys_are_read_as_mapping_reads_them() -> None:
+    batch = parse_leads(
+        json.dumps([{"id": " A1 ", "crm": "X"}, {"id": "A\u00002"}, {"id": ""}, {}]).encode(), 10
+    )
+    assert batch_keys(batch, {"id"}) == {"A1", "A2"}
+    assert batch_keys(batch, {"id", "crm"}) == {"A1", "A2", "X"}
+
+
+def keys(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+GROUPS = [
+    # (POSTs waiting: their keys, rows; max rows) -> the POSTs the next commit takes
+    ([("a", 1), ("b", 1), ("c", 1)], 10, [0, 1, 2]),
+    ([("a", 1), ("a", 1), ("b", 1)], 10, [0, 2]),  # a key twice: the later waits its turn
+    ([("a b", 2), ("c", 1), ("b d", 2), ("d", 1)], 10, [0, 1]),  # d waits behind b d
+    ([("a", 6), ("b", 6), ("c", 1)], 10, [0]),  # full: the rest keep their order
+    ([("a", 20), ("b", 1)], 10, [0]),  # the first goes, however large
+    ([("", 1), ("", 1)], 10, [0, 1]),  # no keys (every row refused): nothing to clash
+    ([], 10, []),
+]
+
+
+@pytest.mark.parametrize(("waiting", "max_rows", "taken"), GROUPS)
+def test_concurrent_posts_commit_together_unless_they_share_a_key(
+    waiting: list[tuple[str, int]], max_rows: int, taken: list[int]
+) -> None:
+    assert next_group([(keys(k), n) for k, n in waiting], max_rows) == taken

@@ -9,10 +9,12 @@ tests' deadlines was pushed because its commit woke the push.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -460,3 +462,65 @@ def test_a_lead_posted_while_the_dialer_sits_on_another_request_goes_out_at_once
     wait_until(lambda: delivered(jodo, "S2"), DEADLINE_S, lambda: daemon.events[-10:])
     daemon.proc.send_signal(signal.SIGTERM)
     daemon.proc.wait(60)
+
+
+def test_concurrent_posts_are_committed_together_and_each_is_answered_after_its_commit(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    daemon, form = started(config(tmp_path, jodo.url))
+    posts = 100
+    bad = 7  # one POST whose lead is refused: it still gets its own answer
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=posts)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+
+            async def one(i: int) -> httpx.Response:
+                document = [lead(f"G{i:03d}", "12" if i == bad else f"98451{i:05d}")]
+                body = json.dumps(document).encode()
+                return await http.post(form.url, content=body, headers=signed(body))
+
+            return await asyncio.gather(*(one(i) for i in range(posts)))
+
+    answers = asyncio.run(burst())
+
+    assert [a.status_code for i, a in enumerate(answers) if i != bad] == [202] * (posts - 1)
+    assert answers[bad].status_code == 400
+    assert answers[bad].json()["refused"][0]["field"] == "phone"
+    keys = [f"G{i:03d}" for i in range(posts) if i != bad]
+    wait_until(lambda: delivered(jodo, *keys), DEADLINE_S, lambda: daemon.events[-15:])
+    # far fewer commits than POSTs: as the daemon counts them, and as the store saw them
+    # (each commit is one run: its leads carry its run id)
+    metrics = httpx.get(f"{daemon.base_url}/metrics", timeout=30).text
+    counted = re.search(r'^syncd_webhook_commits_total\{source="form"\} (\S+)$', metrics, re.M)
+    assert counted is not None, metrics
+    commits = int(float(counted.group(1)))
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db:
+        [(runs,)] = db.execute(
+            "SELECT count(DISTINCT run_id) FROM leads WHERE source = 'form'"
+        ).fetchall()
+    assert 1 <= runs <= commits <= posts // 4, (runs, commits)
+    assert daemon.stop() == 0
+
+
+def test_status_shows_a_webhook_sources_last_post_and_the_leads_it_took_and_refused(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    path = config(tmp_path, jodo.url)
+    daemon, form = started(path)
+
+    assert form.post([lead("P1"), lead("P2", "9845012346"), lead("P3", "12")]).status_code == 400
+    assert form.post(lead("P4", "9845012347")).status_code == 202
+
+    status = run_cli("status", "--json", "-c", str(path), env=env())
+    assert status.returncode == 0, status.stderr
+    [source] = [s for s in json.loads(status.stdout)["sources"] if s["name"] == "form"]
+    assert source["posts"] == {"posts": 2, "accepted": 3, "refused": 1}
+    assert time.time() - 600 < source["read_at"] <= time.time()  # the last POST's commit
+    text = run_cli("status", "-c", str(path), env=env()).stdout
+    assert "none yet" not in text and "cursor" not in text, text
+    assert re.search(r"2 POSTs.*3 leads accepted.*1 refused", " ".join(text.split())), text
+    page = httpx.get(f"{daemon.base_url}/status", timeout=30).text
+    assert "none yet" not in page
+    assert re.search(r"2 POSTs.*3 leads accepted.*1 refused", page), page
+    assert daemon.stop() == 0

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
-from syncd.run.status import dnc_list_line, schema_lines, sink_state_line, when
+from syncd.run.status import dnc_list_line, handed_line, schema_lines, sink_state_line, when
 
 if TYPE_CHECKING:
     from syncd.run.dryrun import DryRun
@@ -374,6 +374,9 @@ def recent_sections(status: dict[str, Any]) -> list[Section]:
                 kinds = ("waiting", "processing", "failed", "ignored")
                 figures = [str(src.get(k, "-")) for k in kinds]
                 last = src.get("problem") or f"file {src.get('last_file') or '-'}"
+            elif src["kind"] == "webhook":  # its "at" is the last POST's commit
+                figures = ["-", "-", "-", "-"]
+                last = handed_line(src.get("posts"))
             else:
                 figures = ["-", "-", "-", "-"]
                 last = f"cursor {src.get('position') or 'none yet'}"

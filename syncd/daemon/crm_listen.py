@@ -6,8 +6,8 @@ notification asks the runtime to pull that source now; notifications that arrive
 while it pulls make one more pull after it, however many they were. The schedule
 stays the backstop: a lost connection costs speed, never leads. While it is lost
 the daemon says so (``source.listen.lost`` once, a warning on /readyz and the
-page), tries again with a growing wait, and pulls once when it is back (a change
-made meanwhile notified no one).
+page, ``syncd_source_listening`` 0 on /metrics), tries again with a growing wait,
+and pulls once when it is back (a change made meanwhile notified no one).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class CrmListeners:
         self.sources = listening_sources(sources)
         self.wake_pull = wake_pull
         self.lost: dict[str, str] = {}  # source → why it is not listening now
+        self._up: set[str] = set()  # sources whose connection listens now
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -55,6 +56,10 @@ class CrmListeners:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+    def listening(self) -> dict[str, bool]:
+        """Return per listening source whether its connection listens now (not yet: False)."""
+        return {cfg.name: cfg.name in self._up for cfg in self.sources}
 
     def warnings(self) -> list[str]:
         """Return a line per source whose listening connection is lost."""
@@ -103,6 +108,7 @@ class CrmListeners:
         try:
             conn.add_termination_listener(lambda _c: closed.set())
             await conn.add_listener(str(cfg.listen), notified)
+            self._up.add(name)
             if self.lost.pop(name, None) is not None:
                 log.info("source.listen.resumed", source=name, channel=cfg.listen)
                 self.wake_pull(name)  # changes made while nobody listened notified no one
@@ -110,6 +116,7 @@ class CrmListeners:
                 log.info("source.listening", source=name, channel=cfg.listen)
             await _until_closed(conn, closed)
         finally:
+            self._up.discard(name)
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
 

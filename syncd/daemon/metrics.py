@@ -82,6 +82,12 @@ class Metrics:
             ["source", "status"],
             registry=r,
         )
+        self.webhook_commits = Counter(
+            "syncd_webhook_commits",
+            "Commits of a webhook source's POSTs (those arriving during one go in the next)",
+            ["source"],
+            registry=r,
+        )
         self.files_failed = Counter(
             "syncd_source_files_failed",
             "Source files (origins) that could not be read at all",
@@ -241,6 +247,13 @@ class Metrics:
             ["list"],
             registry=r,
         )
+        self.source_listening = Gauge(
+            "syncd_source_listening",
+            "1 while a SQL source's LISTEN connection to its CRM is up, 0 while it is lost"
+            " (its pulls wait for the schedule)",
+            ["source"],
+            registry=r,
+        )
         self.store_bytes = Gauge(
             "syncd_state_store_bytes", "Disk space the state store takes", registry=r
         )
@@ -277,6 +290,7 @@ class Metrics:
         self._polled_here: set[str] = set()  # sinks with a good poll since this process began
         self._queues_seen: set[tuple[str, str]] = set()  # (sink, queue) series set so far
         self._logins_seen: dict[str, tuple[int, int]] = {}  # sink -> (id(sink object), value)
+        self._listening_seen: set[str] = set()  # sources with a syncd_source_listening series
 
     # -- configuration ---------------------------------------------------------
 
@@ -368,6 +382,10 @@ class Metrics:
     def webhook_answered(self, source: str, status: int) -> None:
         """Count one POST to a webhook source by the status it was answered."""
         self.webhook_requests.labels(source, str(status)).inc()
+
+    def webhook_committed(self, source: str) -> None:
+        """Count one commit of a webhook source's POSTs (one or several)."""
+        self.webhook_commits.labels(source).inc()
 
     def outcomes_received(self, sink: str, count: int) -> None:
         """Count a successful outcome poll's outcomes (it succeeded even with none)."""
@@ -483,6 +501,15 @@ class Metrics:
             if state.age_s is not None:
                 self.dnc_age.labels(state.name).set(state.age_s)
             self.dnc_stale.labels(state.name).set(1 if state.stale else 0)
+
+    def observe_listening(self, listening: Mapping[str, bool]) -> None:
+        """Set whether each source with ``listen`` listens now; drop a source a reload removed."""
+        for gone in self._listening_seen - set(listening):
+            with contextlib.suppress(KeyError):
+                self.source_listening.remove(gone)
+        for source, up in listening.items():
+            self.source_listening.labels(source).set(1 if up else 0)
+        self._listening_seen = set(listening)
 
     async def observe_replicas(self, store: StateStore) -> None:
         """Set the live replicas, the jobs this one leads and every leader's lease left."""

@@ -298,22 +298,27 @@ class Runtime:
 
     # -- webhook sources ---------------------------------------------------------------
 
-    async def ingest(self, cfg: WebhookSourceConfig, chunk: Chunk) -> ChunkWrite:
-        """Commit a POST's leads (the pull's path: mapping, reconcile, the gate, one
-        transaction) and wake the pushes of the sinks whose outbox grew."""
+    async def ingest(
+        self, cfg: WebhookSourceConfig, chunks: list[Chunk]
+    ) -> list[ChunkWrite | Exception]:
+        """Commit POSTs' leads (the pull's path: mapping, reconcile, the gate, one
+        transaction for them all: one run) and wake the pushes of the sinks whose outbox
+        grew."""
         source = self._handed.get(cfg.name)
         if source is None:  # built once: the registry's lookup costs more than a commit
             routes = [r for r in self.settings.routes if r.source == cfg.name]
             source = self._handed[cfg.name] = build_source(cfg, routes, self.store)
         summary = RunSummary(new_run_id())
         meter = self.metrics.pull_meter(cfg.name, summary)
-        write = await self.engine.ingest(source, chunk, summary)
-        for sink in meter.update() | {s for s, leads in write.leads.items() if leads}:
+        writes = await self.engine.ingest(source, chunks, summary)
+        self.metrics.webhook_committed(cfg.name)
+        grew = {s for w in writes if isinstance(w, ChunkWrite) for s, ls in w.leads.items() if ls}
+        for sink in meter.update() | grew:
             self.wake(sink, WAKE_LINGER_S)
         for route, counts in summary.routes.items():
             for code, n in counts.blocked.items():
                 self.metrics.gate_blocked(route.rpartition("->")[2], code, n)
-        return write
+        return writes
 
     async def backlog(self, cfg: WebhookSourceConfig) -> int:
         """Return the most leads waiting in the outbox of a sink this source feeds."""

@@ -376,6 +376,7 @@ class Daemon:
                 await self._store_gauges.get()
                 self.metrics.observe_live(sinks, runtime.causes())
                 self.metrics.observe_lists(runtime.engine.list_states)
+                self.metrics.observe_listening(runtime.crm_listeners.listening())
             except Exception as exc:  # counters are still worth serving
                 log.warning("metrics.refresh.failed", reason=str(exc))
         return self.metrics.exposition()

@@ -19,7 +19,7 @@ from typing import Any
 
 from syncd.core.reasons import REFUSED_ROW, looks_personal, reason_code, shown_key
 from syncd.daemon.charts import Series, chart, count, duration, lead_time
-from syncd.run.status import sink_state_line, when
+from syncd.run.status import handed_line, sink_state_line, when
 
 REFRESH_S = 10
 STATES = ("pending", "inflight", "held", "delivered", "rejected", "failed", "removed")
@@ -287,12 +287,17 @@ def _sources(sources: list[dict[str, Any]], now: float) -> str:
                 ]
             )
         else:
+            last = (
+                handed_line(src.get("posts"))  # its "at" is the last POST's commit
+                if src.get("kind") == "webhook"
+                else f"cursor {src.get('position') or 'none yet'}"
+            )
             rows.append(
                 [
                     _td(src.get("name")),
                     _td(src.get("kind")),
                     *(_td("-", "n") for _ in range(3)),
-                    _td(f"cursor {src.get('position') or 'none yet'}"),
+                    _td(last),
                     _td(_ago(now, src.get("read_at"))),
                 ]
             )

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -44,6 +46,8 @@ from syncd.sources.webhook import (
     Replays,
     WebhookSourceConfig,
     answer,
+    batch_keys,
+    next_group,
     parse_leads,
     refusal,
     to_chunk,
@@ -52,7 +56,8 @@ from syncd.state.base import ChunkWrite
 
 log = structlog.get_logger("syncd.webhook")
 
-Ingest = Callable[[WebhookSourceConfig, Chunk], Awaitable[ChunkWrite]]
+# Commits POSTs' chunks (keys not overlapping) in one transaction: what each wrote, or its bug
+Ingest = Callable[[WebhookSourceConfig, list[Chunk]], Awaitable[list[ChunkWrite | Exception]]]
 Backlog = Callable[[WebhookSourceConfig], Awaitable[int]]
 Observe = Callable[[str, int], None]  # (source, status): the metrics' count of answers
 
@@ -96,6 +101,64 @@ def replay_memory(source: str, tolerance_s: float) -> Replays:
     return memory
 
 
+@dataclass
+class _Waiting:
+    chunk: Chunk
+    keys: frozenset[str]
+    done: asyncio.Future[ChunkWrite]
+
+
+class GroupCommit:
+    """Commits one source's POSTs: those arriving while a commit runs go in the next, one
+    transaction for all (a burst of 100 is a few commits, not 100 in a row).
+
+    A lone POST commits at once. Each is answered once the commit holding its leads
+    is done; a sender gone before its commit began commits nothing.
+    """
+
+    def __init__(self, commit: Callable[[list[Chunk]], Awaitable[list[ChunkWrite | Exception]]]):
+        self._commit = commit
+        self._waiting: list[_Waiting] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, chunk: Chunk, keys: frozenset[str]) -> ChunkWrite:
+        """Return what the chunk committed, once committed; raise what kept it out."""
+        done: asyncio.Future[ChunkWrite] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(chunk, keys, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="webhook.commit")
+        return await done  # cancelled with its request; a group already holding it commits
+
+    async def _run(self) -> None:
+        try:
+            while group := self._next():
+                try:
+                    results: list[ChunkWrite | Exception] = await self._commit(
+                        [w.chunk for w in group]
+                    )
+                except Exception as exc:  # the store failed: nothing of the group committed
+                    results = [exc] * len(group)
+                for waiting, result in zip(group, results, strict=True):
+                    if waiting.done.done():
+                        continue  # its sender went away
+                    if isinstance(result, Exception):
+                        waiting.done.set_exception(result)
+                    else:
+                        waiting.done.set_result(result)
+        finally:  # cancelled (the loop is closing): no request is left waiting for ever
+            for waiting in self._waiting:
+                waiting.done.cancel()
+            self._waiting.clear()
+
+    def _next(self) -> list[_Waiting]:
+        """Take the next group off the waiting POSTs (see ``next_group``)."""
+        self._waiting = [w for w in self._waiting if not w.done.done()]
+        picked = set(next_group([(w.keys, len(w.chunk.rows)) for w in self._waiting]))
+        group = [w for i, w in enumerate(self._waiting) if i in picked]
+        self._waiting = [w for i, w in enumerate(self._waiting) if i not in picked]
+        return group
+
+
 class Endpoint:
     """One webhook source's request handling: size, authentication, replay, backlog, commit."""
 
@@ -107,16 +170,16 @@ class Endpoint:
         backlog: Backlog,
         observe: Observe | None = None,
         clock: Callable[[], float] = time.time,
+        key_fields: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
         self.required = required
-        self.ingest = ingest
+        self.key_fields = key_fields  # the routes' key fields: POSTs sharing a key never group
         self.backlog = backlog
         self.observe = observe
         self.clock = clock
         self.replays = replay_memory(config.name, config.tolerance_s)
-        # One POST commits at a time: two carrying one key never both plan it as new.
-        self._lock = asyncio.Lock()
+        self.commits = GroupCommit(functools.partial(ingest, config))
 
     async def handle(self, request: Request) -> Response:
         response = await self._answer(request)
@@ -188,8 +251,7 @@ class Endpoint:
             origin = f"post-{uuid.uuid4().hex[:12]}"
             chunk = to_chunk(batch, cfg.name, origin, self.required)
             chunk.received_at = received
-            async with self._lock:
-                write = await self.ingest(cfg, chunk)
+            write = await self.commits.submit(chunk, batch_keys(batch, self.key_fields))
         except StoreError as exc:
             bound.error("webhook.store.failed", reason=str(exc))
             return Answer(503, {"error": "the leads could not be stored; send them again"})
@@ -273,9 +335,9 @@ class Listeners:
             if isinstance(cfg, WebhookSourceConfig):
                 routes = [r for r in settings.routes if r.source == cfg.name]
                 required = {c for r in routes for c in required_columns(r)}
-                self.servers.append(
-                    WebhookServer(Endpoint(cfg, required, ingest, backlog, observe))
-                )
+                keys = frozenset(r.map.key for r in routes)
+                endpoint = Endpoint(cfg, required, ingest, backlog, observe, key_fields=keys)
+                self.servers.append(WebhookServer(endpoint))
 
     async def start(self) -> None:
         for server in self.servers:

@@ -166,12 +166,15 @@ class Engine:
         if self.settings.dnc_list_of(cfg.name) is not None:
             await self.check_lists(again=True)  # a version may have loaded
 
-    async def ingest(self, source: Source, chunk: Chunk, summary: RunSummary) -> ChunkWrite:
-        """Reconcile rows a source was handed (a webhook POST) into the outbox; committed when
-        this returns. Not a leader's job: whichever replica was sent the rows takes them."""
+    async def ingest(
+        self, source: Source, chunks: list[Chunk], summary: RunSummary
+    ) -> list[ChunkWrite | Exception]:
+        """Reconcile rows a source was handed (webhook POSTs, keys not overlapping) into the
+        outbox in one transaction; committed when this returns (see ``Puller.ingest``). Not
+        a leader's job: whichever replica was sent the rows takes them."""
         puller = Puller(self.settings, self.store, summary, clock=self.clock)
         try:
-            return await puller.ingest(source, chunk)
+            return await puller.ingest(source, chunks)
         finally:
             puller.close()  # no process pool: a handed chunk stays below its threshold
 

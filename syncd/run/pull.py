@@ -36,7 +36,7 @@ from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.reconcile import RowReject, latest_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, StoreError
 from syncd.run.dnc_lists import version_labels
 from syncd.run.refused import (
     chunk_fingerprint,
@@ -49,7 +49,7 @@ from syncd.run.window import unmarked
 from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
 from syncd.sources.csv_drop import CsvDropSource
-from syncd.state.base import BlockedLead, ChunkWrite, DncVersion, StateStore
+from syncd.state.base import HANDED_STATS, BlockedLead, ChunkWrite, DncVersion, StateStore
 
 log = structlog.get_logger("syncd.pull")
 
@@ -223,6 +223,24 @@ class Puller:
             if chunk.after_commit:
                 await chunk.after_commit()
             return write
+        write = await self._plan(source, chunk, routes, speculative)
+        await self.store.apply_chunk(write)
+        if chunk.after_commit:
+            await chunk.after_commit()
+        if self.progress:
+            self.progress(source, chunk.rows_read)
+        if chunk.rows or chunk.rejects:
+            bound.debug("source.chunk.committed", origin=chunk.origin, rows=chunk.rows_read)
+        return write
+
+    async def _plan(
+        self,
+        source: Source,
+        chunk: Chunk,
+        routes: list[AnyRoute],
+        speculative: Speculative | None = None,
+    ) -> ChunkWrite:
+        """Return what one chunk writes (its leads, rejects, events), not committed yet."""
         write = ChunkWrite(
             self.summary.run_id,
             source.name,
@@ -234,23 +252,30 @@ class Puller:
             write.rejects.append(("", reject))
         for route in routes:
             await self._route(route, chunk, write, (speculative or {}).get(route.name))
-        await self.store.apply_chunk(write)
-        if chunk.after_commit:
-            await chunk.after_commit()
-        if self.progress:
-            self.progress(source, chunk.rows_read)
-        if chunk.rows or chunk.rejects:
-            bound.debug("source.chunk.committed", origin=chunk.origin, rows=chunk.rows_read)
         return write
 
-    async def ingest(self, source: Source, chunk: Chunk) -> ChunkWrite:
-        """Reconcile a chunk a source was handed (a webhook POST) like any pulled chunk, to
-        its lead routes; return what was committed (its rejects say which rows were refused).
+    async def ingest(self, source: Source, chunks: list[Chunk]) -> list[ChunkWrite | Exception]:
+        """Reconcile chunks a source was handed (webhook POSTs) like any pulled chunk, to its
+        lead routes, and commit them in one transaction; return what each committed (its
+        rejects say which rows were refused), or the bug that kept it out.
+
+        The chunks' keys must not overlap: each is planned against the store as it was
+        before the commit. A StoreError fails them all (nothing committed).
         """
         routes: list[AnyRoute] = [r for r in self.settings.routes if r.source == source.name]
-        write = await self._chunk(source, chunk, routes, log.bind(source=source.name))
-        assert write is not None  # a handed chunk is never "waiting"
-        return write
+        planned: list[ChunkWrite | Exception] = []
+        for chunk in chunks:
+            try:
+                write = await self._plan(source, chunk, routes)
+            except StoreError:
+                raise
+            except Exception as exc:  # a bug one POST met: the others are committed all the same
+                planned.append(exc)
+                continue
+            _count_handed(write, chunk)
+            planned.append(write)
+        await self.store.apply_chunks([w for w in planned if isinstance(w, ChunkWrite)])
+        return planned
 
     async def _route(
         self,
@@ -394,6 +419,20 @@ class Puller:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _count_handed(write: ChunkWrite, chunk: Chunk) -> None:
+    """Note a handed chunk in its source's figures (status: the last POST, its rows taken
+    and refused); the cursor says which POST came last (an id, no lead data)."""
+    rows = len(chunk.rows) + len(chunk.rejects)
+    refused = len({r.line for _, r in write.rejects if r.line is not None})
+    posts, accepted, refused_name = HANDED_STATS
+    write.cursor = json.dumps({"post": chunk.origin})
+    write.stats += [
+        (write.source, posts, 1),
+        (write.source, accepted, rows - refused),
+        (write.source, refused_name, refused),
+    ]
 
 
 def _keep_blocked(

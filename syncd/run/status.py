@@ -67,7 +67,7 @@ async def history(settings: Settings, store: StateStore) -> dict[str, Any]:
     return {
         "now": now,
         "outcomes": await outcome_status(settings, store, now),
-        "sources": await source_status(settings, store),
+        "sources": await source_status(settings, store, stats),
         "runs": [run_figures(r) for r in await store.recent_runs(RUNS_SHOWN)],
         "charts": chart_series(sinks, stats, now),
         "speed_to_lead": speed_to_lead(sinks, stats, now),
@@ -96,8 +96,11 @@ async def outcome_status(
     return result
 
 
-async def source_status(settings: Settings, store: StateStore) -> list[dict[str, Any]]:
-    """Return per source what it read last and when; for a drop folder, its inbox."""
+async def source_status(
+    settings: Settings, store: StateStore, stats: list[tuple[str, float, str, int, int]]
+) -> list[dict[str, Any]]:
+    """Return per source what it read last and when; for a drop folder, its inbox; for a
+    webhook, its last POST (``read_at``) and its POSTs' figures over the history."""
     cursors = await store.cursor_times()
     found = []
     for cfg in settings.sources:
@@ -106,10 +109,35 @@ async def source_status(settings: Settings, store: StateStore) -> list[dict[str,
         if cfg.kind == "csv_drop":
             entry.update(await asyncio.to_thread(inbox_counts, cfg))
             entry["last_file"] = _cursor_field(value, "file")
+        elif cfg.kind == "webhook":
+            entry["posts"] = handed_figures(cfg.name, stats)
         else:
             entry["position"] = sql_position(value)
         found.append(entry)
     return found
+
+
+def handed_figures(source: str, stats: list[tuple[str, float, str, int, int]]) -> dict[str, int]:
+    """Return a webhook source's POSTs committed and their rows accepted and refused, over
+    the stats given (the history's hours: every replica's POSTs)."""
+    from syncd.state.base import HANDED_STATS
+
+    figures = dict.fromkeys(HANDED_STATS, 0)
+    for name, _at, metric, _bucket, n in stats:
+        if name == source and metric in figures:
+            figures[metric] += n
+    return figures
+
+
+def handed_line(figures: dict[str, int] | None) -> str:
+    """Return a webhook source's figures as status and the page say them."""
+    if not figures or not figures.get("posts"):
+        return "no POST in 24 h"
+    posts = figures["posts"]
+    return (
+        f"{posts} POST{'s' if posts != 1 else ''} in 24 h ({figures.get('accepted', 0)} leads"
+        f" accepted, {figures.get('refused', 0)} refused), the last:"
+    )
 
 
 def inbox_counts(cfg: Any) -> dict[str, Any]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from syncd.config import SourceConfig
+from syncd.core.mapping import clean_cell
 from syncd.core.model import Reject
 from syncd.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, fresh, verify
 from syncd.secrets import Secret
@@ -292,6 +293,45 @@ def to_chunk(batch: Batch, source: str, origin: str, required: Iterable[str]) ->
         for r in batch.refusals
     ]
     return Chunk(origin=origin, header=header, rows=rows, rejects=rejects)
+
+
+# -- which POSTs commit together -------------------------------------------------------------
+
+GROUP_ROWS = 2000  # leads in one group commit at most (each POST holds max_rows or fewer)
+
+
+def batch_keys(batch: Batch, key_fields: Iterable[str]) -> frozenset[str]:
+    """Return the keys a batch's leads carry, read as mapping reads them (any route's key)."""
+    fields = tuple(key_fields)
+    keys = {clean_cell(values.get(f, "")) for _, values in batch.rows for f in fields}
+    keys.discard("")
+    return frozenset(keys)
+
+
+def next_group(
+    waiting: Sequence[tuple[frozenset[str], int]], max_rows: int = GROUP_ROWS
+) -> list[int]:
+    """Return which of the POSTs waiting (each its keys and rows, in arrival order) the next
+    commit takes: in order, while the rows stay within ``max_rows`` (the first always),
+    skipping each that carries a key an earlier one waiting or taken carries.
+
+    Each POST of a group is planned against the store as it was before the group's
+    commit: two carrying one key would both plan it as new (or the older would win).
+    A POST skipped keeps its place: it leads the next group, still before any later one
+    carrying its keys.
+    """
+    taken: list[int] = []
+    seen: set[str] = set()
+    rows = 0
+    for i, (keys, count) in enumerate(waiting):
+        if taken and rows + count > max_rows:
+            break
+        clash = not keys.isdisjoint(seen)
+        seen.update(keys)
+        if not clash:
+            taken.append(i)
+            rows += count
+    return taken
 
 
 # -- what the sender is told ---------------------------------------------------------------

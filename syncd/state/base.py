@@ -53,6 +53,9 @@ class ChunkWrite:
     refused: list[tuple[str, Refusal]] = field(default_factory=list)
     # sink, key, kind, detail, facts (the audit's facts of a gate decision, or "")
     events: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    # (name, metric, n) added to this hour's stats: a POST's counts under its source's
+    # name (HANDED_STATS), beside the sinks' figures
+    stats: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,9 @@ class Completion:
 
 
 STATS_BUCKET_S = 3600.0  # the status page's charts: one figure per sink, metric and hour
+# A webhook source's hourly figures, kept in stats under the source's name: its POSTs
+# committed, and their rows accepted and refused (status shows them, no lead data)
+HANDED_STATS = ("posts", "accepted", "refused")
 
 
 def stats_hour(at: float) -> float:
@@ -223,6 +229,10 @@ class StateStore(Protocol):
         ...
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None: ...
+    async def apply_chunks(self, chunks: Sequence[ChunkWrite]) -> None:
+        """Commit chunks whose keys do not overlap in one transaction."""
+        ...
+
     async def rejects_for_origin(
         self, source: str, origin: str
     ) -> list[tuple[int | None, str, str, str]]: ...

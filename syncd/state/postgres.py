@@ -663,16 +663,20 @@ class PostgresStore(SqliteStore):
 
     # -- wake-ups across replicas ----------------------------------------------------
 
-    async def apply_chunk(self, chunk: ChunkWrite) -> None:
-        """Commit a chunk, then tell the other replicas which outboxes got leads."""
-        await super().apply_chunk(chunk)
-        queued = sorted(s for s, writes in chunk.leads.items() if any(w.enqueue for w in writes))
+    async def apply_chunks(self, chunks: Sequence[ChunkWrite]) -> None:
+        """Commit chunks, then tell the other replicas which outboxes got leads."""
+        await super().apply_chunks(chunks)
+        queued = sorted(
+            {s for c in chunks for s, writes in c.leads.items() if any(w.enqueue for w in writes)}
+        )
         if queued:
             async with self._lock:
                 self._notifying.add(self.db.raw.get_server_pid())
                 for sink in queued:
                     await self.db.execute("SELECT pg_notify(?, ?)", (CHANNEL, sink))
-        await self._keep_statistics(sum(w.enqueue for ws in chunk.leads.values() for w in ws))
+        await self._keep_statistics(
+            sum(w.enqueue for c in chunks for ws in c.leads.values() for w in ws)
+        )
 
     async def _keep_statistics(self, written: int) -> None:
         """ANALYZE the leads once the pull has written ANALYZE_AFTER_ROWS, then each time

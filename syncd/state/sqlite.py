@@ -557,113 +557,132 @@ class SqliteStore:
         }
 
     async def apply_chunk(self, chunk: ChunkWrite) -> None:
+        await self.apply_chunks([chunk])
+
+    async def apply_chunks(self, chunks: Sequence[ChunkWrite]) -> None:
+        """Commit several chunks in one transaction (a webhook's concurrent POSTs: one
+        commit for all). Their keys must not overlap: each was planned without the others."""
         now = self.clock.time()
-        read_at = now if chunk.received_at is None else min(now, chunk.received_at)
+        counted: dict[tuple[str, str], int] = {}
+        for chunk in chunks:
+            for name, metric, n in chunk.stats:
+                counted[name, metric] = counted.get((name, metric), 0) + n
+        at = stats_hour(now)
         async with self._tx() as db:
-            for sink, writes in chunk.leads.items():
-                enqueue = [w for w in writes if w.enqueue]
-                refresh = [w for w in writes if not w.enqueue]
-                await db.executemany(
-                    """
-                    INSERT INTO leads (sink, key, hash, raw_hash, lead_json, action, state,
-                        attempts, next_at, origin, line, run_id, klass, created_at, updated_at,
-                        source)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (sink, key) DO UPDATE SET
-                        hash = excluded.hash, raw_hash = excluded.raw_hash,
-                        lead_json = excluded.lead_json, action = excluded.action,
-                        -- a claimed lead stays with its worker; completion re-queues it
-                        state = CASE WHEN leads.state = 'inflight' THEN 'inflight'
-                                     ELSE excluded.state END,
-                        attempts = 0, next_at = 0, last_error = NULL,
-                        -- the close of the version the dialer holds; none held: none
-                        dial_until = CASE WHEN leads.delivered_hash IS NULL THEN NULL
-                                          ELSE leads.dial_until END,
-                        origin = excluded.origin, line = excluded.line,
-                        run_id = excluded.run_id, klass = excluded.klass,
-                        updated_at = excluded.updated_at, source = excluded.source
-                    """,
-                    [
-                        (
-                            sink,
-                            w.key,
-                            w.hash,
-                            w.raw_hash,
-                            w.lead_json,
-                            w.action.value,
-                            w.state,
-                            chunk.origin,
-                            w.line,
-                            chunk.run_id,
-                            w.klass,
-                            now,
-                            read_at,
-                            chunk.source,
-                        )
-                        for w in enqueue
-                    ],
-                )
-                await db.executemany(
-                    "UPDATE leads SET raw_hash = ?, origin = ?, line = ?, run_id = ?, klass = ?"
-                    " WHERE sink = ? AND key = ?",
-                    [
-                        (w.raw_hash, chunk.origin, w.line, chunk.run_id, w.klass, sink, w.key)
-                        for w in refresh
-                    ],
-                )
+            for chunk in chunks:
+                await self._write_chunk(db, chunk, now)
+            # Last, as a push's: on a shared store the first write locks the hour's rows
             await db.executemany(
-                "INSERT INTO rejects (run_id, source, sink, origin, line, key, reason, row_json,"
-                " created_at, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _ADD_STAT, [(name, at, metric, 0, n) for (name, metric), n in counted.items()]
+            )
+
+    async def _write_chunk(self, db: Any, chunk: ChunkWrite, now: float) -> None:
+        """Write one chunk: leads, rejects, refusals, lists, events, cursor (in a transaction)."""
+        read_at = now if chunk.received_at is None else min(now, chunk.received_at)
+        for sink, writes in chunk.leads.items():
+            enqueue = [w for w in writes if w.enqueue]
+            refresh = [w for w in writes if not w.enqueue]
+            await db.executemany(
+                """
+                INSERT INTO leads (sink, key, hash, raw_hash, lead_json, action, state,
+                    attempts, next_at, origin, line, run_id, klass, created_at, updated_at,
+                    source)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (sink, key) DO UPDATE SET
+                    hash = excluded.hash, raw_hash = excluded.raw_hash,
+                    lead_json = excluded.lead_json, action = excluded.action,
+                    -- a claimed lead stays with its worker; completion re-queues it
+                    state = CASE WHEN leads.state = 'inflight' THEN 'inflight'
+                                 ELSE excluded.state END,
+                    attempts = 0, next_at = 0, last_error = NULL,
+                    -- the close of the version the dialer holds; none held: none
+                    dial_until = CASE WHEN leads.delivered_hash IS NULL THEN NULL
+                                      ELSE leads.dial_until END,
+                    origin = excluded.origin, line = excluded.line,
+                    run_id = excluded.run_id, klass = excluded.klass,
+                    updated_at = excluded.updated_at, source = excluded.source
+                """,
                 [
                     (
-                        chunk.run_id,
-                        chunk.source,
                         sink,
-                        _storable(r.origin or chunk.origin),
-                        r.line,
-                        _storable(r.key),
-                        _storable(r.reason),
-                        _storable(json.dumps(r.row, ensure_ascii=False)),
+                        w.key,
+                        w.hash,
+                        w.raw_hash,
+                        w.lead_json,
+                        w.action.value,
+                        w.state,
+                        chunk.origin,
+                        w.line,
+                        chunk.run_id,
+                        w.klass,
                         now,
-                        r.facts or None,
+                        read_at,
+                        chunk.source,
                     )
-                    for sink, r in chunk.rejects
+                    for w in enqueue
                 ],
             )
             await db.executemany(
-                "INSERT INTO refused (sink, key, raw_hash, fingerprint, blocked, reason, facts,"
-                " refused_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, key) DO UPDATE"
-                " SET raw_hash = excluded.raw_hash, fingerprint = excluded.fingerprint,"
-                " blocked = excluded.blocked, reason = excluded.reason, facts = excluded.facts,"
-                " refused_at = excluded.refused_at",
+                "UPDATE leads SET raw_hash = ?, origin = ?, line = ?, run_id = ?, klass = ?"
+                " WHERE sink = ? AND key = ?",
                 [
-                    (sink, r.key, r.raw_hash, r.fingerprint, int(r.blocked),
-                     _storable(r.reason), r.facts or None, now)
-                    for sink, r in chunk.refused
-                ],
-            )  # fmt: skip
-            if chunk.dnc:
-                await db.executemany(
-                    "INSERT INTO dnc_numbers (list, number, origin, added_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(name, number, _storable(chunk.origin), now) for name, number in chunk.dnc],
-                )
-            await _apply_dnc_versions(db, chunk, now)
-            if chunk.dnc_checked is not None:
-                # The withdrawals of these numbers commit with this mark, or neither does.
-                await db.execute(
-                    "UPDATE dnc_numbers SET checked = 1 WHERE list = ? AND checked = 0",
-                    (chunk.dnc_checked,),
-                )
-            await db.executemany(
-                "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (now, sink, key, kind, _storable(detail), facts or None)
-                    for sink, key, kind, detail, facts in chunk.events
+                    (w.raw_hash, chunk.origin, w.line, chunk.run_id, w.klass, sink, w.key)
+                    for w in refresh
                 ],
             )
-            if chunk.cursor is not None:
-                await _write_cursor(db, chunk.source, chunk.cursor)
+        await db.executemany(
+            "INSERT INTO rejects (run_id, source, sink, origin, line, key, reason, row_json,"
+            " created_at, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    chunk.run_id,
+                    chunk.source,
+                    sink,
+                    _storable(r.origin or chunk.origin),
+                    r.line,
+                    _storable(r.key),
+                    _storable(r.reason),
+                    _storable(json.dumps(r.row, ensure_ascii=False)),
+                    now,
+                    r.facts or None,
+                )
+                for sink, r in chunk.rejects
+            ],
+        )
+        await db.executemany(
+            "INSERT INTO refused (sink, key, raw_hash, fingerprint, blocked, reason, facts,"
+            " refused_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, key) DO UPDATE"
+            " SET raw_hash = excluded.raw_hash, fingerprint = excluded.fingerprint,"
+            " blocked = excluded.blocked, reason = excluded.reason, facts = excluded.facts,"
+            " refused_at = excluded.refused_at",
+            [
+                (sink, r.key, r.raw_hash, r.fingerprint, int(r.blocked),
+                 _storable(r.reason), r.facts or None, now)
+                for sink, r in chunk.refused
+            ],
+        )  # fmt: skip
+        if chunk.dnc:
+            await db.executemany(
+                "INSERT INTO dnc_numbers (list, number, origin, added_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(name, number, _storable(chunk.origin), now) for name, number in chunk.dnc],
+            )
+        await _apply_dnc_versions(db, chunk, now)
+        if chunk.dnc_checked is not None:
+            # The withdrawals of these numbers commit with this mark, or neither does.
+            await db.execute(
+                "UPDATE dnc_numbers SET checked = 1 WHERE list = ? AND checked = 0",
+                (chunk.dnc_checked,),
+            )
+        await db.executemany(
+            "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (now, sink, key, kind, _storable(detail), facts or None)
+                for sink, key, kind, detail, facts in chunk.events
+            ],
+        )
+        if chunk.cursor is not None:
+            await _write_cursor(db, chunk.source, chunk.cursor)
 
     async def rejects_for_origin(
         self, source: str, origin: str
