@@ -3,6 +3,8 @@ retries, changes while in flight, lookups, outcomes, writeback marks, lists and 
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -629,3 +631,28 @@ async def test_feed_counts_say_what_the_dialer_reached_and_still_holds(
     assert (await store.feed_counts("other", reached_since=0, delivered_since=0, now=now)) == (
         FeedCounts(0, 0, 0)
     )
+
+
+async def test_a_write_cancelled_while_it_waits_for_the_lock_leaves_no_transaction_open(
+    sqlite_store: SqliteStore,
+) -> None:
+    # A `--once` cut off by its deadline cancels the push while its store call waits for
+    # another process's lock. SQLite's thread still begins the transaction once the lock
+    # frees; before, nobody ended it and every later write failed ("cannot start a
+    # transaction within a transaction").
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    waiting = asyncio.create_task(enqueue(sqlite_store, "k1", "h1"))
+    for _ in range(1000):  # it took the store's lock, then sent BEGIN (bounded)
+        if sqlite_store._lock.locked():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # BEGIN waits for the other connection's lock in SQLite's thread
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    other.execute("COMMIT")
+    other.close()
+    await enqueue(sqlite_store, "k2", "h2")
+    claimed = await sqlite_store.claim("jodo", 10, 30)
+    assert [q.key for q in claimed] == ["k2"]

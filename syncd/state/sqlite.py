@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -253,7 +254,14 @@ class SqliteStore:
         async with self._lock:
             db = self.db
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                except asyncio.CancelledError:
+                    # SQLite's thread begins the transaction anyway once the lock frees:
+                    # end it before the lock is given back, or every later write fails
+                    # ("cannot start a transaction within a transaction").
+                    await asyncio.shield(self._end_begun())
+                    raise
                 try:
                     yield db
                 except BaseException:
@@ -264,6 +272,11 @@ class SqliteStore:
                     await db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 raise self._explain(exc) from exc
+
+    async def _end_begun(self) -> None:
+        """Roll back a BEGIN whose caller was cancelled (queued after it: it runs after)."""
+        with contextlib.suppress(sqlite3.OperationalError):  # it had failed: nothing begun
+            await self.db.execute("ROLLBACK")
 
     def _explain(self, exc: sqlite3.OperationalError) -> StoreError:
         """Return the StoreError saying what went wrong with the store, and what to do."""
