@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,19 +58,27 @@ def all_delivered(base: str, inbox: Path) -> bool:
     return bool(done and queued) and float(done.group(1)) >= float(queued.group(1))  # type: ignore[union-attr]
 
 
-def sync_time(work: Path, export: Path, n: int, clients: int, env: dict[str, str]) -> float:
+def sync_time(
+    work: Path,
+    export: Path,
+    clients: int,
+    env: dict[str, str],
+    health: list[str],
+    expected: dict[str, int],
+) -> float:
     """Return the seconds from the drop until the daemon delivered the export's leads."""
     shutil.rmtree(work / "state", ignore_errors=True)
     shutil.rmtree(work / "inbox", ignore_errors=True)
     (work / "inbox").mkdir()
-    health = free_port()
+    health_port = free_port()
     config = work / "syncd.toml"
     text = CONFIG.format(port=env["BENCH_SIM_PORT"], batch_size=500, concurrency=2, chunk_rows=5000)
     text = text.replace('kind = "csv_drop"\n', 'kind = "csv_drop"\nschedule = { interval_s = 1 }\n')
     config.write_text(
-        DAEMON.format(health=health) + text.replace('level = "info"', 'level = "warning"')
+        DAEMON.format(health=health_port).replace("[run]", "\n".join([*health, "[run]"]))
+        + text.replace('level = "info"', 'level = "warning"')
     )
-    base = f"http://127.0.0.1:{health}"
+    base = f"http://127.0.0.1:{health_port}"
     daemon = subprocess.Popen(
         [sys.executable, "-m", "syncd", "run", "-c", str(config)],
         env=env,
@@ -87,11 +96,18 @@ def sync_time(work: Path, export: Path, n: int, clients: int, env: dict[str, str
             )
             time.sleep(2)  # the crowd is at the door before the export lands
 
+        before = sim_received(env)
         start, cpu = time.perf_counter(), cpu_seconds(daemon.pid)
         shutil.copy(export, work / "inbox" / ".export.part")
         os.rename(work / "inbox" / ".export.part", work / "inbox" / "export.csv")
-        while not all_delivered(base, work / "inbox"):
-            time.sleep(0.5)
+        if expected.get("leads") is None:  # the first run: the daemon says when it is done
+            while not all_delivered(base, work / "inbox"):
+                time.sleep(0.5)
+            expected["leads"] = sim_received(env) - before
+        # Asked of the dialer, not of the crowded port: a 503 held back for its Retry-After
+        # would add its wait to the time measured.
+        while sim_received(env) - before < expected["leads"]:
+            time.sleep(0.05)
         took = time.perf_counter() - start
         print(
             f"    the daemon's event loop process used {cpu_seconds(daemon.pid) - cpu:.1f}s of CPU"
@@ -107,6 +123,14 @@ def sync_time(work: Path, export: Path, n: int, clients: int, env: dict[str, str
             crowd.kill()
         daemon.terminate()
         daemon.wait(30)
+
+
+def sim_received(env: dict[str, str]) -> int:
+    """Return how many records the simulated dialer has received in all (every push counts)."""
+    url = f"http://127.0.0.1:{env['BENCH_SIM_PORT']}/_sim/state"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        state = json.load(resp)["processes"].get("VoiceProcess", {})
+    return int(sum(state.get("received", {}).values()))
 
 
 async def hammer(base: str, clients: int) -> None:
@@ -146,6 +170,16 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--hammer", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="pairs of runs (alone, crowded); the median ratio"
+    )
+    parser.add_argument(
+        "--health",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help='a line added to the daemon\'s [health], e.g. --health "max_rate = 10"',
+    )
     args = parser.parse_args()
     if args.hammer:
         asyncio.run(hammer(args.hammer, args.clients))
@@ -163,14 +197,21 @@ def main() -> None:
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/_sim/state")
-            alone = sync_time(work, work / "export.csv", args.leads, 0, env)
-            print(f"sync of {args.leads:,} leads alone: {alone:.1f}s")
-            crowded = sync_time(work, work / "export.csv", args.leads, args.clients, env)
-            print(f"with {args.clients} clients on /status and /metrics: {crowded:.1f}s")
+            ratios = []
+            expected: dict[str, int] = {}  # leads the dialer receives per run (learned once)
+            for _ in range(args.repeat):  # interleaved: a drift of the machine hits both
+                alone = sync_time(work, work / "export.csv", 0, env, args.health, expected)
+                print(f"sync of {args.leads:,} leads alone: {alone:.1f}s")
+                crowded = sync_time(
+                    work, work / "export.csv", args.clients, env, args.health, expected
+                )
+                print(f"with {args.clients} clients on /status and /metrics: {crowded:.1f}s")
+                ratios.append(crowded / alone)
         finally:
             sim.terminate()
             sim.wait(10)
-        print(f"ratio: {crowded / alone:.2f} (goal: at most 1.3)")
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"ratio: {statistics.median(ratios):.2f} (median of {each}; goal: at most 1.3)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
