@@ -210,6 +210,10 @@ class FieldMap(Strict):
     agent: str | None = None
     deleted: str | None = None  # a soft-delete flag column
     fields: dict[str, str] = {}  # extra Lead.fields name -> source column
+    # the CRM's change time of the row: a row older than the version syncd holds of
+    # its lead is not applied (listed as superseded); ISO 8601, the route's timezone
+    # when it has no offset
+    updated_at: str | None = None
 
 
 class ZoneOverride(Strict):

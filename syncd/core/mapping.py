@@ -31,7 +31,7 @@ from syncd.core.gate import (
     screen,
     window_decision,
 )
-from syncd.core.model import Lead
+from syncd.core.model import Lead, version_text
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.zones import ZoneError, check_zone, zone_table
 
@@ -57,6 +57,8 @@ class LeadBlocked(RowRejected):
         self.key = key
         self.decision = decision
         self.numbers = numbers  # the lead's numbers the decision was about (for the audit)
+        # the row's version time: its removal carries it, so an older row cannot undo it
+        self.version_at: datetime | None = None
 
 
 @lru_cache(maxsize=64)
@@ -134,6 +136,19 @@ class Mapper:
         facts of the move; raise RowRejected with the reason (LeadBlocked: the gate's).
 
         ``now`` is the run's clock (consent ages against it); None: the system clock."""
+        key = self._checked_key(values)
+        version = self._version(values)
+        try:
+            lead, moved = self._lead(key, values, now)
+        except LeadBlocked as exc:
+            exc.version_at = version
+            raise
+        lead.version_at = version
+        return lead, moved
+
+    def _checked_key(self, values: list[str]) -> str:
+        """Return the row's key; RowRejected when it is missing or not a key, or the row
+        holds bytes its file's encoding could not read."""
         m = self.route.map
         raw_key = values[self.index[m.key]]
         if not raw_key.isprintable() and (bad := {c for c in raw_key if ord(c) in _CONTROLS}):
@@ -151,6 +166,22 @@ class Mapper:
                 f"column {column!r} is not valid text in the file's encoding "
                 "(is the file latin1/cp1252? set the source's encoding)"
             )
+        return key
+
+    def _version(self, values: list[str]) -> datetime | None:
+        """Return the row's version time (``map.updated_at``; None: not mapped, or empty);
+        RowRejected naming the column when it cannot be read (core.versions)."""
+        column = self.route.map.updated_at
+        if column is None:
+            return None
+        try:
+            return parse_datetime(self.cell(values, column), None, self.route.timezone)
+        except RowRejected as exc:
+            raise RowRejected(f"{exc} in column {column!r}") from None
+
+    def _lead(self, key: str, values: list[str], now: datetime | None) -> tuple[Lead, Facts | None]:
+        """Return the lead of a row whose key is read (see :meth:`map_row`)."""
+        m = self.route.map
         if self._is_deleted(values):
             # A removal needs the key and what was delivered, not what the CRM left in
             # the row: a deleted lead's phone cell is often blanked or junk ("N/A").
@@ -355,6 +386,7 @@ def required_columns(route: RouteConfig) -> list[str]:
     m = route.map
     cols = [m.key, m.phone, *m.alt_phones]
     cols += [c for c in (m.first_name, m.last_name, m.email, m.call_at, m.agent, m.deleted) if c]
+    cols += [m.updated_at] if m.updated_at else []
     cols += list(m.fields.values()) + list(route.filter)
     if route.policy is not None:
         cols += route.policy.columns()
@@ -363,7 +395,13 @@ def required_columns(route: RouteConfig) -> list[str]:
 
 def route_fingerprint(route: BaseModel) -> bytes:
     """Return bytes that change whenever the route's mapping changes."""
-    return hashlib.blake2b(route.model_dump_json().encode(), digest_size=16).digest()
+    if isinstance(route, RouteConfig) and route.map.updated_at is None:
+        # A route without a version column reads as it did before the setting existed:
+        # its stored raw hashes stay valid (no re-sync maps every row again).
+        text = route.model_dump_json(exclude={"map": {"updated_at"}})
+    else:
+        text = route.model_dump_json()
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def row_hash(fingerprint: bytes, values: list[str]) -> str:
@@ -392,14 +430,26 @@ def lead_hash(lead_json: str) -> str:
     return hashlib.blake2b(lead_json.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def withdrawal(key: str, code: str = "") -> tuple[str, str]:
-    """Return the (hash, JSON) of the removal of lead ``key``; ``code`` when the gate asks.
+def withdrawal(key: str, code: str = "", version_at: datetime | None = None) -> tuple[str, str]:
+    """Return the (hash, JSON) of the removal of lead ``key``; ``code`` when the gate asks,
+    ``version_at`` the version time of the row that asked for it.
 
     A dialer that keeps a do-not-call list of its own (uContact) adds the numbers of a
     lead withdrawn for ``dnc_*`` to it.
     """
-    text = lead_to_json(Lead(key=key, phone="", deleted=True, withdrawn=code))
-    return lead_hash(text), text
+    return hashed(Lead(key=key, phone="", deleted=True, withdrawn=code, version_at=version_at))
+
+
+def hashed(lead: Lead) -> tuple[str, str]:
+    """Return the (content hash, canonical JSON) of a lead.
+
+    The hash leaves the version time out: the same content at a later change time of
+    the CRM is unchanged (nothing is sent again), as it was before versions were kept.
+    """
+    text = lead_to_json(lead)
+    if lead.version_at is None:
+        return lead_hash(text), text
+    return lead_hash(lead_to_json(replace(lead, version_at=None))), text
 
 
 def lead_to_json(lead: Lead) -> str:
@@ -409,6 +459,8 @@ def lead_to_json(lead: Lead) -> str:
         gone: dict[str, object] = {"key": lead.key, "deleted": True}
         if lead.withdrawn:
             gone["withdrawn"] = lead.withdrawn
+        if lead.version_at is not None:
+            gone["version_at"] = version_text(lead.version_at)
         return json.dumps(gone, sort_keys=True)
     data = lead.to_json()
     try:
@@ -456,13 +508,13 @@ def normalize_rows(
         except LeadBlocked as exc:
             # Refused with its reason, and a removal for a dialer that already has it.
             facts = mapper.facts(exc.numbers, values, exc.decision.code).to_json()
-            gone = withdrawal(exc.key, exc.decision.code)
+            gone = withdrawal(exc.key, exc.decision.code, exc.version_at)
             out.append((line, key, *gone, str(exc), True, facts))
             continue
         except RowRejected as exc:
             out.append((line, key, None, None, str(exc), False, ""))
             continue
-        text = lead_to_json(lead)
+        content_hash, text = hashed(lead)
         facts = moved.to_json() if moved is not None else ""
-        out.append((line, key, lead_hash(text), text, None, lead.deleted, facts))
+        out.append((line, key, content_hash, text, None, lead.deleted, facts))
     return out

@@ -29,6 +29,10 @@ class Lead:
     # When the person's consent runs out (UTC; a consent date plus the policy's
     # consent_max_age_days): checked again at push and while the dialer holds the lead.
     consent_until: datetime | None = None
+    # The CRM's change time of the row this lead came from (UTC; the route's
+    # ``map.updated_at``): a row older than it is not applied (core.versions). Stored
+    # with the lead, never sent, and left out of its content hash.
+    version_at: datetime | None = None
 
     def _extra(self) -> dict[str, Any]:
         """Return the fields written only when set: a lead without them keeps the text
@@ -40,6 +44,8 @@ class Lead:
             extra["notes"] = list(self.notes)
         if self.consent_until is not None:
             extra["consent_until"] = consent_text(self.consent_until)
+        if self.version_at is not None:
+            extra["version_at"] = version_text(self.version_at)
         return extra
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +69,7 @@ class Lead:
         """Return the Lead that :meth:`to_json` produced."""
         call_at = data.get("call_at")
         consent_until = data.get("consent_until")
+        version_at = data.get("version_at")
         return cls(
             key=data["key"],
             phone=data.get("phone", ""),
@@ -78,6 +85,7 @@ class Lead:
             withdrawn=str(data.get("withdrawn") or ""),
             notes=tuple(data.get("notes") or ()),
             consent_until=datetime.fromisoformat(consent_until) if consent_until else None,
+            version_at=datetime.fromisoformat(version_at) if version_at else None,
         )
 
 
@@ -88,6 +96,12 @@ def consent_text(moment: datetime) -> str:
     time order, whatever the database's collation.
     """
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def version_text(moment: datetime) -> str:
+    """Return a version time as stored: UTC, to the microsecond the CRM wrote (two rows a
+    fraction of a second apart are two versions). Compared as times, never as text."""
+    return moment.astimezone(UTC).isoformat()
 
 
 class Action(enum.StrEnum):
@@ -242,6 +256,7 @@ class StoredLead:
     run_id: str | None
     klass: str | None
     delivered: bool = False  # the dialer has held some version of this lead
+    version_at: str | None = None  # the CRM's change time of the stored version (version_text)
 
 
 @dataclass(slots=True)
@@ -257,3 +272,6 @@ class LeadWrite:
     line: int | None
     enqueue: bool = True  # False: refresh raw_hash/origin only
     state: str = "pending"  # "removed" for a delete of a lead the dialer never had
+    # a refresh (enqueue False) of a row with a version time: set in the stored lead's
+    # JSON, which is otherwise kept (a newer version of the same content)
+    version_at: str | None = None

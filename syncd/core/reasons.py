@@ -38,6 +38,8 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"key in column .{0,200}? holds control characters", "key with control characters", False),
         (r"key longer than \d+ characters", "key too long", False),
         (r"duplicate key .{0,1000}superseded by line \d+", "superseded by a later row", False),
+        (r"superseded: an older version than the one syncd holds",
+         "superseded: an older version", False),
         (r"invalid date\b", "invalid date", False),
         (r"(invalid phone|empty phone|phone .{0,200}(rounded number|not a whole number))",
          "invalid phone", False),

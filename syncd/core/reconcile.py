@@ -11,7 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from syncd.core.model import Action, LeadWrite, StoredLead
+from syncd.core.model import Action, LeadWrite, StoredLead, version_text
+from syncd.core.versions import is_older, older_reason, read_version, version_of
 
 
 class Decision(enum.StrEnum):
@@ -89,7 +90,9 @@ def decide_repeat(
 #   lookup (I/O)  -> triage()  -> phone mapping (CPU, a process pool) -> plan_chunk()
 # triage decides which rows need mapping at all; plan_chunk turns the mapped rows
 # and the stored leads into writes, rejects and count changes. The pull applies the
-# plan in one transaction.
+# plan in one transaction. A route with a version column (map.updated_at) first sets
+# aside the mapped rows older than the version held (older_rows), before anything
+# else looks at them (do-not-call lists, the refusal memory, plan_chunk).
 
 Row = tuple[int, list[str]]  # (line, values)
 MappedRow = tuple[int, str, str | None, str | None, str | None, bool, str]
@@ -115,6 +118,42 @@ class Triage:
     to_map: list[Row] = field(default_factory=list)
     unchanged: int = 0  # byte-identical to the row that produced the stored lead
     rejects: list[RowReject] = field(default_factory=list)  # superseded inside the chunk
+
+
+@dataclass
+class Versions:
+    """The mapped rows of a chunk split by their version time against the one held."""
+
+    current: list[MappedRow] = field(default_factory=list)  # equal, newer, or undecided
+    older: list[RowReject] = field(default_factory=list)  # not applied: superseded
+    times: dict[int, str] = field(default_factory=dict)  # line -> version time (current rows)
+
+
+def older_rows(
+    mapped: list[MappedRow],
+    rows_by_line: Mapping[int, list[str]],
+    stored: Mapping[str, StoredLead | None],
+    column: str,
+) -> Versions:
+    """Return the mapped rows split into those applied and those older than the version
+    stored for their lead (same sink, same key), each of these a reject saying so.
+
+    A row refused by mapping has no version and stays (it is refused as it was).
+    """
+    split = Versions()
+    for row in mapped:
+        line, key, _hash, lead_json = row[0], row[1], row[2], row[3]
+        given = version_of(lead_json) if lead_json is not None else None
+        previous = stored.get(key)
+        held = read_version(previous.version_at) if previous is not None else None
+        if given is not None and held is not None and is_older(given, held):
+            reason = older_reason(column, given, held)
+            split.older.append(RowReject(line, key, rows_by_line[line], reason))
+            continue
+        split.current.append(row)
+        if given is not None:
+            split.times[line] = version_text(given)
+    return split
 
 
 @dataclass
@@ -201,8 +240,12 @@ def plan_chunk(
     *,
     origin: str,
     run_id: str,
+    versions: Mapping[int, str] | None = None,
 ) -> ChunkPlan:
-    """Return the writes, rejects and count changes of the mapped rows of one chunk."""
+    """Return the writes, rejects and count changes of the mapped rows of one chunk.
+
+    ``versions``: the rows' version times (``Versions.times``), which a row of unchanged
+    content still records with its lead (a later row is compared with it)."""
     plan = ChunkPlan()
     for line, key, content_hash, lead_json, reason, deleted, facts in mapped:
         previous = stored.get(key)
@@ -220,7 +263,9 @@ def plan_chunk(
         plan.count(decision.value)
         lead = (key, content_hash, raw_hashes[line], lead_json)
         if decision is Decision.UNCHANGED:  # raw text changed, content did not: refresh only
-            plan.writes.append(LeadWrite(*lead, Action.UPSERT, decision.value, line, False))
+            version = versions.get(line) if versions else None
+            write = LeadWrite(*lead, Action.UPSERT, decision.value, line, False, version_at=version)
+            plan.writes.append(write)
             continue
         plan.superseded += supersedes  # skipped or queued anew: the unsent version leaves
         if decision is Decision.SKIPPED:

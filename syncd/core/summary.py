@@ -33,6 +33,9 @@ class RouteCounts:
     # of the rejected: refused before with the same raw content and fingerprint, refused
     # again from memory without mapping (syncd.core.refusals)
     refused_before: int = 0
+    # of the rejected: older than the version of their lead syncd holds (the route's
+    # map.updated_at), not applied (syncd.core.versions)
+    older_versions: int = 0
 
     def add(self, bucket: str, n: int = 1) -> None:
         setattr(self, bucket, getattr(self, bucket) + n)

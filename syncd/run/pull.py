@@ -34,8 +34,9 @@ from syncd.core.mapping import (
 )
 from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
-from syncd.core.reconcile import RowReject, latest_rows, plan_chunk, triage
+from syncd.core.reconcile import RowReject, Versions, latest_rows, older_rows, plan_chunk, triage
 from syncd.core.summary import RunSummary
+from syncd.core.versions import is_older_reason, version_of
 from syncd.errors import ConfigError, StoreError
 from syncd.run.dnc_lists import version_labels
 from syncd.run.refused import (
@@ -323,13 +324,26 @@ class Puller:
             assert isinstance(route, RouteConfig)
             mapped = await self._normalize(route, chunk, first.to_map)
             counts.mapped += len(first.to_map)
+        versions = Versions(current=mapped)
+        if isinstance(route, RouteConfig) and route.map.updated_at is not None:
+            # Before the lists and the refusal memory: an older row is not applied at all.
+            versions = older_rows(mapped, by_line, stored, route.map.updated_at)
+            mapped = versions.current
+            counts.rejected += len(versions.older)
+            counts.older_versions += len(versions.older)
         if isinstance(mapper, Mapper) and mapper.policy and mapper.policy.dnc_lists:
             mapped, kept = await self._against_lists(mapper, mapper.policy.dnc_lists, mapped)
             _keep_blocked(write, sink, mapped, kept, raw_hashes)
         if isinstance(mapper, Mapper):
             remember(write, sink, mapped, by_line, key_col, raw_hashes, fp)
         plan = plan_chunk(
-            mapped, by_line, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
+            mapped,
+            by_line,
+            raw_hashes,
+            stored,
+            origin=chunk.origin,
+            run_id=write.run_id,
+            versions=versions.times,
         )
         counts.unchanged += first.unchanged
         counts.rejected += len(first.rejects)
@@ -339,7 +353,7 @@ class Puller:
             counts.blocked[code] = counts.blocked.get(code, 0) + n
         self.summary.sink(sink).carried -= plan.carried_requeued
         counts.superseded += plan.superseded
-        for r in [*first.rejects, *again, *plan.rejects]:
+        for r in [*first.rejects, *again, *versions.older, *plan.rejects]:
             reject = Reject(write.source, r.reason, r.line, chunk.origin, r.values, r.key, r.facts)
             write.rejects.append((sink, reject))
         write.leads.setdefault(sink, []).extend(plan.writes)
@@ -384,7 +398,7 @@ class Puller:
                 dnc_list=listed[hit],
                 list_version=versions.get(listed[hit], ""),
             )
-            gone = withdrawal(row[1], decision.code)
+            gone = withdrawal(row[1], decision.code, version_of(row[3]))
             out.append((row[0], row[1], *gone, decision.text, True, facts.to_json()))
         return out, kept
 
@@ -425,7 +439,10 @@ def _count_handed(write: ChunkWrite, chunk: Chunk) -> None:
     """Note a handed chunk in its source's figures (status: the last POST, its rows taken
     and refused); the cursor says which POST came last (an id, no lead data)."""
     rows = len(chunk.rows) + len(chunk.rejects)
-    refused = len({r.line for _, r in write.rejects if r.line is not None})
+    # a row older than the version held is taken, not refused: the sender has nothing to redo
+    refused = len(
+        {r.line for _, r in write.rejects if r.line is not None and not is_older_reason(r.reason)}
+    )
     posts, accepted, refused_name = HANDED_STATS
     write.cursor = json.dumps({"post": chunk.origin})
     write.stats += [

@@ -25,6 +25,7 @@ from syncd.config import SourceConfig
 from syncd.core.mapping import clean_cell
 from syncd.core.model import Reject
 from syncd.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, fresh, verify
+from syncd.core.versions import OLDER_VERSION, is_older_reason
 from syncd.secrets import Secret
 from syncd.sources.base import Chunk
 
@@ -357,20 +358,31 @@ def public_reason(reason: str) -> tuple[str | None, str]:
 
 def answer(batch: Batch, rejects: Iterable[tuple[str, Reject]], source: str) -> Answer:
     """Return the answer to a committed batch: 202 when every row went through, else
-    400 naming each refused row (the others are committed all the same)."""
+    400 naming each refused row (the others are committed all the same).
+
+    A row older than the version syncd holds of its lead went through: it is accepted
+    and listed under ``superseded`` (the sender has nothing to send again; a refusal
+    would have a retry loop send it again and again)."""
     refused = list(batch.refusals)
+    superseded: list[Refusal] = []
     for sink, reject in rejects:
         if not sink or reject.line is None or reject.source != source:
             continue  # the source's own refusals are in batch.refusals already
         name, text = public_reason(reject.reason)
-        refused.append(Refusal(reject.line - 1, name, text, sink))
+        if is_older_reason(reject.reason):  # the times stay in the store (syncd rejects)
+            superseded.append(Refusal(reject.line - 1, name, OLDER_VERSION, sink))
+        else:
+            refused.append(Refusal(reject.line - 1, name, text, sink))
     refused.sort(key=lambda r: (r.row, r.sink or ""))
     bad = {r.row for r in refused}
-    document = {
+    document: dict[str, Any] = {
         "accepted": [i for i in range(batch.count) if i not in bad],
         "refused": [_shown(r) for r in refused],
         "replayed": False,
     }
+    if superseded:
+        superseded.sort(key=lambda r: (r.row, r.sink or ""))
+        document["superseded"] = [_shown(r) for r in superseded]
     return Answer(400 if refused else 202, document)
 
 

@@ -84,6 +84,9 @@ ANALYZE_AFTER_ROWS = 1000
 _PLACEHOLDER = re.compile(r"\?")
 _NULL_SAFE_NOT = re.compile(r"\bIS NOT (?!NULL\b|DISTINCT\b)")
 _JSON_FIELD = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
+# json_set(column, '$.field', ?): one text field set in a JSON text column
+_JSON_SET = re.compile(r"json_set\(([\w.]+), '\$\.(\w+)', \?\)")
+_JSONB_SET = r"CAST(jsonb_set(CAST(\1 AS jsonb), '{\2}', to_jsonb(CAST(? AS TEXT))) AS TEXT)"
 
 
 @functools.lru_cache(maxsize=512)
@@ -91,6 +94,7 @@ def to_postgres(sql: str) -> str:
     """Return a statement of the shared SQL subset in PostgreSQL's spelling."""
     sql = _NULL_SAFE_NOT.sub("IS DISTINCT FROM ", sql)
     sql = _JSON_FIELD.sub(r"(\1::jsonb ->> '\2')", sql)
+    sql = _JSON_SET.sub(_JSONB_SET, sql)
     sql = sql.replace("instr(", "strpos(")
     counter = iter(range(1, 100_000))
     return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)

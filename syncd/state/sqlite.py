@@ -547,11 +547,14 @@ class SqliteStore:
                 values = ",".join("(?, ?)" for _ in part)
                 params = [v for pair in part for v in pair]
                 # The comparison runs inside SQLite: a re-sync of a million mostly
-                # unchanged rows brings back only the few that differ.
+                # unchanged rows brings back only the few that differ. The version time
+                # (core.versions) is read out of the JSON only where the text holds one.
                 result = await self.db.execute_fetchall(
                     f"WITH c(key, raw) AS (VALUES {values}) "
                     "SELECT c.key, l.key IS NULL, l.hash, l.raw_hash, l.state, l.origin,"
-                    " l.line, l.run_id, l.klass, l.delivered_hash IS NOT NULL"
+                    " l.line, l.run_id, l.klass, l.delivered_hash IS NOT NULL,"
+                    " CASE WHEN instr(l.lead_json, '\"version_at\"') > 0"
+                    " THEN json_extract(l.lead_json, '$.version_at') END"
                     " FROM c LEFT JOIN leads l ON l.sink = ? AND l.key = c.key"
                     " WHERE l.key IS NULL OR l.raw_hash IS NOT c.raw OR l.origin = ?",
                     (*params, sink, origin),
@@ -642,6 +645,13 @@ class SqliteStore:
                     (w.raw_hash, chunk.origin, w.line, chunk.run_id, w.klass, sink, w.key)
                     for w in refresh
                 ],
+            )
+            # The same content at a newer version time: the time alone is set, the rest of
+            # the stored JSON kept (it may carry a mark, as a window's withdrawal does).
+            await db.executemany(
+                "UPDATE leads SET lead_json = json_set(lead_json, '$.version_at', ?)"
+                " WHERE sink = ? AND key = ?",
+                [(w.version_at, sink, w.key) for w in refresh if w.version_at is not None],
             )
         await db.executemany(
             "INSERT INTO rejects (run_id, source, sink, origin, line, key, reason, row_json,"
