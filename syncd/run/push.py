@@ -82,6 +82,7 @@ NUDGE_CHECK_S = 1.0  # an idle worker waiting on a busy one looks at the stop th
 # A lead held behind another of its number is looked at again this often even if the
 # other one's leaving was not seen (its number changed, it left at a pull).
 NUMBER_RECHECK_S = 300.0
+NEVER_DELIVERED = "the dialer never had this lead: nothing to withdraw, no request sent"
 # A withdrawal past max_attempts: tried again (WITHDRAWAL_RETRY_S), never a dead letter
 # (the number stays dialable until the dialer lets it go); `status` and /readyz say so.
 WITHDRAWAL_FAILING = "withdrawal failed"
@@ -256,6 +257,7 @@ class Pusher:
     async def _push_claimed(self, batch: list[QueuedLead]) -> bool:
         """Screen a claimed batch at push time and push what may go; return True when a
         request was sent (or tried)."""
+        batch = await self._nothing_to_withdraw(batch)
         if self.feed_left is not None:
             batch = await self._fed(batch)
             if not batch:
@@ -270,6 +272,21 @@ class Pusher:
         for part in self._per_close(batch):
             await self.push_batch(part)
         return bool(batch)
+
+    async def _nothing_to_withdraw(self, batch: list[QueuedLead]) -> list[QueuedLead]:
+        """Settle the removals of leads the dialer never had; return the rest of the batch.
+
+        The pull marks a lead it never delivered gone at once, unless a push holds it
+        then (the request may land): it queues a removal. When that push failed, the
+        dialer never had the lead: nothing to withdraw, and nothing to name it by there.
+        """
+        never = [q for q in batch if q.action is Action.DELETE and q.delivered_hash is None]
+        if not never:
+            return batch
+        results = [PushResult.delivered(q.key, reply=NEVER_DELIVERED) for q in never]
+        await self._complete(never, results)
+        settled = {q.key for q in never}
+        return [q for q in batch if q.key not in settled]
 
     async def _not_listed(self, batch: Sequence[QueuedLead]) -> list[QueuedLead]:
         """Return the leads none of whose numbers is on a do-not-call list of the sink's
