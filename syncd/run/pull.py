@@ -30,11 +30,20 @@ from syncd.core.mapping import (
     NormalizedRow,
     normalize_rows,
     required_columns,
+    row_hashes,
     withdrawal,
 )
 from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
-from syncd.core.reconcile import RowReject, Versions, latest_rows, older_rows, plan_chunk, triage
+from syncd.core.reconcile import (
+    RowReject,
+    Versions,
+    latest_of,
+    older_rows,
+    plan_chunk,
+    row_keys,
+    triage,
+)
 from syncd.core.summary import RunSummary
 from syncd.core.versions import is_older_reason, version_of
 from syncd.errors import ConfigError, StoreError
@@ -296,15 +305,16 @@ class Puller:
         else:
             sink, mapper = route.sink, Mapper(route, chunk.header)
         key_col = chunk.header.index(mapper.key_column)
-        raw_hashes = {line: mapper.raw_hash(values) for line, values in chunk.rows}
-        latest = latest_rows(chunk.rows, key_col)
+        raw_hashes = row_hashes(mapper.fingerprint, chunk.rows)
+        keys = row_keys(chunk.rows, key_col)
+        rows = chunk.rows
         stored = await self.store.lookup_changed(
             sink,
-            [(k, raw_hashes[chunk.rows[i][0]]) for k, i in latest.items() if k],
+            [(k, raw_hashes[rows[i][0]]) for k, i in latest_of(keys).items() if k],
             chunk.origin,
         )
         first = triage(
-            chunk.rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
+            rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id, keys=keys
         )
         again: list[RowReject] = []
         fp = chunk_fingerprint(self._environment, chunk.header)
