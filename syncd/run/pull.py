@@ -12,9 +12,8 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -56,10 +55,12 @@ from syncd.run.refused import (
     remember,
 )
 from syncd.run.window import unmarked
-from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
 from syncd.sources.csv_drop import CsvDropSource
 from syncd.state.base import HANDED_STATS, BlockedLead, ChunkWrite, DncVersion, StateStore
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 log = structlog.get_logger("syncd.pull")
 
@@ -421,6 +422,10 @@ class Puller:
         if len(rows) < POOL_THRESHOLD or workers <= 1:
             return normalize_rows(route_json, chunk.header, rows, now)
         if self._pool is None:
+            # Imported when first needed: a re-sync maps a few rows a chunk, in this process,
+            # and never starts the pool (nor loads multiprocessing).
+            from syncd.run.workers import mapping_pool
+
             self._pool = mapping_pool(workers, phones.use_backend, backend_wanted(self.settings))
         loop = asyncio.get_running_loop()
         size = -(-len(rows) // workers)
