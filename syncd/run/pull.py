@@ -134,6 +134,9 @@ class Puller:
         self.clock = clock  # the run's: consent ages against it when rows are mapped
         self._pool: ProcessPoolExecutor | None = None
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
+        # Per route, whether its last chunk had mostly rows to map: while it had not (a
+        # re-sync), the next chunk is not probed for mapping ahead (see _fetch).
+        self._mapping_most: dict[str, bool] = {}
         # what decides a refusal besides the row and its route (syncd.run.refused)
         self._environment = environment(choose_phone_backend(settings).name)
 
@@ -157,6 +160,8 @@ class Puller:
         source = build_source(cfg, leads, self.store, required)
         cursor = None if full else await self.store.get_cursor(cfg.name)
         bound = log.bind(source=cfg.name)
+        for route in leads:
+            self._mapping_most.pop(route.name, None)  # a new pull probes its first chunks
         chunks = source.chunks(cursor, full=full).__aiter__()
         upcoming = asyncio.ensure_future(self._fetch(chunks, routes))
         try:
@@ -187,6 +192,11 @@ class Puller:
             for route in routes:
                 if not isinstance(route, RouteConfig):
                     continue  # users are few: mapped when reconciled
+                if not self._mapping_most.get(route.name, True):
+                    # The last chunk mapped few of its rows (a re-sync): so will this one,
+                    # most likely. Not probing spares a store query a chunk, on the path
+                    # that waits for this chunk; a chunk mostly new is mapped all the same.
+                    continue
                 if route.map.key in chunk.header and route.map.phone in chunk.header:
                     if await self._mostly_new(route, chunk):
                         speculative[route.name] = asyncio.ensure_future(
@@ -325,6 +335,7 @@ class Puller:
             )
             again = refuse_again(settled, counts)
         by_line = dict(first.to_map)
+        self._mapping_most[route.name] = len(first.to_map) * 2 >= len(chunk.rows)
         if isinstance(mapper, AgentMapper):
             mapped = mapper.map_rows(first.to_map)
             counts.mapped += len(first.to_map)
