@@ -7,9 +7,10 @@ adds one line here (or a ``syncd.sinks`` entry point) and touches no core code.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 
@@ -90,10 +91,17 @@ SIMULATORS: dict[str, str] = {
 }
 
 
+@functools.cache
+def _entry_points(group: str) -> tuple[EntryPoint, ...]:
+    """Return a group's entry points, read once a process: reading them opens every
+    installed distribution's metadata, and a run asks for each table several times."""
+    return tuple(entry_points(group=group))
+
+
 def _with_entry_points(group: str, table: dict[str, Plugin]) -> dict[str, Plugin]:
     # Third-party plug-ins register "kind = module:Config|module:Factory".
     merged = dict(table)
-    for ep in entry_points(group=group):
+    for ep in _entry_points(group):
         config, _, factory = ep.value.partition("|")
         merged.setdefault(ep.name, Plugin(config, factory))
     return merged

@@ -154,3 +154,11 @@ def test_normalize_rows_hashes_equal_content_equally_whatever_the_phone_spelling
     assert out[0][2] == out[1][2] and out[0][3] == out[1][3]
     assert json.loads(out[0][3] or "")["phone"] == "+919820012345"
     assert out[2][4] is not None and "invalid phone" in out[2][4]
+
+
+def test_a_chunk_is_hashed_as_its_rows_are_one_by_one() -> None:
+    from syncd.core.mapping import row_hash, row_hashes
+
+    fingerprint = b"\x01" * 16
+    rows = [(2, ["L1", "98200 10001"]), (3, ["L2", "caf\udce9", ""]), (5, [])]
+    assert row_hashes(fingerprint, rows) == {line: row_hash(fingerprint, v) for line, v in rows}

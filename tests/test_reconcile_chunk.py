@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.core.model import Action, StoredLead
 from syncd.core.reconcile import MappedRow, Row, plan_chunk, triage
@@ -215,3 +217,66 @@ def test_a_lead_left_queued_by_an_earlier_run_and_queued_again_is_not_carried() 
     )
     assert plan.carried_requeued == 1
     assert plan.counts == {"changed": 1}
+
+
+# -- triage decides each row as a row-by-row reading of the chunk would --------------------
+
+
+def triage_row_by_row(
+    rows: list[Row], raw: dict[int, str], changed: dict[str, StoredLead | None]
+) -> tuple[list[int], int, list[int]]:
+    """The rule triage implements, one row at a time (what it did before it counted the
+    rows the lookup left out at once): (lines to map, unchanged, rejected lines)."""
+    latest = {values[0].strip(): i for i, (_, values) in enumerate(rows)}
+    to_map, unchanged, rejected = [], 0, []
+    for i, (line, values) in enumerate(rows):
+        key = values[0].strip()
+        if key and latest[key] == i and key not in changed:
+            unchanged += 1
+        elif key and latest[key] != i:
+            rejected.append(line)
+        elif (
+            (previous := changed.get(key)) is not None
+            and previous.origin == ORIGIN
+            and (previous.line is not None and previous.line < line)
+        ):
+            to_map.append(line)
+        elif previous is not None and previous.raw_hash == raw[line]:
+            unchanged += 1
+        else:
+            to_map.append(line)
+    return to_map, unchanged, rejected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from(["A", "B", " B", "C", "", " ", "D"]), max_size=12),
+    looked_up=st.dictionaries(
+        st.sampled_from(["A", "B", "C", "", "X"]),
+        st.one_of(
+            st.none(),
+            st.builds(
+                lambda raw, origin, line: known(raw=raw, origin=origin, line=line),
+                st.sampled_from(["r2", "r3", "other"]),
+                st.sampled_from([ORIGIN, "a.csv"]),
+                st.integers(0, 9),
+            ),
+        ),
+    ),
+)
+def test_triage_is_the_row_by_row_rule(
+    keys: list[str], looked_up: dict[str, StoredLead | None]
+) -> None:
+    rows = [row(line, key) for line, key in enumerate(keys, start=2)]
+    raw = {line: f"r{line}" for line, _ in rows}
+    result = triage(rows, 0, raw, looked_up, origin=ORIGIN, run_id=RUN)
+    decided = (
+        [line for line, _ in result.to_map],
+        result.unchanged,
+        [r.line for r in result.rejects],
+    )
+    assert decided == triage_row_by_row(rows, raw, looked_up)
+    with_keys = triage(
+        rows, 0, raw, looked_up, origin=ORIGIN, run_id=RUN, keys=[k.strip() for k in keys]
+    )
+    assert with_keys == result

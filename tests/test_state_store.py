@@ -25,7 +25,7 @@ from syncd.state.base import (
     DncVersion,
     WindowMoves,
 )
-from syncd.state.sqlite import SqliteStore, consent_query
+from syncd.state.sqlite import SqliteStore, consent_query, pairs_per_query
 from tests.support.stores import KINDS, fresh_store
 
 
@@ -134,6 +134,34 @@ async def test_a_resync_lookup_returns_only_new_changed_and_same_file_keys(
     assert edited is not None and edited.raw_hash == "raw-EDITED" and edited.hash == "h"
     assert set(in_day1) == {"LATER"} and in_day1["LATER"] is not None
     assert in_day1["LATER"].line == 4
+
+
+async def test_a_resync_lookup_longer_than_one_query_returns_every_changed_key(
+    store: SqliteStore,
+) -> None:
+    keys = [f"L{i:05d}" for i in range(pairs_per_query(250_000) + 101)]
+    write = ChunkWrite("run1", "crm", "day1.csv")
+    write.leads["jodo"] = [
+        LeadWrite(k, "h", f"raw-{k}", '{"key":"x","phone":"+1"}', Action.UPSERT, "new", i)
+        for i, k in enumerate(keys, start=2)
+    ]
+    await store.apply_chunk(write)
+    edited = set(keys[::997]) | {keys[-1]}
+
+    found = await store.lookup_changed(
+        "jodo",
+        [(k, f"raw-{k}" + ("-v2" if k in edited else "")) for k in keys] + [("NEW", "raw")],
+        "day2.csv",
+    )
+
+    assert set(found) == edited | {"NEW"}
+    assert found["NEW"] is None and all(found[k] is not None for k in edited)
+
+
+def test_a_lookup_query_stays_under_the_host_parameter_limit() -> None:
+    assert 2 * pairs_per_query(999) + 2 <= 999  # SQLite before 3.32, as built by default
+    assert 2 * pairs_per_query(32766) + 2 <= 32766
+    assert pairs_per_query(5) == 1
 
 
 async def test_a_refusal_is_remembered_per_sink_and_key_replaced_and_pruned_with_rejects(

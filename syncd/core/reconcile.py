@@ -191,12 +191,19 @@ def superseded_reason(key: str, later_line: int) -> str:
     return f"duplicate key {key!r}: superseded by line {later_line} (last wins)"
 
 
+def row_keys(rows: list[Row], key_col: int) -> list[str]:
+    """Return each row's key cell, stripped, in row order."""
+    return [values[key_col].strip() for _, values in rows]
+
+
+def latest_of(keys: list[str]) -> dict[str, int]:
+    """Return, per key, the index of its last row (last row wins), given ``row_keys``."""
+    return dict(zip(keys, range(len(keys)), strict=True))
+
+
 def latest_rows(rows: list[Row], key_col: int) -> dict[str, int]:
     """Return, per key, the index of its last row in the chunk (last row wins)."""
-    latest: dict[str, int] = {}
-    for i, (_, values) in enumerate(rows):
-        latest[values[key_col].strip()] = i
-    return latest
+    return latest_of(row_keys(rows, key_col))
 
 
 def triage(
@@ -207,14 +214,28 @@ def triage(
     *,
     origin: str,
     run_id: str,
+    keys: list[str] | None = None,
 ) -> Triage:
     """Return which rows need mapping, given ``changed``: the stored leads of the keys whose
     raw row is new, differs, or repeats within the origin (keys absent from it are unchanged).
+
+    ``keys``: the rows' ``row_keys``, when the caller has them already.
     """
     result = Triage()
-    latest = latest_rows(rows, key_col)
-    for i, (line, values) in enumerate(rows):
-        key = values[key_col].strip()
+    keys = row_keys(rows, key_col) if keys is None else keys
+    latest = latest_of(keys)
+    # The rows decided one by one: the last row of each key the lookup returned, every
+    # row a later row of its key supersedes, every row without a key. Every other row
+    # (nearly all of a re-sync) is the last of a key the lookup left out: unchanged.
+    picked = {latest[key] for key in changed if key in latest}
+    if len(latest) < len(rows):  # a key repeats, or several rows have none
+        picked.update(i for i, key in enumerate(keys) if latest[key] != i)
+    if "" in latest:
+        picked.add(latest[""])
+    result.unchanged = len(rows) - len(picked)
+    for i in sorted(picked):
+        line, values = rows[i]
+        key = keys[i]
         if key and latest[key] == i and key not in changed:
             result.unchanged += 1  # the stored lead came from this very row content
             continue

@@ -37,6 +37,7 @@ from syncd import logs
 from syncd.config import Settings
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.run.engine import Engine, PollResult, new_run_id
+from syncd.run.heap import started_up
 from syncd.run.signals import install_stop_handlers
 from syncd.sources.base import Source
 from syncd.state import open_store
@@ -62,7 +63,7 @@ async def run_once(
     stop = asyncio.Event()
     install_stop_handlers(stop)
     try:
-        with _progress() as bars:
+        with _progress() as bars, started_up():
             engine = Engine(settings, store, run_id=run_id, stop=stop)
             try:
                 summary = await run_until_idle(engine, full=full, deadline_s=deadline_s, bars=bars)

@@ -12,9 +12,8 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,11 +29,20 @@ from syncd.core.mapping import (
     NormalizedRow,
     normalize_rows,
     required_columns,
+    row_hashes,
     withdrawal,
 )
 from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
-from syncd.core.reconcile import RowReject, Versions, latest_rows, older_rows, plan_chunk, triage
+from syncd.core.reconcile import (
+    RowReject,
+    Versions,
+    latest_of,
+    older_rows,
+    plan_chunk,
+    row_keys,
+    triage,
+)
 from syncd.core.summary import RunSummary
 from syncd.core.versions import is_older_reason, version_of
 from syncd.errors import ConfigError, StoreError
@@ -47,10 +55,12 @@ from syncd.run.refused import (
     remember,
 )
 from syncd.run.window import unmarked
-from syncd.run.workers import mapping_pool
 from syncd.sources.base import Chunk, Source
 from syncd.sources.csv_drop import CsvDropSource
 from syncd.state.base import HANDED_STATS, BlockedLead, ChunkWrite, DncVersion, StateStore
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 log = structlog.get_logger("syncd.pull")
 
@@ -124,6 +134,9 @@ class Puller:
         self.clock = clock  # the run's: consent ages against it when rows are mapped
         self._pool: ProcessPoolExecutor | None = None
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
+        # Per route, whether its last chunk had mostly rows to map: while it had not (a
+        # re-sync), the next chunk is not probed for mapping ahead (see _fetch).
+        self._mapping_most: dict[str, bool] = {}
         # what decides a refusal besides the row and its route (syncd.run.refused)
         self._environment = environment(choose_phone_backend(settings).name)
 
@@ -147,6 +160,8 @@ class Puller:
         source = build_source(cfg, leads, self.store, required)
         cursor = None if full else await self.store.get_cursor(cfg.name)
         bound = log.bind(source=cfg.name)
+        for route in leads:
+            self._mapping_most.pop(route.name, None)  # a new pull probes its first chunks
         chunks = source.chunks(cursor, full=full).__aiter__()
         upcoming = asyncio.ensure_future(self._fetch(chunks, routes))
         try:
@@ -177,6 +192,11 @@ class Puller:
             for route in routes:
                 if not isinstance(route, RouteConfig):
                     continue  # users are few: mapped when reconciled
+                if not self._mapping_most.get(route.name, True):
+                    # The last chunk mapped few of its rows (a re-sync): so will this one,
+                    # most likely. Not probing spares a store query a chunk, on the path
+                    # that waits for this chunk; a chunk mostly new is mapped all the same.
+                    continue
                 if route.map.key in chunk.header and route.map.phone in chunk.header:
                     if await self._mostly_new(route, chunk):
                         speculative[route.name] = asyncio.ensure_future(
@@ -296,15 +316,16 @@ class Puller:
         else:
             sink, mapper = route.sink, Mapper(route, chunk.header)
         key_col = chunk.header.index(mapper.key_column)
-        raw_hashes = {line: mapper.raw_hash(values) for line, values in chunk.rows}
-        latest = latest_rows(chunk.rows, key_col)
+        raw_hashes = row_hashes(mapper.fingerprint, chunk.rows)
+        keys = row_keys(chunk.rows, key_col)
+        rows = chunk.rows
         stored = await self.store.lookup_changed(
             sink,
-            [(k, raw_hashes[chunk.rows[i][0]]) for k, i in latest.items() if k],
+            [(k, raw_hashes[rows[i][0]]) for k, i in latest_of(keys).items() if k],
             chunk.origin,
         )
         first = triage(
-            chunk.rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id
+            rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id, keys=keys
         )
         again: list[RowReject] = []
         fp = chunk_fingerprint(self._environment, chunk.header)
@@ -314,6 +335,7 @@ class Puller:
             )
             again = refuse_again(settled, counts)
         by_line = dict(first.to_map)
+        self._mapping_most[route.name] = len(first.to_map) * 2 >= len(chunk.rows)
         if isinstance(mapper, AgentMapper):
             mapped = mapper.map_rows(first.to_map)
             counts.mapped += len(first.to_map)
@@ -411,6 +433,10 @@ class Puller:
         if len(rows) < POOL_THRESHOLD or workers <= 1:
             return normalize_rows(route_json, chunk.header, rows, now)
         if self._pool is None:
+            # Imported when first needed: a re-sync maps a few rows a chunk, in this process,
+            # and never starts the pool (nor loads multiprocessing).
+            from syncd.run.workers import mapping_pool
+
             self._pool = mapping_pool(workers, phones.use_backend, backend_wanted(self.settings))
         loop = asyncio.get_running_loop()
         size = -(-len(rows) // workers)

@@ -580,47 +580,44 @@ class CsvDropSource:
         rejects: list[Reject] = []
         width = len(f.header)
         limit = self.config.chunk_rows
-        while len(rows) + len(rejects) < limit:
-            start = f.last_line + 1
-            try:
-                values = next(f.reader)
-            except StopIteration:
-                return rows, rejects, True
-            except csv.Error as exc:
-                # Never read on after a row that could not be parsed whole: the reader
-                # would resume inside a quoted cell and take its lines for leads.
-                f.broken = (
-                    f"{f.origin} line {start}: unreadable CSV row ({exc}); reading stopped there "
-                    "and the rows before it were kept. Fix the file (or raise the source's "
-                    "max_field_bytes) and drop the rest again"
-                )
-                return rows, rejects, True
-            except compressed.STREAM_ERRORS as exc:
-                f.broken = (
-                    f"{f.origin} line {start}: {compressed.damaged(exc)}; reading stopped "
-                    "there and the rows before it were kept. Drop the whole file again "
-                    "(rows already delivered are not sent twice)"
-                )
-                return rows, rejects, True
-            f.last_line = f.reader.line_num
-            if start <= f.skip_until or not values:
-                continue  # committed before a restart, or a blank line
-            if len(values) != width:
-                if len(values) > width and not any(v.strip() for v in values[width:]):
-                    values = values[:width]  # trailing empty cells from a spreadsheet export
-                else:
-                    rejects.append(
-                        Reject(
-                            self.name,
-                            f"row has {len(values)} fields, the header has {width}",
-                            start,
-                            f.origin,
-                            row=values,
-                        )
-                    )
-                    continue
-            rows.append((start, values))
-        return rows, rejects, False
+        # Every row of a re-sync passes here, most of them unchanged: the loop keeps its
+        # state in locals (a row costs a tuple and an append beside the parse itself).
+        reader, append, skip_until = f.reader, rows.append, f.skip_until
+        line = f.last_line  # the physical line the last row read ended on
+        try:
+            for values in reader:
+                start, line = line + 1, reader.line_num
+                if start <= skip_until or not values:
+                    continue  # committed before a restart, or a blank line
+                if len(values) != width:
+                    if len(values) > width and not any(v.strip() for v in values[width:]):
+                        values = values[:width]  # trailing empty cells from a spreadsheet
+                    else:
+                        why = f"row has {len(values)} fields, the header has {width}"
+                        rejects.append(Reject(self.name, why, start, f.origin, row=values))
+                        if len(rows) + len(rejects) >= limit:
+                            return rows, rejects, False
+                        continue
+                append((start, values))
+                if len(rows) + len(rejects) >= limit:
+                    return rows, rejects, False
+        except csv.Error as exc:
+            # Never read on after a row that could not be parsed whole: the reader
+            # would resume inside a quoted cell and take its lines for leads.
+            f.broken = (
+                f"{f.origin} line {line + 1}: unreadable CSV row ({exc}); reading stopped "
+                "there and the rows before it were kept. Fix the file (or raise the source's "
+                "max_field_bytes) and drop the rest again"
+            )
+        except compressed.STREAM_ERRORS as exc:
+            f.broken = (
+                f"{f.origin} line {line + 1}: {compressed.damaged(exc)}; reading stopped "
+                "there and the rows before it were kept. Drop the whole file again "
+                "(rows already delivered are not sent twice)"
+            )
+        finally:
+            f.last_line = line
+        return rows, rejects, True
 
     def describe(self, origin: str) -> FileFacts:
         """Return what a claimed file is, read again whole (a do-not-call list records

@@ -106,6 +106,11 @@ _BUSY_MS = 10_000  # how long a statement waits for another process's lock
 _VACUUM_STEP = 2000  # free pages given back per step (8 MB of 4 KiB pages)
 _CHUNK = 500  # SQLite's host-parameter limit is generous, but long IN lists plan badly
 _PAIRS = 400  # (key, raw hash) pairs per query: 802 parameters, under old SQLite's 999
+# Where SQLite takes more (32766 parameters since 3.32), a re-sync's lookup sends this many
+# pairs per query: each query is a hop to the database thread and back, and a hop waits
+# for the GIL the source's reading thread holds (50 hops a 20,000-row chunk cost more
+# than the comparisons they carried).
+_PAIRS_MAX = 4000
 
 # What a writeback can read: table, key column, columns beyond sink/key/version/observed_at.
 _WRITEBACK_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -215,6 +220,7 @@ class SqliteStore:
         # The claims whose pushes are still running (see settle): the only leases a
         # shared store's heartbeat renews.
         self._live_claims: set[str] = set()
+        self._pairs = _PAIRS  # (key, raw hash) pairs per lookup query; see open
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -229,6 +235,7 @@ class SqliteStore:
             await self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
+            self._pairs = pairs_per_query(_variable_limit())
         except (OSError, aiosqlite.Error) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
@@ -542,8 +549,8 @@ class SqliteStore:
     ) -> dict[str, StoredLead | None]:
         found: dict[str, StoredLead | None] = {}
         async with self._lock:
-            for start in range(0, len(rows), _PAIRS):
-                part = rows[start : start + _PAIRS]
+            for start in range(0, len(rows), self._pairs):
+                part = rows[start : start + self._pairs]
                 values = ",".join("(?, ?)" for _ in part)
                 params = [v for pair in part for v in pair]
                 # The comparison runs inside SQLite: a re-sync of a million mostly
@@ -1970,6 +1977,18 @@ class SqliteStore:
                 (writeback, like),
             )
             return int(cur.rowcount)
+
+
+def pairs_per_query(variable_limit: int) -> int:
+    """Return how many (key, raw hash) pairs a lookup query carries under SQLite's limit of
+    host parameters (32766 since 3.32 as built by default, 999 before; two are not pairs)."""
+    return max(1, min(_PAIRS_MAX, (variable_limit - 2) // 2))
+
+
+def _variable_limit() -> int:
+    """Return the host-parameter limit of the SQLite library this process uses."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
 
 def consent_query(sinks: int) -> str:
