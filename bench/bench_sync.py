@@ -154,7 +154,10 @@ def measured(cmd: list[str], env: dict[str, str], sim_pid: int) -> Measured:
         if line.startswith(("accounting", "refused before")) or "crm->" in line or "jodo " in line:
             print("   ", line.rstrip())
     phases = [json.loads(line) for line in child.stderr.splitlines() if '"run.phase"' in line]
-    stages = ", ".join(f"{p['phase']} {p['seconds']:.1f}s" for p in phases)
+    took: dict[str, float] = {}  # a stage logged twice (a push while pulling, then after)
+    for p in phases:
+        took[p["phase"]] = took.get(p["phase"], 0.0) + p["seconds"]
+    stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in took.items())
     return Measured(
         child.wall,
         child.rss_mb,

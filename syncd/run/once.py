@@ -2,7 +2,8 @@
 
 One pass calls the engine's stages in order — pull, consent, open the sinks, push
 until idle (agents before leads), poll, write back, prune — with session
-keep-alives running beside it. Each stage is bounded by the run's ``--deadline``
+keep-alives running beside it. Without do-not-call lists or agents, the push starts
+while the pull reads (each chunk's commit wakes it: ``_EarlyPush``) and finishes after. Each stage is bounded by the run's ``--deadline``
 and by a stop signal: what is still in flight then gets a short grace and is cut
 off, its leads back in the outbox, and the summary says so. The daemon runs the
 same stages on a schedule instead (:mod:`syncd.daemon.scheduler`).
@@ -295,7 +296,8 @@ class _Pass:
         finally:
             if early is not None:
                 # It ends at its next idle moment: what is still due goes in the push below.
-                cut_off = not await early.finish()
+                with phase("push"):  # the part after the pull (bench_sync adds the two up)
+                    cut_off = not await early.finish()
         with phase("consent"):
             await engine.expire_consent(summary)  # its withdrawals go out in this pass's push
         await record_backlog(engine)  # all read (and, pushed while reading, some sent)
