@@ -12,6 +12,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Simulated, drop_csv, jodo_config, run_cli
 from tests.support.reliability import export, keys
 
@@ -140,3 +142,21 @@ def test_a_gzip_cut_short_keeps_the_rows_before_and_says_where_it_stopped(
     got = delivered(jodo)
     assert got and got < keys(2000)  # the rows read before the break went, no phantom lead
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kept", [11, 15, 30])
+def test_a_gzip_cut_before_its_first_row_goes_to_failed_not_done_as_empty(
+    tmp_path: Path, jodo: Simulated, kept: int
+) -> None:
+    # Cut within its first bytes (a copy stopped at once), it decompresses to nothing:
+    # before, it was taken for an empty export, filed in done/ and said nowhere.
+    config = jodo_config(tmp_path, jodo.url)
+    whole = gzip.compress(export(3000).encode())
+    drop_csv(tmp_path / "inbox", "cut.csv.gz", whole[:kept])  # type: ignore[arg-type]
+
+    result = run_cli("run", "--once", "-c", str(config))
+
+    assert result.returncode == 1, result.stdout
+    note = (tmp_path / "inbox" / "failed" / "cut.csv.gz.error.txt").read_text()
+    assert "compressed data ends early" in note, note
+    assert not (tmp_path / "inbox" / "done" / "cut.csv.gz").exists()

@@ -3,9 +3,10 @@
 One pass calls the engine's stages in order — pull, consent, open the sinks, push
 until idle (agents before leads), poll, write back, prune — with session
 keep-alives running beside it. Without do-not-call lists or agents, the push starts
-while the pull reads (each chunk's commit wakes it: ``_EarlyPush``) and finishes after. Each stage is bounded by the run's ``--deadline``
-and by a stop signal: what is still in flight then gets a short grace and is cut
-off, its leads back in the outbox, and the summary says so. The daemon runs the
+while the pull reads (each chunk's commit wakes it: ``_EarlyPush``) and finishes after.
+Each stage is bounded by the run's ``--deadline`` and by a stop signal: what is still
+in flight then gets a short grace and is cut off, its leads back in the outbox, and
+the summary says so. The daemon runs the
 same stages on a schedule instead (:mod:`syncd.daemon.scheduler`).
 """
 

@@ -142,7 +142,9 @@ def damaged(exc: BaseException) -> str:
 
 def read_head(stream: IO[bytes], size: int) -> tuple[bytes, bool]:
     """Return up to ``size`` first bytes and whether they end where the data ends; a
-    damaged stream gives what could be read before the damage (the reading reports it)."""
+    damaged stream gives what could be read before the damage (the reading reports it).
+    Raise the damage when not one byte could be read: nothing later would report it,
+    and the drop would pass for an empty export."""
     parts: list[bytes] = []
     got = 0
     try:
@@ -153,5 +155,7 @@ def read_head(stream: IO[bytes], size: int) -> tuple[bytes, bool]:
             parts.append(block)
             got += len(block)
     except STREAM_ERRORS:
+        if not parts:
+            raise
         return b"".join(parts), False
     return b"".join(parts), False

@@ -513,7 +513,10 @@ class CsvDropSource:
     def _open(self, path: Path, skip_until: int) -> _OpenFile | None:
         counter, binary = _csv_bytes(path)
         with counter, binary:
-            head, whole = compressed.read_head(binary, SNIFF_BYTES)
+            try:
+                head, whole = compressed.read_head(binary, SNIFF_BYTES)
+            except compressed.STREAM_ERRORS as exc:  # cut before its first byte of CSV
+                raise FileUnreadable(f"{path.name}: {compressed.damaged(exc)}") from None
         _check_head(head, self.config.encoding, path.name, whole)
         if not head.strip(b"\xef\xbb\xbf \r\n\t"):
             return None
