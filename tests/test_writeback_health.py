@@ -70,6 +70,51 @@ def test_a_webhook_stuck_on_a_redirect_is_a_readyz_warning_a_page_line_and_a_sta
     assert "redirects (HTTP 307)" in out  # the reason, on the host
 
 
+def refusing_crm() -> Starlette:
+    """A CRM webhook that answers 400 to every record: each is refused on its own."""
+
+    async def refuse(request: Request) -> Response:
+        return Response('{"error": "unknown field outcome"}', status_code=400)
+
+    return Starlette(routes=[Route("/crm/hook", refuse, methods=["POST"])])
+
+
+def test_a_webhook_refusing_every_record_is_a_readyz_warning_not_healthy(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    # Each refusal is marked on its record, so the pass itself "succeeds": before, the
+    # page said "10 s since its last full pass" and /readyz nothing, with none written.
+    sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
+    with running(create_app(sim)) as url, running(refusing_crm()) as crm:
+        config = daemon_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace(
+            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
+        )
+        text += (
+            '\n[[writebacks]]\nname = "crm-hook"\nkind = "webhook"\n'
+            f'url = "{crm}/crm/hook"\nsecret = "env:CRM_HOOK_SECRET"\n'
+            "schedule = { interval_s = 0.5 }\n"
+        )
+        config.write_text(text, encoding="utf-8")
+        daemon = start_daemon(config, env=cli_env(CRM_HOOK_SECRET="hook-secret"))
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
+        daemon.wait_for("writeback.pass", writeback="crm-hook", timeout=60)
+
+        def warned() -> bool:
+            body = httpx.get(f"{daemon.base_url}/readyz").json()
+            return any("crm-hook" in w for w in body["warnings"])
+
+        assert wait_until(warned, timeout=30), httpx.get(f"{daemon.base_url}/readyz").text
+        readyz = httpx.get(f"{daemon.base_url}/readyz").json()
+        page = httpx.get(f"{daemon.base_url}/status").text
+        assert daemon.stop() == 0
+    (said,) = [w for w in readyz["warnings"] if "crm-hook" in w]
+    assert "refused every outcome" in said and "nothing written since syncd started" in said
+    assert "refused every outcome" in page
+    assert "unknown field" not in said + page  # the CRM's words stay off the open probes
+
+
 def test_when_a_failing_writeback_is_an_alert() -> None:
     start, now = 1_000.0, 10_000.0
     failing = {"error": "HTTP 500", "started_at": start, "failing_since": now - 60}
@@ -79,5 +124,10 @@ def test_when_a_failing_writeback_is_an_alert() -> None:
     assert writeback_alert("w", {**failing, "wrote_at": start - 5}, now, 600) is not None
     # written since the start, failing a minute: not yet; past the threshold: yes
     assert writeback_alert("w", {**failing, "wrote_at": now - 61}, now, 600) is None
+    # every record refused, none written since the start: at once; some written: no
+    refusing = {"error": None, "started_at": start, "written": 0, "refused": 12}
+    assert "refused every outcome" in str(writeback_alert("w", refusing, now, 600))
+    assert writeback_alert("w", {**refusing, "wrote_at": now - 30}, now, 600) is None
+    assert writeback_alert("w", {**refusing, "written": 3, "wrote_at": now}, now, 600) is None
     long = {**failing, "wrote_at": now - 700, "failing_since": now - 650}
     assert "failing for 11 min" in str(writeback_alert("w", long, now, 600))

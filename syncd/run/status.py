@@ -382,15 +382,25 @@ async def writeback_alerts(settings: Settings, store: StateStore, now: float) ->
 
 
 def writeback_alert(name: str, last: dict[str, Any], now: float, threshold_s: float) -> str | None:
-    """Return the warning of a writeback whose last pass failed and that has not written
-    since its syncd started (at once: passes with nothing to write do not count), or has
-    failed for ``threshold_s``; None otherwise."""
+    """Return the warning of a writeback whose last pass failed (or had every record
+    refused) and that has not written since its syncd started (at once: passes with
+    nothing to write do not count), or has failed for ``threshold_s``; None otherwise."""
+    wrote, started = last.get("wrote_at"), last.get("started_at")
+    never = wrote is None or (started is not None and wrote < started)
+    refused = int(last.get("refused") or 0)
+    if not last.get("error") and refused and not last.get("written") and never:
+        # Each record refused on its own (marked, not retried): the pass "succeeded", and
+        # the CRM has taken nothing.
+        return (
+            f"writeback {name}: the CRM refused every outcome of its last pass ({refused}); "
+            f"nothing written since syncd started at {when(started)}; syncd rejects and "
+            "syncd status have the reasons"
+        )
     if not last.get("error"):
         return None
     since = float(last.get("failing_since") or last.get("at") or now)
-    wrote, started = last.get("wrote_at"), last.get("started_at")
     action = "its outcomes wait; syncd status has the reason"
-    if wrote is None or (started is not None and wrote < started):
+    if never:
         return (
             f"writeback {name}: nothing written since syncd started at {when(started)}, "
             f"failing since {when(since)}; {action}"
