@@ -52,6 +52,7 @@ def row(
 
 SLOW = {"store_then_slow_s": 1.5, "store_then_slow_times": 2}  # past the sinks' 1 s timeout
 REVOKED = {"revoked_from_s": 0.0, "revoked_s": 30.0}
+ECHOED = {"refuse_echoing": "9820000037"}  # one lead's number (tests.support.quirks)
 
 # A row: vendor, quirk, switches; xfail says what syncd does today (issue 24).
 CATALOGUE = [
@@ -104,6 +105,11 @@ CATALOGUE = [
     row(
         "ameyo", "latin1_forms", {"latin1_forms": True},
     ),
+    # One record refused with an error that echoes it (names, the number): the dialer's
+    # refusal of that one lead, never a hold of the others sent with it.
+    row("jodo", "refuse_echoing", ECHOED, dialer_refuses=True),
+    row("ameyo", "refuse_echoing", ECHOED, dialer_refuses=True),
+    row("ucontact", "refuse_echoing", ECHOED, dialer_refuses=True),
     row("jodo", "revoked", REVOKED, window_s=31.0),
     row("ameyo", "revoked", REVOKED, window_s=31.0),
     row("ucontact", "revoked", REVOKED, window_s=31.0),

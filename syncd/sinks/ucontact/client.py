@@ -28,7 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from syncd.core.reasons import DIALER_FAILED, log_reason
-from syncd.errors import RetryableError, SinkConfigError, VendorError
+from syncd.errors import PermanentError, RetryableError, SinkConfigError, VendorError
 from syncd.net.http import (
     FORM_HEADERS,
     URGENT,
@@ -88,7 +88,8 @@ def describe(text: str) -> str:
 
 
 def read_flag(text: str, what: str) -> bool:
-    """Return True for ``1``/``OK``, False for ``0``/``ERROR``; NoAnswer for anything else.
+    """Return True for ``1``/``OK``, False for ``0``/``ERROR``; PermanentError for
+    ``ERROR: <why>``; NoAnswer for anything else.
 
     A 200 with a body that is not a flag (empty, ``null``, an HTML page) may come
     from a server that did the work and failed to say so: it is no answer.
@@ -100,6 +101,10 @@ def read_flag(text: str, what: str) -> bool:
         return True
     if value in _FALSE:
         return False
+    if value[:6].upper() == "ERROR:":
+        # A refusal in words ("ERROR: Duplicate customer …"): answered, nothing done. Not
+        # an answer in doubt, which would hold every lead of the request for the settle.
+        raise PermanentError(f"{what} refused: {value[6:].strip()[:500]}", vendor=VENDOR)
     raise NoAnswer(f"{what} answered {describe(text)}, expected 1 or 0", vendor=VENDOR)
 
 

@@ -45,6 +45,7 @@ from syncd.errors import (
     SinkHeld,
     VendorError,
 )
+from syncd.sinks.base import BatchRejected
 from syncd.sinks.ucontact.client import VENDOR, NoAnswer, UContactClient, describe
 from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.dialled import DialledCheck
@@ -588,6 +589,10 @@ class Placer:
                 await self.ledger.mark(q.key, _settled(placed, NO))
             if isinstance(exc, SinkConfigError | BatchTooLarge | SinkHeld):
                 raise  # the sink's or the request's problem: the push loop decides
+            if isinstance(exc, PermanentError) and len(sent) > 1:
+                # The file refused for one record it does not name: the push loop splits
+                # it until that lead stands alone, and the others go.
+                raise BatchRejected(exc.reason, vendor=VENDOR, code=exc.code) from exc
             if isinstance(exc, PermanentError):
                 return [PushResult.rejected(q.key, str(exc)) for q, _ in sent]
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
