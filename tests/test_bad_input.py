@@ -23,11 +23,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.config import Settings, apply_env_overlay, load_settings, validate_settings
-from syncd.core.csvsafe import neutralise
+from syncd.core.csvsafe import neutralise, unhidden
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError, VendorError
 from syncd.net.http import lenient_json, post, reply_was_cut
@@ -296,6 +297,32 @@ def test_a_neutralised_cell_never_starts_a_formula(formula: str, tail: str) -> N
     cell = neutralise(formula + tail)
     assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
     assert neutralise(cell) == cell
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["\x01=1+1", "\x1b=6+6", " \t=2+2", "\n=3+3", "\u200b=4+4", "\ufeff=BOM()", " =5+5",
+     "\xa0@SUM(1)"],
+)  # fmt: skip
+def test_a_formula_behind_blanks_control_or_invisible_characters_is_defused(cell: str) -> None:
+    # A spreadsheet skips some of these before it reads the cell; others it shows as
+    # nothing. Only the OWASP characters were checked before, at the cell's very start.
+    assert neutralise(cell) == "'" + cell
+
+
+@pytest.mark.parametrize(
+    ("raw", "cleaned"), [("\u200b=ZWSP()", "\u200b=ZWSP()"), ("\ufeff=BOM()", "\ufeff=BOM()")]
+)
+def test_a_formula_behind_an_invisible_character_does_not_reach_the_dialer(
+    raw: str, cleaned: str
+) -> None:
+    assert unhidden(raw, cleaned) == "'" + cleaned
+
+
+@pytest.mark.parametrize("cell", ["Asha Sharma", " plain", "\tplain", "+91 98200 12345", ""])
+def test_a_cell_with_no_formula_behind_its_blanks_is_left_as_it_is(cell: str) -> None:
+    expected = "'" + cell if cell.startswith("\t") else cell  # a lone tab start: as before
+    assert neutralise(cell) == expected
 
 
 @FAST

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise(value: object) -> str:
-    """Return ``value`` as text that Excel/LibreOffice will not evaluate (OWASP rule)."""
+    """Return ``value`` as text that Excel/LibreOffice will not evaluate (OWASP rule),
+    also when blanks, control or invisible characters stand before the formula."""
     text = "" if value is None else str(value)
     if text.startswith(_FORMULA_START) and not _is_number(text):
         return "'" + text
+    hidden = _behind(text)
+    if hidden and hidden.startswith(_FORMULA_START) and not _is_number(hidden):
+        return "'" + text
     return text
+
+
+def _behind(text: str) -> str:
+    """Return ``text`` without what a reader does not see at its start (blanks, control
+    and format characters: a spreadsheet skips some, shows none); "" when nothing is."""
+    for i, char in enumerate(text):
+        if not (char.isspace() or unicodedata.category(char) in ("Cc", "Cf")):
+            return text[i:] if i else ""
+    return ""
 
 
 def unhidden(raw: str, cleaned: str) -> str:
@@ -20,6 +34,8 @@ def unhidden(raw: str, cleaned: str) -> str:
     defused when what was removed hid a formula prefix: a cell of tab + ``=1+1`` is a
     formula to a spreadsheet, and cleaning it must not hand ``=1+1`` on as a name."""
     if cleaned.startswith(_FORMULA_START) and raw[:1] != cleaned[:1]:
+        return neutralise(cleaned)
+    if _behind(cleaned).startswith(_FORMULA_START):  # an invisible character kept in front
         return neutralise(cleaned)
     return cleaned
 
