@@ -392,8 +392,9 @@ class StateStore(Protocol):
         ...
 
     async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Return the last ``limit`` runs, newest first, with their leads delivered and
-        refused now (``delivered_now``, ``refused_now``)."""
+        """Return the last ``limit`` runs, newest first; a daemon's pull pass (mode
+        ``pull …``) with its leads delivered and refused now (``delivered_now``,
+        ``refused_now``; None for other runs: their summaries count them)."""
         ...
 
     async def record_backlog(self, pending: Mapping[str, int]) -> None:
