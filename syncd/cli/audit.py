@@ -10,19 +10,25 @@ The rows hold phone numbers: the audit is for an operator with access to the sto
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import csv
 import json
 import re
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from syncd.cli.common import ALL_SECTIONS, require_store, settings_of
+from syncd.cli.exits import EXIT_OK
 from syncd.config import Settings
 from syncd.core.audit import Facts, list_of
 from syncd.core.csvsafe import neutralise
 from syncd.core.gate import lead_zones, zone_info
 from syncd.core.reconcile import block_code
 from syncd.errors import ConfigError
+from syncd.state import open_store
 
 COLUMNS = [
     "at_utc",
@@ -178,3 +184,22 @@ def default_since() -> datetime:
     """Return the start of today (UTC): `syncd audit` without --since."""
     today = datetime.now(UTC).date()
     return datetime(today.year, today.month, today.day, tzinfo=UTC)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Write the audit trail (CSV or JSON lines): holds, blocks, withdrawals, pushes."""
+    settings = settings_of(args, without_secrets=ALL_SECTIONS)
+    since = parse_day(args.since, "--since") if args.since else default_since()
+    until = parse_day(args.until, "--until") if args.until else None
+    require_store(settings)
+
+    async def go() -> int:
+        store = await open_store(settings.state)
+        try:
+            return await write_audit(store, settings, since, until, sys.stdout, args.format)
+        finally:
+            await store.close()
+
+    n = asyncio.run(go())
+    print(f"{n} event(s) from {since.isoformat()}", file=sys.stderr)
+    return EXIT_OK

@@ -9,8 +9,11 @@ The same decisions the pull and the push make (``core.gate.screen``,
 from __future__ import annotations
 
 import argparse
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+from syncd.cli.common import ALL_SECTIONS, settings_of, store_exists
+from syncd.cli.exits import EXIT_OK
 from syncd.config import RouteConfig, Settings
 from syncd.core.gate import (
     CallingWindow,
@@ -25,26 +28,8 @@ from syncd.core.gate import (
 from syncd.core.mapping import screening_of
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.zones import ZoneError, check_zone, zone_table
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    gate = sub.add_parser("gate", help="the safety gate: explain a number's zones and window")
-    gate_sub = gate.add_subparsers(dest="gate_command", required=True)
-    explain = gate_sub.add_parser(
-        "explain", help="a number's zones, the window in each, and the decision now"
-    )
-    explain.add_argument("-c", "--config", help="TOML config file (default: $SYNCD_CONFIG)")
-    explain.add_argument(
-        "numbers",
-        nargs="+",
-        metavar="NUMBER",
-        help="the lead's main number, then its alternates (national numbers in --region)",
-    )
-    explain.add_argument("--tz", default="", help="the lead's time-zone column (IANA name)")
-    explain.add_argument("--region", help="region of a national number (default: the route's)")
-    explain.add_argument(
-        "--at", help="decide at this time (ISO 8601; UTC unless it has an offset) instead of now"
-    )
+from syncd.errors import ConfigError
+from syncd.state import open_store
 
 
 def numbers_of(settings: Settings, args: argparse.Namespace) -> set[str]:
@@ -170,3 +155,27 @@ def _moment(text: str | None) -> datetime:
     except ValueError:
         raise ValueError(f"--at: {text!r} is not an ISO 8601 time") from None
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    settings = settings_of(args, without_secrets=ALL_SECTIONS)
+    lists = sorted({n for r in settings.routes if r.policy for n in r.policy.dnc_lists})
+    listed: dict[str, str] | None = None
+    if lists and store_exists(settings):
+
+        async def lookup() -> dict[str, str]:
+            store = await open_store(settings.state)
+            try:
+                return await store.dnc_matches(lists, sorted(numbers_of(settings, args)))
+            finally:
+                await store.close()
+
+        listed = asyncio.run(lookup())
+    try:
+        lines = explain(settings, args, listed)
+        if lists and listed is None:
+            lines.append("(no state store yet: the do-not-call lists were not looked up)")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print("\n".join(lines))
+    return EXIT_OK

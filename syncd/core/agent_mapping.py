@@ -8,7 +8,6 @@ from datetime import date, datetime
 from syncd.config import AgentRouteConfig
 from syncd.core.agents import Agent, Language, Skill
 from syncd.core.mapping import (
-    MAX_KEY_LEN,
     NormalizedRow,
     RowRejected,
     clean_cell,
@@ -19,6 +18,7 @@ from syncd.core.mapping import (
     route_fingerprint,
     row_hash,
 )
+from syncd.core.model import MAX_KEY_LEN
 
 _ITEMS = re.compile(r"[,;|\n]+")
 MAX_NAME_LEN = 100

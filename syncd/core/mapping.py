@@ -31,7 +31,7 @@ from syncd.core.gate import (
     screen,
     window_decision,
 )
-from syncd.core.model import Lead, version_text
+from syncd.core.model import MAX_KEY_LEN, Lead, version_text
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.zones import ZoneError, check_zone, zone_table
 
@@ -41,7 +41,6 @@ _SPLIT = re.compile(r"[,;/|\n]+")
 _CONTROLS: dict[int, None] = {
     c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A, 0x0D)
 }
-MAX_KEY_LEN = 128
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

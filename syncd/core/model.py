@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+MAX_KEY_LEN = 128  # a lead's (or an agent's login's) key: longer is refused, never cut
+
 
 @dataclass(slots=True)
 class Lead:

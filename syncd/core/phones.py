@@ -18,6 +18,11 @@ from typing import Any
 
 import phonenumbers
 
+# The dial_format setting is parsed in its own module (a configuration is validated
+# without the phone library); numbers are dialled by it here.
+from syncd.core.dial_format import DialFormat as DialFormat
+from syncd.core.dial_format import parse_dial_format as parse_dial_format
+
 
 class PhoneError(ValueError):
     """The text is not a valid phone number for the region."""
@@ -162,23 +167,6 @@ def _answer(lib: Any, text: str, region: str) -> str:
         return _to_e164(lib, text, region)
     except PhoneError as exc:
         return f"refused: {exc}"
-
-
-@dataclass(frozen=True, slots=True)
-class DialFormat:
-    style: str  # e164 | 00 | national | prefix
-    prefix: str = ""
-
-
-def parse_dial_format(value: str) -> DialFormat:
-    """Return the parsed ``dial_format`` setting or raise ValueError naming the choices."""
-    if value in ("e164", "00", "national"):
-        return DialFormat(value)
-    if value.startswith("prefix:") and re.fullmatch(r"[0-9*#]{0,8}", value[7:]):
-        return DialFormat("prefix", value[7:])
-    raise ValueError(
-        "must be one of e164, 00, national, prefix:<digits> (e.g. prefix:011), got " + repr(value)
-    )
 
 
 def format_dial(e164: str, fmt: DialFormat, region: str) -> str:

@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from syncd.core.mapping import MAX_KEY_LEN
+from syncd.core.model import MAX_KEY_LEN
 from syncd.core.reconcile import Row, block_code, latest_rows
 
 # The gate's blocks decided by the row's own cells and the route's rules alone.

@@ -23,10 +23,9 @@ from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
 from syncd.run.dnc_lists import ListState
-from syncd.run.engine import POLLED_SCOPE
 from syncd.run.sinks import SinkCause
 from syncd.run.status import alerting
-from syncd.state.base import Completion, StateStore
+from syncd.state.base import POLLED_SCOPE, Completion, StateStore
 
 # Every value of ``syncd_sink_state``'s ``state`` label: one series per state, exactly
 # one of them 1, the way Prometheus exports an enum (alerts match on the label).

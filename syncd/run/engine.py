@@ -44,7 +44,7 @@ from syncd.run.push import Pusher
 from syncd.run.sinks import SinkSet
 from syncd.run.window import WindowContext, close_windows
 from syncd.sources.base import Chunk, Source
-from syncd.state.base import ChunkWrite, StateStore
+from syncd.state.base import HEALTH_SCOPE, POLLED_SCOPE, ChunkWrite, StateStore
 
 if TYPE_CHECKING:
     from syncd.writeback.runner import PassResult, WritebackRunner
@@ -53,7 +53,6 @@ log = structlog.get_logger("syncd.engine")
 LISTS_RECHECK_S = 60.0  # how often the daemon looks at the do-not-call lists' age
 
 Progress = Callable[[Source, int], None]
-HEALTH_SCOPE = "engine.sinks"  # kv scope: each sink's last known state, for `syncd status`
 
 # Why a delivered lead is queued again (its history, `syncd explain`)
 EXPIRED_UNDIALLED = (
@@ -84,9 +83,6 @@ class PollResult:
     skipped: bool = False  # the sink is stopped or unavailable: nothing was asked
     final: bool = False  # a configuration error: asking again cannot help
     retry_after: float | None = None
-
-
-POLLED_SCOPE = "polled"  # kv: per sink, when its last poll that went through started
 
 
 class Engine:

@@ -13,9 +13,12 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from syncd.config import StateConfig
 from syncd.errors import StoreError, StoreLockedError
+
+if TYPE_CHECKING:  # an annotation only: `syncd --help` and `status` import this module
+    from syncd.config import StateConfig
 
 EXIT_LOCKED = 75
 

@@ -14,10 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import Settings
+from syncd.core import latency
+from syncd.core.health import stable_reason
 from syncd.core.reasons import DIALER_FAILED, group_by_code, reason_code
+from syncd.registry import reason_coder
+from syncd.run.dnc_lists import list_states
 from syncd.sources.compressed import is_drop_name
 from syncd.sources.csv_drop import ignored_in
-from syncd.state.base import StateStore
+from syncd.state.base import (
+    HANDED_STATS,
+    HEALTH_SCOPE,
+    POLLED_SCOPE,
+    STATS_BUCKET_S,
+    WRITEBACK_STATUS_SCOPE,
+    StateStore,
+    stats_hour,
+)
 
 
 async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
@@ -46,8 +58,6 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
 
 def reason_coders(settings: Settings) -> dict[str, Any]:
     """Return per sink its dialer's reading of its refusals as codes (syncd.core.reasons)."""
-    from syncd.registry import reason_coder
-
     return {cfg.name: reason_coder(cfg.kind) for cfg in settings.sinks}
 
 
@@ -78,8 +88,6 @@ async def outcome_status(
     settings: Settings, store: StateStore, now: float
 ) -> dict[str, dict[str, Any]]:
     """Return per dialer (not agent sinks: no outcomes) the outcomes it sent back."""
-    from syncd.run.engine import POLLED_SCOPE
-
     held = await store.outcome_counts(now - HISTORY_S)
     result: dict[str, dict[str, Any]] = {}
     for cfg in settings.sinks:
@@ -120,8 +128,6 @@ async def source_status(
 def handed_figures(source: str, stats: list[tuple[str, float, str, int, int]]) -> dict[str, int]:
     """Return a webhook source's POSTs committed and their rows accepted and refused, over
     the stats given (the history's hours: every replica's POSTs)."""
-    from syncd.state.base import HANDED_STATS
-
     figures = dict.fromkeys(HANDED_STATS, 0)
     for name, _at, metric, _bucket, n in stats:
         if name == source and metric in figures:
@@ -230,9 +236,6 @@ def chart_series(
     """Return the charts' points, one per hour of the last 24 (oldest first): per sink
     leads delivered and the hour's largest backlog; over all sinks the median and 90th
     percentile of the time from read to dialer."""
-    from syncd.core import latency
-    from syncd.state.base import STATS_BUCKET_S, stats_hour
-
     hours = [stats_hour(now) - STATS_BUCKET_S * i for i in range(23, -1, -1)]
     index = {h: i for i, h in enumerate(hours)}
     delivered = {s: [0] * len(hours) for s in sinks}
@@ -267,9 +270,6 @@ def speed_to_lead(
     delivered and the median and 99th percentile of their time from read (a POST's
     receipt, a pull's chunk) to the dialer, in seconds; read from the stats the pushes
     of every replica add to, so `syncd status` shows it without the daemon."""
-    from syncd.core import latency
-    from syncd.state.base import STATS_BUCKET_S, stats_hour
-
     since = stats_hour(now) - STATS_BUCKET_S * (SPEED_HOURS - 1)
     spread: dict[str, dict[int, int]] = {}
     for sink, at, metric, bucket, n in rows:
@@ -293,10 +293,6 @@ def speed_to_lead(
 
 async def dnc_list_status(settings: Settings, store: StateStore) -> list[dict[str, Any]]:
     """Return per do-not-call list its version in force, its age and why it is stale."""
-    from dataclasses import asdict
-
-    from syncd.run.dnc_lists import list_states
-
     return [
         {**asdict(state), "version": asdict(state.version) if state.version else None}
         for state in await list_states(settings, store, store.clock.time())
@@ -338,8 +334,6 @@ def dnc_list_line(state: dict[str, Any]) -> str:
 
 async def sink_status(settings: Settings, store: StateStore) -> dict[str, Any]:
     """Return per sink what the last run or the daemon saw, and when its next lead is due."""
-    from syncd.run.engine import HEALTH_SCOPE
-
     result: dict[str, Any] = {}
     for cfg in settings.sinks:
         seen = await store.kv_get(HEALTH_SCOPE, cfg.name)
@@ -352,11 +346,9 @@ async def sink_status(settings: Settings, store: StateStore) -> dict[str, Any]:
 
 async def writeback_status(settings: Settings, store: StateStore) -> dict[str, Any]:
     """Return per writeback its last pass and its refusals by reason."""
-    from syncd.writeback.runner import STATUS_SCOPE
-
     result: dict[str, Any] = {}
     for cfg in settings.writebacks:
-        last = await store.kv_get(STATUS_SCOPE, cfg.name)
+        last = await store.kv_get(WRITEBACK_STATUS_SCOPE, cfg.name)
         result[cfg.name] = json.loads(last) if last else {}
         result[cfg.name]["refused_by_reason"] = await store.refused_writebacks(cfg.name)
         result[cfg.name]["alert"] = writeback_alert(
@@ -368,11 +360,9 @@ async def writeback_status(settings: Settings, store: StateStore) -> dict[str, A
 async def writeback_alerts(settings: Settings, store: StateStore, now: float) -> list[str]:
     """Return one line per writeback that never wrote since syncd started, or has been
     failing longer than ``health.writeback_alert_s`` (codes and times, no CRM text)."""
-    from syncd.writeback.runner import STATUS_SCOPE
-
     found = []
     for cfg in settings.writebacks:
-        last = await store.kv_get(STATUS_SCOPE, cfg.name)
+        last = await store.kv_get(WRITEBACK_STATUS_SCOPE, cfg.name)
         said = writeback_alert(
             cfg.name, json.loads(last) if last else {}, now, settings.health.writeback_alert_s
         )
@@ -477,8 +467,6 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None, *, public: b
 def group_reasons(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """Return (sink, reason, count) with reasons that differ only in ids or numbers merged
     (``session 3f9a… expired`` once, not once per session), largest first."""
-    from syncd.core.health import stable_reason
-
     merged: dict[tuple[str, str], tuple[str, int]] = {}
     for sink, reason, n in rows:
         shown, total = merged.get((sink, stable_reason(reason)), (reason, 0))

@@ -145,6 +145,13 @@ def stats_hour(at: float) -> float:
     return at - at % STATS_BUCKET_S
 
 
+# The kv scopes `syncd status` reads, named beside the store: reading them does not load
+# the engine and the writeback runner that write them (nor the dialers' clients).
+HEALTH_SCOPE = "engine.sinks"  # each sink's last known state (the engine's)
+POLLED_SCOPE = "polled"  # per sink, when its last poll that went through started
+WRITEBACK_STATUS_SCOPE = "writeback.status"  # a writeback's last pass: counts, the error
+
+
 # How a removal the dialer refused begins its reason: the number stays dialable, so it is
 # an alert (``failing_withdrawals``) from the first refusal, not after max_attempts.
 WITHDRAWAL_REFUSED = "the dialer refused the withdrawal"
@@ -385,8 +392,9 @@ class StateStore(Protocol):
         ...
 
     async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Return the last ``limit`` runs, newest first, with their leads delivered and
-        refused now (``delivered_now``, ``refused_now``)."""
+        """Return the last ``limit`` runs, newest first; a daemon's pull pass (mode
+        ``pull …``) with its leads delivered and refused now (``delivered_now``,
+        ``refused_now``; None for other runs: their summaries count them)."""
         ...
 
     async def record_backlog(self, pending: Mapping[str, int]) -> None:

@@ -25,13 +25,12 @@ from syncd.config import Settings, WritebackConfig
 from syncd.core.health import HealthTracker
 from syncd.core.reasons import CRM_REFUSED, log_reason
 from syncd.errors import RetryableError, SyncdError
-from syncd.state.base import StateStore
+from syncd.state.base import WRITEBACK_STATUS_SCOPE, StateStore
 from syncd.writeback.base import Item, ItemsRefused, Writeback, WritebackStopped, item_from_row
 
 log = structlog.get_logger("syncd.writeback")
 
 STATE_SCOPE = "writeback.state"  # a writeback's own recovery state (committed with marks)
-STATUS_SCOPE = "writeback.status"  # the last pass: counts and the error that ended it
 
 
 def build_writeback(cfg: WritebackConfig) -> Writeback:
@@ -214,7 +213,7 @@ class WritebackRunner:
         if name not in self._seeded:
             # A failure the last process already reported is not news after a restart.
             self._seeded.add(name)
-            previous = await self.store.kv_get(STATUS_SCOPE, name)
+            previous = await self.store.kv_get(WRITEBACK_STATUS_SCOPE, name)
             self._last[name] = json.loads(previous) if previous else {}
             self.health.remember(subject, self._last[name].get("error"))
         if result.error:
@@ -229,7 +228,9 @@ class WritebackRunner:
             self.health.recovered(subject, event="writeback.recovered", writeback=name)
         if result.written or result.refused:
             bound.info("writeback.pass", written=result.written, refused=result.refused)
-        await self.store.kv_set(STATUS_SCOPE, name, json.dumps(self._record(name, result)))
+        await self.store.kv_set(
+            WRITEBACK_STATUS_SCOPE, name, json.dumps(self._record(name, result))
+        )
 
     def _record(self, name: str, result: PassResult) -> dict[str, Any]:
         """Return the status record of a pass: what it did, and since when the writeback
