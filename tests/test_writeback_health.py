@@ -28,22 +28,28 @@ def redirecting_crm() -> Starlette:
     return Starlette(routes=[Route("/crm/hook", moved, methods=["POST"])])
 
 
+def writing_back_to(tmp_path: Path, dialer: str, crm: str) -> tuple[Path, dict[str, str]]:
+    """Return a daemon's config (Jodo at ``dialer``, outcomes polled every 0.5 s) with a
+    webhook writeback ``crm-hook`` to ``crm``/crm/hook, and the environment it needs."""
+    config = daemon_config(tmp_path, dialer)
+    text = config.read_text(encoding="utf-8").replace(
+        'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
+    )
+    text += (
+        '\n[[writebacks]]\nname = "crm-hook"\nkind = "webhook"\n'
+        f'url = "{crm}/crm/hook"\nsecret = "env:CRM_HOOK_SECRET"\n'
+        "schedule = { interval_s = 0.5 }\n"
+    )
+    config.write_text(text, encoding="utf-8")
+    return config, cli_env(CRM_HOOK_SECRET="hook-secret")
+
+
 def test_a_webhook_stuck_on_a_redirect_is_a_readyz_warning_a_page_line_and_a_status_line(
     tmp_path: Path, start_daemon: Any
 ) -> None:
     sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
     with running(create_app(sim)) as url, running(redirecting_crm()) as crm:
-        config = daemon_config(tmp_path, url)
-        text = config.read_text(encoding="utf-8").replace(
-            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
-        )
-        text += (
-            '\n[[writebacks]]\nname = "crm-hook"\nkind = "webhook"\n'
-            f'url = "{crm}/crm/hook"\nsecret = "env:CRM_HOOK_SECRET"\n'
-            "schedule = { interval_s = 0.5 }\n"
-        )
-        config.write_text(text, encoding="utf-8")
-        env = cli_env(CRM_HOOK_SECRET="hook-secret")
+        config, env = writing_back_to(tmp_path, url, crm)
         daemon = start_daemon(config, env=env)
         daemon.wait_for("daemon.ready")
         drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
@@ -86,17 +92,8 @@ def test_a_webhook_refusing_every_record_is_a_readyz_warning_not_healthy(
     # page said "10 s since its last full pass" and /readyz nothing, with none written.
     sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
     with running(create_app(sim)) as url, running(refusing_crm()) as crm:
-        config = daemon_config(tmp_path, url)
-        text = config.read_text(encoding="utf-8").replace(
-            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
-        )
-        text += (
-            '\n[[writebacks]]\nname = "crm-hook"\nkind = "webhook"\n'
-            f'url = "{crm}/crm/hook"\nsecret = "env:CRM_HOOK_SECRET"\n'
-            "schedule = { interval_s = 0.5 }\n"
-        )
-        config.write_text(text, encoding="utf-8")
-        daemon = start_daemon(config, env=cli_env(CRM_HOOK_SECRET="hook-secret"))
+        config, env = writing_back_to(tmp_path, url, crm)
+        daemon = start_daemon(config, env=env)
         daemon.wait_for("daemon.ready")
         drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
         daemon.wait_for("writeback.pass", writeback="crm-hook", timeout=60)
