@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -247,7 +247,9 @@ async def test_add_failed_every_time_fails_the_lead_after_max_attempts_with_the_
 
 async def test_a_removal_is_refused_with_a_reason(rig: Rig) -> None:
     sink = await rig.sink()
-    await rig.enqueue(lead(1), action=Action.DELETE)
+    await rig.enqueue(lead(1))
+    await rig.push(sink)  # the dialer holds it: a removal has something to take back
+    await rig.enqueue(replace(lead(1), deleted=True), action=Action.DELETE)
     counts, _ = await rig.push(sink)
     assert counts.refused == 1
     assert "cannot remove" in (await rig.lead_row("L001"))["last_error"]
