@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from syncd.simulators.jodo.api import JodoSimulator, create_app
@@ -20,6 +19,7 @@ from syncd.simulators.server import running
 from tests.conftest import Simulated, drop_csv, jodo_config, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import route, run_engine, settings_for, write_config
+from tests.support.runs import once, rejects_file
 from tests.test_consent_recheck import LIST, withdrawing_jodo
 from tests.test_dnc_lists import NOW
 
@@ -39,29 +39,6 @@ REFUSED = [
 
 def export(rows: list[str], header: str = HEADER) -> str:
     return header + "".join(r + "\n" for r in rows)
-
-
-def finished(stderr: str) -> dict[str, int]:
-    for line in stderr.splitlines():
-        if '"run.finished"' in line:
-            return dict(json.loads(line))
-    raise AssertionError(f"no run.finished line in:\n{stderr}")
-
-
-def rejects_file(tmp_path: Path, name: str) -> dict[str, str]:
-    """Return the rejects file filed beside a processed export: key -> reason."""
-    with (tmp_path / "inbox" / "done" / f"{name}.rejects.csv").open(encoding="utf-8") as fh:
-        return {row["id"]: row["reason"] for row in csv.DictReader(fh)}
-
-
-def once(config: Path, says: str = "") -> dict[str, int]:
-    result = run_cli("run", "--once", "-c", str(config))
-    assert result.returncode == 0, result.stderr
-    assert "accounting: read = rejected + skipped + unchanged + new + changed + deleted: ok" in (
-        result.stdout
-    )
-    assert says in result.stdout
-    return finished(result.stderr)
 
 
 def test_a_resync_of_an_unchanged_export_maps_none_of_the_rows_it_refused_and_lists_them(

@@ -12,29 +12,26 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import Simulated, drop_csv, jodo_config, run_cli
-from tests.support.configs import daemon_head, jodo_sink
+from tests.support.configs import daemon_head, jodo_sink, route
+from tests.support.runs import once, rejects_file
 from tests.test_daemon import wait_until
 from tests.test_webhook_source import DEADLINE_S, SOURCE, Form, delivered, env, lead
 
 OLDER = "superseded: an older version than the one syncd holds"
 
-ROUTE = """
-[[routes]]
-source = "form"
-sink = "jodo"
-default_region = "IN"
-[routes.map]
-key = "id"
-phone = "phone"
-first_name = "first"
-last_name = "last"
-updated_at = "updated"
-"""
+ROUTE = route(
+    "form",
+    "jodo",
+    key="id",
+    phone="phone",
+    first_name="first",
+    last_name="last",
+    updated_at="updated",
+)
 
 
 def webhook_config(tmp_path: Path, url: str) -> Path:
@@ -111,23 +108,6 @@ def versioned_config(tmp_path: Path, url: str) -> Path:
         encoding="utf-8",
     )
     return path
-
-
-def once(config: Path) -> dict[str, Any]:
-    result = run_cli("run", "--once", "-c", str(config))
-    assert result.returncode == 0, result.stderr
-    assert "accounting: read = rejected + skipped + unchanged + new + changed + deleted: ok" in (
-        result.stdout
-    )
-    for line in result.stderr.splitlines():
-        if '"run.finished"' in line:
-            return dict(json.loads(line))
-    raise AssertionError(f"no run.finished line in:\n{result.stderr}")
-
-
-def rejects_file(tmp_path: Path, name: str) -> dict[str, str]:
-    with (tmp_path / "inbox" / "done" / f"{name}.rejects.csv").open(encoding="utf-8") as fh:
-        return {row["id"]: row["reason"] for row in csv.DictReader(fh)}
 
 
 def test_a_csv_dropped_again_with_an_older_version_leaves_the_dialer_with_the_newer(

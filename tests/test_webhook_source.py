@@ -26,7 +26,7 @@ import pytest
 from syncd.core.signing import sign
 from syncd.simulators.faults import Faults
 from tests.conftest import Simulated, cli_env, run_cli
-from tests.support.configs import daemon_head, jodo_sink
+from tests.support.configs import daemon_head, jodo_sink, route
 from tests.support.stores import drop_schema, new_schema, pg_url
 from tests.test_daemon import wait_until
 
@@ -45,18 +45,9 @@ retry_after_s = 7
 
 """
 
-ROUTE = """
-[[routes]]
-source = "form"
-sink = "jodo"
-default_region = "IN"
-[routes.map]
-key = "id"
-phone = "phone"
-first_name = "first"
-last_name = "last"
-email = "email"
-"""
+ROUTE = route(
+    "form", "jodo", key="id", phone="phone", first_name="first", last_name="last", email="email"
+)
 
 
 def config(

@@ -43,3 +43,16 @@ batch_size = {batch_size}
 retry_base_s = 0.1
 retry_max_s = 0.5
 """
+
+
+def route(source: str, sink: str, *, default_region: str = "IN", **columns: str) -> str:
+    """Return a [[routes]] table from ``source`` to ``sink`` whose [routes.map] maps each
+    lead field (keyword) to the CRM column (value), in the order given."""
+    mapped = "".join(f'{field} = "{column}"\n' for field, column in columns.items())
+    return f"""
+[[routes]]
+source = "{source}"
+sink = "{sink}"
+default_region = "{default_region}"
+[routes.map]
+{mapped}"""
