@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from syncd.core.feed import FeedCounts
@@ -25,8 +26,9 @@ from syncd.state.base import (
     DncVersion,
     WindowMoves,
 )
+from syncd.state.postgres import dsn_of
 from syncd.state.sqlite import SqliteStore, consent_query, pairs_per_query
-from tests.support.stores import KINDS, fresh_store
+from tests.support.stores import KINDS, fresh_store, new_schema, pg_url
 
 
 @pytest.fixture(params=KINDS)
@@ -684,3 +686,37 @@ async def test_a_write_cancelled_while_it_waits_for_the_lock_leaves_no_transacti
     await enqueue(sqlite_store, "k2", "h2")
     claimed = await sqlite_store.claim("jodo", 10, 30)
     assert [q.key for q in claimed] == ["k2"]
+
+
+async def test_a_postgresql_write_cancelled_while_it_waits_for_a_lock_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    # The same cut-off on the PostgreSQL store: the write has begun its transaction and
+    # waits for a lock another session holds. The cancelled write must leave neither a
+    # transaction open on a pooled connection nor its half-written rows behind.
+    schema = new_schema()
+    async with fresh_store("postgresql", tmp_path, schema=schema) as pg_store:
+        other = await asyncpg.connect(dsn_of(pg_url()))
+        try:
+            await other.execute("BEGIN")
+            await other.execute(f'LOCK TABLE "{schema}".leads IN EXCLUSIVE MODE')
+            waiting = asyncio.create_task(enqueue(pg_store, "k1", "h1"))
+            for _ in range(1000):  # it is blocked on the lock (bounded)
+                stuck = await other.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%leads%' AND pid <> pg_backend_pid()"
+                )
+                if stuck:
+                    break
+                await asyncio.sleep(0.01)
+            assert stuck, "the write never waited for the lock"
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await other.execute("COMMIT")
+        finally:
+            await other.close()
+        for n in range(4):  # every pooled connection is lent again: none is left mid-transaction
+            await enqueue(pg_store, f"k{n + 2}", "h2")
+        claimed = await pg_store.claim("jodo", 10, 30)
+        assert sorted(q.key for q in claimed) == ["k2", "k3", "k4", "k5"]
