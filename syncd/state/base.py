@@ -24,6 +24,7 @@ from syncd.core.model import (
 )
 from syncd.core.numbers import Holder
 from syncd.core.refusals import Refusal
+from syncd.state.ledger import SinkLedger
 
 
 @dataclass(slots=True)
@@ -202,7 +203,7 @@ class SchemaState:
     edited: list[str] = field(default_factory=list)  # steps edited after release: warnings
 
 
-class StateStore(Protocol):
+class StateStore(SinkLedger, Protocol):
     """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
 
     path: str

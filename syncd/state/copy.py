@@ -52,6 +52,10 @@ TABLES: dict[str, tuple[str, ...]] = {
     "stats": ("sink", "at", "metric", "bucket", "n"),
     "refused": ("sink", "key", "raw_hash", "fingerprint", "blocked", "reason", "facts",
                 "refused_at"),
+    "sink_ledger": ("sink", "key", "number", "alternatives", "mode", "schedule", "held", "late",
+                    "late_at", "late_until", "sent_hash", "sent_at", "check_at", "calls",
+                    "newest_call", "disposition"),
+    "sink_ledger_numbers": ("sink", "number", "key"),
 }  # fmt: skip
 IDENTITY = ("rejects", "events")  # their ids carry on from the copied ones
 PAGE = 5000

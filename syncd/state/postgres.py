@@ -372,6 +372,7 @@ class PostgresStore(SqliteStore):
     """The shared store: a pool of asyncpg connections per replica, the SQLite store's
     contract, the database's clock."""
 
+    QUERIES = "postgres"
     # PostgreSQL's planner picks its partial index leads_removals itself (it keeps
     # statistics); INDEXED BY is SQLite's.
     queued_removals_query = SqliteStore.queued_removals_query.replace(

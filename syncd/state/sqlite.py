@@ -39,7 +39,7 @@ from syncd.core.numbers import Holder
 from syncd.core.refusals import Refusal
 from syncd.core.window_hold import WINDOW_CODE
 from syncd.errors import StoreError
-from syncd.state import migrations
+from syncd.state import migrations, queries
 from syncd.state.base import (
     CLOSED,
     RETURNING,
@@ -57,6 +57,7 @@ from syncd.state.base import (
     WindowMoves,
     stats_hour,
 )
+from syncd.state.ledger import LedgerRow, Placement, ledger_row, placement_row
 from syncd.state.migrations import Migration
 
 # The schema's steps: syncd/state/migrations/sqlite/NNNN_name.sql, never edited once
@@ -220,6 +221,7 @@ class SqliteStore:
     """
 
     lease_s: float | None = None  # one process: a claim's lease is the push's own
+    QUERIES = "sqlite"  # the folder of its named statements (syncd/state/queries)
 
     def __init__(self, path: str | os.PathLike[str], clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = str(path)
@@ -1434,6 +1436,53 @@ class SqliteStore:
                     " ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
                     (scope, name, value),
                 )
+
+    # -- the sinks' ledger of their leads (syncd.state.ledger.SinkLedger) ---------
+
+    def _ledger_sql(self, name: str) -> str:
+        return queries.load(self.QUERIES, "sink_ledger")[name]
+
+    async def ledger_get(self, sink: str, key: str) -> LedgerRow | None:
+        async with self._lock, self.db.execute(self._ledger_sql("ledger_get"), (sink, key)) as cur:
+            row = await cur.fetchone()
+        return ledger_row(row) if row else None
+
+    async def ledger_place(
+        self, sink: str, key: str, placement: Placement, numbers: Sequence[str] = ()
+    ) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                self._ledger_sql("ledger_place"), (sink, key, *placement_row(placement))
+            )
+            points = [(sink, n, key) for n in dict.fromkeys(numbers)]
+            if points:
+                await db.executemany(self._ledger_sql("ledger_point"), points)
+
+    async def ledger_forget(self, sink: str, key: str, numbers: Sequence[str]) -> None:
+        async with self._tx() as db:
+            await db.execute(self._ledger_sql("ledger_unplace"), (sink, key))
+            released = [(sink, n, key) for n in dict.fromkeys(numbers)]
+            if released:
+                await db.executemany(self._ledger_sql("ledger_release"), released)
+
+    async def ledger_owner(self, sink: str, number: str) -> str | None:
+        sql = self._ledger_sql("ledger_owner")
+        async with self._lock, self.db.execute(sql, (sink, number)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def ledger_set_calls(self, sink: str, key: str, calls: Sequence[str]) -> None:
+        text = json.dumps(list(calls), separators=(",", ":"))
+        async with self._tx() as db:
+            await db.execute(self._ledger_sql("ledger_set_calls"), (sink, key, text))
+
+    async def ledger_set_newest_call(self, sink: str, key: str, at: float) -> None:
+        async with self._tx() as db:
+            await db.execute(self._ledger_sql("ledger_set_newest_call"), (sink, key, at))
+
+    async def ledger_set_disposition(self, sink: str, key: str, digest: str) -> None:
+        async with self._tx() as db:
+            await db.execute(self._ledger_sql("ledger_set_disposition"), (sink, key, digest))
 
     async def add_event(self, sink: str, key: str, kind: str, detail: str) -> None:
         async with self._tx() as db:

@@ -22,6 +22,7 @@ from syncd.errors import SinkConfigError
 from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.ucontact.client import UContactClient
 from syncd.sinks.ucontact.config import DispositionFields, UContactSinkConfig
+from syncd.sinks.ucontact.ledger import Ledger
 from syncd.sinks.ucontact.wire import server_time
 from syncd.state.base import StateStore
 
@@ -31,7 +32,6 @@ DISPOSITIONS_OFF = (
     "disposition is not sent (the lead is refused with this reason; `syncd retry` sends it "
     "once the server has the call); leads still go"
 )
-SCOPE = "ucontact.dispositions"  # kv: sink/key -> digest of the disposition last accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,7 @@ class Dispositioner:
         config: UContactSinkConfig,
         client: UContactClient,
         store: StateStore,
+        ledger: Ledger,
         dial: Callable[[str], str],
         features: OptionalFeatures | None = None,
     ) -> None:
@@ -106,10 +107,10 @@ class Dispositioner:
         self.fields = config.dispositions
         self.client = client
         self.store = store
+        self.ledger = ledger  # keeps the digest of the disposition last accepted
 
     async def send(self, q: QueuedLead, disposition: CrmDisposition) -> PushResult:
-        scope_key = f"{self.cfg.name}/{q.key}"
-        if await self.store.kv_get(SCOPE, scope_key) == disposition.digest():
+        if await self.ledger.disposition(q.key) == disposition.digest():
             return PushResult.delivered(q.key, reply="disposition already sent; nothing to do")
         call = await self.store.last_call(self.cfg.name, q.key)
         if not call or not call.get("call_id"):
@@ -148,7 +149,7 @@ class Dispositioner:
                 f"uContact refused the disposition {disposition.l1!r} of call {form['guid']} "
                 "(answer 0): check the campaign, the agent and the disposition's levels",
             )
-        await self.store.kv_set(SCOPE, scope_key, disposition.digest())
+        await self.ledger.set_disposition(q.key, disposition.digest())
         said = f"dispositioned call {form['guid']} as {disposition.l1}"
         if disposition.schedule:
             said += f", to be called again at {disposition.schedule}"

@@ -1,4 +1,4 @@
-"""What syncd put in a uContact campaign, kept in the state store's kv table.
+"""What syncd put in a uContact campaign, kept in the store's sink ledger.
 
 uContact gives a dialled contact no id of its own: a contact is a number in a
 campaign. So the sink remembers, per lead key, the number (and schedule) it last
@@ -13,19 +13,23 @@ before sending again, and a removal knows which number to take out even though a
 deleted lead carries no phone. A number -> key index lets call records find their
 lead; per lead, the call ids counted and the call date its outcome is from (so an
 older call written late does not replace a newer call's outcome).
+
+The store keeps these in typed columns, one row per lead that goes with the lead
+(:mod:`syncd.state.ledger`); this module gives the columns their meaning. The
+sink's own few values (the poll's position, health, agents) stay in ``kv``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import phonenumbers
 
 from syncd.sinks.ucontact.wire import phone_digits
-from syncd.state.base import StateStore
+from syncd.state.ledger import Placement, SinkLedger
 
 BASE, TASK, SCHEDULE, DNC = "base", "task", "schedule", "dnc"
 YES, NO, MAYBE = "yes", "no", "maybe"  # does the dialer hold the lead's number?
@@ -48,34 +52,38 @@ class Placed:
     added_at: float | None = None  # when that add went out; kept once it is answered
     check_at: float | None = None  # removed to re-send: look for its call records from then
 
-    def to_text(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+    def to_placement(self) -> Placement:
+        return Placement(
+            number=self.destination,
+            alternatives=tuple(self.alternatives),
+            mode=self.mode,
+            schedule=self.calldate,
+            held=self.held,
+            late=self.late,
+            late_at=self.at,
+            late_until=self.until,
+            sent_hash=self.hash,
+            sent_at=self.added_at,
+            check_at=self.check_at,
+        )
 
     @classmethod
-    def from_text(cls, text: str) -> Placed | None:
-        try:
-            data = json.loads(text)
-            held = str(data.get("held") or MAYBE)
-            late = data.get("late")
-            return cls(
-                destination=str(data["destination"]),
-                alternatives=[str(a) for a in data.get("alternatives") or []],
-                mode=str(data.get("mode") or BASE),
-                calldate=data.get("calldate"),
-                held=held if held in (YES, NO, MAYBE) else MAYBE,
-                late=str(late) if late in (ADD, REMOVE) else None,
-                at=_number(data.get("at")),
-                until=_number(data.get("until")),
-                hash=str(data["hash"]) if data.get("hash") else None,
-                added_at=_number(data.get("added_at")),
-                check_at=_number(data.get("check_at")),
-            )
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    def from_placement(cls, p: Placement) -> Placed:
+        """Return the record the store kept; a value it does not know reads as unknown."""
+        held = p.held or MAYBE  # records from before the held field: maybe
+        return cls(
+            destination=p.number,
+            alternatives=list(p.alternatives),
+            mode=p.mode or BASE,
+            calldate=p.schedule,
+            held=held if held in (YES, NO, MAYBE) else MAYBE,
+            late=p.late if p.late in (ADD, REMOVE) else None,
+            at=p.late_at,
+            until=p.late_until,
+            hash=p.sent_hash or None,
+            added_at=p.sent_at,
+            check_at=p.check_at,
+        )
 
 
 def match_forms(*numbers: str) -> list[str]:
@@ -94,71 +102,75 @@ def match_forms(*numbers: str) -> list[str]:
     return list(dict.fromkeys(f for f in forms if f))
 
 
-class Ledger:
-    """Per-sink kv scopes: placed leads, the number index, call ids per lead, poll state."""
+class LedgerStore(SinkLedger, Protocol):
+    """What the ledger needs of the store: its ledger of leads, and ``kv`` for the
+    sink's own few values (not one per lead)."""
 
-    def __init__(self, store: StateStore, sink: str) -> None:
+    async def kv_get(self, scope: str, name: str) -> str | None: ...
+    async def kv_set(self, scope: str, name: str, value: str | None) -> None: ...
+
+
+class Ledger:
+    """One sink's records of its leads, its number index, and its own state."""
+
+    def __init__(self, store: LedgerStore, sink: str) -> None:
         self.store = store
-        self._leads = f"ucontact.{sink}.lead"
-        self._phones = f"ucontact.{sink}.phone"
-        self._calls = f"ucontact.{sink}.calls"
-        self._newest = f"ucontact.{sink}.newest"  # key -> the call date its outcome is from
-        self._state = f"ucontact.{sink}"
+        self.sink = sink
+        self._state = f"ucontact.{sink}"  # kv: the poll's position, health, agents
 
     async def placed(self, key: str) -> Placed | None:
         """Return what was last placed (or attempted) for ``key``."""
-        text = await self.store.kv_get(self._leads, key)
-        return Placed.from_text(text) if text else None
+        row = await self.store.ledger_get(self.sink, key)
+        if row is None or row.placement is None:
+            return None
+        return Placed.from_placement(row.placement)
 
     async def place(self, key: str, placed: Placed, numbers: list[str]) -> None:
         """Record ``placed`` for ``key`` and point every form of ``numbers`` at it."""
-        await self.store.kv_set(self._leads, key, placed.to_text())
-        for form in match_forms(*numbers):
-            await self.store.kv_set(self._phones, form, key)
+        forms = match_forms(*numbers)
+        await self.store.ledger_place(self.sink, key, placed.to_placement(), forms)
 
     async def mark(self, key: str, placed: Placed) -> None:
         """Record ``placed`` for ``key``, leaving the number index as it is."""
-        await self.store.kv_set(self._leads, key, placed.to_text())
+        await self.store.ledger_place(self.sink, key, placed.to_placement())
 
     async def forget(self, key: str, placed: Placed | None, numbers: list[str]) -> None:
         """Drop ``key``'s record and the index entries it still owns."""
-        await self.store.kv_set(self._leads, key, None)
         forms = match_forms(*numbers)
         if placed is not None:
             forms += match_forms(placed.destination, *placed.alternatives)
-        for form in dict.fromkeys(forms):
-            if await self.store.kv_get(self._phones, form) == key:
-                await self.store.kv_set(self._phones, form, None)
+        await self.store.ledger_forget(self.sink, key, list(dict.fromkeys(forms)))
 
     async def owner(self, number: str) -> str | None:
         """Return the key that last placed ``number``, if any."""
         digits = phone_digits(number)
-        return await self.store.kv_get(self._phones, digits) if digits else None
+        return await self.store.ledger_owner(self.sink, digits) if digits else None
 
     async def calls(self, key: str) -> list[str]:
         """Return the call ids (guids) already counted for ``key``."""
-        text = await self.store.kv_get(self._calls, key)
-        if not text:
-            return []
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return []
-        return [str(v) for v in value] if isinstance(value, list) else []
+        row = await self.store.ledger_get(self.sink, key)
+        return list(row.calls) if row else []
 
     async def set_calls(self, key: str, guids: list[str]) -> None:
-        await self.store.kv_set(self._calls, key, json.dumps(guids))
+        await self.store.ledger_set_calls(self.sink, key, guids)
 
     async def newest_call(self, key: str) -> datetime | None:
         """Return the call date of the record ``key``'s outcome was last taken from."""
-        text = await self.store.kv_get(self._newest, key)
-        try:
-            return datetime.fromisoformat(text) if text else None
-        except ValueError:
+        row = await self.store.ledger_get(self.sink, key)
+        if row is None or row.newest_call is None:
             return None
+        return datetime.fromtimestamp(row.newest_call, UTC)
 
     async def set_newest_call(self, key: str, when: datetime) -> None:
-        await self.store.kv_set(self._newest, key, when.isoformat())
+        await self.store.ledger_set_newest_call(self.sink, key, when.timestamp())
+
+    async def disposition(self, key: str) -> str | None:
+        """Return the digest of the disposition last accepted for ``key``."""
+        row = await self.store.ledger_get(self.sink, key)
+        return row.disposition if row else None
+
+    async def set_disposition(self, key: str, digest: str) -> None:
+        await self.store.ledger_set_disposition(self.sink, key, digest)
 
     async def get_state(self, name: str) -> dict[str, Any]:
         text = await self.store.kv_get(self._state, name)

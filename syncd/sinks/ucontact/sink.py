@@ -115,7 +115,7 @@ class UContactSink(BaseSink):
         self._no_agents_since: float | None = None
         self._dnc_values = {v.strip().lower() for v in config.dnc.values} if config.dnc else set()
         self.dispositioner = (
-            Dispositioner(config, self.client, ctx.store, self.dial, self.features)
+            Dispositioner(config, self.client, ctx.store, self.ledger, self.dial, self.features)
             if config.dispositions
             else None
         )

@@ -1,0 +1,46 @@
+-- A sink's ledger of its leads (syncd/state/ledger.py; tables of PostgreSQL migration 15).
+
+-- name: ledger_get
+SELECT number, alternatives, mode, schedule, held, late, late_at, late_until, sent_hash,
+    sent_at, check_at, calls, newest_call, disposition
+FROM sink_ledger WHERE sink = $1 AND key = $2;
+
+-- name: ledger_place
+INSERT INTO sink_ledger (sink, key, number, alternatives, mode, schedule, held, late,
+    late_at, late_until, sent_hash, sent_at, check_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (sink, key) DO UPDATE SET number = excluded.number,
+    alternatives = excluded.alternatives, mode = excluded.mode,
+    schedule = excluded.schedule, held = excluded.held, late = excluded.late,
+    late_at = excluded.late_at, late_until = excluded.late_until,
+    sent_hash = excluded.sent_hash, sent_at = excluded.sent_at, check_at = excluded.check_at;
+
+-- name: ledger_point
+-- The lead placed last under a number owns it.
+INSERT INTO sink_ledger_numbers (sink, number, key) VALUES ($1, $2, $3)
+ON CONFLICT (sink, number) DO UPDATE SET key = excluded.key;
+
+-- name: ledger_unplace
+UPDATE sink_ledger SET number = NULL, alternatives = NULL, mode = NULL, schedule = NULL,
+    held = NULL, late = NULL, late_at = NULL, late_until = NULL, sent_hash = NULL,
+    sent_at = NULL, check_at = NULL
+WHERE sink = $1 AND key = $2;
+
+-- name: ledger_release
+-- Only while the number still points at this lead: another may own it since.
+DELETE FROM sink_ledger_numbers WHERE sink = $1 AND number = $2 AND key = $3;
+
+-- name: ledger_owner
+SELECT key FROM sink_ledger_numbers WHERE sink = $1 AND number = $2;
+
+-- name: ledger_set_calls
+INSERT INTO sink_ledger (sink, key, calls) VALUES ($1, $2, $3)
+ON CONFLICT (sink, key) DO UPDATE SET calls = excluded.calls;
+
+-- name: ledger_set_newest_call
+INSERT INTO sink_ledger (sink, key, newest_call) VALUES ($1, $2, $3)
+ON CONFLICT (sink, key) DO UPDATE SET newest_call = excluded.newest_call;
+
+-- name: ledger_set_disposition
+INSERT INTO sink_ledger (sink, key, disposition) VALUES ($1, $2, $3)
+ON CONFLICT (sink, key) DO UPDATE SET disposition = excluded.disposition;
