@@ -51,6 +51,10 @@ def row(
 
 
 SLOW = {"store_then_slow_s": 1.5, "store_then_slow_times": 2}  # past the sinks' 1 s timeout
+# Every batch stored and answered late for a minute: the first run ends with its uploads
+# in doubt, the second run's drop deletes some of them, the run after the window gets
+# the answers. A lead deleted while in doubt may be in the dialer: it must be removed.
+IN_DOUBT = {"store_then_slow_s": 1.5, "store_then_slow_for_s": 60.0}
 REVOKED = {"revoked_from_s": 0.0, "revoked_s": 30.0}
 ECHOED = {"refuse_echoing": "9820000037"}  # one lead's number (tests.support.quirks)
 
@@ -116,6 +120,9 @@ CATALOGUE = [
     row("jodo", "store_then_slow", SLOW),
     row("ameyo", "store_then_slow", SLOW),
     row("ucontact", "store_then_slow", SLOW),
+    row("jodo", "deleted_in_doubt", IN_DOUBT, window_s=61.0),
+    row("ameyo", "deleted_in_doubt", IN_DOUBT, window_s=61.0),
+    row("ucontact", "deleted_in_doubt", IN_DOUBT, window_s=61.0),
 ]  # fmt: skip
 
 

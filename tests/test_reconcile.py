@@ -25,8 +25,9 @@ def stored(
     run: str = "run1",
     klass: str = "new",
     state: str = "delivered",
+    in_doubt: bool = False,
 ) -> StoredLead:
-    return StoredLead(hash_, raw, state, origin, line, run, klass, delivered)
+    return StoredLead(hash_, raw, state, origin, line, run, klass, delivered, in_doubt=in_doubt)
 
 
 def test_unknown_key_is_new() -> None:
@@ -45,6 +46,38 @@ def test_delete_of_a_lead_the_dialer_holds_is_deleted() -> None:
 def test_delete_of_an_unknown_or_never_delivered_lead_is_skipped() -> None:
     assert decide(None, "hdel", deleted=True) is Decision.SKIPPED
     assert decide(stored("h1", delivered=False), "hdel", deleted=True) is Decision.SKIPPED
+
+
+DOUBT_CASES = [
+    # (name, stored lead, decision of its deletion in the CRM)
+    ("never sent", stored("h1", delivered=False, state="pending"), Decision.SKIPPED),
+    ("refused by the dialer", stored("h1", delivered=False, state="rejected"), Decision.SKIPPED),
+    (
+        "sent, the answer lost: the dialer may hold it",
+        stored("h1", delivered=False, state="pending", in_doubt=True),
+        Decision.DELETED,
+    ),
+    (
+        "sent in doubt until attempts ran out (a dead letter)",
+        stored("h1", delivered=False, state="failed", in_doubt=True),
+        Decision.DELETED,
+    ),
+    ("delivered", stored("h1", state="delivered"), Decision.DELETED),
+    (
+        "its removal already queued: the same deletion again",
+        stored("hdel", delivered=False, state="pending", in_doubt=True),
+        Decision.UNCHANGED,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("previous", "expected"), [c[1:] for c in DOUBT_CASES], ids=[c[0] for c in DOUBT_CASES]
+)
+def test_a_lead_sent_in_doubt_counts_as_possibly_delivered_when_deleted(
+    previous: StoredLead, expected: Decision
+) -> None:
+    assert decide(previous, "hdel", deleted=True) is expected
 
 
 def test_repeated_delete_is_unchanged() -> None:

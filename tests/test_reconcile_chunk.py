@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,8 +28,12 @@ def known(
     run: str = "run1",
     klass: str = "new",
     delivered: bool = True,
+    in_doubt: bool = False,
+    attempted: str | None = None,
 ) -> StoredLead:
-    return StoredLead(hash_, raw, state, origin, line, run, klass, delivered)
+    return StoredLead(
+        hash_, raw, state, origin, line, run, klass, delivered, None, in_doubt, attempted
+    )
 
 
 # -- triage: which rows need their phones mapped -----------------------------------------
@@ -174,6 +180,30 @@ def test_plan_chunk(
     assert plan.counts == counts
     assert [(w.action.value, w.klass, w.enqueue, w.state) for w in plan.writes] == written
     assert all(w.raw_hash == "raw" and w.line == line for w in plan.writes)
+
+
+def test_the_removal_of_a_lead_sent_in_doubt_names_the_number_it_was_sent_with() -> None:
+    doubt = known(hash_="h1", state="pending", delivered=False, in_doubt=True,
+                  attempted="+919820000004")  # fmt: skip
+    plan = plan_chunk(
+        [mapped(2, "A", "hdel", deleted=True)], {2: ["A", "yes"]}, {2: "raw"}, {"A": doubt},
+        origin=ORIGIN, run_id=RUN,
+    )  # fmt: skip
+    assert plan.counts == {"deleted": 1}
+    [write] = plan.writes
+    assert (write.action, write.klass, write.state, write.hash) == (
+        Action.DELETE, "deleted", "pending", "hdel",
+    )  # fmt: skip
+    assert json.loads(write.lead_json) == {"key": "A", "phone": "+919820000004"}
+
+
+def test_a_delivered_lead_s_removal_carries_no_number_its_vendor_ref_names_it() -> None:
+    plan = plan_chunk(
+        [mapped(2, "A", "hdel", deleted=True)], {2: ["A", "yes"]}, {2: "raw"},
+        {"A": known(hash_="h1", attempted="+919820000004")}, origin=ORIGIN, run_id=RUN,
+    )  # fmt: skip
+    [write] = plan.writes
+    assert json.loads(write.lead_json) == {"key": "A"}
 
 
 def test_a_refused_row_keeps_its_reason_and_its_cells() -> None:

@@ -90,6 +90,58 @@ async def test_retry_waits_for_its_time_and_failed_is_a_dead_letter(store: Sqlit
     assert [q.key for q in await store.claim("jodo", 10, 60)] == ["L1"]
 
 
+async def test_a_lead_sent_and_unanswered_is_in_doubt_with_the_number_it_was_sent_with(
+    store: SqliteStore,
+) -> None:
+    await enqueue(store, "L1", "h1")  # sent, the answer lost: in doubt
+    await enqueue(store, "L2", "h2")  # sent, refused: not in doubt
+    await enqueue(store, "L3", "h3")  # claimed, given back unsent: not in doubt
+    await store.claim("jodo", 10, 60)
+    await store.complete(
+        "jodo",
+        [
+            Completion("L1", "h1", ResultKind.RETRY, "timed out", next_at=0.0, attempted="+1"),
+            Completion("L2", "h2", ResultKind.REJECTED, "Duplicate record"),
+        ],
+    )
+    await store.requeue("jodo", ["L3"], 0.0, "campaign paused")
+    for found in (
+        await store.lookup("jodo", ["L1", "L2", "L3"]),
+        await store.lookup_changed("jodo", [("L1", "x"), ("L2", "x"), ("L3", "x")], "b.csv"),
+    ):
+        doubt = {k: (s.in_doubt, s.attempted) for k, s in found.items() if s is not None}
+        assert {k: (bool(d), a) for k, (d, a) in doubt.items()} == {
+            "L1": (True, "+1"),
+            "L2": (False, None),
+            "L3": (False, None),
+        }
+
+
+async def test_a_removal_queued_while_its_upsert_was_in_flight_takes_the_number_sent(
+    store: SqliteStore,
+) -> None:
+    await enqueue(store, "L1", "h1")
+    await enqueue(store, "L2", "h2")
+    await store.claim("jodo", 10, 60)
+    gone = ChunkWrite("run2", "crm", "b.csv")
+    gone.leads["jodo"] = [
+        LeadWrite(k, f"d{k}", "r", f'{{"deleted": true, "key": "{k}"}}', Action.DELETE,
+                  "skipped", 2, state="removed")
+        for k in ("L1", "L2")
+    ]  # fmt: skip
+    await store.apply_chunk(gone)
+    await store.complete(
+        "jodo",
+        [
+            Completion("L1", "h1", ResultKind.RETRY, "timed out", next_at=0.0, attempted="+1"),
+            Completion("L2", "h2", ResultKind.REJECTED, "Duplicate record"),
+        ],
+    )
+    removals = {q.key: q for q in await store.claim("jodo", 10, 60)}
+    assert removals["L1"].action is Action.DELETE and removals["L1"].lead.phone == "+1"
+    assert removals["L2"].action is Action.DELETE and removals["L2"].lead.phone == ""
+
+
 async def test_orphaned_leases_return_to_the_outbox(store: SqliteStore) -> None:
     await enqueue(store, "L1", "h1")
     await store.claim("jodo", 10, 60)

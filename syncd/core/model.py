@@ -259,6 +259,11 @@ class StoredLead:
     klass: str | None
     delivered: bool = False  # the dialer has held some version of this lead
     version_at: str | None = None  # the CRM's change time of the stored version (version_text)
+    # Never delivered, but a version was sent and its answer never came (a timeout, a
+    # reset): the dialer may hold it. ``attempted``: that version's number, by which a
+    # removal names the record there.
+    in_doubt: bool = False
+    attempted: str | None = None
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ decisions; tests check every case without fixtures.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ class Decision(enum.StrEnum):
     NEW = "new"  # never seen: push
     CHANGED = "changed"  # content differs from what we hold: push again
     UNCHANGED = "unchanged"  # same content: nothing to do
-    DELETED = "deleted"  # deleted in the CRM (or left the filter) and the dialer has it: remove
+    DELETED = "deleted"  # deleted in the CRM (or left the filter) and the dialer may have it
     SKIPPED = "skipped"  # deleted, but the dialer never had it: nothing to remove
 
 
@@ -32,7 +33,8 @@ def decide(stored: StoredLead | None, content_hash: str, deleted: bool) -> Decis
     if deleted:
         if stored is None or stored.hash == content_hash:
             return Decision.SKIPPED if stored is None else Decision.UNCHANGED
-        return Decision.DELETED if stored.delivered else Decision.SKIPPED
+        # A version sent whose answer never came may be in the dialer: removed as if held.
+        return Decision.DELETED if stored.delivered or stored.in_doubt else Decision.SKIPPED
     if stored is None:
         return Decision.NEW
     if stored.hash == content_hash:
@@ -299,12 +301,28 @@ def plan_chunk(
                     plan.carried_requeued += 1
             continue
         action = Action.DELETE if decision is Decision.DELETED else Action.UPSERT
+        if action is Action.DELETE and previous is not None and not previous.delivered:
+            lead = (*lead[:3], naming_attempt(lead[3], previous.attempted))
         plan.writes.append(LeadWrite(*lead, action, decision.value, line))
         if facts and action is Action.UPSERT:  # the gate moved its call_at: this is what goes
             plan.events.append((key, "gate.call_at_moved", CALL_AT_MOVED, facts))
         if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
             plan.carried_requeued += 1  # counted as carried over; now queued anew
     return plan
+
+
+def naming_attempt(removal_json: str, number: str | None) -> str:
+    """Return a removal's JSON carrying the number of a version sent in doubt.
+
+    The dialer knows such a record by that number alone (a delivered lead's removal has
+    the number the dialer answered with, its ``vendor_ref``). The removal's hash is left
+    as it is: the same deletion read again is unchanged.
+    """
+    if not number:
+        return removal_json
+    data = json.loads(removal_json)
+    data["phone"] = number
+    return json.dumps(data, sort_keys=True)
 
 
 def replaces_queued(previous: StoredLead | None, origin: str, run_id: str, line: int) -> bool:

@@ -96,6 +96,12 @@ HOLD_MAX_S = 60.0  # a held sink (a paused campaign) is asked again at least thi
 RESULTS_KEPT_S = 120.0
 
 
+def never_delivered(q: QueuedLead) -> bool:
+    """Return True for a removal of a lead the dialer cannot hold: none delivered, and no
+    version sent in doubt (such a removal carries that version's number)."""
+    return q.action is Action.DELETE and q.delivered_hash is None and not q.lead.phone
+
+
 def claim_of(batch: Sequence[QueuedLead]) -> str | None:
     """Return the token of the claim ``batch`` was taken under (one claim per batch)."""
     return batch[0].claim if batch else None
@@ -279,8 +285,10 @@ class Pusher:
         The pull marks a lead it never delivered gone at once, unless a push holds it
         then (the request may land): it queues a removal. When that push failed, the
         dialer never had the lead: nothing to withdraw, and nothing to name it by there.
+        A removal that carries a number is of a version sent whose answer never came
+        (``StoredLead.in_doubt``, ``Completion.attempted``): the dialer may hold it.
         """
-        never = [q for q in batch if q.action is Action.DELETE and q.delivered_hash is None]
+        never = [q for q in batch if never_delivered(q)]
         if not never:
             return batch
         results = [PushResult.delivered(q.key, reply=NEVER_DELIVERED) for q in never]
@@ -861,6 +869,9 @@ class Pusher:
                 dial_until=queued.dial_until.timestamp() if queued.dial_until else None,
                 claim=queued.claim,
             )
+            if result.kind is ResultKind.RETRY and queued.action is Action.UPSERT:
+                # sent, its answer lost (syncd's own wait sent nothing)
+                completion.attempted = "" if result.deferred else queued.lead.phone
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
                     wait = max(self.cfg.retry_max_s, WITHDRAWAL_RETRY_S)

@@ -9,9 +9,9 @@ refused for a while, and a batch stored but answered after the client stopped
 waiting. Each switch says which vendors it applies to; setting one on a vendor it
 does not apply to is refused with the reason (:meth:`Quirks.check`).
 
-Windows (``pause_*``, ``revoked_*``) are measured on the simulator's clock from
-the moment the quirks were set (start-up, or ``POST /_sim/quirks``), so a test
-with a fake clock moves through them without sleeping.
+Windows (``pause_*``, ``revoked_*``, ``store_then_slow_for_s``) are measured on the
+simulator's clock from the moment the quirks were set (start-up, or
+``POST /_sim/quirks``), so a test with a fake clock moves through them without sleeping.
 
 Set them at start-up (``syncd simulate VENDOR --quirks JSON``, the simulators'
 ``quirks=``) or at run time with ``POST /_sim/quirks``; docs/simulators.md lists them.
@@ -84,6 +84,7 @@ APPLIES: dict[str, frozenset[str]] = {
     "revoked_s": frozenset(VENDORS),
     "store_then_slow_s": frozenset(VENDORS),
     "store_then_slow_times": frozenset(VENDORS),
+    "store_then_slow_for_s": frozenset(VENDORS),
     "seed": frozenset(VENDORS),
     "refuse_echoing": frozenset(VENDORS),
 }
@@ -125,9 +126,12 @@ class Quirks:
     revoked_from_s: float = 0.0
     revoked_s: float = 0.0
     # A batch is stored, then answered store_then_slow_s later (past the client's
-    # timeout); only the first store_then_slow_times batches (0: every batch).
+    # timeout); only the first store_then_slow_times batches (0: every batch), and only
+    # for store_then_slow_for_s after the quirks were set (0: no end), so a run can end
+    # with uploads in doubt and a later one, past the window, get its answers.
     store_then_slow_s: float = 0.0
     store_then_slow_times: int = 0
+    store_then_slow_for_s: float = 0.0
     seed: int = 0  # which records failed_records picks
     # Records whose submitted text holds this string are refused, and the refusal quotes
     # the record as it came (a duplicate check that names the customer): Jodo lists them
@@ -187,6 +191,7 @@ def _pair(name: str) -> str:
         "failed_keys": "failed_records",
         "revoked_from_s": "revoked_s",
         "store_then_slow_times": "store_then_slow_s",
+        "store_then_slow_for_s": "store_then_slow_s",
     }
     return companions.get(name, name)
 
@@ -283,6 +288,8 @@ class QuirkState:
         """Return how long to wait before answering a batch already stored (0: answer now)."""
         q = self.quirks
         if q.store_then_slow_s <= 0:
+            return 0.0
+        if q.store_then_slow_for_s > 0 and not self._within(0.0, q.store_then_slow_for_s):
             return 0.0
         with self.lock:
             if q.store_then_slow_times:

@@ -133,6 +133,9 @@ class Completion:
     # The token of the claim the push was made under (QueuedLead.claim): applied only
     # where the lead still carries it; a stale result is dropped. None: by key alone.
     claim: str | None = None
+    # for RETRY of an upsert: the number sent, its answer lost (in doubt). Should the CRM
+    # have deleted the lead meanwhile, its queued removal names the record by it.
+    attempted: str = ""
 
 
 STATS_BUCKET_S = 3600.0  # the status page's charts: one figure per sink, metric and hour

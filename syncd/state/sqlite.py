@@ -83,6 +83,15 @@ _PRUNABLE: dict[str, tuple[str, str, str]] = {
 _KEEP_NEWEST = frozenset({"runs"})
 
 _GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
+# A lead never delivered with an attempt spent: sent, and the answer never came (a
+# refusal is 'rejected'; an attempt not sent is given back, _GIVE_BACK). In flight it is
+# left to the push's completion (a removal queued meanwhile takes the number then).
+_IN_DOUBT = (
+    "(l.delivered_hash IS NULL AND l.action = 'upsert' AND l.attempts > 0"
+    " AND l.state IN ('pending', 'held', 'failed'))"
+)
+# StoredLead's in_doubt and attempted (the number of the version sent in doubt)
+_DOUBT_COLUMNS = f"{_IN_DOUBT}, CASE WHEN {_IN_DOUBT} THEN json_extract(l.lead_json, '$.phone') END"
 # Fencing: a claim's results and requeues apply only where the lead still carries the
 # claim's token (params: the token twice); None (no claim known) matches by key alone.
 _FENCE = "(CAST(? AS TEXT) IS NULL OR claim_token = ?)"
@@ -548,8 +557,8 @@ class SqliteStore:
 
     async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]:
         rows = await self._by_keys(
-            "SELECT key, hash, raw_hash, state, origin, line, run_id, klass,"
-            " delivered_hash IS NOT NULL FROM leads",
+            "SELECT l.key, l.hash, l.raw_hash, l.state, l.origin, l.line, l.run_id, l.klass,"
+            f" l.delivered_hash IS NOT NULL, NULL, {_DOUBT_COLUMNS} FROM leads l",
             sink,
             keys,
         )
@@ -572,7 +581,8 @@ class SqliteStore:
                     "SELECT c.key, l.key IS NULL, l.hash, l.raw_hash, l.state, l.origin,"
                     " l.line, l.run_id, l.klass, l.delivered_hash IS NOT NULL,"
                     " CASE WHEN instr(l.lead_json, '\"version_at\"') > 0"
-                    " THEN json_extract(l.lead_json, '$.version_at') END"
+                    " THEN json_extract(l.lead_json, '$.version_at') END,"
+                    f" {_DOUBT_COLUMNS}"
                     " FROM c LEFT JOIN leads l ON l.sink = ? AND l.key = c.key"
                     " WHERE l.key IS NULL OR l.raw_hash IS NOT c.raw OR l.origin = ?",
                     (*params, sink, origin),
@@ -849,7 +859,8 @@ class SqliteStore:
             elif c.final:
                 failed.append((c.pushed_hash, c.reason, sink, c.key, *fence))
             else:
-                retry.append((c.next_at or now, c.reason, sink, c.key, *fence))
+                attempted = (c.attempted, c.attempted)
+                retry.append((c.next_at or now, c.reason, *attempted, sink, c.key, *fence))
         # When the CRM changed the lead while it was in flight, the newer content
         # goes back to the outbox instead of being marked done.
         await db.executemany(
@@ -880,8 +891,13 @@ class SqliteStore:
                 """,
                 rows,
             )
+        # A removal the CRM queued while this upsert was in flight, its answer now lost:
+        # the dialer may hold the version sent; the removal names it by its number.
         await db.executemany(
             "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
+            " lead_json = CASE WHEN action = 'delete' AND delivered_hash IS NULL"
+            " AND CAST(? AS TEXT) != '' THEN json_set(lead_json, '$.phone', ?)"
+            " ELSE lead_json END,"
             f" lease_until = NULL, claim_token = NULL WHERE sink = ? AND key = ? AND {_FENCE}",
             retry,
         )

@@ -363,11 +363,13 @@ def verdict(row: str, played: Played, *, removals_stay: bool = False) -> list[st
         if c.key in open_by_key and open_by_key[c.key][0].get("name") not in ("", c.name)
     ]
     report("names garbled in the dialer", garbled)
-    if played.vendor.can_remove:  # a removal refused with a reason, or left, is accounted for
-        report(
-            "leads the CRM deleted counted removed but still open in the dialer",
-            [k for k in played.deleted if k in open_by_key and played.states.get(k) == "removed"],
-        )
+    # A removal refused with a reason, or left (an alert), is accounted for; one settled
+    # as removed while the dialer holds the lead open is not, whether or not the dialer
+    # can remove (Ameyo's removals are refused with a reason, never settled).
+    report(
+        "leads the CRM deleted counted removed but still open in the dialer",
+        [k for k in played.deleted if k in open_by_key and played.states.get(k) == "removed"],
+    )
     if not played.vendor.allows_duplicates:
         twice = [n for n, count in holdings["open_per_number"].items() if count > 1]
         if twice:
