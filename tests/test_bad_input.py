@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.config import Settings, apply_env_overlay, load_settings, validate_settings
-from syncd.core.csvsafe import neutralise, unhidden
+from syncd.core.csvsafe import neutralise, runs_as_formula, unhidden
 from syncd.core.summary import RunSummary
 from syncd.errors import ConfigError, VendorError
 from syncd.net.http import lenient_json, post, reply_was_cut
@@ -43,6 +43,8 @@ FAST = settings(
 )
 HEADER = ["id", "first", "last", "phone", "email", "callback"]
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+2", "-2+3", "@SUM(A1:A9)", '=HYPERLINK("x")', "\t=1", "\r=1"]
+# keys a CRM may hold: each a key, or refused (core.keys), never delivered otherwise
+KEYS = [*FORMULAS, "=KEYF(1)", " =1+1", "\u200b=1", "A\x07B", "C\tD", "-12", "+91 98200 12345"]
 
 # -- CSV exports ----------------------------------------------------------------------
 
@@ -74,7 +76,7 @@ def exports(draw: st.DrawFn) -> tuple[bytes, int, bool]:
     for i in range(draw(st.integers(0, 15))):
         if draw(st.booleans()):
             values = {name: draw(small_cells) for name in header}
-            values["id"] = draw(st.sampled_from([f"K{i}", f"K{i}", f"K{i % 3}", ""]))
+            values["id"] = draw(st.sampled_from([f"K{i}", f"K{i}", f"K{i % 3}", "", *KEYS]))
             values["phone"] = draw(st.from_regex(r"98[0-9]{8}", fullmatch=True) | small_cells)
             values["callback"] = draw(st.sampled_from(["", "", "2026-11-22 10:00", "tomorrow"]))
             body.append([values[name] for name in header])
@@ -147,6 +149,7 @@ def pull_settings(settings: Settings) -> RunSummary:
     (codecs.BOM_UTF8 + b"id,first,last,phone,email,callback\n=cmd|x,a,b,98200123,,\n", 1, False)
 )
 @example((b"id,first,last,phone,email,callback\nL1,a\x00b,c,9820012345,,\n", 1, False))
+@example((b'id,first,last,phone,email,callback\n"\t=K(1)",a,b,9820012345,,\n', 1, False))
 @example((b"id,first,last,phone,email,callback\nL1,a,b,9820012345,,,,\nL2,a\n", 2, False))
 def test_any_export_is_read_into_leads_and_refusals_or_set_aside_with_a_reason(
     export: tuple[bytes, int, bool],
@@ -161,7 +164,7 @@ def test_any_export_is_read_into_leads_and_refusals_or_set_aside_with_a_reason(
         assert not (inbox / "export.csv").exists()
         assert not list((inbox / "processing").iterdir())
         with sqlite3.connect(db) as conn:
-            leads = conn.execute("SELECT COUNT(*) FROM leads").fetchone()[0]
+            keys = [k for (k,) in conn.execute("SELECT key FROM leads")]
             reasons = [r for (r,) in conn.execute("SELECT reason FROM rejects")]
         assert all(r.strip() for r in reasons), "every refusal has a reason"
         event("set aside" if failed.exists() else "read")
@@ -174,7 +177,9 @@ def test_any_export_is_read_into_leads_and_refusals_or_set_aside_with_a_reason(
         # Nothing lost: every row read is a lead or a refusal, and the rows read are the
         # rows written (an export cut short may lose its torn last row, never more).
         assert counts.read == counts.new + counts.rejected
-        assert leads == counts.new
+        assert len(keys) == counts.new
+        bad_keys = [k for k in keys if runs_as_formula(k) or not k.isprintable()]
+        assert not bad_keys, f"a key that is no key became a lead: {bad_keys!r}"
         event("with leads" if counts.new else "no leads")
         event("with refusals" if counts.rejected else "no refusals")
         assert counts.read <= written if cut else counts.read == written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from syncd.core.keys import key_refusal
 from syncd.core.reasons import (
     DIALER_FAILED,
     REFUSED_ROW,
@@ -70,6 +71,30 @@ def test_a_reason_becomes_its_code_without_a_word_from_outside(
 ) -> None:
     assert reason_code(reason, other) == code
     assert not [p for p in PERSON if p.lower() in code.lower()]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("\t=KEYF(1)", "key with control characters"),
+        ("A\x07B", "key with control characters"),
+        ("=KEYF(1)", "key like a spreadsheet formula"),
+        ("\u200b@SUM(A1)", "key like a spreadsheet formula"),
+        ("  ", "missing key"),
+        ("K" * 129, "key too long"),
+    ],
+)
+def test_a_refused_key_has_a_code_and_its_reason_never_quotes_it(raw: str, code: str) -> None:
+    reason = key_refusal(raw, "id")
+
+    assert reason is not None and reason_code(reason, REFUSED_ROW) == code
+    assert not raw.strip() or raw.strip() not in reason
+    assert "KEYF" not in reason and "SUM" not in reason
+
+
+@pytest.mark.parametrize("raw", ["L1", " L1 ", "-12", "+91 98200 12345", "0065g00000Xyz"])
+def test_a_key_a_crm_may_use_is_a_key(raw: str) -> None:
+    assert key_refusal(raw, "id") is None
 
 
 def test_reasons_are_grouped_and_counted_by_code_per_sink() -> None:

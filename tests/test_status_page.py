@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from syncd import __version__
+from syncd.core.keys import key_refusal
+from syncd.core.reasons import reason_code
 from syncd.daemon.probes import SESSION_S, StatusAccess, is_loopback
 from syncd.daemon.status_page import PageData, mask, render
 from syncd.simulators.jodo.api import JodoSimulator, create_app
@@ -267,3 +269,14 @@ def test_a_refused_key_of_any_length_is_shown_short() -> None:
     )
 
     assert len(page) < 50_000 and "K" * 65 not in page and "K" * 64 + "…" in page
+
+
+@pytest.mark.parametrize("raw", ["=KEYF(1)", "\t=KEYF(2)", "KEYF\x07(3)"])
+def test_a_key_refused_for_what_it_holds_is_not_shown_on_the_page(raw: str) -> None:
+    reason = key_refusal(raw, "id")
+    rejects = [{"at": 0, "source": "crm", "origin": "a.csv", "line": 2, "key": raw.strip(),
+                "reason": reason}]  # fmt: skip
+    page = render(PageData(status={"rejects": rejects}, version="test", delivered_today=0))
+
+    assert "KEYF" not in page and "a.csv" in page
+    assert reason_code(str(reason)) in page  # the code, the file and the line say which row

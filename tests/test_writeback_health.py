@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +131,48 @@ def test_when_a_failing_writeback_is_an_alert() -> None:
     assert writeback_alert("w", {**refusing, "written": 3, "wrote_at": now}, now, 600) is None
     long = {**failing, "wrote_at": now - 700, "failing_since": now - 650}
     assert "failing for 11 min" in str(writeback_alert("w", long, now, 600))
+
+
+def last_passes(config: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Return each writeback's last pass as `syncd status --json` shows it."""
+    status = run_cli("status", "--json", "-c", str(config), env=env)
+    assert status.returncode == 0, status.stderr[-1000:]
+    passes: dict[str, Any] = json.loads(status.stdout)["writebacks"]
+    return passes
+
+
+def test_a_reload_keeps_the_time_syncd_started_and_a_writeback_it_adds_counts_from_it(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
+    with running(create_app(sim)) as url, running(redirecting_crm()) as crm:
+        config, env = writing_back_to(tmp_path, url, crm)
+        daemon = start_daemon(config, env=env)
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
+        daemon.wait_for("writeback.failing", writeback="crm-hook", timeout=60)
+        before = last_passes(config, env)["crm-hook"]
+        page_before = httpx.get(f"{daemon.base_url}/status").text
+        # the reload adds a second writeback to the same CRM
+        text = config.read_text(encoding="utf-8")
+        added = text[text.index("[[writebacks]]") :].replace('"crm-hook"', '"crm-hook-2"', 1)
+        config.write_text(text + "\n" + added, encoding="utf-8")
+
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for("config.reloaded", timeout=60)
+        seen = last_passes(config, env)["crm-hook"]["at"]
+
+        def passed_again() -> bool:  # a pass of the reloaded configuration wrote its record
+            now = last_passes(config, env)
+            return now["crm-hook"].get("at") != seen and bool(now["crm-hook-2"].get("error"))
+
+        assert wait_until(passed_again, timeout=60), last_passes(config, env)
+        after = last_passes(config, env)
+        page_after = httpx.get(f"{daemon.base_url}/status").text
+        assert daemon.stop() == 0
+    assert after["crm-hook"]["error"] and after["crm-hook"]["started_at"] == before["started_at"]
+    # a writeback the reload added has been there since the reload, not since the start
+    assert after["crm-hook-2"]["started_at"] > before["at"]
+    started = re.search(r"nothing written since syncd started \(([^)]+)\)", page_before)
+    assert started is not None, page_before
+    assert f"nothing written since syncd started ({started.group(1)})" in page_after

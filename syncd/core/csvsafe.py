@@ -12,12 +12,17 @@ def neutralise(value: object) -> str:
     """Return ``value`` as text that Excel/LibreOffice will not evaluate (OWASP rule),
     also when blanks, control or invisible characters stand before the formula."""
     text = "" if value is None else str(value)
+    return "'" + text if runs_as_formula(text) else text
+
+
+def runs_as_formula(text: str) -> bool:
+    """Return True when a spreadsheet would take ``text`` for a formula: it starts with
+    a formula prefix (``=``, ``+``, ``-``, ``@``, a tab or CR), also behind blanks,
+    control or invisible characters, and is not a plain signed or phone number."""
     if text.startswith(_FORMULA_START) and not _is_number(text):
-        return "'" + text
+        return True
     hidden = _behind(text)
-    if hidden and hidden.startswith(_FORMULA_START) and not _is_number(hidden):
-        return "'" + text
-    return text
+    return hidden.startswith(_FORMULA_START) and not _is_number(hidden)
 
 
 def _behind(text: str) -> str:

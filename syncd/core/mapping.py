@@ -31,7 +31,8 @@ from syncd.core.gate import (
     screen,
     window_decision,
 )
-from syncd.core.model import MAX_KEY_LEN, Lead, version_text
+from syncd.core.keys import key_refusal
+from syncd.core.model import Lead, version_text
 from syncd.core.phones import PhoneError, to_e164
 from syncd.core.zones import ZoneError, check_zone, zone_table
 
@@ -146,18 +147,13 @@ class Mapper:
         return lead, moved
 
     def _checked_key(self, values: list[str]) -> str:
-        """Return the row's key; RowRejected when it is missing or not a key, or the row
-        holds bytes its file's encoding could not read."""
-        m = self.route.map
-        raw_key = values[self.index[m.key]]
-        if not raw_key.isprintable() and (bad := {c for c in raw_key if ord(c) in _CONTROLS}):
-            shown = ", ".join(sorted(f"U+{ord(c):04X}" for c in bad))
-            raise RowRejected(f"key in column {m.key!r} holds control characters ({shown})")
+        """Return the row's key; RowRejected when it is not a key (``core.keys``), or the
+        row holds bytes its file's encoding could not read."""
+        key_col = self.route.map.key
+        problem = key_refusal(values[self.index[key_col]], key_col)
+        if problem is not None:
+            raise RowRejected(problem)
         key = self.key_of(values)
-        if not key:
-            raise RowRejected(f"missing key (column {m.key!r} is empty)")
-        if len(key) > MAX_KEY_LEN:
-            raise RowRejected(f"key longer than {MAX_KEY_LEN} characters in column {m.key!r}")
         whole = "".join(values)  # isascii() reads a flag: most rows stop here
         if not whole.isascii() and "\udc80" <= max(whole) and has_surrogate(whole):
             column = next((c for c, i in self.index.items() if has_surrogate(values[i])), "")

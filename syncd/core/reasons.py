@@ -37,6 +37,8 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"missing field ([a-z0-9_]{1,40})\b", "missing field {0}", False),
         (r"key in column .{0,200}? holds control characters", "key with control characters", False),
         (r"key longer than \d+ characters", "key too long", False),
+        (r"key in column .{0,200}? would run as a spreadsheet formula",
+         "key like a spreadsheet formula", False),
         (r"duplicate key .{0,1000}superseded by line \d+", "superseded by a later row", False),
         (r"superseded: an older version than the one syncd holds",
          "superseded: an older version", False),
@@ -65,6 +67,10 @@ DIALER_REFUSED = "refused by the dialer"
 DIALER_FAILED = "failed at the dialer"
 CRM_REFUSED = "refused by the CRM"
 FAILING = "failing"  # anything else that fails (a store, a writeback, a job)
+# A key refused for what it holds is not the CRM's key as written (a control character
+# stripped) or would run in a spreadsheet: a shared surface shows the row's file, line
+# and code, not the key.
+KEY_NOT_SHOWN = frozenset({"key with control characters", "key like a spreadsheet formula"})
 SHARED_LEVELS = frozenset({"info", "warning"})  # log levels a shipper keeps: codes only
 
 

@@ -67,14 +67,25 @@ class Runtime:
     """Schedules one configuration's engine stages until it is drained."""
 
     def __init__(
-        self, settings: Settings, store: StateStore, scheduler: Any, metrics: Metrics
+        self,
+        settings: Settings,
+        store: StateStore,
+        scheduler: Any,
+        metrics: Metrics,
+        writebacks_since: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.scheduler = scheduler
         self.metrics = metrics
         self.draining = asyncio.Event()  # the engine's stop: no new batch is claimed once set
-        self.engine = Engine(settings, store, stop=self.draining, observer=metrics)
+        self.engine = Engine(
+            settings,
+            store,
+            stop=self.draining,
+            observer=metrics,
+            writebacks_since=writebacks_since,
+        )
         self.job_ids: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()

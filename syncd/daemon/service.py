@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
@@ -100,6 +101,14 @@ class DeliveredToday:
         return self._at_midnight + self.metrics.delivered_total - self._total_then
 
 
+def configured_since(
+    before: Mapping[str, float], names: Iterable[str], now: float
+) -> dict[str, float]:
+    """Return since when each of ``names`` has been configured: its time in ``before``
+    (kept across a reload), else ``now`` (new with this configuration)."""
+    return {name: before.get(name, now) for name in names}
+
+
 class Daemon:
     """Owns the store, the scheduler, the health server and the running configuration."""
 
@@ -122,6 +131,10 @@ class Daemon:
         self.health: HealthServer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._run_started = False
+        # By writeback: since when this process runs it. A reload keeps the time of those
+        # it keeps ("nothing written since syncd started" means the process's start);
+        # one it adds counts from the reload.
+        self._writebacks_since: dict[str, float] = {}
         self.unpublished: dict[str, str] = {}  # by writeback: why the stop left a file unpublished
         # What the HTTP port serves is read from the store at most once per snapshot_s,
         # however many ask (docs/daemon.md, "Health endpoints").
@@ -202,7 +215,12 @@ class Daemon:
 
     async def _start_runtime(self, settings: Settings) -> None:
         assert self.store is not None
-        runtime = Runtime(settings, self.store, self.scheduler, self.metrics)
+        self._writebacks_since = configured_since(
+            self._writebacks_since, [w.name for w in settings.writebacks], time.time()
+        )
+        runtime = Runtime(
+            settings, self.store, self.scheduler, self.metrics, dict(self._writebacks_since)
+        )
         self.metrics.declare(
             [s.name for s in settings.sources],
             [(r.source, r.sink) for r in settings.routes],

@@ -17,7 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.core.reasons import REFUSED_ROW, looks_personal, reason_code, shown_key
+from syncd.core.reasons import (
+    KEY_NOT_SHOWN,
+    REFUSED_ROW,
+    looks_personal,
+    reason_code,
+    shown_key,
+)
 from syncd.daemon.charts import Series, chart, count, duration, lead_time
 from syncd.run.status import handed_line, sink_state_line, when
 
@@ -217,17 +223,20 @@ def _failures(failures: list[Any]) -> str:
 
 
 def _rejects(rejects: list[dict[str, Any]]) -> str:
-    rows = [
-        [
-            _td(when(r.get("at"))),
-            _td(r.get("source") or ""),
-            _td(r.get("origin") or ""),
-            _td(r.get("line") or "", "n"),
-            _td(_key(str(r.get("key") or ""))),
-            _td(reason_code(str(r.get("reason") or ""), REFUSED_ROW)),
-        ]
-        for r in rejects
-    ]
+    rows = []
+    for r in rejects:
+        code = reason_code(str(r.get("reason") or ""), REFUSED_ROW)
+        key = "(not shown)" if code in KEY_NOT_SHOWN else _key(str(r.get("key") or ""))
+        rows.append(
+            [
+                _td(when(r.get("at"))),
+                _td(r.get("source") or ""),
+                _td(r.get("origin") or ""),
+                _td(r.get("line") or "", "n"),
+                _td(key),
+                _td(code),
+            ]
+        )
     return _table(["at", "source", "file", "line", "key", "reason"], rows, "rejects")
 
 

@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,7 @@ class Engine:
         stop: asyncio.Event | None = None,
         observer: Any = None,
         clock: Clock | None = None,
+        writebacks_since: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -111,6 +112,7 @@ class Engine:
         self.health = HealthTracker(structlog.get_logger("syncd.engine"), clock)
         self.sinks = SinkSet(settings, store, self.health, clock=clock, stopping=self.stop)
         self._writebacks: WritebackRunner | None = None
+        self._writebacks_since = writebacks_since  # see WritebackRunner (None: from its start)
         # Which jobs this process runs on a store replicas share, and its part of the limits
         self.leadership = Leadership(
             store, self.sinks, ttl_s=settings.state.leader_ttl_s, shared=settings.state.shared
@@ -394,7 +396,11 @@ class Engine:
 
             # One runner for the engine's life: each writeback stays open across passes.
             self._writebacks = WritebackRunner(
-                self.settings, self.store, stop=self.stop, health=self.health
+                self.settings,
+                self.store,
+                stop=self.stop,
+                health=self.health,
+                since=self._writebacks_since,
             )
         result = await self._writebacks.drain(cfg)
         if self.observer is not None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ class WritebackRunner:
         *,
         stop: asyncio.Event | None = None,
         health: HealthTracker | None = None,
+        since: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -68,6 +69,9 @@ class WritebackRunner:
         self._open: dict[str, Writeback] = {}
         self._seeded: set[str] = set()
         self._started = time.time()
+        # By writeback: since when this process has run it (the daemon's start, or the
+        # reload that added it; a reload builds a new runner), else this runner's start.
+        self._since = dict(since or {})
         self._last: dict[str, dict[str, Any]] = {}  # each writeback's last status record
 
     async def run_pass(self) -> dict[str, int]:
@@ -240,7 +244,7 @@ class WritebackRunner:
         before = self._last.get(name, {})
         record: dict[str, Any] = {
             **asdict(result),
-            "started_at": self._started,
+            "started_at": self._since.get(name, self._started),
             "ok_at": before.get("ok_at") if result.error else result.at,  # a full pass
             "wrote_at": result.at if result.written else before.get("wrote_at"),
             "failing_since": (before.get("failing_since") or result.at) if result.error else None,
