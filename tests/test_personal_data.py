@@ -10,6 +10,7 @@ counts only: not the name, the e-mail, the number in any format, or a custom fie
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,35 @@ def _ucontact_sink(url: str) -> dict[str, Any]:
     from tests.support.reliability import ucontact_sink
 
     return ucontact_sink(url)
+
+
+def test_a_dialer_refusal_that_rewords_the_customer_is_logged_by_its_code_at_warning(
+    tmp_path: Path,
+) -> None:
+    # A real Jodo formats its own refusal: the customer in capitals, the number spaced,
+    # the e-mail spelled out. Nothing of it matches what syncd sent, so cutting the values
+    # sent out of it leaves the person whole. At info and warning only a code may say why.
+    reworded = (
+        "Customer ASHA SHARMA with mobile 98200 12345 and mail ASHA.SHARMA AT EXAMPLE DOT"
+        " ORG already exists in list Bandra-West"
+    )
+    jodo = JodoSimulator(quirks=Quirks(failed_keys=["P1", "P2"], failed_reason=reworded))
+    with running(jodo_app(jodo)) as url:
+        config = write_config(tmp_path, [jodo_sink(url)])
+        rows = [
+            f"P1,Asha,Sharma,{E164},{EMAIL},,",  # refused alone
+            f"P2,Asha,Sharma,{NATIONAL},{EMAIL},,",  # refused beside a stored lead
+            "Q3,Ravi,Kumar,9820099001,ravi@x.in,,",
+        ]
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + "\n".join(rows) + "\n")
+        result = run_cli("run", "--once", "-c", str(config), env=vendor_env())
+        explained = run_cli("explain", "P1", "-c", str(config), env=vendor_env())
+    assert result.returncode in (0, 1), result.stderr
+    held = {r["key"] for r in jodo.holdings()["open"]}
+    assert held == {"Q3"}  # the dialer refused the two, as the test means it to
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    leaking = [e for e in shared_logs(events) if found(repr(e))]
+    assert leaking == [], leaking[:3]
+    assert any(e.get("event") == "jodo.push.records_failed" for e in events)
+    # whoever reads the store still has the dialer's words
+    assert "ASHA SHARMA" in explained.stdout

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.core.model import Action, PushResult, QueuedLead
-from syncd.core.reasons import DIALER_FAILED, log_reason
+from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason
 from syncd.errors import CheckFailed, PermanentError, SinkConfigError, VendorError
 from syncd.net.http import UnknownFields
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
@@ -21,6 +21,7 @@ from syncd.sinks.jodo.agents import AgentPoller
 from syncd.sinks.jodo.assignment import check_agents, unassigned_note
 from syncd.sinks.jodo.client import NOT_FOUND, connect, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
+from syncd.sinks.jodo.codes import reason_code as jodo_code
 from syncd.sinks.jodo.config import JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
 from syncd.sinks.jodo.failures import KNOWN_FIELDS, match_failures
@@ -293,12 +294,16 @@ class JodoSink(BaseSink):
         if found.unplaced:
             if len(upserts) == 1:
                 return {upserts[0].key: f"Jodo refused the record: {found.example}"}
-            self.log.warning(
+            log_reason(
+                self.log,
+                "warning",
                 "jodo.push.failures_unplaced",
+                found.example,
+                DIALER_REFUSED,
+                jodo_code,
                 size=len(upserts),
                 unplaced=found.unplaced,
                 refused=len(found.refused),
-                reason=found.example,
                 action="splitting the batch to find the failed records",
             )
             raise BatchRejected(
@@ -307,11 +312,16 @@ class JodoSink(BaseSink):
                 vendor="jodo",
             )
         if found.refused:
-            self.log.warning(
+            # by its code: a dialer's words may name the customer however it spells them
+            log_reason(
+                self.log,
+                "warning",
                 "jodo.push.records_failed",
+                next(iter(found.refused.values())),
+                DIALER_REFUSED,
+                jodo_code,
                 size=len(upserts),
                 refused=len(found.refused),
-                reason=next(iter(found.refused.values())),
             )
         return found.refused
 
