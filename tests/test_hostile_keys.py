@@ -48,6 +48,8 @@ def test_a_key_holding_a_control_character_is_refused_and_never_reaches_the_dial
         '"\r=X2",First,Last,9812345671,b@example.in,',  # a carriage return, likewise
         '"A\x07B",First,Last,9812345672,c@example.in,',  # a bell inside the key
         '"C\tD",First,Last,9812345673,d@example.in,',  # a tab inside the key
+        '"CTL\u202eKEY5",First,Last,9812345675,f@example.in,',  # a right-to-left override
+        '"Z\u200bW",First,Last,9812345676,g@example.in,',  # a zero-width space
         "OK1,First,Last,9812345674,e@example.in,",
     ]
     drop_csv(tmp_path / "inbox", "keys.csv", export(0, extra_rows=rows))
@@ -57,11 +59,12 @@ def test_a_key_holding_a_control_character_is_refused_and_never_reaches_the_dial
     assert result.returncode == 0, result.stderr[-2000:]
     assert held(jodo) == {"OK1"}
     refused = refused_rows(config)
-    assert len(refused) == 4  # lines count the file's lines: the quoted CR starts one
+    assert len(refused) == 6  # lines count the file's lines: the quoted CR starts one
     for row in refused:
         assert row["origin"] == "keys.csv"
         assert row["reason"].startswith(CONTROL_REASON), row
         assert "=X" not in row["reason"] and "A\x07B" not in row["reason"]
+        assert "KEY5" not in row["reason"]
 
 
 def test_a_key_a_spreadsheet_would_run_is_refused_and_numbers_are_still_keys(
@@ -74,7 +77,7 @@ def test_a_key_a_spreadsheet_would_run_is_refused_and_numbers_are_still_keys(
         '"+cmd|calc",First,Last,9812345672,c@example.in,',
         '"-1+2",First,Last,9812345673,d@example.in,',
         '" =SPACED(1)",First,Last,9812345674,e@example.in,',  # a blank a strip removes
-        '"\u200b=HIDDEN(1)",First,Last,9812345675,f@example.in,',  # an invisible character
+        '"\u00a0=HIDDEN(1)",First,Last,9812345675,f@example.in,',  # a no-break space
         "-12,First,Last,9812345676,g@example.in,",  # a signed number: no formula
         '"+91 98200 12345",First,Last,9812345677,h@example.in,',  # a phone-like key
         "OK1,First,Last,9812345678,i@example.in,",

@@ -2,11 +2,12 @@
 
 One rule for every source (a CSV drop, a SQL CRM, a webhook's POST), applied where
 each row is mapped. A key is its cell with the edge blanks stripped, and is refused
-when it is empty, longer than ``MAX_KEY_LEN``, holds a control character anywhere
-(a tab or CR at its edge too: a strip would hide it and deliver another key than the
-CRM holds) or would run as a spreadsheet formula (``=KEYF(1)``, ``@SUM(A1)``): the
-CSV writeback defuses such a cell (``'=KEYF(1)``), so the CRM could not match the
-lead's outcome back, and a spreadsheet export of the dialer's list would run it.
+when it is empty, longer than ``MAX_KEY_LEN``, holds a control or invisible formatting
+character anywhere (U+202E, U+200B; a tab or CR at its edge too: a strip would hide it
+and deliver another key than the CRM holds) or would run as a spreadsheet formula
+(``=KEYF(1)``, ``@SUM(A1)``): the CSV writeback defuses such a cell (``'=KEYF(1)``),
+so the CRM could not match the lead's outcome back, and a spreadsheet export of the
+dialer's list would run it.
 Plain signed numbers and phone-like keys (``-12``, ``+91 98200 12345``) stay keys.
 
 A reason names the column and the kind of problem, never the key: reasons are shown
@@ -20,11 +21,15 @@ import unicodedata
 from syncd.core.csvsafe import runs_as_formula
 from syncd.core.model import MAX_KEY_LEN
 
+# Control characters, and the invisible "format" ones: a right-to-left override or a
+# zero-width space makes a key that reads as another one (in a list, a log, a CRM).
+_HIDDEN = frozenset({"Cc", "Cf"})
+
 
 def key_refusal(raw: str, column: str) -> str | None:
     """Return why the key cell ``raw`` (read from ``column``) cannot be a lead's key,
     None when it can; the key is then ``raw.strip()``."""
-    if not raw.isprintable() and (bad := {c for c in raw if unicodedata.category(c) == "Cc"}):
+    if not raw.isprintable() and (bad := {c for c in raw if unicodedata.category(c) in _HIDDEN}):
         shown = ", ".join(sorted(f"U+{ord(c):04X}" for c in bad))
         return f"key in column {column!r} holds control characters ({shown})"
     key = raw.strip()
