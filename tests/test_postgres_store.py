@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from syncd.core.model import Action, LeadWrite, ResultKind
+from syncd.core.refusals import Refusal
 from syncd.state import postgres
 from syncd.state.base import ChunkWrite, Completion
 from syncd.state.postgres import PostgresStore, to_postgres
@@ -292,3 +293,30 @@ async def test_a_chunk_naming_one_lead_twice_is_written_one_row_after_the_other(
     assert rows == [("L1", "h1"), ("L2", "h2")]
     upserts = [v.sql for v in postgres._SET_BASED.values() if v is not None and v.key]
     assert any("INSERT INTO leads" in sql and "ON CONFLICT (sink, key)" in sql for sql in upserts)
+
+
+async def test_a_chunks_look_ups_are_one_statement_each_however_many_keys(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    n = 1200  # more keys than one statement took as a list of parameters (400, 500)
+    await fill(store, n)
+    keys = [f"L{i:04d}" for i in range(n)]
+    refused = ChunkWrite("run", "crm", "a.csv")
+    refused.refused = [("jodo", Refusal(k, "raw", "fp", "missing phone")) for k in keys[::2]]
+    await store.apply_chunk(refused)
+    statements: list[str] = []
+    async with store._lock:  # the calls below borrow this task's connection
+        store.db.raw.add_query_logger(lambda record: statements.append(record.query))
+        changed = await store.lookup_changed(
+            "jodo", [(k, "raw-new" if k == "L0777" else "") for k in keys] + [("NEW", "")], "b"
+        )
+        found = await store.lookup("jodo", [*keys, "NEW"])
+        remembered = await store.refusals("jodo", [*keys, keys[0]])  # a key twice: once
+        listed = await store.dnc_matches(["dnc"], [f"+1555{i:07d}" for i in range(n)])
+    # fill stores no raw hash: every key differs from what the lookup names, but one
+    assert set(changed) == {*keys, "NEW"} and changed["NEW"] is None
+    assert set(found) == set(keys)
+    assert sorted(remembered) == keys[::2]
+    assert listed == {}
+    assert len(statements) == 4, statements

@@ -241,6 +241,7 @@ class SqliteStore:
         # shared store's heartbeat renews.
         self._live_claims: set[str] = set()
         self._pairs = _PAIRS  # (key, raw hash) pairs per lookup query; see open
+        self._keys = _CHUNK  # keys per look-up query by key (see _in_list)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -542,16 +543,26 @@ class SqliteStore:
 
     # -- reconcile ---------------------------------------------------------
 
+    def _in_list(self, column: str, items: Sequence[str]) -> tuple[str, list[Any]]:
+        """Return the condition ``column`` is one of ``items``, and its parameters: here
+        ``IN (?, …)``, a parameter each (at most ``self._keys`` items a statement)."""
+        return f"{column} IN ({','.join('?' * len(items))})", list(items)
+
+    def _pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+        """Return the CTE ``c(key, raw)`` of a look-up's (key, raw hash) pairs and its
+        parameters: here ``VALUES``, two parameters a pair (see ``self._pairs``)."""
+        values = ",".join("(?, ?)" for _ in pairs)
+        return f"WITH c(key, raw) AS (VALUES {values}) ", [v for pair in pairs for v in pair]
+
     async def _by_keys(self, select: str, sink: str, keys: Sequence[str]) -> list[Any]:
         """Return the rows of ``select`` + `` WHERE sink = ? AND key IN (…)`` for ``keys``."""
         out: list[Any] = []
         async with self._lock:
-            for start in range(0, len(keys), _CHUNK):
-                part = list(keys[start : start + _CHUNK])
-                marks = ",".join("?" * len(part))
+            for part in _parts(list(keys), self._keys):
+                among, params = self._in_list("key", part)
                 # One hop to the database thread per part, not one per few rows.
                 out += await self.db.execute_fetchall(
-                    f"{select} WHERE sink = ? AND key IN ({marks})", (sink, *part)
+                    f"{select} WHERE sink = ? AND {among}", (sink, *params)
                 )
         return out
 
@@ -570,15 +581,12 @@ class SqliteStore:
         found: dict[str, StoredLead | None] = {}
         async with self._lock:
             for start in range(0, len(rows), self._pairs):
-                part = rows[start : start + self._pairs]
-                values = ",".join("(?, ?)" for _ in part)
-                params = [v for pair in part for v in pair]
-                # The comparison runs inside SQLite: a re-sync of a million mostly
+                pairs, params = self._pairs_table(rows[start : start + self._pairs])
+                # The comparison runs inside the database: a re-sync of a million mostly
                 # unchanged rows brings back only the few that differ. The version time
                 # (core.versions) is read out of the JSON only where the text holds one.
                 result = await self.db.execute_fetchall(
-                    f"WITH c(key, raw) AS (VALUES {values}) "
-                    "SELECT c.key, l.key IS NULL, l.hash, l.raw_hash, l.state, l.origin,"
+                    f"{pairs}SELECT c.key, l.key IS NULL, l.hash, l.raw_hash, l.state, l.origin,"
                     " l.line, l.run_id, l.klass, l.delivered_hash IS NOT NULL,"
                     " CASE WHEN instr(l.lead_json, '\"version_at\"') > 0"
                     " THEN json_extract(l.lead_json, '$.version_at') END,"
@@ -619,6 +627,12 @@ class SqliteStore:
             await db.executemany(
                 _ADD_STAT, [(name, at, metric, 0, n) for (name, metric), n in counted.items()]
             )
+            await self._announce(db, chunks)
+
+    async def _announce(self, db: Any, chunks: Sequence[ChunkWrite]) -> None:
+        """Tell other processes sharing the store, with the commit, which outboxes got
+        leads: nobody shares this one (each chunk's commit wakes this process's pushes)."""
+        return None
 
     async def _write_chunk(self, db: Any, chunk: ChunkWrite, now: float) -> None:
         """Write one chunk: leads, rejects, refusals, lists, events, cursor (in a transaction)."""
@@ -1573,14 +1587,13 @@ class SqliteStore:
         unique = list(dict.fromkeys(numbers))
         names = list(lists)
         async with self._lock:
-            for i in range(0, len(unique), _CHUNK):
-                part = unique[i : i + _CHUNK]
-                marks = ",".join("?" * len(part))
+            for part in _parts(unique, self._keys):
+                among, params = self._in_list("number", part)
                 lists_marks = ",".join("?" * len(names))
                 async with self.db.execute(
-                    f"SELECT number, list FROM dnc_numbers WHERE number IN ({marks})"
+                    f"SELECT number, list FROM dnc_numbers WHERE {among}"
                     f" AND list IN ({lists_marks})",
-                    [*part, *names],
+                    [*params, *names],
                 ) as cur:
                     async for number, name in cur:
                         found.setdefault(number, name)
