@@ -12,23 +12,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from syncd.core.model import ResultKind
 from syncd.sinks.ucontact.ledger import ADD, BASE, MAYBE, Placed
-from syncd.state import migrations
 from syncd.state.ledger import Placement
-from syncd.state.postgres import PostgresStore, dsn_of
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import cli_env, drop_csv, run_cli
-from tests.support.stores import KINDS, drop_schema, fresh_store, new_schema, pg_url
+from tests.support.stores import KINDS, fresh_store, store_at_schema
 from tests.support.ucontact import dialled, queued, served, sink_on, uy
 
 CONFIG = """\
@@ -190,46 +185,6 @@ def _as_dict(p: Placed) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@asynccontextmanager
-async def store_from_schema_14(
-    kind: str, tmp_path: Path, kv: list[tuple[str, str, str]]
-) -> AsyncIterator[SqliteStore]:
-    """Yield a store made at schema 14 holding ``kv``, opened (so migrated) by this syncd."""
-    if kind == "sqlite":
-        db = tmp_path / "state.db"
-        with sqlite3.connect(db) as conn:
-            for step in migrations.load("sqlite")[:14]:
-                conn.executescript(step.sql)
-            conn.execute("PRAGMA user_version=14")
-            conn.executemany("INSERT INTO kv (scope, name, value) VALUES (?, ?, ?)", kv)
-        store = SqliteStore(db)
-        await store.open()
-        try:
-            yield store
-        finally:
-            await store.close()
-        return
-    schema = new_schema()
-    conn = await asyncpg.connect(dsn_of(pg_url()), server_settings={"search_path": schema})
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        async with conn.transaction():
-            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            for step in migrations.load("postgres")[:14]:
-                await conn.execute(step.sql)
-                await conn.execute("INSERT INTO schema_version VALUES ($1)", step.number)
-            await conn.executemany("INSERT INTO kv (scope, name, value) VALUES ($1, $2, $3)", kv)
-    finally:
-        await conn.close()
-    store = PostgresStore(pg_url(), schema=schema)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-        await drop_schema(schema)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 async def test_an_upgraded_store_keeps_its_leads_in_doubt_checked_not_sent_again(
     kind: str, tmp_path: Path
@@ -237,7 +192,7 @@ async def test_an_upgraded_store_keeps_its_leads_in_doubt_checked_not_sent_again
     again = queued("K1", uy(1), attempts=2)
     sent = time.time() - 30  # the upload whose answer never came
     with served() as (sim, url):
-        async with store_from_schema_14(kind, tmp_path, old_kv(sent, again.hash)) as store:
+        async with store_at_schema(kind, tmp_path, 14, old_kv(sent, again.hash)) as store:
             left = {s for s, _, _ in await kv_rows(store)}
             row = await store.ledger_get("uc", "K2")
             # It landed and was dialled: the call records are the only witness.

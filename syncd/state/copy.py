@@ -54,7 +54,7 @@ TABLES: dict[str, tuple[str, ...]] = {
                 "refused_at"),
     "sink_ledger": ("sink", "key", "number", "alternatives", "mode", "schedule", "held", "late",
                     "late_at", "late_until", "sent_hash", "sent_at", "check_at", "calls",
-                    "newest_call", "disposition"),
+                    "newest_call", "disposition", "ref", "valid_until"),
     "sink_ledger_numbers": ("sink", "number", "key"),
 }  # fmt: skip
 IDENTITY = ("rejects", "events")  # their ids carry on from the copied ones

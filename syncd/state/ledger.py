@@ -3,9 +3,12 @@
 Some dialers give a contact no id of their own (uContact: a contact is a number in a
 campaign), so their sink remembers what it put there: the number and its form, how
 it went out, whether an add or a removal may still land, the call ids it counted.
+Others give one (Ameyo: a customer id) but their sink must still know what it sent
+(a digest of the record, the callback time, until when the dialer may dial it).
 The store keeps these in typed columns keyed by (sink, lead key), and a number ->
 lead index; a lead's ledger goes with the lead. What each field means is the sink's
-(``syncd/sinks/ucontact/ledger.py``): the store only keeps them.
+(``syncd/sinks/ucontact/ledger.py``, ``syncd/sinks/ameyo/ledger.py``): the store
+only keeps them.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ class Placement:
     number: str  # the dial string sent
     alternatives: tuple[str, ...] = ()
     mode: str | None = None
-    schedule: str | None = None  # when the call was scheduled for, in the dialer's words
+    schedule: str | None = None  # when the call was scheduled for, in the sink's words
     held: str | None = None  # does the dialer hold it, in the sink's words
     late: str | None = None  # a call whose effect may still land
     late_at: float | None = None  # when that call went out (epoch seconds)
     late_until: float | None = None  # when its effect is taken to have landed
-    sent_hash: str | None = None  # the lead version the last add carried
+    sent_hash: str | None = None  # what the last add carried: a lead version, a digest
     sent_at: float | None = None  # when that add went out
     check_at: float | None = None  # when the dialer's records may be trusted about it
+    ref: str | None = None  # the dialer's own id for what it holds (a customer id)
+    valid_until: str | None = None  # until when it may be dialled, in the dialer's words
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +79,14 @@ def placement_row(p: Placement) -> tuple[Any, ...]:
     alternatives = json.dumps(list(p.alternatives)) if p.alternatives else None
     return (
         p.number, alternatives, p.mode, p.schedule, p.held, p.late, p.late_at,
-        p.late_until, p.sent_hash, p.sent_at, p.check_at,
+        p.late_until, p.sent_hash, p.sent_at, p.check_at, p.ref, p.valid_until,
     )  # fmt: skip
 
 
 def ledger_row(row: Sequence[Any]) -> LedgerRow:
     """Return a row of the statement ``ledger_get`` as a :class:`LedgerRow`."""
     number, alternatives, mode, schedule, held, late, late_at, late_until = row[:8]
-    sent_hash, sent_at, check_at, calls, newest_call, disposition = row[8:14]
+    sent_hash, sent_at, check_at, calls, newest_call, disposition, ref, valid_until = row[8:16]
     placement = (
         Placement(
             number=str(number),
@@ -95,6 +100,8 @@ def ledger_row(row: Sequence[Any]) -> LedgerRow:
             sent_hash=sent_hash,
             sent_at=_float(sent_at),
             check_at=_float(check_at),
+            ref=ref,
+            valid_until=valid_until,
         )
         if number is not None
         else None

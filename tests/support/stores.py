@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from syncd.core.clock import SYSTEM_CLOCK, Clock
+from syncd.state import migrations
 from syncd.state.postgres import PostgresStore, dsn_of
 from syncd.state.sqlite import SqliteStore
 from tests.conftest import database_url
@@ -51,6 +53,47 @@ async def fresh_store(
         return
     schema = pg.pop("schema", None) or new_schema()
     store = PostgresStore(pg_url(), clock, schema=schema, **pg)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
+@asynccontextmanager
+async def store_at_schema(
+    kind: str, tmp_path: Path, version: int, kv: Sequence[tuple[str, str, str]]
+) -> AsyncIterator[SqliteStore]:
+    """Yield a store made at schema ``version`` holding ``kv`` rows, opened (so migrated
+    to the newest schema) by this syncd; a PostgreSQL one is dropped afterwards."""
+    if kind == "sqlite":
+        db = tmp_path / "state.db"
+        with sqlite3.connect(db) as conn:
+            for step in migrations.load("sqlite")[:version]:
+                conn.executescript(step.sql)
+            conn.execute(f"PRAGMA user_version={version:d}")
+            conn.executemany("INSERT INTO kv (scope, name, value) VALUES (?, ?, ?)", kv)
+        store = SqliteStore(db)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    schema = new_schema()
+    conn = await asyncpg.connect(dsn_of(pg_url()), server_settings={"search_path": schema})
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        async with conn.transaction():
+            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            for step in migrations.load("postgres")[:version]:
+                await conn.execute(step.sql)
+                await conn.execute("INSERT INTO schema_version VALUES ($1)", step.number)
+            await conn.executemany("INSERT INTO kv (scope, name, value) VALUES ($1, $2, $3)", kv)
+    finally:
+        await conn.close()
+    store = PostgresStore(pg_url(), schema=schema)
     await store.open()
     try:
         yield store

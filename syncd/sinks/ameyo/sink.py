@@ -2,9 +2,9 @@
 
 Ameyo upserts on ``phone1`` (``update.customer``) but a callback is not idempotent,
 so the sink remembers, per lead, the customer record and callback time it last
-delivered (in the store's kv table): a re-push whose record is unchanged sends
-nothing, and a changed ``call_at`` alone becomes one ``addCallback`` for the
-stored ``customerId``.
+delivered (in the store's sink ledger: ``ledger.py``): a re-push whose record is
+unchanged sends nothing, and a changed ``call_at`` alone becomes one ``addCallback``
+for the stored ``customerId``.
 
 A lead pushed inside its calling window goes with ``validityTime`` = the window's close
 (``QueuedLead.dial_until``), after which Ameyo does not dial it. It is a parameter of the
@@ -15,8 +15,6 @@ when its record did not (sent again at the next opening after it expired undiall
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +34,7 @@ from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
 from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig
+from syncd.sinks.ameyo.ledger import Delivered, Ledger, record_digest
 from syncd.sinks.ameyo.replies import (
     RESULT_TYPES,
     Verdict,
@@ -104,7 +103,7 @@ class AmeyoSink(BaseSink):
             self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
         self.pings = 0
         self._unread: set[str] = set()  # outcome pages a failed poll left unread
-        self._scope = f"ameyo.delivered:{config.name}"
+        self.ledger = Ledger(ctx.store, config.name)  # what it delivered, per lead
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -253,25 +252,22 @@ class AmeyoSink(BaseSink):
     async def _plan(self, queued: QueuedLead) -> Plan:
         lead = queued.lead
         record = self.record(lead)
-        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+        digest = record_digest(record)
         call_at = lead.call_at.isoformat() if lead.call_at else None
-        held: dict[str, Any] = {}
+        held: Delivered | None = None
         if queued.delivered_hash is not None:
-            text = await self.ctx.store.kv_get(self._scope, queued.key)
-            held = json.loads(text) if text else {}
-        customer_id = held.get("customer") or queued.vendor_ref
+            held = await self.ledger.delivered(queued.key)
+        customer_id = (held.customer if held else None) or queued.vendor_ref
         # A new phone1 is a new Ameyo customer: the callback must follow it there.
         new_callback = (
             self.cfg.callbacks
             and call_at is not None
-            and (
-                not held or held.get("call_at") != call_at or held.get("phone1") != record["phone1"]
-            )
+            and (held is None or held.call_at != call_at or held.phone1 != record["phone1"])
         )
         callback = self.callback_record(lead, record["phone1"]) if new_callback else None
         validity = self.validity(queued)
         # addCallback takes no validityTime: a new close goes with an upload.
-        same = held.get("record") == digest and held.get("validity") == validity
+        same = held is not None and held.record == digest and held.validity == validity
         if held and customer_id and same:
             action = "callback" if callback else "nothing"
         else:
@@ -320,14 +316,14 @@ class AmeyoSink(BaseSink):
         return [results[q.key] for q in batch]
 
     async def _delivered(self, plan: Plan, customer_id: str | None, reply: str = "") -> PushResult:
-        held = {
-            "customer": customer_id,
-            "record": plan.digest,
-            "call_at": plan.call_at,
-            "phone1": plan.record["phone1"],
-            "validity": plan.validity,
-        }
-        await self.ctx.store.kv_set(self._scope, plan.queued.key, json.dumps(held))
+        held = Delivered(
+            customer=customer_id,
+            record=plan.digest,
+            call_at=plan.call_at,
+            phone1=plan.record["phone1"],
+            validity=plan.validity,
+        )
+        await self.ledger.record(plan.queued.key, held)
         return PushResult.delivered(plan.queued.key, customer_id, reply=reply)
 
     async def _add_callback(self, plan: Plan) -> PushResult | None:

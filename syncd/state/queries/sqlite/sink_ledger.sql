@@ -1,19 +1,20 @@
--- A sink's ledger of its leads (syncd/state/ledger.py; tables of migration 15).
+-- A sink's ledger of its leads (syncd/state/ledger.py; tables of migrations 15 and 16).
 
 -- name: ledger_get
 SELECT number, alternatives, mode, schedule, held, late, late_at, late_until, sent_hash,
-    sent_at, check_at, calls, newest_call, disposition
+    sent_at, check_at, calls, newest_call, disposition, ref, valid_until
 FROM sink_ledger WHERE sink = ? AND key = ?;
 
 -- name: ledger_place
 INSERT INTO sink_ledger (sink, key, number, alternatives, mode, schedule, held, late,
-    late_at, late_until, sent_hash, sent_at, check_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    late_at, late_until, sent_hash, sent_at, check_at, ref, valid_until)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (sink, key) DO UPDATE SET number = excluded.number,
     alternatives = excluded.alternatives, mode = excluded.mode,
     schedule = excluded.schedule, held = excluded.held, late = excluded.late,
     late_at = excluded.late_at, late_until = excluded.late_until,
-    sent_hash = excluded.sent_hash, sent_at = excluded.sent_at, check_at = excluded.check_at;
+    sent_hash = excluded.sent_hash, sent_at = excluded.sent_at, check_at = excluded.check_at,
+    ref = excluded.ref, valid_until = excluded.valid_until;
 
 -- name: ledger_point
 -- The lead placed last under a number owns it.
@@ -23,7 +24,7 @@ ON CONFLICT (sink, number) DO UPDATE SET key = excluded.key;
 -- name: ledger_unplace
 UPDATE sink_ledger SET number = NULL, alternatives = NULL, mode = NULL, schedule = NULL,
     held = NULL, late = NULL, late_at = NULL, late_until = NULL, sent_hash = NULL,
-    sent_at = NULL, check_at = NULL
+    sent_at = NULL, check_at = NULL, ref = NULL, valid_until = NULL
 WHERE sink = ? AND key = ?;
 
 -- name: ledger_release
