@@ -126,7 +126,10 @@ def test_when_a_failing_writeback_is_an_alert() -> None:
     assert writeback_alert("w", {**failing, "wrote_at": now - 61}, now, 600) is None
     # every record refused, none written since the start: at once; some written: no
     refusing = {"error": None, "started_at": start, "written": 0, "refused": 12}
-    assert "refused every outcome" in str(writeback_alert("w", refusing, now, 600))
+    alert = str(writeback_alert("w", refusing, now, 600))
+    # where the reasons are: syncd status lists a writeback's refusals, syncd rejects not
+    assert "refused every outcome" in alert and "syncd status has the reasons" in alert
+    assert "syncd rejects" not in alert
     assert writeback_alert("w", {**refusing, "wrote_at": now - 30}, now, 600) is None
     assert writeback_alert("w", {**refusing, "written": 3, "wrote_at": now}, now, 600) is None
     long = {**failing, "wrote_at": now - 700, "failing_since": now - 650}

@@ -383,8 +383,8 @@ def writeback_alert(name: str, last: dict[str, Any], now: float, threshold_s: fl
         # the CRM has taken nothing.
         return (
             f"writeback {name}: the CRM refused every outcome of its last pass ({refused}); "
-            f"nothing written since syncd started at {when(started)}; syncd rejects and "
-            "syncd status have the reasons"
+            f"nothing written since syncd started at {when(started)}; syncd status has "
+            "the reasons"
         )
     if not last.get("error"):
         return None
