@@ -76,9 +76,9 @@ class Facts:
         # of a pushing replica's CPU (50,000 leads, 2.6 s of 11 under cProfile), then a
         # tenth (asdict gone). orjson writes non-ASCII as UTF-8 where json escaped it:
         # the same value once read.
-        data = {name: getattr(self, name) for name in _FACT_NAMES}
-        data = {k: v for k, v in data.items() if v}
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode() if data else ""
+        # The names taken in sorted order (one pass, no sort by orjson): the same text.
+        data = {name: value for name in _FACT_NAMES if (value := getattr(self, name))}
+        return orjson.dumps(data).decode() if data else ""
 
     @classmethod
     def from_json(cls, text: str | None) -> Facts:
@@ -101,7 +101,7 @@ class Facts:
         return cls(**known)
 
 
-_FACT_NAMES = tuple(f.name for f in fields(Facts))
+_FACT_NAMES = tuple(sorted(f.name for f in fields(Facts)))  # the JSON's key order
 
 
 def list_of(code: str) -> str:

@@ -779,7 +779,7 @@ class SqliteStore:
         now = self.clock.time()
         token = new_claim_token()
         async with self._tx() as db:
-            cur = await db.execute(
+            rows = await db.execute_fetchall(  # one hop: the rows come back with the UPDATE
                 """
                 UPDATE leads SET state = 'inflight', lease_until = ?, attempts = attempts + 1,
                     claim_token = ?
@@ -791,7 +791,6 @@ class SqliteStore:
                 """,
                 (now + lease_s, token, sink, sink, now, limit),
             )
-            rows = await cur.fetchall()
         return self._claimed(sink, rows, token)
 
     def _claimed(self, sink: str, rows: Iterable[Sequence[Any]], token: str) -> list[QueuedLead]:
@@ -875,9 +874,12 @@ class SqliteStore:
             else:
                 attempted = (c.attempted, c.attempted)
                 retry.append((c.next_at or now, c.reason, *attempted, sink, c.key, *fence))
+        # A statement with no rows is skipped: each is a hop to SQLite's thread and back,
+        # and a batch the dialer took whole has only deliveries (three hops of nine).
         # When the CRM changed the lead while it was in flight, the newer content
         # goes back to the outbox instead of being marked done.
-        await db.executemany(
+        await _each(
+            db,
             f"""
             UPDATE leads SET
                 state = CASE WHEN hash != ? THEN 'pending'
@@ -896,7 +898,8 @@ class SqliteStore:
             delivered,
         )
         for status, rows in (("rejected", rejected), ("failed", failed)):
-            await db.executemany(
+            await _each(
+                db,
                 f"""
                 UPDATE leads SET
                     state = CASE WHEN hash != ? THEN 'pending' ELSE '{status}' END,
@@ -907,7 +910,8 @@ class SqliteStore:
             )
         # A removal the CRM queued while this upsert was in flight, its answer now lost:
         # the dialer may hold the version sent; the removal names it by its number.
-        await db.executemany(
+        await _each(
+            db,
             "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
             " lead_json = CASE WHEN action = 'delete' AND delivered_hash IS NULL"
             " AND CAST(? AS TEXT) != '' THEN json_set(lead_json, '$.phone', ?)"
@@ -915,7 +919,8 @@ class SqliteStore:
             f" lease_until = NULL, claim_token = NULL WHERE sink = ? AND key = ? AND {_FENCE}",
             retry,
         )
-        await db.executemany(
+        await _each(
+            db,
             "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (
@@ -933,7 +938,7 @@ class SqliteStore:
         # store the first write locks them until the commit. Written first, they held
         # every other replica's (and worker's) completion back while this one updated
         # its leads; written last, for one round trip.
-        await db.executemany(_ADD_STAT, counted)
+        await _each(db, _ADD_STAT, counted)
 
     async def next_due(self, sink: str) -> float | None:
         """Return when the earliest pending lead of ``sink`` may be pushed, None if none."""
@@ -1095,9 +1100,10 @@ class SqliteStore:
 
     async def queued_removals(self, sink: str, limit: int = 10_000) -> list[QueuedLead]:
         """Return the sink's removals of leads the dialer holds that have not landed yet."""
-        query = self.queued_removals_query
-        async with self._lock, self.db.execute(query, (sink, limit)) as cur:
-            rows = await cur.fetchall()
+        # One hop to SQLite's thread (execute, fetch and close were three): a push asks
+        # this on every batch, and each hop waits its turn on the event loop.
+        async with self._lock:
+            rows = await self.db.execute_fetchall(self.queued_removals_query, (sink, limit))
         return queued_leads(sink, rows)
 
     async def set_aside(
@@ -2170,10 +2176,19 @@ def queued_leads(
     return batch
 
 
+async def _each(db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` for each of ``rows``; nothing at all (no hop to the database) for none."""
+    if rows:
+        await db.executemany(sql, rows)
+
+
 def _push_detail(c: Completion) -> str:
     """Return what a lead's history says of one push: the reason, the dialer's answer, its id."""
     parts = [c.reason, c.reply, f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""]
-    return "; ".join(dict.fromkeys(p for p in parts if p))
+    parts = [p for p in parts if p]
+    # Repeats dropped (a reason the reply says again); a list, not a dict, when no two
+    # parts can be alike: this runs for every lead pushed.
+    return "; ".join(parts if len(parts) < 2 else dict.fromkeys(parts))
 
 
 def _create_private(path: Path) -> None:
