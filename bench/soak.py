@@ -7,10 +7,14 @@ requests with a 5xx and dropping 2% of connections. CSV exports are dropped ever
 middle; the daemon is reloaded twice; retention runs every minute. Every
 ``--report-every`` seconds it prints one line:
 
-    t=300s rss=151MB pss=139MB fds=19 store=24.1MB lag jodo=4s ameyo=6s ucontact=9s delivered=8123
+    t=300s rss=151MB pss=139MB fds=19 store=24.1MB lag jodo=4s ameyo=6s ucontact=9s
+      (worst since the last line ameyo=9s jodo=11s ucontact=12s) load=1.2 delivered=8123
 
 RSS and PSS are of the whole process tree (the daemon and its workers), ``lag`` is
-``syncd_sink_outcome_poll_lag_seconds`` from /metrics. At the end the daemon is
+``syncd_sink_outcome_poll_lag_seconds`` from /metrics, read every 5 s: its value now
+and its worst since the last line (Jodo's while it is away counts apart). Before the
+stop, a line gives each dialer's worst lag over the run and how many readings passed
+two poll intervals (the target: none, at ~300 calls a minute per dialer). At the end the daemon is
 stopped with SIGTERM and the world is checked:
 
     soak: 30.0 min, 24,511 leads dropped, lost 0, doubled 0, stuck 0,
@@ -129,6 +133,47 @@ def poll_lags(port: int) -> dict[str, float]:
     return lags
 
 
+POLL_S = 5.0  # every sink's outcome poll interval in the soak's config
+LAG_EVERY_S = 5.0  # how often the lag is read between reports
+
+
+class LagWatch:
+    """The outcome poll lag read every few seconds, not only at a report: its worst per
+    report and over the run, and how many readings passed two poll intervals. Jodo's
+    readings while it is away (and one interval after) count apart: no poll can succeed.
+    """
+
+    def __init__(self) -> None:
+        self.worst: dict[str, float] = {}  # since the last report
+        self.run_worst: dict[str, float] = {}
+        self.readings = 0
+        self.over: Counter[str] = Counter()  # readings over two poll intervals
+        self.away_worst = 0.0
+
+    def read(self, lags: dict[str, float], jodo_away: bool) -> None:
+        self.readings += 1
+        for sink, lag in lags.items():
+            if sink == "jodo" and jodo_away:
+                self.away_worst = max(self.away_worst, lag)
+                continue
+            self.worst[sink] = max(self.worst.get(sink, 0.0), lag)
+            self.run_worst[sink] = max(self.run_worst.get(sink, 0.0), lag)
+            if lag > 2 * POLL_S:
+                self.over[sink] += 1
+
+    def take(self) -> dict[str, float]:
+        worst, self.worst = self.worst, {}
+        return worst
+
+    def summary(self) -> str:
+        worst = " ".join(f"{k}={v:.0f}s" for k, v in sorted(self.run_worst.items()))
+        over = " ".join(f"{k}={self.over[k]}" for k in sorted(self.run_worst))
+        return (
+            f"lag worst {worst or '-'} (jodo while away: {self.away_worst:.0f}s); readings over "
+            f"two poll intervals ({2 * POLL_S:.0f} s), of {self.readings}: {over or '-'}"
+        )
+
+
 def delivered(db: Path) -> int:
     with contextlib.suppress(sqlite3.Error):
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
@@ -194,9 +239,9 @@ class Dialers:
 
 def config(work: Path, dialers: Dialers, health_port: int) -> Path:
     sinks = [
-        jodo_sink(dialers.jodo_url, poll={"interval_s": 5}),
-        ameyo_sink(dialers.ameyo_url, poll={"interval_s": 5}),
-        ucontact_sink(dialers.ucontact_url, poll={"interval_s": 5}),
+        jodo_sink(dialers.jodo_url, poll={"interval_s": POLL_S}),
+        ameyo_sink(dialers.ameyo_url, poll={"interval_s": POLL_S}),
+        ucontact_sink(dialers.ucontact_url, poll={"interval_s": POLL_S}),
     ]
     writeback = {
         "name": "crm-files",
@@ -247,6 +292,7 @@ def soak(args: argparse.Namespace) -> int:
         reloads = {began + total_s * 0.3, began + total_s * 0.7}
         drops_end = began + min(total_s - SETTLE_S, total_s * 0.75)
         jodo_is_down = False
+        watch, next_lag, jodo_back = LagWatch(), began + LAG_EVERY_S, 0.0
         try:
             while (now := time.monotonic()) < began + total_s:
                 if daemon.poll() is not None:
@@ -264,16 +310,21 @@ def soak(args: argparse.Namespace) -> int:
                 elif jodo_is_down and now >= outage[1]:
                     dialers.jodo_up()
                     jodo_is_down = False
+                    jodo_back = now
+                if now >= next_lag:
+                    watch.read(poll_lags(port), jodo_is_down or now < jodo_back + POLL_S)
+                    next_lag = now + LAG_EVERY_S
                 for at in [r for r in reloads if now >= r]:
                     daemon.send_signal(signal.SIGHUP)
                     reloads.discard(at)
                 if now >= next_report:
-                    report(now - began, daemon.pid, db, port)
+                    report(now - began, daemon.pid, db, port, watch.take())
                     next_report += args.report_every
                 time.sleep(0.5)
             if jodo_is_down:
                 dialers.jodo_up()
-            report(time.monotonic() - began, daemon.pid, db, port)
+            report(time.monotonic() - began, daemon.pid, db, port, watch.take())
+            print(f"soak: {watch.summary()}", flush=True)
             stop_began = time.monotonic()
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(120)
@@ -285,12 +336,14 @@ def soak(args: argparse.Namespace) -> int:
         return verdict(args, work, db, dialers, dropped, code, stop_s)
 
 
-def report(t: float, pid: int, db: Path, port: int) -> None:
+def report(t: float, pid: int, db: Path, port: int, worst: dict[str, float]) -> None:
     rss, pss = memory_mb(tree(pid))
     lags = " ".join(f"{k}={v:.0f}s" for k, v in sorted(poll_lags(port).items()))
+    peaks = " ".join(f"{k}={v:.0f}s" for k, v in sorted(worst.items()))
     print(
         f"t={t:.0f}s rss={rss:.0f}MB pss={pss:.0f}MB fds={fds(pid)} store={store_mb(db):.1f}MB "
-        f"lag {lags or '-'} delivered={delivered(db)}",
+        f"lag {lags or '-'} (worst since the last line {peaks or '-'}) "
+        f"load={os.getloadavg()[0]:.1f} delivered={delivered(db)}",
         flush=True,
     )
 
