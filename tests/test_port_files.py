@@ -18,9 +18,11 @@ from typing import Any
 
 import httpx
 
+from syncd.daemon.connections import Throttle, default_max_connections
 from syncd.daemon.perimeter import PortLimits
 from syncd.daemon.probes import HealthServer, create_app
 from tests.conftest import Simulated, daemon_config, drop_csv
+from tests.support.clock import FakeClock
 from tests.support.flood import HALF_HEAD, closed_by_peer, half_sent, open_files
 
 HEADER = "id,phone,first,last,email,callback\n"
@@ -165,3 +167,20 @@ async def test_past_the_cap_busy_requests_are_kept_and_a_new_connection_gets_503
     assert refused.headers["connection"] == "close"
     assert [d.status_code for d in done] == [200, 200, 200]
     assert after.status_code == 200
+
+
+def test_the_ports_share_of_the_open_file_limit() -> None:
+    assert default_max_connections(1024, 1) == 256  # systemd's default soft limit
+    assert default_max_connections(1024, 2) == 128  # health and one webhook source
+    assert default_max_connections(8192, 1) == 2048
+    assert default_max_connections(16, 4) == 8  # never fewer than a handful
+
+
+def test_a_flood_is_said_once_per_interval_with_how_often_it_happened() -> None:
+    clock = FakeClock()
+    throttle = Throttle(every_s=60, clock=clock.monotonic)
+    said = [throttle.due() for _ in range(5)]
+    clock.advance(61)
+    again = throttle.due()
+    assert said == [1, None, None, None, None]
+    assert again == 5  # the four kept quiet and this one

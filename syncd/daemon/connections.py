@@ -113,8 +113,8 @@ class PortGuard:
     limits: ConnectionLimits
     open: dict[GuardedProtocol, None] = field(default_factory=dict)  # ordered: oldest first
     full: Throttle = field(default_factory=Throttle)
-    let_go = 0
-    refused = 0
+    let_go: int = 0  # connections closed to make room, since the start
+    refused: int = 0  # connections answered 503, since the start
 
     def admit(self, new: GuardedProtocol) -> bool:
         """Take ``new`` in; return False when it must be refused. Past the cap the oldest
