@@ -471,6 +471,11 @@ class HealthConfig(Strict):
     max_rate: float = Field(20.0, gt=0)  # requests served a second; beyond, they wait or 503
     request_timeout_s: float = Field(10.0, gt=0)  # a request still running then is cut off
     snapshot_s: float = Field(2.0, gt=0)  # /status, /metrics, /readyz read the store this often
+    # connections kept open at once (each is an open file the sync may need); past it the
+    # oldest still sending its request head is let go, or the new one gets 503.
+    # Unset: a share of the open-file limit (syncd.daemon.connections)
+    max_connections: int | None = Field(None, ge=1, le=1_000_000)
+    head_timeout_s: float = Field(5.0, gt=0, le=300)  # a request head not whole by then: closed
     # a writeback failing this long (or never written since the start) is a /readyz warning
     writeback_alert_s: float = Field(600.0, gt=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,12 @@ def daemon_config(
 class DaemonProcess:
     """`syncd run` in a subprocess; its JSON log lines are collected as they come."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         import threading
 
         self.events: list[dict[str, Any]] = []
@@ -193,6 +198,7 @@ class DaemonProcess:
             text=True,
             env=env or cli_env(),
             cwd=ROOT,
+            preexec_fn=preexec,  # e.g. a lower limit of open files (tests.support.flood)
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -239,11 +245,16 @@ class DaemonProcess:
 
 @pytest.fixture
 def start_daemon() -> Iterator[Any]:
-    """Start `syncd run` subprocesses: ``start_daemon(config, env=None)``; killed at the end."""
+    """Start `syncd run` subprocesses: ``start_daemon(config, env=None, preexec=None)``;
+    killed at the end."""
     started: list[DaemonProcess] = []
 
-    def start(config: Path, env: dict[str, str] | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(config, env)
+    def start(
+        config: Path,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> DaemonProcess:
+        daemon = DaemonProcess(config, env, preexec)
         started.append(daemon)
         return daemon
 

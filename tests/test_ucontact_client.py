@@ -10,9 +10,11 @@ import pytest
 
 from syncd.core.model import ResultKind
 from syncd.errors import SinkConfigError
+from syncd.run.sinks import health_problem
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
 from syncd.simulators.ucontact.api import UContactSimulator, create_app
+from syncd.sinks.base import SinkHealth
 from tests.support.ucontact import CAMPAIGN, dialled, queued, served, sink_on, uy
 
 
@@ -198,3 +200,34 @@ async def test_keepalive_renews_the_key_and_refreshes_the_campaign_figures(
         assert health.ok and health.session == "valid"
         assert health.details["totalcalls"] == 1
         assert health.details["logins"] == 2
+
+
+async def test_a_keepalive_that_cannot_reach_the_dialer_leaves_the_sink_ok_for_readiness(
+    tmp_path: Path,
+) -> None:
+    # issue 29: out of files, every keepalive failed; afterwards /readyz said "sink uc:
+    # session valid" (a failure worded as a success) until the next keepalive. An
+    # unreachable dialer is the breaker's to report; the campaign check said nothing new.
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path, max_attempts=1) as sink:
+            sim.faults.set(Faults(error_rate=1.0))
+            await sink.keepalive()
+            during = sink.health()
+    assert during.ok and during.session == "valid"
+
+
+@pytest.mark.parametrize(
+    ("ok", "session", "said"),
+    [
+        (True, "valid", None),
+        (True, "not needed", None),
+        (True, "expired", "sink uc: session expired"),
+        (False, "failed", "sink uc: session failed"),
+        (False, "valid", "sink uc: its last check of the dialer failed; syncd status has why"),
+    ],
+)
+def test_the_readiness_reason_of_a_sink_names_what_failed(
+    ok: bool, session: str, said: str | None
+) -> None:
+    health = SinkHealth(ok=ok, session=session)
+    assert health_problem("uc", health) == said

@@ -27,6 +27,7 @@ from syncd.core.signing import sign
 from syncd.simulators.faults import Faults
 from tests.conftest import Simulated, cli_env, run_cli
 from tests.support.configs import daemon_head, jodo_sink, route
+from tests.support.flood import half_sent, open_files
 from tests.support.stores import drop_schema, new_schema, pg_url
 from tests.test_daemon import wait_until
 
@@ -144,6 +145,31 @@ def test_a_single_posted_lead_is_answered_202_and_pushed_at_once(
     wait_until(lambda: delivered(jodo, "W1"), DEADLINE_S, lambda: daemon.events[-15:])
     assert jodo.sim.records()[-1]["fname"] == "Asha"
     assert daemon.stop() == 0
+
+
+def test_half_sent_requests_past_the_file_limit_leave_a_sender_its_way_in(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any
+) -> None:
+    # issue 29: the webhook port holds the process's files as the health port does
+    daemon = start_daemon(config(tmp_path, jodo.url), env(), preexec=open_files(256))
+    daemon.wait_for("daemon.ready")
+    form = Form(daemon)
+    port = int(daemon.wait_for("webhook.listening", source="form")["port"])
+    with half_sent(port, 400, b"POST /leads HTTP/1.1\r\nHost: crm.example\r\nX-a: ") as flood:
+        assert len(flood) > 256
+        answer = form.post(lead("W1"))
+        wait_until(lambda: delivered(jodo, "W1"), DEADLINE_S, lambda: daemon.events[-15:])
+    form.http.close()
+    assert answer.status_code == 202, answer.text
+    # authenticated, and a JSON reply: still nothing a browser may frame, sniff or keep
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+    assert daemon.stop() == 0
+    assert len([e for e in daemon.events if e.get("event") == "(text)"]) < 10
+    full = [e for e in daemon.events if e.get("event") == "webhook.connections.full"]
+    assert full and full[0]["port"] == "form"
 
 
 def test_a_batch_is_committed_whole_and_every_lead_reaches_the_dialer_once(

@@ -225,6 +225,19 @@ class Perimeter:
         )
 
 
+class Secured:
+    """An ASGI app whose every answer carries :data:`SECURITY_HEADERS` and nothing else of
+    the perimeter (the webhook port's: its senders are authenticated servers)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = _secured(send)
+        await self.app(scope, receive, send)
+
+
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:

@@ -39,6 +39,7 @@ from syncd.daemon.access import StatusAccess as StatusAccess
 from syncd.daemon.access import is_loopback as is_loopback
 from syncd.daemon.access import parse_listen as parse_listen
 from syncd.daemon.access import status_access as status_access
+from syncd.daemon.connections import HEAD_TIMEOUT_S, connection_limits, guarded_protocol
 from syncd.daemon.perimeter import AllowedHosts, Perimeter, PortLimits
 from syncd.errors import SyncdError
 
@@ -223,9 +224,19 @@ class _Server(uvicorn.Server):
 class HealthServer:
     """Serves the app on a socket bound up front, so a busy port fails the start clearly."""
 
-    def __init__(self, app: Any, listen: str) -> None:
+    def __init__(
+        self,
+        app: Any,
+        listen: str,
+        *,
+        max_connections: int | None = None,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        ports: int = 1,
+    ) -> None:
         self.app = app
         self.listen = listen
+        # each connection is a file the sync may need (syncd.daemon.connections)
+        self.limits = connection_limits("health", max_connections, head_timeout_s, ports)
         self.port: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
@@ -236,6 +247,7 @@ class HealthServer:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
+            http=guarded_protocol(self.limits),
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -249,7 +261,12 @@ class HealthServer:
         if self._task.done():
             self._task.result()
             raise SyncdError(f"health server on {self.listen} stopped at start")
-        log.info("health.listening", host=host, port=self.port)
+        log.info(
+            "health.listening",
+            host=host,
+            port=self.port,
+            max_connections=self.limits.max_connections,
+        )
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

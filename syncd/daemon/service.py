@@ -35,6 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd import __version__, logs
 from syncd.config import Settings, load_settings
 from syncd.core.reasons import shown_key
+from syncd.daemon.connections import http_ports, install_accept_failures
 from syncd.daemon.metrics import Metrics
 from syncd.daemon.probes import (
     HealthServer,
@@ -149,6 +150,7 @@ class Daemon:
         """Return 0 once stopped by a signal (1: a writeback could not publish its file);
         raise SyncdError if it cannot start."""
         self._install_signal_handlers()
+        install_accept_failures(asyncio.get_running_loop())  # out of files: said, not spewed
         if self.notifier.watchdog_s:
             self._background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         try:
@@ -196,7 +198,14 @@ class Daemon:
                 hosts=allowed_hosts(self.settings.health),
                 limits=port_limits(self.settings.health),
             )
-            self.health = HealthServer(app, self.settings.health.listen)
+            health = self.settings.health
+            self.health = HealthServer(
+                app,
+                health.listen,
+                max_connections=health.max_connections,
+                head_timeout_s=health.head_timeout_s,
+                ports=http_ports(self.settings),
+            )
             await self.health.start()
         self.scheduler = AsyncIOScheduler(
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}

@@ -37,6 +37,8 @@ from starlette.routing import Route
 
 from syncd.config import Settings
 from syncd.core.mapping import required_columns
+from syncd.daemon.connections import connection_limits, guarded_protocol, http_ports
+from syncd.daemon.perimeter import Secured
 from syncd.daemon.probes import _bind, _Server, parse_listen
 from syncd.errors import StoreError, SyncdError
 from syncd.sources.base import Chunk
@@ -270,18 +272,26 @@ class Endpoint:
         return said
 
 
-def create_app(endpoint: Endpoint) -> Starlette:
-    """Return the ASGI app of one webhook source: its path, POST only."""
+def create_app(endpoint: Endpoint) -> Secured:
+    """Return the ASGI app of one webhook source: its path, POST only.
+
+    Every answer carries the health port's browser headers (nothing to frame, sniff or
+    keep). There is no ``Host:`` check: a sender may use any name for this address, and
+    a DNS-rebinding page cannot sign a request or learn anything from a 401.
+    """
     app = Starlette(routes=[Route(endpoint.config.path, endpoint.handle, methods=["POST"])])
     app.router.redirect_slashes = False  # only POST <path>: no 307 to a path with a slash
-    return app
+    return Secured(app)
 
 
 class WebhookServer:
     """Serves one source's app on its own address, bound up front (a taken port fails clearly)."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, ports: int = 1) -> None:
         self.endpoint = endpoint
+        cfg = endpoint.config
+        # each connection is a file the sync may need (syncd.daemon.connections)
+        self.limits = connection_limits(cfg.name, cfg.max_connections, cfg.head_timeout_s, ports)
         self.port: int | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -299,6 +309,7 @@ class WebhookServer:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             create_app(self.endpoint),
+            http=guarded_protocol(self.limits),
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -313,7 +324,14 @@ class WebhookServer:
         if self._task.done():
             self._task.result()
             raise SyncdError(f"webhook source {cfg.name} on {cfg.listen} stopped at start")
-        log.info("webhook.listening", source=cfg.name, host=host, port=self.port, path=cfg.path)
+        log.info(
+            "webhook.listening",
+            source=cfg.name,
+            host=host,
+            port=self.port,
+            path=cfg.path,
+            max_connections=self.limits.max_connections,
+        )
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:
@@ -337,7 +355,7 @@ class Listeners:
                 required = {c for r in routes for c in required_columns(r)}
                 keys = frozenset(r.map.key for r in routes)
                 endpoint = Endpoint(cfg, required, ingest, backlog, observe, key_fields=keys)
-                self.servers.append(WebhookServer(endpoint))
+                self.servers.append(WebhookServer(endpoint, http_ports(settings)))
 
     async def start(self) -> None:
         for server in self.servers:

@@ -28,7 +28,7 @@ from syncd.errors import SinkConfigError, VendorError, public_reason
 from syncd.net.guard import SinkGuard
 from syncd.net.ratelimit import RequestLimits
 from syncd.net.retry import RetryPolicy, with_retries
-from syncd.sinks.base import Sink, SinkContext
+from syncd.sinks.base import Sink, SinkContext, SinkHealth
 from syncd.state.base import StateStore
 
 log = structlog.get_logger("syncd.sinks")
@@ -36,6 +36,19 @@ log = structlog.get_logger("syncd.sinks")
 TRANSIENT_RECHECK_S = 30.0  # a sink that could not connect is tried again sooner than a bad config
 FIRST_RECHECK_S = 5.0  # a stopped sink is asked again this soon, then ever less often
 SESSION_BAD = ("expired", "failed")  # SinkHealth.session values that mean "cannot work now"
+
+
+def health_problem(name: str, health: SinkHealth) -> str | None:
+    """Return why a sink's own health says it cannot work now (for /readyz), or None."""
+    if health.stopped_reason:
+        return f"sink {name} stopped; syncd status has the reason"
+    if health.session in SESSION_BAD:
+        return f"sink {name}: session {health.session}"
+    if not health.ok:  # its session is fine: a check of the dialer (a campaign's) was not
+        return f"sink {name}: its last check of the dialer failed; syncd status has why"
+    return None
+
+
 ACTION_CONFIG = "fix the sink's configuration and reload; its leads stay queued"
 ACTION_TRANSIENT = "syncd tries again shortly; its leads stay queued"
 
@@ -453,10 +466,9 @@ class SinkSet:
             except Exception as exc:  # a broken health() must not break the probe
                 reasons.append(f"sink {name}: health check failed ({type(exc).__name__})")
                 continue
-            if health.stopped_reason:
-                reasons.append(f"sink {name} stopped; syncd status has the reason")
-            elif not health.ok or health.session in SESSION_BAD:
-                reasons.append(f"sink {name}: session {health.session}")
+            problem = health_problem(name, health)
+            if problem is not None:
+                reasons.append(problem)
         return reasons
 
     def warnings(self) -> dict[str, list[str]]:

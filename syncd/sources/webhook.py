@@ -46,6 +46,10 @@ class WebhookSourceConfig(SourceConfig):
     max_backlog: int = Field(10_000, ge=1)  # leads waiting in a routed sink's outbox: 429 past it
     retry_after_s: int = Field(30, ge=1, le=3600)  # what a 429 or 503 asks the sender to wait
     body_timeout_s: float = Field(10.0, gt=0, le=300)  # the whole body, or 408
+    # as [health]'s: connections kept at once (unset: a share of the open-file limit), and
+    # the time a request head has to come whole
+    max_connections: int | None = Field(None, ge=1, le=1_000_000)
+    head_timeout_s: float = Field(5.0, gt=0, le=300)
     signature_header: str = SIGNATURE_HEADER
     timestamp_header: str = TIMESTAMP_HEADER
 

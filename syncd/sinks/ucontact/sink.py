@@ -17,7 +17,7 @@ from typing import Any
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
 from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.core.window_hold import WINDOW_CODE
-from syncd.errors import CheckFailed, SinkConfigError, VendorError
+from syncd.errors import CheckFailed, RetryableError, SinkConfigError, VendorError
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.base import BaseSink, SinkContext, SinkHealth
@@ -231,6 +231,11 @@ class UContactSink(BaseSink):
         """Refresh the campaign status (which also renews an expired key)."""
         try:
             await self.check_campaign(required=False)
+        except RetryableError as exc:
+            # Not reached (or busy): the breaker reports an unreachable dialer, and the
+            # campaign is as last checked. Marking the sink not ok would keep /readyz 503
+            # until the next check, however well the pushes go meanwhile.
+            log_reason(self.log, "warning", "sink.keepalive.failed", str(exc), DIALER_FAILED)
         except VendorError as exc:
             self._health.ok = False
             self._health.details = {**self._health.details, "error": str(exc)}
