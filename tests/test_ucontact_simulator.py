@@ -141,3 +141,21 @@ def test_call_records_page_with_lastrow_and_recordings_are_served(api: Api) -> N
     assert client.head(f"/records/{guid}.mp3").status_code == 404
     sim.reveal()
     assert len(page(4)) == 2
+
+
+def test_a_paced_campaign_dials_at_its_calls_per_minute_not_all_at_once() -> None:
+    # A soak at a contact center's pace: 60 calls a minute is one a second, however many
+    # contacts one upload brings.
+    now = 1_000_000.0
+    with served(calls_per_minute=60, dial_delay_s=2.0, clock=lambda: now) as (sim, url):
+        with httpx.Client(base_url=url) as client:
+            answer = client.post(
+                API + "auth/getUserToken", data={"user": "api", "password": "secret"}
+            )
+            client.headers["Authorization"] = "Basic " + answer.json()[-1]
+            lines = "".join(f"{CAMPAIGN};09834448{i}\n" for i in range(5))
+            assert upload(client, lines, 5).text == "1"
+        assert sim.tick(now + 1.9) == 0  # none before the dial delay
+        assert sim.tick(now + 2.0) == 1
+        assert sim.tick(now + 3.5) == 1  # one a second
+        assert sim.tick(now + 10.0) == 3

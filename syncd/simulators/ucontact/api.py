@@ -108,6 +108,7 @@ class UContactSimulator:
         unauthorized_reply: str = "401",  # "401" or "0" (a 200 with body 0)
         dial_delay_s: float = 2.0,
         cdr_delay_s: float = 1.0,
+        calls_per_minute: float | None = None,  # a campaign's pace (agents); None: no limit
         upload_answer_delay_s: float = 0.0,
         answers: dict[str, list[str]] | None = None,
         late_s: float = 1.0,
@@ -146,6 +147,8 @@ class UContactSimulator:
         self.token_reply = token_reply
         self.unauthorized_reply = unauthorized_reply
         self.dial_delay_s = dial_delay_s
+        self.calls_per_minute = calls_per_minute
+        self._next_dial = 0.0  # the paced campaign's next free moment (calls_per_minute)
         self.cdr_delay_s = cdr_delay_s
         self.upload_answer_delay_s = upload_answer_delay_s
         self.answers = {k: list(v) for k, v in (answers or {}).items()}  # resource -> script
@@ -270,7 +273,7 @@ class UContactSimulator:
             echoed = self.quirks.echoed_refusal(line.rstrip("\r"))
             if echoed is not None:  # a server's error text instead of the flag; nothing stored
                 return PlainTextResponse(f"ERROR: {echoed}")
-        ready = self.clock() + self.dial_delay_s
+        earliest = self.clock() + self.dial_delay_s
         for number, line in enumerate(text.split("\n"), start=1):
             line = line.rstrip("\r")
             if not line.strip():
@@ -280,7 +283,7 @@ class UContactSimulator:
                 record["ignored"].append({"line": number, "reason": entry})
                 continue
             entry.source = record["filename"]
-            entry.ready_at = ready
+            entry.ready_at = self._paced(earliest)
             entry.timezone = zone
             campaign.add(entry)
             record["accepted"] += 1
@@ -326,7 +329,8 @@ class UContactSimulator:
         alternatives = parse_phones(str(body.get("alternatives") or ""))
         data = str(body.get("data") or "")
         calldate = body.get("calldate")
-        when = self.clock() + self.dial_delay_s if calldate is None else self.epoch(str(calldate))
+        earliest = self.clock() + self.dial_delay_s
+        when = self._paced(earliest) if calldate is None else self.epoch(str(calldate))
         if (
             campaign is None
             or when is None
@@ -341,6 +345,15 @@ class UContactSimulator:
             entry.calldate = str(calldate)
         campaign.add(entry, scheduled=calldate is not None)
         return PlainTextResponse("1")
+
+    def _paced(self, earliest: float) -> float:
+        """Return when a contact added now is dialled: ``earliest``, or later when the
+        campaign dials at ``calls_per_minute`` and others are ahead of it."""
+        if not self.calls_per_minute:
+            return earliest
+        ready = max(earliest, self._next_dial)
+        self._next_dial = ready + 60.0 / self.calls_per_minute
+        return ready
 
     def remove_contact(self, form: dict[str, str]) -> Response:
         campaign = self._campaign(form.get("campaign", ""))
@@ -698,6 +711,7 @@ class UContactSimulator:
         "unauthorized_reply",
         "dial_delay_s",
         "cdr_delay_s",
+        "calls_per_minute",
         "upload_answer_delay_s",
         "answers",
         "late_s",
