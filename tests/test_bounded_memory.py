@@ -10,12 +10,17 @@ from __future__ import annotations
 import gzip
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
+from syncd.simulators.server import running
 from tests.conftest import ROOT, Simulated, cli_env, jodo_config, settled
 from tests.support.peak_rss import run_measured
 from tests.support.reliability import export, keys, lead_row
@@ -24,6 +29,7 @@ MB = 1024 * 1024
 CELL_MB = 100
 # A normal `run --once` peaks near 71 MB; reading the huge cell's line whole took 273 MB.
 PEAK_BOUND = 160 * MB
+REPLY_PEAK_BOUND = 110 * MB
 
 
 def _write_huge_export(fh: IO[bytes]) -> None:
@@ -84,3 +90,44 @@ def test_a_drop_with_one_huge_cell_is_failed_without_taking_the_cell_into_memory
     assert f"{name} line 5: unreadable CSV row (field larger than field limit (1000000))" in note
     assert set(jodo.sim.received()) == keys(3)  # the rows before the huge one were kept
     assert peak < PEAK_BOUND, f"peak RSS {peak / MB:.0f} MB for a {CELL_MB} MB cell"
+
+
+# -- replies -----------------------------------------------------------------------------
+
+
+def _endless_reply(status: int) -> Starlette:
+    """A server answering every request ``status`` with a body that never ends."""
+
+    async def endless(request: Request) -> AsyncIterator[bytes]:
+        block = b'{"status":"' + b"x" * (MB - 11)
+        while not await request.is_disconnected():  # until syncd hangs up
+            yield block
+
+    async def answer(request: Request) -> StreamingResponse:
+        await request.body()
+        body = endless(request)
+        return StreamingResponse(body, status_code=status, media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_endless_reply_costs_about_the_reply_cap_once(tmp_path: Path, status: int) -> None:
+    with running(_endless_reply(status)) as url:
+        config = jodo_config(tmp_path, url, max_attempts=1)
+        (tmp_path / "inbox" / "leads.csv").write_text(export(3))
+        settled(tmp_path / "inbox" / "leads.csv")
+
+        result, peak = run_measured(
+            [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)],
+            env=cli_env(),
+            cwd=ROOT,
+            timeout=600,
+            scratch=tmp_path,
+        )
+
+    assert result.returncode != 0
+    if status == 200:
+        assert "answered with more than 16384 KB; not read" in result.stdout + result.stderr
+    # A normal run peaks near 71 MB; the 16 MB cap read once fits, copies of it do not.
+    assert peak < REPLY_PEAK_BOUND, f"peak RSS {peak / MB:.0f} MB"
