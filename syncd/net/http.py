@@ -418,29 +418,80 @@ async def post(
 ) -> httpx.Response:
     """Return the answer of a POST with its body read, at most ``cap`` bytes of it.
 
-    A longer body is cut at ``cap`` and the response's ``extensions["syncd.cut"]``
-    says so: every outside reply is read with a limit (a proxy's endless error page
-    must not fill the memory).
+    A longer body is not read on (see :func:`read_reply`) and the response's
+    ``extensions["syncd.cut"]`` says so: every outside reply is read with a limit (a
+    proxy's endless error page must not fill the memory).
     """
-    async with http.stream("POST", url, **kwargs) as streamed:
-        chunks: list[bytes] = []
-        size = 0
-        cut = False
-        async for chunk in streamed.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                cut = True
-                break
-    body = b"".join(chunks)[:cap]
+    extensions = {**(kwargs.pop("extensions", None) or {}), CAP: cap}  # for a session's auth flow
+    async with http.stream("POST", url, extensions=extensions, **kwargs) as streamed:
+        body = await read_reply(streamed, cap)
     response = httpx.Response(
         streamed.status_code,
         headers=[(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _DECODED],
         content=body,
         request=streamed.request,
-        extensions={**streamed.extensions, "syncd.cut": cut},
+        extensions=dict(streamed.extensions),
     )
     return response
+
+
+CAP = "syncd.cap"  # request: the bytes its reply may have; reply: the limit that applied
+CUT = "syncd.cut"  # reply: True when the body was longer than the limit, and not read on
+# Of an error status's body (and of a body cut at its cap): what a reason is taken from.
+REASON_BYTES = 4096
+
+
+async def read_reply(response: httpx.Response, cap: int) -> bytes:
+    """Return a streamed reply's body, read once: at most ``cap`` bytes of it, and only
+    the first REASON_BYTES of an error status's (its reason; the rest is not wanted).
+
+    Reading stops the moment the limit is passed, and then only the first REASON_BYTES
+    are kept (a cut reply is refused, not parsed): a capped read costs the limit once,
+    never a copy of it. The response is marked (``CUT``, ``CAP``) and keeps the bytes as
+    its content, so an auth flow that reads it leaves it read for the caller.
+    """
+    if hasattr(response, "_content"):  # read already (by a session's auth flow), capped
+        return response.content
+    limit = cap if response.status_code < 400 else min(cap, REASON_BYTES)
+    chunks: list[bytes] = []
+    size, cut = 0, False
+    pieces = response.aiter_bytes()
+    try:
+        async for chunk in pieces:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                cut = True
+                break
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]
+        await response.aclose()  # cut: the connection is closed, not drained
+    if cut:
+        body = _first_bytes(chunks, REASON_BYTES)
+    else:
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one copy, not two
+    chunks.clear()
+    response.extensions[CUT] = cut
+    response.extensions[CAP] = limit
+    # What Response.aread() leaves: later reads (httpx's own, the caller's) see these bytes.
+    response._content = body
+    return body
+
+
+def _first_bytes(chunks: list[bytes], size: int) -> bytes:
+    """Return the first ``size`` bytes of ``chunks``, copying no more than those."""
+    head = bytearray()
+    for chunk in chunks:
+        head += chunk[: size - len(head)]
+        if len(head) >= size:
+            break
+    return bytes(head)
+
+
+def reply_too_large(response: httpx.Response, what: str) -> str:
+    """Return the reason a reply cut at its limit is refused."""
+    limit = int(response.extensions.get(CAP, REPLY_CAP))
+    return f"{what} answered with more than {limit // 1024} KB; not read"
 
 
 # The body above is already decoded; the copy must not claim to be compressed.
@@ -467,7 +518,7 @@ def body_text(response: httpx.Response) -> str:
 
 
 def reply_was_cut(response: httpx.Response) -> bool:
-    return bool(response.extensions.get("syncd.cut"))
+    return bool(response.extensions.get(CUT))
 
 
 def read_json(response: httpx.Response, vendor: str, what: str) -> Any:
@@ -477,12 +528,9 @@ def read_json(response: httpx.Response, vendor: str, what: str) -> Any:
     charset are handled by :func:`body_text`. An empty body, ``null``, an HTML page,
     text that is not JSON and a reply cut at the size cap are unreadable.
     """
+    if reply_was_cut(response):  # before the text: a cut body is not decoded either
+        raise UnreadableReply(reply_too_large(response, what), vendor=vendor)
     text = body_text(response)
-    if reply_was_cut(response):
-        raise UnreadableReply(
-            f"{what} answered with more than {len(response.content) // 1024} KB; not read",
-            vendor=vendor,
-        )
     stripped = text.strip()
     if not stripped or stripped == "null" or looks_like_html(stripped):
         raise UnreadableReply(

@@ -32,7 +32,7 @@ import httpx
 import structlog
 
 from syncd.errors import SessionExpiredError
-from syncd.net.http import FORM_CONTENT_TYPE, URGENT, encode_form
+from syncd.net.http import CAP, FORM_CONTENT_TYPE, REPLY_CAP, URGENT, encode_form, read_reply
 
 
 class SessionVendor(Protocol):
@@ -164,8 +164,10 @@ class SessionAuth(httpx.Auth):
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await request.aread()
         token, generation = await self._current()
+        # Read here, for the session's answer, with the cap the caller's read has.
+        cap = int(request.extensions.get(CAP, REPLY_CAP))
         response = yield self.vendor.attach(request, token)
-        await response.aread()
+        await read_reply(response, cap)
         why = self.vendor.expired(response, replayed=False)
         if why is None:
             self._answered(response)
@@ -174,7 +176,7 @@ class SessionAuth(httpx.Auth):
         replay = self.vendor.attach(request, fresh)
         replay.extensions = {**replay.extensions, URGENT: True}
         response = yield replay
-        await response.aread()
+        await read_reply(response, cap)
         again = self.vendor.expired(response, replayed=True)
         if again is not None:
             raise SessionExpiredError(

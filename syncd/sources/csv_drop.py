@@ -44,6 +44,8 @@ from syncd.sources import compressed
 from syncd.sources.base import Chunk
 
 SNIFF_BYTES = 64 * 1024
+MIN_FIELD_LIMIT = 131072  # the csv module's own default: never tightened below it
+HEADER_FIELDS = 4  # a header line may be as long as this many fields at the field limit
 REJECTS_SUFFIX = ".rejects.csv"  # beside a file in done/: its refused rows
 REREAD = (
     "in done/, but the state store has no record of reading it (a store restored from a "
@@ -152,6 +154,62 @@ def _csv_bytes(path: Path) -> tuple[_CountingReader, io.BufferedReader]:
     except compressed.ArchiveRefused as exc:
         counter.close()
         raise FileUnreadable(f"{_printable(path.name)}: {exc}") from None
+
+
+def field_limit(config: CsvDropConfig) -> int:
+    """Return the largest cell, in characters, the source reads (``max_field_bytes``)."""
+    return max(config.max_field_bytes, MIN_FIELD_LIMIT)
+
+
+def line_limit(columns: int, limit: int) -> int:
+    """Return the longest physical line a row of ``columns`` cells can take when no cell
+    is over ``limit`` characters: each cell written as at most two characters a character
+    (every one a doubled quote) plus its quotes and delimiter, and one cell more for the
+    empty cells a spreadsheet leaves at a row's end. Exact, not a guess: a longer line
+    holds a cell over the limit (or far more cells than the header), so no row is refused
+    that the field limit would let through."""
+    return (columns + 1) * (2 * limit + 3)
+
+
+class _BoundedLines:
+    """The physical lines of a text stream for ``csv.reader``, none longer than ``limit``
+    characters. A longer line raises ``csv.Error`` once ``limit + 1`` characters of it
+    are read: the reader never holds a whole line of a hostile file (a cell of 300 MB
+    in one line, or all of it in a cell), only the bound; the error ends the file the
+    way the csv module's own field limit does."""
+
+    __slots__ = ("limit", "readline", "why")
+
+    def __init__(self, text: io.TextIOWrapper, limit: int, why: str) -> None:
+        self.readline = text.readline
+        self.limit = limit
+        self.why = why
+
+    def __iter__(self) -> _BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline(self.limit + 1)
+        if len(line) > self.limit:
+            raise csv.Error(self.why)
+        if not line:
+            raise StopIteration
+        return line
+
+    def bound(self, limit: int, why: str) -> None:
+        """Bound the lines read from now on (the data rows, once the header is known)."""
+        self.limit, self.why = limit, why
+
+
+def _header_lines(text: io.TextIOWrapper, limit: int) -> _BoundedLines:
+    """Return the lines of ``text`` bounded for its header row (its width is not known)."""
+    longest = HEADER_FIELDS * (2 * limit + 3)
+    return _BoundedLines(text, longest, f"the header line is longer than {longest} characters")
+
+
+def _bound_to_rows(lines: _BoundedLines, columns: int, limit: int) -> None:
+    # Worded as the csv module words a cell over the limit: the outcome is the same.
+    lines.bound(line_limit(columns, limit), f"field larger than field limit ({limit})")
 
 
 @dataclass
@@ -526,8 +584,10 @@ class CsvDropSource:
         counter, binary = _csv_bytes(path)
         opened = os.fstat(counter.raw.fileno())
         text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
-        csv.field_size_limit(max(self.config.max_field_bytes, 131072))
-        reader = csv.reader(text, delimiter=self.config.delimiter, quotechar=self.config.quotechar)
+        limit = field_limit(self.config)
+        csv.field_size_limit(limit)
+        lines = _header_lines(text, limit)
+        reader = csv.reader(lines, delimiter=self.config.delimiter, quotechar=self.config.quotechar)
         try:
             header_row = next(reader, None)
         except csv.Error as exc:
@@ -543,13 +603,15 @@ class CsvDropSource:
             text.close()
             counter, binary = _csv_bytes(path)
             text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
+            lines = _header_lines(text, limit)
             reader = csv.reader(
-                text, delimiter=self.config.delimiter, quotechar=self.config.quotechar
+                lines, delimiter=self.config.delimiter, quotechar=self.config.quotechar
             )
             header, problem = names, None
         if problem:
             text.close()
             raise FileUnreadable(f"{path.name}: {problem}")
+        _bound_to_rows(lines, len(header), limit)
         return _OpenFile(
             path,
             path.name,
@@ -627,13 +689,23 @@ class CsvDropSource:
         each version it loads)."""
         digest, lines, first = hashlib.sha256(), 0, b""
         counter, fh = _csv_bytes(self.processing / origin)
+        keep = HEADER_FIELDS * (2 * field_limit(self.config) + 3)  # of the first line
         with counter, fh:
             mtime = os.fstat(counter.raw.fileno()).st_mtime
-            for line in fh:
-                digest.update(line)
-                if line.strip():
-                    lines += 1
-                    first = first or line
+            filled = False  # the line being read has a character that is not blank
+            start = bytearray()  # its first bytes, until the first such line is known
+            # In pieces, not lines: a file of one huge line must not be held whole.
+            while piece := fh.readline(SNIFF_BYTES):
+                digest.update(piece)
+                filled = filled or bool(piece.strip())
+                if not first and len(start) < keep:
+                    start += piece
+                if piece.endswith(b"\n"):
+                    first = first or (bytes(start[:keep]) if filled else b"")
+                    lines, filled = lines + filled, False
+                    start.clear()
+            if filled:
+                lines, first = lines + 1, first or bytes(start[:keep])
         encoding = "utf-8-sig" if codecs.lookup(self.config.encoding).name == "utf-8" else None
         text = first.decode(encoding or self.config.encoding, "replace")
         cells = next(csv.reader([text], delimiter=self.config.delimiter), [])
@@ -802,7 +874,11 @@ def _read_header(path: Path, config: CsvDropConfig) -> list[str]:
     encoding = "utf-8-sig" if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
     counter, binary = _csv_bytes(path)
     with counter, io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="") as fh:
-        return [h.strip() for h in next(csv.reader(fh, delimiter=config.delimiter), [])]
+        lines = _header_lines(fh, field_limit(config))
+        try:
+            return [h.strip() for h in next(csv.reader(lines, delimiter=config.delimiter), [])]
+        except csv.Error:
+            return []  # read whole before, so not met; the rejects go without the names
 
 
 def _write_rejects(

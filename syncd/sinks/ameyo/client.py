@@ -35,6 +35,7 @@ from syncd.net.http import (
     looks_like_html,
     post,
     raise_for_http,
+    reply_too_large,
     reply_was_cut,
     transport_error,
 )
@@ -278,7 +279,7 @@ class AmeyoClient:
         raise_for_http(response, VENDOR, command, HTTP_HINTS)
         if reply_was_cut(response):
             raise UnreadableReply(
-                f"{command} answered with more than {len(response.content) // 1024} KB; not read",
+                reply_too_large(response, command),
                 vendor=VENDOR,
             )
         return parse_body(command, body_text(response), session=command not in SESSIONLESS)

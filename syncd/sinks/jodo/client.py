@@ -33,6 +33,7 @@ from syncd.net.http import (
     make_client,
     post,
     raise_for_http,
+    reply_too_large,
     reply_was_cut,
     transport_error,
     wire_json,
@@ -206,7 +207,7 @@ class JodoClient:
         raise_for_http(response, VENDOR, method, HTTP_HINTS)
         if reply_was_cut(response):
             raise UnreadableReply(
-                f"{method} answered with more than {len(response.content) // 1024} KB; not read",
+                reply_too_large(response, method),
                 vendor=VENDOR,
             )
         body = self._parse(method, body_text(response))

@@ -38,6 +38,7 @@ from syncd.net.http import (
     looks_like_html,
     post,
     raise_for_http,
+    reply_too_large,
     reply_was_cut,
     transport_error,
 )
@@ -329,7 +330,7 @@ class UContactClient:
         self._raise_for_status(response, resource)
         if reply_was_cut(response):
             raise NoAnswer(
-                f"{resource} answered with more than {len(response.content) // 1024} KB; not read",
+                reply_too_large(response, resource),
                 vendor=VENDOR,
             )
         return body_text(response)
