@@ -145,6 +145,29 @@ async def test_records_not_dialled_yet_give_no_outcome(store: SqliteStore) -> No
     assert sim.requests["getProcessData"] == 2
 
 
+async def test_a_poll_over_a_large_import_not_dialled_yet_costs_no_store_look_up(
+    store: SqliteStore,
+) -> None:
+    # A 20,000-lead import is in every poll's window for the whole overlap: records the
+    # dialer has not worked yet report nothing, and are dropped before they are matched
+    # to leads (a store look-up of every record of the window, every few seconds).
+    sim = JodoSimulator()  # the dialing engine is off
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store)
+        await push(sink, store, [lead(i) for i in range(1, 301)])
+        looked_up: list[int] = []
+        real_lookup = store.lookup
+
+        async def counting(sink_name: str, keys: list[str]) -> object:
+            looked_up.append(len(keys))
+            return await real_lookup(sink_name, keys)
+
+        store.lookup = counting  # type: ignore[method-assign]
+        assert await sink.poll_outcomes() == 0
+        await sink.close()
+    assert sum(looked_up) == 0, looked_up
+
+
 async def test_no_customer_data_status_14_is_an_empty_result(store: SqliteStore) -> None:
     sim = JodoSimulator()
     with serve(sim) as jodo:

@@ -76,6 +76,19 @@ def _int(text: str) -> int | None:
         return None
 
 
+def worked(row: dict[str, Any], settings: OutcomeSettings) -> bool:
+    """Return True when a row may report an outcome: any of its outcome fields holds text.
+
+    A record stored but not dialled yet has none. A poll's window holds every record
+    stored in it (a whole import, for the width of the overlap), so these are dropped
+    before they are matched to leads; :func:`build_outcome` still decides for the rest.
+    """
+    f = settings.fields
+    if _int(_text(row, f.attempts)):  # "0" attempts, as some servers write it: not yet
+        return True
+    return any(_text(row, name) for name in (f.status, f.disposition, f.call_id, f.last_call))
+
+
 def build_outcome(
     row: dict[str, Any],
     *,

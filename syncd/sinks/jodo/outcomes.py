@@ -23,7 +23,7 @@ from syncd.sinks.jodo.client import (
     jodo_time,
 )
 from syncd.sinks.jodo.leads import delivered_leads
-from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome
+from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome, worked
 from syncd.sinks.jodo.part import JodoPart
 from syncd.sinks.jodo.recordings import Recordings
 
@@ -173,6 +173,7 @@ class OutcomePoller(JodoPart):
     async def ingest(self, rows: list[dict[str, Any]], now: datetime) -> int:
         """Store the outcomes ``rows`` report (with recording links); return how many changed."""
         outcomes: dict[str, Outcome] = {}
+        rows = [row for row in rows if worked(row, self.settings)]
         for key, row in await self.match(rows):
             outcome = build_outcome(
                 row,
