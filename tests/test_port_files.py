@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,14 @@ from syncd.daemon.perimeter import PortLimits
 from syncd.daemon.probes import HealthServer, create_app
 from tests.conftest import Simulated, daemon_config, drop_csv
 from tests.support.clock import FakeClock
-from tests.support.flood import HALF_HEAD, closed_by_peer, half_sent, open_files
+from tests.support.flood import (
+    HALF_HEAD,
+    Flood,
+    closed_by_peer,
+    half_sent,
+    most_open_files,
+    open_files,
+)
 
 HEADER = "id,phone,first,last,email,callback\n"
 FILES = 256  # the daemon's open-file limit here: 400 clients are well past it
@@ -74,6 +82,33 @@ def test_half_sent_requests_past_the_file_limit_leave_the_sync_and_healthz_worki
     full = [e for e in daemon.events if e.get("event") == "health.connections.full"]
     assert 1 <= len(full) <= 3, full  # said once per interval, with what to do
     assert "LimitNOFILE" in full[0]["action"]
+
+
+def test_a_flood_reopening_past_the_file_limit_never_takes_the_process_to_it(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any
+) -> None:
+    # The trial of issue 29: connections kept open past the file limit, half trickling a
+    # head, the rest idle, any closed opened again. Past the cap the port stops accepting:
+    # the rest wait in the kernel's backlog, which holds no file of the daemon's.
+    config = with_health(daemon_config(tmp_path, jodo.url), "head_timeout_s = 300")
+    daemon = start_daemon(config, preexec=open_files(FILES))
+    daemon.wait_for("daemon.ready")
+    port = health_port(daemon)
+    done = threading.Event()
+    most = most_open_files(daemon.proc.pid, done)
+    try:
+        with Flood(port, FILES * 2) as flood:
+            wait_until(lambda: flood.opened > FILES * 3, message=lambda: flood.opened)
+            drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(25))
+            wait_until(lambda: len(jodo.sim.received()) == 25, message=lambda: daemon.events[-20:])
+            alive = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    finally:
+        done.set()
+    assert most() < FILES, most()
+    assert alive.status_code == 200
+    assert daemon.stop() == 0
+    assert not [e for e in daemon.events if e.get("event") == "job.failed"]
+    assert not [e for e in daemon.events if e.get("event") == "port.accept.failed"]
 
 
 def test_a_request_head_not_sent_in_time_is_closed_however_it_trickles(
@@ -167,6 +202,33 @@ async def test_past_the_cap_busy_requests_are_kept_and_a_new_connection_gets_503
     assert refused.headers["connection"] == "close"
     assert [d.status_code for d in done] == [200, 200, 200]
     assert after.status_code == 200
+
+
+async def test_at_the_cap_the_port_leaves_new_connections_in_the_kernels_backlog() -> None:
+    # asyncio's own accept would take all 20 at once, each a file, before any is let go;
+    # this also fails if asyncio.Server no longer has what the gate uses.
+    server = HealthServer(create_app(nothing, no_metrics), "127.0.0.1:0", max_connections=2)
+    await server.start()
+    guard = server.guard
+    assert guard is not None and guard.gates
+    held: list[int] = []
+    admit = guard.admit
+
+    def counted(new: Any) -> bool:
+        held.append(len(guard.open) + 1)  # with the new one
+        return admit(new)
+
+    guard.admit = counted  # type: ignore[method-assign]
+    try:
+        with half_sent(server.port, 20) as flood:
+            await eventually(lambda: sum(closed_by_peer(c) for c in flood) == 18)
+            async with httpx.AsyncClient() as client:
+                alive = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+    finally:
+        await server.stop()
+    assert alive.status_code == 200
+    assert max(held) <= 3, held  # the cap, and one more to let the oldest half-sent go
+    assert guard.let_go >= 18
 
 
 def test_the_ports_share_of_the_open_file_limit() -> None:

@@ -13,8 +13,15 @@ limit (EMFILE), where the sync cannot open a drop or a socket to the dialer. So:
   connection is a request being served, the new one gets 503 and is closed;
 - a connection that has not sent a whole request head ``head_timeout_s`` after it
   opened (or after its previous answer) is closed, however it trickles;
+- a port holding ``max_connections`` (and the one more it takes to let someone go or
+  answer 503) stops accepting: new connections wait in the kernel's backlog, which holds
+  no file of ours, and it accepts again as soon as one of its connections is gone. Taking
+  whatever the kernel has queued and closing it at once would still spend the files
+  (asyncio accepts up to the backlog's length per tick, each an open file, before a
+  protocol can refuse any of them);
 - what was let go or refused, and an accept loop out of files, is said once a minute,
-  structured, with what to do, not as a traceback per attempt.
+  structured, with what to do, not as a traceback per attempt; out of files, the port
+  tries again a second later (asyncio's own loop goes on trying the whole backlog).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import resource
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +55,7 @@ RAISE_LIMIT = (
 )
 _ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's words for it
 _OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_RETRY_S = 1.0  # out of files: accept again after this long
 
 
 def open_files_limit() -> int:
@@ -115,6 +124,12 @@ class PortGuard:
     full: Throttle = field(default_factory=Throttle)
     let_go: int = 0  # connections closed to make room, since the start
     refused: int = 0  # connections answered 503, since the start
+    gates: list[AcceptGate] = field(default_factory=list)  # its listening sockets
+
+    def room(self, accepting: int) -> int:
+        """Return how many more connections to accept, ``accepting`` being accepted but not
+        yet open: up to the cap and one more (to let the oldest half-sent go, or say 503)."""
+        return self.limits.max_connections + 1 - len(self.open) - accepting
 
     def admit(self, new: GuardedProtocol) -> bool:
         """Take ``new`` in; return False when it must be refused. Past the cap the oldest
@@ -133,6 +148,8 @@ class PortGuard:
 
     def gone(self, conn: GuardedProtocol) -> None:
         self.open.pop(conn, None)
+        for gate in self.gates:
+            gate.update()
 
     def _say_full(self) -> None:
         times = self.full.due()
@@ -248,6 +265,93 @@ def _busy_answer(retry_after_s: int) -> bytes:
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:
     """Return the protocol class for one port (uvicorn's ``http=``), with its own guard."""
     return type("PortProtocol", (GuardedProtocol,), {"guard": PortGuard(limits)})
+
+
+class AcceptGate:
+    """Accepts one listening socket's connections while its port has room (see the
+    module's docstring), in place of the event loop's own accept, which takes all the
+    kernel has queued each time the socket is ready."""
+
+    def __init__(self, guard: PortGuard, server: asyncio.Server, sock: socket.socket) -> None:
+        self.guard = guard
+        self.server = server
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.factory = _protocol_factory(server)
+        self.accepting: set[asyncio.Task[None]] = set()  # accepted, protocol not made yet
+        self.reading = False
+        self.backing_off = False
+        guard.gates.append(self)
+        self.loop.remove_reader(sock.fileno())  # the loop's own accept
+        self.update()
+
+    def update(self) -> None:
+        """Accept while there is room, or stop; never once the server is closed."""
+        wanted = (
+            self.server.is_serving()
+            and not self.backing_off
+            and self.guard.room(len(self.accepting)) > 0
+        )
+        if wanted and not self.reading:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+        elif self.reading and not wanted and self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+        self.reading = wanted
+
+    def _readable(self) -> None:
+        for _ in range(max(self.guard.room(len(self.accepting)), 0)):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                break  # nothing more queued
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_FILES:
+                    raise  # the loop logs it and calls again
+                self._out_of_files(exc)
+                break
+            conn.setblocking(False)
+            opening = self.loop.create_task(self._open(conn))
+            self.accepting.add(opening)
+            opening.add_done_callback(self._opened)
+        self.update()
+
+    async def _open(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.factory, conn)
+        except OSError:  # gone before its transport was made
+            conn.close()
+
+    def _opened(self, opening: asyncio.Task[None]) -> None:
+        self.accepting.discard(opening)
+        self.update()
+
+    def _out_of_files(self, exc: OSError) -> None:
+        self.loop.call_exception_handler({"message": _ACCEPT_FAILED, "exception": exc})
+        self.backing_off = True
+        self.loop.call_later(ACCEPT_RETRY_S, self._retry)
+
+    def _retry(self) -> None:
+        self.backing_off = False
+        self.update()
+
+
+def _protocol_factory(server: asyncio.Server) -> Callable[[], asyncio.BaseProtocol]:
+    """Return what ``server`` makes a connection's protocol with. asyncio has no public
+    way to pause a Server's accepting, nor to read its protocol factory: CPython's
+    ``Server`` keeps it as ``_protocol_factory`` (3.8 to 3.13). tests/test_port_files.py
+    fails here if that changes."""
+    factory: Callable[[], asyncio.BaseProtocol] = server._protocol_factory  # type: ignore[attr-defined]
+    return factory
+
+
+def gate_accepting(servers: list[asyncio.Server], sockets: list[socket.socket], http: Any) -> None:
+    """Put each of ``servers`` (one per socket of ``sockets``) under its port's accept
+    gate, when ``http`` (uvicorn's protocol class) is a guarded one."""
+    guard = getattr(http, "guard", None)
+    if not isinstance(guard, PortGuard):
+        return
+    for server, sock in zip(servers, sockets, strict=True):
+        AcceptGate(guard, server, sock)
 
 
 class AcceptFailures:

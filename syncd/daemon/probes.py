@@ -39,7 +39,13 @@ from syncd.daemon.access import StatusAccess as StatusAccess
 from syncd.daemon.access import is_loopback as is_loopback
 from syncd.daemon.access import parse_listen as parse_listen
 from syncd.daemon.access import status_access as status_access
-from syncd.daemon.connections import HEAD_TIMEOUT_S, connection_limits, guarded_protocol
+from syncd.daemon.connections import (
+    HEAD_TIMEOUT_S,
+    PortGuard,
+    connection_limits,
+    gate_accepting,
+    guarded_protocol,
+)
 from syncd.daemon.perimeter import AllowedHosts, Perimeter, PortLimits
 from syncd.errors import SyncdError
 
@@ -220,6 +226,12 @@ class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # uvicorn < 0.29
         return None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets is not None and self.started:
+            # accept only while the port has room (syncd.daemon.connections)
+            gate_accepting(self.servers, sockets, self.config.http_protocol_class)
+
 
 class HealthServer:
     """Serves the app on a socket bound up front, so a busy port fails the start clearly."""
@@ -237,6 +249,7 @@ class HealthServer:
         self.listen = listen
         # each connection is a file the sync may need (syncd.daemon.connections)
         self.limits = connection_limits("health", max_connections, head_timeout_s, ports)
+        self.guard: PortGuard | None = None  # its connections, once started
         self.port: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
@@ -245,9 +258,11 @@ class HealthServer:
         host, port = parse_listen(self.listen)
         sock = _bind(host, port)
         self.port = sock.getsockname()[1]
+        http = guarded_protocol(self.limits)
+        self.guard = http.guard
         config = uvicorn.Config(
             self.app,
-            http=guarded_protocol(self.limits),
+            http=http,
             log_config=None,
             log_level="warning",
             access_log=False,
