@@ -556,3 +556,32 @@ def test_the_demo_can_stay_up_with_its_status_page(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert "syncd status" in page and "jodo" in page and "ucontact" in page
+
+
+@pytest.mark.parametrize("command", [["rejects"], ["audit", "--format", "jsonl"], ["audit"]])
+def test_a_reader_that_stops_early_ends_the_export_at_once_without_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # `syncd rejects | head -1` in a script: the reader closes the pipe. The export must
+    # end there (with the shell's code for it, 141, and nothing on stderr), not print a
+    # traceback and hang on the store's open connection for ever.
+    sim = JodoSimulator()
+    with running(create_app(sim)) as url:
+        config = write_config(tmp_path, [jodo_sink(url)])
+        rows = [f"BAD{i},X,Y,not-a-number,x@example.in," for i in range(2000)]
+        drop_csv(tmp_path / "inbox", "today.csv", export(3, extra_rows=rows))
+        assert run_cli("run", "--once", "-c", str(config), env=vendor_env()).returncode == 0
+    reader_gone = os.pipe()
+    os.close(reader_gone[0])  # the reader has stopped before the first line
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", *command, "-c", str(config)],
+        stdout=reader_gone[1],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=vendor_env(),
+        cwd=ROOT,
+        timeout=60,  # a hang fails here, not the suite's whole timeout
+    )
+    os.close(reader_gone[1])
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr

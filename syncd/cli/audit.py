@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import re
@@ -170,13 +171,14 @@ async def write_audit(
     if writer is not None:
         writer.writerow(COLUMNS)
     n = 0
-    rows = store.audit(since.timestamp(), end.timestamp())
-    async for record in audit_records(rows, fallback_zones(settings)):
-        if writer is not None:
-            writer.writerow(csv_cells(record))
-        else:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        n += 1
+    # Closed here, before the store is, whatever stops the writing (a reader gone).
+    async with contextlib.aclosing(store.audit(since.timestamp(), end.timestamp())) as rows:
+        async for record in audit_records(rows, fallback_zones(settings)):
+            if writer is not None:
+                writer.writerow(csv_cells(record))
+            else:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 

@@ -4,13 +4,15 @@ backup, state copy, sql trigger, gate explain, simulate, demo, completion.
 Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
 3 every lead delivered or refused, but an outcome poll or a writeback failed;
 4 `check --online`: a secret, source, dialer, writeback or the store failed its check;
-75 another syncd holds the state store (cron: try later).
+75 another syncd holds the state store (cron: try later); 141 the reader of its output
+left early (`syncd rejects | head`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +20,14 @@ from typing import Any
 import shtab
 
 from syncd import __version__
-from syncd.cli.exits import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_ONLINE, EXIT_PENDING
+from syncd.cli.exits import (
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_ONLINE,
+    EXIT_PENDING,
+    EXIT_READER_GONE,
+)
 from syncd.errors import ConfigError, StoreLockedError, SyncdError
 from syncd.registry import SIMULATORS
 
@@ -51,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PENDING
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`syncd rejects | head`): the export ends there, as any Unix
+        # writer's does, with the shell's code for it. Standard output is pointed at
+        # /dev/null so that Python's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE
 
 
 def _handler(args: argparse.Namespace) -> str:

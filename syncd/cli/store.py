@@ -82,9 +82,9 @@ def cmd_rejects(args: argparse.Namespace) -> int:
     async def go() -> int:
         store = await open_store(settings.state)
         writer = csv.writer(sys.stdout)
-        writer.writerow(["at", "source", "sink", "origin", "line", "key", "reason", "row"])
         n = 0
-        try:
+        try:  # the store is closed whatever stops the writing (a reader gone: a broken pipe)
+            writer.writerow(["at", "source", "sink", "origin", "line", "key", "reason", "row"])
             async for r in store.all_rejects(args.source):
                 # Every text cell defused: a file named =HYPERLINK(…).csv or a key like
                 # -1+cmd|' /C calc'!A0 is the CRM's (or a visitor's) text, not a formula.
