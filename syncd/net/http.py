@@ -441,6 +441,17 @@ CUT = "syncd.cut"  # reply: True when the body was longer than the limit, and no
 REASON_BYTES = 4096
 
 
+async def status_only(
+    http: httpx.AsyncClient, method: str, url: str, headers: dict[str, str] | None = None
+) -> int:
+    """Return the status of ``method url``, reading none of the body: a probe asks only
+    whether something is there, and a server that ignores ``Range`` (or answers OPTIONS
+    with a page) would otherwise have its whole body read. The connection is closed
+    unread."""
+    async with http.stream(method, url, headers=headers) as response:
+        return response.status_code
+
+
 async def read_reply(response: httpx.Response, cap: int) -> bytes:
     """Return a streamed reply's body, read once: at most ``cap`` bytes of it, and only
     the first REASON_BYTES of an error status's (its reason; the rest is not wanted).

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from syncd.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 from syncd.errors import CheckFailed, RetryableError
-from syncd.net.http import make_client, status_error
+from syncd.net.http import make_client, status_error, status_only
 from syncd.net.http import post as capped_post
 from syncd.net.retry import RetryPolicy, with_retries
 from syncd.secrets import Secret
@@ -94,14 +94,14 @@ class WebhookWriteback(StatelessWriteback):
             timeout_s=self.config.timeout_s, verify_tls=self.config.verify_tls
         ) as http:
             try:
-                response = await http.request("OPTIONS", url)
+                status = await status_only(http, "OPTIONS", url)
             except httpx.HTTPError as exc:
                 raise CheckFailed(
                     f"cannot reach {url}: {type(exc).__name__} {exc}".rstrip(),
                     settings=("url",),
                     action="check that the receiver is up and reachable from here",
                 ) from None
-        return f"{url} answered OPTIONS with HTTP {response.status_code} (reachable; no POST sent)"
+        return f"{url} answered OPTIONS with HTTP {status} (reachable; no POST sent)"
 
     def body(self, items: Sequence[Item]) -> tuple[bytes, str]:
         """Return the JSON body of a batch and its idempotency key."""

@@ -27,6 +27,7 @@ import httpx
 from syncd.core.model import CallStatus, Outcome
 from syncd.core.reasons import DIALER_FAILED, log_reason
 from syncd.errors import VendorError
+from syncd.net.http import status_only
 from syncd.sinks.features import OptionalFeatures
 from syncd.sinks.ucontact.client import UContactClient
 from syncd.sinks.ucontact.config import UContactSinkConfig
@@ -363,13 +364,13 @@ class CdrPoller:
     async def _first_existing(self, urls: list[str]) -> str:
         for url in urls:
             try:
-                response = await self.http.head(url)
-                if response.status_code == 405:  # HEAD not allowed: one byte will do
-                    response = await self.http.get(url, headers={"Range": "bytes=0-0"})
+                status = await status_only(self.http, "HEAD", url)
+                if status == 405:  # HEAD not allowed: one byte will do (if Range is heeded)
+                    status = await status_only(self.http, "GET", url, {"Range": "bytes=0-0"})
             except httpx.HTTPError as exc:
                 self.log.debug("sink.recording.unreachable", url=url, reason=type(exc).__name__)
                 continue
-            if 200 <= response.status_code < 300:
+            if 200 <= status < 300:
                 return url
         return ""
 
