@@ -17,6 +17,7 @@ import socket
 import ssl
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -466,11 +467,15 @@ async def read_reply(response: httpx.Response, cap: int) -> bytes:
     limit = cap if response.status_code < 400 else min(cap, REASON_BYTES)
     chunks: list[bytes] = []
     size, cut = 0, False
-    pieces = response.aiter_bytes()
+    # Raw bytes, decoded here with a bound: httpx would inflate each network chunk
+    # whole, and 64 KB of gzip can be 64 MB of text.
+    inflate = _bounded_decoder(response.headers.get("content-encoding", ""))
+    pieces = response.aiter_raw()
     try:
-        async for chunk in pieces:
-            chunks.append(chunk)
-            size += len(chunk)
+        async for raw in pieces:
+            for chunk in inflate(raw, limit - size + 1):
+                chunks.append(chunk)
+                size += len(chunk)
             if size > limit:
                 cut = True
                 break
@@ -487,6 +492,48 @@ async def read_reply(response: httpx.Response, cap: int) -> bytes:
     # What Response.aread() leaves: later reads (httpx's own, the caller's) see these bytes.
     response._content = body
     return body
+
+
+def _bounded_decoder(encoding: str) -> Callable[[bytes, int], list[bytes]]:
+    """Return ``decode(raw, most) -> pieces`` for a reply's Content-Encoding: the pieces
+    of ``raw`` decoded, stopping once more than ``most`` bytes came out (the reply is
+    cut there). gzip and deflate are inflated in steps of at most ``most``; an identity
+    reply passes as it came; another encoding (syncd asks for none) is refused."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return lambda raw, most: [raw] if raw else []
+    if name not in ("gzip", "x-gzip", "deflate"):
+        raise httpx.DecodingError(f"a reply encoded as {name[:40]!r}, which syncd does not read")
+    return _Inflater(name).decode
+
+
+class _Inflater:
+    """gzip or deflate inflated a bounded step at a time (see :func:`_bounded_decoder`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.first = True
+        # gzip's header, or deflate's zlib one (a raw deflate stream is told at its start)
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if name != "deflate" else 15)
+
+    def decode(self, raw: bytes, most: int) -> list[bytes]:
+        if self.first and self.name == "deflate" and raw[:1] and (raw[0] & 0x0F) != 8:
+            self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.first = self.first and not raw
+        out: list[bytes] = []
+        left, pending = max(most, 1), raw
+        try:
+            while pending and left > 0:
+                piece = self.inflater.decompress(pending, left)
+                pending = self.inflater.unconsumed_tail
+                if piece:
+                    out.append(piece)
+                    left -= len(piece)
+                elif not pending:
+                    break
+        except zlib.error as exc:
+            raise httpx.DecodingError(f"a {self.name} reply that does not inflate: {exc}") from None
+        return out
 
 
 def _first_bytes(chunks: list[bytes], size: int) -> bytes:
