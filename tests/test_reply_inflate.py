@@ -11,15 +11,14 @@ import asyncio
 import gzip
 import json
 import socket
-import threading
 import tracemalloc
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import httpx
 
 from syncd.net.http import CUT, make_client, post
+from tests.support.raw_http import one_answer
 
 
 def bomb() -> bytes:
@@ -29,34 +28,17 @@ def bomb() -> bytes:
     return b"".join([*(inflater.compress(zeros) for _ in range(100)), inflater.flush()])
 
 
-@contextmanager
-def answering(body: bytes, encoding: str) -> Iterator[str]:
-    """Serve one POST: 200, ``body`` as it is, with ``Content-Encoding: encoding``."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+def answering(body: bytes, encoding: str) -> Callable[[socket.socket], None]:
+    """Answer 200 with ``body`` as it is, under ``Content-Encoding: encoding``."""
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
-            head = (
-                f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
-                f"Content-Encoding: {encoding}\r\nContent-Type: application/json\r\n\r\n"
-            )
-            try:
-                conn.sendall(head.encode() + body)
-            except OSError:  # the client closed once it had enough
-                pass
+    def answer(conn: socket.socket) -> None:
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Encoding: {encoding}\r\nContent-Type: application/json\r\n\r\n"
+        )
+        conn.sendall(head.encode() + body)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/api"
-    finally:
-        thread.join(timeout=60)
-        listener.close()
+    return answer
 
 
 async def send(url: str, cap: int) -> httpx.Response:
@@ -65,7 +47,7 @@ async def send(url: str, cap: int) -> httpx.Response:
 
 
 def test_a_gzip_bomb_is_cut_at_the_cap_without_inflating_past_it() -> None:
-    with answering(bomb(), "gzip") as url:
+    with one_answer(answering(bomb(), "gzip")) as url:
         tracemalloc.start()
         try:
             reply = asyncio.run(send(url, cap=1 << 20))
@@ -83,7 +65,7 @@ def test_a_gzip_or_deflate_reply_within_the_cap_reads_as_sent() -> None:
         ("deflate", zlib.compress(data)),
         ("deflate", zlib.compress(data)[2:-4]),  # raw deflate, as some servers send it
     ):
-        with answering(body, encoding) as url:
+        with one_answer(answering(body, encoding)) as url:
             reply = asyncio.run(send(url, cap=1 << 20))
         assert reply.extensions[CUT] is False, encoding
         assert reply.json()["rows"][-1] == 4999, encoding
