@@ -10,6 +10,7 @@ alone: the head deadline, who is let go at the cap, and the answer past it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -246,3 +247,25 @@ def test_a_flood_is_said_once_per_interval_with_how_often_it_happened() -> None:
     again = throttle.due()
     assert said == [1, None, None, None, None]
     assert again == 5  # the four kept quiet and this one
+
+
+def test_a_stream_of_malformed_requests_is_said_once_per_interval_not_once_each(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any
+) -> None:
+    # The HTTP server says "Invalid HTTP request received." for each request it cannot
+    # parse: a visitor sending garbage in a loop would fill the journal line by line.
+    daemon = start_daemon(daemon_config(tmp_path, jodo.url))
+    daemon.wait_for("daemon.ready")
+    port = health_port(daemon)
+    for _ in range(200):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"\x16\x03\x01 not HTTP at all\r\n\r\n")
+            with contextlib.suppress(OSError):
+                conn.recv(1024)  # its 400, or the close
+    alive = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    assert alive.status_code == 200
+    assert daemon.stop() == 0
+    lines = [e for e in daemon.events if "Invalid HTTP request" in repr(e)]
+    assert lines == [], lines[:5]  # not a line each
+    said = [e for e in daemon.events if e.get("event") == "port.request.malformed"]
+    assert len(said) == 1 and said[0]["times"] >= 1, said  # once a minute, how often

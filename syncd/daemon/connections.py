@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import resource
 import socket
 import time
@@ -54,6 +55,7 @@ RAISE_LIMIT = (
     "port off untrusted networks; lower max_connections to leave the sync more files"
 )
 _ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's words for it
+_MALFORMED = "Invalid HTTP request received"  # uvicorn's words for a request it cannot parse
 _OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_RETRY_S = 1.0  # out of files: accept again after this long
 
@@ -379,6 +381,33 @@ class AcceptFailures:
         )
 
 
+class MalformedRequests(logging.Filter):
+    """The HTTP server's "Invalid HTTP request received." for each request it cannot
+    parse, said once a minute, structured, with how often: a visitor sending garbage in
+    a loop must not write the journal a line a request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttle = Throttle()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(_MALFORMED):
+            return True
+        times = self.throttle.due()
+        if times is not None:
+            log.warning(
+                "port.request.malformed",
+                times=times,
+                action="a client sends what is not HTTP (a TLS client on the plain port, a "
+                "scanner): answered 400; find it by the port's firewall or proxy logs",
+            )
+        return False
+
+
 def install_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
-    """Make ``loop`` say accept failures once a minute (see :class:`AcceptFailures`)."""
+    """Make ``loop`` say accept failures once a minute (see :class:`AcceptFailures`), and
+    the HTTP server's malformed requests likewise (:class:`MalformedRequests`)."""
     loop.set_exception_handler(AcceptFailures())
+    server_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(MalformedRequests())
