@@ -133,7 +133,10 @@ def test_when_a_failing_writeback_is_an_alert() -> None:
     assert writeback_alert("w", {**refusing, "wrote_at": now - 30}, now, 600) is None
     assert writeback_alert("w", {**refusing, "written": 3, "wrote_at": now}, now, 600) is None
     long = {**failing, "wrote_at": now - 700, "failing_since": now - 650}
-    assert "failing for 11 min" in str(writeback_alert("w", long, now, 600))
+    assert "failing for 10.8 min" in str(writeback_alert("w", long, now, 600))
+    # past a short threshold, under a minute: in seconds (it said "failing for 0 min")
+    brief = {**failing, "wrote_at": now - 700, "failing_since": now - 29}
+    assert "failing for 29 s" in str(writeback_alert("w", brief, now, 20))
 
 
 def last_passes(config: Path, env: dict[str, str]) -> dict[str, Any]:

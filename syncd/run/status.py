@@ -15,6 +15,7 @@ from typing import Any
 
 from syncd.config import Settings
 from syncd.core import latency
+from syncd.core.durations import human_seconds
 from syncd.core.health import stable_reason
 from syncd.core.reasons import DIALER_FAILED, group_by_code, reason_code
 from syncd.registry import reason_coder
@@ -397,7 +398,8 @@ def writeback_alert(name: str, last: dict[str, Any], now: float, threshold_s: fl
         )
     if now - since >= threshold_s:
         return (
-            f"writeback {name}: failing for {(now - since) / 60:.0f} min (since {when(since)}, "
+            f"writeback {name}: failing for {human_seconds(round(now - since))} (since "
+            f"{when(since)}, "
             f"last written {when(wrote)}); {action}"
         )
     return None
