@@ -753,14 +753,16 @@ async def test_a_postgresql_write_cancelled_while_it_waits_for_a_lock_leaves_no_
             await other.execute("BEGIN")
             await other.execute(f'LOCK TABLE "{schema}".leads IN EXCLUSIVE MODE')
             waiting = asyncio.create_task(enqueue(pg_store, "k1", "h1"))
-            for _ in range(1000):  # it is blocked on the lock (bounded)
+            deadline = time.monotonic() + 120  # bounded, on a machine however busy
+            stuck = 0
+            while not stuck and time.monotonic() < deadline and not waiting.done():
+                await asyncio.sleep(0.01)
                 stuck = await other.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND query LIKE '%leads%' AND pid <> pg_backend_pid()"
                 )
-                if stuck:
-                    break
-                await asyncio.sleep(0.01)
+            if waiting.done():  # it ended instead of waiting: say how
+                waiting.result()
             assert stuck, "the write never waited for the lock"
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
