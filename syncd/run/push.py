@@ -83,6 +83,9 @@ NUDGE_CHECK_S = 1.0  # an idle worker waiting on a busy one looks at the stop th
 # other one's leaving was not seen (its number changed, it left at a pull).
 NUMBER_RECHECK_S = 300.0
 NEVER_DELIVERED = "the dialer never had this lead: nothing to withdraw, no request sent"
+# A push a stop or the run's deadline cancelled while its request was out: the dialer
+# may hold what was sent (Pusher._cut_off).
+CUT_OFF = "cut off by a stop or the run's deadline before the dialer answered; it may hold the lead"
 # A withdrawal past max_attempts: tried again (WITHDRAWAL_RETRY_S), never a dead letter
 # (the number stays dialable until the dialer lets it go); `status` and /readyz say so.
 WITHDRAWAL_FAILING = "withdrawal failed"
@@ -654,6 +657,9 @@ class Pusher:
         try:
             with fenced(fence):
                 results = await self.sink.push(batch)
+        except asyncio.CancelledError:
+            await self._cut_off(batch)
+            raise
         except ClaimLost as exc:
             await self._claim_lost(batch, exc)
             return
@@ -723,6 +729,38 @@ class Pusher:
         if self.observer is not None:
             self.observer.push_latency(self.sink.name, time.monotonic() - started)
         await self._complete(batch, results)
+
+    async def _cut_off(self, batch: Sequence[QueuedLead]) -> None:
+        """Return a batch whose request was cut off to the outbox, due at once, in doubt.
+
+        The request may have reached the dialer: each lead's attempt stays spent and the
+        number sent is kept, so a removal the CRM queues before the next push names the
+        record the dialer may hold (``StoredLead.in_doubt``) instead of settling it as
+        never delivered. Unrecorded (the store is gone too), the next start releases the
+        claim, its attempt still spent.
+        """
+        now = self.clock.time()
+        completions = [
+            Completion(
+                q.key,
+                q.hash,
+                ResultKind.RETRY,
+                CUT_OFF,
+                next_at=now,
+                claim=q.claim,
+                attempted=q.lead.phone if q.action is Action.UPSERT else "",
+            )
+            for q in batch
+        ]
+        try:
+            await self.store.complete(self.sink.name, completions)
+        except StoreError as exc:
+            self.log.warning(
+                "push.cut_off.unrecorded",
+                leads=len(batch),
+                reason=str(exc),
+                action="none: the next start returns them to the outbox, in doubt",
+            )
 
     async def _claim_lost(self, batch: Sequence[QueuedLead], exc: ClaimLost) -> None:
         """Another replica took some of the batch over (this one froze past their lease):

@@ -646,11 +646,13 @@ class PostgresStore(SqliteStore):
     # -- claims that survive a dead replica ---------------------------------------
 
     async def release_inflight(self, sink: str | None = None) -> int:
-        """Return to the outbox this replica's claims and those whose lease ran out."""
+        """Return to the outbox this replica's claims and those whose lease ran out.
+
+        Their attempt stays spent: the push may have sent its request before it was cut
+        off or its replica died, so a lead never delivered stays in doubt."""
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL,"
-                " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
+                "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL"
                 " WHERE state = 'inflight' AND (CAST(? AS TEXT) IS NULL OR sink = ?)"
                 f" AND (lease_holder = ? OR lease_holder IS NULL OR lease_until < {NOW})",
                 (sink, sink, self.holder),

@@ -84,7 +84,8 @@ _KEEP_NEWEST = frozenset({"runs"})
 
 _GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
 # A lead never delivered with an attempt spent: sent, and the answer never came (a
-# refusal is 'rejected'; an attempt not sent is given back, _GIVE_BACK). In flight it is
+# refusal is 'rejected'; an attempt known unsent is given back, _GIVE_BACK; a claim
+# released after a crash or a cut-off push keeps it: its request may have gone). In flight it is
 # left to the push's completion (a removal queued meanwhile takes the number then).
 _IN_DOUBT = (
     "(l.delivered_hash IS NULL AND l.action = 'upsert' AND l.attempts > 0"
@@ -765,11 +766,13 @@ class SqliteStore:
     # -- push --------------------------------------------------------------
 
     async def release_inflight(self, sink: str | None = None) -> int:
-        """Return claimed leads to the outbox (after a crash, or on shutdown)."""
+        """Return claimed leads to the outbox (after a crash, or on shutdown).
+
+        Their attempt stays spent: a push cut off or killed may have sent its request,
+        so a lead never delivered stays in doubt (the dialer may hold it)."""
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE leads SET state = 'pending', lease_until = NULL,"
-                f" attempts = {_GIVE_BACK}"
+                "UPDATE leads SET state = 'pending', lease_until = NULL"
                 " WHERE state = 'inflight' AND (CAST(? AS TEXT) IS NULL OR sink = ?)",
                 (sink, sink),
             )

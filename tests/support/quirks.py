@@ -227,14 +227,14 @@ class Played:
     states: dict[str, str] = field(default_factory=dict)  # key -> syncd's state for the sink
 
 
-def write_config(tmp_path: Path, vendor: Vendor, url: str) -> Path:
+def write_config(tmp_path: Path, vendor: Vendor, url: str, timeout_s: float = TIMEOUT_S) -> Path:
     (tmp_path / "inbox").mkdir(exist_ok=True)
     path = tmp_path / "syncd.toml"
     path.write_text(
         COMMON.format(
             state=tmp_path / "state" / "state.db",
             inbox=tmp_path / "inbox",
-            timeout_s=TIMEOUT_S,
+            timeout_s=timeout_s,
             sink=vendor.sink.format(url=url),
         ),
         encoding="utf-8",
@@ -264,12 +264,17 @@ def play(
     delete_every: int = 9,
     window_s: float = 0.0,
     may_refuse: bool = False,
+    timeout_s: float = TIMEOUT_S,
 ) -> Played:
-    """Run one row: drop, run, drop deletions, run; after a quirk window, run once more."""
+    """Run one row: drop, run, drop deletions, run; after a quirk window, run once more.
+
+    ``timeout_s``: the sinks' read timeout; one longer than a run's deadline has the
+    deadline, not the timeout, cut a slow request.
+    """
     crm = crm_leads(leads, households)
     deleted = {lead.key for i, lead in enumerate(crm) if i % delete_every == 4}
     with served(vendor, quirks) as (sim, url, clock):
-        config = write_config(tmp_path, vendor, url)
+        config = write_config(tmp_path, vendor, url, timeout_s)
         inbox = tmp_path / "inbox"
         played = Played(vendor, sim, crm, deleted, quirks, may_refuse)
         drop_csv(inbox, "monday.csv", export(crm))
