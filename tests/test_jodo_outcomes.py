@@ -387,6 +387,21 @@ async def test_recording_links_arrive_on_a_later_poll_after_data_not_found(
     assert await store.kv_get("jodo:jodo", "recordings.pending") is None
 
 
+async def test_a_recording_link_is_kept_with_the_leads_outcome_not_per_lead_in_kv(
+    store: SqliteStore,
+) -> None:
+    sim = dialling(recording_delay_s=0)
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store)
+        await push(sink, store, [lead(1), lead(2)])
+        assert await sink.poll_outcomes() == 2
+        assert await sink.poll_outcomes() == 0  # the link is known: the row is unchanged
+        await sink.close()
+    assert all(o["recording_url"] for o in (await outcomes(store)).values())
+    per_lead = await store.db.execute_fetchall("SELECT scope FROM kv WHERE name IN ('L1', 'L2')")
+    assert per_lead == []  # nothing of a lead outlives it in kv (issue 30, point 7)
+
+
 async def test_a_single_awaited_recording_is_asked_with_customer_recording(
     store: SqliteStore,
 ) -> None:

@@ -376,6 +376,10 @@ class StateStore(SinkLedger, Protocol):
 
     # outcomes and agents
     async def record_outcomes(self, outcomes: Iterable[Outcome]) -> int: ...
+    async def recording_links(self, sink: str, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Return key -> (call id, recording link) of the stored outcomes that have a link."""
+        ...
+
     async def delivered(
         self, sink: str, *, after_key: str = "", limit: int = 500
     ) -> list[tuple[str, str | None, str]]: ...

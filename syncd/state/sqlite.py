@@ -1340,6 +1340,10 @@ class SqliteStore:
 
     # -- outcomes, agents, kv ------------------------------------------------
 
+    async def recording_links(self, sink: str, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+        rows = await self._by_keys("SELECT key, call_id, recording_url FROM outcomes", sink, keys)
+        return {key: (str(call), str(url)) for key, call, url in rows if call and url}
+
     async def record_outcomes(self, outcomes: Iterable[Outcome]) -> int:
         """Store outcomes that are new or changed; return how many were.
 

@@ -3,8 +3,9 @@
 A recording often does not exist yet when the call's outcome first shows up
 (per-call status 67, "Data not found"). Such outcomes wait in a ledger (one kv
 entry, one entry per lead: a newer call replaces an older one) and are asked for
-again on later polls until ``recordings.max_age_s``. The link found last for each
-lead is kept in kv so an unchanged row seen again keeps its link.
+again on later polls until ``recordings.max_age_s``. The link found goes into the
+lead's stored outcome with its call id, so an unchanged row seen again keeps it (and
+it goes with the lead).
 """
 
 from __future__ import annotations
@@ -107,7 +108,6 @@ class Recordings:
         self.settings = settings
         self.log = log
         self.scope = f"jodo:{sink}"
-        self.links_scope = f"jodo:{sink}:recording"
 
     async def attach(self, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
         """Return ``outcomes`` with known links set, plus older outcomes whose link came now."""
@@ -115,13 +115,14 @@ class Recordings:
             return outcomes
         pending = await self._load()
         fresh: dict[str, Outcome] = {}
+        known = await self.store.recording_links(self.sink, [o.key for o in outcomes if o.call_id])
         for o in outcomes:
             if not o.call_id:
                 pending.pop(o.key, None)  # a link belongs to the lead's latest call only
                 continue
-            known = await self._known(o.key)
-            if known and known.get("call_id") == o.call_id:
-                o.recording_url = str(known.get("url", ""))
+            call_id, link = known.get(o.key, ("", ""))
+            if call_id == o.call_id:
+                o.recording_url = link
                 pending.pop(o.key, None)
                 continue
             fresh[o.key] = o
@@ -159,19 +160,12 @@ class Recordings:
                 if outcome is None:  # seen on an earlier poll; report it again with its link
                     outcome = outcome_from_json(self.sink, entry["outcome"], now)
                     result.append(outcome)
-                outcome.recording_url = url
-                await self.store.kv_set(
-                    self.links_scope, key, json.dumps({"call_id": entry["call_id"], "url": url})
-                )
+                outcome.recording_url = url  # kept with the outcome: known next time
                 del pending[key]
             if links:
                 self.log.info("sink.recordings.found", found=len(links), waiting=len(pending))
         await self._save(pending)
         return result
-
-    async def _known(self, key: str) -> dict[str, Any] | None:
-        text = await self.store.kv_get(self.links_scope, key)
-        return dict(json.loads(text)) if text else None
 
     def _expire(self, pending: dict[str, dict[str, Any]], now: datetime) -> None:
         oldest_allowed = now.timestamp() - self.settings.max_age_s
