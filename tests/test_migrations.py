@@ -44,6 +44,7 @@ RELEASED: dict[str, str] = {
     "sqlite/0014_status_indexes.sql": "9feb65a4b0f168bac44ea9fb2251285af7806b713146a04426d27fe7942c006a",
     "sqlite/0015_sink_ledger.sql": "2bbc819a1d4cc69dfb436292671c731d1a4ada6a2a81c71200dbe96ac880eb4e",
     "sqlite/0016_sink_ledger_ref.sql": "875dc783d7a11b43a22b8af45ee476f2bcd068f1638e9897485207ecc3aef5e6",
+    "sqlite/0017_leads_doubt_number.sql": "24a125163c2464b1fbcb97810918fb9a3adb166ed825ef8b52dc71c3de4a96a3",
     "postgres/0001_initial.sql": "57547165a7a98e5cae6f4488fef62a9cc4a0470c540088972255d797c491eadf",
     "postgres/0002_leads_waits_for.sql": "6125d66944bf732b91ae3153ea7573c7f131f09ffe91b8d8f43d6acb388946de",
     "postgres/0003_audit_facts.sql": "f2b454fdaa9dcc5278c079d2c41e6674ecc04ac6651c6871ccc700a7e10dcc4d",
@@ -60,6 +61,7 @@ RELEASED: dict[str, str] = {
     "postgres/0014_status_indexes.sql": "184587563bf786a917df7a9ac5da77968b2f7a72c1e3e749ad8ddee86891d35f",
     "postgres/0015_sink_ledger.sql": "646a55da153f63558cdf0763ad4945b5389706b0a99229c733d3cb75398a3074",
     "postgres/0016_sink_ledger_ref.sql": "2cf1b98eb9256e91d12486972ce1573524ac88761f1184c255f03fa0ddf1995b",
+    "postgres/0017_leads_doubt_number.sql": "e31f5596c63223fa92de03a8305035f335787fc09478cfdc65ee9a1e47a5286f",
 }
 
 

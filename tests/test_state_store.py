@@ -28,7 +28,7 @@ from syncd.state.base import (
 )
 from syncd.state.postgres import dsn_of
 from syncd.state.sqlite import SqliteStore, consent_query, pairs_per_query
-from tests.support.stores import KINDS, fresh_store, new_schema, pg_url
+from tests.support.stores import KINDS, fresh_store, new_schema, pg_url, store_at_schema
 
 
 @pytest.fixture(params=KINDS)
@@ -115,6 +115,89 @@ async def test_a_lead_sent_and_unanswered_is_in_doubt_with_the_number_it_was_sen
             "L2": (False, None),
             "L3": (False, None),
         }
+
+
+async def doubt_of(store: SqliteStore, key: str) -> tuple[bool, str | None]:
+    found = (await store.lookup("jodo", [key]))[key]
+    return bool(found.in_doubt), found.attempted
+
+
+async def test_a_lead_in_doubt_stays_in_doubt_with_the_number_sent_when_the_crm_changes_it(
+    store: SqliteStore,
+) -> None:
+    await enqueue(store, "L1", "h1")  # sent as +1, the answer lost
+    await store.claim("jodo", 10, 60)
+    await store.complete(
+        "jodo", [Completion("L1", "h1", ResultKind.RETRY, "timed out", next_at=0.0, attempted="+1")]
+    )
+    changed = ChunkWrite("run2", "crm", "b.csv")
+    changed.leads["jodo"] = [
+        LeadWrite("L1", "h2", "raw2", '{"key":"L1","phone":"+2"}', Action.UPSERT, "changed", 2)
+    ]
+    await store.apply_chunk(changed)  # the new version is queued, not sent yet
+    assert await doubt_of(store, "L1") == (True, "+1")  # the dialer may hold +1
+
+
+async def test_a_lead_in_doubt_refused_or_given_up_on_and_retried_stays_in_doubt(
+    store: SqliteStore,
+) -> None:
+    await enqueue(store, "L1", "h1")
+    await enqueue(store, "L2", "h2")
+    await store.claim("jodo", 10, 60)
+    lost = [
+        Completion(k, h, ResultKind.RETRY, "timed out", next_at=0.0, attempted="+1")
+        for k, h in (("L1", "h1"), ("L2", "h2"))
+    ]
+    await store.complete("jodo", lost)
+    await store.claim("jodo", 10, 60)
+    await store.complete(
+        "jodo",
+        [
+            # the first upload had landed: the dialer says it holds the record already
+            Completion("L1", "h1", ResultKind.REJECTED, "Duplicate record"),
+            Completion("L2", "h2", ResultKind.RETRY, "timed out", final=True, attempted="+1"),
+        ],
+    )
+    assert await doubt_of(store, "L1") == (True, "+1")
+    assert await store.retry_failed("jodo") == 2  # an operator's `syncd retry`
+    assert await doubt_of(store, "L1") == (True, "+1")
+    assert await doubt_of(store, "L2") == (True, "+1")
+
+
+async def test_a_lead_delivered_after_its_doubt_is_no_longer_in_doubt(store: SqliteStore) -> None:
+    await enqueue(store, "L1", "h1")
+    await store.claim("jodo", 10, 60)
+    await store.complete(
+        "jodo", [Completion("L1", "h1", ResultKind.RETRY, "timed out", next_at=0.0, attempted="+1")]
+    )
+    await store.claim("jodo", 10, 60)
+    await store.complete("jodo", [Completion("L1", "h1", ResultKind.DELIVERED, vendor_ref="r1")])
+    assert await doubt_of(store, "L1") == (False, None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_upgraded_store_keeps_its_leads_in_doubt_and_drops_per_lead_links(
+    kind: str, tmp_path: Path
+) -> None:
+    def lead_row(key: str, state: str, attempts: int, delivered: str = "NULL") -> str:
+        return (
+            "INSERT INTO leads (sink, key, hash, lead_json, action, state, attempts, next_at,"
+            " delivered_hash, created_at, updated_at) VALUES ('jodo', "
+            f"'{key}', 'h', '{{\"phone\": \"+{key[1:]}\"}}', 'upsert', '{state}', {attempts},"
+            f" 0, {delivered}, 0, 0)"
+        )
+
+    old = [
+        lead_row("L1", "pending", 1),  # sent, its answer lost
+        lead_row("L2", "pending", 0),  # never sent
+        lead_row("L3", "delivered", 1, "'h'"),
+    ]
+    links = [("jodo:jd:recording", "L1", '{"call_id": "c1", "url": "u"}')]
+    async with store_at_schema(kind, tmp_path, 16, links, old) as store:
+        doubts = {key: await doubt_of(store, key) for key in ("L1", "L2", "L3")}
+        left = await store.kv_get("jodo:jd:recording", "L1")
+    assert doubts == {"L1": (True, "+1"), "L2": (False, None), "L3": (False, None)}
+    assert left is None
 
 
 async def test_a_removal_queued_while_its_upsert_was_in_flight_takes_the_number_sent(

@@ -45,7 +45,7 @@ from syncd.errors import StoreError
 from syncd.state import migrations
 from syncd.state.base import ChunkWrite, ListedLead, SchemaState
 from syncd.state.migrations import Migration
-from syncd.state.sqlite import SqliteStore, new_claim_token
+from syncd.state.sqlite import RELEASED_DOUBT, SqliteStore, new_claim_token
 
 log = structlog.get_logger("syncd.state")
 
@@ -652,7 +652,8 @@ class PostgresStore(SqliteStore):
         off or its replica died, so a lead never delivered stays in doubt."""
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL"
+                "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL,"
+                f" {RELEASED_DOUBT}"
                 " WHERE state = 'inflight' AND (CAST(? AS TEXT) IS NULL OR sink = ?)"
                 f" AND (lease_holder = ? OR lease_holder IS NULL OR lease_until < {NOW})",
                 (sink, sink, self.holder),

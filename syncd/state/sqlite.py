@@ -83,16 +83,25 @@ _PRUNABLE: dict[str, tuple[str, str, str]] = {
 _KEEP_NEWEST = frozenset({"runs"})
 
 _GIVE_BACK = "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"  # an attempt not spent
-# A lead never delivered with an attempt spent: sent, and the answer never came (a
-# refusal is 'rejected'; an attempt known unsent is given back, _GIVE_BACK; a claim
-# released after a crash or a cut-off push keeps it: its request may have gone). In flight it is
-# left to the push's completion (a removal queued meanwhile takes the number then).
+# A lead never delivered with a version sent whose answer never came: `doubt_number`
+# is that version's number (set by a push's retry that names it, or by a claim
+# released after a crash; cleared by a delivery). In flight it is left to the push's
+# completion (a removal queued meanwhile takes the number then).
 _IN_DOUBT = (
-    "(l.delivered_hash IS NULL AND l.action = 'upsert' AND l.attempts > 0"
-    " AND l.state IN ('pending', 'held', 'failed'))"
+    "(l.delivered_hash IS NULL AND l.action = 'upsert' AND l.doubt_number IS NOT NULL"
+    " AND l.state != 'inflight')"
+)
+# A push's result naming the number sent, its answer lost (params: it twice; '' names
+# none and leaves the doubt as it was).
+_DOUBT_SENT = "doubt_number = CASE WHEN CAST(? AS TEXT) != '' THEN ? ELSE doubt_number END"
+# A claim released without its result (a crash, a cut-off push): its request may have
+# gone, so the version claimed is in doubt by its number.
+RELEASED_DOUBT = (
+    "doubt_number = CASE WHEN action = 'upsert' AND delivered_hash IS NULL"
+    " THEN COALESCE(json_extract(lead_json, '$.phone'), doubt_number) ELSE doubt_number END"
 )
 # StoredLead's in_doubt and attempted (the number of the version sent in doubt)
-_DOUBT_COLUMNS = f"{_IN_DOUBT}, CASE WHEN {_IN_DOUBT} THEN json_extract(l.lead_json, '$.phone') END"
+_DOUBT_COLUMNS = f"{_IN_DOUBT}, CASE WHEN {_IN_DOUBT} THEN l.doubt_number END"
 # Fencing: a claim's results and requeues apply only where the lead still carries the
 # claim's token (params: the token twice); None (no claim known) matches by key alone.
 _FENCE = "(CAST(? AS TEXT) IS NULL OR claim_token = ?)"
@@ -772,7 +781,7 @@ class SqliteStore:
         so a lead never delivered stays in doubt (the dialer may hold it)."""
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE leads SET state = 'pending', lease_until = NULL"
+                f"UPDATE leads SET state = 'pending', lease_until = NULL, {RELEASED_DOUBT}"
                 " WHERE state = 'inflight' AND (CAST(? AS TEXT) IS NULL OR sink = ?)",
                 (sink, sink),
             )
@@ -873,10 +882,13 @@ class SqliteStore:
             elif c.kind is ResultKind.REJECTED:
                 rejected.append((c.pushed_hash, c.reason, sink, c.key, *fence))
             elif c.final:
-                failed.append((c.pushed_hash, c.reason, sink, c.key, *fence))
+                doubt = (c.attempted, c.attempted)
+                failed.append((c.pushed_hash, c.reason, *doubt, sink, c.key, *fence))
             else:
                 attempted = (c.attempted, c.attempted)
-                retry.append((c.next_at or now, c.reason, *attempted, sink, c.key, *fence))
+                retry.append(
+                    (c.next_at or now, c.reason, *attempted, *attempted, sink, c.key, *fence)
+                )
         # A statement with no rows is skipped: each is a hop to SQLite's thread and back,
         # and a batch the dialer took whole has only deliveries (three hops of nine).
         # When the CRM changed the lead while it was in flight, the newer content
@@ -892,7 +904,7 @@ class SqliteStore:
                 -- a window withdrawal keeps when the lead went in: a call since then
                 -- keeps it from coming back (window_closed)
                 delivered_at = CASE WHEN {WINDOW_WITHDRAWAL} THEN delivered_at ELSE ? END,
-                delivered_hash = ?,
+                delivered_hash = ?, doubt_number = NULL,
                 dial_until = CASE WHEN action = 'delete' THEN dial_until
                                   ELSE CAST(? AS DOUBLE PRECISION) END,
                 last_error = NULL, lease_until = NULL, next_at = 0, claim_token = NULL
@@ -900,17 +912,27 @@ class SqliteStore:
             """,
             delivered,
         )
-        for status, rows in (("rejected", rejected), ("failed", failed)):
-            await _each(
-                db,
-                f"""
-                UPDATE leads SET
-                    state = CASE WHEN hash != ? THEN 'pending' ELSE '{status}' END,
-                    last_error = ?, lease_until = NULL, next_at = 0, claim_token = NULL
-                WHERE sink = ? AND key = ? AND {_FENCE}
-                """,
-                rows,
-            )
+        await _each(
+            db,
+            f"""
+            UPDATE leads SET
+                state = CASE WHEN hash != ? THEN 'pending' ELSE 'rejected' END,
+                last_error = ?, lease_until = NULL, next_at = 0, claim_token = NULL
+            WHERE sink = ? AND key = ? AND {_FENCE}
+            """,
+            rejected,
+        )
+        await _each(
+            db,
+            f"""
+            UPDATE leads SET
+                state = CASE WHEN hash != ? THEN 'pending' ELSE 'failed' END,
+                last_error = ?, {_DOUBT_SENT},
+                lease_until = NULL, next_at = 0, claim_token = NULL
+            WHERE sink = ? AND key = ? AND {_FENCE}
+            """,
+            failed,
+        )
         # A removal the CRM queued while this upsert was in flight, its answer now lost:
         # the dialer may hold the version sent; the removal names it by its number.
         await _each(
@@ -918,7 +940,7 @@ class SqliteStore:
             "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
             " lead_json = CASE WHEN action = 'delete' AND delivered_hash IS NULL"
             " AND CAST(? AS TEXT) != '' THEN json_set(lead_json, '$.phone', ?)"
-            " ELSE lead_json END,"
+            f" ELSE lead_json END, {_DOUBT_SENT},"
             f" lease_until = NULL, claim_token = NULL WHERE sink = ? AND key = ? AND {_FENCE}",
             retry,
         )

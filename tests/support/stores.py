@@ -63,10 +63,15 @@ async def fresh_store(
 
 @asynccontextmanager
 async def store_at_schema(
-    kind: str, tmp_path: Path, version: int, kv: Sequence[tuple[str, str, str]]
+    kind: str,
+    tmp_path: Path,
+    version: int,
+    kv: Sequence[tuple[str, str, str]],
+    statements: Sequence[str] = (),
 ) -> AsyncIterator[SqliteStore]:
-    """Yield a store made at schema ``version`` holding ``kv`` rows, opened (so migrated
-    to the newest schema) by this syncd; a PostgreSQL one is dropped afterwards."""
+    """Yield a store made at schema ``version`` holding ``kv`` rows (and what
+    ``statements``, SQL both databases take, wrote), opened (so migrated to the newest
+    schema) by this syncd; a PostgreSQL one is dropped afterwards."""
     if kind == "sqlite":
         db = tmp_path / "state.db"
         with sqlite3.connect(db) as conn:
@@ -74,6 +79,8 @@ async def store_at_schema(
                 conn.executescript(step.sql)
             conn.execute(f"PRAGMA user_version={version:d}")
             conn.executemany("INSERT INTO kv (scope, name, value) VALUES (?, ?, ?)", kv)
+            for statement in statements:
+                conn.execute(statement)
         store = SqliteStore(db)
         await store.open()
         try:
@@ -91,6 +98,8 @@ async def store_at_schema(
                 await conn.execute(step.sql)
                 await conn.execute("INSERT INTO schema_version VALUES ($1)", step.number)
             await conn.executemany("INSERT INTO kv (scope, name, value) VALUES ($1, $2, $3)", kv)
+            for statement in statements:
+                await conn.execute(statement)
     finally:
         await conn.close()
     store = PostgresStore(pg_url(), schema=schema)
