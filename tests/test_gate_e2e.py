@@ -13,6 +13,7 @@ from typing import Any
 from syncd.simulators.ameyo.api import AmeyoSimulator
 from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.jodo.api import JodoSimulator, create_app
+from syncd.simulators.quirks import Quirks
 from syncd.simulators.server import running
 from syncd.simulators.ucontact.api import UContactSimulator
 from syncd.simulators.ucontact.api import create_app as ucontact_app
@@ -211,6 +212,32 @@ source = "ndnc"
 column = "number"
 default_region = "IN"
 """
+
+
+async def test_a_number_listed_while_its_upload_is_in_doubt_is_withdrawn_from_the_dialer(
+    tmp_path: Path,
+) -> None:
+    jodo = JodoSimulator(agents={"supervisor": 1})
+    lists = tmp_path / "dnc-inbox"
+    lists.mkdir()
+    with running(create_app(jodo)) as url:
+        path = write_config(
+            tmp_path,
+            [withdrawing_jodo(url) | {"timeout_s": 1.0}],
+            routes=[route("jodo", policy={"dnc_lists": ["ndnc"]})],
+            extra_toml=DNC_LIST.format(inbox=lists),
+        )
+        # The dialer stores each upload and answers after syncd stopped waiting.
+        jodo.quirks.set(Quirks(store_then_slow_s=3.0))
+        drop_csv(tmp_path / "inbox", "day1.csv", HEADER + "L1,F,L,9820012341,,\n")
+        first = await run_at(path, FakeClock(at("2026-11-30 06:00")), deadline_s=4)
+        jodo.quirks.set(Quirks())
+        drop_csv(lists, "ndnc.csv", "number\n+919820012341\n")
+        second = await run_at(path, FakeClock(at("2026-11-30 06:00")))
+
+    assert first.sinks["jodo"].delivered == 0 and held_by(jodo) == {"L1"}  # in doubt
+    assert second.dnc["ndnc"]["withdrawn"] == 1
+    assert "00919820012341" in {d["contactvalue"] for d in jodo.dispositions}
 
 
 async def test_a_number_added_to_a_do_not_call_list_after_delivery_is_withdrawn_everywhere(

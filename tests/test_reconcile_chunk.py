@@ -197,6 +197,22 @@ def test_the_removal_of_a_lead_sent_in_doubt_names_the_number_it_was_sent_with()
     assert json.loads(write.lead_json) == {"key": "A", "phone": "+919820000004"}
 
 
+def test_a_lead_sent_in_doubt_that_the_gate_now_blocks_is_withdrawn_by_that_number() -> None:
+    doubt = known(hash_="h1", state="pending", delivered=False, in_doubt=True,
+                  attempted="+919820000004")  # fmt: skip
+    listed: MappedRow = (2, "A", "h2", '{"key":"A"}', "blocked (dnc): on the list", False, "")
+    plan = plan_chunk(
+        [listed], {2: ["A", "yes"]}, {2: "raw"}, {"A": doubt}, origin=ORIGIN, run_id=RUN
+    )
+    assert plan.counts == {"deleted": 1}  # the dialer may hold it: it gets a removal
+    [write] = plan.writes
+    assert (write.action, write.enqueue) == (Action.DELETE, True)
+    assert json.loads(write.lead_json) == {"key": "A", "phone": "+919820000004"}
+    assert [r.reason for r in plan.rejects] == [
+        "blocked (dnc): on the list; its withdrawal from the dialer is queued"
+    ]
+
+
 def test_a_delivered_lead_s_removal_carries_no_number_its_vendor_ref_names_it() -> None:
     plan = plan_chunk(
         [mapped(2, "A", "hdel", deleted=True)], {2: ["A", "yes"]}, {2: "raw"},

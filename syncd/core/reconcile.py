@@ -351,8 +351,9 @@ def _plan_blocked(
 ) -> None:
     """Refuse a lead the safety gate blocks, and take it back from where it went.
 
-    Delivered: the dialer gets a removal (counted as deleted). Still queued: it is
-    taken off the outbox before anyone calls it. Either way the reason is kept.
+    Delivered or sent in doubt: the dialer gets a removal (counted as deleted). Still
+    queued, never sent: it is taken off the outbox before anyone calls it. Either way
+    the reason is kept.
     """
     key = lead[0]
     code = block_code(reason)
@@ -360,7 +361,11 @@ def _plan_blocked(
     plan.superseded += supersedes
     if previous is not None and previous.state in ACTIVE_STATES and previous.run_id != run_id:
         plan.carried_requeued += 1  # counted as carried over; accounted for here instead
-    if previous is not None and previous.delivered and previous.hash != lead[1]:
+    # Delivered, or sent in doubt (the dialer may hold the version sent): withdrawn.
+    held = previous is not None and (previous.delivered or previous.in_doubt)
+    if previous is not None and held and previous.hash != lead[1]:
+        if not previous.delivered:  # named by the number sent (its removal has no ref)
+            lead = (*lead[:3], naming_attempt(lead[3], previous.attempted))
         plan.writes.append(LeadWrite(*lead, Action.DELETE, Decision.DELETED.value, line))
         plan.count(Decision.DELETED.value)
         why = f"{reason}; its withdrawal from the dialer is queued"

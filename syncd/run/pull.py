@@ -38,6 +38,7 @@ from syncd.core.reconcile import (
     RowReject,
     Versions,
     latest_of,
+    naming_attempt,
     older_rows,
     plan_chunk,
     row_keys,
@@ -704,7 +705,10 @@ class DncPuller:
             done.add((lead.sink, lead.key))
             why = f"blocked (dnc_list:{listing.name}): {lead.number} is on the do-not-call list"
             counts = self.summary.sink(lead.sink)
-            if lead.delivered:
+            # Sent in doubt (the dialer may hold it) is withdrawn as a delivered lead is,
+            # by the number sent (its removal has no dialer id to go by).
+            doubt = None if lead.delivered or lead.state == "inflight" else lead.doubt_number
+            if lead.delivered or doubt:
                 why += "; its withdrawal from the dialer is queued"
                 kind, state = "deleted", "pending"
                 if lead.state not in ("pending", "inflight", "held"):
@@ -717,6 +721,7 @@ class DncPuller:
                 continue
             code = f"dnc_list:{listing.name}"
             gone_hash, gone_json = withdrawal(lead.key, code)
+            gone_json = naming_attempt(gone_json, doubt)
             facts = Facts(
                 numbers=(lead.number,),
                 zones=lead_zones([lead.number], "", fallback[lead.sink]),

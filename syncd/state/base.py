@@ -71,6 +71,9 @@ class ListedLead:
     number: str
     hash: str = ""  # the lead as stored: what comes back if the number leaves the list
     lead_json: str = ""
+    # never delivered, but a version was sent whose answer never came: its number (the
+    # dialer may hold it under that number)
+    doubt_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from syncd.errors import StoreError
 from syncd.state import migrations
 from syncd.state.base import ChunkWrite, ListedLead, SchemaState
 from syncd.state.migrations import Migration
-from syncd.state.sqlite import RELEASED_DOUBT, SqliteStore, new_claim_token
+from syncd.state.sqlite import RELEASED_DOUBT, SqliteStore, listed_lead, new_claim_token
 
 log = structlog.get_logger("syncd.state")
 
@@ -881,12 +881,12 @@ class PostgresStore(SqliteStore):
     async def listed_leads(self, list_name: str) -> list[ListedLead]:
         query = """
             SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, d.number,
-                l.hash, l.lead_json
+                l.hash, l.lead_json, l.doubt_number
             FROM dnc_numbers d JOIN leads l ON (l.lead_json::jsonb ->> 'phone') = d.number
             WHERE d.list = $1 AND d.checked = 0
             UNION
             SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value,
-                l.hash, l.lead_json
+                l.hash, l.lead_json, l.doubt_number
             FROM leads l CROSS JOIN LATERAL jsonb_array_elements_text(
                 CASE WHEN jsonb_typeof(l.lead_json::jsonb -> 'alt_phones') = 'array'
                      THEN l.lead_json::jsonb -> 'alt_phones' ELSE '[]'::jsonb END) AS j(value)
@@ -899,7 +899,7 @@ class PostgresStore(SqliteStore):
             ):
                 return []
             rows = await db.execute_fetchall(query, (list_name,))
-        return [ListedLead(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+        return [listed_lead(r) for r in rows]
 
 
 async def _rollback_only(conn: asyncpg.Connection) -> None:

@@ -100,6 +100,14 @@ RELEASED_DOUBT = (
     "doubt_number = CASE WHEN action = 'upsert' AND delivered_hash IS NULL"
     " THEN COALESCE(json_extract(lead_json, '$.phone'), doubt_number) ELSE doubt_number END"
 )
+
+
+def listed_lead(row: Sequence[Any]) -> ListedLead:
+    """Return a row of ``listed_leads``' query (its columns in ListedLead's order)."""
+    sink, key, state, delivered, raw_hash, number, hash_, text, doubt = row
+    return ListedLead(sink, key, state, bool(delivered), raw_hash, number, hash_, text, doubt)
+
+
 # StoredLead's in_doubt and attempted (the number of the version sent in doubt)
 _DOUBT_COLUMNS = f"{_IN_DOUBT}, CASE WHEN {_IN_DOUBT} THEN l.doubt_number END"
 # Fencing: a claim's results and requeues apply only where the lead still carries the
@@ -1641,13 +1649,13 @@ class SqliteStore:
         # against a million leads ran for hours.
         query = """
             SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash,
-                json_extract(l.lead_json, '$.phone'), l.hash, l.lead_json
+                json_extract(l.lead_json, '$.phone'), l.hash, l.lead_json, l.doubt_number
             FROM leads l
             WHERE EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.list = ?
                 AND d.number = json_extract(l.lead_json, '$.phone') AND d.checked = 0)
             UNION
             SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value,
-                l.hash, l.lead_json
+                l.hash, l.lead_json, l.doubt_number
             FROM leads l CROSS JOIN json_each(l.lead_json, '$.alt_phones') j
             WHERE json_array_length(l.lead_json, '$.alt_phones') > 0
                 AND EXISTS (SELECT 1 FROM dnc_numbers d
@@ -1660,10 +1668,7 @@ class SqliteStore:
                 if await cur.fetchone() is None:
                     return []
             async with self.db.execute(query, (list_name, list_name)) as cur:
-                return [
-                    ListedLead(sink, key, state, bool(delivered), raw_hash, number, h, text)
-                    async for sink, key, state, delivered, raw_hash, number, h, text in cur
-                ]
+                return [listed_lead(r) async for r in cur]
 
     async def consent_expired(
         self, sinks: Sequence[str], now: float, limit: int = 1000
