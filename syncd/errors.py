@@ -112,6 +112,13 @@ class RetryableError(VendorError):
         super().__init__(reason, vendor=vendor, code=code)
         self.retry_after = retry_after
 
+    @property
+    def answered(self) -> bool:
+        """Return True when the dialer answered that it took nothing (an HTTP status, a
+        vendor's code); False when nothing says whether it stored the request: no answer
+        (a timeout, a reset) or a gateway that gave up waiting for it (504)."""
+        return self.code is not None and self.code != "504"
+
 
 class SinkHeld(RetryableError):
     """The dialer refuses to take records *now*, for the sink as a whole; the records are fine.

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from syncd.errors import PermanentError, RetryableError
-from syncd.net.http import lenient_json, make_client, status_error
+from syncd.errors import PermanentError, RetryableError, SinkConfigError
+from syncd.net.http import lenient_json, make_client, status_error, transport_error
 from syncd.net.ratelimit import RateLimiter, RequestLimits
 from syncd.net.retry import (
     MAX_RETRY_AFTER_S,
@@ -251,3 +251,21 @@ async def test_an_unguarded_client_is_unchanged() -> None:
         async with make_client(timeout_s=5, verify_tls=True) as http:
             await asyncio.gather(*(http.get(url + "/") for _ in range(4)))
     assert seen["total"] == 4
+
+
+@pytest.mark.parametrize(
+    ("error", "answered"),
+    [
+        (status_error(httpx.Response(500), "jodo"), True),  # the dialer failed: took nothing
+        (status_error(httpx.Response(503), "jodo"), True),
+        (status_error(httpx.Response(429), "jodo"), True),
+        (status_error(httpx.Response(504), "jodo"), False),  # a gateway gave up waiting
+        (transport_error(httpx.ReadTimeout("timed out"), "jodo"), False),  # no answer
+        (transport_error(httpx.RemoteProtocolError("reset"), "jodo"), False),
+    ],
+)
+def test_a_failure_the_dialer_answered_is_told_from_one_that_may_have_been_stored(
+    error: RetryableError | SinkConfigError | None, answered: bool
+) -> None:
+    # An unanswered upload puts its leads in doubt (the dialer may hold them).
+    assert isinstance(error, RetryableError) and error.answered is answered

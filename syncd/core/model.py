@@ -168,6 +168,9 @@ class PushResult:
     retry_after: float | None = None
     reply: str = ""  # what the dialer answered for this lead (ADDED, statuscode 001…)
     deferred: bool = False  # a retry for syncd's own delay (cdr_delay_s), not a dialer failure
+    # a retry the dialer answered with a failure: it took nothing, so the lead is not in
+    # doubt (an unanswered request may have been stored: StoredLead.in_doubt)
+    answered: bool = False
 
     @classmethod
     def delivered(cls, key: str, vendor_ref: str | None = None, reply: str = "") -> PushResult:
@@ -178,8 +181,10 @@ class PushResult:
         return cls(key, ResultKind.REJECTED, reason=reason)
 
     @classmethod
-    def retry(cls, key: str, reason: str, retry_after: float | None = None) -> PushResult:
-        return cls(key, ResultKind.RETRY, reason=reason, retry_after=retry_after)
+    def retry(
+        cls, key: str, reason: str, retry_after: float | None = None, *, answered: bool = False
+    ) -> PushResult:
+        return cls(key, ResultKind.RETRY, reason=reason, retry_after=retry_after, answered=answered)
 
     @classmethod
     def defer(cls, key: str, reason: str, wait_s: float) -> PushResult:

@@ -690,7 +690,10 @@ class Pusher:
         except RetryableError as exc:
             self._said("warning", "sink.push.retry", str(exc), DIALER_FAILED, size=len(batch))
             self._unanswered(exc)
-            results = [PushResult.retry(q.key, str(exc), exc.retry_after) for q in batch]
+            answered = exc.answered
+            results = [
+                PushResult.retry(q.key, str(exc), exc.retry_after, answered=answered) for q in batch
+            ]
         except VendorError as exc:
             self._said("error", "sink.push.failed", str(exc), DIALER_FAILED, size=len(batch))
             self._unanswered(exc)
@@ -908,8 +911,10 @@ class Pusher:
                 claim=queued.claim,
             )
             if result.kind is ResultKind.RETRY and queued.action is Action.UPSERT:
-                # sent, its answer lost (syncd's own wait sent nothing)
-                completion.attempted = "" if result.deferred else queued.lead.phone
+                # sent, its answer lost (syncd's own wait sent nothing; a failure the
+                # dialer answered took nothing)
+                lost = not (result.deferred or result.answered)
+                completion.attempted = queued.lead.phone if lost else ""
             if result.kind is ResultKind.RETRY:
                 if withdrawal and queued.attempts >= self.cfg.max_attempts:
                     wait = max(self.cfg.retry_max_s, WITHDRAWAL_RETRY_S)
