@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -227,6 +229,94 @@ async def test_an_update_stamped_late_is_read_again_within_the_overlap(
         await sink.close()
     assert records_by_phone(sim)[dialled(1)]["attempts"] == "2"
     assert (await outcomes(store))["L1"]["attempts"] == (2 if read else 1)
+
+
+def serving_counted(sim: JodoSimulator) -> list[int]:
+    """Return a list the simulator appends to: the rows of each getProcessData it answers."""
+    served: list[int] = []
+    answer = sim.get_process_data
+
+    def counted(process: Any, body: dict[str, Any]) -> dict[str, Any]:
+        reply = answer(process, body)
+        served.append(len(reply.get("data") or []))
+        return reply
+
+    sim.get_process_data = counted  # type: ignore[method-assign]
+    return served
+
+
+@pytest.mark.parametrize("skew_s", [0, -90])
+async def test_polls_after_a_large_import_read_what_is_new_not_the_whole_import_again(
+    store: SqliteStore, skew_s: float
+) -> None:
+    # A 1,000-record import lands at once; the dialer then works one record a second,
+    # some busy and dialled again later. Each poll must cost what changed since the last
+    # (plus a few seconds, and the part of the dialer's clock lag within the tolerance
+    # that polls do not follow), not the whole import for the 600 s of overlap_s; and
+    # every outcome, the later calls stamped by a clock 90 s behind ours too, is read.
+    ours = FakeClock(time.time())
+    plan = DialPlan(interval_s=1, retry_s=30, max_attempts=3, recording_delay_s=None)
+    sim = JodoSimulator(dial=plan, agents={"alice": 1}, clock=ours, clock_offset_s=skew_s)
+    served = serving_counted(sim)
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store, ours, recordings={"enabled": False})
+        await push(sink, store, [lead(n) for n in range(1, 1001)])
+        per_poll: list[int] = []
+        for _ in range(24):  # two minutes of polls, five seconds apart
+            ours.advance(5)
+            before = sum(served)
+            await sink.poll_outcomes()
+            per_poll.append(sum(served) - before)
+        await sink.close()
+    assert per_poll[0] >= 1000  # the import, read once as it is new
+    # Re-read only while it is within the margin: a few seconds, plus the clock lag.
+    margin_polls = 2 + math.ceil(abs(skew_s) / 5)
+    assert sum(1 for n in per_poll if n >= 1000) <= margin_polls, per_poll
+    # After that, a poll reads what was dialled since the last (5 calls) plus its margin.
+    bound = 5 * (2 + math.ceil(abs(skew_s) / 5)) + 5
+    assert max(per_poll[margin_polls:]) <= bound, per_poll
+    dialled_records = [r for r in sim.records() if r.get("attempts")]
+    assert len(dialled_records) >= 50 and any(r["attempts"] != "1" for r in dialled_records)
+    got = await outcomes(store)
+    for record in dialled_records:  # the latest call of each, re-dials included
+        assert got[record["leadnumber"]]["attempts"] == int(record["attempts"]), record
+
+
+async def test_a_change_readable_only_after_its_window_was_read_is_still_read(
+    store: SqliteStore,
+) -> None:
+    # A dialer whose write becomes readable a minute after the storedatetime it carries:
+    # the polls over that second have passed. The change is read still (by the time it
+    # is ten minutes old, the default), without every poll re-reading those ten minutes.
+    ours = FakeClock(time.time())
+    sim = JodoSimulator(clock=ours)  # the dialing engine is off: the test writes the call
+    served = serving_counted(sim)
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store, ours, recordings={"enabled": False})
+        await push(sink, store, [lead(n) for n in range(1, 201)])
+        await sink.poll_outcomes()
+        ours.advance(5)
+        stamped = jodo_time(datetime.fromtimestamp(ours.now, UTC), "UTC")
+        per_poll: list[int] = []
+        found_at: int | None = None
+        for n in range(140):  # 700 s of polls, five seconds apart
+            ours.advance(5)
+            if n == 12:  # 65 s after its stamp, the call's write becomes readable
+                record = records_by_phone(sim)[dialled(7)]
+                with sim.lock:
+                    record.update(
+                        {"callstatus": "Connected", "attempts": "1", "storedatetime": stamped}
+                    )
+            before = sum(served)
+            await sink.poll_outcomes()
+            per_poll.append(sum(served) - before)
+            if found_at is None and "L7" in await outcomes(store):
+                found_at = n
+        await sink.close()
+    assert found_at is not None and 12 <= found_at <= 12 + 600 // 5, found_at
+    assert (await outcomes(store))["L7"]["status"] == "connected"
+    # The import (200 records) was read again once, as it passed that age; not every poll.
+    assert sum(1 for n in per_poll if n >= 200) <= 2, per_poll
 
 
 async def test_a_long_gap_is_read_in_slices_no_wider_than_max_window(

@@ -54,7 +54,12 @@ class OutcomeSettings(Strict):
     # raw status (case-insensitive) -> CallStatus; added on top of the built-in table
     status_map: dict[str, CallStatus] = Field(default_factory=dict)
     last_call_format: str = "%Y-%m-%d %H:%M:%S"
-    overlap_s: float = Field(600.0, ge=0)  # each window re-reads this much of the previous one
+    # A change readable up to this long after its storedatetime is still read: each row
+    # is read once more at this age (the late pass), not by every poll until then.
+    settle_s: float = Field(600.0, ge=0)
+    # Each window re-reads this much of the previous one. Unset: a few seconds plus how far
+    # the dialer's clock is measured behind the window (what is new, not settle_s again).
+    overlap_s: float | None = Field(None, ge=0)
     max_window_s: float = Field(86400.0, gt=0)  # a longer gap is read in slices this long
     lookback_s: float = Field(86400.0, gt=0)  # how far back the very first poll reads
     match_field: str | None = None  # row field holding the lead key; default: the update key

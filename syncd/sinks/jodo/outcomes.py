@@ -1,16 +1,25 @@
 """Outcome polling: getProcessData over a moving ``storedatetime`` window, and by lead.
 
-Each poll reads ``[last window end - overlap, now]`` (in slices of at most
-``max_window_s``) so rows the dialer updated late, or stamped with a clock a
-little behind ours, are read again rather than missed; unchanged rows are
-dropped by the store's content hash. The window end is kept in the store's kv
-table and moves only after the outcomes of a slice are stored.
+Jodo stamps ``storedatetime`` (whole seconds, on its clock) when it stores a change
+to a record: an import, a call, a disposition, a reallocation. So each poll reads
+what is new: ``[last window end - overlap, now]``, the overlap only as wide as the
+stamps' uncertainty (a few seconds for the second cut off and a write committed a
+moment after its stamp, plus how far the dialer's clock, as its replies measure it,
+is behind where the window follows it). A change that becomes readable later than
+that is read by the late pass: each poll also reads, once, the rows stamped
+``settle_s`` ago, so a write readable up to ``settle_s`` after its stamp is read
+without every poll re-reading ``settle_s`` (a 20,000-record import re-read every
+few seconds for ten minutes). Windows longer than ``max_window_s`` are read in
+slices; unchanged rows read twice are dropped by the store's content hash. Both
+window ends are kept in the store's kv table and move only after the outcomes of
+a slice are stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +36,9 @@ from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome, worked
 from syncd.sinks.jodo.part import JodoPart
 from syncd.sinks.jodo.recordings import Recordings
 
+# storedatetime has whole seconds and is stamped as a change is stored: each window
+# re-reads this much for the second cut off and a write committed a moment after it.
+STAMP_MARGIN_S = 5.0
 MOBILE_BATCH = 100  # numbers per getProcessData by mobilenumber
 CONCURRENCY = 4  # by-lead searches in flight at once
 
@@ -53,11 +65,22 @@ class OutcomePoller(JodoPart):
     async def poll(self) -> int:
         """Store new or changed outcomes; return how many there were."""
         widen = self._follow_dialer_clock()
-        changed = await self._poll_window(widen)
+        ours = datetime.fromtimestamp(self.clock.time(), UTC)
+        now = self._dialer_now()  # the window is on the dialer's clock, as its rows are
+        start = await self._window_start(now, widen)
+        changed = 0
+        if not self.stopping.is_set():  # at a stop, only the slice of the window
+            changed += await self._poll_late(start, ours, widen)
+            if self.stopping.is_set():
+                return changed
+        changed += await self._poll_window(start, now, ours)
         if self.stopping.is_set():
             return changed
         if self._follow_dialer_clock():  # those answers put the dialer's clock elsewhere
-            changed += await self._poll_window(widen=True)
+            now = self._dialer_now()
+            start = await self._window_start(now, widen=True)
+            changed += await self._poll_window(start, now, ours)
+            await self._settled_to(self._late_until())  # that window read the whole lookback
         if self.settings.recheck_per_poll and not self.stopping.is_set():
             ours = datetime.fromtimestamp(self.clock.time(), UTC)
             changed += await self.ingest(await self._recheck(), ours)
@@ -65,20 +88,11 @@ class OutcomePoller(JodoPart):
             self.log.info("sink.outcomes.polled", changed=changed)
         return changed
 
-    async def _poll_window(self, widen: bool) -> int:
-        ours = datetime.fromtimestamp(self.clock.time(), UTC)
-        now = self._dialer_now()  # the window is on the dialer's clock, as its rows are
+    async def _poll_window(self, start: datetime, now: datetime, ours: datetime) -> int:
         changed = 0
         ingested = False
-        start = await self._window_start(now, widen)
         for begin, end in _slices(start, now, timedelta(seconds=self.settings.max_window_s)):
-            rows = await self.search(
-                {
-                    "searchparam": "daterange",
-                    "fromdate": jodo_time(begin, self.cfg.timezone),
-                    "todate": jodo_time(end, self.cfg.timezone),
-                }
-            )
+            rows = await self._read(begin, end)
             changed += await self.ingest(rows, ours)
             ingested = True
             await self.store.kv_set(self.scope, "outcomes.window_end", end.isoformat())
@@ -95,6 +109,16 @@ class OutcomePoller(JodoPart):
             # recordings awaited from earlier polls are still asked for
             changed += await self.ingest([], ours)
         return changed
+
+    async def _read(self, begin: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Return the rows stamped from ``begin`` to ``end`` (whole seconds, both included)."""
+        return await self.search(
+            {
+                "searchparam": "daterange",
+                "fromdate": jodo_time(begin, self.cfg.timezone),
+                "todate": jodo_time(end, self.cfg.timezone),
+            }
+        )
 
     # -- the dialer's clock -------------------------------------------------------
 
@@ -136,7 +160,7 @@ class OutcomePoller(JodoPart):
         return text + "; outcome polls follow the dialer's clock meanwhile"
 
     async def _window_start(self, now: datetime, widen: bool = False) -> datetime:
-        overlap = timedelta(seconds=self.settings.overlap_s)
+        overlap = timedelta(seconds=self._overlap_s())
         lookback = now - timedelta(seconds=self.settings.lookback_s)
         text = await self.store.kv_get(self.scope, "outcomes.window_end")
         if not text:
@@ -147,6 +171,76 @@ class OutcomePoller(JodoPart):
             self.log.warning("sink.outcomes.cursor_ahead", window_end=text, now=now.isoformat())
             end = now
         return min(end - overlap, lookback) if widen else end - overlap
+
+    def _lag_s(self) -> float:
+        """Return how far the dialer's clock may be behind where the window follows it.
+
+        Within ``clock_tolerance_s`` the window stays on our clock, and a dialer
+        behind it stamps a change that much before the end of a window already
+        read. Its replies say by how much: their time is cut to the second and
+        read on arrival, so the measure is never less than the lag. Before any
+        reply, the whole tolerance.
+        """
+        skew = self.client.skew.skew_s
+        if skew is None:
+            return float(self.cfg.clock_tolerance_s)
+        return float(max(0, math.ceil(self._offset_s - skew)))
+
+    def _overlap_s(self) -> float:
+        """Return how much of the previous window each window reads again.
+
+        ``overlap_s`` when set; else the stamps' margin plus the dialer's lag, never
+        more than ``settle_s`` (beyond it the late pass reads them anyway).
+        """
+        if self.settings.overlap_s is not None:
+            return self.settings.overlap_s
+        return min(STAMP_MARGIN_S + self._lag_s(), self.settings.settle_s)
+
+    # -- the late pass ----------------------------------------------------------------
+
+    def _late_until(self) -> datetime:
+        """Return the newest stamp a change readable ``settle_s`` after it has had time for."""
+        lag = timedelta(seconds=self._lag_s() + self.settings.settle_s)
+        return self._dialer_now() - lag
+
+    async def _settled_to(self, until: datetime) -> None:
+        await self.store.kv_set(self.scope, "outcomes.settled_to", until.isoformat())
+
+    async def _poll_late(self, start: datetime, ours: datetime, widen: bool) -> int:
+        """Read once more the rows stamped ``settle_s`` ago; return how many changed.
+
+        A write the dialer makes readable after the windows over its stamp were read
+        is found here, ``settle_s`` after that stamp at the latest. Rows the window
+        reads from ``start`` on are read at that age or older already, and so are all
+        rows when the window reaches back the whole lookback or before a first poll.
+        """
+        until = self._late_until()
+        text = await self.store.kv_get(self.scope, "outcomes.settled_to")
+        if not text or widen or self._overlap_s() >= self.settings.settle_s:
+            await self._settled_to(until)  # every window reads them at that age anyway
+            return 0
+        # The rows of the second it reached were read: a stamp has whole seconds.
+        begin = datetime.fromisoformat(text).replace(microsecond=0) + timedelta(seconds=1)
+        if until <= start and until - begin < timedelta(seconds=STAMP_MARGIN_S):
+            return 0  # too little to ask for yet (or our clock went back): a later poll
+        stop = min(until, start)
+        changed = 0
+        width = timedelta(seconds=self.settings.max_window_s)
+        for first, last in _slices(begin, stop, width):
+            rows = await self._read(first, last)
+            changed += await self.ingest(rows, ours, ask_recordings=False)
+            await self._settled_to(last)
+            self.log.debug(
+                "sink.outcomes.late_window",
+                fromdate=first.isoformat(),
+                todate=last.isoformat(),
+                rows=len(rows),
+            )
+            if self.stopping.is_set() and last < stop:
+                self.log.info("sink.poll.stopped", read_to=last.isoformat(), reason="stop")
+                return changed
+        await self._settled_to(until)  # beyond stop, this poll's window reads them
+        return changed
 
     async def search(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Return the rows getProcessData finds (none for status 14, customer data not found)."""
@@ -170,8 +264,14 @@ class OutcomePoller(JodoPart):
 
     # -- rows to outcomes -----------------------------------------------------------
 
-    async def ingest(self, rows: list[dict[str, Any]], now: datetime) -> int:
-        """Store the outcomes ``rows`` report (with recording links); return how many changed."""
+    async def ingest(
+        self, rows: list[dict[str, Any]], now: datetime, *, ask_recordings: bool = True
+    ) -> int:
+        """Store the outcomes ``rows`` report (with recording links); return how many changed.
+
+        Without ``ask_recordings`` the recordings still awaited are not asked for (a
+        later ingest of the same poll asks for them all).
+        """
         outcomes: dict[str, Outcome] = {}
         rows = [row for row in rows if worked(row, self.settings)]
         for key, row in await self.match(rows):
@@ -188,7 +288,7 @@ class OutcomePoller(JodoPart):
                 outcomes[key] = outcome  # a key listed twice: the later row wins
         found = list(outcomes.values())
         if self.recordings is not None:
-            found = await self.recordings.attach(found, now)
+            found = await self.recordings.attach(found, now, ask=ask_recordings)
         if not found:
             return 0
         return await self.store.record_outcomes(found)

@@ -109,8 +109,14 @@ class Recordings:
         self.log = log
         self.scope = f"jodo:{sink}"
 
-    async def attach(self, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
-        """Return ``outcomes`` with known links set, plus older outcomes whose link came now."""
+    async def attach(
+        self, outcomes: list[Outcome], now: datetime, *, ask: bool = True
+    ) -> list[Outcome]:
+        """Return ``outcomes`` with known links set, plus older outcomes whose link came now.
+
+        Without ``ask`` the dialer is not asked: new calls join those awaited, for the
+        next attach that asks (one ask a poll, however many reads the poll made).
+        """
         if self.features.is_off(RECORDINGS):
             return outcomes
         pending = await self._load()
@@ -135,7 +141,7 @@ class Recordings:
             pending[o.key] = {"call_id": o.call_id, "since": since, "outcome": outcome_to_json(o)}
         self._expire(pending, now)
         result = list(outcomes)
-        if pending:
+        if pending and ask:
             try:
                 links = await self.api.links(sorted({p["call_id"] for p in pending.values()}))
             except SinkConfigError as exc:
