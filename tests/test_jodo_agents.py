@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
+from syncd.sinks.jodo.sink import AGENT_LOGINS_REFRESH_S
 from syncd.state.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 from tests.support.jodo_outcomes import (
@@ -88,6 +89,44 @@ async def test_agents_that_leads_are_assigned_to_are_polled_when_none_are_config
         await sink.close()
     assert sim.last_body["userStatus"]["loginids"] == ["alice", "bob"]
     assert set(await agents_of(store)) == {"alice", "bob"}
+
+
+async def test_the_agents_leads_are_assigned_to_are_looked_for_again_every_few_minutes(
+    store: SqliteStore,
+) -> None:
+    # Finding them reads every delivered lead: at a poll every 5 s that grew with the
+    # store (0.3-0.5 s a poll at 20,000 leads) and held the outcomes back.
+    clock = FakeClock(time.time())
+    sim = floor(alice=READY, bob=READY)
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store, clock)
+        await push(sink, store, [lead(1, agent="alice")])
+        scans = counting(store, "delivered")
+        await sink.poll_outcomes()
+        await push(sink, store, [lead(2, agent="bob")])
+        clock.advance(60)
+        await sink.poll_outcomes()
+        asked_within = sim.last_body["userStatus"]["loginids"]
+        clock.advance(AGENT_LOGINS_REFRESH_S)
+        await sink.poll_outcomes()
+        await sink.close()
+    assert asked_within == ["alice"]  # bob's lead is newer than the last look
+    assert sim.last_body["userStatus"]["loginids"] == ["alice", "bob"]
+    assert scans() == 2  # at the first poll and after the refresh, not at every poll
+
+
+def counting(store: SqliteStore, method: str) -> Any:
+    """Count the first-page calls of ``store.method`` (a scan starts with after_key='')."""
+    calls: list[str] = []
+    original = getattr(store, method)
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("after_key"):
+            calls.append(method)
+        return await original(*args, **kwargs)
+
+    setattr(store, method, counted)
+    return lambda: len(calls)
 
 
 async def test_an_agents_status_change_over_time_is_recorded(store: SqliteStore) -> None:

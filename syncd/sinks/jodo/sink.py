@@ -30,6 +30,9 @@ from syncd.sinks.jodo.outcomes import OutcomePoller
 from syncd.sinks.jodo.reallocation import Reallocator
 
 REMOVE_REFUSED = "Jodo cannot remove a lead; it stays in the dialer"
+# Agents of leads delivered since are polled after at most this long (absences that
+# move leads are counted in tens of minutes: reallocation.after_s).
+AGENT_LOGINS_REFRESH_S = 300.0
 # The settings a configuration code of the probe's read points at (client.CONFIG_CODES).
 PROBE_SETTINGS: dict[str, tuple[str, ...]] = {
     "1107": ("apikey",),
@@ -68,6 +71,7 @@ class JodoSink(BaseSink):
         self.unknown_agent = chosen or ("unassign" if ctx.agents_outbox else "send")
         self.reply_fields = UnknownFields(self.log, "jodo")
         self._mapped_time_said = False  # a route field mapped onto callDateTime: said once
+        self._assigned: tuple[float, list[str]] | None = None  # (look again at, logins)
 
     def record(
         self, lead_q: QueuedLead, now: datetime | None = None, stamped: str = ""
@@ -350,17 +354,24 @@ class JodoSink(BaseSink):
     async def poll_agents(self) -> int:
         """Poll agent statuses and reallocate the leads of long-absent agents; return moves."""
         now = datetime.now(UTC)
-        logins = list(self.cfg.agents.logins)
-        if not logins:
-            logins = sorted(
-                {lead.agent async for _k, _n, lead in delivered_leads(self.ctx.store, self.name)}
-                - {""}
-            )
+        logins = list(self.cfg.agents.logins) or await self._assigned_agents()
         logins += [f for f in self.cfg.reallocation.fallback if f not in logins]
         if not logins:
             return 0
         agents = await self.agents.poll(logins, now)
         return await self.reallocator.run(agents, now)
+
+    async def _assigned_agents(self) -> list[str]:
+        """Return the agents delivered leads are assigned to, found again every
+        AGENT_LOGINS_REFRESH_S: finding them reads every delivered lead, which at each
+        poll grew with the store and held the outcomes back."""
+        now = self.clock.monotonic()
+        if self._assigned is None or now >= self._assigned[0]:
+            found = {
+                lead.agent async for _k, _n, lead in delivered_leads(self.ctx.store, self.name)
+            }
+            self._assigned = (now + AGENT_LOGINS_REFRESH_S, sorted(found - {""}))
+        return list(self._assigned[1])
 
     def health(self) -> SinkHealth:
         health = super().health()
