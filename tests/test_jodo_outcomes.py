@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.sinks.jodo.client import jodo_time
 from syncd.sinks.jodo.config import OutcomeSettings
 from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome
+from syncd.sinks.jodo.recordings import RECORDING_ASK_FIRST_S, RECORDING_ASK_MAX_S
 from syncd.state.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 from tests.support.jodo_outcomes import (
@@ -459,14 +461,16 @@ async def test_rows_of_leads_syncd_never_pushed_are_ignored(store: SqliteStore) 
 async def test_recording_links_arrive_on_a_later_poll_after_data_not_found(
     store: SqliteStore,
 ) -> None:
-    sim = dialling()  # recordings appear only when published
+    clock = FakeClock(time.time())
+    sim = dialling(clock=clock)  # recordings appear only when published
     with serve(sim) as jodo:
-        sink = make_sink(jodo.url, store)
+        sink = make_sink(jodo.url, store, clock)
         await push(sink, store, [lead(1), lead(2)])
         assert await sink.poll_outcomes() == 2
         assert all(o["recording_url"] == "" for o in (await outcomes(store)).values())
         assert sim.requests["customer_multiple_recordings"] == 1  # both asked at once: 67
         sim.publish_recordings()
+        clock.advance(RECORDING_ASK_FIRST_S)
         assert await sink.poll_outcomes() == 2
         assert await sink.poll_outcomes() == 0  # the link stays with the unchanged row
         await sink.close()
@@ -505,6 +509,29 @@ async def test_a_single_awaited_recording_is_asked_with_customer_recording(
     assert "customer_multiple_recordings" not in sim.requests
     got = (await outcomes(store))["L1"]
     assert got["recording_url"] == sim.recording_path(got["call_id"]) and got["version"] == 1
+
+
+async def test_a_recording_not_there_yet_is_asked_for_less_often_as_it_ages(
+    store: SqliteStore,
+) -> None:
+    # A dialer that never publishes them (recording off at the dialer): asking for every
+    # awaited one at each 5 s poll grew to 200 requests a poll (10,000 awaited).
+    clock = FakeClock(time.time())
+    sim = dialling(clock=clock)
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store, clock)
+        await push(sink, store, [lead(1)])
+        asked_at = []
+        for second in range(0, 1200, 5):  # 20 minutes of polls
+            clock.advance(5)
+            before = sim.requests.get("customer_recording", 0)
+            await sink.poll_outcomes()
+            if sim.requests.get("customer_recording", 0) > before:
+                asked_at.append(second)
+        await sink.close()
+    gaps = [b - a for a, b in itertools.pairwise(asked_at)]
+    assert asked_at[0] == 0 and gaps == sorted(gaps)  # at once, then further apart
+    assert max(gaps) <= RECORDING_ASK_MAX_S + 5 and len(asked_at) <= 12
 
 
 async def test_a_recording_that_never_appears_is_given_up_after_max_age(

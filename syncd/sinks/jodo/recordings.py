@@ -31,11 +31,22 @@ from syncd.sinks.jodo.outcome_rows import outcome_from_json, outcome_to_json
 from syncd.state.base import StateStore
 
 
+def _ask_again_at(since: float, now: float) -> float:
+    """Return when to ask again for a recording awaited since ``since``, asked at ``now``."""
+    age = max(now - since, 0.0)
+    return now + min(max(age, RECORDING_ASK_FIRST_S), RECORDING_ASK_MAX_S)
+
+
 def _path(item: dict[str, Any]) -> str:
     return str(item.get("recordingfilepath") or "").strip()
 
 
 RECORDINGS = "recordings (customer_multiple_recordings)"
+# An awaited recording is asked for at once, again after RECORDING_ASK_FIRST_S, then at
+# gaps as long as its age, up to RECORDING_ASK_MAX_S: one the dialer never publishes
+# costs a request every few minutes, not one at every poll.
+RECORDING_ASK_FIRST_S = 10.0
+RECORDING_ASK_MAX_S = 300.0
 RECORDINGS_OFF = (
     "outcomes are written back without recording links; set recordings.enabled = false "
     "to silence this, or ask Jodo to open the recording methods to this API key"
@@ -138,12 +149,18 @@ class Recordings:
                 if previous and previous.get("call_id") == o.call_id
                 else now.timestamp()
             )
-            pending[o.key] = {"call_id": o.call_id, "since": since, "outcome": outcome_to_json(o)}
+            entry = {"call_id": o.call_id, "since": since, "outcome": outcome_to_json(o)}
+            if previous and previous.get("call_id") == o.call_id and "ask_at" in previous:
+                entry["ask_at"] = previous["ask_at"]
+            pending[o.key] = entry
         self._expire(pending, now)
         result = list(outcomes)
-        if pending and ask:
+        due = [p for p in pending.values() if p.get("ask_at", 0.0) <= now.timestamp()]
+        if due and ask:
+            for entry in due:
+                entry["ask_at"] = _ask_again_at(entry["since"], now.timestamp())
             try:
-                links = await self.api.links(sorted({p["call_id"] for p in pending.values()}))
+                links = await self.api.links(sorted({p["call_id"] for p in due}))
             except SinkConfigError as exc:
                 if not self.features.turn_off(RECORDINGS, exc, action=RECORDINGS_OFF):
                     raise
