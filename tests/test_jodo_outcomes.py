@@ -18,9 +18,9 @@ from syncd.core.model import CallStatus
 from syncd.errors import RetryableError, VendorError
 from syncd.simulators.jodo.api import DialPlan, DialResult, JodoSimulator
 from syncd.sinks.jodo.client import jodo_time
-from syncd.sinks.jodo.config import OutcomeSettings
+from syncd.sinks.jodo.config import OutcomeSettings, RecordingSettings
 from syncd.sinks.jodo.outcome_rows import StatusMapper, build_outcome
-from syncd.sinks.jodo.recordings import RECORDING_ASK_FIRST_S, RECORDING_ASK_MAX_S
+from syncd.sinks.jodo.recordings import RECORDING_ASK_MAX_S
 from syncd.state.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 from tests.support.jodo_outcomes import (
@@ -470,7 +470,7 @@ async def test_recording_links_arrive_on_a_later_poll_after_data_not_found(
         assert all(o["recording_url"] == "" for o in (await outcomes(store)).values())
         assert sim.requests["customer_multiple_recordings"] == 1  # both asked at once: 67
         sim.publish_recordings()
-        clock.advance(RECORDING_ASK_FIRST_S)
+        clock.advance(RecordingSettings().ask_again_s)
         assert await sink.poll_outcomes() == 2
         assert await sink.poll_outcomes() == 0  # the link stays with the unchanged row
         await sink.close()

@@ -32,7 +32,9 @@ async def test_pushed_leads_are_dialled_and_their_outcomes_and_recordings_land_i
     sim.script("00919820000002", DialResult("No Answer"))
     sim.script("00919820000003", DialResult("Connected", "Not Interested", final=True))
     with serve(sim) as jodo:
-        config = jodo_full_config(tmp_path, jodo.url)
+        # cron's next run is minutes later; here it is at once: ask again at once too
+        asks = "[sinks.recordings]\nask_again_s = 0\n"
+        config = jodo_full_config(tmp_path, jodo.url, sink_extra=asks)
         drop_csv(tmp_path / "inbox", "leads.csv", CSV)
         first = run_cli("run", "--once", "-c", str(config))
         assert first.returncode == 0, first.stderr

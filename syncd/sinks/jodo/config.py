@@ -73,6 +73,9 @@ class RecordingSettings(Strict):
     batch_size: int = Field(50, ge=1, le=1000)  # systemcallids per customer_multiple_recordings
     max_age_s: float = Field(86400.0, gt=0)  # stop asking for a recording after this long
     max_pending: int = Field(10_000, ge=1)  # recordings awaited at once; the oldest give way
+    # an awaited recording is asked for again after this long, then at gaps as long as
+    # its age (at most recordings.RECORDING_ASK_MAX_S)
+    ask_again_s: float = Field(10.0, ge=0)
 
 
 class AgentSettings(Strict):

@@ -31,21 +31,14 @@ from syncd.sinks.jodo.outcome_rows import outcome_from_json, outcome_to_json
 from syncd.state.base import StateStore
 
 
-def _ask_again_at(since: float, now: float) -> float:
-    """Return when to ask again for a recording awaited since ``since``, asked at ``now``."""
-    age = max(now - since, 0.0)
-    return now + min(max(age, RECORDING_ASK_FIRST_S), RECORDING_ASK_MAX_S)
-
-
 def _path(item: dict[str, Any]) -> str:
     return str(item.get("recordingfilepath") or "").strip()
 
 
 RECORDINGS = "recordings (customer_multiple_recordings)"
-# An awaited recording is asked for at once, again after RECORDING_ASK_FIRST_S, then at
-# gaps as long as its age, up to RECORDING_ASK_MAX_S: one the dialer never publishes
+# An awaited recording is asked for at once, again after ``recordings.ask_again_s``, then
+# at gaps as long as its age, up to RECORDING_ASK_MAX_S: one the dialer never publishes
 # costs a request every few minutes, not one at every poll.
-RECORDING_ASK_FIRST_S = 10.0
 RECORDING_ASK_MAX_S = 300.0
 RECORDINGS_OFF = (
     "outcomes are written back without recording links; set recordings.enabled = false "
@@ -158,7 +151,7 @@ class Recordings:
         due = [p for p in pending.values() if p.get("ask_at", 0.0) <= now.timestamp()]
         if due and ask:
             for entry in due:
-                entry["ask_at"] = _ask_again_at(entry["since"], now.timestamp())
+                entry["ask_at"] = self._ask_again_at(entry["since"], now.timestamp())
             try:
                 links = await self.api.links(sorted({p["call_id"] for p in due}))
             except SinkConfigError as exc:
@@ -189,6 +182,11 @@ class Recordings:
                 self.log.info("sink.recordings.found", found=len(links), waiting=len(pending))
         await self._save(pending)
         return result
+
+    def _ask_again_at(self, since: float, now: float) -> float:
+        """Return when to ask again for a recording awaited since ``since``, asked ``now``."""
+        age = max(now - since, 0.0)
+        return now + min(max(age, self.settings.ask_again_s), RECORDING_ASK_MAX_S)
 
     def _expire(self, pending: dict[str, dict[str, Any]], now: datetime) -> None:
         oldest_allowed = now.timestamp() - self.settings.max_age_s
