@@ -803,11 +803,22 @@ class PostgresStore(SqliteStore):
         live = sorted(self._live_claims)
         async with self._tx() as db:
             if self.lease_s is not None and live:
+                # SKIP LOCKED: a lead whose row is locked is being written by its push's
+                # completion (or taken over): it needs no renewal. Waiting for it, the
+                # heartbeat held rows that completion waited for in turn, a deadlock
+                # PostgreSQL broke after a second by failing one of them. A renewal
+                # skipped while a completion fails is made at the next heartbeat.
                 await db.execute(
-                    f"UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)"
-                    " WHERE state = 'inflight' AND lease_holder = ?"
-                    " AND claim_token = ANY(CAST(? AS TEXT[]))",
-                    (float(self.lease_s), self.holder, live),
+                    f"""
+                    WITH mine AS (
+                        SELECT sink, key FROM leads
+                        WHERE state = 'inflight' AND lease_holder = ?
+                            AND claim_token = ANY(CAST(? AS TEXT[]))
+                        FOR UPDATE SKIP LOCKED)
+                    UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)
+                    FROM mine WHERE leads.sink = mine.sink AND leads.key = mine.key
+                    """,
+                    (self.holder, live, float(self.lease_s)),
                 )
             await db.execute(
                 f"""
