@@ -94,6 +94,37 @@ async def test_a_live_replica_keeps_its_claims_with_its_heartbeat(
     assert len(mine) == 4
 
 
+async def test_the_pull_does_not_wait_for_the_statistics_it_keeps(
+    replicas: list[PostgresStore],
+) -> None:
+    """The store analyzes the leads once a pull wrote enough of them (the pushes' plans need
+    the statistics), beside the pull: its next chunk does not wait for the ANALYZE (0.1 to
+    0.4 s of the leader's pull each, its time the bound of every replica's pushes)."""
+    store = replicas[0]
+    blocker = await store._raw_connection()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        # conflicts with ANALYZE, not with the pull's inserts
+        await blocker.execute("LOCK TABLE leads IN SHARE UPDATE EXCLUSIVE MODE")
+        # bounded only so that a pull waiting for the ANALYZE fails the test, not hangs it
+        await asyncio.wait_for(fill(store, postgres.ANALYZE_AFTER_ROWS), 30)
+        await tx.rollback()
+    finally:
+        await blocker.close()
+
+    async def analyzed() -> float:
+        async with store._lock:
+            [(tuples,)] = await store.db.execute_fetchall(
+                "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
+            )
+        return float(tuples)
+
+    assert store._analyzing is not None  # the ANALYZE, waiting for the lock meanwhile
+    await asyncio.wait_for(store._analyzing, 30)  # it ends once the lock is gone
+    assert await analyzed() >= postgres.ANALYZE_AFTER_ROWS
+
+
 async def test_one_leader_per_job_and_another_takes_over_when_it_dies(
     replicas: list[PostgresStore],
 ) -> None:

@@ -417,6 +417,7 @@ class PostgresStore(SqliteStore):
         self._warned_schema = 0  # the store's schema a warning named (see _newer_store)
         self._unanalyzed = 0  # leads written by this replica's pulls since its last ANALYZE
         self._analyzed_rows = 0  # the leads that ANALYZE counted
+        self._analyzing: asyncio.Task[None] | None = None  # the ANALYZE beside the pull
         # A look-up's keys (and pairs) go as array parameters: a whole chunk in one
         # statement (see _in_list); the bound keeps one message of a huge chunk sane.
         self._keys = self._pairs = KEYS_PER_QUERY
@@ -468,6 +469,10 @@ class PostgresStore(SqliteStore):
         return raw
 
     async def close(self) -> None:
+        if self._analyzing is not None:
+            self._analyzing.cancel()
+            await asyncio.gather(self._analyzing, return_exceptions=True)
+            self._analyzing = None
         if self._listener is not None:
             listener, self._listener = self._listener, None
             with contextlib.suppress(*_GONE):
@@ -736,19 +741,34 @@ class PostgresStore(SqliteStore):
         leads instead of 5, growing with the table). Autovacuum would analyze it a
         minute or more later, or never where it is off. The plans need the table's size
         and its numbers' spread, not precision: growing fourfold keeps it to a few
-        ANALYZEs per load (each samples up to 30,000 rows: 0.1-0.4 s of the server, on
-        the pull's path); the churn of claims and completions is autovacuum's.
+        ANALYZEs per load (each samples up to 30,000 rows); the churn of claims and
+        completions is autovacuum's.
+
+        The ANALYZE runs beside the pull, on a connection of its own, one at a time: the
+        pull's next chunk does not wait for it (0.1-0.4 s each, on the path of the
+        leader's pull, which every replica's pushes follow). The pushes woken by this
+        chunk ran beside it before as well.
         """
         self._unanalyzed += written
         if self._unanalyzed < max(ANALYZE_AFTER_ROWS, 3 * self._analyzed_rows):
             return
-        async with self._lock:
-            await self.db.execute("ANALYZE leads")
-            rows = await self.db.execute_fetchall(
-                "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
-            )
-        self._analyzed_rows = max(int(rows[0][0]) if rows else 0, 0)
+        if self._analyzing is not None and not self._analyzing.done():
+            return  # the one running counts these rows too, or the next one will
         self._unanalyzed = 0
+        self._analyzing = asyncio.create_task(self._analyze(), name="syncd-analyze-leads")
+
+    async def _analyze(self) -> None:
+        try:
+            async with self._lock:
+                await self.db.execute("ANALYZE leads")
+                rows = await self.db.execute_fetchall(
+                    "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
+                )
+        except (StoreError, asyncpg.PostgresError) as exc:
+            # statistics are a help to the plans, not a result: autovacuum makes them too
+            log.warning("state.analyze.failed", table="leads", reason=_reason(exc))
+            return
+        self._analyzed_rows = max(int(rows[0][0]) if rows else 0, 0)
         log.debug("state.analyzed", table="leads", rows=self._analyzed_rows)
 
     async def listen(self, woken: Callable[[str], None]) -> None:
