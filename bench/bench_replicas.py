@@ -85,6 +85,92 @@ last_name = "last_name"
 """
 
 
+class CpuMeter:
+    """The CPU a run took, by part: the daemons with their mapping workers, their PostgreSQL
+    sessions and the simulator. Sampled at each poll (a process keeps its highest reading,
+    so one that exited still counts); CPU holds on a machine others keep busy, where the
+    rates do not.
+
+    A daemon's sessions are the server processes whose client port is a TCP socket the
+    daemon holds (/proc/net/tcp and the daemon's descriptors): the database must run on
+    this host, else their part reads 0.
+    """
+
+    def __init__(self, daemons: list[int], simulator: int) -> None:
+        self.daemons, self.simulator = daemons, simulator
+        self.seen: dict[tuple[str, int], float] = {}
+
+    def sample(self, sessions: dict[int, int]) -> None:
+        """Read each process's CPU; ``sessions`` maps the server pids to their client ports."""
+        parent = _parents()
+        for pid in parent:
+            if _below(pid, self.daemons, parent):
+                self._keep("daemons", pid)
+        self._keep("simulator", self.simulator)
+        ports = _ports_of(self.daemons)
+        for pid, port in sessions.items():
+            if port in ports:
+                self._keep("database", pid)
+
+    def _keep(self, part: str, pid: int) -> None:
+        cpu = cpu_of(pid)
+        self.seen[(part, pid)] = max(self.seen.get((part, pid), 0.0), cpu)
+
+    def report(self) -> str:
+        parts = {"daemons": 0.0, "database": 0.0, "simulator": 0.0}
+        for (part, _pid), cpu in self.seen.items():
+            parts[part] += cpu
+        return ", ".join(f"{name} {cpu:.1f}s" for name, cpu in parts.items())
+
+
+def cpu_of(pid: int) -> float:
+    """Return the CPU seconds (user + system) of a process so far, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _parents() -> dict[int, int]:
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parent
+
+
+def _below(pid: int, roots: list[int], parent: dict[int, int]) -> bool:
+    """Return True when ``pid`` is one of ``roots`` or runs under one."""
+    while pid > 1:
+        if pid in roots:
+            return True
+        pid = parent.get(pid, 1)
+    return False
+
+
+def _ports_of(pids: list[int]) -> set[int]:
+    """Return the local TCP ports of the sockets the processes ``pids`` hold."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
@@ -137,6 +223,19 @@ class Watch:
         """Return (leads delivered, leads known)."""
         row = self._run("SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FROM leads")
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    def sessions(self) -> dict[int, int]:
+        """Return the server pid and client port of each session of the database."""
+
+        async def fetch() -> Any:
+            assert self.conn is not None
+            return await self.conn.fetch(
+                "SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL"
+            )
+
+        if self.conn is None:
+            return {}
+        return {int(r[0]): int(r[1]) for r in self.loop.run_until_complete(fetch())}
 
     def leader_of(self, job: str) -> str | None:
         row = self._run("SELECT holder FROM leaders WHERE job = $1", job)
@@ -272,6 +371,9 @@ def postgres_run(
                     )
                 )
         time.sleep(3)  # a benchmark may wait: let every replica start and see the others
+        meter = CpuMeter([d.pid for d in daemons], sim.proc.pid)
+        meter.sample(watch.sessions())
+        at_start = dict(meter.seen)  # what starting took is not the run's
         shutil.copy(work / "leads.csv", folder / "inbox" / "leads.csv.part")
         os.rename(folder / "inbox" / "leads.csv.part", folder / "inbox" / "leads.csv")
         started = time.perf_counter()
@@ -295,6 +397,7 @@ def postgres_run(
                 holder = watch.leader_of("pull:crm")
                 if holder not in (None, dead):
                     failover = now - killed_at
+            meter.sample(watch.sessions())
             if finished:
                 break
             if now - started > args.timeout_s:
@@ -312,6 +415,9 @@ def postgres_run(
         )
         if failover is not None:
             line += f"; pull leader killed, another led after {failover:.1f}s"
+        for seen, before in at_start.items():
+            meter.seen[seen] -= before
+        line += f"\n    CPU: {meter.report()} (load {load_average()})"
         return line, delivered / push_s
     finally:
         for d in daemons:
@@ -325,6 +431,11 @@ def postgres_run(
         sim.stop()
         watch.close()
         asyncio.run(drop(url, schema))
+
+
+def load_average() -> str:
+    """Return the machine's load over 1, 5 and 15 minutes (/proc/loadavg)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def spread(values: list[float]) -> str:

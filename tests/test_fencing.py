@@ -117,6 +117,30 @@ async def test_the_heartbeat_renews_only_the_claims_of_pushes_still_running(
     ) == {q.key for q in running}
 
 
+async def test_the_heartbeat_does_not_wait_for_leads_a_completion_is_writing(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """A completion holds its leads' rows until it commits; the heartbeat renewing the same
+    claim on another connection waited for them while the completion waited for rows the
+    heartbeat held (a deadlock PostgreSQL broke after a second, failing one of them: seen
+    in bench_replicas). A lead being written needs no renewal: the heartbeat skips it."""
+    replica, other = pair
+    await fill(replica, 4)
+    batch = await replica.claim("jodo", 4, 300)
+    await expire_leases(replica, replica.holder)
+    writing = await replica._raw_connection()  # a completion of batch[0], not committed yet
+    try:
+        tx = writing.transaction()
+        await tx.start()
+        await writing.execute("UPDATE leads SET attempts = attempts WHERE key = $1", batch[0].key)
+        # bounded only so that a heartbeat waiting for the row fails the test, not hangs it
+        await asyncio.wait_for(replica.heartbeat(), 30)
+        await tx.rollback()  # the completion failed: its lead was not renewed, the rest were
+    finally:
+        await writing.close()
+    assert [q.key for q in await other.claim("jodo", 4, 300)] == [batch[0].key]
+
+
 async def test_a_claim_is_checked_before_it_is_sent_only_once_it_is_old(
     pair: tuple[PostgresStore, PostgresStore],
 ) -> None:

@@ -94,6 +94,37 @@ async def test_a_live_replica_keeps_its_claims_with_its_heartbeat(
     assert len(mine) == 4
 
 
+async def test_the_pull_does_not_wait_for_the_statistics_it_keeps(
+    replicas: list[PostgresStore],
+) -> None:
+    """The store analyzes the leads once a pull wrote enough of them (the pushes' plans need
+    the statistics), beside the pull: its next chunk does not wait for the ANALYZE (0.1 to
+    0.4 s of the leader's pull each, its time the bound of every replica's pushes)."""
+    store = replicas[0]
+    blocker = await store._raw_connection()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        # conflicts with ANALYZE, not with the pull's inserts
+        await blocker.execute("LOCK TABLE leads IN SHARE UPDATE EXCLUSIVE MODE")
+        # bounded only so that a pull waiting for the ANALYZE fails the test, not hangs it
+        await asyncio.wait_for(fill(store, postgres.ANALYZE_AFTER_ROWS), 30)
+        await tx.rollback()
+    finally:
+        await blocker.close()
+
+    async def analyzed() -> float:
+        async with store._lock:
+            [(tuples,)] = await store.db.execute_fetchall(
+                "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
+            )
+        return float(tuples)
+
+    assert store._analyzing is not None  # the ANALYZE, waiting for the lock meanwhile
+    await asyncio.wait_for(store._analyzing, 30)  # it ends once the lock is gone
+    assert await analyzed() >= postgres.ANALYZE_AFTER_ROWS
+
+
 async def test_one_leader_per_job_and_another_takes_over_when_it_dies(
     replicas: list[PostgresStore],
 ) -> None:
@@ -243,6 +274,35 @@ async def test_a_batchs_completions_run_as_one_statement_each_with_the_same_outc
     one = [v.sql for v in postgres._SET_BASED.values() if v is not None]
     assert any("delivered_hash = r.p" in sql for sql in one), one  # the delivered leads'
     assert any(sql.startswith("INSERT INTO events") for sql in one), one
+
+
+async def test_a_value_the_same_in_every_row_goes_once_with_the_same_rows_written(
+    replicas: list[PostgresStore],
+) -> None:
+    """A set-based statement sends a parameter that is the same in every row as one value
+    (not an array of repeats); what it writes is what row by row would."""
+    store = replicas[0]
+    await fill(store, 3)
+    insert = "INSERT INTO events (at, sink, key, kind, detail) VALUES (?, ?, ?, ?, ?)"
+    update = "UPDATE leads SET attempts = attempts + ?, last_error = ? WHERE sink = ? AND key = ?"
+    async with store._tx() as db:
+        await db.executemany(insert, [(5.0, "jodo", f"L{i:04d}", "k", None) for i in range(3)])
+        await db.executemany(insert, [(6.0, "jodo", "same", "k", "d")] * 3)  # every one alike
+        await db.executemany(insert, [(7, "jodo", "L0000", "k", None), (7.0, "jodo", "L0001",
+                                                                          "k", None)])  # fmt: skip
+        await db.executemany(update, [(2, "why", "jodo", f"L{i:04d}") for i in range(3)])
+        events = await db.execute_fetchall("SELECT at, sink, key, kind, detail FROM events")
+        leads = await db.execute_fetchall("SELECT key, attempts, last_error FROM leads")
+    assert sorted(events) == sorted(
+        [(5.0, "jodo", f"L{i:04d}", "k", None) for i in range(3)]
+        + [(6.0, "jodo", "same", "k", "d")] * 3
+        + [(7.0, "jodo", "L0000", "k", None), (7.0, "jodo", "L0001", "k", None)]
+    )
+    assert sorted(leads) == [(f"L{i:04d}", 2, "why") for i in range(3)]
+    text = postgres._SET_BASED[postgres.to_postgres(insert)]
+    assert text is not None
+    assert frozenset({0, 1, 3, 4}) in text._by_fixed  # only the keys went as an array
+    assert frozenset({1, 2, 3, 4}) in text._by_fixed  # all alike: one array numbers the rows
 
 
 async def test_rows_naming_one_lead_twice_run_one_by_one(replicas: list[PostgresStore]) -> None:

@@ -574,6 +574,50 @@ async def test_a_number_is_found_with_its_live_holders_and_a_lead_waits_behind_o
     assert [q.key for q in await store.claim("jodo", 10, 60)] == ["C"]
 
 
+async def test_a_push_s_look_ups_over_more_keys_than_one_statement_held_find_them_all(
+    store: SqliteStore,
+) -> None:
+    """The push's and the poll's look-ups by many keys or numbers (a batch's numbers, the
+    leads waiting behind it, its leads' claims, the stored outcomes) find each one, past
+    the 500 a statement once carried (PostgreSQL sends them as one array)."""
+    n = 1200
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite(f"K{i:04d}", f"h{i}", "r", lead_json(f"K{i:04d}", f"+1555{i:07d}"),
+                  Action.UPSERT, "new", i)
+        for i in range(n)
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+    numbers = [f"+1555{i:07d}" for i in range(0, n, 2)] + ["", "+15559999999", "+15550000000"]
+    holders = await store.number_holders("jodo", numbers)
+    assert sorted(h.key for h in holders) == [f"K{i:04d}" for i in range(0, n, 2)]
+
+    claimed = await store.claim("jodo", n, 60)
+    assert len(claimed) == n
+    keys = [q.key for q in claimed]
+    claim = claimed[0].claim or ""
+    assert await store.still_claimed("jodo", claim, [*keys, "NOPE"]) == set(keys)
+    # the first 700 delivered in one completion, one of them as another claim's (stale)
+    done = [Completion(q.key, q.hash, ResultKind.DELIVERED, claim=q.claim) for q in claimed[:700]]
+    done[650] = Completion(done[650].key, done[650].pushed_hash, ResultKind.DELIVERED,
+                           claim="another")  # fmt: skip
+    assert await store.complete("jodo", done) == [done[650].key]
+    assert await store.pending_count("jodo") == n - 699
+
+    behind = [(f"K{i:04d}", time.time() + 300, "held (same_number)", f"K{i - 600:04d}")
+              for i in range(700, n)]  # fmt: skip
+    await store.set_aside("jodo", behind)
+    gone = [f"K{i:04d}" for i in range(0, 600)]  # every lead the 500 waited behind
+    assert await store.release_waiting("jodo", gone) == len(behind)
+
+    seen = datetime.now(UTC)
+    outcomes = [Outcome("jodo", f"K{i:04d}", seen, status="busy") for i in range(700)]
+    assert await store.record_outcomes(outcomes) == 700
+    assert await store.record_outcomes(outcomes) == 0  # each one found stored, unchanged
+    outcomes[699] = Outcome("jodo", "K0699", seen, status="connected")
+    assert await store.record_outcomes(outcomes) == 1
+
+
 BLOCK_FACTS = '{"code":"dnc_crm","numbers":["+919820012346"]}'
 
 

@@ -188,7 +188,8 @@ class PgConnection:
             if len(rows) > 1:
                 one = await self._set_based(text)
                 if one is not None and one.applies_to(rows):
-                    await self.raw.execute(one.sql, *one.columns(rows))
+                    sql, params = one.bound(rows)
+                    await self.raw.execute(sql, *params)
                     return
             await self.raw.executemany(text, rows)
         except _LOST as exc:
@@ -209,11 +210,21 @@ class PgConnection:
 
 class SetBased:
     """An UPDATE by key or a plain INSERT rewritten to take every row at once, each
-    parameter as an array (``unnest``): one statement instead of one per row."""
+    parameter as an array (``unnest``): one statement instead of one per row.
 
-    def __init__(self, sql: str, key: tuple[int, int] | None) -> None:
-        self.sql = sql
+    A parameter whose value is the same in every row (the sink, the run, the state, the
+    time of a pull's chunk or a batch's completion) goes once, as a scalar: asyncpg
+    spends 350-650 ns of the client's CPU on each array element (an ABC instance check
+    per element), and a 5,000-row chunk's insert sent 80,000 of them, most repeats.
+    """
+
+    def __init__(
+        self, render: Callable[[frozenset[int]], str], key: tuple[int, int] | None
+    ) -> None:
+        self.render = render  # the statement, given the parameters sent as scalars
         self.key = key  # the (sink, key) parameters of an UPDATE, 0-based
+        self.sql = render(frozenset())  # every parameter an array
+        self._by_fixed: dict[frozenset[int], str] = {}
 
     def applies_to(self, rows: Sequence[Sequence[Any]]) -> bool:
         """An UPDATE is the same as row by row only when no two rows name one lead:
@@ -225,6 +236,25 @@ class SetBased:
 
     def columns(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
         return [list(column) for column in zip(*rows, strict=True)]
+
+    def bound(self, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """Return the statement for ``rows`` and its parameters: an array per parameter
+        that differs between rows, the value itself for one that does not."""
+        columns = self.columns(rows)
+        fixed = frozenset(i for i, column in enumerate(columns) if _same_in_every_row(column))
+        if len(fixed) == len(columns):  # one array at least: it numbers the rows
+            fixed -= {0}
+        if fixed not in self._by_fixed:
+            self._by_fixed[fixed] = self.render(fixed)
+        params = [column[0] if i in fixed else column for i, column in enumerate(columns)]
+        return self._by_fixed[fixed], params
+
+
+def _same_in_every_row(column: list[Any]) -> bool:
+    """Return True when every value of ``column`` is the first one, of its type too (1
+    and 1.0 are equal, but not the same parameter). Both tests run in C."""
+    first = column[0]
+    return column.count(first) == len(column) and len(set(map(type, column))) == 1
 
 
 _SET_BASED: dict[str, SetBased | None] = {}
@@ -288,37 +318,55 @@ def set_based(text: str, shape: str, types: Sequence[Any]) -> SetBased | None:
     ``UPDATE t SET c = $1 WHERE sink = $2 AND key = $3`` becomes ``UPDATE t SET
     c = r.p1 FROM unnest($1::T1[], $2::T2[], $3::T3[]) AS r(p1, p2, p3) WHERE sink =
     r.p2 AND key = r.p3``; an INSERT selects its VALUES from the same ``unnest``, in
-    the rows' order, its ON CONFLICT clause unchanged.
+    the rows' order, its ON CONFLICT clause unchanged. A parameter the same in every
+    row (see :meth:`SetBased.bound`) keeps its number and is a scalar: ``CAST($2 AS
+    T2)`` where ``r.p2`` was, and out of the ``unnest``.
     """
     if any(t.kind != "scalar" or t.schema != "pg_catalog" or t.name == "unknown" for t in types):
         return None  # an array of it would not say what its elements are
     n = len(types)
-    arrays = ", ".join(f"CAST(${i + 1} AS {types[i].name}[])" for i in range(n))
-    names = ", ".join(f"p{i + 1}" for i in range(n))
 
-    def to_row(part: str) -> str:
-        return _PARAM.sub(lambda m: f"r.p{m.group(1)}", part)
+    def unnest(fixed: frozenset[int]) -> tuple[str, str]:
+        varying = [i for i in range(n) if i not in fixed]
+        arrays = ", ".join(f"CAST(${i + 1} AS {types[i].name}[])" for i in varying)
+        return arrays, ", ".join(f"p{i + 1}" for i in varying)
+
+    def to_row(part: str, fixed: frozenset[int]) -> str:
+        def ref(m: re.Match[str]) -> str:
+            i = int(m.group(1)) - 1
+            return f"CAST(${i + 1} AS {types[i].name})" if i in fixed else f"r.p{i + 1}"
+
+        return _PARAM.sub(ref, part)
 
     if shape == "update":
         m = _UPDATE.match(text)
         by_key = _BY_KEY.search(m.group(3)) if m else None
         if m is None or by_key is None:
             return None
-        sql = (
-            f"UPDATE {m.group(1)} SET {to_row(m.group(2))} FROM unnest({arrays}) AS r({names})"
-            f" WHERE {to_row(m.group(3))}"
-        )
-        return SetBased(sql, (int(by_key.group(1)) - 1, int(by_key.group(2)) - 1))
+        table, assignments, where = m.group(1), m.group(2), m.group(3)
+
+        def update(fixed: frozenset[int]) -> str:
+            arrays, names = unnest(fixed)
+            return (
+                f"UPDATE {table} SET {to_row(assignments, fixed)} FROM unnest({arrays})"
+                f" AS r({names}) WHERE {to_row(where, fixed)}"
+            )
+
+        return SetBased(update, (int(by_key.group(1)) - 1, int(by_key.group(2)) - 1))
     parts = _insert_parts(text)
     if parts is None:
         return None
     table, columns, values, tail, key = parts
-    sql = (
-        f"INSERT INTO {table} ({columns}) SELECT {to_row(values)}"
-        f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, row_number) ORDER BY row_number"
-        f"{tail}"
-    )
-    return SetBased(sql, key)
+
+    def insert(fixed: frozenset[int]) -> str:
+        arrays, names = unnest(fixed)
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT {to_row(values, fixed)}"
+            f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, row_number)"
+            f" ORDER BY row_number{tail}"
+        )
+
+    return SetBased(insert, key)
 
 
 def _unreachable(where: str, exc: BaseException, raw: Any = None) -> StoreError:
@@ -417,6 +465,7 @@ class PostgresStore(SqliteStore):
         self._warned_schema = 0  # the store's schema a warning named (see _newer_store)
         self._unanalyzed = 0  # leads written by this replica's pulls since its last ANALYZE
         self._analyzed_rows = 0  # the leads that ANALYZE counted
+        self._analyzing: asyncio.Task[None] | None = None  # the ANALYZE beside the pull
         # A look-up's keys (and pairs) go as array parameters: a whole chunk in one
         # statement (see _in_list); the bound keeps one message of a huge chunk sane.
         self._keys = self._pairs = KEYS_PER_QUERY
@@ -468,6 +517,10 @@ class PostgresStore(SqliteStore):
         return raw
 
     async def close(self) -> None:
+        if self._analyzing is not None:
+            self._analyzing.cancel()
+            await asyncio.gather(self._analyzing, return_exceptions=True)
+            self._analyzing = None
         if self._listener is not None:
             listener, self._listener = self._listener, None
             with contextlib.suppress(*_GONE):
@@ -635,6 +688,11 @@ class PostgresStore(SqliteStore):
         a join 1 ms."""
         return f"{column} IN (SELECT unnest(CAST(? AS TEXT[])))", [list(items)]
 
+    def _numbers_table(self, numbers: Sequence[str]) -> tuple[str, list[Any]]:
+        """The numbers as one array parameter, ``unnest`` into rows: a batch's look-up of
+        its numbers (on every push) had a parameter a number, 500 to bind and plan."""
+        return "WITH n(phone) AS (SELECT unnest(CAST(? AS TEXT[])))", [list(numbers)]
+
     def _pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
         """The pairs as two array parameters, ``unnest`` into rows: one statement text for
         any number of pairs, where ``VALUES`` took 400 pairs a statement (13 a chunk)."""
@@ -734,19 +792,34 @@ class PostgresStore(SqliteStore):
         leads instead of 5, growing with the table). Autovacuum would analyze it a
         minute or more later, or never where it is off. The plans need the table's size
         and its numbers' spread, not precision: growing fourfold keeps it to a few
-        ANALYZEs per load (each samples up to 30,000 rows: 0.1-0.4 s of the server, on
-        the pull's path); the churn of claims and completions is autovacuum's.
+        ANALYZEs per load (each samples up to 30,000 rows); the churn of claims and
+        completions is autovacuum's.
+
+        The ANALYZE runs beside the pull, on a connection of its own, one at a time: the
+        pull's next chunk does not wait for it (0.1-0.4 s each, on the path of the
+        leader's pull, which every replica's pushes follow). The pushes woken by this
+        chunk ran beside it before as well.
         """
         self._unanalyzed += written
         if self._unanalyzed < max(ANALYZE_AFTER_ROWS, 3 * self._analyzed_rows):
             return
-        async with self._lock:
-            await self.db.execute("ANALYZE leads")
-            rows = await self.db.execute_fetchall(
-                "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
-            )
-        self._analyzed_rows = max(int(rows[0][0]) if rows else 0, 0)
+        if self._analyzing is not None and not self._analyzing.done():
+            return  # the one running counts these rows too, or the next one will
         self._unanalyzed = 0
+        self._analyzing = asyncio.create_task(self._analyze(), name="syncd-analyze-leads")
+
+    async def _analyze(self) -> None:
+        try:
+            async with self._lock:
+                await self.db.execute("ANALYZE leads")
+                rows = await self.db.execute_fetchall(
+                    "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
+                )
+        except (StoreError, asyncpg.PostgresError) as exc:
+            # statistics are a help to the plans, not a result: autovacuum makes them too
+            log.warning("state.analyze.failed", table="leads", reason=_reason(exc))
+            return
+        self._analyzed_rows = max(int(rows[0][0]) if rows else 0, 0)
         log.debug("state.analyzed", table="leads", rows=self._analyzed_rows)
 
     async def listen(self, woken: Callable[[str], None]) -> None:
@@ -806,11 +879,22 @@ class PostgresStore(SqliteStore):
         live = sorted(self._live_claims)
         async with self._tx() as db:
             if self.lease_s is not None and live:
+                # SKIP LOCKED: a lead whose row is locked is being written by its push's
+                # completion (or taken over): it needs no renewal. Waiting for it, the
+                # heartbeat held rows that completion waited for in turn, a deadlock
+                # PostgreSQL broke after a second by failing one of them. A renewal
+                # skipped while a completion fails is made at the next heartbeat.
                 await db.execute(
-                    f"UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)"
-                    " WHERE state = 'inflight' AND lease_holder = ?"
-                    " AND claim_token = ANY(CAST(? AS TEXT[]))",
-                    (float(self.lease_s), self.holder, live),
+                    f"""
+                    WITH mine AS (
+                        SELECT sink, key FROM leads
+                        WHERE state = 'inflight' AND lease_holder = ?
+                            AND claim_token = ANY(CAST(? AS TEXT[]))
+                        FOR UPDATE SKIP LOCKED)
+                    UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)
+                    FROM mine WHERE leads.sink = mine.sink AND leads.key = mine.key
+                    """,
+                    (self.holder, live, float(self.lease_s)),
                 )
             await db.execute(
                 f"""

@@ -566,6 +566,11 @@ class SqliteStore:
         ``IN (?, …)``, a parameter each (at most ``self._keys`` items a statement)."""
         return f"{column} IN ({','.join('?' * len(items))})", list(items)
 
+    def _numbers_table(self, numbers: Sequence[str]) -> tuple[str, list[Any]]:
+        """Return the CTE ``n(phone)`` of a look-up's numbers and its parameters: here
+        ``VALUES``, a parameter each (at most ``self._keys`` numbers a statement)."""
+        return f"WITH n(phone) AS (VALUES {','.join('(?)' for _ in numbers)})", list(numbers)
+
     def _pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
         """Return the CTE ``c(key, raw)`` of a look-up's (key, raw hash) pairs and its
         parameters: here ``VALUES``, two parameters a pair (see ``self._pairs``)."""
@@ -830,12 +835,12 @@ class SqliteStore:
     async def still_claimed(self, sink: str, claim: str, keys: Sequence[str]) -> set[str]:
         held: set[str] = set()
         async with self._lock:
-            for part in _parts(list(keys), 500):
-                marks = ", ".join("?" * len(part))
+            for part in _parts(list(keys), self._keys):
+                among, params = self._in_list("key", part)
                 rows = await self.db.execute_fetchall(
                     "SELECT key FROM leads WHERE sink = ? AND claim_token = ?"
-                    f" AND state = 'inflight'{self._LEASE_LIVE} AND key IN ({marks})",
-                    (sink, claim, *part),
+                    f" AND state = 'inflight'{self._LEASE_LIVE} AND {among}",
+                    (sink, claim, *params),
                 )
                 held.update(str(r[0]) for r in rows)
         return held
@@ -847,12 +852,12 @@ class SqliteStore:
         (``updated_at``) and whether it is a removal: what a completion checks and counts,
         read in one query (on a shared store each is a round trip, on every batch)."""
         stored: dict[str, tuple[str | None, float, bool]] = {}
-        for part in _parts([c.key for c in completions], 500):
-            marks = ", ".join("?" * len(part))
+        for part in _parts([c.key for c in completions], self._keys):
+            among, params = self._in_list("key", part)
             rows = await db.execute_fetchall(
                 "SELECT key, claim_token, updated_at, action = 'delete' FROM leads"
-                f" WHERE sink = ? AND key IN ({marks})",
-                (sink, *part),
+                f" WHERE sink = ? AND {among}",
+                (sink, *params),
             )
             stored.update((str(k), (t, float(at or 0), bool(gone))) for k, t, at, gone in rows)
         return stored
@@ -1097,27 +1102,27 @@ class SqliteStore:
             " AND l.state IN ('pending', 'inflight', 'held', 'delivered') AND "
         )
         async with self._lock:
-            for i in range(0, len(wanted), _CHUNK):
-                part = wanted[i : i + _CHUNK]
+            for part in _parts(wanted, self._keys):
                 # The numbers as a table the leads are joined to: each is looked up in
                 # the phone index. As `json_extract(…) IN (10 or more numbers)` SQLite
                 # scanned every lead of the sink instead, parsing its JSON, on every
                 # push batch: the push slowed with the outbox (107 s for 200,000 leads).
-                numbers_table = ",".join("(?)" for _ in part)
+                numbers_table, params = self._numbers_table(part)
                 main = (
-                    f"WITH n(phone) AS (VALUES {numbers_table})"
+                    f"{numbers_table}"
                     f" SELECT l.key, l.state, l.delivered_hash IS NOT NULL, {numbers_of}"
                     " FROM n JOIN leads l ON json_extract(l.lead_json, '$.phone') = n.phone"
                     " WHERE l.sink = ? AND l.action = 'upsert'"
                     " AND l.state IN ('pending', 'inflight', 'held', 'delivered')"
                 )
-                for row in await self.db.execute_fetchall(main, [*part, sink]):
+                for row in await self.db.execute_fetchall(main, [*params, sink]):
                     found[row[0]] = _holder(*row)
-                if alternates:
-                    where = "(" + " OR ".join("instr(l.lead_json, ?) > 0" for _ in part) + ")"
-                    for row in await self.db.execute_fetchall(live + where, [sink, *part]):
+                # an OR of a substring test per number: at most _CHUNK numbers a statement
+                for few in _parts(part, _CHUNK) if alternates else ():
+                    where = "(" + " OR ".join("instr(l.lead_json, ?) > 0" for _ in few) + ")"
+                    for row in await self.db.execute_fetchall(live + where, [sink, *few]):
                         holder = _holder(*row)
-                        if set(part).intersection(holder.alt_phones):
+                        if set(few).intersection(holder.alt_phones):
                             found[row[0]] = holder
         return list(found.values())
 
@@ -1172,13 +1177,12 @@ class SqliteStore:
         """Put back in the outbox the leads held behind any of ``keys`` (they left)."""
         released = 0
         async with self._tx() as db:
-            for i in range(0, len(keys), _CHUNK):
-                part = list(keys[i : i + _CHUNK])
-                marks = ",".join("?" * len(part))
+            for part in _parts(list(keys), self._keys):
+                among, params = self._in_list("waits_for", part)
                 cur = await db.execute(
                     "UPDATE leads SET state = 'pending', next_at = 0, waits_for = NULL"
-                    f" WHERE sink = ? AND state = 'held' AND waits_for IN ({marks})",
-                    [sink, *part],
+                    f" WHERE sink = ? AND state = 'held' AND {among}",
+                    [sink, *params],
                 )
                 released += cur.rowcount or 0
         return released
@@ -1434,13 +1438,12 @@ class SqliteStore:
         held: dict[tuple[str, str], tuple[int, float, str]] = {}
         for sink, wanted in by_sink.items():
             unique = list(dict.fromkeys(wanted))
-            for start in range(0, len(unique), _CHUNK):
-                part = unique[start : start + _CHUNK]
-                marks = ",".join("?" * len(part))
+            for part in _parts(unique, self._keys):
+                among, params = self._in_list("key", part)
                 found = await db.execute_fetchall(
                     "SELECT key, version, observed_at, content_hash FROM outcomes"
-                    f" WHERE sink = ? AND key IN ({marks})",
-                    (sink, *part),
+                    f" WHERE sink = ? AND {among}",
+                    (sink, *params),
                 )
                 for key, version, observed, digest in found:
                     held[(sink, key)] = (int(version), float(observed), str(digest))
