@@ -13,6 +13,7 @@ from typing import Any
 
 from syncd.simulators.faults import Faults
 from syncd.simulators.jodo.api import DialPlan, JodoSimulator, create_app
+from syncd.simulators.quirks import Quirks
 from syncd.simulators.server import running
 from syncd.simulators.ucontact.api import UContactSimulator
 from tests.conftest import cli_env, daemon_config, drop_csv, run_cli
@@ -59,6 +60,33 @@ def test_sigterm_publishes_the_csv_writeback_file_being_written(
     assert not list(outbox.glob("*.part"))
     assert [e for e in daemon.events if e.get("event") == "writeback.csv.published"]
     assert not [e for e in daemon.events if e.get("event") == "writeback.unpublished"]
+
+
+def test_a_stop_sends_the_dialer_no_further_retry_of_an_unanswered_upload(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    # The dialer stores each upload and answers 40 s later; syncd waits 1 s a request.
+    # In-call retries went on after SIGTERM, each another request, until the grace.
+    sim = JodoSimulator(quirks=Quirks(store_then_slow_s=40.0))
+    with running(create_app(sim)) as url:
+        config = daemon_config(tmp_path, url, run={"shutdown_grace_s": 30.0})
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace('kind = "jodo"\n', 'kind = "jodo"\ntimeout_s = 1.0\n', 1))
+        daemon = start_daemon(config)
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 2))
+        daemon.wait_for("http.retry", timeout=30)
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.wait_for("daemon.stop.requested", timeout=10)
+        sent_at_stop = sim.requests.get("ImportProcessData", 0)
+        assert daemon.proc.wait(60) == 0
+        daemon.stop()  # collects the last log lines
+        sent = sim.requests.get("ImportProcessData", 0)
+
+    stop = next(i for i, e in enumerate(daemon.events) if e.get("event") == "daemon.stop.requested")
+    assert not [e for e in daemon.events[stop:] if e.get("event") == "http.retry"]
+    assert sent - sent_at_stop <= 1  # at most an attempt that was waiting its turn
+    assert not events(daemon, "daemon.drain.cancelled"), "the stop waited out the grace"
 
 
 UCONTACT_CONFIG = """\

@@ -19,6 +19,7 @@ from syncd.net.ratelimit import RateLimiter, RequestLimits
 from syncd.net.retry import (
     MAX_RETRY_AFTER_S,
     MIN_WAIT_S,
+    RETRIES,
     RetryPolicy,
     parse_retry_after,
     with_retries,
@@ -105,6 +106,28 @@ async def test_a_retry_after_longer_than_the_in_call_wait_goes_back_to_the_outbo
         await with_retries(call, policy, vendor="test", what="push")
     assert call.calls == 1
     assert err.value.retry_after == 120.0
+
+
+async def test_only_retries_that_are_made_are_logged_and_counted() -> None:
+    call = Flaky(5, RetryableError("timed out"))
+    policy = RetryPolicy(attempts=3, timeout_s=600, wait_initial_s=0.01, wait_max_s=0.02)
+    before = RETRIES[("test", "count")]
+
+    with pytest.raises(RetryableError):
+        await with_retries(call, policy, vendor="test", what="count")
+    assert call.calls == 3
+    assert RETRIES[("test", "count")] - before == 2  # not a third that never went
+
+
+async def test_no_attempt_starts_once_syncd_is_stopping() -> None:
+    stopping = asyncio.Event()
+    stopping.set()
+    call = Flaky(5, RetryableError("timed out"))
+    policy = RetryPolicy(attempts=4, timeout_s=600, wait_initial_s=0.01, stopping=stopping)
+
+    with pytest.raises(RetryableError, match="timed out"):  # the last error stands
+        await with_retries(call, policy, vendor="test", what="stop")
+    assert call.calls == 1
 
 
 # -- backoff ------------------------------------------------------------------------------

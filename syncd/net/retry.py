@@ -7,6 +7,7 @@ retry is logged once (``http.retry``) and counted in syncd's own metrics.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import random
@@ -14,7 +15,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import stamina
@@ -51,6 +52,9 @@ class RetryPolicy:
     timeout_s: float = 60.0
     wait_initial_s: float = 0.5
     wait_max_s: float = 15.0
+    # Set when syncd stops or reloads: no further attempt starts (the last error stands;
+    # the outbox tries again after the restart), so a stop waits for no retry.
+    stopping: asyncio.Event | None = field(default=None, compare=False)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -86,6 +90,11 @@ def _backoff_hook(
         nonlocal retries
         if not isinstance(exc, RetryableError) or isinstance(exc, SinkHeld):
             return False  # a held sink waits in the push loop, not inside one call
+        if retries + 1 >= policy.attempts:
+            return False  # the last attempt failed: no retry to announce
+        if policy.stopping is not None and policy.stopping.is_set():
+            log.info("http.retry.skipped", vendor=vendor, what=what, reason="syncd is stopping")
+            return False
         if exc.retry_after is not None:
             if exc.retry_after > policy.wait_max_s:
                 return False  # a long wait belongs to the outbox, not to an open call

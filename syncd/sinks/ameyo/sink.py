@@ -93,7 +93,7 @@ class AmeyoSink(BaseSink):
             self.http,
             config,
             log=self.log,
-            policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+            policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s), stopping=ctx.stopping),
             clock=self.clock.monotonic,
         )
         # The engine calls keepalive() at this interval (in `--once` and the daemon);

@@ -9,6 +9,7 @@ items each have their own ``status``; read them with :func:`items_of`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -256,7 +257,7 @@ class _InDoubt(Exception):
 
 
 def connect(
-    config: JodoSinkConfig, guard: SinkGuard, clock: Clock
+    config: JodoSinkConfig, guard: SinkGuard, clock: Clock, stopping: asyncio.Event | None = None
 ) -> tuple[httpx.AsyncClient, JodoClient]:
     """Return the HTTP client and the Jodo client of one sink's settings."""
     # Every request of the sink (pushes, polls, keep-alives, logins) shares its
@@ -275,7 +276,7 @@ def connect(
         config.apikey,
         config.servicekey,
         timezone=config.timezone,
-        policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s)),
+        policy=RetryPolicy(wait_max_s=min(15.0, config.retry_max_s), stopping=stopping),
         clock=clock,
         clock_tolerance_s=config.clock_tolerance_s,
     )

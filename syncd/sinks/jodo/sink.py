@@ -53,7 +53,7 @@ class JodoSink(BaseSink):
     def __init__(self, config: JodoSinkConfig, ctx: SinkContext) -> None:
         super().__init__(config, ctx)
         self.cfg = config
-        self.http, self.client = connect(config, self.guard, self.clock)
+        self.http, self.client = connect(config, self.guard, self.clock, ctx.stopping)
         self.can_remove = config.dispositions.on_delete is not None
         self.outcomes = OutcomePoller(
             self.client, ctx.store, config, self.log, self.dial, self.clock

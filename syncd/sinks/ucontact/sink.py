@@ -94,6 +94,7 @@ class UContactSink(BaseSink):
         policy = RetryPolicy(
             wait_initial_s=min(0.5, config.retry_base_s),
             wait_max_s=min(15.0, config.retry_max_s),
+            stopping=ctx.stopping,
         )
         self.client = UContactClient(
             self.http, config.url, config.user, config.password, policy=policy, log=self.log
