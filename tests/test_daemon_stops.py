@@ -62,6 +62,47 @@ def test_sigterm_publishes_the_csv_writeback_file_being_written(
     assert not [e for e in daemon.events if e.get("event") == "writeback.unpublished"]
 
 
+def test_a_stop_publishes_the_writeback_file_before_waiting_for_a_slow_push(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    # A supervisor that kills at its own timeout (docker stop: 10 s) must find the
+    # outcomes published, whatever a push still waits for.
+    sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
+    outbox = tmp_path / "crm-outcomes"
+    with running(create_app(sim)) as url:
+        config = daemon_config(tmp_path, url, run={"shutdown_grace_s": 5.0})
+        text = config.read_text(encoding="utf-8").replace(
+            'kind = "jodo"\n', 'kind = "jodo"\ntimeout_s = 60.0\npoll = { interval_s = 0.5 }\n', 1
+        )
+        text += (
+            '\n[[writebacks]]\nname = "crm-files"\nkind = "csv"\n'
+            f'outbox = "{outbox}"\nrotate_s = 3600\nschedule = {{ interval_s = 0.5 }}\n'
+        )
+        config.write_text(text, encoding="utf-8")
+        daemon = start_daemon(config)
+        daemon.wait_for("daemon.ready")
+        drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
+        wanted = {f"L{i:05d}" for i in range(3)}
+
+        def in_part_file() -> set[str]:
+            return {row["key"] for row in rows_in(list(outbox.glob("*.csv.part")))}
+
+        wait_until(lambda: in_part_file() == wanted, timeout=30, message=lambda: daemon.events)
+        sim.quirks.set(Quirks(store_then_slow_s=40.0))  # the next upload waits 40 s
+        drop_csv(tmp_path / "inbox", "more.csv", leads_csv(3, 4))
+        wait_until(
+            lambda: sim.requests.get("ImportProcessData", 0) >= 2,
+            timeout=30,
+            message=lambda: (sim.requests, daemon.events[-8:]),
+        )
+        assert daemon.stop(timeout=60) == 0
+
+    names = [e.get("event") for e in daemon.events]
+    assert "daemon.drain.cancelled" in names  # the push waited out the grace
+    assert names.index("writeback.csv.published") < names.index("daemon.drain.cancelled")
+    assert {row["key"] for row in rows_in(sorted(outbox.glob("*.csv")))} == wanted
+
+
 def test_a_stop_sends_the_dialer_no_further_retry_of_an_unanswered_upload(
     tmp_path: Path, start_daemon: Any
 ) -> None:

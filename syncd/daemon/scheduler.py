@@ -436,11 +436,20 @@ class Runtime:
         for job_id in self.job_ids:
             with contextlib.suppress(JobLookupError):
                 self.scheduler.remove_job(job_id)
+        ends = time.monotonic() + grace_s
         running = {t for t in self._tasks if not t.done()}
         late: set[asyncio.Task[None]] = set()
         if running:
             log.info("daemon.drain.waiting", jobs=sorted(t.get_name() for t in running))
-            _, late = await asyncio.wait(running, timeout=grace_s)
+        # The writebacks first: their files are published before a slow push's wait, so
+        # a supervisor that kills at its own timeout finds them published.
+        writing = {t for t in running if t.get_name().startswith("writeback:")}
+        if writing:
+            _, late = await asyncio.wait(writing, timeout=grace_s)
+        unpublished = await self.engine.finish_writebacks() if not late else {}
+        if running - writing:
+            _, rest = await asyncio.wait(running - writing, timeout=max(ends - time.monotonic(), 0))
+            late |= rest
         for task in late:
             task.cancel()
         if late:
@@ -459,8 +468,10 @@ class Runtime:
             if released:
                 log.info("outbox.leases.released", leads=released)
         # The CRM reads only published files: a stop must not leave rows in a part file
-        # until the next start (plus rotate_s).
-        unpublished = await self.engine.finish_writebacks()
+        # until the next start (plus rotate_s). Published above unless a writeback was
+        # cut off: then after it (its rows so far).
+        if writing and writing & late:
+            unpublished = await self.engine.finish_writebacks()
         try:
             await self.engine.leadership.resign()  # the other replicas take over without waiting
         except SyncdError as exc:  # they take over once the leases run out
