@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from syncd.simulators.ameyo.api import AmeyoSimulator
 from syncd.simulators.ameyo.api import create_app as ameyo_app
 from syncd.simulators.jodo.api import JodoSimulator, create_app
@@ -336,12 +338,13 @@ async def test_a_withdrawal_the_dialer_refuses_is_tried_again_and_raised_until_i
         await run_at(path, clock)
         drop_csv(tmp_path / "inbox", "b.csv", header + "OK1,F,L,9820012345,,,yes\n")
         refused = []
-        for _ in range(3):  # the dialer says "Invalid login"
-            # The refused withdrawal's retry falls due within the run's deadline on the
-            # fake clock, which stands still: the pass waits for it until its real
-            # deadline, which need not be long (the retry is the next run's to make).
-            refused.append(await run_at(path, clock, deadline_s=10))
-            clock.advance(60)
+        with capture_logs() as logs:
+            for _ in range(3):  # the dialer says "Invalid login"
+                # The refused withdrawal's retry falls due within the run's deadline on
+                # the fake clock, which stands still: the pass waits for it until its
+                # real deadline, which need not be long (the retry is the next run's).
+                refused.append(await run_at(path, clock, deadline_s=10))
+                clock.advance(60)
         status = run_cli("status", "-c", str(path))
         sim.floor.set_agent("gone.supervisor", 1)  # the supervisor's login is back
         clock.advance(3600)
@@ -349,6 +352,8 @@ async def test_a_withdrawal_the_dialer_refuses_is_tried_again_and_raised_until_i
         after = run_cli("status", "--json", "-c", str(path))
 
     assert all(r.sinks["jodo"].pending == 1 for r in refused), "a refused withdrawal is final"
+    said = [e for e in logs if e["event"] == "sink.withdrawal.refused"]
+    assert said and said[0]["log_level"] == "warning" and said[0]["size"] == 1  # in the log
     assert all(r.exit_code() == 1 for r in refused)
     assert "ALERT: withdrawals the dialer keeps refusing" in status.stdout
     assert "OK1" in status.stdout and "Invalid login" in status.stdout

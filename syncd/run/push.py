@@ -887,6 +887,7 @@ class Pusher:
                 waits[key] = backoff(attempts, self.cfg, retry_after)
             return waits[key]
 
+        withdrawals_refused: list[str] = []
         for result in results:
             queued = by_key.get(result.key)
             if queued is None:
@@ -927,6 +928,7 @@ class Pusher:
                     # The dialer said no (not a fault in the wire): the number stays
                     # dialable, so it is an alert from the first refusal, tried again with
                     # the usual backoff meanwhile.
+                    withdrawals_refused.append(result.reason)
                     completion.next_at = now + retry_in(queued.attempts)
                     completion.reason = (
                         f"{result.reason} ({WITHDRAWAL_FAILING} {queued.attempts} times;"
@@ -940,6 +942,15 @@ class Pusher:
                 else:
                     completion.next_at = now + retry_in(queued.attempts, result.retry_after)
             completions.append(completion)
+        if withdrawals_refused:  # an alert in status and /readyz too (withdrawals_failing)
+            self._said(
+                "warning",
+                "sink.withdrawal.refused",
+                withdrawals_refused[0],
+                size=len(withdrawals_refused),
+                action="the numbers stay dialable until the dialer lets them go; syncd keeps "
+                "trying: see `syncd status` and `syncd explain KEY`",
+            )
         missing = set(by_key) - {r.key for r in results}
         for key in missing:  # a sink that forgot a lead must not lose it
             completions.append(
