@@ -33,8 +33,10 @@ def decide(stored: StoredLead | None, content_hash: str, deleted: bool) -> Decis
     if deleted:
         if stored is None or stored.hash == content_hash:
             return Decision.SKIPPED if stored is None else Decision.UNCHANGED
-        # A version sent whose answer never came may be in the dialer: removed as if held.
-        return Decision.DELETED if stored.delivered or stored.in_doubt else Decision.SKIPPED
+        # A version sent whose answer never came, or one on its way, may be in the
+        # dialer: removed as if held (a removal of a lead it never got is settled then).
+        held = stored.delivered or stored.in_doubt or stored.state == "inflight"
+        return Decision.DELETED if held else Decision.SKIPPED
     if stored is None:
         return Decision.NEW
     if stored.hash == content_hash:
