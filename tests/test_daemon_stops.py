@@ -25,6 +25,27 @@ def rows_in(paths: list[Path]) -> list[dict[str, str]]:
     return [row for p in paths for row in csv.DictReader(io.StringIO(p.read_text("utf-8")))]
 
 
+def writeback_daemon_config(
+    tmp_path: Path, url: str, outbox: Path, sink_extra: str = "", **run: float
+) -> Path:
+    """Write a Jodo daemon config polling every 0.5 s, with a CSV writeback to ``outbox``
+    whose files publish only after an hour (rotate_s) or at a stop."""
+    config = daemon_config(tmp_path, url, run=run or None)
+    text = config.read_text(encoding="utf-8").replace(
+        'kind = "jodo"\n', f'kind = "jodo"\n{sink_extra}poll = {{ interval_s = 0.5 }}\n', 1
+    )
+    text += (
+        '\n[[writebacks]]\nname = "crm-files"\nkind = "csv"\n'
+        f'outbox = "{outbox}"\nrotate_s = 3600\nschedule = {{ interval_s = 0.5 }}\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def keys_in_part_files(outbox: Path) -> set[str]:
+    return {row["key"] for row in rows_in(list(outbox.glob("*.csv.part")))}
+
+
 def test_sigterm_publishes_the_csv_writeback_file_being_written(
     tmp_path: Path, start_daemon: Any
 ) -> None:
@@ -33,24 +54,14 @@ def test_sigterm_publishes_the_csv_writeback_file_being_written(
     sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
     outbox = tmp_path / "crm-outcomes"
     with running(create_app(sim)) as url:
-        config = daemon_config(tmp_path, url)
-        text = config.read_text(encoding="utf-8").replace(
-            'kind = "jodo"\n', 'kind = "jodo"\npoll = { interval_s = 0.5 }\n', 1
-        )
-        text += (
-            '\n[[writebacks]]\nname = "crm-files"\nkind = "csv"\n'
-            f'outbox = "{outbox}"\nrotate_s = 3600\nschedule = {{ interval_s = 0.5 }}\n'
-        )
-        config.write_text(text, encoding="utf-8")
-        daemon = start_daemon(config)
+        daemon = start_daemon(writeback_daemon_config(tmp_path, url, outbox))
         daemon.wait_for("daemon.ready")
         drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 6))
         wanted = {f"L{i:05d}" for i in range(6)}
 
-        def in_part_file() -> set[str]:
-            return {row["key"] for row in rows_in(list(outbox.glob("*.csv.part")))}
-
-        wait_until(lambda: in_part_file() == wanted, timeout=30, message=lambda: daemon.events)
+        wait_until(
+            lambda: keys_in_part_files(outbox) == wanted, timeout=30, message=lambda: daemon.events
+        )
         assert not list(outbox.glob("*.csv")), "rotate_s = 3600 published a file early"
 
         assert daemon.stop() == 0
@@ -70,24 +81,17 @@ def test_a_stop_publishes_the_writeback_file_before_waiting_for_a_slow_push(
     sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
     outbox = tmp_path / "crm-outcomes"
     with running(create_app(sim)) as url:
-        config = daemon_config(tmp_path, url, run={"shutdown_grace_s": 5.0})
-        text = config.read_text(encoding="utf-8").replace(
-            'kind = "jodo"\n', 'kind = "jodo"\ntimeout_s = 60.0\npoll = { interval_s = 0.5 }\n', 1
+        config = writeback_daemon_config(
+            tmp_path, url, outbox, "timeout_s = 60.0\n", shutdown_grace_s=5.0
         )
-        text += (
-            '\n[[writebacks]]\nname = "crm-files"\nkind = "csv"\n'
-            f'outbox = "{outbox}"\nrotate_s = 3600\nschedule = {{ interval_s = 0.5 }}\n'
-        )
-        config.write_text(text, encoding="utf-8")
         daemon = start_daemon(config)
         daemon.wait_for("daemon.ready")
         drop_csv(tmp_path / "inbox", "leads.csv", leads_csv(0, 3))
         wanted = {f"L{i:05d}" for i in range(3)}
 
-        def in_part_file() -> set[str]:
-            return {row["key"] for row in rows_in(list(outbox.glob("*.csv.part")))}
-
-        wait_until(lambda: in_part_file() == wanted, timeout=30, message=lambda: daemon.events)
+        wait_until(
+            lambda: keys_in_part_files(outbox) == wanted, timeout=30, message=lambda: daemon.events
+        )
         sim.quirks.set(Quirks(store_then_slow_s=40.0))  # the next upload waits 40 s
         drop_csv(tmp_path / "inbox", "more.csv", leads_csv(3, 4))
         wait_until(
