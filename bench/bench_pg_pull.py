@@ -32,6 +32,7 @@ from asyncpg.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_leads import generate
+from tree_memory import cpu_of
 
 CONFIG = """\
 [state]
@@ -89,15 +90,6 @@ def count_statements(counted: Counted) -> None:
             return call
 
         setattr(Connection, name, wrapped())
-
-
-def cpu_of(pid: int) -> float:
-    """Return the CPU seconds (user + system) a process used so far, 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants_cpu() -> float:

@@ -45,6 +45,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sync import free_port, wait_http
 from gen_leads import generate
+from tree_memory import cpu_of
 
 CONFIG = """\
 [state]
@@ -121,15 +122,6 @@ class CpuMeter:
         for (part, _pid), cpu in self.seen.items():
             parts[part] += cpu
         return ", ".join(f"{name} {cpu:.1f}s" for name, cpu in parts.items())
-
-
-def cpu_of(pid: int) -> float:
-    """Return the CPU seconds (user + system) of a process so far, 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _parents() -> dict[int, int]:

@@ -11,6 +11,7 @@ RSS), as the benches measure syncd and the prototypes.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -30,6 +31,15 @@ def tree(pid: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def cpu_of(pid: int) -> float:
+    """Return the CPU seconds (user + system) of a process so far, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pss_kb(pid: int) -> int:
