@@ -413,13 +413,15 @@ def test_the_page_shows_outcomes_sources_runs_and_charts_after_a_run(
         )
         assert wait_until(lambda: (inbox / "failed" / "broken.csv").exists(), timeout=30)
 
+        seen: list[str] = [""]
+
         def drawn() -> bool:  # the page is a snapshot: wait for the pull and its backlog
-            page = httpx.get(f"{base}/status").text
+            page = seen[0] = httpx.get(f"{base}/status", timeout=30).text
             backlog = re.search(r'<svg[^>]*id="chart-backlog".*?</svg>', page, re.S)
             return "pull crm" in page and backlog is not None and "circle" in backlog.group(0)
 
         # A slow render (both cores busy) spaces the snapshots out (5x its own time): wait long.
-        assert wait_until(drawn, timeout=90)
+        assert wait_until(drawn, timeout=90), (seen[0][-6000:], daemon.events[-20:])
         shot = SHOTS / "status-history.png" if SHOTS else tmp_path / "status-history.png"
         text = rendered(f"{base}/status", screenshot=shot)
         built = dom(f"{base}/status")
