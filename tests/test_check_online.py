@@ -143,6 +143,32 @@ def test_a_good_config_passes_every_online_check_and_writes_nothing(
         assert db.execute("SELECT status FROM leads").fetchall() == [("",)]
 
 
+def test_a_disposing_login_the_dialer_lacks_fails_the_check_naming_dispositions_login(
+    tmp_path: Path, jodo: Simulated
+) -> None:
+    """A CRM deletion is disposed as ``dispositions.login``: a login Jodo does not
+    have refuses every removal at run time, so the check asks userStatus first."""
+    disposing = (
+        '[sinks.dispositions]\nlogin = "closer"\n'
+        "on_delete = { dispomasterid = 1, disporeasonid = 2 }\n"
+    )
+    parts = good_parts(tmp_path, jodo.url)
+    parts[2] += disposing
+    config = write(tmp_path, *parts)
+
+    missing = run_cli("check", "--online", "-c", str(config))
+    jodo.sim.set_agent_status("closer", 1)
+    present = run_cli("check", "--online", "-c", str(config))
+
+    assert missing.returncode == EXIT_ONLINE, missing.stdout + missing.stderr
+    assert "FAILED  sinks[0] jodo (jodo): " in missing.stdout, missing.stdout
+    assert "'closer'" in missing.stdout and "User not found" in missing.stdout, missing.stdout
+    assert "fix sinks[0].dispositions.login" in missing.stdout, missing.stdout
+    assert present.returncode == 0, present.stdout + present.stderr
+    assert "login 'closer' (dispositions.login) found" in present.stdout, present.stdout
+    assert set(jodo.sim.requests) == {"getProcessData", "userStatus"}  # reads only
+
+
 def test_every_broken_part_is_named_with_its_field_in_one_run(
     tmp_path: Path, jodo: Simulated, closed_port: int
 ) -> None:

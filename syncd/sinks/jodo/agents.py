@@ -91,6 +91,16 @@ class AgentPoller:
 
     async def poll(self, logins: Sequence[str], now: datetime) -> dict[str, AgentStatus]:
         """Return each answered login's status (by login); the store keeps them too."""
+        found = await self.ask(logins, now)
+        changed = await self.store.record_agents(found.values()) if found else 0
+        log = self.log.info if changed else self.log.debug
+        log("sink.agents.polled", asked=len(logins), answered=len(found), changed=changed)
+        return found
+
+    async def ask(
+        self, logins: Sequence[str], now: datetime, *, retry: bool = True
+    ) -> dict[str, AgentStatus]:
+        """Return each answered login's status (by login), keeping nothing."""
         found: dict[str, AgentStatus] = {}
         wanted = sorted(set(logins))
         # The answer's spelling of a login may differ in case from the one asked about.
@@ -98,7 +108,7 @@ class AgentPoller:
         size = self.settings.batch_size
         for start in range(0, len(wanted), size):
             reply = await self.client.call(
-                "userStatus", {"loginids": wanted[start : start + size]}, per_item=True
+                "userStatus", {"loginids": wanted[start : start + size]}, per_item=True, retry=retry
             )
             body = reply.body
             if reply.code is not None:
@@ -114,7 +124,4 @@ class AgentPoller:
                 if agent is not None:
                     agent.login = asked.get(agent.login.lower(), agent.login)
                     found[agent.login] = agent
-        changed = await self.store.record_agents(found.values()) if found else 0
-        log = self.log.info if changed else self.log.debug
-        log("sink.agents.polled", asked=len(wanted), answered=len(found), changed=changed)
         return found

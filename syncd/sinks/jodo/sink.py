@@ -17,7 +17,7 @@ from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason
 from syncd.errors import CheckFailed, PermanentError, SinkConfigError, VendorError
 from syncd.net.http import UnknownFields
 from syncd.sinks.base import BaseSink, BatchRejected, SinkContext, SinkHealth
-from syncd.sinks.jodo.agents import AgentPoller
+from syncd.sinks.jodo.agents import MISSING, AgentPoller
 from syncd.sinks.jodo.assignment import check_agents, unassigned_note
 from syncd.sinks.jodo.client import NOT_FOUND, connect, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
@@ -260,7 +260,24 @@ class JodoSink(BaseSink):
                 f"the dialer refused the sink's {what} ({exc.reason}{code})",
                 settings=settings or ("url", "apikey", "servicekey", "media", "updateparam"),
             ) from exc
-        return f"getProcessData answered for process {self.cfg.servicekey!r} (apikey accepted)"
+        said = f"getProcessData answered for process {self.cfg.servicekey!r} (apikey accepted)"
+        login = self.cfg.dispositions.login
+        return f"{said}; {await self._probe_login(login)}" if login else said
+
+    async def _probe_login(self, login: str) -> str:
+        """Ask userStatus about the login that disposes leads: Jodo refuses every
+        saveDisposition of a login it lacks, so each CRM removal would fail at run time."""
+        now = datetime.fromtimestamp(self.clock.time(), UTC)
+        found = await self.agents.ask([login], now, retry=False)
+        agent = found.get(login)
+        if agent is None or agent.status == MISSING:
+            why = agent.description if agent is not None else "not in userStatus's answer"
+            raise CheckFailed(
+                f"the dialer has no agent login {login!r} to dispose of removed or closed "
+                f"leads as ({why})",
+                settings=("dispositions.login",),
+            )
+        return f"login {login!r} (dispositions.login) found"
 
     async def _read_dialer_clock(self) -> None:
         """Read the Jodo server's clock once, before the first push-moment callDateTime.
