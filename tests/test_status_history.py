@@ -408,9 +408,9 @@ def test_the_page_shows_outcomes_sources_runs_and_charts_after_a_run(
         drop_csv(inbox, "broken.csv", "\ufeffid,phone\n".encode("utf-16"))  # not UTF-8
         base = daemon.base_url
         received = 'syncd_sink_outcomes_received_total{sink="jodo"} 6.0'
-        assert wait_until(lambda: received in httpx.get(f"{base}/metrics").text, timeout=60), (
-            daemon.events[-12:]
-        )
+        assert wait_until(
+            lambda: received in httpx.get(f"{base}/metrics").text, timeout=60, every=0.2
+        ), daemon.events[-12:]
         assert wait_until(lambda: (inbox / "failed" / "broken.csv").exists(), timeout=30)
 
         seen: list[str] = [""]
@@ -420,8 +420,10 @@ def test_the_page_shows_outcomes_sources_runs_and_charts_after_a_run(
             backlog = re.search(r'<svg[^>]*id="chart-backlog".*?</svg>', page, re.S)
             return "pull crm" in page and backlog is not None and "circle" in backlog.group(0)
 
-        # A slow render (both cores busy) spaces the snapshots out (5x its own time): wait long.
-        assert wait_until(drawn, timeout=90), (seen[0][-6000:], daemon.events[-20:])
+        # A slow render (both cores busy) spaces the snapshots out (5x its own time): wait
+        # long, asking twice a second (a copy of the page a hundred times a second would
+        # slow the daemon's loop and with it the render).
+        assert wait_until(drawn, timeout=120, every=0.5), (seen[0][-6000:], daemon.events[-20:])
         shot = SHOTS / "status-history.png" if SHOTS else tmp_path / "status-history.png"
         text = rendered(f"{base}/status", screenshot=shot)
         built = dom(f"{base}/status")

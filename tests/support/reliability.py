@@ -276,13 +276,14 @@ async def _buffered(receive: Any) -> tuple[Any, bytes]:
     return replay, body
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Return True once ``condition()`` holds, False after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, every: float = 0.01) -> bool:
+    """Return True once ``condition()`` holds, False after ``timeout`` seconds; asked
+    every ``every`` seconds (a page fetched a hundred times a second loads the daemon)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if condition():
             return True
-        time.sleep(0.01)
+        time.sleep(every)
     return False
 
 
