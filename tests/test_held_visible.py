@@ -26,6 +26,8 @@ from syncd.run.engine import Engine
 from syncd.run.once import run_until_idle
 from syncd.run.sinks import clock_text
 from syncd.run.status import sink_state_line
+from syncd.simulators.ameyo.api import AmeyoSimulator
+from syncd.simulators.ameyo.api import create_app as create_app_ameyo
 from syncd.simulators.faults import Faults
 from syncd.simulators.jodo.api import JodoSimulator, create_app
 from syncd.simulators.server import running
@@ -33,7 +35,9 @@ from syncd.state.sqlite import SqliteStore
 from tests.conftest import daemon_config, drop_csv, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
+    AMEYO_PASSWORD,
     RequestCounter,
+    ameyo_sink,
     export,
     jodo_sink,
     run_engine,
@@ -232,3 +236,32 @@ async def test_a_run_the_dialers_hold_outlasts_says_the_dialer_asked_to_wait_not
     assert "unreachable" not in str(counts.waiting), counts.waiting
     said = " ".join(summary.poll_failed.values())
     assert said.startswith("throttled until ") and "not polled this run" in said, said
+
+
+async def test_a_keepalive_the_dialers_hold_keeps_back_is_not_a_failed_ping(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(time.time())
+    sim = AmeyoSimulator(
+        users={"syncd": AMEYO_PASSWORD}, dialing=False, ping_interval_ms=100, clock=clock
+    )
+    with running(create_app_ameyo(sim)) as url:
+        config = write_config(tmp_path, [ameyo_sink(url, retry_max_s=0.2)])
+        settings = settings_for(config)
+        store = SqliteStore(settings.state.path, clock)
+        await store.open()
+        engine = Engine(settings, store, clock=clock)
+        try:
+            await engine.open()
+            sim.faults.set(HOLD)
+            with capture_logs() as logs:
+                for _ in range(3):  # the first is answered 429, the others held back
+                    clock.advance(0.1)
+                    await engine.keepalive("ameyo")
+            throttled = engine.sinks.throttled("ameyo")
+        finally:
+            await close(engine)
+
+    assert throttled is not None  # said as the sink's state (and by sink.throttle.hold)
+    assert not named(logs, "sink.session.ping.failed"), logs  # the dialer asked to wait
+    assert engine.health.failure("keepalive:ameyo") is None

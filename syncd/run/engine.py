@@ -398,11 +398,19 @@ class Engine:
         slot = self.sinks[name]
         if not slot.working:
             return
+        throttle = self.sinks.throttled(name)
+        if throttle is not None and throttle.left > MAX_INLINE_HOLD_S:
+            return  # it would be held back; the hold is said (sink.throttle.hold, status)
         try:
             await slot.sink.keepalive()
         except SinkConfigError as exc:
             self.sinks.stop(name, exc)
         except VendorError as exc:
+            if self.sinks.throttled(name) is not None and throttled_by(exc):
+                # The dialer asked to wait: not a failed ping (the next request logs in
+                # again if the session ran out meanwhile).
+                log.debug("sink.session.ping.held", sink=name, cause=str(exc))
+                return
             self.health.failed(
                 f"keepalive:{name}",
                 str(exc),
