@@ -150,6 +150,15 @@ class SinkConfig(Strict):
         """
         return None
 
+    def cannot_delete(self) -> str | None:
+        """Return what becomes of a lead the CRM deletes, and what to do, when this dialer
+        cannot remove it as configured (None: it removes it).
+
+        `syncd check` says so for each route that carries the CRM's deletions here (a
+        ``map.deleted`` column): such a lead stays dialable in the dialer.
+        """
+        return None
+
     @property
     def entity(self) -> str:
         return self._entity

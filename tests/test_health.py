@@ -34,7 +34,7 @@ def set_apikeys(jodo: Simulated, *keys: str) -> None:
         jodo.sim.apikeys = set(keys)
 
 
-SINK_STATES = ("working", "held", "unreachable", "config_refused", "internal_error")
+SINK_STATES = ("working", "held", "throttled", "unreachable", "config_refused", "internal_error")
 
 
 def sink_state(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], sink: str) -> list[str]:

@@ -45,6 +45,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         if (gap := sink.cannot_withdraw()) is not None:
             print(f"WARNING: sink {sink.name} ({sink.kind}): withdrawals: {gap}")
+        for line in _deletions_kept(settings, sink):
+            print(f"WARNING: sink {sink.name} ({sink.kind}): {line}")
     if settings.health.enabled:
         print(_status_page_line(settings))
     if args.online:
@@ -67,6 +69,20 @@ def _check_online(
         return EXIT_ONLINE
     print(f"online: all {len(results)} check(s) passed")
     return EXIT_OK
+
+
+def _deletions_kept(settings: Settings, sink: SinkConfig) -> list[str]:
+    """Return, per route that carries the CRM's deletions to ``sink`` (a ``map.deleted``
+    column), what becomes of a deleted lead when the dialer cannot remove it."""
+    gap = sink.cannot_delete()
+    if gap is None:
+        return []
+    return [
+        f"route {r.name} carries the CRM's deletions (source {r.source}, column "
+        f"{r.map.deleted!r}): {gap}"
+        for r in settings.routes
+        if r.sink == sink.name and r.map.deleted
+    ]
 
 
 def _feed_note(sink: SinkConfig) -> str:

@@ -156,9 +156,18 @@ class Metrics:
         self.sink_state = Gauge(
             "syncd_sink_state",
             "1 for the sink's current state, 0 for the others: working, held (the dialer"
-            " refuses records for now), unreachable (cannot connect, breaker open or probing),"
+            " refuses records for now), throttled (the dialer asked every request to wait:"
+            " a 429 or 503 with Retry-After; syncd_sink_throttled_seconds says how long),"
+            " unreachable (cannot connect, breaker open or probing),"
             " config_refused (fix the configuration), internal_error (a bug; see the log)",
             ["sink", "state"],
+            registry=r,
+        )
+        self.throttled = Gauge(
+            "syncd_sink_throttled_seconds",
+            "Seconds left of the wait the dialer asked for (Retry-After on a 429 or 503):"
+            " every request of the sink waits until then; 0 when none",
+            ["sink"],
             registry=r,
         )
         self.breaker = Gauge(
@@ -471,6 +480,7 @@ class Metrics:
         for name, sink in sinks.items():
             self.observe_state(name, states.get(name, "working"))
             self.breaker.labels(name).set(sink.guard.breaker.state_value)
+            self.throttled.labels(name).set(round(sink.guard.limits.limiter.held_for(), 3))
             self.observe_health(name, sink)
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():
@@ -532,7 +542,9 @@ class Metrics:
         off = len(features.warnings()) if features is not None else 0
         guard = getattr(sink, "guard", None)
         held = 1 if guard is not None and guard.held.reason is not None else 0  # a paused campaign
-        self.sink_warnings.labels(name).set(len(health.warnings) + off + held)
+        # the dialer's Retry-After hold, a /readyz warning while it lasts
+        throttled = 1 if guard is not None and guard.limits.limiter.held_for() > 0 else 0
+        self.sink_warnings.labels(name).set(len(health.warnings) + off + held + throttled)
         for q in health.queues:
             self._queues_seen.add((name, q.queue))
             self.agents_logged_in.labels(name, q.queue).set(q.logged_in)

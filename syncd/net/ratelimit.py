@@ -50,6 +50,7 @@ class RateLimiter:
         self._hold_until = 0.0
         self.hold_cause: str | None = None  # why the current hold: None, a Retry-After
         self.hold_answer: str | None = None  # the dialer's answer that asked for it ("HTTP 429")
+        self.hold_asked = 0.0  # the seconds it asked for
         self._queue: list[tuple[int, int]] = []  # (0 urgent | 1 normal, arrival) of waiters
         self._arrivals = itertools.count()
 
@@ -76,7 +77,13 @@ class RateLimiter:
         if until > self._hold_until or self.held_for() <= 0:
             # the hold that lasts longest says why
             self.hold_cause, self.hold_answer = cause, answer
+            self.hold_asked = max(0.0, seconds)
         self._hold_until = max(self._hold_until, until)
+
+    @property
+    def hold_until(self) -> float:
+        """Return the clock's time the current (or last) hold ends: one value per hold."""
+        return self._hold_until
 
     def held_for(self) -> float:
         """Return the seconds left of the current hold (0 when none)."""
@@ -182,11 +189,20 @@ class RequestLimits:
             )
         self.limiter.hold(seconds, cause, answer)
 
+    def hold_reason(self) -> str:
+        """Return why requests are held, with the wait as asked (not what is left): the
+        cause, or ``the dialer asked to wait 2 min (HTTP 429, Retry-After)``."""
+        cause = self.limiter.hold_cause
+        return cause or self._asked(self.limiter.hold_asked)
+
     def hold_text(self, seconds: float) -> str:
         """Return why requests wait ``seconds``: the hold's cause, or the dialer's Retry-After."""
         cause = self.limiter.hold_cause
         if cause:
             return f"{cause}; next try in {human_seconds(seconds)}"
+        return self._asked(seconds)
+
+    def _asked(self, seconds: float) -> str:
         answer = self.limiter.hold_answer
         asked = f"{answer}, Retry-After" if answer else "Retry-After"
         return f"the dialer asked to wait {human_seconds(seconds)} ({asked})"

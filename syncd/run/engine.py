@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,12 +36,13 @@ from syncd.core.reasons import DIALER_FAILED, reason_code
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.core.zones import zone_table
 from syncd.errors import SinkConfigError, VendorError
+from syncd.net.http import MAX_INLINE_HOLD_S, HeldBack
 from syncd.run.consent import consent_sinks, withdraw_expired
 from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
 from syncd.run.leadership import Leadership
 from syncd.run.pull import Puller
 from syncd.run.push import Pusher
-from syncd.run.sinks import SinkSet
+from syncd.run.sinks import SinkSet, Throttle
 from syncd.run.window import WindowContext, close_windows
 from syncd.sources.base import Chunk, Source
 from syncd.state.base import HEALTH_SCOPE, POLLED_SCOPE, ChunkWrite, StateStore
@@ -69,6 +70,12 @@ def _queues(sink: Any) -> list[Any]:
         return []
 
 
+def throttled_by(exc: VendorError) -> bool:
+    """Return True when a failed request is the dialer's Retry-After hold, not a failure:
+    held back by it (not sent), or the 429 answer that asked for it."""
+    return isinstance(exc, HeldBack) or getattr(exc, "code", None) == "429"
+
+
 def new_run_id() -> str:
     """Return a run id that sorts by start time: ``20261201T102309Z-1a2b3c``."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -83,6 +90,9 @@ class PollResult:
     skipped: bool = False  # the sink is stopped or unavailable: nothing was asked
     final: bool = False  # a configuration error: asking again cannot help
     retry_after: float | None = None
+    # Skipped for the dialer's Retry-After hold ("throttled until …: the dialer asked to
+    # wait …"): not a failure; the outcomes wait at the dialer until it ends.
+    held: str | None = None
 
 
 class Engine:
@@ -123,6 +133,7 @@ class Engine:
         self.fed_up: dict[str, str | None] = {}
         self._pushing: dict[str, Pusher] = {}  # the push pass running per sink (nudge)
         self.gave_up: set[str] = set()  # sinks whose last push gave up on a failing dialer
+        self._poll_held_said: dict[str, float] = {}  # by sink: the hold its polls said
 
     # -- life ------------------------------------------------------------------------
 
@@ -332,6 +343,11 @@ class Engine:
         slot = self.sinks[name]
         if not slot.working or not await self.leadership.leads(f"poll:{name}"):
             return PollResult(skipped=True)
+        throttle = self.sinks.throttled(name)
+        if throttle is not None and throttle.left > MAX_INLINE_HOLD_S:
+            # Every request would be held back: the poll is not tried (a vendor's login
+            # would fail the same way, and say so as if the dialer had).
+            return self._poll_held(name, throttle)
         started = self.clock.time()
         try:
             count = await slot.sink.poll_outcomes()
@@ -339,6 +355,9 @@ class Engine:
             self.sinks.stop(name, exc)
             return PollResult(error=str(exc), final=True)
         except VendorError as exc:
+            throttle = self.sinks.throttled(name)
+            if throttle is not None and throttled_by(exc):
+                return self._poll_held(name, throttle)
             self.health.failed(
                 f"poll:{name}",
                 str(exc),
@@ -357,16 +376,41 @@ class Engine:
             self.observer.outcomes_received(name, count)
         return PollResult(count=count)
 
+    def _poll_held(self, name: str, throttle: Throttle) -> PollResult:
+        """A poll the dialer's Retry-After hold keeps back: said once per hold, at info.
+
+        Not a failure (no ``sink.poll.failed``, no failed-poll count, the poll's health
+        untouched): the dialer is there and asked to wait; its outcomes wait for it.
+        """
+        if self._poll_held_said.get(name) != throttle.ends:
+            self._poll_held_said[name] = throttle.ends
+            log.info(
+                "sink.poll.held",
+                sink=name,
+                until=datetime.fromtimestamp(throttle.until, UTC).isoformat(),
+                cause=throttle.reason,  # syncd's words and the answer's code, as throttle.hold's
+                action="outcomes wait at the dialer; the poll runs again once the hold ends",
+            )
+        return PollResult(skipped=True, held=throttle.text(), retry_after=throttle.left)
+
     async def keepalive(self, name: str) -> None:
         """Keep one sink's vendor session alive (a no-op for session-less vendors)."""
         slot = self.sinks[name]
         if not slot.working:
             return
+        throttle = self.sinks.throttled(name)
+        if throttle is not None and throttle.left > MAX_INLINE_HOLD_S:
+            return  # it would be held back; the hold is said (sink.throttle.hold, status)
         try:
             await slot.sink.keepalive()
         except SinkConfigError as exc:
             self.sinks.stop(name, exc)
         except VendorError as exc:
+            if self.sinks.throttled(name) is not None and throttled_by(exc):
+                # The dialer asked to wait: not a failed ping (the next request logs in
+                # again if the session ran out meanwhile).
+                log.debug("sink.session.ping.held", sink=name, cause=str(exc))
+                return
             self.health.failed(
                 f"keepalive:{name}",
                 str(exc),
@@ -432,7 +476,7 @@ class Engine:
     def health_snapshot(self) -> dict[str, dict[str, Any]]:
         """Return each sink's state now, as `syncd status` and the status page show it."""
         unreachable = self.sinks.unreachable()
-        warnings = self.sinks.warnings()
+        warnings = self.sinks.warnings(throttled=False)  # said in "throttled", with its end
         snapshots: dict[str, dict[str, Any]] = {}
         for slot in self.sinks:
             down = unreachable.get(slot.name)
@@ -456,6 +500,12 @@ class Engine:
                 "since": since,
                 "reopened": reopened is not None,
                 "held": self.sinks.held(slot.name),
+                # the dialer's Retry-After hold: until (wall time) and why, in syncd's words
+                "throttled": (
+                    {"until": throttle.until, "reason": throttle.reason}
+                    if (throttle := self.sinks.throttled(slot.name)) is not None
+                    else None
+                ),
                 "next_try": down.next_try if down is not None else None,
                 "poll_failed": (f := self.health.failure(f"poll:{slot.name}")) and f.reason,
                 "poll_public": f and reason_code(f.reason, DIALER_FAILED),

@@ -405,6 +405,10 @@ class _Pass:
                 summary.poll_failed[slot.name] = STOPPED_POLL
             elif result.error is not None:
                 summary.poll_failed[slot.name] = result.error
+            elif result.held is not None:  # not a failure, but its outcomes were not read
+                summary.poll_failed[slot.name] = (
+                    f"{result.held}: not polled this run; the next run reads its outcomes"
+                )
             elif not result.skipped:
                 summary.outcomes[slot.name] = result.count
         summary.warnings = engine.sinks.warnings()
@@ -428,7 +432,8 @@ class _Pass:
         engine = self.engine
         result = await engine.poll(name)
         for attempt in range(1, ONCE_POLL_TRIES):
-            if result.error is None or result.final or engine.stop.is_set():
+            waits = result.error is not None or result.held is not None  # a hold may end in time
+            if not waits or result.final or engine.stop.is_set():
                 break
             wait = max(result.retry_after or 0.0, ONCE_POLL_WAIT_S * attempt)
             if engine.clock.time() + wait >= self.deadline:

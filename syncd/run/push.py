@@ -567,13 +567,14 @@ class Pusher:
         breaker, limits = self.guard.breaker, self.guard.limits
         while not self.stop.is_set():
             held = self.guard.held.left(self.clock.monotonic())
-            wait = max(breaker.wait_s(), limits.limiter.held_for(), held)
+            throttled = limits.limiter.held_for()
+            wait = max(breaker.wait_s(), throttled, held)
             if wait <= 0:
                 if breaker.allow():
                     return True
                 wait = 0.05  # another worker's probe is out
             if self.clock.time() + wait >= deadline:
-                self.counts.waiting = self._why_waiting(wait)
+                self.counts.waiting = self._why_waiting(wait, held=held, throttled=throttled)
                 return False
             if breaker.state is BreakerState.OPEN and breaker.opened > 1:
                 self._give_up(wait)
@@ -605,12 +606,17 @@ class Pusher:
             action="leads wait for the next run (pending, no attempts spent)",
         )
 
-    def _why_waiting(self, wait: float) -> str:
-        """Return why no push may go before the deadline: a hold (its cause) or the breaker."""
-        held = self.guard.held
-        if held.public is not None and held.left(self.clock.monotonic()) >= wait:
-            return f"{held.public}; next try in {human_seconds(wait)}; leads wait"
-        if self.guard.limits.limiter.held_for() >= wait:
+    def _why_waiting(self, wait: float, *, held: float, throttled: float) -> str:
+        """Return why no push may go before the deadline: a hold (its cause) or the breaker.
+
+        ``held`` and ``throttled`` are the waits ``wait`` was made of, read once: read
+        again here, a moment later, a hold is shorter than ``wait`` and the dialer that
+        asked for it was said to be unreachable.
+        """
+        hold = self.guard.held
+        if hold.public is not None and held >= wait:
+            return f"{hold.public}; next try in {human_seconds(wait)}; leads wait"
+        if throttled >= wait:
             return f"{self.guard.limits.hold_text(wait)}; leads wait"
         reason = self.guard.breaker.last_reason or "it keeps failing"
         return f"dialer unreachable ({reason}); next try in {human_seconds(wait)}"

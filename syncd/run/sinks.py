@@ -63,11 +63,14 @@ class SinkCause(enum.StrEnum):
     """Why a sink delivers or not, one value per cause an operator acts on differently.
 
     ``syncd_sink_state`` exports it: a refused configuration needs a fix, an
-    unreachable dialer needs its network or its vendor, a held sink needs its campaign.
+    unreachable dialer needs its network or its vendor, a held sink needs its campaign,
+    a throttled one nothing unless it keeps coming back (then its rate limit).
     """
 
     WORKING = "working"
     HELD = "held"  # working, but the dialer refuses records for now (a paused campaign)
+    # working, but the dialer asked every request to wait (429/503 with Retry-After)
+    THROTTLED = "throttled"
     UNREACHABLE = "unreachable"  # could not connect, or the breaker is open or probing
     CONFIG_REFUSED = "config_refused"  # stopped by SinkConfigError until fixed
     INTERNAL_ERROR = "internal_error"  # the sink's code crashed while opening
@@ -136,6 +139,27 @@ def build_sink(
         factory = registry.sinks()[cfg.kind].load_factory()
     sink: Sink = factory(cfg, ctx)
     return sink
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A working sink whose dialer asked every request to wait (a 429 or 503 with
+    Retry-After): why, in syncd's words and the answer's code, and until when."""
+
+    until: float  # wall time the hold ends
+    left: float  # seconds from now
+    reason: str  # "the dialer asked to wait 2 min (HTTP 429, Retry-After)"
+    ends: float  # the limiter's own end of it (monotonic): one value per hold
+
+    def text(self) -> str:
+        return f"throttled until {clock_text(self.until)}: {self.reason}"
+
+
+THROTTLE_ACTION = (
+    "its pushes and polls wait until then; leads stay queued and spend no attempts; "
+    "nothing to do unless it keeps coming back (then lower rate_limit_per_s or ask the "
+    "vendor for a higher limit)"
+)
 
 
 @dataclass(frozen=True)
@@ -373,6 +397,8 @@ class SinkSet:
             return slot.cause
         if slot.sink.guard.held.reason is not None:
             return SinkCause.HELD
+        if self.throttled(name) is not None:
+            return SinkCause.THROTTLED
         return SinkCause.WORKING
 
     def unconfirmed(self, name: str) -> tuple[SinkState, str, float] | None:
@@ -420,6 +446,24 @@ class SinkSet:
         slot = self.slots[name]
         return slot.sink.guard.held.reason if slot.working else None
 
+    def throttled(self, name: str) -> Throttle | None:
+        """Return the dialer's Retry-After hold of a working sink while it lasts, else None.
+
+        The hold is the sink's request limits' (every push, poll and keep-alive waits
+        for it), not ``guard.held`` (a paused campaign, pushes only).
+        """
+        slot = self.slots[name]
+        limits = slot.sink.guard.limits
+        left = limits.limiter.held_for()
+        if not slot.working or left <= 0:
+            return None
+        return Throttle(
+            until=self.clock.time() + left,
+            left=left,
+            reason=limits.hold_reason(),
+            ends=limits.limiter.hold_until,
+        )
+
     def describe(
         self, name: str, waiting: int | None = None, *, public: bool = False
     ) -> str | None:
@@ -446,6 +490,8 @@ class SinkSet:
         elif (hold := slot.sink.guard.held).reason is not None:
             why = hold.public if public else hold.reason
             text = f"{name}: held since {clock_text(hold.since or 0.0)} ({why})"
+        elif (throttle := self.throttled(name)) is not None:  # its reason is syncd's words
+            text = f"{name}: throttled until {clock_text(throttle.until)} ({throttle.reason})"
         else:
             return None
         if waiting is not None:
@@ -471,8 +517,12 @@ class SinkSet:
                 reasons.append(problem)
         return reasons
 
-    def warnings(self) -> dict[str, list[str]]:
-        """Return, per working sink, what needs fixing although its leads still flow."""
+    def warnings(self, *, throttled: bool = True) -> dict[str, list[str]]:
+        """Return, per working sink, what needs fixing although its leads still flow.
+
+        ``throttled``: with the dialer's Retry-After hold while it lasts (/readyz, the
+        summary); `syncd status` says it in the sink's state instead, with its end.
+        """
         found: dict[str, list[str]] = {}
         for name, slot in self.slots.items():
             if not slot.working:
@@ -485,6 +535,8 @@ class SinkSet:
             hold = slot.sink.guard.held
             if hold.public is not None:  # the dialer's words stay in the log and `status` detail
                 said.append(f"held since {clock_text(hold.since or 0.0)}: {hold.public}")
+            if throttled and (throttle := self.throttled(name)) is not None:
+                said.append(f"{throttle.text()}; {THROTTLE_ACTION}")
             if self.cannot_withdraw(name):
                 said.append(CANNOT_WITHDRAW)
             if said:

@@ -437,8 +437,14 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None, *, public: b
         line += f"; {action}"
     elif state == "working":
         due = seen.get("next_due")
+        throttled = seen.get("throttled") or {}
         if seen.get("held"):
             line = "held (see the warning); leads wait without spending attempts"
+        elif float(throttled.get("until") or 0) > now:  # read later, it may be over
+            line = (
+                f"throttled until {when(throttled['until'])} ({throttled.get('reason')}); "
+                "leads wait without spending attempts"
+            )
         elif pending and isinstance(due, int | float) and due > now:
             line = f"working, backing off until {when(due)}"
         elif seen.get("feeding"):

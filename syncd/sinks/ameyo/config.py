@@ -13,6 +13,8 @@ from syncd.secrets import Secret
 
 COMMAND_PATH = "/ameyowebaccess/command"
 LEAD_ATTRIBUTES = ("key", "first_name", "last_name", "email", "agent")
+# What a removal is refused with: the Customer Manager API has no delete.
+REMOVE_REFUSED = "Ameyo's Customer Manager API cannot remove a customer"
 
 
 class SessionAuth(Strict):
@@ -111,6 +113,14 @@ class AmeyoSinkConfig(SinkConfig):
                 raise ValueError(f"column {column!r} is used twice (phones, name, email, key)")
             taken.add(column)
         return self
+
+    def cannot_delete(self) -> str | None:
+        return (
+            f'Ameyo has no delete: each lead the CRM deletes is refused ("{REMOVE_REFUSED}") '
+            "and the customer stays dialable in the campaign; remove those customers in "
+            "Ameyo by hand (`syncd status` counts the refusals by this reason, `syncd "
+            "explain KEY` shows each lead)"
+        )
 
     def window_hold(self) -> WindowHold:
         opening = "leads go only while their window is open; call_at as callBackTime"

@@ -33,7 +33,7 @@ from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
-from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig
+from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, REMOVE_REFUSED, AmeyoSinkConfig
 from syncd.sinks.ameyo.ledger import Delivered, Ledger, record_digest
 from syncd.sinks.ameyo.replies import (
     RESULT_TYPES,
@@ -288,9 +288,7 @@ class AmeyoSink(BaseSink):
         plans: list[Plan] = []
         for queued in batch:
             if queued.action is Action.DELETE:
-                results[queued.key] = PushResult.rejected(
-                    queued.key, "Ameyo's Customer Manager API cannot remove a customer"
-                )
+                results[queued.key] = PushResult.rejected(queued.key, REMOVE_REFUSED)
             else:
                 plans.append(await self._plan(queued))
         uploads = [p for p in plans if p.action == "upload"]

@@ -13,6 +13,8 @@ from syncd.core.window_hold import WindowHold
 from syncd.secrets import Secret
 
 # The Media table of the Jodo document: id -> name.
+# What a removal is refused with when Jodo has no way to close the lead (no on_delete).
+REMOVE_REFUSED = "Jodo cannot remove a lead; it stays in the dialer"
 MEDIA = {
     1: "Email In",
     2: "Email Out",
@@ -230,6 +232,15 @@ class JodoSinkConfig(SinkConfig):
             "Jodo has no delete: a lead deleted in the CRM, put on a do-not-call list or "
             "whose consent ran out stays dialable; set [sinks.dispositions] login and "
             "on_delete so syncd closes it with saveDisposition"
+        )
+
+    def cannot_delete(self) -> str | None:
+        if self.dispositions.on_delete is not None:
+            return None  # a removal is disposed with on_delete
+        return (
+            f'Jodo has no delete: each lead the CRM deletes is refused ("{REMOVE_REFUSED}") '
+            "and stays dialable; set [sinks.dispositions] login and on_delete so syncd "
+            "closes it with saveDisposition"
         )
 
     def window_hold(self) -> WindowHold:

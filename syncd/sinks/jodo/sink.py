@@ -22,14 +22,13 @@ from syncd.sinks.jodo.assignment import check_agents, unassigned_note
 from syncd.sinks.jodo.client import NOT_FOUND, connect, jodo_time
 from syncd.sinks.jodo.client import reply_text as jodo_reply_text
 from syncd.sinks.jodo.codes import reason_code as jodo_code
-from syncd.sinks.jodo.config import JodoSinkConfig
+from syncd.sinks.jodo.config import REMOVE_REFUSED, JodoSinkConfig
 from syncd.sinks.jodo.dispositions import Disposal, Disposer, closing_rule
 from syncd.sinks.jodo.failures import KNOWN_FIELDS, match_failures
 from syncd.sinks.jodo.leads import delivered_leads
 from syncd.sinks.jodo.outcomes import OutcomePoller
 from syncd.sinks.jodo.reallocation import Reallocator
 
-REMOVE_REFUSED = "Jodo cannot remove a lead; it stays in the dialer"
 # Agents of leads delivered since are polled after at most this long (absences that
 # move leads are counted in tens of minutes: reallocation.after_s).
 AGENT_LOGINS_REFRESH_S = 300.0
