@@ -286,3 +286,24 @@ def test_a_reload_stops_an_outcome_poll_at_the_next_page_and_the_new_config_resu
             message=lambda: (calls_recorded(tmp_path), daemon.events[-10:]),
         )
         assert daemon.stop() == 0
+
+
+def test_a_stop_does_not_wait_on_a_dialer_that_never_answers_its_logout(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    """A dialer that accepts the connection but never answers (a hung server) must not
+    hold the stop past the grace: a supervisor kills at its own timeout (systemd's 45 s),
+    so the logout is given a few seconds and then given up, saying so."""
+    with served() as (sim, url):
+        config = ucontact_daemon(tmp_path, url)
+        text = config.read_text(encoding="utf-8").replace("timeout_s = 5\n", "timeout_s = 120\n")
+        config.write_text(text, encoding="utf-8")
+        daemon = start_daemon(config, env=uc_env())
+        daemon.wait_for("daemon.ready")
+        wait_until(lambda: sim.requests["Cdr/getrecords"] >= 1, timeout=30)  # logged in
+        sim.faults.set(Faults(slow_rate=1.0, slow_s=600))  # every answer hangs from now on
+
+        assert daemon.stop(timeout=60) == 0
+        [gave_up] = events(daemon, "sink.close.timed_out")
+        assert gave_up["sink"] == "uc" and "action" in gave_up
+        assert events(daemon, "daemon.stopped")

@@ -35,6 +35,8 @@ log = structlog.get_logger("syncd.sinks")
 
 TRANSIENT_RECHECK_S = 30.0  # a sink that could not connect is tried again sooner than a bad config
 FIRST_RECHECK_S = 5.0  # a stopped sink is asked again this soon, then ever less often
+# A logout at a stop or reload, after the grace: a hung dialer must not hold the exit.
+CLOSE_TIMEOUT_S = 5.0
 SESSION_BAD = ("expired", "failed")  # SinkHealth.session values that mean "cannot work now"
 
 
@@ -555,15 +557,29 @@ class SinkSet:
             for r in self.settings.routes
         )
 
-    async def close_all(self) -> None:
-        for name, slot in self.slots.items():
-            await close_sink(name, slot.sink)
+    async def close_all(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Log out of every sink at once, each given ``timeout_s``."""
+        await asyncio.gather(
+            *(close_sink(name, slot.sink, timeout_s) for name, slot in self.slots.items())
+        )
         self.slots.clear()
 
 
-async def close_sink(name: str, sink: Sink) -> None:
-    """Log out of one sink; a failing logout is logged and never blocks the others."""
+async def close_sink(name: str, sink: Sink, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Log out of one sink; a failing or hung logout is logged and never blocks the others.
+
+    Bounded: a dialer that takes the connection and never answers would hold a stop for
+    the client's whole read timeout after the grace, past a supervisor's own timeout
+    (systemd kills at 45 s). Given up, the session simply runs out at the dialer.
+    """
     try:
-        await sink.close()
+        await asyncio.wait_for(sink.close(), timeout_s)
+    except TimeoutError:
+        log.warning(
+            "sink.close.timed_out",
+            sink=name,
+            after_s=timeout_s,
+            action="none: the dialer did not answer the logout; its session runs out there",
+        )
     except Exception as exc:
         log_reason(log, "warning", "sink.close.failed", str(exc), DIALER_FAILED, sink=name)

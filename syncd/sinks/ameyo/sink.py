@@ -172,6 +172,12 @@ class AmeyoSink(BaseSink):
         )
 
     async def close(self) -> None:
+        try:
+            await self._logout()
+        finally:  # also when a hung logout is given up (cancelled)
+            await self.http.aclose()
+
+    async def _logout(self) -> None:
         session = self.client.session
         if session is not None and session.token is not None:
             held = session.forget()
@@ -182,7 +188,6 @@ class AmeyoSink(BaseSink):
                 log_reason(
                     self.log, "warning", "sink.session.logout.failed", str(exc), DIALER_FAILED
                 )
-        await self.http.aclose()
 
     # -- session ---------------------------------------------------------------
 

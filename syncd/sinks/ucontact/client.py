@@ -246,7 +246,7 @@ class UContactClient:
         except RetryableError as exc:
             if self.log is not None:
                 log_reason(
-                    self.log, "warning", "sink.session.logout_failed", str(exc), DIALER_FAILED
+                    self.log, "warning", "sink.session.logout.failed", str(exc), DIALER_FAILED
                 )
             return
         if self.log is not None:
