@@ -93,7 +93,12 @@ def _backoff_hook(
         if retries + 1 >= policy.attempts:
             return False  # the last attempt failed: no retry to announce
         if policy.stopping is not None and policy.stopping.is_set():
-            log.info("http.retry.skipped", vendor=vendor, what=what, reason="syncd is stopping")
+            log.info(
+                "http.retry.skipped",
+                vendor=vendor,
+                what=what,
+                reason="syncd is stopping or reloading",
+            )
             return False
         if exc.retry_after is not None:
             if exc.retry_after > policy.wait_max_s:

@@ -320,9 +320,12 @@ class CsvDropSource:
         if settle <= 0 or age >= settle:
             return None
         when = f"changed {age:.0f} s ago" if age >= 0 else "its time is ahead of our clock"
+        # A rename keeps the time of the last write: a file dropped the documented way
+        # (name.part, renamed) looks as fresh as one still written in place. Say both.
         return (
             f"{_printable(path.name)}: still being written? ({when}); read once unchanged "
-            f"for {settle:g} s (settle_s). Writers should drop name.part and rename it"
+            f"for {settle:g} s (settle_s). Every writer drops name.part and renames it? "
+            "Then set settle_s = 0 to read each file at once"
         )
 
     def waiting_files(self) -> list[Path]:
