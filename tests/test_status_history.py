@@ -204,6 +204,17 @@ RUNS = [
     ({"mode": "pull crm", "summary": summary({"read": 5, "new": 5, "changed": 0, "rejected": 1}),
       "delivered_now": 4, "refused_now": 1},
      (5, 5, 0, 2, 4)),
+    # One file read for three dialers: its rows are read once (as the source's metric
+    # counts them); the leads are new, refused and delivered per dialer.
+    ({"mode": "pull crm", "summary": {"routes": {
+        f"crm->{s}": {"read": 117, "new": 99, "changed": 0, "rejected": 18}
+        for s in ("jodo", "ameyo", "uc")}}, "delivered_now": 297, "refused_now": 0},
+     (117, 297, 0, 54, 297)),
+    # Two sources in one `run --once`: each source's rows once.
+    ({"mode": "once", "summary": {"routes": {
+        "crm->jodo": {"read": 10, "new": 10}, "crm->uc": {"read": 10, "new": 9, "rejected": 1},
+        "shop->jodo": {"read": 4, "new": 4}}, "sinks": {}}},
+     (14, 23, 0, 1, None)),
     ({"mode": "daemon", "summary": {"mode": "daemon", "delivered": 40}},
      (None, None, None, None, 40)),
     ({"mode": "daemon", "summary": None}, (None, None, None, None, None)),  # still running

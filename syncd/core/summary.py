@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,6 +122,10 @@ class RunSummary:
             return EXIT_FOLLOW_UP
         return EXIT_OK
 
+    def rows_read(self) -> int:
+        """Return the rows the sources read (each row once, however many dialers it feeds)."""
+        return rows_read({name: c.read for name, c in self.routes.items()})
+
     def totals(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for c in self.routes.values():
@@ -149,3 +154,16 @@ class RunSummary:
             "balanced": self.balanced,
             "dry_run": self.dry_run,
         }
+
+
+def rows_read(read_by_route: Mapping[str, int]) -> int:
+    """Return the rows read over every source, from each route's count (``source->sink``).
+
+    Each route of a source counts the same rows (a file read for three dialers is read
+    once): summing the routes would count a row once per dialer.
+    """
+    per_source: dict[str, int] = {}
+    for route, n in read_by_route.items():
+        source = route.partition("->")[0]
+        per_source[source] = max(per_source.get(source, 0), n)
+    return sum(per_source.values())

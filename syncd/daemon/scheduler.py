@@ -373,7 +373,7 @@ class Runtime:
             log.info(
                 "source.pulled",
                 source=cfg.name,
-                read=totals.get("read", 0),
+                read=summary.rows_read(),  # rows, each once (totals count per dialer)
                 enqueued=sum(c.enqueued for c in summary.routes.values()),
                 rejected=totals.get("rejected", 0),
                 files_failed=len(summary.files_failed),

@@ -394,7 +394,9 @@ def _runs(runs: list[dict[str, Any]]) -> str:
         "runs",
     )
     note = (
-        '<p class="note">A daemon&#39;s pull counts its leads a dialer holds now; '
+        '<p class="note">Read counts the source&#39;s rows, each once; new, changed, '
+        "refused and delivered count leads per dialer (a row read for three dialers is "
+        "three leads). A daemon&#39;s pull counts its leads a dialer holds now; "
         "a <code>run --once</code> counts what it delivered.</p>"
     )
     return table + note if rows else table

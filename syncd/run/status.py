@@ -18,6 +18,7 @@ from syncd.core import latency
 from syncd.core.durations import human_seconds
 from syncd.core.health import stable_reason
 from syncd.core.reasons import DIALER_FAILED, group_by_code, reason_code
+from syncd.core.summary import rows_read
 from syncd.registry import reason_coder
 from syncd.run.dnc_lists import list_states
 from syncd.sources.compressed import is_drop_name
@@ -201,7 +202,8 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
     the pushes, so its leads a dialer holds now are counted. None: not known.
     """
     summary = run.get("summary") or {}
-    routes = list((summary.get("routes") or {}).values())
+    by_route = summary.get("routes") or {}
+    routes = list(by_route.values())
     sinks = list((summary.get("sinks") or {}).values())
 
     def total(items: list[dict[str, Any]], field: str) -> int | None:
@@ -222,7 +224,10 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
         "mode": mode,
         "started_at": run.get("started_at"),
         "finished_at": run.get("finished_at"),
-        "read": total(routes, "read"),
+        # Rows, each once; the other figures count leads, per dialer.
+        "read": rows_read({k: int(v.get("read") or 0) for k, v in by_route.items()})
+        if routes
+        else None,
         "new": total(routes, "new"),
         "changed": total(routes, "changed"),
         "refused": refused,
