@@ -280,3 +280,16 @@ def test_a_key_refused_for_what_it_holds_is_not_shown_on_the_page(raw: str) -> N
 
     assert "KEYF" not in page and "a.csv" in page
     assert reason_code(str(reason)) in page  # the code, the file and the line say which row
+
+
+def test_a_row_refused_for_each_of_its_dialers_is_listed_once_per_dialer_naming_it() -> None:
+    rejects = [
+        {"at": 0, "source": "crm", "sink": sink, "origin": "a.csv", "line": 7, "key": "L7",
+         "reason": "phone: not a number"}
+        for sink in ("jodo", "ameyo")
+    ]  # fmt: skip
+    page = render(PageData(status={"rejects": rejects}, version="test", delivered_today=0))
+
+    assert "<th>dialer</th>" in page
+    assert re.search(r"<td>crm</td>\s*<td>jodo</td>", page), page
+    assert re.search(r"<td>crm</td>\s*<td>ameyo</td>", page), page

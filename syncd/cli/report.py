@@ -242,12 +242,13 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
                 title="recent rejected rows (all of them: syncd rejects [--source NAME])",
                 title_justify="left",
             )
-            for c in ("at", "source", "origin", "line", "key", "reason"):
+            for c in ("at", "source", "dialer", "origin", "line", "key", "reason"):
                 table.add_column(c)
             for r in status["rejects"]:
                 table.add_row(
                     when(r["at"]),
                     r["source"],
+                    r.get("sink") or "",  # a row refused for each dialer it was meant for
                     r["origin"] or "",
                     str(r["line"] or ""),
                     r["key"] or "",

@@ -231,13 +231,14 @@ def _rejects(rejects: list[dict[str, Any]]) -> str:
             [
                 _td(when(r.get("at"))),
                 _td(r.get("source") or ""),
+                _td(r.get("sink") or ""),  # a row refused for each of three dialers: 3 rows
                 _td(r.get("origin") or ""),
                 _td(r.get("line") or "", "n"),
                 _td(key),
                 _td(code),
             ]
         )
-    return _table(["at", "source", "file", "line", "key", "reason"], rows, "rejects")
+    return _table(["at", "source", "dialer", "file", "line", "key", "reason"], rows, "rejects")
 
 
 def _ago(now: float, at: float | None) -> str:
