@@ -83,10 +83,11 @@ def test_the_page_shows_a_stopped_dialer_the_leads_and_masked_rejects(
         page_url = f"{daemon.base_url}/status"
         # The page's store part is a snapshot of a few seconds: wait for one taken after
         # the pull (its refused rows), not only for the sink's state, which is live.
-        wait_until(
+        assert wait_until(
             lambda: "stopped" in (page := httpx.get(page_url).text) and "leads.csv" in page,
-            timeout=30,
-        )
+            timeout=60,
+            every=0.2,
+        ), daemon.events[-15:]
         text = rendered(page_url, screenshot=tmp_path / "status.png")
         assert daemon.stop() == 0
 

@@ -276,7 +276,7 @@ async def _buffered(receive: Any) -> tuple[Any, bytes]:
     return replay, body
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, every: float = 0.01) -> bool:
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, every: float = 0.05) -> bool:
     """Return True once ``condition()`` holds, False after ``timeout`` seconds; asked
     every ``every`` seconds (a page fetched a hundred times a second loads the daemon)."""
     end = time.monotonic() + timeout
