@@ -77,12 +77,13 @@ def test_a_stop_publishes_the_writeback_file_before_waiting_for_a_slow_push(
     tmp_path: Path, start_daemon: Any
 ) -> None:
     # A supervisor that kills at its own timeout (docker stop: 10 s) must find the
-    # outcomes published, whatever a push still waits for.
+    # outcomes published, whatever a push still waits for: here the daemon's grace (2 s)
+    # runs out while the upload waits for its answer (40 s).
     sim = JodoSimulator(dial=DialPlan(interval_s=0, recording_delay_s=None), agents={"ann": 1})
     outbox = tmp_path / "crm-outcomes"
     with running(create_app(sim)) as url:
         config = writeback_daemon_config(
-            tmp_path, url, outbox, "timeout_s = 60.0\n", shutdown_grace_s=5.0
+            tmp_path, url, outbox, "timeout_s = 60.0\n", shutdown_grace_s=2.0
         )
         daemon = start_daemon(config)
         daemon.wait_for("daemon.ready")

@@ -16,10 +16,11 @@ from tests.support.jodo_outcomes import serve
 from tests.support.stores import drop_schema, new_schema
 from tests.test_replicas_e2e import Store, pid_of, replica_config, wait_until
 
-LEADS = 240
+LEADS = 120  # six batches of 20: more than the four both replicas' pushers claim at once
 # Requests a second the dialer allows, both replicas together: a claimed batch waits its
-# turn for seconds before it is sent, the moment a freeze finds it claimed, not sent.
-RATE = 0.6
+# turn (each replica's second pusher about 1.7 s) before it is sent, the moment a freeze
+# finds it claimed, not sent. Lower, the run only waits longer for the same proof.
+RATE = 1.2
 # What the woken replica logs of the batch it held: its claim lost (fenced), or, had it
 # sent the batch, the results it could no longer write.
 WOKEN = ("push.claim.lost", "push.result.stale")

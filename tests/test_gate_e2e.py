@@ -23,6 +23,7 @@ from tests.conftest import drop_csv, run_cli
 from tests.support.clock import FakeClock
 from tests.support.reliability import (
     AMEYO_PASSWORD,
+    BEFORE_A_RETRY_S,
     UCONTACT_PASSWORD,
     ameyo_sink,
     jodo_sink,
@@ -339,11 +340,8 @@ async def test_a_withdrawal_the_dialer_refuses_is_tried_again_and_raised_until_i
         drop_csv(tmp_path / "inbox", "b.csv", header + "OK1,F,L,9820012345,,,yes\n")
         refused = []
         with capture_logs() as logs:
-            for _ in range(3):  # the dialer says "Invalid login"
-                # The refused withdrawal's retry falls due within the run's deadline on
-                # the fake clock, which stands still: the pass waits for it until its
-                # real deadline, which need not be long (the retry is the next run's).
-                refused.append(await run_at(path, clock, deadline_s=10))
+            for _ in range(3):  # the dialer says "Invalid login"; each run tries once
+                refused.append(await run_at(path, clock, deadline_s=BEFORE_A_RETRY_S))
                 clock.advance(60)
         status = run_cli("status", "-c", str(path))
         sim.floor.set_agent("gone.supervisor", 1)  # the supervisor's login is back

@@ -183,8 +183,9 @@ def test_a_dialer_that_stops_answering_reads_unreachable_through_every_half_open
     from syncd.simulators.server import running
 
     # A dialer behind a dead network path: connections are taken (the kernel's backlog)
-    # and never answered, so each half-open probe hangs until its timeout and a scrape
-    # sees the breaker half-open (1) between open (2) spells.
+    # and never answered, so each half-open probe hangs until its timeout (0.5 s: each
+    # try waits it out, and a scrape takes milliseconds) and a scrape sees the breaker
+    # half-open (1) between open (2) spells.
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(128)
@@ -192,7 +193,7 @@ def test_a_dialer_that_stops_answering_reads_unreachable_through_every_half_open
     config = daemon_config(tmp_path, f"http://127.0.0.1:{port}", max_attempts=50)
     text = config.read_text(encoding="utf-8")
     config.write_text(
-        text.replace("max_attempts = 50\n", "max_attempts = 50\ntimeout_s = 1.0\n"
+        text.replace("max_attempts = 50\n", "max_attempts = 50\ntimeout_s = 0.5\n"
                      "breaker_failures = 1\nbreaker_reset_s = 0.5\n"),
         encoding="utf-8",
     )  # fmt: skip

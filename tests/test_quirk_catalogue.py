@@ -150,9 +150,10 @@ def test_the_dialer_holds_each_live_lead_once_whatever_the_server_does(
     assert not problems, "\n".join(problems)
 
 
-# Every batch stored and answered 10 s late, the sinks waiting 30 s: the run's 4 s
-# deadline cuts the push mid-request. The dialer holds what was sent; a lead the CRM
-# deletes next must be removed from it, not settled as never delivered.
+# Every batch stored and answered 10 s late, the sinks waiting 30 s: the run's 2 s
+# deadline cuts the push mid-request (both batches of the 60 leads go at once). The
+# dialer holds what was sent; a lead the CRM deletes next must be removed from it, not
+# settled as never delivered.
 CUT_MID_REQUEST = {"store_then_slow_s": 10.0, "store_then_slow_for_s": 60.0}
 
 
@@ -161,7 +162,13 @@ def test_a_push_the_runs_deadline_cuts_mid_request_leaves_its_leads_in_doubt(
     tmp_path: Path, vendor: str
 ) -> None:
     played = play(
-        tmp_path, VENDORS[vendor], CUT_MID_REQUEST, leads=60, window_s=61.0, timeout_s=30.0
+        tmp_path,
+        VENDORS[vendor],
+        CUT_MID_REQUEST,
+        leads=60,
+        window_s=61.0,
+        timeout_s=30.0,
+        deadline_s=2.0,
     )
     problems = verdict(f"{vendor}/cut_mid_request", played)
     assert not problems, "\n".join(problems)

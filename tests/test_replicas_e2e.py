@@ -19,7 +19,7 @@ from tests.conftest import daemon_config, drop_csv, run_cli
 from tests.support.jodo_outcomes import serve
 from tests.support.stores import drop_schema, new_schema, pg_url
 
-LEADS = 20_000
+LEADS = 10_000  # a pull of 100 chunks: long enough to kill its leader mid-way
 LEADER_TTL_S = 6.0
 LEASE_S = 5.0
 THREE_DIALER_LEADS = 3000

@@ -18,7 +18,7 @@ from tests.conftest import drop_csv, jodo_full_config, run_cli
 from tests.support.clock import FakeClock
 from tests.support.households import Member, export, households, open_records
 from tests.support.jodo_outcomes import serve
-from tests.support.reliability import run_engine, settings_for
+from tests.support.reliability import BEFORE_A_RETRY_S, run_engine, settings_for
 
 ON_DELETE = """
 [sinks.dispositions]
@@ -124,7 +124,8 @@ async def test_the_next_lead_of_a_number_waits_until_the_holder_s_removal_has_la
         drop_csv(tmp_path / "inbox", "monday.csv", export(members))
         await run_engine(settings_for(cfg), deadline_s=60, clock=clock)
         drop_csv(tmp_path / "inbox", "tuesday.csv", export(members, {"H000-0"}))
-        refused = await run_engine(settings_for(cfg), deadline_s=60, clock=clock)
+        # The refused removal's retry is the next run's.
+        refused = await run_engine(settings_for(cfg), deadline_s=BEFORE_A_RETRY_S, clock=clock)
         while_failing = open_records(sim)
         sim.floor.set_agent("supervisor", 1)  # the disposing login exists now
         clock.advance(2 * 3600)

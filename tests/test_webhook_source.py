@@ -462,11 +462,10 @@ def test_a_lead_posted_while_the_dialer_sits_on_another_request_goes_out_at_once
 ) -> None:
     path = config(tmp_path, jodo.url)
     # the sink waits up to 200 s for an answer: only a push that does not wait on the
-    # slow request delivers the second lead within the deadline
-    path.write_text(
-        path.read_text().replace("retry_base_s = 0.1", "timeout_s = 200\nretry_base_s = 0.1"),
-        encoding="utf-8",
-    )
+    # slow request delivers the second lead within the deadline. The stop at the end
+    # cuts that request after a second's grace, not the default 10 s.
+    text = path.read_text().replace("retry_base_s = 0.1", "timeout_s = 200\nretry_base_s = 0.1")
+    path.write_text(text.replace("shutdown_grace_s = 10", "shutdown_grace_s = 1"), encoding="utf-8")
     daemon, form = started(path)
     httpx.post(
         f"{jodo.url}/_sim/quirks", json={"store_then_slow_s": 150, "store_then_slow_times": 1}

@@ -35,11 +35,24 @@ def serve(app: Any, sock: socket.socket, log_level: str = "warning") -> None:
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 
+# How long a simulator stopped by the end of `running` lets a request still in hand
+# finish: a slow answer (a fault's or a quirk's 1.5 s) lands, one held on purpose for
+# tens of seconds (a dialer that never answers) is cancelled. Without it the stop
+# waited for every such answer, and gave up on the thread after 10 s.
+STOP_GRACE_S = 3  # whole seconds: uvicorn takes an int
+
+
 @contextmanager
 def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Yield the base URL of ``app`` served on loopback from a background thread."""
     sock = listening_socket(host, port)
-    config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="critical",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=STOP_GRACE_S,
+    )
     server = uvicorn.Server(config)
     started = threading.Event()
 

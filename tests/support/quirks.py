@@ -34,6 +34,7 @@ from tests.conftest import cli_env, drop_csv, run_cli
 
 SINK = "dialer"
 TIMEOUT_S = 1.0  # the sinks' read timeout: a "slow" answer takes longer
+DEADLINE_S = 4.0  # each run's --deadline: a row whose quirk lasts longer waits it out
 
 COMMON = """\
 [state]
@@ -265,11 +266,13 @@ def play(
     window_s: float = 0.0,
     may_refuse: bool = False,
     timeout_s: float = TIMEOUT_S,
+    deadline_s: float = DEADLINE_S,
 ) -> Played:
     """Run one row: drop, run, drop deletions, run; after a quirk window, run once more.
 
     ``timeout_s``: the sinks' read timeout; one longer than a run's deadline has the
-    deadline, not the timeout, cut a slow request.
+    deadline, not the timeout, cut a slow request. ``deadline_s``: each run's
+    ``--deadline``.
     """
     crm = crm_leads(leads, households)
     deleted = {lead.key for i, lead in enumerate(crm) if i % delete_every == 4}
@@ -278,18 +281,19 @@ def play(
         inbox = tmp_path / "inbox"
         played = Played(vendor, sim, crm, deleted, quirks, may_refuse)
         drop_csv(inbox, "monday.csv", export(crm))
-        played.runs.append(once(config))
+        played.runs.append(once(config, deadline_s))
         drop_csv(inbox, "tuesday.csv", export([c for c in crm if c.key in deleted], deleted))
-        played.runs.append(once(config))
+        played.runs.append(once(config, deadline_s))
         if window_s:
             clock.skip(window_s)  # the quirk's window is over on the dialer's clock
-            played.runs.append(once(config))
+            played.runs.append(once(config, deadline_s))
         played.status, played.states = asyncio.run(_what_syncd_says(config, [c.key for c in crm]))
     return played
 
 
-def once(config: Path) -> subprocess.CompletedProcess[str]:
-    return run_cli("run", "--once", "--deadline", "4", "-c", str(config), env=env(), timeout=60)
+def once(config: Path, deadline_s: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
+    args = ("run", "--once", "--deadline", f"{deadline_s:g}", "-c", str(config))
+    return run_cli(*args, env=env(), timeout=60)
 
 
 async def _what_syncd_says(config: Path, keys: list[str]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -157,6 +157,14 @@ def settings_for(config: Path, **env: str) -> Settings:
     return load_settings(config, environ=vendor_env(**env))
 
 
+# A ``deadline_s`` for run_engine on a FakeClock that ends the pass once a push the
+# dialer refused or failed is written: its retry comes 0.5 s later at the soonest (the
+# pusher's shortest backoff), after this deadline, so it is the next run's. With a later
+# deadline the retry falls due within it on the fake clock, which stands still while the
+# pass waits in real time: the pass would sit out its whole deadline, plus a grace.
+BEFORE_A_RETRY_S = 0.4
+
+
 async def run_engine(
     settings: Settings,
     *,
