@@ -90,6 +90,23 @@ async def test_retry_waits_for_its_time_and_failed_is_a_dead_letter(store: Sqlit
     assert [q.key for q in await store.claim("jodo", 10, 60)] == ["L1"]
 
 
+async def test_a_wait_syncd_chose_gives_its_attempt_back_and_a_try_keeps_it(
+    store: SqliteStore,
+) -> None:
+    await enqueue(store, "L1", "h1")
+    await enqueue(store, "L2", "h2")
+    await store.claim("jodo", 10, 60)
+    await store.complete(
+        "jodo",
+        [
+            Completion("L1", "h1", ResultKind.RETRY, "settling", next_at=0.0, spent=False),
+            Completion("L2", "h2", ResultKind.RETRY, "HTTP 503", next_at=0.0),
+        ],
+    )
+    again = {q.key: q.attempts for q in await store.claim("jodo", 10, 60)}
+    assert again == {"L1": 1, "L2": 2}  # the claim counts the try it may become
+
+
 async def test_a_lead_sent_and_unanswered_is_in_doubt_with_the_number_it_was_sent_with(
     store: SqliteStore,
 ) -> None:

@@ -293,3 +293,36 @@ def test_syncd_simulate_ucontact_serves_the_api(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_syncds_own_waits_spend_no_attempt_a_lead_in_doubt_is_not_given_up_while_it_settles(
+    tmp_path: Path,
+) -> None:
+    """An upload whose answer is lost puts its leads in doubt; their next pushes wait
+    settle_s (and the call records' delay) before looking at what the dialer holds.
+    Those waits are syncd's, not tries at the dialer: with max_attempts = 2 the lead
+    must not become a dead letter ("gave up after 2 attempts") while it only waited."""
+    n = 3
+    with served(upload_answer_delay_s=3.0) as (sim, url):
+        config = write_config(tmp_path, url, timeout_s=0.5, settle_s=4.0)
+        text = config.read_text(encoding="utf-8").replace(
+            "retry_max_s = 0.5\n", "retry_max_s = 0.5\nmax_attempts = 2\n"
+        )
+        config.write_text(text, encoding="utf-8")
+        rows = "".join(f"L{i},N{i},{uy(i)},,,,\n" for i in range(1, n + 1))
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + rows)
+
+        # One upload, its answer lost (the run ends before the lead's next turn).
+        first = run_cli("run", "--once", "--deadline", "1", "-c", str(config), env=env())
+        sim.apply_settings({"upload_answer_delay_s": 0.0})
+        again = run_cli("run", "--once", "--deadline", "20", "-c", str(config), env=env())
+        sim.dial_now()
+        listed = sim.dial_list()
+
+    states = stored(tmp_path, "SELECT state, COUNT(*) FROM leads GROUP BY state")
+    assert states == [("delivered", n)], (states, first.stdout[-1500:], again.stdout[-1500:])
+    assert stored(tmp_path, "SELECT COUNT(*) FROM leads WHERE last_error LIKE '%gave up%'") == [
+        (0,)
+    ]
+    assert set(listed) == {dialled(i) for i in range(1, n + 1)}
+    assert all(seen["peak"] == 1 for seen in listed.values()), listed

@@ -923,7 +923,12 @@ class Pusher:
                 lost = not (result.deferred or result.answered)
                 completion.attempted = queued.lead.phone if lost else ""
             if result.kind is ResultKind.RETRY:
-                if withdrawal and queued.attempts >= self.cfg.max_attempts:
+                if result.deferred:
+                    # syncd's own wait (a lead in doubt settling, call records not in
+                    # yet): no try at the dialer, so it spends no attempt and gives up on none
+                    completion.spent = False
+                    completion.next_at = now + (result.retry_after or 0.0)
+                elif withdrawal and queued.attempts >= self.cfg.max_attempts:
                     wait = max(self.cfg.retry_max_s, WITHDRAWAL_RETRY_S)
                     completion.next_at = now + wait
                     completion.reason = (

@@ -139,6 +139,9 @@ class Completion:
     # for RETRY of an upsert: the number sent, its answer lost (in doubt). Should the CRM
     # have deleted the lead meanwhile, its queued removal names the record by it.
     attempted: str = ""
+    # for RETRY: False when syncd itself chose to wait (PushResult.defer: a lead in doubt
+    # settling, call records not in yet): no try at the dialer, so its attempt is given back
+    spent: bool = True
 
 
 STATS_BUCKET_S = 3600.0  # the status page's charts: one figure per sink, metric and hour

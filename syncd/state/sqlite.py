@@ -899,8 +899,9 @@ class SqliteStore:
                 failed.append((c.pushed_hash, c.reason, *doubt, sink, c.key, *fence))
             else:
                 attempted = (c.attempted, c.attempted)
+                spent = 1 if c.spent else 0
                 retry.append(
-                    (c.next_at or now, c.reason, *attempted, *attempted, sink, c.key, *fence)
+                    (c.next_at or now, c.reason, spent, *attempted, *attempted, sink, c.key, *fence)
                 )
         # A statement with no rows is skipped: each is a hop to SQLite's thread and back,
         # and a batch the dialer took whole has only deliveries (three hops of nine).
@@ -951,6 +952,7 @@ class SqliteStore:
         await _each(
             db,
             "UPDATE leads SET state = 'pending', next_at = ?, last_error = ?,"
+            f" attempts = CASE WHEN CAST(? AS INTEGER) = 1 THEN attempts ELSE {_GIVE_BACK} END,"
             " lead_json = CASE WHEN action = 'delete' AND delivered_hash IS NULL"
             " AND CAST(? AS TEXT) != '' THEN json_set(lead_json, '$.phone', ?)"
             f" ELSE lead_json END, {_DOUBT_SENT},"
