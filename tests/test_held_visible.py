@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from syncd.daemon.metrics import Metrics
@@ -46,20 +45,13 @@ from tests.support.reliability import (
     write_config,
 )
 from tests.test_daemon import leads_csv, wait_until
+from tests.test_health import samples
 
 HOLD = Faults(rate_429=1.0, retry_after="120")  # every answer: 429, Retry-After: 120
 
 
 def named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == event]
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 async def delivered_engine(tmp_path: Path, url: str, clock: FakeClock) -> Engine:
