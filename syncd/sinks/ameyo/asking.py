@@ -12,11 +12,13 @@ an hour of a soak). A poll asks about a lead:
   that went through) trusts such a poll to have seen every call placed before it
   started; the margin covers a shared store's clock being ahead of ours and a call's
   record written a moment after the close;
-- otherwise at growing gaps: the poll interval after an answer that changed, doubling
-  up to ``MAX_GAP_S`` while it does not; at most ``REASK_CHUNKS`` chunks of these a
-  poll, the longest overdue first, so a poll costs what is new however large the store;
+- otherwise at growing gaps: the poll interval after its first answer, doubling at
+  each answer up to ``MAX_GAP_S`` (a redial or a callback comes minutes or hours
+  after a call, not seconds); at most ``REASK_CHUNKS`` chunks of these a poll, the
+  longest overdue first, so a poll costs what is new however large the store;
 - never again once its outcome is final (``connected`` or ``closed``, the status map
-  included): Ameyo dials such a customer no more unless syncd delivers it again.
+  included) and said so twice alike (the agent's disposition may follow the call's
+  status): Ameyo dials such a customer no more unless syncd delivers it again.
 
 The state is in memory, per process: the store has no batched read of a per-lead due
 time (the sink ledger is read one lead at a time) and no migration adds one. After a
@@ -115,12 +117,12 @@ class Watchlist:
         lead = self.leads.get(key)
         if lead is None:
             return
-        if lead.asked_at is None or answer != lead.answer:
-            gap = self.first_gap  # new, or the dialer did something: soon again
-        else:
-            gap = min(max(lead.gap * 2, self.first_gap), self.max_gap)
+        first = lead.asked_at is None
+        gap = self.first_gap if first else min(lead.gap * 2, self.max_gap)
+        # Final once a final status is said twice alike: the agent's disposition may come
+        # after the call's status (wrap-up), and it is asked for once more at the gap.
+        lead.final = status in FINAL and not first and answer == lead.answer
         lead.gap, lead.due, lead.asked_at, lead.answer = gap, now + gap, now, answer
-        lead.final = status in FINAL
 
     def close_unknown(self) -> list[str]:
         """Return the leads answered, not final, whose close this process does not know."""
