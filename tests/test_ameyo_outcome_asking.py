@@ -30,7 +30,7 @@ from syncd.run.push import Pusher
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app
 from syncd.simulators.faults import Faults
 from syncd.simulators.server import running
-from syncd.sinks.ameyo.asking import MAX_GAP_S
+from syncd.sinks.ameyo.asking import MAX_GAP_S, forget_kept
 from syncd.sinks.ameyo.config import AmeyoSinkConfig
 from syncd.sinks.ameyo.replies import validity_epoch
 from syncd.sinks.ameyo.sink import AmeyoSink
@@ -205,6 +205,7 @@ async def test_a_call_just_before_the_close_is_seen_by_the_first_poll_after_it(
     sink = await rig.sink()
     await rig.deliver(sink, lead(1), window=True)  # validityTime 20:00 IST (14:30 UTC)
     if restarted:  # a new process: it knows the lead's close only from the store
+        forget_kept()
         sink = await rig.sink()
     expired = []
     while rig.clock.now < CLOSE + 120:
@@ -258,3 +259,19 @@ async def test_a_failed_chunk_is_asked_first_at_the_next_poll(rig: Rig) -> None:
 def test_a_stored_validity_time_reads_back_as_the_close(text: str) -> None:
     assert validity_epoch(text, "Asia/Kolkata") == CLOSE
     assert validity_epoch(None, "Asia/Kolkata") is None
+
+
+async def test_a_reload_keeps_what_was_asked_and_a_restart_asks_everything_once(
+    rig: Rig,
+) -> None:
+    sink = await rig.sink()
+    rig.sim.set_dialer(["NO_ANSWER"], redial_after_s=6 * 3600.0)
+    await rig.deliver(sink, *(lead(n) for n in range(30)))
+    rig.clock.advance(2)
+    assert await rig.poll(sink) == 30
+    rig.clock.advance(1)
+    reloaded = await rig.sink()  # a reload builds the sink anew, in the same process
+    assert await rig.poll(reloaded) == 0
+    forget_kept()  # a new process
+    restarted = await rig.sink()
+    assert await rig.poll(restarted) == 30

@@ -21,8 +21,9 @@ an hour of a soak). A poll asks about a lead:
   status): Ameyo dials such a customer no more unless syncd delivers it again.
 
 The state is in memory, per process: the store has no batched read of a per-lead due
-time (the sink ledger is read one lead at a time) and no migration adds one. After a
-restart every delivered lead is asked once, then spread out again. A lead that leaves
+time (the sink ledger is read one lead at a time) and no migration adds one. A reload
+keeps it (``kept``: the sink objects it builds anew find it). After a restart every
+delivered lead is asked once, then spread out again. A lead that leaves
 the delivered leads (withdrawn, removed, queued again) is forgotten. Pure decisions:
 the poll (``outcomes.py``) does the I/O.
 """
@@ -136,3 +137,26 @@ class Watchlist:
         lead = self.leads.get(key)
         if lead is not None:
             lead.close, lead.close_known = close, True
+
+
+# By (store, sink, dialer, campaign, lead): what this process asked, kept across reloads
+_KEPT: dict[tuple[str, str, str, int, int], Watchlist] = {}
+
+
+def kept(store: str, sink: str, url: str, campaign: int, lead: int, first_gap: float) -> Watchlist:
+    """Return this process's watchlist of the sink's leads at that Ameyo campaign lead: a
+    reload builds the sink anew, and asking about every delivered lead again would cost
+    one poll what the store holds. A new one when anything of that key changed."""
+    key = (store, sink, url, campaign, lead)
+    watch = _KEPT.get(key)
+    if watch is None:
+        watch = _KEPT[key] = Watchlist(first_gap)
+    else:
+        watch.first_gap = max(first_gap, 1.0)  # a reload may change the poll interval
+        watch.max_gap = max(MAX_GAP_S, watch.first_gap)
+    return watch
+
+
+def forget_kept() -> None:
+    """Forget every kept watchlist, as a new process starts with none (tests: a restart)."""
+    _KEPT.clear()

@@ -32,7 +32,7 @@ from syncd.errors import (
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
-from syncd.sinks.ameyo.asking import Watchlist
+from syncd.sinks.ameyo.asking import kept
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
 from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig
 from syncd.sinks.ameyo.ledger import Delivered, Ledger, record_digest
@@ -104,7 +104,14 @@ class AmeyoSink(BaseSink):
             self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
         self.pings = 0
         # When each delivered lead's outcome is asked about next (asking.py), in memory
-        self.watch = Watchlist(config.poll.interval_s)
+        self.watch = kept(
+            str(ctx.store.path),
+            config.name,
+            config.url,
+            config.campaign_id,
+            config.lead_id,
+            config.poll.interval_s,
+        )
         self.ledger = Ledger(ctx.store, config.name)  # what it delivered, per lead
 
     # -- lifecycle -------------------------------------------------------------
