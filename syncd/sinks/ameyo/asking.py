@@ -22,15 +22,16 @@ an hour of a soak). A poll asks about a lead:
 
 The state is in memory, per process: the store has no batched read of a per-lead due
 time (the sink ledger is read one lead at a time) and no migration adds one. A reload
-keeps it (``kept``: the sink objects it builds anew find it). After a restart every
-delivered lead is asked once, then spread out again. A lead that leaves
-the delivered leads (withdrawn, removed, queued again) is forgotten. Pure decisions:
+keeps it (``kept``: the sink objects it builds anew find it beside the open store).
+After a restart every delivered lead is asked once, then spread out again. A lead that
+leaves the delivered leads (withdrawn, removed, queued again) is forgotten. Pure decisions:
 the poll (``outcomes.py``) does the I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from syncd.core.model import CallStatus
 
@@ -139,18 +140,23 @@ class Watchlist:
             lead.close, lead.close_known = close, True
 
 
-# By (store, sink, dialer, campaign, lead): what this process asked, kept across reloads
-_KEPT: dict[tuple[str, str, str, int, int], Watchlist] = {}
+# By the open store (a reload keeps the daemon's; a new process or `run --once` pass
+# opens its own), then (sink, dialer, campaign, lead): what this process asked
+_KEPT: WeakKeyDictionary[object, dict[tuple[str, str, int, int], Watchlist]] = WeakKeyDictionary()
 
 
-def kept(store: str, sink: str, url: str, campaign: int, lead: int, first_gap: float) -> Watchlist:
-    """Return this process's watchlist of the sink's leads at that Ameyo campaign lead: a
-    reload builds the sink anew, and asking about every delivered lead again would cost
-    one poll what the store holds. A new one when anything of that key changed."""
-    key = (store, sink, url, campaign, lead)
-    watch = _KEPT.get(key)
+def kept(
+    store: object, sink: str, url: str, campaign: int, lead: int, first_gap: float
+) -> Watchlist:
+    """Return the watchlist of the sink's leads at that Ameyo campaign lead kept with
+    ``store``: a reload builds the sink anew on the same open store, and asking about
+    every delivered lead again would cost one poll what the store holds. A new one when
+    the store was opened anew or anything of that key changed."""
+    kept_here = _KEPT.setdefault(store, {})
+    key = (sink, url, campaign, lead)
+    watch = kept_here.get(key)
     if watch is None:
-        watch = _KEPT[key] = Watchlist(first_gap)
+        watch = kept_here[key] = Watchlist(first_gap)
     else:
         watch.first_gap = max(first_gap, 1.0)  # a reload may change the poll interval
         watch.max_gap = max(MAX_GAP_S, watch.first_gap)

@@ -32,7 +32,7 @@ from syncd.errors import (
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
-from syncd.sinks.ameyo.asking import kept
+from syncd.sinks.ameyo.asking import Watchlist, kept
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
 from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, AmeyoSinkConfig
 from syncd.sinks.ameyo.ledger import Delivered, Ledger, record_digest
@@ -103,16 +103,28 @@ class AmeyoSink(BaseSink):
         if self.client.session is not None:
             self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
         self.pings = 0
-        # When each delivered lead's outcome is asked about next (asking.py), in memory
-        self.watch = kept(
-            str(ctx.store.path),
-            config.name,
-            config.url,
-            config.campaign_id,
-            config.lead_id,
-            config.poll.interval_s,
-        )
+        self._watch: Watchlist | None = None
         self.ledger = Ledger(ctx.store, config.name)  # what it delivered, per lead
+
+    @property
+    def watch(self) -> Watchlist:
+        """When each delivered lead's outcome is asked about next (asking.py), in memory;
+        found at first use: `check --online` builds the sink without a store."""
+        if self._watch is None:
+            cfg = self.cfg
+            self._watch = kept(
+                self.ctx.store,
+                cfg.name,
+                cfg.url,
+                cfg.campaign_id,
+                cfg.lead_id,
+                cfg.poll.interval_s,
+            )
+        return self._watch
+
+    @watch.setter
+    def watch(self, value: Watchlist) -> None:
+        self._watch = value
 
     # -- lifecycle -------------------------------------------------------------
 
