@@ -161,6 +161,8 @@ class AmeyoSimulator:
         self.forced: dict[str, list[str | None]] = {}  # phone1 -> result types to answer
         self.counts = {"logins": 0, "pings": 0, "logouts": 0, "expired": 0, "invalidated": 0}
         self.requests: dict[str, int] = {}
+        # How many customer ids each getContacts asked about (all: 0), in order
+        self.contacts_asked: list[int] = []
 
     # -- test hooks --------------------------------------------------------------
 
@@ -535,6 +537,7 @@ class AmeyoSimulator:
                     )
                 wanted_leads.add(lead_id)
         ids = data.get("customerIds")
+        self.contacts_asked.append(len(ids) if isinstance(ids, list) else 0)
         if isinstance(ids, list) and ids:
             pool = [c for c in (self.floor.customer(campaign_id, i) for i in ids) if c]
         else:

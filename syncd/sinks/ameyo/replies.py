@@ -227,3 +227,24 @@ def ameyo_validity(when: datetime, zone: str, *, offset: bool = True) -> str:
     sign = "-" if minutes < 0 else "+"
     hours, rest = divmod(abs(minutes), 60)
     return f"{text} GMT{sign}{hours:02d}:{rest:02d}"
+
+
+_OFFSET = re.compile(r"^(.*\S)\s+GMT([+-])(\d{2}):(\d{2})$")
+
+
+def validity_epoch(text: str | None, zone: str) -> float | None:
+    """Return a validityTime as ``ameyo_validity`` wrote it (with or without its offset)
+    as epoch seconds; None for none or one it cannot read."""
+    if not text:
+        return None
+    found = _OFFSET.match(text.strip())
+    if found is None:
+        parsed = parse_time(text, zone)
+        return parsed.timestamp() if parsed is not None else None
+    wall, sign, hours, minutes = found.groups()
+    try:
+        naive = datetime.strptime(wall, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    offset = timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1)
+    return (naive.replace(tzinfo=UTC) - offset).timestamp()

@@ -32,6 +32,7 @@ from syncd.errors import (
 from syncd.net.http import make_client
 from syncd.net.retry import RetryPolicy
 from syncd.sinks.ameyo import outcomes
+from syncd.sinks.ameyo.asking import Watchlist, kept
 from syncd.sinks.ameyo.client import DEFAULT_PING_S, AmeyoClient, AmeyoRefused
 from syncd.sinks.ameyo.config import LEAD_ATTRIBUTES, REMOVE_REFUSED, AmeyoSinkConfig
 from syncd.sinks.ameyo.ledger import Delivered, Ledger, record_digest
@@ -102,8 +103,28 @@ class AmeyoSink(BaseSink):
         if self.client.session is not None:
             self.keepalive_interval_s = config.ping_interval_s or DEFAULT_PING_S
         self.pings = 0
-        self._unread: set[str] = set()  # outcome pages a failed poll left unread
+        self._watch: Watchlist | None = None
         self.ledger = Ledger(ctx.store, config.name)  # what it delivered, per lead
+
+    @property
+    def watch(self) -> Watchlist:
+        """When each delivered lead's outcome is asked about next (asking.py), in memory;
+        found at first use: `check --online` builds the sink without a store."""
+        if self._watch is None:
+            cfg = self.cfg
+            self._watch = kept(
+                self.ctx.store,
+                cfg.name,
+                cfg.url,
+                cfg.campaign_id,
+                cfg.lead_id,
+                cfg.poll.interval_s,
+            )
+        return self._watch
+
+    @watch.setter
+    def watch(self, value: Watchlist) -> None:
+        self._watch = value
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -327,6 +348,10 @@ class AmeyoSink(BaseSink):
             validity=plan.validity,
         )
         await self.ledger.record(plan.queued.key, held)
+        # Asked about at the next poll, around its close (validityTime) too
+        dial_until = plan.queued.dial_until if plan.validity is not None else None
+        close = dial_until.timestamp() if dial_until is not None else None
+        self.watch.delivered(plan.queued.key, customer_id, close)
         return PushResult.delivered(plan.queued.key, customer_id, reply=reply)
 
     async def _add_callback(self, plan: Plan) -> PushResult | None:
@@ -433,7 +458,8 @@ class AmeyoSink(BaseSink):
                 self.client,
                 self.ctx.store,
                 self.cfg,
-                self._unread,
+                self.watch,
+                now=self.clock.time(),
                 stopping=self.ctx.stopping,
                 log=self.log,
             )
