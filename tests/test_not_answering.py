@@ -151,3 +151,39 @@ def test_a_dialer_that_answers_with_errors_is_not_said_to_be_not_answering(
 
     assert not [r for r in ready["reasons"] if "not answering" in r], ready
     assert not named(daemon.events, "sink.not_answering")
+
+
+async def test_the_outage_reads_since_the_dialer_stopped_answering_once_the_breaker_opens(
+    tmp_path: Path,
+) -> None:
+    from syncd.run.engine import Engine
+    from syncd.run.sinks import clock_text
+    from syncd.state.sqlite import SqliteStore
+    from tests.support.clock import FakeClock
+    from tests.support.reliability import jodo_sink, settings_for, write_config
+
+    clock = FakeClock(1_800_000_000.0)
+    settings = settings_for(write_config(tmp_path, [jodo_sink("http://127.0.0.1:9")]))
+    store = SqliteStore(settings.state.path, clock)
+    await store.open()
+    engine = Engine(settings, store, clock=clock)
+    await engine.open()  # a Jodo sink opens without a request
+    try:
+        guard = engine.sinks["jodo"].sink.guard
+        began = clock.time()
+        for _ in range(2):  # refused twice: not answering
+            guard.limits.answers.ended(guard.limits.answers.sent(30.0), "connection refused")
+        said = engine.sinks.describe("jodo", public=True)
+        assert said == (
+            f"jodo: dialer not answering since {clock_text(began)} (2 requests unanswered: "
+            "connection refused); leads wait, nothing is lost"
+        )
+        clock.advance(7)  # the pushes' in-call retries, then the breaker opens
+        for _ in range(guard.breaker.failure_threshold):
+            guard.breaker.record_failure("ConnectError talking to the dialer", "ConnectError")
+        said = engine.sinks.describe("jodo", public=True)
+        assert said == f"jodo: dialer unreachable since {clock_text(began)} (ConnectError)"
+        assert engine.health_snapshot()["jodo"]["since"] == began
+    finally:
+        await engine.close()
+        await store.close()

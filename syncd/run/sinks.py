@@ -374,23 +374,26 @@ class SinkSet:
         """Return the working sinks whose dialer keeps failing (the breaker is not closed)
         or, with ``silent``, answers nothing (see :mod:`syncd.net.answers`).
 
-        The breaker's word comes first: it is what holds the pushes back.
+        The breaker's word comes first: it is what holds the pushes back. Its "since"
+        is the silence's when that began earlier: the outage began when the dialer
+        stopped answering, not when the breaker opened.
         """
         out = {}
         for name, slot in self.slots.items():
             breaker = slot.sink.guard.breaker
             if not slot.working:
                 continue
+            quiet = self.silence(name) if silent else None
             if breaker.state_value == 0:
-                quiet = self.silence(name) if silent else None
                 if quiet is not None:
                     out[name] = quiet
                 continue
             started = breaker.failing_since
             ago = self.clock.monotonic() - started if started is not None else 0.0
+            since = self.clock.time() - ago
             probe = breaker.wait_s()
             out[name] = Unreachable(
-                since=self.clock.time() - ago,
+                since=min(since, quiet.since) if quiet is not None else since,
                 reason=breaker.last_reason or "the dialer keeps failing",
                 next_try=self.clock.time() + probe if probe > 0 else None,
                 public=breaker.last_public or "the dialer keeps failing",
