@@ -61,7 +61,7 @@ def unanswered_kind(exc: BaseException) -> str | None:
         # anyio says "All connection attempts failed"; the OS's error is further down
         refused = any(isinstance(e, ConnectionRefusedError) for e in chain)
         return (
-            "connection refused" if refused or "refused" in str(exc).lower() else ("cannot connect")
+            "connection refused" if refused or "refused" in str(exc).lower() else "cannot connect"
         )
     return None
 
