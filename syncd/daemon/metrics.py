@@ -158,7 +158,7 @@ class Metrics:
             "1 for the sink's current state, 0 for the others: working, held (the dialer"
             " refuses records for now), throttled (the dialer asked every request to wait:"
             " a 429 or 503 with Retry-After; syncd_sink_throttled_seconds says how long),"
-            " unreachable (cannot connect, breaker open or probing),"
+            " unreachable (cannot connect, not answering, breaker open or probing),"
             " config_refused (fix the configuration), internal_error (a bug; see the log)",
             ["sink", "state"],
             registry=r,
@@ -167,6 +167,14 @@ class Metrics:
             "syncd_sink_throttled_seconds",
             "Seconds left of the wait the dialer asked for (Retry-After on a 429 or 503):"
             " every request of the sink waits until then; 0 when none",
+            ["sink"],
+            registry=r,
+        )
+        self.unanswered = Gauge(
+            "syncd_sink_unanswered_requests",
+            "Requests the dialer left unanswered (timeouts, refused or reset connections)"
+            " with no answer to any request since, while that says it is not answering"
+            " (syncd_sink_state reads unreachable); 0 while it answers",
             ["sink"],
             registry=r,
         )
@@ -318,6 +326,7 @@ class Metrics:
                 self.oldest_age,
                 self.sink_up,
                 self.breaker,
+                self.unanswered,
                 self.sink_warnings,
                 self.withdrawals_failing,
                 self.clock_skew,
@@ -481,6 +490,8 @@ class Metrics:
             self.observe_state(name, states.get(name, "working"))
             self.breaker.labels(name).set(sink.guard.breaker.state_value)
             self.throttled.labels(name).set(round(sink.guard.limits.limiter.held_for(), 3))
+            quiet = sink.guard.limits.answers.silence()
+            self.unanswered.labels(name).set(quiet.unanswered if quiet is not None else 0)
             self.observe_health(name, sink)
             self.observe_logins(name, sink)
         for name, at in self._writeback_ok.items():

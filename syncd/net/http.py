@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from syncd.errors import BatchTooLarge, PermanentError, RetryableError, SinkConfigError
+from syncd.net.answers import unanswered_kind
 from syncd.net.fence import before_send
 from syncd.net.ratelimit import RequestLimits
 from syncd.net.retry import MIN_WAIT_S, parse_retry_after
@@ -162,7 +163,14 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             raise HeldBack(self.limits.hold_text(held), retry_after=held)
         async with self.limits.slot(urgent=bool(request.extensions.get(URGENT))):
             await before_send()  # after the wait for a turn: the last moment before it leaves
-            response = await self.inner.handle_async_request(request)
+            answers = self.limits.answers
+            ticket = answers.sent(_read_timeout(request))
+            try:
+                response = await self.inner.handle_async_request(request)
+            except BaseException as exc:  # a cancel too: the ticket must not stay "waiting"
+                answers.ended(ticket, unanswered_kind(exc))
+                raise
+            answers.answered(ticket)  # any status: the dialer is there
         if response.status_code in HOLD_STATUSES:
             wait = parse_retry_after(response.headers.get("retry-after"))
             if wait is not None:
@@ -175,6 +183,13 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _read_timeout(request: httpx.Request) -> float | None:
+    """Return how long the request may wait for its answer (httpx's timeouts, per request)."""
+    timeouts = request.extensions.get("timeout") or {}
+    read = timeouts.get("read")
+    return float(read) if isinstance(read, int | float) else None
 
 
 def transport_error(exc: httpx.HTTPError, vendor: str) -> RetryableError | SinkConfigError:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import structlog
 
 from syncd.core.durations import human_seconds
+from syncd.net.answers import AnswerWatch
 
 log = structlog.get_logger("syncd.ratelimit")
 
@@ -135,6 +136,8 @@ class RequestLimits:
         self.shared_by = 1
         # Told when the dialer answers any request (the sink's breaker: it is back).
         self.on_answer: Callable[[], None] = lambda: None
+        # Every request sent, answered or not: is the dialer answering at all?
+        self.answers = AnswerWatch(clock)
 
     @asynccontextmanager
     async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:

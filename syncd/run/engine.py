@@ -494,6 +494,8 @@ class Engine:
                 public = reason_code(reason, DIALER_FAILED)
             snapshots[slot.name] = {
                 "state": "unreachable" if down is not None else state,
+                # "dialer unreachable", or "dialer not answering" (no answer to any request)
+                "headline": down.headline if down is not None else None,
                 "reason": reason,
                 # the reason in syncd's words (a code), for the status page
                 "public": public,
@@ -519,5 +521,6 @@ class Engine:
 
     async def publish_health(self) -> None:
         """Write each sink's state where `syncd status` reads it (another process may ask)."""
+        self.sinks.note_silences()  # logged here: read often enough, and by either driver
         for name, snapshot in self.health_snapshot().items():
             await self.store.kv_set(HEALTH_SCOPE, name, json.dumps(snapshot))

@@ -384,7 +384,7 @@ class _Pass:
 
     async def _poll_all(self) -> None:
         engine, summary = self.engine, self.summary
-        down = engine.sinks.unreachable()
+        down = engine.sinks.unreachable(silent=False)  # the breaker's word: pushes gave up
         for slot in engine.sinks.working():
             if slot.cfg.entity == "agents":
                 continue  # users have no outcomes

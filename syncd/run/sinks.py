@@ -73,7 +73,8 @@ class SinkCause(enum.StrEnum):
     HELD = "held"  # working, but the dialer refuses records for now (a paused campaign)
     # working, but the dialer asked every request to wait (429/503 with Retry-After)
     THROTTLED = "throttled"
-    UNREACHABLE = "unreachable"  # could not connect, or the breaker is open or probing
+    # could not connect, not answering, or the breaker is open or probing
+    UNREACHABLE = "unreachable"
     CONFIG_REFUSED = "config_refused"  # stopped by SinkConfigError until fixed
     INTERNAL_ERROR = "internal_error"  # the sink's code crashed while opening
 
@@ -164,6 +165,11 @@ THROTTLE_ACTION = (
 )
 
 
+UNREACHABLE = "dialer unreachable"
+NOT_ANSWERING = "dialer not answering"
+SILENCE_ACTION = "leads wait, nothing is lost"
+
+
 @dataclass(frozen=True)
 class Unreachable:
     """A working sink whose dialer keeps failing: since when (wall time), why, next try."""
@@ -172,6 +178,7 @@ class Unreachable:
     reason: str
     next_try: float | None
     public: str = ""  # the reason without the dialer's words, for /readyz
+    headline: str = UNREACHABLE  # or NOT_ANSWERING: no answer to any request lately
 
 
 def clock_text(when: float) -> str:
@@ -365,23 +372,77 @@ class SinkSet:
                 reopened.append(name)
         return reopened
 
-    def unreachable(self) -> dict[str, Unreachable]:
-        """Return the working sinks whose dialer keeps failing (the breaker is not closed)."""
+    def unreachable(self, *, silent: bool = True) -> dict[str, Unreachable]:
+        """Return the working sinks whose dialer keeps failing (the breaker is not closed)
+        or, with ``silent``, answers nothing (see :mod:`syncd.net.answers`).
+
+        The breaker's word comes first: it is what holds the pushes back. Its "since"
+        is the silence's when that began earlier: the outage began when the dialer
+        stopped answering, not when the breaker opened.
+        """
         out = {}
         for name, slot in self.slots.items():
             breaker = slot.sink.guard.breaker
-            if not slot.working or breaker.state_value == 0:
+            if not slot.working:
+                continue
+            quiet = self.silence(name) if silent else None
+            if breaker.state_value == 0:
+                if quiet is not None:
+                    out[name] = quiet
                 continue
             started = breaker.failing_since
             ago = self.clock.monotonic() - started if started is not None else 0.0
+            since = self.clock.time() - ago
             probe = breaker.wait_s()
             out[name] = Unreachable(
-                since=self.clock.time() - ago,
+                since=min(since, quiet.since) if quiet is not None else since,
                 reason=breaker.last_reason or "the dialer keeps failing",
                 next_try=self.clock.time() + probe if probe > 0 else None,
                 public=breaker.last_public or "the dialer keeps failing",
             )
         return out
+
+    def silence(self, name: str) -> Unreachable | None:
+        """Return a working sink whose dialer answers none of its requests, else None.
+
+        Seen within a read timeout or two, minutes before the breaker would open on a
+        dialer that takes connections and never answers; cleared by any answer.
+        """
+        quiet = self.slots[name].sink.guard.limits.answers.silence()
+        if quiet is None:
+            return None
+        ago = self.clock.monotonic() - quiet.since
+        why = quiet.reason()  # syncd's words only: fit for /readyz as it is
+        return Unreachable(
+            since=self.clock.time() - ago,
+            reason=why,
+            next_try=None,
+            public=why,
+            headline=NOT_ANSWERING,
+        )
+
+    def note_silences(self) -> None:
+        """Log once when a working sink's dialer stops answering, and once when it answers."""
+        for name, slot in self.slots.items():
+            if not slot.working:
+                continue  # its state says why; "answering" waits for an answer
+            quiet = self.silence(name)
+            subject = f"answers:{name}"
+            if quiet is None:
+                if slot.sink.guard.limits.answers.last_answer is not None:
+                    # an answer, not a re-opened sink that has asked nothing yet
+                    self.health.recovered(subject, event="sink.answering", sink=name)
+                continue
+            self.health.failed(
+                subject,
+                quiet.reason,
+                event="sink.not_answering",
+                level="warning",
+                public=quiet.reason,
+                sink=name,
+                since=clock_text(quiet.since),
+                action=f"{SILENCE_ACTION}; syncd goes on asking and says when it answers",
+            )
 
     def cause(self, name: str, unreachable: Mapping[str, Unreachable] | None = None) -> SinkCause:
         """Return why a sink delivers or not now (``syncd_sink_state``).
@@ -488,7 +549,9 @@ class SinkSet:
             text = f"{name}: {what} since {clock_text(reopened[2])} ({why}), re-opened"
         elif (down := self.unreachable().get(name)) is not None:
             why = down.public if public else down.reason
-            text = f"{name}: dialer unreachable since {clock_text(down.since)} ({why})"
+            text = f"{name}: {down.headline} since {clock_text(down.since)} ({why})"
+            if down.headline == NOT_ANSWERING:
+                text += f"; {SILENCE_ACTION}"
         elif (hold := slot.sink.guard.held).reason is not None:
             why = hold.public if public else hold.reason
             text = f"{name}: held since {clock_text(hold.since or 0.0)} ({why})"

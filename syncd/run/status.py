@@ -426,7 +426,9 @@ def sink_state_line(seen: dict[str, Any], now: float | None = None, *, public: b
     state = str(seen.get("state", "unknown"))
     pending = int(seen.get("pending") or 0)
     if state in ("stopped", "unavailable", "unreachable"):
-        what = "dialer unreachable" if state == "unreachable" else state
+        what = state
+        if state == "unreachable":  # or "dialer not answering": no answer to any request
+            what = str(seen.get("headline") or "dialer unreachable")
         why = seen.get("reason")
         if public:
             why = seen.get("public") or reason_code(str(why or ""), DIALER_FAILED)
