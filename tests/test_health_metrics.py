@@ -88,6 +88,7 @@ def test_every_configured_series_exists_at_zero_and_a_removed_sink_leaves_no_gau
     m = Metrics()
     m.declare(["crm"], [("crm", "jodo")], ["jodo", "old"], ["crm-files"])
     m.pending.labels("old").set(7)
+    m.throttled.labels("old").set(30)
     m.declare(["crm"], [("crm", "jodo")], ["jodo"], ["crm-files"])
 
     v = values(m)
@@ -96,6 +97,7 @@ def test_every_configured_series_exists_at_zero_and_a_removed_sink_leaves_no_gau
         v[("syncd_writeback_outcomes_written_total", frozenset({("writeback", "crm-files")}))] == 0
     )
     assert ("syncd_outbox_pending", frozenset({("sink", "old")})) not in v
+    assert ("syncd_sink_throttled_seconds", frozenset({("sink", "old")})) not in v
 
 
 def test_a_bad_cron_schedule_is_a_configuration_error(tmp_path: Path) -> None:

@@ -327,6 +327,7 @@ class Metrics:
                 self.sink_up,
                 self.breaker,
                 self.unanswered,
+                self.throttled,
                 self.sink_warnings,
                 self.withdrawals_failing,
                 self.clock_skew,
