@@ -25,12 +25,10 @@ import argparse
 import asyncio
 import json
 import logging
-import multiprocessing
 import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
+from forked_server import forked_server, get_json  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -48,7 +47,7 @@ from syncd.core.model import Action, Lead, LeadWrite  # noqa: E402
 from syncd.core.summary import SinkCounts  # noqa: E402
 from syncd.run.push import Pusher  # noqa: E402
 from syncd.simulators.ameyo.api import AmeyoSimulator, create_app  # noqa: E402
-from syncd.simulators.server import listening_socket, serve  # noqa: E402
+from syncd.simulators.server import serve  # noqa: E402
 from syncd.sinks.ameyo.asking import Watchlist  # noqa: E402
 from syncd.sinks.ameyo.config import AmeyoSinkConfig  # noqa: E402
 from syncd.sinks.ameyo.sink import AmeyoSink  # noqa: E402
@@ -73,8 +72,7 @@ def simulator(sock: socket.socket, dials_per_s: int, redial_s: float) -> None:
 
 
 def asked(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/_bench/asked", timeout=30) as reply:
-        return dict(json.loads(reply.read()))
+    return get_json(f"{url}/_bench/asked")
 
 
 def lead(n: int) -> Lead:
@@ -166,24 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="ask every lead at every poll")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    sock = listening_socket("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    child = multiprocessing.get_context("fork").Process(
-        target=simulator, args=(sock, args.dials_per_s, args.redial_s), daemon=True
-    )
-    child.start()
-    try:
-        for _ in range(100):
-            try:
-                asked(url)
-                break
-            except OSError:
-                time.sleep(0.1)
-        with tempfile.TemporaryDirectory(prefix="syncd-ameyo-poll-") as tmp:
-            asyncio.run(run(args, url, Path(tmp)))
-    finally:
-        child.terminate()
-        child.join(10)
+    with (
+        forked_server(
+            simulator, args.dials_per_s, args.redial_s, ready_path="/_bench/asked"
+        ) as url,
+        tempfile.TemporaryDirectory(prefix="syncd-ameyo-poll-") as tmp,
+    ):
+        asyncio.run(run(args, url, Path(tmp)))
     return 0
 
 

@@ -27,13 +27,11 @@ import asyncio
 import cProfile
 import json
 import logging
-import multiprocessing
 import pstats
 import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
+from forked_server import forked_server, get_json  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -50,7 +49,7 @@ from starlette.routing import Route  # noqa: E402
 from syncd.core.summary import SinkCounts  # noqa: E402
 from syncd.run.push import Pusher  # noqa: E402
 from syncd.simulators.jodo.api import DialPlan, JodoSimulator, create_app  # noqa: E402
-from syncd.simulators.server import listening_socket, serve  # noqa: E402
+from syncd.simulators.server import serve  # noqa: E402
 from syncd.state.sqlite import SqliteStore  # noqa: E402
 from tests.support.jodo_outcomes import enqueue, lead, make_sink  # noqa: E402
 
@@ -79,8 +78,7 @@ def simulator(sock: socket.socket, calls_per_minute: float) -> None:
 
 
 def served(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/_bench/served", timeout=30) as reply:
-        return dict(json.loads(reply.read()))
+    return get_json(f"{url}/_bench/served")
 
 
 class Phases:
@@ -208,24 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outcomes", default="", help="the sink's outcomes settings, JSON")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    sock = listening_socket("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    child = multiprocessing.get_context("fork").Process(
-        target=simulator, args=(sock, args.calls_per_minute), daemon=True
-    )
-    child.start()
-    try:
-        for _ in range(100):
-            try:
-                served(url)
-                break
-            except OSError:
-                time.sleep(0.1)
-        with tempfile.TemporaryDirectory(prefix="syncd-jodo-poll-") as tmp:
-            asyncio.run(run(args, url, Path(tmp)))
-    finally:
-        child.terminate()
-        child.join(10)
+    with (
+        forked_server(simulator, args.calls_per_minute, ready_path="/_bench/served") as url,
+        tempfile.TemporaryDirectory(prefix="syncd-jodo-poll-") as tmp,
+    ):
+        asyncio.run(run(args, url, Path(tmp)))
     return 0
 
 
