@@ -380,3 +380,91 @@ async def test_a_chunks_look_ups_are_one_statement_each_however_many_keys(
     assert sorted(remembered) == keys[::2]
     assert listed == {}
     assert len(statements) == 4, statements
+
+
+async def test_no_index_of_the_leads_parses_their_json(replicas: list[PostgresStore]) -> None:
+    """A claim and a completion change indexed columns (state, next_at): PostgreSQL then
+    writes an entry into every index of the lead, and an index over an expression of
+    ``lead_json`` parses the lead's JSON for it. The phone and the consent expiry are
+    columns of their own, so a push never parses a lead's JSON."""
+    async with replicas[0]._lock:
+        indexes = await replicas[0].db.execute_fetchall(
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE tablename = 'leads' AND schemaname = current_schema()"
+        )
+    assert {name for name, _ in indexes} >= {"leads_phone", "leads_consent"}
+    assert [name for name, sql in indexes if "lead_json" in sql] == []
+
+
+async def test_the_phone_and_consent_columns_follow_every_write_of_the_lead(
+    replicas: list[PostgresStore],
+) -> None:
+    store = replicas[0]
+    first = ChunkWrite("run", "crm", "a.csv")
+    first.leads["jodo"] = [
+        LeadWrite("A", "h1", "r1", '{"key":"A","phone":"+911"}', Action.UPSERT, "new", 1),
+        LeadWrite("B", "h1", "r1", '{"key":"B","phone":"+912"}', Action.UPSERT, "new", 2),
+        LeadWrite("C", "h1", "r1", '{"key":"C","phone":"+913","consent_until":'
+                  '"2026-12-31T00:00:00+00:00"}', Action.UPSERT, "new", 3),
+    ]  # fmt: skip
+    await store.apply_chunk(first)
+    batch = await store.claim("jodo", 3, 60)
+    assert {q.key for q in batch} == {"A", "B", "C"}
+    # B's upload goes unanswered (in doubt), then the CRM deletes it: its removal is
+    # queued with no number of its own, and the retry names the number sent
+    await store.complete(
+        "jodo",
+        [Completion(q.key, q.hash, ResultKind.DELIVERED, claim=q.claim) for q in batch
+         if q.key != "B"],
+    )  # fmt: skip
+    gone = ChunkWrite("run", "crm", "b.csv")
+    gone.leads["jodo"] = [
+        LeadWrite("A", "h2", "r2", '{"key":"A","phone":"+919","consent_until":'
+                  '"2027-01-01T00:00:00+00:00"}', Action.UPSERT, "changed", 1),
+        LeadWrite("B", "h3", "r3", '{"key":"B"}', Action.DELETE, "deleted", 2),
+        LeadWrite("C", "h1", "r4", "{}", Action.UPSERT, "unchanged", 3, enqueue=False,
+                  version_at="2026-12-05T10:00:00+00:00"),
+    ]  # fmt: skip
+    await store.apply_chunk(gone)
+    b = next(q for q in batch if q.key == "B")
+    await store.complete(
+        "jodo",
+        [Completion("B", b.hash, ResultKind.RETRY, "timeout", next_at=0, claim=b.claim,
+                    attempted="+912")],
+    )  # fmt: skip
+    async with store._lock:
+        rows = await store.db.execute_fetchall(
+            "SELECT key, phone, consent_until, lead_json::jsonb ->> 'phone',"
+            " lead_json::jsonb ->> 'consent_until' FROM leads ORDER BY key"
+        )
+    assert [(k, p, c) for k, p, c, _, _ in rows] == [
+        ("A", "+919", "2027-01-01T00:00:00+00:00"),
+        ("B", "+912", None),  # the number its removal names
+        ("C", "+913", "2026-12-31T00:00:00+00:00"),
+    ]
+    assert all(p == jp and c == jc for _, p, c, jp, jc in rows), rows
+
+
+async def test_a_batchs_number_holders_are_read_through_the_phone_index() -> None:
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema)
+    await store.open()
+    try:
+        write = ChunkWrite("run", "crm", "a.csv")
+        write.leads["jodo"] = [
+            LeadWrite(f"L{i:04d}", "h", None, f'{{"key":"L{i:04d}","phone":"+9198{i:08d}"}}',
+                      Action.UPSERT, "new", i)
+            for i in range(2000)
+        ]  # fmt: skip
+        await store.apply_chunk(write)
+        async with store._lock, store.db.raw.transaction():  # one connection of its pool
+            raw = store.db.raw
+            await raw.execute("ANALYZE leads")
+            query, params = store.number_holders_query(["+919800000007", "+919800000011"])
+            plan = await raw.fetch("EXPLAIN " + to_postgres(query), *params, "jodo")
+        assert any("leads_phone" in row[0] for row in plan), plan
+        holders = await store.number_holders("jodo", ["+919800000007", "+919800000011"])
+        assert sorted(h.key for h in holders) == ["L0007", "L0011"]
+    finally:
+        await store.close()
+        await drop_schema(schema)

@@ -87,6 +87,8 @@ ANALYZE_AFTER_ROWS = 1000
 _PLACEHOLDER = re.compile(r"\?")
 _NULL_SAFE_NOT = re.compile(r"\bIS NOT (?!NULL\b|DISTINCT\b)")
 _JSON_FIELD = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
+# A lead's fields that are columns of their own here (migration 18), kept by a trigger
+_LEAD_COLUMN = re.compile(r"json_extract\((\w+\.)?lead_json, '\$\.(phone|consent_until)'\)")
 # json_set(column, '$.field', ?): one text field set in a JSON text column
 _JSON_SET = re.compile(r"json_set\(([\w.]+), '\$\.(\w+)', \?\)")
 _JSONB_SET = r"CAST(jsonb_set(CAST(\1 AS jsonb), '{\2}', to_jsonb(CAST(? AS TEXT))) AS TEXT)"
@@ -96,6 +98,7 @@ _JSONB_SET = r"CAST(jsonb_set(CAST(\1 AS jsonb), '{\2}', to_jsonb(CAST(? AS TEXT
 def to_postgres(sql: str) -> str:
     """Return a statement of the shared SQL subset in PostgreSQL's spelling."""
     sql = _NULL_SAFE_NOT.sub("IS DISTINCT FROM ", sql)
+    sql = _LEAD_COLUMN.sub(r"\1\2", sql)
     sql = _JSON_FIELD.sub(r"(\1::jsonb ->> '\2')", sql)
     sql = _JSON_SET.sub(_JSONB_SET, sql)
     sql = sql.replace("instr(", "strpos(")
@@ -966,7 +969,7 @@ class PostgresStore(SqliteStore):
         query = """
             SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, d.number,
                 l.hash, l.lead_json, l.doubt_number
-            FROM dnc_numbers d JOIN leads l ON (l.lead_json::jsonb ->> 'phone') = d.number
+            FROM dnc_numbers d JOIN leads l ON l.phone = d.number
             WHERE d.list = $1 AND d.checked = 0
             UNION
             SELECT l.sink, l.key, l.state, l.delivered_hash IS NOT NULL, l.raw_hash, j.value,

@@ -96,6 +96,9 @@ _IN_DOUBT = (
 _DOUBT_SENT = "doubt_number = CASE WHEN CAST(? AS TEXT) != '' THEN ? ELSE doubt_number END"
 # A claim released without its result (a crash, a cut-off push): its request may have
 # gone, so the version claimed is in doubt by its number.
+# A lead's numbers, not the whole lead: a batch's own leads hold its numbers, and parsing
+# each one's JSON cost a push ~3 µs a lead.
+_NUMBERS_OF = "json_extract(l.lead_json, '$.phone'), json_extract(l.lead_json, '$.alt_phones')"
 RELEASED_DOUBT = (
     "doubt_number = CASE WHEN action = 'upsert' AND delivered_hash IS NULL"
     " THEN COALESCE(json_extract(lead_json, '$.phone'), doubt_number) ELSE doubt_number END"
@@ -1093,30 +1096,14 @@ class SqliteStore:
         """
         wanted = list(dict.fromkeys(n for n in numbers if n))
         found: dict[str, Holder] = {}
-        # The numbers, not the whole lead: a batch's own leads hold its numbers, and
-        # parsing each one's JSON cost a push ~3 µs a lead.
-        numbers_of = (
-            "json_extract(l.lead_json, '$.phone'), json_extract(l.lead_json, '$.alt_phones')"
-        )
         live = (
-            f"SELECT l.key, l.state, l.delivered_hash IS NOT NULL, {numbers_of}"
+            f"SELECT l.key, l.state, l.delivered_hash IS NOT NULL, {_NUMBERS_OF}"
             " FROM leads l WHERE l.sink = ? AND l.action = 'upsert'"
             " AND l.state IN ('pending', 'inflight', 'held', 'delivered') AND "
         )
         async with self._lock:
             for part in _parts(wanted, self._keys):
-                # The numbers as a table the leads are joined to: each is looked up in
-                # the phone index. As `json_extract(…) IN (10 or more numbers)` SQLite
-                # scanned every lead of the sink instead, parsing its JSON, on every
-                # push batch: the push slowed with the outbox (107 s for 200,000 leads).
-                numbers_table, params = self._numbers_table(part)
-                main = (
-                    f"{numbers_table}"
-                    f" SELECT l.key, l.state, l.delivered_hash IS NOT NULL, {numbers_of}"
-                    " FROM n JOIN leads l ON json_extract(l.lead_json, '$.phone') = n.phone"
-                    " WHERE l.sink = ? AND l.action = 'upsert'"
-                    " AND l.state IN ('pending', 'inflight', 'held', 'delivered')"
-                )
+                main, params = self.number_holders_query(part)
                 for row in await self.db.execute_fetchall(main, [*params, sink]):
                     found[row[0]] = _holder(*row)
                 # an OR of a substring test per number: at most _CHUNK numbers a statement
@@ -1127,6 +1114,23 @@ class SqliteStore:
                         if set(few).intersection(holder.alt_phones):
                             found[row[0]] = holder
         return list(found.values())
+
+    def number_holders_query(self, numbers: Sequence[str]) -> tuple[str, list[Any]]:
+        """Return the statement of the live leads whose main number is one of ``numbers``
+        and its parameters, but for the sink's, which comes last.
+
+        The numbers are a table the leads are joined to: each is looked up in the phone
+        index. As `json_extract(…) IN (10 or more numbers)` SQLite scanned every lead of
+        the sink instead, parsing its JSON, on every push batch: the push slowed with the
+        outbox (107 s for 200,000 leads)."""
+        numbers_table, params = self._numbers_table(numbers)
+        return (
+            f"{numbers_table}"
+            f" SELECT l.key, l.state, l.delivered_hash IS NOT NULL, {_NUMBERS_OF}"
+            " FROM n JOIN leads l ON json_extract(l.lead_json, '$.phone') = n.phone"
+            " WHERE l.sink = ? AND l.action = 'upsert'"
+            " AND l.state IN ('pending', 'inflight', 'held', 'delivered')"
+        ), params
 
     # Its WHERE is the predicate of the partial index leads_removals (SQLite migration 13,
     # PostgreSQL 11). SQLite, knowing nothing of the table's spread, took the primary key

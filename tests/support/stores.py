@@ -33,7 +33,12 @@ def new_schema() -> str:
 async def drop_schema(schema: str) -> None:
     conn = await asyncpg.connect(dsn_of(pg_url()))
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        # Under the lock a store migrates under: a migration reading the catalog
+        # (pg_indexes, migration 7) while another schema's objects are dropped fails with
+        # "could not open relation with OID …" (tests in parallel drop schemas often).
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('syncd.migrate'))")
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
 
