@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from syncd.core.clock import Clock
 from syncd.core.model import QueuedLead
 from syncd.errors import ClaimLost
-from syncd.state.base import StateStore
+from syncd.state.base import Outbox
 
 RECHECK_PART = 1 / 3  # of the lease: older than this, a claim is checked before it is sent
 
@@ -30,7 +30,7 @@ class ClaimFence:
 
     def __init__(
         self,
-        store: StateStore,
+        store: Outbox,
         sink: str,
         batch: Sequence[QueuedLead],
         confirmed: tuple[float, float],

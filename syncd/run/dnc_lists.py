@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from syncd.config import DncListConfig, Settings
-from syncd.state.base import DncVersion, StateStore
+from syncd.state.base import DncVersion, PullLedger
 
 DAY_S = 86400.0
 STALE_CODE = "dnc_list_stale"
@@ -54,7 +54,7 @@ def list_state(listing: DncListConfig, latest: DncVersion | None, now: float) ->
     return ListState(listing.name, listing.mode, listing.strict, limit, latest, age, why)
 
 
-async def list_states(settings: Settings, store: StateStore, now: float) -> list[ListState]:
+async def list_states(settings: Settings, store: PullLedger, now: float) -> list[ListState]:
     """Return the state of every configured list."""
     found = []
     for listing in settings.dnc_lists:
@@ -87,7 +87,7 @@ def version_label(v: DncVersion) -> str:
     return f"v{v.version} of {day} ({v.file}, sha256 {v.sha256[:12]})"
 
 
-async def version_labels(store: StateStore, names: set[str]) -> dict[str, str]:
+async def version_labels(store: PullLedger, names: set[str]) -> dict[str, str]:
     """Return the label of the version in force of each named list (none yet: left out)."""
     labels: dict[str, str] = {}
     for name in sorted(names):

@@ -4,7 +4,7 @@ syncd pushes a lead only while its calling window is open (``syncd.core.gate``),
 the lead then waits in the dialer's queue. A dialer whose API takes a start time with
 a record but no end, and that can take a record back (uContact: its
 ``window_hold().close == "withdraw"``), is held to the close here, in three steps
-over the outbox, each a lead's stage in ``StateStore.window_closed``:
+over the outbox, each a lead's stage in ``Outbox.window_closed``:
 
 1. ``closed``: the push wrote when the opening it went in closes (``dial_until``);
    once that has passed, its removal is queued like any other (tried until it lands,
@@ -33,7 +33,7 @@ from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones, 
 from syncd.core.mapping import lead_to_json
 from syncd.core.model import Lead
 from syncd.core.window_hold import WINDOW_CODE
-from syncd.state.base import CLOSED, WITHDRAWN, StateStore, WindowLead, WindowMoves
+from syncd.state.base import CLOSED, WITHDRAWN, Outbox, WindowLead, WindowMoves
 
 log = structlog.get_logger("syncd.window")
 LIMIT = 500  # leads read at once
@@ -63,9 +63,7 @@ class WindowContext:
     fallback_zone: str = "UTC"
 
 
-async def close_windows(
-    store: StateStore, sink: str, ctx: WindowContext, now: float
-) -> WindowCounts:
+async def close_windows(store: Outbox, sink: str, ctx: WindowContext, now: float) -> WindowCounts:
     """Withdraw ``sink``'s leads whose opening closed and hold the withdrawn ones for the
     next; return the counts (logged as ``window.withdrawn`` when anything moved)."""
     counts = WindowCounts()

@@ -16,7 +16,7 @@ from syncd.core.phones import format_dial, from_dial, parse_dial_format
 from syncd.errors import PermanentError
 from syncd.net.guard import SinkGuard, guard_from_config
 from syncd.sinks.features import OptionalFeatures
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 
 class BatchRejected(PermanentError):
@@ -30,7 +30,7 @@ class BatchRejected(PermanentError):
 class SinkContext:
     """What the engine gives a sink: the store, a bound logger, the default region."""
 
-    store: StateStore
+    store: SinkStore
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.sink"))
     region: str = "US"  # the first route's default_region, for `national` dial strings
     dry_run: bool = False

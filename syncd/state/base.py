@@ -212,13 +212,10 @@ class SchemaState:
     edited: list[str] = field(default_factory=list)  # steps edited after release: warnings
 
 
-class StateStore(SinkLedger, Protocol):
-    """The store every stage talks to; SQLite now, PostgreSQL for replicas."""
+class Lifecycle(Protocol):
+    """The store's life: open it, close it; where it is and whose clock it keeps."""
 
     path: str
-    # The lease of a claim, when the store caps it shorter than the push asks (a shared
-    # store: a dead replica's claims come back sooner). None: the push's own.
-    lease_s: float | None
     # The clock stored times are read from: the host's for SQLite, the database's for
     # a shared store (every replica stamps and compares times on one clock).
     clock: Clock
@@ -226,10 +223,20 @@ class StateStore(SinkLedger, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
-    # sources and reconcile
+
+class LeadLookup(Protocol):
+    """The stored version of leads by key (a pull's diff; a sink matching its dialer's
+    records to leads)."""
+
+    async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]: ...
+
+
+class PullLedger(LeadLookup, Protocol):
+    """What a pull reads and commits: cursors, the stored version of each key, remembered
+    refusals, a chunk's writes; do-not-call lists."""
+
     async def get_cursor(self, source: str) -> str | None: ...
     async def set_cursor(self, source: str, value: str | None) -> None: ...
-    async def lookup(self, sink: str, keys: Sequence[str]) -> dict[str, StoredLead]: ...
     async def lookup_changed(
         self, sink: str, rows: Sequence[tuple[str, str]], origin: str
     ) -> dict[str, StoredLead | None]:
@@ -253,8 +260,39 @@ class StateStore(SinkLedger, Protocol):
     async def rejects_for_origin(
         self, source: str, origin: str
     ) -> list[tuple[int | None, str, str, str]]: ...
+    async def dnc_matches(self, lists: Sequence[str], numbers: Sequence[str]) -> dict[str, str]:
+        """Return, of ``numbers``, those on one of ``lists``: number -> the list."""
+        ...
 
-    # push
+    async def listed_leads(self, list_name: str) -> list[ListedLead]:
+        """Return the leads holding a number newly added to the list (main or alternate)."""
+        ...
+
+    async def dnc_staged_count(self, list_name: str) -> int:
+        """Return how many numbers the snapshot being read for ``list_name`` holds so far."""
+        ...
+
+    async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
+        """Return the list's recorded versions (files loaded), newest first."""
+        ...
+
+    async def dnc_staged_origin(self, list_name: str) -> str | None:
+        """Return the file whose numbers are staged for the list's next version, if any."""
+        ...
+
+    async def blocked_leads(self, list_name: str) -> list[BlockedLead]:
+        """Return the leads the list keeps from the dialers (see ``ChunkWrite.dnc_blocked``)."""
+        ...
+
+
+class Outbox(Protocol):
+    """What the push, the calling window and consent stages do with queued leads: claim,
+    complete, hold, requeue, withdraw."""
+
+    # The lease of a claim, when the store caps it shorter than the push asks (a shared
+    # store: a dead replica's claims come back sooner). None: the push's own.
+    lease_s: float | None
+
     async def release_inflight(self, sink: str | None = None) -> int: ...
     async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
         """Take up to ``limit`` due leads of ``sink`` for one push, leased for ``lease_s``
@@ -331,14 +369,6 @@ class StateStore(SinkLedger, Protocol):
         """Return to the outbox the leads held behind any of ``keys``; return how many."""
         ...
 
-    async def failing_withdrawals(self, min_attempts: int, limit: int = 20) -> list[dict[str, Any]]:
-        """Return removals still queued after ``min_attempts`` tries, for alerts."""
-        ...
-
-    async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Return leads held behind another lead of their number, for ``status``."""
-        ...
-
     async def requeue_expired(
         self, sink: str, now: float, reason: str, closed_by: float | None = None
     ) -> int:
@@ -379,8 +409,26 @@ class StateStore(SinkLedger, Protocol):
     async def retry_failed(
         self, sink: str, *, reason: str | None = None, key: str | None = None
     ) -> int: ...
+    async def consent_expired(
+        self, sinks: Sequence[str], now: float, limit: int = 1000
+    ) -> list[ExpiredLead]:
+        """Return up to ``limit`` leads of ``sinks`` a dialer holds (some version delivered,
+        not withdrawn) whose ``consent_until`` is at or before ``now``, earliest first."""
+        ...
 
-    # outcomes and agents
+
+class Notes(Protocol):
+    """A stage's own small state by name (kv), and events on a lead's history."""
+
+    async def kv_get(self, scope: str, name: str) -> str | None: ...
+    async def kv_set(self, scope: str, name: str, value: str | None) -> None: ...
+    async def add_event(self, sink: str, key: str, kind: str, detail: str) -> None: ...
+
+
+class SinkStore(LeadLookup, Notes, SinkLedger, Protocol):
+    """What a sink keeps of its dialer: outcomes and agents polled, its ledger, events on
+    a lead, its own small state."""
+
     async def record_outcomes(self, outcomes: Iterable[Outcome]) -> int: ...
     async def recording_links(self, sink: str, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Return key -> (call id, recording link) of the stored outcomes that have a link."""
@@ -390,11 +438,16 @@ class StateStore(SinkLedger, Protocol):
         self, sink: str, *, after_key: str = "", limit: int = 500
     ) -> list[tuple[str, str | None, str]]: ...
     async def record_agents(self, agents: Iterable[AgentStatus]) -> int: ...
-    async def kv_get(self, scope: str, name: str) -> str | None: ...
-    async def kv_set(self, scope: str, name: str, value: str | None) -> None: ...
-    async def add_event(self, sink: str, key: str, kind: str, detail: str) -> None: ...
+    async def agent_dump(self) -> list[dict[str, Any]]: ...
+    async def last_call(self, sink: str, key: str) -> dict[str, Any] | None:
+        """Return the latest outcome polled for a lead (call_id, agent, status), None if none."""
+        ...
 
-    # reporting
+
+class Reports(Protocol):
+    """What `status`, `explain`, `audit`, the status page and the metrics read, and the
+    runs they list."""
+
     async def counts(self) -> dict[str, dict[str, int]]: ...
     async def start_run(self, run_id: str, mode: str) -> None: ...
     async def finish_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
@@ -431,37 +484,6 @@ class StateStore(SinkLedger, Protocol):
         ...
 
     async def recent_rejects(self, limit: int = 10) -> list[dict[str, Any]]: ...
-    async def dnc_matches(self, lists: Sequence[str], numbers: Sequence[str]) -> dict[str, str]:
-        """Return, of ``numbers``, those on one of ``lists``: number -> the list."""
-        ...
-
-    async def listed_leads(self, list_name: str) -> list[ListedLead]:
-        """Return the leads holding a number newly added to the list (main or alternate)."""
-        ...
-
-    async def dnc_staged_count(self, list_name: str) -> int:
-        """Return how many numbers the snapshot being read for ``list_name`` holds so far."""
-        ...
-
-    async def dnc_versions(self, list_name: str, limit: int = 20) -> list[DncVersion]:
-        """Return the list's recorded versions (files loaded), newest first."""
-        ...
-
-    async def consent_expired(
-        self, sinks: Sequence[str], now: float, limit: int = 1000
-    ) -> list[ExpiredLead]:
-        """Return up to ``limit`` leads of ``sinks`` a dialer holds (some version delivered,
-        not withdrawn) whose ``consent_until`` is at or before ``now``, earliest first."""
-        ...
-
-    async def dnc_staged_origin(self, list_name: str) -> str | None:
-        """Return the file whose numbers are staged for the list's next version, if any."""
-        ...
-
-    async def blocked_leads(self, list_name: str) -> list[BlockedLead]:
-        """Return the leads the list keeps from the dialers (see ``ChunkWrite.dnc_blocked``)."""
-        ...
-
     def audit(self, since: float, until: float) -> AsyncIterator[dict[str, Any]]:
         """Yield, oldest first, every gate decision and push (at, sink, key, kind, detail,
         lead_json, facts, known: the lead's latest earlier facts naming its numbers) from
@@ -477,13 +499,8 @@ class StateStore(SinkLedger, Protocol):
     async def failure_reasons(self, limit: int = 10) -> list[tuple[str, str, int]]: ...
     def queued(self, sink: str) -> AsyncIterator[QueuedSummary]: ...
     async def lead_history(self, key: str) -> dict[str, Any]: ...
-    async def agent_dump(self) -> list[dict[str, Any]]: ...
     async def outcome_dump(self) -> list[dict[str, Any]]: ...
     async def integrity_ok(self) -> bool: ...
-    async def last_call(self, sink: str, key: str) -> dict[str, Any] | None:
-        """Return the latest outcome polled for a lead (call_id, agent, status), None if none."""
-        ...
-
     async def size_bytes(self) -> int:
         """Return the disk space the store takes (for the store-size metric and alert)."""
         ...
@@ -493,7 +510,25 @@ class StateStore(SinkLedger, Protocol):
         ``keep_s`` gives were deleted (by the store's clock), ``batch`` rows at a time."""
         ...
 
-    # replicas: who runs the jobs that must not run twice at once
+    async def schema_state(self) -> SchemaState:
+        """Return the store's schema version, this syncd's, and steps edited after release."""
+        ...
+
+    async def oldest_pending(self) -> dict[str, float]: ...
+    async def delivered_since(self, since: float) -> int: ...
+    async def failing_withdrawals(self, min_attempts: int, limit: int = 20) -> list[dict[str, Any]]:
+        """Return removals still queued after ``min_attempts`` tries, for alerts."""
+        ...
+
+    async def waiting(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return leads held behind another lead of their number, for ``status``."""
+        ...
+
+
+class Leases(Protocol):
+    """Replicas: who runs the jobs that must not run twice at once, who is alive, who
+    queued leads."""
+
     async def lead(self, job: str, ttl_s: float) -> bool:
         """Return True when this process leads ``job`` (a store of one host: always)."""
         ...
@@ -510,19 +545,14 @@ class StateStore(SinkLedger, Protocol):
         """Return the live replicas and what each leads ([] for a store of one host)."""
         ...
 
-    async def schema_state(self) -> SchemaState:
-        """Return the store's schema version, this syncd's, and steps edited after release."""
-        ...
-
     async def listen(self, woken: Callable[[str], None]) -> None:
         """Call ``woken(sink)`` when another replica queues leads for ``sink``."""
         ...
 
-    # daemon (health, metrics, systemd status)
-    async def oldest_pending(self) -> dict[str, float]: ...
-    async def delivered_since(self, since: float) -> int: ...
 
-    # writeback: outcome / agent versions not yet written to the CRM
+class Writebacks(Protocol):
+    """The outcome and agent versions not yet written to the CRM, and what was."""
+
     async def pending_writeback(
         self,
         writeback: str,
@@ -542,3 +572,8 @@ class StateStore(SinkLedger, Protocol):
     ) -> None: ...
     async def refused_writebacks(self, writeback: str) -> list[tuple[str, int]]: ...
     async def retry_writeback(self, writeback: str, *, reason: str | None = None) -> int: ...
+
+
+class StateStore(Lifecycle, PullLedger, Outbox, SinkStore, Reports, Leases, Writebacks, Protocol):
+    """The whole store, as the engine opens it: SQLite, or PostgreSQL for replicas. A caller
+    takes the part it uses (``Outbox``, ``Reports``…), so it sees only that."""

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -25,7 +25,7 @@ from syncd.config import Settings, WritebackConfig
 from syncd.core.health import HealthTracker
 from syncd.core.reasons import CRM_REFUSED, log_reason
 from syncd.errors import RetryableError, SyncdError
-from syncd.state.base import WRITEBACK_STATUS_SCOPE, StateStore
+from syncd.state.base import WRITEBACK_STATUS_SCOPE, Notes, Writebacks
 from syncd.writeback.base import Item, ItemsRefused, Writeback, WritebackStopped, item_from_row
 
 log = structlog.get_logger("syncd.writeback")
@@ -38,6 +38,11 @@ def build_writeback(cfg: WritebackConfig) -> Writeback:
     factory = registry.writebacks()[cfg.kind].load_factory()
     writeback: Writeback = factory(cfg)
     return writeback
+
+
+class WritebackStore(Writebacks, Notes, Protocol):
+    """What a writeback runner uses of the store: the versions to write and its marks, its
+    recovery state, the events it leaves on a lead."""
 
 
 @dataclass
@@ -56,7 +61,7 @@ class WritebackRunner:
     def __init__(
         self,
         settings: Settings,
-        store: StateStore,
+        store: WritebackStore,
         *,
         stop: asyncio.Event | None = None,
         health: HealthTracker | None = None,
@@ -254,7 +259,7 @@ class WritebackRunner:
 
 
 async def run_writebacks(
-    settings: Settings, store: StateStore, *, stop: asyncio.Event | None = None
+    settings: Settings, store: WritebackStore, *, stop: asyncio.Event | None = None
 ) -> dict[str, int]:
     """Return, per configured writeback, how many outcome versions it wrote in one pass."""
     runner = WritebackRunner(settings, store, stop=stop)

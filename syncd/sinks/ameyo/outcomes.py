@@ -36,7 +36,7 @@ from syncd.sinks.ameyo.replies import (
     result_list,
     validity_epoch,
 )
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 ALIAS = "__campaign_customer_table_alias__"
 COLUMNS = (
@@ -94,7 +94,7 @@ def outcome_of(
 
 async def poll(
     client: AmeyoClient,
-    store: StateStore,
+    store: SinkStore,
     cfg: AmeyoSinkConfig,
     watch: Watchlist,
     *,
@@ -139,7 +139,7 @@ async def poll(
     return changed
 
 
-async def _walk(store: StateStore, sink: str, watch: Watchlist) -> None:
+async def _walk(store: SinkStore, sink: str, watch: Watchlist) -> None:
     """Tell ``watch`` which leads are delivered now (SQL only: nothing asked of Ameyo)."""
     walked: set[str] = set()
     after = ""
@@ -182,7 +182,7 @@ async def _read_closes(ledger: Ledger, cfg: AmeyoSinkConfig, watch: Watchlist) -
 
 async def _poll_chunk(
     client: AmeyoClient,
-    store: StateStore,
+    store: SinkStore,
     cfg: AmeyoSinkConfig,
     watch: Watchlist,
     by_customer: dict[str, list[str]],

@@ -15,7 +15,7 @@ from syncd.core.model import AgentStatus
 from syncd.sinks.jodo.client import SUCCESS, JodoClient, from_jodo_time, items_of
 from syncd.sinks.jodo.client import status_of as _status_of
 from syncd.sinks.jodo.config import AgentSettings
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 MISSING = "missing"
 
@@ -76,7 +76,7 @@ class AgentPoller:
     def __init__(
         self,
         client: JodoClient,
-        store: StateStore,
+        store: SinkStore,
         sink: str,
         settings: AgentSettings,
         zone: str,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from syncd.core.model import PushResult, QueuedLead
 from syncd.core.reconcile import ACTIVE_STATES
 from syncd.sinks.jodo.agents import MISSING
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 WAIT_FOR_AGENT_S = 30.0
 
@@ -30,7 +30,7 @@ class Assignment:
 
 
 async def check_agents(
-    store: StateStore,
+    store: SinkStore,
     sink: str,
     outbox: str | None,
     batch: Sequence[QueuedLead],

@@ -6,13 +6,13 @@ import json
 from collections.abc import AsyncIterator
 
 from syncd.core.model import Lead
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 PAGE = 500
 
 
 async def delivered_leads(
-    store: StateStore, sink: str
+    store: SinkStore, sink: str
 ) -> AsyncIterator[tuple[str, str | None, Lead]]:
     """Yield (key, number the dialer holds, lead) for every delivered lead, in key order."""
     after = ""

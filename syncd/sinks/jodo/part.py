@@ -8,7 +8,7 @@ from typing import Any
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.sinks.jodo.client import JodoClient
 from syncd.sinks.jodo.config import JodoSinkConfig
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 
 class JodoPart:
@@ -17,7 +17,7 @@ class JodoPart:
     def __init__(
         self,
         client: JodoClient,
-        store: StateStore,
+        store: SinkStore,
         config: JodoSinkConfig,
         log: Any,
         dial: Callable[[str], str],

@@ -28,7 +28,7 @@ from syncd.sinks.jodo.client import (
 )
 from syncd.sinks.jodo.config import RecordingSettings
 from syncd.sinks.jodo.outcome_rows import outcome_from_json, outcome_to_json
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 
 def _path(item: dict[str, Any]) -> str:
@@ -99,7 +99,7 @@ class Recordings:
     def __init__(
         self,
         client: JodoClient,
-        store: StateStore,
+        store: SinkStore,
         sink: str,
         settings: RecordingSettings,
         log: Any,

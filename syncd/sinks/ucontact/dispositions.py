@@ -24,7 +24,7 @@ from syncd.sinks.ucontact.client import UContactClient
 from syncd.sinks.ucontact.config import DispositionFields, UContactSinkConfig
 from syncd.sinks.ucontact.ledger import Ledger
 from syncd.sinks.ucontact.wire import server_time
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 RESOURCE = "api/DispositionCall"
 DISPOSITIONS_OFF = (
@@ -95,7 +95,7 @@ class Dispositioner:
         self,
         config: UContactSinkConfig,
         client: UContactClient,
-        store: StateStore,
+        store: SinkStore,
         ledger: Ledger,
         dial: Callable[[str], str],
         features: OptionalFeatures | None = None,

@@ -34,7 +34,7 @@ from syncd.sinks.ucontact.config import UContactSinkConfig
 from syncd.sinks.ucontact.ledger import Ledger
 from syncd.sinks.ucontact.records import PageSize, call_records, first, rows_of
 from syncd.sinks.ucontact.wire import parse_server_time, recording_candidates
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 # Asterisk's CDR dispositions, which uContact's records carry as the call status.
 STATUS = {
@@ -131,7 +131,7 @@ class CdrPoller:
         client: UContactClient,
         http: httpx.AsyncClient,
         ledger: Ledger,
-        store: StateStore,
+        store: SinkStore,
         log: Any,
         features: OptionalFeatures | None = None,
         stopping: asyncio.Event | None = None,

@@ -64,7 +64,7 @@ from syncd.sinks.ucontact.ledger import (
 from syncd.sinks.ucontact.outcomes import first
 from syncd.sinks.ucontact.settle import Plan, plan_add, plan_delete
 from syncd.sinks.ucontact.wire import Call, black_json, schedule_json, task_json, upload_file
-from syncd.state.base import StateStore
+from syncd.state.base import SinkStore
 
 CALL_CONCURRENCY = 4  # single calls (removals, schedules, blacklist) in flight per batch
 SETTLING = (
@@ -84,7 +84,7 @@ class Placer:
         cfg: UContactSinkConfig,
         client: UContactClient,
         ledger: Ledger,
-        store: StateStore,
+        store: SinkStore,
         log: Any,
         dial: Callable[[str], str],
     ) -> None:
