@@ -62,7 +62,7 @@ RELEASED: dict[str, str] = {
     "postgres/0015_sink_ledger.sql": "646a55da153f63558cdf0763ad4945b5389706b0a99229c733d3cb75398a3074",
     "postgres/0016_sink_ledger_ref.sql": "2cf1b98eb9256e91d12486972ce1573524ac88761f1184c255f03fa0ddf1995b",
     "postgres/0017_leads_doubt_number.sql": "e31f5596c63223fa92de03a8305035f335787fc09478cfdc65ee9a1e47a5286f",
-    "postgres/0018_leads_phone_columns.sql": "820e0ff9291eb1672618bd37af1cea9ccae8d8ab0b6b484141bbb0d89f9c7485",
+    "postgres/0018_leads_phone_columns.sql": "00c7e3e73609d4589ff543e3e2d680e2e407d76a4b01ec465e56a2b58c72beec",
 }
 
 

@@ -16,7 +16,7 @@ from syncd.state import postgres
 from syncd.state.base import ChunkWrite, Completion
 from syncd.state.postgres import PostgresStore, to_postgres
 from syncd.state.sqlite import consent_query
-from tests.support.stores import drop_schema, new_schema, pg_url
+from tests.support.stores import drop_schema, new_schema, pg_url, store_at_schema
 
 
 @pytest.fixture
@@ -468,3 +468,21 @@ async def test_a_batchs_number_holders_are_read_through_the_phone_index() -> Non
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def test_an_upgraded_store_finds_its_leads_by_number_as_before(tmp_path: Path) -> None:
+    old = [
+        "INSERT INTO leads (sink, key, hash, lead_json, action, state, attempts, next_at,"
+        f" delivered_hash, created_at, updated_at) VALUES ('jodo', 'L{i}', 'h',"
+        f" '{{\"phone\": \"+91980000000{i}\","
+        f" \"consent_until\": \"2026-12-0{i}T00:00:00+00:00\"}}',"
+        " 'upsert', 'delivered', 1, 0, 'h', 0, 0)"
+        for i in (1, 2)
+    ]
+    async with store_at_schema("postgresql", tmp_path, 17, [], old) as store:
+        holders = await store.number_holders("jodo", ["+919800000001", "+919800000002"])
+        expired = await store.consent_expired(["jodo"], 1764806400.0)  # 2025-12-04: none
+        later = await store.consent_expired(["jodo"], 1796342400.0)  # 2026-12-03
+    assert sorted(h.key for h in holders) == ["L1", "L2"]
+    assert expired == []
+    assert [e.key for e in later] == ["L1", "L2"]
