@@ -75,6 +75,19 @@ class ClaimLost(SyncdError):
         )
 
 
+class LeadLost(SyncdError):
+    """A leader's job this process ran (a pull) is led by another replica now: this one
+    froze or stalled past ``leader_ttl_s`` and the other took it over. What it was about
+    to write was not written; the other replica goes on from the last commit."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        super().__init__(
+            f"another replica leads {job} now (this one was frozen or stalled past"
+            " leader_ttl_s): stopped here, nothing more written"
+        )
+
+
 class VendorError(SyncdError):
     """A dialer answered with an error or could not be reached.
 

@@ -35,7 +35,7 @@ from syncd.core.health import HealthTracker
 from syncd.core.reasons import DIALER_FAILED, reason_code
 from syncd.core.summary import RunSummary, SinkCounts
 from syncd.core.zones import zone_table
-from syncd.errors import SinkConfigError, VendorError
+from syncd.errors import LeadLost, SinkConfigError, StoreError, VendorError
 from syncd.net.http import MAX_INLINE_HOLD_S, HeldBack
 from syncd.run.consent import consent_sinks, withdraw_expired
 from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
@@ -159,7 +159,8 @@ class Engine:
         progress: Progress | None = None,
     ) -> None:
         """Read one source and reconcile it into the outbox, chunk by chunk."""
-        if not await self.leadership.leads(f"pull:{cfg.name}"):
+        job = f"pull:{cfg.name}"
+        if not await self.leadership.leads(job):
             # Said, not skipped in silence: a dead replica's turn passes after leader_ttl_s.
             ttl = human_seconds(self.settings.state.leader_ttl_s)
             summary.files_waiting.append(
@@ -167,13 +168,33 @@ class Engine:
                 f"passes within {ttl})"
             )
             return
-        puller = Puller(self.settings, self.store, summary, progress=progress, clock=self.clock)
+        lead = job if self.leadership.shared else None
+        puller = Puller(
+            self.settings, self.store, summary, progress=progress, clock=self.clock, lead=lead
+        )
         try:
             await puller.pull(cfg, full=full)
+        except LeadLost as exc:
+            # Frozen or stalled past its lead: another replica took the pull over and goes
+            # on from the last commit. Nothing of this one's was written after that.
+            self._lost_pull(job, cfg.name, str(exc), summary)
+            return
+        except StoreError as exc:
+            # Frozen inside a chunk's transaction, the database ended it (and this
+            # replica's connection): if another replica leads the pull now, that is why.
+            if lead is None or await self.leadership.leads(job):
+                raise
+            self._lost_pull(job, cfg.name, f"{LeadLost(job)} ({exc})", summary)
+            return
         finally:
             await asyncio.to_thread(puller.close)
         if self.settings.dnc_list_of(cfg.name) is not None:
             await self.check_lists(again=True)  # a version may have loaded
+
+    def _lost_pull(self, job: str, source: str, why: str, summary: RunSummary) -> None:
+        self.leadership.lost(job)
+        log.warning("pull.lead.lost", job=job, source=source, reason=why)
+        summary.files_waiting.append(f"{source}: {why}")
 
     async def ingest(
         self, source: Source, chunks: list[Chunk], summary: RunSummary

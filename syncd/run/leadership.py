@@ -74,6 +74,12 @@ class Leadership:
             log.info("leader.following", job=job, why="another replica leads it")
         return led
 
+    def lost(self, job: str) -> None:
+        """Take note that another replica leads ``job`` now (found on a write it fenced)."""
+        if job in self._led:
+            self._led.discard(job)
+            log.warning("leader.lost", job=job, action="another replica runs it now")
+
     async def renew(self) -> None:
         """Renew the leases of the jobs this process leads, its heartbeat, and its part of
         each dialer's limits (divided among the live replicas)."""

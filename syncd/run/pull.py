@@ -127,9 +127,13 @@ class Puller:
         *,
         progress: Callable[[Source, int], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        lead: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        # The leader's job this pull runs as (`pull:<source>`, on a store replicas share):
+        # each commit holds only while this process still leads it (ChunkWrite.lead)
+        self.lead = lead
         self.summary = summary
         self.progress = progress
         self.clock = clock  # the run's: consent ages against it when rows are mapped
@@ -241,12 +245,12 @@ class Puller:
             self.summary.files_failed.append(f"{source.name}/{chunk.origin}: {chunk.failed}")
             write = ChunkWrite(self.summary.run_id, source.name, chunk.origin)
             write.rejects.append(("", Reject(source.name, chunk.failed, None, chunk.origin)))
-            await self.store.apply_chunk(write)
+            await self.commit(write)
             if chunk.after_commit:
                 await chunk.after_commit()
             return write
         write = await self._plan(source, chunk, routes, speculative)
-        await self.store.apply_chunk(write)
+        await self.commit(write)
         if chunk.after_commit:
             await chunk.after_commit()
         if self.progress:
@@ -452,6 +456,12 @@ class Puller:
         )
         return [row for part in results for row in part]
 
+    async def commit(self, write: ChunkWrite) -> None:
+        """Commit one chunk's write, as this pull's leader (raise LeadLost when another
+        replica leads the pull now: nothing is written)."""
+        write.lead = self.lead
+        await self.store.apply_chunk(write)
+
     def _workers(self) -> int:
         configured = self.settings.run.normalize_processes
         return configured if configured else (os.cpu_count() or 1)
@@ -572,7 +582,7 @@ class DncPuller:
         if read and not isinstance(source, CsvDropSource):  # a table read: its date is now
             write = ChunkWrite(self.summary.run_id, listing.source, origin)
             write.dnc_version = DncVersion(listing.name, origin, read, 0, 0.0, "", "append")
-            await self.store.apply_chunk(write)
+            await self.puller.commit(write)
             self._loaded(write.dnc_version)
         await self.withdraw()
         await self.release()
@@ -581,7 +591,7 @@ class DncPuller:
         """Forget a failed file's staged numbers: a file dropped again starts afresh."""
         write = ChunkWrite(self.summary.run_id, self.listing.source, origin)
         write.dnc_restage = self.listing.name
-        await self.store.apply_chunk(write)
+        await self.puller.commit(write)
         self._staged = None
 
     async def _chunk(self, source: Source, chunk: Chunk) -> None:
@@ -618,7 +628,7 @@ class DncPuller:
             # this chunk's numbers join the stage in the same commit as the version
             pending = len(set(write.dnc_staged)), write.dnc_restage is not None
             write.dnc_version = await self._version(source, chunk.origin, pending)
-        await self.store.apply_chunk(write)
+        await self.puller.commit(write)
         if write.dnc_version is not None:
             self._loaded(write.dnc_version)
         if chunk.after_commit:
@@ -744,7 +754,7 @@ class DncPuller:
                 (lead.sink, Reject(listing.source, why, None, listing.name, [], lead.key, facts))
             )
             write.events.append((lead.sink, lead.key, "gate.withdrawn", why, facts))
-        await self.store.apply_chunk(write)
+        await self.puller.commit(write)
         if done:
             log.warning("gate.withdrawn", dnc_list=listing.name, leads=len(done))
             self.summary.dnc.setdefault(listing.name, {})["withdrawn"] = len(done)
@@ -803,7 +813,7 @@ class DncPuller:
                 write.events.append((sink, b.key, "gate.released", why, facts.to_json()))
         if not write.dnc_unblocked:
             return 0
-        await self.store.apply_chunk(write)
+        await self.puller.commit(write)
         released = len(write.dnc_unblocked)
         log.warning("gate.released", dnc_list=listing.name, leads=released)
         self.summary.dnc.setdefault(listing.name, {})["released"] = released

@@ -57,6 +57,11 @@ class ChunkWrite:
     # (name, metric, n) added to this hour's stats: a POST's counts under its source's
     # name (HANDED_STATS), beside the sinks' figures
     stats: list[tuple[str, str, int]] = field(default_factory=list)
+    # The leader's job the write belongs to (a pull's `pull:<source>`): on a store
+    # replicas share it commits only while this process leads that job. One that froze
+    # past its lead while another took the job over writes nothing (LeadLost): its
+    # cursor would move the source back, its files be read or failed twice.
+    lead: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

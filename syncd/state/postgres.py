@@ -41,7 +41,7 @@ import structlog
 from syncd import __version__
 from syncd.core.clock import SYSTEM_CLOCK, Clock, DatabaseClock
 from syncd.core.model import QueuedLead
-from syncd.errors import StoreError
+from syncd.errors import LeadLost, StoreError
 from syncd.state import migrations
 from syncd.state.base import ChunkWrite, ListedLead, SchemaState
 from syncd.state.migrations import Migration
@@ -76,6 +76,12 @@ _GONE = (
 # and fails that next statement as "another operation is in progress". A connection is
 # lent to one task at a time (_Lease), so here it means the session is over.
 _LOST = (*_GONE, asyncpg.InternalClientError)
+# A transaction this long without a statement belongs to a replica frozen in it (a VM
+# paused, SIGSTOP): the database ends it, and the row locks it held (leads mid-chunk, its
+# lead of the pull) no longer stop every other replica. syncd's own transactions send
+# their statements back to back; a live replica whose transaction is ended this way (an
+# event loop starved for as long) gets a StoreError and tries again.
+IDLE_IN_TRANSACTION_S = 10.0
 # Connections per replica: the push workers of every sink, the pull, polls, writebacks
 # and the status page each borrow one at a time; more waiters than this queue.
 POOL_SIZE = 10
@@ -500,7 +506,10 @@ class PostgresStore(SqliteStore):
             raise StoreError(f"cannot open state store: {exc}") from None
 
     def _settings(self) -> dict[str, str]:
-        settings = {"application_name": "syncd"}
+        settings = {
+            "application_name": "syncd",
+            "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
+        }
         if self.schema:
             settings["search_path"] = self.schema
         return settings
@@ -777,6 +786,17 @@ class PostgresStore(SqliteStore):
             self._notifying.add(db.raw.get_server_pid())
             for sink in queued:
                 await db.execute("SELECT pg_notify(?, ?)", (CHANNEL, sink))
+
+    async def _fence(self, db: Any, jobs: set[str]) -> None:
+        """Raise LeadLost unless this replica still leads each of ``jobs``: its lease row
+        is read FOR SHARE, so no other replica takes the job over before this commits."""
+        for job in sorted(jobs):
+            cur = await db.execute(
+                f"SELECT 1 FROM leaders WHERE job = ? AND holder = ? AND until > {NOW} FOR SHARE",
+                (job, self.holder),
+            )
+            if await cur.fetchone() is None:
+                raise LeadLost(job)
 
     async def apply_chunks(self, chunks: Sequence[ChunkWrite]) -> None:
         """Commit chunks (and their wake-ups, see _announce); keep the statistics."""

@@ -647,6 +647,7 @@ class SqliteStore:
                 counted[name, metric] = counted.get((name, metric), 0) + n
         at = stats_hour(now)
         async with self._tx() as db:
+            await self._fence(db, {c.lead for c in chunks if c.lead})
             for chunk in chunks:
                 await self._write_chunk(db, chunk, now)
             # Last, as a push's: on a shared store the first write locks the hour's rows
@@ -654,6 +655,11 @@ class SqliteStore:
                 _ADD_STAT, [(name, at, metric, 0, n) for (name, metric), n in counted.items()]
             )
             await self._announce(db, chunks)
+
+    async def _fence(self, db: Any, jobs: set[str]) -> None:
+        """Raise LeadLost when this process no longer leads one of ``jobs`` (inside the
+        write's transaction): one process alone leads every job of this store."""
+        return None
 
     async def _announce(self, db: Any, chunks: Sequence[ChunkWrite]) -> None:
         """Tell other processes sharing the store, with the commit, which outboxes got
