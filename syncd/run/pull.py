@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from syncd.core.reconcile import (
     older_rows,
     plan_chunk,
     row_keys,
+    row_lines,
     triage,
 )
 from syncd.core.summary import RunSummary
@@ -319,10 +320,11 @@ class Puller:
         key_col = chunk.header.index(mapper.key_column)
         raw_hashes = row_hashes(mapper.fingerprint, chunk.rows)
         keys = row_keys(chunk.rows, key_col)
+        lines = row_lines(chunk.rows)
         rows = chunk.rows
         stored = await self.store.lookup_changed(
             sink,
-            [(k, raw_hashes[rows[i][0]]) for k, i in latest_of(keys).items() if k],
+            [(k, raw_hashes[lines[i]]) for k, i in latest_of(keys).items() if k],
             chunk.origin,
         )
         first = triage(
@@ -426,7 +428,7 @@ class Puller:
         return out, kept
 
     async def _normalize(
-        self, route: RouteConfig, chunk: Chunk, rows: list[tuple[int, list[str]]]
+        self, route: RouteConfig, chunk: Chunk, rows: Sequence[tuple[int, list[str]]]
     ) -> list[NormalizedRow]:
         route_json = self._route_json[route.name]
         workers = self._workers()
