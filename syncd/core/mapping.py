@@ -413,15 +413,22 @@ def row_hashes(fingerprint: bytes, rows: Sequence[tuple[int, list[str]]]) -> dic
 
     Rows the CSV source's line reader kept as raw bytes (``RawRows``) are hashed from
     those bytes, without building their cells: the same hashes."""
+    lines = rows.lines if isinstance(rows, RawRows) else [line for line, _ in rows]
+    return dict(zip(lines, row_hash_list(fingerprint, rows), strict=True))
+
+
+def row_hash_list(fingerprint: bytes, rows: Sequence[tuple[int, list[str]]]) -> list[str]:
+    """Return ``row_hash`` of each (line, values) row, in row order (see ``row_hashes``)."""
     if isinstance(rows, RawRows):
-        return dict(zip(rows.lines, rows.hashes(fingerprint), strict=True))
+        return rows.hashes(fingerprint)
     seeded = hashlib.blake2b(fingerprint, digest_size=16).copy
     join = "\x1f".join
-    hashes: dict[int, str] = {}
-    for line, values in rows:
+    hashes: list[str] = []
+    append = hashes.append
+    for _, values in rows:
         h = seeded()
         h.update(join(values).encode("utf-8", "surrogateescape"))
-        hashes[line] = h.hexdigest()
+        append(h.hexdigest())
     return hashes
 
 

@@ -229,15 +229,17 @@ def triage(
     origin: str,
     run_id: str,
     keys: list[str] | None = None,
+    latest: dict[str, int] | None = None,
 ) -> Triage:
     """Return which rows need mapping, given ``changed``: the stored leads of the keys whose
     raw row is new, differs, or repeats within the origin (keys absent from it are unchanged).
 
-    ``keys``: the rows' ``row_keys``, when the caller has them already.
+    ``keys``: the rows' ``row_keys``, when the caller has them already (``latest``: their
+    ``latest_of``).
     """
     result = Triage()
     keys = row_keys(rows, key_col) if keys is None else keys
-    latest = latest_of(keys)
+    latest = latest_of(keys) if latest is None else latest
     # The rows decided one by one: the last row of each key the lookup returned, every
     # row a later row of its key supersedes, every row without a key. Every other row
     # (nearly all of a re-sync) is the last of a key the lookup left out: unchanged.
