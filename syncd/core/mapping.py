@@ -34,6 +34,7 @@ from syncd.core.gate import (
 from syncd.core.keys import key_refusal
 from syncd.core.model import Lead, version_text
 from syncd.core.phones import PhoneError, to_e164
+from syncd.core.raw_rows import RawRows
 from syncd.core.zones import ZoneError, check_zone, zone_table
 
 _SPLIT = re.compile(r"[,;/|\n]+")
@@ -408,14 +409,26 @@ def row_hash(fingerprint: bytes, values: list[str]) -> str:
 
 def row_hashes(fingerprint: bytes, rows: Sequence[tuple[int, list[str]]]) -> dict[int, str]:
     """Return ``row_hash`` of each (line, values) row, by line: a whole chunk at once (every
-    row of a re-sync is hashed; a copy of the seeded hash costs less than a new one)."""
+    row of a re-sync is hashed; a copy of the seeded hash costs less than a new one).
+
+    Rows the CSV source's line reader kept as raw bytes (``RawRows``) are hashed from
+    those bytes, without building their cells: the same hashes."""
+    lines = rows.lines if isinstance(rows, RawRows) else [line for line, _ in rows]
+    return dict(zip(lines, row_hash_list(fingerprint, rows), strict=True))
+
+
+def row_hash_list(fingerprint: bytes, rows: Sequence[tuple[int, list[str]]]) -> list[str]:
+    """Return ``row_hash`` of each (line, values) row, in row order (see ``row_hashes``)."""
+    if isinstance(rows, RawRows):
+        return rows.hashes(fingerprint)
     seeded = hashlib.blake2b(fingerprint, digest_size=16).copy
     join = "\x1f".join
-    hashes: dict[int, str] = {}
-    for line, values in rows:
+    hashes: list[str] = []
+    append = hashes.append
+    for _, values in rows:
         h = seeded()
         h.update(join(values).encode("utf-8", "surrogateescape"))
-        hashes[line] = h.hexdigest()
+        append(h.hexdigest())
     return hashes
 
 
@@ -495,7 +508,7 @@ _MAPPERS: dict[tuple[str, tuple[str, ...]], Mapper] = {}
 def normalize_rows(
     route_json: str,
     header: tuple[str, ...],
-    rows: list[tuple[int, list[str]]],
+    rows: Sequence[tuple[int, list[str]]],
     now: float | None = None,
 ) -> list[NormalizedRow]:
     """Return, for each (line, values) row, its lead JSON and hash or its reject reason.

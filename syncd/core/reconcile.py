@@ -9,10 +9,11 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from syncd.core.model import Action, LeadWrite, StoredLead, version_text
+from syncd.core.raw_rows import RawRows
 from syncd.core.versions import is_older, older_reason, read_version, version_of
 
 
@@ -195,9 +196,18 @@ def superseded_reason(key: str, later_line: int) -> str:
     return f"duplicate key {key!r}: superseded by line {later_line} (last wins)"
 
 
-def row_keys(rows: list[Row], key_col: int) -> list[str]:
+def row_keys(rows: Sequence[Row], key_col: int) -> list[str]:
     """Return each row's key cell, stripped, in row order."""
+    if isinstance(rows, RawRows):  # the line reader's: the one column, no row built
+        return [cell.strip() for cell in rows.column(key_col)]
     return [values[key_col].strip() for _, values in rows]
+
+
+def row_lines(rows: Sequence[Row]) -> list[int]:
+    """Return each row's line, in row order."""
+    if isinstance(rows, RawRows):
+        return rows.lines
+    return [line for line, _ in rows]
 
 
 def latest_of(keys: list[str]) -> dict[str, int]:
@@ -205,13 +215,13 @@ def latest_of(keys: list[str]) -> dict[str, int]:
     return dict(zip(keys, range(len(keys)), strict=True))
 
 
-def latest_rows(rows: list[Row], key_col: int) -> dict[str, int]:
+def latest_rows(rows: Sequence[Row], key_col: int) -> dict[str, int]:
     """Return, per key, the index of its last row in the chunk (last row wins)."""
     return latest_of(row_keys(rows, key_col))
 
 
 def triage(
-    rows: list[Row],
+    rows: Sequence[Row],
     key_col: int,
     raw_hashes: dict[int, str],
     changed: Mapping[str, StoredLead | None],
@@ -219,15 +229,17 @@ def triage(
     origin: str,
     run_id: str,
     keys: list[str] | None = None,
+    latest: dict[str, int] | None = None,
 ) -> Triage:
     """Return which rows need mapping, given ``changed``: the stored leads of the keys whose
     raw row is new, differs, or repeats within the origin (keys absent from it are unchanged).
 
-    ``keys``: the rows' ``row_keys``, when the caller has them already.
+    ``keys``: the rows' ``row_keys``, when the caller has them already (``latest``: their
+    ``latest_of``).
     """
     result = Triage()
     keys = row_keys(rows, key_col) if keys is None else keys
-    latest = latest_of(keys)
+    latest = latest_of(keys) if latest is None else latest
     # The rows decided one by one: the last row of each key the lookup returned, every
     # row a later row of its key supersedes, every row without a key. Every other row
     # (nearly all of a re-sync) is the last of a key the lookup left out: unchanged.

@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,8 @@ from syncd.core.mapping import (
     NormalizedRow,
     normalize_rows,
     required_columns,
-    row_hashes,
+    route_fingerprint,
+    row_hash_list,
     withdrawal,
 )
 from syncd.core.model import Action, LeadWrite, Reject
@@ -42,6 +43,7 @@ from syncd.core.reconcile import (
     older_rows,
     plan_chunk,
     row_keys,
+    row_lines,
     triage,
 )
 from syncd.core.summary import RunSummary
@@ -68,6 +70,7 @@ log = structlog.get_logger("syncd.pull")
 POOL_THRESHOLD = 2000  # rows needing normalization before a chunk fans out to processes
 PROBE_KEYS = 64  # keys looked up to guess whether a chunk is mostly new
 Speculative = dict[str, "asyncio.Future[list[NormalizedRow]]"]  # route name -> mapping under way
+Prepared = dict[str, tuple[list[str], list[str]]]  # route name -> rows' raw hashes and keys
 AnyRoute = RouteConfig | AgentRouteConfig
 
 
@@ -139,6 +142,7 @@ class Puller:
         self.clock = clock  # the run's: consent ages against it when rows are mapped
         self._pool: ProcessPoolExecutor | None = None
         self._route_json = {r.name: r.model_dump_json() for r in settings.routes}
+        self._fingerprints: dict[str, bytes] = {}  # route name -> core.mapping.route_fingerprint
         # Per route, whether its last chunk had mostly rows to map: while it had not (a
         # re-sync), the next chunk is not probed for mapping ahead (see _fetch).
         self._mapping_most: dict[str, bool] = {}
@@ -171,11 +175,11 @@ class Puller:
         upcoming = asyncio.ensure_future(self._fetch(chunks, routes))
         try:
             while (item := await upcoming) is not None:
-                chunk, speculative = item
+                chunk, speculative, prepared = item
                 # Read (and maybe map) the next chunk while this one is reconciled and
                 # committed: reading is a thread, mapping a process pool.
                 upcoming = asyncio.ensure_future(self._fetch(chunks, routes))
-                await self._chunk(source, chunk, routes, bound, speculative)
+                await self._chunk(source, chunk, routes, bound, speculative, prepared)
         finally:
             if not upcoming.done():
                 upcoming.cancel()
@@ -184,14 +188,21 @@ class Puller:
 
     async def _fetch(
         self, chunks: AsyncIterator[Chunk], routes: list[AnyRoute]
-    ) -> tuple[Chunk, Speculative] | None:
+    ) -> tuple[Chunk, Speculative, Prepared] | None:
         """Return the next chunk, with its rows already being mapped during initial loads."""
         try:
             chunk = await anext(chunks)
         except StopAsyncIteration:
             return None
         speculative: Speculative = {}
+        prepared: Prepared = {}
         if chunk.rows and not chunk.failed:
+            # Each row's raw hash and key now, on the event loop, while the previous chunk
+            # waits on the store's thread (its look-up, its commit): a re-sync hashes every
+            # row, and the store's work is most of what it waits for.
+            for route in routes:
+                if isinstance(route, RouteConfig) and route.map.key in chunk.header:
+                    prepared[route.name] = self._hashes_and_keys(route, chunk)
             # Lookups must wait for the previous chunk's commit, but mapping is pure:
             # when most rows are new anyway, start it now and drop what turns out unneeded.
             for route in routes:
@@ -207,7 +218,15 @@ class Puller:
                         speculative[route.name] = asyncio.ensure_future(
                             self._normalize(route, chunk, chunk.rows)
                         )
-        return chunk, speculative
+        return chunk, speculative, prepared
+
+    def _hashes_and_keys(self, route: RouteConfig, chunk: Chunk) -> tuple[list[str], list[str]]:
+        """Return the raw hash and the key of each row of a chunk under one route."""
+        fingerprint = self._fingerprints.get(route.name)
+        if fingerprint is None:
+            fingerprint = self._fingerprints[route.name] = route_fingerprint(route)
+        keys = row_keys(chunk.rows, chunk.header.index(route.map.key))
+        return row_hash_list(fingerprint, chunk.rows), keys
 
     async def _mostly_new(self, route: RouteConfig, chunk: Chunk) -> bool:
         """Return True when a sample of the chunk's keys is mostly unknown to the store.
@@ -233,6 +252,7 @@ class Puller:
         routes: list[AnyRoute],
         bound: Any,
         speculative: Speculative | None = None,
+        prepared: Prepared | None = None,
     ) -> ChunkWrite | None:
         """Reconcile one chunk into the outbox in one transaction; return what it committed
         (None: an origin not ready yet)."""
@@ -249,7 +269,7 @@ class Puller:
             if chunk.after_commit:
                 await chunk.after_commit()
             return write
-        write = await self._plan(source, chunk, routes, speculative)
+        write = await self._plan(source, chunk, routes, speculative, prepared)
         await self.commit(write)
         if chunk.after_commit:
             await chunk.after_commit()
@@ -265,6 +285,7 @@ class Puller:
         chunk: Chunk,
         routes: list[AnyRoute],
         speculative: Speculative | None = None,
+        prepared: Prepared | None = None,
     ) -> ChunkWrite:
         """Return what one chunk writes (its leads, rejects, events), not committed yet."""
         write = ChunkWrite(
@@ -277,7 +298,13 @@ class Puller:
         for reject in chunk.rejects:
             write.rejects.append(("", reject))
         for route in routes:
-            await self._route(route, chunk, write, (speculative or {}).get(route.name))
+            await self._route(
+                route,
+                chunk,
+                write,
+                (speculative or {}).get(route.name),
+                (prepared or {}).get(route.name),
+            )
         return write
 
     async def ingest(self, source: Source, chunks: list[Chunk]) -> list[ChunkWrite | Exception]:
@@ -309,6 +336,7 @@ class Puller:
         chunk: Chunk,
         write: ChunkWrite,
         speculative: asyncio.Future[list[NormalizedRow]] | None = None,
+        prepared: tuple[list[str], list[str]] | None = None,
     ) -> None:
         counts = self.summary.route(route.name)
         counts.read += chunk.rows_read
@@ -321,17 +349,22 @@ class Puller:
         else:
             sink, mapper = route.sink, Mapper(route, chunk.header)
         key_col = chunk.header.index(mapper.key_column)
-        raw_hashes = row_hashes(mapper.fingerprint, chunk.rows)
-        keys = row_keys(chunk.rows, key_col)
         rows = chunk.rows
-        stored = await self.store.lookup_changed(
-            sink,
-            [(k, raw_hashes[rows[i][0]]) for k, i in latest_of(keys).items() if k],
-            chunk.origin,
-        )
+        if prepared is not None:  # by _fetch: the route's fingerprint and key column
+            hashes, keys = prepared
+        else:
+            hashes, keys = row_hash_list(mapper.fingerprint, rows), row_keys(rows, key_col)
+        raw_hashes = dict(zip(row_lines(rows), hashes, strict=True))
+        latest = latest_of(keys)
+        # (key, raw hash of its last row) of every key, in C: every row of a re-sync
+        pairs = list(zip(latest, map(hashes.__getitem__, latest.values()), strict=True))
+        if "" in latest:  # rows without a key are refused, not looked up
+            pairs = [pair for pair in pairs if pair[0]]
+        stored = await self.store.lookup_changed(sink, pairs, chunk.origin)
         first = triage(
-            rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id, keys=keys
-        )
+            rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id,
+            keys=keys, latest=latest,
+        )  # fmt: skip
         again: list[RowReject] = []
         fp = chunk_fingerprint(self._environment, chunk.header)
         if isinstance(mapper, Mapper):  # rows refused before, unchanged: not mapped again
@@ -430,7 +463,7 @@ class Puller:
         return out, kept
 
     async def _normalize(
-        self, route: RouteConfig, chunk: Chunk, rows: list[tuple[int, list[str]]]
+        self, route: RouteConfig, chunk: Chunk, rows: Sequence[tuple[int, list[str]]]
     ) -> list[NormalizedRow]:
         route_json = self._route_json[route.name]
         workers = self._workers()

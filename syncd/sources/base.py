@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,7 +19,8 @@ class Chunk:
 
     origin: str
     header: tuple[str, ...]
-    rows: list[tuple[int, list[str]]]  # (line, values in header order)
+    # (line, values in header order); the CSV line reader's: core.raw_rows.RawRows
+    rows: Sequence[tuple[int, list[str]]]
     rejects: list[Reject] = field(default_factory=list)  # rows the source itself refused
     cursor: str | None = None
     after_commit: Callable[[], Awaitable[None]] | None = None

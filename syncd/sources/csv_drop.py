@@ -26,7 +26,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -42,6 +42,7 @@ from syncd.core.private import folder_problem, open_private, private_dir, write_
 from syncd.errors import CheckFailed
 from syncd.sources import compressed
 from syncd.sources.base import Chunk
+from syncd.sources.csv_lines import LineReader, Scan, scan, shaped
 
 SNIFF_BYTES = 64 * 1024
 MIN_FIELD_LIMIT = 131072  # the csv module's own default: never tightened below it
@@ -68,6 +69,10 @@ class CsvDropConfig(SourceConfig):
     # A file is claimed once unchanged (its modification time) for this long
     settle_s: float = Field(3.0, ge=0, le=86400)
     max_field_bytes: int = Field(1_000_000, ge=1024)
+    # "lines": a file without a quote character (and with UTF-8 text, one line a row) is
+    # read by the line reader (csv_lines), every other by the row reader; "rows": every
+    # file by the row reader. Both give the same rows (tests/test_csv_lines.py).
+    reader: Literal["lines", "rows"] = "lines"
     # Files in done/ (and their .rejects.csv) older than this are deleted; None keeps them
     keep_done_days: float | None = Field(14.0, gt=0)
     # Set by the dry run only, whose shadow inbox links to the real one: links that
@@ -218,12 +223,14 @@ class _OpenFile:
     origin: str
     header: tuple[str, ...]
     reader: csv.Reader = field(repr=False)  # type: ignore[name-defined]
-    text: io.TextIOWrapper = field(repr=False)
+    text: io.IOBase = field(repr=False)  # what closes the file
     counter: _CountingReader = field(repr=False)
     last_line: int = 1  # the header's physical line
     skip_until: int = 0  # resume: rows ending at or before this line are committed
     broken: str | None = None  # why reading stopped before the end (a row not parsed whole)
     opened_as: tuple[int, int] = (0, 0)  # (size, mtime_ns) when opened: a change is a writer
+    # The line reader (csv_lines), when the file is one it reads; else the row reader's
+    lines: LineReader | None = field(default=None, repr=False)
 
 
 class CsvDropSource:
@@ -615,19 +622,45 @@ class CsvDropSource:
             text.close()
             raise FileUnreadable(f"{path.name}: {problem}")
         _bound_to_rows(lines, len(header), limit)
+        found = (
+            Scan("a file without a header row")
+            if names is not None
+            else Scan("the source's reader is rows")
+            if self.config.reader == "rows"
+            else scan(
+                path,
+                encoding=self.config.encoding,
+                delimiter=self.config.delimiter,
+                quotechar=self.config.quotechar,
+                field_limit=limit,
+            )
+        )
+        line_reader: LineReader | None = None
+        closing: io.IOBase = text
+        if found.why is None:
+            text.close()
+            counter, binary = _csv_bytes(path)
+            closing = binary
+            line_reader = LineReader(binary, delimiter=self.config.delimiter, crlf=found.crlf)
+            line_reader.skip_header()
+        elif self.config.reader != "rows":  # said once a file: why it is read row by row
+            log.info("source.reader.rows", source=self.name, origin=path.name, reason=found.why)
         return _OpenFile(
             path,
             path.name,
             header,
             reader,
-            text,
+            closing,
             counter,
             last_line=reader.line_num,  # 0 when the file has no header row
             skip_until=skip_until,
             opened_as=(opened.st_size, opened.st_mtime_ns),
+            lines=line_reader,
         )
 
-    def _read_chunk(self, f: _OpenFile) -> tuple[list[tuple[int, list[str]]], list[Reject], bool]:
+    def _read_chunk(
+        self, f: _OpenFile
+    ) -> tuple[Sequence[tuple[int, list[str]]], list[Reject], bool]:
         rows, rejects, eof = self._parse_chunk(f)
         now = os.fstat(f.counter.raw.fileno())
         if (now.st_size, now.st_mtime_ns) != f.opened_as:
@@ -643,7 +676,11 @@ class CsvDropSource:
             return [], [], True
         return rows, rejects, eof
 
-    def _parse_chunk(self, f: _OpenFile) -> tuple[list[tuple[int, list[str]]], list[Reject], bool]:
+    def _parse_chunk(
+        self, f: _OpenFile
+    ) -> tuple[Sequence[tuple[int, list[str]]], list[Reject], bool]:
+        if f.lines is not None:
+            return self._parse_lines(f, f.lines)
         rows: list[tuple[int, list[str]]] = []
         rejects: list[Reject] = []
         width = len(f.header)
@@ -658,11 +695,11 @@ class CsvDropSource:
                 if start <= skip_until or not values:
                     continue  # committed before a restart, or a blank line
                 if len(values) != width:
-                    if len(values) > width and not any(v.strip() for v in values[width:]):
-                        values = values[:width]  # trailing empty cells from a spreadsheet
+                    kept, why = shaped(values, width)
+                    if kept is not None:
+                        values = kept
                     else:
-                        why = f"row has {len(values)} fields, the header has {width}"
-                        rejects.append(Reject(self.name, why, start, f.origin, row=values))
+                        rejects.append(Reject(self.name, why or "", start, f.origin, row=values))
                         if len(rows) + len(rejects) >= limit:
                             return rows, rejects, False
                         continue
@@ -686,6 +723,25 @@ class CsvDropSource:
         finally:
             f.last_line = line
         return rows, rejects, True
+
+    def _parse_lines(
+        self, f: _OpenFile, lines: LineReader
+    ) -> tuple[Sequence[tuple[int, list[str]]], list[Reject], bool]:
+        """Return the next chunk of a file the line reader reads (csv_lines), counted and
+        cut where the row reader cuts it, its rows kept as the bytes of their lines."""
+        try:
+            return lines.chunk(
+                self.config.chunk_rows, len(f.header), f.skip_until, self.name, f.origin
+            )
+        except OSError as exc:
+            f.broken = (
+                f"{f.origin} line {lines.line + 1}: cannot read the file ({exc}); reading "
+                "stopped there and the rows before it were kept. Drop the whole file again "
+                "(rows already delivered are not sent twice)"
+            )
+            return [], [], True
+        finally:
+            f.last_line = lines.line
 
     def describe(self, origin: str) -> FileFacts:
         """Return what a claimed file is, read again whole (a do-not-call list records

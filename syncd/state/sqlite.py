@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -578,7 +579,7 @@ class SqliteStore:
         """Return the CTE ``c(key, raw)`` of a look-up's (key, raw hash) pairs and its
         parameters: here ``VALUES``, two parameters a pair (see ``self._pairs``)."""
         values = ",".join("(?, ?)" for _ in pairs)
-        return f"WITH c(key, raw) AS (VALUES {values}) ", [v for pair in pairs for v in pair]
+        return f"WITH c(key, raw) AS (VALUES {values}) ", list(chain.from_iterable(pairs))
 
     async def _by_keys(self, select: str, sink: str, keys: Sequence[str]) -> list[Any]:
         """Return the rows of ``select`` + `` WHERE sink = ? AND key IN (…)`` for ``keys``."""
