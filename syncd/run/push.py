@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 from syncd.config import SinkConfig
-from syncd.core.audit import Facts, list_of, numbers_of
+from syncd.core.audit import decision_json, list_of, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
 from syncd.core.feed import QUEUED_HORIZON_S, Feed, feed, pace_span_s
@@ -1047,17 +1047,16 @@ class Pusher:
             zones = self._zones.pop(q.key, ()) or lead_zones(
                 numbers, q.lead.zone, self.fallback_zone
             )
-        return Facts(
-            numbers=numbers,
-            zones=zones,
+        return decision_json(
+            numbers,
+            zones,
             code=code,
             policy=self.policy,
-            dnc_list=list_of(code),
-            list_version=self._list_versions.get(list_of(code), ""),
+            list_version=self._list_versions.get(list_of(code), "") if code else "",
             action=q.action.value,
             withdrawn=q.lead.withdrawn,
             reply=reply,
-        ).to_json()
+        )
 
     def _speed_to_lead(
         self, completions: Sequence[Completion], by_key: Mapping[str, QueuedLead]
