@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
 import os
 import shutil
 import sqlite3
@@ -2204,7 +2205,7 @@ def queued_leads(
             sink=sink,
             key=r[0],
             hash=r[1],
-            action=Action(r[2]),
+            action=_ACTIONS.get(r[2]) or Action(r[2]),  # a dict's look-up: once a lead
             lead=Lead.from_json(orjson.loads(r[3])),
             attempts=r[4],
             vendor_ref=r[5],
@@ -2215,8 +2216,12 @@ def queued_leads(
         )
         for r in rows
     ]
-    batch.sort(key=lambda q: q.key)
+    batch.sort(key=_BY_KEY)
     return batch
+
+
+_ACTIONS = {a.value: a for a in Action}
+_BY_KEY = operator.attrgetter("key")
 
 
 async def _each(db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
