@@ -503,8 +503,9 @@ class Pusher:
             return list(batch)
         wanted = [q.lead.phone for q in upserts] + [n for ns in closing.values() for n in ns]
         mine = {q.key for q in batch}
-        stored = await self.store.number_holders(self.sink.name, wanted, alternates=bool(closing))
-        holders = [h for h in stored if h.key not in mine]
+        holders = await self.store.number_holders(
+            self.sink.name, wanted, alternates=bool(closing), besides=mine
+        )
         candidates = [Candidate(q.key, q.lead.phone, q.delivered_hash is not None) for q in upserts]
         # A removal not yet landed still holds its number at the dialer: a lead of that
         # number waits for it (else a failing removal leaves two open records, and the

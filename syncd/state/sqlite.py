@@ -11,7 +11,15 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1088,7 +1096,12 @@ class SqliteStore:
             )
 
     async def number_holders(
-        self, sink: str, numbers: Sequence[str], *, alternates: bool = False
+        self,
+        sink: str,
+        numbers: Sequence[str],
+        *,
+        alternates: bool = False,
+        besides: Collection[str] = (),
     ) -> list[Holder]:
         """Return the sink's live leads (queued or held by the dialer) holding ``numbers``.
 
@@ -1106,11 +1119,14 @@ class SqliteStore:
             for part in _parts(wanted, self._keys):
                 main, params = self.number_holders_query(part)
                 for row in await self.db.execute_fetchall(main, [*params, sink]):
-                    found[row[0]] = _holder(*row)
+                    if row[0] not in besides:  # a batch's own leads, each read once a push
+                        found[row[0]] = _holder(*row)
                 # an OR of a substring test per number: at most _CHUNK numbers a statement
                 for few in _parts(part, _CHUNK) if alternates else ():
                     where = "(" + " OR ".join("instr(l.lead_json, ?) > 0" for _ in few) + ")"
                     for row in await self.db.execute_fetchall(live + where, [sink, *few]):
+                        if row[0] in besides:
+                            continue
                         holder = _holder(*row)
                         if set(few).intersection(holder.alt_phones):
                             found[row[0]] = holder
