@@ -1,14 +1,18 @@
 """What the push writes of each lead it sends, computed the cheap way (issue 27): the
-same facts text as ``Facts.to_json``, the same zones as looking each number up afresh."""
+same facts text as ``Facts.to_json``, the same zones as looking each number up afresh,
+the same Jodo times as ``strftime``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from syncd.core.audit import Facts, decision_json, list_of, numbers_of
 from syncd.core.zones import ZoneTable
+from syncd.sinks.jodo.client import jodo_time
 
 CASES: list[dict[str, Any]] = [
     {},
@@ -90,3 +94,13 @@ def test_a_short_number_s_zones_do_not_stand_for_a_longer_one_s() -> None:
     assert table.zones_of("+1212") == ZoneTable().zones_of("+1212")
     assert table.zones_of("+12125") == ("Asia/Tokyo",)
     assert table.zones_of("+12125550100") == ("Asia/Tokyo",)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York", "Australia/Lord_Howe", "UTC"])
+def test_a_jodo_time_reads_as_strftime_wrote_it(zone: str) -> None:
+    start = datetime(2026, 3, 7, 23, 59, 59, 999_999, tzinfo=UTC)
+    for step in range(0, 60 * 24 * 400, 97):  # minutes over a year and DST changes
+        when = start + timedelta(minutes=step, microseconds=step)
+        expected = when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+        assert jodo_time(when, zone) == expected
+    assert jodo_time(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), "UTC")[-14:] == "01-02 03:04:05"
