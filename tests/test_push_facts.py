@@ -1,6 +1,6 @@
 """What the push writes of each lead it sends, computed the cheap way (issue 27): the
 same facts text as ``Facts.to_json``, the same zones as looking each number up afresh,
-the same Jodo times as ``strftime``."""
+the same Jodo times as ``strftime``, the same history line of a push."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncd.core.audit import Facts, decision_json, list_of, numbers_of
+from syncd.core.model import ResultKind
 from syncd.core.zones import ZoneTable
 from syncd.sinks.jodo.client import jodo_time
+from syncd.state.base import Completion
+from syncd.state.sqlite import _push_detail
 
 CASES: list[dict[str, Any]] = [
     {},
@@ -104,3 +107,15 @@ def test_a_jodo_time_reads_as_strftime_wrote_it(zone: str) -> None:
         expected = when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
         assert jodo_time(when, zone) == expected
     assert jodo_time(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), "UTC")[-14:] == "01-02 03:04:05"
+
+
+@pytest.mark.parametrize("reason", ["", "timeout", "ADDED"])
+@pytest.mark.parametrize("reply", ["", "ADDED", "vendor ref 0091"])
+@pytest.mark.parametrize("ref", [None, "", "0091"])
+def test_a_push_s_history_line_names_reason_answer_and_id_once_each(
+    reason: str, reply: str, ref: str | None
+) -> None:
+    parts = [p for p in (reason, reply, f"vendor ref {ref}" if ref else "") if p]
+    kind = ResultKind.RETRY if reason else ResultKind.DELIVERED
+    done = Completion("K", "h", kind, reason, ref, reply=reply)
+    assert _push_detail(done) == "; ".join(dict.fromkeys(parts))

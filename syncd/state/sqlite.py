@@ -900,11 +900,14 @@ class SqliteStore:
         counted = _delivery_stats(sink, completions, now, stored)
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
+            if c.kind is ResultKind.DELIVERED:  # most of them: one tuple, nothing unpacked
+                pushed, claim = c.pushed_hash, c.claim
+                delivered.append(
+                    (pushed, c.vendor_ref, now, pushed, c.dial_until, sink, c.key, claim, claim)
+                )
+                continue
             fence = (c.claim, c.claim)
-            if c.kind is ResultKind.DELIVERED:
-                at = (c.pushed_hash, c.vendor_ref, now, c.pushed_hash, c.dial_until, sink, c.key)
-                delivered.append((*at, *fence))
-            elif c.kind is ResultKind.REJECTED:
+            if c.kind is ResultKind.REJECTED:
                 rejected.append((c.pushed_hash, c.reason, sink, c.key, *fence))
             elif c.final:
                 doubt = (c.attempted, c.attempted)
@@ -2248,8 +2251,12 @@ async def _each(db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
 
 def _push_detail(c: Completion) -> str:
     """Return what a lead's history says of one push: the reason, the dialer's answer, its id."""
-    parts = [c.reason, c.reply, f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""]
-    parts = [p for p in parts if p]
+    ref = f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""
+    if not c.reason:  # a delivery (one a lead pushed): its answer and its id
+        if not (c.reply and ref):
+            return c.reply or ref
+        return c.reply if c.reply == ref else f"{c.reply}; {ref}"
+    parts = [p for p in (c.reason, c.reply, ref) if p]
     # Repeats dropped (a reason the reply says again); a list, not a dict, when no two
     # parts can be alike: this runs for every lead pushed.
     return "; ".join(parts if len(parts) < 2 else dict.fromkeys(parts))
