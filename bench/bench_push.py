@@ -13,8 +13,8 @@ and the simulator's, and the CPU per delivered lead:
 ``--syncd-path`` runs another checkout's syncd on the same store copies, its runs
 alternating with this one's (A B A B…): the A/B of a change in one sitting. (That
 checkout's schema must open this one's store: the store is filled by the older of the
-two, ``--fill-with``.) ``--py-spy FILE`` records each run of this checkout with py-spy
-(collapsed stacks, one file a run: FILE.1, FILE.2…).
+two, ``--fill-with``.) ``--py-spy FILE`` records each run with py-spy (collapsed stacks
+by thread, one file a run: FILE.this.1, FILE.other.1…).
 
     python bench/bench_push.py --leads 100000 --runs 3
     python bench/bench_push.py --leads 100000 --syncd-path /tmp/base --fill-with /tmp/base
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--gate", action="store_true", help="with the gate's screens on")
     parser.add_argument("--syncd-path", type=Path, help="another checkout to run beside this one")
     parser.add_argument("--fill-with", type=Path, help="the checkout whose pull fills the store")
-    parser.add_argument("--py-spy", type=Path, help="record this checkout's runs with py-spy")
+    parser.add_argument("--py-spy", type=Path, help="record each run with py-spy")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     here = Path(__file__).resolve().parents[1]
@@ -146,8 +146,8 @@ def main() -> None:
                     stale.unlink()
                 shutil.copy(template, work / "state" / "state.db")
                 cmd = [sys.executable, "-m", "syncd", "run", "--once", "-c", str(config)]
-                if args.py_spy and name == "this":
-                    out = f"{args.py_spy}.{run}"
+                if args.py_spy:
+                    out = f"{args.py_spy}.{name}.{run}"
                     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                     record = ["record", "-r", "250", "--threads", "-f", "raw", "-o", out]
                     cmd = [spy, *record, "--", *cmd]
