@@ -42,7 +42,7 @@ from tree_memory import measured_child
 # it), a do-not-call column and consent read from a column; no do-not-call list.
 GATE = """\
 [routes.policy]
-windows = {{ all = "00:00-24:00" }}
+windows = { all = "00:00-24:00" }
 dnc_column = "product"
 dnc_values = ["never-a-product"]
 consent_column = "callback_at"
