@@ -104,6 +104,45 @@ class Facts:
 _FACT_NAMES = tuple(sorted(f.name for f in fields(Facts)))  # the JSON's key order
 
 
+def decision_json(
+    numbers: Sequence[str],
+    zones: Sequence[str],
+    *,
+    code: str = "",
+    policy: str = "",
+    list_version: str = "",
+    action: str = "",
+    withdrawn: str = "",
+    reply: str = "",
+) -> str:
+    """Return ``Facts(numbers, zones, code, policy, list_of(code), list_version, action=…,
+    withdrawn=…, reply=…).to_json()``: the same text, without building the Facts.
+
+    A push writes the facts of every lead it sends (issue 27: a tenth of its CPU went
+    into them); the keys are written in ``_FACT_NAMES``' order, the empty ones left out.
+    """
+    data: dict[str, Any] = {}
+    if action:
+        data["action"] = action
+    if code:
+        data["code"] = code
+        if dnc_list := list_of(code):
+            data["dnc_list"] = dnc_list
+    if list_version:
+        data["list_version"] = list_version
+    if numbers:
+        data["numbers"] = numbers
+    if policy:
+        data["policy"] = policy
+    if reply:
+        data["reply"] = reply
+    if withdrawn:
+        data["withdrawn"] = withdrawn
+    if zones:
+        data["zones"] = zones
+    return orjson.dumps(data).decode() if data else ""
+
+
 def list_of(code: str) -> str:
     """Return the list a ``dnc_list:<name>`` code names ("" for any other code)."""
     kind, _, name = code.partition(":")
@@ -112,4 +151,6 @@ def list_of(code: str) -> str:
 
 def numbers_of(phone: str, alternates: Sequence[str]) -> tuple[str, ...]:
     """Return a lead's numbers, main first, without blanks or repeats."""
+    if not alternates:
+        return (phone,) if phone else ()
     return tuple(dict.fromkeys(n for n in (phone, *alternates) if n))

@@ -272,6 +272,12 @@ def time_zones(e164: str) -> tuple[str, ...]:
 _ZONES_BY_PREFIX: dict[str, tuple[str, ...]] = {}
 
 
+def zone_prefix_width(e164: str) -> int:
+    """Return how many leading digits decide ``time_zones(e164)``: any number sharing
+    them has the same zones (the country code where the country has one answer)."""
+    return _zone_plan(_country_code(e164.lstrip("+")))[0]
+
+
 def _zones_of(e164: str) -> tuple[str, ...]:
     from phonenumbers import timezone as number_zones
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from syncd.core.phones import time_zones
+from syncd.core.phones import time_zones, zone_prefix_width
 
 _RUSSIA = (
     "Europe/Kaliningrad", "Europe/Moscow", "Europe/Samara", "Asia/Yekaterinburg",
@@ -100,6 +100,13 @@ def check_zone(name: str) -> str:
     return text
 
 
+# Numbers whose zones were found, remembered by this many leading digits at least (more
+# when an override is longer): a push finds the zones of every lead it sends, and the
+# numbers of one country or area code share them (issue 27).
+MEMO_DIGITS = 5
+MEMO_SIZE = 50_000  # prefixes remembered at most per table
+
+
 class ZoneTable:
     """The zones of numbers by prefix: the user's overrides, then ``CORRECTIONS``."""
 
@@ -108,10 +115,34 @@ class ZoneTable:
         table.update({p.lstrip("+"): tuple(z) for p, z in (overrides or {}).items()})
         self._table = table
         self._widths = sorted({len(p) for p in table}, reverse=True)
+        # The answer of every number sharing a prefix this long, where the prefix decides
+        # it: the table's prefixes are no longer, nor is the phone library's for its country.
+        self._memo_width = max(MEMO_DIGITS, *self._widths)
+        self._memo: dict[str, tuple[str, ...]] = {}
 
     def zones_of(self, e164: str) -> tuple[str, ...]:
         """Return the zones of one number (empty when nothing places it)."""
         digits = e164.lstrip("+")
+        prefix = digits[: self._memo_width]
+        found = self._memo.get(prefix)
+        if found is not None:
+            return found
+        found = self._zones_of(e164, digits)
+        if len(self._memo) < MEMO_SIZE and self._decides(e164, digits):
+            self._memo[prefix] = found
+        return found
+
+    def _decides(self, e164: str, digits: str) -> bool:
+        """Return True when the memo's prefix of ``digits`` decides its zones (never for a
+        number no longer than it: a longer one may share its digits, not its zones)."""
+        if len(digits) <= self._memo_width:
+            return False
+        try:
+            return zone_prefix_width(e164) <= self._memo_width
+        except Exception:
+            return False
+
+    def _zones_of(self, e164: str, digits: str) -> tuple[str, ...]:
         for width in self._widths:
             found = self._table.get(digits[:width])
             if found is not None:

@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 from syncd.config import SinkConfig
-from syncd.core.audit import Facts, list_of, numbers_of
+from syncd.core.audit import decision_json, list_of, numbers_of
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.durations import human_seconds
 from syncd.core.feed import QUEUED_HORIZON_S, Feed, feed, pace_span_s
@@ -503,8 +503,9 @@ class Pusher:
             return list(batch)
         wanted = [q.lead.phone for q in upserts] + [n for ns in closing.values() for n in ns]
         mine = {q.key for q in batch}
-        stored = await self.store.number_holders(self.sink.name, wanted, alternates=bool(closing))
-        holders = [h for h in stored if h.key not in mine]
+        holders = await self.store.number_holders(
+            self.sink.name, wanted, alternates=bool(closing), besides=mine
+        )
         candidates = [Candidate(q.key, q.lead.phone, q.delivered_hash is not None) for q in upserts]
         # A removal not yet landed still holds its number at the dialer: a lead of that
         # number waits for it (else a failing removal leaves two open records, and the
@@ -1047,17 +1048,16 @@ class Pusher:
             zones = self._zones.pop(q.key, ()) or lead_zones(
                 numbers, q.lead.zone, self.fallback_zone
             )
-        return Facts(
-            numbers=numbers,
-            zones=zones,
+        return decision_json(
+            numbers,
+            zones,
             code=code,
             policy=self.policy,
-            dnc_list=list_of(code),
-            list_version=self._list_versions.get(list_of(code), ""),
+            list_version=self._list_versions.get(list_of(code), "") if code else "",
             action=q.action.value,
             withdrawn=q.lead.withdrawn,
             reply=reply,
-        ).to_json()
+        )
 
     def _speed_to_lead(
         self, completions: Sequence[Completion], by_key: Mapping[str, QueuedLead]

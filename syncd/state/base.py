@@ -6,7 +6,7 @@ anywhere resumes from what the store says.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -350,9 +350,15 @@ class Outbox(Protocol):
         ...
 
     async def number_holders(
-        self, sink: str, numbers: Sequence[str], *, alternates: bool = False
+        self,
+        sink: str,
+        numbers: Sequence[str],
+        *,
+        alternates: bool = False,
+        besides: Collection[str] = (),
     ) -> list[Holder]:
-        """Return the sink's leads queued for or held by the dialer under ``numbers``."""
+        """Return the sink's leads queued for or held by the dialer under ``numbers``,
+        but for the leads keyed ``besides`` (a push's own batch: it holds its numbers)."""
         ...
 
     async def queued_removals(self, sink: str, limit: int = 10_000) -> list[QueuedLead]:

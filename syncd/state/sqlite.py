@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
 import os
 import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -898,11 +907,14 @@ class SqliteStore:
         counted = _delivery_stats(sink, completions, now, stored)
         delivered, rejected, retry, failed = [], [], [], []
         for c in completions:
+            if c.kind is ResultKind.DELIVERED:  # most of them: one tuple, nothing unpacked
+                pushed, claim = c.pushed_hash, c.claim
+                delivered.append(
+                    (pushed, c.vendor_ref, now, pushed, c.dial_until, sink, c.key, claim, claim)
+                )
+                continue
             fence = (c.claim, c.claim)
-            if c.kind is ResultKind.DELIVERED:
-                at = (c.pushed_hash, c.vendor_ref, now, c.pushed_hash, c.dial_until, sink, c.key)
-                delivered.append((*at, *fence))
-            elif c.kind is ResultKind.REJECTED:
+            if c.kind is ResultKind.REJECTED:
                 rejected.append((c.pushed_hash, c.reason, sink, c.key, *fence))
             elif c.final:
                 doubt = (c.attempted, c.attempted)
@@ -1094,7 +1106,12 @@ class SqliteStore:
             )
 
     async def number_holders(
-        self, sink: str, numbers: Sequence[str], *, alternates: bool = False
+        self,
+        sink: str,
+        numbers: Sequence[str],
+        *,
+        alternates: bool = False,
+        besides: Collection[str] = (),
     ) -> list[Holder]:
         """Return the sink's live leads (queued or held by the dialer) holding ``numbers``.
 
@@ -1112,11 +1129,14 @@ class SqliteStore:
             for part in _parts(wanted, self._keys):
                 main, params = self.number_holders_query(part)
                 for row in await self.db.execute_fetchall(main, [*params, sink]):
-                    found[row[0]] = _holder(*row)
+                    if row[0] not in besides:  # a batch's own leads, each read once a push
+                        found[row[0]] = _holder(*row)
                 # an OR of a substring test per number: at most _CHUNK numbers a statement
                 for few in _parts(part, _CHUNK) if alternates else ():
                     where = "(" + " OR ".join("instr(l.lead_json, ?) > 0" for _ in few) + ")"
                     for row in await self.db.execute_fetchall(live + where, [sink, *few]):
+                        if row[0] in besides:
+                            continue
                         holder = _holder(*row)
                         if set(few).intersection(holder.alt_phones):
                             found[row[0]] = holder
@@ -2211,7 +2231,7 @@ def queued_leads(
             sink=sink,
             key=r[0],
             hash=r[1],
-            action=Action(r[2]),
+            action=_ACTIONS.get(r[2]) or Action(r[2]),  # a dict's look-up: once a lead
             lead=Lead.from_json(orjson.loads(r[3])),
             attempts=r[4],
             vendor_ref=r[5],
@@ -2222,8 +2242,12 @@ def queued_leads(
         )
         for r in rows
     ]
-    batch.sort(key=lambda q: q.key)
+    batch.sort(key=_BY_KEY)
     return batch
+
+
+_ACTIONS = {a.value: a for a in Action}
+_BY_KEY = operator.attrgetter("key")
 
 
 async def _each(db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -2234,8 +2258,12 @@ async def _each(db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
 
 def _push_detail(c: Completion) -> str:
     """Return what a lead's history says of one push: the reason, the dialer's answer, its id."""
-    parts = [c.reason, c.reply, f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""]
-    parts = [p for p in parts if p]
+    ref = f"vendor ref {c.vendor_ref}" if c.vendor_ref else ""
+    if not c.reason:  # a delivery (one a lead pushed): its answer and its id
+        if not (c.reply and ref):
+            return c.reply or ref
+        return c.reply if c.reply == ref else f"{c.reply}; {ref}"
+    parts = [p for p in (c.reason, c.reply, ref) if p]
     # Repeats dropped (a reason the reply says again); a list, not a dict, when no two
     # parts can be alike: this runs for every lead pushed.
     return "; ".join(parts if len(parts) < 2 else dict.fromkeys(parts))

@@ -73,7 +73,11 @@ _MISSING_COMMA = re.compile(r"}\s*{")
 
 def jodo_time(when: datetime, zone: str) -> str:
     """Return ``when`` in Jodo's ``YYYY-MM-DD hh:mm:ss`` in the server's time zone."""
-    return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+    local = when.astimezone(ZoneInfo(zone))
+    if local.year >= 1000:
+        # The same text as strftime's, a third of its time: a push writes one a lead.
+        return local.isoformat(" ", "seconds")[:19]
+    return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def from_jodo_time(text: object, zone: str, formats: Iterable[str]) -> datetime | None:
