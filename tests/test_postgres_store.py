@@ -474,8 +474,8 @@ async def test_an_upgraded_store_finds_its_leads_by_number_as_before(tmp_path: P
     old = [
         "INSERT INTO leads (sink, key, hash, lead_json, action, state, attempts, next_at,"
         f" delivered_hash, created_at, updated_at) VALUES ('jodo', 'L{i}', 'h',"
-        f" '{{\"phone\": \"+91980000000{i}\","
-        f" \"consent_until\": \"2026-12-0{i}T00:00:00+00:00\"}}',"
+        f' \'{{"phone": "+91980000000{i}",'
+        f' "consent_until": "2026-12-0{i}T00:00:00+00:00"}}\','
         " 'upsert', 'delivered', 1, 0, 'h', 0, 0)"
         for i in (1, 2)
     ]
