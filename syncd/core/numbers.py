@@ -84,14 +84,20 @@ def set_aside(
     """
     taken: dict[str, str] = {}  # number -> the batch's lead that takes it
     waits: dict[str, Wait] = {}
+    # By number, in their order: a batch's leads each scanned every holder, and where many
+    # leads share numbers (a CRM's placeholder number, a call center's switchboard) a
+    # push of 500 leads against thousands of holders spent most of its time here.
+    by_phone: dict[str, list[Holder]] = {}
+    for h in holders:
+        by_phone.setdefault(h.phone, []).append(h)
     for lead in batch:
         if not lead.phone:
             continue
         holder_key = next(
             (
                 h.key
-                for h in holders
-                if h.key != lead.key and h.phone == lead.phone and holds_live(h, lead.key)
+                for h in by_phone.get(lead.phone, ())
+                if h.key != lead.key and holds_live(h, lead.key)
             ),
             None,
         )
