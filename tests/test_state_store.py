@@ -455,6 +455,26 @@ async def test_outcomes_and_agents_are_versioned_and_written_back_once(
     assert await store.kv_get("writeback.state", "crm") == "ok"
 
 
+async def test_a_push_s_own_batch_is_not_among_the_holders_of_its_numbers(
+    store: SqliteStore,
+) -> None:
+    write = ChunkWrite("run1", "crm", "a.csv")
+    write.leads["jodo"] = [
+        LeadWrite("A", "ha", "ra", lead_json("A", "+15550001"), Action.UPSERT, "new", 2),
+        LeadWrite("B", "hb", "rb", lead_json("B", "+15550002", ("+15550001",)), Action.UPSERT,
+                  "new", 3),
+        LeadWrite("C", "hc", "rc", lead_json("C", "+15550001"), Action.UPSERT, "new", 4),
+    ]  # fmt: skip
+    await store.apply_chunk(write)
+    numbers = ["+15550001", "+15550002"]
+    assert sorted(h.key for h in await store.number_holders("jodo", numbers)) == ["A", "B", "C"]
+    besides = await store.number_holders("jodo", numbers, besides={"A", "B"})
+    assert [h.key for h in besides] == ["C"]
+    by_alternate = await store.number_holders("jodo", ["+15550001"], alternates=True, besides={"A"})
+    assert sorted(h.key for h in by_alternate) == ["B", "C"]
+    assert await store.number_holders("jodo", numbers, besides={"A", "B", "C"}) == []
+
+
 async def test_do_not_call_numbers_find_leads_by_main_and_alternate_number(
     store: SqliteStore,
 ) -> None:
