@@ -230,6 +230,11 @@ def main() -> None:
     )
     parser.add_argument("--gate", action="store_true", help="with the safety gate's checks on")
     parser.add_argument(
+        "--scattered-keys",
+        action="store_true",
+        help="keys not in the exports' order (e-mail or UUID keys, an export by date)",
+    )
+    parser.add_argument(
         "--invalid",
         type=float,
         default=0.02,
@@ -283,8 +288,11 @@ def main() -> None:
         )
         n = args.leads
         t = time.perf_counter()
-        generate(n, work / "day1.csv", invalid=args.invalid)
-        generate(n, work / "day2.csv", change=0.01, new=0.005, invalid=args.invalid)
+        scattered = args.scattered_keys
+        generate(n, work / "day1.csv", invalid=args.invalid, scattered=scattered)
+        generate(
+            n, work / "day2.csv", change=0.01, new=0.005, invalid=args.invalid, scattered=scattered
+        )
         print(
             f"generated {n:,} leads (+ a re-export) in {time.perf_counter() - t:.1f}s; "
             f"{(work / 'day2.csv').stat().st_size / 1e6:.0f} MB per file"

@@ -40,12 +40,18 @@ import structlog
 
 from syncd import __version__
 from syncd.core.clock import SYSTEM_CLOCK, Clock, DatabaseClock
-from syncd.core.model import QueuedLead
+from syncd.core.model import QueuedLead, StoredLead
 from syncd.errors import LeadLost, StoreError
 from syncd.state import migrations
 from syncd.state.base import ChunkWrite, ListedLead, SchemaState
 from syncd.state.migrations import Migration
-from syncd.state.sqlite import RELEASED_DOUBT, SqliteStore, listed_lead, new_claim_token
+from syncd.state.sqlite import (
+    RELEASED_DOUBT,
+    STORED_LEAD,
+    SqliteStore,
+    listed_lead,
+    new_claim_token,
+)
 
 log = structlog.get_logger("syncd.state")
 
@@ -720,6 +726,27 @@ class PostgresStore(SqliteStore):
         """The numbers as one array parameter, ``unnest`` into rows: a batch's look-up of
         its numbers (on every push) had a parameter a number, 500 to bind and plan."""
         return "WITH n(phone) AS (SELECT unnest(CAST(? AS TEXT[])))", [list(numbers)]
+
+    async def lookup_changed(
+        self, sink: str, rows: Sequence[tuple[str, str]], origin: str
+    ) -> dict[str, StoredLead | None]:
+        """One statement a chunk, the comparison and the stored leads together: a round
+        trip to the database costs more here than reading each lead's row by its key
+        (SQLite's compares through an index first; an index-only read here needs every
+        page all-visible, which a table of claims and completions rarely is)."""
+        found: dict[str, StoredLead | None] = {}
+        async with self._lock:
+            for start in range(0, len(rows), self._pairs):
+                pairs, params = self._pairs_table(rows[start : start + self._pairs])
+                result = await self.db.execute_fetchall(
+                    f"{pairs}SELECT c.key, l.key IS NULL, {STORED_LEAD}"
+                    " FROM c LEFT JOIN leads l ON l.sink = ? AND l.key = c.key"
+                    " WHERE l.key IS NULL OR l.raw_hash IS NOT c.raw OR l.origin = ?",
+                    (*params, sink, origin),
+                )
+                for row in result:
+                    found[row[0]] = None if row[1] else StoredLead(*row[2:])
+        return found
 
     def _pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
         """The pairs as two array parameters, ``unnest`` into rows: one statement text for

@@ -126,6 +126,13 @@ _DOUBT_COLUMNS = f"{_IN_DOUBT}, CASE WHEN {_IN_DOUBT} THEN l.doubt_number END"
 # Fencing: a claim's results and requeues apply only where the lead still carries the
 # claim's token (params: the token twice); None (no claim known) matches by key alone.
 _FENCE = "(CAST(? AS TEXT) IS NULL OR claim_token = ?)"
+# A lead as a pull's plan reads it (StoredLead's fields, of the leads ``l``). The version
+# time (core.versions) is read out of the JSON only where the text holds one.
+STORED_LEAD = (
+    "l.hash, l.raw_hash, l.state, l.origin, l.line, l.run_id, l.klass,"
+    " l.delivered_hash IS NOT NULL, CASE WHEN instr(l.lead_json, '\"version_at\"') > 0"
+    f" THEN json_extract(l.lead_json, '$.version_at') END, {_DOUBT_COLUMNS}"
+)
 # A lead taken out of the dialer at its calling window's close (syncd.run.window): its
 # removal carries the lead as it was, marked; it comes back at the next opening.
 WINDOW_WITHDRAWAL = (
@@ -615,24 +622,37 @@ class SqliteStore:
         self, sink: str, rows: Sequence[tuple[str, str]], origin: str
     ) -> dict[str, StoredLead | None]:
         found: dict[str, StoredLead | None] = {}
+        differing: list[str] = []
         async with self._lock:
-            for start in range(0, len(rows), self._pairs):
-                pairs, params = self._pairs_table(rows[start : start + self._pairs])
-                # The comparison runs inside the database: a re-sync of a million mostly
-                # unchanged rows brings back only the few that differ. The version time
-                # (core.versions) is read out of the JSON only where the text holds one.
+            # In key order: the index's neighbouring entries are read together, each page
+            # once, whatever order the export has (by date, e-mail keys, UUIDs).
+            ordered = sorted(rows)
+            for start in range(0, len(ordered), self._pairs):
+                pairs, params = self._pairs_table(ordered[start : start + self._pairs])
+                # The comparison runs inside the database, over the raw-hash index alone:
+                # a re-sync of a million mostly unchanged rows brings back only the few
+                # that differ; their stored leads are read next.
                 result = await self.db.execute_fetchall(
-                    f"{pairs}SELECT c.key, l.key IS NULL, l.hash, l.raw_hash, l.state, l.origin,"
-                    " l.line, l.run_id, l.klass, l.delivered_hash IS NOT NULL,"
-                    " CASE WHEN instr(l.lead_json, '\"version_at\"') > 0"
-                    " THEN json_extract(l.lead_json, '$.version_at') END,"
-                    f" {_DOUBT_COLUMNS}"
-                    " FROM c LEFT JOIN leads l ON l.sink = ? AND l.key = c.key"
+                    f"{pairs}SELECT c.key, l.key IS NULL FROM c"
+                    " LEFT JOIN leads l INDEXED BY leads_raw ON l.sink = ? AND l.key = c.key"
                     " WHERE l.key IS NULL OR l.raw_hash IS NOT c.raw OR l.origin = ?",
                     (*params, sink, origin),
                 )
-                for row in result:
-                    found[row[0]] = None if row[1] else StoredLead(*row[2:])
+                for key, new in result:
+                    if new:
+                        found[key] = None
+                    else:
+                        differing.append(key)
+            for part in _parts(differing, self._keys):
+                among, params = self._in_list("l.key", part)
+                stored = await self.db.execute_fetchall(
+                    f"SELECT l.key, {STORED_LEAD} FROM leads l WHERE l.sink = ? AND {among}",
+                    (sink, *params),
+                )
+                for row in stored:
+                    found[row[0]] = StoredLead(*row[1:])
+        for key in differing:  # gone since the comparison (another replica's pruning)
+            found.setdefault(key, None)
         return found
 
     async def refusals(self, sink: str, keys: Sequence[str]) -> dict[str, Refusal]:
