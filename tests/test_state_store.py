@@ -405,6 +405,39 @@ async def test_a_store_upgraded_to_row_ids_keeps_every_lead_whole_and_its_ledger
     assert "WITHOUT ROWID" not in kind[0]
 
 
+async def test_a_removal_queued_while_its_lead_in_doubt_was_in_flight_names_that_number(
+    store: SqliteStore,
+) -> None:
+    """A push cut off by the run's deadline left L in doubt (the dialer may hold it under
+    +15550000001). The next run claimed it again; the CRM's deletion arrived while it was
+    in flight, so the pull could not name the number; the push then only waited for the
+    doubt to settle (no request, no number of its own). The removal must still go out
+    under the number in doubt: settled as "never delivered", the dialer kept the lead
+    the CRM deleted (the quirk catalogue's uContact cut_mid_request, 2 runs in 5 under load).
+    """
+    write = ChunkWrite("run1", "crm", "monday.csv")
+    write.leads["jodo"] = [LeadWrite("L", "h1", "raw1", '{"key":"L","phone":"+15550000001"}',
+                                     Action.UPSERT, "new", 2)]  # fmt: skip
+    await store.apply_chunk(write)
+    await store.claim("jodo", 10, 60.0)
+    await store.release_inflight("jodo")  # the deadline cut the request off: in doubt
+    (again,) = await store.claim("jodo", 10, 60.0)
+    gone = ChunkWrite("run2", "crm", "tuesday.csv")  # planned while L is in flight
+    gone.leads["jodo"] = [LeadWrite("L", "h2", "raw2", '{"key":"L","deleted":true}',
+                                    Action.DELETE, "deleted", 2)]  # fmt: skip
+    await store.apply_chunk(gone)
+    settling = Completion(
+        "L", again.hash, ResultKind.RETRY, "settling", next_at=0.0, claim=again.claim, spent=False
+    )  # syncd's own wait: no request, so no number of its own
+    await store.complete("jodo", [settling])
+    store.settle(again.claim)
+
+    (removal,) = await store.claim("jodo", 10, 60.0)
+
+    assert removal.action is Action.DELETE and removal.delivered_hash is None
+    assert removal.lead.phone == "+15550000001"  # the record the dialer may hold
+
+
 def test_a_lookup_query_stays_under_the_host_parameter_limit() -> None:
     assert 2 * pairs_per_query(999) + 2 <= 999  # SQLite before 3.32, as built by default
     assert 2 * pairs_per_query(32766) + 2 <= 32766

@@ -809,7 +809,7 @@ class PostgresStore(SqliteStore):
                     lease_until = {NOW} + CAST(? AS DOUBLE PRECISION), attempts = attempts + 1
                 WHERE leads.sink = ? AND leads.key = ANY(ARRAY(SELECT key FROM picked))
                 RETURNING leads.key, hash, action, lead_json, attempts, vendor_ref, delivered_hash,
-                    source, updated_at
+                    source, updated_at, doubt_number
                 """,
                 (sink, limit, sink, now, limit, limit, self.holder, token, float(lease_s), sink),
             )

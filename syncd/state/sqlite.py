@@ -851,7 +851,7 @@ class SqliteStore:
                     SELECT key FROM leads WHERE sink = ? AND state = 'pending' AND next_at <= ?
                     ORDER BY next_at, key LIMIT ?)
                 RETURNING key, hash, action, lead_json, attempts, vendor_ref, delivered_hash,
-                    source, updated_at
+                    source, updated_at, doubt_number
                 """,
                 (now + lease_s, token, sink, sink, now, limit),
             )
@@ -2244,8 +2244,9 @@ def queued_leads(
     sink: str, rows: Iterable[Sequence[Any]], claim: str | None = None
 ) -> list[QueuedLead]:
     """Return claimed rows (key, hash, action, lead_json, attempts, vendor_ref,
-    delivered_hash[, source, updated_at]) as the push takes them, in key order, under
-    ``claim``'s token."""
+    delivered_hash[, source, updated_at[, doubt_number]]) as the push takes them, in key
+    order, under ``claim``'s token."""
+    rows = list(rows)
     batch = [
         QueuedLead(
             sink=sink,
@@ -2263,7 +2264,23 @@ def queued_leads(
         for r in rows
     ]
     batch.sort(key=_BY_KEY)
+    doubts = {r[0]: r[9] for r in rows if len(r) > 9 and r[9] and r[2] == "delete" and not r[6]}
+    if doubts:
+        for q in batch:
+            _name_the_doubt(q, doubts.get(q.key))
     return batch
+
+
+def _name_the_doubt(q: QueuedLead, number: str | None) -> None:
+    """Give a removal of a lead never delivered the number of the version sent in doubt.
+
+    The pull names it when it queues the removal (``reconcile.naming_attempt``), unless
+    the lead was in flight then; the push's completion names the number it sent itself,
+    but a push that sent nothing (a doubt settling, a failure the dialer answered) has
+    none to give. The store kept it (``doubt_number``): without it, the removal would be
+    settled as "never delivered" while the dialer holds the lead."""
+    if number and not q.lead.phone:
+        q.lead.phone = number
 
 
 _ACTIONS = {a.value: a for a in Action}
