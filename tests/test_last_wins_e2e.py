@@ -74,6 +74,11 @@ def config(tmp_path: Path, url: str, reader: str, chunk_rows: int = CHUNK_ROWS) 
     )
 
 
+def finished(stderr: str) -> dict[str, Any]:
+    """Return the run's totals (its run.finished line)."""
+    return dict(json.loads(next(line for line in stderr.splitlines() if '"run.finished"' in line)))
+
+
 def rejects_of(inbox: Path, name: str) -> dict[str, dict[str, Any]]:
     with (inbox / "done" / f"{name}.rejects.csv").open(encoding="utf-8") as fh:
         return {row["line"]: row for row in csv.DictReader(fh)}
@@ -109,6 +114,15 @@ def test_no_earlier_row_of_a_repeated_key_ever_reaches_the_dialer(
             f"[jodo] duplicate key '{key}': superseded by line {last_line[key]} (last wins)"
         )
     assert "blocked (dnc_crm)" in rejects[str(last_line["STOP"])]["reason"]
+    # Superseded rows count as rejected, as within a chunk; no version was queued and left
+    # unsent (superseded 0); GONE's deletion of a lead no dialer had is skipped.
+    totals = finished(result.stderr)
+    assert (totals["read"], totals["rejected"], totals["skipped"]) == (FILLERS + 8, 5, 1)
+    assert (totals["new"], totals["superseded"], totals["delivered"]) == (
+        FILLERS + 2,
+        0,
+        FILLERS + 2,
+    )
     assert (
         "accounting: read = rejected + skipped + unchanged + new + changed + deleted: ok"
         in result.stdout
