@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from syncd.core.model import Action, LeadWrite, StoredLead, version_text
 from syncd.core.raw_rows import RawRows
+from syncd.core.repeats import later_line
 from syncd.core.versions import is_older, older_reason, read_version, version_of
 
 
@@ -230,20 +231,27 @@ def triage(
     run_id: str,
     keys: list[str] | None = None,
     latest: dict[str, int] | None = None,
+    last_lines: Mapping[str, int] | None = None,
 ) -> Triage:
     """Return which rows need mapping, given ``changed``: the stored leads of the keys whose
     raw row is new, differs, or repeats within the origin (keys absent from it are unchanged).
 
     ``keys``: the rows' ``row_keys``, when the caller has them already (``latest``: their
-    ``latest_of``).
+    ``latest_of``). ``last_lines``: the keys that repeat in the whole origin, with the line
+    of their last row there (``core.repeats``): a row of such a key before that line is
+    superseded here, in its own chunk, even when the later row is in a chunk not read yet.
     """
     result = Triage()
     keys = row_keys(rows, key_col) if keys is None else keys
     latest = latest_of(keys) if latest is None else latest
+    # The last row of a key in this chunk, superseded by a row of a later chunk: it must
+    # never be queued (a push may send it before that chunk is read). index -> that line
+    ahead = _superseded_ahead(rows, latest, last_lines) if last_lines else {}
     # The rows decided one by one: the last row of each key the lookup returned, every
     # row a later row of its key supersedes, every row without a key. Every other row
     # (nearly all of a re-sync) is the last of a key the lookup left out: unchanged.
     picked = {latest[key] for key in changed if key in latest}
+    picked.update(ahead)
     if len(latest) < len(rows):  # a key repeats, or several rows have none
         picked.update(i for i, key in enumerate(keys) if latest[key] != i)
     if "" in latest:
@@ -252,12 +260,14 @@ def triage(
     for i in sorted(picked):
         line, values = rows[i]
         key = keys[i]
-        if key and latest[key] == i and key not in changed:
-            result.unchanged += 1  # the stored lead came from this very row content
-            continue
-        if key and latest[key] != i:
-            later = rows[latest[key]][0]
+        if key and (latest[key] != i or i in ahead):
+            # the line of the key's last row in the origin when known, else in the chunk
+            last = latest[key]
+            later = ahead[last] if last in ahead else rows[last][0]
             result.rejects.append(RowReject(line, key, values, superseded_reason(key, later)))
+            continue
+        if key and key not in changed:
+            result.unchanged += 1  # the stored lead came from this very row content
             continue
         previous = changed.get(key)
         if previous is not None and superseded_by(previous, origin, run_id, line):
@@ -267,6 +277,21 @@ def triage(
         else:
             result.to_map.append((line, values))
     return result
+
+
+def _superseded_ahead(
+    rows: Sequence[Row], latest: dict[str, int], last_lines: Mapping[str, int]
+) -> dict[int, int]:
+    """Return, for each key's last row in the chunk that a later row of the origin
+    supersedes, its index and the line of the origin's last row of the key."""
+    lines = row_lines(rows)
+    ahead: dict[int, int] = {}
+    for key in last_lines.keys() & latest.keys():  # set operation: walks the smaller
+        i = latest[key]
+        later = later_line(last_lines, key, lines[i])
+        if later is not None:
+            ahead[i] = later
+    return ahead
 
 
 def plan_chunk(

@@ -91,6 +91,11 @@ def build_source(
     return source
 
 
+def key_column(route: AnyRoute) -> str:
+    """Return the CRM column a route keys its leads (or users) by."""
+    return route.map.key if isinstance(route, RouteConfig) else route.map.login
+
+
 _CHOSEN: dict[tuple[str, tuple[str, ...]], phones.BackendChoice] = {}
 
 
@@ -167,6 +172,8 @@ class Puller:
         required = {c for r in leads for c in required_columns(r)}
         required.update(c for r in agents for c in agent_columns(r))
         source = build_source(cfg, leads, self.store, required)
+        if isinstance(source, CsvDropSource):  # a file's repeated keys, read ahead: last wins
+            source.key_columns = frozenset(key_column(r) for r in routes)
         cursor = None if full else await self.store.get_cursor(cfg.name)
         bound = log.bind(source=cfg.name)
         for route in leads:
@@ -363,7 +370,7 @@ class Puller:
         stored = await self.store.lookup_changed(sink, pairs, chunk.origin)
         first = triage(
             rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id,
-            keys=keys, latest=latest,
+            keys=keys, latest=latest, last_lines=chunk.last_lines.get(mapper.key_column),
         )  # fmt: skip
         again: list[RowReject] = []
         fp = chunk_fingerprint(self._environment, chunk.header)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +27,10 @@ class Chunk:
     failed: str | None = None  # the whole origin is unreadable; the reason why
     waiting: str | None = None  # the origin is not ready (still being written); read later
     received_at: float | None = None  # when a POST brought it (epoch): speed to lead's start
+    # Per key column: the keys that repeat in the whole origin, with the line of their last
+    # row there (core.repeats), so a row superseded by a chunk not read yet is never queued.
+    # Empty when the source does not know (a row's key then repeats only within a chunk).
+    last_lines: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def rows_read(self) -> int:

@@ -39,6 +39,8 @@ from syncd.config import SourceConfig
 from syncd.core.csvsafe import neutralise
 from syncd.core.model import Reject
 from syncd.core.private import folder_problem, open_private, private_dir, write_private_text
+from syncd.core.reconcile import row_keys, row_lines
+from syncd.core.repeats import RepeatFinder, bitmap_bits
 from syncd.errors import CheckFailed
 from syncd.sources import compressed
 from syncd.sources.base import Chunk
@@ -231,6 +233,8 @@ class _OpenFile:
     opened_as: tuple[int, int] = (0, 0)  # (size, mtime_ns) when opened: a change is a writer
     # The line reader (csv_lines), when the file is one it reads; else the row reader's
     lines: LineReader | None = field(default=None, repr=False)
+    # What picked the reader (``csv_lines.scan``): a second opening reads the file alike
+    found: Scan = field(default_factory=lambda: Scan(None), repr=False)
 
 
 class CsvDropSource:
@@ -258,6 +262,9 @@ class CsvDropSource:
         # Given a file's first row when it lacks the required columns: the column names
         # to read it under when that row is data, not a header (a one-number-a-line list)
         self.data_header: Callable[[tuple[str, ...]], tuple[str, ...] | None] | None = None
+        # The columns routes key leads by (set by the pull): each file is read once ahead
+        # for the keys that repeat in it (``_last_lines``). None given: no read ahead.
+        self.key_columns: frozenset[str] = frozenset()
 
     # -- `syncd check --online` ------------------------------------------------
 
@@ -472,6 +479,13 @@ class CsvDropSource:
     async def _file_chunks(self, path: Path, skip_until: int) -> AsyncIterator[Chunk]:
         try:
             opened = await anyio.to_thread.run_sync(self._open, path, skip_until)
+            try:
+                # Before the first chunk: which keys repeat further on (last row wins).
+                last_lines = await anyio.to_thread.run_sync(self._last_lines, opened)
+            except BaseException:
+                if opened is not None:
+                    opened.text.close()
+                raise
         except FileUnreadable as exc:
             yield Chunk(
                 path.name, (), [], failed=str(exc), after_commit=self._failer(path, str(exc))
@@ -502,6 +516,7 @@ class CsvDropSource:
                     rejects=rejects,
                     cursor=cursor,
                     after_commit=self._finisher(path) if done else None,
+                    last_lines=last_lines,
                 )
                 if broken is not None:
                     # The rows before are kept (committed above); nothing after is read.
@@ -578,7 +593,50 @@ class CsvDropSource:
             names.append(target)
         return names
 
-    def _open(self, path: Path, skip_until: int) -> _OpenFile | None:
+    def _last_lines(self, opened: _OpenFile | None) -> dict[str, dict[str, int]]:
+        """Return, per key column of the file, its keys that repeat and the line of each
+        one's last row (``core.repeats``), reading the file once ahead from where
+        ``opened`` starts.
+
+        Read with a second opening of the very reader that reads the chunks (the line
+        reader or the row reader, picked as for ``opened``): its rows, lines and keys are
+        the chunks' own, a row the source refuses has no key, and a row that stops the
+        reading (a hostile file) stops this read there too. Derived from the file alone,
+        so a pull resumed after a crash decides as the first one did. One chunk at a time:
+        what it keeps is the finder's bitmap and the repeated keys.
+        """
+        if opened is None:
+            return {}
+        columns = {c: opened.header.index(c) for c in self.key_columns if c in opened.header}
+        if not columns:
+            return {}
+        twin = self._open(opened.path, opened.skip_until, found=opened.found)
+        if twin is None:
+            return {}
+        size = opened.opened_as[0]
+        finders = {c: RepeatFinder(bitmap_bits(size)) for c in columns}
+        try:
+            while True:
+                rows, _rejects, eof = self._parse_chunk(twin)
+                lines = row_lines(rows)
+                for column, finder in finders.items():
+                    finder.add(row_keys(rows, columns[column]), lines)
+                if twin.lines is not None and twin.broken is not None:
+                    # The line reader stops only on a failing read, which the chunks'
+                    # read may not meet again: it must not read rows this read missed.
+                    raise FileUnreadable(
+                        f"{opened.origin} line {twin.last_line + 1}: cannot read the file "
+                        "ahead for its repeated keys (last row wins); no row after line "
+                        f"{opened.skip_until} was taken. Drop the whole file again"
+                    )
+                if eof:
+                    return {c: finder.result() for c, finder in finders.items()}
+        finally:
+            twin.text.close()
+
+    def _open(self, path: Path, skip_until: int, found: Scan | None = None) -> _OpenFile | None:
+        """Open a claimed file at its first data row; ``found``: the reader a first
+        opening picked (not scanned again, not logged again)."""
         counter, binary = _csv_bytes(path)
         with counter, binary:
             try:
@@ -622,19 +680,21 @@ class CsvDropSource:
             text.close()
             raise FileUnreadable(f"{path.name}: {problem}")
         _bound_to_rows(lines, len(header), limit)
-        found = (
-            Scan("a file without a header row")
-            if names is not None
-            else Scan("the source's reader is rows")
-            if self.config.reader == "rows"
-            else scan(
-                path,
-                encoding=self.config.encoding,
-                delimiter=self.config.delimiter,
-                quotechar=self.config.quotechar,
-                field_limit=limit,
+        told = found is not None
+        if found is None:
+            found = (
+                Scan("a file without a header row")
+                if names is not None
+                else Scan("the source's reader is rows")
+                if self.config.reader == "rows"
+                else scan(
+                    path,
+                    encoding=self.config.encoding,
+                    delimiter=self.config.delimiter,
+                    quotechar=self.config.quotechar,
+                    field_limit=limit,
+                )
             )
-        )
         line_reader: LineReader | None = None
         closing: io.IOBase = text
         if found.why is None:
@@ -643,7 +703,7 @@ class CsvDropSource:
             closing = binary
             line_reader = LineReader(binary, delimiter=self.config.delimiter, crlf=found.crlf)
             line_reader.skip_header()
-        elif self.config.reader != "rows":  # said once a file: why it is read row by row
+        elif self.config.reader != "rows" and not told:  # once a file: why it is read row by row
             log.info("source.reader.rows", source=self.name, origin=path.name, reason=found.why)
         return _OpenFile(
             path,
@@ -656,6 +716,7 @@ class CsvDropSource:
             skip_until=skip_until,
             opened_as=(opened.st_size, opened.st_mtime_ns),
             lines=line_reader,
+            found=found,
         )
 
     def _read_chunk(
