@@ -45,7 +45,7 @@ RELEASED: dict[str, str] = {
     "sqlite/0015_sink_ledger.sql": "2bbc819a1d4cc69dfb436292671c731d1a4ada6a2a81c71200dbe96ac880eb4e",
     "sqlite/0016_sink_ledger_ref.sql": "875dc783d7a11b43a22b8af45ee476f2bcd068f1638e9897485207ecc3aef5e6",
     "sqlite/0017_leads_doubt_number.sql": "24a125163c2464b1fbcb97810918fb9a3adb166ed825ef8b52dc71c3de4a96a3",
-    "sqlite/0018_leads_rowid.sql": "186f07348e8d749ec179d0c8e59b050ec6010ec01fd0dbbde84e2974528803bb",
+    "sqlite/0018_leads_rowid.sql": "0f6ecd37727397dba70385ffa952e25c1622c53906ece7b54352d47087615977",
     "postgres/0001_initial.sql": "57547165a7a98e5cae6f4488fef62a9cc4a0470c540088972255d797c491eadf",
     "postgres/0002_leads_waits_for.sql": "6125d66944bf732b91ae3153ea7573c7f131f09ffe91b8d8f43d6acb388946de",
     "postgres/0003_audit_facts.sql": "f2b454fdaa9dcc5278c079d2c41e6674ecc04ac6651c6871ccc700a7e10dcc4d",

@@ -343,12 +343,14 @@ async def test_a_resync_compares_each_row_in_the_raw_hash_index_not_the_leads_ro
     assert searches == ["SEARCH l USING COVERING INDEX leads_raw (sink=? AND key=?) LEFT-JOIN"]
 
 
-async def test_a_claim_takes_the_due_leads_in_order_from_the_outbox_index_unsorted(
+async def test_a_claim_takes_the_due_leads_as_queued_from_the_outbox_index_unsorted(
     sqlite_store: SqliteStore,
 ) -> None:
-    """Since the leads have row ids (migration 18), an index entry no longer holds the key
-    by itself: without it in the outbox's index, each claim sorted every pending lead
-    (88 us a lead claimed, on 200,000 queued; 8 with it)."""
+    """The leads due first, then in the order they were queued (their row ids, since
+    migration 18): read from the outbox's index without sorting the pending leads, and a
+    batch's rows lie together in the table. In key order, an index without the key
+    sorted every pending lead for each claim (88 us a lead claimed, on 200,000 queued),
+    and with scattered keys each batch read rows all over the table."""
     store = sqlite_store
     for key in ("B", "A", "C"):
         await enqueue(store, key, "h")
@@ -358,7 +360,7 @@ async def test_a_claim_takes_the_due_leads_in_order_from_the_outbox_index_unsort
     claimed = await store.claim("jodo", 2, 60.0)
 
     await store.db.set_trace_callback(None)
-    assert [q.key for q in claimed] == ["A", "B"]  # same next_at: by key
+    assert [q.key for q in claimed] == ["A", "B"]  # B and A, queued first; sorted by key
     (claim,) = [s for s in sent if s.lstrip().startswith("UPDATE leads SET state = 'inflight'")]
     plan = [str(row[3]) for row in await store.db.execute_fetchall("EXPLAIN QUERY PLAN " + claim)]
     assert any("USING COVERING INDEX leads_outbox" in step for step in plan), plan

@@ -455,8 +455,9 @@ class PostgresStore(SqliteStore):
     contract, the database's clock."""
 
     QUERIES = "postgres"
-    # PostgreSQL's planner picks its partial index leads_removals itself (it keeps
-    # statistics); INDEXED BY is SQLite's.
+    # PostgreSQL's planner picks its indexes (the phone index, the partial index
+    # leads_removals) itself: it keeps statistics. INDEXED BY is SQLite's.
+    _PHONE_INDEX = ""
     queued_removals_query = SqliteStore.queued_removals_query.replace(
         " INDEXED BY leads_removals", ""
     )
