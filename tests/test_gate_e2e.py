@@ -3,6 +3,7 @@ when it opens (a fake clock, a real Jodo simulator), blocked leads refused and w
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -358,3 +359,35 @@ async def test_a_withdrawal_the_dialer_refuses_is_tried_again_and_raised_until_i
     assert landed.sinks["jodo"].delivered == 1 and landed.exit_code() == 0
     assert [d["contactvalue"] for d in sim.dispositions] == ["00919820012345"]
     assert '"withdrawals_failing": []' in after.stdout
+
+
+async def test_a_run_does_not_sit_for_an_hour_waiting_for_a_withdrawal_that_keeps_failing(
+    tmp_path: Path,
+) -> None:
+    """Past max_attempts a withdrawal is tried again in an hour. A cron run started within
+    that hour waited for it (its deadline, an hour from its own start, came later): it
+    held the store's lock, so every other run exited 75 and no deletion, do-not-call
+    flag or new lead went meanwhile. A run ends instead, saying when the next try is."""
+    sim = JodoSimulator(agents={"supervisor": 1})
+    clock = FakeClock(at("2026-11-30 06:00"))
+    with running(create_app(sim)) as url:
+        sink = withdrawing_jodo(url) | {"max_attempts": 1}
+        sink["dispositions"] = {**sink["dispositions"], "login": "gone.supervisor"}
+        path = write_config(
+            tmp_path,
+            [sink],
+            routes=[route("jodo", map={"fields": {"dnc": "dnc"}}, policy={"dnc_column": "dnc"})],
+        )
+        header = "id,first,last,phone,email,callback,dnc\n"
+        drop_csv(tmp_path / "inbox", "a.csv", header + "OK1,F,L,9820012345,,,\n")
+        await run_at(path, clock)
+        drop_csv(tmp_path / "inbox", "b.csv", header + "OK1,F,L,9820012345,,,yes\n")
+        await run_at(path, clock, deadline_s=3600)  # refused: tried again in an hour
+        clock.advance(300)  # the next cron run, five minutes later
+        started = clock.time()
+        # A hang guard only: before, the run slept towards the retry in real time.
+        later = await asyncio.wait_for(run_at(path, clock, deadline_s=3600), 60)
+
+    assert clock.time() - started < 60  # it did not wait for the retry
+    assert later.sinks["jodo"].pending == 1 and later.exit_code() == 1
+    assert "next try at" in (later.sinks["jodo"].waiting or "")

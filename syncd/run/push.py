@@ -261,6 +261,13 @@ class Pusher:
                 if due is not None and self.deferred and not self.counts.waiting:
                     self.counts.waiting = self.deferred
                 return
+            if due - self.clock.time() > self.cfg.retry_max_s:
+                # Longer than any backoff: a withdrawal past max_attempts, tried again
+                # in an hour. A pass waiting for it would hold the store (a cron run's
+                # lock, every other run exiting 75) while nothing else goes.
+                when = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+                self.counts.waiting = self.counts.waiting or f"next try at {when}"
+                return
             await self._sleep(min(due - self.clock.time(), deadline - self.clock.time(), 5.0))
 
     async def _push_claimed(self, batch: list[QueuedLead]) -> bool:
