@@ -361,13 +361,15 @@ async def test_a_withdrawal_the_dialer_refuses_is_tried_again_and_raised_until_i
     assert '"withdrawals_failing": []' in after.stdout
 
 
-async def test_a_run_does_not_sit_for_an_hour_waiting_for_a_withdrawal_that_keeps_failing(
+async def test_a_run_does_not_wait_an_hour_for_a_failing_withdrawal_and_retry_sends_it_now(
     tmp_path: Path,
 ) -> None:
     """Past max_attempts a withdrawal is tried again in an hour. A cron run started within
     that hour waited for it (its deadline, an hour from its own start, came later): it
     held the store's lock, so every other run exited 75 and no deletion, do-not-call
-    flag or new lead went meanwhile. A run ends instead, saying when the next try is."""
+    flag or new lead went meanwhile. A run ends instead, saying when the next try is; and
+    `syncd retry` sends it with the next run once the cause is mended (it re-queued only
+    refused leads: the withdrawal waited out its hour, the number still dialable)."""
     sim = JodoSimulator(agents={"supervisor": 1})
     clock = FakeClock(at("2026-11-30 06:00"))
     with running(create_app(sim)) as url:
@@ -387,7 +389,14 @@ async def test_a_run_does_not_sit_for_an_hour_waiting_for_a_withdrawal_that_keep
         started = clock.time()
         # A hang guard only: before, the run slept towards the retry in real time.
         later = await asyncio.wait_for(run_at(path, clock, deadline_s=3600), 60)
+        # The operator mends the cause and sends the withdrawal at once, not in an hour
+        sim.floor.set_agent("gone.supervisor", 1)
+        retried = run_cli("retry", "--sink", "jodo", "-c", str(path))
+        landed = await run_at(path, clock)
 
     assert clock.time() - started < 60  # it did not wait for the retry
     assert later.sinks["jodo"].pending == 1 and later.exit_code() == 1
     assert "next try at" in (later.sinks["jodo"].waiting or "")
+    assert retried.returncode == 0 and retried.stdout.startswith("1 lead(s) of jodo")
+    assert landed.sinks["jodo"].delivered == 1 and landed.exit_code() == 0
+    assert [d["contactvalue"] for d in sim.dispositions] == ["00919820012345"]

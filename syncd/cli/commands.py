@@ -171,8 +171,8 @@ def _parser() -> argparse.ArgumentParser:
 
     retry = sub.add_parser(
         "retry",
-        help="put failed or refused leads back in the outbox, or refused outcomes back in a "
-        "writeback's queue",
+        help="put failed or refused leads back in the outbox (and send withdrawals waiting for "
+        "their hourly try now), or refused outcomes back in a writeback's queue",
     )
     with_config(retry)
     which = retry.add_mutually_exclusive_group(required=True)

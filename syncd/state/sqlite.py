@@ -1428,10 +1428,13 @@ class SqliteStore:
     async def retry_failed(
         self, sink: str, *, reason: str | None = None, key: str | None = None
     ) -> int:
+        # Refused and failed leads; and the withdrawals waiting for a later try (past
+        # max_attempts: an hour), whose number stays dialable until they land.
         async with self._tx() as db:
             cur = await db.execute(
                 "UPDATE leads SET state = 'pending', attempts = 0, next_at = 0"
-                " WHERE sink = ? AND state IN ('failed', 'rejected')"
+                " WHERE sink = ? AND (state IN ('failed', 'rejected')"
+                " OR (state = 'pending' AND action = 'delete' AND next_at > 0))"
                 " AND (CAST(? AS TEXT) IS NULL OR instr(last_error, ?) > 0)"
                 " AND (CAST(? AS TEXT) IS NULL OR key = ?)",
                 (sink, reason, reason, key, key),
