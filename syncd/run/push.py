@@ -89,9 +89,12 @@ CUT_OFF = "cut off by a stop or the run's deadline before the dialer answered; i
 # A withdrawal past max_attempts: tried again (WITHDRAWAL_RETRY_S), never a dead letter
 # (the number stays dialable until the dialer lets it go); `status` and /readyz say so.
 WITHDRAWAL_FAILING = "withdrawal failed"
-# …tried again hourly from then on: often enough for a dialer that comes round, and
-# past `run --once`'s default deadline, so a cron run does not sit waiting for it.
+# …tried again hourly from then on: often enough for a dialer that comes round. A pass
+# does not wait for that try (PASS_WAITS_AT_MOST_S): a cron run would hold the store.
 WITHDRAWAL_RETRY_S = 3600.0
+# The longest a pass waits for a lead's next try (a backoff, a dialer's Retry-After) when
+# the sink's retry_max_s is shorter: past it, the run ends and the next one tries.
+PASS_WAITS_AT_MOST_S = 900.0
 HOLD_MAX_S = 60.0  # a held sink (a paused campaign) is asked again at least this often
 # A batch's results the store cannot take (the database restarts) are kept and offered
 # again this long: the dialer holds those leads now, and sending them again would be the
@@ -261,7 +264,7 @@ class Pusher:
                 if due is not None and self.deferred and not self.counts.waiting:
                     self.counts.waiting = self.deferred
                 return
-            if due - self.clock.time() > self.cfg.retry_max_s:
+            if due - self.clock.time() > max(self.cfg.retry_max_s, PASS_WAITS_AT_MOST_S):
                 # Longer than any backoff: a withdrawal past max_attempts, tried again
                 # in an hour. A pass waiting for it would hold the store (a cron run's
                 # lock, every other run exiting 75) while nothing else goes.
