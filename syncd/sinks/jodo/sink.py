@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncd.core.model import Action, PushResult, QueuedLead
+from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason
 from syncd.errors import CheckFailed, PermanentError, SinkConfigError, VendorError
 from syncd.net.http import UnknownFields
@@ -240,9 +240,68 @@ class JodoSink(BaseSink):
                 )
                 for q, record in zip(upserts, records, strict=True)
             ]
+            results = await self._close_old_numbers(upserts, records, results, moved)
         if disposals:
             results += await self.disposer.dispose(disposals, moved)
         return results
+
+    def _numbers_of(self, record: dict[str, Any]) -> set[str]:
+        """Return the numbers a record is dialled on: its main number and its alternates."""
+        fields = ("mobilenumber", *self.cfg.alt_phone_fields)
+        return {str(record[f]) for f in fields if record.get(f)}
+
+    async def _close_old_numbers(
+        self,
+        upserts: Sequence[QueuedLead],
+        records: Sequence[dict[str, Any]],
+        results: list[PushResult],
+        moved: dict[str, str],
+    ) -> list[PushResult]:
+        """Close the record a delivered lead left under its old number; return the results.
+
+        Upserting by number, Jodo took a lead whose number changed as a second record:
+        the one under the old number stays open, rung for someone who may no longer hold
+        it. It is disposed of as a removal is (``dispositions.on_delete``); until that
+        lands the lead is tried again (importing it again changes nothing at Jodo), its
+        old number kept as its ``vendor_ref``."""
+        if self.cfg.updateparam != "mobilenumber":
+            return results
+        delivered = {r.key for r in results if r.kind is ResultKind.DELIVERED}
+        moved_from = [
+            q
+            for q, record in zip(upserts, records, strict=True)
+            if q.key in delivered
+            and q.delivered_hash is not None
+            and q.vendor_ref
+            # still one of the lead's numbers (now an alternate): saveDisposition would
+            # close the new record with the old one
+            and q.vendor_ref not in self._numbers_of(record)
+        ]
+        if not moved_from:
+            return results
+        rule = self.cfg.dispositions.on_delete
+        if rule is None:
+            self.log.warning(
+                "jodo.number.changed",
+                leads=len(moved_from),
+                reason="Jodo upserts by number: the record under each lead's old number stays open",
+                action="set dispositions.on_delete so syncd closes the old records",
+            )
+            return results
+        why = Disposal(rule.dispomasterid, rule.disporeasonid, rule.remarks, "number changed")
+        closed = await self.disposer.dispose([(q, why) for q in moved_from], moved)
+        left = {r.key: r for r in closed if r.kind is not ResultKind.DELIVERED}
+        return [
+            PushResult.retry(
+                r.key,
+                f"delivered under its new number; the record under its old one is still "
+                f"open ({left[r.key].reason}): tried again",
+                answered=True,
+            )
+            if r.key in left
+            else r
+            for r in results
+        ]
 
     async def probe(self) -> str:
         """Read an empty getProcessData window: Jodo checks the apikey, the servicekey and
