@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +289,41 @@ def play(
             played.runs.append(once(config, deadline_s))
         played.status, played.states = asyncio.run(_what_syncd_says(config, [c.key for c in crm]))
     return played
+
+
+# Jodo upserting by number (not by the CRM key): a changed number is a second record
+JODO_BY_NUMBER = replace(
+    VENDORS["jodo"],
+    sink=JODO_SINK.replace('updateparam = "crmuniquefield"', 'updateparam = "mobilenumber"'),
+)
+
+
+def play_renumbered(
+    tmp_path: Path, vendor: Vendor, *, leads: int = 40, every: int = 5
+) -> tuple[Played, dict[str, str]]:
+    """Run a CRM export, then one where every ``every``-th lead has a new number; return
+    what was played and the old number of each renumbered lead (by key)."""
+    crm = crm_leads(leads)
+    old = {c.key: c.phone for i, c in enumerate(crm) if i % every == 2}
+    later = [replace(c, phone=f"+9198400{i:05d}") if c.key in old else c for i, c in
+             enumerate(crm)]  # fmt: skip
+    with served(vendor, {}) as (sim, url, _clock):
+        config = write_config(tmp_path, vendor, url, TIMEOUT_S)
+        inbox = tmp_path / "inbox"
+        played = Played(vendor, sim, later, set(), {})
+        drop_csv(inbox, "monday.csv", export(crm))
+        played.runs.append(once(config))
+        drop_csv(inbox, "tuesday.csv", export(later))
+        played.runs.append(once(config))
+        played.status, played.states = asyncio.run(_what_syncd_says(config, [c.key for c in crm]))
+    return played, old
+
+
+def left_open_under(played: Played, numbers: dict[str, str]) -> list[str]:
+    """Return the keys the dialer still holds open under the given (old) numbers."""
+    held = played.sim.holdings()["open"]
+    return sorted({r["key"] for r in held if r["key"] in numbers
+                   and any(n.endswith(numbers[r["key"]][1:]) for n in r["numbers"])})  # fmt: skip
 
 
 def once(config: Path, deadline_s: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
