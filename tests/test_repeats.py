@@ -176,34 +176,23 @@ def check_triage(
         assert reject.values[0] == key  # the row itself, for the rejects file
 
 
+@pytest.mark.parametrize("as_lines", [False, True], ids=["row reader", "line reader"])
 @pytest.mark.parametrize(
     ("rows", "last_lines", "changed", "to_map", "unchanged", "rejected"),
     [c[1:] for c in TRIAGE_CASES],
     ids=[c[0] for c in TRIAGE_CASES],
 )
-def test_triage_with_the_files_last_lines(
+def test_triage_with_the_files_last_lines_decides_alike_for_either_reader(
     rows: list[Row],
     last_lines: dict[str, int],
     changed: dict[str, None],
     to_map: list[int],
     unchanged: int,
     rejected: list[tuple[int, int]],
+    as_lines: bool,
 ) -> None:
-    check_triage(rows, last_lines, changed, to_map, unchanged, rejected)
-
-
-@pytest.mark.parametrize(
-    ("rows", "last_lines", "changed", "to_map", "unchanged", "rejected"),
-    [c[1:] for c in TRIAGE_CASES],
-    ids=[c[0] for c in TRIAGE_CASES],
-)
-def test_triage_of_the_line_readers_rows_decides_the_same(
-    rows: list[Row],
-    last_lines: dict[str, int],
-    changed: dict[str, None],
-    to_map: list[int],
-    unchanged: int,
-    rejected: list[tuple[int, int]],
-) -> None:
-    raw = RawRows([line for line, _ in rows], [",".join(v).encode() for _, v in rows], ",")
-    check_triage(raw, last_lines, changed, to_map, unchanged, rejected)
+    if as_lines:  # the line reader's rows: kept as the bytes of their lines
+        raw = RawRows([line for line, _ in rows], [",".join(v).encode() for _, v in rows], ",")
+        check_triage(raw, last_lines, changed, to_map, unchanged, rejected)
+    else:
+        check_triage(rows, last_lines, changed, to_map, unchanged, rejected)
