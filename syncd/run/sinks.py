@@ -433,9 +433,11 @@ class SinkSet:
                     # an answer, not a re-opened sink that has asked nothing yet
                     self.health.recovered(subject, event="sink.answering", sink=name)
                 continue
+            # One silence, however its details move (1 request unanswered, then 2; a
+            # read timeout, then a refused connection): said once, the details public.
             self.health.failed(
                 subject,
-                quiet.reason,
+                NOT_ANSWERING,
                 event="sink.not_answering",
                 level="warning",
                 public=quiet.reason,
