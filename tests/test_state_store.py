@@ -28,7 +28,15 @@ from syncd.state.base import (
 )
 from syncd.state.postgres import dsn_of
 from syncd.state.sqlite import SqliteStore, consent_query, pairs_per_query
-from tests.support.stores import KINDS, fresh_store, new_schema, pg_url, store_at_schema
+from tests.support.stores import (
+    KINDS,
+    fresh_store,
+    new_schema,
+    pg_url,
+    plan_of,
+    store_at_schema,
+    traced,
+)
 
 
 @pytest.fixture(params=KINDS)
@@ -328,18 +336,16 @@ async def test_a_resync_compares_each_row_in_the_raw_hash_index_not_the_leads_ro
         for i in range(50)
     ]
     await store.apply_chunk(write)
-    sent: list[str] = []
-    await store.db.set_trace_callback(sent.append)
+    async with traced(store) as sent:
+        found = await store.lookup_changed(
+            "jodo",
+            [(f"L{i}", f"raw-{i}" + ("-v2" if i == 7 else "")) for i in range(50)],
+            "day2.csv",
+        )
 
-    found = await store.lookup_changed(
-        "jodo", [(f"L{i}", f"raw-{i}" + ("-v2" if i == 7 else "")) for i in range(50)], "day2.csv"
-    )
-
-    await store.db.set_trace_callback(None)
     assert set(found) == {"L7"} and found["L7"] is not None and found["L7"].raw_hash == "raw-7"
-    (comparison,) = [s for s in sent if s.startswith("WITH c(key, raw)")]
-    plan = await store.db.execute_fetchall("EXPLAIN QUERY PLAN " + comparison)
-    searches = [str(row[3]) for row in plan if "SEARCH" in str(row[3])]
+    plan = await plan_of(store, sent, "WITH c(key, raw)")
+    searches = [step for step in plan if "SEARCH" in step]
     assert searches == ["SEARCH l USING COVERING INDEX leads_raw (sink=? AND key=?) LEFT-JOIN"]
 
 
@@ -354,15 +360,11 @@ async def test_a_claim_takes_the_due_leads_as_queued_from_the_outbox_index_unsor
     store = sqlite_store
     for key in ("B", "A", "C"):
         await enqueue(store, key, "h")
-    sent: list[str] = []
-    await store.db.set_trace_callback(sent.append)
+    async with traced(store) as sent:
+        claimed = await store.claim("jodo", 2, 60.0)
 
-    claimed = await store.claim("jodo", 2, 60.0)
-
-    await store.db.set_trace_callback(None)
     assert [q.key for q in claimed] == ["A", "B"]  # B and A, queued first; sorted by key
-    (claim,) = [s for s in sent if s.lstrip().startswith("UPDATE leads SET state = 'inflight'")]
-    plan = [str(row[3]) for row in await store.db.execute_fetchall("EXPLAIN QUERY PLAN " + claim)]
+    plan = await plan_of(store, sent, "UPDATE leads SET state = 'inflight'")
     assert any("USING COVERING INDEX leads_outbox" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from syncd.core.model import Action
 from syncd.state.base import ChunkWrite, LeadWrite
 from syncd.state.sqlite import SqliteStore
+from tests.support.stores import plan_of, traced
 
 LEADS = 3000
 
@@ -84,12 +85,7 @@ async def test_claims_left_in_flight_are_found_through_the_outbox_index(tmp_path
     """Each run's start and end give back what a crash or a cut-off left in flight: read
     through leads_queued, not every lead (150 ms on 200,000 leads, twice a run)."""
     async with a_filled_store(tmp_path) as store:
-        sent: list[str] = []
-        await store.db.set_trace_callback(sent.append)
-        await store.release_inflight("jodo")
-        await store.db.set_trace_callback(None)
-        (release,) = [s for s in sent if s.startswith("UPDATE leads")]
-        plan = " | ".join(
-            str(row[3]) for row in await store.db.execute_fetchall("EXPLAIN QUERY PLAN " + release)
-        )
+        async with traced(store) as sent:
+            await store.release_inflight("jodo")
+        plan = " | ".join(await plan_of(store, sent, "UPDATE leads"))
     assert "USING INDEX leads_queued" in plan and "SCAN leads |" not in plan + " |", plan

@@ -114,3 +114,21 @@ async def store_at_schema(
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+@asynccontextmanager
+async def traced(store: SqliteStore) -> AsyncIterator[list[str]]:
+    """Collect the statements a SQLite store sends meanwhile, their values written in."""
+    sent: list[str] = []
+    await store.db.set_trace_callback(sent.append)
+    try:
+        yield sent
+    finally:
+        await store.db.set_trace_callback(None)
+
+
+async def plan_of(store: SqliteStore, sent: Sequence[str], starts: str) -> list[str]:
+    """Return SQLite's plan, step by step, of the one statement of ``sent`` starting so."""
+    (statement,) = [s for s in sent if s.lstrip().startswith(starts)]
+    rows = await store.db.execute_fetchall("EXPLAIN QUERY PLAN " + statement)
+    return [str(row[3]) for row in rows]
