@@ -120,7 +120,9 @@ def load_average() -> str:
 
 
 async def sessions(conn: asyncpg.Connection) -> list[int]:
-    rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = 'syncd'")
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'syncd %:%'"
+    )
     return [int(r[0]) for r in rows]
 
 

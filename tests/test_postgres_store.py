@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog.testing
 
 from syncd.core.model import Action, LeadWrite, ResultKind
 from syncd.core.refusals import Refusal
@@ -145,6 +146,76 @@ async def test_one_leader_per_job_and_another_takes_over_when_it_dies(
     assert sorted(j["job"] for j in seen[b.holder]["leads"]) == ["poll:jodo", "pull:crm"]
     await b.resign()
     assert await c.lead("pull:crm", 20)  # a clean stop hands over at once
+
+
+async def stall_inside_a_chunk(store: PostgresStore, jobs: list[str]) -> asyncpg.Connection:
+    """Open a session of ``store``'s replica that stops mid-statement inside a chunk's
+    transaction, which holds its leads of ``jobs`` (a VM paused, SIGSTOP, half-way through
+    writing a statement's messages): PostgreSQL shows it ``active``, waiting to read, and
+    no idle timeout ends it."""
+    raw = await store._raw_connection()
+    await raw.execute("SET idle_in_transaction_session_timeout = 0")
+    await raw.execute("BEGIN")
+    held = await raw.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM leaders WHERE job = ANY($1) AND holder = $2"
+        " FOR SHARE) held",
+        jobs,
+        store.holder,
+    )
+    assert held == len(jobs)
+    # a Parse message with no Sync after it: the server waits for the rest
+    query = b"SELECT 1\0"
+    raw._transport.write(
+        b"P" + (4 + 1 + len(query) + 2).to_bytes(4, "big") + b"\0" + query + b"\0\0"
+    )
+    return raw
+
+
+async def in_transaction(conn: asyncpg.Connection, name: str) -> list[str]:
+    """Return the states of the sessions named ``name`` that are inside a transaction."""
+    rows = await conn.fetch(
+        "SELECT state FROM pg_stat_activity WHERE application_name = $1 AND xact_start IS NOT NULL",
+        name,
+    )
+    return [r["state"] for r in rows]
+
+
+async def test_a_replica_stalled_mid_statement_past_its_lead_is_ended_by_its_successor(
+    replicas: list[PostgresStore],
+) -> None:
+    a, b, _ = replicas
+    assert await a.lead("pull:crm", 1) and await a.lead("poll:jodo", 600)
+    stalled = await stall_inside_a_chunk(a, ["pull:crm", "poll:jodo"])
+    watcher = await asyncpg.connect(postgres.dsn_of(pg_url()))
+    try:
+        name = a.session_name
+        for _ in range(50):
+            if await in_transaction(watcher, name) == ["active"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await in_transaction(watcher, name) == ["active"]
+        # while a's lease runs, a contender neither waits for it nor ends anything
+        assert not await asyncio.wait_for(b.lead("poll:jodo", 20), 10)
+        assert await in_transaction(watcher, name) == ["active"]
+
+        ran_out = (
+            "SELECT until < extract(epoch from clock_timestamp())"
+            f' FROM "{a.schema}".leaders WHERE job = $1'
+        )
+        for _ in range(400):  # its lease runs out while it stands still
+            if await watcher.fetchval(ran_out, "pull:crm"):
+                break
+            await asyncio.sleep(0.05)
+        with structlog.testing.capture_logs() as logs:
+            taken = [await asyncio.wait_for(b.lead("pull:crm", 20), 30) for _ in range(3)]
+        assert taken == [False, True, True]  # the first waits, then ends the stalled one
+        fenced = [e for e in logs if e["event"] == "leader.fenced"]
+        assert [(e["job"], e["holder"], e["ended"]) for e in fenced] == [("pull:crm", a.holder, 1)]
+        assert await in_transaction(watcher, name) == []  # its stuck transaction is over
+        assert not await a.lead("pull:crm", 20)  # woken, it follows
+    finally:
+        stalled.terminate()
+        await watcher.close()
 
 
 async def test_a_lost_database_is_a_store_error_and_the_store_reconnects(

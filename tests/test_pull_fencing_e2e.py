@@ -32,7 +32,7 @@ def sessions(store: Store) -> list[tuple[object, ...]]:
     return store.get_rows(
         "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid),"
         " now() - state_change, left(query, 90) FROM pg_stat_activity"
-        " WHERE application_name = 'syncd'"
+        " WHERE application_name LIKE 'syncd %:%'"
     )
 
 
@@ -43,10 +43,11 @@ def test_a_pull_leader_frozen_past_its_lead_writes_nothing_once_it_wakes(
     sim = JodoSimulator()
     store = Store(schema)
     inbox = tmp_path / "inbox"
+    daemons: list[Any] = []
     try:
         with serve(sim) as jodo:
             config = replica_config(tmp_path, jodo.url, schema)
-            daemons = [start_daemon(config) for _ in range(2)]
+            daemons += [start_daemon(config) for _ in range(2)]
             for d in daemons:
                 d.wait_for("daemon.ready", timeout=60)
             by_pid = {d.proc.pid: d for d in daemons}
@@ -120,6 +121,9 @@ def test_a_pull_leader_frozen_past_its_lead_writes_nothing_once_it_wakes(
                 assert d.stop() == 0
             events = [e for d in daemons for e in d.events]
     finally:
+        for d in daemons:
+            d.proc.kill()  # (stopped already, unless the test failed) before the schema goes
+            d.proc.wait(10)
         asyncio.run(drop_schema(schema))
 
     assert lost["job"] == "pull:crm", lost

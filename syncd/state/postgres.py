@@ -88,6 +88,10 @@ _LOST = (*_GONE, asyncpg.InternalClientError)
 # their statements back to back; a live replica whose transaction is ended this way (an
 # event loop starved for as long) gets a StoreError and tries again.
 IDLE_IN_TRANSACTION_S = 10.0
+# How long a replica taking over a lease run out waits for the old leader's transaction
+# (a chunk, which holds its lease row FOR SHARE until it commits) before it takes the
+# old leader for stalled inside it and ends it (PostgresStore._end_stalled).
+TAKEOVER_WAIT_S = 5.0
 # Connections per replica: the push workers of every sink, the pull, polls, writebacks
 # and the status page each borrow one at a time; more waiters than this queue.
 POOL_SIZE = 10
@@ -486,6 +490,8 @@ class PostgresStore(SqliteStore):
         self.lease_s = lease_s  # caps the push lease: a dead replica's claims come back sooner
         self.pool_size = pool_size
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.session_name = session_name(self.holder)  # its sessions' application_name
+        self._end_failed: set[tuple[str, str]] = set()  # (job, holder) said once
         self._pool: Any = None
         # the connection the current task borrowed (see _Lease), with the task
         self._lent: contextvars.ContextVar[tuple[Any, _Lease] | None] = contextvars.ContextVar(
@@ -530,7 +536,7 @@ class PostgresStore(SqliteStore):
 
     def _settings(self) -> dict[str, str]:
         settings = {
-            "application_name": "syncd",
+            "application_name": self.session_name,
             "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
         }
         if self.schema:
@@ -917,22 +923,85 @@ class PostgresStore(SqliteStore):
     # -- leadership and replicas --------------------------------------------------
 
     async def lead(self, job: str, ttl_s: float) -> bool:
-        """Return True when this replica leads ``job`` (taken or renewed for ``ttl_s``)."""
+        """Return True when this replica leads ``job`` (taken or renewed for ``ttl_s``).
+
+        A job another replica leads is left alone while its lease runs: no row lock is
+        asked for, so a contender never waits behind the leader's chunk (which reads its
+        lease row FOR SHARE until it commits). A lease run out is taken over, waiting at
+        most TAKEOVER_WAIT_S for the old leader's chunk: longer, and the old leader stands
+        still inside it (see :meth:`_end_stalled`).
+        """
         async with self._tx() as db:
-            cur = await db.execute(
-                f"""
-                INSERT INTO leaders (job, holder, since, until)
-                VALUES (?, ?, {NOW}, {NOW} + CAST(? AS DOUBLE PRECISION))
-                ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
-                    since = CASE WHEN leaders.holder = excluded.holder THEN leaders.since
-                                 ELSE excluded.since END,
-                    until = excluded.until
-                WHERE leaders.holder = excluded.holder OR leaders.until < {NOW}
-                RETURNING holder
-                """,
-                (job, self.holder, float(ttl_s)),
+            rows = await db.execute_fetchall(
+                f"SELECT holder, until, until > {NOW} FROM leaders WHERE job = ?", (job,)
             )
-            return await cur.fetchone() is not None
+            if rows and rows[0][0] != self.holder and rows[0][2]:
+                return False
+            try:
+                async with db.raw.transaction():  # a savepoint: the wait may time out
+                    if rows and rows[0][0] != self.holder:
+                        await db.raw.execute(
+                            f"SET LOCAL lock_timeout = {int(TAKEOVER_WAIT_S * 1000)}"
+                        )
+                    cur = await db.execute(
+                        f"""
+                        INSERT INTO leaders (job, holder, since, until)
+                        VALUES (?, ?, {NOW}, {NOW} + CAST(? AS DOUBLE PRECISION))
+                        ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
+                            since = CASE WHEN leaders.holder = excluded.holder
+                                         THEN leaders.since ELSE excluded.since END,
+                            until = excluded.until
+                        WHERE leaders.holder = excluded.holder OR leaders.until < {NOW}
+                        RETURNING holder
+                        """,
+                        (job, self.holder, float(ttl_s)),
+                    )
+                    return await cur.fetchone() is not None
+            except asyncpg.LockNotAvailableError:
+                stalled = (str(rows[0][0]), float(rows[0][1]))
+        await self._end_stalled(job, *stalled)
+        return False
+
+    async def _end_stalled(self, job: str, holder: str, until: float) -> None:
+        """End the transactions ``holder`` began before its lease of ``job`` ran out and
+        still holds open: it stands still inside them (a VM paused, SIGSTOP), holding
+        the locks the job's next leader needs. One idle inside its transaction the
+        database ends by itself (IDLE_IN_TRANSACTION_S); one stopped half-way through
+        sending a statement shows as ``active`` and nothing else would end it. Woken, the
+        replica finds its session gone and its lead taken (LeadLost). Nothing it did in
+        them was committed; the next leader does it again."""
+        name = session_name(holder)
+        try:
+            async with self._tx() as db:
+                rows = await db.execute_fetchall(
+                    """
+                    SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                    WHERE application_name = ? AND datname = current_database()
+                        AND pid != pg_backend_pid()
+                        AND extract(epoch from xact_start) < ?
+                    """,
+                    (name, until),
+                )
+        except StoreError as exc:
+            if (job, holder) not in self._end_failed:
+                self._end_failed.add((job, holder))
+                log.error(
+                    "leader.fence.failed",
+                    job=job,
+                    holder=holder,
+                    reason=str(exc),
+                    action="give syncd's database role pg_signal_backend, or stop the"
+                    " replica that stands still: until then no other replica runs this job",
+                )
+            return
+        log.warning(
+            "leader.fenced",
+            job=job,
+            holder=holder,
+            ended=int(rows[0][0]),
+            why="its lease ran out inside a transaction it does not finish (paused or"
+            " stopped); those transactions were ended so that another replica runs the job",
+        )
 
     async def resign(self) -> None:
         """Give up every job this replica leads (a clean stop: the others need not wait)."""
@@ -1065,6 +1134,14 @@ async def _rollback_only(conn: asyncpg.Connection) -> None:
 def _shown(url: str) -> str:
     """Return a database URL without its password."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def session_name(holder: str) -> str:
+    """Return the ``application_name`` of a replica's sessions: its own, so that one
+    taking over its lead finds them (pg_stat_activity), and an operator sees whose each
+    is. The holder's random part comes first: the name is cut at 63 characters."""
+    host, pid, tag = holder.rsplit(":", 2)
+    return f"syncd {tag}:{pid} {host}"[:63]
 
 
 def _reason(exc: BaseException) -> str:
