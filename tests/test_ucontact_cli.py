@@ -326,3 +326,42 @@ def test_syncds_own_waits_spend_no_attempt_a_lead_in_doubt_is_not_given_up_while
     ]
     assert set(listed) == {dialled(i) for i in range(1, n + 1)}
     assert all(seen["peak"] == 1 for seen in listed.values()), listed
+
+
+def test_a_server_timezone_that_is_not_the_dialers_holds_every_upload_until_it_is(
+    tmp_path: Path,
+) -> None:
+    """The dialer reads a window's and a callback's dates in its own clock. Its clock
+    reads UTC+05:30 (queuesummary's dateReceived) while server_timezone says UTC: a window
+    of 09:00 to 18:00 would reach it as 03:30 to 12:30 — rung at 03:30. Nothing goes
+    until server_timezone is the server's; `syncd check` names the setting."""
+    with served(timezone="Asia/Kolkata") as (sim, url):
+        config = write_config(tmp_path, url)
+        drop_csv(
+            tmp_path / "inbox",
+            "leads.csv",
+            HEADER + f"A1,Ana,{uy(1)},,,,\n" + f"A2,Bruno,{uy(2)},,,2031-05-04 12:00:00,\n",
+        )
+        held = once(config)
+        assert held.returncode == 1, held.stdout + held.stderr
+        assert sim.uploads_made() == [] and sim.scheduled() == []
+        said = held.stdout + held.stderr
+        assert "server_timezone" in said and "UTC+05:30" in said, said
+
+        check = run_cli("check", "--online", "-c", str(config), env=env())
+        assert check.returncode != 0
+        assert "server_timezone" in check.stdout + check.stderr
+
+        text = config.read_text(encoding="utf-8")
+        config.write_text(
+            text.replace(
+                'dial_format = "00"', 'dial_format = "00"\nserver_timezone = "Asia/Kolkata"'
+            ),
+            encoding="utf-8",
+        )
+        sent = once(config)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "server_timezone" not in sent.stdout + sent.stderr
+        assert len(sim.uploads_made()) == 1
+        [schedule] = sim.scheduled()
+        assert schedule["phone"] == dialled(2)

@@ -29,6 +29,7 @@ from syncd.sinks.ucontact.ledger import SCHEDULE, TASK, Ledger
 from syncd.sinks.ucontact.outcomes import CdrPoller
 from syncd.sinks.ucontact.placing import CALL_CONCURRENCY, Placer, guard
 from syncd.sinks.ucontact.queues import hold_reason, no_agents_since, parse_queue_summary
+from syncd.sinks.ucontact.server_clock import date_received, zone_mismatch
 from syncd.sinks.ucontact.timezones import upload_zone
 from syncd.sinks.ucontact.wire import Call, UnsafeValue, clean, data_string, server_time
 
@@ -114,6 +115,7 @@ class UContactSink(BaseSink):
         self._health = SinkHealth(session="not started")
         self.keepalive_interval_s = config.queue_poll_s  # campaign status and queue figures
         self._no_agents_since: float | None = None
+        self._clock_wrong: str | None = None  # why server_timezone is not the server's
         self._dnc_values = {v.strip().lower() for v in config.dnc.values} if config.dnc else set()
         self.dispositioner = (
             Dispositioner(config, self.client, ctx.store, self.ledger, self.dial, self.features)
@@ -155,7 +157,20 @@ class UContactSink(BaseSink):
                 "(Supervisor/campaignstatus does not list it; check the name and its '->')",
                 settings=("campaign",),
             )
+        await self._probe_clock()
         return f"logged in; campaign {self.cfg.campaign!r} found"
+
+    async def _probe_clock(self) -> None:
+        """Fail the check when ``server_timezone`` is not the server's clock (a server or
+        user without queuesummary is not checked: the figures are a helper)."""
+        try:
+            body = await self.client.json(QUEUE_SUMMARY, {})
+        except (SinkConfigError, VendorError):
+            return
+        local = date_received(body)
+        wrong = zone_mismatch(local, datetime.now(UTC), self.cfg.server_timezone) if local else None
+        if wrong is not None:
+            raise CheckFailed(wrong, settings=("server_timezone",))
 
     async def check_campaign(self, *, required: bool) -> dict[str, Any] | None:
         """Return the campaign's status; SinkConfigError when it must exist and does not."""
@@ -208,6 +223,7 @@ class UContactSink(BaseSink):
         except VendorError as exc:
             log_reason(self.log, "info", "sink.queue.unavailable", str(exc), DIALER_FAILED)
             return
+        self._read_clock(body)
         figures = parse_queue_summary(body, self.cfg.campaign)
         if figures is None:
             self._health.queues = []
@@ -220,7 +236,26 @@ class UContactSink(BaseSink):
         self._no_agents_since = since
         self._health.queues = [figures]
 
+    def _read_clock(self, body: Any) -> None:
+        """Hold every push while ``server_timezone`` is not the server's clock (see
+        ``server_clock``); said once when it starts and once when it ends."""
+        local = date_received(body)
+        if local is None:  # an answer without its date: nothing to go by
+            return
+        wrong = zone_mismatch(local, datetime.now(UTC), self.cfg.server_timezone)
+        if wrong is not None and self._clock_wrong is None:
+            self.log.warning(
+                "sink.server_timezone.wrong",
+                reason=wrong,
+                action="leads wait in the outbox until server_timezone is the server's",
+            )
+        elif wrong is None and self._clock_wrong is not None:
+            self.log.info("sink.server_timezone.right", server_timezone=self.cfg.server_timezone)
+        self._clock_wrong = wrong
+
     def paused(self) -> str | None:
+        if self._clock_wrong is not None:
+            return self._clock_wrong
         return hold_reason(
             self.cfg.campaign,
             self._no_agents_since,

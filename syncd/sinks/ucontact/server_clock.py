@@ -1,0 +1,65 @@
+"""Whether ``server_timezone`` is the uContact server's own clock, pure.
+
+The server reads the dates syncd sends (a window's ``calldatei``/``calldatef``, a
+callback's ``calldate``) and writes those of its call records in its local time,
+which syncd converts with ``server_timezone``. Set to another zone, every date is
+that many hours off: a window of 09:00 to 18:00 reaches the dialer as 03:30 to
+12:30, and a call just placed reads as hours before its lead was sent (taken for
+not dialled, the lead is sent again). ``Supervisor/queuesummary`` dates its answer
+(``dateReceived``, ``Nov 2, 2018 11:31:42 AM``) in that local time: against the time
+the answer came, it shows the server's offset from UTC now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+DATE_RECEIVED = "%b %d, %Y %I:%M:%S %p"
+# More apart than this is another zone, not two clocks a little off (zones differ by
+# 30 minutes or more, but for a few of 15 or 45).
+TOLERANCE = timedelta(minutes=20)
+QUARTER = 15 * 60
+
+
+def date_received(body: Any) -> datetime | None:
+    """Return the first ``dateReceived`` of a queuesummary answer, naive (the server's
+    local time); None when it has none that reads as a date."""
+    items: Iterable[Any] = body if isinstance(body, list) else [body]
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("dateReceived"), str):
+            try:
+                return datetime.strptime(item["dateReceived"].strip(), DATE_RECEIVED)
+            except ValueError:
+                continue
+    return None
+
+
+def offset_text(offset: timedelta) -> str:
+    """Return an offset from UTC as ``UTC+05:30``."""
+    minutes = round(offset.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def zone_mismatch(local: datetime, now: datetime, zone: str) -> str | None:
+    """Return why ``zone`` is not the clock of a server whose local time read ``local``
+    at ``now`` (aware), None when it is."""
+    seen = local - now.astimezone(UTC).replace(tzinfo=None)
+    expected = now.astimezone(ZoneInfo(zone)).utcoffset() or timedelta()
+    if abs(seen - expected) <= TOLERANCE:
+        return None
+    shown = timedelta(seconds=round(seen.total_seconds() / QUARTER) * QUARTER)
+    return (
+        f"the dialer's clock reads {offset_text(shown)} but server_timezone = {zone!r} is "
+        f"{offset_text(expected)} now: the dates syncd sends and reads would be "
+        f"{_hours(shown - expected)} off (a window would ring outside its hours); "
+        "set server_timezone to the server's zone (or fix the server's clock)"
+    )
+
+
+def _hours(delta: timedelta) -> str:
+    minutes = abs(round(delta.total_seconds() / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes % 60 else f"{minutes // 60} h"
