@@ -919,6 +919,27 @@ async def test_the_consent_recheck_reads_its_index_not_every_lead(
     assert any("leads_consent" in str(row[-1]) for row in plan), plan
 
 
+async def test_a_lead_withdrawn_at_its_consents_end_is_not_returned_at_the_next_opening(
+    store: SqliteStore,
+) -> None:
+    await enqueue(store, "L1", "h-L1")
+    await store.claim("jodo", 10, 60)
+    ended = time.time() - 60  # its consent ran out before the opening closed
+    await store.complete("jodo", [Completion("L1", "h-L1", ResultKind.DELIVERED, dial_until=ended)])
+    [found] = await store.window_closed("jodo", time.time())
+    marked = found.lead_json.replace('"key"', '"withdrawn":"consent_expired","key"')
+    why = "blocked (consent_expired): consent ran out at 2026-11-30 19:30 UTC"
+    assert await store.move_window("jodo", WindowMoves(withdraw=[("L1", marked, why, "")])) == 1
+    [removal] = await store.claim("jodo", 10, 60)
+    assert (removal.action, removal.lead.withdrawn) == (Action.DELETE, "consent_expired")
+    await store.complete("jodo", [Completion("L1", removal.hash, ResultKind.DELIVERED)])
+
+    assert await store.window_closed("jodo", time.time() + 86400) == []  # never back
+    history = await store.lead_history("L1")
+    assert ("gate.withdrawn", why) in [(e["kind"], e["detail"]) for e in history["events"]]
+    assert history["leads"][0]["state"] == "removed"
+
+
 async def test_a_lead_is_withdrawn_at_its_window_close_and_held_for_the_next_opening(
     store: SqliteStore,
 ) -> None:
@@ -939,7 +960,9 @@ async def test_a_lead_is_withdrawn_at_its_window_close_and_held_for_the_next_ope
         "L2": (CLOSED, True),
     }
     marked = found["L1"].lead_json.replace('"key"', '"withdrawn":"window_closed","key"')
-    moves = WindowMoves(withdraw=[("L1", marked, "")], done=[("L2", "", "")])
+    moves = WindowMoves(
+        withdraw=[("L1", marked, "withdrawn (window_closed): x", "")], done=[("L2", "", "")]
+    )
     assert await store.move_window("jodo", moves) == 1  # L1's removal joined the outbox
     [removal] = await store.claim("jodo", 10, 60)
     assert (removal.key, removal.action, removal.lead.withdrawn) == (

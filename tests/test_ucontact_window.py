@@ -248,3 +248,103 @@ async def test_a_number_listed_while_its_lead_is_out_for_the_night_never_comes_b
     assert morning.sinks["ucontact"].delivered == 0 and open_keys(sim) == set()
     assert sim.dial_list()["00442071234567"]["added"] == 1  # never uploaded again
     assert "00442071234567" in sim.snapshot()["campaigns"]["Ventas->"]["blacklist"]
+
+
+CONSENTED = "id,first,last,phone,email,callback,alt,consent\n"
+CONSENT = {"consent_column": "consent", "consent_max_age_days": 365}
+
+
+def consented_config(tmp_path: Path, url: str) -> Path:
+    """Return a config whose route maps a consent date good for 365 days."""
+    rules = route(
+        "ucontact",
+        map={"alt_phones": ["alt"], "fields": {"consent": "consent"}},
+        policy={"windows": HOURS, **CONSENT},
+    )
+    return write_config(tmp_path, [ucontact_sink(url)], routes=[rules])
+
+
+async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_it_for_good(
+    tmp_path: Path,
+) -> None:
+    sim = simulator(hours=HOURS)
+    with running(create_app(sim)) as url:
+        path = consented_config(tmp_path, url)
+        # Consent runs out on 2026-11-30 at 19:30 UTC, half an hour before London's close.
+        row = f"GB1,Ana,L,{GB},,,,2025-11-30T19:30:00+00:00\n"
+        drop_csv(tmp_path / "inbox", "leads.csv", CONSENTED + row)
+        pushed = await run_at(path, "2026-11-30 19:00")
+        [held] = sim.holdings()["open"]
+        withdrawn = await run_at(path, "2026-11-30 19:31")
+        after_expiry = open_keys(sim)
+        night = await run_at(path, "2026-11-30 20:01")
+        morning = await run_at(path, "2026-12-01 09:00")
+        later = await run_at(path, "2026-12-01 10:00")
+        audit = run_cli(
+            "audit", "--since", "2026-11-30", "--format", "jsonl", "-c", str(path),
+            env=vendor_env(),
+        )  # fmt: skip
+        explained = run_cli("explain", "GB1", "-c", str(path), env=vendor_env())
+
+    assert pushed.sinks["ucontact"].delivered == 1 and held["key"] == "GB1"
+    # 19:31: out of the campaign at its consent's end, not at the window's close.
+    assert withdrawn.sinks["ucontact"].delivered == 1 and after_expiry == set()
+    assert [e.phone for e in sim.removed] == ["00442071234567"]
+    # Never back: not held for the next opening, not uploaded again when it comes.
+    assert night.sinks["ucontact"].held == 0
+    assert morning.sinks["ucontact"].delivered == later.sinks["ucontact"].delivered == 0
+    assert open_keys(sim) == set()
+    assert sim.dial_list()["00442071234567"]["added"] == 1
+    assert all(s.balanced for s in (pushed, withdrawn, night, morning, later))
+    # The audit and `syncd explain` give consent as the reason, never the window.
+    records = [json.loads(line) for line in audit.stdout.splitlines()]
+    decisions = [(r["decision"], r["rule"]) for r in records if r["key"] == "GB1"]
+    assert decisions == [
+        ("pushed", ""),
+        ("withdrawal_queued", "consent_expired"),
+        ("withdrawn", "consent_expired"),
+    ]
+    withdrawal = next(r for r in records if r["event"] == "gate.withdrawn")
+    assert withdrawal["reason"].startswith(
+        "blocked (consent_expired): consent ran out at 2026-11-30 19:30 UTC"
+    )
+    assert explained.returncode == 0, explained.stderr
+    assert "blocked (consent_expired): consent ran out" in explained.stdout
+    assert "window_closed" not in explained.stdout
+
+
+async def test_a_lead_out_for_the_night_whose_consent_runs_out_before_the_opening_is_refused_now(
+    tmp_path: Path,
+) -> None:
+    sim = simulator(hours=HOURS)
+    with running(create_app(sim)) as url:
+        path = consented_config(tmp_path, url)
+        # Consent runs out on 2026-12-01 at 02:00 UTC: after tonight's close, before 09:00.
+        row = f"GB1,Ana,L,{GB},,,,2025-12-01T02:00:00+00:00\n"
+        drop_csv(tmp_path / "inbox", "leads.csv", CONSENTED + row)
+        await run_at(path, "2026-11-30 19:00")
+        night = await run_at(path, "2026-11-30 20:01")
+        morning = await run_at(path, "2026-12-01 09:00")
+        audit = run_cli(
+            "audit", "--since", "2026-11-30", "--format", "jsonl", "-c", str(path),
+            env=vendor_env(),
+        )  # fmt: skip
+
+    # Taken out at the close, as the window says; not held for an opening it cannot see.
+    assert [e.phone for e in sim.removed] == ["00442071234567"]
+    assert night.sinks["ucontact"].held == 0 and night.sinks["ucontact"].refused == 1
+    assert morning.sinks["ucontact"].delivered == 0 and open_keys(sim) == set()
+    assert sim.dial_list()["00442071234567"]["added"] == 1
+    records = [json.loads(line) for line in audit.stdout.splitlines()]
+    decisions = [(r["decision"], r["rule"]) for r in records if r["key"] == "GB1"]
+    assert decisions == [
+        ("pushed", ""),
+        ("withdrawal_queued", "window_closed"),
+        ("withdrawn", "window_closed"),
+        ("held", "window_closed"),
+        ("blocked", "consent_expired"),
+    ]
+    held, refused = records[-2:]
+    assert held["at_utc"] == refused["at_utc"] == "2026-11-30 20:01:00 UTC"
+    assert "not held for the next opening: blocked (consent_expired)" in held["reason"]
+    assert "consent runs out at 2026-12-01 02:00 UTC" in refused["reason"]

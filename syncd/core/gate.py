@@ -281,6 +281,19 @@ def consent_expiry(value: str | None, rules: Screening) -> datetime | None:
     return None if given is None else (given + rules.consent_max_age).astimezone(UTC)
 
 
+CONSENT_EXPIRED = "consent_expired"
+
+
+def consent_withdrawal(consent_until: datetime) -> str:
+    """Return the reason of a lead taken out of a dialer because its consent ran out (the
+    consent stage's, and the window stage's when consent ends before the window does)."""
+    expiry = consent_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"blocked ({CONSENT_EXPIRED}): consent ran out at {expiry} UTC"
+        " (consent_max_age_days); its withdrawal from the dialer is queued"
+    )
+
+
 def consent_at_push(
     decision: GateDecision,
     consent_until: datetime | None,

@@ -15,13 +15,13 @@ an expiry computed under a rule since removed from the configuration does not co
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
 from syncd.config import Settings
 from syncd.core.audit import Facts, numbers_of, sink_policy_version
-from syncd.core.gate import lead_zones
+from syncd.core.gate import CONSENT_EXPIRED, consent_withdrawal, lead_zones
 from syncd.core.mapping import withdrawal
 from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.summary import RunSummary
@@ -29,7 +29,7 @@ from syncd.state.base import ChunkWrite, ExpiredLead, StateStore
 
 log = structlog.get_logger("syncd.consent")
 
-CODE = "consent_expired"
+CODE = CONSENT_EXPIRED
 CONSENT_RECHECK_S = 60.0  # how often the daemon looks for consent run out in a dialer
 BATCH = 1000  # leads withdrawn per transaction
 ORIGIN = "consent_max_age_days"  # the refusal's origin: the rule, not a file
@@ -80,11 +80,7 @@ async def _withdraw(
     for lead in found:
         data = json.loads(lead.lead_json)
         numbers = numbers_of(data.get("phone", ""), data.get("alt_phones") or ())
-        expiry = datetime.fromisoformat(lead.consent_until).astimezone(UTC)
-        why = (
-            f"blocked ({CODE}): consent ran out at {expiry:%Y-%m-%d %H:%M} UTC"
-            " (consent_max_age_days); its withdrawal from the dialer is queued"
-        )
+        why = consent_withdrawal(datetime.fromisoformat(lead.consent_until))
         if lead.state not in QUEUED:
             counts.carried += 1  # a removal queued outside this run's pull
         gone_hash, gone_json = withdrawal(lead.key, CODE)

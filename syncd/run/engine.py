@@ -229,6 +229,7 @@ class Engine:
                 self.windows(name),
                 sink_policy_version(self.settings.routes, name),
                 self._fallback_zone(name),
+                consent=name in consent_sinks(self.settings),
             )
             moved = await close_windows(self.store, name, ctx, self.clock.time())
             counts.carried += moved.queued  # joined the outbox outside this run's routes

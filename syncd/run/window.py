@@ -6,13 +6,18 @@ a record but no end, and that can take a record back (uContact: its
 ``window_hold().close == "withdraw"``), is held to the close here, in three steps
 over the outbox, each a lead's stage in ``Outbox.window_closed``:
 
-1. ``closed``: the push wrote when the opening it went in closes (``dial_until``);
-   once that has passed, its removal is queued like any other (tried until it lands,
-   never a dead letter), carrying the lead as it was, marked ``withdrawn =
-   "window_closed"`` so the sink takes it out and the audit says why (``gate.withdrawn``).
+1. ``closed``: the push wrote until when the dialer may ring it (``dial_until``): when
+   the opening it went in closes, or its consent runs out if that comes first. Once
+   that has passed, its removal is queued like any other (tried until it lands, never a
+   dead letter), carrying the lead as it was, marked ``withdrawn = "window_closed"`` so
+   the sink takes it out and the audit says why (``gate.withdrawn``). When it was its
+   consent that ran out, the mark and the reason are the consent stage's
+   (``consent_expired``, ``syncd.run.consent``): a removal for good, never returned.
 2. ``withdrawn``: once the dialer confirmed the removal, the lead is held
    (``gate.held``) until the window's next opening; then the push-time gate sends it
-   again, as it would a new lead.
+   again, as it would a new lead. One whose consent runs out before that opening is
+   not held for nothing: it goes to the push-time gate at once, which refuses it
+   (``consent_expired``).
 3. A lead dialled to a final result meanwhile (an outcome since its delivery says
    ``connected`` or ``closed``) is neither withdrawn nor sent again
    (``gate.not_returned``); checked again when its opening comes (``returning``), so a
@@ -23,13 +28,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
 
 from syncd.core.audit import Facts, numbers_of
-from syncd.core.gate import RouteWindow, Verdict, calling_decision, lead_zones, zone_info
+from syncd.core.gate import (
+    CONSENT_EXPIRED,
+    RouteWindow,
+    Verdict,
+    calling_decision,
+    consent_at_push,
+    consent_withdrawal,
+    lead_zones,
+    zone_info,
+)
 from syncd.core.mapping import lead_to_json
 from syncd.core.model import Lead
 from syncd.core.window_hold import WINDOW_CODE
@@ -41,6 +55,10 @@ ROUNDS = 20  # reads per push: a backlog past LIMIT x ROUNDS goes on at the next
 NOT_RETURNED = (
     f"not returned ({WINDOW_CODE}): dialled to a final result after its delivery; "
     "the CRM's next change of the lead sends it again"
+)
+WITHDRAWING = (
+    f"withdrawn ({WINDOW_CODE}): its calling window closed while the dialer held it;"
+    " it comes back at the next opening"
 )
 
 
@@ -61,6 +79,14 @@ class WindowContext:
     windows: Sequence[RouteWindow]
     policy: str = ""
     fallback_zone: str = "UTC"
+    # A route of the sink sets consent_max_age_days: a lead's consent_until counts (as
+    # at push: an expiry computed under a rule since removed does not).
+    consent: bool = False
+
+    @property
+    def margin(self) -> timedelta:
+        """Return the time the dialer needs to place a call (as the push's gate counts it)."""
+        return max((w.margin for w in self.windows), default=timedelta(0))
 
 
 async def close_windows(store: Outbox, sink: str, ctx: WindowContext, now: float) -> WindowCounts:
@@ -100,25 +126,42 @@ def plan_moves(rows: Sequence[WindowLead], ctx: WindowContext, now: float) -> Wi
             reason = "" if row.stage == CLOSED else NOT_RETURNED
             moves.done.append((row.key, reason, _facts(ctx, lead, numbers, "")))
         elif row.stage == CLOSED:
-            marked = lead_to_json(replace(lead, withdrawn=WINDOW_CODE))
-            facts = _facts(ctx, lead, numbers, "delete", withdrawn=WINDOW_CODE)
-            moves.withdraw.append((row.key, marked, facts))
+            code, why = withdrawal_of(lead, ctx, at)
+            marked = lead_to_json(replace(lead, withdrawn=code))
+            facts = _facts(ctx, lead, numbers, "delete", code=code, withdrawn=code)
+            moves.withdraw.append((row.key, marked, why, facts))
         elif row.stage == WITHDRAWN:
             decision = calling_decision(numbers, lead.zone, ctx.windows, at)
-            # Open again already (the removal landed late) or never: the push-time gate
-            # decides at once, as for any lead.
+            if ctx.consent:
+                decision = consent_at_push(decision, lead.consent_until, at, ctx.margin)
+            # Open again already (the removal landed late), never, or its consent runs out
+            # first: the push-time gate decides at once, as for any lead.
             until = decision.until if decision.verdict is Verdict.HOLD else None
             zones = decision.zones or _zones(ctx, lead, numbers)
+            refused = decision.text if decision.code == CONSENT_EXPIRED else ""
             moves.back.append(
                 (
                     row.key,
                     lead_to_json(replace(lead, withdrawn="")),
                     until.timestamp() if until is not None else now,
-                    _held(until, zones),
+                    _held(until, zones, refused),
                     _facts(ctx, lead, numbers, "upsert", zones=zones),
                 )
             )
     return moves
+
+
+def withdrawal_of(lead: Lead, ctx: WindowContext, at: datetime) -> tuple[str, str]:
+    """Return the code and reason of the removal of a lead whose ``dial_until`` passed.
+
+    ``dial_until`` is the earlier of the opening's close and the lead's consent's end
+    (``Pusher._dial_until``): consent run out by ``at`` withdraws it for good, with the
+    consent stage's code and reason; else the window's close did, and it comes back.
+    """
+    until = lead.consent_until
+    if ctx.consent and until is not None and until <= at:
+        return CONSENT_EXPIRED, consent_withdrawal(until)
+    return WINDOW_CODE, WITHDRAWING
 
 
 def unmarked(lead_json: str) -> str | None:
@@ -133,9 +176,12 @@ def unmarked(lead_json: str) -> str | None:
     return lead_to_json(replace(lead, withdrawn=""))
 
 
-def _held(until: datetime | None, zones: Sequence[str]) -> str:
-    """Return the hold reason of a withdrawn lead waiting for the next opening."""
+def _held(until: datetime | None, zones: Sequence[str], refused: str = "") -> str:
+    """Return the hold reason of a withdrawn lead waiting for the next opening, or sent
+    to the push-time gate now (``refused``: its consent runs out before that opening)."""
     reason = f"held ({WINDOW_CODE}): withdrawn from the dialer at its calling window's close"
+    if refused:
+        return f"{reason}; not held for the next opening: {refused}"
     if until is None or not zones:
         return f"{reason}; sent again now"
     local = until.astimezone(zone_info(zones[0])).strftime("%Y-%m-%d %H:%M %Z")
@@ -152,13 +198,14 @@ def _facts(
     numbers: tuple[str, ...],
     action: str,
     *,
+    code: str = WINDOW_CODE,
     withdrawn: str = "",
     zones: Sequence[str] = (),
 ) -> str:
     return Facts(
         numbers=numbers,
         zones=tuple(zones) or _zones(ctx, lead, numbers),
-        code=WINDOW_CODE,
+        code=code,
         policy=ctx.policy,
         action=action,
         withdrawn=withdrawn,

@@ -191,8 +191,9 @@ class WindowLead:
 class WindowMoves:
     """What one pass of ``syncd.run.window`` does to a sink's leads, in one transaction."""
 
-    # (key, lead_json marked withdrawn, facts): delivered leads whose removal is queued
-    withdraw: list[tuple[str, str, str]] = field(default_factory=list)
+    # (key, lead_json marked withdrawn, reason, facts): delivered leads whose removal is
+    # queued, for the window's close or for consent that ran out before it
+    withdraw: list[tuple[str, str, str, str]] = field(default_factory=list)
     # (key, lead_json as it was, until, reason, facts): held until the next opening
     back: list[tuple[str, str, float, str, str]] = field(default_factory=list)
     # (key, reason, facts): dialled to a final result: neither withdrawn nor sent again

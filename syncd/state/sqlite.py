@@ -142,10 +142,6 @@ WINDOW_WITHDRAWAL = (
 _DIALLED = """EXISTS (SELECT 1 FROM outcomes o WHERE o.sink = l.sink AND o.key = l.key
     AND o.status IN ('connected', 'closed')
     AND COALESCE(o.last_dialed_at, o.observed_at) >= COALESCE(l.delivered_at, 0))"""
-WITHDRAWING = (
-    f"withdrawn ({WINDOW_CODE}): its calling window closed while the dialer held it;"
-    " it comes back at the next opening"
-)
 _ADD_STAT = (
     "INSERT INTO stats (sink, at, metric, bucket, n) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (sink, at, metric, bucket) DO UPDATE SET n = stats.n + excluded.n"
@@ -1320,18 +1316,20 @@ class SqliteStore:
             " AND delivered_hash IS NOT NULL AND waits_for IS NULL AND state "
         )
         async with self._tx() as db:
-            for key, text, facts in moves.withdraw:
+            for key, text, why, facts in moves.withdraw:
                 # Delivered, it joins the outbox; a newer version waiting there (the
-                # dialer still holds the old one) becomes the withdrawal, then returns.
-                cur = await db.execute(withdraw + "= 'delivered'", (text, WITHDRAWING, sink, key))
+                # dialer still holds the old one) becomes the withdrawal, then returns
+                # (a window withdrawal; one for consent that ran out never does).
+                reason = _storable(why)
+                cur = await db.execute(withdraw + "= 'delivered'", (text, reason, sink, key))
                 joined = cur.rowcount or 0
                 if not joined:
                     cur = await db.execute(
-                        withdraw + "IN ('pending', 'held')", (text, WITHDRAWING, sink, key)
+                        withdraw + "IN ('pending', 'held')", (text, reason, sink, key)
                     )
                 queued += joined
                 if joined or cur.rowcount:
-                    events.append((now, sink, key, "gate.withdrawn", WITHDRAWING, facts or None))
+                    events.append((now, sink, key, "gate.withdrawn", reason, facts or None))
             for key, text, until, reason, facts in moves.back:
                 cur = await db.execute(
                     "UPDATE leads SET action = 'upsert', lead_json = ?, state = 'held',"
