@@ -400,3 +400,41 @@ async def test_a_run_does_not_wait_an_hour_for_a_failing_withdrawal_and_retry_se
     assert retried.returncode == 0 and retried.stdout.startswith("1 lead(s) of jodo")
     assert landed.sinks["jodo"].delivered == 1 and landed.exit_code() == 0
     assert [d["contactvalue"] for d in sim.dispositions] == ["00919820012345"]
+
+
+async def test_a_held_lead_the_crm_deletes_is_in_the_audit_as_cancelled_never_sent(
+    tmp_path: Path,
+) -> None:
+    """The compliance view after a complaint: held at 20:30 in Mumbai, deleted in the
+    CRM before the morning. The audit must say it never went, not stop at "held"."""
+    sim = JodoSimulator()
+    clock = FakeClock(at("2026-11-30 15:00"))  # 20:30 in Mumbai: outside its window
+    header = "id,first,last,phone,email,callback,gone\n"
+    with running(create_app(sim)) as url:
+        rules = {"windows": {"mon-sat": "09:00-20:00"}}
+        path = write_config(
+            tmp_path,
+            [jodo_sink(url)],
+            routes=[route("jodo", policy=rules, map={"deleted": "gone"})],
+        )
+        drop_csv(tmp_path / "inbox", "a.csv", header + f"IN,F,L,{LEADS['IN']},,,\n")
+        await run_at(path, clock)
+        clock.now = at("2026-11-30 16:00")
+        drop_csv(tmp_path / "inbox", "b.csv", header + f"IN,F,L,{LEADS['IN']},,,yes\n")
+        await run_at(path, clock)
+        clock.now = at("2026-12-01 04:00")  # its window opens: nothing goes
+        await run_at(path, clock)
+        audit = run_cli("audit", "--since", "2026-11-01", "-c", str(path))
+        explained = run_cli("explain", "IN", "-c", str(path))
+
+    assert sim.records() == [] and sim.received() == {}
+    lines = list(csv.DictReader(io.StringIO(audit.stdout)))
+    assert [(r["event"], r["decision"]) for r in lines] == [
+        ("gate.held", "held"),
+        ("push.cancelled", "cancelled"),
+    ]
+    cancelled = lines[-1]
+    assert cancelled["numbers"] == LEADS["IN"] and cancelled["zones"] == "Asia/Calcutta"
+    assert "deleted in the CRM before it was sent" in cancelled["reason"]
+    assert cancelled["at_utc"] == "2026-11-30 16:00:00 UTC"
+    assert "push.cancelled" in explained.stdout

@@ -93,6 +93,7 @@ def decision_of(kind: str, facts: Facts) -> str:
         "push.rejected": "refused_by_dialer",
         "push.retry": "retry",
         "push.failed": "failed",
+        "push.cancelled": "cancelled",
     }.get(kind, kind)
 
 

@@ -28,6 +28,7 @@ class Decision(enum.StrEnum):
 
 ACTIVE_STATES = {"pending", "inflight", "held"}
 QUEUED_STATES = {"pending", "held"}  # in the outbox, unsent: a newer version replaces them
+CANCELLED = "cancelled: deleted in the CRM before it was sent; the dialer never had it"
 
 
 def decide(stored: StoredLead | None, content_hash: str, deleted: bool) -> Decision:
@@ -334,6 +335,8 @@ def plan_chunk(
             if previous is not None:  # known, never delivered: record that it is gone
                 write = LeadWrite(*lead, Action.DELETE, decision.value, line, state="removed")
                 plan.writes.append(write)
+                if previous.state in QUEUED_STATES:  # it was to go: the audit says it never did
+                    plan.events.append((key, "push.cancelled", CANCELLED, ""))
                 if previous.state in ACTIVE_STATES and previous.run_id != run_id:
                     # It was counted as carried over (queued, or waiting behind another
                     # lead of its number); it leaves here, counted as skipped.
