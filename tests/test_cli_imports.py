@@ -139,6 +139,7 @@ def test_every_command_names_a_function_the_dispatch_finds() -> None:
         "audit": ["audit"],
         "explain": ["explain", "K1"],
         "retry": ["retry", "--sink", "jodo"],
+        "ack": ["ack", "--sink", "jodo", "--all"],
         "backup": ["backup", "copy.db"],
         "state copy": ["state", "copy", "--to", "postgresql://db/x"],
         "sql trigger": ["sql", "trigger", "--source", "crm"],

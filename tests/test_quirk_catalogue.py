@@ -20,6 +20,8 @@ import pytest
 
 from tests.support.quirks import (
     JODO_BY_NUMBER,
+    JODO_BY_NUMBER_UNCLOSED,
+    SINK,
     VENDORS,
     left_open_under,
     play,
@@ -181,10 +183,13 @@ def test_a_push_the_runs_deadline_cuts_mid_request_leaves_its_leads_in_doubt(
     assert not problems, "\n".join(problems)
 
 
+# Held under its old number too, Ameyo's API having no delete: what syncd can do is say
+# so (the test below); the row stays xfail for as long as the dialer keeps it.
 RENUMBERED_AT_AMEYO = pytest.mark.xfail(
     strict=True,
     reason="Ameyo: a renumbered lead is uploaded as a second customer beside the first "
-    "(which Ameyo's API cannot remove); found 2026-12-05, not fixed yet",
+    "(which Ameyo's API cannot remove); syncd raises an alert for it (numbers_left) "
+    "until someone removes it by hand and runs `syncd ack`",
 )
 
 
@@ -205,3 +210,28 @@ def test_a_lead_whose_number_changes_is_held_under_its_new_number_only(
     stale = left_open_under(played, old)
     assert not problems, "\n".join(problems)
     assert not stale, f"open under their old number: {stale}"
+
+
+@pytest.mark.parametrize(
+    "vendor",
+    [
+        pytest.param(v, id=name)
+        for name, v in [
+            *VENDORS.items(),
+            ("jodo_by_number", JODO_BY_NUMBER),
+            ("jodo_by_number_without_on_delete", JODO_BY_NUMBER_UNCLOSED),
+        ]
+    ],
+)
+def test_a_renumbered_lead_the_dialer_still_holds_under_its_old_number_is_reported(
+    tmp_path: Path, vendor: Any
+) -> None:
+    """Whatever a dialer cannot close, the engineer hears of: every lead it still holds
+    under its old number is named by `syncd status` (its key, what to do), the run exits
+    1; and no lead is named that it does not hold so."""
+    played, old = play_renumbered(tmp_path, vendor)
+    stale = set(left_open_under(played, old))
+    reported = {(a["sink"], a["key"]) for a in played.status.get("numbers_left", [])}
+    assert reported == {(SINK, key) for key in stale}
+    assert all(a["action"] for a in played.status.get("numbers_left", []))
+    assert played.runs[-1].returncode == (1 if stale else 0), played.runs[-1].stderr[-2000:]

@@ -1091,3 +1091,14 @@ async def test_a_postgresql_write_cancelled_while_it_waits_for_a_lock_leaves_no_
             await enqueue(pg_store, f"k{n + 2}", "h2")
         claimed = await pg_store.claim("jodo", 10, 30)
         assert sorted(q.key for q in claimed) == ["k2", "k3", "k4", "k5"]
+
+
+async def test_a_kv_scope_is_read_by_name_in_order_and_no_further(store: SqliteStore) -> None:
+    for name in ("b", "a", "c"):
+        await store.kv_set("numbers.left.jodo", name, f"v{name}")
+    await store.kv_set("numbers.left.jodo2", "a", "other sink")
+    await store.kv_set("numbers.left.jodo", "c", None)
+
+    assert await store.kv_scan("numbers.left.jodo") == [("a", "va"), ("b", "vb")]
+    assert await store.kv_scan("numbers.left.jodo", limit=1) == [("a", "va")]
+    assert await store.kv_scan("numbers.left.none") == []

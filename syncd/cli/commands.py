@@ -1,7 +1,8 @@
 """The `syncd` command: run, run --once, check, status, rejects, audit, explain, retry,
-backup, state copy, sql trigger, gate explain, simulate, demo, completion.
+ack, backup, state copy, sql trigger, gate explain, simulate, demo, completion.
 
-Exit codes: 0 all done; 1 leads remain failed or pending; 2 configuration error;
+Exit codes: 0 all done; 1 leads remain failed or pending, or a number stays dialable that
+should not (a withdrawal refused, an old number left: `syncd status`); 2 configuration error;
 3 every lead delivered or refused, but an outcome poll or a writeback failed;
 4 `check --online`: a secret, source, dialer, writeback or the store failed its check;
 75 another syncd holds the state store (cron: try later); 141 the reader of its output
@@ -181,6 +182,22 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--reason", help="only those whose last error contains this text")
     retry.add_argument("--key", help="only this lead (with --sink)")
     retry.set_defaults(handler="store:cmd_retry")
+
+    ack = sub.add_parser(
+        "ack",
+        help="acknowledge an alert dealt with by hand: a record the dialer kept under a "
+        "lead's former number was removed there",
+        description="Clear the alert `syncd status` shows for leads a dialer still held "
+        "under a former number (ALERT: old numbers still dialable), once that record was "
+        "removed in the dialer's own screens. syncd cannot see that it was: until then the "
+        "alert stands and `run --once` exits 1.",
+    )
+    with_config(ack)
+    ack.add_argument("--sink", required=True, help="the sink the alert names")
+    acked = ack.add_mutually_exclusive_group(required=True)
+    acked.add_argument("--key", action="append", help="the lead's key (repeatable)")
+    acked.add_argument("--all", action="store_true", help="every alert of the sink")
+    ack.set_defaults(handler="store:cmd_ack")
 
     backup = sub.add_parser(
         "backup", help="copy the state store consistently, also while syncd runs"

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
+from syncd.run.numbers_left import ACK
 from syncd.run.status import dnc_list_line, handed_line, schema_lines, sink_state_line, when
 
 if TYPE_CHECKING:
@@ -89,6 +90,14 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     for name, reason in summary.writeback_failed.items():
         out.print(
             f"[red]writeback {name} failed[/red]: {escape(reason)}",
+            markup=True,
+            highlight=False,
+        )
+    for sink, n in summary.numbers_left.items():
+        out.print(
+            f"[red]ALERT, {sink}[/red]: the dialer still holds {n} lead(s) under a former "
+            "number too (it may be someone else's now); remove those records by hand, then "
+            f"{escape(ACK.format(sink=sink))}: `syncd status` names the leads",
             markup=True,
             highlight=False,
         )
@@ -197,6 +206,27 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
             for w in status["withdrawals_failing"]:
                 table.add_row(w["sink"], w["key"], str(w["attempts"]), w["reason"] or "")
             out.print(table)
+
+    if status.get("numbers_left"):
+
+        @section("ALERT: old numbers still dialable", 0)
+        def numbers_left(out: Console) -> None:
+            table = Table(
+                title="ALERT: the dialer still holds these leads under a former number too "
+                "(it may be someone else's now); syncd cannot close those records",
+                title_justify="left",
+            )
+            for c in ("sink", "key", "since", "what to do"):
+                table.add_column(c)
+            for a in status["numbers_left"]:
+                table.add_row(a["sink"], a["key"], when(a["since"]), a["action"])
+            out.print(table)
+            for sink in sorted({a["sink"] for a in status["numbers_left"]}):
+                out.print(
+                    f"once done by hand at {sink}: {ACK.format(sink=sink)}",
+                    highlight=False,
+                    markup=False,
+                )
 
     if status.get("waiting"):
 

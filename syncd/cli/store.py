@@ -1,5 +1,5 @@
 """The commands that read the state store or mend it: status, explain, rejects, retry,
-backup. They load what reading needs, not the dialers' clients nor the daemon."""
+ack, backup. They load what reading needs, not the dialers' clients nor the daemon."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from syncd.cli.report import print_history, print_status, watch_status
 from syncd.config import Settings
 from syncd.core.csvsafe import neutralise
 from syncd.errors import ConfigError, StoreError
+from syncd.run import numbers_left
 from syncd.run.status import collect
 from syncd.state import open_store
 from syncd.state.sqlite import backup
@@ -126,6 +127,29 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"{n} refused outcome(s) of {args.writeback} will be written again at its next pass")
     else:
         print(f"{n} lead(s) of {args.sink} back in the outbox")
+    return EXIT_OK
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Clear the alerts of leads a dialer held under a former number, removed by hand."""
+    settings = settings_of(args, without_secrets=ALL_SECTIONS)
+    if args.sink not in {s.name for s in settings.sinks}:
+        raise ConfigError(f"--sink: no sink named {args.sink!r}")
+    require_store(settings)
+
+    async def go() -> list[str]:
+        store = await open_store(settings.state)
+        try:
+            return await numbers_left.acknowledge(store, args.sink, None if args.all else args.key)
+        finally:
+            await store.close()
+
+    cleared = asyncio.run(go())
+    if not cleared:
+        which = "any lead" if args.all else ", ".join(args.key)
+        print(f"no alert of {args.sink} for {which}: nothing cleared")
+        return EXIT_PENDING
+    print(f"{len(cleared)} alert(s) of {args.sink} cleared: {', '.join(cleared)}")
     return EXIT_OK
 
 

@@ -171,6 +171,11 @@ class PushResult:
     # a retry the dialer answered with a failure: it took nothing, so the lead is not in
     # doubt (an unanswered request may have been stored: StoredLead.in_doubt)
     answered: bool = False
+    # Set by a sink whose dialer still holds the lead under a former number of it that
+    # the sink cannot close (a second record the dialer made when the number changed):
+    # what the operator does about it, in the sink's words, with no number in it. The
+    # engine keeps it as an alert until acknowledged (syncd.run.numbers_left).
+    left_open: str = ""
 
     @classmethod
     def delivered(cls, key: str, vendor_ref: str | None = None, reply: str = "") -> PushResult:

@@ -8,7 +8,8 @@ from typing import Any
 
 # `run --once` exit codes, one meaning each (README, docs/operating.md).
 EXIT_OK = 0  # every lead delivered or refused with a reason, outcomes read and written back
-EXIT_UNDELIVERED = 1  # leads remain failed or pending, or rows were not read
+# leads remain failed or pending, rows were not read, or an old number stays dialable
+EXIT_UNDELIVERED = 1
 EXIT_FOLLOW_UP = 3  # every lead delivered or refused, but an outcome poll or writeback failed
 
 
@@ -81,6 +82,8 @@ class RunSummary:
     writeback_failed: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)  # per sink: to fix, not failing
     dnc: dict[str, dict[str, int]] = field(default_factory=dict)  # per do-not-call list: counts
+    # per sink: leads it still holds under a former number too, an alert until `syncd ack`
+    numbers_left: dict[str, int] = field(default_factory=dict)
     deadline: str | None = None  # what the deadline cut off
     dry_run: bool = False
 
@@ -110,13 +113,17 @@ class RunSummary:
         """Return the exit code of `run --once`; each code has one meaning.
 
         1: leads were not delivered (failed or pending: a stopped sink, the deadline,
-        backoff) or rows were not read (a file set aside). 3: every lead is delivered
+        backoff), rows were not read (a file set aside), or a dialer still holds a lead
+        under a former number too (``numbers_left``: as a refused withdrawal, a number
+        that stays dialable, every run until someone acknowledges it). 3: every lead is delivered
         or refused with a reason, but what follows failed (an outcome poll, a
         writeback): outcomes wait at the dialer or in the store. 0: all done.
         """
         if self.files_failed or self.deadline:
             return EXIT_UNDELIVERED
         if any(c.failed or c.pending for c in self.sinks.values()):
+            return EXIT_UNDELIVERED
+        if any(self.numbers_left.values()):
             return EXIT_UNDELIVERED
         if self.poll_failed or self.writeback_failed:
             return EXIT_FOLLOW_UP
@@ -150,6 +157,7 @@ class RunSummary:
             "poll_failed": self.poll_failed,
             "writeback_failed": self.writeback_failed,
             "warnings": self.warnings,
+            "numbers_left": self.numbers_left,
             "deadline": self.deadline,
             "balanced": self.balanced,
             "dry_run": self.dry_run,

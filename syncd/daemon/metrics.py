@@ -22,6 +22,7 @@ from syncd import __version__
 from syncd.core.model import ResultKind
 from syncd.core.summary import RunSummary
 from syncd.net.retry import RETRIES
+from syncd.run import numbers_left
 from syncd.run.dnc_lists import ListState
 from syncd.run.sinks import SinkCause
 from syncd.run.status import alerting
@@ -191,6 +192,14 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.numbers_left = Gauge(
+            "syncd_numbers_left_dialable",
+            "Leads the dialer still holds under a former number too (a second record made"
+            " when the number changed, which the sink cannot close): an alert until"
+            " removed by hand and acknowledged (`syncd ack`); syncd status names the leads",
+            ["sink"],
+            registry=r,
+        )
         self.sink_warnings = Gauge(
             "syncd_sink_warnings",
             "Things to fix although leads flow (e.g. the dialer's clock is off); see /readyz",
@@ -330,6 +339,7 @@ class Metrics:
                 self.throttled,
                 self.sink_warnings,
                 self.withdrawals_failing,
+                self.numbers_left,
                 self.clock_skew,
                 self.poll_lag,
             ):
@@ -480,6 +490,8 @@ class Metrics:
             age = store.clock.time() - since if since else 0.0
             self.oldest_age.labels(name).set(max(age, 0.0))
         await self.observe_withdrawals(store, sinks)
+        for name, n in (await numbers_left.counts(store, sinks)).items():
+            self.numbers_left.labels(name).set(n)
         self.store_bytes.set(await store.size_bytes())
         await self.observe_replicas(store)
         await self._recall_polls(store, time.time())

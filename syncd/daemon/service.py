@@ -50,6 +50,7 @@ from syncd.daemon.snapshot import Snapshot
 from syncd.errors import ConfigError
 from syncd.run.engine import new_run_id
 from syncd.run.lock import store_lock
+from syncd.run.numbers_left import standing_all, warning_line
 from syncd.state import StateStore, open_store
 
 log = structlog.get_logger("syncd.daemon")
@@ -80,6 +81,7 @@ class StoreView:
     waiting: dict[str, int] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     withdrawals_failing: list[dict[str, Any]] = field(default_factory=list)
+    numbers_left: list[dict[str, Any]] = field(default_factory=list)  # old numbers dialable
     writebacks_failing: list[str] = field(default_factory=list)
 
 
@@ -363,6 +365,7 @@ class Daemon:
             f"({w['attempts']} tries); the number stays dialable; syncd status has the reason"
             for w in view.withdrawals_failing
         ]
+        said += [warning_line(a) for a in view.numbers_left]
         return said + view.writebacks_failing
 
     async def _read_store_view(self) -> StoreView:
@@ -384,6 +387,8 @@ class Daemon:
             view.writebacks_failing = await asyncio.wait_for(
                 writeback_alerts(self.settings, self.store, time.time()), STORE_PROBE_S
             )
+            found = await asyncio.wait_for(standing_all(self.settings, self.store), STORE_PROBE_S)
+            view.numbers_left = [a.to_dict() for a in found]
         except Exception as exc:  # readiness reports the store; a warning is not worth more
             log.debug("withdrawals.check.failed", reason=str(exc))
         return view

@@ -38,6 +38,7 @@ from rich.text import Text
 from syncd import logs
 from syncd.config import Settings
 from syncd.core.summary import RunSummary, SinkCounts
+from syncd.run import numbers_left
 from syncd.run.engine import Engine, PollResult, new_run_id
 from syncd.run.heap import started_up
 from syncd.run.signals import install_stop_handlers
@@ -213,6 +214,9 @@ async def run_until_idle(
         counts.held, counts.released_at = await store.held(name)
         counts.stopped = counts.stopped or stopped.get(name)
     await store.record_backlog({name: c.pending for name, c in summary.sinks.items()})
+    # Every run says so until acknowledged, as a refused withdrawal stays pending
+    left = await numbers_left.counts(store, [cfg.name for cfg in settings.sinks])
+    summary.numbers_left = {name: n for name, n in left.items() if n}
     await store.finish_run(engine.run_id, summary.to_dict())
     return summary
 

@@ -54,7 +54,7 @@ from syncd.core.gate import (
 from syncd.core.health import HealthTracker
 from syncd.core.model import Action, PushResult, QueuedLead, ResultKind
 from syncd.core.numbers import Candidate, Holder, removal_waits, set_aside
-from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason
+from syncd.core.reasons import DIALER_FAILED, DIALER_REFUSED, log_reason, shown_key
 from syncd.core.summary import SinkCounts
 from syncd.errors import (
     BatchTooLarge,
@@ -71,6 +71,7 @@ from syncd.net.breaker import BreakerState
 from syncd.net.fence import fenced
 from syncd.net.http import HeldBack
 from syncd.registry import reason_coder
+from syncd.run import numbers_left
 from syncd.run.claims import ClaimFence, stamp
 from syncd.run.dnc_lists import STALE_RECHECK_S, version_labels
 from syncd.run.progress import PushProgress
@@ -985,6 +986,7 @@ class Pusher:
                     claim=by_key[key].claim,
                 )
             )
+        await self._numbers_left([r for r in results if r.key in by_key])
         stale = await self._keep_results(completions)
         if stale:
             self.log.warning(
@@ -1009,6 +1011,25 @@ class Pusher:
         if self.progress.add(delivered):
             line = self.progress.report(await self.store.pending_count(self.sink.name))
             self.log.info("push.progress", **line)
+
+    async def _numbers_left(self, results: Sequence[PushResult]) -> None:
+        """Keep an alert for each lead the dialer still holds under a former number.
+
+        Kept before the results: a push whose results are lost goes again, and the sink
+        may not say it twice (it knows the number changed only once)."""
+        found = numbers_left.left_open(results)
+        if not found:
+            return
+        await numbers_left.record(self.store, self.sink.name, found, self.clock.time())
+        self.log.warning(
+            "sink.number.left",
+            leads=len(found),
+            keys=[shown_key(r.key) for r in found[:10]],
+            reason="the dialer still holds these leads under a former number too (it may "
+            "be someone else's now); syncd cannot close those records",
+            action=f"{found[0].left_open}; then "
+            f"{numbers_left.ACK.format(sink=self.sink.name)}: see `syncd status`",
+        )
 
     async def _keep_results(self, completions: Sequence[Completion]) -> set[str]:
         """Write a batch's results, offering them again while the store cannot take them.

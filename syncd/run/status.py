@@ -20,6 +20,7 @@ from syncd.core.health import stable_reason
 from syncd.core.reasons import DIALER_FAILED, group_by_code, reason_code
 from syncd.core.summary import rows_read
 from syncd.registry import reason_coder
+from syncd.run import numbers_left
 from syncd.run.dnc_lists import list_states
 from syncd.sources.compressed import is_drop_name
 from syncd.sources.csv_drop import ignored_in
@@ -48,6 +49,8 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "gate": await store.gate_counts(),
         "waiting": await store.waiting(20),  # held behind another lead of their number
         "withdrawals_failing": await failing_withdrawals(settings, store),
+        # leads a dialer still holds under a former number too (until `syncd ack`)
+        "numbers_left": [a.to_dict() for a in await numbers_left.standing_all(settings, store)],
         "agents": await store.agent_dump(),
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),

@@ -1580,6 +1580,11 @@ class SqliteStore:
                     (scope, name, value),
                 )
 
+    async def kv_scan(self, scope: str, limit: int = 100) -> list[tuple[str, str]]:
+        query = "SELECT name, value FROM kv WHERE scope = ? ORDER BY name LIMIT ?"
+        async with self._lock, self.db.execute(query, (scope, limit)) as cur:
+            return [(str(name), str(value)) async for name, value in cur]
+
     # -- the sinks' ledger of their leads (syncd.state.ledger.SinkLedger) ---------
 
     def _ledger_sql(self, name: str) -> str:

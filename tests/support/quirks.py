@@ -296,6 +296,12 @@ JODO_BY_NUMBER = replace(
     VENDORS["jodo"],
     sink=JODO_SINK.replace('updateparam = "crmuniquefield"', 'updateparam = "mobilenumber"'),
 )
+# ...and without dispositions.on_delete: syncd cannot close the record under an old number
+JODO_BY_NUMBER_UNCLOSED = replace(
+    JODO_BY_NUMBER,
+    sink=JODO_BY_NUMBER.sink.split("[sinks.dispositions]")[0],
+    can_remove=False,
+)
 
 
 def play_renumbered(
@@ -443,6 +449,8 @@ def _exit_and_status(
             problems.append(f"{row}: {stay} removals left queued, but exit {last.returncode}")
         if stay and last.returncode == 1 and not (left or shown):
             return problems  # exit 1: the removals are what is left, and status says so
+    if played.status.get("numbers_left") and last.returncode == 1 and not (left or shown):
+        return problems  # exit 1: an old number left dialable, an alert status names
     if last.returncode not in (0, 1):
         problems.append(f"{row}: the last run exited {last.returncode}: {last.stderr[-400:]}")
     elif last.returncode == 0 and (left or shown):

@@ -16,7 +16,7 @@ when its record did not (sent again at the next opening after it expired undiall
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from syncd.core.model import Action, Lead, PushResult, QueuedLead
@@ -65,6 +65,8 @@ class Plan:
     customer_id: str | None  # known from an earlier delivery
     action: str  # upload | callback | nothing
     validity: str | None = None  # the validityTime it goes with (the window's close)
+    # the customer Ameyo holds under the lead's former phone1, which an upload leaves
+    left_behind: Delivered | None = None
 
 
 def _is_config_problem(detail: str) -> bool:
@@ -298,7 +300,9 @@ class AmeyoSink(BaseSink):
             action = "callback" if callback else "nothing"
         else:
             action = "upload"
-        return Plan(queued, record, digest, call_at, callback, customer_id, action, validity)
+        plan = Plan(queued, record, digest, call_at, callback, customer_id, action, validity)
+        plan.left_behind = left_behind(held, record)
+        return plan
 
     def validity(self, queued: QueuedLead) -> str | None:
         """Return the validityTime ``queued`` goes with: its window's close, None if none."""
@@ -439,9 +443,14 @@ class AmeyoSink(BaseSink):
         if verdict is Verdict.DELIVERED:
             customer = low.get("customerid")
             customer_id = str(customer) if customer not in (None, "") else plan.customer_id
-            return await self._delivered(
+            done = await self._delivered(
                 plan, customer_id, f"Ameyo: {result}, customerId {customer_id}"
             )
+            old = plan.left_behind
+            if old is not None and (old.customer is None or old.customer != customer_id):
+                # A second customer: the first stays dialable, and the API cannot remove it.
+                done = replace(done, left_open=left_open_action(old, self.cfg))
+            return done
         if verdict is Verdict.REJECTED:
             return PushResult.rejected(key, result_reason(item))
         if verdict is Verdict.RETRY:
@@ -478,6 +487,28 @@ OUTCOMES_OFF = (
     "outcomes are not read back from Ameyo (no writeback for this sink); leads still go."
     " Give the API user the Customer Manager read rights or upgrade Ameyo to have them"
 )
+
+
+def left_behind(held: Delivered | None, record: dict[str, str]) -> Delivered | None:
+    """Return the customer an upload of ``record`` leaves under the lead's former phone1.
+
+    Ameyo finds a customer by phone1: a new one is a second customer, and the first
+    stays dialable. None when phone1 is unchanged, or the old number is still one of
+    the lead's (an alternate now: the person is still theirs to ring)."""
+    if held is None or held.phone1 == record["phone1"]:
+        return None
+    numbers = {v for k, v in record.items() if k.startswith("phone") and k[5:].isdigit()}
+    return None if held.phone1 in numbers else held
+
+
+def left_open_action(old: Delivered, cfg: AmeyoSinkConfig) -> str:
+    """What to do about the customer Ameyo keeps under a lead's old phone1 (no number)."""
+    which = f"customer {old.customer}" if old.customer else "the customer under its old phone1"
+    found = f" (or search {cfg.key_column} for the lead's key)" if cfg.key_column else ""
+    return (
+        f"remove {which}{found} from campaign {cfg.campaign_id} by hand in Ameyo (its API "
+        "cannot remove a customer)"
+    )
 
 
 def _lead_value(lead: Lead, source: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -281,13 +282,17 @@ class JodoSink(BaseSink):
             return results
         rule = self.cfg.dispositions.on_delete
         if rule is None:
+            # Nothing here can close it: the engine keeps an alert per lead until
+            # someone closes it at the dialer and says so (`syncd ack`).
             self.log.warning(
                 "jodo.number.changed",
                 leads=len(moved_from),
                 reason="Jodo upserts by number: the record under each lead's old number stays open",
                 action="set dispositions.on_delete so syncd closes the old records",
             )
-            return results
+            unclosed = {q.key for q in moved_from}
+            action = self._left_open_action
+            return [replace(r, left_open=action) if r.key in unclosed else r for r in results]
         why = Disposal(rule.dispomasterid, rule.disporeasonid, rule.remarks, "number changed")
         closed = await self.disposer.dispose([(q, why) for q in moved_from], moved)
         left = {r.key: r for r in closed if r.kind is not ResultKind.DELIVERED}
@@ -302,6 +307,16 @@ class JodoSink(BaseSink):
             else r
             for r in results
         ]
+
+    @property
+    def _left_open_action(self) -> str:
+        """What to do about a record Jodo keeps under a lead's old number (no number in it)."""
+        return (
+            f"close Jodo's record under the lead's old number by hand in Jodo (process "
+            f"{self.cfg.servicekey}: the records whose {self.cfg.key_field} is the lead's key; "
+            "keep the one under its current number), and set dispositions.on_delete so syncd "
+            "closes such records itself"
+        )
 
     async def probe(self) -> str:
         """Read an empty getProcessData window: Jodo checks the apikey, the servicekey and
