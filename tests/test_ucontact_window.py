@@ -65,6 +65,15 @@ def open_keys(sim: UContactSimulator) -> set[str]:
     return {row["key"] for row in sim.holdings()["open"]}
 
 
+def audited(path: Path) -> list[dict[str, Any]]:
+    """Return `syncd audit`'s records since 2026-11-30 (its JSON lines)."""
+    out = run_cli(
+        "audit", "--since", "2026-11-30", "--format", "jsonl", "-c", str(path), env=vendor_env()
+    )
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
 def leads_table(tmp_path: Path) -> dict[str, tuple[str, str]]:
     db = sqlite3.connect(tmp_path / "state" / "state.db")
     try:
@@ -89,10 +98,7 @@ async def test_a_lead_is_withdrawn_at_the_close_and_back_at_the_next_opening_not
         before_opening = open_keys(sim)
         morning = await run_at(path, "2026-12-01 09:00")
         after_opening = sim.holdings()["open"]
-        audit = run_cli(
-            "audit", "--since", "2026-11-30", "--format", "jsonl", "-c", str(path),
-            env=vendor_env(),
-        )  # fmt: skip
+        records = audited(path)
 
     assert pushed.sinks["ucontact"].delivered == 1 and in_dialer == {"GB1"}
     # The dialer holds the lead with its zone: the campaign's hours apply on London's clock.
@@ -114,7 +120,6 @@ async def test_a_lead_is_withdrawn_at_the_close_and_back_at_the_next_opening_not
     assert [u["timezone"] for u in sim.uploads_made()] == ["Europe/London"] * 2
     assert pushed.balanced and withdrawn.balanced and night.balanced and morning.balanced
     # The audit says what happened and why.
-    records = [json.loads(line) for line in audit.stdout.splitlines()]
     decisions = [(r["decision"], r["rule"]) for r in records if r["key"] == "GB1"]
     assert decisions == [
         ("pushed", ""),
@@ -280,10 +285,7 @@ async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_i
         night = await run_at(path, "2026-11-30 20:01")
         morning = await run_at(path, "2026-12-01 09:00")
         later = await run_at(path, "2026-12-01 10:00")
-        audit = run_cli(
-            "audit", "--since", "2026-11-30", "--format", "jsonl", "-c", str(path),
-            env=vendor_env(),
-        )  # fmt: skip
+        records = audited(path)
         explained = run_cli("explain", "GB1", "-c", str(path), env=vendor_env())
 
     assert pushed.sinks["ucontact"].delivered == 1 and held["key"] == "GB1"
@@ -297,7 +299,6 @@ async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_i
     assert sim.dial_list()["00442071234567"]["added"] == 1
     assert all(s.balanced for s in (pushed, withdrawn, night, morning, later))
     # The audit and `syncd explain` give consent as the reason, never the window.
-    records = [json.loads(line) for line in audit.stdout.splitlines()]
     decisions = [(r["decision"], r["rule"]) for r in records if r["key"] == "GB1"]
     assert decisions == [
         ("pushed", ""),
@@ -325,17 +326,13 @@ async def test_a_lead_out_for_the_night_whose_consent_runs_out_before_the_openin
         await run_at(path, "2026-11-30 19:00")
         night = await run_at(path, "2026-11-30 20:01")
         morning = await run_at(path, "2026-12-01 09:00")
-        audit = run_cli(
-            "audit", "--since", "2026-11-30", "--format", "jsonl", "-c", str(path),
-            env=vendor_env(),
-        )  # fmt: skip
+        records = audited(path)
 
     # Taken out at the close, as the window says; not held for an opening it cannot see.
     assert [e.phone for e in sim.removed] == ["00442071234567"]
     assert night.sinks["ucontact"].held == 0 and night.sinks["ucontact"].refused == 1
     assert morning.sinks["ucontact"].delivered == 0 and open_keys(sim) == set()
     assert sim.dial_list()["00442071234567"]["added"] == 1
-    records = [json.loads(line) for line in audit.stdout.splitlines()]
     decisions = [(r["decision"], r["rule"]) for r in records if r["key"] == "GB1"]
     assert decisions == [
         ("pushed", ""),
