@@ -13,6 +13,7 @@ someone has removed the old record by hand and says so with `syncd ack`.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -101,6 +102,32 @@ def test_an_old_number_the_dialer_keeps_is_an_alert_until_acknowledged(
     assert after.returncode == 0, after.stderr[-2000:]
 
 
+def test_a_lead_renumbered_twice_before_the_ack_keeps_both_old_records_in_its_alert(
+    tmp_path: Path,
+) -> None:
+    """Ameyo keeps a customer per former phone1: the alert names each one left open, so
+    removing what it says and acknowledging leaves none dialable."""
+    vendor = VENDORS["ameyo"]
+    crm = crm_leads(3)
+    numbers = ["+919840000002", "+919840000003"]
+    with served(vendor, {}) as (sim, url, _clock):
+        config = write_config(tmp_path, vendor, url)
+        drop_csv(tmp_path / "inbox", "monday.csv", export(crm))
+        once(config)
+        for day, number in zip(("tuesday", "wednesday"), numbers, strict=True):
+            moved = [replace(c, phone=number) if c.key == RENUMBERED else c for c in crm]
+            drop_csv(tmp_path / "inbox", f"{day}.csv", export(moved))
+            once(config)
+        held = sim.holdings()["open"]
+        said = json.loads(syncd(config, "status", "--json").stdout)
+
+    # the lead under each of its three numbers
+    assert len({n for r in held if r["key"] == RENUMBERED for n in r["numbers"]}) == 3, held
+    [alert] = said["numbers_left"]
+    named = sorted(set(re.findall(r"customer (\w+)", alert["action"])))
+    assert len(named) == 2, alert  # the customers of both former numbers
+
+
 def test_acknowledging_a_lead_without_an_alert_says_so(tmp_path: Path) -> None:
     with served(VENDORS["ameyo"], {}) as (_sim, url, _clock):
         config = write_config(tmp_path, VENDORS["ameyo"], url)
@@ -150,7 +177,8 @@ OLD = Delivered(customer="17823", record="d1", call_at=None, phone1="+9198200000
     [
         ({"phone1": "+919820000002"}, None),  # the same number: the same customer, updated
         ({"phone1": "+919840000002"}, OLD),  # a second customer; the first stays
-        ({"phone1": "+919840000002", "phone2": "+919820000002"}, None),  # still theirs
+        # still theirs, as an alternate: the first customer rings them a second time
+        ({"phone1": "+919840000002", "phone2": "+919820000002"}, OLD),
         ({"phone1": "+919840000002", "phonetype": "+919820000002"}, OLD),  # not a phone column
     ],
 )
@@ -159,3 +187,33 @@ def test_ameyo_leaves_the_customer_of_a_former_phone1_that_is_no_longer_the_lead
 ) -> None:
     assert left_behind(OLD, record) == left
     assert left_behind(None, record) is None  # never delivered: nothing left
+
+
+async def test_an_ack_takes_a_key_as_readyz_shows_it_and_lists_say_how_many_are_left_out(
+    tmp_path: Path,
+) -> None:
+    """Keys that look like numbers are hashed on /readyz: `syncd ack` takes that form. A
+    list cut at 20 says how many more stand, so `ack --all` clears nothing unseen."""
+    from syncd.core.model import PushResult
+    from syncd.core.reasons import shown_key
+    from syncd.run import numbers_left
+    from syncd.state import open_store
+
+    store = await open_store(str(tmp_path / "state.db"))
+    try:
+        keys = [f"+91982000{i:04d}" for i in range(25)]
+        found = [replace(PushResult.delivered(k), left_open="remove it by hand") for k in keys]
+        await numbers_left.record(store, "jodo", found, 1.0)
+        shown = await numbers_left.standing(store, "jodo")
+        total = (await numbers_left.counts(store, ["jodo"]))["jodo"]
+        more = numbers_left.more_line("jodo", len(shown), total)
+        cleared = await numbers_left.acknowledge(store, "jodo", [shown_key(keys[3])])
+        left = (await numbers_left.counts(store, ["jodo"]))["jodo"]
+    finally:
+        await store.close()
+
+    assert (len(shown), total) == (numbers_left.SHOWN, 25)
+    assert more is not None and "and 5 more" in more and "syncd status --json" in more
+    assert numbers_left.more_line("jodo", 25, 25) is None
+    assert shown_key(keys[3]).startswith("sha256:")
+    assert cleared == [keys[3]] and left == 24

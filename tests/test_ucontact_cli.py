@@ -365,3 +365,20 @@ def test_a_server_timezone_that_is_not_the_dialers_holds_every_upload_until_it_i
         assert len(sim.uploads_made()) == 1
         [schedule] = sim.scheduled()
         assert schedule["phone"] == dialled(2)
+
+
+def test_a_server_without_queuesummary_says_server_timezone_goes_unchecked(
+    tmp_path: Path,
+) -> None:
+    with served(timezone="Asia/Kolkata", missing_endpoints={"Supervisor/queuesummary"}) as (
+        _sim,
+        url,
+    ):
+        config = write_config(tmp_path, url)
+        check = run_cli("check", "--online", "-c", str(config), env=env())
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + f"A1,Ana,{uy(1)},,,,\n")
+        run = once(config)
+
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "server_timezone not checked" in check.stdout
+    assert "server_timezone cannot be checked" in run.stdout + run.stderr

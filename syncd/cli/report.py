@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.core.summary import RunSummary
-from syncd.run.numbers_left import ACK
+from syncd.run.numbers_left import ACK, SHOWN, more_line
 from syncd.run.status import dnc_list_line, handed_line, schema_lines, sink_state_line, when
 
 if TYPE_CHECKING:
@@ -218,10 +218,17 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
             )
             for c in ("sink", "key", "since", "what to do"):
                 table.add_column(c)
+            by_sink: dict[str, list[dict[str, Any]]] = {}
             for a in status["numbers_left"]:
-                table.add_row(a["sink"], a["key"], when(a["since"]), a["action"])
+                by_sink.setdefault(a["sink"], []).append(a)
+            for alerts in by_sink.values():
+                for a in alerts[:SHOWN]:
+                    table.add_row(a["sink"], a["key"], when(a["since"]), a["action"])
             out.print(table)
-            for sink in sorted({a["sink"] for a in status["numbers_left"]}):
+            for sink, alerts in sorted(by_sink.items()):
+                if (more := more_line(sink, SHOWN, len(alerts))) is not None:
+                    out.print(more, highlight=False, markup=False)
+            for sink in sorted(by_sink):
                 out.print(
                     f"once done by hand at {sink}: {ACK.format(sink=sink)}",
                     highlight=False,

@@ -50,7 +50,7 @@ from syncd.daemon.snapshot import Snapshot
 from syncd.errors import ConfigError
 from syncd.run.engine import new_run_id
 from syncd.run.lock import store_lock
-from syncd.run.numbers_left import standing_all, warning_line
+from syncd.run.numbers_left import SHOWN, counts, more_line, standing_all, warning_line
 from syncd.state import StateStore, open_store
 
 log = structlog.get_logger("syncd.daemon")
@@ -82,6 +82,7 @@ class StoreView:
     reasons: list[str] = field(default_factory=list)
     withdrawals_failing: list[dict[str, Any]] = field(default_factory=list)
     numbers_left: list[dict[str, Any]] = field(default_factory=list)  # old numbers dialable
+    numbers_left_total: dict[str, int] = field(default_factory=dict)  # per sink, all of them
     writebacks_failing: list[str] = field(default_factory=list)
 
 
@@ -366,6 +367,11 @@ class Daemon:
             for w in view.withdrawals_failing
         ]
         said += [warning_line(a) for a in view.numbers_left]
+        said += [
+            line
+            for sink, total in sorted(view.numbers_left_total.items())
+            if (line := more_line(sink, SHOWN, total)) is not None
+        ]
         return said + view.writebacks_failing
 
     async def _read_store_view(self) -> StoreView:
@@ -389,6 +395,9 @@ class Daemon:
             )
             found = await asyncio.wait_for(standing_all(self.settings, self.store), STORE_PROBE_S)
             view.numbers_left = [a.to_dict() for a in found]
+            view.numbers_left_total = await asyncio.wait_for(
+                counts(self.store, [s.name for s in self.settings.sinks]), STORE_PROBE_S
+            )
         except Exception as exc:  # readiness reports the store; a warning is not worth more
             log.debug("withdrawals.check.failed", reason=str(exc))
         return view

@@ -28,6 +28,7 @@ SCOPE = "numbers.left"
 SHOWN = 20  # alerts status lists per sink; the count covers all
 COUNTED = 10_000  # the most the metrics count per sink
 ACK = "syncd ack --sink {sink} --key KEY (or --all)"
+AND = "; and "  # between the actions of one lead's several former records
 
 
 def scope_of(sink: str) -> str:
@@ -60,13 +61,26 @@ def left_open(results: Iterable[PushResult]) -> list[PushResult]:
 
 
 async def record(store: Notes, sink: str, found: Sequence[PushResult], now: float) -> None:
-    """Keep an alert for each lead of ``found``; one standing keeps its ``since``."""
+    """Keep an alert for each lead of ``found``. One standing keeps its ``since`` and what
+    it said to do: a lead renumbered again before the ack leaves a record per former
+    number (Ameyo: a customer each), and each must be removed."""
     scope = scope_of(sink)
     for result in found:
         before = await store.kv_get(scope, result.key)
-        since = _read(sink, result.key, before).since if before else now
-        alert = NumberLeft(sink, result.key, since, now, result.left_open)
+        action = result.left_open
+        if before:
+            standing = _read(sink, result.key, before)
+            since, action = standing.since, joined(standing.action, action)
+        else:
+            since = now
+        alert = NumberLeft(sink, result.key, since, now, action)
         await store.kv_set(scope, result.key, json.dumps(alert.to_dict()))
+
+
+def joined(before: str, now: str) -> str:
+    """Return what to do about a lead's former records: each action once, in order."""
+    said = before.split(AND) if before else []
+    return AND.join(said if now in said else [*said, now])
 
 
 async def standing(store: Notes, sink: str, limit: int = SHOWN) -> list[NumberLeft]:
@@ -88,16 +102,33 @@ async def counts(store: Notes, sinks: Iterable[str]) -> dict[str, int]:
 
 
 async def acknowledge(store: Notes, sink: str, keys: Sequence[str] | None) -> list[str]:
-    """Clear the alerts of ``keys`` (None: every one of ``sink``); return the keys cleared."""
+    """Clear the alerts of ``keys`` (None: every one of ``sink``); return the keys cleared.
+
+    A key may be given as /readyz and the log show it (``sha256:…`` for one that looks
+    like a number or an address)."""
     scope = scope_of(sink)
+    standing_keys = [key for key, _ in await store.kv_scan(scope, COUNTED)]
     if keys is None:
-        keys = [key for key, _ in await store.kv_scan(scope, COUNTED)]
+        keys = standing_keys
+    else:
+        by_shown = {shown_key(key): key for key in standing_keys}
+        keys = [by_shown.get(key, key) for key in keys]
     cleared = []
     for key in keys:
         if await store.kv_get(scope, key) is not None:
             await store.kv_set(scope, key, None)
             cleared.append(key)
     return cleared
+
+
+def more_line(sink: str, shown: int, total: int) -> str | None:
+    """Return the line saying how many alerts of ``sink`` a list of ``shown`` left out."""
+    if total <= shown:
+        return None
+    return (
+        f"{sink}: and {total - shown} more lead(s) the dialer still holds under a former "
+        "number: `syncd status --json` lists them all"
+    )
 
 
 def warning_line(alert: dict[str, Any]) -> str:

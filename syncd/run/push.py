@@ -1027,8 +1027,8 @@ class Pusher:
             keys=[shown_key(r.key) for r in found[:10]],
             reason="the dialer still holds these leads under a former number too (it may "
             "be someone else's now); syncd cannot close those records",
-            action=f"{found[0].left_open}; then "
-            f"{numbers_left.ACK.format(sink=self.sink.name)}: see `syncd status`",
+            action="remove those records by hand at the dialer (`syncd status` says how, "
+            f"per lead); then {numbers_left.ACK.format(sink=self.sink.name)}",
         )
 
     async def _keep_results(self, completions: Sequence[Completion]) -> set[str]:

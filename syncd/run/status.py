@@ -50,7 +50,10 @@ async def collect(settings: Settings, store: StateStore) -> dict[str, Any]:
         "waiting": await store.waiting(20),  # held behind another lead of their number
         "withdrawals_failing": await failing_withdrawals(settings, store),
         # leads a dialer still holds under a former number too (until `syncd ack`)
-        "numbers_left": [a.to_dict() for a in await numbers_left.standing_all(settings, store)],
+        "numbers_left": [
+            a.to_dict()
+            for a in await numbers_left.standing_all(settings, store, numbers_left.COUNTED)
+        ],
         "agents": await store.agent_dump(),
         "writebacks": await writeback_status(settings, store),
         "sinks": await sink_status(settings, store),

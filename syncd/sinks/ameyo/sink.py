@@ -493,12 +493,11 @@ def left_behind(held: Delivered | None, record: dict[str, str]) -> Delivered | N
     """Return the customer an upload of ``record`` leaves under the lead's former phone1.
 
     Ameyo finds a customer by phone1: a new one is a second customer, and the first
-    stays dialable. None when phone1 is unchanged, or the old number is still one of
-    the lead's (an alternate now: the person is still theirs to ring)."""
+    stays dialable — also when the old number is still one of the lead's (an alternate
+    now): the person is then rung by two customers. None when phone1 is unchanged."""
     if held is None or held.phone1 == record["phone1"]:
         return None
-    numbers = {v for k, v in record.items() if k.startswith("phone") and k[5:].isdigit()}
-    return None if held.phone1 in numbers else held
+    return held
 
 
 def left_open_action(old: Delivered, cfg: AmeyoSinkConfig) -> str:

@@ -18,10 +18,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 DATE_RECEIVED = "%b %d, %Y %I:%M:%S %p"
-# More apart than this is another zone, not two clocks a little off (zones differ by
-# 30 minutes or more, but for a few of 15 or 45).
-TOLERANCE = timedelta(minutes=20)
+# Two clocks kept by NTP differ by seconds; zones differ by 15 minutes at least
+# (Kathmandu's +05:45 against Kolkata's +05:30). More apart than this, the dates syncd
+# sends would be rung that far off: another zone, or the server's clock is wrong.
+TOLERANCE = timedelta(minutes=7)
 QUARTER = 15 * 60
+# An offset this close to a quarter hour is a zone's (clocks a little apart); further
+# from every one, it is a clock that is wrong.
+DRIFT = timedelta(minutes=3)
 
 
 def date_received(body: Any) -> datetime | None:
@@ -52,14 +56,25 @@ def zone_mismatch(local: datetime, now: datetime, zone: str) -> str | None:
     if abs(seen - expected) <= TOLERANCE:
         return None
     shown = timedelta(seconds=round(seen.total_seconds() / QUARTER) * QUARTER)
+    if shown == expected or abs(seen - shown) > DRIFT:  # no zone's offset: a clock is off
+        way = "ahead of" if seen > expected else "behind"
+        return (
+            f"the dialer's clock is {_span(seen - expected)} {way} this host's: the dates "
+            "syncd sends and reads would be that far off (a window would ring outside its "
+            "hours); fix the server's clock (NTP), or this host's"
+        )
     return (
         f"the dialer's clock reads {offset_text(shown)} but server_timezone = {zone!r} is "
         f"{offset_text(expected)} now: the dates syncd sends and reads would be "
-        f"{_hours(shown - expected)} off (a window would ring outside its hours); "
+        f"{_span(shown - expected)} off (a window would ring outside its hours); "
         "set server_timezone to the server's zone (or fix the server's clock)"
     )
 
 
-def _hours(delta: timedelta) -> str:
+def _span(delta: timedelta) -> str:
+    """Return a duration as ``5 h 30 min``, ``2 h`` or ``45 min``."""
     minutes = abs(round(delta.total_seconds() / 60))
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes % 60 else f"{minutes // 60} h"
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{rest} min"
+    return f"{hours} h {rest:02d} min" if rest else f"{hours} h"

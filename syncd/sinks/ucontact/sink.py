@@ -69,8 +69,14 @@ CAMPAIGN_CHECK_OFF = (
     " leads still go. Give the API user supervisor rights or upgrade uContact to have it"
 )
 QUEUES_OFF = (
-    "queue figures and hold_without_agents_min are off; leads still go. Give the API user "
-    "supervisor rights or upgrade uContact to have them"
+    "queue figures and hold_without_agents_min are off, and server_timezone cannot be "
+    "checked against the server's clock (make sure it is the server's zone: a wrong one "
+    "rings windows hours off); leads still go. Give the API user supervisor rights or "
+    "upgrade uContact to have them"
+)
+CLOCK_UNCHECKED = (
+    "server_timezone not checked: the server answers no Supervisor/queuesummary (make sure "
+    "it is the server's zone)"
 )
 
 
@@ -157,20 +163,25 @@ class UContactSink(BaseSink):
                 "(Supervisor/campaignstatus does not list it; check the name and its '->')",
                 settings=("campaign",),
             )
-        await self._probe_clock()
-        return f"logged in; campaign {self.cfg.campaign!r} found"
+        unchecked = await self._probe_clock()
+        return f"logged in; campaign {self.cfg.campaign!r} found" + (
+            f"; {unchecked}" if unchecked else ""
+        )
 
-    async def _probe_clock(self) -> None:
-        """Fail the check when ``server_timezone`` is not the server's clock (a server or
-        user without queuesummary is not checked: the figures are a helper)."""
+    async def _probe_clock(self) -> str | None:
+        """Fail the check when ``server_timezone`` is not the server's clock; return why it
+        could not be checked (a server or user without queuesummary, an undated answer)."""
         try:
             body = await self.client.json(QUEUE_SUMMARY, {})
         except (SinkConfigError, VendorError):
-            return
+            return CLOCK_UNCHECKED
         local = date_received(body)
-        wrong = zone_mismatch(local, datetime.now(UTC), self.cfg.server_timezone) if local else None
+        if local is None:
+            return "server_timezone not checked: the server's queuesummary carries no date"
+        wrong = zone_mismatch(local, datetime.now(UTC), self.cfg.server_timezone)
         if wrong is not None:
             raise CheckFailed(wrong, settings=("server_timezone",))
+        return None
 
     async def check_campaign(self, *, required: bool) -> dict[str, Any] | None:
         """Return the campaign's status; SinkConfigError when it must exist and does not."""
