@@ -382,3 +382,29 @@ def test_a_server_without_queuesummary_says_server_timezone_goes_unchecked(
     assert check.returncode == 0, check.stdout + check.stderr
     assert "server_timezone not checked" in check.stdout
     assert "server_timezone cannot be checked" in run.stdout + run.stderr
+
+
+def test_the_daemon_refuses_a_ucontact_sink_whose_server_timezone_is_not_the_servers(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    """Found at start, it is a sink refused as misconfigured: /readyz is 503 with the
+    reason, the sink's state is config_refused (the shipped rule pages), nothing goes."""
+    import httpx
+
+    with served(timezone="Asia/Kolkata") as (sim, url):
+        config = write_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text + '\n[health]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + f"A1,Ana,{uy(1)},,,,\n")
+        daemon = start_daemon(config, env=env())
+        stopped = daemon.wait_for("sink.stopped", sink="uc", timeout=60)
+        ready = httpx.get(f"{daemon.base_url}/readyz")
+        metrics = httpx.get(f"{daemon.base_url}/metrics").text
+        assert daemon.stop() == 0
+
+    assert "server_timezone" in stopped["reason"]
+    assert ready.status_code == 503
+    [reason] = ready.json()["reasons"]
+    assert "UTC+05:30 but server_timezone = 'UTC'" in reason, reason
+    assert 'syncd_sink_state{sink="uc",state="config_refused"} 1.0' in metrics
+    assert sim.uploads_made() == []

@@ -214,10 +214,10 @@ class UContactSink(BaseSink):
         self._health.ok = True
         self._health.details = details
         await self.ledger.set_state("health", details)
-        await self.read_queue()
+        await self.read_queue(required=required)
         return entry
 
-    async def read_queue(self) -> None:
+    async def read_queue(self, *, required: bool = False) -> None:
         """Read the campaign's queue figures; a server without queuesummary is no error.
 
         Older releases and API users without supervisor rights answer it 404 or 403:
@@ -234,7 +234,7 @@ class UContactSink(BaseSink):
         except VendorError as exc:
             log_reason(self.log, "info", "sink.queue.unavailable", str(exc), DIALER_FAILED)
             return
-        self._read_clock(body)
+        self._read_clock(body, required=required)
         figures = parse_queue_summary(body, self.cfg.campaign)
         if figures is None:
             self._health.queues = []
@@ -247,9 +247,11 @@ class UContactSink(BaseSink):
         self._no_agents_since = since
         self._health.queues = [figures]
 
-    def _read_clock(self, body: Any) -> None:
+    def _read_clock(self, body: Any, *, required: bool = False) -> None:
         """Hold every push while ``server_timezone`` is not the server's clock (see
-        ``server_clock``); said once when it starts and once when it ends."""
+        ``server_clock``); said once when it starts and once when it ends. Found when
+        the sink opens (``required``), the sink is refused as misconfigured: stopped,
+        its leads queued, its state ``config_refused`` (which pages)."""
         local = date_received(body)
         if local is None:  # an answer without its date: nothing to go by
             return
@@ -263,6 +265,13 @@ class UContactSink(BaseSink):
         elif wrong is None and self._clock_wrong is not None:
             self.log.info("sink.server_timezone.right", server_timezone=self.cfg.server_timezone)
         self._clock_wrong = wrong
+        if wrong is not None and required:
+            self._health.ok = False
+            self._health.stopped_reason = wrong
+            refused = SinkConfigError(wrong, vendor=VENDOR)
+            # no dialer's words in it: /readyz, unauthenticated, may say it whole
+            refused.public = wrong
+            raise refused
 
     def paused(self) -> str | None:
         if self._clock_wrong is not None:
