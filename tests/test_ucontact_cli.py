@@ -398,6 +398,7 @@ def test_the_daemon_refuses_a_ucontact_sink_whose_server_timezone_is_not_the_ser
         drop_csv(tmp_path / "inbox", "leads.csv", HEADER + f"A1,Ana,{uy(1)},,,,\n")
         daemon = start_daemon(config, env=env())
         stopped = daemon.wait_for("sink.stopped", sink="uc", timeout=60)
+        daemon.wait_for("daemon.ready", timeout=60)  # /readyz says "starting" before
         ready = httpx.get(f"{daemon.base_url}/readyz")
         metrics = httpx.get(f"{daemon.base_url}/metrics").text
         assert daemon.stop() == 0

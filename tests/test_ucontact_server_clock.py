@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from syncd.errors import VendorError
 from syncd.sinks.ucontact.server_clock import date_received, offset_text, zone_mismatch
+from tests.support.ucontact import served, sink_on
 
 NOW = datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)  # northern summer: New York is UTC-04:00
 
@@ -65,3 +68,27 @@ def test_offsets_read_as_utc_plus_or_minus_hours_and_minutes() -> None:
     assert offset_text(timedelta(hours=5, minutes=30)) == "UTC+05:30"
     assert offset_text(timedelta(hours=-3)) == "UTC-03:00"
     assert offset_text(timedelta()) == "UTC+00:00"
+
+
+async def test_a_running_sink_that_finds_the_servers_zone_changed_holds_pushes_and_polls(
+    tmp_path: Path,
+) -> None:
+    """Found by a queuesummary after the sink opened: pushes wait (paused) and the call
+    records are not read in the wrong zone (their dates would be hours off); both go
+    again once the clocks agree."""
+    with served(timezone="Asia/Kolkata") as (_sim, url):
+        async with sink_on(url, tmp_path, open_it=False, server_timezone="UTC") as sink:
+            await sink.client.open_session()
+            await sink.read_queue()  # what the keep-alive does every queue_poll_s
+            paused = sink.paused()
+            with pytest.raises(VendorError, match="call records not read") as polled:
+                await sink.poll_outcomes()
+            # the clocks agree again (as after the server's own clock was put right)
+            sink.cfg = sink.cfg.model_copy(update={"server_timezone": "Asia/Kolkata"})
+            await sink.read_queue()
+            resumed = sink.paused()
+            await sink.poll_outcomes()
+
+    assert paused is not None and "UTC+05:30" in paused
+    assert "server_timezone" in str(polled.value)
+    assert resumed is None

@@ -314,6 +314,10 @@ class UContactSink(BaseSink):
             await self.http.aclose()
 
     async def poll_outcomes(self) -> int:
+        if self._clock_wrong is not None:
+            # Read in the wrong zone, each call record's date would be hours off and the
+            # poll's window with it: they wait at the dialer until the clocks agree.
+            raise VendorError(f"call records not read: {self._clock_wrong}", vendor=VENDOR)
         return await self.poller.poll()
 
     # -- building calls -----------------------------------------------------
