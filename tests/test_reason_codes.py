@@ -125,6 +125,10 @@ def test_reasons_are_grouped_and_counted_by_code_per_sink() -> None:
         ("09820012345", True),
         ("98200 12345", True),
         ("9820012345", True),
+        # a whole number inside a key (a CRM that keys leads by their phone)
+        ("LEAD9820057779", True),
+        ("cust_919820057779", True),
+        ("L00000001", False),  # nine digits in a row: an id's padding, not a number
     ],
 )
 def test_a_key_that_is_an_e_mail_or_a_phone_number_is_named_by_its_hash(

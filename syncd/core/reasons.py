@@ -151,14 +151,16 @@ def log_reason(
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _DIGITS = re.compile(r"\d")
+_NUMBER_INSIDE = re.compile(r"\d{10}")  # a national number's length, at the least
 
 
 def looks_personal(key: str) -> bool:
     """Return True for a lead key that may say who the lead is: an e-mail address, or a
     phone number (``+`` and 7 digits or more, or 10 digits or more and nothing but
-    separators). A CRM's own id (``L1``, ``10042``, ``0065g00000Xyz``) is not."""
+    separators), or one inside it (10 digits in a row: ``LEAD9820057779``). A CRM's own
+    id (``L1``, ``10042``, ``0065g00000Xyz``, ``L00000001``) is not."""
     text = key.strip()
-    if _EMAIL.fullmatch(text):
+    if _EMAIL.fullmatch(text) or _NUMBER_INSIDE.search(text):
         return True
     digits = len(_DIGITS.findall(text))
     if text.startswith("+") and digits >= 7:
