@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -259,25 +261,27 @@ CONSENTED = "id,first,last,phone,email,callback,alt,consent\n"
 CONSENT = {"consent_column": "consent", "consent_max_age_days": 365}
 
 
-def consented_config(tmp_path: Path, url: str) -> Path:
-    """Return a config whose route maps a consent date good for 365 days."""
+@contextmanager
+def consented_lead(tmp_path: Path, given: str) -> Iterator[tuple[UContactSimulator, Path]]:
+    """Serve a campaign with HOURS and a config whose route maps a consent date good for
+    365 days; drop London's GB1, its consent given at ``given``."""
+    sim = simulator(hours=HOURS)
     rules = route(
         "ucontact",
         map={"alt_phones": ["alt"], "fields": {"consent": "consent"}},
         policy={"windows": HOURS, **CONSENT},
     )
-    return write_config(tmp_path, [ucontact_sink(url)], routes=[rules])
+    with running(create_app(sim)) as url:
+        path = write_config(tmp_path, [ucontact_sink(url)], routes=[rules])
+        drop_csv(tmp_path / "inbox", "leads.csv", CONSENTED + f"GB1,Ana,L,{GB},,,,{given}\n")
+        yield sim, path
 
 
 async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_it_for_good(
     tmp_path: Path,
 ) -> None:
-    sim = simulator(hours=HOURS)
-    with running(create_app(sim)) as url:
-        path = consented_config(tmp_path, url)
-        # Consent runs out on 2026-11-30 at 19:30 UTC, half an hour before London's close.
-        row = f"GB1,Ana,L,{GB},,,,2025-11-30T19:30:00+00:00\n"
-        drop_csv(tmp_path / "inbox", "leads.csv", CONSENTED + row)
+    # Consent runs out on 2026-11-30 at 19:30 UTC, half an hour before London's close.
+    with consented_lead(tmp_path, "2025-11-30T19:30:00+00:00") as (sim, path):
         pushed = await run_at(path, "2026-11-30 19:00")
         [held] = sim.holdings()["open"]
         withdrawn = await run_at(path, "2026-11-30 19:31")
@@ -317,12 +321,8 @@ async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_i
 async def test_a_lead_out_for_the_night_whose_consent_runs_out_before_the_opening_is_refused_now(
     tmp_path: Path,
 ) -> None:
-    sim = simulator(hours=HOURS)
-    with running(create_app(sim)) as url:
-        path = consented_config(tmp_path, url)
-        # Consent runs out on 2026-12-01 at 02:00 UTC: after tonight's close, before 09:00.
-        row = f"GB1,Ana,L,{GB},,,,2025-12-01T02:00:00+00:00\n"
-        drop_csv(tmp_path / "inbox", "leads.csv", CONSENTED + row)
+    # Consent runs out on 2026-12-01 at 02:00 UTC: after tonight's close, before 09:00.
+    with consented_lead(tmp_path, "2025-12-01T02:00:00+00:00") as (sim, path):
         await run_at(path, "2026-11-30 19:00")
         night = await run_at(path, "2026-11-30 20:01")
         morning = await run_at(path, "2026-12-01 09:00")

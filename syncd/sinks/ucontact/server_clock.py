@@ -41,6 +41,15 @@ def date_received(body: Any) -> datetime | None:
     return None
 
 
+def read_clock(body: Any, zone: str, now: datetime) -> tuple[bool, str | None]:
+    """Return whether a queuesummary answer is dated, and why ``zone`` is not the clock
+    of the server that gave it at ``now`` (None when it is, or when it is undated)."""
+    local = date_received(body)
+    if local is None:
+        return False, None
+    return True, zone_mismatch(local, now, zone)
+
+
 def offset_text(offset: timedelta) -> str:
     """Return an offset from UTC as ``UTC+05:30``."""
     minutes = round(offset.total_seconds() / 60)

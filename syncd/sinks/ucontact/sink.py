@@ -29,7 +29,7 @@ from syncd.sinks.ucontact.ledger import SCHEDULE, TASK, Ledger
 from syncd.sinks.ucontact.outcomes import CdrPoller
 from syncd.sinks.ucontact.placing import CALL_CONCURRENCY, Placer, guard
 from syncd.sinks.ucontact.queues import hold_reason, no_agents_since, parse_queue_summary
-from syncd.sinks.ucontact.server_clock import date_received, zone_mismatch
+from syncd.sinks.ucontact.server_clock import read_clock
 from syncd.sinks.ucontact.timezones import upload_zone
 from syncd.sinks.ucontact.wire import Call, UnsafeValue, clean, data_string, server_time
 
@@ -175,10 +175,9 @@ class UContactSink(BaseSink):
             body = await self.client.json(QUEUE_SUMMARY, {})
         except (SinkConfigError, VendorError):
             return CLOCK_UNCHECKED
-        local = date_received(body)
-        if local is None:
+        dated, wrong = read_clock(body, self.cfg.server_timezone, datetime.now(UTC))
+        if not dated:
             return "server_timezone not checked: the server's queuesummary carries no date"
-        wrong = zone_mismatch(local, datetime.now(UTC), self.cfg.server_timezone)
         if wrong is not None:
             raise CheckFailed(wrong, settings=("server_timezone",))
         return None
@@ -252,10 +251,9 @@ class UContactSink(BaseSink):
         ``server_clock``); said once when it starts and once when it ends. Found when
         the sink opens (``required``), the sink is refused as misconfigured: stopped,
         its leads queued, its state ``config_refused`` (which pages)."""
-        local = date_received(body)
-        if local is None:  # an answer without its date: nothing to go by
+        dated, wrong = read_clock(body, self.cfg.server_timezone, datetime.now(UTC))
+        if not dated:  # an answer without its date: nothing to go by
             return
-        wrong = zone_mismatch(local, datetime.now(UTC), self.cfg.server_timezone)
         if wrong is not None and self._clock_wrong is None:
             self.log.warning(
                 "sink.server_timezone.wrong",
