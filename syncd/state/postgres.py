@@ -632,6 +632,10 @@ class PostgresStore(SqliteStore):
             except asyncpg.PostgresError as exc:
                 raise StoreError(f"the state store {self.path} failed: {_reason(exc)}") from None
 
+    # Each statement is a round trip to the database here (the completion's are few and
+    # set-based): the SQLite store's deferred writes are this store's transaction.
+    _deferred = _tx
+
     @asynccontextmanager
     async def _statement(self) -> AsyncIterator[Any]:
         """A connection for one statement, its own transaction (no BEGIN, no COMMIT: two

@@ -69,6 +69,7 @@ from syncd.state.base import (
 )
 from syncd.state.ledger import LedgerRow, Placement, ledger_row, placement_row
 from syncd.state.migrations import Migration
+from syncd.state.sqlite_conn import Deferred, StoreConnection, connect
 
 # The schema's steps: syncd/state/migrations/sqlite/NNNN_name.sql, never edited once
 # released; the store records each step it applied with the file's sha256.
@@ -269,7 +270,7 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str], clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = str(path)
         self.clock = clock  # what stored times are taken from (retention prunes by them)
-        self._db: aiosqlite.Connection | None = None
+        self._db: StoreConnection | None = None
         self._lock = asyncio.Lock()
         # The claims whose pushes are still running (see settle): the only leases a
         # shared store's heartbeat renews.
@@ -283,7 +284,7 @@ class SqliteStore:
         path = Path(self.path)
         try:
             await asyncio.to_thread(_create_private, path)
-            self._db = await aiosqlite.connect(path, isolation_level=None)
+            self._db = await connect(path)
             await self._incremental_vacuum()  # before WAL: a new file takes it only first
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
@@ -306,7 +307,7 @@ class SqliteStore:
             await db.close()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> StoreConnection:
         if self._db is None:
             raise StoreError("state store is not open")
         return self._db
@@ -334,6 +335,26 @@ class SqliteStore:
                     await db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 raise self._explain(exc) from exc
+
+    @asynccontextmanager
+    async def _deferred(self) -> AsyncIterator[Any]:
+        """A transaction whose reads come first and whose writes go to SQLite together,
+        in one hop (``sqlite_conn.Deferred``): the push's completion, on every batch."""
+        async with self._lock:
+            writes = Deferred(self.db)
+            yield writes
+            if writes.statements:
+                try:
+                    await self.db.apply(writes.statements)
+                except sqlite3.OperationalError as exc:
+                    raise self._explain(exc) from exc
+
+    async def _fetch_all(self, sql: str, params: Sequence[Any]) -> Any:
+        """Run one statement on its own (the caller holds the lock); return its rows."""
+        try:
+            return await self.db.execute_fetchall(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise self._explain(exc) from exc
 
     async def _end_begun(self) -> None:
         """Roll back a BEGIN whose caller was cancelled (queued after it: it runs after)."""
@@ -842,11 +863,12 @@ class SqliteStore:
     async def claim(self, sink: str, limit: int, lease_s: float) -> list[QueuedLead]:
         now = self.clock.time()
         token = new_claim_token()
-        async with self._tx() as db:
-            # One hop: the rows come back with the UPDATE. The leads due first, then in
+        async with self._lock:
+            # One hop: the rows come back with the UPDATE, one statement, atomic on its
+            # own (no BEGIN and COMMIT, two hops more). The leads due first, then in
             # the order they were queued (their row ids, which the outbox's index holds):
             # a batch's rows lie together in the table whatever order the keys have.
-            rows = await db.execute_fetchall(
+            rows = await self._fetch_all(
                 """
                 UPDATE leads SET state = 'inflight', lease_until = ?, attempts = attempts + 1,
                     claim_token = ?
@@ -906,7 +928,7 @@ class SqliteStore:
 
     async def complete(self, sink: str, completions: Sequence[Completion]) -> list[str]:
         now = self.clock.time()
-        async with self._tx() as db:
+        async with self._deferred() as db:
             stored = await self._as_stored(db, sink, completions)
             # the keys whose claim another one has replaced
             stale = {
