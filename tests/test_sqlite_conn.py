@@ -2,8 +2,8 @@
 
 Each statement aiosqlite runs is a hop to the connection's thread and back, and while
 the event loop is busy (other batches, the pull) each hop waits for the loop's turn. A
-push's batch takes three: its claim (one statement), its completion's read and its
-completion's writes (one transaction, applied at once).
+push's batch takes two: its claim (one statement) and its completion (one transaction,
+its read and its writes together).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from syncd.core.model import Action, LeadWrite, ResultKind
 from syncd.errors import StoreError
 from syncd.state.base import ChunkWrite, Completion
 from syncd.state.sqlite import SqliteStore
-from syncd.state.sqlite_conn import Deferred, StoreConnection, connect
+from syncd.state.sqlite_conn import Statement, StoreConnection, connect
 from tests.support.stores import fresh_store
 
 
@@ -68,18 +68,17 @@ async def test_a_failing_statement_leaves_nothing_of_its_transaction(
     assert await values(conn) == [1, 5]
 
 
-async def test_deferred_writes_are_kept_and_a_read_after_one_is_refused(
+async def test_a_transaction_reads_then_writes_what_it_read_in_one_go(
     conn: StoreConnection,
 ) -> None:
-    writes = Deferred(conn)
-    assert await writes.execute_fetchall("SELECT COUNT(*) FROM t") == [(0,)]
-    await writes.executemany("INSERT INTO t VALUES (?)", [(7,)])
-    await writes.execute("INSERT INTO t VALUES (?)", (8,))
-    assert await values(conn) == []  # nothing applied yet
-    with pytest.raises(RuntimeError, match="reads after writing"):
-        await writes.execute_fetchall("SELECT COUNT(*) FROM t")
-    await conn.apply(writes.statements)
-    assert await values(conn) == [7, 8]
+    await conn.apply([("INSERT INTO t VALUES (?)", [(1,), (2,)], True)])
+
+    def double(db: sqlite3.Connection) -> tuple[int, list[Statement]]:
+        found = [int(r[0]) for r in db.execute("SELECT a FROM t")]
+        return len(found), [("INSERT INTO t VALUES (?)", [(a * 10,) for a in found], True)]
+
+    assert await conn.transact(double) == 2
+    assert await values(conn) == [1, 2, 10, 20]
 
 
 def count_hops(store: SqliteStore) -> Callable[[], int]:
@@ -107,7 +106,7 @@ async def queued(store: SqliteStore, n: int) -> None:
     await store.apply_chunk(write)
 
 
-async def test_a_batch_is_claimed_and_completed_in_three_hops(tmp_path: Path) -> None:
+async def test_a_batch_is_claimed_and_completed_in_two_hops(tmp_path: Path) -> None:
     async with fresh_store("sqlite", tmp_path) as store:
         await queued(store, 50)
         hops = count_hops(store)
@@ -115,7 +114,7 @@ async def test_a_batch_is_claimed_and_completed_in_three_hops(tmp_path: Path) ->
         assert len(batch) == 50 and hops() == 1
         done = [Completion(q.key, q.hash, ResultKind.DELIVERED, claim=q.claim) for q in batch]
         assert await store.complete("jodo", done) == []
-        assert hops() == 3  # the completion's read, then its writes together
+        assert hops() == 2  # the completion: its read and its writes, one transaction
         assert (await store.counts())["jodo"]["delivered"] == 50
 
 
@@ -125,7 +124,7 @@ async def test_a_completion_on_a_full_disk_writes_nothing_and_goes_through_later
     async with fresh_store("sqlite", tmp_path) as store:
         await queued(store, 200)
         batch = await store.claim("jodo", 200, 60)
-        (pages,) = (await store.db.execute_fetchall("PRAGMA page_count"))[0]
+        (pages,) = next(iter(await store.db.execute_fetchall("PRAGMA page_count")))
         # SQLite's page cap answers exactly as a full disk does (SQLITE_FULL).
         await store.db.execute(f"PRAGMA max_page_count = {pages}")
         done = [

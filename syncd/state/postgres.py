@@ -43,14 +43,19 @@ from syncd.core.clock import SYSTEM_CLOCK, Clock, DatabaseClock
 from syncd.core.model import QueuedLead, StoredLead
 from syncd.errors import LeadLost, StoreError
 from syncd.state import migrations
-from syncd.state.base import ChunkWrite, ListedLead, SchemaState
+from syncd.state.base import ChunkWrite, Completion, ListedLead, SchemaState
 from syncd.state.migrations import Migration
 from syncd.state.sqlite import (
+    AS_STORED,
     RELEASED_DOUBT,
     STORED_LEAD,
     SqliteStore,
+    as_stored,
+    in_parts,
     listed_lead,
     new_claim_token,
+    result_statements,
+    split_stale,
 )
 
 log = structlog.get_logger("syncd.state")
@@ -632,10 +637,6 @@ class PostgresStore(SqliteStore):
             except asyncpg.PostgresError as exc:
                 raise StoreError(f"the state store {self.path} failed: {_reason(exc)}") from None
 
-    # Each statement is a round trip to the database here (the completion's are few and
-    # set-based): the SQLite store's deferred writes are this store's transaction.
-    _deferred = _tx
-
     @asynccontextmanager
     async def _statement(self) -> AsyncIterator[Any]:
         """A connection for one statement, its own transaction (no BEGIN, no COMMIT: two
@@ -826,6 +827,20 @@ class PostgresStore(SqliteStore):
             )
             rows = await cur.fetchall()
         return self._claimed(sink, rows, token)
+
+    async def complete(self, sink: str, completions: Sequence[Completion]) -> list[str]:
+        now = self.clock.time()
+        async with self._tx() as db:
+            stored: dict[str, tuple[str | None, float, bool]] = {}
+            for part in in_parts([c.key for c in completions], self._keys):
+                among, params = self._in_list("key", part)
+                rows = await db.execute_fetchall(f"{AS_STORED} AND {among}", (sink, *params))
+                stored.update(as_stored(rows))
+            stale, kept = split_stale(completions, stored)
+            # Each a round trip, few and set-based (PgConnection.executemany)
+            for sql, rows, _many in result_statements(sink, kept, now, stored):
+                await db.executemany(sql, rows)
+        return stale
 
     # -- wake-ups across replicas ----------------------------------------------------
 

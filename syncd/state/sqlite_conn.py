@@ -5,34 +5,40 @@ to the event loop: a hop each way. A push's completion was six hops (BEGIN, a re
 updates, the events, the stats, COMMIT), its claim three, and while the event loop is
 busy (other batches, the pull's planning) each hop waits for the loop's turn: a call
 answering in 0.5 ms on an idle loop took 6 ms beside a task working in 2 ms slices.
-:meth:`StoreConnection.apply` sends a transaction's statements together and runs them
-on that thread, in order with every other statement of the connection.
+:meth:`StoreConnection.transact` runs a whole transaction, its reads and its writes, on
+that thread in one hop, in order with every other statement of the connection.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 # A statement, its parameters, and whether they are a list of rows (executemany)
 Statement = tuple[str, Sequence[Any], bool]
+T = TypeVar("T")
 
 
 class StoreConnection(aiosqlite.Connection):
-    """An aiosqlite connection that can also apply a transaction's writes in one hop.
+    """An aiosqlite connection that can also run a whole transaction in one hop.
 
     It reaches into aiosqlite's worker (``_execute``, ``_conn``), which pyproject
     bounds to the versions tested; tests/test_sqlite_conn.py fails first if it moves.
     """
 
+    async def transact(self, build: Callable[[sqlite3.Connection], tuple[T, list[Statement]]]) -> T:
+        """Run one transaction (BEGIN IMMEDIATE … COMMIT) on the connection's thread:
+        ``build`` reads what it needs and returns a result and the statements to write,
+        which run next, in order. All of it, or none (rolled back, the error raised)."""
+        return await self._execute(_transact, self._conn, build)  # type: ignore[no-untyped-call,no-any-return]
+
     async def apply(self, statements: Sequence[Statement]) -> None:
-        """Run ``statements`` in one transaction (BEGIN IMMEDIATE … COMMIT) on the
-        connection's thread: all of them, or none (rolled back, the error raised)."""
-        await self._execute(_apply, self._conn, list(statements))  # type: ignore[no-untyped-call]
+        """Run ``statements`` in one transaction, in one hop (see :meth:`transact`)."""
+        await self.transact(lambda _conn: (None, list(statements)))
 
 
 async def connect(path: str | Path) -> StoreConnection:
@@ -43,9 +49,12 @@ async def connect(path: str | Path) -> StoreConnection:
     return conn
 
 
-def _apply(conn: sqlite3.Connection, statements: list[Statement]) -> None:
+def _transact(
+    conn: sqlite3.Connection, build: Callable[[sqlite3.Connection], tuple[T, list[Statement]]]
+) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
+        result, statements = build(conn)
         for sql, params, many in statements:
             if many:
                 conn.executemany(sql, params)
@@ -56,28 +65,4 @@ def _apply(conn: sqlite3.Connection, statements: list[Statement]) -> None:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-class Deferred:
-    """A transaction's writes, kept to be applied together (:meth:`StoreConnection.apply`).
-
-    It stands in for the connection where a transaction writes without reading back:
-    ``execute`` and ``executemany`` are recorded, in order; reads go to ``reads``, the
-    connection itself (before any write is applied: the caller holds the store's lock,
-    so nothing else reaches the connection in between).
-    """
-
-    def __init__(self, reads: aiosqlite.Connection) -> None:
-        self.reads = reads
-        self.statements: list[Statement] = []
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.statements.append((sql, params, False))
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.statements.append((sql, rows, True))
-
-    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self.statements:  # a read after a write would not see it: a bug here
-            raise RuntimeError("a deferred transaction reads after writing")
-        return await self.reads.execute_fetchall(sql, params)
+    return result
