@@ -4,6 +4,7 @@ replica that come back, one leader per job and its failover, migrations started 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import structlog.testing
 
 from syncd.core.model import Action, LeadWrite, ResultKind
 from syncd.core.refusals import Refusal
-from syncd.state import postgres
+from syncd.state import postgres, queries
 from syncd.state.base import ChunkWrite, Completion
 from syncd.state.postgres import PostgresStore, to_postgres
 from syncd.state.sqlite import consent_query
@@ -609,3 +610,126 @@ async def test_a_completion_finds_its_leads_by_key_whatever_the_statistics_say(
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def leads_indexes_holding(store: PostgresStore, key: str) -> set[str]:
+    """Return the leads table's indexes holding an entry for lead ``key``: those whose
+    predicate its row matches (each write of the row adds one to each of them)."""
+    async with store._lock:
+        indexes = await store.db.execute_fetchall(
+            "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'leads'::regclass"
+        )
+        holding = set()
+        for name, predicate in indexes:
+            rows = await store.db.execute_fetchall(
+                f"SELECT 1 FROM leads WHERE key = ? AND ({predicate or 'true'})", (key,)
+            )
+            if rows:
+                holding.add(str(name))
+    return holding
+
+
+async def test_a_lead_on_its_way_to_the_dialer_is_written_into_four_indexes(
+    replicas: list[PostgresStore],
+) -> None:
+    """A pull's insert, a claim and a completion each write a new version of the lead,
+    never a HOT update (its state is indexed): an entry into every index whose predicate
+    it matches. Queued or in flight, a lead is in the primary key, the outbox, the index
+    of numbers and the queued leads; delivered, in the run history's index instead. None
+    is in an index of keys alone, of lease holders, or of runs while it is on its way
+    (migration 19)."""
+    store = replicas[0]
+    await fill(store, 3)
+    [sent] = await store.claim("jodo", 1, 60)
+    await store.complete("jodo", [Completion(sent.key, sent.hash, ResultKind.DELIVERED,
+                                             claim=sent.claim)])  # fmt: skip
+    [claimed] = await store.claim("jodo", 1, 60)
+    queued = ({"L0000", "L0001", "L0002"} - {sent.key, claimed.key}).pop()
+
+    on_the_way = {"leads_pkey", "leads_outbox", "leads_phone", "leads_queued"}
+    assert await leads_indexes_holding(store, queued) == on_the_way
+    assert await leads_indexes_holding(store, claimed.key) == on_the_way
+    assert await leads_indexes_holding(store, sent.key) == {
+        "leads_pkey", "leads_outbox", "leads_phone", "leads_run_counted"
+    }  # fmt: skip
+
+
+SCHEMA_18_LEADS = [
+    "INSERT INTO runs (run_id, mode, started_at) VALUES ('run-1', 'pull crm', 0)",
+    *(
+        "INSERT INTO leads (sink, key, hash, lead_json, action, state, attempts, next_at,"
+        f" run_id, delivered_hash, created_at, updated_at) VALUES ('{sink}', '{key}', 'h',"
+        f' \'{{"key": "{key}", "phone": "+9198000000{n}"}}\', \'upsert\', \'{state}\', 0, 0,'
+        f" 'run-1', {done},"
+        " 0, 0)"
+        for n, (sink, key, state, done) in enumerate(
+            [
+                ("jodo", "L1", "pending", "NULL"),
+                ("jodo", "L2", "pending", "NULL"),
+                ("ameyo", "L1", "delivered", "'h'"),
+                ("ucontact", "L1", "rejected", "NULL"),
+            ]
+        )
+    ),
+]
+
+
+async def test_an_upgraded_store_renews_releases_and_finds_its_leads_as_before(
+    tmp_path: Path,
+) -> None:
+    """Migration 19 drops the indexes of keys alone and of lease holders: the heartbeat's
+    renewal, the release of claims and a lead's history read by sink instead, and find
+    the same rows on a store made before it."""
+    async with store_at_schema("postgresql", tmp_path, 18, [], SCHEMA_18_LEADS,
+                               lease_s=30) as store:  # fmt: skip
+        assert isinstance(store, PostgresStore)
+        claimed = await store.claim("jodo", 5, 300)
+        await expire_leases(store, store.holder)  # a push that outlasts its lease...
+        await store.heartbeat()  # ...is renewed
+        assert await store.claim("jodo", 5, 300) == []
+        history = await store.lead_history("L1")
+        [run] = await store.recent_runs()
+        released = await store.release_inflight()
+    assert sorted(q.key for q in claimed) == ["L1", "L2"]
+    assert sorted((lead["sink"], lead["state"]) for lead in history["leads"]) == [
+        ("ameyo", "delivered"), ("jodo", "inflight"), ("ucontact", "rejected")
+    ]  # fmt: skip
+    assert (run["delivered_now"], run["refused_now"]) == (1, 1)
+    assert released == 2
+
+
+async def plan_of(store: PostgresStore, query: str, *params: object) -> str:
+    """Return the plan of ``query`` (a statement that writes is planned, not run)."""
+    async with store._lock, store.db.raw.transaction():  # one connection of its pool
+        rows = await store.db.raw.fetch("EXPLAIN " + to_postgres(query), *params)
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_the_statements_the_dropped_indexes_served_read_the_leads_by_sink() -> None:
+    """On a store of 20,000 leads (their statistics kept), each reads an index range:
+    the renewal and the release of claims the leads in flight of their sinks, a lead's
+    history the primary key once per sink (the run history: test_status_plans.py)."""
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema, lease_s=30)
+    await store.open()
+    try:
+        await fill(store, 20000)
+        await store.claim("jodo", 500, 60)
+        async with store._lock:
+            await store.db.raw.execute("ANALYZE leads")
+        renewal = await plan_of(store, postgres.RENEWAL, ["jodo"], store.holder, ["t"], 30.0)
+        released = []
+        for sink in ("jodo", None):
+            statement, params = postgres.release_statement(sink, store.holder)
+            released.append(await plan_of(store, statement, *params))
+        history = await plan_of(store, queries.load("postgres", "history")["lead_history"], "L1")
+    finally:
+        await store.close()
+        await drop_schema(schema)
+    for plan in (renewal, *released):
+        assert re.search(
+            r"Index Cond: \(\(sink = (ANY \(.+\)|'jodo'::text)\) AND \(state = 'inflight'", plan
+        ), plan
+    assert re.search(r"leads_pkey on leads\s.*\n\s+Index Cond: \(\(sink = ANY", history), history
+    assert "Seq Scan on leads" not in "".join([renewal, *released, history])

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from syncd.config import Settings, load_settings
 from syncd.core.model import Action, ResultKind
 from syncd.run.status import collect
 from syncd.state.base import ChunkWrite, Completion, LeadWrite
+from syncd.state.postgres import PgConnection, PostgresStore, to_postgres
 from syncd.state.sqlite import SqliteStore
 from tests.support.reliability import (
     ameyo_sink,
@@ -26,6 +31,7 @@ from tests.support.reliability import (
     vendor_env,
     write_config,
 )
+from tests.support.stores import drop_schema, new_schema, pg_url
 
 # Indexes holding only the rows of a few states (or the newest runs first)
 BOUNDED = {
@@ -115,3 +121,46 @@ async def test_status_reads_the_leads_through_indexes_of_the_rows_it_shows(
             if scans == ["SCAN rejects"] and "ORDER BY id DESC LIMIT" in statement:
                 continue
             assert scans == [], (statement, plan)
+
+
+async def test_on_postgresql_the_run_historys_counts_read_the_leads_they_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL's index of runs holds only the delivered and refused leads (its
+    migration 19: a claim and a pull's insert add no entry to it); the statement names
+    their states, so it reads that index and not every lead."""
+    schema = new_schema()
+    store = PostgresStore(pg_url(), schema=schema)
+    await store.open()
+    try:
+        await store.start_run("run-1", "pull crm")
+        chunk = ChunkWrite("run-1", "crm", "a.csv")
+        chunk.leads["jodo"] = [lead(i) for i in range(20000)]
+        await store.apply_chunk(chunk)
+        claimed = await store.claim("jodo", 500, 60.0)
+        await store.complete("jodo", [Completion(q.key, q.hash, ResultKind.DELIVERED,
+                                                 claim=q.claim) for q in claimed])  # fmt: skip
+        async with store._lock:
+            await store.db.raw.execute("ANALYZE leads")
+        sent: list[tuple[str, Sequence[Any]]] = []
+        execute_fetchall = PgConnection.execute_fetchall
+
+        async def recording(
+            self: PgConnection, query: str, params: Sequence[Any] = ()
+        ) -> list[tuple[Any, ...]]:
+            sent.append((query, params))
+            return await execute_fetchall(self, query, params)
+
+        monkeypatch.setattr(PgConnection, "execute_fetchall", recording)
+        [run] = await store.recent_runs()
+        monkeypatch.undo()
+        [(counts, ids)] = [(q, p) for q, p in sent if "FROM leads WHERE run_id IN" in q]
+        async with store._lock:
+            plan = "\n".join(
+                r[0] for r in await store.db.raw.fetch("EXPLAIN " + to_postgres(counts), *ids)
+            )
+    finally:
+        await store.close()
+        await drop_schema(schema)
+    assert (run["delivered_now"], run["refused_now"]) == (500, 0)
+    assert "leads_run_counted" in plan and "Seq Scan" not in plan, plan

@@ -105,6 +105,28 @@ POOL_SIZE = 10
 KEYS_PER_QUERY = 20_000
 # Leads a pull writes before the store analyzes them (then: once the table grew fourfold)
 ANALYZE_AFTER_ROWS = 1000
+# Every sink that holds leads, as an array: a loose scan of the primary key (sink, key),
+# one probe per sink, where a statement names no sink but must read by it (PostgreSQL
+# has no skip scan of its own). syncd/state/queries/postgres/history.sql spells it too.
+SINKS = """ARRAY(
+    WITH RECURSIVE sinks(sink) AS (
+        SELECT min(sink) FROM leads
+        UNION ALL
+        SELECT (SELECT min(l.sink) FROM leads l WHERE l.sink > sinks.sink)
+        FROM sinks WHERE sinks.sink IS NOT NULL)
+    SELECT sink FROM sinks WHERE sink IS NOT NULL)"""
+# The heartbeat's renewal of the leases of its live claims (params: their sinks, the
+# replica, their tokens, the lease in seconds). Their sinks: the leads in flight are read
+# by sink and state (leads_queued), with no index of their own (migration 19).
+RENEWAL = f"""
+    WITH mine AS (
+        SELECT sink, key FROM leads
+        WHERE sink = ANY(CAST(? AS TEXT[])) AND state = 'inflight'
+            AND lease_holder = ? AND claim_token = ANY(CAST(? AS TEXT[]))
+        FOR UPDATE SKIP LOCKED)
+    UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)
+    FROM mine WHERE leads.sink = mine.sink AND leads.key = mine.key
+    """
 _PLACEHOLDER = re.compile(r"\?")
 _NULL_SAFE_NOT = re.compile(r"\bIS NOT (?!NULL\b|DISTINCT\b)")
 _JSON_FIELD = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
@@ -113,6 +135,22 @@ _LEAD_COLUMN = re.compile(r"json_extract\((\w+\.)?lead_json, '\$\.(phone|consent
 # json_set(column, '$.field', ?): one text field set in a JSON text column
 _JSON_SET = re.compile(r"json_set\(([\w.]+), '\$\.(\w+)', \?\)")
 _JSONB_SET = r"CAST(jsonb_set(CAST(\1 AS jsonb), '{\2}', to_jsonb(CAST(? AS TEXT))) AS TEXT)"
+
+
+def release_statement(sink: str | None, holder: str) -> tuple[str, tuple[Any, ...]]:
+    """Return the statement giving back to the outbox the leads in flight of ``sink`` (of
+    every sink: None) that ``holder`` claimed or whose lease ran out, and its parameters.
+
+    They are read by sink and state (leads_queued); for every sink, those of the loose
+    scan. One statement per case: a sink given as a parameter that may be NULL leaves a
+    generic plan no sink to read by."""
+    among, params = ("sink = ?", (sink,)) if sink is not None else (f"sink = ANY({SINKS})", ())
+    return (
+        "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL,"
+        f" {RELEASED_DOUBT} WHERE {among} AND state = 'inflight'"
+        f" AND (lease_holder = ? OR lease_holder IS NULL OR lease_until < {NOW})",
+        (*params, holder),
+    )
 
 
 @functools.lru_cache(maxsize=512)
@@ -776,13 +814,7 @@ class PostgresStore(SqliteStore):
         Their attempt stays spent: the push may have sent its request before it was cut
         off or its replica died, so a lead never delivered stays in doubt."""
         async with self._tx() as db:
-            cur = await db.execute(
-                "UPDATE leads SET state = 'pending', lease_until = NULL, lease_holder = NULL,"
-                f" {RELEASED_DOUBT}"
-                " WHERE state = 'inflight' AND (CAST(? AS TEXT) IS NULL OR sink = ?)"
-                f" AND (lease_holder = ? OR lease_holder IS NULL OR lease_until < {NOW})",
-                (sink, sink, self.holder),
-            )
+            cur = await db.execute(*release_statement(sink, self.holder))
             return int(cur.rowcount)
 
     # A lease that ran out is lost: the next claim of any replica takes it over.
@@ -1032,6 +1064,7 @@ class PostgresStore(SqliteStore):
         extend the leases of the leads its running pushes claimed: a dead or frozen
         replica's run out, and so do those of a push that gave up (see ``settle``)."""
         live = sorted(self._live_claims)
+        sinks = sorted(set(self._live_claims.values()))
         async with self._tx() as db:
             if self.lease_s is not None and live:
                 # SKIP LOCKED: a lead whose row is locked is being written by its push's
@@ -1039,18 +1072,7 @@ class PostgresStore(SqliteStore):
                 # heartbeat held rows that completion waited for in turn, a deadlock
                 # PostgreSQL broke after a second by failing one of them. A renewal
                 # skipped while a completion fails is made at the next heartbeat.
-                await db.execute(
-                    f"""
-                    WITH mine AS (
-                        SELECT sink, key FROM leads
-                        WHERE state = 'inflight' AND lease_holder = ?
-                            AND claim_token = ANY(CAST(? AS TEXT[]))
-                        FOR UPDATE SKIP LOCKED)
-                    UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)
-                    FROM mine WHERE leads.sink = mine.sink AND leads.key = mine.key
-                    """,
-                    (self.holder, live, float(self.lease_s)),
-                )
+                await db.execute(RENEWAL, (sinks, self.holder, live, float(self.lease_s)))
             await db.execute(
                 f"""
                 INSERT INTO replicas (holder, host, pid, started_at, seen_at, syncd_version,

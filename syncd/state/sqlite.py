@@ -127,6 +127,10 @@ _DOUBT_COLUMNS = f"{_IN_DOUBT}, CASE WHEN {_IN_DOUBT} THEN l.doubt_number END"
 # Fencing: a claim's results and requeues apply only where the lead still carries the
 # claim's token (params: the token twice); None (no claim known) matches by key alone.
 _FENCE = "(CAST(? AS TEXT) IS NULL OR claim_token = ?)"
+# The leads a run's history counts (delivered, refused): PostgreSQL's index of runs
+# holds only these (leads_run_counted, its migration 19: a claim and a pull's insert add
+# no entry to it), and serves only a statement that names the same states.
+COUNTED_IN_RUNS = "state IN ('delivered', 'rejected', 'failed')"
 # A lead as a pull's plan reads it (StoredLead's fields, of the leads ``l``). The version
 # time (core.versions) is read out of the JSON only where the text holds one.
 STORED_LEAD = (
@@ -272,9 +276,9 @@ class SqliteStore:
         self.clock = clock  # what stored times are taken from (retention prunes by them)
         self._db: StoreConnection | None = None
         self._lock = asyncio.Lock()
-        # The claims whose pushes are still running (see settle): the only leases a
-        # shared store's heartbeat renews.
-        self._live_claims: set[str] = set()
+        # The claims whose pushes are still running (see settle), by token, with their
+        # sink: the only leases a shared store's heartbeat renews.
+        self._live_claims: dict[str, str] = {}
         self._pairs = _PAIRS  # (key, raw hash) pairs per lookup query; see open
         self._keys = _CHUNK  # keys per look-up query by key (see _in_list)
 
@@ -873,11 +877,11 @@ class SqliteStore:
         """Return claimed rows as the push takes them, their claim live until settled."""
         batch = queued_leads(sink, rows, token)
         if batch:
-            self._live_claims.add(token)
+            self._live_claims[token] = sink
         return batch
 
     def settle(self, claim: str | None) -> None:
-        self._live_claims.discard(claim or "")
+        self._live_claims.pop(claim or "", None)
 
     # What a claim still holding its leads must show besides its token: nothing here (one
     # process: nobody else claims, and a lease that ran out is not swept back).
@@ -1792,11 +1796,8 @@ class SqliteStore:
     async def lead_history(self, key: str) -> dict[str, Any]:
         """Return what the store knows of one lead key, across sinks."""
         async with self._lock:
-            async with self.db.execute(
-                "SELECT sink, state, hash, attempts, last_error, vendor_ref, origin, line,"
-                " lead_json, updated_at, delivered_at FROM leads WHERE key = ?",
-                (key,),
-            ) as cur:
+            statement = queries.load(self.QUERIES, "history")["lead_history"]
+            async with self.db.execute(statement, (key,)) as cur:
                 cols = [
                     "sink",
                     "state",
@@ -1957,7 +1958,8 @@ class SqliteStore:
                 await self.db.execute_fetchall(
                     "SELECT run_id, SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END),"
                     " SUM(CASE WHEN state IN ('rejected', 'failed') THEN 1 ELSE 0 END)"
-                    f" FROM leads WHERE run_id IN ({marks}) GROUP BY run_id",
+                    f" FROM leads WHERE run_id IN ({marks}) AND {COUNTED_IN_RUNS}"
+                    " GROUP BY run_id",
                     ids,
                 )
                 if ids

@@ -73,10 +73,11 @@ async def store_at_schema(
     version: int,
     kv: Sequence[tuple[str, str, str]],
     statements: Sequence[str] = (),
+    **pg: Any,
 ) -> AsyncIterator[SqliteStore]:
     """Yield a store made at schema ``version`` holding ``kv`` rows (and what
     ``statements``, SQL both databases take, wrote), opened (so migrated to the newest
-    schema) by this syncd; a PostgreSQL one is dropped afterwards."""
+    schema) by this syncd; a PostgreSQL one (``pg``: its options) is dropped afterwards."""
     if kind == "sqlite":
         db = tmp_path / "state.db"
         with sqlite3.connect(db) as conn:
@@ -107,7 +108,7 @@ async def store_at_schema(
                 await conn.execute(statement)
     finally:
         await conn.close()
-    store = PostgresStore(pg_url(), schema=schema)
+    store = PostgresStore(pg_url(), schema=schema, **pg)
     await store.open()
     try:
         yield store
