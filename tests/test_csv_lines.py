@@ -263,3 +263,35 @@ def test_a_store_the_row_reader_wrote_finds_every_row_unchanged_and_pushes_nothi
     assert runs["lines"] == runs["rows"]
     assert runs["lines"]["new"] == runs["lines"]["changed"] == runs["lines"]["delivered"] == 0
     assert runs["lines"]["unchanged"] > 3000  # type: ignore[operator]
+
+
+def test_raw_rows_sent_to_the_mapping_workers_in_parts_map_as_the_whole_chunk_does() -> None:
+    from syncd.config import RouteConfig
+    from syncd.core import phones
+    from syncd.core.mapping import normalize_rows
+    from syncd.run.workers import mapping_pool
+
+    lines = [
+        b"N%05d,%s,\xd0\x90\xd0\xbd\xd0\xb0 \xff,Rao,a%d@x.in," % (i, phone, i)
+        for i, phone in enumerate([b"+91 98200 %05d" % n for n in range(3000)] + [b"12", b"N/A"])
+    ]  # a name in Cyrillic then a byte that is no UTF-8, two numbers refused
+    rows = RawRows(list(range(2, len(lines) + 2)), lines, ",")
+    route = RouteConfig.model_validate(
+        {
+            "source": "crm",
+            "sink": "jodo",
+            "default_region": "IN",
+            "map": {"key": "id", "phone": "phone", "first_name": "first", "email": "email"},
+        }
+    ).model_dump_json()
+    header = tuple(HEADER.decode().split(","))
+    whole = normalize_rows(route, header, rows, 0.0)
+    pool = mapping_pool(2, phones.use_backend, ("phonenumbers",))
+    try:
+        half = len(rows) // 2
+        parts = [pool.submit(normalize_rows, route, header, part, 0.0) for part in
+                 (rows.part(0, half), rows.part(half, len(rows)))]  # fmt: skip
+        assert [row for p in parts for row in p.result(timeout=120)] == whole
+    finally:
+        pool.shutdown(wait=True)
+    assert len(whole) == len(rows) and any(r[4] is not None for r in whole)  # some refused

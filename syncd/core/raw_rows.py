@@ -53,6 +53,12 @@ class RawRows(Sequence[Row]):
             return list(zip(self.lines[index], map(self.values, self.raw[index]), strict=True))
         return self.lines[index], self.values(self.raw[index])
 
+    def part(self, start: int, stop: int) -> RawRows:
+        """Return rows ``start`` to ``stop`` as raw rows too: what a mapping worker is
+        sent, its lines' bytes (one bytes object a row to pickle, not a list of cells,
+        and the cells made in the worker, not on the event loop)."""
+        return RawRows(self.lines[start:stop], self.raw[start:stop], self.text_delimiter)
+
     def __iter__(self) -> Iterator[Row]:
         return zip(self.lines, map(self.values, self.raw), strict=True)
 

@@ -35,6 +35,7 @@ from syncd.core.mapping import (
 )
 from syncd.core.model import Action, LeadWrite, Reject
 from syncd.core.phones import PhoneError, to_e164
+from syncd.core.raw_rows import RawRows
 from syncd.core.reconcile import (
     RowReject,
     Versions,
@@ -485,7 +486,12 @@ class Puller:
             self._pool = mapping_pool(workers, phones.use_backend, backend_wanted(self.settings))
         loop = asyncio.get_running_loop()
         size = -(-len(rows) // workers)
-        parts = [rows[i : i + size] for i in range(0, len(rows), size)]
+        starts = range(0, len(rows), size)
+        parts: list[Sequence[tuple[int, list[str]]]] = (
+            [rows.part(i, i + size) for i in starts]
+            if isinstance(rows, RawRows)
+            else [rows[i : i + size] for i in starts]
+        )
         results = await asyncio.gather(
             *(
                 loop.run_in_executor(
