@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet's formula starts with
 
 
 def neutralise(value: object) -> str:
@@ -21,10 +21,10 @@ def runs_as_formula(text: str) -> bool:
     control or invisible characters, and is not a plain signed or phone number."""
     if _plain(text):  # nothing in front of it, nor a formula prefix (see _plain)
         return False
-    if text.startswith(_FORMULA_START) and not _is_number(text):
+    if text.startswith(FORMULA_START) and not _is_number(text):
         return True
     hidden = _behind(text)
-    return hidden.startswith(_FORMULA_START) and not _is_number(hidden)
+    return hidden.startswith(FORMULA_START) and not _is_number(hidden)
 
 
 def _behind(text: str) -> str:
@@ -47,7 +47,7 @@ def unhidden(raw: str, cleaned: str) -> str:
 
 # What a cell starts with that the checks below must look behind: a formula prefix, or
 # the one blank among printable ASCII characters.
-_LOOK_BEHIND = (*_FORMULA_START, " ")
+_LOOK_BEHIND = (*FORMULA_START, " ")
 
 
 def _plain(text: str) -> bool:
@@ -62,9 +62,9 @@ def _plain(text: str) -> bool:
 
 def _unhidden_by_rule(raw: str, cleaned: str) -> str:
     """Return ``unhidden(raw, cleaned)`` by its rule, for any cell (no shortcut)."""
-    if cleaned.startswith(_FORMULA_START) and raw[:1] != cleaned[:1]:
+    if cleaned.startswith(FORMULA_START) and raw[:1] != cleaned[:1]:
         return neutralise(cleaned)
-    if _behind(cleaned).startswith(_FORMULA_START):  # an invisible character kept in front
+    if _behind(cleaned).startswith(FORMULA_START):  # an invisible character kept in front
         return neutralise(cleaned)
     return cleaned
 

@@ -34,6 +34,7 @@ class PhoneError(ValueError):
 
 _SCIENTIFIC = re.compile(r"^\+?(\d)(?:[.,](\d+))?[eE]\+?(\d{1,2})$")
 _POINT_ZERO = re.compile(r"^(\+?\d{6,})[.,]0+$")
+_MANGLED = frozenset(".,eE")  # one of them is in every text either pattern matches
 
 
 def unmangle(text: str) -> str:
@@ -42,6 +43,8 @@ def unmangle(text: str) -> str:
     ``8.123456789E+09`` → ``8123456789``; ``8123456789.0`` → ``8123456789``;
     ``9.18123E+11`` lost its last six digits: refused, never guessed.
     """
+    if _MANGLED.isdisjoint(text):  # most numbers: neither pattern below can match
+        return text
     if (m := _POINT_ZERO.match(text)) is not None:
         return m.group(1)
     m = _SCIENTIFIC.match(text)
