@@ -51,11 +51,11 @@ POLICY = {
 }
 
 
-def route_json(gate: bool) -> str:
+def route_json(gate: bool, block_types: bool = False) -> str:
     data: dict[str, object] = {"source": "crm", "sink": "jodo", "default_region": "IN"}
     data["map"] = MAP
     if gate:
-        data["policy"] = POLICY
+        data["policy"] = POLICY | ({"block_number_types": ["premium_rate"]} if block_types else {})
     return RouteConfig.model_validate(data).model_dump_json()
 
 
@@ -83,12 +83,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gate", action="store_true", help="with the safety gate's screens")
+    parser.add_argument(
+        "--block-types", action="store_true", help="with --gate: numbers' types screened too"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is reported")
     parser.add_argument("--backend", default="auto", choices=phones.BACKENDS)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     args = parser.parse_args()
     choice = phones.use_backend(args.backend, ["IN"])
-    route = route_json(args.gate)
+    route = route_json(args.gate, args.block_types)
     data = rows(args.rows, args.seed)
     map_all(route, data[:CHUNK])  # the mapper is built and the caches warm, as in a worker
     if args.profile:
@@ -103,8 +106,9 @@ def main() -> None:
         timings.append(time.process_time() - start)
     per_row = [t / args.rows * 1e6 for t in timings]
     refused = sum(1 for r in out if r[4] is not None)
+    gate = ("on, number types" if args.block_types else "on") if args.gate else "off"
     print(
-        f"mapping {args.rows:,} rows (gate {'on' if args.gate else 'off'}, {choice.name}): "
+        f"mapping {args.rows:,} rows (gate {gate}, {choice.name}): "
         f"cpu {min(per_row):.2f} µs/row (runs: {', '.join(f'{p:.2f}' for p in per_row)}); "
         f"refused {refused:,}; digest {digest(out)}"
     )

@@ -215,6 +215,9 @@ def from_dial(dial: str, fmt: DialFormat, region: str) -> str | None:
 # what kind of number it is
 
 
+# Mapping a row asks twice for its main number's type (its number screens, then the
+# gate's screen of the lead), ~20 µs each: the second answer is the first, remembered.
+@functools.lru_cache(maxsize=64)
 def number_kind(e164: str) -> str:
     """Return the number's type as ``phonenumbers`` names it: ``mobile``, ``toll_free``…"""
     kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
