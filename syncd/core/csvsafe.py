@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet's formula starts with
 
 
 def neutralise(value: object) -> str:
@@ -19,10 +19,12 @@ def runs_as_formula(text: str) -> bool:
     """Return True when a spreadsheet would take ``text`` for a formula: it starts with
     a formula prefix (``=``, ``+``, ``-``, ``@``, a tab or CR), also behind blanks,
     control or invisible characters, and is not a plain signed or phone number."""
-    if text.startswith(_FORMULA_START) and not _is_number(text):
+    if _plain(text):  # nothing in front of it, nor a formula prefix (see _plain)
+        return False
+    if text.startswith(FORMULA_START) and not _is_number(text):
         return True
     hidden = _behind(text)
-    return hidden.startswith(_FORMULA_START) and not _is_number(hidden)
+    return hidden.startswith(FORMULA_START) and not _is_number(hidden)
 
 
 def _behind(text: str) -> str:
@@ -38,9 +40,31 @@ def unhidden(raw: str, cleaned: str) -> str:
     """Return ``cleaned`` (``raw`` with its control characters and edge blanks removed),
     defused when what was removed hid a formula prefix: a cell of tab + ``=1+1`` is a
     formula to a spreadsheet, and cleaning it must not hand ``=1+1`` on as a name."""
-    if cleaned.startswith(_FORMULA_START) and raw[:1] != cleaned[:1]:
+    if _plain(cleaned):
+        return cleaned
+    return _unhidden_by_rule(raw, cleaned)
+
+
+# What a cell starts with that the checks below must look behind: a formula prefix, or
+# the one blank among printable ASCII characters.
+_LOOK_BEHIND = (*FORMULA_START, " ")
+
+
+def _plain(text: str) -> bool:
+    """Return True for a cell ``unhidden`` keeps as it is without looking closer: printable
+    ASCII (most cells; two C calls) that starts with neither a formula prefix nor a blank.
+
+    Exact: such a cell starts with no formula prefix, and hides nothing in front of one,
+    since the only printable ASCII character that is a blank, control or format
+    character is the space; "" too."""
+    return text.isascii() and text.isprintable() and not text.startswith(_LOOK_BEHIND)
+
+
+def _unhidden_by_rule(raw: str, cleaned: str) -> str:
+    """Return ``unhidden(raw, cleaned)`` by its rule, for any cell (no shortcut)."""
+    if cleaned.startswith(FORMULA_START) and raw[:1] != cleaned[:1]:
         return neutralise(cleaned)
-    if _behind(cleaned).startswith(_FORMULA_START):  # an invisible character kept in front
+    if _behind(cleaned).startswith(FORMULA_START):  # an invisible character kept in front
         return neutralise(cleaned)
     return cleaned
 

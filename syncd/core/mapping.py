@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from syncd.config import RouteConfig
 from syncd.core.audit import Facts, list_of, numbers_of, route_policy_version
-from syncd.core.csvsafe import unhidden
+from syncd.core.csvsafe import FORMULA_START, unhidden
 from syncd.core.gate import (
     CallingWindow,
     GateDecision,
@@ -38,6 +38,7 @@ from syncd.core.raw_rows import RawRows
 from syncd.core.zones import ZoneError, check_zone, zone_table
 
 _SPLIT = re.compile(r"[,;/|\n]+")
+_SEPARATORS = frozenset(",;/|\n")  # the characters _SPLIT splits at
 # C0 controls (but tab and line breaks, which separate numbers in a phone cell), DEL and C1
 # controls: removed from every cell.
 _CONTROLS: dict[int, None] = {
@@ -101,6 +102,8 @@ class Mapper:
             if route.policy is not None and route.policy.windows
             else None
         )
+        # (field name, cell position) of the custom fields: read for every row
+        self.field_at = tuple((name, self.index[col]) for name, col in route.map.fields.items())
 
     def cell(self, values: list[str], column: str | None) -> str:
         """Return a cell stripped, with control characters (a NUL, an escape…) removed:
@@ -114,8 +117,7 @@ class Mapper:
         cleaned like :meth:`cell`, defused when cleaning revealed a formula prefix."""
         if column is None:
             return ""
-        raw = values[self.index[column]]
-        return unhidden(raw, clean_cell(raw))
+        return clean_text(values[self.index[column]])
 
     @property
     def key_column(self) -> str:
@@ -215,7 +217,7 @@ class Mapper:
             email=self.text(values, m.email),
             call_at=call_at,
             agent=self.cell(values, m.agent),
-            fields={name: self.text(values, col) for name, col in m.fields.items()},
+            fields={name: clean_text(values[i]) for name, i in self.field_at},
             zone=zone,
             notes=tuple(notes),
             consent_until=consent_until,
@@ -338,7 +340,9 @@ class Mapper:
         }:
             return True
         # A row that leaves the route's filter is, for this sink, a deleted lead.
-        return any(self.cell(values, col) not in accepted for col, accepted in route.filter.items())
+        return bool(route.filter) and any(
+            self.cell(values, col) not in accepted for col, accepted in route.filter.items()
+        )
 
 
 def clean_cell(text: str) -> str:
@@ -348,12 +352,37 @@ def clean_cell(text: str) -> str:
     return text.strip()
 
 
+def clean_text(raw: str) -> str:
+    """Return a cell of text the dialer shows: ``clean_cell``, then defused where cleaning
+    revealed a formula prefix (``csvsafe.unhidden``)."""
+    if raw.isascii() and raw.isprintable():
+        # Exact shortcut for most cells: printable ASCII has no control character to
+        # remove, and its only blank is the space, which the strip leaves in front of
+        # nothing; so there is nothing hidden, and a cell that starts with no formula
+        # prefix is kept as it is (what ``unhidden`` does too).
+        cleaned = raw.strip()
+        if not cleaned.startswith(FORMULA_START):
+            return cleaned
+    return unhidden(raw, clean_cell(raw))
+
+
 def has_surrogate(text: str) -> bool:
     """Return True when a cell holds bytes its file's encoding could not read."""
     return not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _split_phones(text: str) -> list[str]:
+    """Return the numbers a phone cell lists (``_split_at_separators``)."""
+    if _SEPARATORS.isdisjoint(text):
+        # Exact shortcut for most cells: with no separator the split finds one part
+        # (the cell), kept when it is more than blanks.
+        stripped = text.strip()
+        return [stripped] if stripped else []
+    return _split_at_separators(text)
+
+
+def _split_at_separators(text: str) -> list[str]:
+    """Return the numbers a phone cell lists, by its rule (no shortcut)."""
     parts = [p.strip() for p in _SPLIT.split(text) if p.strip()]
     if len(parts) > 1 and not any(ch.isdigit() for ch in text):
         # No digit at all: not a list of numbers but filler ("n/a", "none; later"),

@@ -34,6 +34,7 @@ class PhoneError(ValueError):
 
 _SCIENTIFIC = re.compile(r"^\+?(\d)(?:[.,](\d+))?[eE]\+?(\d{1,2})$")
 _POINT_ZERO = re.compile(r"^(\+?\d{6,})[.,]0+$")
+_MANGLED = frozenset(".,eE")  # one of them is in every text either pattern matches
 
 
 def unmangle(text: str) -> str:
@@ -42,6 +43,8 @@ def unmangle(text: str) -> str:
     ``8.123456789E+09`` → ``8123456789``; ``8123456789.0`` → ``8123456789``;
     ``9.18123E+11`` lost its last six digits: refused, never guessed.
     """
+    if _MANGLED.isdisjoint(text):  # most numbers: neither pattern below can match
+        return text
     if (m := _POINT_ZERO.match(text)) is not None:
         return m.group(1)
     m = _SCIENTIFIC.match(text)
@@ -212,6 +215,9 @@ def from_dial(dial: str, fmt: DialFormat, region: str) -> str | None:
 # what kind of number it is
 
 
+# Mapping a row asks twice for its main number's type (its number screens, then the
+# gate's screen of the lead), ~20 µs each: the second answer is the first, remembered.
+@functools.lru_cache(maxsize=64)
 def number_kind(e164: str) -> str:
     """Return the number's type as ``phonenumbers`` names it: ``mobile``, ``toll_free``…"""
     kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
@@ -224,11 +230,18 @@ def number_kind(e164: str) -> str:
 _COUNTRY_CODES = frozenset(str(c) for c in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 _UP = "0123456789" * 3  # a run counts up (or down) by one, wrapping 9 → 0
 _DOWN = _UP[::-1]
+# Two last digits no placeholder ends with: neither equal nor one apart (mod 10).
+_NEVER_LAST_TWO = frozenset(
+    f"{a}{b}" for a in range(10) for b in range(10) if (b - a) % 10 not in (0, 1, 9)
+)
 
 
 def _country_code(digits: str) -> str:
     """Return the country code an E.164 number's digits start with ("" if none)."""
-    return next((digits[:n] for n in (1, 2, 3) if digits[:n] in _COUNTRY_CODES), "")
+    for n in (1, 2, 3):  # a loop, not next() over a generator: per number on the push path
+        if digits[:n] in _COUNTRY_CODES:
+            return digits[:n]
+    return ""
 
 
 def national_digits(e164: str) -> str:
@@ -243,6 +256,25 @@ def is_placeholder(e164: str) -> bool:
     ``+919999999999``, ``+911234567890``, ``+19876543210``: the national number is one
     digit repeated, or counts up or down by one.
     """
+    if _cannot_be_placeholder(e164):
+        return False
+    return _is_placeholder_by_rule(e164)
+
+
+def _cannot_be_placeholder(e164: str) -> bool:
+    """Return True when ``e164`` is surely no placeholder, without finding its country
+    code (on the pull's path for every number; most numbers stop here).
+
+    Exact: the country code is at most three digits, so with five or more the national
+    number holds at least the last two; a placeholder's last two are one character
+    repeated, or a step of one up or down a run (9 → 0 and 0 → 9 too).
+    """
+    digits = e164.lstrip("+")
+    return len(digits) >= 5 and digits[-2:] in _NEVER_LAST_TWO
+
+
+def _is_placeholder_by_rule(e164: str) -> bool:
+    """Return ``is_placeholder`` by its rule, for any text (no shortcut)."""
     national = national_digits(e164)
     if not national or national.count(national[0]) == len(national):
         return True
