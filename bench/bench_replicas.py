@@ -370,6 +370,7 @@ def postgres_run(
         os.rename(folder / "inbox" / "leads.csv.part", folder / "inbox" / "leads.csv")
         started = time.perf_counter()
         first = failover = pulled = None
+        timeline: list[tuple[float, int, int]] = []  # (seconds, delivered, read) with --timeline
         killed_at: float | None = None
         dead: str | None = None
         while True:
@@ -390,6 +391,8 @@ def postgres_run(
                 if holder not in (None, dead):
                     failover = now - killed_at
             meter.sample(watch.sessions())
+            if args.timeline:
+                timeline.append((now - started, *watch.counts()))
             if finished:
                 break
             if now - started > args.timeout_s:
@@ -410,6 +413,10 @@ def postgres_run(
         for seen, before in at_start.items():
             meter.seen[seen] -= before
         line += f"\n    CPU: {meter.report()} (load {load_average()})"
+        if timeline:  # the pull's progress beside the pushes': which of them paced the run
+            line += "\n    read/delivered: " + " ".join(
+                f"{at:.1f}s {read // 1000}k/{sent // 1000}k" for at, sent, read in timeline[::2]
+            )
         return line, delivered / push_s
     finally:
         for d in daemons:
@@ -465,6 +472,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration")
     parser.add_argument("--leader-ttl-s", type=float, default=20.0)
     parser.add_argument("--kill-leader", action="store_true", help="kill -9 the pull's leader")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print, every 0.4 s of a PostgreSQL run, the leads read and delivered so far",
+    )
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, stores)")
     parser.add_argument(

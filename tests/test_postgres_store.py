@@ -128,6 +128,25 @@ async def test_the_pull_does_not_wait_for_the_statistics_it_keeps(
     assert await analyzed() >= postgres.ANALYZE_AFTER_ROWS
 
 
+async def test_the_pulls_statistics_are_of_the_columns_the_plans_read(
+    replicas: list[PostgresStore],
+) -> None:
+    """The pull's ANALYZE reads the columns the store's statements select and join on,
+    not the leads' JSON (half its cost); a column named wrong would fail it whole."""
+    store = replicas[0]
+    await fill(store, postgres.ANALYZE_AFTER_ROWS)
+    assert store._analyzing is not None
+    await asyncio.wait_for(store._analyzing, 30)
+    async with store._lock:
+        rows = await store.db.execute_fetchall(
+            "SELECT attname FROM pg_stats WHERE tablename = 'leads'"
+            " AND schemaname = current_schema()"
+        )
+    counted = {str(r[0]) for r in rows}
+    assert set(postgres.PLANNED_COLUMNS) <= counted
+    assert "lead_json" not in counted
+
+
 async def test_one_leader_per_job_and_another_takes_over_when_it_dies(
     replicas: list[PostgresStore],
 ) -> None:

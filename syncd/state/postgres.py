@@ -127,6 +127,15 @@ RENEWAL = f"""
     UPDATE leads SET lease_until = {NOW} + CAST(? AS DOUBLE PRECISION)
     FROM mine WHERE leads.sink = mine.sink AND leads.key = mine.key
     """
+# The leads' columns the store's statements select, join or group by: what the pull's
+# ANALYZE reads. Not the lead's JSON (wide: half of what an ANALYZE of every column
+# cost, 154 ms against 82 ms on 50,000 leads), its hashes compared in SET clauses
+# alone, and what the store only reads back; autovacuum's ANALYZE still takes them all.
+PLANNED_COLUMNS = (
+    "sink", "key", "state", "next_at", "phone", "consent_until", "claim_token",
+    "lease_holder", "lease_until", "run_id", "action", "delivered_hash", "waits_for",
+    "updated_at", "last_error", "attempts", "origin", "raw_hash",
+)  # fmt: skip
 _PLACEHOLDER = re.compile(r"\?")
 _NULL_SAFE_NOT = re.compile(r"\bIS NOT (?!NULL\b|DISTINCT\b)")
 _JSON_FIELD = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
@@ -935,7 +944,7 @@ class PostgresStore(SqliteStore):
     async def _analyze(self) -> None:
         try:
             async with self._lock:
-                await self.db.execute("ANALYZE leads")
+                await self.db.execute(f"ANALYZE leads ({', '.join(PLANNED_COLUMNS)})")
                 rows = await self.db.execute_fetchall(
                     "SELECT reltuples FROM pg_class WHERE oid = CAST('leads' AS regclass)"
                 )
