@@ -221,6 +221,32 @@ def test_bad_rows_are_refused_by_row_and_field_and_the_good_rows_of_the_batch_de
     assert daemon.stop() == 0
 
 
+def test_a_lone_surrogate_in_a_field_refuses_that_row_and_the_rest_is_delivered(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    """JSON may carry "\\ud800", half of a character no text can hold: the row is
+    refused naming its field, the others go, the daemon goes on."""
+    daemon, form = started(config(tmp_path, jodo.url))
+
+    answer = form.post(
+        [
+            lead("S1", phone="9845012301"),
+            lead("S2", phone="9845012302", first="Asha \ud800"),
+            lead("S3", phone="9845012303"),
+        ]
+    )
+
+    assert answer.status_code == 400, answer.text
+    reply = answer.json()
+    assert reply["accepted"] == [0, 2]
+    assert {(r["row"], r["field"]) for r in reply["refused"]} == {(1, "first")}
+    wait_until(lambda: delivered(jodo, "S1", "S3"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert "S2" not in set(jodo.sim.received())
+    assert form.post(lead("S4", phone="9845012304")).status_code == 202  # and the next POST
+    wait_until(lambda: delivered(jodo, "S4"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert daemon.stop() == 0
+
+
 def test_unsigned_badly_signed_and_stale_requests_get_401_without_detail(
     tmp_path: Path, jodo: Simulated, started: Any
 ) -> None:

@@ -224,6 +224,9 @@ class Batch:
 
 
 NOT_FLAT = "must be text, a number, true/false, null or a list of those"
+# JSON's "\\ud800" escapes half of a character: text no store, dialer or UTF-8 holds
+TORN = "holds half of a character (a lone \\ud800-\\udfff escape); send the text whole"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_leads(body: bytes, max_rows: int) -> Batch:
@@ -252,17 +255,26 @@ def parse_leads(body: bytes, max_rows: int) -> Batch:
         if not isinstance(item, dict):
             batch.refusals.append(Refusal(i, None, "a lead must be a JSON object"))
             continue
-        values: dict[str, str] = {}
-        bad = next((k for k, v in item.items() if (cell := _cell(v)) is None), None)
-        if bad is not None:
-            batch.refusals.append(Refusal(i, bad, NOT_FLAT))
+        values = {name: _cell(value) for name, value in item.items()}
+        refusal = _refusal(i, values)
+        if refusal is not None:
+            batch.refusals.append(refusal)
             continue
-        for name, value in item.items():
-            cell = _cell(value)
-            assert cell is not None
-            values[name] = cell
-        batch.rows.append((i, values))
+        batch.rows.append((i, {name: cell or "" for name, cell in values.items()}))
     return batch
+
+
+def _refusal(row: int, values: Mapping[str, str | None]) -> Refusal | None:
+    """Return why a lead's fields cannot be taken (the first field found), None if they can."""
+    bad = next((name for name, cell in values.items() if cell is None), None)
+    if bad is not None:
+        return Refusal(row, bad, NOT_FLAT)
+    for name, cell in values.items():
+        if _SURROGATE.search(name):  # the name itself cannot be said back
+            return Refusal(row, None, f"a field's name {TORN}")
+        if _SURROGATE.search(cell or ""):
+            return Refusal(row, name, TORN)
+    return None
 
 
 def _no_constant(name: str) -> Any:
