@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from syncd.core.keys import key_refusal
@@ -13,6 +15,7 @@ from syncd.core.reasons import (
     reason_code,
     shown_key,
 )
+from syncd.sinks.ucontact.server_clock import zone_mismatch
 
 PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
 
@@ -64,6 +67,12 @@ PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
         ("jodo: ImportProcessData: HTTP 413 (code 413): this one record is larger than the "
          "dialer takes in a request", "refused by the dialer",
          "one record too large for the dialer (HTTP 413)"),
+        # a server clock check's words (sinks/ucontact/server_clock.py), as it says them
+        (zone_mismatch(datetime(2026, 12, 5, 17, 30), datetime(2026, 12, 5, 12, tzinfo=UTC),
+                       "UTC"), "failing", "the dialer's clock is in another zone than "
+         "server_timezone"),
+        (zone_mismatch(datetime(2026, 12, 5, 12, 40), datetime(2026, 12, 5, 12, tzinfo=UTC),
+                       "UTC"), "failing", "the dialer's clock is off"),
     ],
 )  # fmt: skip
 def test_a_reason_becomes_its_code_without_a_word_from_outside(

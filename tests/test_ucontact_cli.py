@@ -409,3 +409,38 @@ def test_the_daemon_refuses_a_ucontact_sink_whose_server_timezone_is_not_the_ser
     assert "UTC+05:30 but server_timezone = 'UTC'" in reason, reason
     assert 'syncd_sink_state{sink="uc",state="config_refused"} 1.0' in metrics
     assert sim.uploads_made() == []
+
+
+def test_a_daemon_whose_ucontact_server_turns_to_another_zone_shows_the_sink_held(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    """Found while running (the server's zone changed under it), the pushes wait; the
+    sink's state says so wherever an operator looks: held, with the reason, not working."""
+    from zoneinfo import ZoneInfo
+
+    import httpx
+
+    with served(timezone="UTC") as (sim, url):
+        config = write_config(tmp_path, url)
+        text = config.read_text(encoding="utf-8")
+        text = text.replace("backup_records_url", "queue_poll_s = 0.5\nbackup_records_url")
+        config.write_text(text + '\n[health]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
+        daemon = start_daemon(config, env=env())
+        daemon.wait_for("daemon.ready", timeout=60)
+        sim.zone = ZoneInfo("Asia/Kolkata")  # the server's clock now reads UTC+05:30
+        drop_csv(tmp_path / "inbox", "leads.csv", HEADER + f"A1,Ana,{uy(1)},,,,\n")
+        paused = daemon.wait_for("sink.push.paused", sink="uc", timeout=60)
+        metrics = httpx.get(f"{daemon.base_url}/metrics").text
+        ready = httpx.get(f"{daemon.base_url}/readyz").json()
+        status = run_cli("status", "--json", "-c", str(config), env=env())
+        said = run_cli("status", "-c", str(config), env=env())
+        assert daemon.stop() == 0
+
+    assert paused["reason"] == "the dialer's clock is in another zone than server_timezone"
+    assert 'syncd_sink_state{sink="uc",state="held"} 1.0' in metrics
+    assert 'syncd_sink_state{sink="uc",state="working"} 0.0' in metrics
+    assert any("UTC+05:30" in w for w in ready["warnings"]), ready
+    sink = json.loads(status.stdout)["sinks"]["uc"]
+    assert "UTC+05:30" in sink["held"], sink
+    assert "uc: held" in said.stdout, said.stdout
+    assert sim.uploads_made() == []

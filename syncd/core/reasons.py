@@ -49,6 +49,11 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(invalid|unknown) time ?zone", "invalid time zone", True),
         (r"no phone number to dial", "no phone number to dial", False),
         (r"unmappable", "unmappable", False),
+        # a dialer's clock against what syncd was told of it (sinks' own server checks)
+        (r"the dialer's clock reads UTC[+-]\d\d:\d\d but server_timezone",
+         "the dialer's clock is in another zone than server_timezone", False),
+        (r"the dialer's clock is .{1,40} (ahead of|behind) this host's",
+         "the dialer's clock is off", False),
         # push bookkeeping syncd adds after a dialer's words
         (r".{0,3000}: this one record is larger than the dialer takes in a request$",
          "one record too large for the dialer (HTTP 413)", False),

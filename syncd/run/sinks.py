@@ -460,7 +460,7 @@ class SinkSet:
             return SinkCause.UNREACHABLE
         if slot.cause is not SinkCause.WORKING and not self._answered(slot):
             return slot.cause
-        if slot.sink.guard.held.reason is not None:
+        if self.held(name) is not None:
             return SinkCause.HELD
         if self.throttled(name) is not None:
             return SinkCause.THROTTLED
@@ -507,9 +507,13 @@ class SinkSet:
         return {name: self.cause(name, unreachable) for name in self.slots}
 
     def held(self, name: str) -> str | None:
-        """Return why the dialer refuses a working sink's records for now (a paused campaign)."""
+        """Return why a working sink's records wait for now: the dialer refuses them (a
+        paused campaign), or the sink holds them itself (``paused``: uContact while its
+        server's clock disagrees with server_timezone)."""
         slot = self.slots[name]
-        return slot.sink.guard.held.reason if slot.working else None
+        if not slot.working:
+            return None
+        return slot.sink.guard.held.reason or slot.sink.paused()
 
     def throttled(self, name: str) -> Throttle | None:
         """Return the dialer's Retry-After hold of a working sink while it lasts, else None.
