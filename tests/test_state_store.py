@@ -929,7 +929,16 @@ async def test_a_lead_withdrawn_at_its_consents_end_is_not_returned_at_the_next_
     [found] = await store.window_closed("jodo", time.time())
     marked = found.lead_json.replace('"key"', '"withdrawn":"consent_expired","key"')
     why = "blocked (consent_expired): consent ran out at 2026-11-30 19:30 UTC"
-    assert await store.move_window("jodo", WindowMoves(withdraw=[("L1", marked, why, "")])) == 1
+    moves = WindowMoves(
+        withdraw=[("L1", marked, why, "")],
+        # a refusal as the consent stage's; L9's withdrawal found no lead: none for it
+        refused=[("L1", why, '{"code":"consent_expired"}'), ("L9", why, "")],
+        refused_as=("run-w", "crm", "consent_max_age_days"),
+    )
+    assert await store.move_window("jodo", moves) == 1
+    assert await store.run_rejects("run-w") == [
+        {"origin": "consent_max_age_days", "line": None, "key": "L1", "reason": why, "sink": "jodo"}
+    ]
     [removal] = await store.claim("jodo", 10, 60)
     assert (removal.action, removal.lead.withdrawn) == (Action.DELETE, "consent_expired")
     await store.complete("jodo", [Completion("L1", removal.hash, ResultKind.DELIVERED)])

@@ -291,8 +291,12 @@ async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_i
         later = await run_at(path, "2026-12-01 10:00")
         records = audited(path)
         explained = run_cli("explain", "GB1", "-c", str(path), env=vendor_env())
+        listed = run_cli("rejects", "-c", str(path), env=vendor_env())
 
     assert pushed.sinks["ucontact"].delivered == 1 and held["key"] == "GB1"
+    assert listed.returncode == 0, listed.stderr
+    [refused] = [line for line in listed.stdout.splitlines() if "GB1" in line]
+    assert "blocked (consent_expired): consent ran out" in refused
     # 19:31: out of the campaign at its consent's end, not at the window's close.
     assert withdrawn.sinks["ucontact"].delivered == 1 and after_expiry == set()
     assert [e.phone for e in sim.removed] == ["00442071234567"]
@@ -308,6 +312,7 @@ async def test_a_lead_whose_consent_runs_out_before_the_close_is_withdrawn_for_i
         ("pushed", ""),
         ("withdrawal_queued", "consent_expired"),
         ("withdrawn", "consent_expired"),
+        ("blocked", "consent_expired"),  # the refusal, as `syncd rejects` lists it
     ]
     withdrawal = next(r for r in records if r["event"] == "gate.withdrawn")
     assert withdrawal["reason"].startswith(

@@ -63,6 +63,8 @@ def test_a_closed_lead_is_withdrawn_for_what_passed_first(
     got = Facts.from_json(facts)
     assert (got.code, got.withdrawn, got.action) == (code, code, "delete")
     assert not moves.back and not moves.done
+    # consent's withdrawal is a refusal `syncd rejects` lists; the window's is not
+    assert moves.refused == ([(key, why, facts)] if code == "consent_expired" else [])
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from syncd.core.summary import RunSummary, SinkCounts
 from syncd.core.zones import zone_table
 from syncd.errors import LeadLost, SinkConfigError, StoreError, VendorError
 from syncd.net.http import MAX_INLINE_HOLD_S, HeldBack
+from syncd.run.consent import ORIGIN as CONSENT_ORIGIN
 from syncd.run.consent import consent_sinks, withdraw_expired
 from syncd.run.dnc_lists import STALE_CODE, ListState, list_states, strict_hold
 from syncd.run.leadership import Leadership
@@ -230,6 +231,7 @@ class Engine:
                 sink_policy_version(self.settings.routes, name),
                 self._fallback_zone(name),
                 consent=name in consent_sinks(self.settings),
+                refused_as=(self.run_id, self._source_of(name), CONSENT_ORIGIN),
             )
             moved = await close_windows(self.store, name, ctx, self.clock.time())
             counts.carried += moved.queued  # joined the outbox outside this run's routes
@@ -308,6 +310,11 @@ class Engine:
         if count:
             log.info("push.expired_again", sink=name, count=count, reason=EXPIRED_UNDIALLED)
         return count
+
+    def _source_of(self, sink: str) -> str:
+        """Return the source of ``sink``'s first route: what its refusals are listed under
+        when no pull made them (as the consent stage's)."""
+        return next((r.source for r in self.settings.routes if r.sink == sink), "")
 
     def _fallback_zone(self, sink: str) -> str:
         """Return the zone of a lead of ``sink`` whose numbers place nowhere (its first route's)."""

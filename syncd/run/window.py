@@ -82,6 +82,8 @@ class WindowContext:
     # A route of the sink sets consent_max_age_days: a lead's consent_until counts (as
     # at push: an expiry computed under a rule since removed does not).
     consent: bool = False
+    # (run id, source, origin) a withdrawal for consent is refused under (`syncd rejects`)
+    refused_as: tuple[str, str, str] = ("", "", "")
 
     @property
     def margin(self) -> timedelta:
@@ -115,7 +117,7 @@ async def close_windows(store: Outbox, sink: str, ctx: WindowContext, now: float
 
 def plan_moves(rows: Sequence[WindowLead], ctx: WindowContext, now: float) -> WindowMoves:
     """Return what to do with each lead the window's close concerns (pure)."""
-    moves = WindowMoves()
+    moves = WindowMoves(refused_as=ctx.refused_as)
     at = datetime.fromtimestamp(now, UTC)
     for row in rows:
         lead = Lead.from_json(orjson.loads(row.lead_json))
@@ -130,6 +132,8 @@ def plan_moves(rows: Sequence[WindowLead], ctx: WindowContext, now: float) -> Wi
             marked = lead_to_json(replace(lead, withdrawn=code))
             facts = _facts(ctx, lead, numbers, "delete", code=code, withdrawn=code)
             moves.withdraw.append((row.key, marked, why, facts))
+            if code == CONSENT_EXPIRED:
+                moves.refused.append((row.key, why, facts))
         elif row.stage == WITHDRAWN:
             decision = calling_decision(numbers, lead.zone, ctx.windows, at)
             if ctx.consent:

@@ -198,6 +198,10 @@ class WindowMoves:
     back: list[tuple[str, str, float, str, str]] = field(default_factory=list)
     # (key, reason, facts): dialled to a final result: neither withdrawn nor sent again
     done: list[tuple[str, str, str]] = field(default_factory=list)
+    # (key, reason, facts): withdrawn for consent that ran out: a refusal `syncd rejects`
+    # lists, as the consent stage's are (run, source and origin: ``refused_as``)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    refused_as: tuple[str, str, str] = ("", "", "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1205,6 +1205,7 @@ class SqliteStore:
         now = self.clock.time()
         events: list[tuple[float, str, str, str, str | None, str | None]] = []
         queued = 0  # leads that entered the outbox (pending or held), less those that left
+        withdrawn: set[str] = set()  # the keys whose withdrawal this pass queued
         withdraw = (
             "UPDATE leads SET action = 'delete', lead_json = ?, state = 'pending',"
             " next_at = 0, attempts = 0, last_error = ?, lease_until = NULL"
@@ -1226,6 +1227,7 @@ class SqliteStore:
                 queued += joined
                 if joined or cur.rowcount:
                     events.append((now, sink, key, "gate.withdrawn", reason, facts or None))
+                    withdrawn.add(key)
             for key, text, until, reason, facts in moves.back:
                 cur = await db.execute(
                     "UPDATE leads SET action = 'upsert', lead_json = ?, state = 'held',"
@@ -1262,6 +1264,27 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO events (at, sink, key, kind, detail, facts) VALUES (?, ?, ?, ?, ?, ?)",
                 events,
+            )
+            run_id, source, origin = moves.refused_as
+            await db.executemany(
+                "INSERT INTO rejects (run_id, source, sink, origin, line, key, reason, row_json,"
+                " created_at, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        source,
+                        sink,
+                        origin,
+                        None,
+                        key,
+                        _storable(why),
+                        "[]",
+                        now,
+                        facts or None,
+                    )
+                    for key, why, facts in moves.refused
+                    if key in withdrawn
+                ],
             )
         return queued
 
