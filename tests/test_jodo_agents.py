@@ -23,6 +23,7 @@ from tests.support.jodo_outcomes import (
     records_by_phone,
     serve,
 )
+from tests.support.stores import traced
 
 LOGGED_OUT, READY = 0, 1
 HOUR = 3600.0
@@ -208,6 +209,28 @@ async def test_leads_of_an_agent_absent_too_long_move_once_to_the_least_assigned
     assert held[dialled(1)]["lname"] == "Changed"  # a later push keeps the move
     moves = await events(store, "L1", "jodo.reallocated")
     assert len(moves) == 1 and moves[0].startswith("alice -> carol (alice Logged Out for 360")
+
+
+async def test_a_batch_reads_the_moves_syncd_made_in_one_statement_not_one_per_lead(
+    store: SqliteStore,
+) -> None:
+    """Each push keeps the moves syncd made (a lead's fallback agent): read for the whole
+    batch at once, not a store round trip per lead on the push path."""
+    sim = floor(bob=READY, carol=READY)
+    sim.set_agent_status("alice", LOGGED_OUT, since=time.time() - HOUR)
+    with serve(sim) as jodo:
+        sink = make_sink(jodo.url, store, reallocation=REALLOCATE)
+        await push(sink, store, [lead(n, agent="alice") for n in range(1, 41)])
+        await sink.poll_outcomes()  # alice is away: her leads move to bob and carol
+        sim.advance()
+        async with traced(store) as sent:
+            await push(sink, store, [lead(n, agent="alice", last_name="Changed") for n in
+                                     range(1, 41)])  # fmt: skip
+        await sink.close()
+    held = records_by_phone(sim)
+    assert {held[dialled(n)]["userlogin"] for n in range(1, 41)} == {"bob", "carol"}
+    marks = [s for s in sent if "FROM kv" in s and ":realloc'" in s]
+    assert len(marks) == 1, marks
 
 
 async def test_an_agent_absent_for_less_than_the_configured_time_keeps_their_leads(

@@ -697,6 +697,11 @@ async def test_rejects_runs_kv_and_pruning(store: SqliteStore) -> None:
     assert await store.kv_get("s", "n") == "v"
     await store.kv_set("s", "n", None)
     assert await store.kv_get("s", "n") is None
+    for name in ("a", "b"):
+        await store.kv_set("s", name, name.upper())
+    await store.kv_set("t", "c", "other scope")
+    # a batch's names at once: those set, each once, whatever else it asks for
+    assert await store.kv_many("s", ["a", "b", "c", "a", "zz"]) == {"a": "A", "b": "B"}
     await store.add_event("jodo", "K3", "note", "hello")
     pruned = await store.prune({"events": -3600, "rejects": -3600, "runs": -3600})
     # the last run is kept for `status`; an event or a refused row past its age is not

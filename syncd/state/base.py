@@ -437,6 +437,11 @@ class Notes(Protocol):
     """A stage's own small state by name (kv), and events on a lead's history."""
 
     async def kv_get(self, scope: str, name: str) -> str | None: ...
+    async def kv_many(self, scope: str, names: Sequence[str]) -> dict[str, str]:
+        """Return the values of ``names`` in ``scope`` that are set: one look-up for a
+        whole batch (a push's leads), not one per name."""
+        ...
+
     async def kv_set(self, scope: str, name: str, value: str | None) -> None: ...
     async def kv_scan(self, scope: str, limit: int = 100) -> list[tuple[str, str]]:
         """Return up to ``limit`` (name, value) of ``scope``, by name (the key's prefix)."""

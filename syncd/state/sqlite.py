@@ -1488,6 +1488,17 @@ class SqliteStore:
             row = await cur.fetchone()
         return str(row[0]) if row else None
 
+    async def kv_many(self, scope: str, names: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        async with self._lock:
+            for part in in_parts(list(dict.fromkeys(names)), self._keys):
+                among, params = self._in_list("name", part)
+                rows = await self.db.execute_fetchall(
+                    f"SELECT name, value FROM kv WHERE scope = ? AND {among}", (scope, *params)
+                )
+                found.update((str(name), str(value)) for name, value in rows)
+        return found
+
     async def kv_set(self, scope: str, name: str, value: str | None) -> None:
         async with self._tx() as db:
             if value is None:

@@ -42,21 +42,18 @@ class Reallocator(JodoPart):
 
     async def mark(self, key: str, lead: Lead) -> dict[str, Any] | None:
         """Return the reallocation mark of a lead, None if none applies to its current agent."""
-        text = await self.store.kv_get(self.marks, key)
-        if not text:
-            return None
-        mark = dict(json.loads(text))
-        return mark if mark.get("lead_agent") == lead.agent else None
+        return applying(await self.store.kv_get(self.marks, key), lead)
 
     async def moved_agents(self, leads: Sequence[QueuedLead]) -> dict[str, str]:
-        """Return key -> fallback login for leads syncd moved, so a later push keeps the move."""
+        """Return key -> fallback login for leads syncd moved, so a later push keeps the move
+        (the batch's marks read at once: this is on every push)."""
         if not self.enabled:
             return {}
+        assigned = [q for q in leads if q.lead.agent]
+        texts = await self.store.kv_many(self.marks, [q.key for q in assigned]) if assigned else {}
         moved: dict[str, str] = {}
-        for q in leads:
-            if not q.lead.agent:
-                continue
-            mark = await self.mark(q.key, q.lead)
+        for q in assigned:
+            mark = applying(texts.get(q.key), q.lead)
             if mark is not None and mark.get("state") == "done":
                 moved[q.key] = str(mark["to"])
         return moved
@@ -185,3 +182,12 @@ class Reallocator(JodoPart):
             f"{lead.agent} -> {target} ({lead.agent} {what} for {seconds:.0f}s)",
         )
         return True
+
+
+def applying(text: str | None, lead: Lead) -> dict[str, Any] | None:
+    """Return a stored reallocation mark when it applies to the lead's current agent (the
+    CRM may have assigned it another since), else None."""
+    if not text:
+        return None
+    mark = dict(json.loads(text))
+    return mark if mark.get("lead_agent") == lead.agent else None
