@@ -356,3 +356,25 @@ async def test_the_unconfirmed_leads_of_a_push_share_one_read_of_a_quiet_campaig
         assert flt["campaign"] == CAMPAIGN and flt["destination"] == ""
         # From the earliest send in doubt (less the clocks' skew) on.
         assert flt["calldatei"] >= started.strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def test_a_files_leads_are_written_to_the_ledger_together_before_and_after_the_upload(
+    tmp_path: Path,
+) -> None:
+    """Before a file goes, syncd notes each lead as being sent (a crash then knows what
+    may be at the dialer), after it the answer: one transaction each for the whole file,
+    not two a lead on the push path."""
+    from tests.support.stores import traced
+
+    with served() as (sim, url):
+        async with sink_on(url, tmp_path) as sink:
+            leads = [queued(f"K{i}", uy(i)) for i in range(1, 41)]
+            async with traced(sink.ctx.store) as sent:  # type: ignore[arg-type]
+                results = await sink.push(leads)
+            placed = [await sink.ledger.placed(f"K{i}") for i in range(1, 41)]
+
+    assert set(kinds(results).values()) == {"delivered"}
+    assert len(sim.uploads_made()) == 1
+    assert all(p is not None and p.destination == dialled(i) for i, p in enumerate(placed, 1))
+    begun = [s for s in sent if s.startswith("BEGIN")]
+    assert len(begun) <= 2, len(begun)

@@ -59,6 +59,13 @@ class SinkLedger(Protocol):
         """Record ``placement`` for the lead and point each of ``numbers`` at it."""
         ...
 
+    async def ledger_place_many(
+        self, sink: str, placements: Sequence[tuple[str, Placement, Sequence[str]]]
+    ) -> None:
+        """Record each (key, placement, numbers) as ``ledger_place`` does, in order (the
+        last lead placed under a number owns it), in one transaction: a whole upload's."""
+        ...
+
     async def ledger_forget(self, sink: str, key: str, numbers: Sequence[str]) -> None:
         """Drop the lead's placement and those of ``numbers`` that still point at it."""
         ...

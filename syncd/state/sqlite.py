@@ -1528,12 +1528,24 @@ class SqliteStore:
     async def ledger_place(
         self, sink: str, key: str, placement: Placement, numbers: Sequence[str] = ()
     ) -> None:
+        await self.ledger_place_many(sink, [(key, placement, numbers)])
+
+    async def ledger_place_many(
+        self, sink: str, placements: Sequence[tuple[str, Placement, Sequence[str]]]
+    ) -> None:
+        if not placements:
+            return
         async with self._tx() as db:
-            await db.execute(
-                self._ledger_sql("ledger_place"), (sink, key, *placement_row(placement))
+            # One row per lead: an upsert by (sink, key) takes a lead once per statement.
+            last = {key: (key, p) for key, p, _ in placements}
+            await db.executemany(
+                self._ledger_sql("ledger_place"),
+                [(sink, key, *placement_row(p)) for key, p in last.values()],
             )
-            points = [(sink, n, key) for n in dict.fromkeys(numbers)]
-            if points:
+            points = [
+                (sink, n, key) for key, _, numbers in placements for n in dict.fromkeys(numbers)
+            ]
+            if points:  # in order: the number's last lead owns it
                 await db.executemany(self._ledger_sql("ledger_point"), points)
 
     async def ledger_forget(self, sink: str, key: str, numbers: Sequence[str]) -> None:

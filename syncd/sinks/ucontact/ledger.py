@@ -22,6 +22,7 @@ sink's own few values (the poll's position, health, agents) stay in ``kv``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -129,6 +130,18 @@ class Ledger:
         """Record ``placed`` for ``key`` and point every form of ``numbers`` at it."""
         forms = match_forms(*numbers)
         await self.store.ledger_place(self.sink, key, placed.to_placement(), forms)
+
+    async def place_many(self, placements: Sequence[tuple[str, Placed, list[str]]]) -> None:
+        """Record each (key, placed, numbers) as :meth:`place` does, in one transaction."""
+        await self.store.ledger_place_many(
+            self.sink, [(key, p.to_placement(), match_forms(*ns)) for key, p, ns in placements]
+        )
+
+    async def mark_many(self, marks: Sequence[tuple[str, Placed]]) -> None:
+        """Record each (key, placed) as :meth:`mark` does, in one transaction."""
+        await self.store.ledger_place_many(
+            self.sink, [(key, p.to_placement(), ()) for key, p in marks]
+        )
 
     async def mark(self, key: str, placed: Placed) -> None:
         """Record ``placed`` for ``key``, leaving the number index as it is."""

@@ -539,9 +539,9 @@ class Placer:
         # one read of the call records since then serves all its leads (``dialled``).
         now = time.time()
         for q, call in ready:  # in order, so the number index ends with each number's owner
-            placed = _sending(q, call, BASE, now)
-            await self.ledger.place(q.key, placed, _numbers(q, call))
-            sent.append((q, placed))
+            sent.append((q, _sending(q, call, BASE, now)))
+        await self.ledger.place_many([(q.key, p, _numbers(q, c)) for (q, p), (_, c) in
+                                      zip(sent, ready, strict=True)])  # fmt: skip
         calls = [call for _, call in by_number.values()]
         answer = await self._added(sent, self._upload(calls, timezone))
         resource = _upload_resource(timezone)
@@ -568,8 +568,7 @@ class Placer:
             ok = await call
         except NoAnswer as exc:
             until = time.time() + self.settle_s
-            for q, placed in sent:
-                await self.ledger.mark(q.key, replace(placed, until=until))
+            await self.ledger.mark_many([(q.key, replace(p, until=until)) for q, p in sent])
             # The unread answer may echo the upload (names, numbers): its code at warning.
             log_reason(
                 self.log,
@@ -585,8 +584,7 @@ class Placer:
         except VendorError as exc:
             # Answered (an error status, a refusal) or never sent: nothing was added.
             # Anything else (a cancel) leaves the marker: the next try treats it as a crash.
-            for q, placed in sent:
-                await self.ledger.mark(q.key, _settled(placed, NO))
+            await self.ledger.mark_many([(q.key, _settled(p, NO)) for q, p in sent])
             if isinstance(exc, SinkConfigError | BatchTooLarge | SinkHeld):
                 raise  # the sink's or the request's problem: the push loop decides
             if isinstance(exc, PermanentError) and len(sent) > 1:
@@ -597,8 +595,7 @@ class Placer:
                 return [PushResult.rejected(q.key, str(exc)) for q, _ in sent]
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             return [PushResult.retry(q.key, str(exc), retry_after) for q, _ in sent]
-        for q, placed in sent:
-            await self.ledger.mark(q.key, _settled(placed, YES if ok else NO))
+        await self.ledger.mark_many([(q.key, _settled(p, YES if ok else NO)) for q, p in sent])
         return ok
 
     async def _upload(self, calls: list[Call], timezone: str | None) -> bool:
