@@ -468,3 +468,21 @@ async def test_a_batch_the_dialer_did_not_answer_goes_back_together_not_in_scatt
     # One wait for the whole batch: jitter spreads batches apart, not the leads of one
     # batch (scattered, they went back to a dialer that was down in many small requests).
     assert len(retry_at) == 1
+
+
+async def test_a_batchs_deliveries_are_noted_in_the_ledger_in_one_transaction(rig: Rig) -> None:
+    """What Ameyo holds of each lead (its customer, the record sent) is noted for the
+    batch at once, not a transaction a lead on the push path; a second push of the same
+    leads then finds them held and sends nothing."""
+    from tests.support.stores import traced
+
+    sink = await rig.sink(callbacks=False)
+    await rig.enqueue(*[lead(n) for n in range(1, 31)])
+    async with traced(rig.store) as sent:
+        counts, _ = await rig.push(sink)
+    assert counts.delivered == 30
+    noted = [s for s in sent if s.lstrip().startswith("INSERT INTO sink_ledger ")]
+    begun_with_notes = sum(1 for s in sent if s.startswith("BEGIN"))
+    assert len(noted) == 30 and begun_with_notes <= 3, begun_with_notes
+    held = [await sink.ledger.delivered(f"L{n:03d}") for n in range(1, 31)]
+    assert all(h is not None and h.customer for h in held)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from syncd.state.ledger import Placement, SinkLedger
@@ -67,5 +68,12 @@ class Ledger:
         return Delivered.from_placement(row.placement)
 
     async def record(self, key: str, delivered: Delivered) -> None:
-        # No number index: Ameyo's outcomes come by customer, not by number.
-        await self.store.ledger_place(self.sink, key, delivered.to_placement())
+        await self.record_many([(key, delivered)])
+
+    async def record_many(self, deliveries: Sequence[tuple[str, Delivered]]) -> None:
+        """Note each (key, delivered), one transaction for them all. No number index:
+        Ameyo's outcomes come by customer, not by number."""
+        if deliveries:
+            await self.store.ledger_place_many(
+                self.sink, [(key, d.to_placement(), ()) for key, d in deliveries]
+            )

@@ -107,6 +107,7 @@ class AmeyoSink(BaseSink):
         self.pings = 0
         self._watch: Watchlist | None = None
         self.ledger = Ledger(ctx.store, config.name)  # what it delivered, per lead
+        self._noted: list[tuple[str, Delivered]] = []  # a push's deliveries, not yet noted
 
     @property
     def watch(self) -> Watchlist:
@@ -314,6 +315,16 @@ class AmeyoSink(BaseSink):
     # -- push ------------------------------------------------------------------
 
     async def push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
+        self._noted = []
+        try:
+            return await self._push(batch)
+        finally:
+            # What Ameyo holds now, for the batch at once; also when a later request of
+            # the batch failed: a lead delivered is not uploaded again as new.
+            noted, self._noted = self._noted, []
+            await self.ledger.record_many(noted)
+
+    async def _push(self, batch: Sequence[QueuedLead]) -> list[PushResult]:
         results: dict[str, PushResult] = {}
         plans: list[Plan] = []
         for queued in batch:
@@ -351,7 +362,7 @@ class AmeyoSink(BaseSink):
             phone1=plan.record["phone1"],
             validity=plan.validity,
         )
-        await self.ledger.record(plan.queued.key, held)
+        self._noted.append((plan.queued.key, held))  # written at the batch's end (push)
         # Asked about at the next poll, around its close (validityTime) too
         dial_until = plan.queued.dial_until if plan.validity is not None else None
         close = dial_until.timestamp() if dial_until is not None else None
