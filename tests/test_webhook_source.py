@@ -247,6 +247,37 @@ def test_a_lone_surrogate_in_a_field_refuses_that_row_and_the_rest_is_delivered(
     assert daemon.stop() == 0
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_key_holding_a_nul_refuses_its_row_on_either_store(
+    tmp_path: Path, jodo: Simulated, start_daemon: Any, store: str
+) -> None:
+    """A NUL in a key (JSON's "\\u0000") is a key with a control character, refused by
+    row; on PostgreSQL it reached the database's look-up, which took no NUL, and the
+    whole POST was answered 500 "send them again"."""
+    schema = new_schema()
+    path = config(tmp_path, jodo.url)
+    if store == "postgresql":
+        state = f'[state]\nurl = "{pg_url()}"\nschema_name = "{schema}"\n'
+        text = path.read_text(encoding="utf-8")
+        path.write_text(re.sub(r'\[state\]\npath = "[^"]*"\n', lambda _: state, text), "utf-8")
+    try:
+        daemon = start_daemon(path, env())
+        daemon.wait_for("daemon.ready", timeout=60)
+        form = Form(daemon)
+        answer = form.post([lead("Z1", phone="9845012311"), lead("Z2\u0000", phone="9845012312")])
+        assert answer.status_code == 400, answer.text
+        reply = answer.json()
+        assert reply["accepted"] == [0]
+        [refused] = reply["refused"]
+        assert refused["row"] == 1 and "control character" in refused["reason"], refused
+        wait_until(lambda: delivered(jodo, "Z1"), DEADLINE_S, lambda: daemon.events[-15:])
+        assert daemon.stop() == 0
+        form.http.close()
+    finally:
+        if store == "postgresql":
+            asyncio.run(drop_schema(schema))
+
+
 def test_unsigned_badly_signed_and_stale_requests_get_401_without_detail(
     tmp_path: Path, jodo: Simulated, started: Any
 ) -> None:

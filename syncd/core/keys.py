@@ -26,6 +26,13 @@ from syncd.core.model import MAX_KEY_LEN
 _HIDDEN = frozenset({"Cc", "Cf"})
 
 
+def looked_up(key: str) -> bool:
+    """Return False for a key the store is not asked about: empty, or holding a NUL
+    (PostgreSQL's text takes none, and its look-up failed the whole chunk). Its row is
+    refused by :func:`key_refusal` when mapped, as a new row's."""
+    return bool(key) and "\x00" not in key
+
+
 def key_refusal(raw: str, column: str) -> str | None:
     """Return why the key cell ``raw`` (read from ``column``) cannot be a lead's key,
     None when it can; the key is then ``raw.strip()``."""

@@ -24,6 +24,7 @@ from syncd.core.agent_mapping import AgentMapper, agent_columns
 from syncd.core.audit import Facts, list_of, sink_policy_version
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import GateDecision, Verdict, lead_zones
+from syncd.core.keys import looked_up
 from syncd.core.mapping import (
     Mapper,
     NormalizedRow,
@@ -245,7 +246,7 @@ class Puller:
         key_col = chunk.header.index(route.map.key)
         step = max(len(chunk.rows) // PROBE_KEYS, 1)
         sample = {chunk.rows[i][1][key_col].strip() for i in range(0, len(chunk.rows), step)}
-        sample.discard("")
+        sample = {key for key in sample if looked_up(key)}
         if not sample:
             return False
         known = set(await self.store.lookup(route.sink, list(sample)))
@@ -366,9 +367,12 @@ class Puller:
         latest = latest_of(keys)
         # (key, raw hash of its last row) of every key, in C: every row of a re-sync
         pairs = list(zip(latest, map(hashes.__getitem__, latest.values()), strict=True))
-        if "" in latest:  # rows without a key are refused, not looked up
-            pairs = [pair for pair in pairs if pair[0]]
+        unasked = [key for key in latest if not looked_up(key)]
+        if unasked:  # no key (refused as such), a NUL (refused when mapped): not looked up
+            pairs = [pair for pair in pairs if looked_up(pair[0])]
         stored = await self.store.lookup_changed(sink, pairs, chunk.origin)
+        # New to the store, not unchanged (a key left out of the answer is): mapped, refused
+        stored.update((key, None) for key in unasked if key)
         first = triage(
             rows, key_col, raw_hashes, stored, origin=chunk.origin, run_id=write.run_id,
             keys=keys, latest=latest, last_lines=chunk.last_lines.get(mapper.key_column),

@@ -10,6 +10,7 @@ import importlib.metadata
 from collections.abc import Mapping
 
 from syncd import __version__
+from syncd.core.keys import looked_up
 from syncd.core.mapping import NormalizedRow
 from syncd.core.model import StoredLead
 from syncd.core.reconcile import Row, RowReject, block_code
@@ -54,8 +55,7 @@ async def recall_refused(
     fp: str,
 ) -> tuple[list[Row], list[tuple[Row, Refusal]]]:
     """Return the rows still to map, and those refused before with the same content."""
-    keys = {values[key_col].strip() for _, values in to_map}
-    keys.discard("")
+    keys = {k for _, values in to_map if looked_up(k := values[key_col].strip())}
     if not keys:
         return to_map, []
     memory = await store.refusals(sink, sorted(keys))

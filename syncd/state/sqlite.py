@@ -2442,14 +2442,17 @@ async def _write_cursor(db: aiosqlite.Connection, source: str, value: str | None
 
 
 def _storable(text: str | None) -> str | None:
-    """Return ``text`` with undecodable bytes (lone surrogates) as U+FFFD.
+    """Return ``text`` with undecodable bytes (lone surrogates) and NULs as U+FFFD.
 
-    A refused row may hold bytes its file's encoding could not decode; SQLite
-    stores UTF-8 only, and the row must be kept (with its reason), not crash the pull.
+    A refused row may hold bytes its file's encoding could not decode (SQLite stores
+    UTF-8 only) or a NUL a POST escaped (PostgreSQL's text takes none): the row must be
+    kept (with its reason), not crash the pull.
     """
     if text is None:
         return None
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return (
+        text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+    )
 
 
 def snapshot(source: Path, target: Path) -> None:
