@@ -245,6 +245,13 @@ def test_a_lone_surrogate_in_a_field_refuses_that_row_and_the_rest_is_delivered(
     assert form.post(lead("S4", phone="9845012304")).status_code == 202  # and the next POST
     wait_until(lambda: delivered(jodo, "S4"), DEADLINE_S, lambda: daemon.events[-15:])
     assert daemon.stop() == 0
+    # Kept with its key and what could be read of it, found as any refused row is
+    cfg = str(tmp_path / "syncd.toml")
+    listed = run_cli("rejects", "--source", "form", "-c", cfg, env=env())
+    [row] = [line for line in listed.stdout.splitlines() if ",S2," in line]
+    assert "first: holds half of a character" in row and "9845012302" in row, row
+    explained = run_cli("explain", "S2", "-c", cfg, env=env())
+    assert "holds half of a character" in explained.stdout, explained.stdout
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])

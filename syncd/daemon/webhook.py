@@ -251,7 +251,7 @@ class Endpoint:
                 bound.warning("webhook.refused", status=exc.status, why=str(exc))
                 return Answer(exc.status, {"error": str(exc), "accepted": [], "refused": []})
             origin = f"post-{uuid.uuid4().hex[:12]}"
-            chunk = to_chunk(batch, cfg.name, origin, self.required)
+            chunk = to_chunk(batch, cfg.name, origin, self.required, self.key_fields)
             chunk.received_at = received
             write = await self.commits.submit(chunk, batch_keys(batch, self.key_fields))
         except StoreError as exc:

@@ -12,6 +12,7 @@ sender is told (row index, field and a reason that quotes no value).
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import re
@@ -212,6 +213,9 @@ class Refusal:
     field: str | None
     reason: str
     sink: str | None = None  # refused on the way to this sink (others may take it)
+    # the row's fields that could be read, kept with the refusal (`syncd rejects`,
+    # `syncd explain` by its key); never said back to the sender
+    values: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -266,14 +270,19 @@ def parse_leads(body: bytes, max_rows: int) -> Batch:
 
 def _refusal(row: int, values: Mapping[str, str | None]) -> Refusal | None:
     """Return why a lead's fields cannot be taken (the first field found), None if they can."""
+    readable = {
+        name: cell
+        for name, cell in values.items()
+        if cell is not None and not _SURROGATE.search(name) and not _SURROGATE.search(cell)
+    }
     bad = next((name for name, cell in values.items() if cell is None), None)
     if bad is not None:
-        return Refusal(row, bad, NOT_FLAT)
+        return Refusal(row, bad, NOT_FLAT, values=readable)
     for name, cell in values.items():
         if _SURROGATE.search(name):  # the name itself cannot be said back
-            return Refusal(row, None, f"a field's name {TORN}")
+            return Refusal(row, None, f"a field's name {TORN}", values=readable)
         if _SURROGATE.search(cell or ""):
-            return Refusal(row, name, TORN)
+            return Refusal(row, name, TORN, values=readable)
     return None
 
 
@@ -297,16 +306,31 @@ def _cell(value: Any) -> str | None:
     return None
 
 
-def to_chunk(batch: Batch, source: str, origin: str, required: Iterable[str]) -> Chunk:
+def to_chunk(
+    batch: Batch,
+    source: str,
+    origin: str,
+    required: Iterable[str],
+    key_fields: Iterable[str] = (),
+) -> Chunk:
     """Return the chunk the pull reconciles: a header of every field (the routes' first),
-    one row per lead (line = row index + 1), the rows refused kept as rejects."""
+    one row per lead (line = row index + 1), the rows refused kept as rejects, with what
+    could be read of them and their key (a route's ``key_fields``), as a file's are."""
     names = set(required)
     for _, values in batch.rows:
         names.update(values)
     header = tuple(sorted(names))  # sorted: the same lead hashes the same whatever the order
     rows = [(i + 1, [values.get(n, "") for n in header]) for i, values in batch.rows]
+    keys = tuple(key_fields)
     rejects = [
-        Reject(source, f"{r.field}: {r.reason}" if r.field else r.reason, r.row + 1, origin)
+        Reject(
+            source,
+            f"{r.field}: {r.reason}" if r.field else r.reason,
+            r.row + 1,
+            origin,
+            dict(r.values),
+            next((k for f in keys if (k := clean_cell(r.values.get(f, "")))), ""),
+        )
         for r in batch.refusals
     ]
     return Chunk(origin=origin, header=header, rows=rows, rejects=rejects)
@@ -405,6 +429,7 @@ def answer(batch: Batch, rejects: Iterable[tuple[str, Reject]], source: str) -> 
 def _shown(refused: Refusal) -> dict[str, Any]:
     """Return a refusal as the sender reads it (``sink`` only when a sink refused it)."""
     shown = asdict(refused)
+    del shown["values"]  # the sender's own data: the answer names fields, never values
     if shown["sink"] is None:
         del shown["sink"]
     return shown
