@@ -254,6 +254,31 @@ def test_a_lone_surrogate_in_a_field_refuses_that_row_and_the_rest_is_delivered(
     assert "holds half of a character" in explained.stdout, explained.stdout
 
 
+def test_a_later_row_refused_before_mapping_still_supersedes_an_earlier_row_of_its_lead(
+    tmp_path: Path, jodo: Simulated, started: Any
+) -> None:
+    """Last row wins within a POST whatever refused the later row: the earlier one is
+    the lead as it was, not to be dialled (as when the later row's phone is invalid)."""
+    daemon, form = started(config(tmp_path, jodo.url))
+
+    answer = form.post(
+        [
+            lead("V1", phone="9845012321"),
+            lead("V1", phone="9845012322", first="Asha \ud800"),
+            lead("V2", phone="9845012323"),
+        ]
+    )
+
+    assert answer.status_code == 400, answer.text
+    reply = answer.json()
+    assert reply["accepted"] == [2]
+    refused = {r["row"]: r for r in reply["refused"]}
+    assert set(refused) == {0, 1} and "superseded" in refused[0]["reason"], refused
+    wait_until(lambda: delivered(jodo, "V2"), DEADLINE_S, lambda: daemon.events[-15:])
+    assert "V1" not in set(jodo.sim.received())
+    assert daemon.stop() == 0
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_a_key_holding_a_nul_refuses_its_row_on_either_store(
     tmp_path: Path, jodo: Simulated, start_daemon: Any, store: str

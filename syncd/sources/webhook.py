@@ -333,7 +333,19 @@ def to_chunk(
         )
         for r in batch.refusals
     ]
-    return Chunk(origin=origin, header=header, rows=rows, rejects=rejects)
+    # A row refused here is still the sender's latest of its lead: an earlier row of its
+    # key in this POST is superseded by it (last row wins), as in a file.
+    last_lines = {
+        f: {k: r.row + 1 for r in batch.refusals if (k := r.values.get(f, "").strip())}
+        for f in keys
+    }
+    return Chunk(
+        origin=origin,
+        header=header,
+        rows=rows,
+        rejects=rejects,
+        last_lines={f: lines for f, lines in last_lines.items() if lines},
+    )
 
 
 # -- which POSTs commit together -------------------------------------------------------------
