@@ -67,6 +67,14 @@ PERSON = ("Asha", "Sharma", "asha.sharma@example.org", "9820012345")
         ("jodo: ImportProcessData: HTTP 413 (code 413): this one record is larger than the "
          "dialer takes in a request", "refused by the dialer",
          "one record too large for the dialer (HTTP 413)"),
+        # the store's own words name its path or URL: the code alone is shown
+        ("the disk holding the state store /var/lib/syncd/state.db is full (database or "
+         "disk is full); free space there: nothing was written, nothing is lost, syncd "
+         "carries on once it can write", "failing", "the state store's disk is full"),
+        ("the state store postgresql://syncd@db.example.org/crm cannot be reached: "
+         "connection refused", "failing", "the state store cannot be reached"),
+        ("the state store /srv/state.db is read-only (attempt to write a readonly "
+         "database)", "failing", "the state store is read-only"),
         # a server clock check's words (sinks/ucontact/server_clock.py), as it says them
         (zone_mismatch(datetime(2026, 12, 5, 17, 30), datetime(2026, 12, 5, 12, tzinfo=UTC),
                        "UTC"), "failing", "the dialer's clock is in another zone than "

@@ -49,6 +49,12 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(invalid|unknown) time ?zone", "invalid time zone", True),
         (r"no phone number to dial", "no phone number to dial", False),
         (r"unmappable", "unmappable", False),
+        # the state store (a path or URL follows "store": never shown)
+        (r"the disk holding the state store .{0,2000} is full", "the state store's disk is full",
+         False),
+        (r"the state store .{0,2000} cannot be reached", "the state store cannot be reached",
+         False),
+        (r"the state store .{0,2000} is read-only", "the state store is read-only", False),
         # a dialer's clock against what syncd was told of it (sinks' own server checks)
         (r"the dialer's clock reads UTC[+-]\d\d:\d\d but server_timezone",
          "the dialer's clock is in another zone than server_timezone", False),
