@@ -60,9 +60,9 @@ def _transact(
                 conn.executemany(sql, params)
             else:
                 conn.execute(sql, params)
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolled back already after SQLITE_FULL
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
