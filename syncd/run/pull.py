@@ -24,7 +24,7 @@ from syncd.core.agent_mapping import AgentMapper, agent_columns
 from syncd.core.audit import Facts, list_of, sink_policy_version
 from syncd.core.clock import SYSTEM_CLOCK, Clock
 from syncd.core.gate import GateDecision, Verdict, lead_zones
-from syncd.core.keys import looked_up
+from syncd.core.keys import looked_up, not_looked_up
 from syncd.core.mapping import (
     Mapper,
     NormalizedRow,
@@ -367,7 +367,7 @@ class Puller:
         latest = latest_of(keys)
         # (key, raw hash of its last row) of every key, in C: every row of a re-sync
         pairs = list(zip(latest, map(hashes.__getitem__, latest.values()), strict=True))
-        unasked = [key for key in latest if not looked_up(key)]
+        unasked = not_looked_up(latest.keys())
         if unasked:  # no key (refused as such), a NUL (refused when mapped): not looked up
             pairs = [pair for pair in pairs if looked_up(pair[0])]
         stored = await self.store.lookup_changed(sink, pairs, chunk.origin)

@@ -270,20 +270,24 @@ def parse_leads(body: bytes, max_rows: int) -> Batch:
 
 def _refusal(row: int, values: Mapping[str, str | None]) -> Refusal | None:
     """Return why a lead's fields cannot be taken (the first field found), None if they can."""
-    readable = {
+    bad = next((name for name, cell in values.items() if cell is None), None)
+    if bad is not None:
+        return Refusal(row, bad, NOT_FLAT, values=_readable(values))
+    for name, cell in values.items():
+        if _SURROGATE.search(name):  # the name itself cannot be said back
+            return Refusal(row, None, f"a field's name {TORN}", values=_readable(values))
+        if _SURROGATE.search(cell or ""):
+            return Refusal(row, name, TORN, values=_readable(values))
+    return None
+
+
+def _readable(values: Mapping[str, str | None]) -> dict[str, str]:
+    """Return the fields of a refused row that can be kept as text (name and value)."""
+    return {
         name: cell
         for name, cell in values.items()
         if cell is not None and not _SURROGATE.search(name) and not _SURROGATE.search(cell)
     }
-    bad = next((name for name, cell in values.items() if cell is None), None)
-    if bad is not None:
-        return Refusal(row, bad, NOT_FLAT, values=readable)
-    for name, cell in values.items():
-        if _SURROGATE.search(name):  # the name itself cannot be said back
-            return Refusal(row, None, f"a field's name {TORN}", values=readable)
-        if _SURROGATE.search(cell or ""):
-            return Refusal(row, name, TORN, values=readable)
-    return None
 
 
 def _no_constant(name: str) -> Any:
